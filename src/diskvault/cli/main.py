@@ -1,0 +1,59 @@
+"""The ``diskvault`` command: a click group; errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from ..store.errors import DiskvaultError
+from . import repository_commands, snapshot_commands
+
+DEBUG_FLAG = "--debug"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(DEBUG_FLAG, is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(package_name="diskvault")
+def cli(debug: bool) -> None:
+    """Deduplicating, content-addressed backups of disk images and block devices."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="diskvault: warning: %(message)s")
+
+
+for module in (repository_commands, snapshot_commands):
+    module.register(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = DEBUG_FLAG in args
+    try:
+        cli.main(args=args, prog_name="diskvault", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        click.echo("diskvault: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("diskvault: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `cat | head`): not an error to report
+        sys.exit(1)
+    except DiskvaultError as error:
+        if debug:
+            raise
+        click.echo(f"diskvault: error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except OSError as error:
+        if debug:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        click.echo(f"diskvault: error: {error.strerror or error}{where}", err=True)
+        sys.exit(1)
+    sys.exit(0)

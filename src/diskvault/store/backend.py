@@ -1,0 +1,115 @@
+"""Where pack bytes live. Local folder now; an object store can implement the same
+narrow interface (create, read a range, size, list, delete) later."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+from .durable import fsync_dir
+from .errors import MissingChunk
+
+PACK_SUFFIX = ".pack"
+TMP_SUFFIX = ".tmp"
+
+
+class PackSink:
+    """A pack being written: appended to, then made durable under its final name at once."""
+
+    def __init__(self, final_path: Path):
+        self.final_path = final_path
+        self.tmp_path = final_path.with_name(f".{final_path.name}{TMP_SUFFIX}")
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.tmp_path, "wb", buffering=1024 * 1024)
+
+    def write(self, data) -> None:
+        self._file.write(data)
+
+    def finish(self) -> None:
+        """fsync the data, then rename into place and fsync the folder: durable before use."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.rename(self.tmp_path, self.final_path)
+        fsync_dir(self.final_path.parent)
+
+    def abort(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass  # closing flushes; a full disk fails here too, and the file goes anyway
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class LocalBackend:
+    """Packs as files in ``root/<first two hex digits>/<pack id>.pack``."""
+
+    def __init__(self, root: Path, open_files: int = 64):
+        self.root = Path(root)
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._max_fds = open_files
+        self._lock = threading.Lock()
+
+    def path(self, pack_id: str) -> Path:
+        return self.root / pack_id[:2] / f"{pack_id}{PACK_SUFFIX}"
+
+    def create(self, pack_id: str) -> PackSink:
+        return PackSink(self.path(pack_id))
+
+    def _fd(self, pack_id: str) -> int:
+        with self._lock:
+            fd = self._fds.get(pack_id)
+            if fd is not None:
+                self._fds.move_to_end(pack_id)
+                return fd
+            try:
+                fd = os.open(self.path(pack_id), os.O_RDONLY)
+            except FileNotFoundError:
+                raise MissingChunk(f"pack {pack_id} is missing from the repository") from None
+            self._fds[pack_id] = fd
+            while len(self._fds) > self._max_fds:
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+            return fd
+
+    def read(self, pack_id: str, offset: int, length: int) -> bytes:
+        return os.pread(self._fd(pack_id), length, offset)
+
+    def size(self, pack_id: str) -> int:
+        return self.path(pack_id).stat().st_size
+
+    def list(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir():
+                for entry in sorted(folder.iterdir()):
+                    if entry.name.endswith(PACK_SUFFIX) and not entry.name.startswith("."):
+                        yield entry.name[: -len(PACK_SUFFIX)]
+
+    def list_unfinished(self) -> Iterator[Path]:
+        """Temp files of packs whose writer died before finishing them."""
+        if self.root.is_dir():
+            yield from self.root.glob(f"*/.*{TMP_SUFFIX}")
+
+    def delete(self, pack_id: str) -> None:
+        self.forget(pack_id)
+        path = self.path(pack_id)
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+    def forget(self, pack_id: str) -> None:
+        """Close a cached handle, so that a replaced or deleted pack is reopened."""
+        with self._lock:
+            fd = self._fds.pop(pack_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

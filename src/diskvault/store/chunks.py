@@ -1,0 +1,145 @@
+"""Chunk storage: compress and pack new chunks (writer), fetch and verify them (reader).
+
+The only code that turns a digest into stored bytes and back. Pack data is made
+durable before the index commits entries that point at it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import deque
+from concurrent.futures import Executor
+
+import blake3
+import zstandard
+
+from .backend import LocalBackend
+from .config import Compression
+from .errors import CorruptData, MissingChunk
+from .index import ChunkIndex, ChunkLocation
+from .packs import FLAG_ZSTD, PackWriter
+from .snapshots import BackupStats
+
+
+class Codec:
+    """zstd with one compressor/decompressor per thread (they are not thread-safe)."""
+
+    def __init__(self, compression: Compression):
+        self._level = compression.level
+        self._enabled = compression.codec == "zstd"
+        self._local = threading.local()
+
+    def compress(self, raw) -> tuple[bytes, int]:
+        """Stored bytes and flags; raw bytes are kept when compression does not save space."""
+        if self._enabled:
+            compressor = getattr(self._local, "compressor", None)
+            if compressor is None:
+                compressor = self._local.compressor = zstandard.ZstdCompressor(level=self._level)
+            packed = compressor.compress(raw)
+            if len(packed) < len(raw):
+                return packed, FLAG_ZSTD
+        return bytes(raw), 0
+
+    def decompress(self, stored: bytes, location: ChunkLocation) -> bytes:
+        if not location.flags & FLAG_ZSTD:
+            return stored
+        decompressor = getattr(self._local, "decompressor", None)
+        if decompressor is None:
+            decompressor = self._local.decompressor = zstandard.ZstdDecompressor()
+        return decompressor.decompress(stored, max_output_size=location.raw_size)
+
+
+class ChunkReader:
+    """digest -> verified raw bytes. Thread-safe."""
+
+    def __init__(self, backend: LocalBackend, index: ChunkIndex, codec: Codec):
+        self.backend = backend
+        self.index = index
+        self.codec = codec
+
+    def locate(self, digest: bytes) -> ChunkLocation:
+        location = self.index.lookup(digest)
+        if location is None:
+            raise MissingChunk(f"chunk {digest.hex()[:16]} is not in the index")
+        return location
+
+    def get(self, digest: bytes) -> bytes:
+        location = self.locate(digest)
+        stored = self.backend.read(location.pack_id, location.offset, location.stored_size)
+        if len(stored) != location.stored_size:
+            raise CorruptData(f"chunk {digest.hex()[:16]} is cut short in pack "
+                              f"{location.pack_id}")
+        try:
+            raw = self.codec.decompress(stored, location)
+        except zstandard.ZstdError:
+            raise CorruptData(f"chunk {digest.hex()[:16]} in pack {location.pack_id} does not "
+                              f"decompress") from None
+        if len(raw) != location.raw_size or blake3.blake3(raw).digest() != digest:
+            raise CorruptData(f"chunk {digest.hex()[:16]} in pack {location.pack_id} does not "
+                              f"match its digest")
+        return raw
+
+
+class ChunkWriter:
+    """Stores new chunks: compression runs on ``pool`` with a bounded number in flight;
+    records are appended to packs in submission order; each full pack is made durable,
+    then its entries are committed to the index."""
+
+    def __init__(self, backend: LocalBackend, index: ChunkIndex, codec: Codec,
+                 pack_target_bytes: int, pool: Executor, stats: BackupStats,
+                 max_in_flight: int = 32):
+        self.backend = backend
+        self.index = index
+        self.codec = codec
+        self.pack_target_bytes = pack_target_bytes
+        self.pool = pool
+        self.stats = stats
+        self.max_in_flight = max_in_flight
+        self._queue: deque = deque()
+        self._uncommitted: set[bytes] = set()  # submitted, not yet in the index
+        self._pack: PackWriter | None = None
+
+    def is_stored(self, digest: bytes, txn) -> bool:
+        """True if the chunk is in the index or already on its way into a pack."""
+        return digest in self._uncommitted or self.index.contains(txn, digest)
+
+    def put(self, digest: bytes, raw: bytes) -> None:
+        self._uncommitted.add(digest)
+        self._queue.append((digest, len(raw), self.pool.submit(self.codec.compress, raw)))
+        while len(self._queue) > self.max_in_flight:
+            self._write_next()
+
+    def _write_next(self) -> None:
+        digest, raw_size, future = self._queue.popleft()
+        stored, flags = future.result()
+        if self._pack is None:
+            self._pack = PackWriter(self.backend, secrets.token_hex(16))
+        self._pack.add(digest, stored, raw_size, flags)
+        self.stats.new_chunks += 1
+        self.stats.new_bytes += raw_size
+        self.stats.stored_bytes += len(stored)
+        if self._pack.size >= self.pack_target_bytes:
+            self._finish_pack()
+
+    def _finish_pack(self) -> None:
+        pack, self._pack = self._pack, None
+        entries = pack.finish()  # fsync + rename + fsync dir: durable from here on
+        self.index.add_pack(pack.pack_id, entries, pack.size)
+        self._uncommitted.difference_update(e.digest for e in entries)
+
+    def flush(self) -> None:
+        """Write everything submitted and commit it: after this, all of it is durable."""
+        while self._queue:
+            self._write_next()
+        if self._pack is not None:
+            self._finish_pack()
+
+    def abort(self) -> None:
+        """Drop what is not yet durable; committed packs stay (a rerun reuses them)."""
+        for _, _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+        if self._pack is not None:
+            self._pack.abort()
+            self._pack = None

@@ -1,0 +1,90 @@
+"""The one hierarchy of errors a user reads; each class knows its exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_LOCKED = 73
+EXIT_IO = 74
+
+
+class DiskvaultError(Exception):
+    """Something the user must look at; the CLI prints it as one line."""
+
+    exit_code = EXIT_FAILURE
+
+
+class BadInput(DiskvaultError):
+    """The command was given something it cannot work with (a path, a name, an option)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class RepositoryNotFound(BadInput):
+    pass
+
+
+class NotARepository(BadInput):
+    pass
+
+
+class UnsupportedFormat(BadInput):
+    pass
+
+
+class SourceError(BadInput):
+    pass
+
+
+class SnapshotNotFound(BadInput):
+    pass
+
+
+class AmbiguousSnapshot(BadInput):
+    pass
+
+
+class TargetExists(BadInput):
+    pass
+
+
+class SourceChanged(DiskvaultError):
+    """The source changed size while it was read; the snapshot would not be consistent."""
+
+
+class CorruptData(DiskvaultError):
+    """Stored bytes do not match their digest, or a structure on disk cannot be parsed."""
+
+
+class MissingChunk(CorruptData):
+    pass
+
+
+class RepositoryFull(DiskvaultError):
+    """The repository's filesystem ran out of space; nothing half-written was kept."""
+
+    exit_code = EXIT_IO
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    host: str
+    pid: int
+    command: str
+    since: datetime
+    process_start: str = ""
+
+
+class RepositoryLocked(DiskvaultError):
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, holder: LockHolder):
+        self.holder = holder
+        super().__init__(
+            f"repository is locked by {holder.command} (pid {holder.pid} on {holder.host}, "
+            f"since {holder.since:%Y-%m-%d %H:%M:%S} UTC); retry with --lock-wait SECONDS, or "
+            f"if that process is gone for good, run 'diskvault break-lock'"
+        )

@@ -1,0 +1,103 @@
+"""The LMDB index: digest -> chunk location, plus per-pack statistics.
+
+An accelerator only: everything in it can be rebuilt from the pack footers.
+Entries are committed only after the pack they point into is durable.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from .errors import CorruptData
+from .packs import PackEntry
+
+MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents
+LOCATION = struct.Struct("<16sQIIB")
+PACK_STATS = struct.Struct("<QQQI")
+
+
+@dataclass(frozen=True)
+class ChunkLocation:
+    pack_id: str
+    offset: int
+    stored_size: int
+    raw_size: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class PackStats:
+    file_size: int
+    stored_bytes: int
+    raw_bytes: int
+    records: int
+
+
+def _decode_location(value: bytes) -> ChunkLocation:
+    pack, offset, stored, raw, flags = LOCATION.unpack(value)
+    return ChunkLocation(pack.hex(), offset, stored, raw, flags)
+
+
+class ChunkIndex:
+    """One LMDB environment with two tables: ``chunks`` and ``packs``."""
+
+    def __init__(self, path: Path, readonly: bool = False):
+        path.mkdir(exist_ok=True) if not readonly else None
+        try:
+            self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=4,
+                                 readonly=readonly, create=not readonly, readahead=False)
+        except lmdb.Error as error:
+            raise CorruptData(f"index at {path} cannot be opened ({error}); "
+                              f"run 'diskvault check --repair' to rebuild it") from None
+        self._chunks = self.env.open_db(b"chunks", create=not readonly)
+        self._packs = self.env.open_db(b"packs", create=not readonly)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def lookup(self, digest: bytes, txn: lmdb.Transaction | None = None) -> ChunkLocation | None:
+        if txn is None:
+            with self.env.begin() as own:
+                value = own.get(digest, db=self._chunks)
+        else:
+            value = txn.get(digest, db=self._chunks)
+        return None if value is None else _decode_location(value)
+
+    def read_txn(self) -> lmdb.Transaction:
+        """A read transaction for many lookups in a row (abort it when done)."""
+        return self.env.begin(buffers=False)
+
+    def contains(self, txn: lmdb.Transaction, digest: bytes) -> bool:
+        return txn.get(digest, db=self._chunks) is not None
+
+    def add_pack(self, pack_id: str, entries: Iterable[PackEntry], file_size: int) -> None:
+        """Commit a durable pack's entries; a digest already indexed keeps its location."""
+        pack_key = bytes.fromhex(pack_id)
+        stored = raw = records = 0
+        with self.env.begin(write=True) as txn:
+            for entry in entries:
+                value = LOCATION.pack(pack_key, entry.offset, entry.stored_size,
+                                      entry.raw_size, entry.flags)
+                txn.put(entry.digest, value, db=self._chunks, overwrite=False)
+                stored += entry.stored_size
+                raw += entry.raw_size
+                records += 1
+            txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=self._packs)
+
+    def known_packs(self) -> set[str]:
+        with self.env.begin() as txn:
+            return {key.hex() for key in txn.cursor(db=self._packs).iternext(values=False)}
+
+    def pack_stats(self) -> Iterator[tuple[str, PackStats]]:
+        with self.env.begin() as txn:
+            for key, value in txn.cursor(db=self._packs):
+                yield key.hex(), PackStats(*PACK_STATS.unpack(value))
+
+    def chunk_count(self) -> int:
+        with self.env.begin() as txn:
+            return txn.stat(self._chunks)["entries"]

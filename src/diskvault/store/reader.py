@@ -1,0 +1,218 @@
+"""Random-access image reader: offset -> manifest block (binary search) -> chunk -> bytes.
+
+Bounded LRU caches of decoded manifest blocks and of verified chunks; zero runs are
+answered without I/O; sequential reads trigger read-ahead of the next chunks on a
+thread pool. Thread-safe, for the FUSE mount and the filesystem browser.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import threading
+from collections import OrderedDict
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+from .chunks import ChunkReader
+from .errors import CorruptData
+from .manifest import decode_block
+from .restore import damage_context
+from .snapshots import SnapshotRecord
+
+DEFAULT_CHUNK_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_BLOCK_CACHE_BLOCKS = 256
+READAHEAD_CHUNKS = 8
+
+
+@dataclass(frozen=True)
+class _Block:
+    starts: list[int]               # absolute offset of each entry
+    lengths: list[int]
+    digests: list[bytes | None]
+
+
+class _LRU:
+    """A size-bounded LRU of futures, so that concurrent readers of one key share one fetch."""
+
+    def __init__(self, capacity: int, weigh=lambda value: 1):
+        self.capacity = capacity
+        self.weigh = weigh
+        self.used = 0
+        self.items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        future = self.items.get(key)
+        if future is not None:
+            self.items.move_to_end(key)
+        return future
+
+    def put(self, key, future: Future, weight: int) -> None:
+        self.items[key] = (future, weight)
+        self.used += weight
+        while self.used > self.capacity and len(self.items) > 1:
+            _, (_, old_weight) = self.items.popitem(last=False)
+            self.used -= old_weight
+
+
+class ImageReader:
+    """Read any byte range of one snapshot's image; every chunk verified on first load."""
+
+    def __init__(self, chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
+                 chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
+                 block_cache_blocks: int = DEFAULT_BLOCK_CACHE_BLOCKS):
+        self.chunks = chunks
+        self.record = record
+        self.size = record.size
+        self.pool = pool
+        self._block_starts = [b.offset for b in record.blocks]
+        self._blocks = _LRU(block_cache_blocks)
+        self._chunks = _LRU(chunk_cache_bytes)
+        self._lock = threading.Lock()
+        self._last_end = -1
+
+    # -- manifest blocks ---------------------------------------------------------------
+    def _load_block(self, index: int) -> _Block:
+        ref = self.record.blocks[index]
+        entries = decode_block(self.chunks.get(ref.digest))
+        starts, lengths, digests, offset = [], [], [], ref.offset
+        for entry in entries:
+            starts.append(offset)
+            lengths.append(entry.length)
+            digests.append(entry.digest)
+            offset += entry.length
+        return _Block(starts, lengths, digests)
+
+    def _block(self, index: int) -> _Block:
+        with self._lock:
+            cached = self._blocks.get(index)
+            if cached is None:
+                future: Future = Future()
+                self._blocks.put(index, future, 1)
+                owner = True
+            else:
+                future, owner = cached[0], False
+        if owner:
+            try:
+                future.set_result(self._load_block(index))
+            except BaseException as error:
+                future.set_exception(error)
+                with self._lock:
+                    self._blocks.items.pop(index, None)
+        return future.result()
+
+    # -- chunks ------------------------------------------------------------------------
+    def _chunk_future(self, digest: bytes, length: int, in_pool: bool) -> Future:
+        with self._lock:
+            cached = self._chunks.get(digest)
+            if cached is not None:
+                return cached[0]
+            if in_pool:
+                future = self.pool.submit(self.chunks.get, digest)
+            else:
+                future = Future()
+            self._chunks.put(digest, future, length)
+        if not in_pool:
+            try:
+                future.set_result(self.chunks.get(digest))
+            except BaseException as error:
+                future.set_exception(error)
+        return future
+
+    def _chunk(self, digest: bytes, length: int) -> bytes:
+        future = self._chunk_future(digest, length, in_pool=False)
+        try:
+            return future.result()
+        except BaseException:
+            with self._lock:
+                if self._chunks.items.get(digest, (None,))[0] is future:
+                    self._chunks.items.pop(digest)
+                    self._chunks.used -= length
+            raise
+
+    def _read_ahead(self, block_index: int, entry_index: int) -> None:
+        queued = 0
+        while queued < READAHEAD_CHUNKS and block_index < len(self.record.blocks):
+            block = self._block(block_index)
+            for position in range(entry_index, len(block.digests)):
+                digest = block.digests[position]
+                if digest is not None:
+                    self._chunk_future(digest, block.lengths[position], in_pool=True)
+                    queued += 1
+                    if queued >= READAHEAD_CHUNKS:
+                        return
+            block_index, entry_index = block_index + 1, 0
+
+    # -- reads -------------------------------------------------------------------------
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length), cut at the end of the image."""
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        sequential = offset == self._last_end
+        self._last_end = end
+        parts = []
+        position = offset
+        block_index = bisect.bisect_right(self._block_starts, position) - 1
+        entry_index = 0
+        while position < end:
+            block = self._block(block_index)
+            entry_index = bisect.bisect_right(block.starts, position) - 1
+            while entry_index < len(block.starts) and position < end:
+                start, span = block.starts[entry_index], block.lengths[entry_index]
+                take = min(start + span, end) - position
+                digest = block.digests[entry_index]
+                if digest is None:
+                    parts.append(bytes(take))
+                else:
+                    try:
+                        data = self._chunk(digest, span)
+                    except CorruptData as error:
+                        raise damage_context(self.record, start, error) from None
+                    parts.append(data[position - start: position - start + take])
+                position += take
+                entry_index += 1
+            if position < end:
+                block_index += 1
+        if sequential:
+            self._read_ahead(block_index, entry_index)
+        return b"".join(parts)
+
+    def open(self) -> "ImageFile":
+        return ImageFile(self)
+
+
+class ImageFile(io.RawIOBase):
+    """A seekable, read-only file object over an ImageReader (for partition and
+    filesystem parsers)."""
+
+    def __init__(self, reader: ImageReader):
+        self.reader = reader
+        self.size = reader.size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.size - self._position
+        data = self.reader.read(self._position, size)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

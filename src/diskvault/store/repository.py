@@ -1,0 +1,219 @@
+"""The facade the CLI and the FUSE layer talk to: init/open, lock, backup, snapshots,
+images. Orchestration only: the work is done by the modules it calls."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import lmdb
+
+from . import locking
+from .backend import LocalBackend
+from .backup import make_record, record_image
+from .chunks import ChunkReader, ChunkWriter, Codec
+from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
+from .diff import changed_ranges
+from .errors import BadInput, CorruptData, RepositoryFull, RepositoryNotFound
+from .index import ChunkIndex
+from .manifest import decode_block
+from .packs import read_footer
+from .pipeline import new_pool
+from .reader import ImageReader
+from .restore import image_pieces, restore_to_path, write_stream
+from .snapshots import BackupStats, SnapshotRecord, SnapshotStore, select_snapshot
+from .source import ImageSource
+
+log = logging.getLogger(__name__)
+
+PACKS_DIR = "packs"
+INDEX_DIR = "index"
+SNAPSHOTS_DIR = "snapshots"
+Progress = Callable[[int], None]
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, lmdb.Error) and ("No space left" in str(error)
+                                              or "MDB_MAP_FULL" in str(error))
+
+
+@dataclass(frozen=True)
+class RepositoryTotals:
+    snapshots: int
+    logical_bytes: int   # sum of all snapshots' image sizes
+    stored_bytes: int    # bytes of all pack files
+    chunks: int
+    packs: int
+
+
+class Repository:
+    """An open repository. Readers may use it while another process writes."""
+
+    def __init__(self, root: Path, config: RepositoryConfig):
+        self.root = root
+        self.config = config
+        self.backend = LocalBackend(root / PACKS_DIR)
+        self.index = ChunkIndex(root / INDEX_DIR)
+        self.snapshots = SnapshotStore(root / SNAPSHOTS_DIR)
+        self.codec = Codec(config.compression)
+        self.chunks = ChunkReader(self.backend, self.index, self.codec)
+        self._pool = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    def init(cls, root: Path, chunk_size: int | None = None,
+             compression: str = "zstd:3") -> "Repository":
+        root = Path(root)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
+        chunker = ChunkerParams.from_average(chunk_size) if chunk_size else ChunkerParams()
+        chunker.validate()
+        config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
+        root.mkdir(parents=True, exist_ok=True)
+        for folder in (PACKS_DIR, SNAPSHOTS_DIR):
+            (root / folder).mkdir()
+        write_config(root, config)  # last: a folder without config is not a repository
+        return cls(root, config)
+
+    @classmethod
+    def open(cls, root: Path) -> "Repository":
+        root = Path(root)
+        if not root.exists():
+            raise RepositoryNotFound(f"repository {root} does not exist; create it with "
+                                     f"'diskvault init -r {root}'")
+        if not root.is_dir():
+            raise RepositoryNotFound(f"repository {root} is not a folder")
+        return cls(root, read_config(root))
+
+    @property
+    def pool(self):
+        if self._pool is None:
+            self._pool = new_pool("diskvault")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.backend.close()
+        self.index.close()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- locks -------------------------------------------------------------------------
+    def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
+        return locking.WriterLock(self.root, command, lock_wait_s)
+
+    def reader_lock(self) -> locking.ReaderLock:
+        return locking.ReaderLock(self.root)
+
+    def break_lock(self) -> locking.LockHolder | None:
+        return locking.break_lock(self.root)
+
+    # -- writing -----------------------------------------------------------------------
+    def recover_unindexed_packs(self) -> int:
+        """Index packs that reached disk but not the index (a writer died in between), and
+        remove temp files of packs that never finished. Call with the writer lock held."""
+        for leftover in self.backend.list_unfinished():
+            leftover.unlink(missing_ok=True)
+        known = self.index.known_packs()
+        recovered = 0
+        for pack_id in self.backend.list():
+            if pack_id in known:
+                continue
+            try:
+                entries = read_footer(self.backend, pack_id)
+            except CorruptData as error:
+                log.warning("pack %s is damaged and was not indexed: %s", pack_id, error)
+                continue
+            self.index.add_pack(pack_id, entries, self.backend.size(pack_id))
+            recovered += 1
+        return recovered
+
+    def backup(self, source_path: Path, name: str | None = None, tags: tuple[str, ...] = (),
+               lock_wait_s: float = 0.0, progress: Progress | None = None) -> SnapshotRecord:
+        """Back up one image; the snapshot record is written only once all it references
+        is durable. On any failure nothing is recorded and earlier snapshots are intact."""
+        started = time.monotonic()
+        with ImageSource(Path(source_path)) as source, \
+                self.writer_lock(f"backup {source_path}", lock_wait_s):
+            self.recover_unindexed_packs()
+            stats = BackupStats()
+            writer = ChunkWriter(self.backend, self.index, self.codec,
+                                 self.config.pack_target_bytes, self.pool, stats)
+            try:
+                manifest = record_image(source, self.config.chunker, writer, self.index,
+                                        self.pool, stats, progress)
+                source.check_unchanged()
+                writer.flush()
+                record = make_record(source, manifest, name or Path(source_path).name,
+                                     list(tags), stats, started)
+                self.snapshots.save(record)
+            except BaseException as error:
+                writer.abort()
+                if _is_disk_full(error):
+                    raise RepositoryFull(f"the repository's disk is full ({self.root}); the "
+                                         f"backup was abandoned and earlier snapshots are "
+                                         f"intact: free space, then rerun it") from None
+                raise
+            return record
+
+    # -- snapshots ---------------------------------------------------------------------
+    def list_snapshots(self, name: str | None = None) -> list[SnapshotRecord]:
+        records = self.snapshots.all()
+        return [r for r in records if r.name == name] if name else records
+
+    def find_snapshot(self, selector: str) -> SnapshotRecord:
+        return select_snapshot(self.snapshots.all(), selector)
+
+    def totals(self) -> RepositoryTotals:
+        records = self.snapshots.all()
+        stats = list(self.index.pack_stats())
+        return RepositoryTotals(
+            snapshots=len(records), logical_bytes=sum(r.size for r in records),
+            stored_bytes=sum(s.file_size for _, s in stats), chunks=self.index.chunk_count(),
+            packs=len(stats))
+
+    # -- reading -----------------------------------------------------------------------
+    def load_manifest_block(self, digest: bytes):
+        return decode_block(self.chunks.get(digest))
+
+    def open_image(self, record: SnapshotRecord, **cache_sizes) -> ImageReader:
+        return ImageReader(self.chunks, record, self.pool, **cache_sizes)
+
+    def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
+                progress: Progress | None = None) -> None:
+        lock = self.reader_lock()
+        try:
+            restore_to_path(image_pieces(self.chunks, record, self.pool), record, Path(target),
+                            force, progress)
+        finally:
+            lock.release()
+
+    def cat(self, record: SnapshotRecord, out: BinaryIO, progress: Progress | None = None) -> None:
+        lock = self.reader_lock()
+        try:
+            write_stream(image_pieces(self.chunks, record, self.pool), out, progress)
+        finally:
+            lock.release()
+
+    def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
+        return changed_ranges(a, b, self.load_manifest_block)
+
+
+def repository_path(value: str | os.PathLike | None) -> Path:
+    if not value:
+        raise BadInput("no repository given: use -r/--repo PATH or set DISKVAULT_REPO")
+    return Path(value)

@@ -1,0 +1,138 @@
+"""Snapshot records (one small JSON file each, written last and atomically) and
+selection of a snapshot by id, unique id prefix, ``latest``, or series name."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .durable import remove_durably, write_atomic
+from .errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
+from .manifest import BlockRef
+
+RECORD_VERSION = 1
+ID_HEX_DIGITS = 16
+
+
+@dataclass
+class BackupStats:
+    bytes_read: int = 0          # data bytes read from the source (holes are not read)
+    zero_bytes: int = 0          # bytes recorded as zero runs (holes and all-zero chunks)
+    chunks: int = 0              # data chunks in the image
+    new_chunks: int = 0          # chunks stored by this backup
+    new_bytes: int = 0           # raw bytes of the new chunks
+    stored_bytes: int = 0        # bytes the new chunks take in packs, after compression
+    manifest_blocks: int = 0
+    new_manifest_blocks: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class SnapshotRecord:
+    id: str
+    name: str
+    time: datetime
+    source: str
+    size: int
+    host: str
+    tags: list[str]
+    stats: BackupStats
+    blocks: list[BlockRef] = field(default_factory=list)
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(ID_HEX_DIGITS // 2)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def time_label(self) -> str:
+        """Snapshot time as used in mount paths, e.g. 2026-11-22T031500Z."""
+        return self.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+
+    def summary(self) -> dict:
+        """Everything but the block list: what ``list``/``info --json`` print."""
+        body = asdict(self)
+        body.pop("blocks")
+        body["time"] = self.time.isoformat()
+        return body
+
+    def to_json(self) -> bytes:
+        body = {"version": RECORD_VERSION, **self.summary(),
+                "blocks": [[b.digest.hex(), b.offset] for b in self.blocks]}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> "SnapshotRecord":
+        try:
+            body = json.loads(data)
+            if body.get("version") != RECORD_VERSION:
+                raise ValueError(f"record version {body.get('version')}")
+            return cls(
+                id=body["id"], name=body["name"], time=datetime.fromisoformat(body["time"]),
+                source=body["source"], size=int(body["size"]), host=body["host"],
+                tags=list(body["tags"]), stats=BackupStats(**body["stats"]),
+                blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]])
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CorruptData(f"snapshot record {where} cannot be read ({error})") from None
+
+
+class SnapshotStore:
+    """The ``snapshots/`` folder: one ``<id>.json`` per snapshot."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, snapshot_id: str) -> Path:
+        return self.root / f"{snapshot_id}.json"
+
+    def save(self, record: SnapshotRecord) -> None:
+        write_atomic(self.path(record.id), record.to_json())
+
+    def load(self, snapshot_id: str) -> SnapshotRecord:
+        path = self.path(snapshot_id)
+        return SnapshotRecord.from_json(path.read_bytes(), str(path))
+
+    def delete(self, snapshot_id: str) -> None:
+        remove_durably(self.path(snapshot_id))
+
+    def all(self) -> list[SnapshotRecord]:
+        """Every snapshot, oldest first."""
+        records = []
+        for path in self.root.glob("*.json"):
+            if path.name.startswith("."):
+                continue
+            try:
+                records.append(SnapshotRecord.from_json(path.read_bytes(), str(path)))
+            except FileNotFoundError:
+                continue  # deleted while we listed
+        return sorted(records, key=lambda r: (r.time, r.id))
+
+
+def select_snapshot(records: Sequence[SnapshotRecord], selector: str) -> SnapshotRecord:
+    """Resolve a selector: exact id, ``latest``, a series name (its latest), or an id prefix."""
+    if not records:
+        raise SnapshotNotFound("the repository holds no snapshots yet")
+    for record in records:
+        if record.id == selector:
+            return record
+    if selector == "latest":
+        return max(records, key=lambda r: (r.time, r.id))
+    in_series = [r for r in records if r.name == selector]
+    if in_series:
+        return max(in_series, key=lambda r: (r.time, r.id))
+    matches = [r for r in records if r.id.startswith(selector.lower())] if selector else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(r.short_id for r in matches[:5])
+        raise AmbiguousSnapshot(f"snapshot {selector!r} is ambiguous: it matches {len(matches)} "
+                                f"snapshots ({shown}); give more of the id")
+    raise SnapshotNotFound(f"no snapshot {selector!r}: not an id, id prefix, series name or "
+                           f"'latest' (see 'diskvault list')")

@@ -1,0 +1,282 @@
+"""Partitions inside a disk image, and file-like windows onto them.
+
+Works over any seekable, read-only file-like object (a plain file, or the store's random-access
+snapshot reader); it knows nothing of repositories. The table parsing is `dissect.volume`'s; this
+module only bounds it (hostile tables must not hang us), fixes its numbering to the kernel's
+(`.p5` is the first logical partition), and presents the result as plain values.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from diskvault.store.errors import BadInput, CorruptData
+
+# A sane GPT has 128 entries, read one by one: a table that needs more reads than this is lying
+# about its size (entry count 2**32, entry size 0, an endless chain of extended boot records).
+PARTITION_TABLE_READ_LIMIT = 20_000
+MAX_PARTITIONS = 1024
+_MBR_EXTENDED_TYPES = (0x05, 0x0F, 0x85)
+
+
+class PartitionTableError(CorruptData):
+    """The image has a partition table, but it is damaged or implausible."""
+
+
+class NoSuchPartition(BadInput):
+    """The user named a partition the image does not have."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition: `number` is 1-based as in Linux (`sda2`, `<image>.p2`); bytes, not sectors."""
+
+    number: int
+    offset: int
+    size: int
+    type_name: str
+    name: str | None
+
+
+def size_of(fileobj: BinaryIO) -> int:
+    """Size in bytes of a readable file-like object (its `.size`, else by seeking to the end)."""
+    size = getattr(fileobj, "size", None)
+    if isinstance(size, int):
+        return size
+    position = fileobj.tell()
+    end = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(position)
+    return end
+
+
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+_fallback_lock = threading.Lock()
+
+
+def _lock_for(fileobj: BinaryIO) -> threading.Lock:
+    with _locks_guard:
+        try:
+            lock = _locks.get(fileobj)
+            if lock is None:
+                lock = _locks[fileobj] = threading.Lock()
+            return lock
+        except TypeError:  # not weak-referenceable: share one lock
+            return _fallback_lock
+
+
+def read_at(fileobj: BinaryIO, offset: int, length: int) -> bytes:
+    """Read `length` bytes at `offset`, safe against other threads using the same object.
+
+    Several views (p1, p2, the filesystems on them) share one image reader whose position is a
+    single shared value, so seek+read must be atomic; a reader offering `pread` avoids the lock.
+    """
+    pread = getattr(fileobj, "pread", None)
+    if pread is not None:
+        return pread(offset, length)
+    with _lock_for(fileobj):
+        fileobj.seek(offset)
+        return fileobj.read(length)
+
+
+class PartitionView(io.RawIOBase):
+    """A read-only window [offset, offset+size) of a file-like object, itself file-like.
+
+    Keeps its own position, so any number of views over one image can be used at once, from any
+    thread (each single view is not meant to be shared between threads).
+    """
+
+    def __init__(self, fileobj: BinaryIO, offset: int, size: int):
+        super().__init__()
+        if offset < 0 or size < 0:
+            raise ValueError(f"invalid partition window: offset {offset}, size {size}")
+        self._fileobj = fileobj
+        self.offset = offset
+        self.size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def read(self, n: int = -1) -> bytes:
+        remaining = max(0, self.size - self._position)
+        n = remaining if n is None or n < 0 else min(n, remaining)
+        if n == 0:
+            return b""
+        data = read_at(self._fileobj, self.offset + self._position, n)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Positioned read that leaves this view's position alone (see `read_at`)."""
+        length = max(0, min(length, self.size - offset))
+        return read_at(self._fileobj, self.offset + offset, length) if length else b""
+
+
+class _ReadLimit(io.RawIOBase):
+    """A view of the whole image that refuses to serve more than `limit` reads."""
+
+    def __init__(self, fileobj: BinaryIO, limit: int):
+        super().__init__()
+        self._view = PartitionView(fileobj, 0, size_of(fileobj))
+        self.size = self._view.size
+        self._reads_left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._view.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._view.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        self._reads_left -= 1
+        if self._reads_left < 0:
+            raise PartitionTableError(
+                "the partition table is implausible (it asks for endless reads); it is damaged or malicious"
+            )
+        return self._view.read(n)
+
+
+def list_partitions(fileobj: BinaryIO) -> list[Partition]:
+    """The partitions of an MBR or GPT disk, by number; [] when the image has no partition table.
+
+    A whole-disk filesystem (its boot sector can look like an MBR) gives []. A table that is
+    present but implausible raises PartitionTableError. Partitions reaching past the end of the
+    image are clipped to it; ones starting past the end are left out.
+    """
+    image_size = size_of(fileobj)
+    if image_size < 512 or not _has_boot_signature(fileobj) or _holds_filesystem(fileobj):
+        return []
+    scheme = _parse_table(fileobj, image_size)
+    if scheme is None:
+        return []
+    partitions = _numbered(scheme)
+    clipped = [
+        Partition(p.number, p.offset, min(p.size, image_size - p.offset), p.type_name, p.name)
+        for p in partitions
+        if 0 < p.offset < image_size and p.size > 0
+    ]
+    return sorted(clipped, key=lambda p: p.number)
+
+
+def _has_boot_signature(fileobj: BinaryIO) -> bool:
+    return read_at(fileobj, 510, 2) == b"\x55\xaa"
+
+
+def _holds_filesystem(fileobj: BinaryIO) -> bool:
+    """A FAT/NTFS/exFAT boot sector also ends in 55 AA; it is a filesystem, not a table."""
+    from diskvault.store.filesystems import detect_filesystem
+
+    return detect_filesystem(PartitionView(fileobj, 0, size_of(fileobj))) is not None
+
+
+def _parse_table(fileobj: BinaryIO, image_size: int):
+    """dissect's scheme object (GPT or MBR), trying 512- then 4096-byte sectors; None if neither."""
+    from dissect.volume.disk.schemes import GPT, MBR
+    from dissect.volume.exceptions import DiskError
+
+    errors = []
+    for sector_size in (512, 4096):
+        for scheme_class in (GPT, MBR):
+            limited = _ReadLimit(fileobj, PARTITION_TABLE_READ_LIMIT)
+            try:
+                scheme = scheme_class(limited, sector_size=sector_size)
+            except PartitionTableError:
+                raise
+            except (DiskError, EOFError) as exc:
+                errors.append(str(exc))
+                continue
+            except Exception as exc:  # hostile tables make the parser raise anything at all
+                raise PartitionTableError(f"the partition table cannot be read: {exc}") from exc
+            if _is_plausible(scheme, sector_size):
+                return scheme
+    return None
+
+
+def _is_plausible(scheme, sector_size: int) -> bool:
+    """Reject what Linux would reject: odd boot flags, or a protective MBR read at the wrong size."""
+    from dissect.volume.disk.schemes import GPT
+
+    mbr = scheme.mbr if isinstance(scheme, GPT) else scheme
+    if any(entry.bootable not in (0x00, 0x80) for entry in mbr.mbr.part):
+        return False
+    if len(scheme.partitions) > MAX_PARTITIONS:
+        raise PartitionTableError(f"the partition table lists {len(scheme.partitions)} partitions; "
+                                  f"it is damaged or malicious")
+    if not isinstance(scheme, GPT):
+        return not any(p.type == 0xEE for p in scheme.partitions)
+    return True
+
+
+def _numbered(scheme) -> list[Partition]:
+    from dissect.volume.disk.schemes import GPT
+
+    if isinstance(scheme, GPT):
+        return [_from_gpt(p, scheme.sector_size) for p in scheme.partitions if p.disk is scheme]
+    return _from_mbr(scheme)
+
+
+def _from_gpt(part, sector_size: int) -> Partition:
+    # dissect computes (last - first) sectors; GPT's last LBA is inclusive, hence the +1.
+    sectors = part.raw.last_lba - part.raw.first_lba + 1
+    return Partition(part.number, part.offset, max(0, sectors) * sector_size,
+                     part.type_name, part.name or None)
+
+
+def _from_mbr(scheme) -> list[Partition]:
+    """Primary partitions keep their slot (1-4); logical ones are 5, 6, ... in chain order."""
+    slots = {id(entry): index + 1 for index, entry in enumerate(scheme.mbr.part)}
+    result, next_logical = [], 5
+    for part in scheme.partitions:
+        if part.type in _MBR_EXTENDED_TYPES:
+            continue
+        number = slots.get(id(part.raw))
+        if number is None:
+            number, next_logical = next_logical, next_logical + 1
+        result.append(Partition(number, part.offset, part.size, part.type_name, None))
+    return result
+
+
+def open_partition(fileobj: BinaryIO, number: int) -> PartitionView:
+    """A view of partition `number`; NoSuchPartition names the ones that exist."""
+    partitions = list_partitions(fileobj)
+    for partition in partitions:
+        if partition.number == number:
+            return PartitionView(fileobj, partition.offset, partition.size)
+    raise NoSuchPartition(f"the image has no partition {number}; {describe_partitions(partitions)}")
+
+
+def describe_partitions(partitions: list[Partition]) -> str:
+    """One phrase for error messages: which partitions exist, as the user would name them."""
+    if not partitions:
+        return "it has no partition table (address its filesystem without a pN: prefix)"
+    names = ", ".join(f"p{p.number} ({p.type_name})" for p in partitions)
+    return f"its partitions are {names}"
