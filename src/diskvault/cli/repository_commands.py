@@ -28,7 +28,7 @@ def init(repo: str | None, chunk_size: int | None, compression: str) -> None:
 @click.command("break-lock")
 @repo_option
 def break_lock(repo: str | None) -> None:
-    """Remove the writer lock, e.g. one left by a crashed machine (use with care)."""
+    """Remove the writer lock left by a writer that crashed (use with care)."""
     with opened(repo) as repository:
         holder = repository.break_lock()
     if holder is None:
