@@ -6,17 +6,17 @@ durable before the index commits entries that point at it.
 
 from __future__ import annotations
 
+import queue
 import secrets
 import threading
-from collections import deque
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 
 import blake3
 import zstandard
 
 from .backend import LocalBackend
 from .config import Compression
-from .errors import CorruptData, MissingChunk
+from .errors import CorruptData, DiskvaultError, MissingChunk
 from .index import ChunkIndex, ChunkLocation
 from .packs import FLAG_ZSTD, PackWriter
 from .snapshots import BackupStats
@@ -82,36 +82,69 @@ class ChunkReader:
 
 
 class ChunkWriter:
-    """Stores new chunks: compression runs on ``pool`` with a bounded number in flight;
-    records are appended to packs in submission order; each full pack is made durable,
-    then its entries are committed to the index."""
+    """Stores new chunks. Compression runs on ``pool``; one writer thread appends the
+    records to packs in submission order, makes each full pack durable, then commits its
+    entries to the index -- so the caller's thread never waits on disk writes or fsync."""
 
     def __init__(self, backend: LocalBackend, index: ChunkIndex, codec: Codec,
                  pack_target_bytes: int, pool: Executor, stats: BackupStats,
-                 max_in_flight: int = 32):
+                 max_in_flight: int = 64):
         self.backend = backend
         self.index = index
         self.codec = codec
         self.pack_target_bytes = pack_target_bytes
         self.pool = pool
         self.stats = stats
-        self.max_in_flight = max_in_flight
-        self._queue: deque = deque()
-        self._uncommitted: set[bytes] = set()  # submitted, not yet in the index
+        self._records: queue.Queue = queue.Queue(maxsize=max_in_flight)
+        self._committed: queue.SimpleQueue = queue.SimpleQueue()
+        self._uncommitted: set[bytes] = set()  # submitted, not yet seen committed
         self._pack: PackWriter | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="pack-writer", daemon=True)
+        self._thread.start()
 
     def is_stored(self, digest: bytes, txn) -> bool:
-        """True if the chunk is in the index or already on its way into a pack."""
+        """True if the chunk is in the index (as of ``txn``) or on its way into a pack.
+
+        Digests leave the in-flight set only in ``settle``, which the caller runs before it
+        opens a new read transaction, so no chunk is ever missed between the two.
+        """
         return digest in self._uncommitted or self.index.contains(txn, digest)
 
-    def put(self, digest: bytes, raw: bytes) -> None:
-        self._uncommitted.add(digest)
-        self._queue.append((digest, len(raw), self.pool.submit(self.codec.compress, raw)))
-        while len(self._queue) > self.max_in_flight:
-            self._write_next()
+    def settle(self) -> None:
+        """Forget in-flight digests whose packs are committed; raise a writer failure."""
+        while True:
+            try:
+                self._uncommitted.difference_update(self._committed.get_nowait())
+            except queue.Empty:
+                break
+        if self._error is not None:
+            raise self._error
 
-    def _write_next(self) -> None:
-        digest, raw_size, future = self._queue.popleft()
+    def put(self, digest: bytes, raw: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._uncommitted.add(digest)
+        self._records.put((digest, len(raw), self.pool.submit(self.codec.compress, raw)))
+
+    def _write_loop(self) -> None:
+        """Records and flush requests in order; after a failure, the rest is skipped."""
+        while True:
+            item = self._records.get()
+            if item is None:
+                return
+            is_flush = isinstance(item, Future)
+            if self._error is None:
+                try:
+                    self._finish_pack() if is_flush else self._write_record(*item)
+                except BaseException as error:
+                    self._error = error
+            elif not is_flush:
+                item[2].cancel()
+            if is_flush:
+                item.set_result(None)
+
+    def _write_record(self, digest: bytes, raw_size: int, future: Future) -> None:
         stored, flags = future.result()
         if self._pack is None:
             self._pack = PackWriter(self.backend, secrets.token_hex(16))
@@ -123,23 +156,31 @@ class ChunkWriter:
             self._finish_pack()
 
     def _finish_pack(self) -> None:
+        if self._pack is None:
+            return
         pack, self._pack = self._pack, None
         entries = pack.finish()  # fsync + rename + fsync dir: durable from here on
         self.index.add_pack(pack.pack_id, entries, pack.size)
-        self._uncommitted.difference_update(e.digest for e in entries)
+        self._committed.put([e.digest for e in entries])
 
     def flush(self) -> None:
         """Write everything submitted and commit it: after this, all of it is durable."""
-        while self._queue:
-            self._write_next()
-        if self._pack is not None:
-            self._finish_pack()
+        done: Future = Future()
+        self._records.put(done)
+        done.result()
+        self.settle()
 
-    def abort(self) -> None:
-        """Drop what is not yet durable; committed packs stay (a rerun reuses them)."""
-        for _, _, future in self._queue:
-            future.cancel()
-        self._queue.clear()
+    def close(self) -> None:
+        """Stop the writer thread; a pack left open (after a failure) is dropped."""
+        if self._thread.is_alive():
+            self._records.put(None)
+            self._thread.join()
         if self._pack is not None:
             self._pack.abort()
             self._pack = None
+
+    def abort(self) -> None:
+        """Drop what is not yet durable; committed packs stay (a rerun reuses them)."""
+        if self._error is None:
+            self._error = DiskvaultError("backup abandoned")
+        self.close()

@@ -168,6 +168,7 @@ class Repository:
                                          f"backup was abandoned and earlier snapshots are "
                                          f"intact: free space, then rerun it") from None
                 raise
+            writer.close()
             return record
 
     # -- snapshots ---------------------------------------------------------------------
