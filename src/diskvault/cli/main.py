@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..store.errors import DiskvaultError
-from . import repository_commands, snapshot_commands
+from . import demo, repository_commands, snapshot_commands
 
 DEBUG_FLAG = "--debug"
 
@@ -22,7 +22,7 @@ def cli(debug: bool) -> None:
                         format="diskvault: warning: %(message)s")
 
 
-for module in (repository_commands, snapshot_commands):
+for module in (repository_commands, snapshot_commands, demo):
     module.register(cli)
 
 
@@ -55,5 +55,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         where = f" ({error.filename})" if error.filename else ""
         click.echo(f"diskvault: error: {error.strerror or error}{where}", err=True)
+        sys.exit(1)
+    except Exception as error:  # a bug: still one line, the traceback with --debug
+        if debug:
+            raise
+        click.echo(f"diskvault: internal error: {type(error).__name__}: {error} (rerun with "
+                   f"--debug for the traceback, and please report it)", err=True)
         sys.exit(1)
     sys.exit(0)
