@@ -1,29 +1,46 @@
-"""Streaming FastCDC must cut exactly where one-shot chunking of the whole stream cuts."""
+"""Streaming FastCDC, with or without hints, must cut exactly where one-shot chunking of
+the whole stream cuts."""
 
 from __future__ import annotations
 
 import random
 
+import blake3
+
 from hypothesis import given, settings, strategies as st
 
-from diskvault.store.chunker import StreamChunker
+from diskvault.store.chunker import Chunker, Hint, hints_from_spans
+from diskvault.store.manifest import Span
 from diskvault.store.config import ChunkerParams
 
 PARAMS = ChunkerParams(min_bytes=256, avg_bytes=1024, max_bytes=4096)
 
 
 def one_shot_lengths(data: bytes, params: ChunkerParams) -> list[int]:
-    chunker = StreamChunker(params)
-    return [len(c) for c in chunker.feed(data) + chunker.finish()]
+    chunker = Chunker(params)
+    return [len(c) for c, _ in chunker.feed(data) + chunker.finish()]
 
 
-def streamed_lengths(data: bytes, cuts: list[int], params: ChunkerParams) -> list[int]:
-    chunker = StreamChunker(params)
-    lengths, start = [], 0
+def streamed(data: bytes, cuts: list[int], params: ChunkerParams, hints=()) -> list:
+    chunker = Chunker(params, hints)
+    chunks, start = [], 0
     for cut in sorted(set(cuts)) + [len(data)]:
-        lengths += [len(c) for c in chunker.feed(data[start:cut])]
+        chunks += chunker.feed(data[start:cut])
         start = cut
-    return lengths + [len(c) for c in chunker.finish()]
+    return chunks + chunker.finish()
+
+
+def streamed_lengths(data: bytes, cuts: list[int], params: ChunkerParams, hints=()) -> list[int]:
+    return [len(c) for c, _ in streamed(data, cuts, params, hints)]
+
+
+def hints_of(data: bytes, params: ChunkerParams) -> list[Hint]:
+    """The hints a backup of ``data`` would give the next night."""
+    spans, offset = [], 0
+    for chunk, _ in streamed(data, [], params):
+        spans.append(Span(offset, len(chunk), blake3.blake3(chunk).digest()))
+        offset += len(chunk)
+    return list(hints_from_spans(spans))
 
 
 def compressible(rng: random.Random, size: int) -> bytes:
@@ -79,3 +96,45 @@ def test_chunk_boundaries_resynchronise_after_an_insertion():
             into.add(offset)
     resynced = {cut + 8 for cut in before if cut > 10_000}
     assert resynced <= after
+
+
+EDIT = st.tuples(st.sampled_from(["overwrite", "insert", "delete"]), st.integers(0, 60_000),
+                 st.integers(1, 3000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 60_000), edits=st.lists(EDIT, max_size=4),
+       tail=st.integers(-5000, 5000), cuts=st.lists(st.integers(0, 70_000), max_size=8))
+def test_hinted_cuts_equal_one_shot_cuts_of_the_new_data(seed, size, edits, tail, cuts):
+    rng = random.Random(seed)
+    old = compressible(rng, size) if seed % 2 else rng.randbytes(size)
+    new = bytearray(old)
+    for kind, at, length in edits:
+        at = min(at, len(new))
+        if kind == "overwrite":
+            new[at: at + length] = rng.randbytes(length)[: len(new) - at]
+        elif kind == "insert":
+            new[at:at] = rng.randbytes(length)
+        else:
+            del new[at: at + length]
+    new = bytes(new[: max(0, len(new) + tail)]) if tail < 0 else bytes(new) + rng.randbytes(tail)
+    hints = hints_of(old, PARAMS)
+    cuts = [c for c in cuts if c <= len(new)]
+    assert streamed_lengths(new, cuts, PARAMS, hints) == one_shot_lengths(new, PARAMS)
+
+
+def test_unchanged_data_is_taken_from_hints_with_known_digests():
+    data = random.Random(8).randbytes(200_000)
+    chunks = streamed(data, list(range(0, len(data), 30_000)), PARAMS, hints_of(data, PARAMS))
+    hinted = [digest for _, digest in chunks if digest is not None]
+    assert len(hinted) == len(chunks) - 1  # all but the last (it ended the data)
+    assert all(blake3.blake3(c).digest() == d for c, d in chunks if d is not None)
+
+
+def test_a_hint_with_changed_bytes_is_not_trusted():
+    data = bytearray(random.Random(9).randbytes(50_000))
+    hints = hints_of(bytes(data), PARAMS)
+    data[20_000] ^= 0xFF
+    chunks = streamed(bytes(data), [], PARAMS, hints)
+    assert all(blake3.blake3(c).digest() == d for c, d in chunks if d is not None)
+    assert [len(c) for c, _ in chunks] == one_shot_lengths(bytes(data), PARAMS)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import functools
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from datetime import datetime, timezone
 from pathlib import Path
 
 import blake3
 
-from .chunker import StreamChunker
+from .chunker import Chunk, Chunker, Hint, hash_sequentially
 from .chunks import ChunkWriter
 from .config import ChunkerParams
 from .index import ChunkIndex
@@ -31,8 +31,20 @@ def zero_digest(length: int) -> bytes:
     return blake3.blake3(bytes(length)).digest()
 
 
-def _hash_all(chunks: list) -> list[bytes]:
-    return [blake3.blake3(chunk).digest() for chunk in chunks]
+def _complete_digests(chunks: list[Chunk]) -> list[bytes]:
+    """Digests of a batch: those the chunker already verified, the rest hashed here."""
+    return [digest or blake3.blake3(view).digest() for view, digest in chunks]
+
+
+def parallel_hasher(pool: Executor):
+    """Hash a batch on two threads at once (blake3 releases the GIL)."""
+    def hash_many(views: list) -> list[bytes]:
+        if len(views) < 8:
+            return hash_sequentially(views)
+        half = len(views) // 2
+        other = pool.submit(hash_sequentially, views[half:])
+        return hash_sequentially(views[:half]) + other.result()
+    return hash_many
 
 
 class _ImageRecorder:
@@ -51,8 +63,8 @@ class _ImageRecorder:
         self.manifest = ManifestBuilder(self._store_block)
         self._batch: tuple[list, Future] | None = None
 
-    def add_chunks(self, chunks: list) -> None:
-        batch = (chunks, self.pool.submit(_hash_all, chunks)) if chunks else None
+    def add_chunks(self, chunks: list[Chunk]) -> None:
+        batch = (chunks, self.pool.submit(_complete_digests, chunks)) if chunks else None
         self.drain()
         self._batch = batch
 
@@ -70,7 +82,7 @@ class _ImageRecorder:
         self.writer.settle()
         txn = self.index.read_txn()
         try:
-            for chunk, digest in zip(chunks, digests):
+            for (chunk, _), digest in zip(chunks, digests):
                 length = len(chunk)
                 # The cheap byte test first: zero_digest costs a hash of its own.
                 if chunk[0] == 0 and chunk[-1] == 0 and digest == zero_digest(length):
@@ -100,16 +112,19 @@ class _ImageRecorder:
 
 def record_image(source: ImageSource, chunker_params: ChunkerParams, writer: ChunkWriter,
                  index: ChunkIndex, pool: Executor, stats: BackupStats,
-                 progress: Progress | None = None) -> ManifestBuilder:
+                 hints: Iterable[Hint] = (), progress: Progress | None = None
+                 ) -> ManifestBuilder:
     """Read the whole source into chunks and manifest blocks; returns the finished manifest.
 
-    Holes end the current chunk (they are known zeros and are never read).
+    Holes end the current chunk (they are known zeros and are never read). ``hints`` are
+    the previous snapshot's chunks, which make unchanged regions cost a hash, not a cut.
     """
-    chunker = StreamChunker(chunker_params)
+    chunker = Chunker(chunker_params, hints, parallel_hasher(pool))
     recorder = _ImageRecorder(writer, index, pool, stats)
     for extent, buffer in prefetch(source.pieces()):
         if buffer is None:
             recorder.add_chunks(chunker.finish())
+            chunker.skip(extent.size)
             recorder.add_zeros(extent.size)
         else:
             stats.bytes_read += len(buffer)

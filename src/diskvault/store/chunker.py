@@ -1,14 +1,26 @@
-"""Streaming FastCDC: cuts a stream into content-defined chunks, buffer by buffer.
+"""Streaming FastCDC, optionally guided by the previous snapshot's chunks.
 
-The boundaries are exactly those of chunking the whole stream at once: FastCDC
-decides a cut by looking at most ``max_bytes`` ahead of a chunk's start, so the
-unfinished tail of one buffer is carried over and re-cut together with the head
-of the next. Knows nothing of hashing or storage.
+Cuts are exactly those of chunking the whole stream at once. FastCDC decides a cut
+by looking at most ``max_bytes`` past a chunk's start, so the unfinished tail of one
+buffer is carried over and re-cut with the head of the next.
+
+Hints make a nightly backup of a mostly unchanged image cheap: where the previous
+snapshot had a chunk starting at the current position, the same bytes are hashed
+(which releases the GIL and runs on all cores) instead of being cut (which does not).
+If the digest matches, FastCDC would have made the very same cut, because a cut
+depends only on the bytes from the chunk's start to the cut. Only hints that were
+followed by another data chunk are used: their end was a real cut, not the end of the
+data. On a mismatch, content-defined cutting resumes until a cut lands on the start
+of a previous chunk again. Knows nothing of storage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import blake3
 
 from .config import ChunkerParams
 from .errors import DiskvaultError
@@ -17,6 +29,25 @@ try:
     from fastcdc.fastcdc_cy import fastcdc_cy as _fastcdc
 except ImportError:  # pragma: no cover - depends on the installed wheel
     _fastcdc = None
+
+HINT_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A chunk of the previous snapshot: where it started, how long, its digest."""
+
+    offset: int
+    length: int
+    digest: bytes
+
+
+Chunk = tuple[memoryview | bytes, bytes | None]  # (bytes, digest when already known)
+HashMany = Callable[[list], list[bytes]]
+
+
+def hash_sequentially(views: list) -> list[bytes]:
+    return [blake3.blake3(view).digest() for view in views]
 
 
 def _require_compiled_chunker():
@@ -28,53 +59,144 @@ def _require_compiled_chunker():
     return _fastcdc
 
 
-class StreamChunker:
-    """Feed buffers in order; get back every chunk that is final so far.
+class Chunker:
+    """Feed buffers in order (``feed``), end the data with ``finish`` (end of image or a
+    hole), skip holes with ``skip``. Each call returns the chunks completed so far.
 
-    Chunks are memoryviews into the caller's buffers (or small bytes objects for a
-    chunk that straddles two buffers); they stay valid as long as the caller keeps
-    the buffer alive.
+    Chunks are memoryviews into the caller's buffers (or small bytes objects for a chunk
+    that straddles two buffers), valid as long as the buffer is kept alive.
     """
 
-    def __init__(self, params: ChunkerParams):
+    def __init__(self, params: ChunkerParams, hints: Iterable[Hint] = (),
+                 hash_many: HashMany = hash_sequentially):
         self._cut = _require_compiled_chunker()
-        self._min = params.min_bytes
-        self._avg = params.avg_bytes
-        self._max = params.max_bytes
-        self._carry: bytes = b""
+        self._min, self._avg, self._max = params.min_bytes, params.avg_bytes, params.max_bytes
+        self._hints: Iterator[Hint] = iter(hints)
+        self._lookahead: deque[Hint] = deque()
+        self._hash_many = hash_many
+        self._pos = 0                 # absolute offset of the next chunk's start
+        self._carry = b""             # bytes [carry_start, buffer_start) not yet chunked
+        self._carry_start = 0
+        self._buffer = memoryview(b"")
+        self._buffer_start = 0
 
-    def _lengths(self, data) -> Iterator[int]:
-        for chunk in self._cut(data, self._min, self._avg, self._max):
-            yield chunk.length
+    # -- public ------------------------------------------------------------------------
+    def feed(self, buffer) -> list[Chunk]:
+        self._begin(memoryview(buffer))
+        out: list[Chunk] = []
+        self._run(out, final=False)
+        self._carry = bytes(self._span(self._pos, self._end()))
+        self._carry_start = self._pos
+        return out
 
-    def feed(self, buffer) -> list[memoryview | bytes]:
-        """Chunks completed by ``buffer``; its unfinished tail is kept for the next call."""
-        view = memoryview(buffer)
-        if not view:
-            return []
-        chunks: list[memoryview | bytes] = []
-        start = 0
-        if self._carry:
-            # Only the first chunk needs the carried bytes: cut carry + head of the
-            # new buffer, instead of copying the whole buffer behind the carry.
-            head = self._carry + view[: self._max].tobytes()
-            first = next(self._lengths(head))
-            if first == len(head) and len(head) < self._max:
-                self._carry = head  # the whole buffer fits in the unfinished chunk
-                return chunks
-            chunks.append(head[:first])
-            start = first - len(self._carry)
-            self._carry = b""
-        tail_start = start
-        for length in self._lengths(view[start:]):
-            if tail_start + length == len(view) and length < self._max:
-                break  # may grow once more data arrives
-            chunks.append(view[tail_start: tail_start + length])
-            tail_start += length
-        self._carry = view[tail_start:].tobytes()
-        return chunks
+    def finish(self) -> list[Chunk]:
+        """Everything left, the last piece included (the data ends here)."""
+        self._begin(memoryview(b""))
+        out: list[Chunk] = []
+        self._run(out, final=True)
+        self._carry, self._carry_start = b"", self._pos
+        return out
 
-    def finish(self) -> list[bytes]:
-        """The last chunk of the stream (if any bytes are left)."""
-        carry, self._carry = self._carry, b""
-        return [carry] if carry else []
+    def skip(self, length: int) -> None:
+        """Move past a hole; call ``finish`` first."""
+        assert not self._carry, "finish() before skip()"
+        self._pos += length
+        self._carry_start = self._pos
+
+    # -- positions -----------------------------------------------------------------------
+    def _begin(self, view: memoryview) -> None:
+        self._buffer = view
+        self._buffer_start = self._carry_start + len(self._carry)
+
+    def _end(self) -> int:
+        return self._buffer_start + len(self._buffer)
+
+    def _span(self, start: int, end: int):
+        """Bytes [start, end): a view into the buffer, or a small copy across the carry."""
+        base = self._buffer_start
+        if start >= base:
+            return self._buffer[start - base: end - base]
+        head = self._carry[start - self._carry_start: end - self._carry_start]
+        return head + self._buffer[: end - base].tobytes() if end > base else head
+
+    # -- hints ---------------------------------------------------------------------------
+    def _hint_at(self, position: int, index: int = 0) -> Hint | None:
+        """The ``index``-th hint from ``position`` on, if hints continue unbroken from it."""
+        while self._lookahead and self._lookahead[0].offset < position:
+            self._lookahead.popleft()
+        while len(self._lookahead) <= index:
+            hint = next(self._hints, None)
+            if hint is None:
+                return None
+            if hint.offset >= position:
+                self._lookahead.append(hint)
+        hint = self._lookahead[index]
+        expected = position if index == 0 else self._lookahead[index - 1].offset + \
+            self._lookahead[index - 1].length
+        return hint if hint.offset == expected else None
+
+    def _follow_hints(self, out: list[Chunk], end: int) -> bool | None:
+        """Accept hinted chunks whose bytes are unchanged. True: all matched (more may
+        follow); False: a mismatch at the current position; None: the next hint needs
+        more data than we have."""
+        batch: list[Hint] = []
+        while len(batch) < HINT_BATCH:
+            hint = self._hint_at(self._pos, len(batch))
+            if hint is None or hint.offset + hint.length > end:
+                break
+            batch.append(hint)
+        if not batch:
+            return None
+        views = [self._span(h.offset, h.offset + h.length) for h in batch]
+        for hint, view, digest in zip(batch, views, self._hash_many(views)):
+            if digest != hint.digest:
+                return False
+            out.append((view, digest))
+            self._pos += hint.length
+        return True
+
+    # -- content-defined cuts ------------------------------------------------------------
+    def _cut_by_content(self, out: list[Chunk], end: int, final: bool) -> bool:
+        """Cut chunks from the current position until a hint starts again. False when the
+        rest is an unfinished chunk that needs more data."""
+        start = self._pos
+        # Inside the carry only the first chunk is cut (from a small copy), so that the
+        # buffer itself is never copied.
+        window_end = end if start >= self._buffer_start else min(end, start + self._max)
+        window = self._span(start, window_end)
+        offset = 0
+        for chunk in self._cut(window, self._min, self._avg, self._max):
+            length = chunk.length
+            if start + offset + length == end and length < self._max and not final:
+                return False
+            out.append((window[offset: offset + length], None))
+            offset += length
+            self._pos = start + offset
+            if window_end != end or self._hint_at(self._pos) is not None:
+                return True
+        return True
+
+    def _run(self, out: list[Chunk], final: bool) -> None:
+        end = self._end()
+        while self._pos < end:
+            if self._hint_at(self._pos) is not None:
+                followed = self._follow_hints(out, end)
+                if followed:
+                    continue
+                if followed is None and not final:
+                    return
+            if not self._cut_by_content(out, end, final):
+                return
+
+
+def hints_from_spans(spans: Iterable) -> Iterator[Hint]:
+    """Hints from a previous manifest's spans (offset, length, digest or None for zeros):
+    only data chunks followed by another data chunk, whose end was a real cut."""
+    held = None
+    for span in spans:
+        if span.digest is None:
+            held = None
+            continue
+        if held is not None:
+            yield Hint(held.offset, held.length, held.digest)
+        held = span

@@ -7,16 +7,22 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import lmdb
 
+from . import check as checking
+from . import compact as compaction
 from . import locking
+from . import prune as pruning
+from . import repair as repairing
 from .backend import LocalBackend
 from .backup import make_record, record_image
+from .chunker import Hint, hints_from_spans
 from .chunks import ChunkReader, ChunkWriter, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .diff import changed_ranges
@@ -26,7 +32,8 @@ from .manifest import decode_block
 from .packs import read_footer
 from .pipeline import new_pool
 from .reader import ImageReader
-from .restore import image_pieces, restore_to_path, write_stream
+from .restore import image_pieces, image_spans, restore_to_path, write_stream
+from .retention import KeepPolicy
 from .snapshots import BackupStats, SnapshotRecord, SnapshotStore, select_snapshot
 from .source import ImageSource
 
@@ -155,7 +162,8 @@ class Repository:
                                  self.config.pack_target_bytes, self.pool, stats)
             try:
                 manifest = record_image(source, self.config.chunker, writer, self.index,
-                                        self.pool, stats, progress)
+                                        self.pool, stats, self._hints_for(name or
+                                        Path(source_path).name), progress)
                 source.check_unchanged()
                 writer.flush()
                 record = make_record(source, manifest, name or Path(source_path).name,
@@ -171,6 +179,18 @@ class Repository:
             writer.close()
             return record
 
+    def _hints_for(self, name: str) -> Iterator[Hint]:
+        """The chunks of the series' latest snapshot, as cutting hints; a damaged previous
+        manifest only costs speed (the hints stop), never the backup."""
+        series = self.list_snapshots(name)
+        if not series:
+            return
+        try:
+            yield from hints_from_spans(image_spans(self.chunks, series[-1]))
+        except CorruptData as error:
+            log.warning("previous snapshot of %s unreadable, chunking without hints: %s",
+                        name, error)
+
     # -- snapshots ---------------------------------------------------------------------
     def list_snapshots(self, name: str | None = None) -> list[SnapshotRecord]:
         records = self.snapshots.all()
@@ -178,6 +198,15 @@ class Repository:
 
     def find_snapshot(self, selector: str) -> SnapshotRecord:
         return select_snapshot(self.snapshots.all(), selector)
+
+    def snapshot_ids(self) -> set[str]:
+        """Ids of the complete snapshots, without reading any record: cheap enough to poll
+        (the mount re-lists with it). Temp files of a record being written are not ids."""
+        return {path.name[: -len(".json")] for path in self.snapshots.root.glob("*.json")
+                if not path.name.startswith(".")}
+
+    def load_snapshot(self, snapshot_id: str) -> SnapshotRecord:
+        return self.snapshots.load(snapshot_id)
 
     def totals(self) -> RepositoryTotals:
         records = self.snapshots.all()
@@ -212,6 +241,36 @@ class Repository:
 
     def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
         return changed_ranges(a, b, self.load_manifest_block)
+
+    # -- maintenance: delete, prune, compact, check, repair ------------------------------
+    def delete_snapshots(self, selectors: Sequence[str],
+                         lock_wait_s: float = 0.0) -> list[SnapshotRecord]:
+        return pruning.delete_snapshots(self, selectors, lock_wait_s)
+
+    def prune(self, policy: KeepPolicy, name: str | None = None, dry_run: bool = False,
+              allow_delete_all: bool = False, now: datetime | None = None,
+              lock_wait_s: float = 0.0) -> pruning.PrunePlan:
+        return pruning.prune(self, policy, name, dry_run, allow_delete_all, now, lock_wait_s)
+
+    def compact(self, threshold: float = compaction.DEFAULT_THRESHOLD,
+                lock_wait_s: float = 0.0) -> compaction.CompactResult:
+        return compaction.compact(self, threshold, lock_wait_s)
+
+    def check(self, read_data: bool = False,
+              progress: Progress | None = None) -> checking.CheckReport:
+        return checking.check(self, read_data, progress)
+
+    @classmethod
+    def repair(cls, root: Path, read_data: bool = False, lock_wait_s: float = 0.0,
+               progress: Progress | None = None) -> repairing.RepairReport:
+        """check --repair, under the writer lock: an index that cannot be read is set aside
+        before the repository is opened, then the index is rebuilt from the packs."""
+        root = Path(root)
+        config = read_config(root)
+        with locking.WriterLock(root, "check --repair", lock_wait_s):
+            set_aside = repairing.set_aside_unreadable_index(root / INDEX_DIR)
+            with cls(root, config) as repository:
+                return repairing.repair(repository, set_aside, read_data, progress)
 
 
 def repository_path(value: str | os.PathLike | None) -> Path:
