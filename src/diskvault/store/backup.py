@@ -81,6 +81,8 @@ class _ImageRecorder:
         digests = future.result()
         self.writer.settle()
         txn = self.index.read_txn()
+        new: list[tuple[bytes, bytes]] = []
+        new_digests: set[bytes] = set()  # a chunk repeated within the batch is stored once
         try:
             for (chunk, _), digest in zip(chunks, digests):
                 length = len(chunk)
@@ -91,10 +93,12 @@ class _ImageRecorder:
                     continue
                 self.stats.chunks += 1
                 self.manifest.add_data(digest, length)
-                if not self.writer.is_stored(digest, txn):
-                    self.writer.put(digest, bytes(chunk))
+                if digest not in new_digests and not self.writer.is_stored(digest, txn):
+                    new_digests.add(digest)
+                    new.append((digest, bytes(chunk)))
         finally:
             txn.abort()
+        self.writer.put(new)
 
     def _store_block(self, encoded: bytes) -> bytes:
         digest = blake3.blake3(encoded).digest()
@@ -104,7 +108,7 @@ class _ImageRecorder:
         try:
             if not self.writer.is_stored(digest, txn):
                 self.stats.new_manifest_blocks += 1
-                self.writer.put(digest, encoded)
+                self.writer.put([(digest, encoded)])
         finally:
             txn.abort()
         return digest

@@ -88,14 +88,14 @@ class ChunkWriter:
 
     def __init__(self, backend: LocalBackend, index: ChunkIndex, codec: Codec,
                  pack_target_bytes: int, pool: Executor, stats: BackupStats,
-                 max_in_flight: int = 64):
+                 max_batches_in_flight: int = 4):
         self.backend = backend
         self.index = index
         self.codec = codec
         self.pack_target_bytes = pack_target_bytes
         self.pool = pool
         self.stats = stats
-        self._records: queue.Queue = queue.Queue(maxsize=max_in_flight)
+        self._records: queue.Queue = queue.Queue(maxsize=max_batches_in_flight)
         self._committed: queue.SimpleQueue = queue.SimpleQueue()
         self._uncommitted: set[bytes] = set()  # submitted, not yet seen committed
         self._pack: PackWriter | None = None
@@ -121,14 +121,23 @@ class ChunkWriter:
         if self._error is not None:
             raise self._error
 
-    def put(self, digest: bytes, raw: bytes) -> None:
+    def put(self, chunks: list[tuple[bytes, bytes]]) -> None:
+        """Store (digest, raw bytes) pairs: compressed together in one pool task, since a
+        task per chunk costs more in hand-offs than small chunks take to compress."""
         if self._error is not None:
             raise self._error
-        self._uncommitted.add(digest)
-        self._records.put((digest, len(raw), self.pool.submit(self.codec.compress, raw)))
+        if not chunks:
+            return
+        self._uncommitted.update(digest for digest, _ in chunks)
+        future = self.pool.submit(self._compress_all, [raw for _, raw in chunks])
+        self._records.put(([digest for digest, _ in chunks], [len(raw) for _, raw in chunks],
+                           future))
+
+    def _compress_all(self, raws: list[bytes]) -> list[tuple[bytes, int]]:
+        return [self.codec.compress(raw) for raw in raws]
 
     def _write_loop(self) -> None:
-        """Records and flush requests in order; after a failure, the rest is skipped."""
+        """Batches and flush requests in order; after a failure, the rest is skipped."""
         while True:
             item = self._records.get()
             if item is None:
@@ -136,7 +145,7 @@ class ChunkWriter:
             is_flush = isinstance(item, Future)
             if self._error is None:
                 try:
-                    self._finish_pack() if is_flush else self._write_record(*item)
+                    self._finish_pack() if is_flush else self._write_batch(*item)
                 except BaseException as error:
                     self._error = error
             elif not is_flush:
@@ -144,16 +153,16 @@ class ChunkWriter:
             if is_flush:
                 item.set_result(None)
 
-    def _write_record(self, digest: bytes, raw_size: int, future: Future) -> None:
-        stored, flags = future.result()
-        if self._pack is None:
-            self._pack = PackWriter(self.backend, secrets.token_hex(16))
-        self._pack.add(digest, stored, raw_size, flags)
-        self.stats.new_chunks += 1
-        self.stats.new_bytes += raw_size
-        self.stats.stored_bytes += len(stored)
-        if self._pack.size >= self.pack_target_bytes:
-            self._finish_pack()
+    def _write_batch(self, digests: list[bytes], raw_sizes: list[int], future: Future) -> None:
+        for digest, raw_size, (stored, flags) in zip(digests, raw_sizes, future.result()):
+            if self._pack is None:
+                self._pack = PackWriter(self.backend, secrets.token_hex(16))
+            self._pack.add(digest, stored, raw_size, flags)
+            self.stats.new_chunks += 1
+            self.stats.new_bytes += raw_size
+            self.stats.stored_bytes += len(stored)
+            if self._pack.size >= self.pack_target_bytes:
+                self._finish_pack()
 
     def _finish_pack(self) -> None:
         if self._pack is None:
