@@ -18,7 +18,7 @@ import click
 
 from ..store.errors import DiskvaultError
 from ..store.repository import Repository
-from .output import human_bytes, print_table, ratio
+from .output import human_bytes, print_snapshots, ratio
 from .snapshot_commands import backup_summary
 
 IMAGE_BYTES = 96 * 1024 * 1024
@@ -119,10 +119,7 @@ def demo(workdir: Path | None) -> None:
 def _show_results(repo: Repository, repo_path: Path, workdir: Path, hashes) -> None:
     click.echo(f"$ diskvault list -r {repo_path}")
     records = repo.list_snapshots()
-    print_table(["ID", "NAME", "TIME (UTC)", "SIZE", "NEW STORED", "TAGS"],
-                [[r.short_id, r.name, f"{r.time:%Y-%m-%d %H:%M:%S}", human_bytes(r.size),
-                  human_bytes(r.stats.stored_bytes), ",".join(r.tags)] for r in records],
-                right=frozenset({3, 4}))
+    print_snapshots(records)
     first, first_sha = hashes[0]
     last, _ = hashes[-1]
     changed = repo.diff(first, last)

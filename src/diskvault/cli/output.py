@@ -49,6 +49,14 @@ def print_table(headers: list[str], rows: list[list[str]], right: frozenset[int]
         click.echo(line(row))
 
 
+def print_snapshots(records) -> None:
+    """The snapshot table of ``list`` (and the demo)."""
+    rows = [[r.short_id, r.name, f"{r.time:%Y-%m-%d %H:%M:%S}", human_bytes(r.size),
+             human_bytes(r.stats.stored_bytes), ",".join(r.tags)] for r in records]
+    print_table(["ID", "NAME", "TIME (UTC)", "SIZE", "NEW STORED", "TAGS"], rows,
+                right=frozenset({3, 4}))
+
+
 def warn(message: str) -> None:
     click.echo(f"diskvault: warning: {message}", err=True)
 

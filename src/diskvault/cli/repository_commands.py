@@ -6,7 +6,7 @@ import click
 
 from ..store.repository import Repository, repository_path
 from .common import opened, repo_option
-from .output import human_bytes
+from .output import human_bytes, warn
 
 
 @click.command()
@@ -34,10 +34,9 @@ def break_lock(repo: str | None) -> None:
     if holder is None:
         click.echo("the repository was not locked")
     else:
-        click.echo(f"removed the lock of {holder.command} (pid {holder.pid} on {holder.host}, "
-                   f"since {holder.since:%Y-%m-%d %H:%M:%S} UTC); if that process is still "
-                   f"running, the repository may now be damaged: run 'diskvault check'",
-                   err=True)
+        warn(f"removed the lock of {holder.command} (pid {holder.pid} on {holder.host}, "
+             f"since {holder.since:%Y-%m-%d %H:%M:%S} UTC); if that process is still running, "
+             f"the repository may now be damaged: run 'diskvault check'")
 
 
 def register(group: click.Group) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
 import click
 
+from ..store.errors import CorruptData
 from ..store.snapshots import SnapshotRecord
 from .common import lock_wait_option, opened, repo_option
-from .output import human_bytes, human_rate, print_json, print_table, ratio
+from .output import human_bytes, human_rate, print_json, print_snapshots, ratio
 from .progress import ProgressLine
 
 progress_option = click.option(
@@ -27,7 +30,7 @@ def backup_summary(record: SnapshotRecord) -> str:
 
 @click.command()
 @repo_option
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(path_type=Path, readable=False))
 @click.option("--name", default=None, help="Series name (default: the source's file name).")
 @click.option("--tag", "tags", multiple=True, help="A tag to attach (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
@@ -49,11 +52,20 @@ def backup(repo, source: Path, name, tags, as_json, show_progress, lock_wait_s) 
 
 
 def _source_size(source: Path) -> int:
+    """The size for the progress line, without blocking on a FIFO or reading anything."""
     try:
-        with open(source, "rb") as handle:
-            return handle.seek(0, 2)
+        mode = source.stat().st_mode
+        if stat.S_ISREG(mode):
+            return source.stat().st_size
+        if stat.S_ISBLK(mode):
+            fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                return os.lseek(fd, 0, os.SEEK_END)
+            finally:
+                os.close(fd)
     except OSError:
-        return 0  # the store reports the real problem with the source
+        pass  # the store reports the real problem with the source
+    return 0
 
 
 @click.command("list")
@@ -63,14 +75,16 @@ def _source_size(source: Path) -> int:
 def list_snapshots(repo, name, as_json) -> None:
     """List snapshots, oldest first."""
     with opened(repo) as repository:
-        records = repository.list_snapshots(name)
+        records, damaged = repository.scan_snapshots()
+    records = [r for r in records if r.name == name] if name else records
     if as_json:
         print_json([r.summary() for r in records])
-        return
-    rows = [[r.short_id, r.name, f"{r.time:%Y-%m-%d %H:%M:%S}", human_bytes(r.size),
-             human_bytes(r.stats.stored_bytes), ",".join(r.tags)] for r in records]
-    print_table(["ID", "NAME", "TIME (UTC)", "SIZE", "NEW STORED", "TAGS"], rows,
-                right=frozenset({3, 4}))
+    else:
+        print_snapshots(records)
+    if damaged:
+        raise CorruptData(f"{len(damaged)} snapshot record(s) could not be read, first: "
+                          f"{damaged[0]}; run 'diskvault check'")
+
 
 
 @click.command()

@@ -168,7 +168,11 @@ class ChunkWriter:
         if self._pack is None:
             return
         pack, self._pack = self._pack, None
-        entries = pack.finish()  # fsync + rename + fsync dir: durable from here on
+        try:
+            entries = pack.finish()  # fsync + rename + fsync dir: durable from here on
+        except BaseException:
+            pack.abort()
+            raise
         self.index.add_pack(pack.pack_id, entries, pack.size)
         self._committed.put([e.digest for e in entries])
 

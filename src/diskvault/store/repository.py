@@ -34,7 +34,8 @@ from .pipeline import new_pool
 from .reader import ImageReader
 from .restore import image_pieces, image_spans, restore_to_path, write_stream
 from .retention import KeepPolicy
-from .snapshots import BackupStats, SnapshotRecord, SnapshotStore, select_snapshot
+from .snapshots import (BackupStats, SnapshotRecord, SnapshotStore, is_snapshot_id,
+                        select_snapshot)
 from .source import ImageSource
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,26 @@ SNAPSHOTS_DIR = "snapshots"
 Progress = Callable[[int], None]
 
 
-def _is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError):
-        return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(error, lmdb.Error) and ("No space left" in str(error)
-                                              or "MDB_MAP_FULL" in str(error))
+LOW_SPACE_BYTES = 1024 * 1024
+
+
+def _is_disk_full(error: BaseException, root: Path) -> bool:
+    """ENOSPC, or an I/O error while the repository's filesystem is (nearly) full: LMDB
+    reports a short write as EIO."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(error, lmdb.Error) or (isinstance(error, OSError) and error.errno == errno.EIO):
+        try:
+            return min(_free_bytes(root / INDEX_DIR), _free_bytes(root / PACKS_DIR)) < \
+                LOW_SPACE_BYTES
+        except OSError:
+            return False
+    return False
+
+
+def _free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
 
 
 @dataclass(frozen=True)
@@ -171,7 +187,7 @@ class Repository:
                 self.snapshots.save(record)
             except BaseException as error:
                 writer.abort()
-                if _is_disk_full(error):
+                if _is_disk_full(error, self.root):
                     raise RepositoryFull(f"the repository's disk is full ({self.root}); the "
                                          f"backup was abandoned and earlier snapshots are "
                                          f"intact: free space, then rerun it") from None
@@ -196,7 +212,14 @@ class Repository:
         records = self.snapshots.all()
         return [r for r in records if r.name == name] if name else records
 
+    def scan_snapshots(self):
+        """(readable records oldest first, errors of damaged records)."""
+        return self.snapshots.scan()
+
     def find_snapshot(self, selector: str) -> SnapshotRecord:
+        if is_snapshot_id(selector) and self.snapshots.path(selector).is_file():
+            # A full id: read just that record, even if another one is damaged.
+            return self.snapshots.load(selector)
         return select_snapshot(self.snapshots.all(), selector)
 
     def snapshot_ids(self) -> set[str]:
@@ -209,7 +232,8 @@ class Repository:
         return self.snapshots.load(snapshot_id)
 
     def totals(self) -> RepositoryTotals:
-        records = self.snapshots.all()
+        """Sizes over the readable snapshots (damaged records are reported elsewhere)."""
+        records, _ = self.snapshots.scan()
         stats = list(self.index.pack_stats())
         return RepositoryTotals(
             snapshots=len(records), logical_bytes=sum(r.size for r in records),

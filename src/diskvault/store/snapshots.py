@@ -4,6 +4,7 @@ selection of a snapshot by id, unique id prefix, ``latest``, or series name."""
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -13,6 +14,8 @@ from pathlib import Path
 from .durable import remove_durably, write_atomic
 from .errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
 from .manifest import BlockRef
+
+log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 ID_HEX_DIGITS = 16
@@ -102,9 +105,9 @@ class SnapshotStore:
     def delete(self, snapshot_id: str) -> None:
         remove_durably(self.path(snapshot_id))
 
-    def all(self) -> list[SnapshotRecord]:
-        """Every snapshot, oldest first."""
-        records = []
+    def scan(self) -> tuple[list[SnapshotRecord], list[CorruptData]]:
+        """Every readable snapshot, oldest first, and the errors of damaged records."""
+        records, damaged = [], []
         for path in self.root.glob("*.json"):
             if path.name.startswith("."):
                 continue
@@ -112,7 +115,22 @@ class SnapshotStore:
                 records.append(SnapshotRecord.from_json(path.read_bytes(), str(path)))
             except FileNotFoundError:
                 continue  # deleted while we listed
-        return sorted(records, key=lambda r: (r.time, r.id))
+            except CorruptData as error:
+                damaged.append(error)
+        return sorted(records, key=lambda r: (r.time, r.id)), damaged
+
+    def all(self) -> list[SnapshotRecord]:
+        """Every readable snapshot, oldest first. A damaged record is skipped with a
+        warning, so that it does not make every other snapshot unreachable ('diskvault
+        check' reports it)."""
+        records, damaged = self.scan()
+        for error in damaged:
+            log.warning("%s", error)
+        return records
+
+
+def is_snapshot_id(text: str) -> bool:
+    return len(text) == ID_HEX_DIGITS and all(c in "0123456789abcdef" for c in text)
 
 
 def select_snapshot(records: Sequence[SnapshotRecord], selector: str) -> SnapshotRecord:

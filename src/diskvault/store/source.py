@@ -31,7 +31,8 @@ class ImageSource:
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise SourceError(f"source {self.path} does not exist") from None
         except IsADirectoryError:
@@ -47,6 +48,7 @@ class ImageSource:
         if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
             os.close(self._fd)
             raise SourceError(f"source {self.path} is neither a regular file nor a block device")
+        os.set_blocking(self._fd, True)
         self.is_block_device = stat.S_ISBLK(mode)
         self.size = self._current_size()
         os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
