@@ -22,7 +22,13 @@ from .snapshots import SnapshotRecord
 
 DEFAULT_CHUNK_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_BLOCK_CACHE_BLOCKS = 256
-READAHEAD_CHUNKS = 8
+# Read-ahead starts small and doubles with each sequential read: a scan soon has 4 MiB
+# decompressing ahead of it, while scattered reads (a filesystem's metadata) waste little.
+READAHEAD_MIN_BYTES = 256 * 1024
+READAHEAD_MAX_BYTES = 4 * 1024 * 1024
+# A read this close to the last one's end still counts as sequential: the kernel sends a
+# FUSE mount its read-ahead as several requests at once, and they arrive out of order.
+SEQUENTIAL_SLACK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class ImageReader:
         self._chunks = _LRU(chunk_cache_bytes)
         self._lock = threading.Lock()
         self._last_end = -1
+        self._ahead_until = 0  # read-ahead is queued up to here
+        self._ahead_bytes = READAHEAD_MIN_BYTES
 
     # -- manifest blocks ---------------------------------------------------------------
     def _load_block(self, index: int) -> _Block:
@@ -130,18 +138,22 @@ class ImageReader:
                     self._chunks.used -= length
             raise
 
-    def _read_ahead(self, block_index: int, entry_index: int) -> None:
-        queued = 0
-        while queued < READAHEAD_CHUNKS and block_index < len(self.record.blocks):
+    def _read_ahead(self, end: int) -> None:
+        """Keep the chunks of the next ``_ahead_bytes`` queued; each call queues only those
+        past the last call's frontier, so a stream of small reads costs little each."""
+        stop = min(end + self._ahead_bytes, self.size)
+        start = self._ahead_until if end <= self._ahead_until <= stop else end
+        self._ahead_until = stop
+        block_index = bisect.bisect_right(self._block_starts, start) - 1
+        while block_index < len(self._block_starts) and self._block_starts[block_index] < stop:
             block = self._block(block_index)
-            for position in range(entry_index, len(block.digests)):
-                digest = block.digests[position]
+            entry_index = bisect.bisect_left(block.starts, start)  # first chunk from start on
+            while entry_index < len(block.starts) and block.starts[entry_index] < stop:
+                digest = block.digests[entry_index]
                 if digest is not None:
-                    self._chunk_future(digest, block.lengths[position], in_pool=True)
-                    queued += 1
-                    if queued >= READAHEAD_CHUNKS:
-                        return
-            block_index, entry_index = block_index + 1, 0
+                    self._chunk_future(digest, block.lengths[entry_index], in_pool=True)
+                entry_index += 1
+            block_index += 1
 
     # -- reads -------------------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytes:
@@ -149,12 +161,13 @@ class ImageReader:
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
-        sequential = offset == self._last_end
+        sequential = abs(offset - self._last_end) <= SEQUENTIAL_SLACK_BYTES
         self._last_end = end
+        self._ahead_bytes = (min(2 * self._ahead_bytes, READAHEAD_MAX_BYTES) if sequential
+                             else READAHEAD_MIN_BYTES)
         parts = []
         position = offset
         block_index = bisect.bisect_right(self._block_starts, position) - 1
-        entry_index = 0
         while position < end:
             block = self._block(block_index)
             entry_index = bisect.bisect_right(block.starts, position) - 1
@@ -175,7 +188,7 @@ class ImageReader:
             if position < end:
                 block_index += 1
         if sequential:
-            self._read_ahead(block_index, entry_index)
+            self._read_ahead(end)
         return b"".join(parts)
 
     def open(self) -> "ImageFile":

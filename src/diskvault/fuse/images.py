@@ -1,0 +1,77 @@
+"""The mount's open images: one shared reader per snapshot, its partitions found once.
+
+A reader's caches are worth keeping between opens (a loop mount and `ls` open and close a
+file often), so the last few idle readers stay open; older ones are dropped, keeping memory
+bounded however many snapshots are browsed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+
+from ..store.errors import CorruptData
+from ..store.reader import ImageReader
+from ..store.repository import Repository
+from ..store.snapshots import SnapshotRecord
+from ..store.volumes import Partition, list_partitions
+
+log = logging.getLogger(__name__)
+
+IDLE_READERS = 4
+
+
+class ImageCatalogue:
+    """Readers by snapshot id, counted by use; thread-safe."""
+
+    def __init__(self, repository: Repository, idle_readers: int = IDLE_READERS,
+                 **cache_sizes: int):
+        self._repository = repository
+        self._cache_sizes = cache_sizes
+        self._idle_readers = idle_readers
+        self._in_use: dict[str, tuple[ImageReader, int]] = {}
+        self._idle: OrderedDict[str, ImageReader] = OrderedDict()
+        self._partitions: dict[str, list[Partition]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, record: SnapshotRecord) -> ImageReader:
+        """The snapshot's reader; pair every call with ``release``."""
+        with self._lock:
+            reader, users = self._in_use.get(record.id, (None, 0))
+            if reader is None:
+                reader = self._idle.pop(record.id, None)
+            if reader is None:
+                reader = self._repository.open_image(record, **self._cache_sizes)
+            self._in_use[record.id] = (reader, users + 1)
+            return reader
+
+    def release(self, record: SnapshotRecord) -> None:
+        with self._lock:
+            reader, users = self._in_use.pop(record.id)
+            if users > 1:
+                self._in_use[record.id] = (reader, users - 1)
+                return
+            self._idle[record.id] = reader
+            while len(self._idle) > self._idle_readers:
+                self._idle.popitem(last=False)
+
+    def partitions(self, record: SnapshotRecord) -> list[Partition]:
+        """The image's partitions ([] without a readable table); read once per snapshot,
+        since a snapshot never changes."""
+        with self._lock:
+            known = self._partitions.get(record.id)
+        if known is not None:
+            return known
+        reader = self.acquire(record)
+        try:
+            found = list_partitions(reader.open())
+        except CorruptData as error:
+            log.error("snapshot %s (%s, %s): its partitions are not shown: %s",
+                      record.short_id, record.name, record.time_label, error)
+            found = []
+        finally:
+            self.release(record)
+        with self._lock:
+            self._partitions[record.id] = found
+        return found

@@ -1,0 +1,35 @@
+"""Where a mount logs. A mount runs for days and its reads fail only one at a time (EIO),
+so each damaged chunk is logged with snapshot and offset: to the terminal in the
+foreground; in the background to ``--log-file``, or else to syslog."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+SYSLOG_SOCKET = Path("/dev/log")
+
+
+def syslog_available() -> bool:
+    return SYSLOG_SOCKET.is_socket()
+
+
+def configure_logging(mountpoint: str, to_syslog: bool, debug: bool) -> None:
+    """Replace the CLI's warning-only logging with timestamped lines naming the mount."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    # sys.stderr is fd 2: the terminal, the parent's pipe while starting, then the log file.
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter(
+        f"%(asctime)s diskvault mount {mountpoint}: %(levelname)s: %(message)s"))
+    root.addHandler(stream)
+    if to_syslog:
+        syslog = logging.handlers.SysLogHandler(
+            address=str(SYSLOG_SOCKET), facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        syslog.setFormatter(logging.Formatter(
+            f"diskvault-mount[%(process)d]: {mountpoint}: %(message)s"))
+        root.addHandler(syslog)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("fuse").setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -1,0 +1,174 @@
+"""The filesystem the kernel talks to: fusepy operations over the layout and the images.
+
+Read-only twice over: mounted ``ro`` (the kernel refuses writes itself), and every writing
+operation answers EROFS. Paths resolve against a layout re-listed at most every
+``LIST_TTL_S``, so snapshots made after mounting appear without a remount. An open file
+keeps its reader, so a snapshot deleted while open still reads: the mount's reader lock
+keeps compaction from removing the packs under it.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fuse import FuseOSError, Operations
+
+from ..store.errors import CorruptData
+from ..store.reader import ImageReader
+from ..store.repository import Repository
+from ..store.snapshots import SnapshotRecord
+from .images import ImageCatalogue
+from .layout import (ROOT, Folder, Link, Node, SnapshotFile, SnapshotFolder, layout_all,
+                     layout_one, snapshot_files, time_ns)
+from .listing import SnapshotListing
+
+log = logging.getLogger(__name__)
+
+LIST_TTL_S = 1.0
+BLOCK_BYTES = 512  # st_blocks unit
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    """An open image or partition: its reader and its window of the image."""
+
+    file: SnapshotFile
+    reader: ImageReader
+
+
+class SnapshotFilesystem(Operations):
+    """All snapshots by series and time (``record`` None), or one snapshot at the root."""
+
+    use_ns = True  # times in nanoseconds, as fusepy 3 asks
+
+    def __init__(self, repository: Repository, record: SnapshotRecord | None,
+                 catalogue: ImageCatalogue, on_ready: Callable[[], None] = lambda: None):
+        self._catalogue = catalogue
+        self._on_ready = on_ready
+        owner = repository.root.stat()
+        self._owner = {"st_uid": owner.st_uid, "st_gid": owner.st_gid}
+        self._listing = None if record else SnapshotListing(repository)
+        self._mounted_ns = time.time_ns()
+        self._nodes = layout_one(record) if record else {}
+        self._listed_at = -LIST_TTL_S
+        self._open: dict[int, OpenFile] = {}
+        self._handles = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def init(self, path) -> None:
+        threading.Thread(target=self._find_partitions_early, name="partitions",
+                         daemon=True).start()
+        self._on_ready()
+
+    def _find_partitions_early(self) -> None:
+        """Find the partitions of the snapshots most likely opened first (each series'
+        latest), so the first `ls` or loop mount does not wait for the parser to load."""
+        nodes = self._current_nodes()
+        if self._listing is None:
+            latest = [nodes[ROOT].record]
+        else:
+            latest = [nodes[f"{path.rpartition('/')[0]}/{node.target}"].record
+                      for path, node in nodes.items() if isinstance(node, Link)]
+        for record in latest:
+            self._catalogue.partitions(record)
+
+    # -- the tree ----------------------------------------------------------------------
+    def _current_nodes(self) -> dict[str, Node]:
+        if self._listing is None:
+            return self._nodes
+        with self._lock:
+            now = time.monotonic()
+            if now - self._listed_at >= LIST_TTL_S:
+                self._nodes = layout_all(self._listing.current(), self._mounted_ns)
+                self._listed_at = now
+            return self._nodes
+
+    def _files(self, record: SnapshotRecord) -> dict[str, SnapshotFile]:
+        return snapshot_files(record, self._catalogue.partitions(record))
+
+    def _resolve(self, path: str) -> Node | SnapshotFile:
+        nodes = self._current_nodes()
+        node = nodes.get(path)
+        if node is not None:
+            return node
+        parent, _, name = path.rpartition("/")
+        folder = nodes.get(parent or ROOT)
+        if isinstance(folder, SnapshotFolder):
+            file = self._files(folder.record).get(name)
+            if file is not None:
+                return file
+        raise FuseOSError(errno.ENOENT)
+
+    def getattr(self, path, fh=None) -> dict:
+        opened = self._open.get(fh) if fh else None
+        # An open file answers for itself: its snapshot may have been deleted since.
+        node = opened.file if opened else self._resolve(path)
+        if isinstance(node, SnapshotFile):
+            return self._attributes(stat.S_IFREG | 0o444, node.size, time_ns(node.record),
+                                    st_blocks=-(-node.size // BLOCK_BYTES))
+        if isinstance(node, Link):
+            return self._attributes(stat.S_IFLNK | 0o777, len(node.target), node.time_ns)
+        when = time_ns(node.record) if isinstance(node, SnapshotFolder) else node.time_ns
+        return self._attributes(stat.S_IFDIR | 0o555, 0, when, st_nlink=2)
+
+    def _attributes(self, mode: int, size: int, when_ns: int, **more) -> dict:
+        return {"st_mode": mode, "st_nlink": 1, "st_size": size, "st_atime": when_ns,
+                "st_mtime": when_ns, "st_ctime": when_ns, **self._owner, **more}
+
+    def readdir(self, path, fh) -> list[str]:
+        node = self._resolve(path)
+        if isinstance(node, Folder):
+            return [".", "..", *node.names]
+        if isinstance(node, SnapshotFolder):
+            return [".", "..", *self._files(node.record)]
+        raise FuseOSError(errno.ENOTDIR)
+
+    def readlink(self, path) -> str:
+        node = self._resolve(path)
+        if not isinstance(node, Link):
+            raise FuseOSError(errno.EINVAL)
+        return node.target
+
+    def statfs(self, path) -> dict:
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+    # -- files -------------------------------------------------------------------------
+    def open(self, path, flags) -> int:
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            raise FuseOSError(errno.EROFS)
+        node = self._resolve(path)
+        if not isinstance(node, SnapshotFile):
+            raise FuseOSError(errno.EISDIR)
+        reader = self._catalogue.acquire(node.record)
+        with self._lock:
+            handle = next(self._handles)
+            self._open[handle] = OpenFile(node, reader)
+        return handle
+
+    def read(self, path, size, offset, fh) -> bytes:
+        opened = self._open[fh]
+        length = min(size, opened.file.size - offset)
+        if length <= 0:
+            return b""
+        try:
+            return opened.reader.read(opened.file.offset + offset, length)
+        except CorruptData as error:
+            log.error("read of %d bytes at offset %d of %s failed (EIO): %s", length, offset,
+                      path, error)
+            raise FuseOSError(errno.EIO) from None
+
+    def release(self, path, fh) -> None:
+        with self._lock:
+            opened = self._open.pop(fh)
+        self._catalogue.release(opened.file.record)
+
+    def utimens(self, path, times=None):
+        raise FuseOSError(errno.EROFS)  # fusepy's default would pretend it worked
