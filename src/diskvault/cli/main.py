@@ -8,7 +8,8 @@ import sys
 import click
 
 from ..store.errors import DiskvaultError
-from . import demo, repository_commands, snapshot_commands
+from . import (demo, maintenance_commands, mount_commands, repository_commands,
+               snapshot_commands)
 
 DEBUG_FLAG = "--debug"
 
@@ -22,7 +23,8 @@ def cli(debug: bool) -> None:
                         format="diskvault: warning: %(message)s")
 
 
-for module in (repository_commands, snapshot_commands, demo):
+for module in (repository_commands, snapshot_commands, demo, mount_commands,
+               maintenance_commands):
     module.register(cli)
 
 

@@ -83,7 +83,7 @@ def list_snapshots(repo, name, as_json) -> None:
         print_snapshots(records)
     if damaged:
         raise CorruptData(f"{len(damaged)} snapshot record(s) could not be read, first: "
-                          f"{damaged[0]}; run 'diskvault check'")
+                          f"{damaged[0][1]}; run 'diskvault check'")
 
 
 

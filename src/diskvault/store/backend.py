@@ -101,6 +101,16 @@ class LocalBackend:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
 
+    def set_aside(self, pack_id: str, folder: Path) -> None:
+        """Move a damaged pack out of the pack folders into ``folder`` (repair): kept for
+        inspection, never listed or read again."""
+        self.forget(pack_id)
+        path = self.path(pack_id)
+        folder.mkdir(exist_ok=True)
+        os.rename(path, folder / path.name)
+        fsync_dir(folder)
+        fsync_dir(path.parent)
+
     def forget(self, pack_id: str) -> None:
         """Close a cached handle, so that a replaced or deleted pack is reopened."""
         with self._lock:

@@ -49,7 +49,7 @@ class ChunkIndex:
     def __init__(self, path: Path, readonly: bool = False):
         path.mkdir(exist_ok=True) if not readonly else None
         try:
-            self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=4,
+            self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
                                  readonly=readonly, create=not readonly, readahead=False)
         except lmdb.Error as error:
             raise CorruptData(f"index at {path} cannot be opened ({error}); "
@@ -77,17 +77,58 @@ class ChunkIndex:
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry], file_size: int) -> None:
         """Commit a durable pack's entries; a digest already indexed keeps its location."""
+        with self.env.begin(write=True) as txn:
+            self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
+
+    def add_relocated_pack(self, pack_id: str, entries: Iterable[PackEntry],
+                           file_size: int) -> None:
+        """Commit a durable pack of copies made by compaction: its records become the
+        location of their digests, in one transaction."""
+        with self.env.begin(write=True) as txn:
+            self._put_pack(txn, pack_id, entries, file_size, overwrite=True)
+
+    def rebuild(self, packs: Iterable[tuple[str, list[PackEntry], int]]) -> None:
+        """Replace every location and pack with ``packs`` (repair), in one transaction:
+        readers see the old index or the new one, never a mix."""
+        with self.env.begin(write=True) as txn:
+            txn.drop(self._chunks, delete=False)
+            txn.drop(self._packs, delete=False)
+            for pack_id, entries, file_size in packs:
+                self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
+
+    def _put_pack(self, txn: lmdb.Transaction, pack_id: str, entries: Iterable[PackEntry],
+                  file_size: int, overwrite: bool) -> None:
         pack_key = bytes.fromhex(pack_id)
         stored = raw = records = 0
+        for entry in entries:
+            value = LOCATION.pack(pack_key, entry.offset, entry.stored_size,
+                                  entry.raw_size, entry.flags)
+            txn.put(entry.digest, value, db=self._chunks, overwrite=overwrite)
+            stored += entry.stored_size
+            raw += entry.raw_size
+            records += 1
+        txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=self._packs)
+
+    def remove_locations(self, packs: dict[str, list[PackEntry]]) -> int:
+        """Drop the index entries that point at these records of these packs (entries that
+        point elsewhere stay), in one transaction; returns how many were dropped."""
+        removed = 0
         with self.env.begin(write=True) as txn:
-            for entry in entries:
-                value = LOCATION.pack(pack_key, entry.offset, entry.stored_size,
-                                      entry.raw_size, entry.flags)
-                txn.put(entry.digest, value, db=self._chunks, overwrite=False)
-                stored += entry.stored_size
-                raw += entry.raw_size
-                records += 1
-            txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=self._packs)
+            for pack_id, entries in packs.items():
+                pack_key = bytes.fromhex(pack_id)
+                for entry in entries:
+                    value = txn.get(entry.digest, db=self._chunks)
+                    if value is not None and LOCATION.unpack(value)[:2] == (pack_key,
+                                                                            entry.offset):
+                        txn.delete(entry.digest, db=self._chunks)
+                        removed += 1
+        return removed
+
+    def remove_packs(self, pack_ids: Iterable[str]) -> None:
+        """Forget packs' statistics once their files are gone."""
+        with self.env.begin(write=True) as txn:
+            for pack_id in pack_ids:
+                txn.delete(bytes.fromhex(pack_id), db=self._packs)
 
     def known_packs(self) -> set[str]:
         with self.env.begin() as txn:
@@ -97,6 +138,12 @@ class ChunkIndex:
         with self.env.begin() as txn:
             for key, value in txn.cursor(db=self._packs):
                 yield key.hex(), PackStats(*PACK_STATS.unpack(value))
+
+    def iter_chunks(self) -> Iterator[tuple[bytes, ChunkLocation]]:
+        """Every (digest, location), in digest order, from one read transaction."""
+        with self.env.begin() as txn:
+            for digest, value in txn.cursor(db=self._chunks):
+                yield digest, _decode_location(value)
 
     def chunk_count(self) -> int:
         with self.env.begin() as txn:

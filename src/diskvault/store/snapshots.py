@@ -105,8 +105,8 @@ class SnapshotStore:
     def delete(self, snapshot_id: str) -> None:
         remove_durably(self.path(snapshot_id))
 
-    def scan(self) -> tuple[list[SnapshotRecord], list[CorruptData]]:
-        """Every readable snapshot, oldest first, and the errors of damaged records."""
+    def scan(self) -> tuple[list[SnapshotRecord], list[tuple[Path, CorruptData]]]:
+        """Every readable snapshot, oldest first, and each damaged record with its error."""
         records, damaged = [], []
         for path in self.root.glob("*.json"):
             if path.name.startswith("."):
@@ -116,15 +116,24 @@ class SnapshotStore:
             except FileNotFoundError:
                 continue  # deleted while we listed
             except CorruptData as error:
-                damaged.append(error)
+                damaged.append((path, error))
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
+
+    def all_intact(self) -> list[SnapshotRecord]:
+        """Every snapshot, or CorruptData if any record is damaged: for compaction, which
+        would otherwise take a damaged snapshot's data for unused and delete it."""
+        records, damaged = self.scan()
+        if damaged:
+            raise CorruptData(f"{damaged[0][1]}; refusing to run while a snapshot record is "
+                              f"damaged (its data would look unused): run 'diskvault check'")
+        return records
 
     def all(self) -> list[SnapshotRecord]:
         """Every readable snapshot, oldest first. A damaged record is skipped with a
         warning, so that it does not make every other snapshot unreachable ('diskvault
         check' reports it)."""
         records, damaged = self.scan()
-        for error in damaged:
+        for _, error in damaged:
             log.warning("%s", error)
         return records
 

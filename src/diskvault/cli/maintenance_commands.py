@@ -1,0 +1,258 @@
+"""delete, prune, compact, check: forgetting snapshots, giving their space back, and
+proving that what is stored can be restored."""
+
+from __future__ import annotations
+
+import click
+
+from ..store.check import CheckReport
+from ..store.compact import DEFAULT_THRESHOLD, CompactResult
+from ..store.errors import CorruptData
+from ..store.repair import RepairReport
+from ..store.repository import Repository, repository_path
+from ..store.retention import KeepPolicy, parse_duration
+from ..store.snapshots import SnapshotRecord
+from .common import lock_wait_option, opened, repo_option
+from .output import human_bytes, human_rate, print_json, print_table, warn
+from .progress import ProgressLine
+
+COMPACT_HINT = "run 'diskvault compact' to give their space back"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _when(record: SnapshotRecord) -> str:
+    return f"{record.time:%Y-%m-%d %H:%M:%S}"
+
+
+@click.command()
+@repo_option
+@click.argument("snapshots", nargs=-1, required=True, metavar="SNAPSHOT...")
+@lock_wait_option
+def delete(repo, snapshots, lock_wait_s) -> None:
+    """Delete snapshots (id, id prefix, series name or 'latest'); compact frees the space."""
+    with opened(repo) as repository:
+        records = repository.delete_snapshots(snapshots, lock_wait_s)
+    for record in records:
+        click.echo(f"deleted snapshot {record.short_id} ({record.name}, {_when(record)} UTC)")
+    click.echo(COMPACT_HINT, err=True)
+
+
+def _count_option(rule: str, period: str):
+    return click.option(f"--keep-{rule}", rule, type=click.IntRange(min=0), default=0,
+                        metavar="N", help=f"Keep the newest snapshot of each of the N newest "
+                                          f"{period} that have one.")
+
+
+@click.command()
+@repo_option
+@click.option("--keep-last", "last", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Keep the N newest snapshots.")
+@_count_option("hourly", "hours")
+@_count_option("daily", "days (UTC)")
+@_count_option("weekly", "ISO weeks")
+@_count_option("monthly", "months")
+@_count_option("yearly", "years")
+@click.option("--keep-within", "within", default=None, metavar="DURATION",
+              help="Keep every snapshot taken within DURATION of now (e.g. 36h, 7d, 2w, 1m).")
+@click.option("--name", default=None, help="Prune only this series (default: every series).")
+@click.option("--dry-run", is_flag=True, help="Show what would be kept and removed; change "
+                                              "nothing.")
+@click.option("--allow-delete-all", is_flag=True,
+              help="Allow removing every snapshot of a series (and a prune with no rule).")
+@lock_wait_option
+def prune(repo, last, hourly, daily, weekly, monthly, yearly, within, name, dry_run,
+          allow_delete_all, lock_wait_s) -> None:
+    """Remove the snapshots no --keep-* rule keeps, per series; compact frees the space."""
+    policy = KeepPolicy(last=last, hourly=hourly, daily=daily, weekly=weekly, monthly=monthly,
+                        yearly=yearly, within=parse_duration(within) if within else None)
+    with opened(repo) as repository:
+        plan = repository.prune(policy, name, dry_run, allow_delete_all,
+                                lock_wait_s=lock_wait_s)
+    rows = [[d.record.short_id, d.record.name, _when(d.record),
+             "keep" if d.reason else ("would remove" if dry_run else "removed"),
+             d.reason or ""] for d in plan.decisions]
+    print_table(["ID", "NAME", "TIME (UTC)", "ACTION", "KEPT BECAUSE"], rows)
+    for series in plan.protected_series:
+        warn(f"the rules keep no snapshot of series {series!r}; its newest one is kept anyway "
+             f"(use --allow-delete-all to remove the whole series)")
+    verb = "to remove (dry run: nothing was changed)" if dry_run else "removed"
+    click.echo(f"{len(plan.kept)} kept, {len(plan.removed)} {verb}")
+    if plan.removed and not dry_run:
+        click.echo(COMPACT_HINT, err=True)
+
+
+@click.command()
+@repo_option
+@click.option("--threshold", "threshold_percent",
+              type=click.FloatRange(min=0, max=100, max_open=True),
+              default=DEFAULT_THRESHOLD * 100, show_default=True, metavar="PERCENT",
+              help="Rewrite a pack once more than this share of its bytes is unused; "
+                   "0 rewrites every pack holding anything unused.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@lock_wait_option
+def compact(repo, threshold_percent, as_json, lock_wait_s) -> None:
+    """Give back the space of data no snapshot uses (after delete or prune)."""
+    with opened(repo) as repository:
+        result = repository.compact(threshold_percent / 100, lock_wait_s)
+        stored = repository.totals().stored_bytes
+    if as_json:
+        print_json({**vars(result), "repository_stored_bytes": stored})
+    else:
+        _print_compact(result, stored)
+
+
+def _print_compact(result: CompactResult, stored: int) -> None:
+    click.echo(f"reviewed {result.packs_reviewed} packs that may hold unused data: rewrote "
+               f"{result.packs_rewritten} (copied {result.chunks_copied} chunks in use), "
+               f"deleted {result.packs_deleted}")
+    click.echo(f"freed {human_bytes(result.bytes_freed - result.bytes_written)}: deleted "
+               f"{human_bytes(result.bytes_freed)} of packs, wrote "
+               f"{human_bytes(result.bytes_written)}; the repository now stores "
+               f"{human_bytes(stored)}")
+    if result.packs_waiting:
+        warn(f"{result.packs_waiting} packs ({human_bytes(result.bytes_waiting)}) are kept "
+             f"while readers (restore, cat, mount, check) run; run compact again after them")
+    if result.packs_damaged:
+        warn(f"{len(result.packs_damaged)} damaged packs were left as they are: run "
+             f"'diskvault check --read-data'")
+
+
+@click.command()
+@repo_option
+@click.option("--read-data", is_flag=True,
+              help="Also read every stored record, decompress it and verify its digest.")
+@click.option("--repair", is_flag=True,
+              help="Rebuild the index from the packs (with --read-data: leaving damaged "
+                   "records out) and report what cannot be restored.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Show a progress line for --read-data (default: only on a terminal).")
+@lock_wait_option
+def check(repo, read_data, repair, as_json, show_progress, lock_wait_s) -> None:
+    """Check that every snapshot can be restored; exit 1 if anything is damaged."""
+    repaired = None
+    if repair:
+        repaired = Repository.repair(repository_path(repo), read_data, lock_wait_s)
+        report = repaired.after
+        if not as_json:
+            _print_repair(repaired)
+    else:
+        line = ProgressLine("check --read-data", 0, show_progress if read_data else False)
+
+        def progress(done: int, total: int) -> None:
+            line.total = total
+            line(done)
+
+        with opened(repo) as repository:
+            try:
+                report = repository.check(read_data, progress)
+            finally:
+                line.close()
+    if as_json:
+        print_json(_report_json(report) | ({"repair": _repair_json(repaired)} if repaired
+                                           else {}))
+    else:
+        _print_check(report)
+    if report.damaged:
+        lost = len(report.damaged_snapshots)
+        raise CorruptData(f"check found damage: {_count(len(report.problems), 'problem')}, "
+                          f"{_count(lost, 'snapshot')} cannot be restored in full"
+                          + ("" if repair else f"; see above, then run 'diskvault check "
+                                               f"--repair{' --read-data' * read_data}'"))
+
+
+def _print_check(report: CheckReport) -> None:
+    click.echo(f"checked {report.snapshots} snapshots, {report.manifest_blocks} manifest "
+               f"blocks, {report.chunks_referenced} chunks in use, {report.packs} packs "
+               f"({human_bytes(report.stored_bytes)})")
+    if report.read_data:
+        click.echo(f"read {report.records_read} records, {human_bytes(report.bytes_read)} in "
+                   f"{report.duration_s:.1f} s "
+                   f"({human_rate(report.bytes_read, report.duration_s)})")
+    for problem in report.problems:
+        click.echo(f"damaged: {problem.where}: {problem.message}")
+    if report.damaged_snapshots:
+        click.echo("snapshots that cannot be restored in full:")
+        rows = [[d.record.short_id, d.record.name, _when(d.record),
+                 f"{_count(d.lost_chunks, 'chunk')}, {human_bytes(d.lost_bytes)}",
+                 str(d.unindexed_chunks), str(d.first_offset)]
+                for d in report.damaged_snapshots]
+        print_table(["ID", "NAME", "TIME (UTC)", "LOST", "UNINDEXED (repair recovers)",
+                     "FIRST DAMAGED BYTE"], rows, right=frozenset({4, 5}))
+    if report.orphan_packs:
+        click.echo(f"{len(report.orphan_packs)} packs are not in the index (left by an "
+                   f"interrupted writer, or a lost index): the next backup, compact or "
+                   f"check --repair indexes them")
+    if report.half_deleted_packs:
+        click.echo(f"{len(report.half_deleted_packs)} packs were being deleted when a compact "
+                   f"stopped: the next compact finishes")
+    if report.damaged_unused_records:
+        click.echo(f"{report.damaged_unused_records} damaged records are copies nothing "
+                   f"uses: harmless, compact --threshold 0 removes them")
+    click.echo(f"{report.unreferenced_chunks} chunks "
+               f"({human_bytes(report.unreferenced_bytes)}) are used by no snapshot: "
+               f"compact removes them")
+    if not report.damaged:
+        click.echo("no damage found")
+
+
+def _print_repair(report: RepairReport) -> None:
+    if report.index_set_aside:
+        click.echo(f"repair: the index could not be read; it was moved to "
+                   f"{report.index_set_aside}")
+    click.echo(f"repair: rebuilt the index from {report.packs_indexed} packs: "
+               f"{report.chunks_indexed} chunks (it held {report.chunks_before})")
+    for pack_id in report.missing_packs:
+        click.echo(f"repair: pack {pack_id} is missing; its chunks are gone from the index")
+    for pack_id, why in report.damaged_packs:
+        where = "moved to damaged/" if pack_id in report.set_aside_packs else \
+            "left in place while readers run (repair again later to move it)"
+        click.echo(f"repair: pack {pack_id}: {why}; {where}")
+    if report.chunks_salvaged:
+        click.echo(f"repair: {report.chunks_salvaged} intact chunks rescued from damaged "
+                   f"packs into new ones")
+    for pack_id, digest, why in report.dropped_records:
+        click.echo(f"repair: left out chunk {digest.hex()[:16]} of pack {pack_id}: it {why}")
+    if report.after and report.after.damaged_snapshots:
+        click.echo("repair: what remains lost comes back if a later backup meets the same "
+                   "data; the snapshots below are restorable in full again then")
+
+
+def _report_json(report: CheckReport) -> dict:
+    return {
+        "damaged": report.damaged, "read_data": report.read_data,
+        "snapshots": report.snapshots, "manifest_blocks": report.manifest_blocks,
+        "chunks_referenced": report.chunks_referenced, "packs": report.packs,
+        "stored_bytes": report.stored_bytes, "records_read": report.records_read,
+        "bytes_read": report.bytes_read, "duration_s": report.duration_s,
+        "problems": [{"where": p.where, "message": p.message} for p in report.problems],
+        "damaged_snapshots": [
+            {"id": d.record.id, "name": d.record.name, "time": d.record.time.isoformat(),
+             "lost_chunks": d.lost_chunks, "lost_bytes": d.lost_bytes,
+             "unindexed_chunks": d.unindexed_chunks, "first_offset": d.first_offset}
+            for d in report.damaged_snapshots],
+        "orphan_packs": report.orphan_packs, "half_deleted_packs": report.half_deleted_packs,
+        "damaged_unused_records": report.damaged_unused_records,
+        "unreferenced_chunks": report.unreferenced_chunks,
+        "unreferenced_bytes": report.unreferenced_bytes,
+    }
+
+
+def _repair_json(report: RepairReport) -> dict:
+    return {
+        "index_set_aside": str(report.index_set_aside) if report.index_set_aside else None,
+        "chunks_before": report.chunks_before, "chunks_indexed": report.chunks_indexed,
+        "packs_indexed": report.packs_indexed, "missing_packs": report.missing_packs,
+        "damaged_packs": [{"pack": p, "problem": why} for p, why in report.damaged_packs],
+        "set_aside_packs": report.set_aside_packs, "chunks_salvaged": report.chunks_salvaged,
+        "dropped_records": [{"pack": p, "chunk": d.hex(), "problem": why}
+                            for p, d, why in report.dropped_records],
+    }
+
+
+def register(group: click.Group) -> None:
+    for command in (delete, prune, compact, check):
+        group.add_command(command)

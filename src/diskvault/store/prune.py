@@ -1,0 +1,103 @@
+"""delete and prune: forgetting snapshot records. Their space comes back with compact.
+
+Removing a record is one durable unlink, so a kill leaves each snapshot either whole or
+gone. Which snapshots prune keeps is decided by retention.select_kept; this module adds
+the one rule on top of it: a series is never emptied by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from .errors import BadInput
+from .retention import KeepPolicy, SnapshotTime, select_kept
+from .snapshots import SnapshotRecord, select_snapshot
+
+if TYPE_CHECKING:
+    from .repository import Repository
+
+PROTECTED_REASON = "newest of its series (protected: the rules keep none of it)"
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    record: SnapshotRecord
+    reason: str | None  # why it is kept; None: it is removed
+
+
+@dataclass
+class PrunePlan:
+    decisions: list[PruneDecision]
+    protected_series: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def kept(self) -> list[SnapshotRecord]:
+        return [d.record for d in self.decisions if d.reason is not None]
+
+    @property
+    def removed(self) -> list[SnapshotRecord]:
+        return [d.record for d in self.decisions if d.reason is None]
+
+
+def plan_prune(records: Sequence[SnapshotRecord], policy: KeepPolicy, now: datetime,
+               name: str | None = None, allow_delete_all: bool = False) -> PrunePlan:
+    """Decide, per series, what to keep and why; ordered by series, newest first.
+
+    A series that the rules would empty keeps its newest snapshot (listed in
+    ``protected_series``) unless ``allow_delete_all``: a nightly job that failed for a
+    week must not turn ``--keep-within 7d`` into the loss of every backup.
+    """
+    if policy.is_empty() and not allow_delete_all:
+        raise BadInput("prune needs at least one --keep-* rule: with none it would delete "
+                       "every snapshot (add --allow-delete-all if that is what you want)")
+    chosen = [r for r in records if name is None or r.name == name]
+    if name is not None and not chosen:
+        raise BadInput(f"no snapshots in series {name!r} (see 'diskvault list')")
+    kept = select_kept([SnapshotTime(r.id, r.name, r.time) for r in chosen], policy, now)
+    by_series: dict[str, list[SnapshotRecord]] = {}
+    for record in chosen:
+        by_series.setdefault(record.name, []).append(record)
+    decisions, protected = [], []
+    for series in sorted(by_series):
+        newest_first = sorted(by_series[series], key=lambda r: (r.time, r.id), reverse=True)
+        reasons = {r.id: kept.get(r.id) for r in newest_first}
+        if not any(reasons.values()) and not allow_delete_all:
+            reasons[newest_first[0].id] = PROTECTED_REASON
+            protected.append(series)
+        decisions.extend(PruneDecision(r, reasons[r.id]) for r in newest_first)
+    return PrunePlan(decisions, protected)
+
+
+def prune(repository: Repository, policy: KeepPolicy, name: str | None = None,
+          dry_run: bool = False, allow_delete_all: bool = False, now: datetime | None = None,
+          lock_wait_s: float = 0.0) -> PrunePlan:
+    """Plan (and unless ``dry_run``, apply) a prune under the writer lock."""
+    now = now or datetime.now(timezone.utc)
+    if dry_run:
+        plan = plan_prune(repository.snapshots.all(), policy, now, name, allow_delete_all)
+        plan.dry_run = True
+        return plan
+    with repository.writer_lock("prune", lock_wait_s):
+        plan = plan_prune(repository.snapshots.all(), policy, now, name, allow_delete_all)
+        for record in plan.removed:
+            repository.snapshots.delete(record.id)
+    return plan
+
+
+def delete_snapshots(repository: Repository, selectors: Sequence[str],
+                     lock_wait_s: float = 0.0) -> list[SnapshotRecord]:
+    """Delete the snapshots the selectors name; every selector is resolved before any
+    record is removed, so a typo deletes nothing."""
+    with repository.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s):
+        records = repository.snapshots.all()
+        chosen: dict[str, SnapshotRecord] = {}
+        for selector in selectors:
+            record = select_snapshot(records, selector)
+            chosen[record.id] = record
+        for record in chosen.values():
+            repository.snapshots.delete(record.id)
+    return sorted(chosen.values(), key=lambda r: (r.time, r.id))

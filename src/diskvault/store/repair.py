@@ -1,0 +1,206 @@
+"""check --repair: rebuild the index from what is on disk, and keep every intact byte.
+
+The index is rebuilt from pack footers alone, in one LMDB transaction, so deleting the
+index folder is recoverable. With ``read_data`` every record is verified first and the
+damaged ones are left out: a later backup that meets the same data stores it again, and
+the snapshots that lacked it restore in full once more. A pack whose footer is damaged
+(truncated, overwritten) cannot be listed; its intact records that the old index still
+locates are verified and copied into a new pack, then the damaged pack is moved to
+``damaged/`` -- set aside for inspection, never deleted. What cannot be recovered is
+reported as the snapshots that can no longer be restored in full.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lmdb
+
+from . import locking
+from .check import CheckReport, check
+from .durable import fsync_dir
+from .errors import CorruptData
+from .index import ChunkIndex
+from .liveness import Liveness
+from .packs import PackEntry, PackWriter, read_footer
+from .verify import read_verified, verify_pack
+
+if TYPE_CHECKING:
+    from .repository import Repository
+
+DAMAGED_DIR = "damaged"
+PackList = tuple[str, list[PackEntry], int]  # pack id, its records, its file size
+
+
+@dataclass
+class RepairReport:
+    index_set_aside: Path | None = None    # an unreadable index, moved aside
+    chunks_before: int = 0
+    chunks_indexed: int = 0
+    packs_indexed: int = 0
+    missing_packs: list[str] = field(default_factory=list)         # indexed, not on disk
+    dropped_records: list[tuple[str, bytes, str]] = field(default_factory=list)
+    damaged_packs: list[tuple[str, str]] = field(default_factory=list)  # footer unreadable
+    set_aside_packs: list[str] = field(default_factory=list)       # moved to damaged/
+    chunks_salvaged: int = 0
+    after: CheckReport | None = None
+    duration_s: float = 0.0
+
+
+def set_aside_unreadable_index(index_path: Path) -> Path | None:
+    """Move an index LMDB cannot open or read to ``index.damaged-<time>`` (kept for
+    inspection) so a new one can be built; returns where it went, or None if it reads."""
+    if not index_path.exists():
+        return None
+    try:
+        index = ChunkIndex(index_path)
+        try:
+            for _ in index.iter_chunks():
+                pass
+            list(index.pack_stats())
+        finally:
+            index.close()
+        return None
+    except (CorruptData, lmdb.Error):
+        target = index_path.with_name(f"{index_path.name}.damaged-{int(time.time())}")
+        os.rename(index_path, target)
+        fsync_dir(index_path.parent)
+        return target
+
+
+class _Salvage:
+    """New packs for the intact records rescued from packs without a usable footer."""
+
+    def __init__(self, repository: Repository):
+        self.repository = repository
+        self.writer: PackWriter | None = None
+        self.finished: list[PackList] = []
+        self.digests: set[bytes] = set()
+
+    def add(self, entry: PackEntry, stored) -> None:
+        if entry.digest in self.digests:
+            return
+        self.digests.add(entry.digest)
+        if self.writer is None:
+            self.writer = PackWriter(self.repository.backend, secrets.token_hex(16))
+        self.writer.add(entry.digest, stored, entry.raw_size, entry.flags)
+        if self.writer.size >= self.repository.config.pack_target_bytes:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            self.finished.append((writer.pack_id, writer.finish(), writer.size))
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _old_locations(index: ChunkIndex) -> tuple[dict[str, list[PackEntry]], set[str], int]:
+    """What the current index says, grouped by pack: the only map into a pack whose footer
+    is lost. An index that cannot be read says nothing."""
+    by_pack: dict[str, list[PackEntry]] = defaultdict(list)
+    count = 0
+    try:
+        for digest, location in index.iter_chunks():
+            by_pack[location.pack_id].append(PackEntry(
+                digest, location.offset, location.stored_size, location.raw_size,
+                location.flags))
+            count += 1
+        return by_pack, index.known_packs(), count
+    except lmdb.Error:
+        return defaultdict(list), set(), 0
+
+
+def repair(repository: Repository, index_set_aside: Path | None,
+           read_data: bool = False) -> RepairReport:
+    """Rebuild the index of ``repository``; call with the writer lock held."""
+    started = time.monotonic()
+    report = RepairReport(index_set_aside=index_set_aside)
+    backend, codec, pool = repository.backend, repository.codec, repository.pool
+    old, old_packs, report.chunks_before = _old_locations(repository.index)
+    for leftover in backend.list_unfinished():
+        leftover.unlink(missing_ok=True)
+    packs: list[PackList] = []
+    salvage = _Salvage(repository)
+    on_disk = list(backend.list())
+    try:
+        for pack_id in on_disk:
+            try:
+                entries = read_footer(backend, pack_id)
+            except CorruptData as error:
+                report.damaged_packs.append((pack_id, str(error)))
+                for entry, stored, problem in verify_pack(backend, codec, pack_id,
+                                                          old.get(pack_id, []), pool):
+                    if problem is None:
+                        salvage.add(entry, stored)
+                continue
+            if read_data:
+                checked = list(verify_pack(backend, codec, pack_id, entries, pool))
+                entries = [entry for entry, _, problem in checked if problem is None]
+                report.dropped_records.extend((pack_id, entry.digest, problem)
+                                              for entry, _, problem in checked if problem)
+            packs.append((pack_id, entries, backend.size(pack_id)))
+        salvage.finish()  # durable before the index points into it
+    except BaseException:
+        salvage.abort()
+        raise
+    packs.extend(salvage.finished)
+    report.chunks_salvaged = len(salvage.digests)
+    if not read_data:
+        packs = _without_damaged_duplicates(repository, packs, report)
+    report.missing_packs = sorted(old_packs - set(on_disk))
+    Liveness(repository.index).reset()
+    repository.index.rebuild(packs)
+    report.packs_indexed = len(packs)
+    report.chunks_indexed = repository.index.chunk_count()
+    _set_aside_damaged_packs(repository, report)
+    report.after = check(repository)
+    report.duration_s = round(time.monotonic() - started, 3)
+    return report
+
+
+def _without_damaged_duplicates(repository: Repository, packs: list[PackList],
+                                report: RepairReport) -> list[PackList]:
+    """A chunk with several copies (a compaction's copy beside its doomed source, a
+    salvage) is verified copy by copy in pack order, so that the rebuilt index, which keeps
+    the first copy it meets, never points at a damaged one while an intact one exists."""
+    first: dict[bytes, tuple[str, PackEntry]] = {}
+    copies: dict[bytes, list[tuple[str, PackEntry]]] = {}
+    for pack_id, entries, _ in packs:
+        for entry in entries:
+            if entry.digest in first:
+                copies.setdefault(entry.digest, [first[entry.digest]]).append((pack_id, entry))
+            else:
+                first[entry.digest] = (pack_id, entry)
+    damaged: set[tuple[str, int]] = set()
+    for digest, candidates in copies.items():
+        for pack_id, entry in candidates:
+            try:
+                read_verified(repository.backend, repository.codec, pack_id, entry)
+                break
+            except CorruptData as error:
+                damaged.add((pack_id, entry.offset))
+                report.dropped_records.append((pack_id, digest, str(error)))
+    return [(pack_id, [e for e in entries if (pack_id, e.offset) not in damaged], size)
+            for pack_id, entries, size in packs]
+
+
+def _set_aside_damaged_packs(repository: Repository, report: RepairReport) -> None:
+    """Move packs without a usable footer to damaged/, once no reader may use them."""
+    if not report.damaged_packs:
+        return
+    with locking.readers_excluded(repository.root) as excluded:
+        if not excluded:
+            return  # a later repair moves them; the index no longer points into them
+        folder = repository.root / DAMAGED_DIR
+        for pack_id, _ in report.damaged_packs:
+            repository.backend.set_aside(pack_id, folder)
+            report.set_aside_packs.append(pack_id)

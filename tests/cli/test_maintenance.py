@@ -1,0 +1,172 @@
+"""delete, prune, compact and check through the real command line: output a person reads,
+JSON a script reads, and exit codes (0 fine, 1 damage, 2 bad input, 73 locked)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from diskvault.store.locking import WriterLock
+from diskvault.store.repository import Repository
+from tests.conftest import run_cli, write_image
+
+EXIT_DAMAGE, EXIT_BAD_INPUT, EXIT_LOCKED = 1, 2, 73
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A repository with four snapshots of an evolving image (series vm1) and one of
+    another (series vm2), built once in-process; returns (path, ids oldest first)."""
+    folder = tmp_path_factory.mktemp("template")
+    with Repository.init(folder / "repo", chunk_size=4096) as repository:
+        image = write_image(folder / "vm1.img", 600_000, "mixed", seed=3)
+        ids = []
+        for night in range(4):
+            with open(image, "r+b") as handle:
+                handle.seek(100_000 * night)
+                handle.write(b"night %d " % night * 5000)
+            ids.append(repository.backup(image, name="vm1").id)
+        other = write_image(folder / "vm2.img", 200_000, "random", seed=4)
+        ids.append(repository.backup(other, name="vm2").id)
+    return folder / "repo", ids
+
+
+@pytest.fixture
+def nightly(template, tmp_path):
+    """A fresh copy of the template repository: (repo path as str, ids oldest first)."""
+    source, ids = template
+    shutil.copytree(source, tmp_path / "repo")
+    return str(tmp_path / "repo"), ids
+
+
+def lines(result) -> list[str]:
+    return result.stdout.decode().splitlines()
+
+
+def error_line(result) -> str:
+    [line] = result.stderr.decode().strip().splitlines()
+    return line
+
+
+def test_delete_names_what_it_deleted_and_points_to_compact(nightly):
+    repo, ids = nightly
+    result = run_cli("delete", "-r", repo, ids[0][:7], "vm2", check=True)
+    out = lines(result)
+    assert out[0].startswith(f"deleted snapshot {ids[0][:8]} (vm1, ")
+    assert out[1].startswith(f"deleted snapshot {ids[4][:8]} (vm2, ")
+    assert "diskvault compact" in result.stderr.decode()
+    left = json.loads(run_cli("list", "-r", repo, "--json", check=True).stdout)
+    assert [s["id"] for s in left] == ids[1:4]
+
+
+def test_delete_of_an_unknown_snapshot_exits_2_and_deletes_nothing(nightly):
+    repo, ids = nightly
+    result = run_cli("delete", "-r", repo, ids[0], "nonexistent")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert error_line(result).startswith("diskvault: error: no snapshot 'nonexistent'")
+    assert len(json.loads(run_cli("list", "-r", repo, "--json").stdout)) == 5
+
+
+def test_prune_dry_run_shows_every_snapshot_with_its_fate_and_reason(nightly):
+    repo, ids = nightly
+    out = lines(run_cli("prune", "-r", repo, "--keep-last", "2", "--dry-run", check=True))
+    assert out[0].split() == ["ID", "NAME", "TIME", "(UTC)", "ACTION", "KEPT", "BECAUSE"]
+    rows = {line.split()[0]: line for line in out[1:6]}
+    assert set(rows) == {i[:8] for i in ids}
+    assert "keep" in rows[ids[3][:8]] and "last #1" in rows[ids[3][:8]]
+    assert "would remove" in rows[ids[0][:8]]
+    assert out[-1] == "3 kept, 2 to remove (dry run: nothing was changed)"
+    assert len(json.loads(run_cli("list", "-r", repo, "--json").stdout)) == 5
+
+
+def test_prune_then_compact_frees_space(nightly):
+    repo, ids = nightly
+    pruned = run_cli("prune", "-r", repo, "--keep-last", "1", check=True)
+    assert lines(pruned)[-1] == "2 kept, 3 removed"
+    result = json.loads(run_cli("compact", "-r", repo, "--json", check=True).stdout)
+    assert result["bytes_freed"] > result["bytes_written"] and result["packs_waiting"] == 0
+    text = lines(run_cli("compact", "-r", repo, "--threshold", "0", check=True))
+    assert text[1].startswith("freed ")
+    target = Path(repo).parent / "restored.img"
+    run_cli("restore", "-r", repo, "vm1", str(target), check=True)
+    assert target.stat().st_size == 600_000
+
+
+def test_prune_refuses_bad_input_with_one_line_and_exit_2(nightly):
+    repo, _ = nightly
+    no_rule = run_cli("prune", "-r", repo)
+    assert no_rule.returncode == EXIT_BAD_INPUT
+    assert "at least one --keep-* rule" in error_line(no_rule)
+    duration = run_cli("prune", "-r", repo, "--keep-within", "2 weeks")
+    assert duration.returncode == EXIT_BAD_INPUT
+    assert "cannot read duration" in error_line(duration)
+    negative = run_cli("prune", "-r", repo, "--keep-daily", "-1")
+    assert negative.returncode == EXIT_BAD_INPUT
+    threshold = run_cli("compact", "-r", repo, "--threshold", "100")
+    assert threshold.returncode == EXIT_BAD_INPUT
+
+
+def test_prune_warns_when_it_keeps_a_series_the_rules_would_empty(nightly):
+    repo, ids = nightly
+    with Repository.open(Path(repo)) as repository:  # vm2's job stopped long ago
+        record = repository.find_snapshot("vm2")
+        record.time = record.time.replace(year=2020)
+        repository.snapshots.save(record)
+    result = run_cli("prune", "-r", repo, "--keep-within", "1h", "--name", "vm2",
+                     "--dry-run", check=True)
+    assert "protected" in lines(result)[1]
+    assert "its newest one is kept anyway" in result.stderr.decode()
+
+
+def test_writers_exit_73_while_another_writer_holds_the_lock(nightly):
+    repo, ids = nightly
+    with WriterLock(Path(repo), "backup of another image"):
+        for args in (["compact"], ["delete", ids[0]], ["prune", "--keep-last", "1"],
+                     ["compact", "--lock-wait", "0.3"], ["check", "--repair"]):
+            result = run_cli(*args, "-r", repo)
+            assert result.returncode == EXIT_LOCKED, args
+            assert "locked by backup of another image" in error_line(result)
+        assert run_cli("check", "-r", repo).returncode == 0  # a reader runs beside a writer
+    assert run_cli("compact", "-r", repo, "--lock-wait", "5").returncode == 0
+
+
+def test_check_exits_0_when_sound_and_1_with_the_damage_named(nightly):
+    repo, ids = nightly
+    sound = run_cli("check", "-r", repo, "--read-data", check=True)
+    assert lines(sound)[-1] == "no damage found"
+    packs = sorted(Path(repo, "packs").glob("*/*.pack"))
+    packs[0].unlink()
+    damaged = run_cli("check", "-r", repo)
+    assert damaged.returncode == EXIT_DAMAGE
+    text = damaged.stdout.decode()
+    assert f"damaged: pack {packs[0].stem}: is missing" in text
+    assert "snapshots that cannot be restored in full:" in text
+    assert error_line(damaged).startswith("diskvault: error: check found damage")
+    report = json.loads(run_cli("check", "-r", repo, "--json").stdout)
+    assert report["damaged"] and report["damaged_snapshots"]
+    assert {s["id"] for s in report["damaged_snapshots"]} <= set(ids)
+
+
+def test_check_repair_rebuilds_a_deleted_index(nightly):
+    repo, ids = nightly
+    shutil.rmtree(Path(repo, "index"))
+    before = run_cli("check", "-r", repo)
+    assert before.returncode == EXIT_DAMAGE and "check --repair" in before.stdout.decode()
+    repaired = run_cli("check", "-r", repo, "--repair", check=True)
+    assert "repair: rebuilt the index from" in repaired.stdout.decode()
+    assert lines(repaired)[-1] == "no damage found"
+    run_cli("cat", "-r", repo, ids[0], check=True)
+
+
+def test_check_repair_reports_what_stays_lost_and_exits_1(nightly):
+    repo, ids = nightly
+    packs = sorted(Path(repo, "packs").glob("*/*.pack"))
+    packs[-1].unlink()
+    repaired = run_cli("check", "-r", repo, "--repair")
+    assert repaired.returncode == EXIT_DAMAGE
+    text = repaired.stdout.decode()
+    assert f"repair: pack {packs[-1].stem} is missing" in text
+    assert "snapshots that cannot be restored in full:" in text

@@ -1,0 +1,119 @@
+"""Helpers shared by the delete/prune/compact/check/repair tests: small-pack repositories,
+images that evolve like a disk between nights, and bit-exact restore checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import random
+import shutil
+from pathlib import Path
+
+from diskvault.store.backend import LocalBackend
+from diskvault.store.config import write_config
+from diskvault.store.repository import Repository
+from diskvault.store.snapshots import SnapshotRecord
+
+PACK_HEAD_AND_TRAILER = 8 + 44  # bytes of a pack that are not records or footer entries
+
+
+def small_pack_repository(root: Path, chunk_size: int = 1024,
+                          pack_target_bytes: int = 32 * 1024) -> Repository:
+    """A repository whose backups write many small packs, so compaction has choices."""
+    Repository.init(root, chunk_size=chunk_size).close()
+    config = Repository.open(root).config
+    write_config(root, dataclasses.replace(config, pack_target_bytes=pack_target_bytes))
+    return Repository.open(root)
+
+
+def evolve(data: bytearray, rng: random.Random, changes: int = 3) -> bytearray:
+    """A night of change: rewritten ranges, a zeroed range, sometimes growth or shrinkage."""
+    for _ in range(changes):
+        start = rng.randrange(max(1, len(data)))
+        length = rng.randrange(1, 8192)
+        data[start:start + length] = rng.randbytes(min(length, len(data) - start))
+    if rng.random() < 0.3 and len(data) > 16384:
+        start = rng.randrange(len(data) - 8192)
+        data[start:start + 8192] = bytes(8192)
+    if rng.random() < 0.2:
+        data += rng.randbytes(rng.randrange(1, 20000))
+    elif rng.random() < 0.1 and len(data) > 20000:
+        del data[rng.randrange(10000, len(data)):]
+    return data
+
+
+def back_up(repository: Repository, folder: Path, name: str, data: bytes) -> SnapshotRecord:
+    image = folder / f"{name}.img"
+    image.write_bytes(data)
+    return repository.backup(image, name=name)
+
+
+def restored(repository: Repository, record: SnapshotRecord) -> bytes:
+    out = io.BytesIO()
+    repository.cat(record, out)
+    return out.getvalue()
+
+
+def assert_restore(repository: Repository, expected: dict[str, bytes]) -> None:
+    """Each of these snapshots restores bit-exact."""
+    records = {r.id: r for r in repository.list_snapshots()}
+    for snapshot_id, data in expected.items():
+        assert restored(repository, records[snapshot_id]) == data, snapshot_id
+
+
+def assert_all_restore(repository: Repository, expected: dict[str, bytes]) -> None:
+    """Exactly the expected snapshots exist, and each restores bit-exact."""
+    assert {r.id for r in repository.list_snapshots()} == set(expected)
+    assert_restore(repository, expected)
+
+
+def pack_bytes(root: Path) -> int:
+    backend = LocalBackend(root / "packs")
+    return sum(backend.size(pack_id) for pack_id in backend.list())
+
+
+def pack_count(root: Path) -> int:
+    return len(list(LocalBackend(root / "packs").list()))
+
+
+def fresh_pack_bytes(folder: Path, like: Repository, contents: list[tuple[str, bytes]]) -> int:
+    """Pack bytes of a new repository (same config) holding only these images."""
+    root = folder / "fresh"
+    Repository.init(root).close()
+    write_config(root, like.config)
+    with Repository.open(root) as fresh:
+        for name, data in contents:
+            back_up(fresh, folder, name, data)
+    size = pack_bytes(root)
+    shutil.rmtree(root)
+    return size
+
+
+def chunks_by_pack(repository: Repository) -> dict[str, set[bytes]]:
+    """The digests the index locates in each pack."""
+    grouped: dict[str, set[bytes]] = {}
+    for digest, location in repository.index.iter_chunks():
+        grouped.setdefault(location.pack_id, set()).add(digest)
+    return grouped
+
+
+def referenced(repository: Repository, record: SnapshotRecord) -> set[bytes]:
+    """Every chunk a snapshot needs: its manifest blocks and their data chunks."""
+    digests = set()
+    for block in record.blocks:
+        digests.add(block.digest)
+        digests.update(e.digest for e in repository.load_manifest_block(block.digest)
+                       if e.digest is not None)
+    return digests
+
+
+def chunk_offsets(repository: Repository, record: SnapshotRecord) -> dict[bytes, int]:
+    """Where each data chunk of a snapshot first appears in its image."""
+    offsets: dict[bytes, int] = {}
+    for block in record.blocks:
+        offset = block.offset
+        for entry in repository.load_manifest_block(block.digest):
+            if entry.digest is not None:
+                offsets.setdefault(entry.digest, offset)
+            offset += entry.length
+    return offsets

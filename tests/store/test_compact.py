@@ -1,0 +1,438 @@
+"""Compaction: space comes back, cost follows the packs that lost data, readers keep
+their data, and every remaining snapshot restores bit-exact after every step."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from diskvault.store.backend import LocalBackend
+from diskvault.store.errors import BadInput, CorruptData
+from diskvault.store.packs import read_footer
+from diskvault.store.repository import Repository
+from diskvault.store.retention import KeepPolicy
+
+from ..conftest import run_cli
+
+from .maintenance_support import (
+    PACK_HEAD_AND_TRAILER,
+    assert_all_restore,
+    back_up,
+    chunks_by_pack,
+    evolve,
+    fresh_pack_bytes,
+    pack_bytes,
+    pack_count,
+    referenced,
+    small_pack_repository,
+)
+
+KiB = 1024
+
+
+@pytest.fixture
+def small(tmp_path):
+    repository = small_pack_repository(tmp_path / "repo")
+    yield repository
+    repository.close()
+
+
+def nightly(repository, folder: Path, nights: int, seed: int = 1, size: int = 256 * KiB,
+            name: str = "vm") -> dict[str, bytes]:
+    rng = random.Random(seed)
+    data = bytearray(rng.randbytes(size))
+    expected = {}
+    for _ in range(nights):
+        expected[back_up(repository, folder, name, bytes(data)).id] = bytes(data)
+        evolve(data, rng)
+    return expected
+
+
+def test_compact_after_delete_frees_the_deleted_snapshots_data(small, tmp_path):
+    expected = nightly(small, tmp_path, 6)
+    small.compact()
+    before = pack_bytes(small.root)
+    oldest = small.list_snapshots()[:3]
+    small.delete_snapshots([r.id for r in oldest])
+    for record in oldest:
+        del expected[record.id]
+    result = small.compact(threshold=0.0)
+    assert result.packs_deleted > 0 and result.bytes_freed > result.bytes_written
+    assert pack_bytes(small.root) == before - result.bytes_freed + result.bytes_written
+    assert_all_restore(small, expected)
+    report = small.check(read_data=True)
+    assert not report.damaged and report.unreferenced_chunks == 0
+
+
+def test_second_compact_without_changes_reviews_no_pack(small, tmp_path):
+    nightly(small, tmp_path, 4)
+    first = small.compact()
+    assert first.packs_reviewed == pack_count(small.root)
+    second = small.compact()
+    assert (second.packs_reviewed, second.blocks_added, second.blocks_released) == (0, 0, 0)
+
+
+def test_compact_after_deleting_one_of_many_reviews_only_the_packs_that_lost_data(small,
+                                                                                 tmp_path):
+    nightly(small, tmp_path, 16)
+    small.compact(threshold=0.0)
+    records = small.list_snapshots()
+    victim = records[7]
+    others = set().union(*(referenced(small, r) for r in records if r.id != victim.id))
+    unique = referenced(small, victim) - others
+    homes = {pack for pack, digests in chunks_by_pack(small).items() if digests & unique}
+    assert unique and len(homes) < pack_count(small.root) / 4
+    small.delete_snapshots([victim.id])
+    result = small.compact(threshold=0.0)
+    assert result.packs_reviewed == len(homes)
+    assert result.blocks_added == 0 and result.blocks_released > 0
+
+
+def test_a_pack_is_rewritten_only_when_its_unused_share_exceeds_the_threshold(tmp_path):
+    with small_pack_repository(tmp_path / "repo", pack_target_bytes=4 * 1024 * KiB) as repo:
+        rng = random.Random(5)
+        data = bytearray(rng.randbytes(256 * KiB))
+        first = back_up(repo, tmp_path, "vm", bytes(data))
+        data[: 100 * KiB] = rng.randbytes(100 * KiB)
+        second = back_up(repo, tmp_path, "vm", bytes(data))
+        repo.delete_snapshots([first.id])
+        kept = repo.compact(threshold=0.5)
+        assert (kept.packs_rewritten, kept.packs_deleted) == (0, 0)
+        rewritten = repo.compact(threshold=0.3)  # reviewed before: its usage was remembered
+        assert (rewritten.packs_rewritten, rewritten.packs_deleted) == (1, 1)
+        assert 0.3 < 1 - rewritten.bytes_written / rewritten.bytes_freed < 0.5
+        assert_all_restore(repo, {second.id: bytes(data)})
+
+
+def test_threshold_must_be_below_one(small):
+    with pytest.raises(BadInput):
+        small.compact(threshold=1.0)
+
+
+def test_packs_wait_while_a_reader_runs_and_a_later_compact_deletes_them(small, tmp_path):
+    expected = nightly(small, tmp_path, 4)
+    oldest = small.list_snapshots()[0]
+    small.delete_snapshots([oldest.id])
+    del expected[oldest.id]
+    packs_before = pack_count(small.root)
+    reader = small.reader_lock()
+    waiting = small.compact(threshold=0.0)
+    assert waiting.packs_deleted == 0 and waiting.packs_waiting > 0
+    assert pack_count(small.root) == packs_before + waiting.packs_written
+    reader.release()
+    assert_all_restore(small, expected)
+    done = small.compact(threshold=0.0)
+    assert done.packs_deleted == waiting.packs_waiting and done.packs_waiting == 0
+    assert_all_restore(small, expected)
+
+
+def test_a_deleted_snapshot_being_read_stays_readable_through_compact(small, tmp_path):
+    expected = nightly(small, tmp_path, 3)
+    victim = small.list_snapshots()[0]
+    reader_lock = small.reader_lock()
+    image = small.open_image(victim, chunk_cache_bytes=0)
+    head = image.read(0, 1000)
+    small.delete_snapshots([victim.id])
+    small.compact(threshold=0.0)
+    assert head + image.read(1000, victim.size) == expected[victim.id]
+    reader_lock.release()
+
+
+def test_a_chunk_reused_while_its_pack_waits_is_copied_out_before_deletion(small, tmp_path):
+    expected = nightly(small, tmp_path, 3)
+    victim = small.list_snapshots()[0]
+    victim_data = expected.pop(victim.id)
+    small.delete_snapshots([victim.id])
+    reader = small.reader_lock()
+    small.compact(threshold=0.0)  # the victim's packs are doomed, but wait for the reader
+    reader.release()
+    revived = back_up(small, tmp_path, "vm", victim_data)  # dedups against doomed packs
+    assert revived.stats.new_chunks == 0
+    expected[revived.id] = victim_data
+    result = small.compact(threshold=0.0)
+    assert result.packs_deleted > 0 and result.chunks_copied > 0
+    assert_all_restore(small, expected)
+    assert not small.check(read_data=True).damaged
+
+
+def test_compact_refuses_when_a_snapshot_manifest_cannot_be_read(small, tmp_path):
+    expected = nightly(small, tmp_path, 2)
+    newest = small.list_snapshots()[-1]
+    block = newest.blocks[0].digest
+    home = small.chunks.locate(block).pack_id
+    small.backend.forget(home)
+    small.backend.path(home).unlink()
+    packs = pack_count(small.root)
+    with pytest.raises(CorruptData, match=newest.short_id):
+        small.compact()
+    assert pack_count(small.root) == packs
+    assert expected
+
+
+def test_a_damaged_record_in_use_leaves_its_pack_alone(small, tmp_path):
+    nightly(small, tmp_path, 4)
+    small.compact(threshold=0.0)
+    records = small.list_snapshots()
+    victim, rest = records[1], records[:1] + records[2:]
+    still_used = set().union(*(referenced(small, r) for r in rest))
+    unique = referenced(small, victim) - still_used
+    home, digests = next((pack, digests) for pack, digests in chunks_by_pack(small).items()
+                         if digests & unique and digests & still_used)
+    target = next(iter(digests & still_used))
+    location = small.chunks.locate(target)
+    path = small.backend.path(home)
+    raw = bytearray(path.read_bytes())
+    raw[location.offset] ^= 0xFF
+    path.write_bytes(raw)
+    small.delete_snapshots([victim.id])
+    result = small.compact(threshold=0.0)
+    assert result.packs_damaged == [home]
+    assert path.exists() and small.chunks.locate(target) == location
+
+
+def test_compact_recovers_from_a_deleted_index(small, tmp_path):
+    expected = nightly(small, tmp_path, 4)
+    root = small.root
+    small.close()
+    shutil.rmtree(root / "index")
+    with Repository.open(root) as reopened:
+        oldest = reopened.list_snapshots()[0]
+        reopened.delete_snapshots([oldest.id])
+        del expected[oldest.id]
+        result = reopened.compact(threshold=0.0)
+        assert result.blocks_added > 0 and result.packs_deleted > 0
+        assert_all_restore(reopened, expected)
+        assert not reopened.check(read_data=True).damaged
+
+
+def test_every_footer_stays_readable_after_compact(small, tmp_path):
+    nightly(small, tmp_path, 5)
+    small.delete_snapshots([small.list_snapshots()[1].id])
+    small.compact(threshold=0.0)
+    for pack_id in small.backend.list():
+        assert read_footer(small.backend, pack_id)
+
+
+# -- SIGKILL at random moments ----------------------------------------------------------
+KILL_ROUNDS = 6
+DEADLINE_S = 60.0
+POLL_S = 0.001
+
+
+def wait_until(condition, process: subprocess.Popen) -> None:
+    """Poll ``condition`` until it holds or ``process`` has exited."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if condition() or process.poll() is not None:
+            return
+        time.sleep(POLL_S)
+    raise AssertionError(f"compact made no progress within {DEADLINE_S} s")
+
+
+def pack_files(root: Path) -> tuple[set[str], list[Path]]:
+    backend = LocalBackend(root / "packs")
+    return set(backend.list()), list(backend.list_unfinished())
+
+
+def kill_at_random_moment(process: subprocess.Popen, root: Path, rng: random.Random) -> str:
+    """SIGKILL ``process`` after a random delay, once it has finished or deleted a random
+    number of packs, or while it writes a pack; returns the kind of moment chosen."""
+    before, _ = pack_files(root)
+    kind = rng.choice(["delay", "packs written", "pack half written", "packs deleted"])
+    count = rng.randint(1, 4)
+    if kind == "delay":
+        until = time.monotonic() + rng.uniform(0.0, 0.6)
+        condition = lambda: time.monotonic() >= until  # noqa: E731
+    elif kind == "packs written":
+        condition = lambda: len(pack_files(root)[0] - before) >= count  # noqa: E731
+    elif kind == "pack half written":
+        condition = lambda: bool(pack_files(root)[1])  # noqa: E731
+    else:
+        condition = lambda: len(before - pack_files(root)[0]) >= count  # noqa: E731
+    wait_until(condition, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return kind
+
+
+def assert_restorable_and_sound(root: Path, expected: dict[str, bytes]) -> None:
+    with Repository.open(root) as repository:
+        assert_all_restore(repository, expected)
+        report = repository.check()
+        assert not report.damaged, report.problems
+
+
+@pytest.mark.slow
+def test_compact_killed_at_random_moments_loses_nothing_and_a_rerun_finishes(tmp_path):
+    template = tmp_path / "template"
+    with small_pack_repository(template, pack_target_bytes=24 * KiB) as repository:
+        expected = nightly(repository, tmp_path, 8, size=384 * KiB)
+        oldest = repository.list_snapshots()[:4]
+        repository.delete_snapshots([r.id for r in oldest])
+        for record in oldest:
+            del expected[record.id]
+        contents = [("vm", data) for data in expected.values()]
+        bound = fresh_pack_bytes(tmp_path, repository, contents)
+    rng = random.Random(20261123)
+    killed = []
+    for round_number in range(KILL_ROUNDS):
+        root = tmp_path / f"round{round_number}"
+        shutil.copytree(template, root)
+        for _ in range(2):  # a second kill hits the rerun of an interrupted compact
+            process = subprocess.Popen(
+                [sys.executable, "-m", "diskvault", "compact", "-r", str(root),
+                 "--threshold", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            kind = kill_at_random_moment(process, root, rng)
+            stderr = process.stderr.read().decode()
+            process.stderr.close()
+            assert process.returncode in (0, -signal.SIGKILL), stderr
+            if process.returncode == -signal.SIGKILL:
+                killed.append(kind)
+            assert_restorable_and_sound(root, expected)
+        rerun = run_cli("compact", "-r", str(root), "--threshold", "0", "--json", check=True)
+        assert json.loads(rerun.stdout)["packs_waiting"] == 0
+        assert_restorable_and_sound(root, expected)
+        with Repository.open(root) as repository:
+            report = repository.check()
+            assert report.unreferenced_chunks == 0 and not report.orphan_packs
+        assert pack_bytes(root) <= bound + PACK_HEAD_AND_TRAILER * pack_count(root)
+        shutil.rmtree(root)
+    assert len(killed) >= KILL_ROUNDS, killed  # most attempts really killed mid-run
+
+
+# -- property: random backups, deletes, prunes and compacts ---------------------------
+class MaintenanceMachine(RuleBasedStateMachine):
+    """After every step every remaining snapshot restores bit-exact; after a compact with
+    no reader, pack bytes stay within the bound of a fresh repository (see compact.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="dv-machine-"))
+        self.repo = small_pack_repository(self.folder / "repo", pack_target_bytes=48 * KiB)
+        self.images = {"a": bytearray(random.Random(1).randbytes(48 * KiB)),
+                       "b": bytearray(random.Random(2).randbytes(96 * KiB))}
+        self.expected: dict[str, bytes] = {}
+        self.series: dict[str, str] = {}
+        self.forgotten: list[tuple[str, bytes]] = []  # contents of deleted snapshots
+
+    def _record(self, name: str, data: bytes) -> None:
+        record = back_up(self.repo, self.folder, name, data)
+        self.expected[record.id] = data
+        self.series[record.id] = name
+
+    def _forget(self, snapshot_id: str) -> None:
+        self.forgotten.append((self.series.pop(snapshot_id),
+                               self.expected.pop(snapshot_id)))
+
+    @initialize()
+    def first_backups(self):
+        for name, data in self.images.items():
+            self._record(name, bytes(data))
+
+    @rule(name=st.sampled_from(["a", "b"]), seed=st.integers(0, 2**16))
+    def backup(self, name, seed):
+        self._record(name, bytes(evolve(self.images[name], random.Random(seed))))
+
+    @precondition(lambda self: self.forgotten)
+    @rule(pick=st.integers(0, 2**16))
+    def back_up_forgotten_content_again(self, pick):
+        self._record(*self.forgotten[pick % len(self.forgotten)])
+
+    @precondition(lambda self: self.expected)
+    @rule(pick=st.integers(0, 2**16))
+    def delete(self, pick):
+        snapshot_id = sorted(self.expected)[pick % len(self.expected)]
+        self.repo.delete_snapshots([snapshot_id])
+        self._forget(snapshot_id)
+
+    @precondition(lambda self: self.expected)
+    @rule(last=st.integers(1, 3), name=st.sampled_from([None, "a", "b"]))
+    def prune(self, last, name):
+        if name is not None and name not in self.series.values():
+            return
+        plan = self.repo.prune(KeepPolicy(last=last), name=name)
+        for record in plan.removed:
+            self._forget(record.id)
+
+    @rule(threshold=st.sampled_from([0.0, 0.2, 0.5]), reading=st.booleans())
+    def compact(self, threshold, reading):
+        reader = self.repo.reader_lock() if reading else None
+        result = self.repo.compact(threshold)
+        event(f"compact: deleted packs {result.packs_deleted > 0}, "
+              f"copied chunks {result.chunks_copied > 0}, reading {reading}")
+        if reader is not None:
+            assert result.packs_deleted == 0
+            reader.release()
+            return
+        assert result.packs_waiting == 0
+        contents = [(self.series[i], self.expected[i]) for i in sorted(self.expected)]
+        bound = (fresh_pack_bytes(self.folder, self.repo, contents) / (1 - threshold)
+                 + PACK_HEAD_AND_TRAILER * pack_count(self.repo.root))
+        assert pack_bytes(self.repo.root) <= bound
+
+    @precondition(lambda self: self.expected)
+    @rule(pick=st.integers(0, 2**16))
+    def delete_and_compact_while_reading_it(self, pick):
+        snapshot_id = sorted(self.expected)[pick % len(self.expected)]
+        record = next(r for r in self.repo.list_snapshots() if r.id == snapshot_id)
+        data = self.expected[snapshot_id]
+        reader = self.repo.reader_lock()
+        image = self.repo.open_image(record, chunk_cache_bytes=0)
+        self.repo.delete_snapshots([snapshot_id])
+        self._forget(snapshot_id)
+        self.repo.compact(0.0)
+        assert image.read(0, record.size) == data
+        reader.release()
+
+    @invariant()
+    def every_snapshot_restores(self):
+        assert_all_restore(self.repo, self.expected)
+
+    def teardown(self):
+        try:
+            if self.expected:
+                report = self.repo.check(read_data=True)
+                assert not report.damaged, report.problems
+        finally:
+            self.repo.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+TestMaintenanceMachine = MaintenanceMachine.TestCase
+TestMaintenanceMachine.settings = settings(
+    max_examples=15, stateful_step_count=12, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def test_compact_refuses_while_a_snapshot_record_is_damaged(repo, make_image, tmp_path):
+    """A damaged record's chunks would look unused: compact must not delete them."""
+    kept = repo.backup(make_image(300_000, seed=1), name="a")
+    damaged = repo.backup(make_image(300_000, seed=2), name="b")
+    record_path = repo.snapshots.path(damaged.id)
+    intact_json = record_path.read_bytes()
+    record_path.write_bytes(intact_json[:40])
+    packs_before = sorted(repo.backend.list())
+    with pytest.raises(CorruptData, match="refusing"):
+        repo.compact(threshold=0.0)
+    assert sorted(repo.backend.list()) == packs_before
+    record_path.write_bytes(intact_json)  # once the record is put right, it still restores
+    repo.restore(repo.find_snapshot(damaged.id), tmp_path / "b.img")
+    repo.restore(kept, tmp_path / "a.img")
