@@ -11,9 +11,10 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 packages=(e2fsprogs fuse3 libfuse2)
 extra=""
 if [ "${1:-}" = "--tests" ]; then
-  # util-linux: losetup and mount; fdisk/gdisk: partition tables; the others build
-  # FAT, exFAT and NTFS images for the filesystem-browsing tests.
-  packages+=(util-linux fdisk gdisk dosfstools mtools exfatprogs ntfs-3g)
+  # util-linux/mount: losetup and mount; fdisk/gdisk: partition tables; the others build
+  # FAT, exFAT, NTFS, XFS, btrfs and LVM images for the filesystem-browsing tests.
+  packages+=(util-linux mount fdisk gdisk dosfstools mtools exfatprogs exfat-fuse ntfs-3g
+             xfsprogs btrfs-progs lvm2)
   extra="[test]"
 fi
 if command -v apt-get >/dev/null; then

@@ -1,0 +1,235 @@
+"""exFAT driver, on dissect.fat's exFAT structure definitions with a lazy directory reader.
+
+Why not `dissect.fat.ExFAT` itself: it parses the entire directory tree, recursively, the moment
+it opens a volume (slow on a big volume, and a folder that contains its own ancestor recurses
+without end), and it reads a contiguous ("not fragmented") folder longer than one cluster as if
+it were one cluster long. Here folders are read when asked for, cluster chains are bounded by
+the volume's cluster count, and every entry set's checksum is verified.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from dissect.util.stream import RunlistStream
+
+from diskvault.store.fs_base import Damaged, Driver, Entry
+from diskvault.store.fs_dos import _DIR_MODE, _FILE_MODE, _READONLY_MODE, dos_time_ns
+from diskvault.store.volumes import PartitionView
+
+_ENTRY = 32
+_END, _FILE, _STREAM, _NAME, _LABEL = 0x00, 0x85, 0xC0, 0xC1, 0x83
+_END_OF_CHAIN = 0xFFFFFFFF
+_FAT_BLOCK = 64 * 1024  # the FAT is read in pieces this size, a few kept in memory
+_FAT_BLOCKS_KEPT = 16
+
+
+@dataclass(frozen=True)
+class ExfatNode:
+    name: str
+    attributes: int  # 0x10 folder, 0x01 read-only
+    first_cluster: int
+    size: int | None  # None: the root folder, whose length is its cluster chain's
+    valid_size: int
+    contiguous: bool
+    times: tuple[int, int, int]  # mtime, atime, birth time (ns)
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.attributes & 0x10)
+
+
+class ExfatDriver(Driver):
+    kind = "exfat"
+    case_insensitive = True
+
+    def __init__(self, volume: BinaryIO):
+        from dissect.fat.c_exfat import c_exfat
+
+        self._volume = volume
+        volume.seek(0)
+        vbr = c_exfat.EXFAT_HEADER(volume.read(512))
+        if vbr.fs_name != b"EXFAT   " or not 9 <= vbr.bytes_per_sector_exp <= 12 \
+                or vbr.bytes_per_sector_exp + vbr.sectors_per_cluster_exp > 25:
+            raise Damaged("the exFAT boot sector is invalid")
+        sector = 1 << vbr.bytes_per_sector_exp
+        self.cluster_size = sector << vbr.sectors_per_cluster_exp
+        self.cluster_count = vbr.cluster_heap_count
+        self._fat_offset, self._fat_size = vbr.fat_sector * sector, vbr.fat_sector_count * sector
+        heap_offset = vbr.cluster_heap_sector * sector
+        self._heap = PartitionView(volume, heap_offset, max(0, volume.size - heap_offset))
+        self._fat_blocks: OrderedDict[int, bytes] = OrderedDict()
+        epoch = dos_time_ns(0)  # the root has no times; 1980-01-01, as for FAT
+        self._root = ExfatNode("/", 0x10, vbr.root_dir_cluster, None, 0, False, (epoch,) * 3)
+        self.label = self._read_label()
+
+    def root(self) -> Any:
+        return self._root
+
+    def identity(self, node: ExfatNode) -> int:
+        return node.first_cluster
+
+    def children(self, node: ExfatNode) -> Iterator[tuple[str, ExfatNode]]:
+        for entry_set in self._entry_sets(node):
+            if entry_set[0][0] == _FILE:
+                child = _parse_file_set(entry_set)
+                yield child.name, child
+
+    def describe(self, node: ExfatNode, name: str, path: str) -> Entry:
+        mtime, atime, birth = node.times
+        if node.is_dir:
+            return Entry(name, path, "dir", 0, _DIR_MODE, None, None, mtime, atime, mtime, birth)
+        mode = _READONLY_MODE if node.attributes & 0x01 else _FILE_MODE
+        return Entry(name, path, "file", node.size, mode, None, None, mtime, atime, mtime, birth)
+
+    def open(self, node: ExfatNode) -> BinaryIO:
+        return self._stream(node)
+
+    # -- clusters and streams --
+
+    def _stream(self, node: ExfatNode) -> BinaryIO:
+        """A node's data; bytes past its valid length read as zeros, as the format says."""
+        size = node.size
+        if size is None:  # the root: as long as its chain
+            clusters = self._chain(node.first_cluster, None)
+            size = len(clusters) * self.cluster_size
+        elif size == 0:
+            clusters = []
+        elif node.contiguous:
+            count = -(-size // self.cluster_size)
+            if node.first_cluster < 2 or node.first_cluster - 2 + count > self.cluster_count:
+                raise Damaged(f"{node.name!r} lies outside the cluster heap")
+            runs = [(node.first_cluster - 2, count)]
+        else:
+            clusters = self._chain(node.first_cluster, -(-size // self.cluster_size))
+        if not node.contiguous or node.size is None or size == 0:
+            runs = _runs(clusters)
+        valid = size if node.size is None or node.is_dir else min(node.valid_size, size)
+        return _ValidLengthStream(self._heap, runs, size, self.cluster_size, valid)
+
+    def _chain(self, cluster: int, needed: int | None) -> list[int]:
+        """Follow the FAT from `cluster`: `needed` clusters, or to the end mark when None."""
+        chain = []
+        while needed is None or len(chain) < needed:
+            if not 2 <= cluster < self.cluster_count + 2:
+                raise Damaged(f"a cluster chain leaves the volume (cluster {cluster:#x})")
+            if len(chain) >= self.cluster_count:
+                raise Damaged("a cluster chain loops")
+            chain.append(cluster)
+            cluster = self._fat_entry(cluster)
+            if cluster == _END_OF_CHAIN:
+                break
+        if needed is not None and len(chain) < needed:
+            raise Damaged(f"a cluster chain ends after {len(chain)} of {needed} clusters")
+        return chain
+
+    def _fat_entry(self, cluster: int) -> int:
+        block, offset = divmod(cluster * 4, _FAT_BLOCK)
+        data = self._fat_blocks.get(block)
+        if data is None:
+            length = min(_FAT_BLOCK, self._fat_size - block * _FAT_BLOCK)
+            self._volume.seek(self._fat_offset + block * _FAT_BLOCK)
+            data = self._volume.read(max(0, length))
+            self._fat_blocks[block] = data
+            if len(self._fat_blocks) > _FAT_BLOCKS_KEPT:
+                self._fat_blocks.popitem(last=False)
+        else:
+            self._fat_blocks.move_to_end(block)
+        if offset + 4 > len(data):
+            raise Damaged(f"cluster {cluster:#x} is beyond the FAT")
+        return int.from_bytes(data[offset:offset + 4], "little")
+
+    # -- directories --
+
+    def _entry_sets(self, node: ExfatNode) -> Iterator[list[bytes]]:
+        """Each in-use primary entry with its secondaries, until the end-of-directory mark."""
+        if not node.is_dir:
+            raise Damaged(f"{node.name!r} is not a folder")
+        stream = self._stream(node)
+        while True:
+            primary = stream.read(_ENTRY)
+            if len(primary) < _ENTRY or primary[0] == _END:
+                return
+            if not primary[0] & 0x80 or primary[0] & 0x40:  # deleted, or a stray secondary
+                continue
+            count = primary[1] if primary[0] == _FILE else 0
+            secondaries = [stream.read(_ENTRY) for _ in range(count)]
+            if any(len(s) < _ENTRY for s in secondaries):
+                raise Damaged("a folder ends in the middle of an entry set")
+            yield [primary, *secondaries]
+
+    def _read_label(self) -> str | None:
+        from dissect.fat.c_exfat import c_exfat
+
+        for entry_set in self._entry_sets(self._root):
+            if entry_set[0][0] == _LABEL:
+                label = c_exfat.VOLUME_DIRECTORY_ENTRY(entry_set[0])
+                return label.volume_label[: min(label.label_length, 11)] or None
+        return None
+
+
+def _parse_file_set(entry_set: list[bytes]) -> ExfatNode:
+    from dissect.fat.c_exfat import c_exfat
+
+    if len(entry_set) < 3 or entry_set[1][0] != _STREAM:
+        raise Damaged("a file entry lacks its stream or name entries")
+    if _set_checksum(entry_set) != int.from_bytes(entry_set[0][2:4], "little"):
+        raise Damaged("a directory entry set has a bad checksum")
+    meta = c_exfat.FILE_DIRECTORY_ENTRY(entry_set[0])
+    stream = c_exfat.STREAM_DIRECTORY_ENTRY(entry_set[1])
+    name = "".join(c_exfat.FILENAME_DIRECTORY_ENTRY(e).filename
+                   for e in entry_set[2:] if e[0] == _NAME)[: stream.filename_length]
+    if len(name) != stream.filename_length or not name:
+        raise Damaged("a file name is shorter than its recorded length")
+    attributes = int.from_bytes(entry_set[0][4:6], "little")
+    times = (_exfat_time(meta.modified_time, meta.modified_offset, meta.modified_timezone),
+             _exfat_time(meta.access_time, 0, meta.access_timezone),
+             _exfat_time(meta.create_time, meta.create_offset, meta.create_timezone))
+    return ExfatNode(name, attributes, stream.location, stream.data_length,
+                     stream.valid_data_length, bool(entry_set[1][1] & 0x02), times)
+
+
+def _set_checksum(entry_set: list[bytes]) -> int:
+    checksum = 0
+    for index, byte in enumerate(b"".join(entry_set)):
+        if index in (2, 3):
+            continue
+        checksum = (((checksum << 15) | (checksum >> 1)) + byte) & 0xFFFF
+    return checksum
+
+
+def _exfat_time(stamp: int, centiseconds: int, zone: int) -> int:
+    """Local date/time plus the recorded UTC offset (15-minute units, valid when bit 7 is set)."""
+    ns = dos_time_ns(stamp >> 16, stamp & 0xFFFF, centiseconds)
+    if zone & 0x80:
+        offset = zone & 0x7F
+        offset = offset - 0x80 if offset & 0x40 else offset
+        ns -= offset * 15 * 60 * 10**9
+    return ns
+
+
+def _runs(clusters: list[int]) -> list[tuple[int, int]]:
+    """Cluster numbers as (heap block, count) runs, consecutive clusters merged."""
+    runs: list[list[int]] = []
+    for cluster in clusters:
+        if runs and runs[-1][0] + runs[-1][1] == cluster - 2:
+            runs[-1][1] += 1
+        else:
+            runs.append([cluster - 2, 1])
+    return [(start, count) for start, count in runs]
+
+
+class _ValidLengthStream(RunlistStream):
+    def __init__(self, fh, runlist, size, block_size, valid_size):
+        super().__init__(fh, runlist, size, block_size)
+        self._valid_size = valid_size
+
+    def _read(self, offset: int, length: int) -> bytes:
+        data = super()._read(offset, length)
+        if offset + len(data) <= self._valid_size:
+            return data
+        keep = max(0, self._valid_size - offset)
+        return data[:keep] + bytes(len(data) - keep)

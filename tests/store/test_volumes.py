@@ -1,0 +1,259 @@
+"""Partition tables made by sfdisk, read back by diskvault.store.volumes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diskvault.store.errors import BadInput, CorruptData
+from diskvault.store.volumes import (
+    LogicalVolume, NoSuchPartition, PartitionTableError, PartitionView, list_logical_volumes,
+    list_partitions, open_logical_volume, open_partition,
+)
+from tests.fsimages import (
+    MIB, PartSpec, call_with_deadline, loop_device, make_disk, make_ext4, make_fat, make_lvm,
+    make_ntfs, populate_tree, require_tool,
+)
+
+LVM_GUID = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
+
+
+def sfdisk_json(image: Path) -> dict:
+    require_tool("sfdisk")
+    result = subprocess.run(["sfdisk", "-J", str(image)], capture_output=True, text=True,
+                            check=True)
+    return json.loads(result.stdout)["partitiontable"]
+
+
+def test_gpt_partitions_match_what_sfdisk_reports(tmp_path):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 3, "U"), PartSpec(None, 5), PartSpec(None, 2, "S")], "gpt")
+    subprocess.run(["sfdisk", "--quiet", "--part-label", str(image), "2", "root fs"], check=True)
+    table = sfdisk_json(image)
+
+    with open(image, "rb") as f:
+        partitions = list_partitions(f)
+
+    assert [(p.number, p.offset, p.size) for p in partitions] == [
+        (index + 1, entry["start"] * 512, entry["size"] * 512)
+        for index, entry in enumerate(table["partitions"])]
+    assert partitions[0].type_name == "EFI System partition"
+    assert partitions[1].type_name == "Linux filesystem data"
+    assert partitions[1].name == "root fs"
+    assert partitions[2].type_name == "Linux Swap"
+
+
+def test_mbr_logical_partitions_are_numbered_from_five_as_linux_does(tmp_path):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 2, "83"), PartSpec(None, 3, "83", logical=True),
+                      PartSpec(None, 4, "7", logical=True)], "dos")
+    table = sfdisk_json(image)
+    expected = {int(entry["node"].rsplit("img", 1)[1]): entry for entry in table["partitions"]}
+
+    with open(image, "rb") as f:
+        partitions = list_partitions(f)
+
+    assert [p.number for p in partitions] == [1, 5, 6]
+    for partition in partitions:
+        assert partition.offset == expected[partition.number]["start"] * 512
+        assert partition.size == expected[partition.number]["size"] * 512
+    assert partitions[2].type_name == "NTFS"
+
+
+def test_gpt_on_a_4096_byte_sector_disk_is_found(tmp_path):
+    image = tmp_path / "disk4k.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * MIB)
+    require_tool("sfdisk")
+    with loop_device(image, "--sector-size", "4096") as device:
+        subprocess.run(["sfdisk", "--quiet", "--no-reread", device],
+                       input="label: gpt\nstart=256, size=2048, type=linux\n", text=True,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(image, "rb") as f:
+        partitions = list_partitions(f)
+    assert [(p.number, p.offset, p.size) for p in partitions] == [(1, 256 * 4096, 2048 * 4096)]
+
+
+@pytest.mark.parametrize("kind", ["ext4", "fat32", "ntfs", "zeros"])
+def test_a_whole_disk_filesystem_has_no_partitions(tmp_path, kind):
+    image = tmp_path / "whole.img"
+    source = populate_tree(tmp_path / "src", many=3, big_size=10)
+    if kind == "ext4":
+        make_ext4(image, source, 16)
+    elif kind == "fat32":
+        make_fat(image, source, 32, 40)
+    elif kind == "ntfs":
+        make_ntfs(image, source, 16)
+    else:
+        image.write_bytes(bytes(MIB))
+    with open(image, "rb") as f:
+        assert list_partitions(f) == []
+
+
+def test_partition_view_reads_exactly_the_partition_window(tmp_path):
+    data = random.Random(1).randbytes(3 * MIB)
+    image = tmp_path / "raw.img"
+    image.write_bytes(data)
+    with open(image, "rb") as f:
+        view = PartitionView(f, MIB + 17, MIB)
+        assert view.size == MIB
+        assert view.read(10) == data[MIB + 17: MIB + 27]
+        assert view.tell() == 10
+        view.seek(-5, io.SEEK_END)
+        assert view.read(100) == data[2 * MIB + 12: 2 * MIB + 17]
+        assert view.read(100) == b""
+        view.seek(MIB - 3)
+        assert view.read() == data[2 * MIB + 14: 2 * MIB + 17]
+        with pytest.raises(ValueError):
+            view.seek(-1)
+
+
+def test_views_over_one_file_can_be_read_from_many_threads(tmp_path):
+    data = random.Random(2).randbytes(4 * MIB)
+    image = tmp_path / "raw.img"
+    image.write_bytes(data)
+    failures = []
+    with open(image, "rb") as f:
+        def reader(seed: int) -> None:
+            rng = random.Random(seed)
+            offset = rng.randrange(0, 2 * MIB)
+            view = PartitionView(f, offset, 2 * MIB)
+            for _ in range(300):
+                position, length = rng.randrange(0, 2 * MIB), rng.randrange(1, 9000)
+                view.seek(position)
+                end = offset + min(position + length, 2 * MIB)
+                if view.read(length) != data[offset + position: end]:
+                    failures.append(seed)
+        threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+
+
+def test_partitions_reaching_past_the_end_of_a_truncated_image_are_clipped(tmp_path):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 4), PartSpec(None, 8)], "gpt")
+    with open(image, "r+b") as f:
+        f.truncate(9 * MIB)  # cuts partition 2 short; the backup GPT is lost too
+    with open(image, "rb") as f:
+        partitions = list_partitions(f)
+    assert [(p.number, p.offset, p.size) for p in partitions] == [
+        (1, MIB, 4 * MIB), (2, 5 * MIB, 4 * MIB)]
+
+
+def test_open_partition_names_the_partitions_that_exist(tmp_path):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 2), PartSpec(None, 2, "S")], "gpt")
+    with open(image, "rb") as f:
+        assert open_partition(f, 2).size == 2 * MIB
+        with pytest.raises(NoSuchPartition, match=r"no partition 7.*p1 \(Linux filesystem data\), "
+                                                  r"p2 \(Linux Swap\)") as caught:
+            open_partition(f, 7)
+    assert isinstance(caught.value, BadInput)
+
+
+def _patch(image: Path, offset: int, data: bytes) -> None:
+    with open(image, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def test_gpt_claiming_four_billion_entries_of_size_zero_fails_fast(tmp_path):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 2)], "gpt")
+    _patch(image, 512 + 0x50, (0xFFFFFFFF).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+
+    def scan():
+        with open(image, "rb") as f:
+            return list_partitions(f)
+
+    with pytest.raises(PartitionTableError, match="damaged or malicious"):
+        call_with_deadline(scan, 30)
+
+
+def test_extended_boot_record_chain_that_loops_fails_fast(tmp_path):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 2, logical=True), PartSpec(None, 2, logical=True)], "dos")
+    # The first EBR's link entry (its second slot) is made to point back at the EBR itself.
+    with open(image, "rb") as f:
+        mbr = f.read(512)
+    extended_start = int.from_bytes(mbr[446 + 8: 446 + 12], "little") * 512
+    _patch(image, extended_start + 446 + 16 + 8, (0).to_bytes(4, "little"))
+
+    def scan():
+        with open(image, "rb") as f:
+            return list_partitions(f)
+
+    with pytest.raises(CorruptData):
+        call_with_deadline(scan, 30)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mbr=st.binary(min_size=446, max_size=446), entries=st.binary(min_size=64, max_size=64),
+       gpt=st.binary(min_size=92, max_size=92), with_gpt_signature=st.booleans())
+def test_random_tables_give_partitions_or_a_clean_error(mbr, entries, gpt, with_gpt_signature):
+    disk = bytearray(2 * MIB)
+    disk[:446], disk[446:510], disk[510:512] = mbr, entries, b"\x55\xaa"
+    disk[512:604] = (b"EFI PART" + gpt[8:]) if with_gpt_signature else gpt
+    disk[1024:1024 + 64] = entries  # some plausible-looking partition entries
+    try:
+        partitions = list_partitions(io.BytesIO(bytes(disk)))
+    except PartitionTableError:
+        return
+    for partition in partitions:
+        assert 0 < partition.offset < len(disk)
+        assert 0 < partition.size <= len(disk) - partition.offset
+
+
+def test_lvm_logical_volumes_are_listed_on_a_whole_disk_and_in_a_partition(tmp_path):
+    group = f"dvtest{os.getpid()}"
+    offsets = make_lvm(tmp_path / "pv.img", group, [("root", 16, None), ("home", 8, None)], 32)
+    with open(tmp_path / "pv.img", "rb") as f:
+        assert list_logical_volumes(f) == [LogicalVolume(f"{group}/root", 16 * MIB, None),
+                                           LogicalVolume(f"{group}/home", 8 * MIB, None)]
+    disk = tmp_path / "disk.img"
+    make_disk(disk, [PartSpec(None, 2), PartSpec(tmp_path / "pv.img", 32, LVM_GUID)])
+    marker = random.Random(5).randbytes(4096)
+    with open(disk, "r+b") as f:  # 3 MiB: partition 2 starts at 3 MiB, then "home"
+        f.seek(3 * MIB + offsets["home"])
+        f.write(marker)
+    with open(disk, "rb") as f:
+        volumes = list_logical_volumes(f)
+        assert [(v.name, v.partition) for v in volumes] == [
+            (f"{group}/root", 2), (f"{group}/home", 2)]
+        home = open_logical_volume(f, f"{group}/home")
+        assert home.size == 8 * MIB and home.read(4096) == marker
+        with pytest.raises(NoSuchPartition, match=rf"no logical volume {group}/tmp .*/root"):
+            open_logical_volume(f, f"{group}/tmp")
+
+
+def test_lvm_metadata_claiming_a_huge_area_is_refused(tmp_path):
+    group = f"dvtest{os.getpid()}"
+    make_lvm(tmp_path / "pv.img", group, [("root", 4, None)], 16)
+    data = bytearray((tmp_path / "pv.img").read_bytes())
+    # The metadata area header's first raw location: offset (8 bytes), size (8 bytes), ...
+    header = data.index(b"\x20LVM2 x[5A%r0N*>", 0) - 4  # mda_header: checksum, then magic
+    raw_location = header + 4 + 16 + 4 + 8 + 8
+    data[raw_location + 8: raw_location + 16] = (1 << 40).to_bytes(8, "little")
+    with pytest.raises(PartitionTableError, match="damaged or malicious"):
+        list_logical_volumes(io.BytesIO(bytes(data)))
+
+
+def test_a_gpt_disk_whose_gpt_header_is_gone_is_an_error_not_a_guess(tmp_path):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 2)], "gpt")
+    _patch(image, 512, bytes(512))  # the primary header, "EFI PART" and all
+    with open(image, "rb") as f:
+        with pytest.raises(PartitionTableError, match="protective MBR announces a GPT"):
+            list_partitions(f)
