@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from diskvault.fuse.layout import (ROOT, Folder, Link, SnapshotFolder, image_name, layout_all,
-                                   layout_one, snapshot_files, time_ns)
+from diskvault.fuse.layout import (ROOT, Folder, InsideFiles, Link, SnapshotFolder, find_inside,
+                                   image_name, layout_all, layout_one, snapshot_files, time_ns,
+                                   volume_folder)
 from diskvault.store.snapshots import BackupStats, SnapshotRecord
 from diskvault.store.volumes import Partition
 
@@ -58,3 +59,21 @@ def test_a_snapshot_folder_holds_the_image_then_one_file_per_partition():
     assert (files["vm1.img"].offset, files["vm1.img"].size) == (0, 4096)
     assert (files["vm1.img.p2"].offset, files["vm1.img.p2"].size) == (9 << 20, 4 << 20)
     assert layout_one(one) == {ROOT: SnapshotFolder(one)}
+
+
+def test_paths_below_an_image_files_folder_name_the_snapshot_and_the_rest():
+    one = record("a1", "vm1", 0)
+    nodes = layout_all([one], mounted_ns=0)
+    folder = "/vm1/2026-11-18T031500Z"
+    assert find_inside(nodes, f"{folder}/vm1.img.files") == InsideFiles(one, ())
+    assert find_inside(nodes, f"{folder}/vm1.img.files/p2/etc/x") == \
+        InsideFiles(one, ("p2", "etc", "x"))
+    assert find_inside(nodes, f"{folder}/vm1.img.p1/x") is None
+    assert find_inside(nodes, "/vm1/nothing/vm1.img.files") is None
+    assert find_inside(layout_one(one), "/vm1.img.files/etc") == InsideFiles(one, ("etc",))
+
+
+def test_volume_folders_are_pn_and_vg_lv_as_device_mapper_names_them():
+    assert volume_folder(2) == "p2"
+    assert volume_folder("vg0/root") == "vg0-root"
+    assert volume_folder("vg-data/lv-1") == "vg--data-lv--1"

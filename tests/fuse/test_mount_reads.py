@@ -68,7 +68,7 @@ def test_one_snapshot_mounts_at_the_root(repo, make_image, mounted):
     change_in_place(image, 1)
     repo.backup(image, name="vm1")
     mountpoint = mounted(repo, first.short_id)
-    assert os.listdir(mountpoint) == ["vm1.img"]
+    assert os.listdir(mountpoint) == ["vm1.img", "vm1.img.files"]
     assert sha256(mountpoint / "vm1.img") == digest
 
 

@@ -67,7 +67,7 @@ def test_a_gpt_partition_appears_as_its_own_file_and_loop_mounts_read_only(
     disk, partition_bytes = make_gpt_ext4_disk(tmp_path, 48 * MIB, files)
     record = repo.backup(disk, name="vm1")
     folder = mounted(repo) / "vm1" / record.time_label
-    assert sorted(os.listdir(folder)) == ["disk.img", "disk.img.p1"]
+    assert sorted(os.listdir(folder)) == ["disk.img", "disk.img.files", "disk.img.p1"]
     partition = folder / "disk.img.p1"
     assert partition.stat().st_size == partition_bytes
     with open(disk, "rb") as original:
@@ -87,4 +87,5 @@ def test_a_gpt_partition_appears_as_its_own_file_and_loop_mounts_read_only(
 
 def test_an_image_without_a_partition_table_has_no_partition_files(repo, make_image, mounted):
     record = repo.backup(make_image(2 * MIB, "random", name="plain.img"), name="plain")
-    assert os.listdir(mounted(repo) / "plain" / record.time_label) == ["plain.img"]
+    assert os.listdir(mounted(repo) / "plain" / record.time_label) == \
+        ["plain.img", "plain.img.files"]

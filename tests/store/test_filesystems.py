@@ -376,7 +376,7 @@ def test_a_parser_spinning_without_reading_is_stopped_with_an_error():
 
     with pytest.raises(DamagedFilesystem, match=r"the image: /: .*in circles \(endless work\)"):
         call_with_deadline(list_root, 120)
-    assert sys.getprofile() is None
+    assert sys.gettrace() is None
 
 
 def test_a_filesystem_in_an_lvm_logical_volume_is_opened_as_vg_slash_lv(tmp_path):

@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..store.errors import DiskvaultError
-from . import (demo, maintenance_commands, mount_commands, repository_commands,
+from . import (demo, files_commands, maintenance_commands, mount_commands, repository_commands,
                snapshot_commands)
 
 DEBUG_FLAG = "--debug"
@@ -24,7 +24,7 @@ def cli(debug: bool) -> None:
 
 
 for module in (repository_commands, snapshot_commands, demo, mount_commands,
-               maintenance_commands):
+               maintenance_commands, files_commands):
     module.register(cli)
 
 

@@ -39,6 +39,7 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
 
     All: MOUNTPOINT/<series>/<time>/<image> and <series>/latest. One: MOUNTPOINT/<image>.
     Each partition of an MBR or GPT disk is a file of its own: <image>.p1, <image>.p2 ...
+    The files inside the image's filesystems are folders: <image>.files/p1/ ... (docs/mount.md).
     """
     where = check_mountpoint(mountpoint)
     load_fusepy()

@@ -11,9 +11,10 @@ REFRESH_S = 0.25
 
 
 class ProgressLine:
-    """Callable with the number of bytes done so far; ``close`` ends the line."""
+    """Callable with the number of bytes done so far; ``close`` ends the line. Without a
+    ``total`` (a tree whose size is not known in advance) it shows bytes and rate only."""
 
-    def __init__(self, label: str, total: int, enabled: bool | None = None):
+    def __init__(self, label: str, total: int | None, enabled: bool | None = None):
         self.label = label
         self.total = total
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -25,15 +26,19 @@ class ProgressLine:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self._shown_at < REFRESH_S and done < self.total:
+        if now - self._shown_at < REFRESH_S and (self.total is None or done < self.total):
             return
         self._shown_at = now
         elapsed = max(now - self.started, 1e-6)
         rate = done / elapsed
-        eta = (self.total - done) / rate if rate > 0 else 0
-        percent = 100 * done / self.total if self.total else 100
-        sys.stderr.write(f"\r{self.label}: {percent:5.1f}%  {human_bytes(done)} of "
-                         f"{human_bytes(self.total)}  {rate / 1e6:.0f} MB/s  ETA {eta:.0f} s\x1b[K")
+        if self.total is None:
+            text = f"{human_bytes(done)}  {rate / 1e6:.0f} MB/s"
+        else:
+            eta = (self.total - done) / rate if rate > 0 else 0
+            percent = 100 * done / self.total if self.total else 100
+            text = (f"{percent:5.1f}%  {human_bytes(done)} of {human_bytes(self.total)}  "
+                    f"{rate / 1e6:.0f} MB/s  ETA {eta:.0f} s")
+        sys.stderr.write(f"\r{self.label}: {text}\x1b[K")
         sys.stderr.flush()
         self._shown = True
 

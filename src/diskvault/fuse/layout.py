@@ -1,8 +1,9 @@
 """The mount's tree as plain values: which path shows which folder, link or snapshot.
 
 Pure: built from snapshot records alone, so it is tested without a repository or FUSE.
-The files inside a snapshot folder (the image and its partitions) are named here too, but
-listed by the caller, because finding the partitions means reading the image.
+The files inside a snapshot folder (the image, its partitions, ``<image>.files``) and the
+paths below ``<image>.files`` are named here too, but listed by the caller, because finding
+partitions and filesystems means reading the image.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..store.browse import Volume
 from ..store.snapshots import SnapshotRecord
 from ..store.volumes import Partition
 
@@ -75,6 +77,41 @@ def image_name(record: SnapshotRecord) -> str:
 
 def partition_name(image: str, number: int) -> str:
     return f"{image}.p{number}"
+
+
+def files_folder_name(record: SnapshotRecord) -> str:
+    """``<image>.files``: the files inside the image's filesystems (fuse/files.py)."""
+    return f"{image_name(record)}.files"
+
+
+@dataclass(frozen=True)
+class InsideFiles:
+    """A path at or below ``<image>.files``: the names below that folder."""
+
+    record: SnapshotRecord
+    parts: tuple[str, ...]
+
+
+def find_inside(nodes: dict, path: str) -> InsideFiles | None:
+    """The InsideFiles a mount path names, or None: the nearest snapshot folder above it must
+    be followed by its ``<image>.files`` name."""
+    parts = [p for p in path.split("/") if p]
+    for depth in range(len(parts)):
+        folder = nodes.get("/" + "/".join(parts[:depth]))
+        if isinstance(folder, SnapshotFolder):
+            if parts[depth] != files_folder_name(folder.record):
+                return None
+            return InsideFiles(folder.record, tuple(parts[depth + 1:]))
+    return None
+
+
+def volume_folder(volume: Volume) -> str:
+    """A volume's folder in ``<image>.files``: ``p2``, or ``<vg>-<lv>`` as /dev/mapper names
+    a logical volume (a '-' inside a name doubled, so the name stays unambiguous)."""
+    if isinstance(volume, int):
+        return f"p{volume}"
+    group, name = volume.split("/", 1)
+    return f"{group.replace('-', '--')}-{name.replace('-', '--')}"
 
 
 def snapshot_files(record: SnapshotRecord,

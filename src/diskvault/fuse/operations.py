@@ -4,7 +4,8 @@ Read-only twice over: mounted ``ro`` (the kernel refuses writes itself), and eve
 operation answers EROFS. Paths resolve against a layout re-listed at most every
 ``LIST_TTL_S``, so snapshots made after mounting appear without a remount. An open file
 keeps its reader, so a snapshot deleted while open still reads: the mount's reader lock
-keeps compaction from removing the packs under it.
+keeps compaction from removing the packs under it. Paths below ``<image>.files`` (the
+files inside the image's filesystems) are answered by files.py.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from ..store.errors import CorruptData
 from ..store.reader import ImageReader
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
+from .files import FilesView, OpenInside
 from .images import ImageCatalogue
-from .layout import (ROOT, Folder, Link, Node, SnapshotFile, SnapshotFolder, layout_all,
-                     layout_one, snapshot_files, time_ns)
+from .layout import (ROOT, Folder, InsideFiles, Link, Node, SnapshotFile, SnapshotFolder,
+                     files_folder_name, find_inside, layout_all, layout_one, snapshot_files,
+                     time_ns)
 from .listing import SnapshotListing
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,8 @@ class SnapshotFilesystem(Operations):
         self._mounted_ns = time.time_ns()
         self._nodes = layout_one(record) if record else {}
         self._listed_at = -LIST_TTL_S
-        self._open: dict[int, OpenFile] = {}
+        self._open: dict[int, OpenFile | OpenInside] = {}
+        self._inside = FilesView(repository, self._snapshot_folder_attributes, self._owner)
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -94,7 +98,7 @@ class SnapshotFilesystem(Operations):
     def _files(self, record: SnapshotRecord) -> dict[str, SnapshotFile]:
         return snapshot_files(record, self._catalogue.partitions(record))
 
-    def _resolve(self, path: str) -> Node | SnapshotFile:
+    def _resolve(self, path: str) -> Node | SnapshotFile | InsideFiles:
         nodes = self._current_nodes()
         node = nodes.get(path)
         if node is not None:
@@ -105,19 +109,31 @@ class SnapshotFilesystem(Operations):
             file = self._files(folder.record).get(name)
             if file is not None:
                 return file
+        inside = find_inside(nodes, path)
+        if inside is not None:
+            return inside
         raise FuseOSError(errno.ENOENT)
 
     def getattr(self, path, fh=None) -> dict:
         opened = self._open.get(fh) if fh else None
         # An open file answers for itself: its snapshot may have been deleted since.
+        if isinstance(opened, OpenInside):
+            return self._inside.attributes(opened.entry)
         node = opened.file if opened else self._resolve(path)
+        if isinstance(node, InsideFiles):
+            return self._inside.getattr(node)
         if isinstance(node, SnapshotFile):
             return self._attributes(stat.S_IFREG | 0o444, node.size, time_ns(node.record),
                                     st_blocks=-(-node.size // BLOCK_BYTES))
         if isinstance(node, Link):
             return self._attributes(stat.S_IFLNK | 0o777, len(node.target), node.time_ns)
-        when = time_ns(node.record) if isinstance(node, SnapshotFolder) else node.time_ns
-        return self._attributes(stat.S_IFDIR | 0o555, 0, when, st_nlink=2)
+        if isinstance(node, SnapshotFolder):
+            return self._snapshot_folder_attributes(node.record)
+        return self._attributes(stat.S_IFDIR | 0o555, 0, node.time_ns, st_nlink=2)
+
+    def _snapshot_folder_attributes(self, record: SnapshotRecord) -> dict:
+        """A snapshot's folder, and the mount's own folders below it (``<image>.files``)."""
+        return self._attributes(stat.S_IFDIR | 0o555, 0, time_ns(record), st_nlink=2)
 
     def _attributes(self, mode: int, size: int, when_ns: int, **more) -> dict:
         return {"st_mode": mode, "st_nlink": 1, "st_size": size, "st_atime": when_ns,
@@ -128,11 +144,15 @@ class SnapshotFilesystem(Operations):
         if isinstance(node, Folder):
             return [".", "..", *node.names]
         if isinstance(node, SnapshotFolder):
-            return [".", "..", *self._files(node.record)]
+            return [".", "..", *self._files(node.record), files_folder_name(node.record)]
+        if isinstance(node, InsideFiles):
+            return [".", "..", *self._inside.readdir(node)]
         raise FuseOSError(errno.ENOTDIR)
 
     def readlink(self, path) -> str:
         node = self._resolve(path)
+        if isinstance(node, InsideFiles):
+            return self._inside.readlink(node)
         if not isinstance(node, Link):
             raise FuseOSError(errno.EINVAL)
         return node.target
@@ -145,16 +165,21 @@ class SnapshotFilesystem(Operations):
         if flags & os.O_ACCMODE != os.O_RDONLY:
             raise FuseOSError(errno.EROFS)
         node = self._resolve(path)
-        if not isinstance(node, SnapshotFile):
+        if isinstance(node, InsideFiles):
+            opened = self._inside.open(node)
+        elif isinstance(node, SnapshotFile):
+            opened = OpenFile(node, self._catalogue.acquire(node.record))
+        else:
             raise FuseOSError(errno.EISDIR)
-        reader = self._catalogue.acquire(node.record)
         with self._lock:
             handle = next(self._handles)
-            self._open[handle] = OpenFile(node, reader)
+            self._open[handle] = opened
         return handle
 
     def read(self, path, size, offset, fh) -> bytes:
         opened = self._open[fh]
+        if isinstance(opened, OpenInside):
+            return self._inside.read(opened, size, offset)
         length = min(size, opened.file.size - offset)
         if length <= 0:
             return b""
@@ -168,7 +193,10 @@ class SnapshotFilesystem(Operations):
     def release(self, path, fh) -> None:
         with self._lock:
             opened = self._open.pop(fh)
-        self._catalogue.release(opened.file.record)
+        if isinstance(opened, OpenInside):
+            opened.reader.close()
+        else:
+            self._catalogue.release(opened.file.record)
 
     def utimens(self, path, times=None):
         raise FuseOSError(errno.EROFS)  # fusepy's default would pretend it worked

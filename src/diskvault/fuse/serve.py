@@ -45,6 +45,9 @@ def serve(repository: Repository, record: SnapshotRecord | None, mountpoint: str
                   fsname=_option_value(f"diskvault:{repository.root}"),
                   subtype=FS_TYPE.removeprefix("fuse."), allow_other=allow_other,
                   default_permissions=True, kernel_cache=True, max_read=MAX_READ_BYTES,
+                  # <image>.files shows the image's own device nodes and set-id programs:
+                  # never let them open this machine's devices or run with privileges.
+                  nodev=True, nosuid=True,
                   entry_timeout=CACHE_TIMEOUT_S, attr_timeout=CACHE_TIMEOUT_S)
     except RuntimeError:
         raise DiskvaultError(f"libfuse could not mount {mountpoint} (its own message is "

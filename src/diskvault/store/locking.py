@@ -167,6 +167,12 @@ class ReaderLock:
         if not self._handle.closed:
             self._handle.close()
 
+    def __enter__(self) -> "ReaderLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
 
 @contextmanager
 def readers_excluded(root: Path):

@@ -22,6 +22,7 @@ from . import prune as pruning
 from . import repair as repairing
 from .backend import LocalBackend
 from .backup import make_record, record_image
+from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
 from .chunks import ChunkReader, ChunkWriter, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
@@ -266,6 +267,12 @@ class Repository:
     def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
         return changed_ranges(a, b, self.load_manifest_block)
 
+    def browse(self, record: SnapshotRecord, **cache_sizes) -> SnapshotFiles:
+        """The volumes and filesystems inside a snapshot's image (`ls`, `pull`, the mount's
+        .files/), each filesystem opened on first use. Hold reader_lock() while using it."""
+        options = {"readahead_max_bytes": BROWSE_READAHEAD_BYTES, **cache_sizes}
+        return SnapshotFiles(self.open_image(record, **options))
+
     # -- maintenance: delete, prune, compact, check, repair ------------------------------
     def delete_snapshots(self, selectors: Sequence[str],
                          lock_wait_s: float = 0.0) -> list[SnapshotRecord]:
@@ -281,12 +288,12 @@ class Repository:
         return compaction.compact(self, threshold, lock_wait_s)
 
     def check(self, read_data: bool = False,
-              progress: Progress | None = None) -> checking.CheckReport:
+              progress: checking.Progress | None = None) -> checking.CheckReport:
         return checking.check(self, read_data, progress)
 
     @classmethod
-    def repair(cls, root: Path, read_data: bool = False, lock_wait_s: float = 0.0,
-               progress: Progress | None = None) -> repairing.RepairReport:
+    def repair(cls, root: Path, read_data: bool = False,
+               lock_wait_s: float = 0.0) -> repairing.RepairReport:
         """check --repair, under the writer lock: an index that cannot be read is set aside
         before the repository is opened, then the index is rebuilt from the packs."""
         root = Path(root)
@@ -294,7 +301,7 @@ class Repository:
         with locking.WriterLock(root, "check --repair", lock_wait_s):
             set_aside = repairing.set_aside_unreadable_index(root / INDEX_DIR)
             with cls(root, config) as repository:
-                return repairing.repair(repository, set_aside, read_data, progress)
+                return repairing.repair(repository, set_aside, read_data)
 
 
 def repository_path(value: str | os.PathLike | None) -> Path:

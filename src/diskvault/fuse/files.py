@@ -1,0 +1,196 @@
+"""The mount's ``<image>.files/`` folders: the files inside a snapshot's filesystems, read
+through the store's filesystem readers (store/browse.py), with no loop device and no root.
+
+``<image>.files/`` is the filesystem's root for an image without a partition table or LVM2;
+otherwise it holds one folder per partition (``p1``, ``p2`` ...) and per LVM2 logical volume
+(``<vg>-<lv>``, named as /dev/mapper names them: a '-' inside a name is doubled). These
+folders are the mount's own (mode 0555, like the snapshot folders); everything below them
+shows the image's own modes, owners, times and symlinks. A volume without a known filesystem
+is an empty folder (the log says what it holds); a damaged filesystem answers EIO for the paths
+it cannot read, and every other path keeps working.
+
+Filesystems are opened on first access and kept, for the last few snapshots browsed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fuse import FuseOSError
+
+from ..store.browse import SnapshotFiles, Volume
+from ..store.errors import BadInput, DiskvaultError
+from ..store.filesystems import (Entry, FileReader, Filesystem, IsADirectory, NotADirectory,
+                                 PathNotFound, UnknownFilesystem, name_is_plain)
+from ..store.repository import Repository
+from ..store.snapshots import SnapshotRecord
+from .layout import InsideFiles, volume_folder
+
+log = logging.getLogger(__name__)
+
+KEPT_SNAPSHOTS = 4
+# Per browsed snapshot: filesystem metadata and small files; big files stream through it.
+CHUNK_CACHE_BYTES = 16 * 1024 * 1024
+BLOCK_BYTES = 512
+
+
+@dataclass
+class OpenInside:
+    """An open file inside a snapshot's filesystem; one lock, since seek + read is two steps."""
+
+    entry: Entry
+    reader: FileReader
+    lock: threading.Lock
+
+
+def error_number(error: DiskvaultError) -> int:
+    """The errno a path's error becomes: damage and unreadable chunks are EIO."""
+    for kind, number in ((PathNotFound, errno.ENOENT), (NotADirectory, errno.ENOTDIR),
+                         (IsADirectory, errno.EISDIR), (BadInput, errno.EINVAL)):
+        if isinstance(error, kind):
+            return number
+    return errno.EIO
+
+
+class FilesView:
+    """getattr, readdir, readlink, open and read below ``<image>.files``; thread-safe."""
+
+    def __init__(self, repository: Repository, own_folder: Callable[[SnapshotRecord], dict],
+                 owner: dict):
+        self._repository = repository
+        self._own_folder = own_folder  # the attributes of the mount's own folders
+        self._owner = owner  # for filesystems without owners (FAT, exFAT, NTFS)
+        self._kept: OrderedDict[str, SnapshotFiles] = OrderedDict()
+        self._reported: set[tuple[str, Volume]] = set()
+        self._lock = threading.Lock()
+
+    def getattr(self, node: InsideFiles) -> dict:
+        files, entry = self._entry(node)
+        return self._own_folder(files.record) if entry is None else self.attributes(entry)
+
+    def attributes(self, entry: Entry) -> dict:
+        size = len(entry.symlink_target.encode(errors="surrogateescape")) \
+            if entry.kind == "symlink" else entry.size
+        # st_nlink 1 for folders too: it tells `find` that subfolders are not counted.
+        return {"st_mode": entry.mode, "st_nlink": 1, "st_size": size,
+                "st_blocks": -(-size // BLOCK_BYTES), "st_mtime": entry.mtime_ns,
+                "st_atime": entry.atime_ns, "st_ctime": entry.ctime_ns,
+                "st_uid": self._owner["st_uid"] if entry.uid is None else entry.uid,
+                "st_gid": self._owner["st_gid"] if entry.gid is None else entry.gid}
+
+    def readdir(self, node: InsideFiles) -> list[str]:
+        files, volume, path = self._locate(node)
+        if path is None:
+            return [volume_folder(v) for v in files.volumes()]
+        fs = self._filesystem(files, volume, path)
+        if fs is None:
+            return []
+        try:
+            entries = fs.listdir(path)
+        except DiskvaultError as error:
+            raise self._failed(files, path, error) from None
+        return [e.name for e in entries if shown(e.name)]
+
+    def readlink(self, node: InsideFiles) -> str:
+        _, entry = self._entry(node)
+        if entry is None or entry.kind != "symlink":
+            raise FuseOSError(errno.EINVAL)
+        return entry.symlink_target
+
+    def open(self, node: InsideFiles) -> OpenInside:
+        files, volume, path = self._locate(node)
+        if path in (None, "/"):
+            raise FuseOSError(errno.EISDIR)
+        fs = self._filesystem(files, volume, path)
+        if fs is None:
+            raise FuseOSError(errno.ENOENT)
+        try:
+            reader = fs.open(path)  # IsADirectory for a folder: EISDIR
+        except DiskvaultError as error:
+            raise self._failed(files, path, error) from None
+        return OpenInside(reader.entry, reader, threading.Lock())
+
+    def read(self, opened: OpenInside, size: int, offset: int) -> bytes:
+        with opened.lock:
+            try:
+                opened.reader.seek(offset)
+                return opened.reader.read(size)
+            except DiskvaultError as error:
+                log.error("read of %d bytes at offset %d of %s failed (EIO): %s", size, offset,
+                          opened.entry.path, error)
+                raise FuseOSError(errno.EIO) from None
+
+    # -- from a mount path to a filesystem and a path in it --------------------------------
+    def _files(self, record: SnapshotRecord) -> SnapshotFiles:
+        with self._lock:
+            files = self._kept.pop(record.id, None)
+            if files is None:
+                files = self._repository.browse(record, chunk_cache_bytes=CHUNK_CACHE_BYTES)
+            self._kept[record.id] = files
+            while len(self._kept) > KEPT_SNAPSHOTS:
+                self._kept.popitem(last=False)  # its open files keep what they need alive
+            return files
+
+    def _locate(self, node: InsideFiles) -> tuple[SnapshotFiles, Volume, str | None]:
+        """(snapshot files, volume, path in its filesystem); path None: the folder listing
+        the volumes."""
+        files = self._files(node.record)
+        volumes = files.volumes()
+        if volumes == [None]:
+            return files, None, "/" + "/".join(node.parts)
+        if not node.parts:
+            return files, None, None
+        for volume in volumes:
+            if volume_folder(volume) == node.parts[0]:
+                return files, volume, "/" + "/".join(node.parts[1:])
+        raise FuseOSError(errno.ENOENT)
+
+    def _entry(self, node: InsideFiles) -> tuple[SnapshotFiles, Entry | None]:
+        """The entry at a node, a final symlink not followed; None for the mount's own folders
+        (the volumes' folder, a volume's root)."""
+        files, volume, path = self._locate(node)
+        if path in (None, "/"):  # needs no filesystem opened: `ls -l <image>.files` reads none
+            return files, None
+        fs = self._filesystem(files, volume, path)
+        if fs is None:  # nothing below the empty folder of a volume without a filesystem
+            raise FuseOSError(errno.ENOENT)
+        try:
+            return files, fs.stat(path)
+        except DiskvaultError as error:
+            raise self._failed(files, path, error) from None
+
+    def _filesystem(self, files: SnapshotFiles, volume: Volume, path: str) -> Filesystem | None:
+        """The volume's filesystem; None if it holds none this reader knows (an empty folder)."""
+        try:
+            return files.filesystem(volume)
+        except UnknownFilesystem as error:
+            if (files.record.id, volume) not in self._reported:
+                self._reported.add((files.record.id, volume))
+                log.info("snapshot %s: shown as an empty folder: %s", files.record.short_id,
+                         error)
+            return None
+        except DiskvaultError as error:
+            raise self._failed(files, path, error) from None
+
+    def _failed(self, files: SnapshotFiles, path: str, error: DiskvaultError) -> FuseOSError:
+        """The error for the kernel; damage is logged, naming the snapshot and the path."""
+        number = error_number(error)
+        if number == errno.EIO:
+            log.error("snapshot %s (%s, %s): %s failed (EIO): %s", files.record.short_id,
+                      files.record.name, files.record.time_label, path, error)
+        return FuseOSError(number)
+
+
+def shown(name: str) -> bool:
+    """Whether a name from the image can be one entry of a FUSE folder: a plain component
+    that encodes as UTF-8 (the paths the kernel sends back are decoded as UTF-8)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return name_is_plain(name)
