@@ -64,8 +64,16 @@ class ChunkReader:
             raise MissingChunk(f"chunk {digest.hex()[:16]} is not in the index")
         return location
 
-    def get(self, digest: bytes) -> bytes:
+    def announce(self, digest: bytes) -> ChunkLocation:
+        """Locate a chunk that will be read soon and let the kernel start fetching it
+        (an asynchronous read-ahead: cold restores and mounts wait less on the disk)."""
         location = self.locate(digest)
+        self.backend.advise_will_need(location.pack_id, location.offset, location.stored_size)
+        return location
+
+    def get(self, digest: bytes, location: ChunkLocation | None = None) -> bytes:
+        """The verified raw bytes of a chunk (``location`` if already known)."""
+        location = location or self.locate(digest)
         stored = self.backend.read(location.pack_id, location.offset, location.stored_size)
         if len(stored) != location.stored_size:
             raise CorruptData(f"chunk {digest.hex()[:16]} is cut short in pack "

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .chunks import ChunkReader
+from .index import ChunkLocation
 from .errors import BadInput, CorruptData, TargetExists
 from .manifest import Span, decode_block, spans
-from .pipeline import ordered_map, worker_count
+from .pipeline import ordered_map
 from .snapshots import SnapshotRecord
 
 ZERO_WRITE_BYTES = 1024 * 1024
+FETCH_WINDOW = 64  # chunks announced to the kernel and queued ahead of the writer
 _ZEROS = bytes(ZERO_WRITE_BYTES)
 Progress = Callable[[int], None]
 
@@ -42,15 +44,26 @@ def image_pieces(chunks: ChunkReader, record: SnapshotRecord,
     """(span, verified bytes) in image order, or (span, None) for a zero run; several
     chunks are fetched and decompressed at once on ``pool``."""
 
-    def fetch(span: Span) -> bytes | None:
-        if span.digest is None:
+    def announced(spans: Iterator[Span]) -> Iterator[tuple[Span, ChunkLocation | None]]:
+        for span in spans:
+            try:
+                yield span, None if span.digest is None else chunks.announce(span.digest)
+            except CorruptData as error:
+                raise damage_context(record, span.offset, error) from None
+
+    def fetch(item: tuple[Span, ChunkLocation | None]) -> bytes | None:
+        span, location = item
+        if location is None:
             return None
         try:
-            return chunks.get(span.digest)
+            return chunks.get(span.digest, location)
         except CorruptData as error:
             raise damage_context(record, span.offset, error) from None
 
-    yield from ordered_map(pool, fetch, image_spans(chunks, record), window=4 * worker_count())
+    pieces = ordered_map(pool, fetch, announced(image_spans(chunks, record)),
+                         window=FETCH_WINDOW)
+    for (span, _), data in pieces:
+        yield span, data
 
 
 def write_stream(pieces: Iterator[tuple[Span, bytes | None]], out: BinaryIO,
