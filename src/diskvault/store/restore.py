@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from .chunks import ChunkReader
 from .index import ChunkLocation
+from .durable import atomic_replacement, write_all
 from .errors import BadInput, CorruptData, TargetExists
 from .manifest import Span, decode_block, spans
 from .pipeline import ordered_map
@@ -83,21 +84,13 @@ def write_stream(pieces: Iterator[tuple[Span, bytes | None]], out: BinaryIO,
     out.flush()
 
 
-def _write_at(fd: int, data, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
 def _write_pieces(fd: int, pieces, write_zeros: bool, progress: Progress | None) -> None:
     for span, data in pieces:
         if data is not None:
-            _write_at(fd, data, span.offset)
+            write_all(fd, data, span.offset)
         elif write_zeros:
             for start in range(0, span.length, ZERO_WRITE_BYTES):
-                _write_at(fd, _ZEROS[: min(ZERO_WRITE_BYTES, span.length - start)],
+                write_all(fd, _ZEROS[: min(ZERO_WRITE_BYTES, span.length - start)],
                           span.offset + start)
         if progress:
             progress(span.offset + span.length)
@@ -120,18 +113,10 @@ def restore_to_path(pieces, record: SnapshotRecord, target: Path, force: bool,
         raise BadInput(f"restore target {target} is neither a file nor a block device")
     if not target.parent.is_dir():
         raise BadInput(f"restore target folder {target.parent} does not exist")
-    tmp = target.with_name(f".{target.name}.diskvault-restore")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
+    with atomic_replacement(target, target.with_name(f".{target.name}.diskvault-restore")) \
+            as fd:
         os.ftruncate(fd, record.size)  # all holes; only data is written
         _write_pieces(fd, pieces, write_zeros=False, progress=progress)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, target)
 
 
 def _restore_to_device(pieces, record: SnapshotRecord, target: Path,
