@@ -29,6 +29,10 @@ for module in (repository_commands, snapshot_commands, demo, mount_commands,
 
 
 def main(argv: list[str] | None = None) -> None:
+    # The hot paths hand work between threads around C calls that release the GIL
+    # (blake3, zstd, pread); a short switch interval lets the waiting thread take the
+    # GIL back promptly instead of after the default 5 ms.
+    sys.setswitchinterval(0.0002)
     args = sys.argv[1:] if argv is None else argv
     debug = DEBUG_FLAG in args
     try:

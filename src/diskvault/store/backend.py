@@ -78,6 +78,9 @@ class LocalBackend:
     def read(self, pack_id: str, offset: int, length: int) -> bytes:
         return os.pread(self._fd(pack_id), length, offset)
 
+    def advise_will_need(self, pack_id: str, offset: int, length: int) -> None:
+        os.posix_fadvise(self._fd(pack_id), offset, length, os.POSIX_FADV_WILLNEED)
+
     def size(self, pack_id: str) -> int:
         return self.path(pack_id).stat().st_size
 

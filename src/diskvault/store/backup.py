@@ -95,7 +95,7 @@ class _ImageRecorder:
                 self.manifest.add_data(digest, length)
                 if digest not in new_digests and not self.writer.is_stored(digest, txn):
                     new_digests.add(digest)
-                    new.append((digest, bytes(chunk)))
+                    new.append((digest, chunk))  # a view: its buffer lives until compressed
         finally:
             txn.abort()
         self.writer.put(new)

@@ -30,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed wheel
     _fastcdc = None
 
-HINT_BATCH = 128
+MAX_HINT_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class Chunker:
         self._hints: Iterator[Hint] = iter(hints)
         self._lookahead: deque[Hint] = deque()
         self._hash_many = hash_many
+        # Hints are verified in batches that double while they match and shrink to one
+        # after a mismatch: a batch's hashes past a mismatch are wasted work.
+        self._hint_batch = 1
         self._pos = 0                 # absolute offset of the next chunk's start
         self._carry = b""             # bytes [carry_start, buffer_start) not yet chunked
         self._carry_start = 0
@@ -140,7 +143,7 @@ class Chunker:
         follow); False: a mismatch at the current position; None: the next hint needs
         more data than we have."""
         batch: list[Hint] = []
-        while len(batch) < HINT_BATCH:
+        while len(batch) < self._hint_batch:
             hint = self._hint_at(self._pos, len(batch))
             if hint is None or hint.offset + hint.length > end:
                 break
@@ -150,9 +153,11 @@ class Chunker:
         views = [self._span(h.offset, h.offset + h.length) for h in batch]
         for hint, view, digest in zip(batch, views, self._hash_many(views)):
             if digest != hint.digest:
+                self._hint_batch = 1
                 return False
             out.append((view, digest))
             self._pos += hint.length
+        self._hint_batch = min(2 * self._hint_batch, MAX_HINT_BATCH)
         return True
 
     # -- content-defined cuts ------------------------------------------------------------

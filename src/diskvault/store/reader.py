@@ -9,6 +9,7 @@ the FUSE mount and the filesystem browser.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import threading
 from collections import OrderedDict
@@ -117,6 +118,10 @@ class ImageReader:
         return future.result()
 
     # -- chunks ------------------------------------------------------------------------
+    def _is_cached(self, digest: bytes) -> bool:
+        with self._lock:
+            return digest in self._chunks.items
+
     def _chunk_future(self, digest: bytes, length: int, in_pool: bool) -> Future:
         with self._lock:
             cached = self._chunks.get(digest)
@@ -161,7 +166,9 @@ class ImageReader:
             entry_index = bisect.bisect_left(block.starts, start)  # first chunk from start on
             while entry_index < len(block.starts) and block.starts[entry_index] < stop:
                 digest = block.digests[entry_index]
-                if digest is not None:
+                if digest is not None and not self._is_cached(digest):
+                    with contextlib.suppress(CorruptData):  # the read itself reports it
+                        self.chunks.announce(digest)  # the kernel starts reading it now
                     self._chunk_future(digest, block.lengths[entry_index], in_pool=True)
                 entry_index += 1
             block_index += 1

@@ -175,8 +175,11 @@ class Repository:
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
             self.recover_unindexed_packs()
             stats = BackupStats()
+            # Compression gets threads of its own: on the shared pool, the hashing that
+            # the chunker waits for would queue behind it.
+            compress_pool = new_pool("compress")
             writer = ChunkWriter(self.backend, self.index, self.codec,
-                                 self.config.pack_target_bytes, self.pool, stats)
+                                 self.config.pack_target_bytes, compress_pool, stats)
             try:
                 manifest = record_image(source, self.config.chunker, writer, self.index,
                                         self.pool, stats, self._hints_for(name or
@@ -193,6 +196,8 @@ class Repository:
                                          f"backup was abandoned and earlier snapshots are "
                                          f"intact: free space, then rerun it") from None
                 raise
+            finally:
+                compress_pool.shutdown(cancel_futures=True)
             writer.close()
             return record
 

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .chunks import ChunkReader
+from .index import ChunkLocation
+from .durable import atomic_replacement, write_all
 from .errors import BadInput, CorruptData, TargetExists
 from .manifest import Span, decode_block, spans
-from .pipeline import ordered_map, worker_count
+from .pipeline import ordered_map
 from .snapshots import SnapshotRecord
 
 ZERO_WRITE_BYTES = 1024 * 1024
+FETCH_WINDOW = 64  # chunks announced to the kernel and queued ahead of the writer
 _ZEROS = bytes(ZERO_WRITE_BYTES)
 Progress = Callable[[int], None]
 
@@ -42,15 +45,26 @@ def image_pieces(chunks: ChunkReader, record: SnapshotRecord,
     """(span, verified bytes) in image order, or (span, None) for a zero run; several
     chunks are fetched and decompressed at once on ``pool``."""
 
-    def fetch(span: Span) -> bytes | None:
-        if span.digest is None:
+    def announced(spans: Iterator[Span]) -> Iterator[tuple[Span, ChunkLocation | None]]:
+        for span in spans:
+            try:
+                yield span, None if span.digest is None else chunks.announce(span.digest)
+            except CorruptData as error:
+                raise damage_context(record, span.offset, error) from None
+
+    def fetch(item: tuple[Span, ChunkLocation | None]) -> bytes | None:
+        span, location = item
+        if location is None:
             return None
         try:
-            return chunks.get(span.digest)
+            return chunks.get(span.digest, location)
         except CorruptData as error:
             raise damage_context(record, span.offset, error) from None
 
-    yield from ordered_map(pool, fetch, image_spans(chunks, record), window=4 * worker_count())
+    pieces = ordered_map(pool, fetch, announced(image_spans(chunks, record)),
+                         window=FETCH_WINDOW)
+    for (span, _), data in pieces:
+        yield span, data
 
 
 def write_stream(pieces: Iterator[tuple[Span, bytes | None]], out: BinaryIO,
@@ -70,21 +84,13 @@ def write_stream(pieces: Iterator[tuple[Span, bytes | None]], out: BinaryIO,
     out.flush()
 
 
-def _write_at(fd: int, data, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
 def _write_pieces(fd: int, pieces, write_zeros: bool, progress: Progress | None) -> None:
     for span, data in pieces:
         if data is not None:
-            _write_at(fd, data, span.offset)
+            write_all(fd, data, span.offset)
         elif write_zeros:
             for start in range(0, span.length, ZERO_WRITE_BYTES):
-                _write_at(fd, _ZEROS[: min(ZERO_WRITE_BYTES, span.length - start)],
+                write_all(fd, _ZEROS[: min(ZERO_WRITE_BYTES, span.length - start)],
                           span.offset + start)
         if progress:
             progress(span.offset + span.length)
@@ -107,18 +113,10 @@ def restore_to_path(pieces, record: SnapshotRecord, target: Path, force: bool,
         raise BadInput(f"restore target {target} is neither a file nor a block device")
     if not target.parent.is_dir():
         raise BadInput(f"restore target folder {target.parent} does not exist")
-    tmp = target.with_name(f".{target.name}.diskvault-restore")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
+    with atomic_replacement(target, target.with_name(f".{target.name}.diskvault-restore")) \
+            as fd:
         os.ftruncate(fd, record.size)  # all holes; only data is written
         _write_pieces(fd, pieces, write_zeros=False, progress=progress)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, target)
 
 
 def _restore_to_device(pieces, record: SnapshotRecord, target: Path,
