@@ -9,7 +9,6 @@ skips the calling test with the exact reason.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import random
 import shutil
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from diskvault.store.fileview import PositionedFile
 
 MIB = 1024 * 1024
 # Even seconds, so FAT's two-second resolution keeps them exactly.
@@ -383,32 +384,15 @@ def flipped_bytes(image: bytearray, sectors: list[int], rng: random.Random, flip
             image[position] = value
 
 
-class BufferReader(io.RawIOBase):
+class BufferReader(PositionedFile):
     """A read-only, seekable file object over a buffer, without copying it."""
 
     def __init__(self, buffer):
-        super().__init__()
-        self._buffer, self.size, self._position = memoryview(buffer), len(buffer), 0
+        super().__init__(len(buffer))
+        self._buffer = memoryview(buffer)
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        self._position = base + offset
-        return self._position
-
-    def read(self, n: int = -1) -> bytes:
-        end = self.size if n is None or n < 0 else min(self.size, self._position + n)
-        data = bytes(self._buffer[self._position:end]) if end > self._position else b""
-        self._position += len(data)
-        return data
+    def pread(self, offset: int, length: int) -> bytes:
+        return bytes(self._buffer[offset: offset + length])
 
 
 # --- one image per filesystem kind ------------------------------------------------------------

@@ -13,7 +13,6 @@ that cannot be real are refused; directory walks stop at cycles and at a depth l
 from __future__ import annotations
 
 import bisect
-import io
 import posixpath
 import threading
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, BinaryIO
 
 from diskvault.store.errors import BadInput, DiskvaultError
+from diskvault.store.fileview import PositionedFile
 from diskvault.store.fs_base import (
     KINDS, STEP_CALL_LIMIT, Damaged, DamagedFilesystem, Driver, Entry, GuardedVolume,
     IsADirectory, NotADirectory, PathNotFound, UnknownFilesystem,
@@ -318,7 +318,7 @@ class _Operation:
         raise DamagedFilesystem(f"{self._fs.where}: {self._path}: {problem}") from exc
 
 
-class FileReader(io.RawIOBase):
+class FileReader(PositionedFile):
     """A file's content as a read-only stream; memory stays bounded whatever the file's size.
 
     A read that comes back short of the size the filesystem claims is an error (damaged block
@@ -326,10 +326,8 @@ class FileReader(io.RawIOBase):
     """
 
     def __init__(self, fs: Filesystem, stream: BinaryIO, entry: Entry):
-        super().__init__()
+        super().__init__(entry.size)
         self._fs, self._stream, self.entry = fs, stream, entry
-        self.size = entry.size
-        self._position = 0
         self._ranges = fs._driver.data_ranges(stream)
 
     def seek_data(self, offset: int) -> int:
@@ -345,42 +343,21 @@ class FileReader(io.RawIOBase):
             return min(self._ranges[index][0], self.size)
         return self.size
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._position = base + offset
-        return self._position
-
-    def read(self, n: int = -1) -> bytes:
-        remaining = max(0, self.size - self._position)
-        n = remaining if n is None or n < 0 else min(n, remaining)
-        if n == 0:
+    def pread(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length), cut at the file's size; a short read from the
+        filesystem is damage, never silently shorter data."""
+        end = min(offset + length, self.size)
+        if end <= offset:
             return b""
         pieces = []
         with self._fs._operation(self.entry.path):
-            for offset in range(self._position, self._position + n, _READ_PIECE):
-                length = min(_READ_PIECE, self._position + n - offset)
-                self._fs._volume.arm(reads=64 + length // 512)
-                self._stream.seek(offset)
-                piece = self._stream.read(length)
-                if len(piece) != length:
-                    raise Damaged(f"the file's data ends at byte {offset + len(piece)} "
+            for start in range(offset, end, _READ_PIECE):
+                size = min(_READ_PIECE, end - start)
+                self._fs._volume.arm(reads=64 + size // 512)
+                self._stream.seek(start)
+                piece = self._stream.read(size)
+                if len(piece) != size:
+                    raise Damaged(f"the file's data ends at byte {start + len(piece)} "
                                   f"although its size is {self.size}")
                 pieces.append(piece)
-        self._position += n
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)

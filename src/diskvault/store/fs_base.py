@@ -8,7 +8,6 @@ from here, so that nothing imports in a circle.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import stat as stat_module
 import sys
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from diskvault.store.errors import BadInput, CorruptData
+from diskvault.store.fileview import PositionedFile
 from diskvault.store.volumes import PartitionView, size_of
 
 # The parsers log damage they work around; keep that out of the user's terminal unless the
@@ -148,7 +148,7 @@ def merge_ranges(pieces) -> list[tuple[int, int]]:
     return ranges
 
 
-class GuardedVolume(io.RawIOBase):
+class GuardedVolume(PositionedFile):
     """The volume as the parsers see it: positioned reads, with a per-step budget of reads and
     of Python calls. Reads alone are not enough: dissect caches what it parsed, so a cycle in
     hostile metadata can spin forever on cached nodes without reading; it still calls Python
@@ -158,11 +158,9 @@ class GuardedVolume(io.RawIOBase):
     files twice as slow."""
 
     def __init__(self, fileobj: BinaryIO):
-        super().__init__()
         self._view = fileobj if isinstance(fileobj, PartitionView) else PartitionView(
             fileobj, 0, size_of(fileobj))
-        self.size = self._view.size
-        self._position = 0
+        super().__init__(self._view.size)
         self.reads_left, self.calls_left = STEP_READ_LIMIT, STEP_CALL_LIMIT
         self.tracer = self._count_call  # one bound method, so `is` can recognise it
 
@@ -190,22 +188,6 @@ class GuardedVolume(io.RawIOBase):
             if installed:
                 sys.settrace(previous)
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._position = base + offset
-        return self._position
-
     def read(self, n: int = -1) -> bytes:
         self.reads_left -= 1
         if self.reads_left < 0:
@@ -213,11 +195,7 @@ class GuardedVolume(io.RawIOBase):
         n = self.size - self._position if n is None or n < 0 else n
         if n > MAX_SINGLE_READ:  # file content comes in pieces; only a lying structure asks this
             raise Damaged(f"a structure claims {n} bytes in one piece")
-        data = self._view.pread(self._position, n)
-        self._position += len(data)
-        return data
+        return super().read(n)
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._view.pread(offset, length)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import io
 import threading
 from collections import OrderedDict
 from concurrent.futures import Executor, Future
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 from .chunks import ChunkReader
 from .errors import CorruptData
+from .fileview import PositionedFile
 from .manifest import decode_block
 from .restore import damage_context
 from .snapshots import SnapshotRecord
@@ -216,40 +216,13 @@ class ImageReader:
         return ImageFile(self)
 
 
-class ImageFile(io.RawIOBase):
+class ImageFile(PositionedFile):
     """A seekable, read-only file object over an ImageReader (for partition and
     filesystem parsers)."""
 
     def __init__(self, reader: ImageReader):
+        super().__init__(reader.size)
         self.reader = reader
-        self.size = reader.size
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self.size - self._position
-        data = self.reader.read(self._position, size)
-        self._position += len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def pread(self, offset: int, length: int) -> bytes:
         """A read that leaves the position alone: the partition views and filesystems sharing

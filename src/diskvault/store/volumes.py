@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from diskvault.store.errors import BadInput, CorruptData
+from diskvault.store.fileview import PositionedFile
 
 # A sane GPT has 128 entries, read one by one: a table that needs more reads than this is lying
 # about its size (entry count 2**32, entry size 0, an endless chain of extended boot records).
@@ -86,7 +87,7 @@ def read_at(fileobj: BinaryIO, offset: int, length: int) -> bytes:
         return fileobj.read(length)
 
 
-class PartitionView(io.RawIOBase):
+class PartitionView(PositionedFile):
     """A read-only window [offset, offset+size) of a file-like object, itself file-like.
 
     Keeps its own position, so any number of views over one image can be used at once, from any
@@ -94,43 +95,11 @@ class PartitionView(io.RawIOBase):
     """
 
     def __init__(self, fileobj: BinaryIO, offset: int, size: int):
-        super().__init__()
         if offset < 0 or size < 0:
             raise ValueError(f"invalid partition window: offset {offset}, size {size}")
+        super().__init__(size)
         self._fileobj = fileobj
         self.offset = offset
-        self.size = size
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._position = base + offset
-        return self._position
-
-    def read(self, n: int = -1) -> bytes:
-        remaining = max(0, self.size - self._position)
-        n = remaining if n is None or n < 0 else min(n, remaining)
-        if n == 0:
-            return b""
-        data = read_at(self._fileobj, self.offset + self._position, n)
-        self._position += len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def pread(self, offset: int, length: int) -> bytes:
         """Positioned read that leaves this view's position alone (see `read_at`)."""
