@@ -31,13 +31,8 @@ def _check_link_size(size: int) -> None:
         raise Damaged(f"symbolic link claims a {size}-byte target")
 
 
-class ExtDriver(Driver):
-    def __init__(self, volume: BinaryIO):
-        from dissect.extfs import ExtFS
-
-        self._fs = ExtFS(volume)
-        self.kind = f"ext{self._fs.type}"
-        self.label = self._fs.volume_name or None
+class _InodeTreeDriver(Driver):
+    """What ext and XFS share in dissect: a root node, iterdir with . and .., inode numbers."""
 
     def root(self) -> Any:
         return self._fs.root
@@ -50,14 +45,27 @@ class ExtDriver(Driver):
     def identity(self, node: Any) -> int:
         return node.inum
 
+
+def _symlink_target(node: Any, mode: int) -> str | None:
+    if not stat.S_ISLNK(mode):
+        return None
+    _check_link_size(node.size)
+    node._filetype = stat.S_IFLNK  # the inode decides, not the directory entry's hint
+    return node.link
+
+
+class ExtDriver(_InodeTreeDriver):
+    def __init__(self, volume: BinaryIO):
+        from dissect.extfs import ExtFS
+
+        self._fs = ExtFS(volume)
+        self.kind = f"ext{self._fs.type}"
+        self.label = self._fs.volume_name or None
+
     def describe(self, node: Any, name: str, path: str) -> Entry:
         inode = node.inode
         mode = inode.i_mode
-        target = None
-        if stat.S_ISLNK(mode):
-            _check_link_size(node.size)
-            node._filetype = stat.S_IFLNK  # the inode decides, not the directory entry's hint
-            target = node.link
+        target = _symlink_target(node, mode)
         uid = inode.i_uid | (inode.i_uid_high << 16)
         gid = inode.i_gid | (inode.i_gid_high << 16)
         times = (node.mtime_ns, node.atime_ns, node.ctime_ns, node.crtime_ns)
@@ -74,7 +82,7 @@ class ExtDriver(Driver):
         return node.open()
 
 
-class XfsDriver(Driver):
+class XfsDriver(_InodeTreeDriver):
     kind = "xfs"
 
     def __init__(self, volume: BinaryIO):
@@ -83,25 +91,10 @@ class XfsDriver(Driver):
         self._fs = XFS(volume)
         self.label = self._fs.name or None
 
-    def root(self) -> Any:
-        return self._fs.root
-
-    def children(self, node: Any) -> Iterator[tuple[str, Any]]:
-        for child in node.iterdir():
-            if child.filename not in (".", ".."):
-                yield child.filename, child
-
-    def identity(self, node: Any) -> int:
-        return node.inum
-
     def describe(self, node: Any, name: str, path: str) -> Entry:
         inode = node.inode
         mode = inode.di_mode
-        target = None
-        if stat.S_ISLNK(mode):
-            _check_link_size(node.size)
-            node._filetype = stat.S_IFLNK
-            target = node.link
+        target = _symlink_target(node, mode)
         crtime = node.crtime_ns if inode.di_version >= 3 else None
         times = (node.mtime_ns, node.atime_ns, node.ctime_ns, crtime)
         return _entry(name, path, mode, node.size, inode.di_uid, inode.di_gid, times, target)
