@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import pwd
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -75,3 +79,37 @@ def run_cli(*args: str, env: dict | None = None, input: bytes | None = None,
         raise AssertionError(f"diskvault {' '.join(args)} failed ({result.returncode}): "
                              f"{result.stderr.decode(errors='replace')}")
     return result
+
+
+@pytest.fixture
+def other_user(tmp_path_factory):
+    """A second, unprivileged local user (made with useradd, removed afterwards) and a
+    world-traversable scratch folder it can reach: for the tests of what another user can
+    and cannot read. ``other_user.run(*argv)`` runs a command as that user."""
+    if os.geteuid() != 0:
+        pytest.skip("making a second user needs root")
+    if not shutil.which("useradd"):
+        pytest.skip("useradd is not installed (apt-get install passwd)")
+    name = f"dvtest{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True,
+                   capture_output=True)
+    scratch = Path(tempfile.mkdtemp(prefix="diskvault-shared-"))
+    scratch.chmod(0o755)
+    try:
+        yield OtherUser(name, pwd.getpwnam(name).pw_uid, pwd.getpwnam(name).pw_gid, scratch)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class OtherUser:
+    name: str
+    uid: int
+    gid: int
+    scratch: Path  # a 0755 folder under /tmp, removed afterwards
+
+    def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}",
+                               "--clear-groups", "--", *argv], capture_output=True,
+                              timeout=timeout)
