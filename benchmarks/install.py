@@ -44,7 +44,7 @@ def ensure_peers(peers: list[Peer], log: Callable[[str], None]) -> dict[str, str
             unusable[peer.name] = f"`apt-get install {peer.apt_package}` did not provide it"
         else:
             unusable[peer.name] = ("the diskvault command is missing or `diskvault --help` fails; "
-                                   "install this repository first: pip install -e .")
+                                   "run the harness with the checkout's .venv/bin/python (scripts/setup.sh --tests)")
     return unusable
 
 

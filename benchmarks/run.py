@@ -79,6 +79,9 @@ def main(argv: list[str]) -> int:
         print("the benchmark needs root: it loop-mounts images and drops the page cache",
               file=sys.stderr)
         return 2
+    # The diskvault measured is the one installed beside this interpreter (the checkout's
+    # .venv), not whatever copy is first on PATH.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     started = time.perf_counter()
     repos = args.work / "repos"
     cleanup.set_aside(repos, args.work)  # left by --keep-repos or an interrupted run

@@ -14,7 +14,7 @@ from .base import Peer
 class Diskvault(Peer):
     name = "diskvault"
     executable = "diskvault"
-    apt_package = ""  # installed from this repository: pip install -e .
+    apt_package = ""  # this checkout, from the .venv that runs the harness
     settings = "defaults fixed at `init` (FastCDC 16/64/256 KiB, blake3, zstd level 3)"
 
     def __init__(self, folder: Path):
