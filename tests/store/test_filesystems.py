@@ -208,6 +208,28 @@ def test_a_folder_linked_into_itself_ends_the_walk_with_an_error(tmp_path):
     assert "/deep/a/b/c/back" not in paths
     assert errors == ["the image: /deep/a/b/c/back: this folder was already listed at another "
                       "path (a loop); skipped"]
+    fs = opened(image)
+    assert fs.loop_target("/deep/a/b/c/back") == "/deep/a"
+    assert fs.loop_target("/deep/a/b/c/back/b/c/back") == "/deep/a"
+    assert fs.loop_target("/deep/a/b/c") is None and fs.loop_target("/") is None
+
+
+def test_an_entry_with_an_absurd_size_is_left_out_of_its_folder_and_named(tmp_path):
+    require_tool("debugfs")
+    source = populate_tree(tmp_path / "src", many=3, big_size=10)
+    image = make_ext4(tmp_path / "absurd.img", source, 16)
+    subprocess.run(["debugfs", "-w", "-R", "sif /hello.txt size 0xffffffffffffffff", str(image)],
+                   check=True, capture_output=True)
+    fs, errors = opened(image), []
+
+    names = {entry.name for entry in fs.listdir("/", onerror=lambda e: errors.append(str(e)))}
+
+    assert names == {p.name for p in source.iterdir()} - {"hello.txt"} | {"lost+found"}
+    assert errors == ["the image: /hello.txt: 'hello.txt' claims a size of "
+                      "18446744073709551615 bytes"]
+    assert {e.name for e in opened(image).listdir("/")} == names  # default: logged, left out
+    with pytest.raises(DamagedFilesystem, match="/hello.txt: 'hello.txt' claims a size"):
+        fs.stat("/hello.txt")
 
 
 def test_a_looping_fat_cluster_chain_is_an_error_not_a_hang(tmp_path):
@@ -226,6 +248,31 @@ def test_a_looping_fat_cluster_chain_is_an_error_not_a_hang(tmp_path):
 
     with pytest.raises(DamagedFilesystem, match="big.bin: a cluster chain starting at .* loops"):
         call_with_deadline(read_all, 60)
+
+
+def test_a_looping_fat_folder_chain_costs_that_folder_only(tmp_path):
+    source = populate_tree(tmp_path / "src", many=100, big_size=10)
+    image = make_fat(tmp_path / "fat.img", source, 16, 16)
+    fs = opened(image)
+    driver = fs._driver
+    first = fs._lookup(driver.root(), "many", "/many")[1].cluster
+    last = list(driver._fs.fat.chain(first))[-1]
+    fat_offset = driver._fs.bpb.BPB_RsvdSecCnt * driver._fs.sector_size
+    with open(image, "r+b") as f:  # the folder's last cluster leads back to its first
+        f.seek(fat_offset + last * 2)
+        f.write(first.to_bytes(2, "little"))
+
+    def list_both():
+        fs = opened(image)
+        try:
+            fs.listdir("/many")
+        except DamagedFilesystem as error:
+            return str(error), {str(e.name) for e in fs.listdir("/")}
+        return None, set()
+
+    error, root = call_with_deadline(list_both, 60)
+    assert "/many: a cluster chain starting at" in error and "loops" in error
+    assert {"many", "hello.txt", "deep"} <= root
 
 
 def test_one_filesystem_can_be_shared_between_threads(images):

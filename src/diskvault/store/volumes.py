@@ -2,14 +2,18 @@
 onto them.
 
 Works over any seekable, read-only file-like object (a plain file, or the store's random-access
-snapshot reader); it knows nothing of repositories. The parsing is `dissect.volume`'s; this
-module only bounds it (hostile tables must not hang us or swallow memory), fixes its numbering
-to the kernel's (`.p5` is the first logical partition), and presents the result as plain values.
+snapshot reader); it knows nothing of repositories. GPT and LVM2 parsing is `dissect.volume`'s,
+bounded here (hostile tables must not hang us or swallow memory); the MBR and its chain of
+extended boot records are read here, because a chain that loops or breaks must cost only the
+logical partitions after the break, never the primary ones. Numbering is the kernel's (`.p5`
+is the first logical partition); results are plain values.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import struct
 import threading
 import weakref
 from dataclasses import dataclass
@@ -24,6 +28,13 @@ PARTITION_TABLE_READ_LIMIT = 20_000
 MAX_PARTITIONS = 1024
 MAX_TABLE_READ = 64 * 1024 * 1024  # LVM's metadata area is 1 MiB by default
 _MBR_EXTENDED_TYPES = (0x05, 0x0F, 0x85)
+_MBR_PROTECTIVE_TYPE = 0xEE
+_MBR_ENTRY = struct.Struct("<B3xB3xII")  # boot flag, type, first sector, sector count
+# What dissect also refuses as an MBR: boot sectors of filesystems and boot loaders.
+_VOLUME_BOOT_SIGNATURES = (b"MSDOS", b"MSWIN", b"NTFS", b"FAT", b"EXFAT", b"-FVE-FS-",
+                           b"SYSLINUX")
+
+log = logging.getLogger(__name__)
 
 
 class PartitionTableError(CorruptData):
@@ -153,10 +164,9 @@ def list_partitions(fileobj: BinaryIO) -> list[Partition]:
     image_size = size_of(fileobj)
     if image_size < 512 or not _has_boot_signature(fileobj) or _holds_filesystem(fileobj):
         return []
-    scheme = _parse_table(fileobj, image_size)
-    if scheme is None:
+    partitions = _parse_table(fileobj, image_size)
+    if partitions is None:
         return []
-    partitions = _numbered(scheme)
     clipped = [
         Partition(p.number, p.offset, min(p.size, image_size - p.offset), p.type_name, p.name)
         for p in partitions
@@ -176,59 +186,49 @@ def _holds_filesystem(fileobj: BinaryIO) -> bool:
     return detect_filesystem(PartitionView(fileobj, 0, size_of(fileobj))) is not None
 
 
-def _parse_table(fileobj: BinaryIO, image_size: int):
-    """dissect's scheme (GPT or MBR), trying 512- then 4096-byte sectors; None if neither."""
-    from dissect.volume.disk.schemes import GPT, MBR
-    from dissect.volume.exceptions import DiskError
-
-    gpt_errors = []
+def _parse_table(fileobj: BinaryIO, image_size: int) -> list[Partition] | None:
+    """The partitions of a GPT (dissect's parser; 512- then 4096-byte sectors) or else of an
+    MBR; None if the image has neither. Only a disk whose MBR announces a GPT goes to dissect:
+    its MBR parser would also follow a looping chain of extended boot records."""
+    gpt_errors: list[str] = []
+    for sector_size in (512, 4096) if _has_protective_entry(fileobj) else ():
+        partitions = _parse_gpt(fileobj, sector_size, gpt_errors)
+        if partitions is not None:
+            return partitions
     for sector_size in (512, 4096):
-        for scheme_class in (GPT, MBR):
-            limited = _ReadLimit(fileobj, PARTITION_TABLE_READ_LIMIT)
-            try:
-                scheme = scheme_class(limited, sector_size=sector_size)
-            except PartitionTableError:
-                raise
-            except (DiskError, EOFError) as exc:
-                if scheme_class is GPT:
-                    gpt_errors.append(str(exc))
-                continue
-            except Exception as exc:  # hostile tables make the parser raise anything at all
-                raise PartitionTableError(f"the partition table cannot be read: {exc}") from exc
-            if _is_plausible(scheme, sector_size):
-                return scheme
+        partitions = _parse_mbr(fileobj, sector_size, image_size)
+        if partitions is not None:
+            return partitions
     if _has_protective_entry(fileobj):  # a GPT disk whose GPT is gone: say so, do not guess
         raise PartitionTableError(f"the disk's protective MBR announces a GPT, but its header "
                                   f"cannot be read ({gpt_errors[0]})")
     return None
 
 
-def _has_protective_entry(fileobj: BinaryIO) -> bool:
-    entries = read_at(fileobj, 446, 64)
-    return any(entries[index * 16 + 4] == 0xEE for index in range(4))
-
-
-def _is_plausible(scheme, sector_size: int) -> bool:
-    """Reject what Linux would: odd boot flags, or a protective MBR read at the wrong size."""
+def _parse_gpt(fileobj: BinaryIO, sector_size: int, errors: list[str]) -> list[Partition] | None:
     from dissect.volume.disk.schemes import GPT
+    from dissect.volume.exceptions import DiskError
 
-    mbr = scheme.mbr if isinstance(scheme, GPT) else scheme
-    if any(entry.bootable not in (0x00, 0x80) for entry in mbr.mbr.part):
-        return False
+    limited = _ReadLimit(fileobj, PARTITION_TABLE_READ_LIMIT)
+    try:
+        scheme = GPT(limited, sector_size=sector_size)
+    except PartitionTableError:
+        raise
+    except (DiskError, EOFError) as exc:
+        errors.append(str(exc))
+        return None
+    except Exception as exc:  # hostile tables make the parser raise anything at all
+        raise PartitionTableError(f"the partition table cannot be read: {exc}") from exc
+    if any(entry.bootable not in (0x00, 0x80) for entry in scheme.mbr.mbr.part):
+        return None  # as Linux: odd boot flags mean this is no partition table
     if len(scheme.partitions) > MAX_PARTITIONS:
         raise PartitionTableError(f"the partition table lists {len(scheme.partitions)} "
                                   f"partitions; it is damaged or malicious")
-    if not isinstance(scheme, GPT):
-        return not any(p.type == 0xEE for p in scheme.partitions)
-    return True
+    return [_from_gpt(p, scheme.sector_size) for p in scheme.partitions if p.disk is scheme]
 
 
-def _numbered(scheme) -> list[Partition]:
-    from dissect.volume.disk.schemes import GPT
-
-    if isinstance(scheme, GPT):
-        return [_from_gpt(p, scheme.sector_size) for p in scheme.partitions if p.disk is scheme]
-    return _from_mbr(scheme)
+def _has_protective_entry(fileobj: BinaryIO) -> bool:
+    return any(kind == _MBR_PROTECTIVE_TYPE for _, kind, _, _ in _boot_record(fileobj, 0) or [])
 
 
 def _from_gpt(part, sector_size: int) -> Partition:
@@ -238,18 +238,82 @@ def _from_gpt(part, sector_size: int) -> Partition:
                      part.type_name, part.name or None)
 
 
-def _from_mbr(scheme) -> list[Partition]:
-    """Primary partitions keep their slot (1-4); logical ones are 5, 6, ... in chain order."""
-    slots = {id(entry): index + 1 for index, entry in enumerate(scheme.mbr.part)}
-    result, next_logical = [], 5
-    for part in scheme.partitions:
-        if part.type in _MBR_EXTENDED_TYPES:
-            continue
-        number = slots.get(id(part.raw))
-        if number is None:
-            number, next_logical = next_logical, next_logical + 1
-        result.append(Partition(number, part.offset, part.size, part.type_name, None))
-    return result
+def _boot_record(fileobj: BinaryIO, offset: int) -> list[tuple[int, int, int, int]] | None:
+    """The four (boot flag, type, first sector, sector count) entries of the MBR or EBR at
+    `offset`, or None without its 55 AA signature."""
+    sector = read_at(fileobj, offset, 512)
+    if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
+        return None
+    return [_MBR_ENTRY.unpack_from(sector, 446 + 16 * index) for index in range(4)]
+
+
+def _parse_mbr(fileobj: BinaryIO, sector_size: int, image_size: int) -> list[Partition] | None:
+    """Primary partitions keep their slot (1-4); logical ones are 5, 6, ... in chain order.
+    None when sector 0 is not a plausible MBR (odd boot flags, a protective GPT entry, a
+    filesystem's or boot loader's boot sector), as Linux would reject it."""
+    entries = _boot_record(fileobj, 0)
+    if entries is None or any(boot not in (0x00, 0x80) for boot, _, _, _ in entries):
+        return None
+    if any(kind == _MBR_PROTECTIVE_TYPE for _, kind, _, _ in entries):
+        return None
+    if any(signature in read_at(fileobj, 3, 8) for signature in _VOLUME_BOOT_SIGNATURES):
+        return None
+    partitions, extended = [], None
+    for slot, (_, kind, first, count) in enumerate(entries, start=1):
+        if kind in _MBR_EXTENDED_TYPES:
+            extended = extended if extended is not None else first * sector_size
+        elif kind:
+            partitions.append(_mbr_partition(slot, first * sector_size, count, kind, sector_size))
+    if extended is not None:
+        partitions += _logical_partitions(fileobj, extended, sector_size, image_size)
+    return partitions
+
+
+def _logical_partitions(fileobj: BinaryIO, extended: int, sector_size: int,
+                        image_size: int) -> list[Partition]:
+    """Walk the chain of extended boot records (each links to the next, relative to the
+    extended partition's start). A link that loops back, leaves the image or reaches a record
+    without its signature ends the chain there (logged): the partitions before it stay."""
+    partitions: list[Partition] = []
+    visited: set[int] = set()
+    record: int | None = extended
+    while record is not None:
+        problem = _ebr_problem(record, visited, image_size)
+        entries = None if problem else _boot_record(fileobj, record)
+        if problem is None and entries is None:
+            problem = f"the extended boot record at byte {record} has no 55 AA signature"
+        if problem:
+            log.warning("the image's logical partitions from p%d on are not shown: %s",
+                        5 + len(partitions), problem)
+            break
+        visited.add(record)
+        data = [e for e in entries[:2] if e[1] and e[1] not in _MBR_EXTENDED_TYPES]
+        links = [e for e in entries[:2] if e[1] in _MBR_EXTENDED_TYPES]
+        if data:
+            _, kind, first, count = data[0]
+            partitions.append(_mbr_partition(5 + len(partitions), record + first * sector_size,
+                                             count, kind, sector_size))
+        record = extended + links[0][2] * sector_size if links else None
+    return partitions
+
+
+def _ebr_problem(record: int, visited: set[int], image_size: int) -> str | None:
+    """Why the chain of extended boot records must end before `record`, or None."""
+    if record in visited:
+        return f"the chain of extended boot records loops back to byte {record}"
+    if len(visited) >= MAX_PARTITIONS:
+        return f"the chain of extended boot records is longer than {MAX_PARTITIONS}"
+    if not 0 < record <= image_size - 512:
+        return f"an extended boot record would lie at byte {record}, outside the image"
+    return None
+
+
+def _mbr_partition(number: int, offset: int, sectors: int, kind: int,
+                   sector_size: int) -> Partition:
+    from dissect.volume.disk.partition import translate_partition_type
+
+    return Partition(number, offset, sectors * sector_size,
+                     translate_partition_type(kind, False), None)
 
 
 def open_partition(fileobj: BinaryIO, number: int) -> PartitionView:
