@@ -270,7 +270,7 @@ class Repository:
             lock.release()
 
     def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
-        return changed_ranges(a, b, self.load_manifest_block)
+        return changed_ranges(a, b, self.chunks.get)
 
     def browse(self, record: SnapshotRecord, **cache_sizes) -> SnapshotFiles:
         """The volumes and filesystems inside a snapshot's image (`ls`, `pull`, the mount's
