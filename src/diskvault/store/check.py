@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import lmdb
-
 from .errors import CorruptData
 from .index import ChunkLocation
 from .manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
@@ -146,8 +144,8 @@ class _Checker:
         try:
             self.locations = dict(index.iter_chunks())
             stats = dict(index.pack_stats())
-        except lmdb.Error as error:
-            self.problem("index", f"cannot be read ({error}); run 'diskvault check --repair'")
+        except CorruptData as error:
+            self.problem("index", str(error))
             stats = {}
         for digest, location in self.locations.items():
             self.by_pack[location.pack_id].append((digest, location))
