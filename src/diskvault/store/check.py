@@ -79,6 +79,7 @@ class CheckReport:
     unreferenced_chunks: int = 0
     unreferenced_bytes: int = 0
     damaged_unused_records: int = 0  # damaged copies the index does not point at
+    stray_entries: list[str] = field(default_factory=list)  # not ours: not damage, left alone
     duration_s: float = 0.0
 
     @property
@@ -122,6 +123,7 @@ class _Checker:
 
     def run(self) -> CheckReport:
         started = time.monotonic()
+        self._note_strays()
         self._load_records()
         self._scan_packs()
         if self.report.read_data:
@@ -131,6 +133,11 @@ class _Checker:
         self._count_unreferenced()
         self.report.duration_s = round(time.monotonic() - started, 3)
         return self.report
+
+    def _note_strays(self) -> None:
+        root = self.repository.root
+        for path in self.repository.snapshots.strays() + self.backend.strays():
+            self.report.stray_entries.append(str(path.relative_to(root)))
 
     def _load_records(self) -> None:
         self.records, damaged = self.repository.snapshots.scan()

@@ -231,8 +231,7 @@ class Repository:
     def snapshot_ids(self) -> set[str]:
         """Ids of the complete snapshots, without reading any record: cheap enough to poll
         (the mount re-lists with it). Temp files of a record being written are not ids."""
-        return {path.name[: -len(".json")] for path in self.snapshots.root.glob("*.json")
-                if not path.name.startswith(".")}
+        return {path.name[: -len(".json")] for path in self.snapshots.record_paths()}
 
     def load_snapshot(self, snapshot_id: str) -> SnapshotRecord:
         return self.snapshots.load(snapshot_id)

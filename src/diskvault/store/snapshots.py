@@ -124,6 +124,7 @@ class SnapshotStore:
 
     def __init__(self, root: Path):
         self.root = root
+        self._strays_reported = False
 
     def path(self, snapshot_id: str) -> Path:
         return self.root / f"{snapshot_id}.json"
@@ -149,9 +150,7 @@ class SnapshotStore:
     def scan(self) -> tuple[list[SnapshotRecord], list[tuple[Path, CorruptData]]]:
         """Every readable snapshot, oldest first, and each damaged record with its error."""
         records, damaged = [], []
-        for path in self.root.glob("*.json"):
-            if path.name.startswith("."):
-                continue
+        for path in self.record_paths():
             try:
                 records.append(self._read(path))
             except FileNotFoundError:
@@ -159,6 +158,36 @@ class SnapshotStore:
             except CorruptData as error:
                 damaged.append((path, error))
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
+
+    def record_paths(self) -> list[Path]:
+        """The ``<id>.json`` files. Anything else in the folder but our temp files is not
+        ours: ignored, with one warning per process (check lists it)."""
+        paths, strays = self._entries()
+        if strays and not self._strays_reported:
+            self._strays_reported = True
+            log.warning("%d entries in %s are not snapshot records and are left alone (%s); "
+                        "'diskvault check' lists them", len(strays), self.root,
+                        ", ".join(p.name for p in strays[:3]) + (", ..." * (len(strays) > 3)))
+        return paths
+
+    def strays(self) -> list[Path]:
+        """Entries that are not records (nor records being written). The caller reports
+        them: scan() then stays quiet about them."""
+        self._strays_reported = True
+        return self._entries()[1]
+
+    def _entries(self) -> tuple[list[Path], list[Path]]:
+        paths, strays = [], []
+        for path in sorted(self.root.iterdir()):
+            name = path.name
+            if name.startswith(".") and name.endswith(".tmp"):
+                continue  # a record being written (durable.write_atomic)
+            if name.endswith(".json") and is_snapshot_id(name[: -len(".json")]) \
+                    and path.is_file():
+                paths.append(path)
+            else:
+                strays.append(path)
+        return paths, strays
 
     def all_intact(self) -> list[SnapshotRecord]:
         """Every snapshot, or CorruptData if any record is damaged: for compaction, which
