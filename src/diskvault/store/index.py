@@ -6,6 +6,7 @@ Entries are committed only after the pack they point into is durable.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -41,11 +42,18 @@ class PackStats:
 
 REPAIR_HINT = "run 'diskvault check --repair' to rebuild it from the packs"
 DATA_FILE = "data.mdb"
+LOCK_FILE = "lock.mdb"
 
 
 def index_damaged(path: Path, detail: object) -> CorruptData:
     """The one error for an index LMDB cannot read, or whose contents do not decode."""
     return CorruptData(f"index at {path} is damaged ({detail}); {REPAIR_HINT}")
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may change the environment (access() also answers EROFS)."""
+    return all(os.access(file, os.W_OK) for file in (path, path / DATA_FILE, path / LOCK_FILE)
+               if file.exists())
 
 
 def _decode_location(value: bytes) -> ChunkLocation:
@@ -60,12 +68,17 @@ class ChunkIndex:
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
         path.mkdir(exist_ok=True) if not readonly else None
+        self.readonly = readonly or not _writable(path)
         with self._reading():
+            # Read-only media, or a user who may read but not write: no lock file either
+            # (registering a reader writes to it). No writer can run on read-only media;
+            # beside another user's writer every chunk read is still verified by digest.
             self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
-                                 readonly=readonly, create=not readonly, readahead=False)
+                                 readonly=self.readonly, lock=not self.readonly,
+                                 create=not self.readonly, readahead=False)
             self._check_file_size()
-            self._chunks = self.env.open_db(b"chunks", create=not readonly)
-            self._packs = self.env.open_db(b"packs", create=not readonly)
+            self._chunks = self.env.open_db(b"chunks", create=not self.readonly)
+            self._packs = self.env.open_db(b"packs", create=not self.readonly)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
