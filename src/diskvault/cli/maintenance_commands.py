@@ -192,6 +192,10 @@ def _print_check(report: CheckReport) -> None:
     if report.damaged_unused_records:
         click.echo(f"{report.damaged_unused_records} damaged records are copies nothing "
                    f"uses: harmless, compact --threshold 0 removes them")
+    if report.stray_entries:
+        click.echo(f"{len(report.stray_entries)} stray entries are not diskvault's (not "
+                   f"damage; diskvault leaves them alone, remove them if unneeded): "
+                   f"{', '.join(report.stray_entries)}")
     click.echo(f"{report.unreferenced_chunks} chunks "
                f"({human_bytes(report.unreferenced_bytes)}) are used by no snapshot: "
                f"compact removes them")
@@ -236,6 +240,7 @@ def _report_json(report: CheckReport) -> dict:
             for d in report.damaged_snapshots],
         "orphan_packs": report.orphan_packs, "half_deleted_packs": report.half_deleted_packs,
         "damaged_unused_records": report.damaged_unused_records,
+        "stray_entries": report.stray_entries,
         "unreferenced_chunks": report.unreferenced_chunks,
         "unreferenced_bytes": report.unreferenced_bytes,
     }

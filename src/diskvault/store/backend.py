@@ -3,6 +3,7 @@ narrow interface (create, read a range, size, list, delete) later."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -14,6 +15,25 @@ from .errors import MissingChunk
 
 PACK_SUFFIX = ".pack"
 TMP_SUFFIX = ".tmp"
+PACK_ID_HEX_DIGITS = 32
+FOLDER_HEX_DIGITS = 2
+
+log = logging.getLogger(__name__)
+
+
+def is_pack_id(text: str) -> bool:
+    return _is_hex(text, PACK_ID_HEX_DIGITS)
+
+
+def _is_hex(text: str, digits: int) -> bool:
+    return len(text) == digits and all(c in "0123456789abcdef" for c in text)
+
+
+def _is_unfinished(path: Path) -> bool:
+    """A pack's temp file, ``.<pack id>.pack.tmp`` (see PackSink)."""
+    name = path.name
+    return (name.startswith(".") and name.endswith(PACK_SUFFIX + TMP_SUFFIX)
+            and is_pack_id(name[1: -len(PACK_SUFFIX + TMP_SUFFIX)]) and path.is_file())
 
 
 class PackSink:
@@ -52,6 +72,7 @@ class LocalBackend:
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._max_fds = open_files
         self._lock = threading.Lock()
+        self._strays_reported = False
 
     def path(self, pack_id: str) -> Path:
         return self.root / pack_id[:2] / f"{pack_id}{PACK_SUFFIX}"
@@ -85,18 +106,46 @@ class LocalBackend:
         return self.path(pack_id).stat().st_size
 
     def list(self) -> Iterator[str]:
+        """The ids of the packs, each in its own folder. Anything else under the pack
+        folder is not ours: ignored, with one warning per process (check lists it)."""
+        pack_ids, strays = self._scan()
+        if strays and not self._strays_reported:
+            self._strays_reported = True
+            log.warning("%d entries under %s are not diskvault packs and are left alone "
+                        "(%s); 'diskvault check' lists them", len(strays), self.root,
+                        ", ".join(str(p) for p in strays[:3]) + (", ..." * (len(strays) > 3)))
+        yield from pack_ids
+
+    def strays(self) -> list[Path]:
+        """Entries under the pack folder that are neither packs in their own folder nor
+        temp files of packs being written. The caller reports them: list() then stays
+        quiet about them."""
+        self._strays_reported = True
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[str], list[Path]]:
+        pack_ids: list[str] = []
+        strays: list[Path] = []
         if not self.root.is_dir():
-            return
+            return pack_ids, strays
         for folder in sorted(self.root.iterdir()):
-            if folder.is_dir():
-                for entry in sorted(folder.iterdir()):
-                    if entry.name.endswith(PACK_SUFFIX) and not entry.name.startswith("."):
-                        yield entry.name[: -len(PACK_SUFFIX)]
+            if not (_is_hex(folder.name, FOLDER_HEX_DIGITS) and folder.is_dir()):
+                strays.append(folder)
+                continue
+            for entry in sorted(folder.iterdir()):
+                pack_id = entry.name.removesuffix(PACK_SUFFIX)
+                if (entry.name.endswith(PACK_SUFFIX) and is_pack_id(pack_id)
+                        and pack_id.startswith(folder.name) and entry.is_file()):
+                    pack_ids.append(pack_id)
+                elif not _is_unfinished(entry):
+                    strays.append(entry)
+        return pack_ids, strays
 
     def list_unfinished(self) -> Iterator[Path]:
         """Temp files of packs whose writer died before finishing them."""
         if self.root.is_dir():
-            yield from self.root.glob(f"*/.*{TMP_SUFFIX}")
+            yield from (path for path in self.root.glob(f"*/.*{TMP_SUFFIX}")
+                        if _is_unfinished(path))
 
     def delete(self, pack_id: str) -> None:
         self.forget(pack_id)

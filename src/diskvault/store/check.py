@@ -19,13 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import lmdb
-
 from .errors import CorruptData
 from .index import ChunkLocation
-from .manifest import decode_block
+from .manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
 from .packs import PackEntry, read_footer
 from .pipeline import ordered_map, worker_count
+from .restore import damage_context
 from .snapshots import SnapshotRecord
 from .verify import read_verified, verify_pack
 
@@ -80,6 +79,7 @@ class CheckReport:
     unreferenced_chunks: int = 0
     unreferenced_bytes: int = 0
     damaged_unused_records: int = 0  # damaged copies the index does not point at
+    stray_entries: list[str] = field(default_factory=list)  # not ours: not damage, left alone
     duration_s: float = 0.0
 
     @property
@@ -114,6 +114,7 @@ class _Checker:
         self.lost: dict[bytes, str] = {}                       # digest -> why it is lost
         self.unindexed: dict[bytes, tuple[str, PackEntry]] = {}  # digest -> orphan record
         self.blocks: dict[bytes, _BlockDamage] = {}
+        self.block_lengths: dict[bytes, int] = {}  # readable block -> bytes it covers
         self.referenced: set[bytes] = set()
         self.nowhere: list[bytes] = []  # used, but in no pack and not in the index
 
@@ -122,6 +123,7 @@ class _Checker:
 
     def run(self) -> CheckReport:
         started = time.monotonic()
+        self._note_strays()
         self._load_records()
         self._scan_packs()
         if self.report.read_data:
@@ -131,6 +133,11 @@ class _Checker:
         self._count_unreferenced()
         self.report.duration_s = round(time.monotonic() - started, 3)
         return self.report
+
+    def _note_strays(self) -> None:
+        root = self.repository.root
+        for path in self.repository.snapshots.strays() + self.backend.strays():
+            self.report.stray_entries.append(str(path.relative_to(root)))
 
     def _load_records(self) -> None:
         self.records, damaged = self.repository.snapshots.scan()
@@ -144,8 +151,8 @@ class _Checker:
         try:
             self.locations = dict(index.iter_chunks())
             stats = dict(index.pack_stats())
-        except lmdb.Error as error:
-            self.problem("index", f"cannot be read ({error}); run 'diskvault check --repair'")
+        except CorruptData as error:
+            self.problem("index", str(error))
             stats = {}
         for digest, location in self.locations.items():
             self.by_pack[location.pack_id].append((digest, location))
@@ -290,6 +297,7 @@ class _Checker:
                 continue
             try:
                 entries = decode_block(loaded)
+                self.block_lengths[digest] = block_length(entries)
             except CorruptData as error:
                 self.problem(f"manifest block {digest.hex()[:16]}", str(error))
                 self.lost[digest] = str(error)
@@ -321,13 +329,14 @@ class _Checker:
     def _attribute(self) -> None:
         for record in self.records:
             damage = SnapshotDamage(record)
-            for number, ref in enumerate(record.blocks):
+            for ref, end in zip(record.blocks, block_ends(record.blocks, record.size)):
+                if self._misplaced(record, ref, end):
+                    damage.note(ref.offset, end - ref.offset, LOST)
+                    continue
                 found = self.blocks.get(ref.digest)
                 if found is None:
                     continue
                 if found.whole:
-                    end = (record.blocks[number + 1].offset if number + 1 < len(record.blocks)
-                           else record.size)
                     damage.note(ref.offset, end - ref.offset, LOST)
                     continue
                 if found.unindexed:
@@ -336,6 +345,16 @@ class _Checker:
                     damage.note(ref.offset + offset, length, kind)
             if damage.first_offset is not None:
                 self.report.damaged_snapshots.append(damage)
+
+    def _misplaced(self, record: SnapshotRecord, ref: BlockRef, end: int) -> bool:
+        """A readable block that does not fill the range the record gives it: the record
+        (or the block) is damaged, and every offset from there on would be wrong."""
+        covered = self.block_lengths.get(ref.digest)
+        problem = None if covered is None else fill_problem(covered, ref.offset, end)
+        if problem:
+            self.problem(f"snapshot record {record.id}.json",
+                         str(damage_context(record, ref.offset, CorruptData(problem))))
+        return problem is not None
 
     def _count_unreferenced(self) -> None:
         for digest, location in self.locations.items():

@@ -62,7 +62,9 @@ class ChunkReader:
     def locate(self, digest: bytes) -> ChunkLocation:
         location = self.index.lookup(digest)
         if location is None:
-            raise MissingChunk(f"chunk {digest.hex()[:16]} is not in the index")
+            raise MissingChunk(f"chunk {digest.hex()[:16]} is not in the index (run "
+                               f"'diskvault check': if a pack holds it, or the index is "
+                               f"damaged, 'diskvault check --repair' indexes it again)")
         return location
 
     def announce(self, digest: bytes) -> ChunkLocation:

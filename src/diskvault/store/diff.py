@@ -8,28 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from .manifest import ManifestEntry, spans
+from .errors import CorruptData
+from .manifest import block_ends, placed_entries, spans
+from .restore import damage_context
 from .snapshots import SnapshotRecord
 
-LoadBlock = Callable[[bytes], list[ManifestEntry]]
+LoadBlock = Callable[[bytes], bytes]  # a manifest block's bytes, by digest
 
 
 def _identity_spans(record: SnapshotRecord, shared: set[tuple[bytes, int]],
                     load_block: LoadBlock) -> Iterator[tuple[int, int, object]]:
     """(offset, end, identity) covering the image; a shared block is one opaque span."""
-    ends = [b.offset for b in record.blocks[1:]] + [record.size]
-    for block, end in zip(record.blocks, ends):
+    for block, end in zip(record.blocks, block_ends(record.blocks, record.size)):
         if (block.digest, block.offset) in shared:
             yield block.offset, end, ("block", block.digest)
             continue
-        for span in spans(load_block(block.digest), block.offset):
+        try:
+            entries = placed_entries(load_block(block.digest), block.offset, end)
+        except CorruptData as error:
+            raise damage_context(record, block.offset, error) from None
+        for span in spans(entries, block.offset):
             yield span.offset, span.offset + span.length, span.digest
 
 
 def _shared_blocks(a: SnapshotRecord, b: SnapshotRecord) -> set[tuple[bytes, int]]:
     def keyed(record: SnapshotRecord) -> set[tuple[bytes, int, int]]:
-        ends = [x.offset for x in record.blocks[1:]] + [record.size]
-        return {(x.digest, x.offset, end) for x, end in zip(record.blocks, ends)}
+        return {(x.digest, x.offset, end)
+                for x, end in zip(record.blocks, block_ends(record.blocks, record.size))}
     return {(digest, offset) for digest, offset, _ in keyed(a) & keyed(b)}
 
 

@@ -9,6 +9,7 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 73
 EXIT_IO = 74
+EXIT_NO_PERMISSION = 77  # sysexits' EX_NOPERM
 
 
 class DiskvaultError(Exception):
@@ -67,6 +68,13 @@ class RepositoryFull(DiskvaultError):
     """The repository's filesystem ran out of space; nothing half-written was kept."""
 
     exit_code = EXIT_IO
+
+
+class RepositoryReadOnly(DiskvaultError):
+    """A writer was asked to change a repository on read-only media, or one the user may
+    read but not write; readers work there."""
+
+    exit_code = EXIT_NO_PERMISSION
 
 
 @dataclass(frozen=True)

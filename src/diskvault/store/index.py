@@ -6,8 +6,10 @@ Entries are committed only after the pack they point into is durable.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,42 +40,83 @@ class PackStats:
     records: int
 
 
+REPAIR_HINT = "run 'diskvault check --repair' to rebuild it from the packs"
+DATA_FILE = "data.mdb"
+LOCK_FILE = "lock.mdb"
+
+
+def index_damaged(path: Path, detail: object) -> CorruptData:
+    """The one error for an index LMDB cannot read, or whose contents do not decode."""
+    return CorruptData(f"index at {path} is damaged ({detail}); {REPAIR_HINT}")
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may change the environment (access() also answers EROFS)."""
+    return all(os.access(file, os.W_OK) for file in (path, path / DATA_FILE, path / LOCK_FILE)
+               if file.exists())
+
+
 def _decode_location(value: bytes) -> ChunkLocation:
     pack, offset, stored, raw, flags = LOCATION.unpack(value)
     return ChunkLocation(pack.hex(), offset, stored, raw, flags)
 
 
 class ChunkIndex:
-    """One LMDB environment with two tables: ``chunks`` and ``packs``."""
+    """One LMDB environment with two tables: ``chunks`` and ``packs``. Every read turns
+    LMDB's errors and undecodable values into CorruptData that sends the user to repair."""
 
     def __init__(self, path: Path, readonly: bool = False):
+        self.path = path
         path.mkdir(exist_ok=True) if not readonly else None
-        try:
+        self.readonly = readonly or not _writable(path)
+        with self._reading():
+            # Read-only media, or a user who may read but not write: no lock file either
+            # (registering a reader writes to it). No writer can run on read-only media;
+            # beside another user's writer every chunk read is still verified by digest.
             self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
-                                 readonly=readonly, create=not readonly, readahead=False)
-        except lmdb.Error as error:
-            raise CorruptData(f"index at {path} cannot be opened ({error}); "
-                              f"run 'diskvault check --repair' to rebuild it") from None
-        self._chunks = self.env.open_db(b"chunks", create=not readonly)
-        self._packs = self.env.open_db(b"packs", create=not readonly)
+                                 readonly=self.readonly, lock=not self.readonly,
+                                 create=not self.readonly, readahead=False)
+            self._check_file_size()
+            self._chunks = self.env.open_db(b"chunks", create=not self.readonly)
+            self._packs = self.env.open_db(b"packs", create=not self.readonly)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except (lmdb.Error, struct.error) as error:
+            raise index_damaged(self.path, error) from None
+
+    def _check_file_size(self) -> None:
+        """A data file shorter than the pages its meta page claims (cut off) would be read
+        past its end through the memory map: SIGBUS, not an error. Refuse it first."""
+        pages = self.env.info()["last_pgno"] + 1
+        needed = pages * self.env.stat()["psize"]
+        actual = (self.path / DATA_FILE).stat().st_size
+        if actual < needed:
+            raise index_damaged(self.path, f"{DATA_FILE} is {actual} bytes, its pages need "
+                                           f"{needed}: it was cut off")
 
     def close(self) -> None:
         self.env.close()
 
     def lookup(self, digest: bytes, txn: lmdb.Transaction | None = None) -> ChunkLocation | None:
-        if txn is None:
-            with self.env.begin() as own:
-                value = own.get(digest, db=self._chunks)
-        else:
-            value = txn.get(digest, db=self._chunks)
-        return None if value is None else _decode_location(value)
+        with self._reading():
+            if txn is None:
+                with self.env.begin() as own:
+                    value = own.get(digest, db=self._chunks)
+            else:
+                value = txn.get(digest, db=self._chunks)
+            return None if value is None else _decode_location(value)
 
     def read_txn(self) -> lmdb.Transaction:
         """A read transaction for many lookups in a row (abort it when done)."""
-        return self.env.begin(buffers=False)
+        with self._reading():
+            return self.env.begin(buffers=False)
 
     def contains(self, txn: lmdb.Transaction, digest: bytes) -> bool:
-        return txn.get(digest, db=self._chunks) is not None
+        with self._reading():
+            return txn.get(digest, db=self._chunks) is not None
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry], file_size: int) -> None:
         """Commit a durable pack's entries; a digest already indexed keeps its location."""
@@ -131,20 +174,32 @@ class ChunkIndex:
                 txn.delete(bytes.fromhex(pack_id), db=self._packs)
 
     def known_packs(self) -> set[str]:
-        with self.env.begin() as txn:
+        with self._reading(), self.env.begin() as txn:
             return {key.hex() for key in txn.cursor(db=self._packs).iternext(values=False)}
 
     def pack_stats(self) -> Iterator[tuple[str, PackStats]]:
-        with self.env.begin() as txn:
+        with self._reading(), self.env.begin() as txn:
             for key, value in txn.cursor(db=self._packs):
                 yield key.hex(), PackStats(*PACK_STATS.unpack(value))
 
     def iter_chunks(self) -> Iterator[tuple[bytes, ChunkLocation]]:
         """Every (digest, location), in digest order, from one read transaction."""
-        with self.env.begin() as txn:
+        with self._reading(), self.env.begin() as txn:
             for digest, value in txn.cursor(db=self._chunks):
                 yield digest, _decode_location(value)
 
     def chunk_count(self) -> int:
-        with self.env.begin() as txn:
+        with self._reading(), self.env.begin() as txn:
             return txn.stat(self._chunks)["entries"]
+
+    def read_everything(self) -> None:
+        """Read every page of every table and decode every location and statistic:
+        CorruptData if any of it is damaged (repair's test of whether to rebuild)."""
+        for _ in self.iter_chunks():
+            pass
+        for _ in self.pack_stats():
+            pass
+        with self._reading(), self.env.begin() as txn:
+            for name in txn.cursor().iternext(values=False):
+                for _ in txn.cursor(db=self.env.open_db(name, txn=txn, create=False)):
+                    pass

@@ -9,6 +9,7 @@ exclusively, so it never pulls data from under a running reader or mount.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -160,11 +161,12 @@ class ReaderLock:
     """A shared flock held for as long as a reader (restore, cat, mount, check) runs."""
 
     def __init__(self, root: Path):
-        self._handle = open(root / READERS_FILE, "a")
-        fcntl.flock(self._handle, fcntl.LOCK_SH)
+        self._handle = _open_readers_file(root / READERS_FILE)
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_SH)
 
     def release(self) -> None:
-        if not self._handle.closed:
+        if self._handle is not None and not self._handle.closed:
             self._handle.close()
 
     def __enter__(self) -> "ReaderLock":
@@ -172,6 +174,21 @@ class ReaderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _open_readers_file(path: Path):
+    """The readers' lock file to flock: a shared flock needs no write access, so a
+    read-only one will do. None on a read-only repository that has none: nothing can be
+    registered there, and no writer can run there either."""
+    try:
+        return open(path, "a")
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+    try:
+        return open(path, "r")
+    except FileNotFoundError:
+        return None
 
 
 @contextmanager

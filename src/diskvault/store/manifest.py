@@ -132,6 +132,59 @@ def spans(entries: list[ManifestEntry], offset: int) -> Iterator[Span]:
         offset += entry.length
 
 
+def block_ends(blocks: list[BlockRef], size: int) -> list[int]:
+    """Where each block's bytes end: at the next block's offset, the last one at ``size``."""
+    return [block.offset for block in blocks[1:]] + [size]
+
+
+def layout_problem(blocks: list[BlockRef], size: int) -> str | None:
+    """Why a block list cannot describe an image of ``size`` bytes, or None when it can:
+    the first block starts at 0, offsets strictly increase, the last one starts before
+    ``size``, every digest is a digest. Readers rely on each of these."""
+    if not blocks:
+        return None if size == 0 else f"it lists no manifest blocks for {size} bytes"
+    if blocks[0].offset != 0:
+        return f"its first manifest block starts at byte offset {blocks[0].offset}, not 0"
+    for block, end in zip(blocks, block_ends(blocks, size)):
+        if len(block.digest) != DIGEST_BYTES:
+            return f"the manifest block at byte offset {block.offset} has no valid digest"
+        if end <= block.offset:
+            limit = "the image's size" if block is blocks[-1] else "the next block's offset"
+            return (f"the manifest block at byte offset {block.offset} does not start before "
+                    f"{limit} {end}")
+    return None
+
+
+def block_length(entries: list[ManifestEntry]) -> int:
+    """Bytes a block's entries cover; CorruptData for an empty entry (the builder never
+    writes one, and a reader searching by offset would trip over it)."""
+    covered = 0
+    for entry in entries:
+        if entry.length <= 0:
+            raise CorruptData(f"manifest block has an empty entry {covered} bytes into it")
+        covered += entry.length
+    return covered
+
+
+def fill_problem(covered: int, start: int, end: int) -> str | None:
+    """Why a block covering ``covered`` bytes cannot sit at [start, end), or None."""
+    if covered == end - start:
+        return None
+    return (f"manifest block covers {covered} bytes but the snapshot record places it at "
+            f"[{start}, {end}) ({end - start} bytes): the record or the block is damaged; "
+            f"run 'diskvault check'")
+
+
+def placed_entries(data: bytes, start: int, end: int) -> list[ManifestEntry]:
+    """Decode a manifest block that the snapshot record places at [start, end), proven to
+    fill exactly that range: otherwise every later offset would be wrong."""
+    entries = decode_block(data)
+    problem = fill_problem(block_length(entries), start, end)
+    if problem:
+        raise CorruptData(problem)
+    return entries
+
+
 def find_block(blocks: list[BlockRef], offsets: list[int], position: int) -> int:
     """Index of the block that holds byte ``position`` (``offsets`` are the blocks' starts)."""
     return bisect.bisect_right(offsets, position) - 1

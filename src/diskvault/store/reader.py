@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .chunks import ChunkReader
 from .errors import CorruptData
 from .fileview import PositionedFile
-from .manifest import decode_block
+from .manifest import block_ends, placed_entries
 from .restore import damage_context
 from .snapshots import SnapshotRecord
 
@@ -79,6 +79,7 @@ class ImageReader:
         self.size = record.size
         self.pool = pool
         self._block_starts = [b.offset for b in record.blocks]
+        self._block_ends = block_ends(record.blocks, record.size)
         self._blocks = _LRU(block_cache_blocks)
         self._chunks = _LRU(chunk_cache_bytes)
         self._lock = threading.Lock()
@@ -90,7 +91,11 @@ class ImageReader:
     # -- manifest blocks ---------------------------------------------------------------
     def _load_block(self, index: int) -> _Block:
         ref = self.record.blocks[index]
-        entries = decode_block(self.chunks.get(ref.digest))
+        try:
+            entries = placed_entries(self.chunks.get(ref.digest), ref.offset,
+                                     self._block_ends[index])
+        except CorruptData as error:
+            raise damage_context(self.record, ref.offset, error) from None
         starts, lengths, digests, offset = [], [], [], ref.offset
         for entry in entries:
             starts.append(offset)

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lmdb
-
 from . import locking
 from .check import CheckReport, check
 from .durable import fsync_dir
@@ -54,24 +52,32 @@ class RepairReport:
 
 
 def set_aside_unreadable_index(index_path: Path) -> Path | None:
-    """Move an index LMDB cannot open or read to ``index.damaged-<time>`` (kept for
+    """Move an index that cannot be read in full to ``index.damaged-<time>`` (kept for
     inspection) so a new one can be built; returns where it went, or None if it reads."""
-    if not index_path.exists():
+    if not index_path.exists() or _index_reads(index_path):
         return None
-    try:
-        index = ChunkIndex(index_path)
+    target = index_path.with_name(f"{index_path.name}.damaged-{int(time.time())}")
+    os.rename(index_path, target)
+    fsync_dir(index_path.parent)
+    return target
+
+
+def _index_reads(index_path: Path) -> bool:
+    """Whether every page and value of the index reads and decodes. Tried in a child
+    process: LMDB trusts its pages, so a damaged one may kill the reader (SIGSEGV, SIGBUS)
+    instead of raising, and repair must survive that to rebuild."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
         try:
-            for _ in index.iter_chunks():
-                pass
-            list(index.pack_stats())
-        finally:
+            index = ChunkIndex(index_path)
+            index.read_everything()
             index.close()
-        return None
-    except (CorruptData, lmdb.Error):
-        target = index_path.with_name(f"{index_path.name}.damaged-{int(time.time())}")
-        os.rename(index_path, target)
-        fsync_dir(index_path.parent)
-        return target
+            status = 0
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status) == 0
 
 
 class _Salvage:
@@ -115,7 +121,7 @@ def _old_locations(index: ChunkIndex) -> tuple[dict[str, list[PackEntry]], set[s
                 location.flags))
             count += 1
         return by_pack, index.known_packs(), count
-    except lmdb.Error:
+    except CorruptData:
         return defaultdict(list), set(), 0
 
 

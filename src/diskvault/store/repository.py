@@ -27,7 +27,8 @@ from .chunker import Hint, hints_from_spans
 from .chunks import ChunkReader, ChunkWriter, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .diff import changed_ranges
-from .errors import BadInput, CorruptData, RepositoryFull, RepositoryNotFound
+from .errors import (BadInput, CorruptData, RepositoryFull, RepositoryNotFound,
+                     RepositoryReadOnly)
 from .index import ChunkIndex
 from .manifest import decode_block
 from .packs import read_footer
@@ -138,6 +139,7 @@ class Repository:
 
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
+        ensure_writable(self.root, command)
         return locking.WriterLock(self.root, command, lock_wait_s)
 
     def reader_lock(self) -> locking.ReaderLock:
@@ -231,8 +233,7 @@ class Repository:
     def snapshot_ids(self) -> set[str]:
         """Ids of the complete snapshots, without reading any record: cheap enough to poll
         (the mount re-lists with it). Temp files of a record being written are not ids."""
-        return {path.name[: -len(".json")] for path in self.snapshots.root.glob("*.json")
-                if not path.name.startswith(".")}
+        return {path.name[: -len(".json")] for path in self.snapshots.record_paths()}
 
     def load_snapshot(self, snapshot_id: str) -> SnapshotRecord:
         return self.snapshots.load(snapshot_id)
@@ -270,7 +271,7 @@ class Repository:
             lock.release()
 
     def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
-        return changed_ranges(a, b, self.load_manifest_block)
+        return changed_ranges(a, b, self.chunks.get)
 
     def browse(self, record: SnapshotRecord, **cache_sizes) -> SnapshotFiles:
         """The volumes and filesystems inside a snapshot's image (`ls`, `pull`, the mount's
@@ -303,10 +304,25 @@ class Repository:
         before the repository is opened, then the index is rebuilt from the packs."""
         root = Path(root)
         config = read_config(root)
+        ensure_writable(root, "check --repair")
         with locking.WriterLock(root, "check --repair", lock_wait_s):
             set_aside = repairing.set_aside_unreadable_index(root / INDEX_DIR)
             with cls(root, config) as repository:
                 return repairing.repair(repository, set_aside, read_data)
+
+
+def ensure_writable(root: Path, command: str) -> None:
+    """RepositoryReadOnly, at once and in one line, where a writer could not finish."""
+    if os.statvfs(root).f_flag & os.ST_RDONLY:
+        reason = "it is on a read-only filesystem"
+    else:
+        denied = [path for path in (root, root / PACKS_DIR, root / SNAPSHOTS_DIR, root / INDEX_DIR)
+                  if path.exists() and not os.access(path, os.W_OK)]
+        if not denied:
+            return
+        reason = f"this user may not write {denied[0]}"
+    raise RepositoryReadOnly(f"repository {root} is read-only: {reason}; {command} changes "
+                             f"it (readers such as list, restore, cat, mount and check work)")
 
 
 def repository_path(value: str | os.PathLike | None) -> Path:

@@ -14,7 +14,7 @@ from .chunks import ChunkReader
 from .index import ChunkLocation
 from .durable import atomic_replacement, write_all
 from .errors import BadInput, CorruptData, TargetExists
-from .manifest import Span, decode_block, spans
+from .manifest import Span, block_ends, placed_entries, spans
 from .pipeline import ordered_map
 from .snapshots import SnapshotRecord
 
@@ -31,10 +31,11 @@ def damage_context(record: SnapshotRecord, offset: int, error: CorruptData) -> C
 
 
 def image_spans(chunks: ChunkReader, record: SnapshotRecord) -> Iterator[Span]:
-    """Every entry of the snapshot's manifest, placed at its offset."""
-    for block in record.blocks:
+    """Every entry of the snapshot's manifest, placed at its offset; each block is proven
+    to fill exactly the range the record gives it."""
+    for block, end in zip(record.blocks, block_ends(record.blocks, record.size)):
         try:
-            entries = decode_block(chunks.get(block.digest))
+            entries = placed_entries(chunks.get(block.digest), block.offset, end)
         except CorruptData as error:
             raise damage_context(record, block.offset, error) from None
         yield from spans(entries, block.offset)

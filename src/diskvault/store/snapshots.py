@@ -11,13 +11,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import blake3
+
 from .durable import remove_durably, write_atomic
 from .errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
-from .manifest import BlockRef
+from .manifest import BlockRef, layout_problem
 
 log = logging.getLogger(__name__)
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2 adds the checksum; version 1 records still load
+READABLE_VERSIONS = (1, 2)
+CHECKSUM_KEY = "checksum"
 ID_HEX_DIGITS = 16
 
 
@@ -69,21 +73,50 @@ class SnapshotRecord:
     def to_json(self) -> bytes:
         body = {"version": RECORD_VERSION, **self.summary(),
                 "blocks": [[b.digest.hex(), b.offset] for b in self.blocks]}
+        body[CHECKSUM_KEY] = record_checksum(body)
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "SnapshotRecord":
+        """A record proven whole (version 2: its checksum) and whose block list can describe
+        its image (every version); CorruptData naming ``where`` otherwise."""
         try:
             body = json.loads(data)
-            if body.get("version") != RECORD_VERSION:
-                raise ValueError(f"record version {body.get('version')}")
-            return cls(
+            version = body.get("version")
+            if version not in READABLE_VERSIONS:
+                raise ValueError(f"record version {version}")
+            record = cls(
                 id=body["id"], name=body["name"], time=datetime.fromisoformat(body["time"]),
                 source=body["source"], size=int(body["size"]), host=body["host"],
                 tags=list(body["tags"]), stats=BackupStats(**body["stats"]),
                 blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]])
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise CorruptData(f"snapshot record {where} cannot be read ({error})") from None
+        problem = _integrity_problem(body, record)
+        if problem:
+            raise CorruptData(f"snapshot record {where} is damaged: {problem}; run "
+                              f"'diskvault check'")
+        return record
+
+
+def record_checksum(body: dict) -> str:
+    """blake3-256 hex of the record's canonical JSON without the checksum field: keys
+    sorted, no whitespace, non-ASCII escaped (docs/format.md, "Snapshot records")."""
+    unsigned = {key: value for key, value in body.items() if key != CHECKSUM_KEY}
+    canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return blake3.blake3(canonical.encode("ascii")).hexdigest()
+
+
+def _integrity_problem(body: dict, record: SnapshotRecord) -> str | None:
+    if body["version"] >= 2:
+        stored = body.get(CHECKSUM_KEY)
+        expected = record_checksum(body)
+        if stored != expected:
+            return (f"checksum mismatch (it says {str(stored)[:16]}…, its content hashes to "
+                    f"{expected[:16]}…)")
+    if record.size < 0:
+        return f"its size is {record.size}"
+    return layout_problem(record.blocks, record.size)
 
 
 class SnapshotStore:
@@ -91,6 +124,7 @@ class SnapshotStore:
 
     def __init__(self, root: Path):
         self.root = root
+        self._strays_reported = False
 
     def path(self, snapshot_id: str) -> Path:
         return self.root / f"{snapshot_id}.json"
@@ -99,8 +133,16 @@ class SnapshotStore:
         write_atomic(self.path(record.id), record.to_json())
 
     def load(self, snapshot_id: str) -> SnapshotRecord:
-        path = self.path(snapshot_id)
-        return SnapshotRecord.from_json(path.read_bytes(), str(path))
+        return self._read(self.path(snapshot_id))
+
+    @staticmethod
+    def _read(path: Path) -> SnapshotRecord:
+        """The record in ``path``, which must be the one its name promises."""
+        record = SnapshotRecord.from_json(path.read_bytes(), str(path))
+        if path.name != f"{record.id}.json":
+            raise CorruptData(f"snapshot record {path} is damaged: it holds snapshot "
+                              f"{record.id!r}; run 'diskvault check'")
+        return record
 
     def delete(self, snapshot_id: str) -> None:
         remove_durably(self.path(snapshot_id))
@@ -108,16 +150,44 @@ class SnapshotStore:
     def scan(self) -> tuple[list[SnapshotRecord], list[tuple[Path, CorruptData]]]:
         """Every readable snapshot, oldest first, and each damaged record with its error."""
         records, damaged = [], []
-        for path in self.root.glob("*.json"):
-            if path.name.startswith("."):
-                continue
+        for path in self.record_paths():
             try:
-                records.append(SnapshotRecord.from_json(path.read_bytes(), str(path)))
+                records.append(self._read(path))
             except FileNotFoundError:
                 continue  # deleted while we listed
             except CorruptData as error:
                 damaged.append((path, error))
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
+
+    def record_paths(self) -> list[Path]:
+        """The ``<id>.json`` files. Anything else in the folder but our temp files is not
+        ours: ignored, with one warning per process (check lists it)."""
+        paths, strays = self._entries()
+        if strays and not self._strays_reported:
+            self._strays_reported = True
+            log.warning("%d entries in %s are not snapshot records and are left alone (%s); "
+                        "'diskvault check' lists them", len(strays), self.root,
+                        ", ".join(p.name for p in strays[:3]) + (", ..." * (len(strays) > 3)))
+        return paths
+
+    def strays(self) -> list[Path]:
+        """Entries that are not records (nor records being written). The caller reports
+        them: scan() then stays quiet about them."""
+        self._strays_reported = True
+        return self._entries()[1]
+
+    def _entries(self) -> tuple[list[Path], list[Path]]:
+        paths, strays = [], []
+        for path in sorted(self.root.iterdir()):
+            name = path.name
+            if name.startswith(".") and name.endswith(".tmp"):
+                continue  # a record being written (durable.write_atomic)
+            if name.endswith(".json") and is_snapshot_id(name[: -len(".json")]) \
+                    and path.is_file():
+                paths.append(path)
+            else:
+                strays.append(path)
+        return paths, strays
 
     def all_intact(self) -> list[SnapshotRecord]:
         """Every snapshot, or CorruptData if any record is damaged: for compaction, which
