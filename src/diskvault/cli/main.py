@@ -10,16 +10,25 @@ import click
 from ..store.errors import DiskvaultError
 from . import (demo, files_commands, maintenance_commands, mount_commands, repository_commands,
                snapshot_commands)
+from .common import DEBUG_FLAG, debug_enabled, debug_option, group_repo_option
 
-DEBUG_FLAG = "--debug"
+
+class DiskvaultGroup(click.Group):
+    """A group whose every command also accepts --debug after its name."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.append(debug_option())
+        super().add_command(cmd, name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(DEBUG_FLAG, is_flag=True, help="Show tracebacks of errors.")
+@click.group(cls=DiskvaultGroup, params=[debug_option()],
+             context_settings={"help_option_names": ["-h", "--help"]})
+@group_repo_option
 @click.version_option(package_name="diskvault")
-def cli(debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Deduplicating, content-addressed backups of disk images and block devices."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+    logging.basicConfig(level=logging.DEBUG if debug_enabled(ctx) else logging.WARNING,
                         format="diskvault: warning: %(message)s")
 
 

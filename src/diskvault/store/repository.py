@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -309,7 +310,20 @@ class Repository:
                 return repairing.repair(repository, set_aside, read_data)
 
 
+# "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local
+# name with such a colon is still reachable as ./name.
+_REMOTE_LOOKING = re.compile(r"^[^/]*:")
+
+
 def repository_path(value: str | os.PathLike | None) -> Path:
+    """The local folder named by -r/DISKVAULT_REPO. What looks like a URL or a remote spec
+    is refused rather than taken for a local folder with an odd name."""
     if not value:
         raise BadInput("no repository given: use -r/--repo PATH or set DISKVAULT_REPO")
-    return Path(value)
+    text = os.fspath(value)
+    if isinstance(text, str) and _REMOTE_LOOKING.match(text):
+        local_hint = "" if "://" in text else f", or ./{text} for a local name with a colon"
+        raise BadInput(f"repository {text!r} looks like a URL or a remote location; this "
+                       f"diskvault supports local folders only: give a path such as "
+                       f"/backups/vm1{local_hint}")
+    return Path(text)
