@@ -74,3 +74,64 @@ def test_a_local_path_with_a_colon_after_a_slash_is_a_repository(tmp_path, monke
     run_cli("init", "-r", repo, check=True)
     assert run_cli("list", "-r", repo, check=True).returncode == 0
     assert (tmp_path / repo / "config").is_file()
+
+
+# -- settings: checked at init (exit 2, naming the option) and when read (exit 1) ------
+@pytest.mark.parametrize("option, value, says", [
+    ("--chunk-size", "0", "256..67108864"), ("--chunk-size", "-4096", "256..67108864"),
+    ("--chunk-size", "1000", "power of two"), ("--chunk-size", "134217728", "256..67108864"),
+    ("--compression", "zstd:99", "1..22"), ("--compression", "zstd:0", "1..22"),
+    ("--compression", "lz4", "zstd:N"), ("--compression", "zstd:fast", "number")])
+def test_init_refuses_a_setting_out_of_range_naming_the_option(tmp_path, option, value, says):
+    result = run_cli("init", "-r", str(tmp_path / "repo"), option, value)
+    assert_one_line_error(result, EXIT_BAD_INPUT, f"{option} {value}:", says)
+    assert not (tmp_path / "repo").exists()
+
+
+def edit_config(repo: str, edit) -> None:
+    path = Path(repo) / "config"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+
+
+def set_value(*keys_and_value):
+    *keys, last, value = keys_and_value
+
+    def edit(config):
+        for key in keys:
+            config = config[key]
+        config[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, says", [
+    (set_value("compression", "level", 99), "zstd level 99 is outside 1..22"),
+    (set_value("compression", "codec", "lz4"), "codec 'lz4'"),
+    (set_value("chunker", "avg_bytes", 0), "avg_bytes) 0"),
+    (set_value("chunker", "avg_bytes", 3000), "power of two"),
+    (set_value("chunker", "min_bytes", 1 << 20), "min_bytes) 1048576"),
+    (set_value("chunker", "max_bytes", 512), "max_bytes) 512"),
+    (set_value("chunker", "avg_bytes", "4096"), 'chunker.avg_bytes is "4096", not a whole'),
+    (set_value("chunker", "min_bytes", True), "chunker.min_bytes is true"),
+    (set_value("chunker", [4096]), "chunker is [4096], not an object"),
+    (set_value("hash", "sha256"), "hash 'sha256'"),
+    (set_value("pack_target_bytes", 0), "pack_target_bytes 0 is outside"),
+    (set_value("pack_target_bytes", 1.5), "pack_target_bytes is 1.5"),
+    (set_value("repository_id", "x"), "repository_id 'x'"),
+    (lambda config: config.pop("hash"), "hash is missing"),
+    (lambda config: config["compression"].pop("level"), "compression.level is missing")])
+def test_a_hand_edited_config_is_one_line_naming_the_setting(backed_up, edit, says):
+    edit_config(backed_up, edit)
+    result = run_cli("list", "-r", backed_up)
+    assert_one_line_error(result, 1, f"config of repository {backed_up} is invalid", says)
+
+
+@pytest.mark.parametrize("command", [["backup", "{image}"], ["check", "--repair"], ["info"],
+                                     ["cat", "latest"]])
+def test_every_command_reads_the_config_through_the_same_checks(backed_up, tmp_path, command):
+    edit_config(backed_up, set_value("chunker", "avg_bytes", 0))
+    image = str(write_image(tmp_path / "new.img", 50_000))
+    result = run_cli(*[a.format(image=image) for a in command], "-r", backed_up)
+    assert_one_line_error(result, 1, f"config of repository {backed_up} is invalid",
+                          "avg_bytes) 0")

@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import click
 
+from ..store.config import ChunkerParams, Compression
+from ..store.errors import BadInput
 from ..store.repository import Repository, repository_path
 from .common import opened, repo_option
 from .output import human_bytes, warn
 
 
+def _checked(check):
+    """A click callback running ``check(value)``; its BadInput names the option."""
+    def callback(_ctx, param: click.Parameter, value):
+        if value is not None:
+            try:
+                check(value)
+            except BadInput as error:
+                raise BadInput(f"{param.opts[0]} {value}: {error}") from None
+        return value
+    return callback
+
+
 @click.command()
 @repo_option
 @click.option("--chunk-size", "chunk_size", type=int, default=None, metavar="AVG",
-              help="Average chunk size in bytes, a power of two (default 65536).")
+              callback=_checked(lambda avg: ChunkerParams.from_average(avg).validate()),
+              help="Average chunk size in bytes, a power of two from 256 to 67108864 "
+                   "(default 65536).")
 @click.option("--compression", default="zstd:3", show_default=True, metavar="zstd:N|none",
-              help="Compression of stored chunks.")
+              callback=_checked(Compression.parse),
+              help="Compression of stored chunks (N from 1 to 22).")
 def init(repo: str | None, chunk_size: int | None, compression: str) -> None:
     """Create a new, empty repository."""
     repository = Repository.init(repository_path(repo), chunk_size, compression)

@@ -99,7 +99,7 @@ class Repository:
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
-        chunker = ChunkerParams.from_average(chunk_size) if chunk_size else ChunkerParams()
+        chunker = ChunkerParams() if chunk_size is None else ChunkerParams.from_average(chunk_size)
         chunker.validate()
         config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
         root.mkdir(parents=True, exist_ok=True)
