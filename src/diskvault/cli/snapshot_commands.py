@@ -12,7 +12,8 @@ import click
 from ..store.errors import CorruptData
 from ..store.snapshots import SnapshotRecord
 from .common import lock_wait_option, opened, repo_option
-from .output import human_bytes, human_rate, print_json, print_snapshots, ratio
+from .output import (human_bytes, human_rate, print_json, print_snapshots,
+                     repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
 
 progress_option = click.option(
@@ -22,10 +23,12 @@ progress_option = click.option(
 
 def backup_summary(record: SnapshotRecord) -> str:
     stats = record.stats
-    return (f"snapshot {record.short_id} ({record.name}) saved: {human_bytes(record.size)} image, "
-            f"{human_bytes(stats.bytes_read)} read, {human_bytes(stats.zero_bytes)} zeros, "
-            f"{human_bytes(stats.new_bytes)} new ({human_bytes(stats.stored_bytes)} stored), "
-            f"{stats.duration_s:.1f} s, {human_rate(record.size, stats.duration_s)}")
+    space = snapshot_space(record)
+    return (f"snapshot {record.short_id} ({record.name}) saved: {human_bytes(record.size)} image "
+            f"= {space.parts}; {human_bytes(stats.bytes_read)} read, "
+            f"{human_bytes(stats.new_bytes)} new, {human_bytes(stats.stored_bytes)} stored "
+            f"(data/stored {space.ratio}), {stats.duration_s:.1f} s, "
+            f"{human_rate(record.size, stats.duration_s)}")
 
 
 @click.command()
@@ -46,7 +49,7 @@ def backup(repo, source: Path, name, tags, as_json, show_progress, lock_wait_s) 
         finally:
             progress.close()
     if as_json:
-        print_json(record.summary())
+        print_json(snapshot_json(record))
     else:
         click.echo(backup_summary(record))
 
@@ -78,7 +81,7 @@ def list_snapshots(repo, name, as_json) -> None:
         records, damaged = repository.scan_snapshots()
     records = [r for r in records if r.name == name] if name else records
     if as_json:
-        print_json([r.summary() for r in records])
+        print_json([snapshot_json(r) for r in records])
     else:
         print_snapshots(records)
     if damaged:
@@ -97,22 +100,25 @@ def info(repo, snapshot, as_json) -> None:
         totals = repository.totals()
         record = repository.find_snapshot(snapshot) if snapshot else None
         config = repository.config
+    space = repository_space(totals)
     repo_body = {"path": str(repository.root), "format_version": config.version,
                  "repository_id": config.repository_id, "snapshots": totals.snapshots,
                  "logical_bytes": totals.logical_bytes, "stored_bytes": totals.stored_bytes,
-                 "chunks": totals.chunks, "packs": totals.packs,
+                 "chunks": totals.chunks, "packs": totals.packs, "space": space.to_json(),
                  "chunker": vars(config.chunker), "compression": vars(config.compression)}
     if as_json:
-        print_json({"repository": repo_body, "snapshot": record.summary() if record else None})
+        print_json({"repository": repo_body, "snapshot": snapshot_json(record) if record
+                    else None})
         return
     if record is None:
         click.echo(f"repository   {repository.root} (format {config.version})")
         click.echo(f"snapshots    {totals.snapshots}")
-        click.echo(f"images       {human_bytes(totals.logical_bytes)} in all")
+        click.echo(f"images       {human_bytes(totals.logical_bytes)} in all = {space.parts} "
+                   f"(never stored)")
         click.echo(f"stored       {human_bytes(totals.stored_bytes)} in {totals.packs} packs, "
                    f"{totals.chunks} chunks")
-        click.echo(f"saving       {ratio(totals.logical_bytes, totals.stored_bytes)} "
-                   f"(dedup, zeros and compression)")
+        click.echo(f"saving       {space.ratio} data / stored (dedup and compression; zeros "
+                   f"not counted)")
         return
     stats = record.stats
     click.echo(f"snapshot     {record.id} ({record.name})")
@@ -121,15 +127,18 @@ def info(repo, snapshot, as_json) -> None:
     click.echo(f"tags         {', '.join(record.tags) or '-'}")
     click.echo(f"image        {human_bytes(record.size)} ({record.size} bytes), "
                f"{stats.chunks} chunks, {stats.manifest_blocks} manifest blocks")
+    click.echo(f"data         {human_bytes(record.size - stats.zero_bytes)} (the image "
+               f"without its zero runs)")
     click.echo(f"zeros        {human_bytes(stats.zero_bytes)} (never stored)")
     click.echo(f"new data     {human_bytes(stats.new_bytes)} in {stats.new_chunks} chunks, "
                f"{human_bytes(stats.stored_bytes)} stored after compression")
-    click.echo(f"dedup        {ratio(record.size, stats.stored_bytes)} image size / new stored")
+    click.echo(f"dedup        {snapshot_space(record).ratio} data / new stored (zeros not "
+               f"counted)")
     click.echo(f"duration     {stats.duration_s:.1f} s "
                f"({human_rate(record.size, stats.duration_s)})")
     click.echo(f"repository   {human_bytes(totals.stored_bytes)} stored for "
-               f"{human_bytes(totals.logical_bytes)} of images "
-               f"({ratio(totals.logical_bytes, totals.stored_bytes)})")
+               f"{human_bytes(space.data_bytes)} of data in images ({space.ratio}; "
+               f"{human_bytes(space.zero_bytes)} zeros not counted)")
 
 
 @click.command()

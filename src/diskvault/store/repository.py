@@ -74,6 +74,7 @@ def _free_bytes(path: Path) -> int:
 class RepositoryTotals:
     snapshots: int
     logical_bytes: int   # sum of all snapshots' image sizes
+    zero_bytes: int      # the part of logical_bytes in zero runs (never stored)
     stored_bytes: int    # bytes of all pack files
     chunks: int
     packs: int
@@ -244,6 +245,7 @@ class Repository:
         stats = list(self.index.pack_stats())
         return RepositoryTotals(
             snapshots=len(records), logical_bytes=sum(r.size for r in records),
+            zero_bytes=sum(r.stats.zero_bytes for r in records),
             stored_bytes=sum(s.file_size for _, s in stats), chunks=self.index.chunk_count(),
             packs=len(stats))
 
