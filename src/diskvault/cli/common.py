@@ -54,6 +54,10 @@ def debug_enabled(ctx: click.Context) -> bool:
     return ctx.meta.get(DEBUG_KEY, False)
 
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print what the command did as one JSON document on stdout.")
+
 lock_wait_option = click.option(
     "--lock-wait", "lock_wait_s", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
     show_default=True, help="Wait up to this long for another writer to finish.")

@@ -18,7 +18,7 @@ from ..store.locations import VolumeSummary
 from ..store.pull import PullProgress, PullReport
 from ..store.pull import pull as pull_files
 from ..store.snapshots import SnapshotRecord
-from .common import opened, repo_option
+from .common import json_option, opened, repo_option
 from .output import human_bytes, print_json, print_table
 from .progress import ProgressLine
 from .snapshot_commands import progress_option
@@ -123,7 +123,8 @@ def printable(text: str) -> str:
 @click.argument("location")
 @click.argument("destination", type=click.Path(path_type=Path))
 @progress_option
-def pull(repo, snapshot, location, destination: Path, show_progress) -> None:
+@json_option
+def pull(repo, snapshot, location, destination: Path, show_progress, as_json) -> None:
     """Copy a file or a whole folder out of a snapshot's image to DESTINATION, like `cp -a`.
 
     An existing folder DESTINATION receives the copy under its own name; otherwise the copy
@@ -144,7 +145,12 @@ def pull(repo, snapshot, location, destination: Path, show_progress) -> None:
             line.close()
     for problem in report.problems:
         click.echo(f"diskvault: not copied: {printable(problem.message)}", err=True)
-    click.echo(pull_summary(record, location, destination, report, time.monotonic() - started))
+    if as_json:
+        print_json({"snapshot": record.id, "location": location,
+                    "destination": str(destination), **dataclasses.asdict(report)})
+    else:
+        click.echo(pull_summary(record, location, destination, report,
+                                time.monotonic() - started))
     if report.problems:
         count = len(report.problems)
         raise DiskvaultError(f"{count} {'entry was' if count == 1 else 'entries were'} not "

@@ -69,6 +69,13 @@ def repository_space(totals) -> Space:
     return Space(totals.logical_bytes, totals.zero_bytes, totals.stored_bytes)
 
 
+def config_json(root, config) -> dict:
+    """A repository's fixed settings, as ``init`` and ``info --json`` print them."""
+    return {"path": str(root), "format_version": config.version,
+            "repository_id": config.repository_id, "chunker": vars(config.chunker),
+            "compression": vars(config.compression)}
+
+
 def snapshot_json(record) -> dict:
     """What ``backup``, ``list`` and ``info --json`` print for a snapshot."""
     return {**record.summary(), "space": snapshot_space(record).to_json()}

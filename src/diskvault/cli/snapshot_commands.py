@@ -11,8 +11,8 @@ import click
 
 from ..store.errors import CorruptData
 from ..store.snapshots import SnapshotRecord
-from .common import lock_wait_option, opened, repo_option
-from .output import (human_bytes, human_rate, print_json, print_snapshots,
+from .common import json_option, lock_wait_option, opened, repo_option
+from .output import (config_json, human_bytes, human_rate, print_json, print_snapshots,
                      repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
 
@@ -36,7 +36,7 @@ def backup_summary(record: SnapshotRecord) -> str:
 @click.argument("source", type=click.Path(path_type=Path, readable=False))
 @click.option("--name", default=None, help="Series name (default: the source's file name).")
 @click.option("--tag", "tags", multiple=True, help="A tag to attach (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@json_option
 @progress_option
 @lock_wait_option
 def backup(repo, source: Path, name, tags, as_json, show_progress, lock_wait_s) -> None:
@@ -74,7 +74,7 @@ def _source_size(source: Path) -> int:
 @click.command("list")
 @repo_option
 @click.option("--name", default=None, help="Only this series.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def list_snapshots(repo, name, as_json) -> None:
     """List snapshots, oldest first."""
     with opened(repo) as repository:
@@ -93,7 +93,7 @@ def list_snapshots(repo, name, as_json) -> None:
 @click.command()
 @repo_option
 @click.argument("snapshot", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def info(repo, snapshot, as_json) -> None:
     """Show a snapshot's sizes and dedup figures (or the repository's, without SNAPSHOT)."""
     with opened(repo) as repository:
@@ -101,11 +101,9 @@ def info(repo, snapshot, as_json) -> None:
         record = repository.find_snapshot(snapshot) if snapshot else None
         config = repository.config
     space = repository_space(totals)
-    repo_body = {"path": str(repository.root), "format_version": config.version,
-                 "repository_id": config.repository_id, "snapshots": totals.snapshots,
+    repo_body = {**config_json(repository.root, config), "snapshots": totals.snapshots,
                  "logical_bytes": totals.logical_bytes, "stored_bytes": totals.stored_bytes,
-                 "chunks": totals.chunks, "packs": totals.packs, "space": space.to_json(),
-                 "chunker": vars(config.chunker), "compression": vars(config.compression)}
+                 "chunks": totals.chunks, "packs": totals.packs, "space": space.to_json()}
     if as_json:
         print_json({"repository": repo_body, "snapshot": snapshot_json(record) if record
                     else None})
@@ -147,7 +145,8 @@ def info(repo, snapshot, as_json) -> None:
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing file or block device.")
 @progress_option
-def restore(repo, snapshot, target: Path, force, show_progress) -> None:
+@json_option
+def restore(repo, snapshot, target: Path, force, show_progress, as_json) -> None:
     """Restore a snapshot to a new sparse file, an existing file, or a block device."""
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
@@ -156,8 +155,12 @@ def restore(repo, snapshot, target: Path, force, show_progress) -> None:
             repository.restore(record, target, force, progress)
         finally:
             progress.close()
-    click.echo(f"restored snapshot {record.short_id} ({record.name}, "
-               f"{human_bytes(record.size)}) to {target}", err=True)
+    if as_json:
+        print_json({"snapshot": snapshot_json(record), "target": str(target),
+                    "image_bytes": record.size})
+    else:
+        click.echo(f"restored snapshot {record.short_id} ({record.name}, "
+                   f"{human_bytes(record.size)}) to {target}", err=True)
 
 
 @click.command()
@@ -176,7 +179,7 @@ def cat(repo, snapshot) -> None:
 @repo_option
 @click.argument("snapshot_a")
 @click.argument("snapshot_b")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def diff(repo, snapshot_a, snapshot_b, as_json) -> None:
     """List the byte ranges that differ between two snapshots (from manifests only)."""
     with opened(repo) as repository:
