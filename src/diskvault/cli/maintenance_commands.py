@@ -8,8 +8,8 @@ import click
 from ..store.check import CheckReport
 from ..store.compact import DEFAULT_THRESHOLD, CompactResult
 from ..store.errors import CorruptData
-from ..store.repair import RepairReport
 from ..store.prune import PrunePlan
+from ..store.repair import RepairReport
 from ..store.repository import Repository, repository_path
 from ..store.retention import KeepPolicy, parse_duration
 from ..store.snapshots import SnapshotRecord

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import click
 
+from ..store.repository import RepositoryTotals
+from ..store.snapshots import SnapshotRecord
+
 UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
 
 
@@ -59,12 +62,12 @@ class Space:
                 "data_per_stored": self.data_per_stored}
 
 
-def snapshot_space(record) -> Space:
+def snapshot_space(record: SnapshotRecord) -> Space:
     """A snapshot's data against what its backup newly stored."""
     return Space(record.size, record.stats.zero_bytes, record.stats.stored_bytes)
 
 
-def repository_space(totals) -> Space:
+def repository_space(totals: RepositoryTotals) -> Space:
     """Every snapshot's data against the bytes of every pack."""
     return Space(totals.logical_bytes, totals.zero_bytes, totals.stored_bytes)
 
@@ -76,7 +79,7 @@ def config_json(root, config) -> dict:
             "compression": vars(config.compression)}
 
 
-def snapshot_json(record) -> dict:
+def snapshot_json(record: SnapshotRecord) -> dict:
     """What ``backup``, ``list`` and ``info --json`` print for a snapshot."""
     return {**record.summary(), "space": snapshot_space(record).to_json()}
 

@@ -118,20 +118,18 @@ def info(repo, snapshot, as_json) -> None:
         click.echo(f"saving       {space.ratio} data / stored (dedup and compression; zeros "
                    f"not counted)")
         return
-    stats = record.stats
+    stats, own = record.stats, snapshot_space(record)
     click.echo(f"snapshot     {record.id} ({record.name})")
     click.echo(f"time         {record.time:%Y-%m-%d %H:%M:%S} UTC, host {record.host}")
     click.echo(f"source       {record.source}")
     click.echo(f"tags         {', '.join(record.tags) or '-'}")
     click.echo(f"image        {human_bytes(record.size)} ({record.size} bytes), "
                f"{stats.chunks} chunks, {stats.manifest_blocks} manifest blocks")
-    click.echo(f"data         {human_bytes(record.size - stats.zero_bytes)} (the image "
-               f"without its zero runs)")
-    click.echo(f"zeros        {human_bytes(stats.zero_bytes)} (never stored)")
+    click.echo(f"data         {human_bytes(own.data_bytes)} (the image without its zero runs)")
+    click.echo(f"zeros        {human_bytes(own.zero_bytes)} (never stored)")
     click.echo(f"new data     {human_bytes(stats.new_bytes)} in {stats.new_chunks} chunks, "
                f"{human_bytes(stats.stored_bytes)} stored after compression")
-    click.echo(f"dedup        {snapshot_space(record).ratio} data / new stored (zeros not "
-               f"counted)")
+    click.echo(f"dedup        {own.ratio} data / new stored (zeros not counted)")
     click.echo(f"duration     {stats.duration_s:.1f} s "
                f"({human_rate(record.size, stats.duration_s)})")
     click.echo(f"repository   {human_bytes(totals.stored_bytes)} stored for "
