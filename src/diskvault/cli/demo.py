@@ -18,7 +18,7 @@ import click
 
 from ..store.errors import DiskvaultError
 from ..store.repository import Repository
-from .output import human_bytes, print_snapshots, ratio
+from .output import human_bytes, print_snapshots, repository_space
 from .snapshot_commands import backup_summary
 
 IMAGE_BYTES = 96 * 1024 * 1024
@@ -133,10 +133,10 @@ def _show_results(repo: Repository, repo_path: Path, workdir: Path, hashes) -> N
     click.echo(f"restored night 1: sha256 {verdict}")
     if verdict != "bit-exact":
         raise DiskvaultError("the restored image differs from the original")
-    totals = repo.totals()
-    click.echo(f"dedup: {len(records)} snapshots, {human_bytes(totals.logical_bytes)} of images "
-               f"stored in {human_bytes(totals.stored_bytes)} "
-               f"({ratio(totals.logical_bytes, totals.stored_bytes)} smaller)")
+    space = repository_space(repo.totals())
+    click.echo(f"dedup: {len(records)} snapshots, {human_bytes(space.image_bytes)} of images "
+               f"= {space.parts}; the data stored in {human_bytes(space.stored_bytes)} "
+               f"({space.ratio} smaller; zeros are never stored and not counted)")
     click.echo(f"everything is in {workdir}")
 
 

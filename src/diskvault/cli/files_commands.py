@@ -18,7 +18,7 @@ from ..store.locations import VolumeSummary
 from ..store.pull import PullProgress, PullReport
 from ..store.pull import pull as pull_files
 from ..store.snapshots import SnapshotRecord
-from .common import opened, repo_option
+from .common import json_option, opened, repo_option
 from .output import human_bytes, print_json, print_table
 from .progress import ProgressLine
 from .snapshot_commands import progress_option
@@ -30,7 +30,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 @repo_option
 @click.argument("snapshot")
 @click.argument("location", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def ls(repo, snapshot, location, as_json) -> None:
     """List the volumes of a snapshot's image and their filesystems, or, with LOCATION, a
     folder inside one like `ls -l` (a file or symlink shows itself).
@@ -137,7 +137,9 @@ def printable(text: str) -> str:
 @progress_option
 @click.option("--keep-setuid", "keep_set_id", is_flag=True,
               help="As root, keep setuid and setgid bits (dropped by default, as tar without -p).")
-def pull(repo, snapshot, location, destination: Path, show_progress, keep_set_id) -> None:
+@json_option
+def pull(repo, snapshot, location, destination: Path, show_progress, keep_set_id,
+         as_json) -> None:
     """Copy a file or a whole folder out of a snapshot's image to DESTINATION, like `cp -a`.
 
     An existing folder DESTINATION receives the copy under its own name; otherwise the copy
@@ -158,7 +160,12 @@ def pull(repo, snapshot, location, destination: Path, show_progress, keep_set_id
                                 keep_set_id)
         finally:
             line.close()
-    click.echo(pull_summary(record, location, destination, report, time.monotonic() - started))
+    if as_json:
+        print_json({"snapshot": record.id, "location": location,
+                    "destination": str(destination), **dataclasses.asdict(report)})
+    else:
+        click.echo(pull_summary(record, location, destination, report,
+                                time.monotonic() - started))
     report_problems("not copied", [problem.message for problem in report.problems], "not copied")
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import signal
 import sys
 
 import click
@@ -10,22 +13,57 @@ import click
 from ..store.errors import DiskvaultError
 from . import (demo, files_commands, maintenance_commands, mount_commands, repository_commands,
                snapshot_commands)
+from .common import DEBUG_FLAG, debug_enabled, debug_option, group_repo_option
 
-DEBUG_FLAG = "--debug"
+
+# What a shell reports for a command that SIGPIPE ended, as `cat` in `cat big | head`.
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(DEBUG_FLAG, is_flag=True, help="Show tracebacks of errors.")
+class OutputClosed(Exception):
+    """The reader of our output went away (`diskvault cat latest | head`): a normal end.
+    Raised in place of BrokenPipeError, which click's own handling would turn into exit 1."""
+
+
+class DiskvaultGroup(click.Group):
+    """A group whose every command also accepts --debug after its name."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.append(debug_option())
+        super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise OutputClosed() from None
+
+
+@click.group(cls=DiskvaultGroup, params=[debug_option()],
+             context_settings={"help_option_names": ["-h", "--help"]})
+@group_repo_option
 @click.version_option(package_name="diskvault")
-def cli(debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Deduplicating, content-addressed backups of disk images and block devices."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+    logging.basicConfig(level=logging.DEBUG if debug_enabled(ctx) else logging.WARNING,
                         format="diskvault: warning: %(message)s")
 
 
 for module in (repository_commands, snapshot_commands, demo, mount_commands,
                maintenance_commands, files_commands):
     module.register(cli)
+
+
+def whole_writes_to_stdout() -> None:
+    """Under PYTHONUNBUFFERED (python -u) stdout sits on a raw file, whose write may take
+    only part of the bytes (interrupted by a signal, or the reader went away) and says so
+    only in its return value, which print, click and ``cat`` ignore: the rest would be
+    lost without a word. A buffer in between writes everything or raises."""
+    if isinstance(sys.stdout.buffer, io.RawIOBase):
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(sys.stdout.buffer),
+                                      encoding=sys.stdout.encoding, errors=sys.stdout.errors,
+                                      line_buffering=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,8 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     sys.setswitchinterval(0.0002)
     args = sys.argv[1:] if argv is None else argv
     debug = DEBUG_FLAG in args
+    whole_writes_to_stdout()
     try:
         cli.main(args=args, prog_name="diskvault", standalone_mode=False)
+        sys.stdout.flush()  # output still buffered meets a closed pipe here, not at exit
+    except (OutputClosed, BrokenPipeError):
+        # Python's last flush at exit must not meet the closed pipe again and complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_OUTPUT_CLOSED)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as error:
@@ -48,9 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("diskvault: interrupted", err=True)
         sys.exit(130)
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (e.g. `cat | head`): not an error to report
-        sys.exit(1)
     except DiskvaultError as error:
         if debug:
             raise

@@ -8,12 +8,13 @@ import click
 from ..store.check import CheckReport
 from ..store.compact import DEFAULT_THRESHOLD, CompactResult
 from ..store.errors import CorruptData
+from ..store.prune import PrunePlan
 from ..store.repair import RepairReport
 from ..store.repository import Repository, repository_path
 from ..store.retention import KeepPolicy, parse_duration
 from ..store.snapshots import SnapshotRecord
-from .common import lock_wait_option, opened, repo_option
-from .output import human_bytes, human_rate, print_json, print_table, warn
+from .common import json_option, lock_wait_option, opened, repo_option
+from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn
 from .progress import ProgressLine
 
 COMPACT_HINT = "run 'diskvault compact' to give their space back"
@@ -31,12 +32,17 @@ def _when(record: SnapshotRecord) -> str:
 @repo_option
 @click.argument("snapshots", nargs=-1, required=True, metavar="SNAPSHOT...")
 @lock_wait_option
-def delete(repo, snapshots, lock_wait_s) -> None:
+@json_option
+def delete(repo, snapshots, lock_wait_s, as_json) -> None:
     """Delete snapshots (id, id prefix, series name or 'latest'); compact frees the space."""
     with opened(repo) as repository:
         records = repository.delete_snapshots(snapshots, lock_wait_s)
-    for record in records:
-        click.echo(f"deleted snapshot {record.short_id} ({record.name}, {_when(record)} UTC)")
+    if as_json:
+        print_json({"deleted": [snapshot_json(record) for record in records]})
+    else:
+        for record in records:
+            click.echo(f"deleted snapshot {record.short_id} ({record.name}, {_when(record)} "
+                       f"UTC)")
     click.echo(COMPACT_HINT, err=True)
 
 
@@ -63,25 +69,41 @@ def _count_option(rule: str, period: str):
 @click.option("--allow-delete-all", is_flag=True,
               help="Allow removing every snapshot of a series (and a prune with no rule).")
 @lock_wait_option
+@json_option
 def prune(repo, last, hourly, daily, weekly, monthly, yearly, within, name, dry_run,
-          allow_delete_all, lock_wait_s) -> None:
+          allow_delete_all, lock_wait_s, as_json) -> None:
     """Remove the snapshots no --keep-* rule keeps, per series; compact frees the space."""
     policy = KeepPolicy(last=last, hourly=hourly, daily=daily, weekly=weekly, monthly=monthly,
                         yearly=yearly, within=parse_duration(within) if within else None)
     with opened(repo) as repository:
         plan = repository.prune(policy, name, dry_run, allow_delete_all,
                                 lock_wait_s=lock_wait_s)
+    if as_json:
+        print_json(_prune_json(plan, dry_run))
+    else:
+        _print_prune(plan, dry_run)
+    for series in plan.protected_series:
+        warn(f"the rules keep no snapshot of series {series!r}; its newest one is kept anyway "
+             f"(use --allow-delete-all to remove the whole series)")
+    if plan.removed and not dry_run:
+        click.echo(COMPACT_HINT, err=True)
+
+
+def _print_prune(plan: PrunePlan, dry_run: bool) -> None:
     rows = [[d.record.short_id, d.record.name, _when(d.record),
              "keep" if d.reason else ("would remove" if dry_run else "removed"),
              d.reason or ""] for d in plan.decisions]
     print_table(["ID", "NAME", "TIME (UTC)", "ACTION", "KEPT BECAUSE"], rows)
-    for series in plan.protected_series:
-        warn(f"the rules keep no snapshot of series {series!r}; its newest one is kept anyway "
-             f"(use --allow-delete-all to remove the whole series)")
     verb = "to remove (dry run: nothing was changed)" if dry_run else "removed"
     click.echo(f"{len(plan.kept)} kept, {len(plan.removed)} {verb}")
-    if plan.removed and not dry_run:
-        click.echo(COMPACT_HINT, err=True)
+
+
+def _prune_json(plan: PrunePlan, dry_run: bool) -> dict:
+    return {"dry_run": dry_run, "kept": len(plan.kept), "removed": len(plan.removed),
+            "protected_series": plan.protected_series,
+            "decisions": [{"id": d.record.id, "name": d.record.name,
+                           "time": d.record.time.isoformat(), "kept": d.reason is not None,
+                           "kept_because": d.reason} for d in plan.decisions]}
 
 
 @click.command()
@@ -91,7 +113,7 @@ def prune(repo, last, hourly, daily, weekly, monthly, yearly, within, name, dry_
               default=DEFAULT_THRESHOLD * 100, show_default=True, metavar="PERCENT",
               help="Rewrite a pack once more than this share of its bytes is unused; "
                    "0 rewrites every pack holding anything unused.")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@json_option
 @lock_wait_option
 def compact(repo, threshold_percent, as_json, lock_wait_s) -> None:
     """Give back the space of data no snapshot uses (after delete or prune)."""
@@ -127,7 +149,7 @@ def _print_compact(result: CompactResult, stored: int) -> None:
 @click.option("--repair", is_flag=True,
               help="Rebuild the index from the packs (with --read-data: leaving damaged "
                    "records out) and report what cannot be restored.")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@json_option
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Show a progress line for --read-data (default: only on a terminal).")
 @lock_wait_option

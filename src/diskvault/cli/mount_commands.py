@@ -15,7 +15,7 @@ from ..fuse.preflight import check_allow_other, check_mountpoint, load_fusepy
 from ..fuse.serve import serve
 from ..fuse.unmount import unmount
 from ..store.snapshots import SnapshotRecord
-from .common import opened, repo_option
+from .common import debug_enabled, opened, repo_option
 from .output import warn
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
     load_fusepy()
     if allow_other:
         check_allow_other()
-    debug = ctx.find_root().params.get("debug", False)
+    debug = debug_enabled(ctx)
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot) if snapshot else None
         if foreground or as_daemon:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 
 import click
+
+from ..store.repository import RepositoryTotals
+from ..store.snapshots import SnapshotRecord
 
 UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
 
@@ -25,8 +29,59 @@ def human_rate(size: float, seconds: float) -> str:
     return f"{size / seconds / 1e6:.0f} MB/s"
 
 
-def ratio(numerator: float, denominator: float) -> str:
-    return f"{numerator / denominator:.1f}x" if denominator else "-"
+@dataclass(frozen=True)
+class Space:
+    """Images against the bytes that storing them took. Zero runs (holes, all-zero chunks)
+    are never stored and any sparse-aware copy skips them too, so they are counted apart,
+    never as a saving: the one ratio diskvault reports is data bytes (image bytes minus
+    zero runs) per stored byte."""
+
+    image_bytes: int
+    zero_bytes: int
+    stored_bytes: int
+
+    @property
+    def data_bytes(self) -> int:
+        return self.image_bytes - self.zero_bytes
+
+    @property
+    def data_per_stored(self) -> float | None:
+        return round(self.data_bytes / self.stored_bytes, 2) if self.stored_bytes else None
+
+    @property
+    def ratio(self) -> str:
+        return "-" if self.data_per_stored is None else f"{self.data_per_stored:.1f}x"
+
+    @property
+    def parts(self) -> str:
+        return f"{human_bytes(self.data_bytes)} data + {human_bytes(self.zero_bytes)} zeros"
+
+    def to_json(self) -> dict:
+        return {"image_bytes": self.image_bytes, "zero_bytes": self.zero_bytes,
+                "data_bytes": self.data_bytes, "stored_bytes": self.stored_bytes,
+                "data_per_stored": self.data_per_stored}
+
+
+def snapshot_space(record: SnapshotRecord) -> Space:
+    """A snapshot's data against what its backup newly stored."""
+    return Space(record.size, record.stats.zero_bytes, record.stats.stored_bytes)
+
+
+def repository_space(totals: RepositoryTotals) -> Space:
+    """Every snapshot's data against the bytes of every pack."""
+    return Space(totals.logical_bytes, totals.zero_bytes, totals.stored_bytes)
+
+
+def config_json(root, config) -> dict:
+    """A repository's fixed settings, as ``init`` and ``info --json`` print them."""
+    return {"path": str(root), "format_version": config.version,
+            "repository_id": config.repository_id, "chunker": vars(config.chunker),
+            "compression": vars(config.compression)}
+
+
+def snapshot_json(record: SnapshotRecord) -> dict:
+    """What ``backup``, ``list`` and ``info --json`` print for a snapshot."""
+    return {**record.summary(), "space": snapshot_space(record).to_json()}
 
 
 def print_json(value) -> None:

@@ -11,8 +11,9 @@ import click
 
 from ..store.errors import CorruptData
 from ..store.snapshots import SnapshotRecord
-from .common import lock_wait_option, opened, repo_option
-from .output import human_bytes, human_rate, print_json, print_snapshots, ratio
+from .common import json_option, lock_wait_option, opened, repo_option
+from .output import (config_json, human_bytes, human_rate, print_json, print_snapshots,
+                     repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
 
 progress_option = click.option(
@@ -22,10 +23,12 @@ progress_option = click.option(
 
 def backup_summary(record: SnapshotRecord) -> str:
     stats = record.stats
-    return (f"snapshot {record.short_id} ({record.name}) saved: {human_bytes(record.size)} image, "
-            f"{human_bytes(stats.bytes_read)} read, {human_bytes(stats.zero_bytes)} zeros, "
-            f"{human_bytes(stats.new_bytes)} new ({human_bytes(stats.stored_bytes)} stored), "
-            f"{stats.duration_s:.1f} s, {human_rate(record.size, stats.duration_s)}")
+    space = snapshot_space(record)
+    return (f"snapshot {record.short_id} ({record.name}) saved: {human_bytes(record.size)} image "
+            f"= {space.parts}; {human_bytes(stats.bytes_read)} read, "
+            f"{human_bytes(stats.new_bytes)} new, {human_bytes(stats.stored_bytes)} stored "
+            f"(data/stored {space.ratio}), {stats.duration_s:.1f} s, "
+            f"{human_rate(record.size, stats.duration_s)}")
 
 
 @click.command()
@@ -33,7 +36,7 @@ def backup_summary(record: SnapshotRecord) -> str:
 @click.argument("source", type=click.Path(path_type=Path, readable=False))
 @click.option("--name", default=None, help="Series name (default: the source's file name).")
 @click.option("--tag", "tags", multiple=True, help="A tag to attach (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@json_option
 @progress_option
 @lock_wait_option
 def backup(repo, source: Path, name, tags, as_json, show_progress, lock_wait_s) -> None:
@@ -46,7 +49,7 @@ def backup(repo, source: Path, name, tags, as_json, show_progress, lock_wait_s) 
         finally:
             progress.close()
     if as_json:
-        print_json(record.summary())
+        print_json(snapshot_json(record))
     else:
         click.echo(backup_summary(record))
 
@@ -71,14 +74,14 @@ def _source_size(source: Path) -> int:
 @click.command("list")
 @repo_option
 @click.option("--name", default=None, help="Only this series.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def list_snapshots(repo, name, as_json) -> None:
     """List snapshots, oldest first."""
     with opened(repo) as repository:
         records, damaged = repository.scan_snapshots()
     records = [r for r in records if r.name == name] if name else records
     if as_json:
-        print_json([r.summary() for r in records])
+        print_json([snapshot_json(r) for r in records])
     else:
         print_snapshots(records)
     if damaged:
@@ -90,46 +93,48 @@ def list_snapshots(repo, name, as_json) -> None:
 @click.command()
 @repo_option
 @click.argument("snapshot", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def info(repo, snapshot, as_json) -> None:
     """Show a snapshot's sizes and dedup figures (or the repository's, without SNAPSHOT)."""
     with opened(repo) as repository:
         totals = repository.totals()
         record = repository.find_snapshot(snapshot) if snapshot else None
         config = repository.config
-    repo_body = {"path": str(repository.root), "format_version": config.version,
-                 "repository_id": config.repository_id, "snapshots": totals.snapshots,
+    space = repository_space(totals)
+    repo_body = {**config_json(repository.root, config), "snapshots": totals.snapshots,
                  "logical_bytes": totals.logical_bytes, "stored_bytes": totals.stored_bytes,
-                 "chunks": totals.chunks, "packs": totals.packs,
-                 "chunker": vars(config.chunker), "compression": vars(config.compression)}
+                 "chunks": totals.chunks, "packs": totals.packs, "space": space.to_json()}
     if as_json:
-        print_json({"repository": repo_body, "snapshot": record.summary() if record else None})
+        print_json({"repository": repo_body, "snapshot": snapshot_json(record) if record
+                    else None})
         return
     if record is None:
         click.echo(f"repository   {repository.root} (format {config.version})")
         click.echo(f"snapshots    {totals.snapshots}")
-        click.echo(f"images       {human_bytes(totals.logical_bytes)} in all")
+        click.echo(f"images       {human_bytes(totals.logical_bytes)} in all = {space.parts} "
+                   f"(never stored)")
         click.echo(f"stored       {human_bytes(totals.stored_bytes)} in {totals.packs} packs, "
                    f"{totals.chunks} chunks")
-        click.echo(f"saving       {ratio(totals.logical_bytes, totals.stored_bytes)} "
-                   f"(dedup, zeros and compression)")
+        click.echo(f"saving       {space.ratio} data / stored (dedup and compression; zeros "
+                   f"not counted)")
         return
-    stats = record.stats
+    stats, own = record.stats, snapshot_space(record)
     click.echo(f"snapshot     {record.id} ({record.name})")
     click.echo(f"time         {record.time:%Y-%m-%d %H:%M:%S} UTC, host {record.host}")
     click.echo(f"source       {record.source}")
     click.echo(f"tags         {', '.join(record.tags) or '-'}")
     click.echo(f"image        {human_bytes(record.size)} ({record.size} bytes), "
                f"{stats.chunks} chunks, {stats.manifest_blocks} manifest blocks")
-    click.echo(f"zeros        {human_bytes(stats.zero_bytes)} (never stored)")
+    click.echo(f"data         {human_bytes(own.data_bytes)} (the image without its zero runs)")
+    click.echo(f"zeros        {human_bytes(own.zero_bytes)} (never stored)")
     click.echo(f"new data     {human_bytes(stats.new_bytes)} in {stats.new_chunks} chunks, "
                f"{human_bytes(stats.stored_bytes)} stored after compression")
-    click.echo(f"dedup        {ratio(record.size, stats.stored_bytes)} image size / new stored")
+    click.echo(f"dedup        {own.ratio} data / new stored (zeros not counted)")
     click.echo(f"duration     {stats.duration_s:.1f} s "
                f"({human_rate(record.size, stats.duration_s)})")
     click.echo(f"repository   {human_bytes(totals.stored_bytes)} stored for "
-               f"{human_bytes(totals.logical_bytes)} of images "
-               f"({ratio(totals.logical_bytes, totals.stored_bytes)})")
+               f"{human_bytes(space.data_bytes)} of data in images ({space.ratio}; "
+               f"{human_bytes(space.zero_bytes)} zeros not counted)")
 
 
 @click.command()
@@ -138,7 +143,8 @@ def info(repo, snapshot, as_json) -> None:
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing file or block device.")
 @progress_option
-def restore(repo, snapshot, target: Path, force, show_progress) -> None:
+@json_option
+def restore(repo, snapshot, target: Path, force, show_progress, as_json) -> None:
     """Restore a snapshot to a new sparse file, an existing file, or a block device."""
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
@@ -147,8 +153,12 @@ def restore(repo, snapshot, target: Path, force, show_progress) -> None:
             repository.restore(record, target, force, progress)
         finally:
             progress.close()
-    click.echo(f"restored snapshot {record.short_id} ({record.name}, "
-               f"{human_bytes(record.size)}) to {target}", err=True)
+    if as_json:
+        print_json({"snapshot": snapshot_json(record), "target": str(target),
+                    "image_bytes": record.size})
+    else:
+        click.echo(f"restored snapshot {record.short_id} ({record.name}, "
+                   f"{human_bytes(record.size)}) to {target}", err=True)
 
 
 @click.command()
@@ -167,7 +177,7 @@ def cat(repo, snapshot) -> None:
 @repo_option
 @click.argument("snapshot_a")
 @click.argument("snapshot_b")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def diff(repo, snapshot_a, snapshot_b, as_json) -> None:
     """List the byte ranges that differ between two snapshots (from manifests only)."""
     with opened(repo) as repository:

@@ -7,12 +7,13 @@ identities, so changing them later would silently defeat deduplication.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .durable import write_atomic
-from .errors import BadInput, NotARepository, UnsupportedFormat
+from .errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
 
 FORMAT_NAME = "diskvault"
 FORMAT_VERSION = 1
@@ -20,6 +21,23 @@ CONFIG_FILE = "config"
 
 KiB = 1024
 MiB = 1024 * KiB
+
+
+# Ranges a repository may be created with. The chunker's come from fastcdc_cy (which
+# asserts min 64.., avg 256.., max 1024..) and from our buffers (max at most 4 x 64 MiB);
+# a pack target below 4 KiB would make a pack per chunk.
+MIN_CHUNK_BYTES = 64
+AVG_CHUNK_RANGE = (256, 64 * MiB)
+MAX_CHUNK_RANGE = (1 * KiB, 256 * MiB)
+ZSTD_LEVELS = (1, 22)
+CODECS = ("zstd", "none")
+HASHES = ("blake3-256",)
+PACK_TARGET_RANGE = (4 * KiB, 4 * 1024 * MiB)
+KIND_NAMES = {int: "a whole number", str: "a text", dict: "an object"}
+
+
+def _span(low: int, high: int) -> str:
+    return f"{low}..{high}"
 
 
 @dataclass(frozen=True)
@@ -34,11 +52,18 @@ class ChunkerParams:
         return cls(min_bytes=avg_bytes // 4, avg_bytes=avg_bytes, max_bytes=avg_bytes * 4)
 
     def validate(self) -> None:
-        if not (256 <= self.avg_bytes <= 64 * MiB) or self.avg_bytes & (self.avg_bytes - 1):
-            raise BadInput(f"chunk size must be a power of two between 256 B and 64 MiB, "
-                           f"got {self.avg_bytes}")
-        if not (64 <= self.min_bytes <= self.avg_bytes <= self.max_bytes):
-            raise BadInput("chunker sizes must satisfy 64 <= min <= avg <= max")
+        """BadInput naming the first size out of its range (the caller says where)."""
+        low, high = AVG_CHUNK_RANGE
+        if not low <= self.avg_bytes <= high or self.avg_bytes & (self.avg_bytes - 1):
+            raise BadInput(f"average chunk size (avg_bytes) {self.avg_bytes} is not a power "
+                           f"of two in {_span(low, high)} (256 B to 64 MiB)")
+        if not MIN_CHUNK_BYTES <= self.min_bytes <= self.avg_bytes:
+            raise BadInput(f"minimum chunk size (min_bytes) {self.min_bytes} is outside "
+                           f"{_span(MIN_CHUNK_BYTES, self.avg_bytes)} (64 B to the average)")
+        low, high = max(MAX_CHUNK_RANGE[0], self.avg_bytes), MAX_CHUNK_RANGE[1]
+        if not low <= self.max_bytes <= high:
+            raise BadInput(f"maximum chunk size (max_bytes) {self.max_bytes} is outside "
+                           f"{_span(low, high)} (the average, at least 1 KiB, to 256 MiB)")
 
 
 @dataclass(frozen=True)
@@ -53,14 +78,20 @@ class Compression:
             return cls(codec="none", level=0)
         codec, _, level = text.partition(":")
         if codec != "zstd":
-            raise BadInput(f"unknown compression {text!r}: use zstd:N (1-22) or none")
+            raise BadInput(f"unknown compression {text!r}: use zstd:N (N in "
+                           f"{_span(*ZSTD_LEVELS)}) or none")
         try:
-            value = int(level) if level else 3
+            compression = cls(codec="zstd", level=int(level) if level else 3)
         except ValueError:
             raise BadInput(f"compression level must be a number, got {level!r}") from None
-        if not 1 <= value <= 22:
-            raise BadInput(f"zstd level must be between 1 and 22, got {value}")
-        return cls(codec="zstd", level=value)
+        compression.validate()
+        return compression
+
+    def validate(self) -> None:
+        if self.codec not in CODECS:
+            raise BadInput(f"compression codec {self.codec!r} is not one of {', '.join(CODECS)}")
+        if self.codec == "zstd" and not ZSTD_LEVELS[0] <= self.level <= ZSTD_LEVELS[1]:
+            raise BadInput(f"zstd level {self.level} is outside {_span(*ZSTD_LEVELS)}")
 
 
 @dataclass(frozen=True)
@@ -91,16 +122,50 @@ class RepositoryConfig:
                 f"{where} uses repository format version {version}; this diskvault reads "
                 f"version {FORMAT_VERSION} only: upgrade diskvault")
         try:
-            return cls(
-                repository_id=body["repository_id"],
-                chunker=ChunkerParams(**body["chunker"]),
-                compression=Compression(**body["compression"]),
-                hash=body["hash"],
-                pack_target_bytes=int(body["pack_target_bytes"]),
+            config = cls(
+                repository_id=_setting(body, "repository_id", str),
+                chunker=ChunkerParams(**_settings(body, "chunker", {
+                    "min_bytes": int, "avg_bytes": int, "max_bytes": int})),
+                compression=Compression(**_settings(body, "compression", {
+                    "codec": str, "level": int})),
+                hash=_setting(body, "hash", str),
+                pack_target_bytes=_setting(body, "pack_target_bytes", int),
                 version=version,
             )
-        except (KeyError, TypeError, ValueError):
-            raise NotARepository(f"{where}: config is damaged or incomplete") from None
+            config.validate()
+        except BadInput as error:
+            raise CorruptData(f"config of repository {where} is invalid: {error}; it was "
+                              f"edited or damaged: put back the values it was created with "
+                              f"(see docs/format.md)") from None
+        return config
+
+    def validate(self) -> None:
+        """BadInput naming the first setting out of its range."""
+        if not re.fullmatch(r"[0-9a-f]{32}", self.repository_id):
+            raise BadInput(f"repository_id {self.repository_id!r} is not 32 hex digits")
+        self.chunker.validate()
+        self.compression.validate()
+        if self.hash not in HASHES:
+            raise BadInput(f"hash {self.hash!r} is not one of {', '.join(HASHES)}")
+        if not PACK_TARGET_RANGE[0] <= self.pack_target_bytes <= PACK_TARGET_RANGE[1]:
+            raise BadInput(f"pack_target_bytes {self.pack_target_bytes} is outside "
+                           f"{_span(*PACK_TARGET_RANGE)} (4 KiB to 4 GiB)")
+
+
+def _setting(body: dict, key: str, kind: type, prefix: str = ""):
+    """``body[key]``, which must be a ``kind`` (a JSON true is not a number here)."""
+    if key not in body:
+        raise BadInput(f"{prefix}{key} is missing")
+    value = body[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadInput(f"{prefix}{key} is {json.dumps(value)}, not {KIND_NAMES[kind]}")
+    return value
+
+
+def _settings(body: dict, key: str, kinds: dict[str, type]) -> dict:
+    """The settings named in ``kinds`` of the group ``body[key]`` (others are ignored)."""
+    group = _setting(body, key, dict)
+    return {name: _setting(group, name, kind, f"{key}.") for name, kind in kinds.items()}
 
 
 def read_config(root: Path) -> RepositoryConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ def _free_bytes(path: Path) -> int:
 class RepositoryTotals:
     snapshots: int
     logical_bytes: int   # sum of all snapshots' image sizes
+    zero_bytes: int      # the part of logical_bytes in zero runs (never stored)
     stored_bytes: int    # bytes of all pack files
     chunks: int
     packs: int
@@ -99,7 +101,7 @@ class Repository:
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
-        chunker = ChunkerParams.from_average(chunk_size) if chunk_size else ChunkerParams()
+        chunker = ChunkerParams() if chunk_size is None else ChunkerParams.from_average(chunk_size)
         chunker.validate()
         config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
         root.mkdir(parents=True, exist_ok=True)
@@ -244,6 +246,7 @@ class Repository:
         stats = list(self.index.pack_stats())
         return RepositoryTotals(
             snapshots=len(records), logical_bytes=sum(r.size for r in records),
+            zero_bytes=sum(r.stats.zero_bytes for r in records),
             stored_bytes=sum(s.file_size for _, s in stats), chunks=self.index.chunk_count(),
             packs=len(stats))
 
@@ -325,7 +328,20 @@ def ensure_writable(root: Path, command: str) -> None:
                              f"it (readers such as list, restore, cat, mount and check work)")
 
 
+# "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local
+# name with such a colon is still reachable as ./name.
+_REMOTE_LOOKING = re.compile(r"^[^/]*:")
+
+
 def repository_path(value: str | os.PathLike | None) -> Path:
+    """The local folder named by -r/DISKVAULT_REPO. What looks like a URL or a remote spec
+    is refused rather than taken for a local folder with an odd name."""
     if not value:
         raise BadInput("no repository given: use -r/--repo PATH or set DISKVAULT_REPO")
-    return Path(value)
+    text = os.fspath(value)
+    if isinstance(text, str) and _REMOTE_LOOKING.match(text):
+        local_hint = "" if "://" in text else f", or ./{text} for a local name with a colon"
+        raise BadInput(f"repository {text!r} looks like a URL or a remote location; this "
+                       f"diskvault supports local folders only: give a path such as "
+                       f"/backups/vm1{local_hint}")
+    return Path(text)
