@@ -91,18 +91,17 @@ def test_random_ranges_read_through_the_mount_equal_the_original(repo, make_imag
         os.close(fd)
 
 
-def test_files_and_folders_are_read_only_owned_by_the_repository_owner(repo, make_image,
-                                                                       mounted):
+def test_files_and_folders_are_read_only_and_images_readable_by_the_mounting_user_only(
+        repo, make_image, mounted):
     record = repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
     mountpoint = mounted(repo)
-    owner = repo.root.stat()
     image = mountpoint / "vm1" / record.time_label / "vm1.img"
     for path, kind, mode in [(mountpoint, stat.S_IFDIR, 0o555),
                              (mountpoint / "vm1", stat.S_IFDIR, 0o555),
-                             (image.parent, stat.S_IFDIR, 0o555), (image, stat.S_IFREG, 0o444)]:
+                             (image.parent, stat.S_IFDIR, 0o555), (image, stat.S_IFREG, 0o400)]:
         status = path.stat()
         assert (stat.S_IFMT(status.st_mode), stat.S_IMODE(status.st_mode)) == (kind, mode), path
-        assert (status.st_uid, status.st_gid) == (owner.st_uid, owner.st_gid)
+        assert (status.st_uid, status.st_gid) == (os.geteuid(), os.getegid())
     status = image.stat()
     assert status.st_size == record.size
     assert status.st_mtime_ns == time_ns(record)
