@@ -125,7 +125,7 @@ class SnapshotFilesystem(Operations):
         opened = self._open.get(fh) if fh else None
         # An open file answers for itself: its snapshot may have been deleted since.
         if isinstance(opened, OpenInside):
-            return self._inside.attributes(opened.entry)
+            return self._inside.open_attributes(opened)
         node = opened.file if opened else self._resolve(path)
         if isinstance(node, InsideFiles):
             return self._inside.getattr(node)
