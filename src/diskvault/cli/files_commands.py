@@ -43,8 +43,20 @@ def ls(repo, snapshot, location, as_json) -> None:
         files = repository.browse(record)
         if location is None:
             show_volumes(record, files.survey(), as_json)
-        else:
-            show_listing(location, files.listing(location), as_json)
+            return
+        listing = files.listing(location)
+        show_listing(location, listing, as_json)
+    report_problems("damaged entry", listing.problems, "damaged")
+
+
+def report_problems(label: str, problems: list[str], what: str) -> None:
+    """One line on stderr per entry that was left out or flagged, then exit 1 if any."""
+    for problem in problems:
+        click.echo(f"diskvault: {label}: {printable(problem)}", err=True)
+    if problems:
+        count = len(problems)
+        raise DiskvaultError(f"{count} {'entry was' if count == 1 else 'entries were'} "
+                             f"{what} (each said above)")
 
 
 def volume_rows(record: SnapshotRecord, volumes: list[VolumeSummary]) -> list[dict]:
@@ -85,7 +97,7 @@ def show_listing(location: str, listing: Listing, as_json: bool) -> None:
     if as_json:
         print_json({"location": location, "entry": entry_json(listing.entry),
                     "entries": None if listing.children is None else
-                    [entry_json(e) for e in entries]})
+                    [entry_json(e) for e in entries], "problems": listing.problems})
         return
     print_table(["MODE", "UID", "GID", "SIZE", "MODIFIED (UTC)", "NAME"],
                 [[stat.filemode(e.mode), owner(e.uid), owner(e.gid), str(e.size),
@@ -123,13 +135,16 @@ def printable(text: str) -> str:
 @click.argument("location")
 @click.argument("destination", type=click.Path(path_type=Path))
 @progress_option
-def pull(repo, snapshot, location, destination: Path, show_progress) -> None:
+@click.option("--keep-setuid", "keep_set_id", is_flag=True,
+              help="As root, keep setuid and setgid bits (dropped by default, as tar without -p).")
+def pull(repo, snapshot, location, destination: Path, show_progress, keep_set_id) -> None:
     """Copy a file or a whole folder out of a snapshot's image to DESTINATION, like `cp -a`.
 
     An existing folder DESTINATION receives the copy under its own name; otherwise the copy
-    is made as DESTINATION. Modes, times and symlinks are kept, owners when run as root.
-    Names with '..', symlinks that would point outside the copy, and device files are
-    refused, each with one line on stderr; the rest is copied, and the exit code is 1.
+    is made as DESTINATION. Modes, times and symlinks (exactly as they are, wherever they
+    point) are kept, owners when run as root; setuid/setgid bits only with --keep-setuid.
+    Names with '..' and device files are refused, each with one line on stderr; the rest is
+    copied, and the exit code is 1. Nothing is ever written through a symlink.
     LOCATION is named as for `ls`: p2:/etc/nginx, vg0/root:/srv, or /etc.
     """
     started = time.monotonic()
@@ -139,16 +154,12 @@ def pull(repo, snapshot, location, destination: Path, show_progress) -> None:
         top = fs.stat(path)
         line = ProgressLine("pull", top.size if top.kind == "file" else None, show_progress)
         try:
-            report = pull_files(fs, path, destination, lambda done: show(line, done))
+            report = pull_files(fs, path, destination, lambda done: show(line, done),
+                                keep_set_id)
         finally:
             line.close()
-    for problem in report.problems:
-        click.echo(f"diskvault: not copied: {printable(problem.message)}", err=True)
     click.echo(pull_summary(record, location, destination, report, time.monotonic() - started))
-    if report.problems:
-        count = len(report.problems)
-        raise DiskvaultError(f"{count} {'entry was' if count == 1 else 'entries were'} not "
-                             f"copied (each said above)")
+    report_problems("not copied", [problem.message for problem in report.problems], "not copied")
 
 
 def show(line: ProgressLine, done: PullProgress) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from diskvault.store.errors import DiskvaultError
 from diskvault.store.filesystems import Entry, Filesystem
@@ -34,6 +34,7 @@ class Listing:
 
     entry: Entry
     children: list[Entry] | None
+    problems: list[str] = field(default_factory=list)  # one line per entry left out or flagged
 
 
 def location_prefix(volume: Volume) -> str:
@@ -103,7 +104,18 @@ class SnapshotFiles:
         return open_location(self._image, location)
 
     def listing(self, location: str) -> Listing:
-        """`ls -l` of a location: a folder's entries, or a file (or symlink) by itself."""
+        """`ls -l` of a location: a folder's entries, or a file (or symlink) by itself. An entry
+        that cannot be read is left out, and a folder that is one of its own ancestors (a
+        directory hard-link loop) is flagged; each becomes one line in `problems`."""
         fs, path = self.open_location(location)
         entry = fs.stat(path)
-        return Listing(entry, fs.listdir(path) if entry.kind == "dir" else None)
+        if entry.kind != "dir":
+            return Listing(entry, None)
+        problems: list[str] = []
+        children = fs.listdir(path, onerror=lambda error: problems.append(str(error)))
+        for child in children:
+            ancestor = fs.loop_target(child.path) if child.kind == "dir" else None
+            if ancestor is not None:
+                problems.append(f"{fs.where}: {child.path}: this folder is {ancestor} again "
+                                f"(a directory hard-link loop); do not descend into it")
+        return Listing(entry, children, problems)

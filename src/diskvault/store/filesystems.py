@@ -13,6 +13,7 @@ that cannot be real are refused; directory walks stop at cycles and at a depth l
 from __future__ import annotations
 
 import bisect
+import logging
 import posixpath
 import threading
 from collections import OrderedDict
@@ -40,6 +41,8 @@ _READ_PIECE = 8 * 1024 * 1024  # FileReader asks the parsers for at most this mu
 _LISTING_CACHE_DIRS = 64
 _LISTING_CACHE_MAX_ENTRIES = 20_000
 _REMEMBERED_PATHS = 50_000
+
+log = logging.getLogger(__name__)
 
 
 _DRIVERS = {
@@ -104,11 +107,30 @@ class Filesystem:
             node, path = self._resolve(path, follow_last=follow_symlinks)
             return self._describe(node, path)
 
-    def listdir(self, path: str) -> list[Entry]:
-        """The entries of the directory at `path` (a symlink to a directory is followed)."""
+    def listdir(self, path: str, onerror: Callable[[DiskvaultError], None] | None = None
+                ) -> list[Entry]:
+        """The entries of the directory at `path` (a symlink to a directory is followed).
+
+        An entry that cannot be described (an absurd size, a damaged inode) costs only itself:
+        it is left out and its error goes to `onerror` (default: logged), so its siblings still
+        list."""
         with self._operation(path):
             node, path = self._resolve(path, follow_last=True)
-            return self._list(node, path)[0]
+            return self._list(node, path, onerror or _log_damage)[0]
+
+    def loop_target(self, path: str) -> str | None:
+        """The folder on the way to `path` that the folder at `path` is (a directory hard link
+        to an ancestor in a hostile image), or None. A tree walker (the mount, `find` through
+        it) must not descend into such a folder: its tree is endless."""
+        with self._operation(path):
+            node, path = self._resolve(path, follow_last=True)
+            identity = self._driver.identity(node)
+            parts = [part for part in path.split("/") if part]
+            for depth in range(len(parts)):
+                ancestor = "/" + "/".join(parts[:depth])
+                if self._driver.identity(self._resolve(ancestor, follow_last=True)[0]) == identity:
+                    return ancestor
+            return None
 
     def open(self, path: str) -> FileReader:
         """A streaming reader of the regular file at `path` (symlinks followed)."""
@@ -141,7 +163,7 @@ class Filesystem:
         while stack:
             dirpath, node, depth = stack.pop()
             try:
-                entries, nodes = self._walk_step(dirpath, node, depth, seen)
+                entries, nodes = self._walk_step(dirpath, node, depth, seen, report)
             except DiskvaultError as exc:
                 report(exc)
                 continue
@@ -150,7 +172,8 @@ class Filesystem:
                 if entry.kind == "dir":
                     stack.append((entry.path, nodes[entry.name], depth + 1))
 
-    def _walk_step(self, dirpath: str, node: Any, depth: int, seen: set[Hashable]):
+    def _walk_step(self, dirpath: str, node: Any, depth: int, seen: set[Hashable],
+                   onerror: Callable[[DiskvaultError], None]):
         with self._operation(dirpath):
             if depth > MAX_DEPTH:
                 raise Damaged(f"deeper than {MAX_DEPTH} folders; not descending further")
@@ -158,15 +181,23 @@ class Filesystem:
             if identity in seen:
                 raise Damaged("this folder was already listed at another path (a loop); skipped")
             seen.add(identity)
-            return self._list(node, dirpath)
+            return self._list(node, dirpath, onerror)
 
-    def _list(self, node: Any, path: str) -> tuple[list[Entry], dict[str, Any]]:
+    def _list(self, node: Any, path: str, onerror: Callable[[DiskvaultError], None]
+              ) -> tuple[list[Entry], dict[str, Any]]:
         """A directory's entries and nodes; remembers the nodes by path, so that a following
-        stat or open of an entry (pull, FUSE) needs no new lookup."""
+        stat or open of an entry (pull, FUSE) needs no new lookup. Entries that cannot be
+        described go to `onerror` and are left out."""
         nodes = self._children(node, path)
         entries = []
         for name, child in nodes.items():
-            entries.append(self._describe(child, child_path(path, name), name))
+            here = child_path(path, name)
+            try:
+                with self._volume.watch():  # again per entry: a tracer that raised is unset
+                    entries.append(self._describe(child, here, name))
+            except Exception as exc:  # parsers raise anything on damaged input
+                onerror(_as_damage(self, here, exc))
+                continue
             if name_is_plain(name):  # 'a/b' must not pose as the path /a/b
                 self._nodes[entries[-1].path] = child
                 self._nodes.move_to_end(entries[-1].path)
@@ -292,6 +323,21 @@ def _raise(exc: DiskvaultError) -> None:
     raise exc
 
 
+def _log_damage(exc: DiskvaultError) -> None:
+    log.warning("%s", exc)
+
+
+def _as_damage(fs: Filesystem, path: str, exc: Exception) -> DiskvaultError:
+    """A parser's failure at `path` as the error a user reads (volume, path, what is wrong)."""
+    if isinstance(exc, DiskvaultError):
+        return exc
+    if isinstance(exc, Damaged):
+        problem = str(exc)
+    else:
+        problem = f"the {fs.kind} structures are damaged ({type(exc).__name__}: {exc})"
+    return DamagedFilesystem(f"{fs.where}: {path}: {problem}")
+
+
 class _Operation:
     """Holds the filesystem's lock and turns any parser failure into an error naming the path."""
 
@@ -307,15 +353,9 @@ class _Operation:
     def __exit__(self, exc_type, exc, traceback) -> bool:
         self._watch.__exit__(None, None, None)
         self._fs._lock.release()
-        if exc is None or not isinstance(exc, Exception):
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, DiskvaultError):
             return False
-        if isinstance(exc, DiskvaultError):
-            return False
-        if isinstance(exc, Damaged):
-            problem = str(exc)
-        else:
-            problem = f"the {self._fs.kind} structures are damaged ({type(exc).__name__}: {exc})"
-        raise DamagedFilesystem(f"{self._fs.where}: {self._path}: {problem}") from exc
+        raise _as_damage(self._fs, self._path, exc) from exc
 
 
 class FileReader(PositionedFile):

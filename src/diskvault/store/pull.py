@@ -2,15 +2,16 @@
 
 The image may be a backup of a compromised machine, so every name and link in it is hostile
 input. Nothing is ever written outside the destination: entries are created relative to an
-open directory descriptor, never through a path string, with O_NOFOLLOW and O_EXCL; names with
-'/' or '..', symlinks that could lead outside, and device files are refused one by one, and the
-rest of the tree is still copied. Memory stays bounded: files are streamed in chunks.
+open directory descriptor, never through a path string, with O_NOFOLLOW and O_EXCL, so no
+symlink (from the image, or planted in the destination meanwhile) is ever followed. Symlinks are
+data and are recreated exactly as they are, wherever they point; names with '/' or '..' and
+device files are refused one by one, and the rest of the tree is still copied. Memory stays
+bounded: files are streamed in chunks.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from diskvault.store.errors import BadInput, DiskvaultError, TargetExists
 from diskvault.store.filesystems import Entry, Filesystem
 from diskvault.store.locations import open_location, parse_location
 
-__all__ = ["PullProblem", "PullProgress", "PullReport", "name_problem", "open_location",
-           "parse_location", "pull", "symlink_problem"]
+__all__ = ["PullProblem", "PullProgress", "PullReport", "kept_mode", "name_problem",
+           "open_location", "parse_location", "pull", "symlink_problem"]
 
 CHUNK_BYTES = 1024 * 1024
 HOLE_BYTES = 64 * 1024  # zero runs this long, so aligned, become holes in pulled files
@@ -59,19 +60,21 @@ class PullReport:
 
 
 def pull(fs: Filesystem, source_path: str, destination: str | os.PathLike,
-         progress: Callable[[PullProgress], None] | None = None) -> PullReport:
+         progress: Callable[[PullProgress], None] | None = None,
+         keep_set_id: bool = False) -> PullReport:
     """Copy `source_path` (a file, symlink or whole tree) out of `fs`, like `cp -a`.
 
     If `destination` is an existing folder the copy goes inside it under the source's name
     (the filesystem root merges into it); otherwise the copy is created as `destination`.
-    Modes, atime/mtime and symlinks are kept, owners too when running as root. Refused or
-    failed paths are listed in the report (exit_code 1); everything else is still copied.
+    Modes, atime/mtime and symlinks are kept, owners too when running as root; setuid and
+    setgid bits only with `keep_set_id` as root (as `tar -p`). Refused or failed paths are
+    listed in the report (exit_code 1); everything else is still copied.
     """
     entry = fs.stat(source_path)
     parent, name = _placement(os.fspath(destination), entry)
     parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        copier = _Copier(fs, progress)
+        copier = _Copier(fs, progress, keep_set_id)
         copier.copy_top(parent_fd, name, entry)
         return copier.report
     finally:
@@ -104,35 +107,25 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def symlink_problem(target: str, depth: int) -> str | None:
-    """Why a symlink with this target could lead outside the copy, or None.
-
-    `depth` is how many folders the link's own folder lies below the top of the copy. Safe
-    targets are leading '..'s that stay inside, then plain names: every link then resolves
-    inside the copy even when it passes through other links (each of which obeys the same rule).
-    """
+def symlink_problem(target: str | None) -> str | None:
+    """Why a symlink with this target cannot be recreated, or None. Where it points does not
+    matter: pull never follows a link while writing, so a link is data like a file's bytes."""
     if not target or "\0" in target:
-        return "refused: the symlink has an empty or invalid target"
-    if target.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", target):
-        return f"refused: the symlink target {target!r} is absolute and would point outside"
-    ups, named = 0, False
-    for part in target.split("/"):
-        if part in ("", "."):
-            continue
-        if part != "..":
-            named = True
-        elif named:
-            return f"refused: the symlink target {target!r} climbs back up after a name"
-        else:
-            ups += 1
-    if ups > depth:
-        return f"refused: the symlink target {target!r} leads outside the destination"
+        return f"refused: the symlink target {target!r} is empty or contains a NUL byte"
     return None
 
 
+def kept_mode(mode: int, keep_owner: bool, keep_set_id: bool) -> int:
+    """The permission bits a copy gets. Setuid and setgid are dropped unless asked for (as
+    `tar` without -p), and always without the owner they were meant for; sticky is kept (it
+    takes rights away, it grants none)."""
+    return mode & (0o7777 if keep_owner and keep_set_id else 0o1777)
+
+
 class _Copier:
-    def __init__(self, fs: Filesystem, progress: Callable[[PullProgress], None] | None):
-        self.fs, self.progress = fs, progress
+    def __init__(self, fs: Filesystem, progress: Callable[[PullProgress], None] | None,
+                 keep_set_id: bool):
+        self.fs, self.progress, self.keep_set_id = fs, progress, keep_set_id
         self.report = PullReport()
         self.as_root = os.geteuid() == 0
         self._folders: list[tuple[tuple[str, ...], Entry]] = []
@@ -142,7 +135,7 @@ class _Copier:
 
     def copy_top(self, parent_fd: int, name: str, entry: Entry) -> None:
         if entry.kind != "dir":
-            self.copy_entry(parent_fd, entry, depth=0, name=name)
+            self.copy_entry(parent_fd, entry, name=name)
             return
         if not self.make_folder(parent_fd, name, entry):
             return
@@ -168,7 +161,7 @@ class _Copier:
                 continue
             try:
                 descend = [e for e in entries
-                           if self.copy_entry(folder_fd, e, len(parts)) and e.kind == "dir"]
+                           if self.copy_entry(folder_fd, e) and e.kind == "dir"]
             finally:
                 os.close(folder_fd)
             for entry in descend:
@@ -179,16 +172,12 @@ class _Copier:
     def walk_error(self, exc: DiskvaultError) -> None:
         self.report.problems.append(PullProblem(None, str(exc)))
 
-    def copy_entry(self, folder_fd: int, entry: Entry, depth: int,
-                   name: str | None = None) -> bool:
-        """Create one entry (a folder's contents come later); False if refused or failed.
-
-        `depth`: how many folders the entry's folder lies below the top of the copy (0 for the
-        top folder itself, and for a lone symlink pulled on its own)."""
+    def copy_entry(self, folder_fd: int, entry: Entry, name: str | None = None) -> bool:
+        """Create one entry (a folder's contents come later); False if refused or failed."""
         name = entry.name if name is None else name
         refusal = name_problem(name)
         if refusal is None and entry.kind == "symlink":
-            refusal = symlink_problem(entry.symlink_target or "", depth)
+            refusal = symlink_problem(entry.symlink_target)
         if refusal is None and entry.kind in ("device", "other"):
             refusal = f"refused: {entry.kind} files are not copied (only files, folders, symlinks)"
         if refusal:
@@ -200,7 +189,7 @@ class _Copier:
             if entry.kind == "symlink":
                 return self.make_symlink(folder_fd, name, entry)
             return self.make_folder(folder_fd, name, entry)
-        except (OSError, OverflowError, ValueError) as exc:  # ValueError: e.g. a NUL in a target
+        except (OSError, OverflowError, ValueError) as exc:  # ValueError: e.g. an unencodable name
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.problem(entry.path, f"cannot create it: {reason}")
             return False
@@ -274,12 +263,11 @@ class _Copier:
         return True
 
     def apply_metadata(self, fd: int, entry: Entry) -> None:
-        """Owner first (chown clears set-id bits), then mode, then times. Set-id bits are only
-        kept with the owner they were meant for, i.e. when running as root."""
+        """Owner first (chown clears set-id bits), then mode, then times."""
         keep_owner = self.as_root and entry.uid is not None
         if keep_owner:
             os.fchown(fd, entry.uid, entry.gid if entry.gid is not None else -1)
-        os.fchmod(fd, entry.mode & (0o7777 if keep_owner else 0o1777))
+        os.fchmod(fd, kept_mode(entry.mode, keep_owner, self.keep_set_id))
         os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
 
 
