@@ -120,6 +120,48 @@ class FilesView:
                       files.record.name, files.record.time_label, path, ancestor)
             raise FuseOSError(errno.ELOOP)
 
+    def readdir(self, node: InsideFiles) -> list[str]:
+        files, volume, path = self._locate(node)
+        if path is None:
+            return [volume_folder(v) for v in files.volumes()]
+        fs = self._filesystem(files, volume, path)
+        if fs is None:
+            return []
+        try:
+            entries = fs.listdir(path)
+        except DiskvaultError as error:
+            raise self._failed(files, path, error) from None
+        return [e.name for e in entries if shown(e.name)]
+
+    def readlink(self, node: InsideFiles) -> str:
+        _, _, entry = self._entry(node)
+        if entry is None or entry.kind != "symlink":
+            raise FuseOSError(errno.EINVAL)
+        return entry.symlink_target
+
+    def open(self, node: InsideFiles) -> OpenInside:
+        files, volume, path = self._locate(node)
+        if path in (None, "/"):
+            raise FuseOSError(errno.EISDIR)
+        fs = self._filesystem(files, volume, path)
+        if fs is None:
+            raise FuseOSError(errno.ENOENT)
+        try:
+            reader = fs.open(path)  # IsADirectory for a folder: EISDIR
+        except DiskvaultError as error:
+            raise self._failed(files, path, error) from None
+        return OpenInside(reader.entry, reader, threading.Lock())
+
+    def read(self, opened: OpenInside, size: int, offset: int) -> bytes:
+        with opened.lock:
+            try:
+                opened.reader.seek(offset)
+                return opened.reader.read(size)
+            except DiskvaultError as error:
+                log.error("read of %d bytes at offset %d of %s failed (EIO): %s", size, offset,
+                          opened.entry.path, error)
+                raise FuseOSError(errno.EIO) from None
+
     # -- from a mount path to a filesystem and a path in it --------------------------------
     def _files(self, record: SnapshotRecord) -> SnapshotFiles:
         with self._lock:
