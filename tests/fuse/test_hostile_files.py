@@ -37,6 +37,7 @@ def hostile(tmp_path_factory):
     (tree / "odd").mkdir()
     (tree / "odd" / "ok.txt").write_bytes(b"fine\n")
     (tree / "odd" / "weird").write_bytes(b"w\n")
+    os.symlink(b"target-\xff", bytes(tree / "odd") + b"/badlink")
     with open(tree / "sparse.bin", "wb") as handle:
         handle.truncate(SPARSE_BYTES)
         handle.seek(DATA_AT)
@@ -92,3 +93,14 @@ def test_an_inode_with_an_absurd_size_costs_only_that_entry(hostile, mounted):
             os.lstat(files / "odd" / "weird")
         assert raised.value.errno == errno.EIO
     assert "/odd/weird" in Path(f"{files.parent}.log").read_text()
+
+
+def test_a_symlink_whose_target_is_not_utf8_fails_alone_with_eio(hostile, mounted):
+    repository, _ = hostile
+    files = mounted(repository, "fs") / "fs.img.files"
+    with pytest.raises(OSError) as raised:
+        os.readlink(files / "odd" / "badlink")
+    assert raised.value.errno == errno.EIO
+    assert (files / "odd" / "ok.txt").read_bytes() == b"fine\n"
+    assert "/odd/badlink points to a name that is not UTF-8" in \
+        Path(f"{files.parent}.log").read_text()

@@ -134,9 +134,14 @@ class FilesView:
         return [e.name for e in entries if shown(e.name)]
 
     def readlink(self, node: InsideFiles) -> str:
-        _, _, entry = self._entry(node)
+        files, _, entry = self._entry(node)
         if entry is None or entry.kind != "symlink":
             raise FuseOSError(errno.EINVAL)
+        if not encodes_as_utf8(entry.symlink_target):  # fusepy hands the kernel UTF-8 only
+            log.error("snapshot %s: the symlink %s points to a name that is not UTF-8, which "
+                      "this mount cannot return (EIO); diskvault pull restores it as it is",
+                      files.record.short_id, entry.path)
+            raise FuseOSError(errno.EIO)
         return entry.symlink_target
 
     def open(self, node: InsideFiles) -> OpenInside:
@@ -228,12 +233,18 @@ def data_bytes(reader: FileReader) -> int | None:
     return reader.data_bytes() if reader.size > SPARSE_CHECK_BYTES else None
 
 
+def encodes_as_utf8(text: str) -> bool:
+    """Whether fusepy can pass ``text`` to the kernel (it encodes and decodes strictly)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def shown(name: str) -> bool:
     """Whether a name from the image can be one entry of a FUSE folder: a plain component
     that encodes as UTF-8 (the paths the kernel sends back are decoded as UTF-8) in at most
     the 255 bytes the kernel looks up (NTFS allows 255 UTF-16 units: up to 765 bytes)."""
-    try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return len(encoded) <= NAME_MAX_BYTES and name_is_plain(name)
+    return (encodes_as_utf8(name) and len(name.encode("utf-8")) <= NAME_MAX_BYTES
+            and name_is_plain(name))
