@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,17 @@ def test_other_users_are_let_in_only_when_asked(repo, make_image, mounted):
     private, shared = mounted(repo), mounted(repo, None, "--allow-other")
     assert "allow_other" not in mount_options(private)
     assert {"allow_other", "ro", "default_permissions"} <= mount_options(shared)
+
+
+def test_an_image_with_zero_runs_reports_its_data_blocks_and_copies_sparse(repo, make_image,
+                                                                           mounted, tmp_path):
+    source = make_image(16 << 20, "sparse", seed=4, name="vm1.img")
+    record = repo.backup(source, name="vm1")
+    image = mounted(repo, "vm1") / "vm1.img"
+    data_bytes = record.size - record.stats.zero_bytes
+    assert data_bytes < record.size // 4
+    assert image.stat().st_blocks == -(-data_bytes // 512)
+    copy = tmp_path / "copy.img"
+    subprocess.run(["cp", str(image), str(copy)], check=True)
+    assert copy.read_bytes() == source.read_bytes()
+    assert copy.stat().st_blocks * 512 <= 2 * data_bytes  # holes where the image has zeros
