@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import run_cli, write_image
-from ..fsimages import PartSpec, make_disk
+from ..fsimages import PartSpec, make_disk, make_fat
 from .conftest import wait_for
 
 PIECE = 256 * 1024
@@ -95,3 +95,20 @@ def test_series_whose_names_show_alike_get_folders_of_their_own(repo, make_image
     with pytest.raises(OSError) as raised:
         os.listdir(mountpoint / long_name)
     assert raised.value.errno in (errno.ENOENT, errno.ENAMETOOLONG)
+
+
+def test_files_of_a_filesystem_without_owners_are_the_mounting_users_unless_shared(
+        repo, tmp_path, mounted, other_user):
+    tree = tmp_path / "tree"
+    (tree / "docs").mkdir(parents=True)
+    (tree / "docs" / "private.txt").write_bytes(b"a windows user's file\n")
+    repo.backup(make_fat(tmp_path / "fat.img", tree, 16), name="fat")
+    closed = mounted(repo, "fat", "--allow-other", under=other_user.scratch) / "fat.img.files"
+    assert other_user.run("ls", str(closed)).stdout.split() == [b"docs"]
+    read = other_user.run("cat", str(closed / "docs" / "private.txt"))
+    assert read.returncode != 0 and b"Permission denied" in read.stderr
+    assert (closed / "docs" / "private.txt").read_bytes() == b"a windows user's file\n"
+
+    shared = mounted(repo, "fat", "--allow-other", "--share-images", under=other_user.scratch)
+    read = other_user.run("cat", str(shared / "fat.img.files" / "docs" / "private.txt"))
+    assert read.returncode == 0 and read.stdout == b"a windows user's file\n"

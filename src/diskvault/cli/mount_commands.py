@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
               "files inside images as their modes allow; the image files stay yours).")
 @click.option("--share-images", is_flag=True,
               help="With --allow-other: let other users read the image and partition files "
-                   "too, and so every byte of the disk, whatever the modes of the files in it.")
+                   "too, and so every byte of the disk, whatever the modes of the files in it; "
+                   "and the files of FAT, exFAT and NTFS filesystems, which record no owners.")
 @click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where the background mount logs (default: syslog; --foreground: stderr).")
 @click.option("--daemon", "as_daemon", is_flag=True, hidden=True,

@@ -63,10 +63,13 @@ class FilesView:
     """getattr, readdir, readlink, open and read below ``<image>.files``; thread-safe."""
 
     def __init__(self, repository: Repository, own_folder: Callable[[SnapshotRecord], dict],
-                 owner: dict):
+                 owner: dict, share_unowned: bool = False):
         self._repository = repository
         self._own_folder = own_folder  # the attributes of the mount's own folders
         self._owner = owner  # for filesystems without owners (FAT, exFAT, NTFS)
+        # Those record no owners (NTFS keeps ACLs, which are not shown): their files are
+        # the mounting user's alone, unless the mount shares them with --share-images.
+        self._unowned_hidden_bits = 0 if share_unowned else 0o077
         self._kept: OrderedDict[str, SnapshotFiles] = OrderedDict()
         self._reported: set[tuple[str, Volume]] = set()
         self._lock = threading.Lock()
@@ -84,7 +87,8 @@ class FilesView:
         size = len(entry.symlink_target.encode(errors="surrogateescape")) \
             if entry.kind == "symlink" else entry.size
         # st_nlink 1 for folders too: it tells `find` that subfolders are not counted.
-        return {"st_mode": entry.mode, "st_nlink": 1, "st_size": size,
+        mode = entry.mode & ~self._unowned_hidden_bits if entry.uid is None else entry.mode
+        return {"st_mode": mode, "st_nlink": 1, "st_size": size,
                 "st_blocks": -(-(size if data_bytes is None else data_bytes) // BLOCK_BYTES),
                 "st_mtime": entry.mtime_ns, "st_atime": entry.atime_ns,
                 "st_ctime": entry.ctime_ns,

@@ -68,7 +68,8 @@ class SnapshotFilesystem(Operations):
         self._names = MountNames()
         self._listed_at = -LIST_TTL_S
         self._open: dict[int, OpenFile | OpenInside] = {}
-        self._inside = FilesView(repository, self._snapshot_folder_attributes, self._owner)
+        self._inside = FilesView(repository, self._snapshot_folder_attributes, self._owner,
+                                 share_images)
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
 
