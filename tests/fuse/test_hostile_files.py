@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,7 +27,7 @@ def debugfs(image: Path, request: str) -> None:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
-    """A repository holding one snapshot of the hostile image; the tree it was made from."""
+    """A repository holding one snapshot of the hostile image."""
     require_tool("debugfs")
     folder = tmp_path_factory.mktemp("hostile")
     tree = folder / "tree"
@@ -48,13 +47,12 @@ def hostile(tmp_path_factory):
     debugfs(image, "sif /odd/weird size 0x7fffffffffffffff")
     repository = Repository.init(folder / "repo", chunk_size=SMALL_CHUNKS)
     repository.backup(image, name="fs")
-    yield repository, tree
+    yield repository
     repository.close()
 
 
 def test_a_directory_loop_inside_an_image_ends_find_and_answers_eloop(hostile, mounted):
-    repository, _ = hostile
-    files = mounted(repository, "fs") / "fs.img.files"
+    files = mounted(hostile, "fs") / "fs.img.files"
     found = subprocess.run(["find", str(files)], capture_output=True, timeout=60)
     paths = found.stdout.decode().split()
     assert str(files / "a" / "b" / "f.txt") in paths
@@ -68,8 +66,7 @@ def test_a_directory_loop_inside_an_image_ends_find_and_answers_eloop(hostile, m
 
 def test_a_sparse_file_inside_an_image_reports_its_data_blocks_and_copies_sparse(
         hostile, mounted, tmp_path):
-    repository, tree = hostile
-    inside = mounted(repository, "fs") / "fs.img.files" / "sparse.bin"
+    inside = mounted(hostile, "fs") / "fs.img.files" / "sparse.bin"
     status = os.stat(inside)
     assert status.st_size == SPARSE_BYTES and status.st_blocks * 512 <= 64 * 1024
     copy = tmp_path / "sparse.bin"
@@ -82,8 +79,7 @@ def test_a_sparse_file_inside_an_image_reports_its_data_blocks_and_copies_sparse
 
 
 def test_an_inode_with_an_absurd_size_costs_only_that_entry(hostile, mounted):
-    repository, _ = hostile
-    files = mounted(repository, "fs") / "fs.img.files"
+    files = mounted(hostile, "fs") / "fs.img.files"
     assert {"a", "odd", "sparse.bin"} <= set(os.listdir(files))
     listed = os.listdir(files / "odd")
     assert "ok.txt" in listed
@@ -96,8 +92,7 @@ def test_an_inode_with_an_absurd_size_costs_only_that_entry(hostile, mounted):
 
 
 def test_a_symlink_whose_target_is_not_utf8_fails_alone_with_eio(hostile, mounted):
-    repository, _ = hostile
-    files = mounted(repository, "fs") / "fs.img.files"
+    files = mounted(hostile, "fs") / "fs.img.files"
     with pytest.raises(OSError) as raised:
         os.readlink(files / "odd" / "badlink")
     assert raised.value.errno == errno.EIO
