@@ -70,13 +70,15 @@ def unmount_for_good(mountpoint: Path, repo_root: Path) -> None:
 
 @pytest.fixture
 def mounted(tmp_path: Path):
-    """mounted(repository, snapshot=None, *options) -> mountpoint: `diskvault mount` in the
-    background, logging to ``<mountpoint>.log``; unmounted on teardown whatever happened."""
+    """mounted(repository, snapshot=None, *options, under=tmp_path) -> mountpoint: `diskvault
+    mount` in the background onto a new folder in ``under``, logging to ``<mountpoint>.log``;
+    unmounted on teardown whatever happened."""
     require_fuse()
     made: list[tuple[Path, Path]] = []
 
-    def mount(repository, snapshot: str | None = None, *options: str) -> Path:
-        mountpoint = tmp_path / f"mnt{len(made)}"
+    def mount(repository, snapshot: str | None = None, *options: str,
+              under: Path = tmp_path) -> Path:
+        mountpoint = under / f"mnt{len(made)}"
         mountpoint.mkdir()
         made.append((mountpoint, repository.root))
         run_cli("mount", "-r", str(repository.root), str(mountpoint),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from diskvault.fuse.layout import (ROOT, Folder, InsideFiles, Link, SnapshotFolder, find_inside,
-                                   image_name, layout_all, layout_one, snapshot_files, time_ns,
-                                   volume_folder)
+from diskvault.fuse.layout import (ROOT, Folder, InsideFiles, Link, MountNames, SnapshotFolder,
+                                   assign_names, find_inside, image_name, layout_all, layout_one,
+                                   snapshot_files, time_ns, volume_folder)
 from diskvault.store.snapshots import BackupStats, SnapshotRecord
 from diskvault.store.volumes import Partition
 
@@ -48,6 +48,40 @@ def test_names_that_are_not_path_components_are_made_safe():
     assert nodes[ROOT].names == ("_..", "web_db")
     assert image_name(record("a1", "sda", 0, source="/dev/sda")) == "sda"
     assert image_name(record("a1", "vm", 0, source="/")) == "vm.img"
+
+
+def test_every_shown_name_encodes_as_utf8_and_fits_the_kernels_255_bytes():
+    odd = ["disk\udcff.img", "lone\ud800", "", "a\0b", "é" * 200, "x" * 300]
+    nodes = layout_all([record(f"{i}0", name, 0, source=f"/{name}")
+                        for i, name in enumerate(odd)], mounted_ns=0)
+    names = nodes[ROOT].names
+    assert "disk\\xff.img" in names and "lone\\ud800" in names and "_" in names
+    assert len(set(names)) == len(odd)
+    for one in odd:
+        image = image_name(record("a1", one, 0, source=f"/{one}"))
+        assert len(f"{image}.files".encode()) <= 255
+    assert all(len(name.encode("utf-8")) <= 255 for name in names)
+
+
+def test_series_that_show_alike_get_distinct_folders_and_keep_them():
+    names = assign_names([record("a1", "web/db", 0), record("b2", "web_db", 1)], MountNames())
+    assert names.series["web/db"] == "web_db" and names.series["web_db"].startswith("web_db-")
+    later = assign_names([record("b2", "web_db", 1), record("c3", "web/db", 2)], names)
+    assert later.series == names.series
+
+
+def test_a_path_keeps_its_snapshot_and_a_deleted_snapshots_path_is_never_reused():
+    first, second = record("aaaa0001", "vm1", 0.2), record("bbbb0002", "vm1", 0.7)
+    names = assign_names([first, second], MountNames())
+    assert layout_all([first, second], 0, names)["/vm1/2026-11-18T031500Z"].record is first
+    names = assign_names([second], names)
+    nodes = layout_all([second], 0, names)
+    assert nodes["/vm1"].names == ("2026-11-18T031500Z-bbbb0002", "latest")
+    assert "/vm1/2026-11-18T031500Z" not in nodes
+    third = record("cccc0003", "vm1", 0.9)
+    names = assign_names([second, third], names)
+    assert layout_all([second, third], 0, names)["/vm1/latest"].target == \
+        "2026-11-18T031500Z-cccc0003"
 
 
 def test_a_snapshot_folder_holds_the_image_then_one_file_per_partition():

@@ -70,3 +70,24 @@ def test_the_mount_holds_off_compaction_until_unmounted(repo, make_image, mounte
         assert not no_readers
     run_cli("umount", str(mountpoint), check=True)
     wait_for(lambda: reader_lock_free(repo.root), "the mount to release its reader lock")
+
+
+def test_a_damaged_or_odd_record_appearing_while_mounted_hides_only_itself(repo, make_image,
+                                                                           mounted):
+    image = make_image(1 << 20, "random", name="vm1.img")
+    first = repo.backup(image, name="vm1")
+    mountpoint = mounted(repo)
+    good = repo.snapshots.path(first.id).read_bytes()
+    for fake_id, body in [("1" * 16, good[:-7]),  # cut short
+                          ("2" * 16, good),  # a copy under another id
+                          ("3" * 16, good.replace(b'"name":"vm1"', b'"name":5').replace(
+                              first.id.encode(), b"3" * 16))]:
+        repo.snapshots.path(fake_id).write_bytes(body)
+    second = repo.backup(image, name="other")
+    wait_for(lambda: "other" in os.listdir(mountpoint), "the next snapshot to appear")
+    assert sorted(os.listdir(mountpoint)) == ["other", "vm1"]
+    assert sorted(os.listdir(mountpoint / "vm1")) == [first.time_label, "latest"]
+    assert (mountpoint / "other" / second.time_label / "vm1.img").read_bytes() == \
+        image.read_bytes()
+    log = open(f"{mountpoint}.log").read()
+    assert all(f"snapshot {fake} is not shown" in log for fake in ("1" * 16, "2" * 16, "3" * 16))

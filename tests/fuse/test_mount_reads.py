@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,18 +92,17 @@ def test_random_ranges_read_through_the_mount_equal_the_original(repo, make_imag
         os.close(fd)
 
 
-def test_files_and_folders_are_read_only_owned_by_the_repository_owner(repo, make_image,
-                                                                       mounted):
+def test_files_and_folders_are_read_only_and_images_readable_by_the_mounting_user_only(
+        repo, make_image, mounted):
     record = repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
     mountpoint = mounted(repo)
-    owner = repo.root.stat()
     image = mountpoint / "vm1" / record.time_label / "vm1.img"
     for path, kind, mode in [(mountpoint, stat.S_IFDIR, 0o555),
                              (mountpoint / "vm1", stat.S_IFDIR, 0o555),
-                             (image.parent, stat.S_IFDIR, 0o555), (image, stat.S_IFREG, 0o444)]:
+                             (image.parent, stat.S_IFDIR, 0o555), (image, stat.S_IFREG, 0o400)]:
         status = path.stat()
         assert (stat.S_IFMT(status.st_mode), stat.S_IMODE(status.st_mode)) == (kind, mode), path
-        assert (status.st_uid, status.st_gid) == (owner.st_uid, owner.st_gid)
+        assert (status.st_uid, status.st_gid) == (os.geteuid(), os.getegid())
     status = image.stat()
     assert status.st_size == record.size
     assert status.st_mtime_ns == time_ns(record)
@@ -139,3 +139,17 @@ def test_other_users_are_let_in_only_when_asked(repo, make_image, mounted):
     private, shared = mounted(repo), mounted(repo, None, "--allow-other")
     assert "allow_other" not in mount_options(private)
     assert {"allow_other", "ro", "default_permissions"} <= mount_options(shared)
+
+
+def test_an_image_with_zero_runs_reports_its_data_blocks_and_copies_sparse(repo, make_image,
+                                                                           mounted, tmp_path):
+    source = make_image(16 << 20, "sparse", seed=4, name="vm1.img")
+    record = repo.backup(source, name="vm1")
+    image = mounted(repo, "vm1") / "vm1.img"
+    data_bytes = record.size - record.stats.zero_bytes
+    assert data_bytes < record.size // 4
+    assert image.stat().st_blocks == -(-data_bytes // 512)
+    copy = tmp_path / "copy.img"
+    subprocess.run(["cp", str(image), str(copy)], check=True)
+    assert copy.read_bytes() == source.read_bytes()
+    assert copy.stat().st_blocks * 512 <= 2 * data_bytes  # holes where the image has zeros

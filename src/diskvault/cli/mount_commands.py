@@ -27,20 +27,28 @@ log = logging.getLogger(__name__)
 @click.argument("snapshot", required=False)
 @click.option("--foreground", is_flag=True,
               help="Stay in the foreground, logging to stderr, until unmounted (Ctrl-C).")
-@click.option("--allow-other", is_flag=True, help="Let other users read the mount too.")
+@click.option("--allow-other", is_flag=True, help="Let other users read the mount too (the "
+              "files inside images as their modes allow; the image files stay yours).")
+@click.option("--share-images", is_flag=True,
+              help="With --allow-other: let other users read the image and partition files "
+                   "too, and so every byte of the disk, whatever the modes of the files in it; "
+                   "and the files of FAT, exFAT and NTFS filesystems, which record no owners.")
 @click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where the background mount logs (default: syslog; --foreground: stderr).")
 @click.option("--daemon", "as_daemon", is_flag=True, hidden=True,
               help="Internal: the background process that `mount` starts.")
 @click.pass_context
 def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allow_other,
-          log_file, as_daemon) -> None:
+          share_images, log_file, as_daemon) -> None:
     """Mount all snapshots (or just SNAPSHOT) read-only at MOUNTPOINT.
 
     All: MOUNTPOINT/<series>/<time>/<image> and <series>/latest. One: MOUNTPOINT/<image>.
     Each partition of an MBR or GPT disk is a file of its own: <image>.p1, <image>.p2 ...
     The files inside the image's filesystems are folders: <image>.files/p1/ ... (docs/mount.md).
     """
+    if share_images and not allow_other:
+        raise click.UsageError("--share-images shares the image files with other users, "
+                               "which only --allow-other lets in: give both, or neither")
     where = check_mountpoint(mountpoint)
     load_fusepy()
     if allow_other:
@@ -52,7 +60,8 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
             to_syslog = as_daemon and log_file is None and syslog_available()
             configure_logging(where, to_syslog, debug)
             serve(repository, record, where, allow_other,
-                  on_ready=lambda: _announce(as_daemon, log_file, where))
+                  on_ready=lambda: _announce(as_daemon, log_file, where),
+                  share_images=share_images)
             return
         root = str(repository.root.resolve())
     if log_file is None and not syslog_available():
@@ -61,6 +70,7 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
     argv = [sys.executable, "-m", "diskvault", *(["--debug"] if debug else []), "mount",
             "-r", root, where, *([record.id] if record else []), "--daemon",
             *(["--allow-other"] if allow_other else []),
+            *(["--share-images"] if share_images else []),
             *(["--log-file", os.path.abspath(log_file)] if log_file else [])]
     start_detached(argv, where)
     click.echo(f"mounted {_what(record)} at {where}; unmount with 'diskvault umount {where}'",

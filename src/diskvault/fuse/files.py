@@ -29,7 +29,7 @@ from ..store.filesystems import (Entry, FileReader, Filesystem, IsADirectory, No
                                  PathNotFound, UnknownFilesystem, name_is_plain)
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
-from .layout import InsideFiles, volume_folder
+from .layout import NAME_MAX_BYTES, InsideFiles, volume_folder
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ KEPT_SNAPSHOTS = 4
 # Per browsed snapshot: filesystem metadata and small files; big files stream through it.
 CHUNK_CACHE_BYTES = 16 * 1024 * 1024
 BLOCK_BYTES = 512
+# Files above this size are opened by getattr to count their holes (st_blocks).
+SPARSE_CHECK_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -61,27 +63,66 @@ class FilesView:
     """getattr, readdir, readlink, open and read below ``<image>.files``; thread-safe."""
 
     def __init__(self, repository: Repository, own_folder: Callable[[SnapshotRecord], dict],
-                 owner: dict):
+                 owner: dict, share_unowned: bool = False):
         self._repository = repository
         self._own_folder = own_folder  # the attributes of the mount's own folders
         self._owner = owner  # for filesystems without owners (FAT, exFAT, NTFS)
+        # Those record no owners (NTFS keeps ACLs, which are not shown): their files are
+        # the mounting user's alone, unless the mount shares them with --share-images.
+        self._unowned_hidden_bits = 0 if share_unowned else 0o077
         self._kept: OrderedDict[str, SnapshotFiles] = OrderedDict()
         self._reported: set[tuple[str, Volume]] = set()
         self._lock = threading.Lock()
 
     def getattr(self, node: InsideFiles) -> dict:
-        files, entry = self._entry(node)
-        return self._own_folder(files.record) if entry is None else self.attributes(entry)
+        files, fs, entry = self._entry(node)
+        if entry is None:
+            return self._own_folder(files.record)
+        if entry.kind == "dir":
+            self._refuse_loop(files, fs, entry.path)
+        return self.attributes(entry, self._data_bytes(files, fs, entry))
 
-    def attributes(self, entry: Entry) -> dict:
+    def attributes(self, entry: Entry, data_bytes: int | None = None) -> dict:
+        """``data_bytes``: the bytes that are not holes (st_blocks), when known."""
         size = len(entry.symlink_target.encode(errors="surrogateescape")) \
             if entry.kind == "symlink" else entry.size
         # st_nlink 1 for folders too: it tells `find` that subfolders are not counted.
-        return {"st_mode": entry.mode, "st_nlink": 1, "st_size": size,
-                "st_blocks": -(-size // BLOCK_BYTES), "st_mtime": entry.mtime_ns,
-                "st_atime": entry.atime_ns, "st_ctime": entry.ctime_ns,
+        mode = entry.mode & ~self._unowned_hidden_bits if entry.uid is None else entry.mode
+        return {"st_mode": mode, "st_nlink": 1, "st_size": size,
+                "st_blocks": -(-(size if data_bytes is None else data_bytes) // BLOCK_BYTES),
+                "st_mtime": entry.mtime_ns, "st_atime": entry.atime_ns,
+                "st_ctime": entry.ctime_ns,
                 "st_uid": self._owner["st_uid"] if entry.uid is None else entry.uid,
                 "st_gid": self._owner["st_gid"] if entry.gid is None else entry.gid}
+
+    def open_attributes(self, opened: OpenInside) -> dict:
+        """An open file answers for itself: its snapshot may have been deleted since."""
+        return self.attributes(opened.entry, data_bytes(opened.reader))
+
+    def _data_bytes(self, files: SnapshotFiles, fs: Filesystem, entry: Entry) -> int | None:
+        """A big file's bytes less its holes, so that `cp` sees it is sparse and writes holes
+        (libfuse 2 cannot answer SEEK_HOLE); small files are not opened for it."""
+        if entry.kind != "file" or entry.size <= SPARSE_CHECK_BYTES:
+            return None
+        try:
+            reader = fs.open(entry.path)
+        except DiskvaultError as error:
+            raise self._failed(files, entry.path, error) from None
+        with reader:
+            return data_bytes(reader)
+
+    def _refuse_loop(self, files: SnapshotFiles, fs: Filesystem, path: str) -> None:
+        """A folder that is also one of its own ancestors (a hard-linked directory in a
+        hostile image) would make the tree endless for `find` and `cp -r`: it is ELOOP."""
+        try:
+            ancestor = fs.loop_target(path)
+        except DiskvaultError as error:
+            raise self._failed(files, path, error) from None
+        if ancestor is not None:
+            log.error("snapshot %s (%s, %s): %s is the folder %s again (a loop in the "
+                      "filesystem); it answers ELOOP", files.record.short_id,
+                      files.record.name, files.record.time_label, path, ancestor)
+            raise FuseOSError(errno.ELOOP)
 
     def readdir(self, node: InsideFiles) -> list[str]:
         files, volume, path = self._locate(node)
@@ -97,9 +138,14 @@ class FilesView:
         return [e.name for e in entries if shown(e.name)]
 
     def readlink(self, node: InsideFiles) -> str:
-        _, entry = self._entry(node)
+        files, _, entry = self._entry(node)
         if entry is None or entry.kind != "symlink":
             raise FuseOSError(errno.EINVAL)
+        if not encodes_as_utf8(entry.symlink_target):  # fusepy hands the kernel UTF-8 only
+            log.error("snapshot %s: the symlink %s points to a name that is not UTF-8, which "
+                      "this mount cannot return (EIO); diskvault pull restores it as it is",
+                      files.record.short_id, entry.path)
+            raise FuseOSError(errno.EIO)
         return entry.symlink_target
 
     def open(self, node: InsideFiles) -> OpenInside:
@@ -150,17 +196,17 @@ class FilesView:
                 return files, volume, "/" + "/".join(node.parts[1:])
         raise FuseOSError(errno.ENOENT)
 
-    def _entry(self, node: InsideFiles) -> tuple[SnapshotFiles, Entry | None]:
-        """The entry at a node, a final symlink not followed; None for the mount's own folders
-        (the volumes' folder, a volume's root)."""
+    def _entry(self, node: InsideFiles) -> tuple[SnapshotFiles, Filesystem | None, Entry | None]:
+        """The entry at a node and its filesystem, a final symlink not followed; no entry for
+        the mount's own folders (the volumes' folder, a volume's root)."""
         files, volume, path = self._locate(node)
         if path in (None, "/"):  # needs no filesystem opened: `ls -l <image>.files` reads none
-            return files, None
+            return files, None, None
         fs = self._filesystem(files, volume, path)
         if fs is None:  # nothing below the empty folder of a volume without a filesystem
             raise FuseOSError(errno.ENOENT)
         try:
-            return files, fs.stat(path)
+            return files, fs, fs.stat(path)
         except DiskvaultError as error:
             raise self._failed(files, path, error) from None
 
@@ -186,11 +232,23 @@ class FilesView:
         return FuseOSError(number)
 
 
-def shown(name: str) -> bool:
-    """Whether a name from the image can be one entry of a FUSE folder: a plain component
-    that encodes as UTF-8 (the paths the kernel sends back are decoded as UTF-8)."""
+def data_bytes(reader: FileReader) -> int | None:
+    """What st_blocks counts for a file, when worth knowing: its bytes less its holes."""
+    return reader.data_bytes() if reader.size > SPARSE_CHECK_BYTES else None
+
+
+def encodes_as_utf8(text: str) -> bool:
+    """Whether fusepy can pass ``text`` to the kernel (it encodes and decodes strictly)."""
     try:
-        name.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return name_is_plain(name)
+    return True
+
+
+def shown(name: str) -> bool:
+    """Whether a name from the image can be one entry of a FUSE folder: a plain component
+    that encodes as UTF-8 (the paths the kernel sends back are decoded as UTF-8) in at most
+    the 255 bytes the kernel looks up (NTFS allows 255 UTF-16 units: up to 765 bytes)."""
+    return (encodes_as_utf8(name) and len(name.encode("utf-8")) <= NAME_MAX_BYTES
+            and name_is_plain(name))

@@ -8,9 +8,10 @@ partitions and filesystems means reading the image.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from ..store.browse import Volume
@@ -19,6 +20,9 @@ from ..store.volumes import Partition
 
 ROOT = "/"
 LATEST = "latest"
+NAME_MAX_BYTES = 255  # the kernel refuses longer path components
+# room for the longest suffix of an image's name: '.files', '.p128'
+IMAGE_NAME_MAX_BYTES = NAME_MAX_BYTES - len(".files")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,14 @@ class SnapshotFile:
     def size(self) -> int:
         return self.partition.size if self.partition else self.record.size
 
+    @property
+    def stored_bytes(self) -> int:
+        """What st_blocks counts: the image's bytes less its zero runs (so that `cp` sees a
+        sparse file and writes holes); a partition's zeros are not counted apart."""
+        if self.partition:
+            return self.partition.size
+        return max(0, self.record.size - self.record.stats.zero_bytes)
+
 
 Node = Folder | Link | SnapshotFolder
 
@@ -63,16 +75,43 @@ def time_ns(record: SnapshotRecord) -> int:
     return round(record.time.timestamp() * 1_000_000) * 1000
 
 
-def safe_name(name: str) -> str:
-    """A name usable as one path component (a series may be called anything)."""
-    cleaned = name.replace("/", "_").replace("\0", "_")
-    return cleaned if cleaned not in ("", ".", "..") else f"_{cleaned}"
+def safe_name(name: str, max_bytes: int = NAME_MAX_BYTES, distinct: bool = False) -> str:
+    """A name the kernel accepts as one path component (a series or a source file may be
+    called anything): '/' and NUL become '_'; bytes that are not UTF-8 show as ``\\xff``;
+    '', '.' and '..' get a leading '_'; a name longer than ``max_bytes`` is cut and ends in a
+    digest of the whole name, so two long names stay apart (``distinct``: ends in it anyway,
+    for a name that shows like one already taken)."""
+    cleaned = representable(name).replace("/", "_").replace("\0", "_")
+    cleaned = cleaned if cleaned not in ("", ".", "..") else f"_{cleaned}"
+    if len(cleaned.encode()) <= max_bytes and not distinct:
+        return cleaned
+    tail = f"-{name_digest(name)}"
+    head = cleaned.encode()[: max_bytes - len(tail)].decode(errors="ignore")
+    return head + tail
+
+
+def representable(name: str) -> str:
+    """``name`` as text that encodes as UTF-8 (what FUSE paths are): the bytes of a
+    non-UTF-8 file name (os.fsdecode's surrogates) are written ``\\xff``, any other lone
+    surrogate ``\\udcxx``."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode()
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def name_digest(name: str) -> str:
+    """8 hex digits that tell two names apart which show alike."""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def image_name(record: SnapshotRecord) -> str:
     """The source's file name (``vm1.img``, ``sda``), or ``<series>.img`` if it has none."""
     name = PurePosixPath(record.source).name
-    return safe_name(name) if name not in ("", ".", "..") else f"{safe_name(record.name)}.img"
+    if name in ("", ".", ".."):
+        return safe_name(record.name, IMAGE_NAME_MAX_BYTES - len(".img")) + ".img"
+    return safe_name(name, IMAGE_NAME_MAX_BYTES)
 
 
 def partition_name(image: str, number: int) -> str:
@@ -129,26 +168,57 @@ def layout_one(record: SnapshotRecord) -> dict[str, Node]:
     return {ROOT: SnapshotFolder(record)}
 
 
-def layout_all(records: Sequence[SnapshotRecord], mounted_ns: int) -> dict[str, Node]:
-    """``/<series>/<time label>/`` for every snapshot, plus ``/<series>/latest``.
+@dataclass(frozen=True)
+class MountNames:
+    """The folder each series and each snapshot got, kept for the mount's whole life: the
+    kernel caches a file's pages by its path, so a path that once named a snapshot never
+    names another, not even after that snapshot is deleted."""
 
-    Two snapshots of one series in the same second share a label: the later ones (by time,
-    then id) get ``-<short id>`` appended, so every folder name is unique. The root's time
-    is the newest snapshot's, or ``mounted_ns`` while there is none.
+    series: Mapping[str, str] = field(default_factory=dict)  # series name -> folder name
+    snapshots: Mapping[str, str] = field(default_factory=dict)  # id -> '/<folder>/<label>'
+
+
+def assign_names(records: Sequence[SnapshotRecord], known: MountNames) -> MountNames:
+    """``known`` plus names for the records it lacks, oldest first: a series gets its safe
+    name, or that name and a digest of its own if another series took it; a snapshot gets
+    its time label, or ``<label>-<short id>`` (``<label>-<id>``) if that path was taken."""
+    series, snapshots = dict(known.series), dict(known.snapshots)
+    folders, paths = set(series.values()), set(snapshots.values())
+    for record in sorted(records, key=lambda r: (r.time, r.id)):
+        if record.name not in series:
+            folder = safe_name(record.name)
+            if folder in folders:
+                folder = safe_name(record.name, distinct=True)
+            series[record.name] = folder
+            folders.add(folder)
+        if record.id not in snapshots:
+            label = record.time_label
+            candidates = (label, f"{label}-{record.short_id}", f"{label}-{record.id}")
+            path = next(p for p in (f"/{series[record.name]}/{c}" for c in candidates)
+                        if p not in paths)
+            snapshots[record.id] = path
+            paths.add(path)
+    return MountNames(series, snapshots)
+
+
+def layout_all(records: Sequence[SnapshotRecord], mounted_ns: int,
+               names: MountNames | None = None) -> dict[str, Node]:
+    """``/<series>/<time label>/`` for every snapshot, plus ``/<series>/latest``, with the
+    paths of ``names`` (which must cover ``records``; by default, names for these records
+    alone). The root's time is the newest snapshot's, or ``mounted_ns`` while there is none.
     """
+    names = names or assign_names(records, MountNames())
     series: dict[str, list[SnapshotRecord]] = defaultdict(list)
     for record in records:
-        series[safe_name(record.name)].append(record)
+        series[names.series[record.name]].append(record)
     nodes: dict[str, Node] = {}
     for folder, members in series.items():
         members.sort(key=lambda r: (r.time, r.id))
-        labels: list[str] = []
-        previous = None
-        for record in members:  # sorted by time: snapshots of the same second are neighbours
-            label = record.time_label
-            labels.append(label if label != previous else f"{label}-{record.short_id}")
-            previous = label
-            nodes[f"/{folder}/{labels[-1]}"] = SnapshotFolder(record)
+        labels = []
+        for record in members:
+            path = names.snapshots[record.id]
+            nodes[path] = SnapshotFolder(record)
+            labels.append(path.rpartition("/")[2])
         newest = time_ns(members[-1])
         nodes[f"/{folder}/{LATEST}"] = Link(labels[-1], newest)
         nodes[f"/{folder}"] = Folder(newest, tuple(sorted([*labels, LATEST])))

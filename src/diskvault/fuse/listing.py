@@ -33,10 +33,29 @@ class SnapshotListing:
         self._unreadable &= ids
         for snapshot_id in ids - self._records.keys() - self._unreadable:
             try:
-                self._records[snapshot_id] = self._repository.load_snapshot(snapshot_id)
+                record = self._repository.load_snapshot(snapshot_id)
             except FileNotFoundError:
                 continue  # deleted since the listing
             except CorruptData as error:
                 log.error("snapshot %s is not shown: %s", snapshot_id, error)
                 self._unreadable.add(snapshot_id)
+                continue
+            problem = unshowable(record, snapshot_id)
+            if problem:
+                log.error("snapshot %s is not shown: its record %s; run 'diskvault check'",
+                          snapshot_id, problem)
+                self._unreadable.add(snapshot_id)
+                continue
+            self._records[snapshot_id] = record
         return list(self._records.values())
+
+
+def unshowable(record: SnapshotRecord, snapshot_id: str) -> str | None:
+    """Why the mount cannot give a record a path of its own, or None: the tree is built
+    from every record at once, so one that breaks it would hide all the others."""
+    if record.id != snapshot_id:
+        return f"names another id ({record.id!r})"
+    for field_name in ("name", "source"):
+        if not isinstance(getattr(record, field_name), str):
+            return f"has a {field_name} that is not text"
+    return None

@@ -28,9 +28,9 @@ from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
 from .files import FilesView, OpenInside
 from .images import ImageCatalogue
-from .layout import (ROOT, Folder, InsideFiles, Link, Node, SnapshotFile, SnapshotFolder,
-                     files_folder_name, find_inside, layout_all, layout_one, snapshot_files,
-                     time_ns)
+from .layout import (ROOT, Folder, InsideFiles, Link, MountNames, Node, SnapshotFile,
+                     SnapshotFolder, assign_names, files_folder_name, find_inside, layout_all,
+                     layout_one, snapshot_files, time_ns)
 from .listing import SnapshotListing
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,23 @@ class SnapshotFilesystem(Operations):
     use_ns = True  # times in nanoseconds, as fusepy 3 asks
 
     def __init__(self, repository: Repository, record: SnapshotRecord | None,
-                 catalogue: ImageCatalogue, on_ready: Callable[[], None] = lambda: None):
+                 catalogue: ImageCatalogue, on_ready: Callable[[], None] = lambda: None,
+                 share_images: bool = False):
         self._catalogue = catalogue
         self._on_ready = on_ready
-        owner = repository.root.stat()
-        self._owner = {"st_uid": owner.st_uid, "st_gid": owner.st_gid}
+        # The mount's own files and folders belong to the user who mounted it; the images
+        # hold every file of the disk whatever its mode, so only that user may read them
+        # unless the mount shares them on purpose (--share-images).
+        self._owner = {"st_uid": os.geteuid(), "st_gid": os.getegid()}
+        self._image_mode = 0o444 if share_images else 0o400
         self._listing = None if record else SnapshotListing(repository)
         self._mounted_ns = time.time_ns()
         self._nodes = layout_one(record) if record else {}
+        self._names = MountNames()
         self._listed_at = -LIST_TTL_S
         self._open: dict[int, OpenFile | OpenInside] = {}
-        self._inside = FilesView(repository, self._snapshot_folder_attributes, self._owner)
+        self._inside = FilesView(repository, self._snapshot_folder_attributes, self._owner,
+                                 share_images)
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -91,7 +97,9 @@ class SnapshotFilesystem(Operations):
         with self._lock:
             now = time.monotonic()
             if now - self._listed_at >= LIST_TTL_S:
-                self._nodes = layout_all(self._listing.current(), self._mounted_ns)
+                records = self._listing.current()
+                self._names = assign_names(records, self._names)
+                self._nodes = layout_all(records, self._mounted_ns, self._names)
                 self._listed_at = now
             return self._nodes
 
@@ -118,13 +126,14 @@ class SnapshotFilesystem(Operations):
         opened = self._open.get(fh) if fh else None
         # An open file answers for itself: its snapshot may have been deleted since.
         if isinstance(opened, OpenInside):
-            return self._inside.attributes(opened.entry)
+            return self._inside.open_attributes(opened)
         node = opened.file if opened else self._resolve(path)
         if isinstance(node, InsideFiles):
             return self._inside.getattr(node)
         if isinstance(node, SnapshotFile):
-            return self._attributes(stat.S_IFREG | 0o444, node.size, time_ns(node.record),
-                                    st_blocks=-(-node.size // BLOCK_BYTES))
+            return self._attributes(stat.S_IFREG | self._image_mode, node.size,
+                                    time_ns(node.record),
+                                    st_blocks=-(-node.stored_bytes // BLOCK_BYTES))
         if isinstance(node, Link):
             return self._attributes(stat.S_IFLNK | 0o777, len(node.target), node.time_ns)
         if isinstance(node, SnapshotFolder):

@@ -33,12 +33,13 @@ def _option_value(text: str) -> str:
 
 
 def serve(repository: Repository, record: SnapshotRecord | None, mountpoint: str,
-          allow_other: bool, on_ready: Callable[[], None]) -> None:
+          allow_other: bool, on_ready: Callable[[], None], share_images: bool = False) -> None:
     """Blocks until the mount is unmounted (``diskvault umount``, or SIGINT/SIGTERM)."""
     fuse = load_fusepy()
     from .operations import SnapshotFilesystem  # imports fusepy: only after the check
 
-    operations = SnapshotFilesystem(repository, record, ImageCatalogue(repository), on_ready)
+    operations = SnapshotFilesystem(repository, record, ImageCatalogue(repository), on_ready,
+                                    share_images)
     lock = repository.reader_lock()
     try:
         fuse.FUSE(operations, mountpoint, foreground=True, ro=True,

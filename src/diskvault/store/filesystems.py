@@ -383,6 +383,14 @@ class FileReader(PositionedFile):
             return min(self._ranges[index][0], self.size)
         return self.size
 
+    def data_bytes(self) -> int:
+        """How many of the file's bytes may hold data (holes left out; all of them when the
+        filesystem does not say): what the mount reports as st_blocks."""
+        if self._ranges is None:
+            return self.size
+        return sum(min(end, self.size) - start for start, end in self._ranges
+                   if start < self.size)
+
     def pread(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset + length), cut at the file's size; a short read from the
         filesystem is damage, never silently shorter data."""
