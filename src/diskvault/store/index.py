@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lmdb
 
+from .durable import PRIVATE_FILE_MODE, make_private_folder
 from .errors import CorruptData
 from .packs import PackEntry
 
@@ -47,10 +48,11 @@ class ChunkIndex:
     """One LMDB environment with two tables: ``chunks`` and ``packs``."""
 
     def __init__(self, path: Path, readonly: bool = False):
-        path.mkdir(exist_ok=True) if not readonly else None
+        make_private_folder(path) if not readonly else None
         try:
             self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
-                                 readonly=readonly, create=not readonly, readahead=False)
+                                 readonly=readonly, create=not readonly, readahead=False,
+                                 mode=PRIVATE_FILE_MODE)
         except lmdb.Error as error:
             raise CorruptData(f"index at {path} cannot be opened ({error}); "
                               f"run 'diskvault check --repair' to rebuild it") from None

@@ -27,6 +27,7 @@ from .chunker import Hint, hints_from_spans
 from .chunks import ChunkReader, ChunkWriter, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .diff import changed_ranges
+from .durable import make_private_folder
 from .errors import BadInput, CorruptData, RepositoryFull, RepositoryNotFound
 from .index import ChunkIndex
 from .manifest import decode_block
@@ -101,9 +102,12 @@ class Repository:
         chunker = ChunkerParams.from_average(chunk_size) if chunk_size else ChunkerParams()
         chunker.validate()
         config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
-        root.mkdir(parents=True, exist_ok=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(root)  # an empty folder made by the user keeps its mode
+        root = root.resolve()
         for folder in (PACKS_DIR, SNAPSHOTS_DIR):
-            (root / folder).mkdir()
+            make_private_folder(root / folder)
+        locking.prepare_lock_files(root)
         write_config(root, config)  # last: a folder without config is not a repository
         return cls(root, config)
 
@@ -115,7 +119,8 @@ class Repository:
                                      f"'diskvault init -r {root}'")
         if not root.is_dir():
             raise RepositoryNotFound(f"repository {root} is not a folder")
-        return cls(root, read_config(root))
+        # Resolved once: the folders inside are then opened without following any link.
+        return cls(root.resolve(), read_config(root))
 
     @property
     def pool(self):
@@ -135,6 +140,31 @@ class Repository:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def contains(self, path: Path) -> bool:
+        """Whether ``path`` (existing or not) lies inside this repository, reached through
+        any symbolic link or bind mount: its real path is under the root's, or one of its
+        folders is the root folder itself (same device and inode)."""
+        root = os.stat(self.root)
+        absolute = Path(os.path.abspath(path))
+        real = Path(os.path.realpath(absolute))
+        if real == self.root or self.root in real.parents:
+            return True
+        for folder in {*absolute.parents, *real.parents, absolute, real}:
+            try:
+                status = os.stat(folder)
+            except OSError:
+                continue
+            if (status.st_dev, status.st_ino) == (root.st_dev, root.st_ino):
+                return True
+        return False
+
+    def refuse_inside(self, path: Path, role: str) -> None:
+        """BadInput if ``path`` is inside the repository: only the repository writes there."""
+        if self.contains(path):
+            raise BadInput(f"{role} {path} is inside the repository {self.root}; diskvault "
+                           f"never reads or writes its own files as data: choose a path "
+                           f"outside it")
 
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
@@ -171,6 +201,7 @@ class Repository:
         """Back up one image; the snapshot record is written only once all it references
         is durable. On any failure nothing is recorded and earlier snapshots are intact."""
         started = time.monotonic()
+        self.refuse_inside(Path(source_path), "backup source")
         with ImageSource(Path(source_path)) as source, \
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
             self.recover_unindexed_packs()
@@ -255,6 +286,7 @@ class Repository:
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
                 progress: Progress | None = None) -> None:
+        self.refuse_inside(Path(target), "restore target")
         lock = self.reader_lock()
         try:
             restore_to_path(image_pieces(self.chunks, record, self.pool), record, Path(target),
@@ -301,7 +333,7 @@ class Repository:
                lock_wait_s: float = 0.0) -> repairing.RepairReport:
         """check --repair, under the writer lock: an index that cannot be read is set aside
         before the repository is opened, then the index is rebuilt from the packs."""
-        root = Path(root)
+        root = Path(root).resolve()
         config = read_config(root)
         with locking.WriterLock(root, "check --repair", lock_wait_s):
             set_aside = repairing.set_aside_unreadable_index(root / INDEX_DIR)
