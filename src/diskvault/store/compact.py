@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import locking
+from . import locking, space
 from .errors import BadInput, CorruptData
 from .liveness import Liveness, batches
 from .manifest import ManifestEntry, decode_block
@@ -253,4 +253,7 @@ def compact(repository: Repository, threshold: float = DEFAULT_THRESHOLD,
     """Reclaim unused space; holds the writer lock. See the module docstring."""
     validate_threshold(threshold)
     with repository.writer_lock("compact", lock_wait_s):
-        return _Compactor(repository, threshold).run()
+        space.release_reserve_if_full(repository.root, repository.space_folders)
+        result = _Compactor(repository, threshold).run()
+        space.allocate_reserve(repository.root)
+        return result

@@ -3,7 +3,6 @@ images. Orchestration only: the work is done by the modules it calls."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -13,13 +12,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-import lmdb
-
 from . import check as checking
 from . import compact as compaction
 from . import locking
 from . import prune as pruning
 from . import repair as repairing
+from . import space
 from .backend import LocalBackend
 from .backup import make_record, record_image
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
@@ -28,7 +26,7 @@ from .chunks import ChunkReader, ChunkWriter, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .diff import changed_ranges
 from .durable import make_private_folder
-from .errors import BadInput, CorruptData, RepositoryFull, RepositoryNotFound
+from .errors import BadInput, CorruptData, RepositoryNotFound
 from .index import ChunkIndex
 from .manifest import decode_block
 from .packs import read_footer
@@ -46,28 +44,6 @@ PACKS_DIR = "packs"
 INDEX_DIR = "index"
 SNAPSHOTS_DIR = "snapshots"
 Progress = Callable[[int], None]
-
-
-LOW_SPACE_BYTES = 1024 * 1024
-
-
-def _is_disk_full(error: BaseException, root: Path) -> bool:
-    """ENOSPC, or an I/O error while the repository's filesystem is (nearly) full: LMDB
-    reports a short write as EIO."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if isinstance(error, lmdb.Error) or (isinstance(error, OSError) and error.errno == errno.EIO):
-        try:
-            return min(_free_bytes(root / INDEX_DIR), _free_bytes(root / PACKS_DIR)) < \
-                LOW_SPACE_BYTES
-        except OSError:
-            return False
-    return False
-
-
-def _free_bytes(path: Path) -> int:
-    stats = os.statvfs(path)
-    return stats.f_bavail * stats.f_frsize
 
 
 @dataclass(frozen=True)
@@ -90,6 +66,7 @@ class Repository:
         self.snapshots = SnapshotStore(root / SNAPSHOTS_DIR)
         self.codec = Codec(config.compression)
         self.chunks = ChunkReader(self.backend, self.index, self.codec)
+        self.space_folders = space_folders(root)
         self._pool = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -108,6 +85,7 @@ class Repository:
         for folder in (PACKS_DIR, SNAPSHOTS_DIR):
             make_private_folder(root / folder)
         locking.prepare_lock_files(root)
+        space.allocate_reserve(root)
         write_config(root, config)  # last: a folder without config is not a repository
         return cls(root, config)
 
@@ -166,6 +144,11 @@ class Repository:
                            f"never reads or writes its own files as data: choose a path "
                            f"outside it")
 
+    def disk_full_reported(self, outcome: str):
+        """A context in which a full disk becomes RepositoryFull (exit 74) ending in
+        ``outcome``."""
+        return space.disk_full_reported(self.space_folders, outcome)
+
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
         return locking.WriterLock(self.root, command, lock_wait_s)
@@ -202,7 +185,9 @@ class Repository:
         is durable. On any failure nothing is recorded and earlier snapshots are intact."""
         started = time.monotonic()
         self.refuse_inside(Path(source_path), "backup source")
-        with ImageSource(Path(source_path)) as source, \
+        with self.disk_full_reported("the backup was abandoned and earlier snapshots are "
+                                     "intact: free space, then rerun it"), \
+                ImageSource(Path(source_path)) as source, \
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
             self.recover_unindexed_packs()
             stats = BackupStats()
@@ -220,12 +205,8 @@ class Repository:
                 record = make_record(source, manifest, name or Path(source_path).name,
                                      list(tags), stats, started)
                 self.snapshots.save(record)
-            except BaseException as error:
+            except BaseException:
                 writer.abort()
-                if _is_disk_full(error, self.root):
-                    raise RepositoryFull(f"the repository's disk is full ({self.root}); the "
-                                         f"backup was abandoned and earlier snapshots are "
-                                         f"intact: free space, then rerun it") from None
                 raise
             finally:
                 compress_pool.shutdown(cancel_futures=True)
@@ -313,16 +294,23 @@ class Repository:
     # -- maintenance: delete, prune, compact, check, repair ------------------------------
     def delete_snapshots(self, selectors: Sequence[str],
                          lock_wait_s: float = 0.0) -> list[SnapshotRecord]:
-        return pruning.delete_snapshots(self, selectors, lock_wait_s)
+        with self.disk_full_reported("snapshots listed by 'diskvault list' are intact: "
+                                     "rerun the delete"):
+            return pruning.delete_snapshots(self, selectors, lock_wait_s)
 
     def prune(self, policy: KeepPolicy, name: str | None = None, dry_run: bool = False,
               allow_delete_all: bool = False, now: datetime | None = None,
               lock_wait_s: float = 0.0) -> pruning.PrunePlan:
-        return pruning.prune(self, policy, name, dry_run, allow_delete_all, now, lock_wait_s)
+        with self.disk_full_reported("snapshots listed by 'diskvault list' are intact: "
+                                     "rerun the prune"):
+            return pruning.prune(self, policy, name, dry_run, allow_delete_all, now,
+                                 lock_wait_s)
 
     def compact(self, threshold: float = compaction.DEFAULT_THRESHOLD,
                 lock_wait_s: float = 0.0) -> compaction.CompactResult:
-        return compaction.compact(self, threshold, lock_wait_s)
+        with self.disk_full_reported("compact stopped and lost nothing: delete snapshots, "
+                                     "or free space elsewhere on that disk, then rerun it"):
+            return compaction.compact(self, threshold, lock_wait_s)
 
     def check(self, read_data: bool = False,
               progress: checking.Progress | None = None) -> checking.CheckReport:
@@ -335,10 +323,18 @@ class Repository:
         before the repository is opened, then the index is rebuilt from the packs."""
         root = Path(root).resolve()
         config = read_config(root)
-        with locking.WriterLock(root, "check --repair", lock_wait_s):
+        with space.disk_full_reported(space_folders(root), "the repair stopped: free space "
+                                      "on that disk, then rerun it"), \
+                locking.WriterLock(root, "check --repair", lock_wait_s):
+            space.release_reserve_if_full(root, space_folders(root))
             set_aside = repairing.set_aside_unreadable_index(root / INDEX_DIR)
             with cls(root, config) as repository:
                 return repairing.repair(repository, set_aside, read_data)
+
+
+def space_folders(root: Path) -> list[Path]:
+    """The folders whose filesystems a writer fills (the index may be a mount of its own)."""
+    return [root, root / INDEX_DIR, root / PACKS_DIR]
 
 
 def repository_path(value: str | os.PathLike | None) -> Path:
