@@ -122,7 +122,7 @@ def test_restore_onto_a_device_held_by_device_mapper_is_refused(tmp_path: Path, 
     made = subprocess.run(["dmsetup", "create", name, "--table", table], capture_output=True,
                           text=True)
     if made.returncode != 0:
-        pytest.skip(f"device mapper is not usable here: {made.stderr.strip()}")
+        pytest.skip(f"device mapper is not usable here: {made.stderr.splitlines()[0]}")
     try:
         repo, snapshot, _ = snapshot_of(tmp_path, 8 * MiB)
         result = run_cli("restore", "-r", str(repo), snapshot, str(device), "--force")
@@ -132,6 +132,25 @@ def test_restore_onto_a_device_held_by_device_mapper_is_refused(tmp_path: Path, 
     assert result.returncode == EXIT_BAD_INPUT, result.stderr.decode()
     assert f"{device} is held by dm-" in result.stderr.decode()
     assert sha256_of(device, 8 * MiB) == hashlib.sha256(bytes(8 * MiB)).hexdigest()
+
+
+def test_restore_onto_a_device_used_as_swap_is_refused(tmp_path: Path, loop_device):
+    device = loop_device(write_image(tmp_path / "disk", 16 * MiB, "zeros"))
+    subprocess.run(["mkswap", "-q", str(device)], check=True, capture_output=True)
+    swapped = subprocess.run(["swapon", str(device)], capture_output=True, text=True)
+    if swapped.returncode != 0:
+        pytest.skip(f"swapon is not allowed here: {swapped.stderr.strip()}")
+    try:
+        before = sha256_of(device, 16 * MiB)
+        repo, snapshot, _ = snapshot_of(tmp_path, 8 * MiB)
+        result = run_cli("restore", "-r", str(repo), snapshot, str(device), "--force")
+        after = sha256_of(device, 16 * MiB)
+    finally:
+        subprocess.run(["swapoff", str(device)], capture_output=True)
+
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr.decode()
+    assert f"{device} is used as swap" in result.stderr.decode()
+    assert after == before
 
 
 def test_restore_onto_an_unused_device_through_a_link_writes_every_byte(

@@ -28,15 +28,17 @@ def _unescape(field: str) -> str:
 
 
 def _family(device: Path) -> dict[str, Path]:
-    """The device and its partitions: 'major:minor' -> their sysfs folder."""
+    """The device and its partitions: 'major:minor' -> their sysfs folder, whose name is
+    the kernel's name of the device (sda, sda1, loop0p1)."""
     rdev = os.stat(device).st_rdev
     number = f"{os.major(rdev)}:{os.minor(rdev)}"
     folder = Path(os.path.realpath(f"/sys/dev/block/{number}"))
+    if not folder.is_dir():
+        return {number: Path(os.path.realpath(device))}  # no sysfs: the name under /dev
     family = {number: folder}
-    if folder.is_dir():
-        for child in sorted(folder.iterdir()):
-            if (child / "partition").is_file():
-                family[(child / "dev").read_text().strip()] = child
+    for child in sorted(folder.iterdir()):
+        if (child / "partition").is_file():
+            family[(child / "dev").read_text().strip()] = child
     return family
 
 
@@ -47,24 +49,28 @@ def _lines(path: Path) -> list[str]:
         return []
 
 
+def _dev_paths(family: dict[str, Path]) -> set[str]:
+    return {f"/dev/{folder.name}" for folder in family.values()}
+
+
 def _mounts(family: dict[str, Path]) -> list[str]:
-    names = {f"/dev/{folder.name}": folder.name for folder in family.values()}
+    paths = _dev_paths(family)
     found = []
     for line in _lines(MOUNTINFO):
         fields = line.split(" ")
-        source = _unescape(fields[fields.index("-") + 2])
-        name = family[fields[2]].name if fields[2] in family else \
-            names.get(os.path.realpath(source))
-        if name is not None:
-            found.append(f"/dev/{name} is mounted at {_unescape(fields[4])}")
+        number, source = fields[2], _unescape(fields[fields.index("-") + 2])
+        if number in family:
+            found.append(f"/dev/{family[number].name} is mounted at {_unescape(fields[4])}")
+        elif os.path.realpath(source) in paths:
+            found.append(f"{os.path.realpath(source)} is mounted at {_unescape(fields[4])}")
     return found
 
 
 def _swaps(family: dict[str, Path]) -> list[str]:
-    names = {f"/dev/{folder.name}" for folder in family.values()}
-    return [f"{os.path.realpath(line.split()[0])} is used as swap"
-            for line in _lines(SWAPS)[1:]
-            if line.split() and os.path.realpath(_unescape(line.split()[0])) in names]
+    paths = _dev_paths(family)
+    swapped = (os.path.realpath(_unescape(line.split()[0])) for line in _lines(SWAPS)[1:]
+               if line.strip())
+    return [f"{path} is used as swap" for path in swapped if path in paths]
 
 
 def _holders(family: dict[str, Path]) -> list[str]:

@@ -80,8 +80,9 @@ class Repository:
         chunker.validate()
         config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
         root.parent.mkdir(parents=True, exist_ok=True)
-        make_private_folder(root)  # an empty folder made by the user keeps its mode
+        # Resolved once (the user may name it through a link); inside, nothing is followed.
         root = root.resolve()
+        make_private_folder(root)  # an empty folder made by the user keeps its mode
         for folder in (PACKS_DIR, SNAPSHOTS_DIR):
             make_private_folder(root / folder)
         locking.prepare_lock_files(root)
@@ -97,7 +98,7 @@ class Repository:
                                      f"'diskvault init -r {root}'")
         if not root.is_dir():
             raise RepositoryNotFound(f"repository {root} is not a folder")
-        # Resolved once: the folders inside are then opened without following any link.
+        # Resolved once: inside, folders are opened without following any link.
         return cls(root.resolve(), read_config(root))
 
     @property
