@@ -222,3 +222,27 @@ def test_backup_and_repair_on_a_disk_with_no_byte_free_exit_74_or_succeed_leavin
     assert repaired.returncode == 0, repaired.stderr.decode()
 
     assert_consistent_after_failure(repo, first, sha256_of(first_image), tmp_path)
+
+
+def test_compact_on_a_full_disk_deletes_unused_packs_before_copying_live_records(
+        tmp_path: Path, mount_tmpfs):
+    # Pack "partly" keeps 8 of its 12 MiB in use: emptying it means writing 8 MiB, more than
+    # the space reserve. Pack "unused" holds nothing in use: deleted first, it makes room.
+    small_fs = mount_tmpfs(tmp_path / "small_fs", "40m")
+    repo = new_repository(small_fs / "repo")
+    partly = write_image(tmp_path / "partly.img", 12 * MiB, "random", seed=1)
+    unused = write_image(tmp_path / "unused.img", 6 * MiB, "random", seed=2)
+    kept = tmp_path / "kept.img"
+    kept.write_bytes(partly.read_bytes()[: 8 * MiB] + os.urandom(1 * MiB))
+    ids = [json.loads(backup(repo, image).stdout)["id"] for image in (partly, unused, kept)]
+    run_cli("delete", "-r", str(repo), ids[0], ids[1], check=True)
+    fill_up(small_fs)
+
+    compacted = run_cli("compact", "-r", str(repo), "--json")
+
+    assert compacted.returncode == 0, compacted.stderr.decode()
+    assert json.loads(compacted.stdout)["packs_deleted"] == 2
+    assert not [p for p in repo.rglob("*") if p.name.endswith(".tmp")]
+    target = tmp_path / "kept.restored"
+    assert run_cli("restore", "-r", str(repo), ids[2], str(target)).returncode == 0
+    assert sha256_of(target) == sha256_of(kept)
