@@ -217,3 +217,19 @@ def test_another_user_can_neither_read_a_pack_nor_list_snapshots(other_user):
 
     assert read.returncode != 0 and read.stdout == b""
     assert listing.returncode != 0 and b"snapshot" not in listing.stdout.lower()
+
+
+def test_a_link_planted_as_an_index_file_is_refused_and_repair_rebuilds_the_index(
+        tmp_path: Path, victim: Path):
+    repo, snapshot = backed_up(tmp_path)
+    (repo / "index" / "data.mdb").unlink()
+    (repo / "index" / "data.mdb").symlink_to(victim)
+
+    backed = run_cli("backup", "-r", str(repo), str(tmp_path / "vm.img"), "--no-progress")
+    repaired = run_cli("check", "-r", str(repo), "--repair")
+
+    assert backed.returncode != 0 and "symbolic link" in backed.stderr.decode()
+    assert repaired.returncode == 0, repaired.stderr.decode()
+    assert victim.read_bytes() == VICTIM_BYTES
+    assert not (repo / "index" / "data.mdb").is_symlink()
+    assert run_cli("restore", "-r", str(repo), snapshot, str(tmp_path / "r.img")).returncode == 0

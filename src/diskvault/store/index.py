@@ -20,6 +20,7 @@ from .packs import PackEntry
 MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents
 LOCATION = struct.Struct("<16sQIIB")
 PACK_STATS = struct.Struct("<QQQI")
+LMDB_FILES = ("data.mdb", "lock.mdb")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class ChunkIndex:
 
     def __init__(self, path: Path, readonly: bool = False):
         make_private_folder(path) if not readonly else None
+        for name in LMDB_FILES:  # LMDB opens them following links: refuse a planted one
+            if (path / name).is_symlink():
+                raise CorruptData(f"index file {path / name} is a symbolic link, which "
+                                  f"diskvault never writes through; run 'diskvault check "
+                                  f"--repair' to set the index aside and rebuild it")
         try:
             self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
                                  readonly=readonly, create=not readonly, readahead=False,
