@@ -57,10 +57,9 @@ def create_exclusive(folder_fd: int, name: str, mode: int = PRIVATE_FILE_MODE) -
     return fd
 
 
-def make_private_folder(path: Path, parents: bool = False) -> None:
-    """mkdir ``path`` 0700 whatever the umask (nothing if it is already a folder)."""
-    if parents and not path.parent.is_dir():
-        make_private_folder(path.parent, parents=True)
+def make_private_folder(path: Path) -> None:
+    """mkdir ``path`` 0700 whatever the umask (nothing if it is already a folder; a link
+    there is refused)."""
     try:
         os.mkdir(path, PRIVATE_FOLDER_MODE)
     except FileExistsError:

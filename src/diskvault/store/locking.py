@@ -4,9 +4,11 @@ The writer lock is a file created exclusively; it names host, pid, command and
 start time, so a second writer can say who holds it, and a holder that died on
 this host is recognised as stale and taken over. Its bytes are allocated once: a
 released lock file is kept as ``lock.spare`` and the next writer rewrites it in place,
-so delete and compact can take the lock on a disk with no byte free. Readers hold a shared flock on
-``readers.lock``; compaction deletes packs only when it can take that flock
-exclusively, so it never pulls data from under a running reader or mount.
+so delete and compact can take the lock on a disk with no byte free.
+
+Readers hold a shared flock on ``readers.lock``; compaction deletes packs only when it
+can take that flock exclusively, so it never pulls data from under a running reader or
+mount.
 """
 
 from __future__ import annotations

@@ -103,15 +103,15 @@ def restore_to_path(pieces, record: SnapshotRecord, target: Path, force: bool,
     through a link), over an existing file (``force``), or onto a block device (``force``;
     every byte written; refused while it or a partition of it is in use)."""
     device = _block_device(target)
+    if device is None and os.path.islink(target):
+        raise BadInput(f"restore target {target} is a symbolic link (to "
+                       f"{os.readlink(target)}); restore is never written through a link: "
+                       f"name the file itself, or remove the link")
     if os.path.lexists(target) and not force:
         raise TargetExists(f"restore target {target} exists; add --force to overwrite it")
     if device is not None:
         _restore_to_device(pieces, record, device, progress)
         return
-    if os.path.islink(target):
-        raise BadInput(f"restore target {target} is a symbolic link (to "
-                       f"{os.readlink(target)}); restore is never written through a link: "
-                       f"name the file itself, or remove the link")
     if os.path.lexists(target) and not target.is_file():
         raise BadInput(f"restore target {target} is neither a file nor a block device")
     if not target.parent.is_dir():
