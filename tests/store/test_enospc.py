@@ -162,3 +162,87 @@ def test_backup_whose_index_runs_out_of_space_fails_cleanly_and_a_rerun_reuses_i
     result = run_cli("restore", "-r", str(repo), summary["id"], str(target))
     assert result.returncode == 0, result.stderr.decode()
     assert sha256_of(target) == sha256_of(large_image)
+
+
+def fill_up(folder: Path) -> Path:
+    """Fill the filesystem of ``folder`` to exactly 0 bytes free with one filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        for step in (MiB, 4096, 1):
+            try:
+                while True:
+                    handle.write(bytes(step))
+            except OSError:
+                pass
+    stats = os.statvfs(folder)
+    assert stats.f_bavail == 0
+    return filler
+
+
+def free_bytes(folder: Path) -> int:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+def test_delete_and_compact_free_space_on_a_disk_with_no_byte_free(tmp_path: Path,
+                                                                   mount_tmpfs):
+    small_fs = mount_tmpfs(tmp_path / "small_fs", "16m")
+    repo = new_repository(small_fs / "repo")
+    kept_image = write_image(tmp_path / "kept.img", 1 * MiB, "random", seed=1)
+    gone_image = write_image(tmp_path / "gone.img", 2 * MiB, "random", seed=2)
+    kept = json.loads(backup(repo, kept_image).stdout)["id"]
+    gone = json.loads(backup(repo, gone_image).stdout)["id"]
+    fill_up(small_fs)
+
+    deleted = run_cli("delete", "-r", str(repo), gone)
+    assert deleted.returncode == 0, deleted.stderr.decode()
+    compacted = run_cli("compact", "-r", str(repo), "--json")
+    assert compacted.returncode == 0, compacted.stderr.decode()
+
+    assert free_bytes(small_fs) > 1 * MiB
+    assert listed_ids(repo) == [kept]
+    assert not [p for p in repo.rglob("*") if p.name.endswith(".tmp")]
+    assert not (repo / "lock").exists()
+    target = tmp_path / "kept.restored"
+    assert run_cli("restore", "-r", str(repo), kept, str(target)).returncode == 0
+    assert sha256_of(target) == sha256_of(kept_image)
+
+
+def test_backup_and_repair_on_a_disk_with_no_byte_free_exit_74_or_succeed_leaving_no_temp_file(
+        tmp_path: Path, mount_tmpfs):
+    small_fs = mount_tmpfs(tmp_path / "small_fs", "16m")
+    repo = new_repository(small_fs / "repo")
+    first_image = write_image(tmp_path / "first.img", 1 * MiB, "random", seed=1)
+    first = json.loads(backup(repo, first_image).stdout)["id"]
+    fill_up(small_fs)
+
+    assert_disk_full_error(backup(repo, write_image(tmp_path / "more.img", 1 * MiB, "random",
+                                                    seed=3)))
+    repaired = run_cli("check", "-r", str(repo), "--repair")
+    assert repaired.returncode == 0, repaired.stderr.decode()
+
+    assert_consistent_after_failure(repo, first, sha256_of(first_image), tmp_path)
+
+
+def test_compact_on_a_full_disk_deletes_unused_packs_before_copying_live_records(
+        tmp_path: Path, mount_tmpfs):
+    # Pack "partly" keeps 8 of its 12 MiB in use: emptying it means writing 8 MiB, more than
+    # the space reserve. Pack "unused" holds nothing in use: deleted first, it makes room.
+    small_fs = mount_tmpfs(tmp_path / "small_fs", "40m")
+    repo = new_repository(small_fs / "repo")
+    partly = write_image(tmp_path / "partly.img", 12 * MiB, "random", seed=1)
+    unused = write_image(tmp_path / "unused.img", 6 * MiB, "random", seed=2)
+    kept = tmp_path / "kept.img"
+    kept.write_bytes(partly.read_bytes()[: 8 * MiB] + os.urandom(1 * MiB))
+    ids = [json.loads(backup(repo, image).stdout)["id"] for image in (partly, unused, kept)]
+    run_cli("delete", "-r", str(repo), ids[0], ids[1], check=True)
+    fill_up(small_fs)
+
+    compacted = run_cli("compact", "-r", str(repo), "--json")
+
+    assert compacted.returncode == 0, compacted.stderr.decode()
+    assert json.loads(compacted.stdout)["packs_deleted"] == 2
+    assert not [p for p in repo.rglob("*") if p.name.endswith(".tmp")]
+    target = tmp_path / "kept.restored"
+    assert run_cli("restore", "-r", str(repo), ids[2], str(target)).returncode == 0
+    assert sha256_of(target) == sha256_of(kept)

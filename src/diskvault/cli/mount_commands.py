@@ -55,6 +55,7 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
         check_allow_other()
     debug = debug_enabled(ctx)
     with opened(repo) as repository:
+        repository.refuse_inside(Path(where), "mountpoint")
         record = repository.find_snapshot(snapshot) if snapshot else None
         if foreground or as_daemon:
             to_syslog = as_daemon and log_file is None and syslog_available()

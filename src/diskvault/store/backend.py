@@ -10,11 +10,11 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
-from .durable import fsync_dir
+from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, create_exclusive,
+                      fsync_dir, make_private_folder, temp_name)
 from .errors import MissingChunk
 
 PACK_SUFFIX = ".pack"
-TMP_SUFFIX = ".tmp"
 PACK_ID_HEX_DIGITS = 32
 FOLDER_HEX_DIGITS = 2
 
@@ -30,38 +30,62 @@ def _is_hex(text: str, digits: int) -> bool:
 
 
 def _is_unfinished(path: Path) -> bool:
-    """A pack's temp file, ``.<pack id>.pack.tmp`` (see PackSink)."""
+    """A pack's temp file, ``.<pack id>.pack.<16 hex>.tmp`` (durable.temp_name)."""
     name = path.name
-    return (name.startswith(".") and name.endswith(PACK_SUFFIX + TMP_SUFFIX)
-            and is_pack_id(name[1: -len(PACK_SUFFIX + TMP_SUFFIX)]) and path.is_file())
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return False
+    final_name, _, token = name[1: -len(TMP_SUFFIX)].rpartition(".")
+    return (_is_hex(token, TEMP_TOKEN_HEX_DIGITS) and final_name.endswith(PACK_SUFFIX)
+            and is_pack_id(final_name[: -len(PACK_SUFFIX)]) and path.is_file())
 
 
 class PackSink:
-    """A pack being written: appended to, then made durable under its final name at once."""
+    """A pack being written: appended to, then made durable under its final name at once.
+    Its temp file is created like every other file (durable.create_exclusive); a failed
+    finish removes it."""
 
     def __init__(self, final_path: Path):
         self.final_path = final_path
-        self.tmp_path = final_path.with_name(f".{final_path.name}{TMP_SUFFIX}")
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.tmp_path, "wb", buffering=1024 * 1024)
+        make_private_folder(final_path.parent.parent)
+        make_private_folder(final_path.parent)
+        self._folder_fd = os.open(final_path.parent, FOLDER_FLAGS)
+        self.tmp_name = temp_name(final_path.name)
+        try:
+            fd = create_exclusive(self._folder_fd, self.tmp_name)
+        except BaseException:
+            os.close(self._folder_fd)
+            raise
+        self._file = open(fd, "wb", buffering=1024 * 1024)
 
     def write(self, data) -> None:
         self._file.write(data)
 
     def finish(self) -> None:
         """fsync the data, then rename into place and fsync the folder: durable before use."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.rename(self.tmp_path, self.final_path)
-        fsync_dir(self.final_path.parent)
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.rename(self.tmp_name, self.final_path.name, src_dir_fd=self._folder_fd,
+                      dst_dir_fd=self._folder_fd)
+            os.fsync(self._folder_fd)
+        finally:
+            self.abort()  # after the rename, only closes the folder
 
     def abort(self) -> None:
+        """Close and remove the temp file; safe to call again, or after a failed finish."""
+        if self._folder_fd < 0:
+            return
         try:
             self._file.close()
         except OSError:
             pass  # closing flushes; a full disk fails here too, and the file goes anyway
-        self.tmp_path.unlink(missing_ok=True)
+        try:
+            os.unlink(self.tmp_name, dir_fd=self._folder_fd)
+        except FileNotFoundError:
+            pass
+        os.close(self._folder_fd)
+        self._folder_fd = -1
 
 
 class LocalBackend:
@@ -158,7 +182,7 @@ class LocalBackend:
         inspection, never listed or read again."""
         self.forget(pack_id)
         path = self.path(pack_id)
-        folder.mkdir(exist_ok=True)
+        make_private_folder(folder)
         os.rename(path, folder / path.name)
         fsync_dir(folder)
         fsync_dir(path.parent)

@@ -4,9 +4,11 @@
    reads only manifest blocks added or dropped since the last run).
 2. Review only the packs that may hold garbage: new since the last run, home of a chunk
    that died, doomed, or last seen with more unused bytes than the threshold given now.
-   A pack with nothing live, or with more unused bytes than the threshold, is emptied: its live records are read, verified, and copied into new
-   packs, which are made durable and indexed (locations switched) before the old pack
-   is marked doomed in LMDB.
+   A pack with nothing live is doomed. A pack with more unused bytes than the threshold
+   is emptied: its live records are read, verified, and copied into new packs, which are
+   made durable and indexed (locations switched) before the old pack is marked doomed in
+   LMDB. Packs with nothing live are deleted (3.) before any copy is written, so that
+   compact gives space back first on a full disk.
 3. Delete doomed packs, but only while no reader (restore, cat, mount, check) runs: a
    reader may still hold a location in them. Otherwise they wait for a later compact.
 
@@ -24,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import locking
+from . import locking, space
 from .errors import BadInput, CorruptData
 from .liveness import Liveness, batches
 from .manifest import ManifestEntry, decode_block
@@ -86,26 +88,16 @@ class _Compactor:
         # kill only means reviewing those packs again.
         self._reviewed: dict[str, tuple[int, int]] = {}
         self._doomed: list[str] = []
+        self._to_empty: list[str] = []  # reviewed packs whose live records are to be copied
 
     def run(self) -> CompactResult:
         started = time.monotonic()
         self.repository.recover_unindexed_packs()
         self._reconcile()
         self._forget_vanished()
-        doomed = self.liveness.doomed()
-        try:
-            for pack_id in self.liveness.packs_to_review(self.index.known_packs(),
-                                                         self.threshold):
-                self._review(pack_id, pack_id in doomed)
-                if len(self._reviewed) + len(self._doomed) >= SAVE_EVERY_PACKS:
-                    self._save_reviews()
-            self._finish_pack()
-        except BaseException:
-            if self._writer is not None:
-                self._writer.abort()
-            raise
-        finally:
-            self._save_reviews()
+        self._review_all()
+        self._delete_doomed()  # space back before any copy is written: a disk may be full
+        self._empty_all()
         self._delete_doomed()
         self.result.duration_s = round(time.monotonic() - started, 3)
         return self.result
@@ -135,25 +127,64 @@ class _Compactor:
         self.result.blocks_released = stats.blocks_released
 
     # -- 2. review and copy --------------------------------------------------------------
-    def _review(self, pack_id: str, doomed: bool) -> None:
+    def _review_all(self) -> None:
+        doomed = self.liveness.doomed()
         try:
-            entries = read_footer(self.backend, pack_id)
-        except (CorruptData, FileNotFoundError) as error:
-            log.warning("pack %s was left as it is: %s; run 'diskvault check'", pack_id,
-                        error if isinstance(error, CorruptData) else "it is missing")
-            self.result.packs_damaged.append(pack_id)
+            for pack_id in self.liveness.packs_to_review(self.index.known_packs(),
+                                                         self.threshold):
+                self._review(pack_id, pack_id in doomed)
+                self._save_reviews_every_so_often()
+        finally:
+            self._save_reviews()
+
+    def _empty_all(self) -> None:
+        try:
+            for pack_id in self._to_empty:
+                self._empty(pack_id)
+                self._save_reviews_every_so_often()
+            self._finish_pack()
+        except BaseException:
+            if self._writer is not None:
+                self._writer.abort()
+            raise
+        finally:
+            self._save_reviews()
+        self._to_empty = []
+
+    def _review(self, pack_id: str, doomed: bool) -> None:
+        entries = self._footer(pack_id)
+        if entries is None:
             return
         self.result.packs_reviewed += 1
-        with self.liveness.read_txn() as txn:
-            live = [e for e in entries if self._is_live(txn, pack_id, e)]
+        live = self._live(pack_id, entries)
         total = sum(_cost(e) for e in entries)
         unused = total - sum(_cost(e) for e in live)
         if live and not doomed and unused <= self.threshold * total:
             self._reviewed[pack_id] = (unused, total)
         elif not live:
             self._doomed.append(pack_id)
-        elif self._copy_out(pack_id, live):
+        else:
+            self._to_empty.append(pack_id)
+
+    def _empty(self, pack_id: str) -> None:
+        """Copy out the live records of a pack that the review chose to empty."""
+        entries = self._footer(pack_id)
+        if entries is not None and self._copy_out(pack_id, self._live(pack_id, entries)):
             self.result.packs_rewritten += 1
+
+    def _footer(self, pack_id: str) -> list[PackEntry] | None:
+        """The pack's entries, or None for a damaged or missing pack (left alone)."""
+        try:
+            return read_footer(self.backend, pack_id)
+        except (CorruptData, FileNotFoundError) as error:
+            log.warning("pack %s was left as it is: %s; run 'diskvault check'", pack_id,
+                        error if isinstance(error, CorruptData) else "it is missing")
+            self.result.packs_damaged.append(pack_id)
+            return None
+
+    def _live(self, pack_id: str, entries: list[PackEntry]) -> list[PackEntry]:
+        with self.liveness.read_txn() as txn:
+            return [e for e in entries if self._is_live(txn, pack_id, e)]
 
     def _is_live(self, txn, pack_id: str, entry: PackEntry) -> bool:
         """The record is the indexed copy of its chunk, and some snapshot uses the chunk."""
@@ -196,6 +227,10 @@ class _Compactor:
         self._doomed.extend(self._copied_sources)
         self._copied_sources = []
 
+    def _save_reviews_every_so_often(self) -> None:
+        if len(self._reviewed) + len(self._doomed) >= SAVE_EVERY_PACKS:
+            self._save_reviews()
+
     def _save_reviews(self) -> None:
         if self._reviewed or self._doomed:
             self.liveness.record_reviews(self._reviewed, self._doomed)
@@ -203,7 +238,9 @@ class _Compactor:
 
     # -- 3. delete -----------------------------------------------------------------------
     def _delete_doomed(self) -> None:
-        doomed = sorted(self.liveness.doomed() - set(self.result.packs_damaged))
+        # A doomed pack still to be emptied holds live records (a backup reused them).
+        doomed = sorted(self.liveness.doomed() - set(self.result.packs_damaged)
+                        - set(self._to_empty))
         if not doomed:
             return
         with locking.readers_excluded(self.repository.root) as excluded:
@@ -253,4 +290,7 @@ def compact(repository: Repository, threshold: float = DEFAULT_THRESHOLD,
     """Reclaim unused space; holds the writer lock. See the module docstring."""
     validate_threshold(threshold)
     with repository.writer_lock("compact", lock_wait_s):
-        return _Compactor(repository, threshold).run()
+        space.release_reserve_if_full(repository.root, repository.space_folders)
+        result = _Compactor(repository, threshold).run()
+        space.allocate_reserve(repository.root)
+        return result

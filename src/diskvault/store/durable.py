@@ -1,39 +1,113 @@
-"""Durable file writes in one place: every caller that needs "all or nothing" calls these."""
+"""Durable file writes in one place: every caller that needs "all or nothing" calls these.
+
+Every file diskvault creates is created here or with ``create_exclusive``: exclusively
+(``O_EXCL``), never through a symbolic link (``O_NOFOLLOW``), under a random temp name,
+relative to a descriptor of its folder (opened without following a link either). So a link
+planted by another user who can write the folder makes the write fail; it never makes
+diskvault write to the file the link points at.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
+TMP_SUFFIX = ".tmp"
+TEMP_TOKEN_HEX_DIGITS = 16
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+@contextmanager
+def open_folder(path: Path) -> Iterator[int]:
+    """A descriptor of the folder ``path`` (not of what a link there points at)."""
+    fd = os.open(path, FOLDER_FLAGS)
     try:
-        os.fsync(fd)
+        yield fd
     finally:
         os.close(fd)
 
 
-@contextmanager
-def atomic_replacement(path: Path, tmp: Path | None = None) -> Iterator[int]:
-    """An fd for the new content of ``path``: on success it is fsynced and renamed over
-    ``path`` and the folder fsynced; on failure the temp file is removed. Readers see the
-    old file or the whole new one, never a part."""
-    tmp = tmp or path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        yield fd
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink inside ``path`` durable."""
+    with open_folder(path) as fd:
         os.fsync(fd)
+
+
+def temp_name(name: str) -> str:
+    """A hidden, unpredictable temp name next to ``name``: nobody can plant it in advance."""
+    return f".{name}.{secrets.token_hex(TEMP_TOKEN_HEX_DIGITS // 2)}{TMP_SUFFIX}"
+
+
+def create_exclusive(folder_fd: int, name: str, mode: int = PRIVATE_FILE_MODE) -> int:
+    """Create the new file ``name`` in the folder, write-only; fails if anything (a file, a
+    link) is there. ``mode`` is set exactly, whatever the umask."""
+    fd = os.open(name, _NEW_FILE_FLAGS, mode, dir_fd=folder_fd)
+    try:
+        os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        os.unlink(name, dir_fd=folder_fd)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    return fd
+
+
+def make_private_folder(path: Path) -> None:
+    """mkdir ``path`` 0700 whatever the umask (nothing if it is already a folder; a link
+    there is refused)."""
+    try:
+        os.mkdir(path, PRIVATE_FOLDER_MODE)
+    except FileExistsError:
+        if not path.is_dir() or path.is_symlink():
+            raise
+        return
+    with open_folder(path) as fd:
+        os.fchmod(fd, PRIVATE_FOLDER_MODE)
+
+
+@contextmanager
+def atomic_replacement(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[int]:
+    """An fd for the new content of ``path``: on success it is fsynced and renamed over
+    ``path`` and the folder fsynced; on failure the temp file is removed. Readers see the
+    old file or the whole new one, never a part. A link at ``path`` is replaced itself,
+    never written through."""
+    with open_folder(path.parent) as folder_fd:
+        tmp = temp_name(path.name)
+        fd = create_exclusive(folder_fd, tmp, mode)
+        try:
+            yield fd
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp, dir_fd=folder_fd)
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, path.name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        except BaseException:
+            os.unlink(tmp, dir_fd=folder_fd)
+            raise
+        os.fsync(folder_fd)
+
+
+def remove_leftover_temps(path: Path) -> None:
+    """Remove the temp files that killed replacements of ``path`` left (only this user's
+    regular files; unlink never follows a link)."""
+    leftover = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{16}}{re.escape(TMP_SUFFIX)}")
+    with open_folder(path.parent) as folder_fd:
+        for entry in os.scandir(folder_fd):
+            if leftover.fullmatch(entry.name) and entry.is_file(follow_symlinks=False) \
+                    and entry.stat(follow_symlinks=False).st_uid == os.geteuid():
+                try:
+                    os.unlink(entry.name, dir_fd=folder_fd)
+                except FileNotFoundError:
+                    pass
 
 
 def write_all(fd: int, data, offset: int | None = None) -> None:

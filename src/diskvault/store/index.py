@@ -15,12 +15,14 @@ from pathlib import Path
 
 import lmdb
 
+from .durable import PRIVATE_FILE_MODE, make_private_folder
 from .errors import CorruptData
 from .packs import PackEntry
 
 MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents
 LOCATION = struct.Struct("<16sQIIB")
 PACK_STATS = struct.Struct("<QQQI")
+LMDB_FILES = ("data.mdb", "lock.mdb")
 
 
 @dataclass(frozen=True)
@@ -67,19 +69,25 @@ class ChunkIndex:
 
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
-        path.mkdir(exist_ok=True) if not readonly else None
+        # Read-only media, or a user who may read but not write: no lock file either
+        # (registering a reader writes to it). No writer can run on read-only media;
+        # beside another user's writer every chunk read is still verified by digest.
+        if not readonly:
+            make_private_folder(path)
         self.readonly = readonly or not _writable(path)
+        for name in LMDB_FILES:  # LMDB opens them following links: refuse a planted one
+            if (path / name).is_symlink():
+                raise CorruptData(f"index file {path / name} is a symbolic link, which "
+                                  f"diskvault never writes through; run 'diskvault check "
+                                  f"--repair' to set the index aside and rebuild it")
         with self._reading():
-            # Read-only media, or a user who may read but not write: no lock file either
-            # (registering a reader writes to it). No writer can run on read-only media;
-            # beside another user's writer every chunk read is still verified by digest.
             self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
                                  readonly=self.readonly, lock=not self.readonly,
-                                 create=not self.readonly, readahead=False)
+                                 create=not self.readonly, readahead=False,
+                                 mode=PRIVATE_FILE_MODE)
             self._check_file_size()
             self._chunks = self.env.open_db(b"chunks", create=not self.readonly)
             self._packs = self.env.open_db(b"packs", create=not self.readonly)
-
     @contextmanager
     def _reading(self) -> Iterator[None]:
         try:

@@ -3,7 +3,6 @@ images. Orchestration only: the work is done by the modules it calls."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -14,13 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-import lmdb
-
 from . import check as checking
 from . import compact as compaction
 from . import locking
 from . import prune as pruning
 from . import repair as repairing
+from . import space
 from .backend import LocalBackend
 from .backup import make_record, record_image
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
@@ -28,8 +26,8 @@ from .chunker import Hint, hints_from_spans
 from .chunks import ChunkReader, ChunkWriter, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .diff import changed_ranges
-from .errors import (BadInput, CorruptData, RepositoryFull, RepositoryNotFound,
-                     RepositoryReadOnly)
+from .durable import make_private_folder
+from .errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
 from .index import ChunkIndex
 from .manifest import decode_block
 from .packs import read_footer
@@ -47,28 +45,6 @@ PACKS_DIR = "packs"
 INDEX_DIR = "index"
 SNAPSHOTS_DIR = "snapshots"
 Progress = Callable[[int], None]
-
-
-LOW_SPACE_BYTES = 1024 * 1024
-
-
-def _is_disk_full(error: BaseException, root: Path) -> bool:
-    """ENOSPC, or an I/O error while the repository's filesystem is (nearly) full: LMDB
-    reports a short write as EIO."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if isinstance(error, lmdb.Error) or (isinstance(error, OSError) and error.errno == errno.EIO):
-        try:
-            return min(_free_bytes(root / INDEX_DIR), _free_bytes(root / PACKS_DIR)) < \
-                LOW_SPACE_BYTES
-        except OSError:
-            return False
-    return False
-
-
-def _free_bytes(path: Path) -> int:
-    stats = os.statvfs(path)
-    return stats.f_bavail * stats.f_frsize
 
 
 @dataclass(frozen=True)
@@ -92,6 +68,7 @@ class Repository:
         self.snapshots = SnapshotStore(root / SNAPSHOTS_DIR)
         self.codec = Codec(config.compression)
         self.chunks = ChunkReader(self.backend, self.index, self.codec)
+        self.space_folders = space_folders(root)
         self._pool = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -104,9 +81,14 @@ class Repository:
         chunker = ChunkerParams() if chunk_size is None else ChunkerParams.from_average(chunk_size)
         chunker.validate()
         config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
-        root.mkdir(parents=True, exist_ok=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        # Resolved once (the user may name it through a link); inside, nothing is followed.
+        root = root.resolve()
+        make_private_folder(root)  # an empty folder made by the user keeps its mode
         for folder in (PACKS_DIR, SNAPSHOTS_DIR):
-            (root / folder).mkdir()
+            make_private_folder(root / folder)
+        locking.prepare_lock_files(root)
+        space.allocate_reserve(root)
         write_config(root, config)  # last: a folder without config is not a repository
         return cls(root, config)
 
@@ -118,7 +100,8 @@ class Repository:
                                      f"'diskvault init -r {root}'")
         if not root.is_dir():
             raise RepositoryNotFound(f"repository {root} is not a folder")
-        return cls(root, read_config(root))
+        # Resolved once: inside, folders are opened without following any link.
+        return cls(root.resolve(), read_config(root))
 
     @property
     def pool(self):
@@ -138,6 +121,36 @@ class Repository:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def contains(self, path: Path) -> bool:
+        """Whether ``path`` (existing or not) lies inside this repository, reached through
+        any symbolic link or bind mount: its real path is under the root's, or one of its
+        folders is the root folder itself (same device and inode)."""
+        root = os.stat(self.root)
+        absolute = Path(os.path.abspath(path))
+        real = Path(os.path.realpath(absolute))
+        if real == self.root or self.root in real.parents:
+            return True
+        for folder in {*absolute.parents, *real.parents, absolute, real}:
+            try:
+                status = os.stat(folder)
+            except OSError:
+                continue
+            if (status.st_dev, status.st_ino) == (root.st_dev, root.st_ino):
+                return True
+        return False
+
+    def refuse_inside(self, path: Path, role: str) -> None:
+        """BadInput if ``path`` is inside the repository: only the repository writes there."""
+        if self.contains(path):
+            raise BadInput(f"{role} {path} is inside the repository {self.root}; diskvault "
+                           f"never reads or writes its own files as data: choose a path "
+                           f"outside it")
+
+    def disk_full_reported(self, outcome: str):
+        """A context in which a full disk becomes RepositoryFull (exit 74) ending in
+        ``outcome``."""
+        return space.disk_full_reported(self.space_folders, outcome)
 
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
@@ -175,7 +188,10 @@ class Repository:
         """Back up one image; the snapshot record is written only once all it references
         is durable. On any failure nothing is recorded and earlier snapshots are intact."""
         started = time.monotonic()
-        with ImageSource(Path(source_path)) as source, \
+        self.refuse_inside(Path(source_path), "backup source")
+        with self.disk_full_reported("the backup was abandoned and earlier snapshots are "
+                                     "intact: free space, then rerun it"), \
+                ImageSource(Path(source_path)) as source, \
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
             self.recover_unindexed_packs()
             stats = BackupStats()
@@ -193,12 +209,8 @@ class Repository:
                 record = make_record(source, manifest, name or Path(source_path).name,
                                      list(tags), stats, started)
                 self.snapshots.save(record)
-            except BaseException as error:
+            except BaseException:
                 writer.abort()
-                if _is_disk_full(error, self.root):
-                    raise RepositoryFull(f"the repository's disk is full ({self.root}); the "
-                                         f"backup was abandoned and earlier snapshots are "
-                                         f"intact: free space, then rerun it") from None
                 raise
             finally:
                 compress_pool.shutdown(cancel_futures=True)
@@ -259,6 +271,7 @@ class Repository:
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
                 progress: Progress | None = None) -> None:
+        self.refuse_inside(Path(target), "restore target")
         lock = self.reader_lock()
         try:
             restore_to_path(image_pieces(self.chunks, record, self.pool), record, Path(target),
@@ -285,16 +298,23 @@ class Repository:
     # -- maintenance: delete, prune, compact, check, repair ------------------------------
     def delete_snapshots(self, selectors: Sequence[str],
                          lock_wait_s: float = 0.0) -> list[SnapshotRecord]:
-        return pruning.delete_snapshots(self, selectors, lock_wait_s)
+        with self.disk_full_reported("snapshots listed by 'diskvault list' are intact: "
+                                     "rerun the delete"):
+            return pruning.delete_snapshots(self, selectors, lock_wait_s)
 
     def prune(self, policy: KeepPolicy, name: str | None = None, dry_run: bool = False,
               allow_delete_all: bool = False, now: datetime | None = None,
               lock_wait_s: float = 0.0) -> pruning.PrunePlan:
-        return pruning.prune(self, policy, name, dry_run, allow_delete_all, now, lock_wait_s)
+        with self.disk_full_reported("snapshots listed by 'diskvault list' are intact: "
+                                     "rerun the prune"):
+            return pruning.prune(self, policy, name, dry_run, allow_delete_all, now,
+                                 lock_wait_s)
 
     def compact(self, threshold: float = compaction.DEFAULT_THRESHOLD,
                 lock_wait_s: float = 0.0) -> compaction.CompactResult:
-        return compaction.compact(self, threshold, lock_wait_s)
+        with self.disk_full_reported("compact stopped and lost nothing: delete snapshots, "
+                                     "or free space elsewhere on that disk, then rerun it"):
+            return compaction.compact(self, threshold, lock_wait_s)
 
     def check(self, read_data: bool = False,
               progress: checking.Progress | None = None) -> checking.CheckReport:
@@ -305,13 +325,21 @@ class Repository:
                lock_wait_s: float = 0.0) -> repairing.RepairReport:
         """check --repair, under the writer lock: an index that cannot be read is set aside
         before the repository is opened, then the index is rebuilt from the packs."""
-        root = Path(root)
+        root = Path(root).resolve()
         config = read_config(root)
         ensure_writable(root, "check --repair")
-        with locking.WriterLock(root, "check --repair", lock_wait_s):
+        with space.disk_full_reported(space_folders(root), "the repair stopped: free space "
+                                      "on that disk, then rerun it"), \
+                locking.WriterLock(root, "check --repair", lock_wait_s):
+            space.release_reserve_if_full(root, space_folders(root))
             set_aside = repairing.set_aside_unreadable_index(root / INDEX_DIR)
             with cls(root, config) as repository:
                 return repairing.repair(repository, set_aside, read_data)
+
+
+def space_folders(root: Path) -> list[Path]:
+    """The folders whose filesystems a writer fills (the index may be a mount of its own)."""
+    return [root, root / INDEX_DIR, root / PACKS_DIR]
 
 
 def ensure_writable(root: Path, command: str) -> None:

@@ -12,7 +12,8 @@ from typing import BinaryIO
 
 from .chunks import ChunkReader
 from .index import ChunkLocation
-from .durable import atomic_replacement, write_all
+from .devices import open_unused_device
+from .durable import atomic_replacement, remove_leftover_temps, write_all
 from .errors import BadInput, CorruptData, TargetExists
 from .manifest import Span, block_ends, placed_entries, spans
 from .pipeline import ordered_map
@@ -99,34 +100,47 @@ def _write_pieces(fd: int, pieces, write_zeros: bool, progress: Progress | None)
 
 def restore_to_path(pieces, record: SnapshotRecord, target: Path, force: bool,
                     progress: Progress | None = None) -> None:
-    """Restore into a new sparse file (via a temp file and rename: all or nothing), over an
-    existing file (``force``), or onto a block device (``force``; every byte written)."""
-    try:
-        mode = target.stat().st_mode
-    except FileNotFoundError:
-        mode = None
-    if mode is not None and not force:
+    """Restore into a new sparse file (via a temp file and rename: all or nothing, never
+    through a link), over an existing file (``force``), or onto a block device (``force``;
+    every byte written; refused while it or a partition of it is in use)."""
+    device = _block_device(target)
+    if device is None and os.path.islink(target):
+        raise BadInput(f"restore target {target} is a symbolic link (to "
+                       f"{os.readlink(target)}); restore is never written through a link: "
+                       f"name the file itself, or remove the link")
+    if os.path.lexists(target) and not force:
         raise TargetExists(f"restore target {target} exists; add --force to overwrite it")
-    if mode is not None and stat.S_ISBLK(mode):
-        _restore_to_device(pieces, record, target, progress)
+    if device is not None:
+        _restore_to_device(pieces, record, device, progress)
         return
-    if mode is not None and not stat.S_ISREG(mode):
+    if os.path.lexists(target) and not target.is_file():
         raise BadInput(f"restore target {target} is neither a file nor a block device")
     if not target.parent.is_dir():
         raise BadInput(f"restore target folder {target.parent} does not exist")
-    with atomic_replacement(target, target.with_name(f".{target.name}.diskvault-restore")) \
-            as fd:
+    # The folder as the user named it (links in it followed); inside it, nothing is.
+    real_target = target.parent.resolve() / target.name
+    remove_leftover_temps(real_target)
+    with atomic_replacement(real_target) as fd:
         os.ftruncate(fd, record.size)  # all holes; only data is written
         _write_pieces(fd, pieces, write_zeros=False, progress=progress)
 
 
-def _restore_to_device(pieces, record: SnapshotRecord, target: Path,
+def _block_device(target: Path) -> Path | None:
+    """The block device ``target`` names, itself or through links (/dev/disk/by-id/...);
+    links are followed only when they end at a block device."""
+    try:
+        return target.resolve() if stat.S_ISBLK(target.stat().st_mode) else None
+    except OSError:
+        return None
+
+
+def _restore_to_device(pieces, record: SnapshotRecord, device: Path,
                        progress: Progress | None) -> None:
-    fd = os.open(target, os.O_WRONLY)
+    fd = open_unused_device(device)
     try:
         device_size = os.lseek(fd, 0, os.SEEK_END)
         if device_size < record.size:
-            raise BadInput(f"block device {target} holds {device_size} bytes, smaller than the "
+            raise BadInput(f"block device {device} holds {device_size} bytes, smaller than the "
                            f"snapshot's {record.size}")
         _write_pieces(fd, pieces, write_zeros=True, progress=progress)
         os.fsync(fd)
