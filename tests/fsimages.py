@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.fileview import PositionedFile
+from diskvault.image.fileview import PositionedFile
 
 MIB = 1024 * 1024
 # Even seconds, so FAT's two-second resolution keeps them exactly.

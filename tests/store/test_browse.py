@@ -10,8 +10,8 @@ import stat
 import pytest
 
 from diskvault.store.browse import BROWSE_READAHEAD_BYTES
-from diskvault.store.filesystems import UnknownFilesystem
-from diskvault.store.pull import pull
+from diskvault.errors import UnknownFilesystem
+from diskvault.image.extract import pull
 from diskvault.store.repository import Repository
 from tests.conftest import SMALL_CHUNKS
 from tests.fsimages import PartSpec, file_size_mib, make_disk, make_ext4, populate_tree

@@ -30,7 +30,7 @@ DEADLINE_S = 30.0
 HOLDER_SCRIPT = """
 import sys
 from pathlib import Path
-from diskvault.store.errors import RepositoryLocked
+from diskvault.errors import RepositoryLocked
 from diskvault.store.repository import Repository
 
 repository = Repository.open(Path(sys.argv[1]))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.errors import CorruptData
+from diskvault.errors import CorruptData
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli, write_image

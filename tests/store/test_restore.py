@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from diskvault.store.errors import TargetExists
+from diskvault.errors import TargetExists
 
 
 def allocated_bytes(path) -> int:

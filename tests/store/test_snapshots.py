@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from diskvault.store.errors import AmbiguousSnapshot, SnapshotNotFound
+from diskvault.errors import AmbiguousSnapshot, SnapshotNotFound
 from diskvault.store.snapshots import BackupStats, SnapshotRecord, select_snapshot
 
 T0 = datetime(2026, 11, 1, 3, 15, tzinfo=timezone.utc)

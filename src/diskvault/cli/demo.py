@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from ..store.errors import DiskvaultError
+from ..errors import DiskvaultError
 from ..store.repository import Repository
 from .output import human_bytes, print_snapshots, repository_space
 from .snapshot_commands import backup_summary

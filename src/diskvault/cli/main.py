@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ..store.errors import DiskvaultError
+from ..errors import DiskvaultError
 from . import (demo, files_commands, maintenance_commands, mount_commands, repository_commands,
                snapshot_commands)
 from .common import DEBUG_FLAG, debug_enabled, debug_option, group_repo_option

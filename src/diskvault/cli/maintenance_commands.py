@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import click
 
-from ..store.check import CheckReport
-from ..store.compact import DEFAULT_THRESHOLD, CompactResult
-from ..store.errors import CorruptData
-from ..store.prune import PrunePlan
-from ..store.repair import RepairReport
+from ..maintenance.check import CheckReport
+from ..maintenance.compact import DEFAULT_THRESHOLD, CompactResult
+from ..errors import CorruptData
+from ..maintenance.prune import PrunePlan
+from ..maintenance.repair import RepairReport
 from ..store.repository import Repository, repository_path
-from ..store.retention import KeepPolicy, parse_duration
+from ..maintenance.retention import KeepPolicy, parse_duration
 from ..store.snapshots import SnapshotRecord
 from .common import json_option, lock_wait_option, opened, repo_option
 from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn

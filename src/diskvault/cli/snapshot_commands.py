@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..store.errors import CorruptData
+from ..errors import CorruptData
 from ..store.snapshots import SnapshotRecord
 from .common import json_option, lock_wait_option, opened, repo_option
 from .output import (config_json, human_bytes, human_rate, print_json, print_snapshots,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import MountFailed
+from ..errors import MountFailed
 from .mounttable import find_mount
 
 READY_TIMEOUT_S = 60.0

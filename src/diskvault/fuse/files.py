@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from fuse import FuseOSError
 
 from ..store.browse import SnapshotFiles, Volume
-from ..store.errors import BadInput, DiskvaultError
-from ..store.filesystems import (Entry, FileReader, Filesystem, IsADirectory, NotADirectory,
-                                 PathNotFound, UnknownFilesystem, name_is_plain)
+from ..errors import (BadInput, DiskvaultError, IsADirectory, NotADirectory, PathNotFound,
+                      UnknownFilesystem)
+from ..image.filesystems import Entry, FileReader, Filesystem, name_is_plain
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
 from .layout import NAME_MAX_BYTES, InsideFiles, volume_folder

@@ -11,11 +11,11 @@ import logging
 import threading
 from collections import OrderedDict
 
-from ..store.errors import CorruptData
+from ..errors import CorruptData
 from ..store.reader import ImageReader
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
-from ..store.volumes import Partition, list_partitions
+from ..image.volumes import Partition, list_partitions
 
 log = logging.getLogger(__name__)
 

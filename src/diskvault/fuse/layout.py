@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 
 from ..store.browse import Volume
 from ..store.snapshots import SnapshotRecord
-from ..store.volumes import Partition
+from ..image.volumes import Partition
 
 ROOT = "/"
 LATEST = "latest"

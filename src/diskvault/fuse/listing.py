@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ..store.errors import CorruptData
+from ..errors import CorruptData
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
 

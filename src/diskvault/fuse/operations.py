@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from fuse import FuseOSError, Operations
 
-from ..store.errors import CorruptData
+from ..errors import CorruptData
 from ..store.reader import ImageReader
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord

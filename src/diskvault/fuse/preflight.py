@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import FuseUnavailable, MountpointUnusable
+from ..errors import FuseUnavailable, MountpointUnusable
 from .mounttable import find_mount
 
 FUSE_DEVICE = Path("/dev/fuse")

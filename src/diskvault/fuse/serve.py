@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..store.errors import DiskvaultError
+from ..errors import DiskvaultError
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
 from .images import ImageCatalogue

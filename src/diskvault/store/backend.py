@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, create_exclusive,
                       fsync_dir, make_private_folder, temp_name)
-from .errors import MissingChunk
+from ..errors import MissingChunk
 
 PACK_SUFFIX = ".pack"
 PACK_ID_HEX_DIGITS = 32

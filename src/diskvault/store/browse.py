@@ -12,11 +12,11 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from diskvault.store.errors import DiskvaultError
-from diskvault.store.filesystems import Entry, Filesystem
-from diskvault.store.locations import VolumeSummary, open_location, survey_image
-from diskvault.store.reader import ImageReader
-from diskvault.store.volumes import list_logical_volumes, list_partitions
+from ..errors import DiskvaultError
+from ..image.filesystems import Entry, Filesystem
+from ..image.locations import VolumeSummary, open_location, survey_image
+from .reader import ImageReader
+from ..image.volumes import list_logical_volumes, list_partitions
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import blake3
 
 from .config import ChunkerParams
-from .errors import DiskvaultError
+from ..errors import DiskvaultError
 
 try:
     from fastcdc.fastcdc_cy import fastcdc_cy as _fastcdc

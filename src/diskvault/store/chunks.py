@@ -17,7 +17,7 @@ import zstandard
 
 from .backend import LocalBackend
 from .config import Compression
-from .errors import CorruptData, DiskvaultError, MissingChunk
+from ..errors import CorruptData, DiskvaultError, MissingChunk
 from .index import ChunkIndex, ChunkLocation
 from .packs import FLAG_ZSTD, PackWriter
 from .snapshots import BackupStats

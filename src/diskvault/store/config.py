@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .durable import write_atomic
-from .errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
+from ..errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
 
 FORMAT_NAME = "diskvault"
 FORMAT_VERSION = 1

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import BadInput
+from ..errors import BadInput
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 SWAPS = Path("/proc/swaps")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from .errors import CorruptData
+from ..errors import CorruptData
 from .manifest import block_ends, placed_entries, spans
 from .restore import damage_context
 from .snapshots import SnapshotRecord

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .durable import (PRIVATE_FILE_MODE, create_exclusive, open_folder, temp_name,
                       write_all)
-from .errors import LockHolder, RepositoryLocked
+from ..errors import LockHolder, RepositoryLocked
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .errors import CorruptData
+from ..errors import CorruptData
 
 BLOCK_MAGIC = b"DVM1"
 ENTRY_HEAD = struct.Struct("<BQ")

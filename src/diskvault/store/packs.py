@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import blake3
 
 from .backend import LocalBackend, PackSink
-from .errors import CorruptData
+from ..errors import CorruptData
 
 PACK_MAGIC = b"DVPACK\x00\x01"
 TRAILER_MAGIC = b"DVPKEND1"

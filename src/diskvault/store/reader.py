@@ -16,8 +16,8 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from .chunks import ChunkReader
-from .errors import CorruptData
-from .fileview import PositionedFile
+from ..errors import CorruptData
+from ..image.fileview import PositionedFile
 from .manifest import block_ends, placed_entries
 from .restore import damage_context
 from .snapshots import SnapshotRecord

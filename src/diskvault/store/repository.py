@@ -13,12 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from . import check as checking
-from . import compact as compaction
-from . import locking
-from . import prune as pruning
-from . import repair as repairing
-from . import space
+from ..maintenance import check as checking
+from ..maintenance import compact as compaction
+from ..maintenance import prune as pruning
+from ..maintenance import repair as repairing
+from . import locking, space
 from .backend import LocalBackend
 from .backup import make_record, record_image
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
@@ -27,14 +26,14 @@ from .chunks import ChunkReader, ChunkWriter, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .diff import changed_ranges
 from .durable import make_private_folder
-from .errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
+from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
 from .index import ChunkIndex
 from .manifest import decode_block
 from .packs import read_footer
 from .pipeline import new_pool
 from .reader import ImageReader
 from .restore import image_pieces, image_spans, restore_to_path, write_stream
-from .retention import KeepPolicy
+from ..maintenance.retention import KeepPolicy
 from .snapshots import (BackupStats, SnapshotRecord, SnapshotStore, is_snapshot_id,
                         select_snapshot)
 from .source import ImageSource

@@ -14,7 +14,7 @@ from .chunks import ChunkReader
 from .index import ChunkLocation
 from .devices import open_unused_device
 from .durable import atomic_replacement, remove_leftover_temps, write_all
-from .errors import BadInput, CorruptData, TargetExists
+from ..errors import BadInput, CorruptData, TargetExists
 from .manifest import Span, block_ends, placed_entries, spans
 from .pipeline import ordered_map
 from .snapshots import SnapshotRecord

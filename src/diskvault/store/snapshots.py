@@ -14,7 +14,7 @@ from pathlib import Path
 import blake3
 
 from .durable import remove_durably, write_atomic
-from .errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
+from ..errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
 from .manifest import BlockRef, layout_problem
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SourceChanged, SourceError
+from ..errors import SourceChanged, SourceError
 
 READ_BUFFER_BYTES = 4 * 1024 * 1024
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import lmdb
 
 from .durable import create_exclusive, open_folder
-from .errors import RepositoryFull
+from ..errors import RepositoryFull
 
 log = logging.getLogger(__name__)
 

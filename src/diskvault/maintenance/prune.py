@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from .errors import BadInput
+from ..errors import BadInput
 from .retention import KeepPolicy, SnapshotTime, select_kept
-from .snapshots import SnapshotRecord, select_snapshot
+from ..store.snapshots import SnapshotRecord, select_snapshot
 
 if TYPE_CHECKING:
-    from .repository import Repository
+    from ..store.repository import Repository
 
 PROTECTED_REASON = "newest of its series (protected: the rules keep none of it)"
 

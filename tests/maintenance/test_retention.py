@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskvault.store.errors import BadInput
-from diskvault.store.retention import (
+from diskvault.errors import BadInput
+from diskvault.maintenance.retention import (
     KeepPolicy,
     SnapshotTime,
     describe_duration,

@@ -20,17 +20,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, BinaryIO
 
-from diskvault.store.errors import BadInput, DiskvaultError
-from diskvault.store.fileview import PositionedFile
-from diskvault.store.fs_base import (
-    KINDS, STEP_CALL_LIMIT, Damaged, DamagedFilesystem, Driver, Entry, GuardedVolume,
-    IsADirectory, NotADirectory, PathNotFound, UnknownFilesystem,
-)
-from diskvault.store.fs_detect import describe_content, detect_filesystem
+from ..errors import (BadInput, DamagedFilesystem, DiskvaultError, IsADirectory, NotADirectory,
+                      PathNotFound, UnknownFilesystem)
+from .fileview import PositionedFile
+from .drivers.base import KINDS, STEP_CALL_LIMIT, Damaged, Driver, Entry, GuardedVolume
+from .detect import describe_content, detect_filesystem
 
-__all__ = [  # the public API; drivers and their helpers live in fs_base and fs_*
-    "KINDS", "MAX_DEPTH", "DamagedFilesystem", "Driver", "Entry", "FileReader", "Filesystem",
-    "GuardedVolume", "IsADirectory", "NotADirectory", "PathNotFound", "UnknownFilesystem",
+__all__ = [  # the public API; drivers and their helpers live in drivers/ (errors in errors.py)
+    "KINDS", "MAX_DEPTH", "Driver", "Entry", "FileReader", "Filesystem", "GuardedVolume",
     "detect_filesystem", "open_filesystem",
 ]
 
@@ -46,12 +43,12 @@ log = logging.getLogger(__name__)
 
 
 _DRIVERS = {
-    "ext": ("diskvault.store.fs_unix", "ExtDriver"),
-    "xfs": ("diskvault.store.fs_unix", "XfsDriver"),
-    "btrfs": ("diskvault.store.fs_unix", "BtrfsDriver"),
-    "fat": ("diskvault.store.fs_dos", "FatDriver"),
-    "ntfs": ("diskvault.store.fs_dos", "NtfsDriver"),
-    "exfat": ("diskvault.store.fs_exfat", "ExfatDriver"),
+    "ext": ("diskvault.image.drivers.unix", "ExtDriver"),
+    "xfs": ("diskvault.image.drivers.unix", "XfsDriver"),
+    "btrfs": ("diskvault.image.drivers.unix", "BtrfsDriver"),
+    "fat": ("diskvault.image.drivers.dos", "FatDriver"),
+    "ntfs": ("diskvault.image.drivers.dos", "NtfsDriver"),
+    "exfat": ("diskvault.image.drivers.exfat", "ExfatDriver"),
 }
 
 

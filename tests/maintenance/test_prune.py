@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from diskvault.store.errors import BadInput, RepositoryLocked, SnapshotNotFound
-from diskvault.store.prune import PROTECTED_REASON
-from diskvault.store.retention import KeepPolicy
+from diskvault.errors import BadInput, RepositoryLocked, SnapshotNotFound
+from diskvault.maintenance.prune import PROTECTED_REASON
+from diskvault.maintenance.retention import KeepPolicy
 
-from .maintenance_support import assert_all_restore, back_up, pack_bytes
+from .support import assert_all_restore, back_up, pack_bytes
 
 UTC = timezone.utc
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # a Tuesday

@@ -16,9 +16,9 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from diskvault.store.errors import BadInput, DiskvaultError, TargetExists
-from diskvault.store.filesystems import Entry, Filesystem
-from diskvault.store.locations import open_location, parse_location
+from ..errors import BadInput, DiskvaultError, TargetExists
+from .filesystems import Entry, Filesystem
+from .locations import open_location, parse_location
 
 __all__ = ["PullProblem", "PullProgress", "PullReport", "kept_mode", "name_problem",
            "open_location", "parse_location", "pull", "symlink_problem"]

@@ -1,7 +1,7 @@
 """The parts every filesystem driver shares: the Entry value, the Driver interface, the
 errors, and the guarded view of a volume that bounds what one step of parsing may cost.
 
-`filesystems` builds the public API on these; drivers (fs_unix, fs_dos, fs_exfat) import them
+`filesystems` builds the public API on these; drivers (unix, dos, exfat) import them
 from here, so that nothing imports in a circle.
 """
 
@@ -15,9 +15,8 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from diskvault.store.errors import BadInput, CorruptData
-from diskvault.store.fileview import PositionedFile
-from diskvault.store.volumes import PartitionView, size_of
+from ..fileview import PositionedFile, size_of
+from ..volumes import PartitionView
 
 # The parsers log damage they work around; keep that out of the user's terminal unless the
 # application configures logging (a library adds a NullHandler and nothing else).
@@ -33,12 +32,6 @@ STEP_CALL_LIMIT = 3_000_000
 MAX_SINGLE_READ = 256 * 1024 * 1024
 
 
-class UnknownFilesystem(BadInput):
-    """The volume holds nothing this reader knows (swap, LUKS, zeros, an unsupported kind)."""
-
-
-class DamagedFilesystem(CorruptData):
-    """The filesystem's structures are damaged or malicious; the message names the path."""
 
 
 class Damaged(Exception):
@@ -46,16 +39,7 @@ class Damaged(Exception):
     with the volume and path in front (drivers do not know them)."""
 
 
-class PathNotFound(BadInput):
-    pass
 
-
-class NotADirectory(BadInput):
-    pass
-
-
-class IsADirectory(BadInput):
-    pass
 
 
 KINDS = ("file", "dir", "symlink", "device", "other")

@@ -1,4 +1,4 @@
-"""Partition tables made by sfdisk, read back by diskvault.store.volumes."""
+"""Partition tables made by sfdisk, read back by diskvault.image.volumes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diskvault.store.errors import BadInput, CorruptData
-from diskvault.store.volumes import (
+from diskvault.errors import BadInput, CorruptData
+from diskvault.image.volumes import (
     LogicalVolume, NoSuchPartition, PartitionTableError, PartitionView, list_logical_volumes,
     list_partitions, open_logical_volume, open_partition,
 )

@@ -10,11 +10,11 @@ from concurrent.futures import Executor
 import blake3
 import zstandard
 
-from .backend import LocalBackend
-from .chunks import Codec
-from .errors import CorruptData
-from .packs import PackEntry
-from .pipeline import ordered_map, worker_count
+from ..store.backend import LocalBackend
+from ..store.chunks import Codec
+from ..errors import CorruptData
+from ..store.packs import PackEntry
+from ..store.pipeline import ordered_map, worker_count
 
 WINDOW_BYTES = 8 * 1024 * 1024  # one pread per window of neighbouring records
 

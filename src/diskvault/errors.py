@@ -96,3 +96,59 @@ class RepositoryLocked(DiskvaultError):
             f"since {holder.since:%Y-%m-%d %H:%M:%S} UTC); retry with --lock-wait SECONDS, or "
             f"if that process is gone for good, run 'diskvault break-lock'"
         )
+
+
+# -- inside images (image/) ------------------------------------------------------------
+
+class PartitionTableError(CorruptData):
+    """The image has a partition table, but it is damaged or implausible."""
+
+
+class NoSuchPartition(BadInput):
+    """The user named a partition the image does not have."""
+
+
+class UnknownFilesystem(BadInput):
+    """The volume holds nothing this reader knows (swap, LUKS, zeros, an unsupported kind)."""
+
+
+class DamagedFilesystem(CorruptData):
+    """The filesystem's structures are damaged or malicious; the message names the path."""
+
+
+class PathNotFound(BadInput):
+    pass
+
+
+class NotADirectory(BadInput):
+    pass
+
+
+class IsADirectory(BadInput):
+    pass
+
+
+# -- the mount (fuse/) -------------------------------------------------------------------
+
+class MountpointUnusable(BadInput):
+    """The mountpoint is missing, not a folder, not empty, or already a mount."""
+
+
+class NotMounted(BadInput):
+    """``umount`` was given a folder that holds no diskvault mount."""
+
+
+class FuseUnavailable(DiskvaultError):
+    """libfuse, fusermount or the kernel's /dev/fuse is missing on this machine."""
+
+
+class MountBusy(DiskvaultError):
+    """The mount is in use (an open file, a shell inside it), so it cannot be unmounted."""
+
+
+class MountFailed(DiskvaultError):
+    """The background mount process died before the mount came up; carries its exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

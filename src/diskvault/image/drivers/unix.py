@@ -10,7 +10,7 @@ import stat
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from diskvault.store.fs_base import Damaged, Driver, Entry, kind_of_mode, merge_ranges
+from .base import Damaged, Driver, Entry, kind_of_mode, merge_ranges
 
 MAX_SYMLINK_BYTES = 4096  # PATH_MAX: a longer "target" is damage, and would be read whole
 # dissect maps a block-mapped (ext2/3 style) file into one Python list entry per block:

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from diskvault.store.fs_base import Damaged, Driver, Entry
+from .base import Damaged, Driver, Entry
 
 _FILE_MODE, _READONLY_MODE = stat.S_IFREG | 0o644, stat.S_IFREG | 0o444
 _DIR_MODE = stat.S_IFDIR | 0o755

@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import locking
+from ..store import locking
 from .check import CheckReport, check
-from .durable import fsync_dir
-from .errors import CorruptData
-from .index import ChunkIndex
+from ..store.durable import fsync_dir
+from ..errors import CorruptData
+from ..store.index import ChunkIndex
 from .liveness import Liveness
-from .packs import PackEntry, PackWriter, read_footer
+from ..store.packs import PackEntry, PackWriter, read_footer
 from .verify import read_verified, verify_pack
 
 if TYPE_CHECKING:
-    from .repository import Repository
+    from ..store.repository import Repository
 
 DAMAGED_DIR = "damaged"
 PackList = tuple[str, list[PackEntry], int]  # pack id, its records, its file size

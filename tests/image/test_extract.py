@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.errors import BadInput, TargetExists
-from diskvault.store.filesystems import Driver, Entry, Filesystem, GuardedVolume, open_filesystem
-from diskvault.store.locations import open_location, parse_location
-from diskvault.store.pull import name_problem, pull, symlink_problem
+from diskvault.errors import BadInput, TargetExists
+from diskvault.image.filesystems import Driver, Entry, Filesystem, GuardedVolume, open_filesystem
+from diskvault.image.locations import open_location, parse_location
+from diskvault.image.extract import name_problem, pull, symlink_problem
 
 from tests.fsimages import (
     FS_KINDS, OWNER, ImageCache, PartSpec, assert_trees_equal, call_with_deadline,

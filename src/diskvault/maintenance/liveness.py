@@ -27,10 +27,10 @@ from typing import TypeVar
 
 import lmdb
 
-from .errors import CorruptData
-from .index import ChunkIndex
-from .manifest import ManifestEntry
-from .pipeline import ordered_map, worker_count
+from ..errors import CorruptData
+from ..store.index import ChunkIndex
+from ..store.manifest import ManifestEntry
+from ..store.pipeline import ordered_map, worker_count
 
 log = logging.getLogger(__name__)
 

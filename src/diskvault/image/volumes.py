@@ -14,13 +14,11 @@ from __future__ import annotations
 import io
 import logging
 import struct
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from diskvault.store.errors import BadInput, CorruptData
-from diskvault.store.fileview import PositionedFile
+from ..errors import NoSuchPartition, PartitionTableError
+from .fileview import PositionedFile, read_at, size_of
 
 # A sane GPT has 128 entries, read one by one: a table that needs more reads than this is lying
 # about its size (entry count 2**32, entry size 0, an endless chain of extended boot records).
@@ -37,12 +35,6 @@ _VOLUME_BOOT_SIGNATURES = (b"MSDOS", b"MSWIN", b"NTFS", b"FAT", b"EXFAT", b"-FVE
 log = logging.getLogger(__name__)
 
 
-class PartitionTableError(CorruptData):
-    """The image has a partition table, but it is damaged or implausible."""
-
-
-class NoSuchPartition(BadInput):
-    """The user named a partition the image does not have."""
 
 
 @dataclass(frozen=True)
@@ -54,48 +46,6 @@ class Partition:
     size: int
     type_name: str
     name: str | None
-
-
-def size_of(fileobj: BinaryIO) -> int:
-    """Size in bytes of a readable file-like object (its `.size`, else by seeking to the end)."""
-    size = getattr(fileobj, "size", None)
-    if isinstance(size, int):
-        return size
-    with _lock_for(fileobj):  # the position is shared with other threads' read_at
-        position = fileobj.tell()
-        end = fileobj.seek(0, io.SEEK_END)
-        fileobj.seek(position)
-    return end
-
-
-_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
-_fallback_lock = threading.Lock()
-
-
-def _lock_for(fileobj: BinaryIO) -> threading.Lock:
-    with _locks_guard:
-        try:
-            lock = _locks.get(fileobj)
-            if lock is None:
-                lock = _locks[fileobj] = threading.Lock()
-            return lock
-        except TypeError:  # not weak-referenceable: share one lock
-            return _fallback_lock
-
-
-def read_at(fileobj: BinaryIO, offset: int, length: int) -> bytes:
-    """Read `length` bytes at `offset`, safe against other threads using the same object.
-
-    Several views (p1, p2, the filesystems on them) share one image reader whose position is a
-    single shared value, so seek+read must be atomic; a reader offering `pread` avoids the lock.
-    """
-    pread = getattr(fileobj, "pread", None)
-    if pread is not None:
-        return pread(offset, length)
-    with _lock_for(fileobj):
-        fileobj.seek(offset)
-        return fileobj.read(length)
 
 
 class PartitionView(PositionedFile):
@@ -181,7 +131,7 @@ def _has_boot_signature(fileobj: BinaryIO) -> bool:
 
 def _holds_filesystem(fileobj: BinaryIO) -> bool:
     """A FAT/NTFS/exFAT boot sector also ends in 55 AA; it is a filesystem, not a table."""
-    from diskvault.store.fs_detect import detect_filesystem
+    from .detect import detect_filesystem
 
     return detect_filesystem(PartitionView(fileobj, 0, size_of(fileobj))) is not None
 

@@ -25,14 +25,14 @@ from hypothesis.stateful import (
 )
 
 from diskvault.store.backend import LocalBackend
-from diskvault.store.errors import BadInput, CorruptData
+from diskvault.errors import BadInput, CorruptData
 from diskvault.store.packs import read_footer
 from diskvault.store.repository import Repository
-from diskvault.store.retention import KeepPolicy
+from diskvault.maintenance.retention import KeepPolicy
 
 from ..conftest import run_cli
 
-from .maintenance_support import (
+from .support import (
     PACK_HEAD_AND_TRAILER,
     assert_all_restore,
     back_up,

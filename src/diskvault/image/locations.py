@@ -8,9 +8,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from diskvault.store.errors import BadInput, DiskvaultError
-from diskvault.store.filesystems import Filesystem, UnknownFilesystem, open_filesystem
-from diskvault.store.volumes import (
+from ..errors import BadInput, DiskvaultError
+from ..errors import UnknownFilesystem
+from .filesystems import Filesystem, open_filesystem
+from .volumes import (
     LogicalVolume, Partition, PartitionView, describe_partitions, list_logical_volumes,
     list_partitions, open_logical_volume,
 )

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.errors import CorruptData
-from diskvault.store.liveness import Liveness
+from diskvault.errors import CorruptData
+from diskvault.maintenance.liveness import Liveness
 from diskvault.store.packs import PackWriter, read_footer
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
 
-from .maintenance_support import (
+from .support import (
     assert_all_restore,
     assert_restore,
     back_up,

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.errors import BadInput, CorruptData, DiskvaultError
-from diskvault.store.filesystems import (
-    MAX_DEPTH, DamagedFilesystem, Entry, Filesystem, GuardedVolume, IsADirectory, NotADirectory,
-    PathNotFound, UnknownFilesystem, open_filesystem,
-)
-from diskvault.store.locations import open_location, survey_image
-from diskvault.store.pull import pull
+from diskvault.errors import (BadInput, CorruptData, DamagedFilesystem, DiskvaultError,
+                              IsADirectory, NotADirectory, PathNotFound, UnknownFilesystem)
+from diskvault.image.filesystems import MAX_DEPTH, Entry, Filesystem, GuardedVolume, open_filesystem
+from diskvault.image.locations import open_location, survey_image
+from diskvault.image.extract import pull
 
 from tests.fsimages import (
     FS_KINDS, MTIME_NS, OWNER, ImageCache, PartSpec, call_with_deadline, file_size_mib,

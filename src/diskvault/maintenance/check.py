@@ -19,17 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import CorruptData
-from .index import ChunkLocation
-from .manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
-from .packs import PackEntry, read_footer
-from .pipeline import ordered_map, worker_count
-from .restore import damage_context
-from .snapshots import SnapshotRecord
+from ..errors import CorruptData
+from ..store.index import ChunkLocation
+from ..store.manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
+from ..store.packs import PackEntry, read_footer
+from ..store.pipeline import ordered_map, worker_count
+from ..store.restore import damage_context
+from ..store.snapshots import SnapshotRecord
 from .verify import read_verified, verify_pack
 
 if TYPE_CHECKING:
-    from .repository import Repository
+    from ..store.repository import Repository
 
 Progress = Callable[[int, int], None]  # (bytes read so far, bytes to read)
 SHOWN_DIGESTS = 5  # chunks named per problem line; the count says how many there are

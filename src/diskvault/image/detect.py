@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from diskvault.store.volumes import read_at
+from .fileview import read_at
 
 
 def detect_filesystem(fileobj: BinaryIO) -> str | None:

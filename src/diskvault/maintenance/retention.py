@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
-from diskvault.store.errors import BadInput
+from ..errors import BadInput
 
 
 @dataclass(frozen=True)

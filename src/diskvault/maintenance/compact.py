@@ -26,16 +26,16 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import locking, space
-from .errors import BadInput, CorruptData
+from ..store import locking, space
+from ..errors import BadInput, CorruptData
 from .liveness import Liveness, batches
-from .manifest import ManifestEntry, decode_block
-from .packs import ENTRY, PackEntry, PackWriter, read_footer
-from .snapshots import SnapshotRecord
+from ..store.manifest import ManifestEntry, decode_block
+from ..store.packs import ENTRY, PackEntry, PackWriter, read_footer
+from ..store.snapshots import SnapshotRecord
 from .verify import verify_pack
 
 if TYPE_CHECKING:
-    from .repository import Repository
+    from ..store.repository import Repository
 
 log = logging.getLogger(__name__)
 
