@@ -32,7 +32,7 @@ class Fetched:
     def settled(self, reader) -> int:
         """The count once the reader's queued fetches are done."""
         deadline = time.monotonic() + DEADLINE_S
-        while any(not future.done() for future, _ in list(reader._chunks.items.values())):
+        while reader.fetches_running():
             assert time.monotonic() < deadline, "queued chunk fetches did not finish"
             time.sleep(0.01)
         return self.bytes

@@ -24,7 +24,7 @@ from ..store.index import ChunkLocation
 from ..store.manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
 from ..store.packs import PackEntry, read_footer
 from ..store.pipeline import ordered_map, worker_count
-from ..store.restore import damage_context
+from ..store.image_map import damage_context
 from ..store.snapshots import SnapshotRecord
 from .verify import read_verified, verify_pack
 
@@ -228,8 +228,7 @@ class _Checker:
     def _read_all_records(self) -> None:
         for pack_id in sorted(self.sizes):
             entries = self.footers.get(pack_id) or [
-                PackEntry(d, loc.offset, loc.stored_size, loc.raw_size, loc.flags)
-                for d, loc in self.by_pack.get(pack_id, [])]
+                loc.entry(d) for d, loc in self.by_pack.get(pack_id, [])]
             damaged = []
             for entry, _, problem in verify_pack(self.backend, self.repository.codec, pack_id,
                                                  entries, self.repository.pool):

@@ -1,5 +1,6 @@
 """The backup path: source -> chunker -> hasher -> index lookup -> compressor -> packs,
-then manifest blocks, then (last, atomically) the snapshot record."""
+then manifest blocks, then (last, atomically) the snapshot record. The order of operations
+lives in ``back_up``; the write session owns what is stored and how."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from pathlib import Path
 
 import blake3
 
+from .backend import LocalBackend
 from .chunker import Chunk, Chunker, Hint, hash_sequentially
-from .chunks import ChunkWriter
-from .config import ChunkerParams
+from .chunks import Codec
+from .config import ChunkerParams, RepositoryConfig
 from .index import ChunkIndex
 from .manifest import ManifestBuilder
 from .pipeline import prefetch
-from .snapshots import BackupStats, SnapshotRecord
+from .snapshots import BackupStats, SnapshotRecord, SnapshotStore
 from .source import ImageSource
+from .write_session import WriteSession
 
 Progress = Callable[[int], None]
 
@@ -54,10 +57,8 @@ class _ImageRecorder:
     only when the following one is submitted (or at a hole, or at the end).
     """
 
-    def __init__(self, writer: ChunkWriter, index: ChunkIndex, pool: Executor,
-                 stats: BackupStats):
-        self.writer = writer
-        self.index = index
+    def __init__(self, session: WriteSession, pool: Executor, stats: BackupStats):
+        self.session = session
         self.pool = pool
         self.stats = stats
         self.manifest = ManifestBuilder(self._store_block)
@@ -78,53 +79,36 @@ class _ImageRecorder:
             return
         chunks, future = self._batch
         self._batch = None
-        digests = future.result()
-        self.writer.settle()
-        txn = self.index.read_txn()
-        new: list[tuple[bytes, bytes]] = []
-        new_digests: set[bytes] = set()  # a chunk repeated within the batch is stored once
-        try:
-            for (chunk, _), digest in zip(chunks, digests):
-                length = len(chunk)
-                # The cheap byte test first: zero_digest costs a hash of its own.
-                if chunk[0] == 0 and chunk[-1] == 0 and digest == zero_digest(length):
-                    self.stats.zero_bytes += length
-                    self.manifest.add_zeros(length)
-                    continue
-                self.stats.chunks += 1
-                self.manifest.add_data(digest, length)
-                if digest not in new_digests and not self.writer.is_stored(digest, txn):
-                    new_digests.add(digest)
-                    new.append((digest, chunk))  # a view: its buffer lives until compressed
-        finally:
-            txn.abort()
-        self.writer.put(new)
+        data: list[tuple[bytes, memoryview]] = []
+        for (chunk, _), digest in zip(chunks, future.result()):
+            length = len(chunk)
+            # The cheap byte test first: zero_digest costs a hash of its own.
+            if chunk[0] == 0 and chunk[-1] == 0 and digest == zero_digest(length):
+                self.stats.zero_bytes += length
+                self.manifest.add_zeros(length)
+                continue
+            self.stats.chunks += 1
+            self.manifest.add_data(digest, length)
+            data.append((digest, chunk))  # a view: its buffer lives until compressed
+        self.session.store_missing(data)
 
     def _store_block(self, encoded: bytes) -> bytes:
         digest = blake3.blake3(encoded).digest()
         self.stats.manifest_blocks += 1
-        self.writer.settle()
-        txn = self.index.read_txn()
-        try:
-            if not self.writer.is_stored(digest, txn):
-                self.stats.new_manifest_blocks += 1
-                self.writer.put([(digest, encoded)])
-        finally:
-            txn.abort()
+        self.stats.new_manifest_blocks += self.session.store_missing([(digest, encoded)])
         return digest
 
 
-def record_image(source: ImageSource, chunker_params: ChunkerParams, writer: ChunkWriter,
-                 index: ChunkIndex, pool: Executor, stats: BackupStats,
-                 hints: Iterable[Hint] = (), progress: Progress | None = None
-                 ) -> ManifestBuilder:
+def record_image(source: ImageSource, chunker_params: ChunkerParams, session: WriteSession,
+                 pool: Executor, stats: BackupStats, hints: Iterable[Hint] = (),
+                 progress: Progress | None = None) -> ManifestBuilder:
     """Read the whole source into chunks and manifest blocks; returns the finished manifest.
 
     Holes end the current chunk (they are known zeros and are never read). ``hints`` are
     the previous snapshot's chunks, which make unchanged regions cost a hash, not a cut.
     """
     chunker = Chunker(chunker_params, hints, parallel_hasher(pool))
-    recorder = _ImageRecorder(writer, index, pool, stats)
+    recorder = _ImageRecorder(session, pool, stats)
     for extent, buffer in prefetch(source.pieces()):
         if buffer is None:
             recorder.add_chunks(chunker.finish())
@@ -141,10 +125,26 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, writer: Chu
     return recorder.manifest
 
 
-def make_record(source: ImageSource, manifest: ManifestBuilder, name: str, tags: list[str],
-                stats: BackupStats, started: float) -> SnapshotRecord:
+def back_up(source: ImageSource, name: str, tags: list[str], *, backend: LocalBackend,
+            index: ChunkIndex, codec: Codec, config: RepositoryConfig, pool: Executor,
+            snapshots: SnapshotStore, hints: Iterable[Hint] = (),
+            progress: Progress | None = None, started: float) -> SnapshotRecord:
+    """Store the image and record it; call with the writer lock held. Every chunk and
+    manifest block is durable and indexed before the snapshot record is written (last,
+    atomically), so a failure at any point records nothing and a rerun reuses what landed.
+    ``started`` is the monotonic time the command began (for the record's duration)."""
+    stats = BackupStats()
+    with WriteSession(backend, index, codec, config.pack_target_bytes) as session:
+        manifest = record_image(source, config.chunker, session, pool, stats, hints, progress)
+        source.check_unchanged()
+        session.flush()
+    stats.new_chunks = session.counts.chunks
+    stats.new_bytes = session.counts.raw_bytes
+    stats.stored_bytes = session.counts.stored_bytes
     stats.duration_s = round(time.monotonic() - started, 3)
-    return SnapshotRecord(
+    record = SnapshotRecord(
         id=SnapshotRecord.new_id(), name=name, time=datetime.now(timezone.utc),
         source=str(Path(source.path).absolute()), size=manifest.size,
         host=socket.gethostname(), tags=list(tags), stats=stats, blocks=manifest.blocks)
+    snapshots.save(record)
+    return record

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from ..errors import CorruptData
+from .image_map import damage_context
 from .manifest import block_ends, placed_entries, spans
-from .restore import damage_context
 from .snapshots import SnapshotRecord
 
 LoadBlock = Callable[[bytes], bytes]  # a manifest block's bytes, by digest

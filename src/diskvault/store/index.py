@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,11 @@ class ChunkLocation:
     stored_size: int
     raw_size: int
     flags: int
+
+    def entry(self, digest: bytes) -> PackEntry:
+        """The record as its pack's footer lists it: what the index knows of a pack whose
+        footer is lost or not read."""
+        return PackEntry(digest, self.offset, self.stored_size, self.raw_size, self.flags)
 
 
 @dataclass(frozen=True)
@@ -117,14 +122,11 @@ class ChunkIndex:
                 value = txn.get(digest, db=self._chunks)
             return None if value is None else _decode_location(value)
 
-    def read_txn(self) -> lmdb.Transaction:
-        """A read transaction for many lookups in a row (abort it when done)."""
-        with self._reading():
-            return self.env.begin(buffers=False)
-
-    def contains(self, txn: lmdb.Transaction, digest: bytes) -> bool:
-        with self._reading():
-            return txn.get(digest, db=self._chunks) is not None
+    def are_indexed(self, digests: Sequence[bytes]) -> list[bool]:
+        """For each digest, whether the index holds it: one read transaction serves them all."""
+        with self._reading(), self.env.begin(buffers=True) as txn:
+            get, chunks = txn.get, self._chunks
+            return [get(digest, db=chunks) is not None for digest in digests]
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry], file_size: int) -> None:
         """Commit a durable pack's entries; a digest already indexed keeps its location."""

@@ -11,15 +11,15 @@ from __future__ import annotations
 import bisect
 import contextlib
 import threading
-from collections import OrderedDict
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from .chunks import ChunkReader
 from ..errors import CorruptData
 from ..image.fileview import PositionedFile
+from .image_map import damage_context
+from ..lru import LRU
 from .manifest import block_ends, placed_entries
-from .restore import damage_context
 from .snapshots import SnapshotRecord
 
 DEFAULT_CHUNK_CACHE_BYTES = 64 * 1024 * 1024
@@ -44,29 +44,6 @@ class _Block:
     digests: list[bytes | None]
 
 
-class _LRU:
-    """A size-bounded LRU of futures, so that concurrent readers of one key share one fetch."""
-
-    def __init__(self, capacity: int, weigh=lambda value: 1):
-        self.capacity = capacity
-        self.weigh = weigh
-        self.used = 0
-        self.items: OrderedDict = OrderedDict()
-
-    def get(self, key):
-        future = self.items.get(key)
-        if future is not None:
-            self.items.move_to_end(key)
-        return future
-
-    def put(self, key, future: Future, weight: int) -> None:
-        self.items[key] = (future, weight)
-        self.used += weight
-        while self.used > self.capacity and len(self.items) > 1:
-            _, (_, old_weight) = self.items.popitem(last=False)
-            self.used -= old_weight
-
-
 class ImageReader:
     """Read any byte range of one snapshot's image; every chunk verified on first load."""
 
@@ -80,8 +57,9 @@ class ImageReader:
         self.pool = pool
         self._block_starts = [b.offset for b in record.blocks]
         self._block_ends = block_ends(record.blocks, record.size)
-        self._blocks = _LRU(block_cache_blocks)
-        self._chunks = _LRU(chunk_cache_bytes)
+        # Futures, so that concurrent readers of one block or chunk share one fetch.
+        self._blocks: LRU[int, Future] = LRU(block_cache_blocks)
+        self._chunks: LRU[bytes, Future] = LRU(chunk_cache_bytes)  # weighed in raw bytes
         self._lock = threading.Lock()
         self._last_end = -1
         self._ahead_until = 0  # read-ahead is queued up to here
@@ -106,32 +84,35 @@ class ImageReader:
 
     def _block(self, index: int) -> _Block:
         with self._lock:
-            cached = self._blocks.get(index)
-            if cached is None:
-                future: Future = Future()
-                self._blocks.put(index, future, 1)
-                owner = True
-            else:
-                future, owner = cached[0], False
+            future = self._blocks.get(index)
+            owner = future is None
+            if owner:
+                future = Future()
+                self._blocks.put(index, future)
         if owner:
             try:
                 future.set_result(self._load_block(index))
             except BaseException as error:
                 future.set_exception(error)
                 with self._lock:
-                    self._blocks.items.pop(index, None)
+                    self._blocks.pop(index)
         return future.result()
 
     # -- chunks ------------------------------------------------------------------------
     def _is_cached(self, digest: bytes) -> bool:
         with self._lock:
-            return digest in self._chunks.items
+            return digest in self._chunks
+
+    def fetches_running(self) -> int:
+        """How many chunk fetches (reads and read-ahead) have not finished yet."""
+        with self._lock:
+            return sum(not future.done() for future in self._chunks.values())
 
     def _chunk_future(self, digest: bytes, length: int, in_pool: bool) -> Future:
         with self._lock:
             cached = self._chunks.get(digest)
             if cached is not None:
-                return cached[0]
+                return cached
             if in_pool:
                 future = self.pool.submit(self.chunks.get, digest)
             else:
@@ -150,9 +131,8 @@ class ImageReader:
             return future.result()
         except BaseException:
             with self._lock:
-                if self._chunks.items.get(digest, (None,))[0] is future:
-                    self._chunks.items.pop(digest)
-                    self._chunks.used -= length
+                if self._chunks.get(digest) is future:  # not a later fetch's: drop the failure
+                    self._chunks.pop(digest)
             raise
 
     def _read_ahead(self, end: int) -> None:

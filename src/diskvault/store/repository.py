@@ -19,10 +19,10 @@ from ..maintenance import prune as pruning
 from ..maintenance import repair as repairing
 from . import locking, space
 from .backend import LocalBackend
-from .backup import make_record, record_image
+from .backup import back_up
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
-from .chunks import ChunkReader, ChunkWriter, Codec
+from .chunks import ChunkReader, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .diff import changed_ranges
 from .durable import make_private_folder
@@ -30,12 +30,12 @@ from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOn
 from .index import ChunkIndex
 from .manifest import decode_block
 from .packs import read_footer
+from .image_map import image_spans
 from .pipeline import new_pool
 from .reader import ImageReader
-from .restore import image_pieces, image_spans, restore_to_path, write_stream
+from .restore import image_pieces, restore_to_path, write_stream
 from ..maintenance.retention import KeepPolicy
-from .snapshots import (BackupStats, SnapshotRecord, SnapshotStore, is_snapshot_id,
-                        select_snapshot)
+from .snapshots import SnapshotRecord, SnapshotStore, is_snapshot_id, select_snapshot
 from .source import ImageSource
 
 log = logging.getLogger(__name__)
@@ -193,28 +193,11 @@ class Repository:
                 ImageSource(Path(source_path)) as source, \
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
             self.recover_unindexed_packs()
-            stats = BackupStats()
-            # Compression gets threads of its own: on the shared pool, the hashing that
-            # the chunker waits for would queue behind it.
-            compress_pool = new_pool("compress")
-            writer = ChunkWriter(self.backend, self.index, self.codec,
-                                 self.config.pack_target_bytes, compress_pool, stats)
-            try:
-                manifest = record_image(source, self.config.chunker, writer, self.index,
-                                        self.pool, stats, self._hints_for(name or
-                                        Path(source_path).name), progress)
-                source.check_unchanged()
-                writer.flush()
-                record = make_record(source, manifest, name or Path(source_path).name,
-                                     list(tags), stats, started)
-                self.snapshots.save(record)
-            except BaseException:
-                writer.abort()
-                raise
-            finally:
-                compress_pool.shutdown(cancel_futures=True)
-            writer.close()
-            return record
+            series = name or Path(source_path).name
+            return back_up(source, series, list(tags), backend=self.backend, index=self.index,
+                           codec=self.codec, config=self.config, pool=self.pool,
+                           snapshots=self.snapshots, hints=self._hints_for(series),
+                           progress=progress, started=started)
 
     def _hints_for(self, name: str) -> Iterator[Hint]:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .chunks import ChunkReader
-from .index import ChunkLocation
 from .devices import open_unused_device
 from .durable import atomic_replacement, remove_leftover_temps, write_all
 from ..errors import BadInput, CorruptData, TargetExists
-from .manifest import Span, block_ends, placed_entries, spans
+from .image_map import damage_context, image_spans
+from .index import ChunkLocation
+from .manifest import Span
 from .pipeline import ordered_map
 from .snapshots import SnapshotRecord
 
@@ -23,23 +24,6 @@ ZERO_WRITE_BYTES = 1024 * 1024
 FETCH_WINDOW = 64  # chunks announced to the kernel and queued ahead of the writer
 _ZEROS = bytes(ZERO_WRITE_BYTES)
 Progress = Callable[[int], None]
-
-
-def damage_context(record: SnapshotRecord, offset: int, error: CorruptData) -> CorruptData:
-    """The same error, naming the snapshot and byte offset a user can act on."""
-    return type(error)(f"snapshot {record.short_id} ({record.name}, {record.time_label}) at "
-                       f"byte offset {offset}: {error}")
-
-
-def image_spans(chunks: ChunkReader, record: SnapshotRecord) -> Iterator[Span]:
-    """Every entry of the snapshot's manifest, placed at its offset; each block is proven
-    to fill exactly the range the record gives it."""
-    for block, end in zip(record.blocks, block_ends(record.blocks, record.size)):
-        try:
-            entries = placed_entries(chunks.get(block.digest), block.offset, end)
-        except CorruptData as error:
-            raise damage_context(record, block.offset, error) from None
-        yield from spans(entries, block.offset)
 
 
 def image_pieces(chunks: ChunkReader, record: SnapshotRecord,
