@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from ..store.browse import SnapshotFiles, Volume
 from ..errors import (BadInput, DiskvaultError, IsADirectory, NotADirectory, PathNotFound,
                       UnknownFilesystem)
 from ..image.filesystems import Entry, FileReader, Filesystem, name_is_plain
+from ..lru import LRU
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
 from .layout import NAME_MAX_BYTES, InsideFiles, volume_folder
@@ -70,7 +70,8 @@ class FilesView:
         # Those record no owners (NTFS keeps ACLs, which are not shown): their files are
         # the mounting user's alone, unless the mount shares them with --share-images.
         self._unowned_hidden_bits = 0 if share_unowned else 0o077
-        self._kept: OrderedDict[str, SnapshotFiles] = OrderedDict()
+        # Older snapshots' files are dropped: their open files keep what they need alive.
+        self._kept: LRU[str, SnapshotFiles] = LRU(KEPT_SNAPSHOTS)
         self._reported: set[tuple[str, Volume]] = set()
         self._lock = threading.Lock()
 
@@ -174,12 +175,10 @@ class FilesView:
     # -- from a mount path to a filesystem and a path in it --------------------------------
     def _files(self, record: SnapshotRecord) -> SnapshotFiles:
         with self._lock:
-            files = self._kept.pop(record.id, None)
+            files = self._kept.get(record.id)
             if files is None:
                 files = self._repository.browse(record, chunk_cache_bytes=CHUNK_CACHE_BYTES)
-            self._kept[record.id] = files
-            while len(self._kept) > KEPT_SNAPSHOTS:
-                self._kept.popitem(last=False)  # its open files keep what they need alive
+                self._kept.put(record.id, files)
             return files
 
     def _locate(self, node: InsideFiles) -> tuple[SnapshotFiles, Volume, str | None]:

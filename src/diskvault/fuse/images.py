@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 
 from ..errors import CorruptData
+from ..lru import LRU
 from ..store.reader import ImageReader
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
@@ -29,9 +29,8 @@ class ImageCatalogue:
                  **cache_sizes: int):
         self._repository = repository
         self._cache_sizes = cache_sizes
-        self._idle_readers = idle_readers
         self._in_use: dict[str, tuple[ImageReader, int]] = {}
-        self._idle: OrderedDict[str, ImageReader] = OrderedDict()
+        self._idle: LRU[str, ImageReader] = LRU(idle_readers)
         self._partitions: dict[str, list[Partition]] = {}
         self._lock = threading.Lock()
 
@@ -52,9 +51,7 @@ class ImageCatalogue:
             if users > 1:
                 self._in_use[record.id] = (reader, users - 1)
                 return
-            self._idle[record.id] = reader
-            while len(self._idle) > self._idle_readers:
-                self._idle.popitem(last=False)
+            self._idle.put(record.id, reader)
 
     def partitions(self, record: SnapshotRecord) -> list[Partition]:
         """The image's partitions ([] without a readable table); read once per snapshot,

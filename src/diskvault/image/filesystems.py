@@ -16,7 +16,6 @@ import bisect
 import logging
 import posixpath
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, BinaryIO
 
@@ -25,6 +24,7 @@ from ..errors import (BadInput, DamagedFilesystem, DiskvaultError, IsADirectory,
 from .fileview import PositionedFile
 from .drivers.base import KINDS, STEP_CALL_LIMIT, Damaged, Driver, Entry, GuardedVolume
 from .detect import describe_content, detect_filesystem
+from ..lru import LRU
 
 __all__ = [  # the public API; drivers and their helpers live in drivers/ (errors in errors.py)
     "KINDS", "MAX_DEPTH", "Driver", "Entry", "FileReader", "Filesystem", "GuardedVolume",
@@ -95,8 +95,8 @@ class Filesystem:
         self.kind = driver.kind
         self.label = driver.label
         self._lock = threading.RLock()
-        self._listings: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
-        self._nodes: OrderedDict[str, Any] = OrderedDict()  # path -> node of recent listings
+        self._listings: LRU[Hashable, dict[str, Any]] = LRU(_LISTING_CACHE_DIRS)
+        self._nodes: LRU[str, Any] = LRU(_REMEMBERED_PATHS)  # path -> node of recent listings
 
     def stat(self, path: str, follow_symlinks: bool = False) -> Entry:
         """The entry at `path`; a final symlink is described itself unless follow_symlinks."""
@@ -196,10 +196,7 @@ class Filesystem:
                 onerror(_as_damage(self, here, exc))
                 continue
             if name_is_plain(name):  # 'a/b' must not pose as the path /a/b
-                self._nodes[entries[-1].path] = child
-                self._nodes.move_to_end(entries[-1].path)
-        while len(self._nodes) > _REMEMBERED_PATHS:
-            self._nodes.popitem(last=False)
+                self._nodes.put(entries[-1].path, child)
         return entries, nodes
 
     # -- internals --
@@ -218,18 +215,16 @@ class Filesystem:
         if self._describe(node, path).kind != "dir":
             raise NotADirectory(f"{self.where}: {path}: not a directory")
         key = self._driver.identity(node)
-        if key in self._listings:
-            self._listings.move_to_end(key)
-            return self._listings[key]
+        known = self._listings.get(key)
+        if known is not None:
+            return known
         listing = {}
         self._volume.arm()
         for name, child in self._driver.children(node):
             listing.setdefault(name, child)
             self._volume.arm()  # progress: the budget is per entry
         if len(listing) <= _LISTING_CACHE_MAX_ENTRIES:
-            self._listings[key] = listing
-            if len(self._listings) > _LISTING_CACHE_DIRS:
-                self._listings.popitem(last=False)
+            self._listings.put(key, listing)
         return listing
 
     def _resolve(self, path: str, follow_last: bool) -> tuple[Any, str]:

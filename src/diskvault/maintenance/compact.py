@@ -21,7 +21,6 @@ meantime is copied out before its pack is deleted.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,7 +29,8 @@ from ..store import locking, space
 from ..errors import BadInput, CorruptData
 from .liveness import Liveness, batches
 from ..store.manifest import ManifestEntry, decode_block
-from ..store.packs import ENTRY, PackEntry, PackWriter, read_footer
+from ..store.packing import PackFiller
+from ..store.packs import ENTRY, PackEntry, read_footer
 from ..store.snapshots import SnapshotRecord
 from .verify import verify_pack
 
@@ -82,8 +82,9 @@ class _Compactor:
         self.liveness = Liveness(repository.index)
         self.threshold = threshold
         self.result = CompactResult(threshold)
-        self._writer: PackWriter | None = None
-        self._copied_sources: list[str] = []  # every live record already in self._writer
+        self._copies = PackFiller(self.backend, repository.config.pack_target_bytes,
+                                  self._index_copies)
+        self._copied_sources: list[str] = []  # sources whose copies are not all durable yet
         # Review outcomes wait here and are saved in one transaction: losing them to a
         # kill only means reviewing those packs again.
         self._reviewed: dict[str, tuple[int, int]] = {}
@@ -144,8 +145,7 @@ class _Compactor:
                 self._save_reviews_every_so_often()
             self._finish_pack()
         except BaseException:
-            if self._writer is not None:
-                self._writer.abort()
+            self._copies.abort()
             raise
         finally:
             self._save_reviews()
@@ -205,25 +205,26 @@ class _Compactor:
             self.result.packs_damaged.append(pack_id)
             return False
         for entry, stored, _ in records:
-            if self._writer is None:
-                self._writer = PackWriter(self.backend, secrets.token_hex(16))
-            self._writer.add(entry.digest, stored, entry.raw_size, entry.flags)
+            self._copies.add(entry.digest, stored, entry.raw_size, entry.flags)
             self.result.chunks_copied += 1
-            if self._writer.size >= self.repository.config.pack_target_bytes:
-                self._finish_pack()
         self._copied_sources.append(pack_id)
         return True
 
     def _finish_pack(self) -> None:
-        """Make the open pack durable and point its chunks at it; only then may the
-        sources whose live records are all in finished packs be doomed."""
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            entries = writer.finish()  # fsync + rename + fsync dir before the index moves
-            self.index.add_relocated_pack(writer.pack_id, entries, writer.size)
-            self._reviewed[writer.pack_id] = (0, sum(_cost(e) for e in entries))
-            self.result.packs_written += 1
-            self.result.bytes_written += writer.size
+        """Make the open pack durable and indexed; then every copied source is doomed."""
+        self._copies.finish()
+        self._doom_copied_sources()
+
+    def _index_copies(self, pack_id: str, entries: list[PackEntry], file_size: int) -> None:
+        """Point the chunks of a durable pack of copies at it (packing.seal calls this);
+        only then may the sources whose live records are all in finished packs be doomed."""
+        self.index.add_relocated_pack(pack_id, entries, file_size)
+        self._reviewed[pack_id] = (0, sum(_cost(e) for e in entries))
+        self.result.packs_written += 1
+        self.result.bytes_written += file_size
+        self._doom_copied_sources()
+
+    def _doom_copied_sources(self) -> None:
         self._doomed.extend(self._copied_sources)
         self._copied_sources = []
 
@@ -271,8 +272,7 @@ class _Compactor:
         stale: dict[str, list[PackEntry]] = {p: [] for p in vanished}
         for digest, loc in self.index.iter_chunks():
             if loc.pack_id in stale:
-                stale[loc.pack_id].append(
-                    PackEntry(digest, loc.offset, loc.stored_size, loc.raw_size, loc.flags))
+                stale[loc.pack_id].append(loc.entry(digest))
         self.index.remove_locations(stale)
         self.index.remove_packs(vanished)
         self.liveness.forget_packs(vanished)

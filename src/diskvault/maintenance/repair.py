@@ -13,7 +13,6 @@ reported as the snapshots that can no longer be restored in full.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from ..store.durable import fsync_dir
 from ..errors import CorruptData
 from ..store.index import ChunkIndex
 from .liveness import Liveness
-from ..store.packs import PackEntry, PackWriter, read_footer
+from ..store.packing import PackFiller
+from ..store.packs import PackEntry, read_footer
 from .verify import read_verified, verify_pack
 
 if TYPE_CHECKING:
@@ -84,29 +84,25 @@ class _Salvage:
     """New packs for the intact records rescued from packs without a usable footer."""
 
     def __init__(self, repository: Repository):
-        self.repository = repository
-        self.writer: PackWriter | None = None
-        self.finished: list[PackList] = []
+        self.finished: list[PackList] = []  # durable; the rebuilt index takes them in
         self.digests: set[bytes] = set()
+        self._packs = PackFiller(repository.backend, repository.config.pack_target_bytes,
+                                 self._keep)
 
     def add(self, entry: PackEntry, stored) -> None:
         if entry.digest in self.digests:
             return
         self.digests.add(entry.digest)
-        if self.writer is None:
-            self.writer = PackWriter(self.repository.backend, secrets.token_hex(16))
-        self.writer.add(entry.digest, stored, entry.raw_size, entry.flags)
-        if self.writer.size >= self.repository.config.pack_target_bytes:
-            self.finish()
+        self._packs.add(entry.digest, stored, entry.raw_size, entry.flags)
 
     def finish(self) -> None:
-        if self.writer is not None:
-            writer, self.writer = self.writer, None
-            self.finished.append((writer.pack_id, writer.finish(), writer.size))
+        self._packs.finish()
 
     def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
+        self._packs.abort()
+
+    def _keep(self, pack_id: str, entries: list[PackEntry], file_size: int) -> None:
+        self.finished.append((pack_id, entries, file_size))
 
 
 def _old_locations(index: ChunkIndex) -> tuple[dict[str, list[PackEntry]], set[str], int]:
@@ -116,9 +112,7 @@ def _old_locations(index: ChunkIndex) -> tuple[dict[str, list[PackEntry]], set[s
     count = 0
     try:
         for digest, location in index.iter_chunks():
-            by_pack[location.pack_id].append(PackEntry(
-                digest, location.offset, location.stored_size, location.raw_size,
-                location.flags))
+            by_pack[location.pack_id].append(location.entry(digest))
             count += 1
         return by_pack, index.known_packs(), count
     except CorruptData:

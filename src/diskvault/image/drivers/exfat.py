@@ -9,13 +9,13 @@ the volume's cluster count, and every entry set's checksum is verified.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from dissect.util.stream import RunlistStream
 
+from ...lru import LRU
 from .base import Damaged, Driver, Entry
 from .dos import _DIR_MODE, _FILE_MODE, _READONLY_MODE, dos_time_ns
 from ..volumes import PartitionView
@@ -61,7 +61,7 @@ class ExfatDriver(Driver):
         self._fat_offset, self._fat_size = vbr.fat_sector * sector, vbr.fat_sector_count * sector
         heap_offset = vbr.cluster_heap_sector * sector
         self._heap = PartitionView(volume, heap_offset, max(0, volume.size - heap_offset))
-        self._fat_blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._fat_blocks: LRU[int, bytes] = LRU(_FAT_BLOCKS_KEPT)
         epoch = dos_time_ns(0)  # the root has no times; 1980-01-01, as for FAT
         self._root = ExfatNode("/", 0x10, vbr.root_dir_cluster, None, 0, False, (epoch,) * 3)
         self.label = self._read_label()
@@ -133,11 +133,7 @@ class ExfatDriver(Driver):
             length = min(_FAT_BLOCK, self._fat_size - block * _FAT_BLOCK)
             self._volume.seek(self._fat_offset + block * _FAT_BLOCK)
             data = self._volume.read(max(0, length))
-            self._fat_blocks[block] = data
-            if len(self._fat_blocks) > _FAT_BLOCKS_KEPT:
-                self._fat_blocks.popitem(last=False)
-        else:
-            self._fat_blocks.move_to_end(block)
+            self._fat_blocks.put(block, data)
         if offset + 4 > len(data):
             raise Damaged(f"cluster {cluster:#x} is beyond the FAT")
         return int.from_bytes(data[offset:offset + 4], "little")
