@@ -114,7 +114,7 @@ def test_prune_warns_when_it_keeps_a_series_the_rules_would_empty(nightly):
     with Repository.open(Path(repo)) as repository:  # vm2's job stopped long ago
         record = repository.find_snapshot("vm2")
         record.time = record.time.replace(year=2020)
-        repository.snapshots.save(record)
+        repository.storage.snapshots.save(record)
     result = run_cli("prune", "-r", repo, "--keep-within", "1h", "--name", "vm2",
                      "--dry-run", check=True)
     assert "protected" in lines(result)[1]

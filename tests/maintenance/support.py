@@ -92,7 +92,7 @@ def fresh_pack_bytes(folder: Path, like: Repository, contents: list[tuple[str, b
 def chunks_by_pack(repository: Repository) -> dict[str, set[bytes]]:
     """The digests the index locates in each pack."""
     grouped: dict[str, set[bytes]] = {}
-    for digest, location in repository.index.iter_chunks():
+    for digest, location in repository.storage.index.iter_chunks():
         grouped.setdefault(location.pack_id, set()).add(digest)
     return grouped
 

@@ -47,6 +47,12 @@ class ReconcileStats:
     blocks_added: int = 0
     blocks_released: int = 0
 
+    def note(self, sign: int, blocks: int) -> None:
+        if sign > 0:
+            self.blocks_added += blocks
+        else:
+            self.blocks_released += blocks
+
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of ``size`` items (the last one shorter)."""
@@ -87,20 +93,32 @@ class Liveness:
         block that cannot be read stays accounted, which keeps its chunks (safe, logged).
         """
         stats = ReconcileStats()
+        for sign, loaded in self._changes(live_blocks, read_block, pool):
+            self._count(loaded, sign)
+            stats.note(sign, len(loaded))
+        return stats
+
+    def preview(self, live_blocks: Collection[bytes], read_block: ReadBlock,
+                pool: Executor) -> PendingLiveness:
+        """The tables as ``reconcile`` would leave them, with nothing written (compact
+        --dry-run). Holds one count per chunk the added and released blocks name."""
+        pending = PendingLiveness(self)
+        for sign, loaded in self._changes(live_blocks, read_block, pool):
+            pending.count(loaded, sign)
+        return pending
+
+    def _changes(self, live_blocks: Collection[bytes], read_block: ReadBlock,
+                 pool: Executor) -> Iterator[tuple[int, list[tuple[bytes, list]]]]:
+        """Batches of (+1, blocks to add), then (-1, readable blocks to release)."""
         with self.index.env.begin() as txn:
             accounted = set(txn.cursor(db=self._accounted).iternext(values=False))
         live = set(live_blocks)
         window = 4 * worker_count()
         for batch in batches(sorted(live - accounted), BATCH_BLOCKS):
-            loaded = list(ordered_map(pool, read_block, batch, window))
-            self._count(loaded, +1)
-            stats.blocks_added += len(loaded)
+            yield +1, list(ordered_map(pool, read_block, batch, window))
         for batch in batches(sorted(accounted - live), BATCH_BLOCKS):
             loaded = list(ordered_map(pool, _tolerant(read_block), batch, window))
-            readable = [(block, entries) for block, entries in loaded if entries is not None]
-            self._count(readable, -1)
-            stats.blocks_released += len(readable)
-        return stats
+            yield -1, [(block, entries) for block, entries in loaded if entries is not None]
 
     def _count(self, blocks: list[tuple[bytes, list[ManifestEntry]]], sign: int) -> None:
         """Add (sign +1) or release (-1) the references of ``blocks`` and mark them
@@ -120,18 +138,26 @@ class Liveness:
                     txn.delete(block, db=self._accounted)
 
     def _add(self, txn: lmdb.Transaction, digest: bytes, delta: int) -> int:
-        value = txn.get(digest, db=self._refs)
-        count = (COUNT.unpack(value)[0] if value is not None else 0) + delta
+        count = self.count(txn, digest) + delta
         if count > 0:
             txn.put(digest, COUNT.pack(count), db=self._refs)
-        elif value is not None:
+        else:
             txn.delete(digest, db=self._refs)
         return max(count, 0)
 
     def _unreview_home(self, txn: lmdb.Transaction, digest: bytes) -> None:
+        home = self.home(txn, digest)
+        if home is not None:
+            txn.delete(bytes.fromhex(home), db=self._reviewed)
+
+    def home(self, txn: lmdb.Transaction, digest: bytes) -> str | None:
+        """The pack the index locates a chunk in."""
         location = self.index.lookup(digest, txn)
-        if location is not None:
-            txn.delete(bytes.fromhex(location.pack_id), db=self._reviewed)
+        return None if location is None else location.pack_id
+
+    def count(self, txn: lmdb.Transaction, digest: bytes) -> int:
+        value = txn.get(digest, db=self._refs)
+        return 0 if value is None else COUNT.unpack(value)[0]
 
     def is_used(self, txn: lmdb.Transaction, digest: bytes) -> bool:
         return txn.get(digest, db=self._refs) is not None
@@ -184,6 +210,39 @@ class Liveness:
         with self.index.env.begin(write=True) as txn:
             for table in (self._refs, self._accounted, self._reviewed, self._doomed):
                 txn.drop(table, delete=False)
+
+
+class PendingLiveness:
+    """Liveness's committed tables plus the reference changes a reconcile would make, in
+    memory; answers the questions compaction's planning asks, as Liveness does."""
+
+    def __init__(self, liveness: Liveness):
+        self.liveness = liveness
+        self.deltas: Counter[bytes] = Counter()
+
+    def count(self, blocks: list[tuple[bytes, list[ManifestEntry]]], sign: int) -> None:
+        for block, entries in blocks:
+            for digest in _referenced(block, entries):
+                self.deltas[digest] += sign
+
+    def read_txn(self) -> lmdb.Transaction:
+        return self.liveness.read_txn()
+
+    def is_used(self, txn: lmdb.Transaction, digest: bytes) -> bool:
+        return self.liveness.count(txn, digest) + self.deltas.get(digest, 0) > 0
+
+    def doomed(self) -> set[str]:
+        return self.liveness.doomed()
+
+    def packs_to_review(self, known_packs: Collection[str], threshold: float) -> list[str]:
+        """As Liveness.packs_to_review once reconciled: the homes of chunks that die are
+        reviewed too."""
+        chosen = set(self.liveness.packs_to_review(known_packs, threshold))
+        with self.read_txn() as txn:
+            for digest, delta in self.deltas.items():
+                if delta < 0 and not self.is_used(txn, digest):
+                    chosen.add(self.liveness.home(txn, digest))
+        return sorted(chosen.intersection(known_packs))
 
 
 def _tolerant(read_block: ReadBlock) -> Callable[[bytes], list[ManifestEntry] | None]:
