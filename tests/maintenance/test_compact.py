@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 from diskvault.store.backend import LocalBackend
 from diskvault.errors import BadInput, CorruptData
 from diskvault.maintenance.check import check
-from diskvault.maintenance.compact import compact
+from diskvault.maintenance.compact import compact, plan_only
 from diskvault.maintenance.prune import delete_snapshots, prune
 from diskvault.store.packs import read_footer
 from diskvault.store.repository import Repository
@@ -38,9 +38,11 @@ from ..conftest import run_cli
 from .support import (
     PACK_HEAD_AND_TRAILER,
     assert_all_restore,
+    assert_plan_carried_out,
     back_up,
     chunks_by_pack,
     evolve,
+    file_digests,
     fresh_pack_bytes,
     pack_bytes,
     pack_count,
@@ -378,6 +380,9 @@ class MaintenanceMachine(RuleBasedStateMachine):
 
     @rule(threshold=st.sampled_from([0.0, 0.2, 0.5]), reading=st.booleans())
     def compact(self, threshold, reading):
+        before = file_digests(self.repo.root)
+        plan = plan_only(self.repo.storage, threshold)
+        assert file_digests(self.repo.root) == before
         reader = self.repo.reader_lock() if reading else None
         result = compact(self.repo.storage, threshold)
         event(f"compact: deleted packs {result.packs_deleted > 0}, "
@@ -387,6 +392,7 @@ class MaintenanceMachine(RuleBasedStateMachine):
             reader.release()
             return
         assert result.packs_waiting == 0
+        assert_plan_carried_out(plan, result)
         contents = [(self.series[i], self.expected[i]) for i in sorted(self.expected)]
         bound = (fresh_pack_bytes(self.folder, self.repo, contents) / (1 - threshold)
                  + PACK_HEAD_AND_TRAILER * pack_count(self.repo.root))
@@ -424,6 +430,36 @@ TestMaintenanceMachine = MaintenanceMachine.TestCase
 TestMaintenanceMachine.settings = settings(
     max_examples=15, stateful_step_count=12, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def test_compact_dry_run_changes_no_byte_and_names_what_compact_then_frees(small, tmp_path):
+    expected = nightly(small, tmp_path, nights=6)
+    compact(small.storage)
+    oldest = small.list_snapshots()[:3]
+    delete_snapshots(small.storage, [r.id for r in oldest])
+    before = file_digests(small.root)
+    plan = plan_only(small.storage, threshold=0.0)
+    assert file_digests(small.root) == before
+    assert plan.delete + plan.rewrite and plan.bytes_to_free > 0
+    assert {f.pack_id for f in plan.delete + plan.rewrite} <= set(small.storage.backend.list())
+    stored = pack_bytes(small.root)
+    result = compact(small.storage, threshold=0.0)
+    assert_plan_carried_out(plan, result)
+    assert stored - pack_bytes(small.root) == plan.bytes_to_free - (
+        PACK_HEAD_AND_TRAILER * result.packs_written)
+    for record in oldest:
+        del expected[record.id]
+    assert_all_restore(small, expected)
+
+
+def test_compact_dry_run_on_a_never_compacted_repository_sees_deleted_data(small, tmp_path):
+    nightly(small, tmp_path, nights=4)
+    delete_snapshots(small.storage, [small.list_snapshots()[0].id])
+    before = file_digests(small.root)
+    plan = plan_only(small.storage, threshold=0.0)  # its tables do not exist yet
+    assert file_digests(small.root) == before
+    assert plan.packs_reviewed == pack_count(small.root) and plan.bytes_to_free > 0
+    assert_plan_carried_out(plan, compact(small.storage, threshold=0.0))
 
 
 def test_compact_refuses_while_a_snapshot_record_is_damaged(repo, make_image, tmp_path):

@@ -20,7 +20,7 @@ its file does. A rerun reviews doomed packs again, so a chunk that a backup reus
 meantime is copied out before its pack is deleted.
 
 ``compact --dry-run`` makes the same plan as a reader, from the reference counts a
-reconcile would give (Liveness.preview), and writes nothing.
+reconcile would give (liveness.preview), and writes nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from .compact_plan import (CompactionPlan, live_records, pack_footer, plan_compaction,
                            record_cost, validate_threshold)
 from ..errors import CorruptData
-from .liveness import Liveness, batches
+from .liveness import Liveness, batches, preview
 from ..store.manifest import ManifestEntry, decode_block
 from ..store.packs import PackEntry, PackWriter, read_footer
 from ..store.snapshots import SnapshotRecord
@@ -93,8 +93,8 @@ def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> Compact
     writes nothing (packs left by a killed writer are indexed by the real run first)."""
     validate_threshold(threshold)
     with storage.reader_lock():
-        preview = Liveness(storage.index).preview(*_live_blocks(storage))
-        return plan_compaction(storage, preview, threshold)
+        pending = preview(storage.index, *_live_blocks(storage))
+        return plan_compaction(storage, pending, threshold)
 
 
 def _live_blocks(storage: Storage):
