@@ -79,8 +79,8 @@ def compact(storage: Storage, threshold: float = DEFAULT_THRESHOLD,
         storage.recover_unindexed_packs()
         liveness = Liveness(storage.index)
         stats = liveness.reconcile(*_live_blocks(storage))
-        result = _Executor(storage, liveness, plan_compaction(storage, liveness,
-                                                              threshold)).run()
+        plan = plan_compaction(storage, liveness, threshold)
+        result = _Executor(storage, liveness, plan).run()
         result.blocks_added = stats.blocks_added
         result.blocks_released = stats.blocks_released
         result.duration_s = round(time.monotonic() - started, 3)

@@ -65,18 +65,18 @@ def repair_repository(root: Path, read_data: bool = False,
             return repair(storage, set_aside, read_data)
 
 
-def set_aside_unreadable_index(index_path: Path) -> Path | None:
+def set_aside_unreadable_index(folder: Path) -> Path | None:
     """Move an index that cannot be read in full to ``index.damaged-<time>`` (kept for
     inspection) so a new one can be built; returns where it went, or None if it reads."""
-    if not index_path.exists() or _index_reads(index_path):
+    if not folder.exists() or _index_reads(folder):
         return None
-    target = index_path.with_name(f"{index_path.name}.damaged-{int(time.time())}")
-    os.rename(index_path, target)
-    fsync_dir(index_path.parent)
+    target = folder.with_name(f"{folder.name}.damaged-{int(time.time())}")
+    os.rename(folder, target)
+    fsync_dir(folder.parent)
     return target
 
 
-def _index_reads(index_path: Path) -> bool:
+def _index_reads(folder: Path) -> bool:
     """Whether every page and value of the index reads and decodes. Tried in a child
     process: LMDB trusts its pages, so a damaged one may kill the reader (SIGSEGV, SIGBUS)
     instead of raising, and repair must survive that to rebuild."""
@@ -84,7 +84,7 @@ def _index_reads(index_path: Path) -> bool:
     if pid == 0:
         status = 1
         try:
-            index = ChunkIndex(index_path)
+            index = ChunkIndex(folder)
             index.read_everything()
             index.close()
             status = 0
