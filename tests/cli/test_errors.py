@@ -171,7 +171,7 @@ def test_source_growing_while_read_fails_and_records_nothing(repo: Repository, t
     assert_one_line_error(result, EXIT_FAILURE, str(source), "changed size",
                           "nothing was recorded")
     assert not repo.list_snapshots()
-    assert not list(repo.backend.list_unfinished())
+    assert not list(repo.storage.backend.list_unfinished())
     assert not (repo.root / "lock").exists()
 
 

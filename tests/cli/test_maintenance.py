@@ -95,6 +95,23 @@ def test_prune_then_compact_frees_space(nightly):
     assert target.stat().st_size == 600_000
 
 
+def test_compact_dry_run_prints_the_plan_and_changes_nothing(nightly):
+    repo, ids = nightly
+    run_cli("delete", "-r", repo, ids[0], ids[1], check=True)
+    planned = json.loads(run_cli("compact", "-r", repo, "--dry-run", "--json",
+                                 "--threshold", "0", check=True).stdout)
+    assert planned["dry_run"] and planned["bytes_to_free"] > 0
+    assert planned["bytes_to_free"] == planned["bytes_to_delete"] - planned["bytes_to_copy"]
+    text = lines(run_cli("compact", "-r", repo, "--dry-run", "--threshold", "0", check=True))
+    assert text[-1].startswith("would free ") and "nothing was changed" in text[-1]
+    assert {row.split()[0] for row in text[1:-2]} == {
+        fate["pack_id"] for fate in planned["delete"] + planned["rewrite"]}
+    done = json.loads(run_cli("compact", "-r", repo, "--json", "--threshold", "0",
+                              check=True).stdout)
+    assert done["bytes_freed"] == planned["bytes_to_delete"]
+    assert done["chunks_copied"] == planned["records_to_copy"]
+
+
 def test_prune_refuses_bad_input_with_one_line_and_exit_2(nightly):
     repo, _ = nightly
     no_rule = run_cli("prune", "-r", repo)
@@ -114,7 +131,7 @@ def test_prune_warns_when_it_keeps_a_series_the_rules_would_empty(nightly):
     with Repository.open(Path(repo)) as repository:  # vm2's job stopped long ago
         record = repository.find_snapshot("vm2")
         record.time = record.time.replace(year=2020)
-        repository.snapshots.save(record)
+        repository.storage.snapshots.save(record)
     result = run_cli("prune", "-r", repo, "--keep-within", "1h", "--name", "vm2",
                      "--dry-run", check=True)
     assert "protected" in lines(result)[1]

@@ -27,7 +27,7 @@ def many_snapshots(tmp_path_factory) -> str:
     with Repository.init(folder / "repo", chunk_size=SMALL_CHUNKS) as repository:
         record = repository.backup(write_image(folder / "vm.img", 8 << 20, seed=4), name="vm")
         for _ in range(RECORDS):
-            repository.snapshots.save(dataclasses.replace(record, id=SnapshotRecord.new_id()))
+            repository.storage.snapshots.save(dataclasses.replace(record, id=SnapshotRecord.new_id()))
     return str(folder / "repo")
 
 

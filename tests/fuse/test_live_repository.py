@@ -44,7 +44,7 @@ def test_a_snapshot_deleted_while_open_still_reads_and_leaves_the_tree(repo, mak
     original = open(record.source, "rb").read()
     mountpoint = mounted(repo)
     with open(mountpoint / "vm1" / record.time_label / "vm1.img", "rb") as handle:
-        repo.snapshots.delete(record.id)
+        repo.storage.snapshots.delete(record.id)
         wait_for(lambda: not os.listdir(mountpoint), "the deleted snapshot to leave the mount")
         assert handle.read() == original
 
@@ -54,8 +54,8 @@ def test_a_snapshot_record_being_written_is_never_listed(repo, make_image, mount
     first = repo.backup(image, name="vm1")
     mountpoint = mounted(repo)
     # A record's temp file, as a backup leaves it between write and rename (or on a crash).
-    half = repo.snapshots.root / f".{'0' * 16}.json.999.tmp"
-    half.write_bytes(repo.snapshots.path(first.id).read_bytes()[:100])
+    half = repo.storage.snapshots.root / f".{'0' * 16}.json.999.tmp"
+    half.write_bytes(repo.storage.snapshots.path(first.id).read_bytes()[:100])
     second = repo.backup(image, name="other")
     wait_for(lambda: "other" in os.listdir(mountpoint), "the next snapshot to appear")
     assert sorted(os.listdir(mountpoint)) == ["other", "vm1"]
@@ -77,12 +77,12 @@ def test_a_damaged_or_odd_record_appearing_while_mounted_hides_only_itself(repo,
     image = make_image(1 << 20, "random", name="vm1.img")
     first = repo.backup(image, name="vm1")
     mountpoint = mounted(repo)
-    good = repo.snapshots.path(first.id).read_bytes()
+    good = repo.storage.snapshots.path(first.id).read_bytes()
     for fake_id, body in [("1" * 16, good[:-7]),  # cut short
                           ("2" * 16, good),  # a copy under another id
                           ("3" * 16, good.replace(b'"name":"vm1"', b'"name":5').replace(
                               first.id.encode(), b"3" * 16))]:
-        repo.snapshots.path(fake_id).write_bytes(body)
+        repo.storage.snapshots.path(fake_id).write_bytes(body)
     second = repo.backup(image, name="other")
     wait_for(lambda: "other" in os.listdir(mountpoint), "the next snapshot to appear")
     assert sorted(os.listdir(mountpoint)) == ["other", "vm1"]

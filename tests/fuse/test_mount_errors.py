@@ -125,8 +125,8 @@ def test_a_damaged_chunk_reads_as_eio_and_is_logged_with_snapshot_and_offset(
     original = image.read_bytes()
     record = repo.backup(image, name="vm1")
     offset, digest = data_entries(repo, record)[3]
-    location = repo.chunks.locate(digest)
-    with open(repo.backend.path(location.pack_id), "r+b") as pack:
+    location = repo.storage.chunks.locate(digest)
+    with open(repo.storage.backend.path(location.pack_id), "r+b") as pack:
         pack.seek(location.offset + location.stored_size // 2)
         byte = pack.read(1)
         pack.seek(-1, os.SEEK_CUR)

@@ -22,7 +22,7 @@ def test_a_path_never_names_another_snapshot_when_its_own_is_deleted(repo, tmp_p
     images = [write_image((tmp_path / str(seed)).mkdir() or tmp_path / str(seed) / "vm.img",
                           2 << 20, seed=seed) for seed in (1, 2)]
     one, two = (repo.backup(image, name="vm") for image in images)
-    repo.snapshots.save(dataclasses.replace(repo.load_snapshot(two.id), time=one.time))
+    repo.storage.snapshots.save(dataclasses.replace(repo.load_snapshot(two.id), time=one.time))
     first, second = sorted([one, two], key=lambda r: r.id)  # same time: the id decides
     first_bytes = Path(first.source).read_bytes()
     mountpoint = mounted(repo)

@@ -4,6 +4,7 @@ images that evolve like a disk between nights, and bit-exact restore checks."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import random
 import shutil
@@ -92,7 +93,7 @@ def fresh_pack_bytes(folder: Path, like: Repository, contents: list[tuple[str, b
 def chunks_by_pack(repository: Repository) -> dict[str, set[bytes]]:
     """The digests the index locates in each pack."""
     grouped: dict[str, set[bytes]] = {}
-    for digest, location in repository.index.iter_chunks():
+    for digest, location in repository.storage.index.iter_chunks():
         grouped.setdefault(location.pack_id, set()).add(digest)
     return grouped
 
@@ -117,3 +118,25 @@ def chunk_offsets(repository: Repository, record: SnapshotRecord) -> dict[bytes,
                 offsets.setdefault(entry.digest, offset)
             offset += entry.length
     return offsets
+
+
+# LMDB notes each reader in this file (any command that reads the index writes to it).
+LMDB_READER_TABLE = Path("index") / "lock.mdb"
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """The blake2 digest of every file in a repository but LMDB's reader table."""
+    return {str(path.relative_to(root)): hashlib.blake2b(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and path.relative_to(root) != LMDB_READER_TABLE}
+
+
+def assert_plan_carried_out(plan, result) -> None:
+    """A compact (no reader running) did what the dry run of the moment before said."""
+    assert result.packs_reviewed == plan.packs_reviewed
+    assert result.packs_deleted == len(plan.delete) + len(plan.rewrite)
+    assert result.packs_rewritten == len(plan.rewrite)
+    assert result.bytes_freed == plan.bytes_to_delete
+    assert result.chunks_copied == plan.records_to_copy
+    assert result.bytes_written == (plan.bytes_to_copy
+                                    + PACK_HEAD_AND_TRAILER * result.packs_written)

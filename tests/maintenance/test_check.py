@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 from diskvault.errors import CorruptData
+from diskvault.maintenance.check import check
+from diskvault.maintenance.compact import compact
 from diskvault.maintenance.liveness import Liveness
+from diskvault.maintenance.prune import delete_snapshots
+from diskvault.maintenance.repair import repair_repository
 from diskvault.store.packs import PackWriter, read_footer
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
@@ -51,7 +55,7 @@ class Scene:
             blocks = {b.digest for b in mine.blocks}
             pool = (set(chunk_offsets(repository, mine)) if data_chunks else blocks) - others
             digest = sorted(pool)[0]
-            location = repository.chunks.locate(digest)
+            location = repository.storage.chunks.locate(digest)
             return digest, location.pack_id, location.offset
 
     def pack_path(self, pack_id: str) -> Path:
@@ -89,14 +93,14 @@ def damaged_ids(report) -> set[str]:
 
 def test_sound_repository_has_no_damage_and_counts_unused_chunks(scene):
     with scene.open() as repository:
-        report = repository.check(read_data=True)
+        report = check(repository.storage, read_data=True)
         assert not report.damaged
         assert report.snapshots == 5 and report.unreferenced_chunks == 0
         assert report.records_read >= report.chunks_referenced
         assert report.bytes_read == report.stored_bytes - report.packs * 52 - 49 * \
             report.records_read
-        repository.delete_snapshots([scene.records["a0"].id])
-        after = repository.check()
+        delete_snapshots(repository.storage, [scene.records["a0"].id])
+        after = check(repository.storage)
         assert not after.damaged and after.unreferenced_chunks > 0
 
 
@@ -104,8 +108,8 @@ def test_flipped_byte_is_found_by_read_data_naming_pack_chunk_and_snapshot(scene
     digest, pack_id, offset = scene.only_in("b1")
     flip_byte(scene.pack_path(pack_id), offset + 3)
     with scene.open() as repository:
-        assert not repository.check().damaged  # structure alone cannot see it
-        report = repository.check(read_data=True)
+        assert not check(repository.storage).damaged  # structure alone cannot see it
+        report = check(repository.storage, read_data=True)
         image_offset = chunk_offsets(repository, scene.records["b1"])[digest]
     assert damaged_ids(report) == {scene.records["b1"].id}
     [problem] = report.problems
@@ -117,7 +121,7 @@ def test_flipped_byte_is_found_by_read_data_naming_pack_chunk_and_snapshot(scene
 def test_repair_with_read_data_drops_the_damaged_record_and_a_new_backup_heals(scene):
     digest, pack_id, offset = scene.only_in("b1")
     flip_byte(scene.pack_path(pack_id), offset)
-    repaired = Repository.repair(scene.root, read_data=True)
+    repaired = repair_repository(scene.root, read_data=True)
     assert [(p, d) for p, d, _ in repaired.dropped_records] == [(pack_id, digest)]
     assert damaged_ids(repaired.after) == {scene.records["b1"].id}
     b1 = scene.records["b1"].id
@@ -127,26 +131,26 @@ def test_repair_with_read_data_drops_the_damaged_record_and_a_new_backup_heals(s
             restored(repository, scene.records["b1"])
         back_up(repository, scene.folder, "b", scene.expected[b1])
         assert restored(repository, scene.records["b1"]) == scene.expected[b1]
-        assert not repository.check(read_data=True).damaged
+        assert not check(repository.storage, read_data=True).damaged
 
 
 def test_truncated_pack_is_found_and_repair_rescues_the_records_before_the_cut(scene):
     with scene.open() as repository:
         by_pack: dict[str, int] = {}
-        for _, location in repository.index.iter_chunks():
+        for _, location in repository.storage.index.iter_chunks():
             by_pack[location.pack_id] = by_pack.get(location.pack_id, 0) + 1
         pack_id = max(by_pack, key=by_pack.get)
-        size = repository.backend.size(pack_id)
+        size = repository.storage.backend.size(pack_id)
         users = {r.id for r in scene.records.values()
-                 if {d for d, loc in repository.index.iter_chunks() if loc.pack_id == pack_id}
+                 if {d for d, loc in repository.storage.index.iter_chunks() if loc.pack_id == pack_id}
                  & referenced(repository, r)}
     os.truncate(scene.pack_path(pack_id), size // 2)
     with scene.open() as repository:
-        report = repository.check()
+        report = check(repository.storage)
     assert any(p.where == f"pack {pack_id}" and "truncated" in p.message
                for p in report.problems)
     assert damaged_ids(report) and damaged_ids(report) <= users
-    repaired = Repository.repair(scene.root)
+    repaired = repair_repository(scene.root)
     assert [p for p, _ in repaired.damaged_packs] == [pack_id]
     assert repaired.set_aside_packs == [pack_id]
     assert (scene.root / "damaged" / f"{pack_id}.pack").stat().st_size == size // 2
@@ -161,11 +165,11 @@ def test_missing_pack_is_reported_and_repair_forgets_it(scene):
     _, pack_id, _ = scene.only_in("a2")
     scene.pack_path(pack_id).unlink()
     with scene.open() as repository:
-        report = repository.check()
+        report = check(repository.storage)
     assert [p.where for p in report.problems] == [f"pack {pack_id}"]
     assert "missing" in report.problems[0].message
     assert scene.records["a2"].id in damaged_ids(report)
-    repaired = Repository.repair(scene.root)
+    repaired = repair_repository(scene.root)
     assert repaired.missing_packs == [pack_id]
     assert damaged_ids(repaired.after) == damaged_ids(report)
     [left] = repaired.after.problems  # the index no longer claims what is gone
@@ -175,26 +179,26 @@ def test_missing_pack_is_reported_and_repair_forgets_it(scene):
 def test_deleted_index_folder_is_found_and_rebuilt_from_the_packs(scene):
     shutil.rmtree(scene.root / "index")
     with scene.open() as repository:
-        report = repository.check()
+        report = check(repository.storage)
     assert report.damaged and len(report.orphan_packs) == report.packs
     assert damaged_ids(report) == set(scene.expected)
     assert all(d.lost_chunks == 0 and d.unindexed_chunks > 0
                for d in report.damaged_snapshots)
-    repaired = Repository.repair(scene.root)
+    repaired = repair_repository(scene.root)
     assert repaired.chunks_before == 0 and repaired.chunks_indexed > 0
     assert not repaired.after.damaged
     with scene.open() as repository:
         assert_all_restore(repository, scene.expected)
-        assert not repository.check(read_data=True).damaged
-        repository.delete_snapshots([scene.records["a0"].id])
-        assert repository.compact(threshold=0.0).packs_deleted > 0
+        assert not check(repository.storage, read_data=True).damaged
+        delete_snapshots(repository.storage, [scene.records["a0"].id])
+        assert compact(repository.storage, threshold=0.0).packs_deleted > 0
 
 
 def test_unreadable_index_is_set_aside_and_rebuilt(scene):
     (scene.root / "index" / "data.mdb").write_bytes(b"not an lmdb file" * 512)
     with pytest.raises(CorruptData, match="check --repair"):
         Repository.open(scene.root)
-    repaired = Repository.repair(scene.root)
+    repaired = repair_repository(scene.root)
     assert repaired.index_set_aside is not None and repaired.index_set_aside.exists()
     assert not repaired.after.damaged
     with scene.open() as repository:
@@ -205,7 +209,7 @@ def test_damaged_manifest_block_is_found_without_read_data(scene):
     digest, pack_id, offset = scene.only_in("a1", data_chunks=False)
     flip_byte(scene.pack_path(pack_id), offset + 1)
     with scene.open() as repository:
-        report = repository.check()
+        report = check(repository.storage)
     assert damaged_ids(report) == {scene.records["a1"].id}
     assert any(digest.hex()[:16] in p.where for p in report.problems)
     [damage] = report.damaged_snapshots
@@ -215,10 +219,10 @@ def test_damaged_manifest_block_is_found_without_read_data(scene):
 
 def test_pack_left_by_an_interrupted_writer_is_an_orphan_not_damage(scene):
     with scene.open() as repository:
-        writer = PackWriter(repository.backend, "ab" * 16)
+        writer = PackWriter(repository.storage.backend, "ab" * 16)
         writer.add(b"\x01" * 32, b"stray", 5, 0)
         writer.finish()
-        report = repository.check()
+        report = check(repository.storage)
     assert not report.damaged and report.orphan_packs == ["ab" * 16]
 
 
@@ -226,7 +230,7 @@ def test_unreadable_snapshot_record_is_reported(scene):
     path = scene.root / "snapshots" / f"{scene.records['b0'].id}.json"
     path.write_bytes(b"{broken")
     with scene.open() as repository:
-        report = repository.check()
+        report = check(repository.storage)
     assert any(p.where == f"snapshot record {path.name}" for p in report.problems)
     assert report.snapshots == 4
 
@@ -234,19 +238,19 @@ def test_unreadable_snapshot_record_is_reported(scene):
 def test_repair_points_the_index_at_an_intact_copy_when_one_copy_is_damaged(scene):
     a0 = scene.records["a0"].id
     with scene.open() as repository:
-        repository.delete_snapshots([a0])
+        delete_snapshots(repository.storage, [a0])
         reader = repository.reader_lock()
-        repository.compact(threshold=0.0)  # copies made; their sources wait for the reader
+        compact(repository.storage, threshold=0.0)  # copies made; their sources wait for the reader
         reader.release()
-        doomed = Liveness(repository.index).doomed()
+        doomed = Liveness(repository.storage.index).doomed()
         copied = next(e.digest for pack in sorted(doomed)
-                      for e in read_footer(repository.backend, pack)
-                      if repository.chunks.locate(e.digest).pack_id not in doomed)
-        copy = repository.chunks.locate(copied)
+                      for e in read_footer(repository.storage.backend, pack)
+                      if repository.storage.chunks.locate(e.digest).pack_id not in doomed)
+        copy = repository.storage.chunks.locate(copied)
     flip_byte(scene.pack_path(copy.pack_id), copy.offset)
-    repaired = Repository.repair(scene.root)
+    repaired = repair_repository(scene.root)
     assert not repaired.after.damaged
     with scene.open() as repository:
         assert_all_restore(repository, {k: v for k, v in scene.expected.items() if k != a0})
-        report = repository.check(read_data=True)
+        report = check(repository.storage, read_data=True)
     assert not report.damaged and report.damaged_unused_records == 1

@@ -26,6 +26,9 @@ from hypothesis.stateful import (
 
 from diskvault.store.backend import LocalBackend
 from diskvault.errors import BadInput, CorruptData
+from diskvault.maintenance.check import check
+from diskvault.maintenance.compact import compact, plan_only
+from diskvault.maintenance.prune import delete_snapshots, prune
 from diskvault.store.packs import read_footer
 from diskvault.store.repository import Repository
 from diskvault.maintenance.retention import KeepPolicy
@@ -35,9 +38,11 @@ from ..conftest import run_cli
 from .support import (
     PACK_HEAD_AND_TRAILER,
     assert_all_restore,
+    assert_plan_carried_out,
     back_up,
     chunks_by_pack,
     evolve,
+    file_digests,
     fresh_pack_bytes,
     pack_bytes,
     pack_count,
@@ -68,40 +73,40 @@ def nightly(repository, folder: Path, nights: int, seed: int = 1, size: int = 25
 
 def test_compact_after_delete_frees_the_deleted_snapshots_data(small, tmp_path):
     expected = nightly(small, tmp_path, 6)
-    small.compact()
+    compact(small.storage)
     before = pack_bytes(small.root)
     oldest = small.list_snapshots()[:3]
-    small.delete_snapshots([r.id for r in oldest])
+    delete_snapshots(small.storage, [r.id for r in oldest])
     for record in oldest:
         del expected[record.id]
-    result = small.compact(threshold=0.0)
+    result = compact(small.storage, threshold=0.0)
     assert result.packs_deleted > 0 and result.bytes_freed > result.bytes_written
     assert pack_bytes(small.root) == before - result.bytes_freed + result.bytes_written
     assert_all_restore(small, expected)
-    report = small.check(read_data=True)
+    report = check(small.storage, read_data=True)
     assert not report.damaged and report.unreferenced_chunks == 0
 
 
 def test_second_compact_without_changes_reviews_no_pack(small, tmp_path):
     nightly(small, tmp_path, 4)
-    first = small.compact()
+    first = compact(small.storage)
     assert first.packs_reviewed == pack_count(small.root)
-    second = small.compact()
+    second = compact(small.storage)
     assert (second.packs_reviewed, second.blocks_added, second.blocks_released) == (0, 0, 0)
 
 
 def test_compact_after_deleting_one_of_many_reviews_only_the_packs_that_lost_data(small,
                                                                                  tmp_path):
     nightly(small, tmp_path, 16)
-    small.compact(threshold=0.0)
+    compact(small.storage, threshold=0.0)
     records = small.list_snapshots()
     victim = records[7]
     others = set().union(*(referenced(small, r) for r in records if r.id != victim.id))
     unique = referenced(small, victim) - others
     homes = {pack for pack, digests in chunks_by_pack(small).items() if digests & unique}
     assert unique and len(homes) < pack_count(small.root) / 4
-    small.delete_snapshots([victim.id])
-    result = small.compact(threshold=0.0)
+    delete_snapshots(small.storage, [victim.id])
+    result = compact(small.storage, threshold=0.0)
     assert result.packs_reviewed == len(homes)
     assert result.blocks_added == 0 and result.blocks_released > 0
 
@@ -113,10 +118,10 @@ def test_a_pack_is_rewritten_only_when_its_unused_share_exceeds_the_threshold(tm
         first = back_up(repo, tmp_path, "vm", bytes(data))
         data[: 100 * KiB] = rng.randbytes(100 * KiB)
         second = back_up(repo, tmp_path, "vm", bytes(data))
-        repo.delete_snapshots([first.id])
-        kept = repo.compact(threshold=0.5)
+        delete_snapshots(repo.storage, [first.id])
+        kept = compact(repo.storage, threshold=0.5)
         assert (kept.packs_rewritten, kept.packs_deleted) == (0, 0)
-        rewritten = repo.compact(threshold=0.3)  # reviewed before: its usage was remembered
+        rewritten = compact(repo.storage, threshold=0.3)  # reviewed before: its usage was remembered
         assert (rewritten.packs_rewritten, rewritten.packs_deleted) == (1, 1)
         assert 0.3 < 1 - rewritten.bytes_written / rewritten.bytes_freed < 0.5
         assert_all_restore(repo, {second.id: bytes(data)})
@@ -124,22 +129,22 @@ def test_a_pack_is_rewritten_only_when_its_unused_share_exceeds_the_threshold(tm
 
 def test_threshold_must_be_below_one(small):
     with pytest.raises(BadInput):
-        small.compact(threshold=1.0)
+        compact(small.storage, threshold=1.0)
 
 
 def test_packs_wait_while_a_reader_runs_and_a_later_compact_deletes_them(small, tmp_path):
     expected = nightly(small, tmp_path, 4)
     oldest = small.list_snapshots()[0]
-    small.delete_snapshots([oldest.id])
+    delete_snapshots(small.storage, [oldest.id])
     del expected[oldest.id]
     packs_before = pack_count(small.root)
     reader = small.reader_lock()
-    waiting = small.compact(threshold=0.0)
+    waiting = compact(small.storage, threshold=0.0)
     assert waiting.packs_deleted == 0 and waiting.packs_waiting > 0
     assert pack_count(small.root) == packs_before + waiting.packs_written
     reader.release()
     assert_all_restore(small, expected)
-    done = small.compact(threshold=0.0)
+    done = compact(small.storage, threshold=0.0)
     assert done.packs_deleted == waiting.packs_waiting and done.packs_waiting == 0
     assert_all_restore(small, expected)
 
@@ -150,8 +155,8 @@ def test_a_deleted_snapshot_being_read_stays_readable_through_compact(small, tmp
     reader_lock = small.reader_lock()
     image = small.open_image(victim, chunk_cache_bytes=0)
     head = image.read(0, 1000)
-    small.delete_snapshots([victim.id])
-    small.compact(threshold=0.0)
+    delete_snapshots(small.storage, [victim.id])
+    compact(small.storage, threshold=0.0)
     assert head + image.read(1000, victim.size) == expected[victim.id]
     reader_lock.release()
 
@@ -160,36 +165,36 @@ def test_a_chunk_reused_while_its_pack_waits_is_copied_out_before_deletion(small
     expected = nightly(small, tmp_path, 3)
     victim = small.list_snapshots()[0]
     victim_data = expected.pop(victim.id)
-    small.delete_snapshots([victim.id])
+    delete_snapshots(small.storage, [victim.id])
     reader = small.reader_lock()
-    small.compact(threshold=0.0)  # the victim's packs are doomed, but wait for the reader
+    compact(small.storage, threshold=0.0)  # the victim's packs are doomed, but wait for the reader
     reader.release()
     revived = back_up(small, tmp_path, "vm", victim_data)  # dedups against doomed packs
     assert revived.stats.new_chunks == 0
     expected[revived.id] = victim_data
-    result = small.compact(threshold=0.0)
+    result = compact(small.storage, threshold=0.0)
     assert result.packs_deleted > 0 and result.chunks_copied > 0
     assert_all_restore(small, expected)
-    assert not small.check(read_data=True).damaged
+    assert not check(small.storage, read_data=True).damaged
 
 
 def test_compact_refuses_when_a_snapshot_manifest_cannot_be_read(small, tmp_path):
     expected = nightly(small, tmp_path, 2)
     newest = small.list_snapshots()[-1]
     block = newest.blocks[0].digest
-    home = small.chunks.locate(block).pack_id
-    small.backend.forget(home)
-    small.backend.path(home).unlink()
+    home = small.storage.chunks.locate(block).pack_id
+    small.storage.backend.forget(home)
+    small.storage.backend.path(home).unlink()
     packs = pack_count(small.root)
     with pytest.raises(CorruptData, match=newest.short_id):
-        small.compact()
+        compact(small.storage)
     assert pack_count(small.root) == packs
     assert expected
 
 
 def test_a_damaged_record_in_use_leaves_its_pack_alone(small, tmp_path):
     nightly(small, tmp_path, 4)
-    small.compact(threshold=0.0)
+    compact(small.storage, threshold=0.0)
     records = small.list_snapshots()
     victim, rest = records[1], records[:1] + records[2:]
     still_used = set().union(*(referenced(small, r) for r in rest))
@@ -197,15 +202,15 @@ def test_a_damaged_record_in_use_leaves_its_pack_alone(small, tmp_path):
     home, digests = next((pack, digests) for pack, digests in chunks_by_pack(small).items()
                          if digests & unique and digests & still_used)
     target = next(iter(digests & still_used))
-    location = small.chunks.locate(target)
-    path = small.backend.path(home)
+    location = small.storage.chunks.locate(target)
+    path = small.storage.backend.path(home)
     raw = bytearray(path.read_bytes())
     raw[location.offset] ^= 0xFF
     path.write_bytes(raw)
-    small.delete_snapshots([victim.id])
-    result = small.compact(threshold=0.0)
+    delete_snapshots(small.storage, [victim.id])
+    result = compact(small.storage, threshold=0.0)
     assert result.packs_damaged == [home]
-    assert path.exists() and small.chunks.locate(target) == location
+    assert path.exists() and small.storage.chunks.locate(target) == location
 
 
 def test_compact_recovers_from_a_deleted_index(small, tmp_path):
@@ -215,20 +220,20 @@ def test_compact_recovers_from_a_deleted_index(small, tmp_path):
     shutil.rmtree(root / "index")
     with Repository.open(root) as reopened:
         oldest = reopened.list_snapshots()[0]
-        reopened.delete_snapshots([oldest.id])
+        delete_snapshots(reopened.storage, [oldest.id])
         del expected[oldest.id]
-        result = reopened.compact(threshold=0.0)
+        result = compact(reopened.storage, threshold=0.0)
         assert result.blocks_added > 0 and result.packs_deleted > 0
         assert_all_restore(reopened, expected)
-        assert not reopened.check(read_data=True).damaged
+        assert not check(reopened.storage, read_data=True).damaged
 
 
 def test_every_footer_stays_readable_after_compact(small, tmp_path):
     nightly(small, tmp_path, 5)
-    small.delete_snapshots([small.list_snapshots()[1].id])
-    small.compact(threshold=0.0)
-    for pack_id in small.backend.list():
-        assert read_footer(small.backend, pack_id)
+    delete_snapshots(small.storage, [small.list_snapshots()[1].id])
+    compact(small.storage, threshold=0.0)
+    for pack_id in small.storage.backend.list():
+        assert read_footer(small.storage.backend, pack_id)
 
 
 # -- SIGKILL at random moments ----------------------------------------------------------
@@ -276,7 +281,7 @@ def kill_at_random_moment(process: subprocess.Popen, root: Path, rng: random.Ran
 def assert_restorable_and_sound(root: Path, expected: dict[str, bytes]) -> None:
     with Repository.open(root) as repository:
         assert_all_restore(repository, expected)
-        report = repository.check()
+        report = check(repository.storage)
         assert not report.damaged, report.problems
 
 
@@ -286,7 +291,7 @@ def test_compact_killed_at_random_moments_loses_nothing_and_a_rerun_finishes(tmp
     with small_pack_repository(template, pack_target_bytes=24 * KiB) as repository:
         expected = nightly(repository, tmp_path, 8, size=384 * KiB)
         oldest = repository.list_snapshots()[:4]
-        repository.delete_snapshots([r.id for r in oldest])
+        delete_snapshots(repository.storage, [r.id for r in oldest])
         for record in oldest:
             del expected[record.id]
         contents = [("vm", data) for data in expected.values()]
@@ -311,7 +316,7 @@ def test_compact_killed_at_random_moments_loses_nothing_and_a_rerun_finishes(tmp
         assert json.loads(rerun.stdout)["packs_waiting"] == 0
         assert_restorable_and_sound(root, expected)
         with Repository.open(root) as repository:
-            report = repository.check()
+            report = check(repository.storage)
             assert report.unreferenced_chunks == 0 and not report.orphan_packs
         assert pack_bytes(root) <= bound + PACK_HEAD_AND_TRAILER * pack_count(root)
         shutil.rmtree(root)
@@ -361,7 +366,7 @@ class MaintenanceMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 2**16))
     def delete(self, pick):
         snapshot_id = sorted(self.expected)[pick % len(self.expected)]
-        self.repo.delete_snapshots([snapshot_id])
+        delete_snapshots(self.repo.storage, [snapshot_id])
         self._forget(snapshot_id)
 
     @precondition(lambda self: self.expected)
@@ -369,14 +374,17 @@ class MaintenanceMachine(RuleBasedStateMachine):
     def prune(self, last, name):
         if name is not None and name not in self.series.values():
             return
-        plan = self.repo.prune(KeepPolicy(last=last), name=name)
+        plan = prune(self.repo.storage, KeepPolicy(last=last), name=name)
         for record in plan.removed:
             self._forget(record.id)
 
     @rule(threshold=st.sampled_from([0.0, 0.2, 0.5]), reading=st.booleans())
     def compact(self, threshold, reading):
+        before = file_digests(self.repo.root)
+        plan = plan_only(self.repo.storage, threshold)
+        assert file_digests(self.repo.root) == before
         reader = self.repo.reader_lock() if reading else None
-        result = self.repo.compact(threshold)
+        result = compact(self.repo.storage, threshold)
         event(f"compact: deleted packs {result.packs_deleted > 0}, "
               f"copied chunks {result.chunks_copied > 0}, reading {reading}")
         if reader is not None:
@@ -384,6 +392,7 @@ class MaintenanceMachine(RuleBasedStateMachine):
             reader.release()
             return
         assert result.packs_waiting == 0
+        assert_plan_carried_out(plan, result)
         contents = [(self.series[i], self.expected[i]) for i in sorted(self.expected)]
         bound = (fresh_pack_bytes(self.folder, self.repo, contents) / (1 - threshold)
                  + PACK_HEAD_AND_TRAILER * pack_count(self.repo.root))
@@ -397,9 +406,9 @@ class MaintenanceMachine(RuleBasedStateMachine):
         data = self.expected[snapshot_id]
         reader = self.repo.reader_lock()
         image = self.repo.open_image(record, chunk_cache_bytes=0)
-        self.repo.delete_snapshots([snapshot_id])
+        delete_snapshots(self.repo.storage, [snapshot_id])
         self._forget(snapshot_id)
-        self.repo.compact(0.0)
+        compact(self.repo.storage, 0.0)
         assert image.read(0, record.size) == data
         reader.release()
 
@@ -410,7 +419,7 @@ class MaintenanceMachine(RuleBasedStateMachine):
     def teardown(self):
         try:
             if self.expected:
-                report = self.repo.check(read_data=True)
+                report = check(self.repo.storage, read_data=True)
                 assert not report.damaged, report.problems
         finally:
             self.repo.close()
@@ -423,17 +432,47 @@ TestMaintenanceMachine.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
+def test_compact_dry_run_changes_no_byte_and_names_what_compact_then_frees(small, tmp_path):
+    expected = nightly(small, tmp_path, nights=6)
+    compact(small.storage)
+    oldest = small.list_snapshots()[:3]
+    delete_snapshots(small.storage, [r.id for r in oldest])
+    before = file_digests(small.root)
+    plan = plan_only(small.storage, threshold=0.0)
+    assert file_digests(small.root) == before
+    assert plan.delete + plan.rewrite and plan.bytes_to_free > 0
+    assert {f.pack_id for f in plan.delete + plan.rewrite} <= set(small.storage.backend.list())
+    stored = pack_bytes(small.root)
+    result = compact(small.storage, threshold=0.0)
+    assert_plan_carried_out(plan, result)
+    assert stored - pack_bytes(small.root) == plan.bytes_to_free - (
+        PACK_HEAD_AND_TRAILER * result.packs_written)
+    for record in oldest:
+        del expected[record.id]
+    assert_all_restore(small, expected)
+
+
+def test_compact_dry_run_on_a_never_compacted_repository_sees_deleted_data(small, tmp_path):
+    nightly(small, tmp_path, nights=4)
+    delete_snapshots(small.storage, [small.list_snapshots()[0].id])
+    before = file_digests(small.root)
+    plan = plan_only(small.storage, threshold=0.0)  # its tables do not exist yet
+    assert file_digests(small.root) == before
+    assert plan.packs_reviewed == pack_count(small.root) and plan.bytes_to_free > 0
+    assert_plan_carried_out(plan, compact(small.storage, threshold=0.0))
+
+
 def test_compact_refuses_while_a_snapshot_record_is_damaged(repo, make_image, tmp_path):
     """A damaged record's chunks would look unused: compact must not delete them."""
     kept = repo.backup(make_image(300_000, seed=1), name="a")
     damaged = repo.backup(make_image(300_000, seed=2), name="b")
-    record_path = repo.snapshots.path(damaged.id)
+    record_path = repo.storage.snapshots.path(damaged.id)
     intact_json = record_path.read_bytes()
     record_path.write_bytes(intact_json[:40])
-    packs_before = sorted(repo.backend.list())
+    packs_before = sorted(repo.storage.backend.list())
     with pytest.raises(CorruptData, match="refusing"):
-        repo.compact(threshold=0.0)
-    assert sorted(repo.backend.list()) == packs_before
+        compact(repo.storage, threshold=0.0)
+    assert sorted(repo.storage.backend.list()) == packs_before
     record_path.write_bytes(intact_json)  # once the record is put right, it still restores
     repo.restore(repo.find_snapshot(damaged.id), tmp_path / "b.img")
     repo.restore(kept, tmp_path / "a.img")

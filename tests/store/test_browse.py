@@ -46,14 +46,14 @@ class Fetches:
 
     def __init__(self, repository: Repository, monkeypatch):
         self.chunks: list[bytes] = []
-        fetch = repository.chunks.get
+        fetch = repository.storage.chunks.get
 
         def counting(digest: bytes) -> bytes:
             data = fetch(digest)
             self.chunks.append(data)
             return data
 
-        monkeypatch.setattr(repository.chunks, "get", counting)
+        monkeypatch.setattr(repository.storage.chunks, "get", counting)
 
     @property
     def bytes(self) -> int:

@@ -19,7 +19,7 @@ class Fetched:
     def __init__(self, repo, monkeypatch):
         self.bytes = 0
         self._lock = threading.Lock()
-        fetch = repo.chunks.get
+        fetch = repo.storage.chunks.get
 
         def counting(digest: bytes) -> bytes:
             data = fetch(digest)
@@ -27,7 +27,7 @@ class Fetched:
                 self.bytes += len(data)
             return data
 
-        monkeypatch.setattr(repo.chunks, "get", counting)
+        monkeypatch.setattr(repo.storage.chunks, "get", counting)
 
     def settled(self, reader) -> int:
         """The count once the reader's queued fetches are done."""

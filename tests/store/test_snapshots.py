@@ -42,7 +42,7 @@ def test_unknown_selector_and_empty_repository_are_clear_errors():
 
 def test_record_json_round_trip_keeps_every_field(repo, make_image):
     original = repo.backup(make_image(50_000), name="vm", tags=("nightly", "x"))
-    loaded = repo.snapshots.load(original.id)
+    loaded = repo.storage.snapshots.load(original.id)
     assert loaded == original
     assert original.time_label.endswith("Z") and "T" in original.time_label
 

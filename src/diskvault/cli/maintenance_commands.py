@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import click
 
+from ..errors import CorruptData
+from ..maintenance import check as checking
+from ..maintenance import compact as compaction
+from ..maintenance import prune as pruning
+from ..maintenance import repair as repairing
 from ..maintenance.check import CheckReport
 from ..maintenance.compact import DEFAULT_THRESHOLD, CompactResult
-from ..errors import CorruptData
+from ..maintenance.compact_plan import CompactionPlan
 from ..maintenance.prune import PrunePlan
 from ..maintenance.repair import RepairReport
-from ..store.repository import Repository, repository_path
+from ..store.repository import repository_path
 from ..maintenance.retention import KeepPolicy, parse_duration
 from ..store.snapshots import SnapshotRecord
 from .common import json_option, lock_wait_option, opened, repo_option
@@ -36,7 +41,7 @@ def _when(record: SnapshotRecord) -> str:
 def delete(repo, snapshots, lock_wait_s, as_json) -> None:
     """Delete snapshots (id, id prefix, series name or 'latest'); compact frees the space."""
     with opened(repo) as repository:
-        records = repository.delete_snapshots(snapshots, lock_wait_s)
+        records = pruning.delete_snapshots(repository.storage, snapshots, lock_wait_s)
     if as_json:
         print_json({"deleted": [snapshot_json(record) for record in records]})
     else:
@@ -76,8 +81,8 @@ def prune(repo, last, hourly, daily, weekly, monthly, yearly, within, name, dry_
     policy = KeepPolicy(last=last, hourly=hourly, daily=daily, weekly=weekly, monthly=monthly,
                         yearly=yearly, within=parse_duration(within) if within else None)
     with opened(repo) as repository:
-        plan = repository.prune(policy, name, dry_run, allow_delete_all,
-                                lock_wait_s=lock_wait_s)
+        plan = pruning.prune(repository.storage, policy, name, dry_run, allow_delete_all,
+                             lock_wait_s=lock_wait_s)
     if as_json:
         print_json(_prune_json(plan, dry_run))
     else:
@@ -113,17 +118,57 @@ def _prune_json(plan: PrunePlan, dry_run: bool) -> dict:
               default=DEFAULT_THRESHOLD * 100, show_default=True, metavar="PERCENT",
               help="Rewrite a pack once more than this share of its bytes is unused; "
                    "0 rewrites every pack holding anything unused.")
+@click.option("--dry-run", is_flag=True, help="Show which packs would be rewritten or "
+                                              "deleted and what that frees; change nothing.")
 @json_option
 @lock_wait_option
-def compact(repo, threshold_percent, as_json, lock_wait_s) -> None:
+def compact(repo, threshold_percent, dry_run, as_json, lock_wait_s) -> None:
     """Give back the space of data no snapshot uses (after delete or prune)."""
+    if dry_run:
+        with opened(repo) as repository:
+            plan = compaction.plan_only(repository.storage, threshold_percent / 100)
+        if as_json:
+            print_json(_compaction_plan_json(plan))
+        else:
+            _print_compaction_plan(plan)
+        return
     with opened(repo) as repository:
-        result = repository.compact(threshold_percent / 100, lock_wait_s)
+        result = compaction.compact(repository.storage, threshold_percent / 100,
+                                    lock_wait_s)
         stored = repository.totals().stored_bytes
     if as_json:
         print_json({**vars(result), "repository_stored_bytes": stored})
     else:
         _print_compact(result, stored)
+
+
+def _print_compaction_plan(plan: CompactionPlan) -> None:
+    rows = [[fate.pack_id, "delete", human_bytes(fate.file_size), "0", "-"]
+            for fate in plan.delete]
+    rows += [[fate.pack_id, "rewrite", human_bytes(fate.file_size), str(fate.live_records),
+              human_bytes(fate.live_bytes)] for fate in plan.rewrite]
+    if rows:
+        print_table(["PACK", "ACTION", "SIZE", "CHUNKS IN USE", "TO COPY"], rows,
+                    right=frozenset({2, 3, 4}))
+    click.echo(f"reviewed {plan.packs_reviewed} packs that may hold unused data: would "
+               f"delete {len(plan.delete)} with nothing in use and rewrite "
+               f"{len(plan.rewrite)} (copying {plan.records_to_copy} chunks in use, "
+               f"{human_bytes(plan.bytes_to_copy)})")
+    click.echo(f"would free {human_bytes(plan.bytes_to_free)}: delete "
+               f"{human_bytes(plan.bytes_to_delete)} of packs (dry run: nothing was changed)")
+    if plan.damaged:
+        warn(f"{len(plan.damaged)} damaged packs would be left as they are: run "
+             f"'diskvault check --read-data'")
+
+
+def _compaction_plan_json(plan: CompactionPlan) -> dict:
+    return {"dry_run": True, "threshold": plan.threshold,
+            "packs_reviewed": plan.packs_reviewed,
+            "delete": [vars(fate) for fate in plan.delete],
+            "rewrite": [vars(fate) for fate in plan.rewrite],
+            "packs_kept": len(plan.keep), "packs_damaged": plan.damaged,
+            "records_to_copy": plan.records_to_copy, "bytes_to_copy": plan.bytes_to_copy,
+            "bytes_to_delete": plan.bytes_to_delete, "bytes_to_free": plan.bytes_to_free}
 
 
 def _print_compact(result: CompactResult, stored: int) -> None:
@@ -157,7 +202,7 @@ def check(repo, read_data, repair, as_json, show_progress, lock_wait_s) -> None:
     """Check that every snapshot can be restored; exit 1 if anything is damaged."""
     repaired = None
     if repair:
-        repaired = Repository.repair(repository_path(repo), read_data, lock_wait_s)
+        repaired = repairing.repair_repository(repository_path(repo), read_data, lock_wait_s)
         report = repaired.after
         if not as_json:
             _print_repair(repaired)
@@ -170,7 +215,7 @@ def check(repo, read_data, repair, as_json, show_progress, lock_wait_s) -> None:
 
         with opened(repo) as repository:
             try:
-                report = repository.check(read_data, progress)
+                report = checking.check(repository.storage, read_data, progress)
             finally:
                 line.close()
     if as_json:

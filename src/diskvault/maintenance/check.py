@@ -17,7 +17,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..errors import CorruptData
 from ..store.index import ChunkLocation
@@ -26,10 +25,8 @@ from ..store.packs import PackEntry, read_footer
 from ..store.pipeline import ordered_map, worker_count
 from ..store.image_map import damage_context
 from ..store.snapshots import SnapshotRecord
+from ..store.storage import Storage
 from .verify import read_verified, verify_pack
-
-if TYPE_CHECKING:
-    from ..store.repository import Repository
 
 Progress = Callable[[int, int], None]  # (bytes read so far, bytes to read)
 SHOWN_DIGESTS = 5  # chunks named per problem line; the count says how many there are
@@ -101,9 +98,9 @@ def _short(digests) -> str:
 
 
 class _Checker:
-    def __init__(self, repository: Repository, read_data: bool, progress: Progress | None):
-        self.repository = repository
-        self.backend = repository.backend
+    def __init__(self, storage: Storage, read_data: bool, progress: Progress | None):
+        self.storage = storage
+        self.backend = storage.backend
         self.report = CheckReport(read_data)
         self.progress = progress
         self.records: list[SnapshotRecord] = []
@@ -135,19 +132,19 @@ class _Checker:
         return self.report
 
     def _note_strays(self) -> None:
-        root = self.repository.root
-        for path in self.repository.snapshots.strays() + self.backend.strays():
+        root = self.storage.root
+        for path in self.storage.snapshots.strays() + self.backend.strays():
             self.report.stray_entries.append(str(path.relative_to(root)))
 
     def _load_records(self) -> None:
-        self.records, damaged = self.repository.snapshots.scan()
+        self.records, damaged = self.storage.snapshots.scan()
         for path, error in damaged:
             self.problem(f"snapshot record {path.name}", str(error))
         self.report.snapshots = len(self.records)
 
     # -- packs and index -----------------------------------------------------------------
     def _scan_packs(self) -> None:
-        index = self.repository.index
+        index = self.storage.index
         try:
             self.locations = dict(index.iter_chunks())
             stats = dict(index.pack_stats())
@@ -230,8 +227,8 @@ class _Checker:
             entries = self.footers.get(pack_id) or [
                 loc.entry(d) for d, loc in self.by_pack.get(pack_id, [])]
             damaged = []
-            for entry, _, problem in verify_pack(self.backend, self.repository.codec, pack_id,
-                                                 entries, self.repository.pool):
+            for entry, _, problem in verify_pack(self.backend, self.storage.codec, pack_id,
+                                                 entries, self.storage.pool):
                 self.report.records_read += 1
                 self.report.bytes_read += entry.stored_size
                 if self.progress:
@@ -274,9 +271,9 @@ class _Checker:
         try:
             if digest in self.unindexed:
                 pack_id, entry = self.unindexed[digest]
-                stored = read_verified(self.backend, self.repository.codec, pack_id, entry)
-                return self.repository.codec.decompress(stored, entry)
-            return self.repository.chunks.get(digest)
+                stored = read_verified(self.backend, self.storage.codec, pack_id, entry)
+                return self.storage.codec.decompress(stored, entry)
+            return self.storage.chunks.get(digest)
         except CorruptData as error:
             return str(error)
 
@@ -287,7 +284,7 @@ class _Checker:
         readable = [d for d in sorted(unique) if self._status(d) != LOST]
         for digest in unique.difference(readable):
             self.blocks[digest] = _BlockDamage(whole=True)
-        for digest, loaded in ordered_map(self.repository.pool, self._load_block, readable,
+        for digest, loaded in ordered_map(self.storage.pool, self._load_block, readable,
                                           window=4 * worker_count()):
             if isinstance(loaded, str):
                 self.problem(f"manifest block {digest.hex()[:16]}", loaded)
@@ -362,11 +359,8 @@ class _Checker:
                 self.report.unreferenced_bytes += location.stored_size
 
 
-def check(repository: Repository, read_data: bool = False,
+def check(storage: Storage, read_data: bool = False,
           progress: Progress | None = None) -> CheckReport:
     """Check the repository as a reader (compaction will not delete packs meanwhile)."""
-    lock = repository.reader_lock()
-    try:
-        return _Checker(repository, read_data, progress).run()
-    finally:
-        lock.release()
+    with storage.reader_lock():
+        return _Checker(storage, read_data, progress).run()

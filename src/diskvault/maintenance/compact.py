@@ -2,13 +2,15 @@
 
 1. Bring the reference counts in step with the snapshot records (liveness.reconcile:
    reads only manifest blocks added or dropped since the last run).
-2. Review only the packs that may hold garbage: new since the last run, home of a chunk
-   that died, doomed, or last seen with more unused bytes than the threshold given now.
+2. Plan (compact_plan.py): review only the packs that may hold garbage: new since the
+   last run, home of a chunk that died, doomed, or last seen with more unused bytes than
+   the threshold given now.
    A pack with nothing live is doomed. A pack with more unused bytes than the threshold
-   is emptied: its live records are read, verified, and copied into new packs, which are
-   made durable and indexed (locations switched) before the old pack is marked doomed in
-   LMDB. Packs with nothing live are deleted (3.) before any copy is written, so that
-   compact gives space back first on a full disk.
+   is emptied. The plan is then carried out: the review outcomes are saved and packs with
+   nothing live are doomed and deleted (3.) before any copy is written, so that compact
+   gives space back first on a full disk; then the live records of the packs to empty are
+   read, verified, and copied into new packs, which are made durable and indexed
+   (locations switched) before the old pack is marked doomed in LMDB.
 3. Delete doomed packs, but only while no reader (restore, cat, mount, check) runs: a
    reader may still hold a location in them. Otherwise they wait for a later compact.
 
@@ -16,6 +18,9 @@ A kill at any instant is safe: a copy is indexed only once durable; a pack is do
 after its live records are indexed elsewhere; index entries into a doomed pack go before
 its file does. A rerun reviews doomed packs again, so a chunk that a backup reused in the
 meantime is copied out before its pack is deleted.
+
+``compact --dry-run`` makes the same plan as a reader, from the reference counts a
+reconcile would give (liveness.preview), and writes nothing.
 """
 
 from __future__ import annotations
@@ -23,19 +28,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from ..store import locking, space
-from ..errors import BadInput, CorruptData
-from .liveness import Liveness, batches
+from .compact_plan import (CompactionPlan, live_records, pack_footer, plan_compaction,
+                           record_cost, validate_threshold)
+from ..errors import CorruptData
+from .liveness import Liveness, batches, preview
 from ..store.manifest import ManifestEntry, decode_block
 from ..store.packing import PackFiller
-from ..store.packs import ENTRY, PackEntry, read_footer
+from ..store.packs import PackEntry, read_footer
 from ..store.snapshots import SnapshotRecord
+from ..store.storage import Storage
 from .verify import verify_pack
-
-if TYPE_CHECKING:
-    from ..store.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 # entry, so after compact: pack bytes <= a fresh repository's / (1 - threshold) + 52 per pack.
 DEFAULT_THRESHOLD = 0.2
 SAVE_EVERY_PACKS = 256  # review outcomes and deletions per LMDB transaction
+FULL_DISK_OUTCOME = ("compact stopped and lost nothing: delete snapshots, or free space "
+                     "elsewhere on that disk, then rerun it")
 
 
 @dataclass
@@ -63,85 +68,103 @@ class CompactResult:
     duration_s: float = 0.0
 
 
-def _cost(entry: PackEntry) -> int:
-    """What a record takes in its pack: its bytes and its footer entry."""
-    return entry.stored_size + ENTRY.size
+def compact(storage: Storage, threshold: float = DEFAULT_THRESHOLD,
+            lock_wait_s: float = 0.0) -> CompactResult:
+    """Reclaim unused space; holds the writer lock. See the module docstring."""
+    validate_threshold(threshold)
+    with storage.disk_full_reported(FULL_DISK_OUTCOME), \
+            storage.writer_lock("compact", lock_wait_s):
+        storage.release_reserve_if_full()
+        started = time.monotonic()
+        storage.recover_unindexed_packs()
+        liveness = Liveness(storage.index)
+        stats = liveness.reconcile(*_live_blocks(storage))
+        plan = plan_compaction(storage, liveness, threshold)
+        result = _Executor(storage, liveness, plan).run()
+        result.blocks_added = stats.blocks_added
+        result.blocks_released = stats.blocks_released
+        result.duration_s = round(time.monotonic() - started, 3)
+        storage.allocate_reserve()
+        return result
 
 
-def validate_threshold(threshold: float) -> None:
-    if not 0.0 <= threshold < 1.0:
-        raise BadInput(f"compaction threshold must be at least 0 % and below 100 %, "
-                       f"got {threshold * 100:g} %")
+def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> CompactionPlan:
+    """compact --dry-run: the plan a compact would carry out now. Runs as a reader and
+    writes nothing (packs left by a killed writer are indexed by the real run first)."""
+    validate_threshold(threshold)
+    with storage.reader_lock():
+        pending = preview(storage.index, *_live_blocks(storage))
+        return plan_compaction(storage, pending, threshold)
 
 
-class _Compactor:
-    def __init__(self, repository: Repository, threshold: float):
-        self.repository = repository
-        self.backend = repository.backend
-        self.index = repository.index
-        self.liveness = Liveness(repository.index)
-        self.threshold = threshold
-        self.result = CompactResult(threshold)
-        self._copies = PackFiller(self.backend, repository.config.pack_target_bytes,
+def _live_blocks(storage: Storage):
+    """What reconcile needs: the manifest blocks the intact snapshots list, a reader of
+    blocks that names the snapshot a damaged one belongs to, and the pool."""
+    owners: dict[bytes, SnapshotRecord] = {}
+    for record in storage.snapshots.all_intact():
+        for block in record.blocks:
+            owners.setdefault(block.digest, record)
+
+    def read_block(digest: bytes) -> list[ManifestEntry]:
+        try:
+            return decode_block(storage.chunks.get(digest))
+        except CorruptData as error:
+            owner = owners.get(digest)
+            if owner is None:
+                raise
+            raise CorruptData(
+                f"manifest block {digest.hex()[:16]} of snapshot {owner.short_id} "
+                f"({owner.name}, {owner.time_label}) cannot be read ({error}); compact "
+                f"needs every snapshot's manifest to know what is in use: run "
+                f"'diskvault check', then repair or delete that snapshot") from None
+
+    return owners.keys(), read_block, storage.pool
+
+
+class _Executor:
+    """Carries out a plan under the writer lock, in the order the module docstring gives."""
+
+    def __init__(self, storage: Storage, liveness: Liveness, plan: CompactionPlan):
+        self.storage = storage
+        self.backend = storage.backend
+        self.index = storage.index
+        self.liveness = liveness
+        self.plan = plan
+        self.result = CompactResult(plan.threshold, packs_reviewed=plan.packs_reviewed,
+                                    packs_damaged=list(plan.damaged))
+        self._copies = PackFiller(self.backend, storage.config.pack_target_bytes,
                                   self._index_copies)
         self._copied_sources: list[str] = []  # sources whose copies are not all durable yet
         # Review outcomes wait here and are saved in one transaction: losing them to a
         # kill only means reviewing those packs again.
         self._reviewed: dict[str, tuple[int, int]] = {}
         self._doomed: list[str] = []
-        self._to_empty: list[str] = []  # reviewed packs whose live records are to be copied
+        self._to_empty = {fate.pack_id for fate in plan.rewrite}
 
     def run(self) -> CompactResult:
-        started = time.monotonic()
-        self.repository.recover_unindexed_packs()
-        self._reconcile()
         self._forget_vanished()
-        self._review_all()
+        self._record_plan()
         self._delete_doomed()  # space back before any copy is written: a disk may be full
         self._empty_all()
         self._delete_doomed()
-        self.result.duration_s = round(time.monotonic() - started, 3)
         return self.result
 
-    # -- 1. what is in use ---------------------------------------------------------------
-    def _reconcile(self) -> None:
-        owners: dict[bytes, SnapshotRecord] = {}
-        for record in self.repository.snapshots.all_intact():
-            for block in record.blocks:
-                owners.setdefault(block.digest, record)
-
-        def read_block(digest: bytes) -> list[ManifestEntry]:
-            try:
-                return decode_block(self.repository.chunks.get(digest))
-            except CorruptData as error:
-                owner = owners.get(digest)
-                if owner is None:
-                    raise
-                raise CorruptData(
-                    f"manifest block {digest.hex()[:16]} of snapshot {owner.short_id} "
-                    f"({owner.name}, {owner.time_label}) cannot be read ({error}); compact "
-                    f"needs every snapshot's manifest to know what is in use: run "
-                    f"'diskvault check', then repair or delete that snapshot") from None
-
-        stats = self.liveness.reconcile(owners.keys(), read_block, self.repository.pool)
-        self.result.blocks_added = stats.blocks_added
-        self.result.blocks_released = stats.blocks_released
-
-    # -- 2. review and copy --------------------------------------------------------------
-    def _review_all(self) -> None:
-        doomed = self.liveness.doomed()
+    def _record_plan(self) -> None:
         try:
-            for pack_id in self.liveness.packs_to_review(self.index.known_packs(),
-                                                         self.threshold):
-                self._review(pack_id, pack_id in doomed)
+            for pack_id, usage in self.plan.keep.items():
+                self._reviewed[pack_id] = usage
+                self._save_reviews_every_so_often()
+            for fate in self.plan.delete:
+                self._doomed.append(fate.pack_id)
                 self._save_reviews_every_so_often()
         finally:
             self._save_reviews()
 
+    # -- copy ----------------------------------------------------------------------------
     def _empty_all(self) -> None:
         try:
-            for pack_id in self._to_empty:
-                self._empty(pack_id)
+            for fate in self.plan.rewrite:
+                self._empty(fate.pack_id)
                 self._save_reviews_every_so_often()
             self._finish_pack()
         except BaseException:
@@ -149,55 +172,23 @@ class _Compactor:
             raise
         finally:
             self._save_reviews()
-        self._to_empty = []
-
-    def _review(self, pack_id: str, doomed: bool) -> None:
-        entries = self._footer(pack_id)
-        if entries is None:
-            return
-        self.result.packs_reviewed += 1
-        live = self._live(pack_id, entries)
-        total = sum(_cost(e) for e in entries)
-        unused = total - sum(_cost(e) for e in live)
-        if live and not doomed and unused <= self.threshold * total:
-            self._reviewed[pack_id] = (unused, total)
-        elif not live:
-            self._doomed.append(pack_id)
-        else:
-            self._to_empty.append(pack_id)
+        self._to_empty = set()
 
     def _empty(self, pack_id: str) -> None:
-        """Copy out the live records of a pack that the review chose to empty."""
-        entries = self._footer(pack_id)
-        if entries is not None and self._copy_out(pack_id, self._live(pack_id, entries)):
-            self.result.packs_rewritten += 1
-
-    def _footer(self, pack_id: str) -> list[PackEntry] | None:
-        """The pack's entries, or None for a damaged or missing pack (left alone)."""
-        try:
-            return read_footer(self.backend, pack_id)
-        except (CorruptData, FileNotFoundError) as error:
-            log.warning("pack %s was left as it is: %s; run 'diskvault check'", pack_id,
-                        error if isinstance(error, CorruptData) else "it is missing")
+        """Copy out the live records of a pack that the plan chose to empty."""
+        entries = pack_footer(self.storage, pack_id)
+        if entries is None:
             self.result.packs_damaged.append(pack_id)
-            return None
-
-    def _live(self, pack_id: str, entries: list[PackEntry]) -> list[PackEntry]:
-        with self.liveness.read_txn() as txn:
-            return [e for e in entries if self._is_live(txn, pack_id, e)]
-
-    def _is_live(self, txn, pack_id: str, entry: PackEntry) -> bool:
-        """The record is the indexed copy of its chunk, and some snapshot uses the chunk."""
-        location = self.index.lookup(entry.digest, txn)
-        return (location is not None and location.pack_id == pack_id
-                and location.offset == entry.offset
-                and self.liveness.is_used(txn, entry.digest))
+            return
+        if self._copy_out(pack_id, live_records(self.storage, self.liveness, pack_id,
+                                                entries)):
+            self.result.packs_rewritten += 1
 
     def _copy_out(self, pack_id: str, live: list[PackEntry]) -> bool:
         """Copy the live records into new packs; the source is doomed once all of them
         are durable and indexed. A damaged record leaves the source untouched."""
-        records = list(verify_pack(self.backend, self.repository.codec, pack_id, live,
-                                   self.repository.pool))
+        records = list(verify_pack(self.backend, self.storage.codec, pack_id, live,
+                                   self.storage.pool))
         damaged = [entry for entry, _, problem in records if problem]
         if damaged:
             log.warning("pack %s holds %d damaged records in use and was not rewritten; "
@@ -219,7 +210,7 @@ class _Compactor:
         """Point the chunks of a durable pack of copies at it (packing.seal calls this);
         only then may the sources whose live records are all in finished packs be doomed."""
         self.index.add_relocated_pack(pack_id, entries, file_size)
-        self._reviewed[pack_id] = (0, sum(_cost(e) for e in entries))
+        self._reviewed[pack_id] = (0, sum(record_cost(e) for e in entries))
         self.result.packs_written += 1
         self.result.bytes_written += file_size
         self._doom_copied_sources()
@@ -237,14 +228,14 @@ class _Compactor:
             self.liveness.record_reviews(self._reviewed, self._doomed)
             self._reviewed, self._doomed = {}, []
 
-    # -- 3. delete -----------------------------------------------------------------------
+    # -- delete --------------------------------------------------------------------------
     def _delete_doomed(self) -> None:
         # A doomed pack still to be emptied holds live records (a backup reused them).
         doomed = sorted(self.liveness.doomed() - set(self.result.packs_damaged)
-                        - set(self._to_empty))
+                        - self._to_empty)
         if not doomed:
             return
-        with locking.readers_excluded(self.repository.root) as excluded:
+        with self.storage.readers_excluded() as excluded:
             if not excluded:
                 self.result.packs_waiting = len(doomed)
                 self.result.bytes_waiting = sum(self.backend.size(p) for p in doomed)
@@ -266,31 +257,12 @@ class _Compactor:
     def _forget_vanished(self) -> None:
         """Finish deletions a kill interrupted after the unlink. Any index entry left
         pointing into such a pack goes too (found by one scan of the index: this is rare)."""
-        vanished = [p for p in sorted(self.liveness.doomed()) if not self._exists(p)]
-        if not vanished:
+        if not self.plan.vanished:
             return
-        stale: dict[str, list[PackEntry]] = {p: [] for p in vanished}
+        stale: dict[str, list[PackEntry]] = {p: [] for p in self.plan.vanished}
         for digest, loc in self.index.iter_chunks():
             if loc.pack_id in stale:
                 stale[loc.pack_id].append(loc.entry(digest))
         self.index.remove_locations(stale)
-        self.index.remove_packs(vanished)
-        self.liveness.forget_packs(vanished)
-
-    def _exists(self, pack_id: str) -> bool:
-        try:
-            self.backend.size(pack_id)
-            return True
-        except FileNotFoundError:
-            return False
-
-
-def compact(repository: Repository, threshold: float = DEFAULT_THRESHOLD,
-            lock_wait_s: float = 0.0) -> CompactResult:
-    """Reclaim unused space; holds the writer lock. See the module docstring."""
-    validate_threshold(threshold)
-    with repository.writer_lock("compact", lock_wait_s):
-        space.release_reserve_if_full(repository.root, repository.space_folders)
-        result = _Compactor(repository, threshold).run()
-        space.allocate_reserve(repository.root)
-        return result
+        self.index.remove_packs(self.plan.vanished)
+        self.liveness.forget_packs(self.plan.vanished)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 COUNT = struct.Struct("<I")
 USAGE = struct.Struct("<QQ")  # a reviewed pack's unused and total bytes
+TABLES = (b"refs", b"accounted", b"reviewed", b"doomed")
 BATCH_BLOCKS = 256  # blocks per write transaction: one commit (fsync) amortised over many
 
 ReadBlock = Callable[[bytes], list[ManifestEntry]]
@@ -46,6 +47,12 @@ T = TypeVar("T")
 class ReconcileStats:
     blocks_added: int = 0
     blocks_released: int = 0
+
+    def note(self, sign: int, blocks: int) -> None:
+        if sign > 0:
+            self.blocks_added += blocks
+        else:
+            self.blocks_released += blocks
 
 
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -67,13 +74,19 @@ class Liveness:
     ``reviewed`` (pack -> unused and total bytes, as of its last review) and ``doomed``
     (packs whose live data was moved or died, deleted once no reader runs)."""
 
-    def __init__(self, index: ChunkIndex):
+    def __init__(self, index: ChunkIndex, tables: list | None = None):
         self.index = index
-        env = index.env
-        self._refs = env.open_db(b"refs")
-        self._accounted = env.open_db(b"accounted")
-        self._reviewed = env.open_db(b"reviewed")
-        self._doomed = env.open_db(b"doomed")
+        self._refs, self._accounted, self._reviewed, self._doomed = (
+            tables or [index.env.open_db(name) for name in TABLES])
+
+    @classmethod
+    def existing(cls, index: ChunkIndex) -> Liveness | None:
+        """The tables, opened without writing a byte, or None if no compact made them."""
+        with index.env.begin() as txn:
+            if any(txn.get(name) is None for name in TABLES):
+                return None
+            tables = [index.env.open_db(name, txn=txn, create=False) for name in TABLES]
+        return cls(index, tables)
 
     # -- reference counts --------------------------------------------------------------
     def reconcile(self, live_blocks: Collection[bytes], read_block: ReadBlock,
@@ -87,20 +100,14 @@ class Liveness:
         block that cannot be read stays accounted, which keeps its chunks (safe, logged).
         """
         stats = ReconcileStats()
-        with self.index.env.begin() as txn:
-            accounted = set(txn.cursor(db=self._accounted).iternext(values=False))
-        live = set(live_blocks)
-        window = 4 * worker_count()
-        for batch in batches(sorted(live - accounted), BATCH_BLOCKS):
-            loaded = list(ordered_map(pool, read_block, batch, window))
-            self._count(loaded, +1)
-            stats.blocks_added += len(loaded)
-        for batch in batches(sorted(accounted - live), BATCH_BLOCKS):
-            loaded = list(ordered_map(pool, _tolerant(read_block), batch, window))
-            readable = [(block, entries) for block, entries in loaded if entries is not None]
-            self._count(readable, -1)
-            stats.blocks_released += len(readable)
+        for sign, loaded in _changes(self.accounted(), live_blocks, read_block, pool):
+            self._count(loaded, sign)
+            stats.note(sign, len(loaded))
         return stats
+
+    def accounted(self) -> set[bytes]:
+        with self.index.env.begin() as txn:
+            return set(txn.cursor(db=self._accounted).iternext(values=False))
 
     def _count(self, blocks: list[tuple[bytes, list[ManifestEntry]]], sign: int) -> None:
         """Add (sign +1) or release (-1) the references of ``blocks`` and mark them
@@ -120,11 +127,10 @@ class Liveness:
                     txn.delete(block, db=self._accounted)
 
     def _add(self, txn: lmdb.Transaction, digest: bytes, delta: int) -> int:
-        value = txn.get(digest, db=self._refs)
-        count = (COUNT.unpack(value)[0] if value is not None else 0) + delta
+        count = self.count(txn, digest) + delta
         if count > 0:
             txn.put(digest, COUNT.pack(count), db=self._refs)
-        elif value is not None:
+        else:
             txn.delete(digest, db=self._refs)
         return max(count, 0)
 
@@ -132,6 +138,10 @@ class Liveness:
         location = self.index.lookup(digest, txn)
         if location is not None:
             txn.delete(bytes.fromhex(location.pack_id), db=self._reviewed)
+
+    def count(self, txn: lmdb.Transaction, digest: bytes) -> int:
+        value = txn.get(digest, db=self._refs)
+        return 0 if value is None else COUNT.unpack(value)[0]
 
     def is_used(self, txn: lmdb.Transaction, digest: bytes) -> bool:
         return txn.get(digest, db=self._refs) is not None
@@ -184,6 +194,68 @@ class Liveness:
         with self.index.env.begin(write=True) as txn:
             for table in (self._refs, self._accounted, self._reviewed, self._doomed):
                 txn.drop(table, delete=False)
+
+
+def preview(index: ChunkIndex, live_blocks: Collection[bytes], read_block: ReadBlock,
+            pool: Executor) -> PendingLiveness:
+    """The tables as Liveness.reconcile would leave them, with nothing written (compact
+    --dry-run). Holds one count per chunk that the added and released blocks name."""
+    pending = PendingLiveness(index, Liveness.existing(index))
+    accounted = pending.committed.accounted() if pending.committed else set()
+    for sign, loaded in _changes(accounted, live_blocks, read_block, pool):
+        pending.count(loaded, sign)
+    return pending
+
+
+def _changes(accounted: set[bytes], live_blocks: Collection[bytes], read_block: ReadBlock,
+             pool: Executor) -> Iterator[tuple[int, list[tuple[bytes, list[ManifestEntry]]]]]:
+    """Batches of (+1, live blocks not yet accounted), then (-1, readable blocks that are
+    accounted but no longer live)."""
+    live = set(live_blocks)
+    window = 4 * worker_count()
+    for batch in batches(sorted(live - accounted), BATCH_BLOCKS):
+        yield +1, list(ordered_map(pool, read_block, batch, window))
+    for batch in batches(sorted(accounted - live), BATCH_BLOCKS):
+        loaded = list(ordered_map(pool, _tolerant(read_block), batch, window))
+        yield -1, [(block, entries) for block, entries in loaded if entries is not None]
+
+
+class PendingLiveness:
+    """The committed tables (None: no compact made them yet) plus the reference changes a
+    reconcile would make, in memory; answers what compaction's planning asks of Liveness."""
+
+    def __init__(self, index: ChunkIndex, committed: Liveness | None):
+        self.index = index
+        self.committed = committed
+        self.deltas: Counter[bytes] = Counter()
+
+    def count(self, blocks: list[tuple[bytes, list[ManifestEntry]]], sign: int) -> None:
+        for block, entries in blocks:
+            for digest in _referenced(block, entries):
+                self.deltas[digest] += sign
+
+    def read_txn(self) -> lmdb.Transaction:
+        return self.index.env.begin()
+
+    def is_used(self, txn: lmdb.Transaction, digest: bytes) -> bool:
+        committed = self.committed.count(txn, digest) if self.committed else 0
+        return committed + self.deltas.get(digest, 0) > 0
+
+    def doomed(self) -> set[str]:
+        return self.committed.doomed() if self.committed else set()
+
+    def packs_to_review(self, known_packs: Collection[str], threshold: float) -> list[str]:
+        """As Liveness.packs_to_review once reconciled: the homes of chunks that die are
+        reviewed too."""
+        if self.committed is None:
+            return sorted(known_packs)
+        chosen = set(self.committed.packs_to_review(known_packs, threshold))
+        with self.read_txn() as txn:
+            for digest, delta in self.deltas.items():
+                location = self.index.lookup(digest, txn)
+                if delta < 0 and location and not self.is_used(txn, digest):
+                    chosen.add(location.pack_id)
+        return sorted(chosen.intersection(known_packs))
 
 
 def _tolerant(read_block: ReadBlock) -> Callable[[bytes], list[ManifestEntry] | None]:

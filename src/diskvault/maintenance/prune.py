@@ -10,15 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from ..errors import BadInput
 from .retention import KeepPolicy, SnapshotTime, select_kept
 from ..store.snapshots import SnapshotRecord, select_snapshot
+from ..store.storage import Storage
 
-if TYPE_CHECKING:
-    from ..store.repository import Repository
-
+INTACT_OUTCOME = "snapshots listed by 'diskvault list' are intact: rerun the {}"
 PROTECTED_REASON = "newest of its series (protected: the rules keep none of it)"
 
 
@@ -72,32 +70,34 @@ def plan_prune(records: Sequence[SnapshotRecord], policy: KeepPolicy, now: datet
     return PrunePlan(decisions, protected)
 
 
-def prune(repository: Repository, policy: KeepPolicy, name: str | None = None,
+def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
           dry_run: bool = False, allow_delete_all: bool = False, now: datetime | None = None,
           lock_wait_s: float = 0.0) -> PrunePlan:
     """Plan (and unless ``dry_run``, apply) a prune under the writer lock."""
     now = now or datetime.now(timezone.utc)
     if dry_run:
-        plan = plan_prune(repository.snapshots.all(), policy, now, name, allow_delete_all)
+        plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all)
         plan.dry_run = True
         return plan
-    with repository.writer_lock("prune", lock_wait_s):
-        plan = plan_prune(repository.snapshots.all(), policy, now, name, allow_delete_all)
+    with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
+            storage.writer_lock("prune", lock_wait_s):
+        plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all)
         for record in plan.removed:
-            repository.snapshots.delete(record.id)
+            storage.snapshots.delete(record.id)
     return plan
 
 
-def delete_snapshots(repository: Repository, selectors: Sequence[str],
+def delete_snapshots(storage: Storage, selectors: Sequence[str],
                      lock_wait_s: float = 0.0) -> list[SnapshotRecord]:
     """Delete the snapshots the selectors name; every selector is resolved before any
     record is removed, so a typo deletes nothing."""
-    with repository.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s):
-        records = repository.snapshots.all()
+    with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
+            storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s):
+        records = storage.snapshots.all()
         chosen: dict[str, SnapshotRecord] = {}
         for selector in selectors:
             record = select_snapshot(records, selector)
             chosen[record.id] = record
         for record in chosen.values():
-            repository.snapshots.delete(record.id)
+            storage.snapshots.delete(record.id)
     return sorted(chosen.values(), key=lambda r: (r.time, r.id))

@@ -17,20 +17,18 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..store import locking
 from .check import CheckReport, check
+from ..store import space
+from ..store.config import read_config
 from ..store.durable import fsync_dir
 from ..errors import CorruptData
 from ..store.index import ChunkIndex
 from .liveness import Liveness
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
+from ..store.storage import Storage, index_path, locate, space_folders, writer_lock
 from .verify import read_verified, verify_pack
-
-if TYPE_CHECKING:
-    from ..store.repository import Repository
 
 DAMAGED_DIR = "damaged"
 PackList = tuple[str, list[PackEntry], int]  # pack id, its records, its file size
@@ -51,18 +49,34 @@ class RepairReport:
     duration_s: float = 0.0
 
 
-def set_aside_unreadable_index(index_path: Path) -> Path | None:
+def repair_repository(root: Path, read_data: bool = False,
+                      lock_wait_s: float = 0.0) -> RepairReport:
+    """check --repair, under the writer lock: an index that cannot be read is set aside
+    before the storage is opened, then the index is rebuilt from the packs."""
+    root = locate(root)
+    config = read_config(root)
+    folders = space_folders(root)
+    with space.disk_full_reported(folders, "the repair stopped: free space on that disk, "
+                                  "then rerun it"), \
+            writer_lock(root, "check --repair", lock_wait_s):
+        space.release_reserve_if_full(root, folders)
+        set_aside = set_aside_unreadable_index(index_path(root))
+        with Storage(root, config) as storage:
+            return repair(storage, set_aside, read_data)
+
+
+def set_aside_unreadable_index(folder: Path) -> Path | None:
     """Move an index that cannot be read in full to ``index.damaged-<time>`` (kept for
     inspection) so a new one can be built; returns where it went, or None if it reads."""
-    if not index_path.exists() or _index_reads(index_path):
+    if not folder.exists() or _index_reads(folder):
         return None
-    target = index_path.with_name(f"{index_path.name}.damaged-{int(time.time())}")
-    os.rename(index_path, target)
-    fsync_dir(index_path.parent)
+    target = folder.with_name(f"{folder.name}.damaged-{int(time.time())}")
+    os.rename(folder, target)
+    fsync_dir(folder.parent)
     return target
 
 
-def _index_reads(index_path: Path) -> bool:
+def _index_reads(folder: Path) -> bool:
     """Whether every page and value of the index reads and decodes. Tried in a child
     process: LMDB trusts its pages, so a damaged one may kill the reader (SIGSEGV, SIGBUS)
     instead of raising, and repair must survive that to rebuild."""
@@ -70,7 +84,7 @@ def _index_reads(index_path: Path) -> bool:
     if pid == 0:
         status = 1
         try:
-            index = ChunkIndex(index_path)
+            index = ChunkIndex(folder)
             index.read_everything()
             index.close()
             status = 0
@@ -83,11 +97,10 @@ def _index_reads(index_path: Path) -> bool:
 class _Salvage:
     """New packs for the intact records rescued from packs without a usable footer."""
 
-    def __init__(self, repository: Repository):
+    def __init__(self, storage: Storage):
         self.finished: list[PackList] = []  # durable; the rebuilt index takes them in
         self.digests: set[bytes] = set()
-        self._packs = PackFiller(repository.backend, repository.config.pack_target_bytes,
-                                 self._keep)
+        self._packs = PackFiller(storage.backend, storage.config.pack_target_bytes, self._keep)
 
     def add(self, entry: PackEntry, stored) -> None:
         if entry.digest in self.digests:
@@ -119,17 +132,17 @@ def _old_locations(index: ChunkIndex) -> tuple[dict[str, list[PackEntry]], set[s
         return defaultdict(list), set(), 0
 
 
-def repair(repository: Repository, index_set_aside: Path | None,
+def repair(storage: Storage, index_set_aside: Path | None,
            read_data: bool = False) -> RepairReport:
-    """Rebuild the index of ``repository``; call with the writer lock held."""
+    """Rebuild the index of ``storage``; call with the writer lock held."""
     started = time.monotonic()
     report = RepairReport(index_set_aside=index_set_aside)
-    backend, codec, pool = repository.backend, repository.codec, repository.pool
-    old, old_packs, report.chunks_before = _old_locations(repository.index)
+    backend, codec, pool = storage.backend, storage.codec, storage.pool
+    old, old_packs, report.chunks_before = _old_locations(storage.index)
     for leftover in backend.list_unfinished():
         leftover.unlink(missing_ok=True)
     packs: list[PackList] = []
-    salvage = _Salvage(repository)
+    salvage = _Salvage(storage)
     on_disk = list(backend.list())
     try:
         for pack_id in on_disk:
@@ -155,19 +168,19 @@ def repair(repository: Repository, index_set_aside: Path | None,
     packs.extend(salvage.finished)
     report.chunks_salvaged = len(salvage.digests)
     if not read_data:
-        packs = _without_damaged_duplicates(repository, packs, report)
+        packs = _without_damaged_duplicates(storage, packs, report)
     report.missing_packs = sorted(old_packs - set(on_disk))
-    Liveness(repository.index).reset()
-    repository.index.rebuild(packs)
+    Liveness(storage.index).reset()
+    storage.index.rebuild(packs)
     report.packs_indexed = len(packs)
-    report.chunks_indexed = repository.index.chunk_count()
-    _set_aside_damaged_packs(repository, report)
-    report.after = check(repository)
+    report.chunks_indexed = storage.index.chunk_count()
+    _set_aside_damaged_packs(storage, report)
+    report.after = check(storage)
     report.duration_s = round(time.monotonic() - started, 3)
     return report
 
 
-def _without_damaged_duplicates(repository: Repository, packs: list[PackList],
+def _without_damaged_duplicates(storage: Storage, packs: list[PackList],
                                 report: RepairReport) -> list[PackList]:
     """A chunk with several copies (a compaction's copy beside its doomed source, a
     salvage) is verified copy by copy in pack order, so that the rebuilt index, which keeps
@@ -184,7 +197,7 @@ def _without_damaged_duplicates(repository: Repository, packs: list[PackList],
     for digest, candidates in copies.items():
         for pack_id, entry in candidates:
             try:
-                read_verified(repository.backend, repository.codec, pack_id, entry)
+                read_verified(storage.backend, storage.codec, pack_id, entry)
                 break
             except CorruptData as error:
                 damaged.add((pack_id, entry.offset))
@@ -193,14 +206,14 @@ def _without_damaged_duplicates(repository: Repository, packs: list[PackList],
             for pack_id, entries, size in packs]
 
 
-def _set_aside_damaged_packs(repository: Repository, report: RepairReport) -> None:
+def _set_aside_damaged_packs(storage: Storage, report: RepairReport) -> None:
     """Move packs without a usable footer to damaged/, once no reader may use them."""
     if not report.damaged_packs:
         return
-    with locking.readers_excluded(repository.root) as excluded:
+    with storage.readers_excluded() as excluded:
         if not excluded:
             return  # a later repair moves them; the index no longer points into them
-        folder = repository.root / DAMAGED_DIR
+        folder = storage.root / DAMAGED_DIR
         for pack_id, _ in report.damaged_packs:
-            repository.backend.set_aside(pack_id, folder)
+            storage.backend.set_aside(pack_id, folder)
             report.set_aside_packs.append(pack_id)

@@ -7,42 +7,27 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from ..maintenance import check as checking
-from ..maintenance import compact as compaction
-from ..maintenance import prune as pruning
-from ..maintenance import repair as repairing
-from . import locking, space
-from .backend import LocalBackend
 from .backup import back_up
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
-from .chunks import ChunkReader, Codec
-from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .diff import changed_ranges
-from .durable import make_private_folder
-from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
-from .index import ChunkIndex
+from ..errors import BadInput, CorruptData, LockHolder
+from .locking import ReaderLock, WriterLock
 from .manifest import decode_block
-from .packs import read_footer
 from .image_map import image_spans
-from .pipeline import new_pool
 from .reader import ImageReader
 from .restore import image_pieces, restore_to_path, write_stream
-from ..maintenance.retention import KeepPolicy
-from .snapshots import SnapshotRecord, SnapshotStore, is_snapshot_id, select_snapshot
+from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
+from .storage import Storage
 
 log = logging.getLogger(__name__)
 
-PACKS_DIR = "packs"
-INDEX_DIR = "index"
-SNAPSHOTS_DIR = "snapshots"
 Progress = Callable[[int], None]
 
 
@@ -57,63 +42,26 @@ class RepositoryTotals:
 
 
 class Repository:
-    """An open repository. Readers may use it while another process writes."""
+    """An open repository, as the CLI and the mount see it: it opens a Storage and hands
+    it to the flows (backup, restore, cat, diff, browse). Maintenance takes ``storage``.
+    Readers may use it while another process writes."""
 
-    def __init__(self, root: Path, config: RepositoryConfig):
-        self.root = root
-        self.config = config
-        self.backend = LocalBackend(root / PACKS_DIR)
-        self.index = ChunkIndex(root / INDEX_DIR)
-        self.snapshots = SnapshotStore(root / SNAPSHOTS_DIR)
-        self.codec = Codec(config.compression)
-        self.chunks = ChunkReader(self.backend, self.index, self.codec)
-        self.space_folders = space_folders(root)
-        self._pool = None
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.root = storage.root
+        self.config = storage.config
 
-    # -- lifecycle ---------------------------------------------------------------------
     @classmethod
     def init(cls, root: Path, chunk_size: int | None = None,
              compression: str = "zstd:3") -> "Repository":
-        root = Path(root)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
-        chunker = ChunkerParams() if chunk_size is None else ChunkerParams.from_average(chunk_size)
-        chunker.validate()
-        config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
-        root.parent.mkdir(parents=True, exist_ok=True)
-        # Resolved once (the user may name it through a link); inside, nothing is followed.
-        root = root.resolve()
-        make_private_folder(root)  # an empty folder made by the user keeps its mode
-        for folder in (PACKS_DIR, SNAPSHOTS_DIR):
-            make_private_folder(root / folder)
-        locking.prepare_lock_files(root)
-        space.allocate_reserve(root)
-        write_config(root, config)  # last: a folder without config is not a repository
-        return cls(root, config)
+        return cls(Storage.create(root, chunk_size, compression))
 
     @classmethod
     def open(cls, root: Path) -> "Repository":
-        root = Path(root)
-        if not root.exists():
-            raise RepositoryNotFound(f"repository {root} does not exist; create it with "
-                                     f"'diskvault init -r {root}'")
-        if not root.is_dir():
-            raise RepositoryNotFound(f"repository {root} is not a folder")
-        # Resolved once: inside, folders are opened without following any link.
-        return cls(root.resolve(), read_config(root))
-
-    @property
-    def pool(self):
-        if self._pool is None:
-            self._pool = new_pool("diskvault")
-        return self._pool
+        return cls(Storage.open(root))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        self.backend.close()
-        self.index.close()
+        self.storage.close()
 
     def __enter__(self) -> "Repository":
         return self
@@ -146,58 +94,34 @@ class Repository:
                            f"never reads or writes its own files as data: choose a path "
                            f"outside it")
 
-    def disk_full_reported(self, outcome: str):
-        """A context in which a full disk becomes RepositoryFull (exit 74) ending in
-        ``outcome``."""
-        return space.disk_full_reported(self.space_folders, outcome)
+    # -- locks: a flow runs under one, maintenance takes them on the storage ------------
+    def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> WriterLock:
+        return self.storage.writer_lock(command, lock_wait_s)
 
-    # -- locks -------------------------------------------------------------------------
-    def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
-        ensure_writable(self.root, command)
-        return locking.WriterLock(self.root, command, lock_wait_s)
+    def reader_lock(self) -> ReaderLock:
+        return self.storage.reader_lock()
 
-    def reader_lock(self) -> locking.ReaderLock:
-        return locking.ReaderLock(self.root)
-
-    def break_lock(self) -> locking.LockHolder | None:
-        return locking.break_lock(self.root)
+    def break_lock(self) -> LockHolder | None:
+        return self.storage.break_lock()
 
     # -- writing -----------------------------------------------------------------------
-    def recover_unindexed_packs(self) -> int:
-        """Index packs that reached disk but not the index (a writer died in between), and
-        remove temp files of packs that never finished. Call with the writer lock held."""
-        for leftover in self.backend.list_unfinished():
-            leftover.unlink(missing_ok=True)
-        known = self.index.known_packs()
-        recovered = 0
-        for pack_id in self.backend.list():
-            if pack_id in known:
-                continue
-            try:
-                entries = read_footer(self.backend, pack_id)
-            except CorruptData as error:
-                log.warning("pack %s is damaged and was not indexed: %s", pack_id, error)
-                continue
-            self.index.add_pack(pack_id, entries, self.backend.size(pack_id))
-            recovered += 1
-        return recovered
-
     def backup(self, source_path: Path, name: str | None = None, tags: tuple[str, ...] = (),
                lock_wait_s: float = 0.0, progress: Progress | None = None) -> SnapshotRecord:
         """Back up one image; the snapshot record is written only once all it references
         is durable. On any failure nothing is recorded and earlier snapshots are intact."""
         started = time.monotonic()
         self.refuse_inside(Path(source_path), "backup source")
-        with self.disk_full_reported("the backup was abandoned and earlier snapshots are "
-                                     "intact: free space, then rerun it"), \
+        storage = self.storage
+        with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
+                                        "intact: free space, then rerun it"), \
                 ImageSource(Path(source_path)) as source, \
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
-            self.recover_unindexed_packs()
+            storage.recover_unindexed_packs()
             series = name or Path(source_path).name
-            return back_up(source, series, list(tags), backend=self.backend, index=self.index,
-                           codec=self.codec, config=self.config, pool=self.pool,
-                           snapshots=self.snapshots, hints=self._hints_for(series),
-                           progress=progress, started=started)
+            return back_up(source, series, list(tags), backend=storage.backend,
+                           index=storage.index, codec=storage.codec, config=self.config,
+                           pool=storage.pool, snapshots=storage.snapshots,
+                           hints=self._hints_for(series), progress=progress, started=started)
 
     def _hints_for(self, name: str) -> Iterator[Hint]:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous
@@ -206,136 +130,72 @@ class Repository:
         if not series:
             return
         try:
-            yield from hints_from_spans(image_spans(self.chunks, series[-1]))
+            yield from hints_from_spans(image_spans(self.storage.chunks, series[-1]))
         except CorruptData as error:
             log.warning("previous snapshot of %s unreadable, chunking without hints: %s",
                         name, error)
 
     # -- snapshots ---------------------------------------------------------------------
     def list_snapshots(self, name: str | None = None) -> list[SnapshotRecord]:
-        records = self.snapshots.all()
+        records = self.storage.snapshots.all()
         return [r for r in records if r.name == name] if name else records
 
     def scan_snapshots(self):
         """(readable records oldest first, errors of damaged records)."""
-        return self.snapshots.scan()
+        return self.storage.snapshots.scan()
 
     def find_snapshot(self, selector: str) -> SnapshotRecord:
-        if is_snapshot_id(selector) and self.snapshots.path(selector).is_file():
+        if is_snapshot_id(selector) and self.storage.snapshots.path(selector).is_file():
             # A full id: read just that record, even if another one is damaged.
-            return self.snapshots.load(selector)
-        return select_snapshot(self.snapshots.all(), selector)
+            return self.storage.snapshots.load(selector)
+        return select_snapshot(self.storage.snapshots.all(), selector)
 
     def snapshot_ids(self) -> set[str]:
         """Ids of the complete snapshots, without reading any record: cheap enough to poll
         (the mount re-lists with it). Temp files of a record being written are not ids."""
-        return {path.name[: -len(".json")] for path in self.snapshots.record_paths()}
+        return {path.name[: -len(".json")] for path in self.storage.snapshots.record_paths()}
 
     def load_snapshot(self, snapshot_id: str) -> SnapshotRecord:
-        return self.snapshots.load(snapshot_id)
+        return self.storage.snapshots.load(snapshot_id)
 
     def totals(self) -> RepositoryTotals:
         """Sizes over the readable snapshots (damaged records are reported elsewhere)."""
-        records, _ = self.snapshots.scan()
-        stats = list(self.index.pack_stats())
+        records, _ = self.storage.snapshots.scan()
+        stats = list(self.storage.index.pack_stats())
         return RepositoryTotals(
             snapshots=len(records), logical_bytes=sum(r.size for r in records),
             zero_bytes=sum(r.stats.zero_bytes for r in records),
-            stored_bytes=sum(s.file_size for _, s in stats), chunks=self.index.chunk_count(),
+            stored_bytes=sum(s.file_size for _, s in stats),
+            chunks=self.storage.index.chunk_count(),
             packs=len(stats))
 
     # -- reading -----------------------------------------------------------------------
     def load_manifest_block(self, digest: bytes):
-        return decode_block(self.chunks.get(digest))
+        return decode_block(self.storage.chunks.get(digest))
 
     def open_image(self, record: SnapshotRecord, **cache_sizes) -> ImageReader:
-        return ImageReader(self.chunks, record, self.pool, **cache_sizes)
+        return ImageReader(self.storage.chunks, record, self.storage.pool, **cache_sizes)
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
                 progress: Progress | None = None) -> None:
         self.refuse_inside(Path(target), "restore target")
-        lock = self.reader_lock()
-        try:
-            restore_to_path(image_pieces(self.chunks, record, self.pool), record, Path(target),
-                            force, progress)
-        finally:
-            lock.release()
+        with self.reader_lock():
+            restore_to_path(image_pieces(self.storage.chunks, record, self.storage.pool),
+                            record, Path(target), force, progress)
 
     def cat(self, record: SnapshotRecord, out: BinaryIO, progress: Progress | None = None) -> None:
-        lock = self.reader_lock()
-        try:
-            write_stream(image_pieces(self.chunks, record, self.pool), out, progress)
-        finally:
-            lock.release()
+        with self.reader_lock():
+            write_stream(image_pieces(self.storage.chunks, record, self.storage.pool), out,
+                         progress)
 
     def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
-        return changed_ranges(a, b, self.chunks.get)
+        return changed_ranges(a, b, self.storage.chunks.get)
 
     def browse(self, record: SnapshotRecord, **cache_sizes) -> SnapshotFiles:
         """The volumes and filesystems inside a snapshot's image (`ls`, `pull`, the mount's
         .files/), each filesystem opened on first use. Hold reader_lock() while using it."""
         options = {"readahead_max_bytes": BROWSE_READAHEAD_BYTES, **cache_sizes}
         return SnapshotFiles(self.open_image(record, **options))
-
-    # -- maintenance: delete, prune, compact, check, repair ------------------------------
-    def delete_snapshots(self, selectors: Sequence[str],
-                         lock_wait_s: float = 0.0) -> list[SnapshotRecord]:
-        with self.disk_full_reported("snapshots listed by 'diskvault list' are intact: "
-                                     "rerun the delete"):
-            return pruning.delete_snapshots(self, selectors, lock_wait_s)
-
-    def prune(self, policy: KeepPolicy, name: str | None = None, dry_run: bool = False,
-              allow_delete_all: bool = False, now: datetime | None = None,
-              lock_wait_s: float = 0.0) -> pruning.PrunePlan:
-        with self.disk_full_reported("snapshots listed by 'diskvault list' are intact: "
-                                     "rerun the prune"):
-            return pruning.prune(self, policy, name, dry_run, allow_delete_all, now,
-                                 lock_wait_s)
-
-    def compact(self, threshold: float = compaction.DEFAULT_THRESHOLD,
-                lock_wait_s: float = 0.0) -> compaction.CompactResult:
-        with self.disk_full_reported("compact stopped and lost nothing: delete snapshots, "
-                                     "or free space elsewhere on that disk, then rerun it"):
-            return compaction.compact(self, threshold, lock_wait_s)
-
-    def check(self, read_data: bool = False,
-              progress: checking.Progress | None = None) -> checking.CheckReport:
-        return checking.check(self, read_data, progress)
-
-    @classmethod
-    def repair(cls, root: Path, read_data: bool = False,
-               lock_wait_s: float = 0.0) -> repairing.RepairReport:
-        """check --repair, under the writer lock: an index that cannot be read is set aside
-        before the repository is opened, then the index is rebuilt from the packs."""
-        root = Path(root).resolve()
-        config = read_config(root)
-        ensure_writable(root, "check --repair")
-        with space.disk_full_reported(space_folders(root), "the repair stopped: free space "
-                                      "on that disk, then rerun it"), \
-                locking.WriterLock(root, "check --repair", lock_wait_s):
-            space.release_reserve_if_full(root, space_folders(root))
-            set_aside = repairing.set_aside_unreadable_index(root / INDEX_DIR)
-            with cls(root, config) as repository:
-                return repairing.repair(repository, set_aside, read_data)
-
-
-def space_folders(root: Path) -> list[Path]:
-    """The folders whose filesystems a writer fills (the index may be a mount of its own)."""
-    return [root, root / INDEX_DIR, root / PACKS_DIR]
-
-
-def ensure_writable(root: Path, command: str) -> None:
-    """RepositoryReadOnly, at once and in one line, where a writer could not finish."""
-    if os.statvfs(root).f_flag & os.ST_RDONLY:
-        reason = "it is on a read-only filesystem"
-    else:
-        denied = [path for path in (root, root / PACKS_DIR, root / SNAPSHOTS_DIR, root / INDEX_DIR)
-                  if path.exists() and not os.access(path, os.W_OK)]
-        if not denied:
-            return
-        reason = f"this user may not write {denied[0]}"
-    raise RepositoryReadOnly(f"repository {root} is read-only: {reason}; {command} changes "
-                             f"it (readers such as list, restore, cat, mount and check work)")
 
 
 # "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local

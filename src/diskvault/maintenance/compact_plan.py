@@ -1,0 +1,147 @@
+"""Compaction's plan: which packs go as they are, which are rewritten, what that frees.
+
+Planning reads (pack footers, the index, the reference counts) and writes nothing, so the
+same plan serves ``compact --dry-run`` and the compaction that carries it out
+(compact.py). A pack under review is
+
+- deleted when nothing in it is in use (no copy needed),
+- rewritten when more of it than the threshold is unused, or it was doomed by an earlier
+  run and a backup reused a chunk of it since: its live records are copied to new packs,
+  then it is deleted,
+- kept otherwise, its unused and total bytes remembered so that it is not reviewed again
+  until one of its chunks dies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import lmdb
+
+from ..errors import BadInput, CorruptData
+from ..store.packs import ENTRY, PackEntry, read_footer
+from ..store.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class LivenessView(Protocol):
+    """What planning asks of the reference counts: Liveness (reconciled) or its preview."""
+
+    def read_txn(self) -> lmdb.Transaction: ...
+
+    def is_used(self, txn: lmdb.Transaction, digest: bytes) -> bool: ...
+
+    def doomed(self) -> set[str]: ...
+
+    def packs_to_review(self, known_packs: Collection[str], threshold: float) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class PackFate:
+    pack_id: str
+    file_size: int
+    live_records: int = 0
+    live_bytes: int = 0  # what the live records take: stored bytes and footer entries
+
+
+@dataclass
+class CompactionPlan:
+    threshold: float
+    packs_reviewed: int = 0
+    delete: list[PackFate] = field(default_factory=list)   # nothing in use
+    rewrite: list[PackFate] = field(default_factory=list)  # live records copied, then deleted
+    keep: dict[str, tuple[int, int]] = field(default_factory=dict)  # unused, total bytes
+    vanished: list[str] = field(default_factory=list)  # deleted by a stopped compact
+    damaged: list[str] = field(default_factory=list)   # footer unreadable: left alone
+
+    @property
+    def records_to_copy(self) -> int:
+        return sum(p.live_records for p in self.rewrite)
+
+    @property
+    def bytes_to_copy(self) -> int:
+        """Bytes of the copies, without each new pack's 52 bytes of head and trailer."""
+        return sum(p.live_bytes for p in self.rewrite)
+
+    @property
+    def bytes_to_delete(self) -> int:
+        """File bytes of the packs to delete (once no reader runs)."""
+        return sum(p.file_size for p in self.delete + self.rewrite)
+
+    @property
+    def bytes_to_free(self) -> int:
+        return self.bytes_to_delete - self.bytes_to_copy
+
+
+def record_cost(entry: PackEntry) -> int:
+    """What a record takes in its pack: its bytes and its footer entry."""
+    return entry.stored_size + ENTRY.size
+
+
+def validate_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold < 1.0:
+        raise BadInput(f"compaction threshold must be at least 0 % and below 100 %, "
+                       f"got {threshold * 100:g} %")
+
+
+def plan_compaction(storage: Storage, liveness: LivenessView,
+                    threshold: float) -> CompactionPlan:
+    """Review the packs that may hold unused data; see the module docstring."""
+    validate_threshold(threshold)
+    plan = CompactionPlan(threshold)
+    doomed = liveness.doomed()
+    plan.vanished = [p for p in sorted(doomed) if not pack_exists(storage, p)]
+    known = storage.index.known_packs() - set(plan.vanished)
+    for pack_id in liveness.packs_to_review(known, threshold):
+        entries = pack_footer(storage, pack_id)
+        if entries is None:
+            plan.damaged.append(pack_id)
+            continue
+        plan.packs_reviewed += 1
+        live = live_records(storage, liveness, pack_id, entries)
+        total = sum(record_cost(e) for e in entries)
+        unused = total - sum(record_cost(e) for e in live)
+        if live and pack_id not in doomed and unused <= threshold * total:
+            plan.keep[pack_id] = (unused, total)
+            continue
+        fate = PackFate(pack_id, storage.backend.size(pack_id), len(live),
+                        total - unused)
+        (plan.rewrite if live else plan.delete).append(fate)
+    return plan
+
+
+def pack_footer(storage: Storage, pack_id: str) -> list[PackEntry] | None:
+    """The pack's entries, or None for a damaged or missing pack (left alone)."""
+    try:
+        return read_footer(storage.backend, pack_id)
+    except (CorruptData, FileNotFoundError) as error:
+        log.warning("pack %s was left as it is: %s; run 'diskvault check'", pack_id,
+                    error if isinstance(error, CorruptData) else "it is missing")
+        return None
+
+
+def live_records(storage: Storage, liveness: LivenessView, pack_id: str,
+                 entries: list[PackEntry]) -> list[PackEntry]:
+    """The records that are the indexed copy of their chunk, a chunk some snapshot uses."""
+    with liveness.read_txn() as txn:
+        return [entry for entry in entries
+                if _is_indexed_copy(storage, txn, pack_id, entry)
+                and liveness.is_used(txn, entry.digest)]
+
+
+def _is_indexed_copy(storage: Storage, txn, pack_id: str, entry: PackEntry) -> bool:
+    location = storage.index.lookup(entry.digest, txn)
+    return (location is not None and location.pack_id == pack_id
+            and location.offset == entry.offset)
+
+
+def pack_exists(storage: Storage, pack_id: str) -> bool:
+    try:
+        storage.backend.size(pack_id)
+        return True
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,183 @@
+"""The storage: what flows (backup, restore, …) and maintenance (prune, compact, check,
+repair) work on. One object holds the repository's parts -- config, packs backend, index,
+snapshot records, codec, chunk reader, worker pool -- and the operations on the repository
+as a whole: its locks, its space reserve, the recovery of packs a killed writer left.
+
+It knows nothing of the commands built on it: the facade (repository.py) opens one for the
+CLI and the mount, and maintenance receives it from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
+from . import locking, space
+from .backend import LocalBackend
+from .chunks import ChunkReader, Codec
+from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
+from .durable import make_private_folder
+from .index import ChunkIndex
+from .packs import read_footer
+from .pipeline import new_pool
+from .snapshots import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+PACKS_DIR = "packs"
+INDEX_DIR = "index"
+SNAPSHOTS_DIR = "snapshots"
+
+
+class Storage:
+    """An open repository's parts. Readers may use it while another process writes; a
+    writer takes ``writer_lock()`` first."""
+
+    def __init__(self, root: Path, config: RepositoryConfig):
+        self.root = root
+        self.config = config
+        self.backend = LocalBackend(root / PACKS_DIR)
+        self.index = ChunkIndex(index_path(root))
+        self.snapshots = SnapshotStore(root / SNAPSHOTS_DIR)
+        self.codec = Codec(config.compression)
+        self.chunks = ChunkReader(self.backend, self.index, self.codec)
+        self.space_folders = space_folders(root)
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, chunk_size: int | None = None,
+               compression: str = "zstd:3") -> "Storage":
+        """A new, empty repository at ``root`` (missing, or an empty folder)."""
+        root = Path(root)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
+        chunker = ChunkerParams() if chunk_size is None else ChunkerParams.from_average(chunk_size)
+        chunker.validate()
+        config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
+        root.parent.mkdir(parents=True, exist_ok=True)
+        # Resolved once (the user may name it through a link); inside, nothing is followed.
+        root = root.resolve()
+        make_private_folder(root)  # an empty folder made by the user keeps its mode
+        for folder in (PACKS_DIR, SNAPSHOTS_DIR):
+            make_private_folder(root / folder)
+        locking.prepare_lock_files(root)
+        space.allocate_reserve(root)
+        write_config(root, config)  # last: a folder without config is not a repository
+        return cls(root, config)
+
+    @classmethod
+    def open(cls, root: Path) -> "Storage":
+        root = locate(root)
+        return cls(root, read_config(root))
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The shared worker pool (hashing, reading, verifying), started on first use."""
+        if self._pool is None:
+            self._pool = new_pool("diskvault")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.backend.close()
+        self.index.close()
+
+    def __enter__(self) -> "Storage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- locks -------------------------------------------------------------------------
+    def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
+        return writer_lock(self.root, command, lock_wait_s)
+
+    def reader_lock(self) -> locking.ReaderLock:
+        return locking.ReaderLock(self.root)
+
+    def readers_excluded(self) -> AbstractContextManager[bool]:
+        """A context yielding whether no reader runs (and none may start) inside it."""
+        return locking.readers_excluded(self.root)
+
+    def break_lock(self) -> locking.LockHolder | None:
+        return locking.break_lock(self.root)
+
+    # -- space -------------------------------------------------------------------------
+    def disk_full_reported(self, outcome: str) -> AbstractContextManager[None]:
+        """A context in which a full disk becomes RepositoryFull (exit 74) ending in
+        ``outcome``."""
+        return space.disk_full_reported(self.space_folders, outcome)
+
+    def release_reserve_if_full(self) -> None:
+        space.release_reserve_if_full(self.root, self.space_folders)
+
+    def allocate_reserve(self) -> None:
+        space.allocate_reserve(self.root)
+
+    # -- packs -------------------------------------------------------------------------
+    def recover_unindexed_packs(self) -> int:
+        """Index packs that reached disk but not the index (a writer died in between), and
+        remove temp files of packs that never finished. Call with the writer lock held."""
+        for leftover in self.backend.list_unfinished():
+            leftover.unlink(missing_ok=True)
+        known = self.index.known_packs()
+        recovered = 0
+        for pack_id in self.backend.list():
+            if pack_id in known:
+                continue
+            try:
+                entries = read_footer(self.backend, pack_id)
+            except CorruptData as error:
+                log.warning("pack %s is damaged and was not indexed: %s", pack_id, error)
+                continue
+            self.index.add_pack(pack_id, entries, self.backend.size(pack_id))
+            recovered += 1
+        return recovered
+
+
+def locate(root: Path) -> Path:
+    """The repository folder ``root``, resolved once: inside it, no link is followed."""
+    root = Path(root)
+    if not root.exists():
+        raise RepositoryNotFound(f"repository {root} does not exist; create it with "
+                                 f"'diskvault init -r {root}'")
+    if not root.is_dir():
+        raise RepositoryNotFound(f"repository {root} is not a folder")
+    return root.resolve()
+
+
+def index_path(root: Path) -> Path:
+    return root / INDEX_DIR
+
+
+def space_folders(root: Path) -> list[Path]:
+    """The folders whose filesystems a writer fills (the index may be a mount of its own)."""
+    return [root, root / INDEX_DIR, root / PACKS_DIR]
+
+
+def writer_lock(root: Path, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
+    """The writer lock of the repository at ``root``, for ``command``; needs no open index
+    (repair takes it before it looks at the index)."""
+    ensure_writable(root, command)
+    return locking.WriterLock(root, command, lock_wait_s)
+
+
+def ensure_writable(root: Path, command: str) -> None:
+    """RepositoryReadOnly, at once and in one line, where a writer could not finish."""
+    if os.statvfs(root).f_flag & os.ST_RDONLY:
+        reason = "it is on a read-only filesystem"
+    else:
+        denied = [path for path in (root, root / PACKS_DIR, root / SNAPSHOTS_DIR, root / INDEX_DIR)
+                  if path.exists() and not os.access(path, os.W_OK)]
+        if not denied:
+            return
+        reason = f"this user may not write {denied[0]}"
+    raise RepositoryReadOnly(f"repository {root} is read-only: {reason}; {command} changes "
+                             f"it (readers such as list, restore, cat, mount and check work)")
