@@ -103,7 +103,7 @@ def _short(digests) -> str:
 class _Checker:
     def __init__(self, repository: Repository, read_data: bool, progress: Progress | None):
         self.repository = repository
-        self.backend = repository.backend
+        self.backend = repository.packs
         self.report = CheckReport(read_data)
         self.progress = progress
         self.records: list[SnapshotRecord] = []
@@ -135,9 +135,7 @@ class _Checker:
         return self.report
 
     def _note_strays(self) -> None:
-        root = self.repository.root
-        for path in self.repository.snapshots.strays() + self.backend.strays():
-            self.report.stray_entries.append(str(path.relative_to(root)))
+        self.report.stray_entries += self.repository.snapshots.strays() + self.backend.strays()
 
     def _load_records(self) -> None:
         self.records, damaged = self.repository.snapshots.scan()

@@ -77,7 +77,7 @@ def validate_threshold(threshold: float) -> None:
 class _Compactor:
     def __init__(self, repository: Repository, threshold: float):
         self.repository = repository
-        self.backend = repository.backend
+        self.backend = repository.packs
         self.index = repository.index
         self.liveness = Liveness(repository.index)
         self.threshold = threshold
@@ -243,7 +243,7 @@ class _Compactor:
                         - set(self._to_empty))
         if not doomed:
             return
-        with locking.readers_excluded(self.repository.root) as excluded:
+        with locking.readers_excluded(self.repository.backend) as excluded:
             if not excluded:
                 self.result.packs_waiting = len(doomed)
                 self.result.bytes_waiting = sum(self.backend.size(p) for p in doomed)
@@ -290,7 +290,7 @@ def compact(repository: Repository, threshold: float = DEFAULT_THRESHOLD,
     """Reclaim unused space; holds the writer lock. See the module docstring."""
     validate_threshold(threshold)
     with repository.writer_lock("compact", lock_wait_s):
-        space.release_reserve_if_full(repository.root, repository.space_folders)
+        space.release_reserve_if_full(repository.backend, repository.space_folders)
         result = _Compactor(repository, threshold).run()
-        space.allocate_reserve(repository.root)
+        space.allocate_reserve(repository.backend)
         return result

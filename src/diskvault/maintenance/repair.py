@@ -32,7 +32,6 @@ from .verify import read_verified, verify_pack
 if TYPE_CHECKING:
     from ..store.repository import Repository
 
-DAMAGED_DIR = "damaged"
 PackList = tuple[str, list[PackEntry], int]  # pack id, its records, its file size
 
 
@@ -94,7 +93,7 @@ class _Salvage:
             return
         self.digests.add(entry.digest)
         if self.writer is None:
-            self.writer = PackWriter(self.repository.backend, secrets.token_hex(16))
+            self.writer = PackWriter(self.repository.packs, secrets.token_hex(16))
         self.writer.add(entry.digest, stored, entry.raw_size, entry.flags)
         if self.writer.size >= self.repository.config.pack_target_bytes:
             self.finish()
@@ -130,10 +129,9 @@ def repair(repository: Repository, index_set_aside: Path | None,
     """Rebuild the index of ``repository``; call with the writer lock held."""
     started = time.monotonic()
     report = RepairReport(index_set_aside=index_set_aside)
-    backend, codec, pool = repository.backend, repository.codec, repository.pool
+    backend, codec, pool = repository.packs, repository.codec, repository.pool
     old, old_packs, report.chunks_before = _old_locations(repository.index)
-    for leftover in backend.list_unfinished():
-        leftover.unlink(missing_ok=True)
+    backend.discard_unfinished()
     packs: list[PackList] = []
     salvage = _Salvage(repository)
     on_disk = list(backend.list())
@@ -190,7 +188,7 @@ def _without_damaged_duplicates(repository: Repository, packs: list[PackList],
     for digest, candidates in copies.items():
         for pack_id, entry in candidates:
             try:
-                read_verified(repository.backend, repository.codec, pack_id, entry)
+                read_verified(repository.packs, repository.codec, pack_id, entry)
                 break
             except CorruptData as error:
                 damaged.add((pack_id, entry.offset))
@@ -203,10 +201,9 @@ def _set_aside_damaged_packs(repository: Repository, report: RepairReport) -> No
     """Move packs without a usable footer to damaged/, once no reader may use them."""
     if not report.damaged_packs:
         return
-    with locking.readers_excluded(repository.root) as excluded:
+    with locking.readers_excluded(repository.backend) as excluded:
         if not excluded:
             return  # a later repair moves them; the index no longer points into them
-        folder = repository.root / DAMAGED_DIR
         for pack_id, _ in report.damaged_packs:
-            repository.backend.set_aside(pack_id, folder)
+            repository.packs.set_aside(pack_id)
             report.set_aside_packs.append(pack_id)

@@ -15,11 +15,10 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 import blake3
 import zstandard
 
-from .backend import LocalBackend
 from .config import Compression
 from ..errors import CorruptData, DiskvaultError, MissingChunk
 from .index import ChunkIndex, ChunkLocation
-from .packs import FLAG_ZSTD, PackWriter
+from .packs import FLAG_ZSTD, PackStore, PackWriter
 from .snapshots import BackupStats
 
 
@@ -54,7 +53,7 @@ class Codec:
 class ChunkReader:
     """digest -> verified raw bytes. Thread-safe."""
 
-    def __init__(self, backend: LocalBackend, index: ChunkIndex, codec: Codec):
+    def __init__(self, backend: PackStore, index: ChunkIndex, codec: Codec):
         self.backend = backend
         self.index = index
         self.codec = codec
@@ -100,7 +99,7 @@ class ChunkWriter:
     records to packs in submission order, makes each full pack durable, then commits its
     entries to the index -- so the caller's thread never waits on disk writes or fsync."""
 
-    def __init__(self, backend: LocalBackend, index: ChunkIndex, codec: Codec,
+    def __init__(self, backend: PackStore, index: ChunkIndex, codec: Codec,
                  pack_target_bytes: int, pool: Executor, stats: BackupStats,
                  max_batches_in_flight: int = 4):
         self.backend = backend

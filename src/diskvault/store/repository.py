@@ -29,7 +29,7 @@ from .durable import make_private_folder
 from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
 from .index import ChunkIndex
 from .manifest import decode_block
-from .packs import read_footer
+from .packs import PackStore, read_footer
 from .pipeline import new_pool
 from .reader import ImageReader
 from .restore import image_pieces, image_spans, restore_to_path, write_stream
@@ -62,11 +62,13 @@ class Repository:
     def __init__(self, root: Path, config: RepositoryConfig):
         self.root = root
         self.config = config
-        self.backend = LocalBackend(root / PACKS_DIR)
+        self.backend = LocalBackend(root)
+        self.packs = PackStore(self.backend)
+        # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = ChunkIndex(root / INDEX_DIR)
-        self.snapshots = SnapshotStore(root / SNAPSHOTS_DIR)
+        self.snapshots = SnapshotStore(self.backend)
         self.codec = Codec(config.compression)
-        self.chunks = ChunkReader(self.backend, self.index, self.codec)
+        self.chunks = ChunkReader(self.packs, self.index, self.codec)
         self.space_folders = space_folders(root)
         self._pool = None
 
@@ -86,9 +88,10 @@ class Repository:
         make_private_folder(root)  # an empty folder made by the user keeps its mode
         for folder in (PACKS_DIR, SNAPSHOTS_DIR):
             make_private_folder(root / folder)
-        locking.prepare_lock_files(root)
-        space.allocate_reserve(root)
-        write_config(root, config)  # last: a folder without config is not a repository
+        backend = LocalBackend(root)
+        locking.prepare_lock_files(backend)
+        space.allocate_reserve(backend)
+        write_config(backend, config)  # last: a folder without config is not a repository
         return cls(root, config)
 
     @classmethod
@@ -100,7 +103,8 @@ class Repository:
         if not root.is_dir():
             raise RepositoryNotFound(f"repository {root} is not a folder")
         # Resolved once: inside, folders are opened without following any link.
-        return cls(root.resolve(), read_config(root))
+        root = root.resolve()
+        return cls(root, read_config(LocalBackend(root)))
 
     @property
     def pool(self):
@@ -153,32 +157,31 @@ class Repository:
 
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
-        ensure_writable(self.root, command)
-        return locking.WriterLock(self.root, command, lock_wait_s)
+        ensure_writable(self.backend, command)
+        return locking.WriterLock(self.backend, command, lock_wait_s)
 
     def reader_lock(self) -> locking.ReaderLock:
-        return locking.ReaderLock(self.root)
+        return locking.ReaderLock(self.backend)
 
     def break_lock(self) -> locking.LockHolder | None:
-        return locking.break_lock(self.root)
+        return locking.break_lock(self.backend)
 
     # -- writing -----------------------------------------------------------------------
     def recover_unindexed_packs(self) -> int:
         """Index packs that reached disk but not the index (a writer died in between), and
         remove temp files of packs that never finished. Call with the writer lock held."""
-        for leftover in self.backend.list_unfinished():
-            leftover.unlink(missing_ok=True)
+        self.packs.discard_unfinished()
         known = self.index.known_packs()
         recovered = 0
-        for pack_id in self.backend.list():
+        for pack_id in self.packs.list():
             if pack_id in known:
                 continue
             try:
-                entries = read_footer(self.backend, pack_id)
+                entries = read_footer(self.packs, pack_id)
             except CorruptData as error:
                 log.warning("pack %s is damaged and was not indexed: %s", pack_id, error)
                 continue
-            self.index.add_pack(pack_id, entries, self.backend.size(pack_id))
+            self.index.add_pack(pack_id, entries, self.packs.size(pack_id))
             recovered += 1
         return recovered
 
@@ -197,7 +200,7 @@ class Repository:
             # Compression gets threads of its own: on the shared pool, the hashing that
             # the chunker waits for would queue behind it.
             compress_pool = new_pool("compress")
-            writer = ChunkWriter(self.backend, self.index, self.codec,
+            writer = ChunkWriter(self.packs, self.index, self.codec,
                                  self.config.pack_target_bytes, compress_pool, stats)
             try:
                 manifest = record_image(source, self.config.chunker, writer, self.index,
@@ -238,7 +241,7 @@ class Repository:
         return self.snapshots.scan()
 
     def find_snapshot(self, selector: str) -> SnapshotRecord:
-        if is_snapshot_id(selector) and self.snapshots.path(selector).is_file():
+        if is_snapshot_id(selector) and self.snapshots.exists(selector):
             # A full id: read just that record, even if another one is damaged.
             return self.snapshots.load(selector)
         return select_snapshot(self.snapshots.all(), selector)
@@ -246,7 +249,7 @@ class Repository:
     def snapshot_ids(self) -> set[str]:
         """Ids of the complete snapshots, without reading any record: cheap enough to poll
         (the mount re-lists with it). Temp files of a record being written are not ids."""
-        return {path.name[: -len(".json")] for path in self.snapshots.record_paths()}
+        return set(self.snapshots.ids())
 
     def load_snapshot(self, snapshot_id: str) -> SnapshotRecord:
         return self.snapshots.load(snapshot_id)
@@ -325,12 +328,13 @@ class Repository:
         """check --repair, under the writer lock: an index that cannot be read is set aside
         before the repository is opened, then the index is rebuilt from the packs."""
         root = Path(root).resolve()
-        config = read_config(root)
-        ensure_writable(root, "check --repair")
+        backend = LocalBackend(root)
+        config = read_config(backend)
+        ensure_writable(backend, "check --repair")
         with space.disk_full_reported(space_folders(root), "the repair stopped: free space "
                                       "on that disk, then rerun it"), \
-                locking.WriterLock(root, "check --repair", lock_wait_s):
-            space.release_reserve_if_full(root, space_folders(root))
+                locking.WriterLock(backend, "check --repair", lock_wait_s):
+            space.release_reserve_if_full(backend, space_folders(root))
             set_aside = repairing.set_aside_unreadable_index(root / INDEX_DIR)
             with cls(root, config) as repository:
                 return repairing.repair(repository, set_aside, read_data)
@@ -341,18 +345,13 @@ def space_folders(root: Path) -> list[Path]:
     return [root, root / INDEX_DIR, root / PACKS_DIR]
 
 
-def ensure_writable(root: Path, command: str) -> None:
+def ensure_writable(backend: LocalBackend, command: str) -> None:
     """RepositoryReadOnly, at once and in one line, where a writer could not finish."""
-    if os.statvfs(root).f_flag & os.ST_RDONLY:
-        reason = "it is on a read-only filesystem"
-    else:
-        denied = [path for path in (root, root / PACKS_DIR, root / SNAPSHOTS_DIR, root / INDEX_DIR)
-                  if path.exists() and not os.access(path, os.W_OK)]
-        if not denied:
-            return
-        reason = f"this user may not write {denied[0]}"
-    raise RepositoryReadOnly(f"repository {root} is read-only: {reason}; {command} changes "
-                             f"it (readers such as list, restore, cat, mount and check work)")
+    reason = backend.read_only_reason()
+    if reason is not None:
+        raise RepositoryReadOnly(f"repository {backend.location} is read-only: {reason}; "
+                                 f"{command} changes it (readers such as list, restore, cat, "
+                                 f"mount and check work)")
 
 
 # "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local
