@@ -136,7 +136,7 @@ def test_truncated_pack_is_found_and_repair_rescues_the_records_before_the_cut(s
         for _, location in repository.index.iter_chunks():
             by_pack[location.pack_id] = by_pack.get(location.pack_id, 0) + 1
         pack_id = max(by_pack, key=by_pack.get)
-        size = repository.backend.size(pack_id)
+        size = repository.packs.size(pack_id)
         users = {r.id for r in scene.records.values()
                  if {d for d, loc in repository.index.iter_chunks() if loc.pack_id == pack_id}
                  & referenced(repository, r)}
@@ -215,7 +215,7 @@ def test_damaged_manifest_block_is_found_without_read_data(scene):
 
 def test_pack_left_by_an_interrupted_writer_is_an_orphan_not_damage(scene):
     with scene.open() as repository:
-        writer = PackWriter(repository.backend, "ab" * 16)
+        writer = PackWriter(repository.packs, "ab" * 16)
         writer.add(b"\x01" * 32, b"stray", 5, 0)
         writer.finish()
         report = repository.check()
@@ -240,7 +240,7 @@ def test_repair_points_the_index_at_an_intact_copy_when_one_copy_is_damaged(scen
         reader.release()
         doomed = Liveness(repository.index).doomed()
         copied = next(e.digest for pack in sorted(doomed)
-                      for e in read_footer(repository.backend, pack)
+                      for e in read_footer(repository.packs, pack)
                       if repository.chunks.locate(e.digest).pack_id not in doomed)
         copy = repository.chunks.locate(copied)
     flip_byte(scene.pack_path(copy.pack_id), copy.offset)

@@ -26,8 +26,9 @@ from hypothesis.stateful import (
 
 from diskvault.store.backend import LocalBackend
 from diskvault.errors import BadInput, CorruptData
-from diskvault.store.packs import read_footer
+from diskvault.store.packs import PackStore, pack_name, read_footer
 from diskvault.store.repository import Repository
+from diskvault.store.snapshots import record_name
 from diskvault.maintenance.retention import KeepPolicy
 
 from ..conftest import run_cli
@@ -178,8 +179,7 @@ def test_compact_refuses_when_a_snapshot_manifest_cannot_be_read(small, tmp_path
     newest = small.list_snapshots()[-1]
     block = newest.blocks[0].digest
     home = small.chunks.locate(block).pack_id
-    small.backend.forget(home)
-    small.backend.path(home).unlink()
+    small.packs.delete(home)
     packs = pack_count(small.root)
     with pytest.raises(CorruptData, match=newest.short_id):
         small.compact()
@@ -198,7 +198,7 @@ def test_a_damaged_record_in_use_leaves_its_pack_alone(small, tmp_path):
                          if digests & unique and digests & still_used)
     target = next(iter(digests & still_used))
     location = small.chunks.locate(target)
-    path = small.backend.path(home)
+    path = small.root / pack_name(home)
     raw = bytearray(path.read_bytes())
     raw[location.offset] ^= 0xFF
     path.write_bytes(raw)
@@ -227,8 +227,8 @@ def test_every_footer_stays_readable_after_compact(small, tmp_path):
     nightly(small, tmp_path, 5)
     small.delete_snapshots([small.list_snapshots()[1].id])
     small.compact(threshold=0.0)
-    for pack_id in small.backend.list():
-        assert read_footer(small.backend, pack_id)
+    for pack_id in small.packs.list():
+        assert read_footer(small.packs, pack_id)
 
 
 # -- SIGKILL at random moments ----------------------------------------------------------
@@ -248,8 +248,8 @@ def wait_until(condition, process: subprocess.Popen) -> None:
 
 
 def pack_files(root: Path) -> tuple[set[str], list[Path]]:
-    backend = LocalBackend(root / "packs")
-    return set(backend.list()), list(backend.list_unfinished())
+    packs = PackStore(LocalBackend(root))
+    return set(packs.list()), packs.list_unfinished()
 
 
 def kill_at_random_moment(process: subprocess.Popen, root: Path, rng: random.Random) -> str:
@@ -427,13 +427,13 @@ def test_compact_refuses_while_a_snapshot_record_is_damaged(repo, make_image, tm
     """A damaged record's chunks would look unused: compact must not delete them."""
     kept = repo.backup(make_image(300_000, seed=1), name="a")
     damaged = repo.backup(make_image(300_000, seed=2), name="b")
-    record_path = repo.snapshots.path(damaged.id)
+    record_path = repo.root / record_name(damaged.id)
     intact_json = record_path.read_bytes()
     record_path.write_bytes(intact_json[:40])
-    packs_before = sorted(repo.backend.list())
+    packs_before = sorted(repo.packs.list())
     with pytest.raises(CorruptData, match="refusing"):
         repo.compact(threshold=0.0)
-    assert sorted(repo.backend.list()) == packs_before
+    assert sorted(repo.packs.list()) == packs_before
     record_path.write_bytes(intact_json)  # once the record is put right, it still restores
     repo.restore(repo.find_snapshot(damaged.id), tmp_path / "b.img")
     repo.restore(kept, tmp_path / "a.img")
