@@ -66,8 +66,9 @@ class Backend(Protocol):
         """Names of the objects under ``prefix``, sorted; unfinished puts never show."""
 
     def list_foreign(self, prefix: str) -> list[str]:
-        """Entries under ``prefix`` that are not objects (a local folder with no object in
-        it, a link, a device): not diskvault's, reported by check. None on object stores."""
+        """Entries under ``prefix`` that are not objects (a link, a device; a local folder
+        with no object in it, named with a trailing slash): not diskvault's unless the caller
+        knows them, reported by check. None on object stores."""
 
     def list_unfinished(self, prefix: str) -> list[str]:
         """Leftovers of puts and uploads under ``prefix`` whose writer died."""
@@ -331,7 +332,7 @@ class LocalBackend:
     def _walk(self, prefix: str) -> Iterator[tuple[str, str]]:
         """(name, kind) of every entry under ``prefix``, links never followed: "object" (a
         regular file), "unfinished" (a temp file, durable.temp_name), or "foreign"
-        (anything else, and folders without a file inside)."""
+        (anything else, and ``name/`` for a folder without a file inside)."""
         folder, _, start = prefix.rpartition("/")
         try:
             fd = self._open_folders(self._parts(folder) if folder else [])
@@ -340,19 +341,22 @@ class LocalBackend:
         yield from self._walk_folder(fd, f"{folder}/" if folder else "", start)
 
     def _walk_folder(self, fd: int, base: str, start: str = "") -> Iterator[tuple[str, str]]:
-        with os.scandir(fd) as entries:
-            found = sorted((e.name, e.stat(follow_symlinks=False).st_mode) for e in entries
-                           if e.name.startswith(start))
+        """Entries that vanish while listed (a pack compaction deletes) are left out."""
         try:
-            for entry_name, mode in found:
+            with os.scandir(fd) as entries:
+                found = sorted((e.name, _kind(e)) for e in entries if e.name.startswith(start))
+            for entry_name, kind in found:
                 name = base + entry_name
-                if stat.S_ISREG(mode):
+                if kind == "folder":
+                    try:
+                        inner_fd = os.open(entry_name, FOLDER_FLAGS, dir_fd=fd)
+                    except FileNotFoundError:
+                        continue
+                    yield from list(self._walk_folder(inner_fd, name + "/")) \
+                        or [(name + "/", "foreign")]
+                elif kind == "file":
                     yield name, "unfinished" if _is_temp_name(entry_name) else "object"
-                elif stat.S_ISDIR(mode):
-                    inner = list(self._walk_folder(
-                        os.open(entry_name, FOLDER_FLAGS, dir_fd=fd), name + "/"))
-                    yield from inner or [(name, "foreign")]
-                else:
+                elif kind == "other":
                     yield name, "foreign"
         finally:
             os.close(fd)
@@ -393,6 +397,15 @@ def _make_folder_at(parent_fd: int, name: str) -> None:
         os.close(fd)
 
 
+
+
+def _kind(entry: os.DirEntry) -> str:
+    """"file", "folder", "other" (a link, a device), or "gone" if it vanished meanwhile."""
+    try:
+        mode = entry.stat(follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return "gone"
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
 
 
 def is_access_denied(error: OSError) -> bool:

@@ -64,6 +64,13 @@ def pack_id_of(name: str) -> str | None:
     return None
 
 
+def _is_pack_folder(name: str) -> bool:
+    """``packs/<two hex digits>/``: a pack folder left empty by compaction."""
+    folder = name.removeprefix(PACKS_PREFIX).removesuffix("/")
+    return name == f"{PACKS_PREFIX}{folder}/" and all(c in "0123456789abcdef" for c in folder) \
+        and len(folder) == FOLDER_HEX_DIGITS
+
+
 class PackStore:
     """The packs of a repository, by pack id, over its backend."""
 
@@ -87,9 +94,10 @@ class PackStore:
             raise MissingChunk(f"pack {pack_id} is missing from the repository") from None
 
     def size(self, pack_id: str) -> int:
+        """FileNotFoundError if the pack is gone (compaction checks for that)."""
         size = self.backend.stat(pack_name(pack_id))
         if size is None:
-            raise MissingChunk(f"pack {pack_id} is missing from the repository")
+            raise FileNotFoundError(f"pack {pack_id} is missing from the repository")
         return size
 
     def list(self) -> list[str]:
@@ -118,7 +126,9 @@ class PackStore:
                 strays.append(name)
             else:
                 pack_ids.append(pack_id)
-        return pack_ids, sorted(strays + self.backend.list_foreign(PACKS_PREFIX))
+        strays += (name for name in self.backend.list_foreign(PACKS_PREFIX)
+                   if not _is_pack_folder(name))
+        return pack_ids, sorted(strays)
 
     def list_unfinished(self) -> list[str]:
         """Leftovers of packs whose writer died before finishing them."""
