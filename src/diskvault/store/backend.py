@@ -22,8 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ContextManager, Protocol
 
-from .durable import (FOLDER_FLAGS, PRIVATE_FOLDER_MODE, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX,
-                      create_exclusive, open_folder, temp_name, write_all)
+from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
+                      create_exclusive, make_private_folder_at, open_folder, temp_name,
+                      write_all)
 
 
 class Upload(Protocol):
@@ -183,7 +184,7 @@ class LocalBackend:
         try:
             for folder in folders:
                 if create:
-                    _make_folder_at(fd, folder)
+                    make_private_folder_at(fd, folder)
                 inner = os.open(folder, FOLDER_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = inner
@@ -194,23 +195,9 @@ class LocalBackend:
 
     # -- writing ------------------------------------------------------------------------
     def put(self, name: str, data: bytes) -> None:
-        with self._folder(name, create=True) as (folder_fd, last):
-            tmp = temp_name(last)
-            fd = create_exclusive(folder_fd, tmp)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                os.unlink(tmp, dir_fd=folder_fd)
-                raise
-            os.close(fd)
-            try:
-                os.replace(tmp, last, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-            except BaseException:
-                os.unlink(tmp, dir_fd=folder_fd)
-                raise
-            os.fsync(folder_fd)
+        with self._folder(name, create=True) as (folder_fd, last), \
+                atomic_replacement_at(folder_fd, last) as fd:
+            write_all(fd, data)
         self._forget(name)
 
     def put_if_absent(self, name: str, data: bytes, reuse: str | None = None) -> bool:
@@ -382,21 +369,6 @@ class LocalBackend:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
-
-
-def _make_folder_at(parent_fd: int, name: str) -> None:
-    """mkdir 0700 whatever the umask; an existing folder is kept, a link there refused."""
-    try:
-        os.mkdir(name, PRIVATE_FOLDER_MODE, dir_fd=parent_fd)
-    except FileExistsError:
-        return
-    fd = os.open(name, FOLDER_FLAGS, dir_fd=parent_fd)
-    try:
-        os.fchmod(fd, PRIVATE_FOLDER_MODE)
-    finally:
-        os.close(fd)
-
-
 
 
 def _kind(entry: os.DirEntry) -> str:
