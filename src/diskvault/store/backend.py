@@ -208,7 +208,7 @@ class LocalBackend:
             try:
                 fd = self._recycled(folder_fd, reuse, tmp)
                 try:
-                    os.pwrite(fd, data, 0)
+                    write_all(fd, data, 0)
                     os.ftruncate(fd, len(data))
                     os.fsync(fd)
                 finally:
@@ -227,11 +227,11 @@ class LocalBackend:
     def _recycled(self, folder_fd: int, reuse: str | None, tmp: str) -> int:
         """``reuse`` (a name in the same folder) renamed to ``tmp`` and opened for writing,
         or a new file if there is none."""
-        if reuse is not None and "/" in reuse:
+        if reuse is None:
+            return create_exclusive(folder_fd, tmp)
+        if "/" in reuse:
             raise ValueError(f"{reuse!r} must be in the folder of the object it serves")
         try:
-            if reuse is None:
-                raise FileNotFoundError
             os.rename(reuse, tmp, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
         except FileNotFoundError:
             return create_exclusive(folder_fd, tmp)
