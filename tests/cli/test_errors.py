@@ -171,7 +171,7 @@ def test_source_growing_while_read_fails_and_records_nothing(repo: Repository, t
     assert_one_line_error(result, EXIT_FAILURE, str(source), "changed size",
                           "nothing was recorded")
     assert not repo.list_snapshots()
-    assert not list(repo.storage.backend.list_unfinished())
+    assert not repo.storage.packs.list_unfinished()
     assert not (repo.root / "lock").exists()
 
 
@@ -193,7 +193,7 @@ def test_snapshot_selector_on_an_empty_repository_is_bad_input(repo: Repository)
 def test_ambiguous_snapshot_prefix_is_bad_input_listing_the_matches(repo: Repository,
                                                                     image: Path):
     # Two snapshots whose ids share the prefix "abcd" (ids are random: rename them).
-    store = SnapshotStore(repo.root / "snapshots")
+    store = SnapshotStore(repo.storage.backend)
     for suffix in ("000000000001", "000000000002"):
         record = repo.backup(image)
         store.delete(record.id)

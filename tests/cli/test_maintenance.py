@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from diskvault.store.backend import LocalBackend
 from diskvault.store.locking import WriterLock
 from diskvault.store.repository import Repository
 from tests.conftest import run_cli, write_image
@@ -140,7 +141,7 @@ def test_prune_warns_when_it_keeps_a_series_the_rules_would_empty(nightly):
 
 def test_writers_exit_73_while_another_writer_holds_the_lock(nightly):
     repo, ids = nightly
-    with WriterLock(Path(repo), "backup of another image"):
+    with WriterLock(LocalBackend(Path(repo)), "backup of another image"):
         for args in (["compact"], ["delete", ids[0]], ["prune", "--keep-last", "1"],
                      ["compact", "--lock-wait", "0.3"], ["check", "--repair"]):
             result = run_cli(*args, "-r", repo)

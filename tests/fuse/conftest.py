@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from diskvault.fuse.mounttable import find_mount
+from diskvault.store.backend import LocalBackend
 from diskvault.store.locking import readers_excluded
 from ..conftest import run_cli
 
@@ -46,7 +47,7 @@ def wait_for(condition, what: str, deadline_s: float = DEADLINE_S):
 
 
 def reader_lock_free(repo_root: Path) -> bool:
-    with readers_excluded(repo_root) as free:
+    with readers_excluded(LocalBackend(repo_root)) as free:
         return free
 
 

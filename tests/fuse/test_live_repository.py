@@ -7,6 +7,7 @@ import hashlib
 import os
 
 from diskvault.store.locking import readers_excluded
+from diskvault.store.snapshots import record_name
 
 from ..conftest import run_cli
 from .conftest import reader_lock_free, wait_for
@@ -54,8 +55,8 @@ def test_a_snapshot_record_being_written_is_never_listed(repo, make_image, mount
     first = repo.backup(image, name="vm1")
     mountpoint = mounted(repo)
     # A record's temp file, as a backup leaves it between write and rename (or on a crash).
-    half = repo.storage.snapshots.root / f".{'0' * 16}.json.999.tmp"
-    half.write_bytes(repo.storage.snapshots.path(first.id).read_bytes()[:100])
+    half = repo.root / "snapshots" / f".{'0' * 16}.json.{'9' * 16}.tmp"
+    half.write_bytes((repo.root / record_name(first.id)).read_bytes()[:100])
     second = repo.backup(image, name="other")
     wait_for(lambda: "other" in os.listdir(mountpoint), "the next snapshot to appear")
     assert sorted(os.listdir(mountpoint)) == ["other", "vm1"]
@@ -66,7 +67,7 @@ def test_a_snapshot_record_being_written_is_never_listed(repo, make_image, mount
 def test_the_mount_holds_off_compaction_until_unmounted(repo, make_image, mounted):
     repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
     mountpoint = mounted(repo)
-    with readers_excluded(repo.root) as no_readers:
+    with readers_excluded(repo.storage.backend) as no_readers:
         assert not no_readers
     run_cli("umount", str(mountpoint), check=True)
     wait_for(lambda: reader_lock_free(repo.root), "the mount to release its reader lock")
@@ -77,12 +78,12 @@ def test_a_damaged_or_odd_record_appearing_while_mounted_hides_only_itself(repo,
     image = make_image(1 << 20, "random", name="vm1.img")
     first = repo.backup(image, name="vm1")
     mountpoint = mounted(repo)
-    good = repo.storage.snapshots.path(first.id).read_bytes()
+    good = (repo.root / record_name(first.id)).read_bytes()
     for fake_id, body in [("1" * 16, good[:-7]),  # cut short
                           ("2" * 16, good),  # a copy under another id
                           ("3" * 16, good.replace(b'"name":"vm1"', b'"name":5').replace(
                               first.id.encode(), b"3" * 16))]:
-        repo.storage.snapshots.path(fake_id).write_bytes(body)
+        (repo.root / record_name(fake_id)).write_bytes(body)
     second = repo.backup(image, name="other")
     wait_for(lambda: "other" in os.listdir(mountpoint), "the next snapshot to appear")
     assert sorted(os.listdir(mountpoint)) == ["other", "vm1"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from diskvault.fuse.mounttable import find_mount
+from diskvault.store.packs import pack_name
 
 from ..conftest import run_cli
 from .conftest import require_fuse, unmount_for_good, wait_for
@@ -126,7 +127,7 @@ def test_a_damaged_chunk_reads_as_eio_and_is_logged_with_snapshot_and_offset(
     record = repo.backup(image, name="vm1")
     offset, digest = data_entries(repo, record)[3]
     location = repo.storage.chunks.locate(digest)
-    with open(repo.storage.backend.path(location.pack_id), "r+b") as pack:
+    with open(repo.root / pack_name(location.pack_id), "r+b") as pack:
         pack.seek(location.offset + location.stored_size // 2)
         byte = pack.read(1)
         pack.seek(-1, os.SEEK_CUR)

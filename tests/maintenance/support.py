@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from diskvault.store.backend import LocalBackend
+from diskvault.store.packs import PackStore
 from diskvault.store.config import write_config
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
@@ -23,7 +24,7 @@ def small_pack_repository(root: Path, chunk_size: int = 1024,
     """A repository whose backups write many small packs, so compaction has choices."""
     Repository.init(root, chunk_size=chunk_size).close()
     config = Repository.open(root).config
-    write_config(root, dataclasses.replace(config, pack_target_bytes=pack_target_bytes))
+    write_config(LocalBackend(root), dataclasses.replace(config, pack_target_bytes=pack_target_bytes))
     return Repository.open(root)
 
 
@@ -69,19 +70,19 @@ def assert_all_restore(repository: Repository, expected: dict[str, bytes]) -> No
 
 
 def pack_bytes(root: Path) -> int:
-    backend = LocalBackend(root / "packs")
-    return sum(backend.size(pack_id) for pack_id in backend.list())
+    packs = PackStore(LocalBackend(root))
+    return sum(packs.size(pack_id) for pack_id in packs.list())
 
 
 def pack_count(root: Path) -> int:
-    return len(list(LocalBackend(root / "packs").list()))
+    return len(PackStore(LocalBackend(root)).list())
 
 
 def fresh_pack_bytes(folder: Path, like: Repository, contents: list[tuple[str, bytes]]) -> int:
     """Pack bytes of a new repository (same config) holding only these images."""
     root = folder / "fresh"
     Repository.init(root).close()
-    write_config(root, like.config)
+    write_config(LocalBackend(root), like.config)
     with Repository.open(root) as fresh:
         for name, data in contents:
             back_up(fresh, folder, name, data)

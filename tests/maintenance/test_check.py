@@ -140,7 +140,7 @@ def test_truncated_pack_is_found_and_repair_rescues_the_records_before_the_cut(s
         for _, location in repository.storage.index.iter_chunks():
             by_pack[location.pack_id] = by_pack.get(location.pack_id, 0) + 1
         pack_id = max(by_pack, key=by_pack.get)
-        size = repository.storage.backend.size(pack_id)
+        size = repository.storage.packs.size(pack_id)
         users = {r.id for r in scene.records.values()
                  if {d for d, loc in repository.storage.index.iter_chunks() if loc.pack_id == pack_id}
                  & referenced(repository, r)}
@@ -219,7 +219,7 @@ def test_damaged_manifest_block_is_found_without_read_data(scene):
 
 def test_pack_left_by_an_interrupted_writer_is_an_orphan_not_damage(scene):
     with scene.open() as repository:
-        writer = PackWriter(repository.storage.backend, "ab" * 16)
+        writer = PackWriter(repository.storage.packs, "ab" * 16)
         writer.add(b"\x01" * 32, b"stray", 5, 0)
         writer.finish()
         report = check(repository.storage)
@@ -244,7 +244,7 @@ def test_repair_points_the_index_at_an_intact_copy_when_one_copy_is_damaged(scen
         reader.release()
         doomed = Liveness(repository.storage.index).doomed()
         copied = next(e.digest for pack in sorted(doomed)
-                      for e in read_footer(repository.storage.backend, pack)
+                      for e in read_footer(repository.storage.packs, pack)
                       if repository.storage.chunks.locate(e.digest).pack_id not in doomed)
         copy = repository.storage.chunks.locate(copied)
     flip_byte(scene.pack_path(copy.pack_id), copy.offset)

@@ -29,8 +29,9 @@ from diskvault.errors import BadInput, CorruptData
 from diskvault.maintenance.check import check
 from diskvault.maintenance.compact import compact, plan_only
 from diskvault.maintenance.prune import delete_snapshots, prune
-from diskvault.store.packs import read_footer
+from diskvault.store.packs import PackStore, pack_name, read_footer
 from diskvault.store.repository import Repository
+from diskvault.store.snapshots import record_name
 from diskvault.maintenance.retention import KeepPolicy
 
 from ..conftest import run_cli
@@ -183,8 +184,7 @@ def test_compact_refuses_when_a_snapshot_manifest_cannot_be_read(small, tmp_path
     newest = small.list_snapshots()[-1]
     block = newest.blocks[0].digest
     home = small.storage.chunks.locate(block).pack_id
-    small.storage.backend.forget(home)
-    small.storage.backend.path(home).unlink()
+    small.storage.packs.delete(home)
     packs = pack_count(small.root)
     with pytest.raises(CorruptData, match=newest.short_id):
         compact(small.storage)
@@ -203,7 +203,7 @@ def test_a_damaged_record_in_use_leaves_its_pack_alone(small, tmp_path):
                          if digests & unique and digests & still_used)
     target = next(iter(digests & still_used))
     location = small.storage.chunks.locate(target)
-    path = small.storage.backend.path(home)
+    path = small.root / pack_name(home)
     raw = bytearray(path.read_bytes())
     raw[location.offset] ^= 0xFF
     path.write_bytes(raw)
@@ -232,8 +232,8 @@ def test_every_footer_stays_readable_after_compact(small, tmp_path):
     nightly(small, tmp_path, 5)
     delete_snapshots(small.storage, [small.list_snapshots()[1].id])
     compact(small.storage, threshold=0.0)
-    for pack_id in small.storage.backend.list():
-        assert read_footer(small.storage.backend, pack_id)
+    for pack_id in small.storage.packs.list():
+        assert read_footer(small.storage.packs, pack_id)
 
 
 # -- SIGKILL at random moments ----------------------------------------------------------
@@ -253,8 +253,8 @@ def wait_until(condition, process: subprocess.Popen) -> None:
 
 
 def pack_files(root: Path) -> tuple[set[str], list[Path]]:
-    backend = LocalBackend(root / "packs")
-    return set(backend.list()), list(backend.list_unfinished())
+    packs = PackStore(LocalBackend(root))
+    return set(packs.list()), packs.list_unfinished()
 
 
 def kill_at_random_moment(process: subprocess.Popen, root: Path, rng: random.Random) -> str:
@@ -466,13 +466,13 @@ def test_compact_refuses_while_a_snapshot_record_is_damaged(repo, make_image, tm
     """A damaged record's chunks would look unused: compact must not delete them."""
     kept = repo.backup(make_image(300_000, seed=1), name="a")
     damaged = repo.backup(make_image(300_000, seed=2), name="b")
-    record_path = repo.storage.snapshots.path(damaged.id)
+    record_path = repo.root / record_name(damaged.id)
     intact_json = record_path.read_bytes()
     record_path.write_bytes(intact_json[:40])
-    packs_before = sorted(repo.storage.backend.list())
+    packs_before = sorted(repo.storage.packs.list())
     with pytest.raises(CorruptData, match="refusing"):
         compact(repo.storage, threshold=0.0)
-    assert sorted(repo.storage.backend.list()) == packs_before
+    assert sorted(repo.storage.packs.list()) == packs_before
     record_path.write_bytes(intact_json)  # once the record is put right, it still restores
     repo.restore(repo.find_snapshot(damaged.id), tmp_path / "b.img")
     repo.restore(kept, tmp_path / "a.img")

@@ -57,8 +57,8 @@ def backed(repo: Repository, tmp_path: Path) -> Backed:
     image = write_image(tmp_path / "disk.img", 3 * MiB, "mixed", seed=7)
     record = repo.backup(image)
     locations = {}
-    for pack_id in repo.storage.backend.list():
-        for entry in read_footer(repo.storage.backend, pack_id):
+    for pack_id in repo.storage.packs.list():
+        for entry in read_footer(repo.storage.packs, pack_id):
             locations[entry.digest] = (pack_id, entry)
     data_offsets: dict[bytes, list[int]] = {}
     for block in record.blocks:

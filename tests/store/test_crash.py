@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from diskvault.store.backend import LocalBackend
 from diskvault.store.config import write_config
-from diskvault.store.packs import read_footer
+from diskvault.store.packs import PackStore, read_footer
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli, write_image
@@ -50,18 +51,18 @@ def small_pack_repository(root: Path) -> Path:
     """A repository with 1 MiB packs, so that a backup writes many packs (and 16 KiB
     chunks: the check after every kill restores every snapshot, and cost goes by chunk)."""
     repository = Repository.init(root, chunk_size=CHUNK_BYTES)
-    write_config(root, dataclasses.replace(repository.config,
+    write_config(LocalBackend(root), dataclasses.replace(repository.config,
                                            pack_target_bytes=PACK_TARGET_BYTES))
     repository.close()
     return root
 
 
 def finished_packs(repo: Path) -> set[str]:
-    return set(LocalBackend(repo / "packs").list())
+    return set(PackStore(LocalBackend(repo)).list())
 
 
 def unfinished_packs(repo: Path) -> list[Path]:
-    return list(LocalBackend(repo / "packs").list_unfinished())
+    return PackStore(LocalBackend(repo)).list_unfinished()
 
 
 def cli_command(*args: str) -> list[str]:
@@ -147,12 +148,9 @@ def listed_ids(repo: Path) -> set[str]:
 
 
 def stored_record_bytes(repo: Path, pack_ids: set[str]) -> int:
-    backend = LocalBackend(repo / "packs")
-    try:
+    with closing(LocalBackend(repo)) as backend:
         return sum(entry.stored_size for pack_id in pack_ids
-                   for entry in read_footer(backend, pack_id))
-    finally:
-        backend.close()
+                   for entry in read_footer(PackStore(backend), pack_id))
 
 
 def backup_to_completion(repo: Path, image: Path, name: str) -> dict:

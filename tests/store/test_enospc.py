@@ -20,6 +20,7 @@ import pytest
 
 from diskvault.store.backend import LocalBackend
 from diskvault.store.config import write_config
+from diskvault.store.packs import PackStore
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli, write_image
@@ -68,7 +69,7 @@ def sha256_of(path: Path) -> str:
 def new_repository(root: Path, pack_target_bytes: int | None = None) -> Path:
     repository = Repository.init(root, chunk_size=4096)
     if pack_target_bytes:
-        write_config(root, dataclasses.replace(repository.config,
+        write_config(LocalBackend(root), dataclasses.replace(repository.config,
                                                pack_target_bytes=pack_target_bytes))
     repository.close()
     return root
@@ -99,7 +100,7 @@ def assert_consistent_after_failure(repo: Path, first_id: str, first_sha: str,
     assert listed_ids(repo) == [first_id]
     leftovers = [p for p in repo.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers, f"temp files left behind by the failed backup: {leftovers}"
-    assert not list(LocalBackend(repo / "packs").list_unfinished())
+    assert not PackStore(LocalBackend(repo)).list_unfinished()
     assert not (repo / "lock").exists(), "the failed backup did not release its lock"
     target = outside / "first.restored"
     result = run_cli("restore", "-r", str(repo), first_id, str(target))
@@ -132,7 +133,7 @@ def test_backup_that_fills_the_disk_fails_cleanly_and_a_rerun_succeeds_with_spac
     result = run_cli("restore", "-r", str(repo), rerun_id, str(target))
     assert result.returncode == 0, result.stderr.decode()
     assert sha256_of(target) == sha256_of(large_image)
-    assert not list(LocalBackend(repo / "packs").list_unfinished())
+    assert not PackStore(LocalBackend(repo)).list_unfinished()
 
 
 def test_backup_whose_index_runs_out_of_space_fails_cleanly_and_a_rerun_reuses_its_pack(

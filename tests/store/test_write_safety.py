@@ -17,7 +17,7 @@ import pytest
 
 from diskvault.store.config import read_config, write_config
 from diskvault.store.durable import create_exclusive, open_folder
-from diskvault.store.locking import LOCK_MUTEX_FILE
+from diskvault.store.locking import LOCK_SPARE_FILE
 from diskvault.store.repository import Repository
 
 from ..conftest import SMALL_CHUNKS, run_cli, write_image
@@ -88,23 +88,22 @@ def test_writer_lock_and_config_ignore_links_planted_at_their_old_temp_names(
     (repo.root / f".config.{pid}.tmp").symlink_to(victim)
 
     with repo.writer_lock("test"):
-        write_config(repo.root, repo.config)
+        write_config(repo.storage.backend, repo.config)
 
     assert victim.read_bytes() == VICTIM_BYTES
-    assert read_config(repo.root) == repo.config
+    assert read_config(repo.storage.backend) == repo.config
 
 
-def test_a_link_planted_as_the_lock_mutex_is_refused_not_followed(repo: Repository,
-                                                                 tmp_path: Path):
-    not_to_create = tmp_path / "elsewhere-created"
-    (repo.root / LOCK_MUTEX_FILE).unlink()
-    (repo.root / LOCK_MUTEX_FILE).symlink_to(not_to_create)
+def test_a_link_planted_as_the_spare_lock_is_refused_not_written_through(
+        repo: Repository, victim: Path):
+    (repo.root / LOCK_SPARE_FILE).unlink()
+    (repo.root / LOCK_SPARE_FILE).symlink_to(victim)
 
     with pytest.raises(OSError):
         with repo.writer_lock("test"):
             pass
 
-    assert not not_to_create.exists()
+    assert victim.read_bytes() == VICTIM_BYTES
 
 
 # -- never inside the repository ---------------------------------------------------------

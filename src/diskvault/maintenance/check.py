@@ -100,7 +100,7 @@ def _short(digests) -> str:
 class _Checker:
     def __init__(self, storage: Storage, read_data: bool, progress: Progress | None):
         self.storage = storage
-        self.backend = storage.backend
+        self.packs = storage.packs
         self.report = CheckReport(read_data)
         self.progress = progress
         self.records: list[SnapshotRecord] = []
@@ -132,9 +132,7 @@ class _Checker:
         return self.report
 
     def _note_strays(self) -> None:
-        root = self.storage.root
-        for path in self.storage.snapshots.strays() + self.backend.strays():
-            self.report.stray_entries.append(str(path.relative_to(root)))
+        self.report.stray_entries += self.storage.snapshots.strays() + self.packs.strays()
 
     def _load_records(self) -> None:
         self.records, damaged = self.storage.snapshots.scan()
@@ -153,10 +151,10 @@ class _Checker:
             stats = {}
         for digest, location in self.locations.items():
             self.by_pack[location.pack_id].append((digest, location))
-        for pack_id in self.backend.list():
-            self.sizes[pack_id] = self.backend.size(pack_id)
+        for pack_id in self.packs.list():
+            self.sizes[pack_id] = self.packs.size(pack_id)
             try:
-                self.footers[pack_id] = read_footer(self.backend, pack_id)
+                self.footers[pack_id] = read_footer(self.packs, pack_id)
             except CorruptData as error:
                 self._footer_damaged(pack_id, str(error), pack_id in stats)
         self.report.packs = len(self.sizes)
@@ -227,7 +225,7 @@ class _Checker:
             entries = self.footers.get(pack_id) or [
                 loc.entry(d) for d, loc in self.by_pack.get(pack_id, [])]
             damaged = []
-            for entry, _, problem in verify_pack(self.backend, self.storage.codec, pack_id,
+            for entry, _, problem in verify_pack(self.packs, self.storage.codec, pack_id,
                                                  entries, self.storage.pool):
                 self.report.records_read += 1
                 self.report.bytes_read += entry.stored_size
@@ -271,7 +269,7 @@ class _Checker:
         try:
             if digest in self.unindexed:
                 pack_id, entry = self.unindexed[digest]
-                stored = read_verified(self.backend, self.storage.codec, pack_id, entry)
+                stored = read_verified(self.packs, self.storage.codec, pack_id, entry)
                 return self.storage.codec.decompress(stored, entry)
             return self.storage.chunks.get(digest)
         except CorruptData as error:

@@ -126,13 +126,13 @@ class _Executor:
 
     def __init__(self, storage: Storage, liveness: Liveness, plan: CompactionPlan):
         self.storage = storage
-        self.backend = storage.backend
+        self.packs = storage.packs
         self.index = storage.index
         self.liveness = liveness
         self.plan = plan
         self.result = CompactResult(plan.threshold, packs_reviewed=plan.packs_reviewed,
                                     packs_damaged=list(plan.damaged))
-        self._copies = PackFiller(self.backend, storage.config.pack_target_bytes,
+        self._copies = PackFiller(self.packs, storage.config.pack_target_bytes,
                                   self._index_copies)
         self._copied_sources: list[str] = []  # sources whose copies are not all durable yet
         # Review outcomes wait here and are saved in one transaction: losing them to a
@@ -187,7 +187,7 @@ class _Executor:
     def _copy_out(self, pack_id: str, live: list[PackEntry]) -> bool:
         """Copy the live records into new packs; the source is doomed once all of them
         are durable and indexed. A damaged record leaves the source untouched."""
-        records = list(verify_pack(self.backend, self.storage.codec, pack_id, live,
+        records = list(verify_pack(self.packs, self.storage.codec, pack_id, live,
                                    self.storage.pool))
         damaged = [entry for entry, _, problem in records if problem]
         if damaged:
@@ -238,7 +238,7 @@ class _Executor:
         with self.storage.readers_excluded() as excluded:
             if not excluded:
                 self.result.packs_waiting = len(doomed)
-                self.result.bytes_waiting = sum(self.backend.size(p) for p in doomed)
+                self.result.bytes_waiting = sum(self.packs.size(p) for p in doomed)
                 return
             for group in batches(doomed, SAVE_EVERY_PACKS):
                 self._delete(group)
@@ -246,10 +246,10 @@ class _Executor:
     def _delete(self, pack_ids: list[str]) -> None:
         """Index entries first (no backup may reuse them), then the files, then the packs'
         rows: a kill in between leaves doomed packs that the next run finishes."""
-        self.index.remove_locations({p: read_footer(self.backend, p) for p in pack_ids})
+        self.index.remove_locations({p: read_footer(self.packs, p) for p in pack_ids})
         for pack_id in pack_ids:
-            self.result.bytes_freed += self.backend.size(pack_id)
-            self.backend.delete(pack_id)
+            self.result.bytes_freed += self.packs.size(pack_id)
+            self.packs.delete(pack_id)
             self.result.packs_deleted += 1
         self.index.remove_packs(pack_ids)
         self.liveness.forget_packs(pack_ids)

@@ -108,7 +108,7 @@ def plan_compaction(storage: Storage, liveness: LivenessView,
         if live and pack_id not in doomed and unused <= threshold * total:
             plan.keep[pack_id] = (unused, total)
             continue
-        fate = PackFate(pack_id, storage.backend.size(pack_id), len(live),
+        fate = PackFate(pack_id, storage.packs.size(pack_id), len(live),
                         total - unused)
         (plan.rewrite if live else plan.delete).append(fate)
     return plan
@@ -117,7 +117,7 @@ def plan_compaction(storage: Storage, liveness: LivenessView,
 def pack_footer(storage: Storage, pack_id: str) -> list[PackEntry] | None:
     """The pack's entries, or None for a damaged or missing pack (left alone)."""
     try:
-        return read_footer(storage.backend, pack_id)
+        return read_footer(storage.packs, pack_id)
     except (CorruptData, FileNotFoundError) as error:
         log.warning("pack %s was left as it is: %s; run 'diskvault check'", pack_id,
                     error if isinstance(error, CorruptData) else "it is missing")
@@ -141,7 +141,7 @@ def _is_indexed_copy(storage: Storage, txn, pack_id: str, entry: PackEntry) -> b
 
 def pack_exists(storage: Storage, pack_id: str) -> bool:
     try:
-        storage.backend.size(pack_id)
+        storage.packs.size(pack_id)
         return True
     except FileNotFoundError:
         return False

@@ -13,6 +13,7 @@ reported as the snapshots that can no longer be restored in full.
 from __future__ import annotations
 
 import os
+from contextlib import closing
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from .check import CheckReport, check
 from ..store import space
+from ..store.backend import LocalBackend
 from ..store.config import read_config
 from ..store.durable import fsync_dir
 from ..errors import CorruptData
@@ -30,7 +32,6 @@ from ..store.packs import PackEntry, read_footer
 from ..store.storage import Storage, index_path, locate, space_folders, writer_lock
 from .verify import read_verified, verify_pack
 
-DAMAGED_DIR = "damaged"
 PackList = tuple[str, list[PackEntry], int]  # pack id, its records, its file size
 
 
@@ -54,15 +55,16 @@ def repair_repository(root: Path, read_data: bool = False,
     """check --repair, under the writer lock: an index that cannot be read is set aside
     before the storage is opened, then the index is rebuilt from the packs."""
     root = locate(root)
-    config = read_config(root)
     folders = space_folders(root)
-    with space.disk_full_reported(folders, "the repair stopped: free space on that disk, "
-                                  "then rerun it"), \
-            writer_lock(root, "check --repair", lock_wait_s):
-        space.release_reserve_if_full(root, folders)
-        set_aside = set_aside_unreadable_index(index_path(root))
-        with Storage(root, config) as storage:
-            return repair(storage, set_aside, read_data)
+    with closing(LocalBackend(root)) as backend:
+        config = read_config(backend)
+        with space.disk_full_reported(folders, "the repair stopped: free space on that "
+                                      "disk, then rerun it"), \
+                writer_lock(backend, "check --repair", lock_wait_s):
+            space.release_reserve_if_full(backend, folders)
+            set_aside = set_aside_unreadable_index(index_path(root))
+            with Storage(root, config) as storage:
+                return repair(storage, set_aside, read_data)
 
 
 def set_aside_unreadable_index(folder: Path) -> Path | None:
@@ -100,7 +102,7 @@ class _Salvage:
     def __init__(self, storage: Storage):
         self.finished: list[PackList] = []  # durable; the rebuilt index takes them in
         self.digests: set[bytes] = set()
-        self._packs = PackFiller(storage.backend, storage.config.pack_target_bytes, self._keep)
+        self._packs = PackFiller(storage.packs, storage.config.pack_target_bytes, self._keep)
 
     def add(self, entry: PackEntry, stored) -> None:
         if entry.digest in self.digests:
@@ -137,10 +139,9 @@ def repair(storage: Storage, index_set_aside: Path | None,
     """Rebuild the index of ``storage``; call with the writer lock held."""
     started = time.monotonic()
     report = RepairReport(index_set_aside=index_set_aside)
-    backend, codec, pool = storage.backend, storage.codec, storage.pool
+    backend, codec, pool = storage.packs, storage.codec, storage.pool
     old, old_packs, report.chunks_before = _old_locations(storage.index)
-    for leftover in backend.list_unfinished():
-        leftover.unlink(missing_ok=True)
+    backend.discard_unfinished()
     packs: list[PackList] = []
     salvage = _Salvage(storage)
     on_disk = list(backend.list())
@@ -197,7 +198,7 @@ def _without_damaged_duplicates(storage: Storage, packs: list[PackList],
     for digest, candidates in copies.items():
         for pack_id, entry in candidates:
             try:
-                read_verified(storage.backend, storage.codec, pack_id, entry)
+                read_verified(storage.packs, storage.codec, pack_id, entry)
                 break
             except CorruptData as error:
                 damaged.add((pack_id, entry.offset))
@@ -213,7 +214,6 @@ def _set_aside_damaged_packs(storage: Storage, report: RepairReport) -> None:
     with storage.readers_excluded() as excluded:
         if not excluded:
             return  # a later repair moves them; the index no longer points into them
-        folder = storage.root / DAMAGED_DIR
         for pack_id, _ in report.damaged_packs:
-            storage.backend.set_aside(pack_id, folder)
+            storage.packs.set_aside(pack_id)
             report.set_aside_packs.append(pack_id)

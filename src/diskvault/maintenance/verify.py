@@ -10,10 +10,9 @@ from concurrent.futures import Executor
 import blake3
 import zstandard
 
-from ..store.backend import LocalBackend
 from ..store.chunks import Codec
 from ..errors import CorruptData
-from ..store.packs import PackEntry
+from ..store.packs import PackEntry, PackStore
 from ..store.pipeline import ordered_map, worker_count
 
 WINDOW_BYTES = 8 * 1024 * 1024  # one pread per window of neighbouring records
@@ -34,7 +33,7 @@ def record_problem(codec: Codec, entry: PackEntry, stored) -> str | None:
     return None
 
 
-def read_verified(backend: LocalBackend, codec: Codec, pack_id: str,
+def read_verified(backend: PackStore, codec: Codec, pack_id: str,
                   entry: PackEntry) -> bytes:
     """The stored bytes of one record, proven to be its chunk; CorruptData otherwise."""
     stored = backend.read(pack_id, entry.offset, entry.stored_size)
@@ -59,7 +58,7 @@ def _windows(entries: Sequence[PackEntry]) -> Iterator[list[PackEntry]]:
 Checked = tuple[PackEntry, memoryview, str | None]  # a record, its bytes, its problem
 
 
-def verify_pack(backend: LocalBackend, codec: Codec, pack_id: str,
+def verify_pack(backend: PackStore, codec: Codec, pack_id: str,
                 entries: Sequence[PackEntry], pool: Executor) -> Iterator[Checked]:
     """Every record of ``entries`` with its stored bytes and its problem (None if sound),
     in offset order; windows are read and verified in parallel on ``pool``."""

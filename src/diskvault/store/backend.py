@@ -1,201 +1,386 @@
-"""Where pack bytes live. Local folder now; an object store can implement the same
-narrow interface (create, read a range, size, list, delete) later."""
+"""The Backend: every byte of a repository (packs, snapshot records, config, locks, reader
+registrations, temp files) goes through these few operations, named after what an object
+store can do, so that a local folder and an S3 bucket are two implementations of one
+protocol.
+
+Objects are named by slash-separated keys relative to the repository root, exactly the
+paths of format version 1: ``config``, ``snapshots/<id>.json``, ``packs/<xx>/<id>.pack``,
+``lock``, ``readers/...``. A missing object is ``FileNotFoundError`` (an object store maps
+its 404 to it).
+"""
 
 from __future__ import annotations
 
-import logging
+import errno
+import fcntl
 import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ContextManager, Protocol
 
-from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, create_exclusive,
-                      fsync_dir, make_private_folder, temp_name)
-from ..errors import MissingChunk
-
-PACK_SUFFIX = ".pack"
-PACK_ID_HEX_DIGITS = 32
-FOLDER_HEX_DIGITS = 2
-
-log = logging.getLogger(__name__)
+from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
+                      create_exclusive, make_private_folder_at, open_folder, temp_name,
+                      write_all)
 
 
-def is_pack_id(text: str) -> bool:
-    return _is_hex(text, PACK_ID_HEX_DIGITS)
+class Upload(Protocol):
+    """An object written in parts (a 64 MiB pack), visible under its name only once
+    ``complete`` returns -- a temp file renamed into place, or an S3 multipart upload."""
+
+    def write(self, data) -> None: ...
+
+    def complete(self) -> None: ...
+
+    def abort(self) -> None:
+        """Drop what was written; safe to call again, or after a failed ``complete``."""
 
 
-def _is_hex(text: str, digits: int) -> bool:
-    return len(text) == digits and all(c in "0123456789abcdef" for c in text)
+class Backend(Protocol):
+    location: str  # how messages name the repository
+
+    def put(self, name: str, data: bytes) -> None:
+        """Store ``data`` as ``name``, replacing it whole: readers see the old or the new."""
+
+    def put_if_absent(self, name: str, data: bytes, reuse: str | None = None) -> bool:
+        """Store ``data`` as ``name`` unless it exists (False then); never seen partial.
+        ``reuse`` names an object whose storage may be recycled for it (local: its blocks
+        are rewritten in place, so this works on a full disk); it is gone afterwards."""
+
+    def open_upload(self, name: str) -> Upload: ...
+
+    def get(self, name: str) -> bytes: ...
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset``; fewer (or none) past the end."""
+
+    def prefetch(self, name: str, offset: int, length: int) -> None:
+        """A hint that this range is read soon (may do nothing)."""
+
+    def stat(self, name: str) -> int | None:
+        """The object's size, None if it does not exist."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Names of the objects under ``prefix``, sorted; unfinished puts never show."""
+
+    def list_foreign(self, prefix: str) -> list[str]:
+        """Entries under ``prefix`` that are not objects (a link, a device; a local folder
+        with no object in it, named with a trailing slash): not diskvault's unless the caller
+        knows them, reported by check. None on object stores."""
+
+    def list_unfinished(self, prefix: str) -> list[str]:
+        """Leftovers of puts and uploads under ``prefix`` whose writer died."""
+
+    def discard_unfinished(self, prefix: str) -> None:
+        """Remove those leftovers. Only a writer holding the lock calls this."""
+
+    def delete(self, name: str) -> None:
+        """Remove ``name``; nothing if it is already gone."""
+
+    def move(self, name: str, new_name: str) -> None:
+        """Give an object a new name, replacing what had it (local: a rename)."""
+
+    def read_only_reason(self) -> str | None:
+        """Why nothing can be written here, or None if writers can work."""
+
+    def host_mutex(self) -> ContextManager[None]:
+        """Serialises processes of this host (a stale lock is taken over under it)."""
+
+    def close(self) -> None: ...
 
 
-def _is_unfinished(path: Path) -> bool:
-    """A pack's temp file, ``.<pack id>.pack.<16 hex>.tmp`` (durable.temp_name)."""
-    name = path.name
+def _is_temp_name(name: str) -> bool:
+    """A name of durable.temp_name: ``.<final name>.<16 hex>.tmp``."""
     if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
         return False
-    final_name, _, token = name[1: -len(TMP_SUFFIX)].rpartition(".")
-    return (_is_hex(token, TEMP_TOKEN_HEX_DIGITS) and final_name.endswith(PACK_SUFFIX)
-            and is_pack_id(final_name[: -len(PACK_SUFFIX)]) and path.is_file())
+    _, _, token = name[1: -len(TMP_SUFFIX)].rpartition(".")
+    return len(token) == TEMP_TOKEN_HEX_DIGITS and all(c in "0123456789abcdef" for c in token)
 
 
-class PackSink:
-    """A pack being written: appended to, then made durable under its final name at once.
-    Its temp file is created like every other file (durable.create_exclusive); a failed
-    finish removes it."""
+class LocalUpload:
+    """A temp file (created like every other file: durable.create_exclusive) renamed into
+    place when complete: fsync of the data, rename, fsync of the folder."""
 
-    def __init__(self, final_path: Path):
-        self.final_path = final_path
-        make_private_folder(final_path.parent.parent)
-        make_private_folder(final_path.parent)
-        self._folder_fd = os.open(final_path.parent, FOLDER_FLAGS)
-        self.tmp_name = temp_name(final_path.name)
+    def __init__(self, folder_fd: int, name: str):
+        self._folder_fd = folder_fd
+        self._name = name
+        self._tmp_name = temp_name(name)
         try:
-            fd = create_exclusive(self._folder_fd, self.tmp_name)
+            fd = create_exclusive(folder_fd, self._tmp_name)
         except BaseException:
-            os.close(self._folder_fd)
+            os.close(folder_fd)
             raise
         self._file = open(fd, "wb", buffering=1024 * 1024)
 
     def write(self, data) -> None:
         self._file.write(data)
 
-    def finish(self) -> None:
-        """fsync the data, then rename into place and fsync the folder: durable before use."""
+    def complete(self) -> None:
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            os.rename(self.tmp_name, self.final_path.name, src_dir_fd=self._folder_fd,
+            os.rename(self._tmp_name, self._name, src_dir_fd=self._folder_fd,
                       dst_dir_fd=self._folder_fd)
             os.fsync(self._folder_fd)
         finally:
             self.abort()  # after the rename, only closes the folder
 
     def abort(self) -> None:
-        """Close and remove the temp file; safe to call again, or after a failed finish."""
         if self._folder_fd < 0:
             return
         try:
             self._file.close()
         except OSError:
             pass  # closing flushes; a full disk fails here too, and the file goes anyway
-        try:
-            os.unlink(self.tmp_name, dir_fd=self._folder_fd)
-        except FileNotFoundError:
-            pass
+        _unlink_if_present(self._folder_fd, self._tmp_name)
         os.close(self._folder_fd)
         self._folder_fd = -1
 
 
+def _unlink_if_present(folder_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=folder_fd)
+    except FileNotFoundError:
+        pass
+
+
 class LocalBackend:
-    """Packs as files in ``root/<first two hex digits>/<pack id>.pack``."""
+    """The repository as a local folder: objects are files 0600 in folders 0700, each
+    created exclusively and never through a link (durable.py); names are paths under
+    ``root`` (resolved once by the opener; inside it nothing is followed)."""
 
     def __init__(self, root: Path, open_files: int = 64):
         self.root = Path(root)
+        self.location = str(root)
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._max_fds = open_files
         self._lock = threading.Lock()
-        self._strays_reported = False
 
-    def path(self, pack_id: str) -> Path:
-        return self.root / pack_id[:2] / f"{pack_id}{PACK_SUFFIX}"
+    # -- names --------------------------------------------------------------------------
+    def _parts(self, name: str) -> list[str]:
+        parts = name.split("/")
+        if not name or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"bad object name {name!r}")
+        return parts
 
-    def create(self, pack_id: str) -> PackSink:
-        return PackSink(self.path(pack_id))
+    @contextmanager
+    def _folder(self, name: str, create: bool = False) -> Iterator[tuple[int, str]]:
+        """A descriptor of the folder holding ``name`` (made 0700 if ``create``) and the
+        object's last name part."""
+        *folders, last = self._parts(name)
+        fd = self._open_folders(folders, create)
+        try:
+            yield fd, last
+        finally:
+            os.close(fd)
 
-    def _fd(self, pack_id: str) -> int:
-        with self._lock:
-            fd = self._fds.get(pack_id)
-            if fd is not None:
-                self._fds.move_to_end(pack_id)
-                return fd
+    def _open_folders(self, folders: list[str], create: bool = False) -> int:
+        """The folder ``root/folders...`` opened link by link, none followed."""
+        fd = os.open(self.root, FOLDER_FLAGS)
+        try:
+            for folder in folders:
+                if create:
+                    make_private_folder_at(fd, folder)
+                inner = os.open(folder, FOLDER_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    # -- writing ------------------------------------------------------------------------
+    def put(self, name: str, data: bytes) -> None:
+        with self._folder(name, create=True) as (folder_fd, last), \
+                atomic_replacement_at(folder_fd, last) as fd:
+            write_all(fd, data)
+        self._forget(name)
+
+    def put_if_absent(self, name: str, data: bytes, reuse: str | None = None) -> bool:
+        """A written and fsynced temp file linked to ``name`` (link fails if it exists), so
+        no one ever sees it partial. A temp file that lost the race becomes ``reuse``."""
+        with self._folder(name, create=True) as (folder_fd, last):
+            tmp = temp_name(last)
             try:
-                fd = os.open(self.path(pack_id), os.O_RDONLY)
-            except FileNotFoundError:
-                raise MissingChunk(f"pack {pack_id} is missing from the repository") from None
-            self._fds[pack_id] = fd
+                fd = self._recycled(folder_fd, reuse, tmp)
+                try:
+                    write_all(fd, data, 0)
+                    os.ftruncate(fd, len(data))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.link(tmp, last, src_dir_fd=folder_fd, dst_dir_fd=folder_fd,
+                        follow_symlinks=False)
+            except FileExistsError:
+                if reuse is not None:
+                    os.rename(tmp, reuse, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+                return False
+            finally:
+                _unlink_if_present(folder_fd, tmp)
+            os.fsync(folder_fd)
+        return True
+
+    def _recycled(self, folder_fd: int, reuse: str | None, tmp: str) -> int:
+        """``reuse`` (a name in the same folder) renamed to ``tmp`` and opened for writing,
+        or a new file if there is none."""
+        if reuse is None:
+            return create_exclusive(folder_fd, tmp)
+        if "/" in reuse:
+            raise ValueError(f"{reuse!r} must be in the folder of the object it serves")
+        try:
+            os.rename(reuse, tmp, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        except FileNotFoundError:
+            return create_exclusive(folder_fd, tmp)
+        return os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+
+    def open_upload(self, name: str) -> LocalUpload:
+        with self._folder(name, create=True) as (folder_fd, last):
+            return LocalUpload(os.dup(folder_fd), last)
+
+    def delete(self, name: str) -> None:
+        self._forget(name)
+        try:
+            with self._folder(name) as (folder_fd, last):
+                os.unlink(last, dir_fd=folder_fd)
+                os.fsync(folder_fd)
+        except FileNotFoundError:
+            pass
+
+    def move(self, name: str, new_name: str) -> None:
+        self._forget(name)
+        with self._folder(name) as (from_fd, last), \
+                self._folder(new_name, create=True) as (to_fd, new_last):
+            os.rename(last, new_last, src_dir_fd=from_fd, dst_dir_fd=to_fd)
+            os.fsync(to_fd)
+            os.fsync(from_fd)
+
+    # -- reading ------------------------------------------------------------------------
+    def get(self, name: str) -> bytes:
+        with self._folder(name) as (folder_fd, last):
+            fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+        with open(fd, "rb") as file:
+            return file.read()
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        return os.pread(self._fd(name), length, offset)
+
+    def prefetch(self, name: str, offset: int, length: int) -> None:
+        os.posix_fadvise(self._fd(name), offset, length, os.POSIX_FADV_WILLNEED)
+
+    def _fd(self, name: str) -> int:
+        """An open descriptor of ``name`` from a small cache: packs are read in many ranges."""
+        with self._lock:
+            fd = self._fds.get(name)
+            if fd is not None:
+                self._fds.move_to_end(name)
+                return fd
+            with self._folder(name) as (folder_fd, last):
+                fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=folder_fd)
+            self._fds[name] = fd
             while len(self._fds) > self._max_fds:
                 _, old = self._fds.popitem(last=False)
                 os.close(old)
             return fd
 
-    def read(self, pack_id: str, offset: int, length: int) -> bytes:
-        return os.pread(self._fd(pack_id), length, offset)
-
-    def advise_will_need(self, pack_id: str, offset: int, length: int) -> None:
-        os.posix_fadvise(self._fd(pack_id), offset, length, os.POSIX_FADV_WILLNEED)
-
-    def size(self, pack_id: str) -> int:
-        return self.path(pack_id).stat().st_size
-
-    def list(self) -> Iterator[str]:
-        """The ids of the packs, each in its own folder. Anything else under the pack
-        folder is not ours: ignored, with one warning per process (check lists it)."""
-        pack_ids, strays = self._scan()
-        if strays and not self._strays_reported:
-            self._strays_reported = True
-            log.warning("%d entries under %s are not diskvault packs and are left alone "
-                        "(%s); 'diskvault check' lists them", len(strays), self.root,
-                        ", ".join(str(p) for p in strays[:3]) + (", ..." * (len(strays) > 3)))
-        yield from pack_ids
-
-    def strays(self) -> list[Path]:
-        """Entries under the pack folder that are neither packs in their own folder nor
-        temp files of packs being written. The caller reports them: list() then stays
-        quiet about them."""
-        self._strays_reported = True
-        return self._scan()[1]
-
-    def _scan(self) -> tuple[list[str], list[Path]]:
-        pack_ids: list[str] = []
-        strays: list[Path] = []
-        if not self.root.is_dir():
-            return pack_ids, strays
-        for folder in sorted(self.root.iterdir()):
-            if not (_is_hex(folder.name, FOLDER_HEX_DIGITS) and folder.is_dir()):
-                strays.append(folder)
-                continue
-            for entry in sorted(folder.iterdir()):
-                pack_id = entry.name.removesuffix(PACK_SUFFIX)
-                if (entry.name.endswith(PACK_SUFFIX) and is_pack_id(pack_id)
-                        and pack_id.startswith(folder.name) and entry.is_file()):
-                    pack_ids.append(pack_id)
-                elif not _is_unfinished(entry):
-                    strays.append(entry)
-        return pack_ids, strays
-
-    def list_unfinished(self) -> Iterator[Path]:
-        """Temp files of packs whose writer died before finishing them."""
-        if self.root.is_dir():
-            yield from (path for path in self.root.glob(f"*/.*{TMP_SUFFIX}")
-                        if _is_unfinished(path))
-
-    def delete(self, pack_id: str) -> None:
-        self.forget(pack_id)
-        path = self.path(pack_id)
-        path.unlink(missing_ok=True)
-        fsync_dir(path.parent)
-
-    def set_aside(self, pack_id: str, folder: Path) -> None:
-        """Move a damaged pack out of the pack folders into ``folder`` (repair): kept for
-        inspection, never listed or read again."""
-        self.forget(pack_id)
-        path = self.path(pack_id)
-        make_private_folder(folder)
-        os.rename(path, folder / path.name)
-        fsync_dir(folder)
-        fsync_dir(path.parent)
-
-    def forget(self, pack_id: str) -> None:
-        """Close a cached handle, so that a replaced or deleted pack is reopened."""
+    def _forget(self, name: str) -> None:
+        """Close a cached descriptor, so that a replaced or deleted object is reopened."""
         with self._lock:
-            fd = self._fds.pop(pack_id, None)
+            fd = self._fds.pop(name, None)
         if fd is not None:
             os.close(fd)
+
+    def stat(self, name: str) -> int | None:
+        try:
+            with self._folder(name) as (folder_fd, last):
+                status = os.stat(last, dir_fd=folder_fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+    # -- listing ------------------------------------------------------------------------
+    def list(self, prefix: str) -> list[str]:
+        return sorted(name for name, kind in self._walk(prefix) if kind == "object")
+
+    def list_foreign(self, prefix: str) -> list[str]:
+        return sorted(name for name, kind in self._walk(prefix) if kind == "foreign")
+
+    def list_unfinished(self, prefix: str) -> list[str]:
+        return sorted(name for name, kind in self._walk(prefix) if kind == "unfinished")
+
+    def discard_unfinished(self, prefix: str) -> None:
+        for name in self.list_unfinished(prefix):
+            self.delete(name)
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(name, kind) of every entry under ``prefix``, links never followed: "object" (a
+        regular file), "unfinished" (a temp file, durable.temp_name), or "foreign"
+        (anything else, and ``name/`` for a folder without a file inside)."""
+        folder, _, start = prefix.rpartition("/")
+        try:
+            fd = self._open_folders(self._parts(folder) if folder else [])
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        yield from self._walk_folder(fd, f"{folder}/" if folder else "", start)
+
+    def _walk_folder(self, fd: int, base: str, start: str = "") -> Iterator[tuple[str, str]]:
+        """Entries that vanish while listed (a pack compaction deletes) are left out."""
+        try:
+            with os.scandir(fd) as entries:
+                found = sorted((e.name, _kind(e)) for e in entries if e.name.startswith(start))
+            for entry_name, kind in found:
+                name = base + entry_name
+                if kind == "folder":
+                    try:
+                        inner_fd = os.open(entry_name, FOLDER_FLAGS, dir_fd=fd)
+                    except FileNotFoundError:
+                        continue
+                    yield from list(self._walk_folder(inner_fd, name + "/")) \
+                        or [(name + "/", "foreign")]
+                elif kind == "file":
+                    yield name, "unfinished" if _is_temp_name(entry_name) else "object"
+                elif kind == "other":
+                    yield name, "foreign"
+        finally:
+            os.close(fd)
+
+    # -- the rest -----------------------------------------------------------------------
+    def read_only_reason(self) -> str | None:
+        if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+            return "it is on a read-only filesystem"
+        folders = [self.root, *(path for path in sorted(self.root.iterdir())
+                                if path.is_dir() and not path.is_symlink())]
+        denied = [path for path in folders if not os.access(path, os.W_OK)]
+        return f"this user may not write {denied[0]}" if denied else None
+
+    @contextmanager
+    def host_mutex(self) -> Iterator[None]:
+        """An flock of the repository folder: needs no file, and no write access."""
+        with open_folder(self.root) as fd:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield  # closing the folder releases the flock
 
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+
+
+def _kind(entry: os.DirEntry) -> str:
+    """"file", "folder", "other" (a link, a device), or "gone" if it vanished meanwhile."""
+    try:
+        mode = entry.stat(follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return "gone"
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
+def is_access_denied(error: OSError) -> bool:
+    """The errors of writing where one may not: a read-only filesystem or a folder of
+    another user."""
+    return error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import blake3
 
-from .backend import LocalBackend
 from .chunker import Chunk, Chunker, Hint, hash_sequentially
 from .chunks import Codec
 from .config import ChunkerParams, RepositoryConfig
 from .index import ChunkIndex
 from .manifest import ManifestBuilder
+from .packs import PackStore
 from .pipeline import prefetch
 from .snapshots import BackupStats, SnapshotRecord, SnapshotStore
 from .source import ImageSource
@@ -125,7 +125,7 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
     return recorder.manifest
 
 
-def back_up(source: ImageSource, name: str, tags: list[str], *, backend: LocalBackend,
+def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore,
             index: ChunkIndex, codec: Codec, config: RepositoryConfig, pool: Executor,
             snapshots: SnapshotStore, hints: Iterable[Hint] = (),
             progress: Progress | None = None, started: float) -> SnapshotRecord:
@@ -134,7 +134,7 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, backend: LocalBa
     atomically), so a failure at any point records nothing and a rerun reuses what landed.
     ``started`` is the monotonic time the command began (for the record's duration)."""
     stats = BackupStats()
-    with WriteSession(backend, index, codec, config.pack_target_bytes) as session:
+    with WriteSession(packs, index, codec, config.pack_target_bytes) as session:
         manifest = record_image(source, config.chunker, session, pool, stats, hints, progress)
         source.check_unchanged()
         session.flush()

@@ -9,11 +9,10 @@ import threading
 import blake3
 import zstandard
 
-from .backend import LocalBackend
 from .config import Compression
 from ..errors import CorruptData, MissingChunk
 from .index import ChunkIndex, ChunkLocation
-from .packs import FLAG_ZSTD
+from .packs import FLAG_ZSTD, PackStore
 
 
 class Codec:
@@ -47,8 +46,8 @@ class Codec:
 class ChunkReader:
     """digest -> verified raw bytes. Thread-safe."""
 
-    def __init__(self, backend: LocalBackend, index: ChunkIndex, codec: Codec):
-        self.backend = backend
+    def __init__(self, packs: PackStore, index: ChunkIndex, codec: Codec):
+        self.packs = packs
         self.index = index
         self.codec = codec
 
@@ -64,13 +63,13 @@ class ChunkReader:
         """Locate a chunk that will be read soon and let the kernel start fetching it
         (an asynchronous read-ahead: cold restores and mounts wait less on the disk)."""
         location = self.locate(digest)
-        self.backend.advise_will_need(location.pack_id, location.offset, location.stored_size)
+        self.packs.advise_will_need(location.pack_id, location.offset, location.stored_size)
         return location
 
     def get(self, digest: bytes, location: ChunkLocation | None = None) -> bytes:
         """The verified raw bytes of a chunk (``location`` if already known)."""
         location = location or self.locate(digest)
-        stored = self.backend.read(location.pack_id, location.offset, location.stored_size)
+        stored = self.packs.read(location.pack_id, location.offset, location.stored_size)
         if len(stored) != location.stored_size:
             raise CorruptData(f"chunk {digest.hex()[:16]} is cut short in pack "
                               f"{location.pack_id}")

@@ -10,9 +10,8 @@ import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from .durable import write_atomic
+from .backend import Backend
 from ..errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
 
 FORMAT_NAME = "diskvault"
@@ -108,7 +107,7 @@ class RepositoryConfig:
         return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: bytes, where: Path) -> "RepositoryConfig":
+    def from_json(cls, data: bytes, where: str) -> "RepositoryConfig":
         try:
             body = json.loads(data)
             if body.get("format") != FORMAT_NAME:
@@ -168,15 +167,15 @@ def _settings(body: dict, key: str, kinds: dict[str, type]) -> dict:
     return {name: _setting(group, name, kind, f"{key}.") for name, kind in kinds.items()}
 
 
-def read_config(root: Path) -> RepositoryConfig:
-    path = root / CONFIG_FILE
+def read_config(backend: Backend) -> RepositoryConfig:
+    where = backend.location
     try:
-        data = path.read_bytes()
+        data = backend.get(CONFIG_FILE)
     except FileNotFoundError:
-        raise NotARepository(f"{root} is not a diskvault repository (no config file); "
-                             f"create one with 'diskvault init -r {root}'") from None
-    return RepositoryConfig.from_json(data, root)
+        raise NotARepository(f"{where} is not a diskvault repository (no config file); "
+                             f"create one with 'diskvault init -r {where}'") from None
+    return RepositoryConfig.from_json(data, where)
 
 
-def write_config(root: Path, config: RepositoryConfig) -> None:
-    write_atomic(root / CONFIG_FILE, config.to_json())
+def write_config(backend: Backend, config: RepositoryConfig) -> None:
+    backend.put(CONFIG_FILE, config.to_json())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,14 +62,26 @@ def create_exclusive(folder_fd: int, name: str, mode: int = PRIVATE_FILE_MODE) -
 def make_private_folder(path: Path) -> None:
     """mkdir ``path`` 0700 whatever the umask (nothing if it is already a folder; a link
     there is refused)."""
+    parent_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.mkdir(path, PRIVATE_FOLDER_MODE)
+        make_private_folder_at(parent_fd, path.name)
+    finally:
+        os.close(parent_fd)
+
+
+def make_private_folder_at(parent_fd: int, name: str) -> None:
+    """make_private_folder of ``name`` in the folder open as ``parent_fd``."""
+    try:
+        os.mkdir(name, PRIVATE_FOLDER_MODE, dir_fd=parent_fd)
     except FileExistsError:
-        if not path.is_dir() or path.is_symlink():
+        if not stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
             raise
         return
-    with open_folder(path) as fd:
+    fd = os.open(name, FOLDER_FLAGS, dir_fd=parent_fd)
+    try:
         os.fchmod(fd, PRIVATE_FOLDER_MODE)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -77,23 +90,31 @@ def atomic_replacement(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[in
     ``path`` and the folder fsynced; on failure the temp file is removed. Readers see the
     old file or the whole new one, never a part. A link at ``path`` is replaced itself,
     never written through."""
-    with open_folder(path.parent) as folder_fd:
-        tmp = temp_name(path.name)
-        fd = create_exclusive(folder_fd, tmp, mode)
-        try:
-            yield fd
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp, dir_fd=folder_fd)
-            raise
+    with open_folder(path.parent) as folder_fd, \
+            atomic_replacement_at(folder_fd, path.name, mode) as fd:
+        yield fd
+
+
+@contextmanager
+def atomic_replacement_at(folder_fd: int, name: str,
+                          mode: int = PRIVATE_FILE_MODE) -> Iterator[int]:
+    """atomic_replacement of ``name`` in the folder open as ``folder_fd``."""
+    tmp = temp_name(name)
+    fd = create_exclusive(folder_fd, tmp, mode)
+    try:
+        yield fd
+        os.fsync(fd)
+    except BaseException:
         os.close(fd)
-        try:
-            os.replace(tmp, path.name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-        except BaseException:
-            os.unlink(tmp, dir_fd=folder_fd)
-            raise
-        os.fsync(folder_fd)
+        os.unlink(tmp, dir_fd=folder_fd)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+    except BaseException:
+        os.unlink(tmp, dir_fd=folder_fd)
+        raise
+    os.fsync(folder_fd)
 
 
 def remove_leftover_temps(path: Path) -> None:
@@ -119,17 +140,3 @@ def write_all(fd: int, data, offset: int | None = None) -> None:
         if offset is not None:
             offset += written
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a small file atomically (temp file, fsync, rename, fsync of the folder)."""
-    with atomic_replacement(path) as fd:
-        write_all(fd, data)
-
-
-def remove_durably(path: Path) -> None:
-    """Unlink ``path`` (if present) and make the removal durable."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return
-    fsync_dir(path.parent)

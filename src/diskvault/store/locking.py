@@ -1,42 +1,48 @@
-"""Locks: one writer at a time (a lock file that names its holder), many readers.
+"""Locks over the backend: one writer at a time, many readers.
 
-The writer lock is a file created exclusively; it names host, pid, command and
-start time, so a second writer can say who holds it, and a holder that died on
-this host is recognised as stale and taken over. Its bytes are allocated once: a
-released lock file is kept as ``lock.spare`` and the next writer rewrites it in place,
-so delete and compact can take the lock on a disk with no byte free.
+The writer lock is the object ``lock``, put only if absent; it names host, pid, command and
+start time, so a second writer can say who holds it, and a holder that died on this host is
+recognised as stale and taken over. Its bytes are allocated once: a released lock becomes
+``lock.spare``, which the next writer's put recycles, so delete and compact can take the
+lock on a disk with no byte free.
 
-Readers hold a shared flock on ``readers.lock``; compaction deletes packs only when it
-can take that flock exclusively, so it never pulls data from under a running reader or
-mount.
+Each reader (restore, cat, mount, check) puts a registration ``readers/<host>-<pid>-<random>
+.json`` while it runs. Compaction deletes packs only inside ``readers_excluded``: it puts
+``readers-paused/<...>.json`` and then lists the readers; a reader puts its registration and
+then looks for a pause. Each writes before it looks, so at least one of them sees the other:
+the compaction then keeps its packs, or the reader waits until the pause is over. A
+registration or pause of a dead process on this host is stale and removed; one of another
+host is trusted until it is removed (a lease with an expiry is the plan for repositories
+shared between hosts).
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
+import re
+import secrets
 import socket
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .durable import (PRIVATE_FILE_MODE, create_exclusive, open_folder, temp_name,
-                      write_all)
+from .backend import Backend, is_access_denied
 from ..errors import LockHolder, RepositoryLocked
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "lock"
 LOCK_SPARE_FILE = "lock.spare"
-LOCK_MUTEX_FILE = "lock.mutex"
-READERS_FILE = "readers.lock"
+READERS_PREFIX = "readers/"
+PAUSES_PREFIX = "readers-paused/"
 POLL_INTERVAL_S = 0.2
 LOCK_FILE_BYTES = 4096  # the holder text, padded: one block, reused in place
 MAX_COMMAND_CHARS = 512
+_REGISTRATION = re.compile(r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]{16}\.json")
 
 
 def _process_start(pid: int) -> str:
@@ -58,64 +64,48 @@ def _is_alive(holder: LockHolder) -> bool:
     return not holder.process_start or _process_start(holder.pid) == holder.process_start
 
 
-def _encode(holder: LockHolder) -> bytes:
-    """The holder as JSON padded with spaces to LOCK_FILE_BYTES (JSON ignores them), so
-    that every lock file has the same size and a spare one is rewritten in place."""
+def _is_stale(holder: LockHolder) -> bool:
+    """Held by a process of this host that is gone."""
+    return holder.host == socket.gethostname() and not _is_alive(holder)
+
+
+def this_process(command: str) -> LockHolder:
+    return LockHolder(socket.gethostname(), os.getpid(), command, datetime.now(timezone.utc),
+                      _process_start(os.getpid()))
+
+
+def _encode(holder: LockHolder, padded_bytes: int = 0) -> bytes:
+    """The holder as JSON, padded with spaces (JSON ignores them) to ``padded_bytes``, so
+    that every lock has the same size and a spare one is rewritten in place."""
     command = holder.command
     if len(command) > MAX_COMMAND_CHARS:
         command = command[:MAX_COMMAND_CHARS] + "..."
     body = json.dumps({"host": holder.host, "pid": holder.pid, "command": command,
                        "since": holder.since.isoformat(),
                        "process_start": holder.process_start}).encode()
-    return body.ljust(LOCK_FILE_BYTES)
+    return body.ljust(padded_bytes)
 
 
-def open_lock_file(root: Path, name: str) -> int:
-    """An fd of the flock file ``name`` (created 0600 if missing, never through a link)."""
-    with open_folder(root) as folder_fd:
-        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                       PRIVATE_FILE_MODE, dir_fd=folder_fd)
+def _decode(data: bytes) -> LockHolder:
+    """ValueError, KeyError or TypeError if ``data`` is not a holder."""
+    body = json.loads(data)
+    return LockHolder(body["host"], int(body["pid"]), body["command"],
+                      datetime.fromisoformat(body["since"]), body.get("process_start", ""))
 
 
-def prepare_lock_files(root: Path) -> None:
-    """Create the flock files and the spare lock file of a new repository, so that no
-    later command needs space (or a umask) to make them."""
-    for name in (LOCK_MUTEX_FILE, READERS_FILE):
-        os.close(open_lock_file(root, name))
-    with open_folder(root) as folder_fd:
-        fd = create_exclusive(folder_fd, LOCK_SPARE_FILE)
-        try:
-            write_all(fd, bytes(LOCK_FILE_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.fsync(folder_fd)
+def _unique_name(prefix: str, holder: LockHolder) -> str:
+    return f"{prefix}{holder.host}-{holder.pid}-{secrets.token_hex(8)}.json"
 
 
-def _retire(folder_fd: int) -> None:
-    """Keep the lock file's blocks for the next writer: it becomes the spare."""
+def prepare_lock_files(backend: Backend) -> None:
+    """Allocate the spare lock of a new repository, so that no later writer needs space to
+    take the lock."""
+    backend.put(LOCK_SPARE_FILE, bytes(LOCK_FILE_BYTES))
+
+
+def read_holder(backend: Backend) -> LockHolder | None:
     try:
-        os.rename(LOCK_FILE, LOCK_SPARE_FILE, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-    except FileNotFoundError:
-        return
-    os.fsync(folder_fd)
-
-
-def _take_spare(folder_fd: int, name: str) -> int:
-    """The spare lock file renamed to ``name`` and opened, or a new file if there is no
-    spare (first use, or another writer took it a moment ago)."""
-    try:
-        os.rename(LOCK_SPARE_FILE, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-    except FileNotFoundError:
-        return create_exclusive(folder_fd, name)
-    return os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
-
-
-def read_holder(root: Path) -> LockHolder | None:
-    try:
-        body = json.loads((root / LOCK_FILE).read_bytes())
-        return LockHolder(body["host"], int(body["pid"]), body["command"],
-                          datetime.fromisoformat(body["since"]), body.get("process_start", ""))
+        return _decode(backend.get(LOCK_FILE))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
@@ -124,20 +114,10 @@ def read_holder(root: Path) -> LockHolder | None:
                           datetime.now(timezone.utc), "")
 
 
-@contextmanager
-def _host_mutex(root: Path):
-    """Serialises lock-file takeovers between processes on this host."""
-    fd = open_lock_file(root, LOCK_MUTEX_FILE)
+def _retire(backend: Backend) -> None:
+    """Keep the lock's storage for the next writer: it becomes the spare."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def _unlink_if_present(folder_fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=folder_fd)
+        backend.move(LOCK_FILE, LOCK_SPARE_FILE)
     except FileNotFoundError:
         pass
 
@@ -145,48 +125,27 @@ def _unlink_if_present(folder_fd: int, name: str) -> None:
 class WriterLock:
     """The exclusive lock of backup, delete, prune and compact."""
 
-    def __init__(self, root: Path, command: str, wait_s: float = 0.0):
-        self.root = root
+    def __init__(self, backend: Backend, command: str, wait_s: float = 0.0):
+        self.backend = backend
         self.wait_s = wait_s
-        self.holder = LockHolder(socket.gethostname(), os.getpid(), command,
-                                 datetime.now(timezone.utc), _process_start(os.getpid()))
+        self.holder = this_process(command)
         self._held = False
 
     def _try_create(self) -> bool:
-        """Create the lock file with its content in one step (link of a written temp file),
-        so no other process ever sees an empty lock. The temp file is the spare if there
-        is one; a temp file that lost the race becomes the spare."""
-        with open_folder(self.root) as folder_fd:
-            tmp = temp_name(LOCK_FILE)
-            try:
-                fd = _take_spare(folder_fd, tmp)
-                try:
-                    os.pwrite(fd, _encode(self.holder), 0)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.link(tmp, LOCK_FILE, src_dir_fd=folder_fd, dst_dir_fd=folder_fd,
-                        follow_symlinks=False)
-            except FileExistsError:
-                os.rename(tmp, LOCK_SPARE_FILE, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
-                return False
-            finally:
-                _unlink_if_present(folder_fd, tmp)
-            os.fsync(folder_fd)
-        return True
+        return self.backend.put_if_absent(LOCK_FILE, _encode(self.holder, LOCK_FILE_BYTES),
+                                          reuse=LOCK_SPARE_FILE)
 
     def _take_over_if_stale(self) -> LockHolder | None:
         """Remove a lock whose holder died on this host; return the live holder otherwise."""
-        with _host_mutex(self.root):
-            holder = read_holder(self.root)
+        with self.backend.host_mutex():
+            holder = read_holder(self.backend)
             if holder is None:
                 return None
-            if holder.host == self.holder.host and not _is_alive(holder):
+            if _is_stale(holder):
                 log.warning("taking over a stale lock of %s (pid %d on %s, since %s): that "
                             "process is gone", holder.command, holder.pid, holder.host,
                             f"{holder.since:%Y-%m-%d %H:%M:%S}")
-                with open_folder(self.root) as folder_fd:
-                    _retire(folder_fd)
+                _retire(self.backend)
                 return None
             return holder
 
@@ -207,11 +166,10 @@ class WriterLock:
         if not self._held:
             return
         self._held = False
-        with _host_mutex(self.root):
-            current = read_holder(self.root)
+        with self.backend.host_mutex():
+            current = read_holder(self.backend)
             if current and current.pid == self.holder.pid and current.host == self.holder.host:
-                with open_folder(self.root) as folder_fd:
-                    _retire(folder_fd)
+                _retire(self.backend)
 
     def __enter__(self) -> "WriterLock":
         self.acquire()
@@ -221,25 +179,77 @@ class WriterLock:
         self.release()
 
 
-def break_lock(root: Path) -> LockHolder | None:
+def break_lock(backend: Backend) -> LockHolder | None:
     """Remove the writer lock whoever holds it; returns the holder that was removed."""
-    holder = read_holder(root)
-    with open_folder(root) as folder_fd:
-        _retire(folder_fd)
+    holder = read_holder(backend)
+    _retire(backend)
     return holder
 
 
-class ReaderLock:
-    """A shared flock held for as long as a reader (restore, cat, mount, check) runs."""
+def _live_holders(backend: Backend, prefix: str) -> list[LockHolder]:
+    """The holders of the registrations under ``prefix``; those of dead processes on this
+    host are removed on the way."""
+    holders = []
+    for name in backend.list(prefix):
+        if not _REGISTRATION.fullmatch(name[len(prefix):]):
+            continue
+        try:
+            holder = _decode(backend.get(name))
+        except FileNotFoundError:
+            continue  # ended while we listed
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s/%s is not a registration diskvault wrote; it is left alone",
+                        backend.location, name)
+            continue
+        if _is_stale(holder):
+            backend.delete(name)
+        else:
+            holders.append(holder)
+    return holders
 
-    def __init__(self, root: Path):
-        self._handle = _open_readers_file(root / READERS_FILE)
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_SH)
+
+def active_readers(backend: Backend) -> list[LockHolder]:
+    """The readers running now (a registration whose process is gone on this host is
+    removed, not counted)."""
+    return _live_holders(backend, READERS_PREFIX)
+
+
+class ReaderLock:
+    """A reader's registration, held for as long as it runs. On a read-only repository
+    there is none: nothing can be registered there, and no writer can run there either."""
+
+    def __init__(self, backend: Backend, command: str = "reader"):
+        self.backend = backend
+        holder = this_process(command)
+        self._name: str | None = _unique_name(READERS_PREFIX, holder)
+        while True:
+            if not self._register(_encode(holder)):
+                return
+            if not _live_holders(backend, PAUSES_PREFIX):
+                return
+            self.backend.delete(self._name)  # a compaction is deleting packs: let it end
+            while _live_holders(backend, PAUSES_PREFIX):
+                time.sleep(POLL_INTERVAL_S)
+
+    def _register(self, data: bytes) -> bool:
+        try:
+            self.backend.put(self._name, data)
+        except OSError as error:
+            if is_access_denied(error):
+                self._name = None
+                return False
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.warning("the disk of %s is full: this reader runs unregistered, so a "
+                        "compaction now could delete packs it reads", self.backend.location)
+            self._name = None
+            return False
+        return True
 
     def release(self) -> None:
-        if self._handle is not None and not self._handle.closed:
-            self._handle.close()
+        if self._name is not None:
+            self.backend.delete(self._name)
+            self._name = None
 
     def __enter__(self) -> "ReaderLock":
         return self
@@ -248,31 +258,13 @@ class ReaderLock:
         self.release()
 
 
-def _open_readers_file(path: Path):
-    """The readers' lock file to flock: a shared flock needs no write access, so a
-    read-only one will do. None on a read-only repository that has none: nothing can be
-    registered there, and no writer can run there either."""
-    try:
-        return open(path, "a")
-    except OSError as error:
-        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
-    try:
-        return open(path, "r")
-    except FileNotFoundError:
-        return None
-
-
 @contextmanager
-def readers_excluded(root: Path):
+def readers_excluded(backend: Backend):
     """Yield True if no reader is running (and none can start) for the block's duration."""
-    fd = open_lock_file(root, READERS_FILE)
+    holder = this_process("readers excluded")
+    name = _unique_name(PAUSES_PREFIX, holder)
+    backend.put(name, _encode(holder))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield not active_readers(backend)
     finally:
-        os.close(fd)  # releases the flock
+        backend.delete(name)

@@ -11,8 +11,7 @@ import functools
 import secrets
 from collections.abc import Callable
 
-from .backend import LocalBackend
-from .packs import PackEntry, PackWriter
+from .packs import PackEntry, PackStore, PackWriter
 
 Commit = Callable[[str, list[PackEntry], int], None]  # pack id, its entries, its file size
 Run = Callable[[Callable[[], None]], None]  # runs a pack's sealing, now or on another thread
@@ -38,9 +37,9 @@ class PackFiller:
     the target, and the last one at ``finish``, is sealed through ``run`` (default: at
     once, on the caller's thread). Used from one thread at a time."""
 
-    def __init__(self, backend: LocalBackend, target_bytes: int, commit: Commit,
+    def __init__(self, packs: PackStore, target_bytes: int, commit: Commit,
                  run: Run = run_now):
-        self._backend = backend
+        self._store = packs
         self._target_bytes = target_bytes
         self._commit = commit
         self._run = run
@@ -48,7 +47,7 @@ class PackFiller:
 
     def add(self, digest: bytes, stored, raw_size: int, flags: int) -> None:
         if self._pack is None:
-            self._pack = PackWriter(self._backend, secrets.token_hex(16))
+            self._pack = PackWriter(self._store, secrets.token_hex(16))
         self._pack.add(digest, stored, raw_size, flags)
         if self._pack.size >= self._target_bytes:
             self.finish()

@@ -11,13 +11,22 @@ The footer lets the index be rebuilt from the packs alone (see docs/format.md).
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 
 import blake3
 
-from .backend import LocalBackend, PackSink
-from ..errors import CorruptData
+from .backend import Backend, Upload
+from ..errors import CorruptData, MissingChunk
+
+log = logging.getLogger(__name__)
+
+PACKS_PREFIX = "packs/"
+DAMAGED_PREFIX = "damaged/"
+PACK_SUFFIX = ".pack"
+PACK_ID_HEX_DIGITS = 32
+FOLDER_HEX_DIGITS = 2
 
 PACK_MAGIC = b"DVPACK\x00\x01"
 TRAILER_MAGIC = b"DVPKEND1"
@@ -36,12 +45,114 @@ class PackEntry:
     flags: int
 
 
+def is_pack_id(text: str) -> bool:
+    return len(text) == PACK_ID_HEX_DIGITS and all(c in "0123456789abcdef" for c in text)
+
+
+def pack_name(pack_id: str) -> str:
+    """The object name of a pack: ``packs/<first two hex digits>/<pack id>.pack``."""
+    return f"{PACKS_PREFIX}{pack_id[:FOLDER_HEX_DIGITS]}/{pack_id}{PACK_SUFFIX}"
+
+
+def pack_id_of(name: str) -> str | None:
+    """The pack id an object name stands for, None if it is not a pack's name."""
+    folder, _, file_name = name.removeprefix(PACKS_PREFIX).partition("/")
+    pack_id = file_name.removesuffix(PACK_SUFFIX)
+    if name.startswith(PACKS_PREFIX) and file_name.endswith(PACK_SUFFIX) \
+            and is_pack_id(pack_id) and folder == pack_id[:FOLDER_HEX_DIGITS]:
+        return pack_id
+    return None
+
+
+def _is_pack_folder(name: str) -> bool:
+    """``packs/<two hex digits>/``: a pack folder left empty by compaction."""
+    folder = name.removeprefix(PACKS_PREFIX).removesuffix("/")
+    return name == f"{PACKS_PREFIX}{folder}/" and all(c in "0123456789abcdef" for c in folder) \
+        and len(folder) == FOLDER_HEX_DIGITS
+
+
+class PackStore:
+    """The packs of a repository, by pack id, over its backend."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self._strays_reported = False
+
+    def create(self, pack_id: str) -> Upload:
+        return self.backend.open_upload(pack_name(pack_id))
+
+    def read(self, pack_id: str, offset: int, length: int) -> bytes:
+        try:
+            return self.backend.get_range(pack_name(pack_id), offset, length)
+        except FileNotFoundError:
+            raise MissingChunk(f"pack {pack_id} is missing from the repository") from None
+
+    def advise_will_need(self, pack_id: str, offset: int, length: int) -> None:
+        try:
+            self.backend.prefetch(pack_name(pack_id), offset, length)
+        except FileNotFoundError:
+            raise MissingChunk(f"pack {pack_id} is missing from the repository") from None
+
+    def size(self, pack_id: str) -> int:
+        """FileNotFoundError if the pack is gone (compaction checks for that)."""
+        size = self.backend.stat(pack_name(pack_id))
+        if size is None:
+            raise FileNotFoundError(f"pack {pack_id} is missing from the repository")
+        return size
+
+    def list(self) -> list[str]:
+        """The ids of the packs. Anything else under packs/ is not ours: ignored, with one
+        warning per process (check lists it)."""
+        pack_ids, strays = self._scan()
+        if strays and not self._strays_reported:
+            self._strays_reported = True
+            log.warning("%d entries under %s are not diskvault packs and are left alone "
+                        "(%s); 'diskvault check' lists them", len(strays),
+                        f"{self.backend.location}/{PACKS_PREFIX}",
+                        ", ".join(strays[:3]) + (", ..." * (len(strays) > 3)))
+        return pack_ids
+
+    def strays(self) -> list[str]:
+        """Names under packs/ that are not packs in their own folder (nor packs being
+        written). The caller reports them: list() then stays quiet about them."""
+        self._strays_reported = True
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[str], list[str]]:
+        pack_ids, strays = [], []
+        for name in self.backend.list(PACKS_PREFIX):
+            pack_id = pack_id_of(name)
+            if pack_id is None:
+                strays.append(name)
+            else:
+                pack_ids.append(pack_id)
+        strays += (name for name in self.backend.list_foreign(PACKS_PREFIX)
+                   if not _is_pack_folder(name))
+        return pack_ids, sorted(strays)
+
+    def list_unfinished(self) -> list[str]:
+        """Leftovers of packs whose writer died before finishing them."""
+        return self.backend.list_unfinished(PACKS_PREFIX)
+
+    def discard_unfinished(self) -> None:
+        """Remove those leftovers; call with the writer lock held."""
+        self.backend.discard_unfinished(PACKS_PREFIX)
+
+    def delete(self, pack_id: str) -> None:
+        self.backend.delete(pack_name(pack_id))
+
+    def set_aside(self, pack_id: str) -> None:
+        """Move a damaged pack to ``damaged/<pack id>.pack`` (repair): kept for
+        inspection, never listed or read again."""
+        self.backend.move(pack_name(pack_id), f"{DAMAGED_PREFIX}{pack_id}{PACK_SUFFIX}")
+
+
 class PackWriter:
     """Appends records to one new pack; ``finish`` writes the footer and makes it durable."""
 
-    def __init__(self, backend: LocalBackend, pack_id: str):
+    def __init__(self, packs: PackStore, pack_id: str):
         self.pack_id = pack_id
-        self._sink: PackSink = backend.create(pack_id)
+        self._sink = packs.create(pack_id)
         self._sink.write(PACK_MAGIC)
         self.size = len(PACK_MAGIC)
         self.entries: list[PackEntry] = []
@@ -59,7 +170,7 @@ class PackWriter:
         self._sink.write(footer)
         self._sink.write(TRAILER.pack(len(self.entries), blake3.blake3(footer).digest(),
                                       TRAILER_MAGIC))
-        self._sink.finish()
+        self._sink.complete()
         self.size += len(footer) + TRAILER.size
         return self.entries
 
@@ -67,17 +178,17 @@ class PackWriter:
         self._sink.abort()
 
 
-def read_footer(backend: LocalBackend, pack_id: str) -> list[PackEntry]:
+def read_footer(packs: PackStore, pack_id: str) -> list[PackEntry]:
     """The entries of a pack, from its footer alone; CorruptData if the footer is damaged."""
-    size = backend.size(pack_id)
+    size = packs.size(pack_id)
     if size < len(PACK_MAGIC) + TRAILER.size:
         raise CorruptData(f"pack {pack_id} is truncated ({size} bytes)")
     count, footer_digest, magic = TRAILER.unpack(
-        backend.read(pack_id, size - TRAILER.size, TRAILER.size))
+        packs.read(pack_id, size - TRAILER.size, TRAILER.size))
     footer_start = size - TRAILER.size - count * ENTRY.size
     if magic != TRAILER_MAGIC or footer_start < len(PACK_MAGIC):
         raise CorruptData(f"pack {pack_id} has no valid footer (truncated or damaged)")
-    footer = backend.read(pack_id, footer_start, count * ENTRY.size)
+    footer = packs.read(pack_id, footer_start, count * ENTRY.size)
     if blake3.blake3(footer).digest() != footer_digest:
         raise CorruptData(f"pack {pack_id}: footer checksum mismatch")
     entries = [PackEntry(*ENTRY.unpack_from(footer, i * ENTRY.size)) for i in range(count)]

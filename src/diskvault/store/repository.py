@@ -118,7 +118,7 @@ class Repository:
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
             storage.recover_unindexed_packs()
             series = name or Path(source_path).name
-            return back_up(source, series, list(tags), backend=storage.backend,
+            return back_up(source, series, list(tags), packs=storage.packs,
                            index=storage.index, codec=storage.codec, config=self.config,
                            pool=storage.pool, snapshots=storage.snapshots,
                            hints=self._hints_for(series), progress=progress, started=started)

@@ -9,11 +9,11 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import blake3
 
-from .durable import remove_durably, write_atomic
+from .backend import Backend
 from ..errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
 from .manifest import BlockRef, layout_problem
 
@@ -23,6 +23,8 @@ RECORD_VERSION = 2  # 2 adds the checksum; version 1 records still load
 READABLE_VERSIONS = (1, 2)
 CHECKSUM_KEY = "checksum"
 ID_HEX_DIGITS = 16
+SNAPSHOTS_PREFIX = "snapshots/"
+RECORD_SUFFIX = ".json"
 
 
 @dataclass
@@ -120,74 +122,77 @@ def _integrity_problem(body: dict, record: SnapshotRecord) -> str | None:
 
 
 class SnapshotStore:
-    """The ``snapshots/`` folder: one ``<id>.json`` per snapshot."""
+    """The records under ``snapshots/``: one ``snapshots/<id>.json`` per snapshot."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, backend: Backend):
+        self.backend = backend
         self._strays_reported = False
 
-    def path(self, snapshot_id: str) -> Path:
-        return self.root / f"{snapshot_id}.json"
+    def exists(self, snapshot_id: str) -> bool:
+        return self.backend.stat(record_name(snapshot_id)) is not None
 
     def save(self, record: SnapshotRecord) -> None:
-        write_atomic(self.path(record.id), record.to_json())
+        self.backend.put(record_name(record.id), record.to_json())
 
     def load(self, snapshot_id: str) -> SnapshotRecord:
-        return self._read(self.path(snapshot_id))
+        return self._read(record_name(snapshot_id))
 
-    @staticmethod
-    def _read(path: Path) -> SnapshotRecord:
-        """The record in ``path``, which must be the one its name promises."""
-        record = SnapshotRecord.from_json(path.read_bytes(), str(path))
-        if path.name != f"{record.id}.json":
-            raise CorruptData(f"snapshot record {path} is damaged: it holds snapshot "
+    def _read(self, name: str) -> SnapshotRecord:
+        """The record named ``name``, which must be the one its name promises."""
+        where = f"{self.backend.location}/{name}"
+        record = SnapshotRecord.from_json(self.backend.get(name), where)
+        if name != record_name(record.id):
+            raise CorruptData(f"snapshot record {where} is damaged: it holds snapshot "
                               f"{record.id!r}; run 'diskvault check'")
         return record
 
     def delete(self, snapshot_id: str) -> None:
-        remove_durably(self.path(snapshot_id))
+        self.backend.delete(record_name(snapshot_id))
 
-    def scan(self) -> tuple[list[SnapshotRecord], list[tuple[Path, CorruptData]]]:
-        """Every readable snapshot, oldest first, and each damaged record with its error."""
+    def scan(self) -> tuple[list[SnapshotRecord], list[tuple[PurePosixPath, CorruptData]]]:
+        """Every readable snapshot, oldest first, and each damaged record's name with its
+        error."""
         records, damaged = [], []
-        for path in self.record_paths():
+        for name in self.record_names():
             try:
-                records.append(self._read(path))
+                records.append(self._read(name))
             except FileNotFoundError:
                 continue  # deleted while we listed
             except CorruptData as error:
-                damaged.append((path, error))
+                damaged.append((PurePosixPath(name), error))
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
 
-    def record_paths(self) -> list[Path]:
-        """The ``<id>.json`` files. Anything else in the folder but our temp files is not
-        ours: ignored, with one warning per process (check lists it)."""
-        paths, strays = self._entries()
+    def ids(self) -> list[str]:
+        """Ids of the complete records, without reading any."""
+        return [name[len(SNAPSHOTS_PREFIX): -len(RECORD_SUFFIX)] for name in self.record_names()]
+
+    def record_names(self) -> list[str]:
+        """The ``snapshots/<id>.json`` objects. Anything else there is not ours: ignored,
+        with one warning per process (check lists it)."""
+        names, strays = self._entries()
         if strays and not self._strays_reported:
             self._strays_reported = True
             log.warning("%d entries in %s are not snapshot records and are left alone (%s); "
-                        "'diskvault check' lists them", len(strays), self.root,
-                        ", ".join(p.name for p in strays[:3]) + (", ..." * (len(strays) > 3)))
-        return paths
+                        "'diskvault check' lists them", len(strays),
+                        f"{self.backend.location}/{SNAPSHOTS_PREFIX}",
+                        ", ".join(strays[:3]) + (", ..." * (len(strays) > 3)))
+        return names
 
-    def strays(self) -> list[Path]:
-        """Entries that are not records (nor records being written). The caller reports
+    def strays(self) -> list[str]:
+        """Names that are not records (nor records being written). The caller reports
         them: scan() then stays quiet about them."""
         self._strays_reported = True
         return self._entries()[1]
 
-    def _entries(self) -> tuple[list[Path], list[Path]]:
-        paths, strays = [], []
-        for path in sorted(self.root.iterdir()):
-            name = path.name
-            if name.startswith(".") and name.endswith(".tmp"):
-                continue  # a record being written (durable.write_atomic)
-            if name.endswith(".json") and is_snapshot_id(name[: -len(".json")]) \
-                    and path.is_file():
-                paths.append(path)
+    def _entries(self) -> tuple[list[str], list[str]]:
+        names, strays = [], []
+        for name in self.backend.list(SNAPSHOTS_PREFIX):
+            snapshot_id = name[len(SNAPSHOTS_PREFIX):].removesuffix(RECORD_SUFFIX)
+            if name == record_name(snapshot_id) and is_snapshot_id(snapshot_id):
+                names.append(name)
             else:
-                strays.append(path)
-        return paths, strays
+                strays.append(name)
+        return names, sorted(strays + self.backend.list_foreign(SNAPSHOTS_PREFIX))
 
     def all_intact(self) -> list[SnapshotRecord]:
         """Every snapshot, or CorruptData if any record is damaged: for compaction, which
@@ -206,6 +211,10 @@ class SnapshotStore:
         for _, error in damaged:
             log.warning("%s", error)
         return records
+
+
+def record_name(snapshot_id: str) -> str:
+    return f"{SNAPSHOTS_PREFIX}{snapshot_id}{RECORD_SUFFIX}"
 
 
 def is_snapshot_id(text: str) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import lmdb
 
-from .durable import create_exclusive, open_folder
+from .backend import Backend
 from ..errors import RepositoryFull
 
 log = logging.getLogger(__name__)
@@ -62,36 +62,26 @@ def disk_full_reported(folders: list[Path], outcome: str) -> Iterator[None]:
         raise
 
 
-def allocate_reserve(root: Path) -> None:
-    """Allocate the reserve file if it is missing and there is room for it (a partly
-    allocated one is removed: it would reserve nothing reliable)."""
-    with open_folder(root) as folder_fd:
-        try:
-            fd = create_exclusive(folder_fd, RESERVE_FILE)
-        except FileExistsError:
-            return
-        try:
-            os.posix_fallocate(fd, 0, RESERVE_BYTES)
-            os.fsync(fd)
-        except OSError as error:
-            os.unlink(RESERVE_FILE, dir_fd=folder_fd)
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            log.warning("no room for the repository's space reserve (%d bytes) in %s; "
-                        "compact allocates it once there is", RESERVE_BYTES, root)
-        finally:
-            os.close(fd)
+def allocate_reserve(backend: Backend) -> None:
+    """Put the reserve if it is missing and there is room for it (a put is whole or
+    nothing, so a reserve never reserves less than RESERVE_BYTES)."""
+    if backend.stat(RESERVE_FILE) is not None:
+        return
+    try:
+        backend.put_if_absent(RESERVE_FILE, bytes(RESERVE_BYTES))
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.warning("no room for the repository's space reserve (%d bytes) in %s; "
+                    "compact allocates it once there is", RESERVE_BYTES, backend.location)
 
 
-def release_reserve_if_full(root: Path, folders: list[Path]) -> None:
+def release_reserve_if_full(backend: Backend, folders: list[Path]) -> None:
     """Give the reserve back to the filesystem if one of ``folders`` is (nearly) full."""
     if min(free_bytes(folder) for folder in folders) >= LOW_SPACE_BYTES:
         return
-    with open_folder(root) as folder_fd:
-        try:
-            os.unlink(RESERVE_FILE, dir_fd=folder_fd)
-        except FileNotFoundError:
-            return
-        os.fsync(folder_fd)
+    if backend.stat(RESERVE_FILE) is None:
+        return
+    backend.delete(RESERVE_FILE)
     log.warning("the disk of %s is full: its space reserve (%d bytes) was released so that "
-                "this command can work", root, RESERVE_BYTES)
+                "this command can work", backend.location, RESERVE_BYTES)

@@ -1,6 +1,7 @@
 """The storage: what flows (backup, restore, …) and maintenance (prune, compact, check,
-repair) work on. One object holds the repository's parts -- config, packs backend, index,
-snapshot records, codec, chunk reader, worker pool -- and the operations on the repository
+repair) work on. One object holds the repository's parts -- config, backend (every byte of
+the repository goes through it), packs, index, snapshot records, codec, chunk reader, worker
+pool -- and the operations on the repository
 as a whole: its locks, its space reserve, the recovery of packs a killed writer left.
 
 It knows nothing of the commands built on it: the facade (repository.py) opens one for the
@@ -10,19 +11,18 @@ CLI and the mount, and maintenance receives it from there.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
 from . import locking, space
-from .backend import LocalBackend
+from .backend import Backend, LocalBackend
 from .chunks import ChunkReader, Codec
 from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
 from .durable import make_private_folder
 from .index import ChunkIndex
-from .packs import read_footer
+from .packs import PackStore, read_footer
 from .pipeline import new_pool
 from .snapshots import SnapshotStore
 
@@ -40,11 +40,13 @@ class Storage:
     def __init__(self, root: Path, config: RepositoryConfig):
         self.root = root
         self.config = config
-        self.backend = LocalBackend(root / PACKS_DIR)
+        self.backend = LocalBackend(root)
+        self.packs = PackStore(self.backend)
+        # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = ChunkIndex(index_path(root))
-        self.snapshots = SnapshotStore(root / SNAPSHOTS_DIR)
+        self.snapshots = SnapshotStore(self.backend)
         self.codec = Codec(config.compression)
-        self.chunks = ChunkReader(self.backend, self.index, self.codec)
+        self.chunks = ChunkReader(self.packs, self.index, self.codec)
         self.space_folders = space_folders(root)
         self._pool: ThreadPoolExecutor | None = None
 
@@ -65,15 +67,16 @@ class Storage:
         make_private_folder(root)  # an empty folder made by the user keeps its mode
         for folder in (PACKS_DIR, SNAPSHOTS_DIR):
             make_private_folder(root / folder)
-        locking.prepare_lock_files(root)
-        space.allocate_reserve(root)
-        write_config(root, config)  # last: a folder without config is not a repository
+        backend = LocalBackend(root)
+        locking.prepare_lock_files(backend)
+        space.allocate_reserve(backend)
+        write_config(backend, config)  # last: a folder without config is not a repository
         return cls(root, config)
 
     @classmethod
     def open(cls, root: Path) -> "Storage":
         root = locate(root)
-        return cls(root, read_config(root))
+        return cls(root, read_config(LocalBackend(root)))
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -97,17 +100,17 @@ class Storage:
 
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
-        return writer_lock(self.root, command, lock_wait_s)
+        return writer_lock(self.backend, command, lock_wait_s)
 
     def reader_lock(self) -> locking.ReaderLock:
-        return locking.ReaderLock(self.root)
+        return locking.ReaderLock(self.backend)
 
     def readers_excluded(self) -> AbstractContextManager[bool]:
         """A context yielding whether no reader runs (and none may start) inside it."""
-        return locking.readers_excluded(self.root)
+        return locking.readers_excluded(self.backend)
 
     def break_lock(self) -> locking.LockHolder | None:
-        return locking.break_lock(self.root)
+        return locking.break_lock(self.backend)
 
     # -- space -------------------------------------------------------------------------
     def disk_full_reported(self, outcome: str) -> AbstractContextManager[None]:
@@ -116,28 +119,27 @@ class Storage:
         return space.disk_full_reported(self.space_folders, outcome)
 
     def release_reserve_if_full(self) -> None:
-        space.release_reserve_if_full(self.root, self.space_folders)
+        space.release_reserve_if_full(self.backend, self.space_folders)
 
     def allocate_reserve(self) -> None:
-        space.allocate_reserve(self.root)
+        space.allocate_reserve(self.backend)
 
     # -- packs -------------------------------------------------------------------------
     def recover_unindexed_packs(self) -> int:
         """Index packs that reached disk but not the index (a writer died in between), and
         remove temp files of packs that never finished. Call with the writer lock held."""
-        for leftover in self.backend.list_unfinished():
-            leftover.unlink(missing_ok=True)
+        self.packs.discard_unfinished()
         known = self.index.known_packs()
         recovered = 0
-        for pack_id in self.backend.list():
+        for pack_id in self.packs.list():
             if pack_id in known:
                 continue
             try:
-                entries = read_footer(self.backend, pack_id)
+                entries = read_footer(self.packs, pack_id)
             except CorruptData as error:
                 log.warning("pack %s is damaged and was not indexed: %s", pack_id, error)
                 continue
-            self.index.add_pack(pack_id, entries, self.backend.size(pack_id))
+            self.index.add_pack(pack_id, entries, self.packs.size(pack_id))
             recovered += 1
         return recovered
 
@@ -162,22 +164,18 @@ def space_folders(root: Path) -> list[Path]:
     return [root, root / INDEX_DIR, root / PACKS_DIR]
 
 
-def writer_lock(root: Path, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
-    """The writer lock of the repository at ``root``, for ``command``; needs no open index
-    (repair takes it before it looks at the index)."""
-    ensure_writable(root, command)
-    return locking.WriterLock(root, command, lock_wait_s)
+def writer_lock(backend: Backend, command: str,
+                lock_wait_s: float = 0.0) -> locking.WriterLock:
+    """The writer lock of the repository behind ``backend``, for ``command``; needs no open
+    index (repair takes it before it looks at the index)."""
+    ensure_writable(backend, command)
+    return locking.WriterLock(backend, command, lock_wait_s)
 
 
-def ensure_writable(root: Path, command: str) -> None:
+def ensure_writable(backend: Backend, command: str) -> None:
     """RepositoryReadOnly, at once and in one line, where a writer could not finish."""
-    if os.statvfs(root).f_flag & os.ST_RDONLY:
-        reason = "it is on a read-only filesystem"
-    else:
-        denied = [path for path in (root, root / PACKS_DIR, root / SNAPSHOTS_DIR, root / INDEX_DIR)
-                  if path.exists() and not os.access(path, os.W_OK)]
-        if not denied:
-            return
-        reason = f"this user may not write {denied[0]}"
-    raise RepositoryReadOnly(f"repository {root} is read-only: {reason}; {command} changes "
-                             f"it (readers such as list, restore, cat, mount and check work)")
+    reason = backend.read_only_reason()
+    if reason is not None:
+        raise RepositoryReadOnly(f"repository {backend.location} is read-only: {reason}; "
+                                 f"{command} changes it (readers such as list, restore, cat, "
+                                 f"mount and check work)")

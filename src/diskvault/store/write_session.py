@@ -15,12 +15,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .backend import LocalBackend
 from .chunks import Codec
 from ..errors import DiskvaultError
 from .index import ChunkIndex
 from .packing import PackFiller
-from .packs import PackEntry
+from .packs import PackEntry, PackStore
 from .pipeline import new_pool
 
 MAX_PACKS_SYNCING = 2
@@ -43,7 +42,7 @@ class WriteSession:
     make everything durable); leaving it by an exception drops what is not yet durable.
     """
 
-    def __init__(self, backend: LocalBackend, index: ChunkIndex, codec: Codec,
+    def __init__(self, packs: PackStore, index: ChunkIndex, codec: Codec,
                  pack_target_bytes: int, max_batches_in_flight: int = 4):
         self.index = index
         self.codec = codec
@@ -59,7 +58,7 @@ class WriteSession:
         # while the last one is fsynced (the disk and the compressors work at once).
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-sync")
         self._syncing: deque[Future] = deque()
-        self._packs = PackFiller(backend, pack_target_bytes, self._commit, self._sync_later)
+        self._packs = PackFiller(packs, pack_target_bytes, self._commit, self._sync_later)
         self._thread = threading.Thread(target=self._write_loop, name="pack-writer", daemon=True)
         self._thread.start()
 
