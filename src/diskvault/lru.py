@@ -23,7 +23,7 @@ class LRU(Generic[K, V]):
 
     def __init__(self, capacity: int, on_evict: Callable[[K, V], None] | None = None):
         self.capacity = capacity
-        self._on_evict = on_evict
+        self.on_evict = on_evict
         self._entries: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._used = 0
 
@@ -43,8 +43,8 @@ class LRU(Generic[K, V]):
         while self._used > self.capacity and len(self._entries) > 1:
             old_key, (old_value, old_weight) = self._entries.popitem(last=False)
             self._used -= old_weight
-            if self._on_evict is not None:
-                self._on_evict(old_key, old_value)
+            if self.on_evict is not None:
+                self.on_evict(old_key, old_value)
 
     def pop(self, key: K, default: V | None = None) -> V | None:
         """Remove ``key`` without calling ``on_evict``: the caller takes the value over."""

@@ -441,7 +441,7 @@ def test_compact_dry_run_changes_no_byte_and_names_what_compact_then_frees(small
     plan = plan_only(small.storage, threshold=0.0)
     assert file_digests(small.root) == before
     assert plan.delete + plan.rewrite and plan.bytes_to_free > 0
-    assert {f.pack_id for f in plan.delete + plan.rewrite} <= set(small.storage.backend.list())
+    assert {f.pack_id for f in plan.delete + plan.rewrite} <= set(small.storage.packs.list())
     stored = pack_bytes(small.root)
     result = compact(small.storage, threshold=0.0)
     assert_plan_carried_out(plan, result)

@@ -7,10 +7,12 @@ planted in the repository."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -273,3 +275,27 @@ def test_local_backend_never_follows_a_link_planted_as_a_folder(tmp_path: Path):
     assert backend.list_foreign("") == ["packs"]
     assert sorted(os.listdir(elsewhere / "ab")) == ["kept.pack"]
     assert (elsewhere / "ab" / "kept.pack").read_bytes() == VICTIM_BYTES
+
+
+def test_local_reads_from_many_threads_through_a_tiny_descriptor_cache_get_their_own_bytes(
+        tmp_path: Path):
+    """Evicting a descriptor while another thread reads through it must not close it under
+    that read, or the number may be reused for another object and the read return its bytes."""
+    backend = LocalBackend(tmp_path, open_files=2)
+    names = [f"packs/0{n}/object{n}" for n in range(8)]
+    for number, name in enumerate(names):
+        backend.put(name, bytes([number]) * 65536)
+    wrong = []
+
+    def read_many(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(400):
+            number = rng.randrange(len(names))
+            data = backend.get_range(names[number], rng.randrange(65000), 512)
+            if data != bytes([number]) * len(data) or not data:
+                wrong.append((names[number], data[:8]))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(read_many, range(4)))
+    backend.close()
+    assert wrong == []

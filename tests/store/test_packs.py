@@ -13,18 +13,17 @@ from hypothesis import strategies as st
 from diskvault.errors import CorruptData
 from diskvault.store.backend import LocalBackend
 from diskvault.store.packing import PackFiller
-from diskvault.store.packs import FLAG_ZSTD, PackEntry, PackWriter, read_footer
+from diskvault.store.packs import FLAG_ZSTD, PackEntry, PackStore, PackWriter, read_footer
 
 PACK_ID = "ab" * 16
 
 
 def write_pack(root: Path, records: list[tuple[bytes, int]]) -> list[PackEntry]:
-    backend = LocalBackend(root)
-    writer = PackWriter(backend, PACK_ID)
+    packs = PackStore(LocalBackend(root))
+    writer = PackWriter(packs, PACK_ID)
     for data, flags in records:
         writer.add(blake3.blake3(data).digest(), data, len(data) * 2, flags)
     entries = writer.finish()
-    backend.close()
     return entries
 
 
@@ -39,12 +38,11 @@ def pack_file(root: Path) -> Path:
 def test_the_footer_lists_every_record_as_written(tmp_path_factory, records):
     root = tmp_path_factory.mktemp("packs")
     written = write_pack(root, records)
-    backend = LocalBackend(root)
-    assert read_footer(backend, PACK_ID) == written
+    packs = PackStore(LocalBackend(root))
+    assert read_footer(packs, PACK_ID) == written
     for entry, (data, flags) in zip(written, records):
-        assert backend.read(PACK_ID, entry.offset, entry.stored_size) == data
+        assert packs.read(PACK_ID, entry.offset, entry.stored_size) == data
         assert (entry.raw_size, entry.flags) == (len(data) * 2, flags)
-    backend.close()
 
 
 @pytest.mark.parametrize("from_end", [1, 20, 45, 60])  # magic, checksum, count, an entry
@@ -55,7 +53,7 @@ def test_a_flipped_byte_in_the_footer_or_trailer_is_refused(tmp_path, from_end):
     data[-from_end] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptData, match=f"pack {PACK_ID}"):
-        read_footer(LocalBackend(tmp_path), PACK_ID)
+        read_footer(PackStore(LocalBackend(tmp_path)), PACK_ID)
 
 
 def test_a_truncated_pack_is_refused(tmp_path):
@@ -63,43 +61,43 @@ def test_a_truncated_pack_is_refused(tmp_path):
     path = pack_file(tmp_path)
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(CorruptData, match="no valid footer|truncated"):
-        read_footer(LocalBackend(tmp_path), PACK_ID)
+        read_footer(PackStore(LocalBackend(tmp_path)), PACK_ID)
 
 
 class Committed:
     """What a PackFiller committed, checked at the moment of each commit."""
 
-    def __init__(self, backend: LocalBackend):
-        self.backend = backend
+    def __init__(self, packs: PackStore):
+        self.store = packs
         self.packs: list[tuple[str, list[PackEntry], int]] = []
 
     def commit(self, pack_id: str, entries: list[PackEntry], file_size: int) -> None:
         # Durable before committed: the pack is already under its final name, whole.
-        assert read_footer(self.backend, pack_id) == entries
-        assert self.backend.size(pack_id) == file_size
+        assert read_footer(self.store, pack_id) == entries
+        assert self.store.size(pack_id) == file_size
         self.packs.append((pack_id, entries, file_size))
 
 
 def test_the_filler_starts_a_new_pack_once_the_target_is_reached(tmp_path):
-    backend = LocalBackend(tmp_path)
-    committed = Committed(backend)
-    filler = PackFiller(backend, 1000, committed.commit)
+    packs = PackStore(LocalBackend(tmp_path))
+    committed = Committed(packs)
+    filler = PackFiller(packs, 1000, committed.commit)
     records = [bytes([n]) * 300 for n in range(10)]
     for data in records:
         filler.add(blake3.blake3(data).digest(), data, len(data), 0)
     assert len(committed.packs) == 2  # each full after its fourth record (8 + 4 * 300 bytes)
     filler.finish()
     assert [len(entries) for _, entries, _ in committed.packs] == [4, 4, 2]
-    assert sorted(backend.list()) == sorted(pack_id for pack_id, _, _ in committed.packs)
+    assert sorted(packs.list()) == sorted(pack_id for pack_id, _, _ in committed.packs)
 
 
 def test_an_aborted_filler_leaves_no_file_and_commits_nothing(tmp_path):
-    backend = LocalBackend(tmp_path)
-    committed = Committed(backend)
-    filler = PackFiller(backend, 1 << 20, committed.commit)
+    packs = PackStore(LocalBackend(tmp_path))
+    committed = Committed(packs)
+    filler = PackFiller(packs, 1 << 20, committed.commit)
     filler.add(bytes(32), b"data", 4, 0)
     filler.abort()
     filler.finish()
     assert committed.packs == []
-    assert list(backend.list()) == [] and list(backend.list_unfinished()) == []
+    assert list(packs.list()) == [] and list(packs.list_unfinished()) == []
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -10,6 +10,7 @@ import pytest
 
 from diskvault.errors import DiskvaultError
 from diskvault.store.backend import LocalBackend
+from diskvault.store.packs import PackStore
 from diskvault.store.chunks import ChunkReader, Codec
 from diskvault.store.config import Compression
 from diskvault.store.index import ChunkIndex
@@ -21,7 +22,7 @@ class Parts:
     """A real pack folder, index and codec in tmp_path."""
 
     def __init__(self, root):
-        self.backend = LocalBackend(root / "packs")
+        self.backend = PackStore(LocalBackend(root))
         self.index = ChunkIndex(root / "index")
         self.codec = Codec(Compression.parse("zstd:3"))
 

@@ -16,12 +16,12 @@ import fcntl
 import os
 import stat
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ContextManager, Protocol
 
+from ..lru import LRU
 from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
                       create_exclusive, make_private_folder_at, open_folder, temp_name,
                       write_all)
@@ -156,8 +156,7 @@ class LocalBackend:
     def __init__(self, root: Path, open_files: int = 64):
         self.root = Path(root)
         self.location = str(root)
-        self._fds: OrderedDict[str, int] = OrderedDict()
-        self._max_fds = open_files
+        self._fds: LRU[str, _CachedFd] = LRU(open_files, lambda _, cached: cached.retire())
         self._lock = threading.Lock()
 
     # -- names --------------------------------------------------------------------------
@@ -266,33 +265,40 @@ class LocalBackend:
             return file.read()
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        return os.pread(self._fd(name), length, offset)
+        with self._fd(name) as fd:
+            return os.pread(fd, length, offset)
 
     def prefetch(self, name: str, offset: int, length: int) -> None:
-        os.posix_fadvise(self._fd(name), offset, length, os.POSIX_FADV_WILLNEED)
+        with self._fd(name) as fd:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
 
-    def _fd(self, name: str) -> int:
-        """An open descriptor of ``name`` from a small cache: packs are read in many ranges."""
+    @contextmanager
+    def _fd(self, name: str) -> Iterator[int]:
+        """An open descriptor of ``name`` from a small cache (packs are read in many
+        ranges). A descriptor evicted or forgotten while another thread reads through it is
+        closed by its last user, so a read never lands on a number reused for another file."""
         with self._lock:
-            fd = self._fds.get(name)
-            if fd is not None:
-                self._fds.move_to_end(name)
-                return fd
-            with self._folder(name) as (folder_fd, last):
-                fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             dir_fd=folder_fd)
-            self._fds[name] = fd
-            while len(self._fds) > self._max_fds:
-                _, old = self._fds.popitem(last=False)
-                os.close(old)
-            return fd
+            cached = self._fds.get(name)
+            if cached is None:
+                with self._folder(name) as (folder_fd, last):
+                    fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 dir_fd=folder_fd)
+                cached = _CachedFd(fd)
+                self._fds.put(name, cached)
+            cached.users += 1
+        try:
+            yield cached.fd
+        finally:
+            with self._lock:
+                cached.users -= 1
+                cached.close_if_unused()
 
     def _forget(self, name: str) -> None:
-        """Close a cached descriptor, so that a replaced or deleted object is reopened."""
+        """Drop a cached descriptor, so that a replaced or deleted object is reopened."""
         with self._lock:
-            fd = self._fds.pop(name, None)
-        if fd is not None:
-            os.close(fd)
+            cached = self._fds.pop(name)
+            if cached is not None:
+                cached.retire()
 
     def stat(self, name: str) -> int | None:
         try:
@@ -366,9 +372,28 @@ class LocalBackend:
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            for cached in self._fds.values():
+                cached.retire()
+            self._fds = LRU(self._fds.capacity, self._fds.on_evict)
+
+
+class _CachedFd:
+    """A cached descriptor and how many reads use it right now."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.users = 0
+        self.retired = False
+
+    def retire(self) -> None:
+        """Out of the cache: close now, or when the last read through it ends."""
+        self.retired = True
+        self.close_if_unused()
+
+    def close_if_unused(self) -> None:
+        if self.retired and self.users == 0 and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _kind(entry: os.DirEntry) -> str:

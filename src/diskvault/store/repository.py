@@ -145,7 +145,7 @@ class Repository:
         return self.storage.snapshots.scan()
 
     def find_snapshot(self, selector: str) -> SnapshotRecord:
-        if is_snapshot_id(selector) and self.storage.snapshots.path(selector).is_file():
+        if is_snapshot_id(selector) and self.storage.snapshots.exists(selector):
             # A full id: read just that record, even if another one is damaged.
             return self.storage.snapshots.load(selector)
         return select_snapshot(self.storage.snapshots.all(), selector)
@@ -153,7 +153,7 @@ class Repository:
     def snapshot_ids(self) -> set[str]:
         """Ids of the complete snapshots, without reading any record: cheap enough to poll
         (the mount re-lists with it). Temp files of a record being written are not ids."""
-        return {path.name[: -len(".json")] for path in self.storage.snapshots.record_paths()}
+        return set(self.storage.snapshots.ids())
 
     def load_snapshot(self, snapshot_id: str) -> SnapshotRecord:
         return self.storage.snapshots.load(snapshot_id)
