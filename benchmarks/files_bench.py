@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .mount_bench import (LINUX_FILESYSTEM, MIB, PARTITION_START, copy_usr, diskvault,
-                          drop_cache, pack_files, pull_file, run)
+from .mount_bench import (LINUX_FILESYSTEM, MIB, PARTITION_START, copy_usr, diskvault, drop_cache,
+                          pack_files, pull_file, run)
 
 FILE_PATH = "srv/pull/archive.bin"
 TREE_PATH = "srv/tree"

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .content import (MiB, PAGE, TextMaker, database_page, list_usr_files, package_dirs,
+from .content import (PAGE, MiB, TextMaker, database_page, list_usr_files, package_dirs,
                       random_bytes, split_pools)
 from .mounts import loop_mounted
 

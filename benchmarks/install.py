@@ -9,7 +9,6 @@ from typing import Callable
 
 from .peers import Peer
 
-
 # What the harness itself runs, by executable: the Debian package that provides it.
 HARNESS_TOOLS = {"/usr/bin/time": "time", "sfdisk": "fdisk", "mkfs.ext4": "e2fsprogs",
                  "losetup": "mount", "fusermount": "fuse3"}

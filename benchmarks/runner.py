@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .measure import (Stopwatch, allocated_size, drop_caches, flush_file, run_measured,
-                      sha256_file)
+from .measure import Stopwatch, allocated_size, drop_caches, flush_file, run_measured, sha256_file
 from .mounts import release_stale
 from .peers import Peer
 from .pulls import pull_file, pull_through_mount

@@ -10,7 +10,7 @@ import os
 import random
 from pathlib import Path
 
-from .content import MiB, PAGE, TextMaker, list_usr_files, random_bytes
+from .content import PAGE, MiB, TextMaker, list_usr_files, random_bytes
 
 EXTENT = 4 * MiB
 KINDS = ["text", "binary", "random", "hole", "zeros"]

@@ -16,10 +16,9 @@ import pytest
 
 from diskvault.store.repository import Repository
 from tests.conftest import SMALL_CHUNKS, run_cli
-from tests.fsimages import (
-    FS_KINDS, PartSpec, assert_trees_equal, file_size_mib, flipped_bytes, make_disk, make_ext4,
-    make_fat, metadata_sectors, populate_tree, require_root,
-)
+from tests.fsimages import (FS_KINDS, PartSpec, assert_trees_equal, file_size_mib, flipped_bytes,
+                            make_disk, make_ext4, make_fat, metadata_sectors, populate_tree,
+                            require_root)
 
 FUZZ_DEADLINE_S = 60
 FUZZ_ATTEMPTS = 5

@@ -16,6 +16,7 @@ import pytest
 from diskvault.fuse.mounttable import find_mount
 from diskvault.store.backend import LocalBackend
 from diskvault.store.locking import readers_excluded
+
 from ..conftest import run_cli
 
 DEADLINE_S = 20.0

@@ -14,10 +14,8 @@ import pytest
 
 from diskvault.store.repository import Repository
 from tests.conftest import SMALL_CHUNKS
-from tests.fsimages import (
-    PartSpec, assert_trees_equal, file_size_mib, make_disk, make_ext4, make_lvm, populate_tree,
-    require_tool,
-)
+from tests.fsimages import (PartSpec, assert_trees_equal, file_size_mib, make_disk, make_ext4,
+                            make_lvm, populate_tree, require_tool)
 
 GROUP_DESCRIPTORS = slice(4096, 8192)  # block 1 of a 4 KiB-block ext4
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 from diskvault.fuse.layout import (ROOT, Folder, InsideFiles, Link, MountNames, SnapshotFolder,
                                    assign_names, find_inside, image_name, layout_all, layout_one,
                                    snapshot_files, time_ns, volume_folder)
-from diskvault.store.snapshots import BackupStats, SnapshotRecord
 from diskvault.image.volumes import Partition
+from diskvault.store.snapshots import BackupStats, SnapshotRecord
 
 T0 = datetime(2026, 11, 18, 3, 15, tzinfo=timezone.utc)
 

@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from diskvault.errors import BadInput, TargetExists
+from diskvault.image.extract import name_problem, pull, symlink_problem
 from diskvault.image.filesystems import Driver, Entry, Filesystem, GuardedVolume, open_filesystem
 from diskvault.image.locations import open_location, parse_location
-from diskvault.image.extract import name_problem, pull, symlink_problem
-
-from tests.fsimages import (
-    FS_KINDS, OWNER, ImageCache, PartSpec, assert_trees_equal, call_with_deadline,
-    file_size_mib, make_disk, make_ext4, populate_tree, require_root, require_tool,
-)
+from tests.fsimages import (FS_KINDS, OWNER, ImageCache, PartSpec, assert_trees_equal,
+                            call_with_deadline, file_size_mib, make_disk, make_ext4, populate_tree,
+                            require_root, require_tool)
 
 PULL_KINDS = ["ext4", "xfs", "btrfs", "fat32", "exfat", "ntfs"]
 

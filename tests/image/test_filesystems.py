@@ -16,16 +16,13 @@ import pytest
 
 from diskvault.errors import (BadInput, CorruptData, DamagedFilesystem, DiskvaultError,
                               IsADirectory, NotADirectory, PathNotFound, UnknownFilesystem)
+from diskvault.image.extract import pull
 from diskvault.image.filesystems import MAX_DEPTH, Entry, Filesystem, GuardedVolume, open_filesystem
 from diskvault.image.locations import open_location, survey_image
-from diskvault.image.extract import pull
-
-from tests.fsimages import (
-    FS_KINDS, MTIME_NS, OWNER, ImageCache, PartSpec, call_with_deadline, file_size_mib,
-    flipped_bytes, fuse_mount, make_disk, make_exfat, make_ext4, make_fat, make_lvm, make_ntfs,
-    metadata_sectors,
-    populate_tree, require_root, require_tool, source_entries,
-)
+from tests.fsimages import (FS_KINDS, MTIME_NS, OWNER, ImageCache, PartSpec, call_with_deadline,
+                            file_size_mib, flipped_bytes, fuse_mount, make_disk, make_exfat,
+                            make_ext4, make_fat, make_lvm, make_ntfs, metadata_sectors,
+                            populate_tree, require_root, require_tool, source_entries)
 
 ALL_KINDS = list(FS_KINDS)
 FUZZ_KINDS = ["ext4", "fat16", "fat32", "exfat", "ntfs", "xfs", "btrfs"]

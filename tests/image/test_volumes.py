@@ -15,14 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diskvault.errors import BadInput, CorruptData
-from diskvault.image.volumes import (
-    LogicalVolume, NoSuchPartition, PartitionTableError, PartitionView, list_logical_volumes,
-    list_partitions, open_logical_volume, open_partition,
-)
-from tests.fsimages import (
-    MIB, PartSpec, call_with_deadline, loop_device, make_disk, make_ext4, make_fat, make_lvm,
-    make_ntfs, populate_tree, require_tool,
-)
+from diskvault.image.volumes import (LogicalVolume, NoSuchPartition, PartitionTableError,
+                                     PartitionView, list_logical_volumes, list_partitions,
+                                     open_logical_volume, open_partition)
+from tests.fsimages import (MIB, PartSpec, call_with_deadline, loop_device, make_disk, make_ext4,
+                            make_fat, make_lvm, make_ntfs, populate_tree, require_tool)
 
 LVM_GUID = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
 

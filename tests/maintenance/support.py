@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 from diskvault.store.backend import LocalBackend
-from diskvault.store.packs import PackStore
 from diskvault.store.config import write_config
+from diskvault.store.packs import PackStore
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
 

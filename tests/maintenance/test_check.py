@@ -22,16 +22,8 @@ from diskvault.store.packs import PackWriter, read_footer
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
 
-from .support import (
-    assert_all_restore,
-    assert_restore,
-    back_up,
-    chunk_offsets,
-    evolve,
-    referenced,
-    restored,
-    small_pack_repository,
-)
+from .support import (assert_all_restore, assert_restore, back_up, chunk_offsets, evolve,
+                      referenced, restored, small_pack_repository)
 
 KiB = 1024
 

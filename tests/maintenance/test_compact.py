@@ -16,40 +16,22 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from diskvault.store.backend import LocalBackend
 from diskvault.errors import BadInput, CorruptData
 from diskvault.maintenance.check import check
 from diskvault.maintenance.compact import compact, plan_only
 from diskvault.maintenance.prune import delete_snapshots, prune
+from diskvault.maintenance.retention import KeepPolicy
+from diskvault.store.backend import LocalBackend
 from diskvault.store.packs import PackStore, pack_name, read_footer
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import record_name
-from diskvault.maintenance.retention import KeepPolicy
 
 from ..conftest import run_cli
-
-from .support import (
-    PACK_HEAD_AND_TRAILER,
-    assert_all_restore,
-    assert_plan_carried_out,
-    back_up,
-    chunks_by_pack,
-    evolve,
-    file_digests,
-    fresh_pack_bytes,
-    pack_bytes,
-    pack_count,
-    referenced,
-    small_pack_repository,
-)
+from .support import (PACK_HEAD_AND_TRAILER, assert_all_restore, assert_plan_carried_out, back_up,
+                      chunks_by_pack, evolve, file_digests, fresh_pack_bytes, pack_bytes,
+                      pack_count, referenced, small_pack_repository)
 
 KiB = 1024
 

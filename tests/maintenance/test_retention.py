@@ -10,13 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskvault.errors import BadInput
-from diskvault.maintenance.retention import (
-    KeepPolicy,
-    SnapshotTime,
-    describe_duration,
-    parse_duration,
-    select_kept,
-)
+from diskvault.maintenance.retention import (KeepPolicy, SnapshotTime, describe_duration,
+                                             parse_duration, select_kept)
 
 UTC = timezone.utc
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # a Tuesday

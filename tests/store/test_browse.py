@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from diskvault.store.browse import BROWSE_READAHEAD_BYTES
 from diskvault.errors import UnknownFilesystem
 from diskvault.image.extract import pull
+from diskvault.store.browse import BROWSE_READAHEAD_BYTES
 from diskvault.store.repository import Repository
 from tests.conftest import SMALL_CHUNKS
 from tests.fsimages import PartSpec, file_size_mib, make_disk, make_ext4, populate_tree

@@ -6,12 +6,12 @@ from __future__ import annotations
 import random
 
 import blake3
-
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diskvault.store.chunker import Chunker, Hint, hints_from_spans
-from diskvault.store.manifest import Span
 from diskvault.store.config import ChunkerParams
+from diskvault.store.manifest import Span
 
 PARAMS = ChunkerParams(min_bytes=256, avg_bytes=1024, max_bytes=4096)
 

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from diskvault.errors import CorruptData
 from diskvault.store.manifest import (MAX_BLOCK_ENTRIES, MIN_BLOCK_ENTRIES, ManifestBuilder,
-                                      ManifestEntry, decode_block, encode_block,
-                                      placed_entries)
+                                      ManifestEntry, decode_block, encode_block, placed_entries)
 
 entries_strategy = st.lists(st.builds(
     ManifestEntry, st.integers(1, 2**40),

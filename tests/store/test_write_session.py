@@ -10,11 +10,10 @@ import pytest
 
 from diskvault.errors import DiskvaultError
 from diskvault.store.backend import LocalBackend
-from diskvault.store.packs import PackStore
 from diskvault.store.chunks import ChunkReader, Codec
 from diskvault.store.config import Compression
 from diskvault.store.index import ChunkIndex
-from diskvault.store.packs import read_footer
+from diskvault.store.packs import PackStore, read_footer
 from diskvault.store.write_session import WriteSession
 
 
@@ -22,12 +21,13 @@ class Parts:
     """A real pack folder, index and codec in tmp_path."""
 
     def __init__(self, root):
-        self.backend = PackStore(LocalBackend(root))
+        self.backend = LocalBackend(root)
+        self.packs = PackStore(self.backend)
         self.index = ChunkIndex(root / "index")
         self.codec = Codec(Compression.parse("zstd:3"))
 
     def session(self, pack_target_bytes: int = 1 << 20) -> WriteSession:
-        return WriteSession(self.backend, self.index, self.codec, pack_target_bytes)
+        return WriteSession(self.packs, self.index, self.codec, pack_target_bytes)
 
     def close(self) -> None:
         self.backend.close()
@@ -65,10 +65,10 @@ def test_after_flush_every_chunk_is_durable_indexed_and_reads_back(parts):
     with parts.session(pack_target_bytes=50_000) as session:
         session.store_missing(chunks)
         session.flush()
-    packs = list(parts.backend.list())
+    packs = list(parts.packs.list())
     assert len(packs) > 1
-    assert sum(len(read_footer(parts.backend, p)) for p in packs) == len(chunks)
-    reader = ChunkReader(parts.backend, parts.index, parts.codec)
+    assert sum(len(read_footer(parts.packs, p)) for p in packs) == len(chunks)
+    reader = ChunkReader(parts.packs, parts.index, parts.codec)
     for digest, data in chunks:
         assert reader.get(digest) == data
 
@@ -82,6 +82,6 @@ def test_leaving_a_session_by_an_error_keeps_only_durable_packs(parts):
         raise RuntimeError("source vanished")
     assert parts.index.are_indexed([d for d, _ in durable]) == [True] * 30
     assert parts.index.are_indexed([d for d, _ in pending]) == [False, False]
-    assert list(parts.backend.list_unfinished()) == []
+    assert list(parts.packs.list_unfinished()) == []
     with pytest.raises(DiskvaultError, match="abandoned"):
         session.store_missing([chunk(99)])

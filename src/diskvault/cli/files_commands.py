@@ -11,12 +11,12 @@ from pathlib import Path
 
 import click
 
-from ..store.browse import Listing
 from ..errors import DiskvaultError
-from ..image.filesystems import Entry
-from ..image.locations import VolumeSummary
 from ..image.extract import PullProgress, PullReport
 from ..image.extract import pull as pull_files
+from ..image.filesystems import Entry
+from ..image.locations import VolumeSummary
+from ..store.browse import Listing
 from ..store.snapshots import SnapshotRecord
 from .common import json_option, opened, repo_option
 from .output import human_bytes, print_json, print_table

@@ -15,7 +15,6 @@ from . import (demo, files_commands, maintenance_commands, mount_commands, repos
                snapshot_commands)
 from .common import DEBUG_FLAG, debug_enabled, debug_option, group_repo_option
 
-
 # What a shell reports for a command that SIGPIPE ended, as `cat` in `cat big | head`.
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
 

@@ -15,8 +15,8 @@ from ..maintenance.compact import DEFAULT_THRESHOLD, CompactResult
 from ..maintenance.compact_plan import CompactionPlan
 from ..maintenance.prune import PrunePlan
 from ..maintenance.repair import RepairReport
-from ..store.repository import repository_path
 from ..maintenance.retention import KeepPolicy, parse_duration
+from ..store.repository import repository_path
 from ..store.snapshots import SnapshotRecord
 from .common import json_option, lock_wait_option, opened, repo_option
 from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn

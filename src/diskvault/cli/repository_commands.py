@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..store.config import ChunkerParams, Compression
 from ..errors import BadInput
+from ..store.config import ChunkerParams, Compression
 from ..store.repository import Repository, repository_path
 from .common import json_option, opened, repo_option
 from .output import config_json, human_bytes, print_json, warn

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 from fuse import FuseOSError
 
-from ..store.browse import SnapshotFiles, Volume
 from ..errors import (BadInput, DiskvaultError, IsADirectory, NotADirectory, PathNotFound,
                       UnknownFilesystem)
 from ..image.filesystems import Entry, FileReader, Filesystem, name_is_plain
 from ..lru import LRU
+from ..store.browse import SnapshotFiles, Volume
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
 from .layout import NAME_MAX_BYTES, InsideFiles, volume_folder

@@ -11,11 +11,11 @@ import logging
 import threading
 
 from ..errors import CorruptData
+from ..image.volumes import Partition, list_partitions
 from ..lru import LRU
 from ..store.reader import ImageReader
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
-from ..image.volumes import Partition, list_partitions
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from ..image.volumes import Partition
 from ..store.browse import Volume
 from ..store.snapshots import SnapshotRecord
-from ..image.volumes import Partition
 
 ROOT = "/"
 LATEST = "latest"

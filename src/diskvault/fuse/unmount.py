@@ -8,8 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import DiskvaultError
-from ..errors import MountBusy, NotMounted
+from ..errors import DiskvaultError, MountBusy, NotMounted
 from .mounttable import FS_TYPE, find_mount
 from .preflight import fusermount
 

@@ -21,10 +21,10 @@ from typing import Any, BinaryIO
 
 from ..errors import (BadInput, DamagedFilesystem, DiskvaultError, IsADirectory, NotADirectory,
                       PathNotFound, UnknownFilesystem)
-from .fileview import PositionedFile
-from .drivers.base import KINDS, STEP_CALL_LIMIT, Damaged, Driver, Entry, GuardedVolume
-from .detect import describe_content, detect_filesystem
 from ..lru import LRU
+from .detect import describe_content, detect_filesystem
+from .drivers.base import KINDS, STEP_CALL_LIMIT, Damaged, Driver, Entry, GuardedVolume
+from .fileview import PositionedFile
 
 __all__ = [  # the public API; drivers and their helpers live in drivers/ (errors in errors.py)
     "KINDS", "MAX_DEPTH", "Driver", "Entry", "FileReader", "Filesystem", "GuardedVolume",

@@ -8,13 +8,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from ..errors import BadInput, DiskvaultError
-from ..errors import UnknownFilesystem
+from ..errors import BadInput, DiskvaultError, UnknownFilesystem
 from .filesystems import Filesystem, open_filesystem
-from .volumes import (
-    LogicalVolume, Partition, PartitionView, describe_partitions, list_logical_volumes,
-    list_partitions, open_logical_volume,
-)
+from .volumes import (LogicalVolume, Partition, PartitionView, describe_partitions,
+                      list_logical_volumes, list_partitions, open_logical_volume)
 
 _LOCATION = re.compile(r"[pP](\d+)(?::(.*))?", re.DOTALL)
 _LVM_NAME = r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]*"

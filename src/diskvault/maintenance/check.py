@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import CorruptData
+from ..store.image_map import damage_context
 from ..store.index import ChunkLocation
 from ..store.manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
 from ..store.packs import PackEntry, read_footer
 from ..store.pipeline import ordered_map, worker_count
-from ..store.image_map import damage_context
 from ..store.snapshots import SnapshotRecord
 from ..store.storage import Storage
 from .verify import read_verified, verify_pack

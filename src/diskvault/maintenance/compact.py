@@ -29,15 +29,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from .compact_plan import (CompactionPlan, live_records, pack_footer, plan_compaction,
-                           record_cost, validate_threshold)
 from ..errors import CorruptData
-from .liveness import Liveness, batches, preview
 from ..store.manifest import ManifestEntry, decode_block
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
 from ..store.snapshots import SnapshotRecord
 from ..store.storage import Storage
+from .compact_plan import (CompactionPlan, live_records, pack_footer, plan_compaction, record_cost,
+                           validate_threshold)
+from .liveness import Liveness, batches, preview
 from .verify import verify_pack
 
 log = logging.getLogger(__name__)

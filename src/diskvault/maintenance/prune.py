@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..errors import BadInput
-from .retention import KeepPolicy, SnapshotTime, select_kept
 from ..store.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
+from .retention import KeepPolicy, SnapshotTime, select_kept
 
 INTACT_OUTCOME = "snapshots listed by 'diskvault list' are intact: rerun the {}"
 PROTECTED_REASON = "newest of its series (protected: the rules keep none of it)"

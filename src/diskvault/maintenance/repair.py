@@ -13,23 +13,23 @@ reported as the snapshots that can no longer be restored in full.
 from __future__ import annotations
 
 import os
-from contextlib import closing
 import time
 from collections import defaultdict
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .check import CheckReport, check
+from ..errors import CorruptData
 from ..store import space
 from ..store.backend import LocalBackend
 from ..store.config import read_config
 from ..store.durable import fsync_dir
-from ..errors import CorruptData
 from ..store.index import ChunkIndex
-from .liveness import Liveness
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
 from ..store.storage import Storage, index_path, locate, space_folders, writer_lock
+from .check import CheckReport, check
+from .liveness import Liveness
 from .verify import read_verified, verify_pack
 
 PackList = tuple[str, list[PackEntry], int]  # pack id, its records, its file size

@@ -10,8 +10,8 @@ from concurrent.futures import Executor
 import blake3
 import zstandard
 
-from ..store.chunks import Codec
 from ..errors import CorruptData
+from ..store.chunks import Codec
 from ..store.packs import PackEntry, PackStore
 from ..store.pipeline import ordered_map, worker_count
 

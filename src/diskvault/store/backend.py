@@ -23,8 +23,7 @@ from typing import ContextManager, Protocol
 
 from ..lru import LRU
 from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
-                      create_exclusive, make_private_folder_at, open_folder, temp_name,
-                      write_all)
+                      create_exclusive, make_private_folder_at, open_folder, temp_name, write_all)
 
 
 class Upload(Protocol):

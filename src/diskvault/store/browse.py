@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from ..errors import DiskvaultError
 from ..image.filesystems import Entry, Filesystem
 from ..image.locations import VolumeSummary, open_location, survey_image
-from .reader import ImageReader
 from ..image.volumes import list_logical_volumes, list_partitions
+from .reader import ImageReader
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import blake3
 
-from .config import ChunkerParams
 from ..errors import DiskvaultError
+from .config import ChunkerParams
 
 try:
     from fastcdc.fastcdc_cy import fastcdc_cy as _fastcdc

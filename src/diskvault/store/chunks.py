@@ -9,8 +9,8 @@ import threading
 import blake3
 import zstandard
 
-from .config import Compression
 from ..errors import CorruptData, MissingChunk
+from .config import Compression
 from .index import ChunkIndex, ChunkLocation
 from .packs import FLAG_ZSTD, PackStore
 

@@ -11,8 +11,8 @@ import re
 import secrets
 from dataclasses import asdict, dataclass, field
 
-from .backend import Backend
 from ..errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
+from .backend import Backend
 
 FORMAT_NAME = "diskvault"
 FORMAT_VERSION = 1

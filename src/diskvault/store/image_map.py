@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .chunks import ChunkReader
 from ..errors import CorruptData
+from .chunks import ChunkReader
 from .manifest import Span, block_ends, placed_entries, spans
 from .snapshots import SnapshotRecord
 

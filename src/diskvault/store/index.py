@@ -15,8 +15,8 @@ from pathlib import Path
 
 import lmdb
 
-from .durable import PRIVATE_FILE_MODE, make_private_folder
 from ..errors import CorruptData
+from .durable import PRIVATE_FILE_MODE, make_private_folder
 from .packs import PackEntry
 
 MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents

@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .backend import Backend, is_access_denied
 from ..errors import LockHolder, RepositoryLocked
+from .backend import Backend, is_access_denied
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import blake3
 
-from .backend import Backend, Upload
 from ..errors import CorruptData, MissingChunk
+from .backend import Backend, Upload
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import threading
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
-from .chunks import ChunkReader
 from ..errors import CorruptData
 from ..image.fileview import PositionedFile
-from .image_map import damage_context
 from ..lru import LRU
+from .chunks import ChunkReader
+from .image_map import damage_context
 from .manifest import block_ends, placed_entries
 from .snapshots import SnapshotRecord
 

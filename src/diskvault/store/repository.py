@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import BadInput, CorruptData, LockHolder
 from .backup import back_up
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
 from .diff import changed_ranges
-from ..errors import BadInput, CorruptData, LockHolder
+from .image_map import image_spans
 from .locking import ReaderLock, WriterLock
 from .manifest import decode_block
-from .image_map import image_spans
 from .reader import ImageReader
 from .restore import image_pieces, restore_to_path, write_stream
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot

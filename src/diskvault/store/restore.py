@@ -10,10 +10,10 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import BadInput, CorruptData, TargetExists
 from .chunks import ChunkReader
 from .devices import open_unused_device
 from .durable import atomic_replacement, remove_leftover_temps, write_all
-from ..errors import BadInput, CorruptData, TargetExists
 from .image_map import damage_context, image_spans
 from .index import ChunkLocation
 from .manifest import Span

@@ -13,8 +13,8 @@ from pathlib import PurePosixPath
 
 import blake3
 
-from .backend import Backend
 from ..errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
+from .backend import Backend
 from .manifest import BlockRef, layout_problem
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import lmdb
 
-from .backend import Backend
 from ..errors import RepositoryFull
+from .backend import Backend
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .chunks import Codec
 from ..errors import DiskvaultError
+from .chunks import Codec
 from .index import ChunkIndex
 from .packing import PackFiller
 from .packs import PackEntry, PackStore

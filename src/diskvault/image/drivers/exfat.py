@@ -16,9 +16,9 @@ from typing import Any, BinaryIO
 from dissect.util.stream import RunlistStream
 
 from ...lru import LRU
+from ..volumes import PartitionView
 from .base import Damaged, Driver, Entry
 from .dos import _DIR_MODE, _FILE_MODE, _READONLY_MODE, dos_time_ns
-from ..volumes import PartitionView
 
 _ENTRY = 32
 _END, _FILE, _STREAM, _NAME, _LABEL = 0x00, 0x85, 0xC0, 0xC1, 0x83
