@@ -138,7 +138,8 @@ def main() -> None:
         for name, work in works.items():
             one = throughput(work, messages, 1, arguments.repeat)
             two = throughput(work, messages, 2, arguments.repeat)
-            print(f"{name:20} {message_size >> 10:5}K {one:8.0f}MB/s {two:8.0f}MB/s {two / one:6.2f}")
+            print(f"{name:20} {message_size >> 10:5}K {one:8.0f}MB/s {two:8.0f}MB/s "
+                  f"{two / one:6.2f}")
     print("GIL probe: CPU of a spinning thread / CPU of one 16 MiB call (~1 = GIL released)")
     for name, work in {**works, "pure Python (holds)": pure_python_work}.items():
         shares = sorted(gil_share(work, data[:16 << 20]) for _ in range(arguments.repeat))

@@ -108,7 +108,7 @@ def derive_passphrase_key(passphrase: str, salt: bytes, params: KdfParams) -> by
 
 def _sealing_context(params: KdfParams, salt: bytes) -> bytes:
     """Associated data of the sealed master key: the settings it was sealed under."""
-    return _canonical({"format": KEY_FORMAT, "version": KEY_VERSION,
+    return canonical_json({"format": KEY_FORMAT, "version": KEY_VERSION,
                        "kdf": _kdf_fields(params, salt), "cipher": CIPHER_NAME})
 
 
@@ -116,7 +116,8 @@ def _kdf_fields(params: KdfParams, salt: bytes) -> dict:
     return {**asdict(params), "salt": base64.b64encode(salt).decode("ascii")}
 
 
-def _canonical(body: dict) -> bytes:
+def canonical_json(body: dict) -> bytes:
+    """Sorted keys, no spaces: the bytes the checksum and the sealing context cover."""
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -129,7 +130,7 @@ def _seal_master(keys: Keys, passphrase: str, params: KdfParams) -> bytes:
     body = {"format": KEY_FORMAT, "version": KEY_VERSION, "kdf": _kdf_fields(params, salt),
             "cipher": CIPHER_NAME,
             "sealed_master_key": base64.b64encode(sealed).decode("ascii")}
-    body["checksum"] = blake3.blake3(_canonical(body)).hexdigest()
+    body["checksum"] = blake3.blake3(canonical_json(body)).hexdigest()
     return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -163,8 +164,8 @@ def parse_key_file(data: bytes) -> KeyFile:
         raise damaged(f"its version {body.get('version')!r} is not {KEY_VERSION}; "
                       f"a newer diskvault may read it")
     checksum = body.pop("checksum", None)
-    if not isinstance(checksum, str) or \
-            not secrets.compare_digest(checksum, blake3.blake3(_canonical(body)).hexdigest()):
+    expected = blake3.blake3(canonical_json(body)).hexdigest()
+    if not isinstance(checksum, str) or not secrets.compare_digest(checksum, expected):
         raise damaged("its checksum does not match its contents")
     try:
         kdf = dict(body["kdf"])
