@@ -152,3 +152,34 @@ class MountFailed(DiskvaultError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+# -- encryption (store/crypto.py, store/keys.py, store/passphrase.py) --------------------
+
+# restic exits 12 on a wrong password; the same code lets scripts written for it tell a
+# mistyped or stale passphrase apart from damage.
+EXIT_WRONG_PASSPHRASE = 12
+
+
+class AuthenticationFailed(CorruptData):
+    """A sealed record did not authenticate: damaged, altered, moved from another place or
+    another repository, or sealed under another key. Never says which: it cannot know."""
+
+
+class KeyFileDamaged(CorruptData):
+    """The key file cannot be read as one: not diskvault's, truncated, or its checksum fails."""
+
+
+class WrongPassphrase(DiskvaultError):
+    """The passphrase does not open the repository's key file."""
+
+    exit_code = EXIT_WRONG_PASSPHRASE
+
+
+class PassphraseUnavailable(BadInput):
+    """No passphrase could be had: none set in a non-interactive run, an unreadable file, a
+    failing command, an empty answer, or two prompts that differ."""
+
+
+class WrongRepositoryKey(BadInput):
+    """A key export belongs to another repository than the one it is imported into."""

@@ -1,0 +1,164 @@
+"""Where the passphrase comes from, so that cron runs need no prompt and nothing shows it.
+
+Order, first that is set wins:
+
+1. an explicit file (``--password-file``): the command line beats the environment, so a
+   user who names a file gets that file even with a variable exported in the shell;
+2. ``DISKVAULT_PASSWORD``: the passphrase itself (visible to the same user and root in
+   ``/proc/PID/environ``: prefer a file or a command);
+3. ``DISKVAULT_PASSWORD_FILE``: a file whose first line is the passphrase;
+4. ``DISKVAULT_PASSWORD_COMMAND``: a command, split with ``shlex`` and run without a shell,
+   whose standard output's first line is the passphrase (``pass show backup/vm1``);
+5. a terminal prompt, asked twice when a key is created; with no terminal, a one-line
+   error that names the variables to set.
+
+Choosing the source is a pure function of the environment; reading it is separate, so
+both test without a terminal. Errors name the source, never the passphrase.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PassphraseUnavailable
+
+PASSWORD_VARIABLE = "DISKVAULT_PASSWORD"
+PASSWORD_FILE_VARIABLE = "DISKVAULT_PASSWORD_FILE"
+PASSWORD_COMMAND_VARIABLE = "DISKVAULT_PASSWORD_COMMAND"
+SECRET_VARIABLES = (PASSWORD_VARIABLE,)
+
+Prompt = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class PassphraseSource:
+    """Where a passphrase will be read from: ``kind`` is environment, file, command or
+    prompt; ``detail`` names the variable, path or program (never the secret itself)."""
+
+    kind: str
+    detail: str = ""
+
+    def describe(self) -> str:
+        """For messages: a command is named by its program only (its arguments might hold
+        something private)."""
+        if self.kind == "command":
+            return f"the command {program_name(self.detail)}"
+        return {"environment": f"the variable {self.detail}", "file": f"the file {self.detail}",
+                "prompt": "the terminal prompt"}[self.kind]
+
+
+def program_name(command: str) -> str:
+    try:
+        arguments = shlex.split(command)
+    except ValueError:
+        return "(unparsable)"
+    return arguments[0] if arguments else "(empty)"
+
+
+def choose_source(environ: Mapping[str, str], password_file: Path | None = None,
+                  interactive: bool = False) -> PassphraseSource:
+    """The first source that is set, in the order of this module's docstring;
+    PassphraseUnavailable if none is and there is no terminal to ask."""
+    if password_file is not None:
+        return PassphraseSource("file", str(password_file))
+    if environ.get(PASSWORD_VARIABLE):
+        return PassphraseSource("environment", PASSWORD_VARIABLE)
+    if environ.get(PASSWORD_FILE_VARIABLE):
+        return PassphraseSource("file", environ[PASSWORD_FILE_VARIABLE])
+    if environ.get(PASSWORD_COMMAND_VARIABLE):
+        return PassphraseSource("command", environ[PASSWORD_COMMAND_VARIABLE])
+    if interactive:
+        return PassphraseSource("prompt")
+    raise PassphraseUnavailable(
+        f"this repository is encrypted and no passphrase was given: set "
+        f"{PASSWORD_FILE_VARIABLE}, {PASSWORD_COMMAND_VARIABLE} or {PASSWORD_VARIABLE}, or "
+        f"pass --password-file, or run it on a terminal")
+
+
+def first_line(text: str) -> str:
+    """A passphrase is one line: the first, without its line ending."""
+    return text.splitlines()[0] if text else ""
+
+
+def read_passphrase_file(path: Path) -> str:
+    try:
+        return first_line(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "it is not UTF-8 text"
+        raise PassphraseUnavailable(f"cannot read the passphrase file {path}: {reason}; "
+                                    f"check the path in {PASSWORD_FILE_VARIABLE} or "
+                                    f"--password-file") from None
+
+
+def environ_without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` minus the passphrase, for any process diskvault starts."""
+    return {name: value for name, value in environ.items() if name not in SECRET_VARIABLES}
+
+
+def run_passphrase_command(command: str, environ: Mapping[str, str]) -> str:
+    """The first line of the command's standard output; its standard error and standard
+    input stay the user's (so it may ask for a PIN). Run without a shell."""
+    program = program_name(command)
+    fix = f"check {PASSWORD_COMMAND_VARIABLE}"
+    try:
+        arguments = shlex.split(command)
+    except ValueError:
+        arguments = []
+    if not arguments:
+        raise PassphraseUnavailable(f"{PASSWORD_COMMAND_VARIABLE} is empty or has an "
+                                    f"unclosed quote: {fix}")
+    try:
+        finished = subprocess.run(arguments, stdout=subprocess.PIPE, check=False,
+                                  env=environ_without_secrets(environ))
+    except OSError as error:
+        raise PassphraseUnavailable(f"cannot run the passphrase command {program}: "
+                                    f"{error.strerror}; {fix}") from None
+    if finished.returncode != 0:
+        raise PassphraseUnavailable(f"the passphrase command {program} failed with exit "
+                                    f"code {finished.returncode}; {fix}")
+    try:
+        return first_line(finished.stdout.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PassphraseUnavailable(f"the passphrase command {program} printed something "
+                                    f"that is not UTF-8 text; {fix}") from None
+
+
+def ask(prompt: Prompt, confirm: bool) -> str:
+    passphrase = prompt("Repository passphrase: ")
+    if confirm and prompt("Repeat the passphrase: ") != passphrase:
+        raise PassphraseUnavailable("the two passphrases differ: nothing was changed; "
+                                    "run the command again")
+    return passphrase
+
+
+def terminal_prompt() -> Prompt | None:
+    """getpass when a person is at a terminal, else None (cron, pipes, CI)."""
+    return getpass.getpass if sys.stdin.isatty() else None
+
+
+def get_passphrase(environ: Mapping[str, str] | None = None, password_file: Path | None = None,
+                   *, confirm: bool = False, prompt: Prompt | None = None) -> str:
+    """The passphrase from the first source set. ``confirm`` asks twice at a prompt (for
+    a new key or a new passphrase). ``prompt`` is how to ask a person; None: nobody can
+    be asked. An empty passphrase is refused, naming where it came from."""
+    environ = os.environ if environ is None else environ
+    source = choose_source(environ, password_file, interactive=prompt is not None)
+    if source.kind == "environment":
+        passphrase = environ[PASSWORD_VARIABLE]
+    elif source.kind == "file":
+        passphrase = read_passphrase_file(Path(source.detail))
+    elif source.kind == "command":
+        passphrase = run_passphrase_command(source.detail, environ)
+    else:
+        passphrase = ask(prompt, confirm)
+    if not passphrase:
+        raise PassphraseUnavailable(f"the passphrase from {source.describe()} is empty: "
+                                    f"set a passphrase there")
+    return passphrase
