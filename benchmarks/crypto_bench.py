@@ -26,6 +26,8 @@ import blake3
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from .micro import best_seconds
+
 MESSAGE_SIZES = (64 * 1024, 1024 * 1024)
 
 
@@ -65,15 +67,6 @@ def zstd_work(messages: list[memoryview]) -> None:
     compressor = zstandard.ZstdCompressor(level=3)  # one per thread, as the chunk writer does
     for message in messages:
         compressor.compress(message)
-
-
-def best_seconds(function: Callable[[], object], repeat: int) -> float:
-    timings = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
 
 
 def throughput(work: Callable[[list[memoryview]], None], messages: list[memoryview],

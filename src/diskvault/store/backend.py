@@ -12,6 +12,7 @@ its 404 to it).
 from __future__ import annotations
 
 import errno
+import logging
 import fcntl
 import os
 import stat
@@ -24,6 +25,8 @@ from typing import ContextManager, Protocol
 from ..lru import LRU
 from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
                       create_exclusive, make_private_folder_at, open_folder, temp_name, write_all)
+
+log = logging.getLogger(__name__)
 
 
 class Upload(Protocol):
@@ -408,3 +411,24 @@ def is_access_denied(error: OSError) -> bool:
     """The errors of writing where one may not: a read-only filesystem or a folder of
     another user."""
     return error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class StrayNotice:
+    """Entries under a prefix that are not diskvault's are left alone and named once per
+    process: a warning at the first listing that meets them, none once a caller (check)
+    reports them itself."""
+
+    def __init__(self, backend: Backend, prefix: str, kind: str):
+        self._where = f"{backend.location}/{prefix}"
+        self._kind = kind
+        self._said = False
+
+    def warn(self, strays: list[str]) -> None:
+        if strays and not self._said:
+            self._said = True
+            log.warning("%d entries under %s are not %s and are left alone (%s); 'diskvault "
+                        "check' lists them", len(strays), self._where, self._kind,
+                        ", ".join(strays[:3]) + (", ..." * (len(strays) > 3)))
+
+    def reported_elsewhere(self) -> None:
+        self._said = True

@@ -11,16 +11,14 @@ The footer lets the index be rebuilt from the packs alone (see docs/format.md).
 
 from __future__ import annotations
 
-import logging
 import struct
 from dataclasses import dataclass
 
 import blake3
 
 from ..errors import CorruptData, MissingChunk
-from .backend import Backend, Upload
+from .backend import Backend, StrayNotice, Upload
 
-log = logging.getLogger(__name__)
 
 PACKS_PREFIX = "packs/"
 DAMAGED_PREFIX = "damaged/"
@@ -76,7 +74,7 @@ class PackStore:
 
     def __init__(self, backend: Backend):
         self.backend = backend
-        self._strays_reported = False
+        self._stray_notice = StrayNotice(backend, PACKS_PREFIX, "diskvault packs")
 
     def create(self, pack_id: str) -> Upload:
         return self.backend.open_upload(pack_name(pack_id))
@@ -104,18 +102,13 @@ class PackStore:
         """The ids of the packs. Anything else under packs/ is not ours: ignored, with one
         warning per process (check lists it)."""
         pack_ids, strays = self._scan()
-        if strays and not self._strays_reported:
-            self._strays_reported = True
-            log.warning("%d entries under %s are not diskvault packs and are left alone "
-                        "(%s); 'diskvault check' lists them", len(strays),
-                        f"{self.backend.location}/{PACKS_PREFIX}",
-                        ", ".join(strays[:3]) + (", ..." * (len(strays) > 3)))
+        self._stray_notice.warn(strays)
         return pack_ids
 
     def strays(self) -> list[str]:
         """Names under packs/ that are not packs in their own folder (nor packs being
         written). The caller reports them: list() then stays quiet about them."""
-        self._strays_reported = True
+        self._stray_notice.reported_elsewhere()
         return self._scan()[1]
 
     def _scan(self) -> tuple[list[str], list[str]]:

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 import blake3
 
 from ..errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
-from .backend import Backend
+from .backend import Backend, StrayNotice
 from .manifest import BlockRef, layout_problem
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class SnapshotStore:
 
     def __init__(self, backend: Backend):
         self.backend = backend
-        self._strays_reported = False
+        self._stray_notice = StrayNotice(backend, SNAPSHOTS_PREFIX, "snapshot records")
 
     def exists(self, snapshot_id: str) -> bool:
         return self.backend.stat(record_name(snapshot_id)) is not None
@@ -170,18 +170,13 @@ class SnapshotStore:
         """The ``snapshots/<id>.json`` objects. Anything else there is not ours: ignored,
         with one warning per process (check lists it)."""
         names, strays = self._entries()
-        if strays and not self._strays_reported:
-            self._strays_reported = True
-            log.warning("%d entries in %s are not snapshot records and are left alone (%s); "
-                        "'diskvault check' lists them", len(strays),
-                        f"{self.backend.location}/{SNAPSHOTS_PREFIX}",
-                        ", ".join(strays[:3]) + (", ..." * (len(strays) > 3)))
+        self._stray_notice.warn(strays)
         return names
 
     def strays(self) -> list[str]:
         """Names that are not records (nor records being written). The caller reports
         them: scan() then stays quiet about them."""
-        self._strays_reported = True
+        self._stray_notice.reported_elsewhere()
         return self._entries()[1]
 
     def _entries(self) -> tuple[list[str], list[str]]:
