@@ -28,17 +28,19 @@ from diskvault.store.packs import PackStore, pack_name, read_footer
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import record_name
 
-from ..conftest import run_cli
+from ..conftest import in_both_modes, run_cli
 from .support import (PACK_HEAD_AND_TRAILER, assert_all_restore, assert_plan_carried_out, back_up,
                       chunks_by_pack, evolve, file_digests, fresh_pack_bytes, pack_bytes,
                       pack_count, referenced, small_pack_repository)
+
+encryption = in_both_modes()
 
 KiB = 1024
 
 
 @pytest.fixture
-def small(tmp_path):
-    repository = small_pack_repository(tmp_path / "repo")
+def small(tmp_path, encryption):
+    repository = small_pack_repository(tmp_path / "repo", encryption=encryption)
     yield repository
     repository.close()
 
