@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 from diskvault.store.backend import LocalBackend
@@ -148,9 +147,9 @@ def listed_ids(repo: Path) -> set[str]:
 
 
 def stored_record_bytes(repo: Path, pack_ids: set[str]) -> int:
-    with closing(LocalBackend(repo)) as backend:
+    with Repository.open(repo) as repository:  # its packs check footers with its key
         return sum(entry.stored_size for pack_id in pack_ids
-                   for entry in read_footer(PackStore(backend), pack_id))
+                   for entry in read_footer(repository.storage.packs, pack_id))
 
 
 def backup_to_completion(repo: Path, image: Path, name: str) -> dict:
