@@ -14,17 +14,51 @@ from pathlib import Path
 
 import pytest
 
+from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
+TEST_PASSPHRASE = "correct horse battery staple"
+
+# Every diskvault the tests start (run_cli, the mount's daemon) and every Repository.open
+# of an encrypted repository finds its passphrase here; new keys get a cheap KDF.
+os.environ.setdefault("DISKVAULT_PASSWORD", TEST_PASSPHRASE)
+os.environ.setdefault("DISKVAULT_INSECURE_TEST_KDF", "1")
+
+# A module runs its `repo` tests (and whatever else takes `encryption`) in both modes with,
+# at module level, `encryption = in_both_modes()`; the others run plaintext only, which
+# keeps the suite's time modest. The chosen modules: round trips, restore, mount reads,
+# prune, compact, check/repair, the SIGKILL crash test.
+BOTH_MODES = [PLAINTEXT_MODE, REPOKEY_MODE]
+
+
+def in_both_modes():
+    """A module-level `encryption` fixture parametrised over both modes."""
+    def encryption(request) -> str:
+        return request.param
+    return pytest.fixture(params=BOTH_MODES, ids=["plain", "encrypted"])(encryption)
 
 
 @pytest.fixture
-def repo(tmp_path: Path):
-    """An initialised repository with small chunks (min 1 KiB, avg 4 KiB, max 16 KiB)."""
-    repository = Repository.init(tmp_path / "repo", chunk_size=SMALL_CHUNKS)
+def encryption() -> str:
+    """The encryption mode of the `repo` fixture (and of `init` in tests that ask)."""
+    return PLAINTEXT_MODE
+
+
+@pytest.fixture
+def repo(tmp_path: Path, encryption: str):
+    """An initialised repository with small chunks (min 1 KiB, avg 4 KiB, max 16 KiB),
+    plaintext unless the module runs both modes."""
+    repository = Repository.init(tmp_path / "repo", chunk_size=SMALL_CHUNKS,
+                                 encryption=encryption,
+                                 passphrase=os.environ["DISKVAULT_PASSWORD"])
     yield repository
     repository.close()
+
+
+def init_args(encryption: str) -> list[str]:
+    """The `init` options for ``encryption`` (the CLI's default is repokey)."""
+    return ["--encryption", "none" if encryption == PLAINTEXT_MODE else "repokey"]
 
 
 def write_image(path: Path, size: int, pattern: str = "random", seed: int = 0) -> Path:

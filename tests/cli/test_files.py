@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from diskvault.store.config import REPOKEY_MODE
 from diskvault.store.repository import Repository
 from tests.conftest import SMALL_CHUNKS, run_cli
 from tests.fsimages import (FS_KINDS, PartSpec, assert_trees_equal, file_size_mib, flipped_bytes,
@@ -27,7 +28,9 @@ FUZZ_ATTEMPTS = 5
 @pytest.fixture(scope="module")
 def backed_up(tmp_path_factory):
     """A repository with three snapshots: 'gpt' (p1 empty, p2 ext4), 'mbr' (p1 FAT16) and
-    'bare' (the ext4 filesystem alone); and the source trees."""
+    'bare' (the ext4 filesystem alone); and the source trees. Encrypted, as `init` makes
+    them by default (plaintext ls/pull run in tests/store/test_browse.py and the mount's
+    .files/ tests)."""
     folder = tmp_path_factory.mktemp("files")
     tree = populate_tree(folder / "tree", many=40)
     plain_tree = populate_tree(folder / "plain-tree", symlinks=False, many=40)  # FAT: no links
@@ -35,7 +38,8 @@ def backed_up(tmp_path_factory):
     fat = make_fat(folder / "fat.img", plain_tree, 16)
     make_disk(folder / "gpt.img", [PartSpec(None, 1), PartSpec(ext4, file_size_mib(ext4))])
     make_disk(folder / "mbr.img", [PartSpec(fat, file_size_mib(fat), type="6")], "dos")
-    with Repository.init(folder / "repo", chunk_size=SMALL_CHUNKS) as repository:
+    with Repository.init(folder / "repo", chunk_size=SMALL_CHUNKS,
+                         encryption=REPOKEY_MODE) as repository:
         for name, image in (("gpt", folder / "gpt.img"), ("mbr", folder / "mbr.img"),
                             ("bare", ext4)):
             repository.backup(image, name=name)

@@ -17,6 +17,10 @@ from hypothesis import strategies as st
 
 from diskvault.fuse.layout import time_ns
 
+from ..conftest import in_both_modes
+
+encryption = in_both_modes()
+
 
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()

@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 
 from diskvault.store.backend import LocalBackend
-from diskvault.store.config import write_config
+from diskvault.store.config import PLAINTEXT_MODE, write_config
+from diskvault.store.encryption import config_mac
 from diskvault.store.packs import PackStore
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
@@ -20,12 +21,20 @@ PACK_HEAD_AND_TRAILER = 8 + 44  # bytes of a pack that are not records or footer
 
 
 def small_pack_repository(root: Path, chunk_size: int = 1024,
-                          pack_target_bytes: int = 32 * 1024) -> Repository:
+                          pack_target_bytes: int = 32 * 1024,
+                          encryption: str = PLAINTEXT_MODE) -> Repository:
     """A repository whose backups write many small packs, so compaction has choices."""
-    Repository.init(root, chunk_size=chunk_size).close()
-    config = Repository.open(root).config
-    write_config(LocalBackend(root), dataclasses.replace(config, pack_target_bytes=pack_target_bytes))
+    with Repository.init(root, chunk_size=chunk_size, encryption=encryption) as repository:
+        rewrite_config(repository, pack_target_bytes=pack_target_bytes)
     return Repository.open(root)
+
+
+def rewrite_config(repository: Repository, **changes) -> None:
+    """Change settings of a new repository's config, authenticated again if encrypted."""
+    config = dataclasses.replace(repository.config, **changes)
+    if config.encrypted:
+        config = dataclasses.replace(config, mac=config_mac(repository.storage.cipher, config))
+    write_config(LocalBackend(repository.root), config)
 
 
 def evolve(data: bytearray, rng: random.Random, changes: int = 3) -> bytearray:

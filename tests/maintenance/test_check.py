@@ -22,8 +22,11 @@ from diskvault.store.packs import PackWriter, read_footer
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
 
+from ..conftest import in_both_modes
 from .support import (assert_all_restore, assert_restore, back_up, chunk_offsets, evolve,
                       referenced, restored, small_pack_repository)
+
+encryption = in_both_modes()
 
 KiB = 1024
 
@@ -55,11 +58,12 @@ class Scene:
 
 
 @pytest.fixture
-def scene(tmp_path) -> Scene:
+def scene(tmp_path, encryption) -> Scene:
     """Two series: "a" with three nightly snapshots, "b" (other data) with two."""
     root = tmp_path / "repo"
     expected, records = {}, {}
-    with small_pack_repository(root, pack_target_bytes=24 * KiB) as repository:
+    with small_pack_repository(root, pack_target_bytes=24 * KiB,
+                               encryption=encryption) as repository:
         for name, nights, seed in (("a", 3, 1), ("b", 2, 2)):
             rng = random.Random(seed)
             data = bytearray(rng.randbytes(160 * KiB))

@@ -14,7 +14,10 @@ from diskvault.maintenance.compact import compact
 from diskvault.maintenance.prune import PROTECTED_REASON, delete_snapshots, prune
 from diskvault.maintenance.retention import KeepPolicy
 
+from ..conftest import in_both_modes
 from .support import assert_all_restore, back_up, pack_bytes
+
+encryption = in_both_modes()
 
 UTC = timezone.utc
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # a Tuesday

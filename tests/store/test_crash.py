@@ -8,7 +8,6 @@ Real subprocesses, real files, real LMDB.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import random
@@ -17,15 +16,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 from diskvault.store.backend import LocalBackend
-from diskvault.store.config import write_config
+from diskvault.store.config import PLAINTEXT_MODE
 from diskvault.store.packs import PackStore, read_footer
 from diskvault.store.repository import Repository
 
-from ..conftest import run_cli, write_image
+from ..conftest import in_both_modes, run_cli, write_image
+from ..maintenance.support import rewrite_config
+
+encryption = in_both_modes()
 
 MiB = 1024 * 1024
 SEED = 20261122
@@ -47,13 +48,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def small_pack_repository(root: Path) -> Path:
+def small_pack_repository(root: Path, encryption: str = PLAINTEXT_MODE) -> Path:
     """A repository with 1 MiB packs, so that a backup writes many packs (and 16 KiB
     chunks: the check after every kill restores every snapshot, and cost goes by chunk)."""
-    repository = Repository.init(root, chunk_size=CHUNK_BYTES)
-    write_config(LocalBackend(root), dataclasses.replace(repository.config,
-                                           pack_target_bytes=PACK_TARGET_BYTES))
-    repository.close()
+    with Repository.init(root, chunk_size=CHUNK_BYTES, encryption=encryption) as repository:
+        rewrite_config(repository, pack_target_bytes=PACK_TARGET_BYTES)
     return root
 
 
@@ -148,9 +147,9 @@ def listed_ids(repo: Path) -> set[str]:
 
 
 def stored_record_bytes(repo: Path, pack_ids: set[str]) -> int:
-    with closing(LocalBackend(repo)) as backend:
+    with Repository.open(repo) as repository:  # its packs check footers with its key
         return sum(entry.stored_size for pack_id in pack_ids
-                   for entry in read_footer(PackStore(backend), pack_id))
+                   for entry in read_footer(repository.storage.packs, pack_id))
 
 
 def backup_to_completion(repo: Path, image: Path, name: str) -> dict:
@@ -161,9 +160,10 @@ def backup_to_completion(repo: Path, image: Path, name: str) -> dict:
 
 
 # -- tests -----------------------------------------------------------------------------
-def test_backup_killed_at_random_moments_leaves_earlier_snapshots_restorable(tmp_path: Path):
+def test_backup_killed_at_random_moments_leaves_earlier_snapshots_restorable(tmp_path: Path,
+                                                                             encryption: str):
     rng = random.Random(SEED)
-    repo = small_pack_repository(tmp_path / "repo")
+    repo = small_pack_repository(tmp_path / "repo", encryption)
     scratch = tmp_path / "restored"
     scratch.mkdir()
     expected: dict[str, str] = {}   # snapshot id -> sha256 of the image it was made from

@@ -9,6 +9,10 @@ import pytest
 
 from diskvault.errors import TargetExists
 
+from ..conftest import in_both_modes
+
+encryption = in_both_modes()
+
 
 def allocated_bytes(path) -> int:
     return os.stat(path).st_blocks * 512

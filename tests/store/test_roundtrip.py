@@ -15,6 +15,10 @@ from hypothesis import strategies as st
 
 from diskvault.store.repository import Repository
 
+from ..conftest import in_both_modes
+
+encryption = in_both_modes()
+
 PIECE = st.one_of(
     st.tuples(st.just("random"), st.integers(1, 70_000)),
     st.tuples(st.just("zeros"), st.integers(1, 90_000)),

@@ -9,14 +9,22 @@ the command option falls back to it. The one closest to the command wins.
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
+from ..store.crypto import Keys
+from ..store.passphrase import get_passphrase, terminal_prompt
 from ..store.repository import Repository, repository_path
 
 DEBUG_FLAG = "--debug"
 REPO_KEY = "diskvault.repo"
+PASSWORD_FILE_KEY = "diskvault.password_file"
+# The mount's daemon gets the master key its parent unlocked through an inherited pipe,
+# named by this variable (a descriptor number: no secret in argv or the environment).
+KEY_FD_VARIABLE = "DISKVAULT_KEY_FD"
 DEBUG_KEY = "diskvault.debug"
 REPO_HELP = "Repository folder, before or after the command name (or set DISKVAULT_REPO)."
 
@@ -33,8 +41,47 @@ group_repo_option = click.option(
     "-r", "--repo", envvar="DISKVAULT_REPO", metavar="REPO", expose_value=False,
     callback=_remember_group_repo, help=REPO_HELP)
 
-repo_option = click.option(
+_repo_only_option = click.option(
     "-r", "--repo", "repo", metavar="REPO", callback=_repo_or_group_repo, help=REPO_HELP)
+
+
+def _remember_password_file(ctx: click.Context, _param, value: Path | None) -> None:
+    if value is not None:  # a command's own option beats the group's
+        ctx.meta[PASSWORD_FILE_KEY] = value
+
+
+def password_file_option() -> click.Option:
+    return click.option(
+        "--password-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        expose_value=False, callback=_remember_password_file,
+        help="Read the passphrase of an encrypted repository from this file's first line "
+             "(or set DISKVAULT_PASSWORD_FILE, DISKVAULT_PASSWORD_COMMAND or "
+             "DISKVAULT_PASSWORD).")
+
+
+group_password_file_option = password_file_option()
+
+
+def repo_option(command):
+    """-r/--repo and --password-file, after the command name."""
+    return _repo_only_option(password_file_option()(command))
+
+
+class CommandPassphrase:
+    """The passphrase of this command, fetched on first use and only then (a plaintext
+    repository never asks), then kept for the command's life: asked once per command."""
+
+    def __init__(self, confirm: bool = False):
+        self._confirm = confirm
+        self._text: str | None = None
+
+    def __call__(self) -> str:
+        if self._text is None:
+            ctx = click.get_current_context(silent=True)
+            password_file = ctx.meta.get(PASSWORD_FILE_KEY) if ctx else None
+            self._text = get_passphrase(os.environ, password_file, confirm=self._confirm,
+                                        prompt=terminal_prompt())
+        return self._text
 
 
 def _enable_debug(ctx: click.Context, _param, value: bool) -> None:
@@ -64,10 +111,27 @@ lock_wait_option = click.option(
 
 
 @contextmanager
-def opened(repo: str | None):
+def opened(repo: str | None, passphrase: CommandPassphrase | None = None):
     """The repository named by -r/DISKVAULT_REPO, closed afterwards."""
-    repository = Repository.open(repository_path(repo))
+    repository = Repository.open(repository_path(repo), passphrase or CommandPassphrase(),
+                                 keys=_inherited_keys())
     try:
         yield repository
     finally:
         repository.close()
+
+
+def _inherited_keys() -> Keys | None:
+    """The master key a parent diskvault passed on an inherited pipe (the mount's daemon);
+    read once, the descriptor closed and the variable dropped."""
+    fd_text = os.environ.pop(KEY_FD_VARIABLE, None)
+    if fd_text is None:
+        return None
+    fd = int(fd_text)
+    try:
+        master = b""
+        while len(master) < 32 and (piece := os.read(fd, 32 - len(master))):
+            master += piece
+    finally:
+        os.close(fd)
+    return Keys(master)

@@ -103,7 +103,7 @@ def demo(workdir: Path | None) -> None:
     subprocess.run([_tool("mkfs.ext4"), "-q", "-F", "-b", str(BLOCK_BYTES), "-d", str(tree),
                     str(image), f"{IMAGE_BYTES // 1024}k"], check=True, capture_output=True)
     click.echo(f"example: {image} ({human_bytes(IMAGE_BYTES)} ext4 made with mkfs.ext4 -d)")
-    click.echo(f"$ diskvault init -r {repo_path}")
+    click.echo(f"$ diskvault init -r {repo_path} --encryption none")
     hashes = []
     with Repository.init(repo_path) as repo:
         for night in range(1, NIGHTS + 1):

@@ -13,7 +13,8 @@ import click
 from ..errors import DiskvaultError
 from . import (demo, files_commands, maintenance_commands, mount_commands, repository_commands,
                snapshot_commands)
-from .common import DEBUG_FLAG, debug_enabled, debug_option, group_repo_option
+from .common import (DEBUG_FLAG, debug_enabled, debug_option, group_password_file_option,
+                     group_repo_option)
 
 # What a shell reports for a command that SIGPIPE ended, as `cat` in `cat big | head`.
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
@@ -41,6 +42,7 @@ class DiskvaultGroup(click.Group):
 @click.group(cls=DiskvaultGroup, params=[debug_option()],
              context_settings={"help_option_names": ["-h", "--help"]})
 @group_repo_option
+@group_password_file_option
 @click.version_option(package_name="diskvault")
 @click.pass_context
 def cli(ctx: click.Context) -> None:

@@ -18,7 +18,7 @@ from ..maintenance.repair import RepairReport
 from ..maintenance.retention import KeepPolicy, parse_duration
 from ..store.repository import repository_path
 from ..store.snapshots import SnapshotRecord
-from .common import json_option, lock_wait_option, opened, repo_option
+from .common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
 from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn
 from .progress import ProgressLine
 
@@ -202,7 +202,8 @@ def check(repo, read_data, repair, as_json, show_progress, lock_wait_s) -> None:
     """Check that every snapshot can be restored; exit 1 if anything is damaged."""
     repaired = None
     if repair:
-        repaired = repairing.repair_repository(repository_path(repo), read_data, lock_wait_s)
+        repaired = repairing.repair_repository(repository_path(repo), read_data, lock_wait_s,
+                                                CommandPassphrase())
         report = repaired.after
         if not as_json:
             _print_repair(repaired)

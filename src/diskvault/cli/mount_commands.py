@@ -15,7 +15,7 @@ from ..fuse.preflight import check_allow_other, check_mountpoint, load_fusepy
 from ..fuse.serve import serve
 from ..fuse.unmount import unmount
 from ..store.snapshots import SnapshotRecord
-from .common import debug_enabled, opened, repo_option
+from .common import KEY_FD_VARIABLE, debug_enabled, opened, repo_option
 from .output import warn
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
                   share_images=share_images)
             return
         root = str(repository.root.resolve())
+        keys = repository.unlocked_keys()
     if log_file is None and not syslog_available():
         warn("this machine has no syslog (/dev/log), so the mount's log (damaged data, "
              "failed reads) is lost; keep it with --log-file PATH")
@@ -73,7 +74,8 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
             *(["--allow-other"] if allow_other else []),
             *(["--share-images"] if share_images else []),
             *(["--log-file", os.path.abspath(log_file)] if log_file else [])]
-    start_detached(argv, where)
+    start_detached(argv, where, secret=keys.master_key if keys else None,
+                   secret_fd_variable=KEY_FD_VARIABLE)
     click.echo(f"mounted {_what(record)} at {where}; unmount with 'diskvault umount {where}'",
                err=True)
 

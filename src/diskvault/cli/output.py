@@ -76,7 +76,14 @@ def config_json(root, config) -> dict:
     """A repository's fixed settings, as ``init`` and ``info --json`` print them."""
     return {"path": str(root), "format_version": config.version,
             "repository_id": config.repository_id, "chunker": vars(config.chunker),
-            "compression": vars(config.compression)}
+            "compression": vars(config.compression), "encryption": config.encryption}
+
+
+def encryption_label(config) -> str:
+    """How a repository is encrypted, in words for ``info`` and ``init``."""
+    if config.encrypted:
+        return "encrypted: AES-256-GCM, key in the repository (repokey) under a passphrase"
+    return "not encrypted"
 
 
 def snapshot_json(record: SnapshotRecord) -> dict:

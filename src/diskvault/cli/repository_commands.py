@@ -5,10 +5,13 @@ from __future__ import annotations
 import click
 
 from ..errors import BadInput
-from ..store.config import ChunkerParams, Compression
+from ..store.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, Compression
 from ..store.repository import Repository, repository_path
-from .common import json_option, opened, repo_option
-from .output import config_json, human_bytes, print_json, warn
+from . import key_commands
+from .common import CommandPassphrase, json_option, opened, repo_option
+from .output import config_json, encryption_label, human_bytes, print_json, warn
+
+ENCRYPTION_CHOICES = {"repokey": REPOKEY_MODE, "none": PLAINTEXT_MODE}
 
 
 def _checked(check):
@@ -32,10 +35,17 @@ def _checked(check):
 @click.option("--compression", default="zstd:3", show_default=True, metavar="zstd:N|none",
               callback=_checked(Compression.parse),
               help="Compression of stored chunks (N from 1 to 22).")
+@click.option("--encryption", type=click.Choice(sorted(ENCRYPTION_CHOICES)), default="repokey",
+              show_default=True,
+              help="repokey: AES-256-GCM, the key kept in the repository under a passphrase "
+                   "(asked twice at a terminal, or DISKVAULT_PASSWORD*); none: plaintext.")
 @json_option
-def init(repo: str | None, chunk_size: int | None, compression: str, as_json: bool) -> None:
-    """Create a new, empty repository."""
-    with Repository.init(repository_path(repo), chunk_size, compression) as repository:
+def init(repo: str | None, chunk_size: int | None, compression: str, encryption: str,
+         as_json: bool) -> None:
+    """Create a new, empty repository (encrypted unless --encryption none)."""
+    with Repository.init(repository_path(repo), chunk_size, compression,
+                         ENCRYPTION_CHOICES[encryption],
+                         CommandPassphrase(confirm=True)) as repository:
         config = repository.config
     if as_json:
         print_json(config_json(repository.root, config))
@@ -43,7 +53,11 @@ def init(repo: str | None, chunk_size: int | None, compression: str, as_json: bo
     chunker = config.chunker
     click.echo(f"created repository {repository.root} (format {config.version}, chunks "
                f"{human_bytes(chunker.min_bytes)}/{human_bytes(chunker.avg_bytes)}/"
-               f"{human_bytes(chunker.max_bytes)}, {compression})")
+               f"{human_bytes(chunker.max_bytes)}, {compression}, {encryption_label(config)})")
+    if config.encrypted:
+        click.echo(f"keep a copy of the key elsewhere: 'diskvault key export -r "
+                   f"{repository.root} FILE' (without it and the passphrase, nothing restores)",
+                   err=True)
 
 
 @click.command("break-lock")
@@ -68,3 +82,4 @@ def break_lock(repo: str | None, as_json: bool) -> None:
 def register(group: click.Group) -> None:
     group.add_command(init)
     group.add_command(break_lock)
+    group.add_command(key_commands.key)

@@ -12,7 +12,8 @@ import click
 from ..errors import CorruptData
 from ..store.snapshots import SnapshotRecord
 from .common import json_option, lock_wait_option, opened, repo_option
-from .output import (config_json, human_bytes, human_rate, print_json, print_snapshots,
+from .output import (config_json, encryption_label, human_bytes, human_rate, print_json,
+                     print_snapshots,
                      repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
 
@@ -110,6 +111,7 @@ def info(repo, snapshot, as_json) -> None:
         return
     if record is None:
         click.echo(f"repository   {repository.root} (format {config.version})")
+        click.echo(f"encryption   {encryption_label(config)}")
         click.echo(f"snapshots    {totals.snapshots}")
         click.echo(f"images       {human_bytes(totals.logical_bytes)} in all = {space.parts} "
                    f"(never stored)")

@@ -26,11 +26,26 @@ POLL_S = 0.05
 ERROR_PREFIX = "diskvault: error: "
 
 
-def start_detached(argv: list[str], mountpoint: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+def start_detached(argv: list[str], mountpoint: str, timeout_s: float = READY_TIMEOUT_S,
+                   secret: bytes | None = None, secret_fd_variable: str = "") -> None:
     """Start ``argv`` (a foreground mount that enters ``stderr_to_log`` once live) and
-    return when ``mountpoint`` is mounted; MountFailed with the child's words otherwise."""
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True, cwd="/")
+    return when ``mountpoint`` is mounted; MountFailed with the child's words otherwise.
+
+    ``secret`` (the unlocked master key) reaches the child on an inherited pipe whose
+    descriptor number is in ``secret_fd_variable``: never in argv or the environment."""
+    env, pass_fds, reader = None, (), None
+    if secret is not None:
+        reader, writer = os.pipe()
+        os.write(writer, secret)  # far below a pipe's capacity: never blocks
+        os.close(writer)
+        env, pass_fds = {**os.environ, secret_fd_variable: str(reader)}, (reader,)
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, start_new_session=True, cwd="/",
+                                   env=env, pass_fds=pass_fds)
+    finally:
+        if reader is not None:
+            os.close(reader)
     deadline = time.monotonic() + timeout_s
     output, closed = _read_until_closed(process.stderr, deadline)
     process.stderr.close()

@@ -270,7 +270,7 @@ class _Checker:
             if digest in self.unindexed:
                 pack_id, entry = self.unindexed[digest]
                 stored = read_verified(self.packs, self.storage.codec, pack_id, entry)
-                return self.storage.codec.decompress(stored, entry)
+                return self.storage.codec.decompress(stored, entry, digest)
             return self.storage.chunks.get(digest)
         except CorruptData as error:
             return str(error)

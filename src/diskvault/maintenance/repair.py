@@ -24,6 +24,7 @@ from ..store import space
 from ..store.backend import LocalBackend
 from ..store.config import read_config
 from ..store.durable import fsync_dir
+from ..store.encryption import Passphrase, open_cipher
 from ..store.index import ChunkIndex
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
@@ -50,20 +51,21 @@ class RepairReport:
     duration_s: float = 0.0
 
 
-def repair_repository(root: Path, read_data: bool = False,
-                      lock_wait_s: float = 0.0) -> RepairReport:
+def repair_repository(root: Path, read_data: bool = False, lock_wait_s: float = 0.0,
+                      passphrase: Passphrase = None) -> RepairReport:
     """check --repair, under the writer lock: an index that cannot be read is set aside
     before the storage is opened, then the index is rebuilt from the packs."""
     root = locate(root)
     folders = space_folders(root)
     with closing(LocalBackend(root)) as backend:
         config = read_config(backend)
+        cipher = open_cipher(backend, config, passphrase)
         with space.disk_full_reported(folders, "the repair stopped: free space on that "
                                       "disk, then rerun it"), \
                 writer_lock(backend, "check --repair", lock_wait_s):
             space.release_reserve_if_full(backend, folders)
             set_aside = set_aside_unreadable_index(index_path(root))
-            with Storage(root, config) as storage:
+            with Storage(root, config, cipher) as storage:
                 return repair(storage, set_aside, read_data)
 
 

@@ -1,14 +1,11 @@
-"""Reading stored records back and proving them: decompress, then compare the blake3
-digest. Shared by check --read-data, repair (which records survive) and compaction
+"""Reading stored records back and proving them: open (encrypted repository), decompress,
+then compare the chunk id. Shared by check --read-data, repair (which records survive) and compaction
 (nothing damaged is copied into a new pack)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
-
-import blake3
-import zstandard
 
 from ..errors import CorruptData
 from ..store.chunks import Codec
@@ -20,17 +17,7 @@ WINDOW_BYTES = 8 * 1024 * 1024  # one pread per window of neighbouring records
 
 def record_problem(codec: Codec, entry: PackEntry, stored) -> str | None:
     """Why ``stored`` is not the chunk ``entry`` names, or None when it is."""
-    if len(stored) != entry.stored_size:
-        return f"cut short ({len(stored)} of {entry.stored_size} bytes)"
-    try:
-        raw = codec.decompress(stored, entry)
-    except zstandard.ZstdError:
-        return "does not decompress"
-    if len(raw) != entry.raw_size:
-        return f"decompresses to {len(raw)} bytes, not {entry.raw_size}"
-    if blake3.blake3(raw).digest() != entry.digest:
-        return "does not match its digest"
-    return None
+    return codec.problem(stored, entry, entry.digest)[1]
 
 
 def read_verified(backend: PackStore, codec: Codec, pack_id: str,

@@ -4,7 +4,6 @@ lives in ``back_up``; the write session owns what is stored and how."""
 
 from __future__ import annotations
 
-import functools
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -12,9 +11,7 @@ from concurrent.futures import Executor, Future
 from datetime import datetime, timezone
 from pathlib import Path
 
-import blake3
-
-from .chunker import Chunk, Chunker, Hint, hash_sequentially
+from .chunker import Chunk, Chunker, ChunkId, Hint, hash_sequentially, plain_chunk_id
 from .chunks import Codec
 from .config import ChunkerParams, RepositoryConfig
 from .index import ChunkIndex
@@ -28,25 +25,24 @@ from .write_session import WriteSession
 Progress = Callable[[int], None]
 
 
-@functools.lru_cache(maxsize=64)
-def zero_digest(length: int) -> bytes:
+def zero_digest(length: int, chunk_id: ChunkId = plain_chunk_id) -> bytes:
     """Digest of ``length`` zero bytes: a chunk with this digest is a zero run."""
-    return blake3.blake3(bytes(length)).digest()
+    return chunk_id(bytes(length))
 
 
-def _complete_digests(chunks: list[Chunk]) -> list[bytes]:
+def _complete_digests(chunks: list[Chunk], chunk_id: ChunkId) -> list[bytes]:
     """Digests of a batch: those the chunker already verified, the rest hashed here."""
-    return [digest or blake3.blake3(view).digest() for view, digest in chunks]
+    return [digest or chunk_id(view) for view, digest in chunks]
 
 
-def parallel_hasher(pool: Executor):
+def parallel_hasher(pool: Executor, chunk_id: ChunkId = plain_chunk_id):
     """Hash a batch on two threads at once (blake3 releases the GIL)."""
     def hash_many(views: list) -> list[bytes]:
         if len(views) < 8:
-            return hash_sequentially(views)
+            return hash_sequentially(views, chunk_id)
         half = len(views) // 2
-        other = pool.submit(hash_sequentially, views[half:])
-        return hash_sequentially(views[:half]) + other.result()
+        other = pool.submit(hash_sequentially, views[half:], chunk_id)
+        return hash_sequentially(views[:half], chunk_id) + other.result()
     return hash_many
 
 
@@ -59,13 +55,15 @@ class _ImageRecorder:
 
     def __init__(self, session: WriteSession, pool: Executor, stats: BackupStats):
         self.session = session
+        self.chunk_id = session.codec.chunk_id
+        self._zero_digests: dict[int, bytes] = {}
         self.pool = pool
         self.stats = stats
         self.manifest = ManifestBuilder(self._store_block)
         self._batch: tuple[list, Future] | None = None
 
     def add_chunks(self, chunks: list[Chunk]) -> None:
-        batch = (chunks, self.pool.submit(_complete_digests, chunks)) if chunks else None
+        batch = (chunks, self.pool.submit(_complete_digests, chunks, self.chunk_id)) if chunks else None
         self.drain()
         self._batch = batch
 
@@ -83,7 +81,7 @@ class _ImageRecorder:
         for (chunk, _), digest in zip(chunks, future.result()):
             length = len(chunk)
             # The cheap byte test first: zero_digest costs a hash of its own.
-            if chunk[0] == 0 and chunk[-1] == 0 and digest == zero_digest(length):
+            if chunk[0] == 0 and chunk[-1] == 0 and digest == self._zero_digest(length):
                 self.stats.zero_bytes += length
                 self.manifest.add_zeros(length)
                 continue
@@ -92,8 +90,15 @@ class _ImageRecorder:
             data.append((digest, chunk))  # a view: its buffer lives until compressed
         self.session.store_missing(data)
 
+    def _zero_digest(self, length: int) -> bytes:
+        """Cached per backup: the id of zeros depends on the repository's key."""
+        digest = self._zero_digests.get(length)
+        if digest is None:
+            digest = self._zero_digests[length] = zero_digest(length, self.chunk_id)
+        return digest
+
     def _store_block(self, encoded: bytes) -> bytes:
-        digest = blake3.blake3(encoded).digest()
+        digest = self.chunk_id(encoded)
         self.stats.manifest_blocks += 1
         self.stats.new_manifest_blocks += self.session.store_missing([(digest, encoded)])
         return digest
@@ -107,7 +112,7 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
     Holes end the current chunk (they are known zeros and are never read). ``hints`` are
     the previous snapshot's chunks, which make unchanged regions cost a hash, not a cut.
     """
-    chunker = Chunker(chunker_params, hints, parallel_hasher(pool))
+    chunker = Chunker(chunker_params, hints, parallel_hasher(pool, session.codec.chunk_id))
     recorder = _ImageRecorder(session, pool, stats)
     for extent, buffer in prefetch(source.pieces()):
         if buffer is None:

@@ -44,10 +44,16 @@ class Hint:
 
 Chunk = tuple[memoryview | bytes, bytes | None]  # (bytes, digest when already known)
 HashMany = Callable[[list], list[bytes]]
+ChunkId = Callable[[object], bytes]  # blake3; keyed in an encrypted repository
 
 
-def hash_sequentially(views: list) -> list[bytes]:
-    return [blake3.blake3(view).digest() for view in views]
+def plain_chunk_id(data) -> bytes:
+    return blake3.blake3(data).digest()
+
+
+
+def hash_sequentially(views: list, chunk_id: ChunkId = plain_chunk_id) -> list[bytes]:
+    return [chunk_id(view) for view in views]
 
 
 def _require_compiled_chunker():

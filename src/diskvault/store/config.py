@@ -15,8 +15,13 @@ from ..errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
 from .backend import Backend
 
 FORMAT_NAME = "diskvault"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: encryption (docs/format.md); version 1 is still read and written
+READABLE_VERSIONS = (1, 2)
 CONFIG_FILE = "config"
+REPOKEY_MODE = "repokey-aes-256-gcm"
+PLAINTEXT_MODE = "none"
+ENCRYPTION_MODES = (REPOKEY_MODE, PLAINTEXT_MODE)
+MAC_KEY = "mac"
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -101,9 +106,32 @@ class RepositoryConfig:
     hash: str = "blake3-256"
     pack_target_bytes: int = 64 * MiB
     version: int = FORMAT_VERSION
+    encryption: str = PLAINTEXT_MODE  # version 1: always none
+    mac: str = ""  # version 2, encrypted: hex authenticator of canonical_json()
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption != PLAINTEXT_MODE
+
+    def body(self) -> dict:
+        """The config as JSON values, without its MAC."""
+        body = {"format": FORMAT_NAME, **asdict(self)}
+        del body["mac"]
+        if self.version == 1:
+            del body["encryption"]
+        else:
+            body["encryption"] = {"mode": self.encryption}
+        return body
+
+    def canonical_json(self) -> bytes:
+        """What the MAC covers: keys sorted, no whitespace, ASCII (as snapshot records)."""
+        return json.dumps(self.body(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=True).encode("ascii")
 
     def to_json(self) -> bytes:
-        body = {"format": FORMAT_NAME, **asdict(self)}
+        body = self.body()
+        if self.mac:
+            body[MAC_KEY] = self.mac
         return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -116,11 +144,18 @@ class RepositoryConfig:
             raise NotARepository(f"{where} is not a diskvault repository (its config is not "
                                  f"diskvault's)") from None
         version = body.get("version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise UnsupportedFormat(
                 f"{where} uses repository format version {version}; this diskvault reads "
-                f"version {FORMAT_VERSION} only: upgrade diskvault")
+                f"versions {READABLE_VERSIONS[0]} to {READABLE_VERSIONS[-1]} only: upgrade "
+                f"diskvault")
         try:
+            encryption, mac = PLAINTEXT_MODE, ""
+            if version >= 2:
+                encryption = _setting(_setting(body, "encryption", dict), "mode", str,
+                                      "encryption.")
+                if encryption != PLAINTEXT_MODE:
+                    mac = _setting(body, MAC_KEY, str)
             config = cls(
                 repository_id=_setting(body, "repository_id", str),
                 chunker=ChunkerParams(**_settings(body, "chunker", {
@@ -129,7 +164,7 @@ class RepositoryConfig:
                     "codec": str, "level": int})),
                 hash=_setting(body, "hash", str),
                 pack_target_bytes=_setting(body, "pack_target_bytes", int),
-                version=version,
+                version=version, encryption=encryption, mac=mac,
             )
             config.validate()
         except BadInput as error:
@@ -149,6 +184,11 @@ class RepositoryConfig:
         if not PACK_TARGET_RANGE[0] <= self.pack_target_bytes <= PACK_TARGET_RANGE[1]:
             raise BadInput(f"pack_target_bytes {self.pack_target_bytes} is outside "
                            f"{_span(*PACK_TARGET_RANGE)} (4 KiB to 4 GiB)")
+        if self.encryption not in ENCRYPTION_MODES:
+            raise BadInput(f"encryption.mode {self.encryption!r} is not one of "
+                           f"{', '.join(ENCRYPTION_MODES)}")
+        if self.version == 1 and self.encrypted:
+            raise BadInput("format version 1 has no encryption")
 
 
 def _setting(body: dict, key: str, kind: type, prefix: str = ""):

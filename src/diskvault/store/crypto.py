@@ -36,6 +36,7 @@ CIPHER_NAME = "aes-256-gcm"
 # would be a new format version.
 CHUNK_ID_CONTEXT = "diskvault 2026-11-30 chunk id key v1"
 ENCRYPTION_CONTEXT = "diskvault 2026-11-30 record encryption key v1"
+MAC_CONTEXT = "diskvault 2026-11-30 authentication key v1"  # pack footers, the config
 
 # Random 96-bit nonces, and why they are safe here. AES-GCM breaks if a nonce ever repeats
 # under one key (the two plaintexts' XOR and the authentication key leak). With n messages
@@ -102,6 +103,7 @@ class Keys:
     master_key: bytes
     chunk_id_key: bytes = field(init=False)
     encryption_key: bytes = field(init=False)
+    mac_key: bytes = field(init=False)
     aead: AESGCM = field(init=False)  # one key schedule, reused for every record
 
     def __post_init__(self) -> None:
@@ -111,6 +113,7 @@ class Keys:
                            derive_subkey(self.master_key, CHUNK_ID_CONTEXT))
         object.__setattr__(self, "encryption_key",
                            derive_subkey(self.master_key, ENCRYPTION_CONTEXT))
+        object.__setattr__(self, "mac_key", derive_subkey(self.master_key, MAC_CONTEXT))
         object.__setattr__(self, "aead", AESGCM(self.encryption_key))
 
     @classmethod
@@ -161,6 +164,7 @@ class RecordCipher(Protocol):
 
     name: str
     overhead_bytes: int
+    encrypted: bool
 
     def chunk_id(self, data: bytes | memoryview) -> bytes: ...
 
@@ -168,12 +172,15 @@ class RecordCipher(Protocol):
 
     def open_sealed(self, sealed: bytes | memoryview, associated: bytes) -> bytes: ...
 
+    def authenticator(self, associated: bytes, data: bytes | memoryview) -> bytes: ...
+
 
 class Encrypted:
     """Keyed blake3 ids and AES-256-GCM records under one repository's keys."""
 
     name = CIPHER_NAME
     overhead_bytes = SEAL_OVERHEAD_BYTES
+    encrypted = True
 
     def __init__(self, keys: Keys):
         self.keys = keys
@@ -187,6 +194,13 @@ class Encrypted:
     def open_sealed(self, sealed: bytes | memoryview, associated: bytes) -> bytes:
         return open_sealed(self.keys, sealed, associated)
 
+    def authenticator(self, associated: bytes, data: bytes | memoryview) -> bytes:
+        """32 bytes proving ``data`` (and ``associated``, length-prefixed, so the two never
+        run into each other) unchanged: keyed blake3 under the MAC subkey."""
+        hasher = blake3.blake3(associated, key=self.keys.mac_key)
+        hasher.update(data)
+        return hasher.digest()
+
     def __repr__(self) -> str:
         return f"Encrypted({CIPHER_NAME})"
 
@@ -198,6 +212,7 @@ class NoEncryption:
 
     name = "none"
     overhead_bytes = 0
+    encrypted = False
 
     def chunk_id(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data).digest()
@@ -207,6 +222,11 @@ class NoEncryption:
 
     def open_sealed(self, sealed: bytes | memoryview, associated: bytes) -> bytes:
         return bytes(sealed)
+
+    def authenticator(self, associated: bytes, data: bytes | memoryview) -> bytes:
+        """A plain checksum (blake3 of ``data``, as format version 1 writes): it detects
+        damage, not a deliberate change."""
+        return blake3.blake3(data).digest()
 
     def __repr__(self) -> str:
         return "NoEncryption()"

@@ -11,13 +11,13 @@ The footer lets the index be rebuilt from the packs alone (see docs/format.md).
 
 from __future__ import annotations
 
+import secrets
 import struct
 from dataclasses import dataclass
 
-import blake3
-
 from ..errors import CorruptData, MissingChunk
 from .backend import Backend, StrayNotice, Upload
+from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
 
 
 PACKS_PREFIX = "packs/"
@@ -31,7 +31,8 @@ TRAILER_MAGIC = b"DVPKEND1"
 ENTRY = struct.Struct("<32sQIIB")
 TRAILER = struct.Struct("<I32s8s")
 
-FLAG_ZSTD = 0x01  # record is zstd-compressed; other bits reserved (e.g. encryption)
+FLAG_ZSTD = 0x01  # record is zstd-compressed (before sealing)
+FLAG_SEALED = 0x02  # record is sealed (AES-256-GCM, format version 2); bits 2-7 reserved
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,20 @@ def _is_pack_folder(name: str) -> bool:
 class PackStore:
     """The packs of a repository, by pack id, over its backend."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, cipher: RecordCipher | None = None,
+                 repository_id: str | None = None):
         self.backend = backend
+        self._cipher = cipher or NoEncryption()
+        self._repository_id = repository_id
         self._stray_notice = StrayNotice(backend, PACKS_PREFIX, "diskvault packs")
+
+    def footer_checksum(self, pack_id: str, footer: bytes) -> bytes:
+        """blake3 of the footer; in an encrypted repository keyed, and bound to the
+        repository and the pack's id, so a footer edited or moved to another pack fails."""
+        if not self._cipher.encrypted:
+            return self._cipher.authenticator(b"", footer)
+        return self._cipher.authenticator(associated_data(
+            RecordKind.PACK_FOOTER, self._repository_id, pack_id.encode("ascii")), footer)
 
     def create(self, pack_id: str) -> Upload:
         return self.backend.open_upload(pack_name(pack_id))
@@ -145,6 +157,7 @@ class PackWriter:
 
     def __init__(self, packs: PackStore, pack_id: str):
         self.pack_id = pack_id
+        self._packs = packs
         self._sink = packs.create(pack_id)
         self._sink.write(PACK_MAGIC)
         self.size = len(PACK_MAGIC)
@@ -161,7 +174,8 @@ class PackWriter:
         footer = b"".join(ENTRY.pack(e.digest, e.offset, e.stored_size, e.raw_size, e.flags)
                           for e in self.entries)
         self._sink.write(footer)
-        self._sink.write(TRAILER.pack(len(self.entries), blake3.blake3(footer).digest(),
+        self._sink.write(TRAILER.pack(len(self.entries),
+                                      self._packs.footer_checksum(self.pack_id, footer),
                                       TRAILER_MAGIC))
         self._sink.complete()
         self.size += len(footer) + TRAILER.size
@@ -182,8 +196,9 @@ def read_footer(packs: PackStore, pack_id: str) -> list[PackEntry]:
     if magic != TRAILER_MAGIC or footer_start < len(PACK_MAGIC):
         raise CorruptData(f"pack {pack_id} has no valid footer (truncated or damaged)")
     footer = packs.read(pack_id, footer_start, count * ENTRY.size)
-    if blake3.blake3(footer).digest() != footer_digest:
-        raise CorruptData(f"pack {pack_id}: footer checksum mismatch")
+    if not secrets.compare_digest(packs.footer_checksum(pack_id, footer), footer_digest):
+        raise CorruptData(f"pack {pack_id}: footer checksum mismatch (damaged, or altered "
+                          f"or moved from another pack)")
     entries = [PackEntry(*ENTRY.unpack_from(footer, i * ENTRY.size)) for i in range(count)]
     for entry in entries:
         if entry.offset < len(PACK_MAGIC) or entry.offset + entry.stored_size > footer_start:

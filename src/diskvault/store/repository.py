@@ -16,7 +16,11 @@ from ..errors import BadInput, CorruptData, LockHolder
 from .backup import back_up
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
+from .config import FORMAT_VERSION, PLAINTEXT_MODE
+from .crypto import Keys
 from .diff import changed_ranges
+from .encryption import (Passphrase, change_key_passphrase, export_key_file,
+                         import_key_file)
 from .image_map import image_spans
 from .locking import ReaderLock, WriterLock
 from .manifest import decode_block
@@ -24,7 +28,7 @@ from .reader import ImageReader
 from .restore import image_pieces, restore_to_path, write_stream
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
-from .storage import Storage
+from .storage import Storage, locate
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +56,17 @@ class Repository:
         self.config = storage.config
 
     @classmethod
-    def init(cls, root: Path, chunk_size: int | None = None,
-             compression: str = "zstd:3") -> "Repository":
-        return cls(Storage.create(root, chunk_size, compression))
+    def init(cls, root: Path, chunk_size: int | None = None, compression: str = "zstd:3",
+             encryption: str = PLAINTEXT_MODE, passphrase: Passphrase = None,
+             version: int = FORMAT_VERSION) -> "Repository":
+        return cls(Storage.create(root, chunk_size, compression, encryption, passphrase,
+                                  version))
 
     @classmethod
-    def open(cls, root: Path) -> "Repository":
-        return cls(Storage.open(root))
+    def open(cls, root: Path, passphrase: Passphrase = None,
+             keys: Keys | None = None) -> "Repository":
+        """``passphrase`` is asked for only if the repository is encrypted (see Storage)."""
+        return cls(Storage.open(root, passphrase, keys))
 
     def close(self) -> None:
         self.storage.close()
@@ -103,6 +111,34 @@ class Repository:
 
     def break_lock(self) -> LockHolder | None:
         return self.storage.break_lock()
+
+    # -- the key -----------------------------------------------------------------------
+    @property
+    def encryption(self) -> str:
+        """The config's encryption mode: ``repokey-aes-256-gcm`` or ``none``."""
+        return self.config.encryption
+
+    def unlocked_keys(self) -> Keys | None:
+        """The keys this process unlocked (None: plaintext), to hand to a child process."""
+        return getattr(self.storage.cipher, "keys", None)
+
+    def _require_key(self) -> None:
+        if not self.config.encrypted:
+            raise BadInput(f"repository {self.root} is not encrypted: it has no key")
+
+    def export_key(self) -> str:
+        self._require_key()
+        return export_key_file(self.storage.backend, self.config)
+
+    @staticmethod
+    def import_key(root: Path, export: str) -> None:
+        """Put back the key file of the repository at ``root`` from an export of its key;
+        needs no passphrase and no readable key file (that is what it repairs)."""
+        import_key_file(locate(root), export)
+
+    def change_passphrase(self, old: Passphrase, new: Passphrase) -> None:
+        self._require_key()
+        change_key_passphrase(self.storage.backend, old, new)
 
     # -- writing -----------------------------------------------------------------------
     def backup(self, source_path: Path, name: str | None = None, tags: tuple[str, ...] = (),

@@ -13,8 +13,9 @@ from pathlib import PurePosixPath
 
 import blake3
 
-from ..errors import AmbiguousSnapshot, CorruptData, SnapshotNotFound
+from ..errors import AmbiguousSnapshot, AuthenticationFailed, CorruptData, SnapshotNotFound
 from .backend import Backend, StrayNotice
+from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
 from .manifest import BlockRef, layout_problem
 
 log = logging.getLogger(__name__)
@@ -124,15 +125,25 @@ def _integrity_problem(body: dict, record: SnapshotRecord) -> str | None:
 class SnapshotStore:
     """The records under ``snapshots/``: one ``snapshots/<id>.json`` per snapshot."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, cipher: RecordCipher | None = None,
+                 repository_id: str | None = None):
         self.backend = backend
+        self._cipher = cipher or NoEncryption()
+        self._repository_id = repository_id
         self._stray_notice = StrayNotice(backend, SNAPSHOTS_PREFIX, "snapshot records")
+
+    def _associated(self, snapshot_id: str) -> bytes:
+        return associated_data(RecordKind.SNAPSHOT_RECORD, self._repository_id,
+                               snapshot_id.encode("ascii"))
 
     def exists(self, snapshot_id: str) -> bool:
         return self.backend.stat(record_name(snapshot_id)) is not None
 
     def save(self, record: SnapshotRecord) -> None:
-        self.backend.put(record_name(record.id), record.to_json())
+        data = record.to_json()
+        if self._cipher.encrypted:
+            data = self._cipher.seal(data, self._associated(record.id))
+        self.backend.put(record_name(record.id), data)
 
     def load(self, snapshot_id: str) -> SnapshotRecord:
         return self._read(record_name(snapshot_id))
@@ -140,7 +151,19 @@ class SnapshotStore:
     def _read(self, name: str) -> SnapshotRecord:
         """The record named ``name``, which must be the one its name promises."""
         where = f"{self.backend.location}/{name}"
-        record = SnapshotRecord.from_json(self.backend.get(name), where)
+        data = self.backend.get(name)
+        if self._cipher.encrypted:
+            # Bound to the id its name gives: a record renamed, swapped or copied from
+            # another repository does not open.
+            snapshot_id = name[len(SNAPSHOTS_PREFIX): -len(RECORD_SUFFIX)]
+            try:
+                data = self._cipher.open_sealed(data, self._associated(snapshot_id))
+            except AuthenticationFailed:
+                raise AuthenticationFailed(
+                    f"snapshot record {where} failed authentication: it was damaged, altered, "
+                    f"renamed or brought in from another repository; run 'diskvault "
+                    f"check'") from None
+        record = SnapshotRecord.from_json(data, where)
         if name != record_name(record.id):
             raise CorruptData(f"snapshot record {where} is damaged: it holds snapshot "
                               f"{record.id!r}; run 'diskvault check'")

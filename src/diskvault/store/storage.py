@@ -19,8 +19,11 @@ from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOn
 from . import locking, space
 from .backend import Backend, LocalBackend
 from .chunks import ChunkReader, Codec
-from .config import ChunkerParams, Compression, RepositoryConfig, read_config, write_config
+from .config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compression,
+                     RepositoryConfig, read_config, write_config)
+from .crypto import Keys, NoEncryption, RecordCipher
 from .durable import make_private_folder
+from .encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .index import ChunkIndex
 from .packs import PackStore, read_footer
 from .pipeline import new_pool
@@ -37,30 +40,45 @@ class Storage:
     """An open repository's parts. Readers may use it while another process writes; a
     writer takes ``writer_lock()`` first."""
 
-    def __init__(self, root: Path, config: RepositoryConfig):
+    def __init__(self, root: Path, config: RepositoryConfig,
+                 cipher: RecordCipher | None = None):
         self.root = root
         self.config = config
+        self.cipher: RecordCipher = cipher or NoEncryption()
+        if config.encrypted != self.cipher.encrypted:
+            raise ValueError("an encrypted repository needs its Encrypted cipher")
         self.backend = LocalBackend(root)
-        self.packs = PackStore(self.backend)
+        repository_id = config.repository_id
+        self.packs = PackStore(self.backend, self.cipher, repository_id)
         # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = ChunkIndex(index_path(root))
-        self.snapshots = SnapshotStore(self.backend)
-        self.codec = Codec(config.compression)
+        self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id)
+        self.codec = Codec(config.compression, self.cipher, repository_id)
         self.chunks = ChunkReader(self.packs, self.index, self.codec)
         self.space_folders = space_folders(root)
         self._pool: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, chunk_size: int | None = None,
-               compression: str = "zstd:3") -> "Storage":
-        """A new, empty repository at ``root`` (missing, or an empty folder)."""
+    def create(cls, root: Path, chunk_size: int | None = None, compression: str = "zstd:3",
+               encryption: str = PLAINTEXT_MODE, passphrase: Passphrase = None,
+               version: int = FORMAT_VERSION) -> "Storage":
+        """A new, empty repository at ``root`` (missing, or an empty folder). ``encryption``
+        is a config mode (``repokey-aes-256-gcm`` or ``none``); ``version`` 1 only to test
+        that old repositories still work."""
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
+        if encryption != PLAINTEXT_MODE:  # asked before anything is created
+            passphrase = passphrase_text(passphrase, confirm=True)
         chunker = ChunkerParams() if chunk_size is None else ChunkerParams.from_average(chunk_size)
         chunker.validate()
-        config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression))
+        config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression),
+                                  encryption=encryption, version=version)
+        try:
+            config.validate()
+        except BadInput as error:
+            raise BadInput(f"cannot init {root}: {error}") from None
         root.parent.mkdir(parents=True, exist_ok=True)
         # Resolved once (the user may name it through a link); inside, nothing is followed.
         root = root.resolve()
@@ -70,13 +88,24 @@ class Storage:
         backend = LocalBackend(root)
         locking.prepare_lock_files(backend)
         space.allocate_reserve(backend)
+        config, cipher = create_cipher(backend, config, passphrase)
         write_config(backend, config)  # last: a folder without config is not a repository
-        return cls(root, config)
+        return cls(root, config, cipher)
 
     @classmethod
-    def open(cls, root: Path) -> "Storage":
+    def open(cls, root: Path, passphrase: Passphrase = None,
+             keys: Keys | None = None) -> "Storage":
+        """The repository at ``root``. ``passphrase`` (text, or a callable giving it; None:
+        the environment or a terminal) is asked for only if the repository is encrypted;
+        ``keys`` already unlocked (the mount's daemon) stand in for it."""
         root = locate(root)
-        return cls(root, read_config(LocalBackend(root)))
+        backend = LocalBackend(root)
+        try:
+            config = read_config(backend)
+            cipher = open_cipher(backend, config, passphrase, keys)
+        finally:
+            backend.close()
+        return cls(root, config, cipher)
 
     @property
     def pool(self) -> ThreadPoolExecutor:

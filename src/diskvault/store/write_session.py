@@ -88,7 +88,7 @@ class WriteSession:
                if not indexed]
         if new:
             self._in_flight.update(digest for digest, _ in new)
-            future = self._compressors.submit(self._compress_all, [raw for _, raw in new])
+            future = self._compressors.submit(self._compress_all, new)
             self._records.put(([digest for digest, _ in new], [len(raw) for _, raw in new],
                                future))
         return len(new)
@@ -125,10 +125,10 @@ class WriteSession:
         if self._error is not None:
             raise self._error
 
-    def _compress_all(self, raws: list) -> list[tuple[bytes, int]]:
+    def _compress_all(self, chunks: list[tuple[bytes, object]]) -> list[tuple[bytes, int]]:
         """One pool task per batch: a task per chunk costs more in hand-offs than small
-        chunks take to compress."""
-        return [self.codec.compress(raw) for raw in raws]
+        chunks take to compress (and seal, in an encrypted repository)."""
+        return [self.codec.compress(raw, digest) for digest, raw in chunks]
 
     # -- the writer thread ---------------------------------------------------------------
     def _write_loop(self) -> None:
