@@ -6,10 +6,11 @@ from pathlib import Path
 from .base import MountUnsupported, Peer
 from .borg import Borg, Borg64k
 from .casync import Casync
-from .diskvault import Diskvault
+from .diskvault import Diskvault, DiskvaultEncrypted
 from .restic import Restic
 
-PEERS: dict[str, type[Peer]] = {cls.name: cls for cls in (Diskvault, Borg, Borg64k, Restic, Casync)}
+PEERS: dict[str, type[Peer]] = {cls.name: cls for cls in (Diskvault, DiskvaultEncrypted, Borg,
+                                                            Borg64k, Restic, Casync)}
 DEFAULT_TOOLS = list(PEERS)
 
 

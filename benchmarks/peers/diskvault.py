@@ -15,7 +15,9 @@ class Diskvault(Peer):
     name = "diskvault"
     executable = "diskvault"
     apt_package = ""  # this checkout, from the .venv that runs the harness
-    settings = "defaults fixed at `init` (FastCDC 16/64/256 KiB, blake3, zstd level 3)"
+    settings = ("defaults fixed at `init` (FastCDC 16/64/256 KiB, blake3, zstd level 3), "
+                "`--encryption none`")
+    init_options = ["--encryption", "none"]
 
     def __init__(self, folder: Path):
         super().__init__(folder)
@@ -34,7 +36,7 @@ class Diskvault(Peer):
 
     def init(self) -> None:
         self.fresh()
-        self.run(["diskvault", "init", "-r", str(self.repo)])
+        self.run(["diskvault", "init", "-r", str(self.repo), *self.init_options])
 
     def backup(self, image: Path, night: int) -> RunStats:
         self.image_name = image.name
@@ -88,3 +90,17 @@ def _find_id(value) -> str | None:
             if found:
                 return found
     return None
+
+
+class DiskvaultEncrypted(Diskvault):
+    """The same, encrypted (the default of `init`): what encryption costs, in the same run.
+    Each command pays the passphrase's argon2id derivation (about 0.5 s), as restic pays
+    its scrypt."""
+
+    name = "diskvault-enc"
+    settings = ("as diskvault, encrypted: keyed blake3 ids, AES-256-GCM records, argon2id "
+                "key file (the default of `init`)")
+    init_options = []
+
+    def env(self) -> dict:
+        return dict(super().env(), DISKVAULT_PASSWORD="diskvault-bench")

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import random
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -158,3 +159,16 @@ def test_an_image_with_zero_runs_reports_its_data_blocks_and_copies_sparse(repo,
     subprocess.run(["cp", str(image), str(copy)], check=True)
     assert copy.read_bytes() == source.read_bytes()
     assert copy.stat().st_blocks * 512 <= 2 * data_bytes  # holes where the image has zeros
+
+
+def test_the_mount_process_holds_no_passphrase_in_its_arguments_or_environment(
+        repo, make_image, mounted, encryption):
+    """The mount runs for days: `ps e` and /proc/PID/environ must not show the passphrase
+    (an encrypted mount gets its key through an inherited pipe)."""
+    repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
+    mountpoint = mounted(repo)
+    log = Path(f"{mountpoint}.log").read_text()
+    pid = int(re.search(r"\(pid (\d+)\)", log).group(1))
+    passphrase = os.environ["DISKVAULT_PASSWORD"].encode()
+    assert passphrase not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert passphrase not in Path(f"/proc/{pid}/environ").read_bytes()

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import MountFailed
+from ..store.passphrase import environ_without_secrets
 from .mounttable import find_mount
 
 READY_TIMEOUT_S = 60.0
@@ -32,13 +33,14 @@ def start_detached(argv: list[str], mountpoint: str, timeout_s: float = READY_TI
     return when ``mountpoint`` is mounted; MountFailed with the child's words otherwise.
 
     ``secret`` (the unlocked master key) reaches the child on an inherited pipe whose
-    descriptor number is in ``secret_fd_variable``: never in argv or the environment."""
-    env, pass_fds, reader = None, (), None
+    descriptor number is in ``secret_fd_variable``: never in argv or the environment. The
+    child, which may run for days, gets no passphrase variable either."""
+    env, pass_fds, reader = environ_without_secrets(os.environ), (), None
     if secret is not None:
         reader, writer = os.pipe()
         os.write(writer, secret)  # far below a pipe's capacity: never blocks
         os.close(writer)
-        env, pass_fds = {**os.environ, secret_fd_variable: str(reader)}, (reader,)
+        env[secret_fd_variable], pass_fds = str(reader), (reader,)
     try:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, start_new_session=True, cwd="/",
