@@ -94,6 +94,15 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def check_object_name(name: str) -> list[str]:
+    """The parts of a valid name; ValueError for one that could leave the store (an empty
+    part, ``.``, ``..``) on any backend."""
+    parts = name.split("/")
+    if not name or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"bad object name {name!r}")
+    return parts
+
+
 def _is_temp_name(name: str) -> bool:
     """A name of durable.temp_name: ``.<final name>.<16 hex>.tmp``."""
     if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
@@ -163,10 +172,7 @@ class LocalBackend:
 
     # -- names --------------------------------------------------------------------------
     def _parts(self, name: str) -> list[str]:
-        parts = name.split("/")
-        if not name or any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"bad object name {name!r}")
-        return parts
+        return check_object_name(name)
 
     @contextmanager
     def _folder(self, name: str, create: bool = False) -> Iterator[tuple[int, str]]:
