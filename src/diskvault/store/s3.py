@@ -44,10 +44,12 @@ DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def open_s3_backend(url: str, environ: dict[str, str] | None = None) -> S3Backend:
+def open_s3_backend(url: str, environ: dict[str, str] | None = None,
+                    attempts: int = MAX_ATTEMPTS) -> S3Backend:
     """``s3://bucket/prefix``, with the endpoint from ``DISKVAULT_S3_ENDPOINT`` or
     ``AWS_ENDPOINT_URL`` (none: AWS itself) and credentials by boto3's usual chain
-    (environment, ~/.aws files, instance roles)."""
+    (environment, ~/.aws files, instance roles); ``attempts`` per request, retries
+    included."""
     environ = os.environ if environ is None else environ
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
@@ -56,15 +58,17 @@ def open_s3_backend(url: str, environ: dict[str, str] | None = None) -> S3Backen
     if not BUCKET_NAME.fullmatch(bucket):
         raise BadInput(f"{bucket!r} in {url!r} is not a valid bucket name (3-63 lowercase "
                        f"letters, digits, dots and hyphens)")
-    if prefix:
-        check_object_name(prefix)
+    if prefix and not _is_object_name(prefix):
+        raise BadInput(f"{prefix!r} in {url!r} is not a usable prefix (an empty part, "
+                       f"'.' or '..')")
     endpoint = environ.get("DISKVAULT_S3_ENDPOINT") or environ.get("AWS_ENDPOINT_URL") or None
-    return S3Backend(bucket, prefix, make_client(endpoint, environ), endpoint)
+    return S3Backend(bucket, prefix, make_client(endpoint, environ, attempts), endpoint)
 
 
-def make_client(endpoint: str | None, environ: dict[str, str]):
+def make_client(endpoint: str | None, environ: dict[str, str], attempts: int = MAX_ATTEMPTS):
     config = Config(
-        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        # exponential backoff with jitter on throttling, 5xx and dropped connections
+        retries={"max_attempts": attempts, "mode": "standard"},
         s3={"addressing_style": "path"},  # works with any endpoint, no wildcard DNS needed
         # S3 clones (RGW 16) know neither flexible checksums nor their aws-chunked trailers;
         # integrity of what we send is Content-MD5 (below), of what we read blake3
@@ -132,7 +136,7 @@ class S3Backend:
                 f"DISKVAULT_S3_ENDPOINT and the network")
         if not isinstance(error, ClientError):
             return ObjectStoreFailed(f"{where}: the object store stopped answering ({error}) "
-                                     f"after {MAX_ATTEMPTS} attempts; try again later")
+                                     f"after retries; try again later")
         code, status = _code(error), _status(error)
         message = error.response.get("Error", {}).get("Message") or code
         if code in MISSING:
@@ -152,8 +156,7 @@ class S3Backend:
                                        f"(access denied); check the bucket's policy")
         if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
             return ObjectStoreFailed(f"{where}: the object store kept failing ({code}: "
-                                     f"{message}) after {MAX_ATTEMPTS} attempts; try again "
-                                     f"later")
+                                     f"{message}) after retries; try again later")
         return ObjectStoreFailed(f"{where}: the object store refused the request ({code}: "
                                  f"{message})")
 
