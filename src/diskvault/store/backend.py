@@ -71,7 +71,7 @@ class Backend(Protocol):
     def list_foreign(self, prefix: str) -> list[str]:
         """Entries under ``prefix`` that are not objects (a link, a device; a local folder
         with no object in it, named with a trailing slash): not diskvault's unless the caller
-        knows them, reported by check. None on object stores."""
+        knows them, reported by check. On an object store: keys no object name can be."""
 
     def list_unfinished(self, prefix: str) -> list[str]:
         """Leftovers of puts and uploads under ``prefix`` whose writer died."""
