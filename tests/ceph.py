@@ -10,9 +10,11 @@ torn down (daemons killed, waited for until gone, folder removed), also after a 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -36,6 +38,7 @@ COMMAND_TIMEOUT_S = 60.0
 POLL_S = 0.1
 PROBE_TIMEOUT_S = 2.0  # a port taken by a listener that never answers must not hang the probe
 BUCKET = "diskvault-tests"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 CONFIG = """\
 [global]
@@ -139,12 +142,11 @@ class CephCluster:
         deadline = time.monotonic() + START_DEADLINE_S
         for sub in ("run", "log", "crash", "mon.a", "osd.0", "rgw"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        mon_port, self.rgw_port = free_port(), free_port()
-        self.config.write_text(CONFIG.format(fsid=uuid.uuid4(), mon_port=mon_port,
+        mon_port, self.rgw_port, fsid = free_port(), free_port(), str(uuid.uuid4())
+        self.config.write_text(CONFIG.format(fsid=fsid, mon_port=mon_port,
                                              rgw_port=self.rgw_port, folder=self.folder))
         self._run("ceph-authtool", "--create-keyring", self.folder / "keyring", "--gen-key",
                   "-n", "mon.", "--cap", "mon", "allow *")  # mkfs wants one even with auth none
-        fsid = self.config.read_text().split("fsid = ")[1].split()[0]
         self._run("monmaptool", "--create", "--clobber", "--fsid", fsid, "--addv", "a",
                   f"[v2:127.0.0.1:{mon_port}]", self.folder / "monmap")
         self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", self.folder / "monmap",
@@ -169,11 +171,13 @@ class CephCluster:
         return [str(args[0]), "-c", str(self.config), *map(str, args[1:])]
 
     def _spawn(self, role: str, *args) -> None:
-        """In the foreground (-f), so this Popen's pid is the daemon's own (pitfall 4)."""
+        """In the foreground (-f), so this Popen's pid is the daemon's own (pitfall 4); and
+        killed by the kernel if the test session itself is killed before its teardown."""
         with open(self.folder / "log" / f"{role}.out", "wb") as out:
             self.daemons[role] = subprocess.Popen([*self._command(*args), "-f"],
                                                   stdin=subprocess.DEVNULL, stdout=out,
-                                                  stderr=subprocess.STDOUT)
+                                                  stderr=subprocess.STDOUT,
+                                                  preexec_fn=_die_with_parent)
 
     def _run(self, *args) -> str:
         try:
@@ -255,6 +259,11 @@ class CephCluster:
                 log.error("ceph %s (pid %d) did not exit after SIGKILL", role, daemon.pid)
         self.daemons.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) in the child before exec."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def missing_tools() -> list[str]:
