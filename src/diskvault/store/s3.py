@@ -166,7 +166,7 @@ class S3Backend:
         upload under way is listed by list_unfinished."""
         if len(data) <= PART_BYTES:
             self.request(self.client.put_object, name, writing=True, Key=self.key(name),
-                       Body=bytes(data), ContentMD5=_md5(data))
+                         Body=bytes(data), ContentMD5=_md5(data))
             return
         upload = self.open_upload(name)
         try:
@@ -224,7 +224,7 @@ class S3Backend:
         """CopyObject, then DeleteObject: NOT atomic. A crash between them leaves both
         names; callers (damaged packs set aside, the lock's spare) tolerate that."""
         self.request(self.client.copy_object, name, writing=True, Key=self.key(new_name),
-                   CopySource={"Bucket": self.bucket, "Key": self.key(name)})
+                     CopySource={"Bucket": self.bucket, "Key": self.key(name)})
         self.delete(name)
 
     # -- reading ------------------------------------------------------------------------------
@@ -399,8 +399,8 @@ class S3Upload:
             self._send_part(bytes(self._buffer))
         # the answer's ETag is empty on RGW 16 (BZ 2266579): nothing here relies on it
         backend.request(backend.client.complete_multipart_upload, self._name, writing=True,
-                      Key=self._key, UploadId=self._upload_id,
-                      MultipartUpload={"Parts": self._parts})
+                        Key=self._key, UploadId=self._upload_id,
+                        MultipartUpload={"Parts": self._parts})
         self._upload_id = None
         self._buffer = bytearray()
 
