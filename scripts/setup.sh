@@ -18,9 +18,11 @@ tests=false
 if [ "${1:-}" = "--tests" ]; then
   tests=true
   # util-linux/mount: losetup and mount; fdisk/gdisk: partition tables; the others build
-  # FAT, exFAT, NTFS, XFS, btrfs and LVM images for the filesystem-browsing tests.
+  # FAT, exFAT, NTFS, XFS, btrfs and LVM images for the filesystem-browsing tests; ceph-*,
+  # radosgw: the throwaway Ceph the object-store tests start (tests/ceph.py).
   packages+=(util-linux mount passwd fdisk gdisk dosfstools mtools exfatprogs exfat-fuse
-             ntfs-3g xfsprogs btrfs-progs lvm2)
+             ntfs-3g xfsprogs btrfs-progs lvm2
+             ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime)
 fi
 if command -v apt-get >/dev/null; then
   as_root apt-get update -qq

@@ -98,6 +98,20 @@ class RepositoryLocked(DiskvaultError):
         )
 
 
+# -- object stores (store/s3.py) --------------------------------------------------------
+
+class ObjectStoreUnusable(BadInput):
+    """An object store that cannot be used as configured: no or refused credentials, a
+    missing bucket, an endpoint that does not answer, access denied."""
+
+
+class ObjectStoreFailed(DiskvaultError):
+    """Requests to the object store kept failing after the client's retries (5xx,
+    throttling, dropped connections), or were refused for a reason not the user's."""
+
+    exit_code = EXIT_IO
+
+
 # -- inside images (image/) ------------------------------------------------------------
 
 class PartitionTableError(CorruptData):

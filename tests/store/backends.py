@@ -1,13 +1,18 @@
 """The backends the contract suite (test_backend_contract.py) runs against, by name. Each
-opens the store at a location the test gives (a local folder now; an object-store backend
-would take a bucket prefix derived from it). backend_child.py opens the same store in
-another process."""
+opens the store at a location the test gives: a local folder, or for S3 a prefix derived
+from it in the session's bucket on a real Ceph (tests/ceph.py). backend_child.py opens the
+same store in another process; the S3 endpoint and keys reach it through the environment
+(``FIXTURES`` names the fixture that provides them), never on its command line."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from diskvault.store.backend import Backend, LocalBackend
+
+TEST_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_BUCKET"
 
 
 def _local(location: str) -> LocalBackend:
@@ -15,7 +20,15 @@ def _local(location: str) -> LocalBackend:
     return LocalBackend(Path(location))
 
 
-BACKENDS = {"local": _local}
+def _s3(location: str) -> Backend:
+    from diskvault.store.s3 import open_s3_backend  # boto3 only when S3 is tested
+
+    prefix = hashlib.sha256(location.encode()).hexdigest()[:16]  # one per test
+    return open_s3_backend(f"s3://{os.environ[TEST_BUCKET_VARIABLE]}/contract/{prefix}")
+
+
+BACKENDS = {"local": _local, "s3": _s3}
+FIXTURES = {"s3": "s3_environment"}  # what a kind needs before it can be opened
 
 
 def open_backend(kind: str, location: str) -> Backend:

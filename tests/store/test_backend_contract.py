@@ -19,7 +19,7 @@ import pytest
 
 from diskvault.store.backend import LocalBackend
 
-from .backends import BACKENDS, open_backend
+from .backends import BACKENDS, FIXTURES, open_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 60.0
@@ -30,6 +30,8 @@ MiB = 1024 * 1024
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request, tmp_path: Path):
     """(backend, kind, location): an empty store, and how another process opens it."""
+    if request.param in FIXTURES:
+        request.getfixturevalue(FIXTURES[request.param])
     location = str(tmp_path / "store")
     backend = open_backend(request.param, location)
     yield backend, request.param, location

@@ -71,7 +71,7 @@ class Backend(Protocol):
     def list_foreign(self, prefix: str) -> list[str]:
         """Entries under ``prefix`` that are not objects (a link, a device; a local folder
         with no object in it, named with a trailing slash): not diskvault's unless the caller
-        knows them, reported by check. None on object stores."""
+        knows them, reported by check. On an object store: keys no object name can be."""
 
     def list_unfinished(self, prefix: str) -> list[str]:
         """Leftovers of puts and uploads under ``prefix`` whose writer died."""
@@ -92,6 +92,15 @@ class Backend(Protocol):
         """Serialises processes of this host (a stale lock is taken over under it)."""
 
     def close(self) -> None: ...
+
+
+def check_object_name(name: str) -> list[str]:
+    """The parts of a valid name; ValueError for one that could leave the store (an empty
+    part, ``.``, ``..``) on any backend."""
+    parts = name.split("/")
+    if not name or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"bad object name {name!r}")
+    return parts
 
 
 def _is_temp_name(name: str) -> bool:
@@ -163,10 +172,7 @@ class LocalBackend:
 
     # -- names --------------------------------------------------------------------------
     def _parts(self, name: str) -> list[str]:
-        parts = name.split("/")
-        if not name or any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"bad object name {name!r}")
-        return parts
+        return check_object_name(name)
 
     @contextmanager
     def _folder(self, name: str, create: bool = False) -> Iterator[tuple[int, str]]:
