@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import blake3
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from .micro import best_seconds
+from .micro import best_seconds, mixed_pieces
 
 MESSAGE_SIZES = (64 * 1024, 1024 * 1024)
 
@@ -34,19 +33,6 @@ MESSAGE_SIZES = (64 * 1024, 1024 * 1024)
 def parse_size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
-
-
-def make_data(size: int, seed: int = 1) -> bytes:
-    """Half random, half text-like, as in benchmarks.micro: fair for zstd; AEADs do not care."""
-    rng = random.Random(seed)
-    pieces, written = [], 0
-    while written < size:
-        piece = rng.randbytes(1 << 20) if rng.random() < 0.5 else \
-            b"".join(b"line %d of a log file\n" % rng.randrange(10**6) for _ in range(40000))
-        piece = piece[: size - written]
-        pieces.append(piece)
-        written += len(piece)
-    return b"".join(pieces)
 
 
 def aead_work(cipher_class: type) -> Callable[[list[memoryview]], None]:
@@ -116,7 +102,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     arguments = parser.parse_args()
     total = parse_size(arguments.total)
-    data = memoryview(make_data(total))
+    data = memoryview(b"".join(mixed_pieces(total)))
     works = {
         "AES-256-GCM": aead_work(AESGCM),
         "ChaCha20-Poly1305": aead_work(ChaCha20Poly1305),

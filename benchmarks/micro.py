@@ -16,7 +16,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import blake3
@@ -37,17 +37,22 @@ def parse_size(text: str) -> int:
     return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
 
 
-def make_image(path: Path, size: int, seed: int = 1) -> None:
-    """Half compressible text-like data, half random: a fair mix for zstd and the chunker."""
+def mixed_pieces(size: int, seed: int = 1) -> Iterator[bytes]:
+    """``size`` bytes in pieces, half compressible text-like data, half random: a fair mix
+    for zstd and the chunker (the AEADs do not care)."""
     rng = random.Random(seed)
+    written = 0
+    while written < size:
+        piece = rng.randbytes(1 << 20) if rng.random() < 0.5 else \
+            b"".join(b"line %d of a log file\n" % rng.randrange(10**6) for _ in range(40000))
+        piece = piece[: size - written]
+        written += len(piece)
+        yield piece
+
+
+def make_image(path: Path, size: int, seed: int = 1) -> None:
     with open(path, "wb") as handle:
-        written = 0
-        while written < size:
-            piece = rng.randbytes(1 << 20) if rng.random() < 0.5 else \
-                b"".join(b"line %d of a log file\n" % rng.randrange(10**6) for _ in range(40000))
-            piece = piece[: size - written]
-            handle.write(piece)
-            written += len(piece)
+        handle.writelines(mixed_pieces(size, seed))
 
 
 def best_seconds(function: Callable[[], object], repeat: int) -> float:
