@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
+from ..errors import BadInput
 from ..store.copy import CopyReport
 from ..store.passphrase import SOURCE_NAMES
+from ..store.repository import repository_path
 from .common import CommandPassphrase, json_option, lock_wait_option, opened, password_file_option
 from .output import human_bytes, print_json, snapshot_json
 
@@ -38,6 +41,7 @@ def copy(source: str, destination: str, selectors: tuple[str, ...], as_json: boo
     """Copy snapshots (default: every one the destination lacks) with their ids, names,
     times and tags; only chunks the destination lacks are written. The destination's
     passphrase comes from --password-file or DISKVAULT_PASSWORD*."""
+    _refuse_one_folder(source, destination)
     source_passphrase = CommandPassphrase(names=SOURCE_NAMES,
                                           password_file_key=FROM_PASSWORD_FILE_KEY)
     with opened(source, source_passphrase) as origin, opened(destination) as target:
@@ -55,6 +59,15 @@ def copy(source: str, destination: str, selectors: tuple[str, ...], as_json: boo
                f"chunks sent ({human_bytes(report.bytes_sent)}, "
                f"{human_bytes(report.stored_bytes)} stored), {report.chunks_skipped} skipped "
                f"(already there)")
+
+
+def _refuse_one_folder(source: str, destination: str) -> None:
+    """BadInput when --from and --to name one folder (the index opens once per process)."""
+    source_path, destination_path = repository_path(source), repository_path(destination)
+    if (source_path.exists() and destination_path.exists()
+            and os.path.samefile(source_path, destination_path)):
+        raise BadInput(f"--from {source} and --to {destination} are the same repository: "
+                       f"copy needs two different ones")
 
 
 def report_json(report: CopyReport) -> dict:
