@@ -19,13 +19,15 @@ what is still missing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..errors import CorruptData
 from .chunks import Codec
 from .image_map import damage_context
-from .manifest import BlockRef, ManifestBuilder, block_ends, placed_entries, spans
+from .manifest import (BlockRef, ManifestBuilder, ManifestEntry, block_ends, placed_entries,
+                       spans)
 from .pipeline import ordered_map
 from .restore import FETCH_WINDOW, image_pieces
 from .snapshots import SnapshotRecord, select_snapshot
@@ -37,6 +39,7 @@ from .write_session import WriteSession
 CHUNK_ID_PROBE = b"diskvault copy: do both repositories name chunks alike?"
 STORE_BATCH = 64  # chunks handed to the write session at once
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -101,29 +104,49 @@ def _copy_same_ids(source: Storage, destination: Storage, session: WriteSession,
             entries = placed_entries(data, block.offset, end)
         except CorruptData as error:
             raise damage_context(record, block.offset, error) from None
-        offsets: dict[bytes, int] = {}  # each chunk's first place, for error messages
-        references = 0
-        for span in spans(entries, block.offset):
-            if span.digest is not None:
-                offsets.setdefault(span.digest, span.offset)
-                references += 1
-        missing = session.lacks(list(offsets))
+        first_offsets, references = _data_chunks(entries, block.offset)
+        missing = session.lacks(list(first_offsets))
         report.chunks_skipped += references - len(missing)
-
-        def fetch(digest: bytes) -> bytes:
-            try:
-                return source.chunks.get(digest)
-            except CorruptData as error:
-                raise damage_context(record, offsets[digest], error) from None
-
-        batch: list[tuple[bytes, bytes]] = []
-        for digest, raw in ordered_map(source.pool, fetch, missing, window=FETCH_WINDOW):
-            batch.append((digest, raw))
-            if len(batch) >= STORE_BATCH:
-                session.store_missing(batch)
-                batch = []
-        session.store_missing(batch + [(block.digest, data)])  # the block after its chunks
+        fetch = _verified_reader(source, record, first_offsets)
+        # (digest, raw bytes) pairs, in order, several chunks read at once
+        for batch in _batches(ordered_map(source.pool, fetch, missing, window=FETCH_WINDOW)):
+            session.store_missing(batch)
+        session.store_missing([(block.digest, data)])  # the block lands after its chunks
     return record
+
+
+def _data_chunks(entries: list[ManifestEntry], offset: int) -> tuple[dict[bytes, int], int]:
+    """Each data chunk's first byte offset in the image (for error messages), and how many
+    data entries there are."""
+    first_offsets: dict[bytes, int] = {}
+    references = 0
+    for span in spans(entries, offset):
+        if span.digest is not None:
+            first_offsets.setdefault(span.digest, span.offset)
+            references += 1
+    return first_offsets, references
+
+
+def _verified_reader(source: Storage, record: SnapshotRecord,
+                     first_offsets: dict[bytes, int]) -> Callable[[bytes], bytes]:
+    """digest -> verified raw bytes; damage names the snapshot and byte offset."""
+    def fetch(digest: bytes) -> bytes:
+        try:
+            return source.chunks.get(digest)
+        except CorruptData as error:
+            raise damage_context(record, first_offsets[digest], error) from None
+    return fetch
+
+
+def _batches(items: Iterable[T], size: int = STORE_BATCH) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _read_block(source: Storage, destination: Storage, block: BlockRef) -> bytes:
@@ -146,18 +169,18 @@ def _copy_new_ids(source: Storage, destination: Storage, session: WriteSession,
         return digest
 
     manifest = ManifestBuilder(store_block)
-    batch: list[tuple[bytes, bytes]] = []
-    for span, raw in image_pieces(source.chunks, record, source.pool):
-        if raw is None:
-            manifest.add_zeros(span.length)
-            continue
-        digest = chunk_id(raw)
-        manifest.add_data(digest, span.length)
-        batch.append((digest, raw))
-        if len(batch) >= STORE_BATCH:
-            report.chunks_skipped += len(batch) - session.store_missing(batch)
-            batch = []
-    report.chunks_skipped += len(batch) - session.store_missing(batch)
+
+    def renamed() -> Iterator[tuple[bytes, bytes]]:
+        for span, raw in image_pieces(source.chunks, record, source.pool):
+            if raw is None:
+                manifest.add_zeros(span.length)
+                continue
+            digest = chunk_id(raw)
+            manifest.add_data(digest, span.length)
+            yield digest, raw
+
+    for batch in _batches(renamed()):
+        report.chunks_skipped += len(batch) - session.store_missing(batch)
     blocks = manifest.finish()
     if manifest.size != record.size:
         raise CorruptData(f"snapshot {record.short_id} ({record.name}): its manifest covers "
