@@ -133,3 +133,19 @@ def test_killed_copy_leaves_destination_consistent_and_rerun_sends_only_the_rest
     assert landed > 0
     assert 0 < rerun["chunks_sent"] <= total - landed
     assert not unfinished_packs(destination_root)
+
+
+def test_copy_into_a_locked_repository_fails_naming_the_writer_and_copies_nothing(tmp_path):
+    image = write_image(tmp_path / "disk.img", MiB, "random", seed=9)
+    source_with_snapshots(tmp_path / "source", image)
+    run_cli("init", "-r", str(tmp_path / "destination"), "--encryption", "none", check=True)
+
+    with Repository.open(tmp_path / "destination") as destination, \
+            destination.writer_lock("backup /dev/vda"):
+        result = run_cli("copy", "--from", str(tmp_path / "source"), "--to",
+                         str(tmp_path / "destination"))
+
+    assert result.returncode == 73
+    assert "backup /dev/vda" in result.stderr.decode()
+    with Repository.open(tmp_path / "destination") as destination:
+        assert destination.list_snapshots() == []
