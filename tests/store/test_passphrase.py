@@ -9,7 +9,8 @@ import pytest
 
 from diskvault.errors import EXIT_BAD_INPUT, PassphraseUnavailable
 from diskvault.store.passphrase import (
-    PASSWORD_COMMAND_VARIABLE, PASSWORD_FILE_VARIABLE, PASSWORD_VARIABLE, PassphraseSource,
+    PASSWORD_COMMAND_VARIABLE, PASSWORD_FILE_VARIABLE, PASSWORD_VARIABLE, SOURCE_NAMES,
+    PassphraseSource,
     choose_source, environ_without_secrets, get_passphrase)
 
 
@@ -133,3 +134,11 @@ def test_no_source_and_no_terminal_is_one_line_naming_the_variables():
     assert caught.value.exit_code == EXIT_BAD_INPUT and "\n" not in message
     for variable in (PASSWORD_VARIABLE, PASSWORD_FILE_VARIABLE, PASSWORD_COMMAND_VARIABLE):
         assert variable in message
+
+
+def test_source_names_look_only_at_the_source_variables_and_are_kept_from_children():
+    environ = {PASSWORD_VARIABLE: "destination", "DISKVAULT_FROM_PASSWORD": "source"}
+    assert get_passphrase(environ, names=SOURCE_NAMES) == "source"
+    with pytest.raises(PassphraseUnavailable, match="DISKVAULT_FROM_PASSWORD_FILE"):
+        get_passphrase({PASSWORD_VARIABLE: "destination"}, names=SOURCE_NAMES)
+    assert environ_without_secrets(environ) == {}

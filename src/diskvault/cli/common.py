@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from ..store.crypto import Keys
-from ..store.passphrase import get_passphrase, terminal_prompt
+from ..store.passphrase import (REPOSITORY_NAMES, PassphraseNames, get_passphrase,
+                                terminal_prompt)
 from ..store.repository import Repository, repository_path
 
 DEBUG_FLAG = "--debug"
@@ -69,18 +70,22 @@ def repo_option(command):
 
 class CommandPassphrase:
     """The passphrase of this command, fetched on first use and only then (a plaintext
-    repository never asks), then kept for the command's life: asked once per command."""
+    repository never asks), then kept for the command's life: asked once per command.
+    ``names`` and ``password_file_key`` say where to look (copy's source has its own)."""
 
-    def __init__(self, confirm: bool = False):
+    def __init__(self, confirm: bool = False, names: PassphraseNames = REPOSITORY_NAMES,
+                 password_file_key: str = PASSWORD_FILE_KEY):
         self._confirm = confirm
+        self._names = names
+        self._password_file_key = password_file_key
         self._text: str | None = None
 
     def __call__(self) -> str:
         if self._text is None:
             ctx = click.get_current_context(silent=True)
-            password_file = ctx.meta.get(PASSWORD_FILE_KEY) if ctx else None
+            password_file = ctx.meta.get(self._password_file_key) if ctx else None
             self._text = get_passphrase(os.environ, password_file, confirm=self._confirm,
-                                        prompt=terminal_prompt())
+                                        prompt=terminal_prompt(), names=self._names)
         return self._text
 
 

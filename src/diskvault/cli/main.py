@@ -11,8 +11,8 @@ import sys
 import click
 
 from ..errors import DiskvaultError
-from . import (demo, files_commands, maintenance_commands, mount_commands, repository_commands,
-               snapshot_commands)
+from . import (copy_commands, demo, files_commands, maintenance_commands, mount_commands,
+               repository_commands, snapshot_commands)
 from .common import (DEBUG_FLAG, debug_enabled, debug_option, group_password_file_option,
                      group_repo_option)
 
@@ -52,7 +52,7 @@ def cli(ctx: click.Context) -> None:
 
 
 for module in (repository_commands, snapshot_commands, demo, mount_commands,
-               maintenance_commands, files_commands):
+               maintenance_commands, files_commands, copy_commands):
     module.register(cli)
 
 

@@ -39,13 +39,21 @@ def _checked(check):
               show_default=True,
               help="repokey: AES-256-GCM, the key kept in the repository under a passphrase "
                    "(asked twice at a terminal, or DISKVAULT_PASSWORD*); none: plaintext.")
+@click.option("--copy-chunker-params-from", "chunker_source", default=None, metavar="REPO",
+              help="Cut chunks as the repository REPO does (its chunker parameters), so "
+                   "that 'diskvault copy' between the two deduplicates.")
 @json_option
 def init(repo: str | None, chunk_size: int | None, compression: str, encryption: str,
-         as_json: bool) -> None:
+         chunker_source: str | None, as_json: bool) -> None:
     """Create a new, empty repository (encrypted unless --encryption none)."""
+    chunker = None
+    if chunker_source is not None:
+        if chunk_size is not None:
+            raise BadInput("give --chunk-size or --copy-chunker-params-from, not both")
+        chunker = Repository.chunker_params(repository_path(chunker_source))
     with Repository.init(repository_path(repo), chunk_size, compression,
                          ENCRYPTION_CHOICES[encryption],
-                         CommandPassphrase(confirm=True)) as repository:
+                         CommandPassphrase(confirm=True), chunker=chunker) as repository:
         config = repository.config
     if as_json:
         print_json(config_json(repository.root, config))

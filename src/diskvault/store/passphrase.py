@@ -14,6 +14,10 @@ Order, first that is set wins:
 
 Choosing the source is a pure function of the environment; reading it is separate, so
 both test without a terminal. Errors name the source, never the passphrase.
+
+A command that opens two repositories (``copy``) reads the second one's passphrase from
+the same kinds of sources under other names (``SOURCE_NAMES``: ``--from-password-file``,
+``DISKVAULT_FROM_PASSWORD*``).
 """
 
 from __future__ import annotations
@@ -32,9 +36,28 @@ from ..errors import PassphraseUnavailable
 PASSWORD_VARIABLE = "DISKVAULT_PASSWORD"
 PASSWORD_FILE_VARIABLE = "DISKVAULT_PASSWORD_FILE"
 PASSWORD_COMMAND_VARIABLE = "DISKVAULT_PASSWORD_COMMAND"
-SECRET_VARIABLES = (PASSWORD_VARIABLE,)
+SOURCE_PASSWORD_VARIABLE = "DISKVAULT_FROM_PASSWORD"
+SECRET_VARIABLES = (PASSWORD_VARIABLE, SOURCE_PASSWORD_VARIABLE)
 
 Prompt = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class PassphraseNames:
+    """The variables and option a passphrase is looked for under, and its prompt."""
+
+    variable: str = PASSWORD_VARIABLE
+    file_variable: str = PASSWORD_FILE_VARIABLE
+    command_variable: str = PASSWORD_COMMAND_VARIABLE
+    file_option: str = "--password-file"
+    prompt: str = "Repository passphrase: "
+    repository: str = "this repository"  # for messages
+
+
+REPOSITORY_NAMES = PassphraseNames()
+SOURCE_NAMES = PassphraseNames(  # the repository ``copy`` reads from
+    SOURCE_PASSWORD_VARIABLE, "DISKVAULT_FROM_PASSWORD_FILE", "DISKVAULT_FROM_PASSWORD_COMMAND",
+    "--from-password-file", "Source repository passphrase: ", "the source repository")
 
 
 @dataclass(frozen=True)
@@ -63,23 +86,24 @@ def program_name(command: str) -> str:
 
 
 def choose_source(environ: Mapping[str, str], password_file: Path | None = None,
-                  interactive: bool = False) -> PassphraseSource:
+                  interactive: bool = False,
+                  names: PassphraseNames = REPOSITORY_NAMES) -> PassphraseSource:
     """The first source that is set, in the order of this module's docstring;
     PassphraseUnavailable if none is and there is no terminal to ask."""
     if password_file is not None:
         return PassphraseSource("file", str(password_file))
-    if environ.get(PASSWORD_VARIABLE):
-        return PassphraseSource("environment", PASSWORD_VARIABLE)
-    if environ.get(PASSWORD_FILE_VARIABLE):
-        return PassphraseSource("file", environ[PASSWORD_FILE_VARIABLE])
-    if environ.get(PASSWORD_COMMAND_VARIABLE):
-        return PassphraseSource("command", environ[PASSWORD_COMMAND_VARIABLE])
+    if environ.get(names.variable):
+        return PassphraseSource("environment", names.variable)
+    if environ.get(names.file_variable):
+        return PassphraseSource("file", environ[names.file_variable])
+    if environ.get(names.command_variable):
+        return PassphraseSource("command", environ[names.command_variable])
     if interactive:
         return PassphraseSource("prompt")
     raise PassphraseUnavailable(
-        f"this repository is encrypted and no passphrase was given: set "
-        f"{PASSWORD_FILE_VARIABLE}, {PASSWORD_COMMAND_VARIABLE} or {PASSWORD_VARIABLE}, or "
-        f"pass --password-file, or run it on a terminal")
+        f"{names.repository} is encrypted and no passphrase was given: set "
+        f"{names.file_variable}, {names.command_variable} or {names.variable}, or "
+        f"pass {names.file_option}, or run it on a terminal")
 
 
 def first_line(text: str) -> str:
@@ -87,14 +111,14 @@ def first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def read_passphrase_file(path: Path) -> str:
+def read_passphrase_file(path: Path, names: PassphraseNames = REPOSITORY_NAMES) -> str:
     try:
         return first_line(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or "it is not UTF-8 text"
         raise PassphraseUnavailable(f"cannot read the passphrase file {path}: {reason}; "
-                                    f"check the path in {PASSWORD_FILE_VARIABLE} or "
-                                    f"--password-file") from None
+                                    f"check the path in {names.file_variable} or "
+                                    f"{names.file_option}") from None
 
 
 def environ_without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
@@ -102,17 +126,18 @@ def environ_without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in environ.items() if name not in SECRET_VARIABLES}
 
 
-def run_passphrase_command(command: str, environ: Mapping[str, str]) -> str:
+def run_passphrase_command(command: str, environ: Mapping[str, str],
+                           names: PassphraseNames = REPOSITORY_NAMES) -> str:
     """The first line of the command's standard output; its standard error and standard
     input stay the user's (so it may ask for a PIN). Run without a shell."""
     program = program_name(command)
-    fix = f"check {PASSWORD_COMMAND_VARIABLE}"
+    fix = f"check {names.command_variable}"
     try:
         arguments = shlex.split(command)
     except ValueError:
         arguments = []
     if not arguments:
-        raise PassphraseUnavailable(f"{PASSWORD_COMMAND_VARIABLE} is empty or has an "
+        raise PassphraseUnavailable(f"{names.command_variable} is empty or has an "
                                     f"unclosed quote: {fix}")
     try:
         finished = subprocess.run(arguments, stdout=subprocess.PIPE, check=False,
@@ -130,8 +155,8 @@ def run_passphrase_command(command: str, environ: Mapping[str, str]) -> str:
                                     f"that is not UTF-8 text; {fix}") from None
 
 
-def ask(prompt: Prompt, confirm: bool) -> str:
-    passphrase = prompt("Repository passphrase: ")
+def ask(prompt: Prompt, confirm: bool, text: str = REPOSITORY_NAMES.prompt) -> str:
+    passphrase = prompt(text)
     if confirm and prompt("Repeat the passphrase: ") != passphrase:
         raise PassphraseUnavailable("the two passphrases differ: nothing was changed; "
                                     "run the command again")
@@ -144,20 +169,23 @@ def terminal_prompt() -> Prompt | None:
 
 
 def get_passphrase(environ: Mapping[str, str] | None = None, password_file: Path | None = None,
-                   *, confirm: bool = False, prompt: Prompt | None = None) -> str:
+                   *, confirm: bool = False, prompt: Prompt | None = None,
+                   names: PassphraseNames = REPOSITORY_NAMES) -> str:
     """The passphrase from the first source set. ``confirm`` asks twice at a prompt (for
     a new key or a new passphrase). ``prompt`` is how to ask a person; None: nobody can
-    be asked. An empty passphrase is refused, naming where it came from."""
+    be asked. ``names``: where to look (``SOURCE_NAMES`` for copy's source). An empty
+    passphrase is refused, naming where it came from."""
     environ = os.environ if environ is None else environ
-    source = choose_source(environ, password_file, interactive=prompt is not None)
+    source = choose_source(environ, password_file, interactive=prompt is not None,
+                           names=names)
     if source.kind == "environment":
-        passphrase = environ[PASSWORD_VARIABLE]
+        passphrase = environ[names.variable]
     elif source.kind == "file":
-        passphrase = read_passphrase_file(Path(source.detail))
+        passphrase = read_passphrase_file(Path(source.detail), names)
     elif source.kind == "command":
-        passphrase = run_passphrase_command(source.detail, environ)
+        passphrase = run_passphrase_command(source.detail, environ, names)
     else:
-        passphrase = ask(prompt, confirm)
+        passphrase = ask(prompt, confirm, names.prompt)
     if not passphrase:
         raise PassphraseUnavailable(f"the passphrase from {source.describe()} is empty: "
                                     f"set a passphrase there")

@@ -16,7 +16,8 @@ from ..errors import BadInput, CorruptData, LockHolder
 from .backup import back_up
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
-from .config import FORMAT_VERSION, PLAINTEXT_MODE
+from .config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams
+from .copy import CopyReport, copy_snapshots
 from .crypto import Keys
 from .diff import changed_ranges
 from .encryption import (Passphrase, change_key_passphrase, export_key_file,
@@ -28,7 +29,7 @@ from .reader import ImageReader
 from .restore import image_pieces, restore_to_path, write_stream
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
-from .storage import Storage, locate
+from .storage import Storage, locate, read_config_at
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,16 @@ class Repository:
     @classmethod
     def init(cls, root: Path, chunk_size: int | None = None, compression: str = "zstd:3",
              encryption: str = PLAINTEXT_MODE, passphrase: Passphrase = None,
-             version: int = FORMAT_VERSION) -> "Repository":
+             version: int = FORMAT_VERSION,
+             chunker: ChunkerParams | None = None) -> "Repository":
         return cls(Storage.create(root, chunk_size, compression, encryption, passphrase,
-                                  version))
+                                  version, chunker))
+
+    @staticmethod
+    def chunker_params(root: Path) -> ChunkerParams:
+        """The chunker parameters of the repository at ``root``, read without its
+        passphrase (``init --copy-chunker-params-from``)."""
+        return read_config_at(root).chunker
 
     @classmethod
     def open(cls, root: Path, passphrase: Passphrase = None,
@@ -158,6 +166,22 @@ class Repository:
                            index=storage.index, codec=storage.codec, config=self.config,
                            pool=storage.pool, snapshots=storage.snapshots,
                            hints=self._hints_for(series), progress=progress, started=started)
+
+    def copy_from(self, source: "Repository", selectors: tuple[str, ...] = (),
+                  lock_wait_s: float = 0.0, progress: Progress | None = None) -> CopyReport:
+        """Copy the selected snapshots of ``source`` (default: all) that this repository
+        lacks, ids and all; only missing chunks are written (store/copy.py)."""
+        if source.config.repository_id == self.config.repository_id:
+            raise BadInput(f"{source.root} and {self.root} have the same repository id (one "
+                           f"repository, or a copy of its folder): copy between two "
+                           f"repositories made by separate inits")
+        storage = self.storage
+        with storage.disk_full_reported("the copy stopped; snapshots already copied are "
+                                        "whole: free space, then rerun it"), \
+                source.reader_lock(), \
+                self.writer_lock(f"copy from {source.root}", lock_wait_s):
+            storage.recover_unindexed_packs()
+            return copy_snapshots(source.storage, storage, selectors, progress)
 
     def _hints_for(self, name: str) -> Iterator[Hint]:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous

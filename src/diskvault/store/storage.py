@@ -62,16 +62,20 @@ class Storage:
     @classmethod
     def create(cls, root: Path, chunk_size: int | None = None, compression: str = "zstd:3",
                encryption: str = PLAINTEXT_MODE, passphrase: Passphrase = None,
-               version: int = FORMAT_VERSION) -> "Storage":
+               version: int = FORMAT_VERSION,
+               chunker: ChunkerParams | None = None) -> "Storage":
         """A new, empty repository at ``root`` (missing, or an empty folder). ``encryption``
         is a config mode (``repokey-aes-256-gcm`` or ``none``); ``version`` 1 only to test
-        that old repositories still work."""
+        that old repositories still work; ``chunker`` (another repository's parameters)
+        stands in for ``chunk_size``."""
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
         if encryption != PLAINTEXT_MODE:  # asked before anything is created
             passphrase = passphrase_text(passphrase, confirm=True)
-        chunker = ChunkerParams() if chunk_size is None else ChunkerParams.from_average(chunk_size)
+        if chunker is None:
+            chunker = (ChunkerParams() if chunk_size is None
+                       else ChunkerParams.from_average(chunk_size))
         chunker.validate()
         config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression),
                                   encryption=encryption, version=version)
@@ -171,6 +175,16 @@ class Storage:
             self.index.add_pack(pack_id, entries, self.packs.size(pack_id))
             recovered += 1
         return recovered
+
+
+def read_config_at(root: Path) -> RepositoryConfig:
+    """The config of the repository at ``root``, unauthenticated (no passphrase asked):
+    enough for settings that are not secret, such as its chunker parameters."""
+    backend = LocalBackend(locate(root))
+    try:
+        return read_config(backend)
+    finally:
+        backend.close()
 
 
 def locate(root: Path) -> Path:

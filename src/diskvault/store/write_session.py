@@ -76,22 +76,27 @@ class WriteSession:
         """Queue the (digest, raw bytes) pairs that are neither stored nor in flight, a
         digest repeated within ``chunks`` once; returns how many were queued. The raw bytes
         may be views: their buffers must live until compressed (the session keeps them)."""
-        self._settle()
-        candidates: dict[bytes, object] = {}
+        raw_by_digest: dict[bytes, object] = {}
         for digest, raw in chunks:
-            if digest not in self._in_flight:
-                candidates.setdefault(digest, raw)
-        # In-flight digests were settled before this lookup's transaction began, so a
-        # chunk committed in between is still in flight here: none is missed.
-        new = [(digest, raw) for (digest, raw), indexed
-               in zip(candidates.items(), self.index.are_indexed(list(candidates)))
-               if not indexed]
+            raw_by_digest.setdefault(digest, raw)
+        new = [(digest, raw_by_digest[digest]) for digest in self.lacks(list(raw_by_digest))]
         if new:
             self._in_flight.update(digest for digest, _ in new)
             future = self._compressors.submit(self._compress_all, new)
             self._records.put(([digest for digest, _ in new], [len(raw) for _, raw in new],
                                future))
         return len(new)
+
+    def lacks(self, digests: Sequence[bytes]) -> list[bytes]:
+        """The digests, each once and in order, that are neither stored nor in flight: what
+        ``store_missing`` would queue. A copy asks first, so it reads only those."""
+        self._settle()
+        candidates = [digest for digest in dict.fromkeys(digests)
+                      if digest not in self._in_flight]
+        # In-flight digests were settled before this lookup's transaction began, so a
+        # chunk committed in between is still in flight here: none is missed.
+        return [digest for digest, indexed in zip(candidates, self.index.are_indexed(candidates))
+                if not indexed]
 
     def flush(self) -> None:
         """Write everything queued and commit it: after this, all of it is durable."""

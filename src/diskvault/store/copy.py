@@ -1,0 +1,189 @@
+"""Copying snapshots from one repository into another (``diskvault copy``): only the chunks
+the destination lacks are written, every byte read is verified, and each snapshot record
+is written last, sealed by the destination, once everything it references is durable there.
+
+Two ways, chosen by whether both repositories name chunks alike (both plaintext blake3,
+or one chunk-id key):
+
+- **same ids**: the record is kept as it is; a chunk id the destination already has is not
+  even read from the source (a manifest block it has is read from the destination);
+- **new ids**: every chunk is read, verified, named by the destination's chunk-id function
+  and stored if missing; the manifest is rebuilt with those ids (its blocks may cut in
+  other places: their boundaries depend on the ids).
+
+A copy killed at any moment leaves the destination consistent (the write session's packs
+are sealed before the index learns of them; records come last) and a rerun writes only
+what is still missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ..errors import CorruptData
+from .chunks import Codec
+from .image_map import damage_context
+from .manifest import (BlockRef, ManifestBuilder, ManifestEntry, block_ends, placed_entries,
+                       spans)
+from .pipeline import ordered_map
+from .restore import FETCH_WINDOW, image_pieces
+from .snapshots import SnapshotRecord, select_snapshot
+from .storage import Storage
+from .write_session import WriteSession
+
+# Any fixed bytes do: two chunk-id functions that agree on them are the same function
+# (different blake3 keys collide here with probability 2^-256).
+CHUNK_ID_PROBE = b"diskvault copy: do both repositories name chunks alike?"
+STORE_BATCH = 64  # chunks handed to the write session at once
+Progress = Callable[[int], None]
+T = TypeVar("T")
+
+
+@dataclass
+class CopyReport:
+    """What a copy did; ``chunks_sent`` and the byte counts include manifest blocks."""
+
+    copied: list[SnapshotRecord] = field(default_factory=list)   # as the destination has them
+    skipped: list[SnapshotRecord] = field(default_factory=list)  # it had them already
+    same_chunk_ids: bool = True
+    chunks_sent: int = 0
+    bytes_sent: int = 0      # raw bytes of the chunks written to the destination
+    stored_bytes: int = 0    # what they take in its packs
+    chunks_skipped: int = 0  # data chunk references not sent: had, or sent already
+
+
+def names_chunks_alike(source: Codec, destination: Codec) -> bool:
+    return source.chunk_id(CHUNK_ID_PROBE) == destination.chunk_id(CHUNK_ID_PROBE)
+
+
+def select_for_copy(records: Sequence[SnapshotRecord], present: set[str],
+                    selectors: Sequence[str]) -> tuple[list[SnapshotRecord], list[SnapshotRecord]]:
+    """(records to copy, records the destination has), oldest first: the selected ones, or
+    all of ``records`` when no selector is given. A snapshot named twice is copied once."""
+    chosen = records if not selectors else [select_snapshot(records, s) for s in selectors]
+    unique = sorted({r.id: r for r in chosen}.values(), key=lambda r: (r.time, r.id))
+    return ([r for r in unique if r.id not in present], [r for r in unique if r.id in present])
+
+
+def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[str] = (),
+                   progress: Progress | None = None) -> CopyReport:
+    """Copy the selected snapshots the destination lacks. Call with the destination's
+    writer lock and a reader registration on the source held."""
+    records = source.snapshots.all()
+    to_copy, present = select_for_copy(records, set(destination.snapshots.ids()), selectors)
+    report = CopyReport(skipped=present,
+                        same_chunk_ids=names_chunks_alike(source.codec, destination.codec))
+    copy_one = _copy_same_ids if report.same_chunk_ids else _copy_new_ids
+    done_bytes = 0
+    config = destination.config
+    for record in to_copy:
+        with WriteSession(destination.packs, destination.index, destination.codec,
+                          config.pack_target_bytes) as session:
+            copied = copy_one(source, destination, session, record, report)
+            session.flush()
+        report.chunks_sent += session.counts.chunks
+        report.bytes_sent += session.counts.raw_bytes
+        report.stored_bytes += session.counts.stored_bytes
+        destination.snapshots.save(copied)  # last: everything it references is durable
+        report.copied.append(copied)
+        done_bytes += record.size
+        if progress:
+            progress(done_bytes)
+    return report
+
+
+def _copy_same_ids(source: Storage, destination: Storage, session: WriteSession,
+                   record: SnapshotRecord, report: CopyReport) -> SnapshotRecord:
+    """Send the chunks of each manifest block the destination lacks, then the block."""
+    for block, end in zip(record.blocks, block_ends(record.blocks, record.size)):
+        try:
+            data = _read_block(source, destination, block)
+            entries = placed_entries(data, block.offset, end)
+        except CorruptData as error:
+            raise damage_context(record, block.offset, error) from None
+        first_offsets, references = _data_chunks(entries, block.offset)
+        missing = session.lacks(list(first_offsets))
+        report.chunks_skipped += references - len(missing)
+        fetch = _verified_reader(source, record, first_offsets)
+        # (digest, raw bytes) pairs, in order, several chunks read at once
+        for batch in _batches(ordered_map(source.pool, fetch, missing, window=FETCH_WINDOW)):
+            session.store_missing(batch)
+        session.store_missing([(block.digest, data)])  # the block lands after its chunks
+    return record
+
+
+def _data_chunks(entries: list[ManifestEntry], offset: int) -> tuple[dict[bytes, int], int]:
+    """Each data chunk's first byte offset in the image (for error messages), and how many
+    data entries there are."""
+    first_offsets: dict[bytes, int] = {}
+    references = 0
+    for span in spans(entries, offset):
+        if span.digest is not None:
+            first_offsets.setdefault(span.digest, span.offset)
+            references += 1
+    return first_offsets, references
+
+
+def _verified_reader(source: Storage, record: SnapshotRecord,
+                     first_offsets: dict[bytes, int]) -> Callable[[bytes], bytes]:
+    """digest -> verified raw bytes; damage names the snapshot and byte offset."""
+    def fetch(digest: bytes) -> bytes:
+        try:
+            return source.chunks.get(digest)
+        except CorruptData as error:
+            raise damage_context(record, first_offsets[digest], error) from None
+    return fetch
+
+
+def _batches(items: Iterable[T], size: int = STORE_BATCH) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read_block(source: Storage, destination: Storage, block: BlockRef) -> bytes:
+    """A manifest block, verified: from the destination if it has it (not read from the
+    source, as any chunk it has), else from the source."""
+    if destination.index.are_indexed([block.digest])[0]:
+        return destination.chunks.get(block.digest)
+    return source.chunks.get(block.digest)
+
+
+def _copy_new_ids(source: Storage, destination: Storage, session: WriteSession,
+                  record: SnapshotRecord, report: CopyReport) -> SnapshotRecord:
+    """Read every chunk, name it as the destination does, store what it lacks, and build
+    the manifest anew."""
+    chunk_id = destination.codec.chunk_id
+
+    def store_block(encoded: bytes) -> bytes:
+        digest = chunk_id(encoded)
+        session.store_missing([(digest, encoded)])
+        return digest
+
+    manifest = ManifestBuilder(store_block)
+
+    def renamed() -> Iterator[tuple[bytes, bytes]]:
+        for span, raw in image_pieces(source.chunks, record, source.pool):
+            if raw is None:
+                manifest.add_zeros(span.length)
+                continue
+            digest = chunk_id(raw)
+            manifest.add_data(digest, span.length)
+            yield digest, raw
+
+    for batch in _batches(renamed()):
+        report.chunks_skipped += len(batch) - session.store_missing(batch)
+    blocks = manifest.finish()
+    if manifest.size != record.size:
+        raise CorruptData(f"snapshot {record.short_id} ({record.name}): its manifest covers "
+                          f"{manifest.size} bytes, its record says {record.size}; run "
+                          f"'diskvault check' on the source")
+    return dataclasses.replace(record, blocks=blocks)
