@@ -59,3 +59,6 @@ def test_grown_image_counts_its_new_tail_as_changed():
     assert changed.next_change_end(0) == 20
     assert changed.next_change_end(20) == 150
     assert changed.next_change_end(150) == 150
+    assert changed.next_change_start(0) == 10 and changed.next_change_start(15) == 10
+    assert changed.next_change_start(20) == 100
+    assert changed.next_change_start(150) == float("inf")

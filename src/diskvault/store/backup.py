@@ -14,7 +14,7 @@ from .chunker import Chunk, Chunker, ChunkId, Hint, hash_sequentially, plain_chu
 from .chunks import Codec
 from .config import ChunkerParams, RepositoryConfig
 from .index import ChunkIndex
-from .manifest import ManifestBuilder
+from .manifest import ManifestBuilder, Span
 from .packs import PackStore
 from .pipeline import prefetch
 from .snapshots import BackupStats, SnapshotRecord, SnapshotStore
@@ -66,11 +66,17 @@ class ImageRecorder:
         self.drain()
         self._batch = batch
 
-    def add_known(self, digest: bytes, length: int) -> None:
-        """A chunk already stored (taken from the previous snapshot without reading)."""
+    def add_known(self, spans: list[Span]) -> None:
+        """Entries of the previous snapshot taken as they are, without reading: their
+        chunks are stored already."""
         self.drain()
-        self.stats.chunks += 1
-        self.manifest.add_data(digest, length)
+        for span in spans:
+            if span.digest is None:
+                self.stats.zero_bytes += span.length
+                self.manifest.add_zeros(span.length)
+            else:
+                self.stats.chunks += 1
+                self.manifest.add_data(span.digest, span.length)
 
     def add_zeros(self, length: int) -> None:
         self.drain()

@@ -46,6 +46,15 @@ class ChangedRanges:
         index = bisect.bisect_left(self._starts, end) - 1
         return index >= 0 and self._ranges[index][1] > start
 
+    def next_change_start(self, position: int) -> int | float:
+        """Where the first changed range ending after ``position`` starts (at or before
+        ``position`` if it is inside one); infinity if none does."""
+        index = bisect.bisect_right(self._starts, position) - 1
+        if index >= 0 and self._ranges[index][1] > position:
+            return self._ranges[index][0]
+        index += 1
+        return self._ranges[index][0] if index < len(self._ranges) else float("inf")
+
     def next_change_end(self, position: int) -> int:
         """The end of the first changed range ending after ``position`` (or ``position``)."""
         index = bisect.bisect_right(self._starts, position) - 1

@@ -14,7 +14,6 @@ Changed ranges are read as plain bytes (holes there read as zeros).
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -32,33 +31,46 @@ MISMATCHES_NAMED = 5
 
 
 class PreviousEntries:
-    """The previous snapshot's spans, walked forward once; which of them can be taken."""
+    """The previous snapshot's spans (covering [0, base_size) exactly), walked forward
+    once: which of them a full read of the new image would make too."""
 
-    def __init__(self, spans: Iterable[Span], changes: ChangedRanges, size: int):
+    def __init__(self, spans: Iterable[Span], base_size: int, changes: ChangedRanges,
+                 size: int):
         self._spans: Iterator[Span] = iter(spans)
-        self._window: deque[Span] = deque()
+        self._head: Span | None = next(self._spans, None)
+        self._base_size = base_size
         self._changes = changes
         self._size = size
 
-    def takeable_at(self, position: int) -> Span | None:
-        """The previous entry starting at ``position`` if a full read would make it too:
-        wholly unchanged, inside the image, and followed by another entry (its end was a
-        cut) or ending where the image ends. ``position`` must not decrease."""
-        while self._window and self._window[0].offset < position:
-            self._window.popleft()
-        while len(self._window) < 2:
-            span = next(self._spans, None)
-            if span is None:
-                break
-            if span.offset >= position:
-                self._window.append(span)
-        if not self._window or self._window[0].offset != position:
-            return None
-        span = self._window[0]
-        end = span.offset + span.length
-        if end > self._size or self._changes.overlaps(span.offset, end):
-            return None
-        return span if len(self._window) > 1 or end == self._size else None
+    def _at(self, position: int) -> Span | None:
+        """The span starting at ``position``; ``position`` must not decrease."""
+        while self._head is not None and self._head.offset < position:
+            self._head = next(self._spans, None)
+        return self._head if self._head is not None and self._head.offset == position \
+            else None
+
+    def _usable(self, end: int, limit: int) -> bool:
+        # Only the base's last span may end without a cut (the image's end): it is usable
+        # only where the new image ends too.
+        return end <= limit and (end < self._base_size or end == self._size)
+
+    def takeable_at(self, position: int) -> bool:
+        """Whether the span starting at ``position`` can be taken (see take_run)."""
+        span = self._at(position)
+        return span is not None and self._usable(
+            position + span.length, min(self._changes.next_change_start(position), self._size))
+
+    def take_run(self, position: int) -> list[Span]:
+        """The spans from ``position`` on that lie wholly in unchanged bytes inside the
+        image and end in a cut: a full read makes each of them, given that ``position``
+        is in step."""
+        limit = min(self._changes.next_change_start(position), self._size)
+        run = []
+        span = self._at(position)
+        while span is not None and self._usable(span.offset + span.length, limit):
+            run.append(span)
+            span = self._head = next(self._spans, None)
+        return run
 
 
 @dataclass
@@ -66,11 +78,20 @@ class UnchangedSample:
     """A uniform sample (reservoir) of the data entries taken without reading."""
 
     capacity: int
-    rng: random.Random = field(default_factory=random.SystemRandom)
+    # Seeded from the system: a map must not be able to predict what is checked.
+    rng: random.Random = field(
+        default_factory=lambda: random.Random(random.SystemRandom().getrandbits(64)))
     seen: int = 0
     spans: list[Span] = field(default_factory=list)
 
-    def offer(self, span: Span) -> None:
+    def offer(self, spans: list[Span]) -> None:
+        if not self.capacity:
+            return
+        for span in spans:
+            if span.digest is not None:
+                self._offer(span)
+
+    def _offer(self, span: Span) -> None:
         self.seen += 1
         if len(self.spans) < self.capacity:
             self.spans.append(span)
@@ -90,17 +111,14 @@ def record_changed(source: ImageSource, previous: PreviousEntries, changes: Chan
     sample = UnchangedSample(verify_unchanged)
     position = 0
     while position < source.size:
-        span = previous.takeable_at(position)
-        if span is None:
+        run = previous.take_run(position)
+        if run:
+            recorder.add_known(run)
+            sample.offer(run)
+            position = run[-1].offset + run[-1].length
+        else:
             position = _read_until_in_step(source, position, previous, changes, params,
                                            recorder, stats)
-        elif span.digest is None:
-            recorder.add_zeros(span.length)
-            position += span.length
-        else:
-            recorder.add_known(span.digest, span.length)
-            sample.offer(span)
-            position += span.length
         if progress:
             progress(position)
     recorder.drain()
@@ -132,7 +150,7 @@ def _read_until_in_step(source: ImageSource, start: int, previous: PreviousEntri
         for chunk in chunks:
             kept.append(chunk)
             position += len(chunk[0])
-            if position == source.size or previous.takeable_at(position) is not None:
+            if position == source.size or previous.takeable_at(position):
                 recorder.add_chunks(kept)
                 return position
         recorder.add_chunks(kept)

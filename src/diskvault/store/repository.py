@@ -192,8 +192,8 @@ class Repository:
         def how() -> dict:
             base = self._change_map_base(series, changes)
             changed = ChangedRanges(changes.ranges, base.size, source.size)
-            previous = PreviousEntries(image_spans(self.storage.chunks, base), changed,
-                                       source.size)
+            previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
+                                       changed, source.size)
 
             def record(session, stats):
                 return record_changed(source, previous, changed, self.config.chunker,
