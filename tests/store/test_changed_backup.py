@@ -14,7 +14,9 @@ from diskvault.errors import BadInput, ChangeMapWrong
 from diskvault.store.change_map import ChangeMap, merge_ranges
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
-from tests.conftest import SMALL_CHUNKS
+from tests.conftest import SMALL_CHUNKS, in_both_modes
+
+encryption = in_both_modes()  # the tests on the `repo` fixture run plaintext and encrypted
 
 
 def image_bytes(size: int, seed: int) -> bytes:
