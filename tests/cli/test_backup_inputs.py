@@ -4,7 +4,6 @@ a user runs them: real pipes, real files, the real command."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

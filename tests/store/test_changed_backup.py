@@ -51,7 +51,8 @@ def manifest_of(record: SnapshotRecord) -> list:
     return [(block.digest, block.offset) for block in record.blocks]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16), base_size=st.integers(1, 400_000),
        size_change=st.integers(-50_000, 50_000),
        edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 30_000),
