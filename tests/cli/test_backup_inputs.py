@@ -106,6 +106,8 @@ def test_nbdinfo_map_since_the_latest_snapshot_reads_only_the_changes(cli_repo, 
     body = json.loads(result.stdout)
     assert body["base_id"] == base.id
     assert body["stats"]["bytes_read"] < 512 * 1024
+    info = run_cli("info", "-r", cli_repo, body["id"], check=True).stdout.decode()
+    assert f"taken from snapshot {base.id}" in info
 
 
 def test_map_since_an_older_snapshot_exits_2_with_one_line(cli_repo, tmp_path):

@@ -163,6 +163,8 @@ def info(repo, snapshot, as_json) -> None:
     click.echo(f"snapshot     {record.id} ({record.name})")
     click.echo(f"time         {record.time:%Y-%m-%d %H:%M:%S} UTC, host {record.host}")
     click.echo(f"source       {record.source}")
+    if record.base_id:
+        click.echo(f"change map   unchanged ranges taken from snapshot {record.base_id}")
     click.echo(f"tags         {', '.join(record.tags) or '-'}")
     click.echo(f"image        {human_bytes(record.size)} ({record.size} bytes), "
                f"{stats.chunks} chunks, {stats.manifest_blocks} manifest blocks")
