@@ -136,3 +136,16 @@ def test_map_that_hides_a_change_fails_verification_naming_offsets(cli_repo, tmp
     assert result.returncode == 1
     assert b"differ from the previous snapshot (offset+length: " in result.stderr
     assert len(records(cli_repo, "vm1")) == 1
+
+
+@pytest.mark.parametrize("argv", [["vm.img", "--size", "10"],
+                                  ["vm.img", "--changed-since", "latest"],
+                                  ["vm.img", "--verify-unchanged", "3"],
+                                  ["-", "--name", "vm1", "--changed-ranges", "map.txt"]])
+def test_options_that_do_not_go_together_exit_2(cli_repo, tmp_path, argv):
+    write_image(tmp_path / "vm.img", 4096)
+    (tmp_path / "map.txt").write_text("0 1\n")
+    argv = [str(tmp_path / a) if a in ("vm.img", "map.txt") else a for a in argv]
+    result = run_cli("backup", "-r", cli_repo, *argv, input=b"x")
+    assert result.returncode == 2, result.stderr
+    assert records(cli_repo) == []
