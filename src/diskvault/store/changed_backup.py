@@ -28,6 +28,7 @@ from .source import READ_BUFFER_BYTES, Extent, ImageSource
 from .write_session import WriteSession
 
 MISMATCHES_NAMED = 5
+MAX_RUN_SPANS = 4096  # memory stays bounded over long unchanged stretches
 
 
 class PreviousEntries:
@@ -67,7 +68,8 @@ class PreviousEntries:
         limit = min(self._changes.next_change_start(position), self._size)
         run = []
         span = self._at(position)
-        while span is not None and self._usable(span.offset + span.length, limit):
+        while span is not None and len(run) < MAX_RUN_SPANS and \
+                self._usable(span.offset + span.length, limit):
             run.append(span)
             span = self._head = next(self._spans, None)
         return run
