@@ -197,3 +197,9 @@ class PassphraseUnavailable(BadInput):
 
 class WrongRepositoryKey(BadInput):
     """A key export belongs to another repository than the one it is imported into."""
+
+
+# -- change maps (store/change_map.py, store/changed_backup.py) ----------------------------
+
+class ChangeMapWrong(DiskvaultError):
+    """Bytes a change map called unchanged differ from the previous snapshot's."""

@@ -11,6 +11,8 @@ import click
 
 from ..errors import CorruptData
 from ..store.snapshots import SnapshotRecord
+from ..store.stream_source import STDIN_LABEL
+from .change_maps import read_change_map
 from .common import json_option, lock_wait_option, opened, repo_option
 from .output import (config_json, encryption_label, human_bytes, human_rate, print_json,
                      print_snapshots,
@@ -35,24 +37,61 @@ def backup_summary(record: SnapshotRecord) -> str:
 @click.command()
 @repo_option
 @click.argument("source", type=click.Path(path_type=Path, readable=False))
-@click.option("--name", default=None, help="Series name (default: the source's file name).")
+@click.option("--name", default=None, help="Series name (default: the source's file name; "
+              "required for '-').")
 @click.option("--tag", "tags", multiple=True, help="A tag to attach (repeatable).")
+@click.option("--changed-ranges", "changes_file", default=None,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="Read only these ranges; take the rest from the previous snapshot "
+                   "(docs/change-maps.md).")
+@click.option("--changed-since", default=None, metavar="SNAPSHOT",
+              help="The snapshot the change map counts from (must be the series' latest).")
+@click.option("--verify-unchanged", default=0, type=click.IntRange(min=0), metavar="N",
+              help="With --changed-ranges: read N random unchanged chunks and fail if any "
+                   "differs from the previous snapshot.")
+@click.option("--size", "stream_size", default=None, type=click.IntRange(min=0),
+              metavar="BYTES", help="With '-': the stream's size; a shorter stream fails.")
 @json_option
 @progress_option
 @lock_wait_option
-def backup(repo, source: Path, name, tags, as_json, show_progress, lock_wait_s) -> None:
-    """Back up an image file or block device as a new snapshot."""
+def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_unchanged,
+           stream_size, as_json, show_progress, lock_wait_s) -> None:
+    """Back up an image file or block device (or '-': standard input) as a new snapshot."""
+    from_stdin = str(source) == STDIN_LABEL
+    changes = read_change_map(changes_file, changed_since, verify_unchanged)
+    _check_stream_options(from_stdin, name, changes, stream_size)
     with opened(repo) as repository:
-        size = _source_size(source)
+        size = (stream_size or 0) if from_stdin else _source_size(source)
         progress = ProgressLine("backup", size, show_progress)
         try:
-            record = repository.backup(source, name, tuple(tags), lock_wait_s, progress)
+            if from_stdin:
+                record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
+                                                  stream_size, lock_wait_s, progress)
+            else:
+                record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
+                                           changes, verify_unchanged)
         finally:
             progress.close()
     if as_json:
         print_json(snapshot_json(record))
     else:
         click.echo(backup_summary(record))
+
+
+def _check_stream_options(from_stdin: bool, name, changes, stream_size) -> None:
+    if from_stdin:
+        if not name:
+            raise click.UsageError("backup - reads the image from standard input: give the "
+                                   "series with --name")
+        if changes is not None:
+            raise click.UsageError("--changed-ranges needs a file or block device to read "
+                                   "ranges from, not standard input")
+        if sys.stdin.isatty():
+            raise click.UsageError("refusing to read a disk image from a terminal; pipe it "
+                                   "in (cat vm1.img | diskvault backup - --name vm1)")
+    elif stream_size is not None:
+        raise click.UsageError("--size is for '-' (standard input) only; a file's size is "
+                               "known")
 
 
 def _source_size(source: Path) -> int:
@@ -124,6 +163,8 @@ def info(repo, snapshot, as_json) -> None:
     click.echo(f"snapshot     {record.id} ({record.name})")
     click.echo(f"time         {record.time:%Y-%m-%d %H:%M:%S} UTC, host {record.host}")
     click.echo(f"source       {record.source}")
+    if record.base_id:
+        click.echo(f"change map   unchanged ranges taken from snapshot {record.base_id}")
     click.echo(f"tags         {', '.join(record.tags) or '-'}")
     click.echo(f"image        {human_bytes(record.size)} ({record.size} bytes), "
                f"{stats.chunks} chunks, {stats.manifest_blocks} manifest blocks")

@@ -9,13 +9,12 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from datetime import datetime, timezone
-from pathlib import Path
 
 from .chunker import Chunk, Chunker, ChunkId, Hint, hash_sequentially, plain_chunk_id
 from .chunks import Codec
 from .config import ChunkerParams, RepositoryConfig
 from .index import ChunkIndex
-from .manifest import ManifestBuilder
+from .manifest import ManifestBuilder, Span
 from .packs import PackStore
 from .pipeline import prefetch
 from .snapshots import BackupStats, SnapshotRecord, SnapshotStore
@@ -46,7 +45,7 @@ def parallel_hasher(pool: Executor, chunk_id: ChunkId = plain_chunk_id):
     return hash_many
 
 
-class _ImageRecorder:
+class ImageRecorder:
     """Turns chunks into manifest entries and new chunks into stored ones.
 
     Hashing of one batch overlaps the chunking of the next: a batch is consumed
@@ -66,6 +65,18 @@ class _ImageRecorder:
         batch = (chunks, self.pool.submit(_complete_digests, chunks, self.chunk_id)) if chunks else None
         self.drain()
         self._batch = batch
+
+    def add_known(self, spans: list[Span]) -> None:
+        """Entries of the previous snapshot taken as they are, without reading: their
+        chunks are stored already."""
+        self.drain()
+        for span in spans:
+            if span.digest is None:
+                self.stats.zero_bytes += span.length
+                self.manifest.add_zeros(span.length)
+            else:
+                self.stats.chunks += 1
+                self.manifest.add_data(span.digest, span.length)
 
     def add_zeros(self, length: int) -> None:
         self.drain()
@@ -113,7 +124,7 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
     the previous snapshot's chunks, which make unchanged regions cost a hash, not a cut.
     """
     chunker = Chunker(chunker_params, hints, parallel_hasher(pool, session.codec.chunk_id))
-    recorder = _ImageRecorder(session, pool, stats)
+    recorder = ImageRecorder(session, pool, stats)
     for extent, buffer in prefetch(source.pieces()):
         if buffer is None:
             recorder.add_chunks(chunker.finish())
@@ -130,17 +141,27 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
     return recorder.manifest
 
 
+Record = Callable[[WriteSession, BackupStats], ManifestBuilder]
+
+
 def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore,
             index: ChunkIndex, codec: Codec, config: RepositoryConfig, pool: Executor,
             snapshots: SnapshotStore, hints: Iterable[Hint] = (),
-            progress: Progress | None = None, started: float) -> SnapshotRecord:
+            progress: Progress | None = None, started: float,
+            record: Record | None = None, base_id: str | None = None) -> SnapshotRecord:
     """Store the image and record it; call with the writer lock held. Every chunk and
     manifest block is durable and indexed before the snapshot record is written (last,
     atomically), so a failure at any point records nothing and a rerun reuses what landed.
-    ``started`` is the monotonic time the command began (for the record's duration)."""
+    ``started`` is the monotonic time the command began (for the record's duration).
+    ``record`` replaces the full read (a change map's backup); ``base_id`` names the
+    snapshot it took unchanged data from."""
     stats = BackupStats()
     with WriteSession(packs, index, codec, config.pack_target_bytes) as session:
-        manifest = record_image(source, config.chunker, session, pool, stats, hints, progress)
+        if record is None:
+            manifest = record_image(source, config.chunker, session, pool, stats, hints,
+                                    progress)
+        else:
+            manifest = record(session, stats)
         source.check_unchanged()
         session.flush()
     stats.new_chunks = session.counts.chunks
@@ -149,7 +170,7 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore
     stats.duration_s = round(time.monotonic() - started, 3)
     record = SnapshotRecord(
         id=SnapshotRecord.new_id(), name=name, time=datetime.now(timezone.utc),
-        source=str(Path(source.path).absolute()), size=manifest.size,
-        host=socket.gethostname(), tags=list(tags), stats=stats, blocks=manifest.blocks)
+        source=source.label, size=manifest.size, host=socket.gethostname(), tags=list(tags),
+        stats=stats, blocks=manifest.blocks, base_id=base_id)
     snapshots.save(record)
     return record

@@ -15,6 +15,8 @@ from typing import BinaryIO
 from ..errors import BadInput, CorruptData, LockHolder
 from .backup import back_up
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
+from .change_map import ChangeMap, ChangedRanges, check_fits
+from .changed_backup import PreviousEntries, record_changed
 from .chunker import Hint, hints_from_spans
 from .config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams
 from .copy import CopyReport, copy_snapshots
@@ -30,6 +32,7 @@ from .restore import image_pieces, restore_to_path, write_stream
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
 from .storage import Storage, locate, read_config_at
+from .stream_source import StreamSource
 
 log = logging.getLogger(__name__)
 
@@ -150,22 +153,78 @@ class Repository:
 
     # -- writing -----------------------------------------------------------------------
     def backup(self, source_path: Path, name: str | None = None, tags: tuple[str, ...] = (),
-               lock_wait_s: float = 0.0, progress: Progress | None = None) -> SnapshotRecord:
+               lock_wait_s: float = 0.0, progress: Progress | None = None,
+               changes: ChangeMap | None = None, verify_unchanged: int = 0) -> SnapshotRecord:
         """Back up one image; the snapshot record is written only once all it references
-        is durable. On any failure nothing is recorded and earlier snapshots are intact."""
+        is durable. On any failure nothing is recorded and earlier snapshots are intact.
+        With ``changes`` only the changed ranges are read (docs/change-maps.md)."""
         started = time.monotonic()
         self.refuse_inside(Path(source_path), "backup source")
+        series = name or Path(source_path).name
+        with ImageSource(Path(source_path)) as source:
+            if changes is None:
+                return self._back_up(source, series, tags, lock_wait_s, progress, started)
+            return self._back_up_changes(source, series, tags, lock_wait_s, progress, started,
+                                         changes, verify_unchanged)
+
+    def backup_stream(self, stream: BinaryIO, name: str, tags: tuple[str, ...] = (),
+                      size: int | None = None, lock_wait_s: float = 0.0,
+                      progress: Progress | None = None) -> SnapshotRecord:
+        """Back up an image read once from ``stream`` (standard input), in order."""
+        started = time.monotonic()
+        return self._back_up(StreamSource(stream, size), name, tags, lock_wait_s, progress,
+                             started)
+
+    def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
+                 started: float, how: Callable[[], dict] = dict) -> SnapshotRecord:
+        """The backup under the writer lock; ``how`` is called under it and gives
+        back_up's ``record`` and ``base_id`` (default: a full read)."""
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
-                ImageSource(Path(source_path)) as source, \
-                self.writer_lock(f"backup {source_path}", lock_wait_s):
+                self.writer_lock(f"backup {source.label}", lock_wait_s):
             storage.recover_unindexed_packs()
-            series = name or Path(source_path).name
             return back_up(source, series, list(tags), packs=storage.packs,
                            index=storage.index, codec=storage.codec, config=self.config,
                            pool=storage.pool, snapshots=storage.snapshots,
-                           hints=self._hints_for(series), progress=progress, started=started)
+                           hints=self._hints_for(series), progress=progress, started=started,
+                           **how())
+
+    def _back_up_changes(self, source: ImageSource, series: str, tags, lock_wait_s: float,
+                         progress, started: float, changes: ChangeMap,
+                         verify_unchanged: int) -> SnapshotRecord:
+        """Only the changed ranges read; the rest taken from the map's base, which must be
+        the series' latest snapshot (checked under the writer lock)."""
+        check_fits(changes, source.size)
+
+        def how() -> dict:
+            base = self._change_map_base(series, changes)
+            changed = ChangedRanges(changes.ranges, base.size, source.size)
+            previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
+                                       changed, source.size)
+
+            def record(session, stats):
+                return record_changed(source, previous, changed, self.config.chunker,
+                                      session, self.storage.pool, stats, verify_unchanged,
+                                      progress)
+            return {"record": record, "base_id": base.id}
+        return self._back_up(source, series, tags, lock_wait_s, progress, started, how)
+
+    def _change_map_base(self, series: str, changes: ChangeMap) -> SnapshotRecord:
+        if changes.base is None:
+            raise BadInput("the change map names no base snapshot: give --changed-since "
+                           "SNAPSHOT (the snapshot the map counts changes from)")
+        latest = self.list_snapshots(series)
+        if not latest:
+            raise BadInput(f"series {series!r} has no snapshot for the change map to build "
+                           f"on: run a full backup (without --changed-ranges) first")
+        base = self.find_snapshot(changes.base)
+        if base.id != latest[-1].id:
+            raise BadInput(f"the change map counts changes since snapshot {base.short_id}, "
+                           f"but the latest snapshot of series {series!r} is "
+                           f"{latest[-1].short_id}: use a map made since "
+                           f"{latest[-1].short_id}, or back up without --changed-ranges")
+        return base
 
     def copy_from(self, source: "Repository", selectors: tuple[str, ...] = (),
                   lock_wait_s: float = 0.0, progress: Progress | None = None) -> CopyReport:

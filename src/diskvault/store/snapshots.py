@@ -52,6 +52,7 @@ class SnapshotRecord:
     tags: list[str]
     stats: BackupStats
     blocks: list[BlockRef] = field(default_factory=list)
+    base_id: str | None = None  # a change map's base: unchanged data was taken from it
 
     @staticmethod
     def new_id() -> str:
@@ -70,6 +71,8 @@ class SnapshotRecord:
         """Everything but the block list: what ``list``/``info --json`` print."""
         body = asdict(self)
         body.pop("blocks")
+        if self.base_id is None:
+            body.pop("base_id")  # absent unless a change map was used: records as before
         body["time"] = self.time.isoformat()
         return body
 
@@ -92,7 +95,8 @@ class SnapshotRecord:
                 id=body["id"], name=body["name"], time=datetime.fromisoformat(body["time"]),
                 source=body["source"], size=int(body["size"]), host=body["host"],
                 tags=list(body["tags"]), stats=BackupStats(**body["stats"]),
-                blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]])
+                blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]],
+                base_id=body.get("base_id"))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise CorruptData(f"snapshot record {where} cannot be read ({error})") from None
         problem = _integrity_problem(body, record)

@@ -58,6 +58,11 @@ class ImageSource:
             return os.lseek(self._fd, 0, os.SEEK_END)
         return os.fstat(self._fd).st_size
 
+    @property
+    def label(self) -> str:
+        """How the snapshot record names the source: its absolute path."""
+        return str(self.path.absolute())
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
