@@ -15,10 +15,6 @@ from pathlib import Path
 
 import click
 
-from ..store.crypto import Keys
-from ..store.passphrase import get_passphrase, terminal_prompt
-from ..store.repository import Repository, repository_path
-
 DEBUG_FLAG = "--debug"
 REPO_KEY = "diskvault.repo"
 PASSWORD_FILE_KEY = "diskvault.password_file"
@@ -77,6 +73,8 @@ class CommandPassphrase:
 
     def __call__(self) -> str:
         if self._text is None:
+            from ..store.passphrase import get_passphrase, terminal_prompt  # see opened()
+
             ctx = click.get_current_context(silent=True)
             password_file = ctx.meta.get(PASSWORD_FILE_KEY) if ctx else None
             self._text = get_passphrase(os.environ, password_file, confirm=self._confirm,
@@ -113,6 +111,10 @@ lock_wait_option = click.option(
 @contextmanager
 def opened(repo: str | None, passphrase: CommandPassphrase | None = None):
     """The repository named by -r/DISKVAULT_REPO, closed afterwards."""
+    # Imported here, not at the top: the group imports this module, and `diskvault --help`
+    # must not pay for loading the store.
+    from ..store.repository import Repository, repository_path
+
     repository = Repository.open(repository_path(repo), passphrase or CommandPassphrase(),
                                  keys=_inherited_keys())
     try:

@@ -99,8 +99,3 @@ def _what(record: SnapshotRecord | None) -> str:
 def umount(mountpoint: Path) -> None:
     """Unmount a diskvault mount (fails, saying so, while files in it are in use)."""
     unmount(mountpoint)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(mount)
-    group.add_command(umount)
