@@ -18,9 +18,6 @@ import click
 DEBUG_FLAG = "--debug"
 REPO_KEY = "diskvault.repo"
 PASSWORD_FILE_KEY = "diskvault.password_file"
-# The mount's daemon gets the master key its parent unlocked through an inherited pipe,
-# named by this variable (a descriptor number: no secret in argv or the environment).
-KEY_FD_VARIABLE = "DISKVAULT_KEY_FD"
 DEBUG_KEY = "diskvault.debug"
 REPO_HELP = "Repository folder, before or after the command name (or set DISKVAULT_REPO)."
 
@@ -109,31 +106,18 @@ lock_wait_option = click.option(
 
 
 @contextmanager
-def opened(repo: str | None, passphrase: CommandPassphrase | None = None):
-    """The repository named by -r/DISKVAULT_REPO, closed afterwards."""
+def opened(repo: str | None, passphrase: CommandPassphrase | None = None,
+           keys=None):
+    """The repository named by -r/DISKVAULT_REPO, closed afterwards; ``keys`` already
+    unlocked (``store.crypto.Keys``: the background mount's) stand in for the passphrase."""
     # Imported here, not at the top: the group imports this module, and `diskvault --help`
     # must not pay for loading the store.
     from ..store.repository import Repository, repository_path
 
     repository = Repository.open(repository_path(repo), passphrase or CommandPassphrase(),
-                                 keys=_inherited_keys())
+                                 keys=keys)
     try:
         yield repository
     finally:
         repository.close()
 
-
-def _inherited_keys() -> Keys | None:
-    """The master key a parent diskvault passed on an inherited pipe (the mount's daemon);
-    read once, the descriptor closed and the variable dropped."""
-    fd_text = os.environ.pop(KEY_FD_VARIABLE, None)
-    if fd_text is None:
-        return None
-    fd = int(fd_text)
-    try:
-        master = b""
-        while len(master) < 32 and (piece := os.read(fd, 32 - len(master))):
-            master += piece
-    finally:
-        os.close(fd)
-    return Keys(master)
