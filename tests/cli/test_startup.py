@@ -84,3 +84,15 @@ def _is_subcommand(command: click.Command) -> bool:
     context = click.Context(cli)
     key = cli.get_command(context, "key")
     return command in key.commands.values()
+
+
+@pytest.mark.parametrize("command", ["list", "info"])
+def test_reading_the_snapshot_list_loads_neither_backup_nor_image_parsers_nor_maintenance(
+        repo, make_image, tmp_path, command):
+    repo.backup(make_image(1 << 16, "random", name="vm1.img"), name="vm1")
+    modules = imported_modules(tmp_path, command, "-r", str(repo.root))
+    assert "diskvault.store.repository" in modules
+    assert {name for name in modules if name.startswith(("diskvault.image.drivers",
+                                                         "diskvault.maintenance",
+                                                         "diskvault.fuse", "dissect"))
+            or name in ("diskvault.store.backup", "diskvault.store.browse")} == set()

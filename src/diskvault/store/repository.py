@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BadInput, CorruptData, LockHolder
-from .backup import back_up
-from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
 from .config import FORMAT_VERSION, PLAINTEXT_MODE
 from .crypto import Keys
@@ -154,6 +152,8 @@ class Repository:
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
             storage.recover_unindexed_packs()
             series = name or Path(source_path).name
+            from .backup import back_up  # on use: read-only commands never load it
+
             return back_up(source, series, list(tags), packs=storage.packs,
                            index=storage.index, codec=storage.codec, config=self.config,
                            pool=storage.pool, snapshots=storage.snapshots,
@@ -227,9 +227,13 @@ class Repository:
     def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
         return changed_ranges(a, b, self.storage.chunks.get)
 
-    def browse(self, record: SnapshotRecord, **cache_sizes) -> SnapshotFiles:
+    def browse(self, record: SnapshotRecord, **cache_sizes):
         """The volumes and filesystems inside a snapshot's image (`ls`, `pull`, the mount's
-        .files/), each filesystem opened on first use. Hold reader_lock() while using it."""
+        .files/: a ``browse.SnapshotFiles``), each filesystem opened on first use. Hold
+        reader_lock() while using it."""
+        # On use: it loads the image parsers, which only ls, pull and the mount need.
+        from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
+
         options = {"readahead_max_bytes": BROWSE_READAHEAD_BYTES, **cache_sizes}
         return SnapshotFiles(self.open_image(record, **options))
 
