@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from diskvault.errors import MountFailed
+from diskvault.fuse.daemon import fork_mount_process
 from diskvault.store.config import REPOKEY_MODE
 
 from ..conftest import TEST_PASSPHRASE
+from .conftest import DEADLINE_S
 
 
 @pytest.fixture
@@ -48,3 +51,14 @@ def test_an_encrypted_mount_asks_for_the_passphrase_once(repo, make_image, mount
     mountpoint = mounted(repo)
     assert (mountpoint / "vm1" / "latest" / "vm1.img").read_bytes() == image.read_bytes()
     assert asked.read_text() == "asked\n"
+
+
+def test_a_failure_in_the_forked_child_reaches_the_parent_as_its_message_and_exit_code(
+        tmp_path):
+    """What the child says on stderr before the mount is live is the parent's error."""
+    with pytest.raises(MountFailed) as failure:
+        if fork_mount_process(str(tmp_path), timeout_s=DEADLINE_S):
+            os.write(2, b"diskvault: error: libfuse could not mount it\n")
+            os._exit(3)
+    assert str(failure.value) == "libfuse could not mount it"
+    assert failure.value.exit_code == 3

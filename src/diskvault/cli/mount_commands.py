@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
 import click
@@ -54,24 +55,35 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
     with opened(repo) as repository:
         repository.refuse_inside(Path(where), "mountpoint")
         record = repository.find_snapshot(snapshot) if snapshot else None
+        serve_here = partial(serve, record=record, mountpoint=where, allow_other=allow_other,
+                             share_images=share_images)
         if foreground:
             configure_logging(where, False, debug)
-            serve(repository, record, where, allow_other, share_images=share_images,
-                  on_ready=lambda: log.info("mounted at %s (pid %d)", where, os.getpid()))
+            serve_here(repository,
+                       on_ready=lambda: log.info("mounted at %s (pid %d)", where, os.getpid()))
             return
         root, keys = str(repository.root.resolve()), repository.unlocked_keys()
     if log_file is None and not syslog_available():
         warn("this machine has no syslog (/dev/log), so the mount's log (damaged data, "
              "failed reads) is lost; keep it with --log-file PATH")
-    log_file = log_file and Path(os.path.abspath(log_file))  # the child works in /
-    if not fork_mount_process(where):
+    if _serve_in_background(serve_here, root, keys, where, log_file, debug):
         click.echo(f"mounted {_what(record)} at {where}; unmount with 'diskvault umount "
                    f"{where}'", err=True)
-        return
+
+
+def _serve_in_background(serve_here, root: str, keys, where: str, log_file: Path | None,
+                         debug: bool) -> bool:
+    """Fork: True in the parent, once the mount is live; the child serves until unmounted
+    (reopening the repository with the keys the parent unlocked), then returns False."""
+    if log_file is not None:
+        log_file = log_file.absolute()  # the child works in /
+    in_child = fork_mount_process(where)
+    if not in_child:
+        return True
     configure_logging(where, log_file is None and syslog_available(), debug)
     with opened(root, keys=keys) as repository:
-        serve(repository, record, where, allow_other, share_images=share_images,
-              on_ready=lambda: _announce(log_file, where))
+        serve_here(repository, on_ready=lambda: _announce(log_file, where))
+    return False
 
 
 def _announce(log_file: Path | None, where: str) -> None:

@@ -32,9 +32,10 @@ ERROR_PREFIX = "diskvault: error: "
 
 
 def fork_mount_process(mountpoint: str, timeout_s: float = READY_TIMEOUT_S) -> bool:
-    """Fork. True in the child, which is to mount and then leave the parent's pipe
-    (``stderr_to_log``); False in the parent once ``mountpoint`` is mounted, or
-    MountFailed with the child's words and exit code."""
+    """Fork (with no other thread running: a fork keeps only the calling one). True in the
+    child, which is to mount and then leave the parent's pipe (``stderr_to_log``); False in
+    the parent once ``mountpoint`` is mounted, or MountFailed with the child's words and
+    exit code."""
     sys.stdout.flush()  # else what is still buffered is written by both processes
     sys.stderr.flush()
     reader, writer = os.pipe()
