@@ -164,7 +164,7 @@ def test_an_image_with_zero_runs_reports_its_data_blocks_and_copies_sparse(repo,
 def test_the_mount_process_holds_no_passphrase_in_its_arguments_or_environment(
         repo, make_image, mounted, encryption):
     """The mount runs for days: `ps e` and /proc/PID/environ must not show the passphrase
-    (an encrypted mount gets its key through an inherited pipe)."""
+    (the forked mount keeps the unlocked key in memory and erases the passphrase variable)."""
     repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
     mountpoint = mounted(repo)
     log = Path(f"{mountpoint}.log").read_text()

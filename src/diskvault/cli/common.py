@@ -15,17 +15,9 @@ from pathlib import Path
 
 import click
 
-from ..store.crypto import Keys
-from ..store.passphrase import (REPOSITORY_NAMES, PassphraseNames, get_passphrase,
-                                terminal_prompt)
-from ..store.repository import Repository, repository_path
-
 DEBUG_FLAG = "--debug"
 REPO_KEY = "diskvault.repo"
 PASSWORD_FILE_KEY = "diskvault.password_file"
-# The mount's daemon gets the master key its parent unlocked through an inherited pipe,
-# named by this variable (a descriptor number: no secret in argv or the environment).
-KEY_FD_VARIABLE = "DISKVAULT_KEY_FD"
 DEBUG_KEY = "diskvault.debug"
 REPO_HELP = "Repository folder, before or after the command name (or set DISKVAULT_REPO)."
 
@@ -71,9 +63,10 @@ def repo_option(command):
 class CommandPassphrase:
     """The passphrase of this command, fetched on first use and only then (a plaintext
     repository never asks), then kept for the command's life: asked once per command.
-    ``names`` and ``password_file_key`` say where to look (copy's source has its own)."""
+    ``names`` (a ``store.passphrase.PassphraseNames``; None: the repository's own) and
+    ``password_file_key`` say where to look (copy's source has its own)."""
 
-    def __init__(self, confirm: bool = False, names: PassphraseNames = REPOSITORY_NAMES,
+    def __init__(self, confirm: bool = False, names=None,
                  password_file_key: str = PASSWORD_FILE_KEY):
         self._confirm = confirm
         self._names = names
@@ -82,10 +75,14 @@ class CommandPassphrase:
 
     def __call__(self) -> str:
         if self._text is None:
+            from ..store.passphrase import (  # see opened()
+                REPOSITORY_NAMES, get_passphrase, terminal_prompt)
+
             ctx = click.get_current_context(silent=True)
             password_file = ctx.meta.get(self._password_file_key) if ctx else None
             self._text = get_passphrase(os.environ, password_file, confirm=self._confirm,
-                                        prompt=terminal_prompt(), names=self._names)
+                                        prompt=terminal_prompt(),
+                                        names=self._names or REPOSITORY_NAMES)
         return self._text
 
 
@@ -116,27 +113,18 @@ lock_wait_option = click.option(
 
 
 @contextmanager
-def opened(repo: str | None, passphrase: CommandPassphrase | None = None):
-    """The repository named by -r/DISKVAULT_REPO, closed afterwards."""
+def opened(repo: str | None, passphrase: CommandPassphrase | None = None,
+           keys=None):
+    """The repository named by -r/DISKVAULT_REPO, closed afterwards; ``keys`` already
+    unlocked (``store.crypto.Keys``: the background mount's) stand in for the passphrase."""
+    # Imported here, not at the top: the group imports this module, and `diskvault --help`
+    # must not pay for loading the store.
+    from ..store.repository import Repository, repository_path
+
     repository = Repository.open(repository_path(repo), passphrase or CommandPassphrase(),
-                                 keys=_inherited_keys())
+                                 keys=keys)
     try:
         yield repository
     finally:
         repository.close()
 
-
-def _inherited_keys() -> Keys | None:
-    """The master key a parent diskvault passed on an inherited pipe (the mount's daemon);
-    read once, the descriptor closed and the variable dropped."""
-    fd_text = os.environ.pop(KEY_FD_VARIABLE, None)
-    if fd_text is None:
-        return None
-    fd = int(fd_text)
-    try:
-        master = b""
-        while len(master) < 32 and (piece := os.read(fd, 32 - len(master))):
-            master += piece
-    finally:
-        os.close(fd)
-    return Keys(master)

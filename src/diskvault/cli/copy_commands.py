@@ -77,6 +77,3 @@ def report_json(report: CopyReport) -> dict:
             "stored_bytes": report.stored_bytes, "chunks_skipped": report.chunks_skipped,
             "same_chunk_ids": report.same_chunk_ids}
 
-
-def register(group: click.Group) -> None:
-    group.add_command(copy)

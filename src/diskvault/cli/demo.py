@@ -138,7 +138,3 @@ def _show_results(repo: Repository, repo_path: Path, workdir: Path, hashes) -> N
                f"= {space.parts}; the data stored in {human_bytes(space.stored_bytes)} "
                f"({space.ratio} smaller; zeros are never stored and not counted)")
     click.echo(f"everything is in {workdir}")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(demo)

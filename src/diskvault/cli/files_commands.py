@@ -180,8 +180,3 @@ def pull_summary(record: SnapshotRecord, location: str, destination: Path, repor
     return (f"pulled {location} from snapshot {record.short_id} ({record.name}, "
             f"{record.time_label}) to {destination}: {report.files} files, {report.folders} "
             f"folders, {report.symlinks} symlinks, {human_bytes(report.bytes)} in {seconds:.1f} s")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(ls)
-    group.add_command(pull)

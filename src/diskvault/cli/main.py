@@ -11,10 +11,9 @@ import sys
 import click
 
 from ..errors import DiskvaultError
-from . import (copy_commands, demo, files_commands, maintenance_commands, mount_commands,
-               repository_commands, snapshot_commands)
 from .common import (DEBUG_FLAG, debug_enabled, debug_option, group_password_file_option,
                      group_repo_option)
+from .lazy import LazyCommand, LazyGroup
 
 # What a shell reports for a command that SIGPIPE ended, as `cat` in `cat big | head`.
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
@@ -25,12 +24,55 @@ class OutputClosed(Exception):
     Raised in place of BrokenPipeError, which click's own handling would turn into exit 1."""
 
 
-class DiskvaultGroup(click.Group):
+# Every command: its module (imported only when it runs) and attribute, and its short help
+# for `diskvault --help` (the first sentence of its docstring; tests/cli/test_startup.py
+# checks that the two agree). A new command is one line here.
+COMMANDS = {
+    "init": LazyCommand("repository_commands:init", "Create a new, empty repository "
+                        "(encrypted unless --encryption none)."),
+    "break-lock": LazyCommand("repository_commands:break_lock", "Remove the writer lock left "
+                              "by a writer that crashed (use with care)."),
+    "key": LazyCommand("key_commands:key", "The key of an encrypted repository: keep an "
+                       "export of it somewhere else."),
+    "backup": LazyCommand("snapshot_commands:backup",
+                          "Back up an image file or block device as a new snapshot."),
+    "list": LazyCommand("snapshot_commands:list_snapshots", "List snapshots, oldest first."),
+    "info": LazyCommand("snapshot_commands:info", "Show a snapshot's sizes and dedup figures "
+                        "(or the repository's, without SNAPSHOT)."),
+    "restore": LazyCommand("snapshot_commands:restore", "Restore a snapshot to a new sparse "
+                           "file, an existing file, or a block device."),
+    "cat": LazyCommand("snapshot_commands:cat", "Write a snapshot's image to standard output."),
+    "diff": LazyCommand("snapshot_commands:diff", "List the byte ranges that differ between "
+                        "two snapshots (from manifests only)."),
+    "demo": LazyCommand("demo:demo", "Run the main job on a built-in example: nightly backups "
+                        "of a small ext4 image."),
+    "mount": LazyCommand("mount_commands:mount", "Mount all snapshots (or just SNAPSHOT) "
+                         "read-only at MOUNTPOINT."),
+    "umount": LazyCommand("mount_commands:umount", "Unmount a diskvault mount (fails, saying "
+                          "so, while files in it are in use)."),
+    "delete": LazyCommand("maintenance_commands:delete", "Delete snapshots (id, id prefix, "
+                          "series name or 'latest'); compact frees the space."),
+    "prune": LazyCommand("maintenance_commands:prune", "Remove the snapshots no --keep-* rule "
+                         "keeps, per series; compact frees the space."),
+    "compact": LazyCommand("maintenance_commands:compact", "Give back the space of data no "
+                           "snapshot uses (after delete or prune)."),
+    "check": LazyCommand("maintenance_commands:check", "Check that every snapshot can be "
+                         "restored; exit 1 if anything is damaged."),
+    "ls": LazyCommand("files_commands:ls", "List the volumes of a snapshot's image and their "
+                      "filesystems, or, with LOCATION, a folder inside one like `ls -l` (a "
+                      "file or symlink shows itself)."),
+    "copy": LazyCommand("copy_commands:copy", "Copy snapshots (default: every one the "
+                        "destination lacks) with their ids, names, times and tags."),
+    "pull": LazyCommand("files_commands:pull", "Copy a file or a whole folder out of a "
+                        "snapshot's image to DESTINATION, like `cp -a`."),
+}
+
+
+class DiskvaultGroup(LazyGroup):
     """A group whose every command also accepts --debug after its name."""
 
-    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
-        cmd.params.append(debug_option())
-        super().add_command(cmd, name)
+    def prepare(self, command: click.Command) -> None:
+        command.params.append(debug_option())
 
     def invoke(self, ctx: click.Context):
         try:
@@ -39,7 +81,7 @@ class DiskvaultGroup(click.Group):
             raise OutputClosed() from None
 
 
-@click.group(cls=DiskvaultGroup, params=[debug_option()],
+@click.group(cls=DiskvaultGroup, params=[debug_option()], lazy_commands=COMMANDS,
              context_settings={"help_option_names": ["-h", "--help"]})
 @group_repo_option
 @group_password_file_option
@@ -49,11 +91,6 @@ def cli(ctx: click.Context) -> None:
     """Deduplicating, content-addressed backups of disk images and block devices."""
     logging.basicConfig(level=logging.DEBUG if debug_enabled(ctx) else logging.WARNING,
                         format="diskvault: warning: %(message)s")
-
-
-for module in (repository_commands, snapshot_commands, demo, mount_commands,
-               maintenance_commands, files_commands, copy_commands):
-    module.register(cli)
 
 
 def whole_writes_to_stdout() -> None:

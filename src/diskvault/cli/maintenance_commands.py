@@ -324,8 +324,3 @@ def _repair_json(report: RepairReport) -> dict:
         "dropped_records": [{"pack": p, "chunk": d.hex(), "problem": why}
                             for p, d, why in report.dropped_records],
     }
-
-
-def register(group: click.Group) -> None:
-    for command in (delete, prune, compact, check):
-        group.add_command(command)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
+from functools import partial
 from pathlib import Path
 
 import click
 
-from ..fuse.daemon import start_detached, stderr_to_log
+from ..fuse.daemon import fork_mount_process, stderr_to_log
 from ..fuse.logs import configure_logging, syslog_available
 from ..fuse.preflight import check_allow_other, check_mountpoint, load_fusepy
 from ..fuse.serve import serve
 from ..fuse.unmount import unmount
 from ..store.snapshots import SnapshotRecord
-from .common import KEY_FD_VARIABLE, debug_enabled, opened, repo_option
+from .common import debug_enabled, opened, repo_option
 from .output import warn
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,9 @@ log = logging.getLogger(__name__)
                    "and the files of FAT, exFAT and NTFS filesystems, which record no owners.")
 @click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where the background mount logs (default: syslog; --foreground: stderr).")
-@click.option("--daemon", "as_daemon", is_flag=True, hidden=True,
-              help="Internal: the background process that `mount` starts.")
 @click.pass_context
 def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allow_other,
-          share_images, log_file, as_daemon) -> None:
+          share_images, log_file) -> None:
     """Mount all snapshots (or just SNAPSHOT) read-only at MOUNTPOINT.
 
     All: MOUNTPOINT/<series>/<time>/<image> and <series>/latest. One: MOUNTPOINT/<image>.
@@ -57,33 +55,39 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
     with opened(repo) as repository:
         repository.refuse_inside(Path(where), "mountpoint")
         record = repository.find_snapshot(snapshot) if snapshot else None
-        if foreground or as_daemon:
-            to_syslog = as_daemon and log_file is None and syslog_available()
-            configure_logging(where, to_syslog, debug)
-            serve(repository, record, where, allow_other,
-                  on_ready=lambda: _announce(as_daemon, log_file, where),
-                  share_images=share_images)
+        serve_here = partial(serve, record=record, mountpoint=where, allow_other=allow_other,
+                             share_images=share_images)
+        if foreground:
+            configure_logging(where, False, debug)
+            serve_here(repository,
+                       on_ready=lambda: log.info("mounted at %s (pid %d)", where, os.getpid()))
             return
-        root = str(repository.root.resolve())
-        keys = repository.unlocked_keys()
+        root, keys = str(repository.root.resolve()), repository.unlocked_keys()
     if log_file is None and not syslog_available():
         warn("this machine has no syslog (/dev/log), so the mount's log (damaged data, "
              "failed reads) is lost; keep it with --log-file PATH")
-    argv = [sys.executable, "-m", "diskvault", *(["--debug"] if debug else []), "mount",
-            "-r", root, where, *([record.id] if record else []), "--daemon",
-            *(["--allow-other"] if allow_other else []),
-            *(["--share-images"] if share_images else []),
-            *(["--log-file", os.path.abspath(log_file)] if log_file else [])]
-    start_detached(argv, where, secret=keys.master_key if keys else None,
-                   secret_fd_variable=KEY_FD_VARIABLE)
-    click.echo(f"mounted {_what(record)} at {where}; unmount with 'diskvault umount {where}'",
-               err=True)
+    if _serve_in_background(serve_here, root, keys, where, log_file, debug):
+        click.echo(f"mounted {_what(record)} at {where}; unmount with 'diskvault umount "
+                   f"{where}'", err=True)
 
 
-def _announce(as_daemon: bool, log_file: Path | None, where: str) -> None:
-    if not as_daemon:
-        log.info("mounted at %s (pid %d)", where, os.getpid())
-        return
+def _serve_in_background(serve_here, root: str, keys, where: str, log_file: Path | None,
+                         debug: bool) -> bool:
+    """Fork: True in the parent, once the mount is live; the child serves until unmounted
+    (reopening the repository with the keys the parent unlocked), then returns False."""
+    if log_file is not None:
+        log_file = log_file.absolute()  # the child works in /
+    in_child = fork_mount_process(where)
+    if not in_child:
+        return True
+    configure_logging(where, log_file is None and syslog_available(), debug)
+    with opened(root, keys=keys) as repository:
+        serve_here(repository, on_ready=lambda: _announce(log_file, where))
+    return False
+
+
+def _announce(log_file: Path | None, where: str) -> None:
+    """The background mount is live: its stderr leaves the parent's pipe for the log."""
     with stderr_to_log(log_file):
         log.info("mounted at %s (pid %d)", where, os.getpid())
 
@@ -99,8 +103,3 @@ def _what(record: SnapshotRecord | None) -> str:
 def umount(mountpoint: Path) -> None:
     """Unmount a diskvault mount (fails, saying so, while files in it are in use)."""
     unmount(mountpoint)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(mount)
-    group.add_command(umount)

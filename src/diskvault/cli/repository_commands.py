@@ -7,7 +7,6 @@ import click
 from ..errors import BadInput
 from ..store.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, Compression
 from ..store.repository import Repository, repository_path
-from . import key_commands
 from .common import CommandPassphrase, json_option, opened, repo_option
 from .output import config_json, encryption_label, human_bytes, print_json, warn
 
@@ -85,9 +84,3 @@ def break_lock(repo: str | None, as_json: bool) -> None:
         warn(f"removed the lock of {holder.command} (pid {holder.pid} on {holder.host}, "
              f"since {holder.since:%Y-%m-%d %H:%M:%S} UTC); if that process is still running, "
              f"the repository may now be damaged: run 'diskvault check'")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(init)
-    group.add_command(break_lock)
-    group.add_command(key_commands.key)

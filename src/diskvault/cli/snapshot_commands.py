@@ -236,8 +236,3 @@ def diff(repo, snapshot_a, snapshot_b, as_json) -> None:
         click.echo(f"{start:>15} {end:>15}  {human_bytes(end - start)}")
     click.echo(f"{len(ranges)} changed ranges, {human_bytes(changed)} "
                f"({changed} bytes) between {a.short_id} and {b.short_id}")
-
-
-def register(group: click.Group) -> None:
-    for command in (backup, list_snapshots, info, restore, cat, diff):
-        group.add_command(command)

@@ -1,17 +1,21 @@
 """Running the mount in the background: ``diskvault mount`` returns once the mount is live.
 
-The command starts itself again (a fresh process: no threads or LMDB handles carried over
-a fork) in a new session, with stderr on a pipe. That child keeps the pipe until the kernel
-has initialised the mount, then points stderr at its log and so closes the pipe. Reading
-the pipe to its end, the parent learns either that the mount is live, or from the child's
-own error message and exit code why not.
+The process the user started forks once; the child mounts and serves, so no second
+interpreter starts and the first read comes right after ``mount`` returns. Nothing that
+does not survive a fork crosses it: the parent has closed the repository it opened for
+the checks (no pool threads, no LMDB environment), and the child opens it anew with the
+keys already unlocked. The child starts a new session with stderr on a pipe to the
+parent, keeps the pipe until the kernel has initialised the mount, then points stderr at
+its log and so closes the pipe. Reading the pipe to its end, the parent learns either
+that the mount is live, or from the child's own error message and exit code why not.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import selectors
-import subprocess
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import MountFailed
-from ..store.passphrase import environ_without_secrets
+from ..store.passphrase import SECRET_VARIABLES
 from .mounttable import find_mount
 
 READY_TIMEOUT_S = 60.0
@@ -27,44 +31,93 @@ POLL_S = 0.05
 ERROR_PREFIX = "diskvault: error: "
 
 
-def start_detached(argv: list[str], mountpoint: str, timeout_s: float = READY_TIMEOUT_S,
-                   secret: bytes | None = None, secret_fd_variable: str = "") -> None:
-    """Start ``argv`` (a foreground mount that enters ``stderr_to_log`` once live) and
-    return when ``mountpoint`` is mounted; MountFailed with the child's words otherwise.
+def fork_mount_process(mountpoint: str, timeout_s: float = READY_TIMEOUT_S) -> bool:
+    """Fork (with no other thread running: a fork keeps only the calling one). True in the
+    child, which is to mount and then leave the parent's pipe (``stderr_to_log``); False in
+    the parent once ``mountpoint`` is mounted, or MountFailed with the child's words and
+    exit code."""
+    sys.stdout.flush()  # else what is still buffered is written by both processes
+    sys.stderr.flush()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reader)
+        _detach(stderr_fd=writer)
+        return True
+    os.close(writer)
+    with open(reader, "rb", buffering=0) as pipe:
+        output, closed = _read_until_closed(pipe, time.monotonic() + timeout_s)
+    _wait_until_mounted(_Child(pid), mountpoint, output, closed, timeout_s)
+    return False
 
-    ``secret`` (the unlocked master key) reaches the child on an inherited pipe whose
-    descriptor number is in ``secret_fd_variable``: never in argv or the environment. The
-    child, which may run for days, gets no passphrase variable either."""
-    env, pass_fds, reader = environ_without_secrets(os.environ), (), None
-    if secret is not None:
-        reader, writer = os.pipe()
-        os.write(writer, secret)  # far below a pipe's capacity: never blocks
-        os.close(writer)
-        env[secret_fd_variable], pass_fds = str(reader), (reader,)
-    try:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, start_new_session=True, cwd="/",
-                                   env=env, pass_fds=pass_fds)
-    finally:
-        if reader is not None:
-            os.close(reader)
+
+def _detach(stderr_fd: int) -> None:
+    """The child: its own session (no signals from the user's terminal), no hold on the
+    folder it was started in, stdin and stdout on /dev/null, stderr on the pipe."""
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(stderr_fd, 2)
+    os.close(null)
+    os.close(stderr_fd)
+    _erase_secret_environment()
+
+
+def _erase_secret_environment() -> None:
+    """The mount runs for days, and /proc/PID/environ shows the environment the process
+    started with, whatever ``os.environ`` says later: the passphrase variables are dropped
+    from both (that startup block is this process's own memory, which the kernel reads)."""
+    for name in SECRET_VARIABLES:
+        os.environ.pop(name, None)
+    # Fields 50 and 51 of /proc/self/stat (proc(5)); the name in field 2 may hold spaces.
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    start, end = int(fields[47]), int(fields[48])
+    position = start
+    for entry in ctypes.string_at(start, end - start).split(b"\0"):
+        name, equals, value = entry.partition(b"=")
+        if equals and name.decode(errors="replace") in SECRET_VARIABLES:
+            ctypes.memset(position + len(name) + 1, 0, len(value))
+        position += len(entry) + 1
+
+
+class _Child:
+    """The forked mount process, as the parent watches it."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def stop(self) -> None:
+        os.kill(self.pid, signal.SIGTERM)
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+
+
+def _wait_until_mounted(child: _Child, mountpoint: str, output: str, closed: bool,
+                        timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    output, closed = _read_until_closed(process.stderr, deadline)
-    process.stderr.close()
     while closed and time.monotonic() < deadline:
-        if process.poll() is not None:
+        if child.poll() is not None:
             break
         if find_mount(mountpoint) is not None:
             sys.stderr.write(output)  # warnings the child printed while starting
             return
         time.sleep(POLL_S)
-    if process.poll() is None:
-        process.terminate()  # it may still come up later, out of anyone's sight
-        process.wait()
+    if child.poll() is None:
+        child.stop()  # it may still come up later, out of anyone's sight
         raise MountFailed(f"the mount of {mountpoint} did not come up within {timeout_s:.0f} s"
                           f"{': ' + _one_line(output) if output.strip() else ''}", 1)
     raise MountFailed(_one_line(output) or f"the mount process exited with code "
-                                           f"{process.returncode}", process.returncode or 1)
+                                           f"{child.returncode}", child.returncode or 1)
 
 
 def _read_until_closed(stream, deadline: float) -> tuple[str, bool]:

@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BadInput, CorruptData, LockHolder
-from .backup import back_up
-from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .change_map import ChangeMap, ChangedRanges, check_fits
-from .changed_backup import PreviousEntries, record_changed
 from .chunker import Hint, hints_from_spans
 from .config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams
 from .copy import CopyReport, copy_snapshots
@@ -184,6 +181,8 @@ class Repository:
                                         "intact: free space, then rerun it"), \
                 self.writer_lock(f"backup {source.label}", lock_wait_s):
             storage.recover_unindexed_packs()
+            from .backup import back_up  # on use: read-only commands never load it
+
             return back_up(source, series, list(tags), packs=storage.packs,
                            index=storage.index, codec=storage.codec, config=self.config,
                            pool=storage.pool, snapshots=storage.snapshots,
@@ -198,6 +197,8 @@ class Repository:
         check_fits(changes, source.size)
 
         def how() -> dict:
+            from .changed_backup import PreviousEntries, record_changed  # see _back_up
+
             base = self._change_map_base(series, changes)
             changed = ChangedRanges(changes.ranges, base.size, source.size)
             previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
@@ -310,9 +311,13 @@ class Repository:
     def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
         return changed_ranges(a, b, self.storage.chunks.get)
 
-    def browse(self, record: SnapshotRecord, **cache_sizes) -> SnapshotFiles:
+    def browse(self, record: SnapshotRecord, **cache_sizes):
         """The volumes and filesystems inside a snapshot's image (`ls`, `pull`, the mount's
-        .files/), each filesystem opened on first use. Hold reader_lock() while using it."""
+        .files/: a ``browse.SnapshotFiles``), each filesystem opened on first use. Hold
+        reader_lock() while using it."""
+        # On use: it loads the image parsers, which only ls, pull and the mount need.
+        from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
+
         options = {"readahead_max_bytes": BROWSE_READAHEAD_BYTES, **cache_sizes}
         return SnapshotFiles(self.open_image(record, **options))
 
