@@ -35,7 +35,8 @@ COMMANDS = {
     "key": LazyCommand("key_commands:key", "The key of an encrypted repository: keep an "
                        "export of it somewhere else."),
     "backup": LazyCommand("snapshot_commands:backup",
-                          "Back up an image file or block device as a new snapshot."),
+                          "Back up an image file or block device (or '-': standard "
+                          "input) as a new snapshot."),
     "list": LazyCommand("snapshot_commands:list_snapshots", "List snapshots, oldest first."),
     "info": LazyCommand("snapshot_commands:info", "Show a snapshot's sizes and dedup figures "
                         "(or the repository's, without SNAPSHOT)."),
@@ -62,7 +63,8 @@ COMMANDS = {
                       "filesystems, or, with LOCATION, a folder inside one like `ls -l` (a "
                       "file or symlink shows itself)."),
     "copy": LazyCommand("copy_commands:copy", "Copy snapshots (default: every one the "
-                        "destination lacks) with their ids, names, times and tags."),
+                        "destination lacks) with their ids, names, times and tags; "
+                        "only chunks the destination lacks are written."),
     "pull": LazyCommand("files_commands:pull", "Copy a file or a whole folder out of a "
                         "snapshot's image to DESTINATION, like `cp -a`."),
 }
