@@ -10,7 +10,7 @@ snapshot had a chunk starting at the current position, the same bytes are hashed
 If the digest matches, FastCDC would have made the very same cut, because a cut
 depends only on the bytes from the chunk's start to the cut. Only hints that were
 followed by another data chunk are used: their end was a real cut, not the end of the
-data. On a mismatch, content-defined cutting resumes until a cut lands on the start
+data (nor, in snapshots made before holes were chunked as zeros, a hole). On a mismatch, content-defined cutting resumes until a cut lands on the start
 of a previous chunk again. Knows nothing of storage.
 
 A hole is the zeros it stands for, fed without being read (``feed_zeros``): the cuts
@@ -18,8 +18,8 @@ are those of the zeros written out, so a sparse file, its dense copy and a block
 over it chunk alike. FastCDC never looks at a chunk's first ``min_bytes``, so once a
 chunk starts less than that before the zeros (or in them), its cut depends on zeros
 alone: it comes a fixed distance from its start, and so does every next one while the
-zeros last. Only the chunk open at the hole's start meets real zeros (at most
-``max_bytes`` of them); the rest of a long hole is computed.
+zeros last. Only the chunk open at the hole's start meets real zeros (about
+``max_bytes`` of them, from one preallocated buffer); the rest of a long hole is computed.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class Chunker:
 
     def _begin(self, view: memoryview) -> None:
         self._buffer = view
-        self._buffer_start = self._carry_start + len(self._carry)
+        self._buffer_start = self._fed_end()
 
     def _end(self) -> int:
         return self._buffer_start + len(self._buffer)
