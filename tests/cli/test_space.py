@@ -18,12 +18,14 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 def mostly_zeros(tmp_path: Path) -> Path:
-    """16 MiB: 2 MiB of incompressible data, the rest a hole and written zeros."""
+    """16 MiB: a hole and written zeros, then 2 MiB of incompressible data. Zeros first:
+    they are cut every max_bytes from the start, so the data starts on a cut (zeros after
+    data would share the data's last chunk)."""
     image = tmp_path / "vm.img"
     with open(image, "wb") as handle:
-        handle.write(bytes(4 * MiB))
+        handle.seek(4 * MiB)
+        handle.write(bytes(10 * MiB))
         handle.write(random.Random(3).randbytes(2 * MiB))
-        handle.truncate(16 * MiB)
     return image
 
 

@@ -94,3 +94,23 @@ def test_zero_runs_in_a_row_become_one_entry():
     builder.finish()
     assert decode_block(blocks[0]) == [ManifestEntry(128, None), ManifestEntry(10, digest_of(1))]
     assert builder.size == 138
+
+
+
+@pytest.mark.parametrize("data_before", [MAX_BLOCK_ENTRIES - 2, MAX_BLOCK_ENTRIES - 1,
+                                         MAX_BLOCK_ENTRIES, 2 * MAX_BLOCK_ENTRIES - 1])
+def test_zeros_give_the_same_blocks_however_they_arrive(data_before):
+    """A hole, all-zero chunks or both: the same zeros give the same blocks, also when the
+    zero run is the entry that fills a block."""
+    def blocks_with(zero_calls: list[int]) -> list[bytes]:
+        blocks = Blocks()
+        builder = ManifestBuilder(blocks.store)
+        for number in range(data_before):
+            builder.add_data(bytes([1]) + digest_of(number)[1:], 10)  # no content cut
+        for length in zero_calls:
+            builder.add_zeros(length)
+        builder.add_data(digest_of(10**6), 10)
+        builder.finish()
+        return list(blocks)
+    assert blocks_with([3, 4, 5]) == blocks_with([12])
+    assert all(len(decode_block(block)) <= MAX_BLOCK_ENTRIES for block in blocks_with([12]))

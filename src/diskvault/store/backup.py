@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from datetime import datetime, timezone
 
-from .chunker import Chunk, Chunker, ChunkId, Hint, hash_sequentially, plain_chunk_id
+from .chunker import Chunker, ChunkId, Hint, Piece, ZeroRun, hash_sequentially, plain_chunk_id
 from .chunks import Codec
 from .config import ChunkerParams, RepositoryConfig
 from .index import ChunkIndex
@@ -29,9 +29,11 @@ def zero_digest(length: int, chunk_id: ChunkId = plain_chunk_id) -> bytes:
     return chunk_id(bytes(length))
 
 
-def _complete_digests(chunks: list[Chunk], chunk_id: ChunkId) -> list[bytes]:
-    """Digests of a batch: those the chunker already verified, the rest hashed here."""
-    return [digest or chunk_id(view) for view, digest in chunks]
+def _complete_digests(pieces: list[Piece], chunk_id: ChunkId) -> list[bytes | None]:
+    """Digests of a batch: those the chunker already verified, the rest hashed here
+    (None for a ZeroRun)."""
+    return [None if isinstance(piece, ZeroRun) else piece[1] or chunk_id(piece[0])
+            for piece in pieces]
 
 
 def parallel_hasher(pool: Executor, chunk_id: ChunkId = plain_chunk_id):
@@ -61,7 +63,7 @@ class ImageRecorder:
         self.manifest = ManifestBuilder(self._store_block)
         self._batch: tuple[list, Future] | None = None
 
-    def add_chunks(self, chunks: list[Chunk]) -> None:
+    def add_chunks(self, chunks: list[Piece]) -> None:
         batch = (chunks, self.pool.submit(_complete_digests, chunks, self.chunk_id)) if chunks else None
         self.drain()
         self._batch = batch
@@ -72,16 +74,10 @@ class ImageRecorder:
         self.drain()
         for span in spans:
             if span.digest is None:
-                self.stats.zero_bytes += span.length
-                self.manifest.add_zeros(span.length)
+                self._add_zeros(span.length)
             else:
                 self.stats.chunks += 1
                 self.manifest.add_data(span.digest, span.length)
-
-    def add_zeros(self, length: int) -> None:
-        self.drain()
-        self.stats.zero_bytes += length
-        self.manifest.add_zeros(length)
 
     def drain(self) -> None:
         if self._batch is None:
@@ -89,17 +85,24 @@ class ImageRecorder:
         chunks, future = self._batch
         self._batch = None
         data: list[tuple[bytes, memoryview]] = []
-        for (chunk, _), digest in zip(chunks, future.result()):
+        for piece, digest in zip(chunks, future.result()):
+            if isinstance(piece, ZeroRun):
+                self._add_zeros(piece.length)
+                continue
+            chunk = piece[0]
             length = len(chunk)
             # The cheap byte test first: zero_digest costs a hash of its own.
             if chunk[0] == 0 and chunk[-1] == 0 and digest == self._zero_digest(length):
-                self.stats.zero_bytes += length
-                self.manifest.add_zeros(length)
+                self._add_zeros(length)
                 continue
             self.stats.chunks += 1
             self.manifest.add_data(digest, length)
             data.append((digest, chunk))  # a view: its buffer lives until compressed
         self.session.store_missing(data)
+
+    def _add_zeros(self, length: int) -> None:
+        self.stats.zero_bytes += length
+        self.manifest.add_zeros(length)
 
     def _zero_digest(self, length: int) -> bytes:
         """Cached per backup: the id of zeros depends on the repository's key."""
@@ -120,16 +123,15 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
                  progress: Progress | None = None) -> ManifestBuilder:
     """Read the whole source into chunks and manifest blocks; returns the finished manifest.
 
-    Holes end the current chunk (they are known zeros and are never read). ``hints`` are
-    the previous snapshot's chunks, which make unchanged regions cost a hash, not a cut.
+    Holes are chunked as the zeros they are, without being read, so the manifest depends
+    only on the image's bytes. ``hints`` are the previous snapshot's chunks, which make
+    unchanged regions cost a hash, not a cut.
     """
     chunker = Chunker(chunker_params, hints, parallel_hasher(pool, session.codec.chunk_id))
     recorder = ImageRecorder(session, pool, stats)
     for extent, buffer in prefetch(source.pieces()):
         if buffer is None:
-            recorder.add_chunks(chunker.finish())
-            chunker.skip(extent.size)
-            recorder.add_zeros(extent.size)
+            recorder.add_chunks(chunker.feed_zeros(extent.size))
         else:
             stats.bytes_read += len(buffer)
             recorder.add_chunks(chunker.feed(buffer))

@@ -10,8 +10,16 @@ snapshot had a chunk starting at the current position, the same bytes are hashed
 If the digest matches, FastCDC would have made the very same cut, because a cut
 depends only on the bytes from the chunk's start to the cut. Only hints that were
 followed by another data chunk are used: their end was a real cut, not the end of the
-data. On a mismatch, content-defined cutting resumes until a cut lands on the start
+data (nor, in snapshots made before holes were chunked as zeros, a hole). On a mismatch, content-defined cutting resumes until a cut lands on the start
 of a previous chunk again. Knows nothing of storage.
+
+A hole is the zeros it stands for, fed without being read (``feed_zeros``): the cuts
+are those of the zeros written out, so a sparse file, its dense copy and a block device
+over it chunk alike. FastCDC never looks at a chunk's first ``min_bytes``, so once a
+chunk starts less than that before the zeros (or in them), its cut depends on zeros
+alone: it comes a fixed distance from its start, and so does every next one while the
+zeros last. Only the chunk open at the hole's start meets real zeros (about
+``max_bytes`` of them, from one preallocated buffer); the rest of a long hole is computed.
 """
 
 from __future__ import annotations
@@ -43,6 +51,16 @@ class Hint:
 
 
 Chunk = tuple[memoryview | bytes, bytes | None]  # (bytes, digest when already known)
+
+
+@dataclass(frozen=True)
+class ZeroRun:
+    """Whole chunks inside a hole: known zeros, never read or hashed."""
+
+    length: int
+
+
+Piece = Chunk | ZeroRun
 HashMany = Callable[[list], list[bytes]]
 ChunkId = Callable[[object], bytes]  # blake3; keyed in an encrypted repository
 
@@ -66,8 +84,8 @@ def _require_compiled_chunker():
 
 
 class Chunker:
-    """Feed buffers in order (``feed``), end the data with ``finish`` (end of image or a
-    hole), skip holes with ``skip``. Each call returns the chunks completed so far.
+    """Feed buffers in order (``feed``) and holes (``feed_zeros``), end the data with
+    ``finish``. Each call returns the chunks completed so far.
 
     Chunks are memoryviews into the caller's buffers (or small bytes objects for a chunk
     that straddles two buffers), valid as long as the buffer is kept alive.
@@ -88,6 +106,11 @@ class Chunker:
         self._carry_start = 0
         self._buffer = memoryview(b"")
         self._buffer_start = 0
+        self._zeros = memoryview(bytes(self._max))
+        # Where FastCDC cuts a chunk whose hashed part is all zeros, asked of the compiled
+        # chunker itself (with this fastcdc it is max_bytes: zeros never match a mask).
+        self._zero_chunk_bytes = next(iter(self._cut(self._zeros, self._min, self._avg,
+                                                     self._max))).length
 
     # -- public ------------------------------------------------------------------------
     def feed(self, buffer) -> list[Chunk]:
@@ -106,16 +129,28 @@ class Chunker:
         self._carry, self._carry_start = b"", self._pos
         return out
 
-    def skip(self, length: int) -> None:
-        """Move past a hole; call ``finish`` first."""
-        assert not self._carry, "finish() before skip()"
-        self._pos += length
-        self._carry_start = self._pos
+    def feed_zeros(self, length: int) -> list[Piece]:
+        """Continue the data with ``length`` zeros that were not read (a hole): the same
+        cuts as feeding them, with the chunks wholly inside them as ZeroRuns."""
+        first, hole_start = self._pos, self._fed_end()
+        hole_end, fed = hole_start + length, hole_start
+        out: list[Piece] = []
+        while fed < hole_end and self._pos + self._min < hole_start:
+            piece = min(len(self._zeros), hole_end - fed)
+            out += self.feed(self._zeros[:piece])
+            fed += piece
+        if fed < hole_end:
+            out += self._repeat_zero_chunks(fed, hole_end)
+        return _zero_runs_inside(out, first, hole_start)
 
     # -- positions -----------------------------------------------------------------------
+    def _fed_end(self) -> int:
+        """Offset just past everything fed so far (between calls, the carry ends there)."""
+        return self._carry_start + len(self._carry)
+
     def _begin(self, view: memoryview) -> None:
         self._buffer = view
-        self._buffer_start = self._carry_start + len(self._carry)
+        self._buffer_start = self._fed_end()
 
     def _end(self) -> int:
         return self._buffer_start + len(self._buffer)
@@ -127,6 +162,24 @@ class Chunker:
             return self._buffer[start - base: end - base]
         head = self._carry[start - self._carry_start: end - self._carry_start]
         return head + self._buffer[: end - base].tobytes() if end > base else head
+
+    # -- holes ---------------------------------------------------------------------------
+    def _repeat_zero_chunks(self, fed: int, hole_end: int) -> list[Piece]:
+        """The chunks of zeros up to ``hole_end``, computed: the open chunk hashes only
+        zeros (it starts at most min_bytes before them), so it and every next one is cut
+        ``zero_chunk_bytes`` from its start. Bytes [pos, fed) are in the carry."""
+        step = self._zero_chunk_bytes
+        count = (hole_end - self._pos) // step
+        if not count:
+            return self.feed(self._zeros[: hole_end - fed])
+        start = self._pos
+        first = (self._carry + self._zeros[: max(0, start + step - fed)])[:step]
+        out: list[Piece] = [(first, None)]
+        if count > 1:
+            out.append(ZeroRun((count - 1) * step))
+        self._pos = start + count * step
+        self._carry, self._carry_start = bytes(hole_end - self._pos), self._pos
+        return out
 
     # -- hints ---------------------------------------------------------------------------
     def _hint_at(self, position: int, index: int = 0) -> Hint | None:
@@ -198,6 +251,21 @@ class Chunker:
                     return
             if not self._cut_by_content(out, end, final):
                 return
+
+
+def _zero_runs_inside(pieces: list[Piece], offset: int, hole_start: int) -> list[Piece]:
+    """``pieces`` (starting at ``offset``) with each chunk that starts inside the hole as a
+    ZeroRun: its bytes are the hole's zeros, so they need no hash to be known as zeros."""
+    out: list[Piece] = []
+    for piece in pieces:
+        if isinstance(piece, ZeroRun):
+            out.append(piece)
+            offset += piece.length
+            continue
+        length = len(piece[0])
+        out.append(ZeroRun(length) if offset >= hole_start else piece)
+        offset += length
+    return out
 
 
 def hints_from_spans(spans: Iterable) -> Iterator[Hint]:

@@ -88,6 +88,8 @@ class ManifestBuilder:
         return self._offset
 
     def add_data(self, digest: bytes, length: int) -> None:
+        if len(self._entries) >= MAX_BLOCK_ENTRIES:  # a zero run filled the block
+            self._cut()
         self._entries.append(ManifestEntry(length, digest))
         self._offset += length
         count = len(self._entries)
@@ -95,6 +97,9 @@ class ManifestBuilder:
             self._cut()
 
     def add_zeros(self, length: int) -> None:
+        """Zeros merge with a zero run before them, and a block never ends on a zero run
+        until data follows: so the entries depend on where zeros are, not on how they
+        arrived (a hole, all-zero chunks, or both)."""
         if not length:
             return
         self._offset += length
@@ -102,8 +107,6 @@ class ManifestBuilder:
             self._entries[-1] = ManifestEntry(self._entries[-1].length + length, None)
             return
         self._entries.append(ManifestEntry(length, None))
-        if len(self._entries) >= MAX_BLOCK_ENTRIES:
-            self._cut()
 
     def _cut(self) -> None:
         digest = self._store_block(encode_block(self._entries))
