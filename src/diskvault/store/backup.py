@@ -133,11 +133,13 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
 def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore,
             index: ChunkIndex, codec: Codec, config: RepositoryConfig, pool: Executor,
             snapshots: SnapshotStore, hints: Iterable[Hint] = (),
-            progress: Progress | None = None, started: float) -> SnapshotRecord:
+            progress: Progress | None = None, started: float,
+            before_record: Callable[[], None]) -> SnapshotRecord:
     """Store the image and record it; call with the writer lock held. Every chunk and
     manifest block is durable and indexed before the snapshot record is written (last,
     atomically), so a failure at any point records nothing and a rerun reuses what landed.
-    ``started`` is the monotonic time the command began (for the record's duration)."""
+    ``started`` is the monotonic time the command began (for the record's duration);
+    ``before_record`` raises if the writer lock was lost (WriterLock.ensure_held)."""
     stats = BackupStats()
     with WriteSession(packs, index, codec, config.pack_target_bytes) as session:
         manifest = record_image(source, config.chunker, session, pool, stats, hints, progress)
@@ -151,5 +153,6 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore
         id=SnapshotRecord.new_id(), name=name, time=datetime.now(timezone.utc),
         source=str(Path(source.path).absolute()), size=manifest.size,
         host=socket.gethostname(), tags=list(tags), stats=stats, blocks=manifest.blocks)
+    before_record()
     snapshots.save(record)
     return record

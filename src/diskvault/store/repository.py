@@ -151,13 +151,14 @@ class Repository:
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
                 ImageSource(Path(source_path)) as source, \
-                self.writer_lock(f"backup {source_path}", lock_wait_s):
+                self.writer_lock(f"backup {source_path}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
             series = name or Path(source_path).name
             return back_up(source, series, list(tags), packs=storage.packs,
                            index=storage.index, codec=storage.codec, config=self.config,
                            pool=storage.pool, snapshots=storage.snapshots,
-                           hints=self._hints_for(series), progress=progress, started=started)
+                           hints=self._hints_for(series), progress=progress, started=started,
+                           before_record=lock.ensure_held)
 
     def _hints_for(self, name: str) -> Iterator[Hint]:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous
