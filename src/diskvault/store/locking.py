@@ -163,9 +163,10 @@ def prepare_lock_files(backend: Backend) -> None:
     backend.put(LOCK_SPARE_FILE, bytes(LOCK_FILE_BYTES))
 
 
-def read_lease(backend: Backend) -> Lease | None:
+def read_lease(backend: Backend, name: str = LOCK_FILE) -> Lease | None:
+    """The writer lock (or the registration ``name``) as it stands; None if absent."""
     try:
-        return _decode(backend.get(LOCK_FILE))
+        return _decode(backend.get(name))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
