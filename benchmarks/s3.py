@@ -187,7 +187,8 @@ def write_results(args, results: dict, load: workload.Workload) -> Path:
               f"Workload: vm-image, {load.image_size >> 20} MiB, night 0 then night 1; "
               f"plain: {THREADS} threads of {OBJECT_BYTES >> 20} MiB objects, as many bytes "
               f"as the image. Requests and bytes: radosgw's perf counters around each step. "
-              f"Page cache dropped before every step.\n\n{table(results)}\n\n"
+              f"Page cache dropped before every step. {Restic(args.work).version()}.\n\n"
+              f"{table(results)}\n\n"
               f"{nightly_goal(results)}\n")
     (folder / "report.md").write_text(report)
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
