@@ -249,12 +249,16 @@ class WriterLock:
             lease = read_lease(self.backend)
             if lease is None or lease.token != self._token:
                 self._lost, self._taken_by = True, lease
-                log.warning("%s", self._lost_error())
         return not self._lost
 
     def _refresh(self) -> bool:
         with self.backend.host_mutex():
             if not self._still_ours():
+                log.warning("the writer lock of %s is no longer ours (%s took it over, or "
+                            "it was broken): %s stops before it commits anything more",
+                            self.backend.location,
+                            self._taken_by.holder.host if self._taken_by else "nobody",
+                            self.holder.command)
                 return False  # the heartbeat ends: never overwrite another's lock
             self.backend.put(LOCK_FILE, self._encoded())
             return True
