@@ -1,13 +1,13 @@
 """A writer or reader of another host, for test_lock_leases.py: run in a UTS namespace of its
-own whose host name differs from the test's (``on_other_host``), so the lock rules for other
+own whose host name differs from the test's (the ``other_host`` fixture), so the lock rules for other
 hosts apply to it for real. ``python -m tests.store.lease_child ROLE KIND LOCATION REFRESH_S
 STALE_S``.
 
 Roles:
   write  take the writer lock, print "locked", then per line on stdin: "wait-lost" waits
          until the heartbeat finds the lock in other hands, then tries to commit
-         (ensure_held) and prints "noticed, lost: <message>" (or "still held", "committed"); "release"
-         releases it and prints "released"
+         (ensure_held) and prints "noticed, lost: <message>" (or "still held",
+         "committed"); "release" releases it and prints "released"
   read   register as a reader, print "reading", and wait on stdin
 """
 
