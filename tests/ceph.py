@@ -11,6 +11,7 @@ torn down (daemons killed, waited for until gone, folder removed), also after a 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import secrets
 import shutil
@@ -23,6 +24,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +168,11 @@ class CephCluster:
                   f"--access-key={access_key}", f"--secret-key={secret_key}")
         return access_key, secret_key
 
+    def perf_dump(self, daemon: str = "client.rgw.a") -> dict:
+        """The daemon's performance counters, read through its admin socket."""
+        socket_path = self.folder / "run" / f"{daemon}.asok"
+        return json.loads(self._run("ceph", "--admin-daemon", socket_path, "perf", "dump"))
+
     # -- daemons and commands -------------------------------------------------------------
     def _command(self, *args) -> list[str]:
         return [str(args[0]), "-c", str(self.config), *map(str, args[1:])]
@@ -270,15 +277,12 @@ def missing_tools() -> list[str]:
     return [tool for tool in TOOLS if shutil.which(tool) is None]
 
 
-@pytest.fixture(scope="session")
-def ceph_s3() -> Iterator[S3Server]:
-    """A running radosgw with a user and an empty bucket, for the whole session."""
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"the object-store tests need a real Ceph: {', '.join(missing)} not "
-                    f"installed (apt-get install {PACKAGES}, or scripts/setup.sh --tests)")
-    boto3 = pytest.importorskip("boto3", reason="the object-store tests need boto3 "
-                                                "(pip install -e '.[test]')")
+@contextmanager
+def running_ceph(bucket: str = BUCKET) -> Iterator[tuple[CephCluster, S3Server]]:
+    """A running cluster with a user and an empty bucket, always torn down afterwards (the
+    tests' session fixture, and benchmarks/s3.py)."""
+    import boto3
+
     started = time.monotonic()
     cluster = None
     try:
@@ -294,16 +298,29 @@ def ceph_s3() -> Iterator[S3Server]:
                 log.warning("ceph did not start (%s); once more on other ports", error)
         access_key, secret_key = cluster.add_user()
         server = S3Server(f"http://127.0.0.1:{cluster.rgw_port}", access_key, secret_key,
-                          BUCKET)
+                          bucket)
         boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=access_key,
                      aws_secret_access_key=secret_key,
-                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+                     region_name="us-east-1").create_bucket(Bucket=bucket)
         log.info("ceph with radosgw on %s up in %.1f s", server.endpoint,
                  time.monotonic() - started)
-        yield server
+        yield cluster, server
     finally:
         if cluster is not None:
             cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ceph_s3() -> Iterator[S3Server]:
+    """A running radosgw with a user and an empty bucket, for the whole session."""
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"the object-store tests need a real Ceph: {', '.join(missing)} not "
+                    f"installed (apt-get install {PACKAGES}, or scripts/setup.sh --tests)")
+    pytest.importorskip("boto3", reason="the object-store tests need boto3 "
+                                        "(pip install -e '.[test]')")
+    with running_ceph() as (_, server):
+        yield server
 
 
 @pytest.fixture

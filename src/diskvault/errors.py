@@ -98,6 +98,23 @@ class RepositoryLocked(DiskvaultError):
         )
 
 
+
+class LockLost(DiskvaultError):
+    """The writer lock was taken over while its holder ran: it had not been refreshed for
+    the stale time (the process paused or cut off from the store), so another host took it.
+    The holder commits nothing more."""
+
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, location: str, command: str, taken_by: LockHolder | None):
+        how = (f"taken over by {taken_by.command} (pid {taken_by.pid} on {taken_by.host})"
+               if taken_by else "removed (break-lock?)")
+        super().__init__(
+            f"the writer lock of {location} was {how} while {command} ran, after it had "
+            f"gone unrefreshed for too long; nothing more was committed: run "
+            f"{command.split()[0]} again")
+
+
 # -- object stores (store/s3.py) --------------------------------------------------------
 
 class ObjectStoreUnusable(BadInput):

@@ -1,6 +1,7 @@
 """One writer at a time, between real processes: a second writer fails at once naming the
 holder, or waits with --lock-wait; a dead holder's lock is taken over with a warning;
-break-lock clears another host's lock; readers run while the lock is held."""
+break-lock clears another host's lock; readers run while the lock is held; a backup whose
+lock was taken over records nothing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from diskvault.errors import LockLost
+from diskvault.store.locking import WriterLock, break_lock, read_holder
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli, write_image
@@ -296,3 +299,24 @@ def test_readers_work_while_the_writer_lock_is_held(repo: Repository, start_hold
 
     assert lock_file_pid(repo.root) == holder.pid, "a reader disturbed the writer's lock"
     holder.release()
+
+
+def test_a_backup_whose_lock_is_taken_over_midway_writes_no_record(repo: Repository,
+                                                                   image: Path):
+    backend = repo.storage.backend
+    usurper = WriterLock(backend, "compact")
+
+    def take_the_lock_over(done: int) -> None:
+        """As another host does once the backup's lock looks stale to it."""
+        if not usurper.held:
+            break_lock(backend)
+            usurper.acquire()
+
+    with pytest.raises(LockLost, match="taken over by compact") as lost:
+        repo.backup(image, name="vm", progress=take_the_lock_over)
+    assert lost.value.exit_code == EXIT_LOCKED
+    assert repo.list_snapshots() == []
+    assert read_holder(backend).command == "compact", "the old holder removed the new lock"
+    usurper.release()
+    record = repo.backup(image, name="vm")
+    assert [r.id for r in repo.list_snapshots()] == [record.id]

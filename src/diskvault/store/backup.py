@@ -150,11 +150,13 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore
             index: ChunkIndex, codec: Codec, config: RepositoryConfig, pool: Executor,
             snapshots: SnapshotStore, hints: Iterable[Hint] = (),
             progress: Progress | None = None, started: float,
-            record: Record | None = None, base_id: str | None = None) -> SnapshotRecord:
+            before_record: Callable[[], None], record: Record | None = None,
+            base_id: str | None = None) -> SnapshotRecord:
     """Store the image and record it; call with the writer lock held. Every chunk and
     manifest block is durable and indexed before the snapshot record is written (last,
     atomically), so a failure at any point records nothing and a rerun reuses what landed.
-    ``started`` is the monotonic time the command began (for the record's duration).
+    ``started`` is the monotonic time the command began (for the record's duration);
+    ``before_record`` raises if the writer lock was lost (WriterLock.ensure_held).
     ``record`` replaces the full read (a change map's backup); ``base_id`` names the
     snapshot it took unchanged data from."""
     stats = BackupStats()
@@ -174,5 +176,6 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore
         id=SnapshotRecord.new_id(), name=name, time=datetime.now(timezone.utc),
         source=source.label, size=manifest.size, host=socket.gethostname(), tags=list(tags),
         stats=stats, blocks=manifest.blocks, base_id=base_id)
+    before_record()
     snapshots.save(record)
     return record

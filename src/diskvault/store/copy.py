@@ -69,9 +69,11 @@ def select_for_copy(records: Sequence[SnapshotRecord], present: set[str],
 
 
 def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[str] = (),
-                   progress: Progress | None = None) -> CopyReport:
+                   progress: Progress | None = None,
+                   before_record: Callable[[], None] = lambda: None) -> CopyReport:
     """Copy the selected snapshots the destination lacks. Call with the destination's
-    writer lock and a reader registration on the source held."""
+    writer lock and a reader registration on the source held; ``before_record`` raises if
+    that lock was lost (WriterLock.ensure_held)."""
     records = source.snapshots.all()
     to_copy, present = select_for_copy(records, set(destination.snapshots.ids()), selectors)
     report = CopyReport(skipped=present,
@@ -87,6 +89,7 @@ def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[st
         report.chunks_sent += session.counts.chunks
         report.bytes_sent += session.counts.raw_bytes
         report.stored_bytes += session.counts.stored_bytes
+        before_record()
         destination.snapshots.save(copied)  # last: everything it references is durable
         report.copied.append(copied)
         done_bytes += record.size

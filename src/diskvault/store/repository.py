@@ -179,7 +179,7 @@ class Repository:
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
-                self.writer_lock(f"backup {source.label}", lock_wait_s):
+                self.writer_lock(f"backup {source.label}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
             from .backup import back_up  # on use: read-only commands never load it
 
@@ -187,7 +187,7 @@ class Repository:
                            index=storage.index, codec=storage.codec, config=self.config,
                            pool=storage.pool, snapshots=storage.snapshots,
                            hints=self._hints_for(series), progress=progress, started=started,
-                           **how())
+                           before_record=lock.ensure_held, **how())
 
     def _back_up_changes(self, source: ImageSource, series: str, tags, lock_wait_s: float,
                          progress, started: float, changes: ChangeMap,
@@ -239,9 +239,10 @@ class Repository:
         with storage.disk_full_reported("the copy stopped; snapshots already copied are "
                                         "whole: free space, then rerun it"), \
                 source.reader_lock(), \
-                self.writer_lock(f"copy from {source.root}", lock_wait_s):
+                self.writer_lock(f"copy from {source.root}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
-            return copy_snapshots(source.storage, storage, selectors, progress)
+            return copy_snapshots(source.storage, storage, selectors, progress,
+                                  before_record=lock.ensure_held)
 
     def _hints_for(self, name: str) -> Iterator[Hint]:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous

@@ -1,0 +1,66 @@
+"""A writer or reader of another host, for test_lock_leases.py: run in a UTS namespace of its
+own whose host name differs from the test's (the ``other_host`` fixture), so the lock rules for other
+hosts apply to it for real. ``python -m tests.store.lease_child ROLE KIND LOCATION REFRESH_S
+STALE_S``.
+
+Roles:
+  write  take the writer lock, print "locked", then per line on stdin: "wait-lost" waits
+         until the heartbeat finds the lock in other hands, then tries to commit
+         (ensure_held) and prints "noticed, lost: <message>" (or "still held",
+         "committed"); "release" releases it and prints "released"
+  read   register as a reader, print "reading", and wait on stdin
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from diskvault.errors import LockLost
+from diskvault.store.locking import LeaseTiming, ReaderLock, WriterLock
+
+from .backends import open_backend
+
+DEADLINE_S = 60.0
+
+
+def wait_until_lost(lock: WriterLock) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while lock.held and time.monotonic() < deadline:
+        time.sleep(0.01)
+    noticed = "noticed" if not lock.held else "still held"
+    try:
+        lock.ensure_held()
+    except LockLost as error:
+        print(f"{noticed}, lost: {error}", flush=True)
+    else:
+        print(f"{noticed}, committed", flush=True)
+
+
+def write(lock: WriterLock) -> None:
+    lock.acquire()
+    print("locked", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "wait-lost":
+            wait_until_lost(lock)
+        elif line.strip() == "release":
+            lock.release()
+            print("released", flush=True)
+            return
+
+
+def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> None:
+    backend = open_backend(kind, location)
+    timing = LeaseTiming(float(refresh_s), float(stale_s))
+    if role == "write":
+        write(WriterLock(backend, "backup /srv/vm7.img", timing=timing))
+    elif role == "read":
+        with ReaderLock(backend, "restore vm7", timing=timing):
+            print("reading", flush=True)
+            sys.stdin.readline()
+    else:
+        raise SystemExit(f"unknown role {role}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

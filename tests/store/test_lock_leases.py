@@ -1,0 +1,177 @@
+"""The writer lock's refresh and the readers' leases, over every backend (backends.py: a local
+folder and a real Ceph radosgw), with the other party a real process of another host (a UTS
+namespace of its own, lease_child.py): a refreshed lock outlives the stale time; one that
+stopped refreshing, or whose process was killed, is taken over after it, and its holder
+learns that it lost the lock and commits nothing; a reader's renewed lease blocks
+compaction's pause, an expired one (plus the grace period) does not."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from diskvault.errors import RepositoryLocked
+from diskvault.store.locking import (LeaseTiming, WriterLock, active_readers, read_lease,
+                                     readers_excluded)
+
+from .test_backend_contract import ROOT, store, wait_for  # noqa: F401  (store: a fixture)
+
+OTHER_HOST = "other-host.invalid"
+FAST = LeaseTiming(refresh_s=0.2, stale_s=1.5)
+GRACE_S = 0.5
+DEADLINE_S = 60.0
+
+pytestmark = pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                                reason="another host is a UTS namespace: needs root and unshare")
+
+
+class OtherHost:
+    """A lease_child process whose host name is OTHER_HOST."""
+
+    def __init__(self, role: str, kind: str, location: str):
+        self.process = subprocess.Popen(
+            ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', OTHER_HOST,
+             sys.executable, "-m", "tests.store.lease_child", role, kind, location,
+             str(FAST.refresh_s), str(FAST.stale_s)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def read_line(self) -> str:
+        ready, _, _ = select.select([self.process.stdout], [], [], DEADLINE_S)
+        assert ready, f"the other host's process said nothing within {DEADLINE_S} s"
+        return self.process.stdout.readline().strip()
+
+    def say(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def other_host(store) -> Iterator:
+    _, kind, location = store
+    started: list[OtherHost] = []
+
+    def start(role: str, first_line: str) -> OtherHost:
+        child = OtherHost(role, kind, location)
+        started.append(child)
+        assert child.read_line() == first_line
+        return child
+
+    yield start
+    for child in started:
+        child.close()
+
+
+def refreshed_past(backend, moment) -> bool:
+    lease = read_lease(backend)
+    return lease is not None and lease.refreshed > moment
+
+
+def test_a_lock_refreshed_by_its_holder_is_not_taken_over_past_the_stale_time(store,
+                                                                              other_host):
+    backend = store[0]
+    holder = other_host("write", "locked")
+    first = read_lease(backend)
+    assert first.holder.host == OTHER_HOST and first.expires is not None
+    wait_for(lambda: refreshed_past(backend, first.expires), "the lock refreshed past its "
+             "first expiry")
+    with pytest.raises(RepositoryLocked) as refused:
+        WriterLock(backend, "compact").acquire()
+    assert refused.value.holder.host == OTHER_HOST
+    holder.say("release")
+    assert holder.read_line() == "released"
+    assert read_lease(backend) is None
+
+
+def test_a_stopped_hosts_lock_is_taken_over_and_its_holder_then_commits_nothing(
+        store, other_host, caplog):
+    backend = store[0]
+    holder = other_host("write", "locked")
+    holder.signal(signal.SIGSTOP)  # alive on its host, but no longer refreshing
+    try:
+        with caplog.at_level(logging.WARNING, logger="diskvault.store.locking"):
+            with WriterLock(backend, "compact", wait_s=DEADLINE_S, timing=FAST) as taker:
+                assert read_lease(backend).holder.pid == os.getpid()
+                holder.signal(signal.SIGCONT)
+                holder.say("wait-lost")
+                lost = holder.read_line()
+                assert lost.startswith("noticed, lost: ") and "taken over by compact" in lost, lost
+                assert "backup" in lost and "again" in lost
+                assert read_lease(backend).holder.pid == os.getpid(), \
+                    "the old holder overwrote the new holder's lock"
+                taker.ensure_held()
+    finally:
+        holder.signal(signal.SIGCONT)
+    assert any("stale lock" in r.message and OTHER_HOST in r.message
+               and "last refreshed" in r.message for r in caplog.records), caplog.text
+    assert read_lease(backend) is None
+
+
+def test_a_sigkilled_writers_lock_of_another_host_becomes_stale_after_the_stale_time(
+        store, other_host):
+    backend = store[0]
+    holder = other_host("write", "locked")
+    holder.signal(signal.SIGKILL)
+    holder.process.wait()
+    lease = read_lease(backend)
+    assert lease.holder.host == OTHER_HOST
+    try:
+        WriterLock(backend, "compact").acquire()
+    except RepositoryLocked:
+        pass  # the usual case: the lease has not expired yet
+    else:
+        assert time.time() > lease.expires.timestamp(), "a live lease was taken over"
+        return
+    with WriterLock(backend, "compact", wait_s=DEADLINE_S, timing=FAST):
+        assert read_lease(backend).holder.pid == os.getpid()
+
+
+def paused_without_readers(backend) -> bool:
+    with readers_excluded(backend, grace_s=GRACE_S, timing=FAST) as excluded:
+        return excluded
+
+
+def test_a_readers_renewed_lease_of_another_host_blocks_compactions_pause(store,
+                                                                          other_host):
+    backend = store[0]
+    reader = other_host("read", "reading")
+    (name,) = backend.list("readers/")
+    first_expiry = read_lease(backend, name).expires
+    renewed_past = first_expiry + timedelta(seconds=GRACE_S)
+    wait_for(lambda: read_lease(backend, name).refreshed > renewed_past,
+             "the reader's lease renewed past its first expiry and the grace period")
+    assert not paused_without_readers(backend)
+    assert [r.host for r in active_readers(backend, grace_s=GRACE_S)] == [OTHER_HOST]
+    reader.say("done")
+    wait_for(lambda: not backend.list("readers/"), "the reader to remove its registration")
+
+
+def test_an_expired_reader_lease_of_another_host_does_not_block_compactions_pause(
+        store, other_host):
+    backend = store[0]
+    reader = other_host("read", "reading")
+    reader.signal(signal.SIGKILL)
+    reader.process.wait()
+    assert len(backend.list("readers/")) == 1
+    wait_for(lambda: paused_without_readers(backend), "the dead reader's lease to expire")
+    assert backend.list("readers/") == [], "the expired registration was not removed"
+
