@@ -25,7 +25,8 @@ from .image_map import image_spans
 from .locking import ReaderLock, WriterLock
 from .manifest import decode_block
 from .reader import ImageReader
-from .restore import image_pieces, restore_to_path, write_stream
+from .restore import RestoreResult, image_pieces, restore_to_path, write_stream
+from .restore_marks import refuse_interrupted_device
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
 from .storage import Storage, locate
@@ -152,6 +153,8 @@ class Repository:
                                         "intact: free space, then rerun it"), \
                 ImageSource(Path(source_path)) as source, \
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
+            if source.is_block_device:
+                refuse_interrupted_device(Path(source_path))
             storage.recover_unindexed_packs()
             series = name or Path(source_path).name
             return back_up(source, series, list(tags), packs=storage.packs,
@@ -213,11 +216,11 @@ class Repository:
         return ImageReader(self.storage.chunks, record, self.storage.pool, **cache_sizes)
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
-                progress: Progress | None = None) -> None:
+                full: bool = False, progress: Progress | None = None) -> RestoreResult:
         self.refuse_inside(Path(target), "restore target")
         with self.reader_lock():
-            restore_to_path(image_pieces(self.storage.chunks, record, self.storage.pool),
-                            record, Path(target), force, progress)
+            return restore_to_path(self.storage.chunks, record, self.storage.pool, Path(target),
+                                   force, full, progress)
 
     def cat(self, record: SnapshotRecord, out: BinaryIO, progress: Progress | None = None) -> None:
         with self.reader_lock():
