@@ -18,6 +18,7 @@ import pytest
 
 from diskvault.errors import CorruptData, SourceError
 from diskvault.store.image_map import image_spans
+from diskvault.store.restore import differing_blocks
 
 from ..conftest import SMALL_CHUNKS, in_both_modes, run_cli, write_image
 from .test_device_restore import loop_device  # noqa: F401  (fixture)
@@ -217,3 +218,14 @@ def test_interrupted_device_restore_is_named_by_the_next_backup_and_restore(
     assert "was interrupted" in result.interrupted_before
     assert sha256(device) == sha256(today)
     repo.backup(device, name="dev")  # the mark is gone once a restore completed
+
+
+def test_only_the_changed_blocks_of_a_differing_chunk_are_written():
+    old = bytes(20_000)
+    new = bytearray(old)
+    new[5000] = 1  # block 4096..8191 of the target (the chunk starts at 100)
+    new[19_000] = 2  # block 16384..20479
+    runs = [(offset, len(run)) for offset, run in differing_blocks(100, old, bytes(new))]
+    assert runs == [(4096, 4096), (16384, 20100 - 16384)]
+    assert [(o, len(r)) for o, r in differing_blocks(100, old[:3000], bytes(new))] == \
+        [(100, 20_000)]  # past the end of a shorter target, everything is written

@@ -28,6 +28,7 @@ from .snapshots import SnapshotRecord
 ZERO_WRITE_BYTES = 1024 * 1024
 RUN_BYTES = 16 * 1024 * 1024  # one pwritev writes at most this
 RUN_BUFFERS = 512  # and at most this many buffers (IOV_MAX is 1024)
+PATCH_BLOCK_BYTES = 4096  # a delta restore compares and writes whole blocks of this size
 _ZEROS = memoryview(bytes(ZERO_WRITE_BYTES))
 Progress = Callable[[int], None]
 Pieces = Iterator[tuple[Span, bytes | None]]
@@ -164,10 +165,41 @@ def _patch_file(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, pat
 
 def _patch(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, read_fd: int,
            write_fd: int, counts: DeltaCounts, progress: Progress | None) -> int:
-    """Write to ``write_fd`` the entries that ``read_fd`` (the old target) does not hold."""
+    """Write to ``write_fd`` the blocks of the entries that ``read_fd`` (the old target)
+    does not hold; bytes written."""
     spans = differing_spans(read_fd, image_spans(chunks, record), chunks.codec.chunk_id,
                             pool, counts, progress)
-    return write_pieces(write_fd, image_pieces(chunks, record, pool, spans), write_zeros=True)
+    writer = _RunWriter(write_fd)
+    for span, data in image_pieces(chunks, record, pool, spans):
+        parts = _zero_pieces(span.length) if data is None else (memoryview(data),)
+        offset = span.offset
+        for new in parts:
+            for start, run in differing_blocks(offset, os.pread(read_fd, len(new), offset),
+                                               bytes(new)):
+                writer.add(start, run)
+            offset += len(new)
+    writer.flush()
+    return writer.written
+
+
+def differing_blocks(offset: int, old: bytes, new: bytes) -> Iterator[tuple[int, memoryview]]:
+    """(offset, bytes) runs of ``new`` that differ from ``old`` (read at ``offset``, maybe
+    shorter), compared per PATCH_BLOCK_BYTES block of the target: a chunk that differs is
+    usually a few changed blocks, and only those are written."""
+    view = memoryview(new)
+    run_start = None
+    position = 0
+    while position < len(new):
+        end = min(len(new), (offset + position) // PATCH_BLOCK_BYTES * PATCH_BLOCK_BYTES
+                  + PATCH_BLOCK_BYTES - offset)
+        if old[position:end] != new[position:end]:
+            run_start = position if run_start is None else run_start
+        elif run_start is not None:
+            yield offset + run_start, view[run_start:position]
+            run_start = None
+        position = end
+    if run_start is not None:
+        yield offset + run_start, view[run_start:]
 
 
 def _block_device(target: Path) -> Path | None:
