@@ -48,6 +48,19 @@ def _row(stats: RunStats, target: Path | None) -> dict:
             "peak_rss_mib": stats.peak_rss_bytes >> 20, "stdout": stats.stdout}
 
 
+def changed_bytes(previous: Path, last: Path, block: int = 4096) -> int:
+    """Bytes in the 4 KiB blocks that differ between two nights: what a delta restore must
+    write at least."""
+    changed = 0
+    with open(previous, "rb") as old, open(last, "rb") as new:
+        while True:
+            a, b = old.read(1 << 20), new.read(1 << 20)
+            if not b:
+                return changed
+            changed += sum(block for i in range(0, len(b), block)
+                           if a[i:i + block] != b[i:i + block])
+
+
 def copy_of(source: Path, target: Path) -> None:
     """An untimed sparse copy, flushed: the previous night's image a delta restore starts from."""
     target.unlink(missing_ok=True)
@@ -72,6 +85,8 @@ def run_workload(name: str, size: int, tools: list[str], work: Path) -> dict:
             f"bit-exact {row['bit_exact']}")
         target.unlink(missing_ok=True)
 
+    rows["changed 4 KiB blocks"] = {"wall_s": 0.0, "cores": 0.0,
+                                    "written_bytes": changed_bytes(previous, last)}
     rows["read (cat image > /dev/null)"] = timed(["cat", str(last)], stdout_to_null=True)
     checked("cp --sparse=always", timed(["cp", "--sparse=always", str(last), str(target)], target))
 
@@ -81,8 +96,10 @@ def run_workload(name: str, size: int, tools: list[str], work: Path) -> dict:
     for night in (0, 1):
         subprocess.run(["diskvault", "backup", "-r", str(repo), str(prepared.state(night)),
                         "--name", "bench", "--no-progress"], check=True, capture_output=True)
-    checked("diskvault restore (full)", timed(
-        ["diskvault", "restore", "-r", str(repo), "bench", str(target), "--no-progress"], target))
+    full = timed(["diskvault", "restore", "-r", str(repo), "bench", str(target), "--json",
+                  "--no-progress"], target)
+    full["written_bytes"] = json.loads(full["stdout"])["written_bytes"]
+    checked("diskvault restore (full)", full)
     copy_of(previous, target)
     delta = timed(["diskvault", "restore", "-r", str(repo), "bench", str(target), "--force",
                    "--json", "--no-progress"], target)
@@ -126,7 +143,7 @@ def _casync_seeded(peer: Peer, previous: Path, target: Path) -> dict:
 
 def table(result: dict) -> str:
     rows = result["rows"]
-    read_s = rows["read (cat image > /dev/null)"]["wall_s"]
+    read_s = rows["read (cat image > /dev/null)"]["wall_s"] or 1.0
     lines = [f"### {result['workload']}, {result['image_size'] >> 20} MiB, "
              f"{result['machine_cpus']} cores",
              "", "| step | seconds | x cold read | cores | bytes written | bit-exact |",

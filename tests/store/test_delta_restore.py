@@ -229,3 +229,46 @@ def test_only_the_changed_blocks_of_a_differing_chunk_are_written():
     assert runs == [(4096, 4096), (16384, 20100 - 16384)]
     assert [(o, len(r)) for o, r in differing_blocks(100, old[:3000], bytes(new))] == \
         [(100, 20_000)]  # past the end of a shorter target, everything is written
+
+
+def test_in_place_restore_of_a_file_writes_about_the_changed_bytes_without_a_copy(
+        repo, two_nights, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    yesterday, today, changed = two_nights
+    record = repo.backup(today)
+    target = tmp_path / "target.img"
+    target.write_bytes(yesterday.read_bytes())
+    inode = target.stat().st_ino
+    result = repo.restore(record, target, force=True, in_place=True)
+    assert sha256(target) == sha256(today)
+    assert target.stat().st_ino == inode, "the file was replaced, not patched"
+    assert (result.clone, result.cloned_bytes) == (None, 0)
+    assert changed <= result.written_bytes <= 2 * changed + MAX_CHUNK_BYTES
+    assert not list((tmp_path / "state" / "diskvault" / "restores").iterdir())
+
+
+def test_interrupted_in_place_restore_of_a_file_is_named_by_the_next_backup_and_restore(
+        repo, two_nights, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    yesterday, today, _ = two_nights
+    good = repo.backup(today, name="good")
+    damaged = repo.backup(write_image(tmp_path / "other.img", 6 * MiB, "random", seed=8),
+                          name="damaged")
+    location = _location_at(repo, damaged, 5 * MiB)
+    pack = repo.root / "packs" / location.pack_id[:2] / f"{location.pack_id}.pack"
+    with open(pack, "r+b") as handle:
+        handle.seek(location.offset)
+        handle.write(bytes(16))
+    target = tmp_path / "target.img"
+    target.write_bytes(yesterday.read_bytes())
+    with pytest.raises(CorruptData):
+        repo.restore(damaged, target, force=True, in_place=True)
+
+    backup = run_cli("backup", "-r", str(repo.root), str(target), "--name", "t",
+                     env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    assert backup.returncode == 2
+    assert b"was interrupted" in backup.stderr and len(backup.stderr.splitlines()) == 1
+    result = repo.restore(good, target, force=True, in_place=True)
+    assert "was interrupted" in result.interrupted_before
+    assert sha256(target) == sha256(today)
+    repo.backup(target, name="t")

@@ -148,17 +148,25 @@ def info(repo, snapshot, as_json) -> None:
                    "and only what differs is written.")
 @click.option("--full", is_flag=True,
               help="With --force: write every byte, without reading the target first.")
+@click.option("--in-place", is_flag=True,
+              help="With --force, for a file: patch it where it is, without a copy (not "
+                   "atomic: an interrupted restore is recorded, as for a block device).")
 @progress_option
 @json_option
-def restore(repo, snapshot, target: Path, force, full, show_progress, as_json) -> None:
+def restore(repo, snapshot, target: Path, force, full, in_place, show_progress,
+            as_json) -> None:
     """Restore a snapshot to a new sparse file, an existing file, or a block device."""
-    if full and not force:
-        raise click.UsageError("--full rewrites an existing target: it goes with --force")
+    if (full or in_place) and not force:
+        raise click.UsageError("--full and --in-place rewrite an existing target: they go "
+                               "with --force")
+    if full and in_place:
+        raise click.UsageError("--full and --in-place exclude each other: --in-place writes "
+                               "only what differs")
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
         progress = ProgressLine("restore", record.size, show_progress)
         try:
-            result = repository.restore(record, target, force, full, progress)
+            result = repository.restore(record, target, force, full, in_place, progress)
         finally:
             progress.close()
     if result.interrupted_before:

@@ -26,7 +26,7 @@ from .locking import ReaderLock, WriterLock
 from .manifest import decode_block
 from .reader import ImageReader
 from .restore import RestoreResult, image_pieces, restore_to_path, write_stream
-from .restore_marks import refuse_interrupted_device
+from .restore_marks import refuse_interrupted_target
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
 from .storage import Storage, locate
@@ -153,8 +153,7 @@ class Repository:
                                         "intact: free space, then rerun it"), \
                 ImageSource(Path(source_path)) as source, \
                 self.writer_lock(f"backup {source_path}", lock_wait_s):
-            if source.is_block_device:
-                refuse_interrupted_device(Path(source_path))
+            refuse_interrupted_target(Path(source_path))
             storage.recover_unindexed_packs()
             series = name or Path(source_path).name
             return back_up(source, series, list(tags), packs=storage.packs,
@@ -216,11 +215,12 @@ class Repository:
         return ImageReader(self.storage.chunks, record, self.storage.pool, **cache_sizes)
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
-                full: bool = False, progress: Progress | None = None) -> RestoreResult:
+                full: bool = False, in_place: bool = False,
+                progress: Progress | None = None) -> RestoreResult:
         self.refuse_inside(Path(target), "restore target")
         with self.reader_lock():
             return restore_to_path(self.storage.chunks, record, self.storage.pool, Path(target),
-                                   force, full, progress)
+                                   force, full, in_place, progress)
 
     def cat(self, record: SnapshotRecord, out: BinaryIO, progress: Progress | None = None) -> None:
         with self.reader_lock():

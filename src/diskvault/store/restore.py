@@ -115,12 +115,14 @@ def write_pieces(fd: int, pieces: Pieces, write_zeros: bool,
 
 
 def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, target: Path,
-                    force: bool, full: bool = False,
+                    force: bool, full: bool = False, in_place: bool = False,
                     progress: Progress | None = None) -> RestoreResult:
     """Restore into a new sparse file (via a temp file and rename: all or nothing, never
     through a link), over an existing file (``force``: a copy of it patched where it differs,
     then renamed over it), or onto a block device (``force``: patched in place; refused while
-    it or a partition of it is in use). ``full`` rewrites every byte instead of comparing."""
+    it or a partition of it is in use). ``full`` rewrites every byte instead of comparing;
+    ``in_place`` patches an existing file where it is (no copy, not atomic, marked like a
+    device)."""
     device = _block_device(target)
     if device is None and os.path.islink(target):
         raise BadInput(f"restore target {target} is a symbolic link (to "
@@ -138,6 +140,8 @@ def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
     # The folder as the user named it (links in it followed); inside it, nothing is.
     real_target = target.parent.resolve() / target.name
     remove_leftover_temps(real_target)
+    if os.path.lexists(real_target) and in_place:
+        return _patch_file_in_place(chunks, record, pool, real_target, progress)
     if os.path.lexists(real_target) and not full:
         return _patch_file(chunks, record, pool, real_target, progress)
     with atomic_replacement(real_target) as fd:
@@ -219,15 +223,37 @@ def _restore_to_device(chunks: ChunkReader, record: SnapshotRecord, pool: Execut
         if device_size < record.size:
             raise BadInput(f"block device {device} holds {device_size} bytes, smaller than the "
                            f"snapshot's {record.size}")
-        result = RestoreResult(method="full" if full else "delta",
-                               interrupted_before=interrupted_restore(device))
-        with restore_in_progress(device, record):
-            if full:
-                result.written_bytes = write_pieces(fd, image_pieces(chunks, record, pool),
-                                                    True, progress)
-            else:
-                result.written_bytes = _patch(chunks, record, pool, fd, fd, result, progress)
-            os.fsync(fd)
-        return result
+        return _restore_in_place(chunks, record, pool, fd, device, full, progress)
     finally:
         os.close(fd)
+
+
+def _patch_file_in_place(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
+                         path: Path, progress: Progress | None) -> RestoreResult:
+    """The file patched where it is: only the differing blocks written, no copy; not atomic,
+    so marked in progress like a device."""
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return _restore_in_place(chunks, record, pool, fd, path, False, progress,
+                                 size=record.size)
+    finally:
+        os.close(fd)
+
+
+def _restore_in_place(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, fd: int,
+                      path: Path, full: bool, progress: Progress | None,
+                      size: int | None = None) -> RestoreResult:
+    """Write the snapshot into ``fd`` where it is (cut to ``size`` if given), marked in
+    progress from before the first write until it is fsynced."""
+    result = RestoreResult(method="full" if full else "delta",
+                           interrupted_before=interrupted_restore(path))
+    with restore_in_progress(path, record):
+        if full:
+            result.written_bytes = write_pieces(fd, image_pieces(chunks, record, pool), True,
+                                                progress)
+        else:
+            result.written_bytes = _patch(chunks, record, pool, fd, fd, result, progress)
+        if size is not None:
+            os.ftruncate(fd, size)
+        os.fsync(fd)
+    return result

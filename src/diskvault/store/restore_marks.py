@@ -1,12 +1,13 @@
-"""Restores onto block devices in progress, remembered on this host
-(``$XDG_STATE_HOME/diskvault/restores/``, one small file per device): a device restore
-cannot be atomic, so a killed one leaves a mix of two images; the mark lets the next
-restore or backup of that device say so."""
+"""Restores in place in progress (block devices, files patched with --in-place), remembered
+on this host (``$XDG_STATE_HOME/diskvault/restores/``, one small file per target): such a
+restore cannot be atomic, so a killed one leaves a mix of two images; the mark lets the next
+restore or backup of that target say so."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -22,36 +23,41 @@ def marks_folder() -> Path:
     return Path(state) / "diskvault" / "restores"
 
 
-def _mark_path(device: Path) -> Path:
-    # Keyed by device number: the same device under any of its names (/dev/disk/by-id/...).
-    number = os.stat(device).st_rdev
-    return marks_folder() / f"{os.major(number)}-{os.minor(number)}.json"
+def _mark_path(target: Path) -> Path:
+    # Keyed by device number (a device under any of its names, /dev/disk/by-id/...) or, for
+    # a file, by filesystem and inode (the file under any name, until it is replaced).
+    status = os.stat(target)
+    if stat.S_ISBLK(status.st_mode):
+        key = f"{os.major(status.st_rdev)}-{os.minor(status.st_rdev)}"
+    else:
+        key = f"file-{status.st_dev}-{status.st_ino}"
+    return marks_folder() / f"{key}.json"
 
 
-def interrupted_restore(device: Path) -> str | None:
-    """A sentence describing the unfinished restore onto ``device``, or None."""
+def interrupted_restore(target: Path) -> str | None:
+    """A sentence describing the unfinished restore onto ``target``, or None."""
     try:
-        mark = json.loads(_mark_path(device).read_text())
+        mark = json.loads(_mark_path(target).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return (f"a restore of snapshot {mark['snapshot']} ({mark['name']}) onto {mark['device']}, "
+    return (f"a restore of snapshot {mark['snapshot']} ({mark['name']}) onto {mark['target']}, "
             f"started {mark['started']}, was interrupted")
 
 
-def refuse_interrupted_device(device: Path) -> None:
-    """SourceError if ``device`` holds the mix an interrupted restore left."""
-    interrupted = interrupted_restore(device)
+def refuse_interrupted_target(source: Path) -> None:
+    """SourceError if ``source`` holds the mix an interrupted restore in place left."""
+    interrupted = interrupted_restore(source)
     if interrupted:
-        raise SourceError(f"source {device}: {interrupted}, so it holds a mix of two images; "
+        raise SourceError(f"source {source}: {interrupted}, so it holds a mix of two images; "
                           f"restore it again (diskvault restore --force), then back it up")
 
 
 @contextmanager
-def restore_in_progress(device: Path, record: SnapshotRecord) -> Iterator[None]:
+def restore_in_progress(target: Path, record: SnapshotRecord) -> Iterator[None]:
     """Marked durably before the first write; unmarked only when the body completes."""
-    path = _mark_path(device)
+    path = _mark_path(target)
     path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
-    mark = {"device": str(device), "snapshot": record.short_id, "name": record.name,
+    mark = {"target": str(target), "snapshot": record.short_id, "name": record.name,
             "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
     with atomic_replacement(path) as fd:
         write_all(fd, json.dumps(mark).encode())
