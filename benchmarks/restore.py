@@ -100,13 +100,15 @@ def run_workload(name: str, size: int, tools: list[str], work: Path) -> dict:
                   "--no-progress"], target)
     full["written_bytes"] = json.loads(full["stdout"])["written_bytes"]
     checked("diskvault restore (full)", full)
-    copy_of(previous, target)
-    delta = timed(["diskvault", "restore", "-r", str(repo), "bench", str(target), "--force",
-                   "--json", "--no-progress"], target)
-    report = json.loads(delta["stdout"])
-    delta.update({key: report[key] for key in ("compared_bytes", "written_bytes", "clone",
-                                               "cloned_bytes")})
-    checked("diskvault restore --force (delta)", delta)
+    for label, options in (("diskvault restore --force (delta)", []),
+                           ("diskvault restore --force --in-place", ["--in-place"])):
+        copy_of(previous, target)
+        delta = timed(["diskvault", "restore", "-r", str(repo), "bench", str(target), "--force",
+                       "--json", "--no-progress", *options], target)
+        report = json.loads(delta["stdout"])
+        delta.update({key: report[key] for key in ("compared_bytes", "written_bytes", "clone",
+                                                   "cloned_bytes")})
+        checked(label, delta)
     rows["diskvault cat > /dev/null"] = timed(["diskvault", "cat", "-r", str(repo), "bench"],
                                               stdout_to_null=True)
     shutil.rmtree(repo)
@@ -146,13 +148,15 @@ def table(result: dict) -> str:
     read_s = rows["read (cat image > /dev/null)"]["wall_s"] or 1.0
     lines = [f"### {result['workload']}, {result['image_size'] >> 20} MiB, "
              f"{result['machine_cpus']} cores",
-             "", "| step | seconds | x cold read | cores | bytes written | bit-exact |",
+             "", "| step | seconds | x cold read | cores | bytes written (copied) | bit-exact |",
              "|---|---:|---:|---:|---:|:---:|"]
     for label, row in rows.items():
         written = row.get("written_bytes")
+        written = "" if written is None else f"{written >> 10} KiB"
+        if row.get("cloned_bytes"):
+            written += f" ({row['cloned_bytes'] >> 10} KiB)"
         lines.append(f"| {label} | {row['wall_s']:.2f} | {row['wall_s'] / read_s:.2f} | "
-                     f"{row['cores']:.2f} | {'' if written is None else f'{written >> 10} KiB'}"
-                     f" | {row.get('bit_exact', '')} |")
+                     f"{row['cores']:.2f} | {written} | {row.get('bit_exact', '')} |")
     return "\n".join(lines)
 
 

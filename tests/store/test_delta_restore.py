@@ -247,8 +247,9 @@ def test_in_place_restore_of_a_file_writes_about_the_changed_bytes_without_a_cop
     assert not list((tmp_path / "state" / "diskvault" / "restores").iterdir())
 
 
+@pytest.mark.parametrize("in_place_again", [True, False], ids=["in-place", "replaced"])
 def test_interrupted_in_place_restore_of_a_file_is_named_by_the_next_backup_and_restore(
-        repo, two_nights, tmp_path, monkeypatch):
+        repo, two_nights, tmp_path, monkeypatch, in_place_again):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     yesterday, today, _ = two_nights
     good = repo.backup(today, name="good")
@@ -268,7 +269,8 @@ def test_interrupted_in_place_restore_of_a_file_is_named_by_the_next_backup_and_
                      env={"XDG_STATE_HOME": str(tmp_path / "state")})
     assert backup.returncode == 2
     assert b"was interrupted" in backup.stderr and len(backup.stderr.splitlines()) == 1
-    result = repo.restore(good, target, force=True, in_place=True)
+    result = repo.restore(good, target, force=True, in_place=in_place_again)
     assert "was interrupted" in result.interrupted_before
     assert sha256(target) == sha256(today)
     repo.backup(target, name="t")
+    assert not list((tmp_path / "state" / "diskvault" / "restores").iterdir())

@@ -22,7 +22,7 @@ from .file_clone import clone_file
 from .image_map import image_spans
 from .manifest import Span
 from .read_plan import planned_pieces
-from .restore_marks import interrupted_restore, restore_in_progress
+from .restore_marks import interrupted_restore, replacing, restore_in_progress
 from .snapshots import SnapshotRecord
 
 ZERO_WRITE_BYTES = 1024 * 1024
@@ -142,12 +142,16 @@ def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
     remove_leftover_temps(real_target)
     if os.path.lexists(real_target) and in_place:
         return _patch_file_in_place(chunks, record, pool, real_target, progress)
-    if os.path.lexists(real_target) and not full:
-        return _patch_file(chunks, record, pool, real_target, progress)
-    with atomic_replacement(real_target) as fd:
-        os.ftruncate(fd, record.size)  # all holes; only data is written
-        written = write_pieces(fd, image_pieces(chunks, record, pool), False, progress)
-    return RestoreResult(written_bytes=written)
+    with replacing(real_target) as interrupted:
+        if os.path.lexists(real_target) and not full:
+            result = _patch_file(chunks, record, pool, real_target, progress)
+        else:
+            with atomic_replacement(real_target) as fd:
+                os.ftruncate(fd, record.size)  # all holes; only data is written
+                result = RestoreResult(written_bytes=write_pieces(
+                    fd, image_pieces(chunks, record, pool), False, progress))
+    result.interrupted_before = interrupted
+    return result
 
 
 def _patch_file(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, path: Path,

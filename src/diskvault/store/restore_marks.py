@@ -64,3 +64,16 @@ def restore_in_progress(target: Path, record: SnapshotRecord) -> Iterator[None]:
     yield
     path.unlink()
     fsync_dir(path.parent)
+
+
+@contextmanager
+def replacing(target: Path) -> Iterator[str | None]:
+    """For a file about to be replaced whole: the interrupted restore it holds, if any; that
+    mark is dropped once the body (the replacement) completes."""
+    if not os.path.exists(target) or not (note := interrupted_restore(target)):
+        yield None
+        return
+    path = _mark_path(target)
+    yield note
+    path.unlink(missing_ok=True)
+    fsync_dir(path.parent)
