@@ -133,4 +133,5 @@ class ChunkReader:
         raw, problem = self.codec.problem(stored, location, digest)
         if problem:
             raise CorruptData(f"chunk {digest.hex()[:16]} in pack {location.pack_id} {problem}")
-        return raw
+        # A raw record read as part of a larger range is a view of it: callers get bytes.
+        return raw if isinstance(raw, bytes) else bytes(raw)

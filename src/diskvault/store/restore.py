@@ -26,6 +26,7 @@ from .restore_marks import interrupted_restore, replacing, restore_in_progress
 from .snapshots import SnapshotRecord
 
 ZERO_WRITE_BYTES = 1024 * 1024
+FETCH_WINDOW = 64  # chunks in flight for flows that fetch chunk by chunk (copy)
 RUN_BYTES = 16 * 1024 * 1024  # one pwritev writes at most this
 RUN_BUFFERS = 512  # and at most this many buffers (IOV_MAX is 1024)
 PATCH_BLOCK_BYTES = 4096  # a delta restore compares and writes whole blocks of this size
