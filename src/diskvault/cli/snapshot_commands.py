@@ -184,24 +184,54 @@ def info(repo, snapshot, as_json) -> None:
 @repo_option
 @click.argument("snapshot")
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--force", is_flag=True, help="Overwrite an existing file or block device.")
+@click.option("--force", is_flag=True,
+              help="Overwrite an existing file or block device: it is compared chunk by chunk "
+                   "and only what differs is written.")
+@click.option("--full", is_flag=True,
+              help="With --force: write every byte, without reading the target first.")
+@click.option("--in-place", is_flag=True,
+              help="With --force, for a file: patch it where it is, without a copy (not "
+                   "atomic: an interrupted restore is recorded, as for a block device).")
 @progress_option
 @json_option
-def restore(repo, snapshot, target: Path, force, show_progress, as_json) -> None:
+def restore(repo, snapshot, target: Path, force, full, in_place, show_progress,
+            as_json) -> None:
     """Restore a snapshot to a new sparse file, an existing file, or a block device."""
+    if (full or in_place) and not force:
+        raise click.UsageError("--full and --in-place rewrite an existing target: they go "
+                               "with --force")
+    if full and in_place:
+        raise click.UsageError("--full and --in-place exclude each other: --in-place writes "
+                               "only what differs")
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
         progress = ProgressLine("restore", record.size, show_progress)
         try:
-            repository.restore(record, target, force, progress)
+            result = repository.restore(record, target, force, full, in_place, progress)
         finally:
             progress.close()
+    if result.interrupted_before:
+        click.echo(f"note: {result.interrupted_before}; this restore completed it", err=True)
     if as_json:
         print_json({"snapshot": snapshot_json(record), "target": str(target),
-                    "image_bytes": record.size})
-    else:
-        click.echo(f"restored snapshot {record.short_id} ({record.name}, "
-                   f"{human_bytes(record.size)}) to {target}", err=True)
+                    "image_bytes": record.size, "method": result.method,
+                    "compared_bytes": result.compared_bytes,
+                    "written_bytes": result.written_bytes, "clone": result.clone,
+                    "cloned_bytes": result.cloned_bytes})
+        return
+    click.echo(f"restored snapshot {record.short_id} ({record.name}, "
+               f"{human_bytes(record.size)}) to {target}: {_restore_summary(result)}", err=True)
+
+
+def _restore_summary(result) -> str:
+    written = f"{human_bytes(result.written_bytes)} written"
+    if result.method == "full":
+        return written
+    summary = f"{human_bytes(result.compared_bytes)} compared, {written}"
+    if result.clone == "copy":
+        summary += f" (after an in-kernel copy of {human_bytes(result.cloned_bytes)}: " \
+                   f"this filesystem has no reflinks)"
+    return summary
 
 
 @click.command()

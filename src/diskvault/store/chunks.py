@@ -125,7 +125,13 @@ class ChunkReader:
         """The verified raw bytes of a chunk (``location`` if already known)."""
         location = location or self.locate(digest)
         stored = self.packs.read(location.pack_id, location.offset, location.stored_size)
+        return self.verified(digest, location, stored)
+
+    def verified(self, digest: bytes, location: ChunkLocation, stored) -> bytes:
+        """The raw bytes of the record ``stored`` read at ``location``, proven to be the
+        chunk ``digest``; CorruptData naming the chunk and the pack if not."""
         raw, problem = self.codec.problem(stored, location, digest)
         if problem:
             raise CorruptData(f"chunk {digest.hex()[:16]} in pack {location.pack_id} {problem}")
-        return raw
+        # A raw record read as part of a larger range is a view of it: callers get bytes.
+        return raw if isinstance(raw, bytes) else bytes(raw)

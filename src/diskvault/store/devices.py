@@ -91,7 +91,7 @@ def device_users(device: Path) -> list[str]:
 
 
 def open_unused_device(device: Path) -> int:
-    """The device opened for writing, exclusively (nobody can mount or claim it while the fd
+    """The device opened for reading and writing (a delta restore reads it), exclusively (nobody can mount or claim it while the fd
     is open), or BadInput naming what uses it."""
 
     def refuse(users: list[str]) -> BadInput:
@@ -103,7 +103,7 @@ def open_unused_device(device: Path) -> int:
     if users:
         raise refuse(users)
     try:
-        return os.open(device, os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC)
+        return os.open(device, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
     except OSError as error:
         if error.errno == errno.EBUSY:
             raise refuse(device_users(device)) from None

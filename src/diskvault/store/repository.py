@@ -25,7 +25,8 @@ from .image_map import image_spans
 from .locking import ReaderLock, WriterLock
 from .manifest import decode_block
 from .reader import ImageReader
-from .restore import image_pieces, restore_to_path, write_stream
+from .restore import RestoreResult, image_pieces, restore_to_path, write_stream
+from .restore_marks import refuse_interrupted_target
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
 from .storage import Storage, locate, read_config_at
@@ -157,6 +158,7 @@ class Repository:
         With ``changes`` only the changed ranges are read (docs/change-maps.md)."""
         started = time.monotonic()
         self.refuse_inside(Path(source_path), "backup source")
+        refuse_interrupted_target(Path(source_path))
         series = name or Path(source_path).name
         with ImageSource(Path(source_path)) as source:
             if changes is None:
@@ -298,11 +300,12 @@ class Repository:
         return ImageReader(self.storage.chunks, record, self.storage.pool, **cache_sizes)
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
-                progress: Progress | None = None) -> None:
+                full: bool = False, in_place: bool = False,
+                progress: Progress | None = None) -> RestoreResult:
         self.refuse_inside(Path(target), "restore target")
         with self.reader_lock():
-            restore_to_path(image_pieces(self.storage.chunks, record, self.storage.pool),
-                            record, Path(target), force, progress)
+            return restore_to_path(self.storage.chunks, record, self.storage.pool, Path(target),
+                                   force, full, in_place, progress)
 
     def cat(self, record: SnapshotRecord, out: BinaryIO, progress: Progress | None = None) -> None:
         with self.reader_lock():
