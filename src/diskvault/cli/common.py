@@ -17,7 +17,8 @@ import click
 
 from ..store.crypto import Keys
 from ..store.passphrase import get_passphrase, terminal_prompt
-from ..store.repository import Repository, repository_path
+from ..store.location import parse_location
+from ..store.repository import Repository
 
 DEBUG_FLAG = "--debug"
 REPO_KEY = "diskvault.repo"
@@ -113,7 +114,7 @@ lock_wait_option = click.option(
 @contextmanager
 def opened(repo: str | None, passphrase: CommandPassphrase | None = None):
     """The repository named by -r/DISKVAULT_REPO, closed afterwards."""
-    repository = Repository.open(repository_path(repo), passphrase or CommandPassphrase(),
+    repository = Repository.open(parse_location(repo), passphrase or CommandPassphrase(),
                                  keys=_inherited_keys())
     try:
         yield repository

@@ -64,7 +64,7 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
                   on_ready=lambda: _announce(as_daemon, log_file, where),
                   share_images=share_images)
             return
-        root = str(repository.root.resolve())
+        root = repository.location  # a local folder is resolved already
         keys = repository.unlocked_keys()
     if log_file is None and not syslog_available():
         warn("this machine has no syslog (/dev/log), so the mount's log (damaged data, "

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +16,7 @@ from ..errors import BadInput, CorruptData, LockHolder
 from .backup import back_up
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
+from .backend import LocalBackend
 from .config import FORMAT_VERSION, PLAINTEXT_MODE
 from .crypto import Keys
 from .diff import changed_ranges
@@ -28,6 +29,7 @@ from .reader import ImageReader
 from .restore import image_pieces, restore_to_path, write_stream
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
+from .location import LocationLike, as_location
 from .storage import Storage, locate
 
 log = logging.getLogger(__name__)
@@ -52,21 +54,22 @@ class Repository:
 
     def __init__(self, storage: Storage):
         self.storage = storage
-        self.root = storage.root
+        self.root = storage.root  # a local repository's folder; None on an object store
+        self.location = storage.location  # either, for messages
         self.config = storage.config
 
     @classmethod
-    def init(cls, root: Path, chunk_size: int | None = None, compression: str = "zstd:3",
-             encryption: str = PLAINTEXT_MODE, passphrase: Passphrase = None,
-             version: int = FORMAT_VERSION) -> "Repository":
-        return cls(Storage.create(root, chunk_size, compression, encryption, passphrase,
+    def init(cls, location: LocationLike, chunk_size: int | None = None,
+             compression: str = "zstd:3", encryption: str = PLAINTEXT_MODE,
+             passphrase: Passphrase = None, version: int = FORMAT_VERSION) -> "Repository":
+        return cls(Storage.create(location, chunk_size, compression, encryption, passphrase,
                                   version))
 
     @classmethod
-    def open(cls, root: Path, passphrase: Passphrase = None,
+    def open(cls, location: LocationLike, passphrase: Passphrase = None,
              keys: Keys | None = None) -> "Repository":
         """``passphrase`` is asked for only if the repository is encrypted (see Storage)."""
-        return cls(Storage.open(root, passphrase, keys))
+        return cls(Storage.open(location, passphrase, keys))
 
     def close(self) -> None:
         self.storage.close()
@@ -80,7 +83,10 @@ class Repository:
     def contains(self, path: Path) -> bool:
         """Whether ``path`` (existing or not) lies inside this repository, reached through
         any symbolic link or bind mount: its real path is under the root's, or one of its
-        folders is the root folder itself (same device and inode)."""
+        folders is the root folder itself (same device and inode). Nothing local is inside
+        a repository on an object store."""
+        if self.root is None:
+            return False
         root = os.stat(self.root)
         absolute = Path(os.path.abspath(path))
         real = Path(os.path.realpath(absolute))
@@ -98,7 +104,7 @@ class Repository:
     def refuse_inside(self, path: Path, role: str) -> None:
         """BadInput if ``path`` is inside the repository: only the repository writes there."""
         if self.contains(path):
-            raise BadInput(f"{role} {path} is inside the repository {self.root}; diskvault "
+            raise BadInput(f"{role} {path} is inside the repository {self.location}; diskvault "
                            f"never reads or writes its own files as data: choose a path "
                            f"outside it")
 
@@ -124,17 +130,21 @@ class Repository:
 
     def _require_key(self) -> None:
         if not self.config.encrypted:
-            raise BadInput(f"repository {self.root} is not encrypted: it has no key")
+            raise BadInput(f"repository {self.location} is not encrypted: it has no key")
 
     def export_key(self) -> str:
         self._require_key()
         return export_key_file(self.storage.backend, self.config)
 
     @staticmethod
-    def import_key(root: Path, export: str) -> None:
-        """Put back the key file of the repository at ``root`` from an export of its key;
-        needs no passphrase and no readable key file (that is what it repairs)."""
-        import_key_file(locate(root), export)
+    def import_key(location: LocationLike, export: str) -> None:
+        """Put back the key file of the repository at ``location`` from an export of its
+        key; needs no passphrase and no readable key file (that is what it repairs)."""
+        location = as_location(location)
+        backend = location.open_backend() if not location.is_local \
+            else LocalBackend(locate(location.folder))
+        with closing(backend):
+            import_key_file(backend, export)
 
     def change_passphrase(self, old: Passphrase, new: Passphrase) -> None:
         self._require_key()
@@ -232,22 +242,3 @@ class Repository:
         .files/), each filesystem opened on first use. Hold reader_lock() while using it."""
         options = {"readahead_max_bytes": BROWSE_READAHEAD_BYTES, **cache_sizes}
         return SnapshotFiles(self.open_image(record, **options))
-
-
-# "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local
-# name with such a colon is still reachable as ./name.
-_REMOTE_LOOKING = re.compile(r"^[^/]*:")
-
-
-def repository_path(value: str | os.PathLike | None) -> Path:
-    """The local folder named by -r/DISKVAULT_REPO. What looks like a URL or a remote spec
-    is refused rather than taken for a local folder with an odd name."""
-    if not value:
-        raise BadInput("no repository given: use -r/--repo PATH or set DISKVAULT_REPO")
-    text = os.fspath(value)
-    if isinstance(text, str) and _REMOTE_LOOKING.match(text):
-        local_hint = "" if "://" in text else f", or ./{text} for a local name with a colon"
-        raise BadInput(f"repository {text!r} looks like a URL or a remote location; this "
-                       f"diskvault supports local folders only: give a path such as "
-                       f"/backups/vm1{local_hint}")
-    return Path(text)
