@@ -1,0 +1,149 @@
+"""An s3://bucket/prefix repository driven by the real command line against a real Ceph
+radosgw (tests/ceph.py): every command works on it, a second machine with an empty cache
+needs only the URL, the credentials and the passphrase, a cache that is behind catches up by
+reading only new pack footers, and damage on the server is named."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from diskvault.errors import EXIT_FAILURE, EXIT_LOCKED
+from diskvault.store import index_cache
+from diskvault.store.config import PLAINTEXT_MODE
+from diskvault.store.repository import Repository
+
+from ..conftest import in_both_modes, init_args, run_cli, write_image
+from ..fsimages import make_ext4, populate_tree
+
+encryption = in_both_modes()
+
+
+@pytest.fixture
+def url(s3_environment) -> str:
+    return f"s3://{s3_environment.bucket}/e2e-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """cache(name) -> the environment of a machine whose cache folder is ``name``."""
+    def machine(name: str) -> dict[str, str]:
+        return {"XDG_CACHE_HOME": str(tmp_path / name)}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-a"))
+    return machine
+
+
+def cli(*args: str, env: dict | None = None, check: bool = True):
+    return run_cli(*args, env=env, check=check)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshots(url: str, env: dict | None = None) -> list[dict]:
+    return json.loads(cli("list", "-r", url, "--json", env=env).stdout)
+
+
+def test_every_command_works_on_a_bucket_and_a_second_machine_restores(
+        url, cache, encryption, tmp_path):
+    tree = populate_tree(tmp_path / "tree", owners=False)
+    image = make_ext4(tmp_path / "vm1.img", tree, size_mib=16)
+    cli("init", "-r", url, *init_args(encryption))
+    first = json.loads(cli("backup", "-r", url, str(image), "--name", "vm1", "--json").stdout)
+    with open(image, "r+b") as changed:  # a nightly change: a few blocks
+        changed.seek(5 << 20)
+        changed.write(os.urandom(64 << 10))
+    second = json.loads(cli("backup", "-r", url, str(image), "--name", "vm1", "--json").stdout)
+    assert second["space"]["stored_bytes"] < first["space"]["stored_bytes"] / 4
+
+    assert [s["id"] for s in snapshots(url)] == [first["id"], second["id"]]
+    cli("restore", "-r", url, "latest", str(tmp_path / "restored.img"))
+    assert sha256(tmp_path / "restored.img") == sha256(image)
+    assert hashlib.sha256(cli("cat", "-r", url, "vm1").stdout).hexdigest() == sha256(image)
+    assert "hello.txt" in cli("ls", "-r", url, "latest", "/").stdout.decode()
+    cli("pull", "-r", url, "latest", "/hello.txt", str(tmp_path / "pulled"))
+    assert (tmp_path / "pulled").read_bytes() == (tree / "hello.txt").read_bytes()
+
+    elsewhere = cache("cache-b")  # a second machine: nothing but URL, keys, passphrase
+    assert [s["id"] for s in snapshots(url, elsewhere)] == [first["id"], second["id"]]
+    cli("restore", "-r", url, first["id"], str(tmp_path / "first.img"), env=elsewhere)
+    assert (tmp_path / "first.img").stat().st_size == image.stat().st_size
+    assert Path(elsewhere["XDG_CACHE_HOME"], "diskvault").stat().st_mode & 0o777 == 0o700
+
+    cli("delete", "-r", url, first["id"], env=elsewhere)
+    cli("compact", "-r", url, env=elsewhere)
+    cli("check", "-r", url, "--read-data")  # machine A catches up with B's compaction
+    cli("restore", "-r", url, "latest", str(tmp_path / "again.img"), "--force")
+    assert sha256(tmp_path / "again.img") == sha256(image)
+
+
+def test_a_cache_that_is_behind_reads_only_the_footers_of_new_packs(
+        url, cache, make_image, monkeypatch):
+    cli("init", "-r", url, *init_args(PLAINTEXT_MODE))
+    cli("backup", "-r", url, str(make_image(2 << 20, seed=1)), "--name", "a")
+    machine_b = cache("cache-b")
+    monkeypatch.setenv("XDG_CACHE_HOME", machine_b["XDG_CACHE_HOME"])
+    read: list[str] = []
+    real_read_footer = index_cache.read_footer
+
+    def counted(packs, pack_id, size=None):
+        read.append(pack_id)
+        return real_read_footer(packs, pack_id, size)
+
+    monkeypatch.setattr(index_cache, "read_footer", counted)
+    with Repository.open(url) as repository:  # B's empty cache: rebuilt from the footers
+        packs_at_first = repository.storage.index.known_packs()
+    assert sorted(read) == sorted(packs_at_first) and packs_at_first
+
+    read.clear()
+    cli("backup", "-r", url, str(make_image(2 << 20, seed=2)), "--name", "b",
+        env=cache("cache-a"))
+    with Repository.open(url) as repository:
+        assert len(repository.list_snapshots()) == 2
+        now_known = repository.storage.index.known_packs()
+        assert set(read) == now_known - packs_at_first and read
+        digest = repository.list_snapshots("b")[0].blocks[0].digest
+        assert repository.storage.index.lookup(digest) is not None
+
+
+def test_damaged_or_missing_pack_objects_are_named_by_check(url, cache, make_image):
+    cli("init", "-r", url, *init_args(PLAINTEXT_MODE))
+    cli("backup", "-r", url, str(make_image(1 << 20, seed=3)), "--name", "a")
+    cli("backup", "-r", url, str(make_image(1 << 20, seed=4)), "--name", "b")
+    with Repository.open(url) as repository:
+        backend = repository.storage.backend
+        packs = sorted(backend.list("packs/"))
+        a, b = repository.list_snapshots("a")[0], repository.list_snapshots("b")[0]
+        changed = bytearray(backend.get(packs[0]))
+        changed[100] ^= 0xFF
+        backend.put(packs[0], bytes(changed))
+    result = cli("check", "-r", url, "--read-data", check=False)
+    assert result.returncode == EXIT_FAILURE
+    damaged_by_change = result.stdout.decode() + result.stderr.decode()
+    assert a.id[:8] in damaged_by_change or b.id[:8] in damaged_by_change
+    with Repository.open(url) as repository:
+        for pack in packs:
+            repository.storage.backend.delete(pack)
+    result = cli("check", "-r", url, check=False)
+    assert result.returncode == EXIT_FAILURE
+    report = result.stdout.decode() + result.stderr.decode()
+    assert a.id[:8] in report and b.id[:8] in report
+    assert "Traceback" not in report
+
+
+def test_a_second_writer_from_another_cache_is_refused_naming_the_first(
+        url, cache, make_image):
+    cli("init", "-r", url, *init_args(PLAINTEXT_MODE))
+    with Repository.open(url) as repository, repository.writer_lock("backup held by test"):
+        result = cli("backup", "-r", url, str(make_image(1 << 20)), env=cache("cache-b"),
+                     check=False)
+    assert result.returncode == EXIT_LOCKED
+    message = result.stderr.decode()
+    assert "backup held by test" in message and str(os.getpid()) in message
+    assert len(message.strip().splitlines()) == 1
