@@ -33,6 +33,7 @@ from .snapshots import SnapshotStore
 PACKS_DIR = "packs"
 INDEX_DIR = "index"
 SNAPSHOTS_DIR = "snapshots"
+OBJECT_STORE_READS_IN_FLIGHT = 16  # the S3 client's connection pool holds as many
 
 
 class Storage:
@@ -136,9 +137,12 @@ class Storage:
         return cls(backend, index_folder, config, cipher, root)
     @property
     def pool(self) -> ThreadPoolExecutor:
-        """The shared worker pool (hashing, reading, verifying), started on first use."""
+        """The shared worker pool (hashing, reading, verifying), started on first use. On
+        an object store a read waits on the network, not a core: more threads keep more
+        range GETs in flight (restore's window, the mount's read-ahead)."""
         if self._pool is None:
-            self._pool = new_pool("diskvault")
+            self._pool = new_pool("diskvault") if self.is_local else ThreadPoolExecutor(
+                max_workers=OBJECT_STORE_READS_IN_FLIGHT, thread_name_prefix="diskvault")
         return self._pool
 
     def close(self) -> None:
