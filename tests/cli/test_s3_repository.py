@@ -20,6 +20,7 @@ from diskvault.store.repository import Repository
 
 from ..conftest import in_both_modes, init_args, run_cli, write_image
 from ..fsimages import make_ext4, populate_tree
+from ..fuse.conftest import require_fuse, unmount, wait_for
 
 encryption = in_both_modes()
 
@@ -70,6 +71,19 @@ def test_every_command_works_on_a_bucket_and_a_second_machine_restores(
     cli("pull", "-r", url, "latest", "/hello.txt", str(tmp_path / "pulled"))
     assert (tmp_path / "pulled").read_bytes() == (tree / "hello.txt").read_bytes()
 
+    require_fuse()
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    cli("mount", "-r", url, str(mountpoint), "latest", "--log-file", f"{mountpoint}.log")
+    try:
+        assert sha256(mountpoint / "vm1.img") == sha256(image)
+        assert (mountpoint / "vm1.img.files" / "hello.txt").read_bytes() == \
+            (tree / "hello.txt").read_bytes()
+    finally:
+        unmount(mountpoint)
+    with Repository.open(url) as repository:
+        wait_for(lambda: _no_readers(repository), "the mount to release the repository")
+
     elsewhere = cache("cache-b")  # a second machine: nothing but URL, keys, passphrase
     assert [s["id"] for s in snapshots(url, elsewhere)] == [first["id"], second["id"]]
     cli("restore", "-r", url, first["id"], str(tmp_path / "first.img"), env=elsewhere)
@@ -81,6 +95,11 @@ def test_every_command_works_on_a_bucket_and_a_second_machine_restores(
     cli("check", "-r", url, "--read-data")  # machine A catches up with B's compaction
     cli("restore", "-r", url, "latest", str(tmp_path / "again.img"), "--force")
     assert sha256(tmp_path / "again.img") == sha256(image)
+
+
+def _no_readers(repository: Repository) -> bool:
+    with repository.storage.readers_excluded() as free:
+        return free
 
 
 def test_a_cache_that_is_behind_reads_only_the_footers_of_new_packs(
