@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import dataclasses
 import os
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from diskvault.errors import EXIT_FAILURE, EXIT_LOCKED
+from diskvault.errors import EXIT_FAILURE, EXIT_IO, EXIT_LOCKED
 from diskvault.store import index_cache
-from diskvault.store.config import PLAINTEXT_MODE
+from diskvault.store.config import PLAINTEXT_MODE, read_config, write_config
 from diskvault.store.repository import Repository
 
-from ..conftest import in_both_modes, init_args, run_cli, write_image
+from ..conftest import in_both_modes, init_args, run_cli
 from ..fsimages import make_ext4, populate_tree
 from ..fuse.conftest import require_fuse, unmount, wait_for
 
@@ -166,3 +170,42 @@ def test_a_second_writer_from_another_cache_is_refused_naming_the_first(
     message = result.stderr.decode()
     assert "backup held by test" in message and str(os.getpid()) in message
     assert len(message.strip().splitlines()) == 1
+
+
+def test_radosgw_killed_mid_backup_keeps_earlier_snapshots_and_a_rerun_reuses_packs(
+        url, cache, make_image, s3_environment, tmp_path):
+    cli("init", "-r", url, *init_args(PLAINTEXT_MODE))
+    with Repository.open(url) as repository:  # small packs: many uploads in one backup
+        backend = repository.storage.backend
+        write_config(backend, dataclasses.replace(read_config(backend),
+                                                  pack_target_bytes=512 << 10))
+    earlier = make_image(1 << 20, seed=5)
+    cli("backup", "-r", url, str(earlier), "--name", "earlier")
+    image = make_image(48 << 20, seed=6)
+    backup = subprocess.Popen([sys.executable, "-m", "diskvault", "backup", "-r", url,
+                               str(image), "--name", "big", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with Repository.open(url) as repository:
+        packs_before = len(repository.storage.backend.list("packs/"))
+        deadline = time.monotonic() + 60
+        while (len(repository.storage.backend.list("packs/")) < packs_before + 3
+               and backup.poll() is None and time.monotonic() < deadline):
+            time.sleep(0.02)  # polling the bucket for the backup's first packs
+    s3_environment.cluster.kill_gateway()
+    try:
+        out, err = backup.communicate(timeout=5) if backup.poll() is not None else (None, None)
+    finally:
+        s3_environment.cluster.start_gateway()
+    if out is None:
+        out, err = backup.communicate(timeout=300)
+    assert backup.returncode in (0, EXIT_IO), err.decode()
+    if backup.returncode:
+        assert len(err.decode().strip().splitlines()) == 1 and b"Traceback" not in err
+
+    cli("restore", "-r", url, "earlier", str(tmp_path / "earlier.img"))
+    assert sha256(tmp_path / "earlier.img") == sha256(earlier)
+    rerun = json.loads(cli("backup", "-r", url, str(image), "--name", "big", "--json").stdout)
+    if backup.returncode:
+        assert rerun["space"]["stored_bytes"] < image.stat().st_size - (1 << 20)
+    cli("restore", "-r", url, "big", str(tmp_path / "big.img"))
+    assert sha256(tmp_path / "big.img") == sha256(image)
