@@ -19,7 +19,8 @@ import pytest
 
 from diskvault.errors import EXIT_FAILURE, EXIT_IO, EXIT_LOCKED
 from diskvault.store import index_cache
-from diskvault.store.config import PLAINTEXT_MODE, read_config, write_config
+from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE, read_config, write_config
+from diskvault.store.encryption import KEY_FILE
 from diskvault.store.repository import Repository
 
 from ..conftest import in_both_modes, init_args, run_cli
@@ -209,3 +210,18 @@ def test_radosgw_killed_mid_backup_keeps_earlier_snapshots_and_a_rerun_reuses_pa
         assert rerun["space"]["stored_bytes"] < image.stat().st_size - (1 << 20)
     cli("restore", "-r", url, "big", str(tmp_path / "big.img"))
     assert sha256(tmp_path / "big.img") == sha256(image)
+
+
+def test_a_lost_key_object_is_put_back_by_import_and_repair_rebuilds_the_cache(
+        url, cache, make_image, tmp_path):
+    cli("init", "-r", url, *init_args(REPOKEY_MODE))
+    image = make_image(1 << 20, seed=7)
+    cli("backup", "-r", url, str(image), "--name", "a")
+    cli("key", "export", "-r", url, str(tmp_path / "key.export"))
+    with Repository.open(url) as repository:
+        repository.storage.backend.delete(KEY_FILE)
+    assert cli("list", "-r", url, check=False).returncode != 0
+    cli("key", "import", "-r", url, str(tmp_path / "key.export"))
+    assert cli("check", "-r", url, "--repair", "--read-data", check=False).returncode == 0
+    cli("restore", "-r", url, "a", str(tmp_path / "a.img"))
+    assert sha256(tmp_path / "a.img") == sha256(image)
