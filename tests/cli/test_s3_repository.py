@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.errors import EXIT_FAILURE, EXIT_IO, EXIT_LOCKED
+from diskvault.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_IO, EXIT_LOCKED
 from diskvault.store import index_cache
 from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE, read_config, write_config
 from diskvault.store.encryption import KEY_FILE
@@ -225,3 +225,14 @@ def test_a_lost_key_object_is_put_back_by_import_and_repair_rebuilds_the_cache(
     assert cli("check", "-r", url, "--repair", "--read-data", check=False).returncode == 0
     cli("restore", "-r", url, "a", str(tmp_path / "a.img"))
     assert sha256(tmp_path / "a.img") == sha256(image)
+
+
+@pytest.mark.parametrize("where, named", [
+    ("s3://no-such-bucket-here/vm1", "does not exist"),
+    ("s3://{bucket}/nothing-here", "not a diskvault repository")])
+def test_a_missing_bucket_or_repository_is_one_line_naming_it(
+        s3_environment, cache, where, named):
+    result = cli("list", "-r", where.format(bucket=s3_environment.bucket), check=False)
+    message = result.stderr.decode()
+    assert result.returncode == EXIT_BAD_INPUT and named in message
+    assert len(message.strip().splitlines()) == 1
