@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ..errors import CorruptData
 from ..store import space
-from ..store.backend import LocalBackend
 from ..store.config import read_config
 from ..store.durable import fsync_dir
 from ..store.encryption import Passphrase, open_cipher
@@ -29,7 +28,7 @@ from ..store.index import ChunkIndex
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
 from ..store.location import LocationLike, as_location, cached_index_folder
-from ..store.storage import Storage, index_path, locate, space_folders, writer_lock
+from ..store.storage import Storage, index_path, open_backend, space_folders, writer_lock
 from .check import CheckReport, check
 from .liveness import Liveness
 from .verify import read_verified, verify_pack
@@ -56,9 +55,7 @@ def repair_repository(location: LocationLike, read_data: bool = False,
                       lock_wait_s: float = 0.0, passphrase: Passphrase = None) -> RepairReport:
     """check --repair, under the writer lock: an index that cannot be read is set aside
     before the storage is opened, then the index is rebuilt from the packs."""
-    location = as_location(location)
-    root = locate(location.folder) if location.is_local else None
-    backend = LocalBackend(root) if root else location.open_backend()
+    backend, root = open_backend(as_location(location))
     with closing(backend):  # the storage closes it too: closing twice is harmless
         config = read_config(backend)
         cipher = open_cipher(backend, config, passphrase)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Union
 
 from ..errors import BadInput
-from .backend import Backend, LocalBackend
+from .backend import Backend
 
 S3_SCHEME = "s3://"
 # "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local
@@ -37,11 +37,8 @@ class Location:
     def __str__(self) -> str:
         return str(self.folder) if self.folder is not None else str(self.url)
 
-    def open_backend(self) -> Backend:
-        """The backend of an existing repository (a local folder must be resolved first:
-        storage.locate)."""
-        if self.folder is not None:
-            return LocalBackend(self.folder)
+    def open_object_store(self) -> Backend:
+        """The backend of the bucket and prefix of ``url``."""
         from .s3 import open_s3_backend  # boto3 only for an object store
         return open_s3_backend(self.url)
 

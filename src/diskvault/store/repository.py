@@ -16,7 +16,6 @@ from ..errors import BadInput, CorruptData, LockHolder
 from .backup import back_up
 from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 from .chunker import Hint, hints_from_spans
-from .backend import LocalBackend
 from .config import FORMAT_VERSION, PLAINTEXT_MODE
 from .crypto import Keys
 from .diff import changed_ranges
@@ -30,7 +29,7 @@ from .restore import image_pieces, restore_to_path, write_stream
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
 from .location import LocationLike, as_location
-from .storage import Storage, locate
+from .storage import Storage, open_backend
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +139,7 @@ class Repository:
     def import_key(location: LocationLike, export: str) -> None:
         """Put back the key file of the repository at ``location`` from an export of its
         key; needs no passphrase and no readable key file (that is what it repairs)."""
-        location = as_location(location)
-        backend = location.open_backend() if not location.is_local \
-            else LocalBackend(locate(location.folder))
+        backend, _ = open_backend(as_location(location))
         with closing(backend):
             import_key_file(backend, export)
 

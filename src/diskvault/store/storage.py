@@ -25,7 +25,7 @@ from .durable import make_private_folder
 from .encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .index import ChunkIndex
 from .index_cache import CatchUp, catch_up
-from .location import LocationLike, as_location, cached_index_folder
+from .location import Location, LocationLike, as_location, cached_index_folder
 from .packs import PackStore
 from .pipeline import new_pool
 from .snapshots import SnapshotStore
@@ -87,7 +87,7 @@ class Storage:
         except BadInput as error:
             raise BadInput(f"cannot init {location}: {error}") from None
         root = _make_repository_folder(location.folder) if location.is_local else None
-        backend = LocalBackend(root) if root else location.open_backend()
+        backend = LocalBackend(root) if root else location.open_object_store()
         try:
             if root is None:
                 _refuse_used_prefix(backend)
@@ -108,9 +108,7 @@ class Storage:
         None: the environment or a terminal) is asked for only if the repository is
         encrypted; ``keys`` already unlocked (the mount's daemon) stand in for it. The
         index of an object-store repository is caught up with the bucket here."""
-        location = as_location(location)
-        root = locate(location.folder) if location.is_local else None
-        backend = LocalBackend(root) if root else location.open_backend()
+        backend, root = open_backend(as_location(location))
         try:
             config = read_config(backend)
             cipher = open_cipher(backend, config, passphrase, keys)
@@ -135,6 +133,7 @@ class Storage:
         if root is None:
             _make_cache_folders(index_folder)
         return cls(backend, index_folder, config, cipher, root)
+
     @property
     def pool(self) -> ThreadPoolExecutor:
         """The shared worker pool (hashing, reading, verifying), started on first use. On
@@ -198,6 +197,14 @@ class Storage:
         """Index the packs the index does not know; on an object store (where the index is
         a cache) also forget packs compacted away by another host."""
         return catch_up(self.index, self.packs, forget_vanished=not self.is_local)
+
+
+def open_backend(location: Location) -> tuple[Backend, Path | None]:
+    """The backend of an existing repository, and a local one's folder (resolved once)."""
+    if location.is_local:
+        root = locate(location.folder)
+        return LocalBackend(root), root
+    return location.open_object_store(), None
 
 
 def locate(root: Path) -> Path:
