@@ -116,6 +116,7 @@ class S3Server:
     access_key: str
     secret_key: str
     bucket: str
+    cluster: CephCluster | None = None  # for fault tests: restart_gateway()
 
     def environ(self) -> dict[str, str]:
         """What a process needs to reach the server (credentials never go on a command line)."""
@@ -161,6 +162,17 @@ class CephCluster:
         self._spawn("osd", "ceph-osd", "-i", "0")
         self._spawn("rgw", "radosgw", "-n", "client.rgw.a")
         self._wait_for_rgw(deadline)
+
+    def kill_gateway(self) -> None:
+        """SIGKILL radosgw (a fault test's crash of the server), and wait until it is gone."""
+        gateway = self.daemons["rgw"]
+        gateway.kill()
+        gateway.wait(timeout=COMMAND_TIMEOUT_S)
+
+    def start_gateway(self) -> None:
+        """radosgw again on the same port, once it answers."""
+        self._spawn("rgw", "radosgw", "-n", "client.rgw.a")
+        self._wait_for_rgw(time.monotonic() + START_DEADLINE_S)
 
     def add_user(self) -> tuple[str, str]:
         access_key, secret_key = secrets.token_hex(10).upper(), secrets.token_hex(20)
@@ -298,7 +310,7 @@ def running_ceph(bucket: str = BUCKET) -> Iterator[tuple[CephCluster, S3Server]]
                 log.warning("ceph did not start (%s); once more on other ports", error)
         access_key, secret_key = cluster.add_user()
         server = S3Server(f"http://127.0.0.1:{cluster.rgw_port}", access_key, secret_key,
-                          bucket)
+                          bucket, cluster)
         boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=access_key,
                      aws_secret_access_key=secret_key,
                      region_name="us-east-1").create_bucket(Bucket=bucket)

@@ -119,9 +119,10 @@ def opened(repo: str | None, passphrase: CommandPassphrase | None = None,
     unlocked (``store.crypto.Keys``: the background mount's) stand in for the passphrase."""
     # Imported here, not at the top: the group imports this module, and `diskvault --help`
     # must not pay for loading the store.
-    from ..store.repository import Repository, repository_path
+    from ..store.location import parse_location
+    from ..store.repository import Repository
 
-    repository = Repository.open(repository_path(repo), passphrase or CommandPassphrase(),
+    repository = Repository.open(parse_location(repo), passphrase or CommandPassphrase(),
                                  keys=keys)
     try:
         yield repository

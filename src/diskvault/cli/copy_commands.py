@@ -10,7 +10,7 @@ import click
 from ..errors import BadInput
 from ..store.copy import CopyReport
 from ..store.passphrase import SOURCE_NAMES
-from ..store.repository import repository_path
+from ..store.location import parse_location
 from .common import CommandPassphrase, json_option, lock_wait_option, opened, password_file_option
 from .output import human_bytes, print_json, snapshot_json
 
@@ -46,7 +46,7 @@ def copy(source: str, destination: str, selectors: tuple[str, ...], as_json: boo
                                           password_file_key=FROM_PASSWORD_FILE_KEY)
     with opened(source, source_passphrase) as origin, opened(destination) as target:
         report = target.copy_from(origin, selectors, lock_wait_s)
-        where = target.root
+        where = target.location
     if as_json:
         print_json(report_json(report))
         return
@@ -63,7 +63,10 @@ def copy(source: str, destination: str, selectors: tuple[str, ...], as_json: boo
 
 def _refuse_one_folder(source: str, destination: str) -> None:
     """BadInput when --from and --to name one folder (the index opens once per process)."""
-    source_path, destination_path = repository_path(source), repository_path(destination)
+    source_location, destination_location = parse_location(source), parse_location(destination)
+    if not (source_location.is_local and destination_location.is_local):
+        return  # two object-store repositories are told apart by their repository ids
+    source_path, destination_path = source_location.folder, destination_location.folder
     if (source_path.exists() and destination_path.exists()
             and os.path.samefile(source_path, destination_path)):
         raise BadInput(f"--from {source} and --to {destination} are the same repository: "

@@ -9,7 +9,8 @@ import click
 
 from ..errors import PassphraseUnavailable
 from ..store.passphrase import ask, read_passphrase_file, terminal_prompt
-from ..store.repository import Repository, repository_path
+from ..store.location import parse_location
+from ..store.repository import Repository
 from .common import CommandPassphrase, opened, repo_option
 
 NEW_PASSWORD_VARIABLE = "DISKVAULT_NEW_PASSWORD"
@@ -34,7 +35,7 @@ def export(repo: str | None, file: Path) -> None:
     fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    click.echo(f"exported the key of {repository.root} to {file}", err=True)
+    click.echo(f"exported the key of {repository.location} to {file}", err=True)
 
 
 @key.command("import")
@@ -43,9 +44,9 @@ def export(repo: str | None, file: Path) -> None:
 def import_(repo: str | None, file: Path) -> None:
     """Put back the repository's key file from an export (FILE) of its key: for a lost or
     damaged key file. Needs no passphrase; the export's passphrase is the one to use."""
-    root = repository_path(repo)
-    Repository.import_key(root, file.read_text(errors="replace"))
-    click.echo(f"imported the key of {root} from {file}", err=True)
+    location = parse_location(repo)
+    Repository.import_key(location, file.read_text(errors="replace"))
+    click.echo(f"imported the key of {location} from {file}", err=True)
 
 
 @key.command("change-passphrase")
@@ -59,7 +60,7 @@ def change_passphrase(repo: str | None, new_password_file: Path | None) -> None:
     old = CommandPassphrase()
     with opened(repo, old) as repository:
         repository.change_passphrase(old, lambda: _new_passphrase(new_password_file))
-    click.echo(f"changed the passphrase of {repository.root}", err=True)
+    click.echo(f"changed the passphrase of {repository.location}", err=True)
 
 
 def _new_passphrase(password_file: Path | None) -> str:

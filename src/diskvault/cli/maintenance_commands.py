@@ -16,7 +16,7 @@ from ..maintenance.compact_plan import CompactionPlan
 from ..maintenance.prune import PrunePlan
 from ..maintenance.repair import RepairReport
 from ..maintenance.retention import KeepPolicy, parse_duration
-from ..store.repository import repository_path
+from ..store.location import parse_location
 from ..store.snapshots import SnapshotRecord
 from .common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
 from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn
@@ -202,7 +202,7 @@ def check(repo, read_data, repair, as_json, show_progress, lock_wait_s) -> None:
     """Check that every snapshot can be restored; exit 1 if anything is damaged."""
     repaired = None
     if repair:
-        repaired = repairing.repair_repository(repository_path(repo), read_data, lock_wait_s,
+        repaired = repairing.repair_repository(parse_location(repo), read_data, lock_wait_s,
                                                 CommandPassphrase())
         report = repaired.after
         if not as_json:

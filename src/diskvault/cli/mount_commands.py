@@ -62,7 +62,7 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
             serve_here(repository,
                        on_ready=lambda: log.info("mounted at %s (pid %d)", where, os.getpid()))
             return
-        root, keys = str(repository.root.resolve()), repository.unlocked_keys()
+        root, keys = repository.location, repository.unlocked_keys()
     if log_file is None and not syslog_available():
         warn("this machine has no syslog (/dev/log), so the mount's log (damaged data, "
              "failed reads) is lost; keep it with --log-file PATH")

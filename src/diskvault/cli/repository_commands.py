@@ -6,7 +6,8 @@ import click
 
 from ..errors import BadInput
 from ..store.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, Compression
-from ..store.repository import Repository, repository_path
+from ..store.location import parse_location
+from ..store.repository import Repository
 from .common import CommandPassphrase, json_option, opened, repo_option
 from .output import config_json, encryption_label, human_bytes, print_json, warn
 
@@ -49,21 +50,21 @@ def init(repo: str | None, chunk_size: int | None, compression: str, encryption:
     if chunker_source is not None:
         if chunk_size is not None:
             raise BadInput("give --chunk-size or --copy-chunker-params-from, not both")
-        chunker = Repository.chunker_params(repository_path(chunker_source))
-    with Repository.init(repository_path(repo), chunk_size, compression,
+        chunker = Repository.chunker_params(parse_location(chunker_source))
+    with Repository.init(parse_location(repo), chunk_size, compression,
                          ENCRYPTION_CHOICES[encryption],
                          CommandPassphrase(confirm=True), chunker=chunker) as repository:
         config = repository.config
     if as_json:
-        print_json(config_json(repository.root, config))
+        print_json(config_json(repository.location, config))
         return
     chunker = config.chunker
-    click.echo(f"created repository {repository.root} (format {config.version}, chunks "
+    click.echo(f"created repository {repository.location} (format {config.version}, chunks "
                f"{human_bytes(chunker.min_bytes)}/{human_bytes(chunker.avg_bytes)}/"
                f"{human_bytes(chunker.max_bytes)}, {compression}, {encryption_label(config)})")
     if config.encrypted:
         click.echo(f"keep a copy of the key elsewhere: 'diskvault key export -r "
-                   f"{repository.root} FILE' (without it and the passphrase, nothing restores)",
+                   f"{repository.location} FILE' (without it and the passphrase, nothing restores)",
                    err=True)
 
 

@@ -141,7 +141,7 @@ def info(repo, snapshot, as_json) -> None:
         record = repository.find_snapshot(snapshot) if snapshot else None
         config = repository.config
     space = repository_space(totals)
-    repo_body = {**config_json(repository.root, config), "snapshots": totals.snapshots,
+    repo_body = {**config_json(repository.location, config), "snapshots": totals.snapshots,
                  "logical_bytes": totals.logical_bytes, "stored_bytes": totals.stored_bytes,
                  "chunks": totals.chunks, "packs": totals.packs, "space": space.to_json()}
     if as_json:
@@ -149,7 +149,7 @@ def info(repo, snapshot, as_json) -> None:
                     else None})
         return
     if record is None:
-        click.echo(f"repository   {repository.root} (format {config.version})")
+        click.echo(f"repository   {repository.location} (format {config.version})")
         click.echo(f"encryption   {encryption_label(config)}")
         click.echo(f"snapshots    {totals.snapshots}")
         click.echo(f"images       {human_bytes(totals.logical_bytes)} in all = {space.parts} "

@@ -43,7 +43,7 @@ def serve(repository: Repository, record: SnapshotRecord | None, mountpoint: str
     lock = repository.reader_lock()
     try:
         fuse.FUSE(operations, mountpoint, foreground=True, ro=True,
-                  fsname=_option_value(f"diskvault:{repository.root}"),
+                  fsname=_option_value(f"diskvault:{repository.location}"),
                   subtype=FS_TYPE.removeprefix("fuse."), allow_other=allow_other,
                   default_permissions=True, kernel_cache=True, max_read=MAX_READ_BYTES,
                   # <image>.files shows the image's own device nodes and set-id programs:

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from ..errors import CorruptData
 from ..store import space
-from ..store.backend import LocalBackend
 from ..store.config import read_config
 from ..store.durable import fsync_dir
 from ..store.encryption import Passphrase, open_cipher
 from ..store.index import ChunkIndex
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
-from ..store.storage import Storage, index_path, locate, space_folders, writer_lock
+from ..store.location import LocationLike, as_location, cached_index_folder
+from ..store.storage import Storage, index_path, open_backend, space_folders, writer_lock
 from .check import CheckReport, check
 from .liveness import Liveness
 from .verify import read_verified, verify_pack
@@ -51,21 +51,23 @@ class RepairReport:
     duration_s: float = 0.0
 
 
-def repair_repository(root: Path, read_data: bool = False, lock_wait_s: float = 0.0,
-                      passphrase: Passphrase = None) -> RepairReport:
+def repair_repository(location: LocationLike, read_data: bool = False,
+                      lock_wait_s: float = 0.0, passphrase: Passphrase = None) -> RepairReport:
     """check --repair, under the writer lock: an index that cannot be read is set aside
     before the storage is opened, then the index is rebuilt from the packs."""
-    root = locate(root)
-    folders = space_folders(root)
-    with closing(LocalBackend(root)) as backend:
+    backend, root = open_backend(as_location(location))
+    with closing(backend):  # the storage closes it too: closing twice is harmless
         config = read_config(backend)
         cipher = open_cipher(backend, config, passphrase)
+        index_folder = index_path(root) if root else cached_index_folder(config.repository_id)
+        folders = space_folders(root) if root else [index_folder.parent]
         with space.disk_full_reported(folders, "the repair stopped: free space on that "
                                       "disk, then rerun it"), \
                 writer_lock(backend, "check --repair", lock_wait_s):
-            space.release_reserve_if_full(backend, folders)
-            set_aside = set_aside_unreadable_index(index_path(root))
-            with Storage(root, config, cipher) as storage:
+            if root:
+                space.release_reserve_if_full(backend, folders)
+            set_aside = set_aside_unreadable_index(index_folder)
+            with Storage.on_backend(backend, config, cipher, root) as storage:
                 return repair(storage, set_aside, read_data)
 
 

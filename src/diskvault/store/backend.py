@@ -43,6 +43,9 @@ class Upload(Protocol):
 
 class Backend(Protocol):
     location: str  # how messages name the repository
+    # Pack uploads worth running at once. Above 1 (an object store, paced by requests in
+    # flight, not by a disk), a pack is built in memory and put whole when sealed.
+    uploads_in_flight: int
 
     def put(self, name: str, data: bytes) -> None:
         """Store ``data`` as ``name``, replacing it whole: readers see the old or the new."""
@@ -163,6 +166,8 @@ class LocalBackend:
     """The repository as a local folder: objects are files 0600 in folders 0700, each
     created exclusively and never through a link (durable.py); names are paths under
     ``root`` (resolved once by the opener; inside it nothing is followed)."""
+
+    uploads_in_flight = 1  # fsyncs of one disk queue anyway; a pack streams to a temp file
 
     def __init__(self, root: Path, open_files: int = 64):
         self.root = Path(root)

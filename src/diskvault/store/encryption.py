@@ -11,11 +11,9 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections.abc import Callable
-from contextlib import closing
-from pathlib import Path
 
 from ..errors import AuthenticationFailed, BadInput, CorruptData
-from .backend import Backend, LocalBackend
+from .backend import Backend
 from .config import RepositoryConfig, read_config
 from .crypto import Encrypted, Keys, NoEncryption, RecordCipher, RecordKind, associated_data
 from .keys import change_passphrase, export_key, import_key, new_key_file, unlock
@@ -94,10 +92,10 @@ def export_key_file(backend: Backend, config: RepositoryConfig) -> str:
     return export_key(read_key_file(backend), config.repository_id)
 
 
-def import_key_file(root: Path, export: str) -> None:
-    """Put back the key file of the repository at ``root`` from an export of its key."""
-    with closing(LocalBackend(root)) as backend:
-        config = read_config(backend)
-        if not config.encrypted:
-            raise BadInput(f"repository {root} is not encrypted: it has no key to import")
-        backend.put(KEY_FILE, import_key(export, config.repository_id))
+def import_key_file(backend: Backend, export: str) -> None:
+    """Put back the key file of the repository behind ``backend`` from an export of its key."""
+    config = read_config(backend)
+    if not config.encrypted:
+        raise BadInput(f"repository {backend.location} is not encrypted: it has no key to "
+                       f"import")
+    backend.put(KEY_FILE, import_key(export, config.repository_id))

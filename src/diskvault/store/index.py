@@ -140,6 +140,28 @@ class ChunkIndex:
         with self.env.begin(write=True) as txn:
             self._put_pack(txn, pack_id, entries, file_size, overwrite=True)
 
+    def add_packs(self, packs: Iterable[tuple[str, list[PackEntry], int]],
+                  overwrite: bool = False) -> None:
+        """Commit several durable packs in one transaction (an index catching up with its
+        repository); ``overwrite``: their records become the location of their digests."""
+        with self.env.begin(write=True) as txn:
+            for pack_id, entries, file_size in packs:
+                self._put_pack(txn, pack_id, entries, file_size, overwrite=overwrite)
+
+    def forget_packs(self, pack_ids: Iterable[str]) -> int:
+        """Drop packs that are gone (compacted away elsewhere) and every location in them,
+        in one transaction: one pass over the chunks, with no pack to read. Returns how
+        many locations were dropped."""
+        keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
+        with self._reading(), self.env.begin(write=True) as txn:
+            doomed = [digest for digest, value in txn.cursor(db=self._chunks)
+                      if value[:16] in keys]
+            for digest in doomed:
+                txn.delete(digest, db=self._chunks)
+            for key in keys:
+                txn.delete(key, db=self._packs)
+        return len(doomed)
+
     def rebuild(self, packs: Iterable[tuple[str, list[PackEntry], int]]) -> None:
         """Replace every location and pack with ``packs`` (repair), in one transaction:
         readers see the old index or the new one, never a mix."""

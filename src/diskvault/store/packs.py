@@ -35,6 +35,10 @@ FLAG_ZSTD = 0x01  # record is zstd-compressed (before sealing)
 FLAG_SEALED = 0x02  # record is sealed (AES-256-GCM, format version 2); bits 2-7 reserved
 
 
+# The tail read first for a footer: a 64 MiB pack of 64 KiB chunks has ~1000 entries.
+FOOTER_TAIL_BYTES = 128 * 1024
+
+
 @dataclass(frozen=True)
 class PackEntry:
     digest: bytes
@@ -89,6 +93,8 @@ class PackStore:
             RecordKind.PACK_FOOTER, self._repository_id, pack_id.encode("ascii")), footer)
 
     def create(self, pack_id: str) -> Upload:
+        if self.backend.uploads_in_flight > 1:
+            return WholeUpload(self.backend, pack_name(pack_id))
         return self.backend.open_upload(pack_name(pack_id))
 
     def read(self, pack_id: str, offset: int, length: int) -> bytes:
@@ -152,6 +158,26 @@ class PackStore:
         self.backend.move(pack_name(pack_id), f"{DAMAGED_PREFIX}{pack_id}{PACK_SUFFIX}")
 
 
+class WholeUpload:
+    """A pack built in memory and put whole by ``complete``, on the thread that seals it:
+    so several packs go up at once (an object store), each visible only once complete."""
+
+    def __init__(self, backend: Backend, name: str):
+        self._backend = backend
+        self._name = name
+        self._data = bytearray()
+
+    def write(self, data) -> None:
+        self._data += data
+
+    def complete(self) -> None:
+        self._backend.put(self._name, self._data)
+        self._data = bytearray()
+
+    def abort(self) -> None:
+        self._data = bytearray()
+
+
 class PackWriter:
     """Appends records to one new pack; ``finish`` writes the footer and makes it durable."""
 
@@ -185,17 +211,24 @@ class PackWriter:
         self._sink.abort()
 
 
-def read_footer(packs: PackStore, pack_id: str) -> list[PackEntry]:
-    """The entries of a pack, from its footer alone; CorruptData if the footer is damaged."""
-    size = packs.size(pack_id)
+def read_footer(packs: PackStore, pack_id: str, size: int | None = None) -> list[PackEntry]:
+    """The entries of a pack, from its footer alone; CorruptData if the footer is damaged.
+    One read of the pack's tail usually holds the whole footer (one request on S3)."""
+    size = packs.size(pack_id) if size is None else size
     if size < len(PACK_MAGIC) + TRAILER.size:
         raise CorruptData(f"pack {pack_id} is truncated ({size} bytes)")
-    count, footer_digest, magic = TRAILER.unpack(
-        packs.read(pack_id, size - TRAILER.size, TRAILER.size))
+    tail_start = max(0, size - FOOTER_TAIL_BYTES)
+    tail = packs.read(pack_id, tail_start, size - tail_start)
+    if len(tail) != size - tail_start:
+        raise CorruptData(f"pack {pack_id} is shorter than its size ({size} bytes)")
+    count, footer_digest, magic = TRAILER.unpack(tail[-TRAILER.size:])
     footer_start = size - TRAILER.size - count * ENTRY.size
     if magic != TRAILER_MAGIC or footer_start < len(PACK_MAGIC):
         raise CorruptData(f"pack {pack_id} has no valid footer (truncated or damaged)")
-    footer = packs.read(pack_id, footer_start, count * ENTRY.size)
+    if footer_start >= tail_start:
+        footer = tail[footer_start - tail_start: len(tail) - TRAILER.size]
+    else:
+        footer = packs.read(pack_id, footer_start, count * ENTRY.size)
     if not secrets.compare_digest(packs.footer_checksum(pack_id, footer), footer_digest):
         raise CorruptData(f"pack {pack_id}: footer checksum mismatch (damaged, or altered "
                           f"or moved from another pack)")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +29,8 @@ from .restore import RestoreResult, image_pieces, restore_to_path, write_stream
 from .restore_marks import refuse_interrupted_target
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
-from .storage import Storage, locate, read_config_at
+from .location import LocationLike, as_location
+from .storage import Storage, open_backend, read_config_at
 from .stream_source import StreamSource
 
 log = logging.getLogger(__name__)
@@ -54,28 +55,29 @@ class Repository:
 
     def __init__(self, storage: Storage):
         self.storage = storage
-        self.root = storage.root
+        self.root = storage.root  # a local repository's folder; None on an object store
+        self.location = storage.location  # either, for messages
         self.config = storage.config
 
     @classmethod
-    def init(cls, root: Path, chunk_size: int | None = None, compression: str = "zstd:3",
-             encryption: str = PLAINTEXT_MODE, passphrase: Passphrase = None,
-             version: int = FORMAT_VERSION,
+    def init(cls, location: LocationLike, chunk_size: int | None = None,
+             compression: str = "zstd:3", encryption: str = PLAINTEXT_MODE,
+             passphrase: Passphrase = None, version: int = FORMAT_VERSION,
              chunker: ChunkerParams | None = None) -> "Repository":
-        return cls(Storage.create(root, chunk_size, compression, encryption, passphrase,
+        return cls(Storage.create(location, chunk_size, compression, encryption, passphrase,
                                   version, chunker))
 
     @staticmethod
-    def chunker_params(root: Path) -> ChunkerParams:
-        """The chunker parameters of the repository at ``root``, read without its
+    def chunker_params(location: LocationLike) -> ChunkerParams:
+        """The chunker parameters of the repository at ``location``, read without its
         passphrase (``init --copy-chunker-params-from``)."""
-        return read_config_at(root).chunker
+        return read_config_at(location).chunker
 
     @classmethod
-    def open(cls, root: Path, passphrase: Passphrase = None,
+    def open(cls, location: LocationLike, passphrase: Passphrase = None,
              keys: Keys | None = None) -> "Repository":
         """``passphrase`` is asked for only if the repository is encrypted (see Storage)."""
-        return cls(Storage.open(root, passphrase, keys))
+        return cls(Storage.open(location, passphrase, keys))
 
     def close(self) -> None:
         self.storage.close()
@@ -89,7 +91,10 @@ class Repository:
     def contains(self, path: Path) -> bool:
         """Whether ``path`` (existing or not) lies inside this repository, reached through
         any symbolic link or bind mount: its real path is under the root's, or one of its
-        folders is the root folder itself (same device and inode)."""
+        folders is the root folder itself (same device and inode). Nothing local is inside
+        a repository on an object store."""
+        if self.root is None:
+            return False
         root = os.stat(self.root)
         absolute = Path(os.path.abspath(path))
         real = Path(os.path.realpath(absolute))
@@ -107,7 +112,7 @@ class Repository:
     def refuse_inside(self, path: Path, role: str) -> None:
         """BadInput if ``path`` is inside the repository: only the repository writes there."""
         if self.contains(path):
-            raise BadInput(f"{role} {path} is inside the repository {self.root}; diskvault "
+            raise BadInput(f"{role} {path} is inside the repository {self.location}; diskvault "
                            f"never reads or writes its own files as data: choose a path "
                            f"outside it")
 
@@ -133,17 +138,19 @@ class Repository:
 
     def _require_key(self) -> None:
         if not self.config.encrypted:
-            raise BadInput(f"repository {self.root} is not encrypted: it has no key")
+            raise BadInput(f"repository {self.location} is not encrypted: it has no key")
 
     def export_key(self) -> str:
         self._require_key()
         return export_key_file(self.storage.backend, self.config)
 
     @staticmethod
-    def import_key(root: Path, export: str) -> None:
-        """Put back the key file of the repository at ``root`` from an export of its key;
-        needs no passphrase and no readable key file (that is what it repairs)."""
-        import_key_file(locate(root), export)
+    def import_key(location: LocationLike, export: str) -> None:
+        """Put back the key file of the repository at ``location`` from an export of its
+        key; needs no passphrase and no readable key file (that is what it repairs)."""
+        backend, _ = open_backend(as_location(location))
+        with closing(backend):
+            import_key_file(backend, export)
 
     def change_passphrase(self, old: Passphrase, new: Passphrase) -> None:
         self._require_key()
@@ -234,14 +241,14 @@ class Repository:
         """Copy the selected snapshots of ``source`` (default: all) that this repository
         lacks, ids and all; only missing chunks are written (store/copy.py)."""
         if source.config.repository_id == self.config.repository_id:
-            raise BadInput(f"{source.root} and {self.root} have the same repository id (one "
+            raise BadInput(f"{source.location} and {self.location} have the same repository id (one "
                            f"repository, or a copy of its folder): copy between two "
                            f"repositories made by separate inits")
         storage = self.storage
         with storage.disk_full_reported("the copy stopped; snapshots already copied are "
                                         "whole: free space, then rerun it"), \
                 source.reader_lock(), \
-                self.writer_lock(f"copy from {source.root}", lock_wait_s) as lock:
+                self.writer_lock(f"copy from {source.location}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
             return copy_snapshots(source.storage, storage, selectors, progress,
                                   before_record=lock.ensure_held)
@@ -324,22 +331,3 @@ class Repository:
 
         options = {"readahead_max_bytes": BROWSE_READAHEAD_BYTES, **cache_sizes}
         return SnapshotFiles(self.open_image(record, **options))
-
-
-# "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local
-# name with such a colon is still reachable as ./name.
-_REMOTE_LOOKING = re.compile(r"^[^/]*:")
-
-
-def repository_path(value: str | os.PathLike | None) -> Path:
-    """The local folder named by -r/DISKVAULT_REPO. What looks like a URL or a remote spec
-    is refused rather than taken for a local folder with an odd name."""
-    if not value:
-        raise BadInput("no repository given: use -r/--repo PATH or set DISKVAULT_REPO")
-    text = os.fspath(value)
-    if isinstance(text, str) and _REMOTE_LOOKING.match(text):
-        local_hint = "" if "://" in text else f", or ./{text} for a local name with a colon"
-        raise BadInput(f"repository {text!r} looks like a URL or a remote location; this "
-                       f"diskvault supports local folders only: give a path such as "
-                       f"/backups/vm1{local_hint}")
-    return Path(text)

@@ -102,6 +102,8 @@ class S3Backend:
     """The repository under ``prefix`` in ``bucket``; ``client`` is a boto3 S3 client
     (thread-safe, so one serves every thread)."""
 
+    uploads_in_flight = 4  # packs sealed at once, each put whole (memory: 4 + 1 packs)
+
     def __init__(self, bucket: str, prefix: str, client, endpoint: str | None = None):
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""

@@ -10,12 +10,11 @@ CLI and the mount, and maintenance receives it from there.
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
+from ..errors import BadInput, RepositoryNotFound, RepositoryReadOnly
 from . import locking, space
 from .backend import Backend, LocalBackend
 from .chunks import ChunkReader, Codec
@@ -25,52 +24,60 @@ from .crypto import Keys, NoEncryption, RecordCipher
 from .durable import make_private_folder
 from .encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .index import ChunkIndex
-from .packs import PackStore, read_footer
+from .index_cache import CatchUp, catch_up
+from .location import Location, LocationLike, as_location, cached_index_folder
+from .packs import PackStore
 from .pipeline import new_pool
 from .snapshots import SnapshotStore
-
-log = logging.getLogger(__name__)
 
 PACKS_DIR = "packs"
 INDEX_DIR = "index"
 SNAPSHOTS_DIR = "snapshots"
+OBJECT_STORE_READS_IN_FLIGHT = 16  # the S3 client's connection pool holds as many
 
 
 class Storage:
     """An open repository's parts. Readers may use it while another process writes; a
-    writer takes ``writer_lock()`` first."""
+    writer takes ``writer_lock()`` first. ``root`` is the folder of a local repository
+    (None on an object store); ``location`` names either in messages."""
 
-    def __init__(self, root: Path, config: RepositoryConfig,
-                 cipher: RecordCipher | None = None):
+    def __init__(self, backend: Backend, index_folder: Path, config: RepositoryConfig,
+                 cipher: RecordCipher | None = None, root: Path | None = None):
         self.root = root
+        self.location = backend.location
         self.config = config
         self.cipher: RecordCipher = cipher or NoEncryption()
         if config.encrypted != self.cipher.encrypted:
             raise ValueError("an encrypted repository needs its Encrypted cipher")
-        self.backend = LocalBackend(root)
+        self.backend = backend
         repository_id = config.repository_id
         self.packs = PackStore(self.backend, self.cipher, repository_id)
         # The index is a local cache, not part of the backend: its folder is chosen here.
-        self.index = ChunkIndex(index_path(root))
+        self.index = ChunkIndex(index_folder)
         self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id)
         self.codec = Codec(config.compression, self.cipher, repository_id)
         self.chunks = ChunkReader(self.packs, self.index, self.codec)
-        self.space_folders = space_folders(root)
+        # Where a full disk can stop a writer: the repository's, or the cache's for S3.
+        self.space_folders = space_folders(root) if root else [index_folder]
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.root is not None
 
     # -- lifecycle ---------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, chunk_size: int | None = None, compression: str = "zstd:3",
-               encryption: str = PLAINTEXT_MODE, passphrase: Passphrase = None,
-               version: int = FORMAT_VERSION,
+    def create(cls, location: LocationLike, chunk_size: int | None = None,
+               compression: str = "zstd:3", encryption: str = PLAINTEXT_MODE,
+               passphrase: Passphrase = None, version: int = FORMAT_VERSION,
                chunker: ChunkerParams | None = None) -> "Storage":
-        """A new, empty repository at ``root`` (missing, or an empty folder). ``encryption``
-        is a config mode (``repokey-aes-256-gcm`` or ``none``); ``version`` 1 only to test
-        that old repositories still work; ``chunker`` (another repository's parameters)
-        stands in for ``chunk_size``."""
-        root = Path(root)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
+        """A new, empty repository at ``location`` (a missing or empty folder, or an empty
+        prefix of a bucket). ``encryption`` is a config mode (``repokey-aes-256-gcm`` or
+        ``none``); ``version`` 1 only to test that old repositories still work; ``chunker``
+        (another repository's parameters) stands in for ``chunk_size``."""
+        location = as_location(location)
+        if location.is_local:
+            _refuse_used_folder(location.folder)
         if encryption != PLAINTEXT_MODE:  # asked before anything is created
             passphrase = passphrase_text(passphrase, confirm=True)
         if chunker is None:
@@ -82,40 +89,63 @@ class Storage:
         try:
             config.validate()
         except BadInput as error:
-            raise BadInput(f"cannot init {root}: {error}") from None
-        root.parent.mkdir(parents=True, exist_ok=True)
-        # Resolved once (the user may name it through a link); inside, nothing is followed.
-        root = root.resolve()
-        make_private_folder(root)  # an empty folder made by the user keeps its mode
-        for folder in (PACKS_DIR, SNAPSHOTS_DIR):
-            make_private_folder(root / folder)
-        backend = LocalBackend(root)
-        locking.prepare_lock_files(backend)
-        space.allocate_reserve(backend)
-        config, cipher = create_cipher(backend, config, passphrase)
-        write_config(backend, config)  # last: a folder without config is not a repository
-        return cls(root, config, cipher)
+            raise BadInput(f"cannot init {location}: {error}") from None
+        root = _make_repository_folder(location.folder) if location.is_local else None
+        backend = LocalBackend(root) if root else location.open_object_store()
+        try:
+            if root is None:
+                _refuse_used_prefix(backend)
+            locking.prepare_lock_files(backend)
+            if root is not None:
+                space.allocate_reserve(backend)
+            config, cipher = create_cipher(backend, config, passphrase)
+            write_config(backend, config)  # last: without config it is not a repository
+            return cls.on_backend(backend, config, cipher, root)
+        except BaseException:
+            backend.close()
+            raise
 
     @classmethod
-    def open(cls, root: Path, passphrase: Passphrase = None,
+    def open(cls, location: LocationLike, passphrase: Passphrase = None,
              keys: Keys | None = None) -> "Storage":
-        """The repository at ``root``. ``passphrase`` (text, or a callable giving it; None:
-        the environment or a terminal) is asked for only if the repository is encrypted;
-        ``keys`` already unlocked (the mount's daemon) stand in for it."""
-        root = locate(root)
-        backend = LocalBackend(root)
+        """The repository at ``location``. ``passphrase`` (text, or a callable giving it;
+        None: the environment or a terminal) is asked for only if the repository is
+        encrypted; ``keys`` already unlocked (the mount's daemon) stand in for it. The
+        index of an object-store repository is caught up with the bucket here."""
+        backend, root = open_backend(as_location(location))
         try:
             config = read_config(backend)
             cipher = open_cipher(backend, config, passphrase, keys)
-        finally:
+            storage = cls.on_backend(backend, config, cipher, root)
+        except BaseException:
             backend.close()
-        return cls(root, config, cipher)
+            raise
+        if not storage.is_local:
+            try:
+                storage.catch_up_index()
+            except BaseException:
+                storage.close()
+                raise
+        return storage
+
+    @classmethod
+    def on_backend(cls, backend: Backend, config: RepositoryConfig, cipher: RecordCipher,
+                   root: Path | None) -> "Storage":
+        """The storage over an opened backend: the index in the local repository's folder,
+        or in this user's cache for an object store."""
+        index_folder = index_path(root) if root else cached_index_folder(config.repository_id)
+        if root is None:
+            _make_cache_folders(index_folder)
+        return cls(backend, index_folder, config, cipher, root)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
-        """The shared worker pool (hashing, reading, verifying), started on first use."""
+        """The shared worker pool (hashing, reading, verifying), started on first use. On
+        an object store a read waits on the network, not a core: more threads keep more
+        range GETs in flight (restore's window, the mount's read-ahead)."""
         if self._pool is None:
-            self._pool = new_pool("diskvault")
+            self._pool = new_pool("diskvault") if self.is_local else ThreadPoolExecutor(
+                max_workers=OBJECT_STORE_READS_IN_FLIGHT, thread_name_prefix="diskvault")
         return self._pool
 
     def close(self) -> None:
@@ -155,32 +185,36 @@ class Storage:
         space.release_reserve_if_full(self.backend, self.space_folders)
 
     def allocate_reserve(self) -> None:
-        space.allocate_reserve(self.backend)
+        """A local repository's space reserve; an object store needs none."""
+        if self.is_local:
+            space.allocate_reserve(self.backend)
 
     # -- packs -------------------------------------------------------------------------
     def recover_unindexed_packs(self) -> int:
-        """Index packs that reached disk but not the index (a writer died in between), and
-        remove temp files of packs that never finished. Call with the writer lock held."""
+        """Index packs that reached the repository but not the index (a writer died in
+        between; on S3 also packs of other hosts), and remove temp files or multipart
+        uploads of packs that never finished. Call with the writer lock held."""
         self.packs.discard_unfinished()
-        known = self.index.known_packs()
-        recovered = 0
-        for pack_id in self.packs.list():
-            if pack_id in known:
-                continue
-            try:
-                entries = read_footer(self.packs, pack_id)
-            except CorruptData as error:
-                log.warning("pack %s is damaged and was not indexed: %s", pack_id, error)
-                continue
-            self.index.add_pack(pack_id, entries, self.packs.size(pack_id))
-            recovered += 1
-        return recovered
+        return self.catch_up_index().packs_added
+
+    def catch_up_index(self) -> CatchUp:
+        """Index the packs the index does not know; on an object store (where the index is
+        a cache) also forget packs compacted away by another host."""
+        return catch_up(self.index, self.packs, forget_vanished=not self.is_local)
 
 
-def read_config_at(root: Path) -> RepositoryConfig:
-    """The config of the repository at ``root``, unauthenticated (no passphrase asked):
+def open_backend(location: Location) -> tuple[Backend, Path | None]:
+    """The backend of an existing repository, and a local one's folder (resolved once)."""
+    if location.is_local:
+        root = locate(location.folder)
+        return LocalBackend(root), root
+    return location.open_object_store(), None
+
+
+def read_config_at(location: LocationLike) -> RepositoryConfig:
+    """The config of the repository at ``location``, unauthenticated (no passphrase asked):
     enough for settings that are not secret, such as its chunker parameters."""
-    backend = LocalBackend(locate(root))
+    backend, _ = open_backend(as_location(location))
     try:
         return read_config(backend)
     finally:
@@ -196,6 +230,34 @@ def locate(root: Path) -> Path:
     if not root.is_dir():
         raise RepositoryNotFound(f"repository {root} is not a folder")
     return root.resolve()
+
+
+def _refuse_used_folder(root: Path) -> None:
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
+
+
+def _make_repository_folder(root: Path) -> Path:
+    """The folders of a new local repository; the root resolved once (the user may name it
+    through a link), inside it nothing is followed."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    make_private_folder(root)  # an empty folder made by the user keeps its mode
+    for folder in (PACKS_DIR, SNAPSHOTS_DIR):
+        make_private_folder(root / folder)
+    return root
+
+
+def _refuse_used_prefix(backend: Backend) -> None:
+    if backend.list(""):
+        raise BadInput(f"cannot init {backend.location}: objects already exist under that "
+                       f"prefix; choose an empty prefix")
+
+
+def _make_cache_folders(index_folder: Path) -> None:
+    """``<cache>/diskvault/<repository id>/``, each folder 0700 (the index names chunks)."""
+    index_folder.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_folder(index_folder.parent)
 
 
 def index_path(root: Path) -> Path:

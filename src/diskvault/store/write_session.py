@@ -55,8 +55,11 @@ class WriteSession:
         # chunker waits for would queue behind it.
         self._compressors = new_pool("compress")
         # Full packs are made durable on a thread of their own, so the next pack fills
-        # while the last one is fsynced (the disk and the compressors work at once).
-        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-sync")
+        # while the last one is fsynced (the disk and the compressors work at once); on an
+        # object store several packs go up at once.
+        uploads = packs.backend.uploads_in_flight
+        self._syncer = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="pack-sync")
+        self._max_syncing = max(MAX_PACKS_SYNCING, uploads)
         self._syncing: deque[Future] = deque()
         self._packs = PackFiller(packs, pack_target_bytes, self._commit, self._sync_later)
         self._thread = threading.Thread(target=self._write_loop, name="pack-writer", daemon=True)
@@ -167,11 +170,12 @@ class WriteSession:
 
     def _sync_later(self, seal: Callable[[], None]) -> None:
         self._syncing.append(self._syncer.submit(seal))
-        while len(self._syncing) > MAX_PACKS_SYNCING:
+        while len(self._syncing) > self._max_syncing:
             self._syncing.popleft().result()
 
     def _commit(self, pack_id: str, entries: list[PackEntry], file_size: int) -> None:
-        """On the sync thread, once the pack is durable (see packing.seal)."""
+        """On a sync thread, once the pack is durable (see packing.seal); LMDB serialises
+        the write transactions of several."""
         self.index.add_pack(pack_id, entries, file_size)
         self._committed.put([e.digest for e in entries])
 
