@@ -146,6 +146,15 @@ class OtherUser:
     scratch: Path  # a 0755 folder under /tmp, removed afterwards
 
     def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """``argv`` run as this user, with a home of its own (as `runuser -l` gives): its
+        cache and state folders are its own, not root's."""
+        home = self.scratch / "home"
+        if not home.exists():
+            home.mkdir(mode=0o700)
+            os.chown(home, self.uid, self.gid)
+        environment = {key: value for key, value in os.environ.items()
+                       if not key.startswith("XDG_")}
+        environment["HOME"] = str(home)
         return subprocess.run(["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}",
                                "--clear-groups", "--", *argv], capture_output=True,
-                              timeout=timeout)
+                              timeout=timeout, env=environment)
