@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import random
@@ -136,6 +137,20 @@ def other_user(tmp_path_factory):
     finally:
         subprocess.run(["userdel", name], capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+class HashSink:
+    """A write-only stream that keeps only the sha256 of what went through it."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diskvault.errors import BadInput, CorruptData
+from diskvault.errors import BadInput
 from diskvault.image.volumes import (LogicalVolume, NoSuchPartition, PartitionTableError,
                                      PartitionView, list_logical_volumes, list_partitions,
                                      open_logical_volume, open_partition)

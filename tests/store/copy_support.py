@@ -14,7 +14,7 @@ import pytest
 from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
-from ..conftest import SMALL_CHUNKS
+from ..conftest import SMALL_CHUNKS, HashSink
 
 # (source mode, destination mode): every pair of plaintext and encrypted; two encrypted
 # repositories always have different keys (each init makes its own).
@@ -37,23 +37,9 @@ def new_repository(location: Path, mode: str, **options) -> Repository:
                            **options)
 
 
-class Sha256Sink:
-    """A write-only stream that keeps only the sha256 of what went through it."""
-
-    def __init__(self):
-        self.digest = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
 def image_sha(repository: Repository, snapshot_id: str) -> str:
     """sha256 of a snapshot's image as the repository reads it back (every chunk verified)."""
-    sink = Sha256Sink()
+    sink = HashSink()
     repository.cat(repository.find_snapshot(snapshot_id), sink)
     return sink.digest.hexdigest()
 

@@ -23,7 +23,7 @@ from diskvault.store.config import PLAINTEXT_MODE
 from diskvault.store.packs import PackStore, read_footer
 from diskvault.store.repository import Repository
 
-from ..conftest import in_both_modes, run_cli, write_image
+from ..conftest import HashSink, in_both_modes, run_cli, write_image
 from ..maintenance.support import rewrite_config
 
 encryption = in_both_modes()
@@ -103,20 +103,6 @@ def kill_at_random_moment(process: subprocess.Popen, repo: Path, rng: random.Ran
     process.send_signal(signal.SIGKILL)
     process.wait()
     return kind
-
-
-class HashSink:
-    """A write-only stream that keeps only the sha256 of what went through it."""
-
-    def __init__(self):
-        self.digest = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def read_all_and_compare(repo: Path, expected: dict[str, str]) -> None:
