@@ -9,6 +9,9 @@ Roles:
          (ensure_held) and prints "noticed, lost: <message>" (or "still held",
          "committed"); "release" releases it and prints "released"
   read   register as a reader, print "reading", and wait on stdin
+  compact  open the (plaintext) repository there, take the writer lock, print "locked", and
+         on a line on stdin run a compaction under it (threshold 0): print "compacted", or
+         "lost: <message>" and exit with LockLost's exit code
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import sys
 import time
 
 from diskvault.errors import LockLost
+from diskvault.maintenance.compact import compact_holding
 from diskvault.store.locking import LeaseTiming, ReaderLock, WriterLock
+from diskvault.store.repository import Repository
 
-from .backends import open_backend
+from .backends import open_backend, repository_location
 
 DEADLINE_S = 60.0
 
@@ -49,6 +54,19 @@ def write(lock: WriterLock) -> None:
             return
 
 
+def compact(location: str, timing: LeaseTiming) -> None:
+    with Repository.open(location) as repository, \
+            WriterLock(repository.storage.backend, "compact", timing=timing) as lock:
+        print("locked", flush=True)
+        sys.stdin.readline()
+        try:
+            compact_holding(repository.storage, lock, threshold=0.0)
+        except LockLost as error:
+            print(f"lost: {error}", flush=True)
+            raise SystemExit(error.exit_code) from None
+        print("compacted", flush=True)
+
+
 def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> None:
     backend = open_backend(kind, location)
     timing = LeaseTiming(float(refresh_s), float(stale_s))
@@ -58,6 +76,8 @@ def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> N
         with ReaderLock(backend, "restore vm7", timing=timing):
             print("reading", flush=True)
             sys.stdin.readline()
+    elif role == "compact":
+        compact(repository_location(kind, location), timing)
     else:
         raise SystemExit(f"unknown role {role}")
 

@@ -20,16 +20,23 @@ from datetime import timedelta
 
 import pytest
 
-from diskvault.errors import RepositoryLocked
+from diskvault.errors import EXIT_LOCKED, RepositoryLocked
+from diskvault.maintenance.compact import compact
+from diskvault.maintenance.prune import delete_snapshots
+from diskvault.store.config import PLAINTEXT_MODE
+from diskvault.store.repository import Repository
 from diskvault.store.locking import (LeaseTiming, WriterLock, active_readers, read_lease,
                                      readers_excluded)
 
+from ..conftest import SMALL_CHUNKS, write_image
+from .backends import repository_location
 from .test_backend_contract import ROOT, store, wait_for  # noqa: F401  (store: a fixture)
 
 OTHER_HOST = "other-host.invalid"
 FAST = LeaseTiming(refresh_s=0.2, stale_s=1.5)
 GRACE_S = 0.5
 DEADLINE_S = 60.0
+MiB = 1024 * 1024
 
 pytestmark = pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
                                 reason="another host is a UTS namespace: needs root and unshare")
@@ -175,3 +182,36 @@ def test_an_expired_reader_lease_of_another_host_does_not_block_compactions_paus
     wait_for(lambda: paused_without_readers(backend), "the dead reader's lease to expire")
     assert backend.list("readers/") == [], "the expired registration was not removed"
 
+
+
+def stored_objects(backend) -> list[str]:
+    """Every object but the lock's and the readers': what a compaction may change."""
+    return sorted(name for name in backend.list("")
+                  if not name.startswith(("lock", "readers")))
+
+
+def test_a_compaction_whose_lock_was_taken_over_deletes_nothing_and_exits_locked(
+        store, other_host, tmp_path, monkeypatch):
+    backend, kind, location = store
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with Repository.init(repository_location(kind, location), chunk_size=SMALL_CHUNKS,
+                         encryption=PLAINTEXT_MODE) as repository:
+        first, _ = [repository.backup(write_image(tmp_path / f"night{seed}.img", MiB,
+                                                  seed=seed), "vm1") for seed in (1, 2)]
+        delete_snapshots(repository.storage, [first.id])  # its packs are now all garbage
+        before = stored_objects(backend)
+
+        compaction = other_host("compact", "locked")
+        compaction.signal(signal.SIGSTOP)  # stops refreshing: stale after FAST.stale_s
+        try:
+            with WriterLock(backend, "backup", wait_s=DEADLINE_S, timing=FAST):
+                compaction.signal(signal.SIGCONT)
+                compaction.say("compact")
+                lost = compaction.read_line()
+                assert lost.startswith("lost: ") and "taken over by backup" in lost, lost
+                assert compaction.process.wait(timeout=DEADLINE_S) == EXIT_LOCKED
+        finally:
+            compaction.signal(signal.SIGCONT)
+        assert stored_objects(backend) == before
+        assert compact(repository.storage, threshold=0.0).packs_deleted > 0, \
+            "the test's compaction had nothing to delete"

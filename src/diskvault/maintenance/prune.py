@@ -1,7 +1,8 @@
 """delete and prune: forgetting snapshot records. Their space comes back with compact.
 
 Removing a record is one durable unlink, so a kill leaves each snapshot either whole or
-gone. Which snapshots prune keeps is decided by retention.select_kept; this module adds
+gone. The writer lock is checked before each record is removed (``WriterLock.ensure_held``):
+once another host has taken it over, nothing more is removed. Which snapshots prune keeps is decided by retention.select_kept; this module adds
 the one rule on top of it: a series is never emptied by accident.
 """
 
@@ -80,9 +81,10 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
         plan.dry_run = True
         return plan
     with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
-            storage.writer_lock("prune", lock_wait_s):
+            storage.writer_lock("prune", lock_wait_s) as lock:
         plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all)
         for record in plan.removed:
+            lock.ensure_held()
             storage.snapshots.delete(record.id)
     return plan
 
@@ -92,12 +94,13 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str],
     """Delete the snapshots the selectors name; every selector is resolved before any
     record is removed, so a typo deletes nothing."""
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
-            storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s):
+            storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
         records = storage.snapshots.all()
         chosen: dict[str, SnapshotRecord] = {}
         for selector in selectors:
             record = select_snapshot(records, selector)
             chosen[record.id] = record
         for record in chosen.values():
+            lock.ensure_held()
             storage.snapshots.delete(record.id)
     return sorted(chosen.values(), key=lambda r: (r.time, r.id))
