@@ -10,7 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from diskvault.store.backend import Backend, LocalBackend
+from diskvault.store.backend import Backend
+from diskvault.store.local_backend import LocalBackend
 
 TEST_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_BUCKET"
 

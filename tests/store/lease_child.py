@@ -21,7 +21,9 @@ import time
 
 from diskvault.errors import LockLost
 from diskvault.maintenance.compact import compact_holding
-from diskvault.store.locking import LeaseTiming, ReaderLock, WriterLock
+from diskvault.store.leases import LeaseTiming
+from diskvault.store.locking import WriterLock
+from diskvault.store.readers import ReaderLock
 from diskvault.store.repository import Repository
 
 from .backends import open_backend, repository_location

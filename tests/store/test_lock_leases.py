@@ -24,9 +24,10 @@ from diskvault.errors import EXIT_LOCKED, RepositoryLocked
 from diskvault.maintenance.compact import compact
 from diskvault.maintenance.prune import delete_snapshots
 from diskvault.store.config import PLAINTEXT_MODE
+from diskvault.store.leases import LeaseTiming
+from diskvault.store.locking import WriterLock, read_lease
+from diskvault.store.readers import active_readers, readers_excluded
 from diskvault.store.repository import Repository
-from diskvault.store.locking import (LeaseTiming, WriterLock, active_readers, read_lease,
-                                     readers_excluded)
 
 from ..conftest import SMALL_CHUNKS, write_image
 from .backends import repository_location
