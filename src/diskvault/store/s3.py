@@ -270,6 +270,7 @@ class S3Backend:
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 response = self.client.get_object(Bucket=self.bucket, **kwargs)
+                self._answered = True
                 return response["Body"].read()
             except ClientError as error:
                 if _code(error) == "InvalidRange" or _status(error) == 416:
