@@ -191,8 +191,9 @@ def stored_objects(backend) -> list[str]:
                   if not name.startswith(("lock", "readers")))
 
 
-def test_a_compaction_whose_lock_was_taken_over_deletes_nothing_and_exits_locked(
-        store, other_host, tmp_path, monkeypatch):
+@pytest.mark.parametrize("role", ["compact", "delete"])
+def test_a_compaction_or_delete_whose_lock_was_taken_over_changes_nothing_and_exits_locked(
+        store, other_host, tmp_path, monkeypatch, role):
     backend, kind, location = store
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with Repository.init(repository_location(kind, location), chunk_size=SMALL_CHUNKS,
@@ -202,17 +203,18 @@ def test_a_compaction_whose_lock_was_taken_over_deletes_nothing_and_exits_locked
         delete_snapshots(repository.storage, [first.id])  # its packs are now all garbage
         before = stored_objects(backend)
 
-        compaction = other_host("compact", "locked")
-        compaction.signal(signal.SIGSTOP)  # stops refreshing: stale after FAST.stale_s
+        writer = other_host(role, "locked")
+        writer.signal(signal.SIGSTOP)  # stops refreshing: stale after FAST.stale_s
         try:
             with WriterLock(backend, "backup", wait_s=DEADLINE_S, timing=FAST):
-                compaction.signal(signal.SIGCONT)
-                compaction.say("compact")
-                lost = compaction.read_line()
+                writer.signal(signal.SIGCONT)
+                writer.say("go")
+                lost = writer.read_line()
                 assert lost.startswith("lost: ") and "taken over by backup" in lost, lost
-                assert compaction.process.wait(timeout=DEADLINE_S) == EXIT_LOCKED
+                assert writer.process.wait(timeout=DEADLINE_S) == EXIT_LOCKED
         finally:
-            compaction.signal(signal.SIGCONT)
+            writer.signal(signal.SIGCONT)
         assert stored_objects(backend) == before
         assert compact(repository.storage, threshold=0.0).packs_deleted > 0, \
             "the test's compaction had nothing to delete"
+        assert len(repository.list_snapshots()) == 1

@@ -8,11 +8,12 @@ the one rule on top of it: a series is never emptied by accident.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..errors import BadInput
+from ..store.locking import WriterLock
 from ..store.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
 from .retention import KeepPolicy, SnapshotTime, select_kept
@@ -83,9 +84,7 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
     with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
             storage.writer_lock("prune", lock_wait_s) as lock:
         plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all)
-        for record in plan.removed:
-            lock.ensure_held()
-            storage.snapshots.delete(record.id)
+        forget_records(storage, plan.removed, lock)
     return plan
 
 
@@ -100,7 +99,14 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str],
         for selector in selectors:
             record = select_snapshot(records, selector)
             chosen[record.id] = record
-        for record in chosen.values():
-            lock.ensure_held()
-            storage.snapshots.delete(record.id)
+        forget_records(storage, chosen.values(), lock)
     return sorted(chosen.values(), key=lambda r: (r.time, r.id))
+
+
+def forget_records(storage: Storage, records: Iterable[SnapshotRecord],
+                   lock: WriterLock) -> None:
+    """Remove the records under ``lock`` (held by the caller), checking before each that it is
+    still ours: once another host has taken it over, nothing more is removed (LockLost)."""
+    for record in records:
+        lock.ensure_held()
+        storage.snapshots.delete(record.id)
