@@ -2,8 +2,9 @@
 folder and a real Ceph radosgw), with the other party a real process of another host (a UTS
 namespace of its own, lease_child.py): a refreshed lock outlives the stale time; one that
 stopped refreshing, or whose process was killed, is taken over after it, and its holder
-learns that it lost the lock and commits nothing; a reader's renewed lease blocks
-compaction's pause, an expired one (plus the grace period) does not."""
+learns that it lost the lock and commits nothing (a compaction deletes no pack, a delete
+removes no record); a reader's renewed lease blocks compaction's pause, an expired one (plus
+the grace period) does not."""
 
 from __future__ import annotations
 
