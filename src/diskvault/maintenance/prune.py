@@ -2,8 +2,9 @@
 
 Removing a record is one durable unlink, so a kill leaves each snapshot either whole or
 gone. The writer lock is checked before each record is removed (``WriterLock.ensure_held``):
-once another host has taken it over, nothing more is removed. Which snapshots prune keeps is decided by retention.select_kept; this module adds
-the one rule on top of it: a series is never emptied by accident.
+once another host has taken it over, nothing more is removed. Which snapshots prune keeps
+is decided by retention.select_kept; this module adds the one rule on top of it: a series
+is never emptied by accident.
 """
 
 from __future__ import annotations
