@@ -240,6 +240,7 @@ def test_a_backup_that_outlasts_its_retries_fails_in_one_line_and_a_rerun_reuses
     before = pack_sizes(url)
     image = make_image(48 << 20, seed=8)
     backup = backup_with_packs_up(url, image, env={"AWS_MAX_ATTEMPTS": "2"})
+    assert backup.poll() is None, "the backup ended before the gateway could be killed"
     s3_environment.cluster.kill_gateway()
     try:  # the gateway stays down until the backup gave up
         _, err = backup.communicate(timeout=300)
