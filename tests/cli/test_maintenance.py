@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 from diskvault.store.locking import WriterLock
 from diskvault.store.repository import Repository
 from tests.conftest import run_cli, write_image

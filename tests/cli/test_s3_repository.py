@@ -173,25 +173,44 @@ def test_a_second_writer_from_another_cache_is_refused_naming_the_first(
     assert len(message.strip().splitlines()) == 1
 
 
-def test_radosgw_killed_mid_backup_keeps_earlier_snapshots_and_a_rerun_reuses_packs(
-        url, cache, make_image, s3_environment, tmp_path):
-    cli("init", "-r", url, *init_args(PLAINTEXT_MODE))
-    with Repository.open(url) as repository:  # small packs: many uploads in one backup
+def small_packs(url: str) -> None:
+    """Packs of 512 KiB: many uploads in one backup."""
+    with Repository.open(url) as repository:
         backend = repository.storage.backend
         write_config(backend, dataclasses.replace(read_config(backend),
                                                   pack_target_bytes=512 << 10))
-    earlier = make_image(1 << 20, seed=5)
-    cli("backup", "-r", url, str(earlier), "--name", "earlier")
-    image = make_image(48 << 20, seed=6)
+
+
+def pack_sizes(url: str) -> dict[str, int]:
+    with Repository.open(url) as repository:
+        backend = repository.storage.backend
+        return {name: backend.stat(name) for name in backend.list("packs/")}
+
+
+def backup_with_packs_up(url: str, image: Path, env: dict | None = None) -> subprocess.Popen:
+    """A backup of ``image`` started, returned once three of its packs are in the bucket
+    (or it ended)."""
     backup = subprocess.Popen([sys.executable, "-m", "diskvault", "backup", "-r", url,
                                str(image), "--name", "big", "--json"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, **(env or {})})
     with Repository.open(url) as repository:
         packs_before = len(repository.storage.backend.list("packs/"))
         deadline = time.monotonic() + 60
         while (len(repository.storage.backend.list("packs/")) < packs_before + 3
                and backup.poll() is None and time.monotonic() < deadline):
             time.sleep(0.02)  # polling the bucket for the backup's first packs
+    return backup
+
+
+def test_radosgw_killed_mid_backup_keeps_earlier_snapshots_and_a_rerun_reuses_packs(
+        url, cache, make_image, s3_environment, tmp_path):
+    cli("init", "-r", url, *init_args(PLAINTEXT_MODE))
+    small_packs(url)
+    earlier = make_image(1 << 20, seed=5)
+    cli("backup", "-r", url, str(earlier), "--name", "earlier")
+    image = make_image(48 << 20, seed=6)
+    backup = backup_with_packs_up(url, image)
     s3_environment.cluster.kill_gateway()
     try:
         out, err = backup.communicate(timeout=5) if backup.poll() is not None else (None, None)
@@ -208,6 +227,36 @@ def test_radosgw_killed_mid_backup_keeps_earlier_snapshots_and_a_rerun_reuses_pa
     rerun = json.loads(cli("backup", "-r", url, str(image), "--name", "big", "--json").stdout)
     if backup.returncode:
         assert rerun["space"]["stored_bytes"] < image.stat().st_size - (1 << 20)
+    cli("restore", "-r", url, "big", str(tmp_path / "big.img"))
+    assert sha256(tmp_path / "big.img") == sha256(image)
+
+
+def test_a_backup_that_outlasts_its_retries_fails_in_one_line_and_a_rerun_reuses_its_packs(
+        url, cache, make_image, s3_environment, tmp_path):
+    cli("init", "-r", url, *init_args(PLAINTEXT_MODE))
+    small_packs(url)
+    earlier = make_image(1 << 20, seed=7)
+    cli("backup", "-r", url, str(earlier), "--name", "earlier")
+    before = pack_sizes(url)
+    image = make_image(48 << 20, seed=8)
+    backup = backup_with_packs_up(url, image, env={"AWS_MAX_ATTEMPTS": "2"})
+    assert backup.poll() is None, "the backup ended before the gateway could be killed"
+    s3_environment.cluster.kill_gateway()
+    try:  # the gateway stays down until the backup gave up
+        _, err = backup.communicate(timeout=300)
+    finally:
+        s3_environment.cluster.start_gateway()
+    assert backup.returncode == EXIT_IO, err.decode()
+    assert len(err.decode().strip().splitlines()) == 1 and b"Traceback" not in err, err
+    assert [s["name"] for s in snapshots(url)] == ["earlier"]
+
+    went_up = {name: size for name, size in pack_sizes(url).items() if name not in before}
+    assert len(went_up) >= 3
+    cli("backup", "-r", url, str(image), "--name", "big")
+    rerun = {name: size for name, size in pack_sizes(url).items()
+             if name not in before and name not in went_up}
+    # Without reuse the rerun would store the whole (incompressible) image again.
+    assert sum(rerun.values()) <= image.stat().st_size - sum(went_up.values()) + (256 << 10)
     cli("restore", "-r", url, "big", str(tmp_path / "big.img"))
     assert sha256(tmp_path / "big.img") == sha256(image)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from diskvault.fuse.mounttable import find_mount
-from diskvault.store.backend import LocalBackend
-from diskvault.store.locking import readers_excluded
+from diskvault.store.local_backend import LocalBackend
+from diskvault.store.readers import readers_excluded
 
 from ..conftest import run_cli
 

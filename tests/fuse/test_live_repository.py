@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from diskvault.store.locking import readers_excluded
+from diskvault.store.readers import readers_excluded
 from diskvault.store.snapshots import record_name
 
 from ..conftest import run_cli

@@ -10,7 +10,7 @@ import random
 import shutil
 from pathlib import Path
 
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 from diskvault.store.config import PLAINTEXT_MODE, write_config
 from diskvault.store.encryption import config_mac
 from diskvault.store.packs import PackStore

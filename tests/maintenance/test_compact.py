@@ -23,7 +23,7 @@ from diskvault.maintenance.check import check
 from diskvault.maintenance.compact import compact, plan_only
 from diskvault.maintenance.prune import delete_snapshots, prune
 from diskvault.maintenance.retention import KeepPolicy
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 from diskvault.store.packs import PackStore, pack_name, read_footer
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import record_name

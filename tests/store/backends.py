@@ -10,7 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from diskvault.store.backend import Backend, LocalBackend
+from diskvault.store.backend import Backend
+from diskvault.store.local_backend import LocalBackend
 
 TEST_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_BUCKET"
 
@@ -20,11 +21,15 @@ def _local(location: str) -> LocalBackend:
     return LocalBackend(Path(location))
 
 
+def _s3_url(location: str) -> str:
+    prefix = hashlib.sha256(location.encode()).hexdigest()[:16]  # one per test
+    return f"s3://{os.environ[TEST_BUCKET_VARIABLE]}/contract/{prefix}"
+
+
 def _s3(location: str) -> Backend:
     from diskvault.store.s3 import open_s3_backend  # boto3 only when S3 is tested
 
-    prefix = hashlib.sha256(location.encode()).hexdigest()[:16]  # one per test
-    return open_s3_backend(f"s3://{os.environ[TEST_BUCKET_VARIABLE]}/contract/{prefix}")
+    return open_s3_backend(_s3_url(location))
 
 
 BACKENDS = {"local": _local, "s3": _s3}
@@ -33,3 +38,9 @@ FIXTURES = {"s3": "s3_environment"}  # what a kind needs before it can be opened
 
 def open_backend(kind: str, location: str) -> Backend:
     return BACKENDS[kind](location)
+
+
+def repository_location(kind: str, location: str) -> str:
+    """What ``-r`` names for a repository in the store that open_backend(kind, location)
+    opens."""
+    return _s3_url(location) if kind == "s3" else location

@@ -9,6 +9,9 @@ Roles:
          (ensure_held) and prints "noticed, lost: <message>" (or "still held",
          "committed"); "release" releases it and prints "released"
   read   register as a reader, print "reading", and wait on stdin
+  compact, delete  open the (plaintext) repository there, take the writer lock, print
+         "locked", and on a line on stdin run a compaction under it (threshold 0), or delete
+         every snapshot: print "done", or "lost: <message>" and exit with LockLost's code
 """
 
 from __future__ import annotations
@@ -17,9 +20,14 @@ import sys
 import time
 
 from diskvault.errors import LockLost
-from diskvault.store.locking import LeaseTiming, ReaderLock, WriterLock
+from diskvault.maintenance.compact import compact_holding
+from diskvault.maintenance.prune import forget_records
+from diskvault.store.leases import LeaseTiming
+from diskvault.store.locking import WriterLock
+from diskvault.store.readers import ReaderLock
+from diskvault.store.repository import Repository
 
-from .backends import open_backend
+from .backends import open_backend, repository_location
 
 DEADLINE_S = 60.0
 
@@ -49,6 +57,30 @@ def write(lock: WriterLock) -> None:
             return
 
 
+def compact(storage, lock: WriterLock) -> None:
+    compact_holding(storage, lock, threshold=0.0)
+
+
+def delete(storage, lock: WriterLock) -> None:
+    forget_records(storage, storage.snapshots.all(), lock)
+
+
+MAINTENANCE = {"compact": compact, "delete": delete}
+
+
+def maintain(role: str, location: str, timing: LeaseTiming) -> None:
+    with Repository.open(location) as repository, \
+            WriterLock(repository.storage.backend, role, timing=timing) as lock:
+        print("locked", flush=True)
+        sys.stdin.readline()
+        try:
+            MAINTENANCE[role](repository.storage, lock)
+        except LockLost as error:
+            print(f"lost: {error}", flush=True)
+            raise SystemExit(error.exit_code) from None
+        print("done", flush=True)
+
+
 def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> None:
     backend = open_backend(kind, location)
     timing = LeaseTiming(float(refresh_s), float(stale_s))
@@ -58,6 +90,8 @@ def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> N
         with ReaderLock(backend, "restore vm7", timing=timing):
             print("reading", flush=True)
             sys.stdin.readline()
+    elif role in MAINTENANCE:
+        maintain(role, repository_location(kind, location), timing)
     else:
         raise SystemExit(f"unknown role {role}")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 
 from .backends import BACKENDS, FIXTURES, open_backend
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 from diskvault.store.config import PLAINTEXT_MODE
 from diskvault.store.packs import PackStore, read_footer
 from diskvault.store.repository import Repository

@@ -17,7 +17,7 @@ import pytest
 from diskvault.errors import (AuthenticationFailed, CorruptData, WrongPassphrase,
                               WrongRepositoryKey)
 from diskvault.maintenance.check import check
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.packs import FLAG_SEALED, PackStore, TRAILER, read_footer
 from diskvault.store.repository import Repository

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 from diskvault.store.config import write_config
 from diskvault.store.packs import PackStore
 from diskvault.store.repository import Repository

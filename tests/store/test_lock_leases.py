@@ -2,8 +2,9 @@
 folder and a real Ceph radosgw), with the other party a real process of another host (a UTS
 namespace of its own, lease_child.py): a refreshed lock outlives the stale time; one that
 stopped refreshing, or whose process was killed, is taken over after it, and its holder
-learns that it lost the lock and commits nothing; a reader's renewed lease blocks
-compaction's pause, an expired one (plus the grace period) does not."""
+learns that it lost the lock and commits nothing (a compaction deletes no pack, a delete
+removes no record); a reader's renewed lease blocks compaction's pause, an expired one (plus
+the grace period) does not."""
 
 from __future__ import annotations
 
@@ -20,16 +21,24 @@ from datetime import timedelta
 
 import pytest
 
-from diskvault.errors import RepositoryLocked
-from diskvault.store.locking import (LeaseTiming, WriterLock, active_readers, read_lease,
-                                     readers_excluded)
+from diskvault.errors import EXIT_LOCKED, RepositoryLocked
+from diskvault.maintenance.compact import compact
+from diskvault.maintenance.prune import delete_snapshots
+from diskvault.store.config import PLAINTEXT_MODE
+from diskvault.store.leases import LeaseTiming
+from diskvault.store.locking import WriterLock, read_lease
+from diskvault.store.readers import active_readers, readers_excluded
+from diskvault.store.repository import Repository
 
+from ..conftest import SMALL_CHUNKS, write_image
+from .backends import repository_location
 from .test_backend_contract import ROOT, store, wait_for  # noqa: F401  (store: a fixture)
 
 OTHER_HOST = "other-host.invalid"
 FAST = LeaseTiming(refresh_s=0.2, stale_s=1.5)
 GRACE_S = 0.5
 DEADLINE_S = 60.0
+MiB = 1024 * 1024
 
 pytestmark = pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
                                 reason="another host is a UTS namespace: needs root and unshare")
@@ -175,3 +184,38 @@ def test_an_expired_reader_lease_of_another_host_does_not_block_compactions_paus
     wait_for(lambda: paused_without_readers(backend), "the dead reader's lease to expire")
     assert backend.list("readers/") == [], "the expired registration was not removed"
 
+
+
+def stored_objects(backend) -> list[str]:
+    """Every object but the lock's and the readers': what a compaction may change."""
+    return sorted(name for name in backend.list("")
+                  if not name.startswith(("lock", "readers")))
+
+
+@pytest.mark.parametrize("role", ["compact", "delete"])
+def test_a_compaction_or_delete_whose_lock_was_taken_over_changes_nothing_and_exits_locked(
+        store, other_host, tmp_path, monkeypatch, role):
+    backend, kind, location = store
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with Repository.init(repository_location(kind, location), chunk_size=SMALL_CHUNKS,
+                         encryption=PLAINTEXT_MODE) as repository:
+        first, _ = [repository.backup(write_image(tmp_path / f"night{seed}.img", MiB,
+                                                  seed=seed), "vm1") for seed in (1, 2)]
+        delete_snapshots(repository.storage, [first.id])  # its packs are now all garbage
+        before = stored_objects(backend)
+
+        writer = other_host(role, "locked")
+        writer.signal(signal.SIGSTOP)  # stops refreshing: stale after FAST.stale_s
+        try:
+            with WriterLock(backend, "backup", wait_s=DEADLINE_S, timing=FAST):
+                writer.signal(signal.SIGCONT)
+                writer.say("go")
+                lost = writer.read_line()
+                assert lost.startswith("lost: ") and "taken over by backup" in lost, lost
+                assert writer.process.wait(timeout=DEADLINE_S) == EXIT_LOCKED
+        finally:
+            writer.signal(signal.SIGCONT)
+        assert stored_objects(backend) == before
+        assert compact(repository.storage, threshold=0.0).packs_deleted > 0, \
+            "the test's compaction had nothing to delete"
+        assert len(repository.list_snapshots()) == 1

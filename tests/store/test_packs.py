@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diskvault.errors import CorruptData
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 from diskvault.store.packing import PackFiller
 from diskvault.store.packs import FLAG_ZSTD, PackEntry, PackStore, PackWriter, read_footer
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from diskvault.store.locking import active_readers, readers_excluded
+from diskvault.store.readers import active_readers, readers_excluded
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli, write_image

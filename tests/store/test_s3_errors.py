@@ -52,6 +52,14 @@ def test_an_unreachable_endpoint_is_named_after_the_retries(s3, monkeypatch):
     assert f"cannot reach the object store at {endpoint}" in one_line(caught.value)
 
 
+@pytest.mark.parametrize("setting", ["0", "two", "-1"])
+def test_an_attempts_setting_that_is_no_count_is_bad_input_naming_it(s3, monkeypatch, setting):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", setting)
+    with pytest.raises(BadInput) as caught:
+        s3.open_s3_backend("s3://diskvault-tests/vm1")
+    assert f"AWS_MAX_ATTEMPTS={setting!r}" in one_line(caught.value)
+
+
 @pytest.mark.parametrize("url", ["s3://", "s3://b1/vm1", "s3://Backups/vm1",
                                  "s3://backups/a//b", "http://backups/vm1"])
 def test_urls_that_name_no_usable_bucket_or_prefix_are_bad_input(s3, url):

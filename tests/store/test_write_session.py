@@ -9,7 +9,7 @@ import blake3
 import pytest
 
 from diskvault.errors import DiskvaultError
-from diskvault.store.backend import LocalBackend
+from diskvault.store.local_backend import LocalBackend
 from diskvault.store.chunks import ChunkReader, Codec
 from diskvault.store.config import Compression
 from diskvault.store.index import ChunkIndex

@@ -21,12 +21,17 @@ meantime is copied out before its pack is deleted.
 
 ``compact --dry-run`` makes the same plan as a reader, from the reference counts a
 reconcile would give (liveness.preview), and writes nothing.
+
+A compaction that lost its writer lock (another host judged it stale and took it over) must
+change nothing more: the lock is checked (``WriterLock.ensure_held``, one read) before each
+step that changes the index or deletes a pack, and LockLost ends the run there.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import CorruptData
@@ -34,6 +39,7 @@ from ..store.manifest import ManifestEntry, decode_block
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
 from ..store.snapshots import SnapshotRecord
+from ..store.locking import WriterLock
 from ..store.storage import Storage
 from .compact_plan import (CompactionPlan, live_records, pack_footer, plan_compaction, record_cost,
                            validate_threshold)
@@ -73,19 +79,29 @@ def compact(storage: Storage, threshold: float = DEFAULT_THRESHOLD,
     """Reclaim unused space; holds the writer lock. See the module docstring."""
     validate_threshold(threshold)
     with storage.disk_full_reported(FULL_DISK_OUTCOME), \
-            storage.writer_lock("compact", lock_wait_s):
-        storage.release_reserve_if_full()
-        started = time.monotonic()
-        storage.recover_unindexed_packs()
-        liveness = Liveness(storage.index)
-        stats = liveness.reconcile(*_live_blocks(storage))
-        plan = plan_compaction(storage, liveness, threshold)
-        result = _Executor(storage, liveness, plan).run()
-        result.blocks_added = stats.blocks_added
-        result.blocks_released = stats.blocks_released
-        result.duration_s = round(time.monotonic() - started, 3)
-        storage.allocate_reserve()
-        return result
+            storage.writer_lock("compact", lock_wait_s) as lock:
+        return compact_holding(storage, lock, threshold)
+
+
+def compact_holding(storage: Storage, lock: WriterLock,
+                    threshold: float = DEFAULT_THRESHOLD) -> CompactResult:
+    """The compaction itself, under ``lock`` (held by the caller): LockLost, with nothing
+    more changed, once the lock is found in other hands."""
+    storage.release_reserve_if_full()
+    started = time.monotonic()
+    lock.ensure_held()
+    storage.recover_unindexed_packs()
+    liveness = Liveness(storage.index)
+    blocks = _live_blocks(storage)
+    lock.ensure_held()
+    stats = liveness.reconcile(*blocks)
+    plan = plan_compaction(storage, liveness, threshold)
+    result = _Executor(storage, liveness, plan, lock.ensure_held).run()
+    result.blocks_added = stats.blocks_added
+    result.blocks_released = stats.blocks_released
+    result.duration_s = round(time.monotonic() - started, 3)
+    storage.allocate_reserve()
+    return result
 
 
 def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> CompactionPlan:
@@ -124,8 +140,10 @@ def _live_blocks(storage: Storage):
 class _Executor:
     """Carries out a plan under the writer lock, in the order the module docstring gives."""
 
-    def __init__(self, storage: Storage, liveness: Liveness, plan: CompactionPlan):
+    def __init__(self, storage: Storage, liveness: Liveness, plan: CompactionPlan,
+                 ensure_held: Callable[[], None]):
         self.storage = storage
+        self.ensure_held = ensure_held  # raises LockLost: called before every change
         self.packs = storage.packs
         self.index = storage.index
         self.liveness = liveness
@@ -209,6 +227,7 @@ class _Executor:
     def _index_copies(self, pack_id: str, entries: list[PackEntry], file_size: int) -> None:
         """Point the chunks of a durable pack of copies at it (packing.seal calls this);
         only then may the sources whose live records are all in finished packs be doomed."""
+        self.ensure_held()
         self.index.add_relocated_pack(pack_id, entries, file_size)
         self._reviewed[pack_id] = (0, sum(record_cost(e) for e in entries))
         self.result.packs_written += 1
@@ -225,6 +244,7 @@ class _Executor:
 
     def _save_reviews(self) -> None:
         if self._reviewed or self._doomed:
+            self.ensure_held()
             self.liveness.record_reviews(self._reviewed, self._doomed)
             self._reviewed, self._doomed = {}, []
 
@@ -246,6 +266,7 @@ class _Executor:
     def _delete(self, pack_ids: list[str]) -> None:
         """Index entries first (no backup may reuse them), then the files, then the packs'
         rows: a kill in between leaves doomed packs that the next run finishes."""
+        self.ensure_held()
         self.index.remove_locations({p: read_footer(self.packs, p) for p in pack_ids})
         for pack_id in pack_ids:
             self.result.bytes_freed += self.packs.size(pack_id)
@@ -263,6 +284,7 @@ class _Executor:
         for digest, loc in self.index.iter_chunks():
             if loc.pack_id in stale:
                 stale[loc.pack_id].append(loc.entry(digest))
+        self.ensure_held()
         self.index.remove_locations(stale)
         self.index.remove_packs(self.plan.vanished)
         self.liveness.forget_packs(self.plan.vanished)

@@ -1,17 +1,20 @@
 """delete and prune: forgetting snapshot records. Their space comes back with compact.
 
 Removing a record is one durable unlink, so a kill leaves each snapshot either whole or
-gone. Which snapshots prune keeps is decided by retention.select_kept; this module adds
-the one rule on top of it: a series is never emptied by accident.
+gone. The writer lock is checked before each record is removed (``WriterLock.ensure_held``):
+once another host has taken it over, nothing more is removed. Which snapshots prune keeps
+is decided by retention.select_kept; this module adds the one rule on top of it: a series
+is never emptied by accident.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..errors import BadInput
+from ..store.locking import WriterLock
 from ..store.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
 from .retention import KeepPolicy, SnapshotTime, select_kept
@@ -80,10 +83,9 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
         plan.dry_run = True
         return plan
     with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
-            storage.writer_lock("prune", lock_wait_s):
+            storage.writer_lock("prune", lock_wait_s) as lock:
         plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all)
-        for record in plan.removed:
-            storage.snapshots.delete(record.id)
+        forget_records(storage, plan.removed, lock)
     return plan
 
 
@@ -92,12 +94,20 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str],
     """Delete the snapshots the selectors name; every selector is resolved before any
     record is removed, so a typo deletes nothing."""
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
-            storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s):
+            storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
         records = storage.snapshots.all()
         chosen: dict[str, SnapshotRecord] = {}
         for selector in selectors:
             record = select_snapshot(records, selector)
             chosen[record.id] = record
-        for record in chosen.values():
-            storage.snapshots.delete(record.id)
+        forget_records(storage, chosen.values(), lock)
     return sorted(chosen.values(), key=lambda r: (r.time, r.id))
+
+
+def forget_records(storage: Storage, records: Iterable[SnapshotRecord],
+                   lock: WriterLock) -> None:
+    """Remove the records under ``lock`` (held by the caller), checking before each that it is
+    still ours: once another host has taken it over, nothing more is removed (LockLost)."""
+    for record in records:
+        lock.ensure_held()
+        storage.snapshots.delete(record.id)

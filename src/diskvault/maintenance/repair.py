@@ -8,6 +8,10 @@ the snapshots that lacked it restore in full once more. A pack whose footer is d
 locates are verified and copied into a new pack, then the damaged pack is moved to
 ``damaged/`` -- set aside for inspection, never deleted. What cannot be recovered is
 reported as the snapshots that can no longer be restored in full.
+
+The writer lock is checked (``WriterLock.ensure_held``) before the index is set aside, before
+it is rebuilt and before damaged packs are moved: a repair whose lock another host took over
+changes nothing more.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +68,13 @@ def repair_repository(location: LocationLike, read_data: bool = False,
         folders = space_folders(root) if root else [index_folder.parent]
         with space.disk_full_reported(folders, "the repair stopped: free space on that "
                                       "disk, then rerun it"), \
-                writer_lock(backend, "check --repair", lock_wait_s):
+                writer_lock(backend, "check --repair", lock_wait_s) as lock:
             if root:
                 space.release_reserve_if_full(backend, folders)
+            lock.ensure_held()
             set_aside = set_aside_unreadable_index(index_folder)
             with Storage.on_backend(backend, config, cipher, root) as storage:
-                return repair(storage, set_aside, read_data)
+                return repair(storage, set_aside, lock.ensure_held, read_data)
 
 
 def set_aside_unreadable_index(folder: Path) -> Path | None:
@@ -138,9 +144,10 @@ def _old_locations(index: ChunkIndex) -> tuple[dict[str, list[PackEntry]], set[s
         return defaultdict(list), set(), 0
 
 
-def repair(storage: Storage, index_set_aside: Path | None,
+def repair(storage: Storage, index_set_aside: Path | None, ensure_held: Callable[[], None],
            read_data: bool = False) -> RepairReport:
-    """Rebuild the index of ``storage``; call with the writer lock held."""
+    """Rebuild the index of ``storage``; call with the writer lock held, whose
+    ``ensure_held`` raises LockLost once it is in other hands."""
     started = time.monotonic()
     report = RepairReport(index_set_aside=index_set_aside)
     backend, codec, pool = storage.packs, storage.codec, storage.pool
@@ -175,11 +182,12 @@ def repair(storage: Storage, index_set_aside: Path | None,
     if not read_data:
         packs = _without_damaged_duplicates(storage, packs, report)
     report.missing_packs = sorted(old_packs - set(on_disk))
+    ensure_held()
     Liveness(storage.index).reset()
     storage.index.rebuild(packs)
     report.packs_indexed = len(packs)
     report.chunks_indexed = storage.index.chunk_count()
-    _set_aside_damaged_packs(storage, report)
+    _set_aside_damaged_packs(storage, report, ensure_held)
     report.after = check(storage)
     report.duration_s = round(time.monotonic() - started, 3)
     return report
@@ -211,10 +219,12 @@ def _without_damaged_duplicates(storage: Storage, packs: list[PackList],
             for pack_id, entries, size in packs]
 
 
-def _set_aside_damaged_packs(storage: Storage, report: RepairReport) -> None:
+def _set_aside_damaged_packs(storage: Storage, report: RepairReport,
+                             ensure_held: Callable[[], None]) -> None:
     """Move packs without a usable footer to damaged/, once no reader may use them."""
     if not report.damaged_packs:
         return
+    ensure_held()
     with storage.readers_excluded() as excluded:
         if not excluded:
             return  # a later repair moves them; the index no longer points into them

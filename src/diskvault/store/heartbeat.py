@@ -1,5 +1,6 @@
 """A background thread that does one small job every interval until stopped: how a writer
-lock is refreshed and a reader's registration renewed while their holder runs (locking.py).
+lock is refreshed and a reader's registration renewed while their holder runs (locking.py,
+readers.py).
 A beat that fails (a full disk, an object store not answering) is logged and tried again at
 the next interval; a beat that returns False ends the heartbeat."""
 

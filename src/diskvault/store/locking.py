@@ -1,4 +1,4 @@
-"""Locks over the backend: one writer at a time, many readers, on one host or many.
+"""The writer lock over the backend: one writer at a time, on one host or many.
 
 The writer lock is the object ``lock``, put only if absent; it names host, pid, command and
 start time, so a second writer can say who holds it. Its holder rewrites it every
@@ -14,147 +14,37 @@ lock still carries its random ``token``. A lock is stale, and is taken over:
 
 A holder that finds its token gone (another host took the lock over after it stopped
 refreshing: a process paused or cut off for longer than ``stale_s``) has lost the lock: its
-heartbeat stops, and ``ensure_held`` -- which a writer calls before it commits, e.g. before a
-backup writes its snapshot record -- raises ``LockLost``, so it writes nothing more that
-counts. Between the refresh's check and its put another host could take the lock; that
+heartbeat stops, and ``ensure_held`` -- which a writer calls before every step that counts:
+a backup's or copy's snapshot record, each record prune and delete remove, compact's index
+changes and pack deletions, repair's rebuild -- raises ``LockLost``, so it writes nothing
+more that counts. Between the refresh's check and its put another host could take the lock; that
 window is one request long, against a stale time of minutes.
 
 Its bytes are allocated once: a released lock becomes ``lock.spare``, which the next
 writer's put recycles, so delete and compact can take the lock on a disk with no byte free.
 
-Each reader (restore, cat, mount, check) puts a registration ``readers/<host>-<pid>-<random>
-.json`` while it runs, a lease renewed like the writer lock (``refreshed``, ``expires``).
-Compaction deletes packs only inside ``readers_excluded``: it puts ``readers-paused/<...>
-.json`` (itself a lease) and then lists the readers; a reader puts its registration and
-then looks for a pause. Each writes before it looks, so at least one of them sees the other:
-the compaction then keeps its packs, or the reader waits until the pause is over. A
-registration or pause counts as alive: on this host while its process lives; of another host
-until its lease expired plus a grace period (``READER_GRACE_S``, 60 s, for clocks that
-differ a little and renewals that are late); without ``expires`` (an older diskvault) until
-it is removed. Hosts' clocks must agree to within the grace period (NTP). Dead ones are
-removed on the way.
+Readers register apart (readers.py); the lease format and staleness are leases.py's.
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import logging
-import os
-import re
 import secrets
 import socket
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 
 from ..errors import LockHolder, LockLost, RepositoryLocked
-from .backend import Backend, is_access_denied
+from .backend import Backend
 from .heartbeat import Heartbeat
+from .leases import (DEFAULT_TIMING, POLL_INTERVAL_S, Lease, LeaseTiming, decode_lease,
+                     encode_lease, is_stale, this_process)
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "lock"
 LOCK_SPARE_FILE = "lock.spare"
-READERS_PREFIX = "readers/"
-PAUSES_PREFIX = "readers-paused/"
-POLL_INTERVAL_S = 0.2
 LOCK_FILE_BYTES = 4096  # the holder text, padded: one block, reused in place
-MAX_COMMAND_CHARS = 512
-READER_GRACE_S = 60.0
-_REGISTRATION = re.compile(r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]{16}\.json")
-
-
-@dataclass(frozen=True)
-class LeaseTiming:
-    """How often a holder rewrites its lock or registration, and after how long without a
-    rewrite another host may take it for gone. Tests make both small."""
-
-    refresh_s: float = 60.0
-    stale_s: float = 300.0
-
-
-DEFAULT_TIMING = LeaseTiming()
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A lock or registration as read back: its holder, the token of the process that
-    wrote it, and when it expires (None: written by a diskvault that never renews)."""
-
-    holder: LockHolder
-    token: str = ""
-    refreshed: datetime | None = None
-    expires: datetime | None = None
-
-
-def _process_start(pid: int) -> str:
-    """Start time of a process in clock ticks since boot ('' if unknown): tells pid reuse apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _is_alive(holder: LockHolder) -> bool:
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not holder.process_start or _process_start(holder.pid) == holder.process_start
-
-
-def _is_stale(lease: Lease, grace_s: float = 0.0) -> bool:
-    """Held by a process of this host that is gone, or by another host whose lease
-    expired more than ``grace_s`` ago."""
-    if lease.holder.host == socket.gethostname():
-        return not _is_alive(lease.holder)
-    return lease.expires is not None and \
-        datetime.now(timezone.utc) > lease.expires + timedelta(seconds=grace_s)
-
-
-def this_process(command: str) -> LockHolder:
-    return LockHolder(socket.gethostname(), os.getpid(), command, datetime.now(timezone.utc),
-                      _process_start(os.getpid()))
-
-
-def _encode(holder: LockHolder, token: str, timing: LeaseTiming,
-            padded_bytes: int = 0) -> bytes:
-    """The holder and a lease from now as JSON, padded with spaces (JSON ignores them) to
-    ``padded_bytes``, so that every lock has the same size and a spare one is rewritten in
-    place."""
-    command = holder.command
-    if len(command) > MAX_COMMAND_CHARS:
-        command = command[:MAX_COMMAND_CHARS] + "..."
-    now = datetime.now(timezone.utc)
-    body = json.dumps({"host": holder.host, "pid": holder.pid, "command": command,
-                       "since": holder.since.isoformat(),
-                       "process_start": holder.process_start, "token": token,
-                       "refreshed": now.isoformat(),
-                       "expires": (now + timedelta(seconds=timing.stale_s)).isoformat()})
-    return body.encode().ljust(padded_bytes)
-
-
-def _optional_time(body: dict, key: str) -> datetime | None:
-    return datetime.fromisoformat(body[key]) if body.get(key) else None
-
-
-def _decode(data: bytes) -> Lease:
-    """ValueError, KeyError or TypeError if ``data`` is not a lease."""
-    body = json.loads(data)
-    holder = LockHolder(body["host"], int(body["pid"]), body["command"],
-                        datetime.fromisoformat(body["since"]), body.get("process_start", ""))
-    return Lease(holder, str(body.get("token", "")), _optional_time(body, "refreshed"),
-                 _optional_time(body, "expires"))
-
-
-def _unique_name(prefix: str, holder: LockHolder) -> str:
-    return f"{prefix}{holder.host}-{holder.pid}-{secrets.token_hex(8)}.json"
 
 
 def prepare_lock_files(backend: Backend) -> None:
@@ -166,7 +56,7 @@ def prepare_lock_files(backend: Backend) -> None:
 def read_lease(backend: Backend, name: str = LOCK_FILE) -> Lease | None:
     """The writer lock (or the registration ``name``) as it stands; None if absent."""
     try:
-        return _decode(backend.get(name))
+        return decode_lease(backend.get(name))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
@@ -209,7 +99,7 @@ class WriterLock:
         self._lost = False
 
     def _encoded(self) -> bytes:
-        return _encode(self.holder, self._token, self.timing, LOCK_FILE_BYTES)
+        return encode_lease(self.holder, self._token, self.timing, LOCK_FILE_BYTES)
 
     def _try_create(self) -> bool:
         return self.backend.put_if_absent(LOCK_FILE, self._encoded(), reuse=LOCK_SPARE_FILE)
@@ -220,7 +110,7 @@ class WriterLock:
             lease = read_lease(self.backend)
             if lease is None:
                 return None
-            if _is_stale(lease):
+            if is_stale(lease):
                 holder = lease.holder
                 log.warning("taking over a stale lock of %s (pid %d on %s, since %s): %s",
                             holder.command, holder.pid, holder.host,
@@ -303,116 +193,3 @@ def break_lock(backend: Backend) -> LockHolder | None:
     holder = read_holder(backend)
     _retire(backend)
     return holder
-
-
-def _live_holders(backend: Backend, prefix: str, grace_s: float) -> list[LockHolder]:
-    """The holders of the registrations under ``prefix`` that count as alive; stale ones
-    are removed on the way."""
-    holders = []
-    for name in backend.list(prefix):
-        if not _REGISTRATION.fullmatch(name[len(prefix):]):
-            continue
-        try:
-            lease = _decode(backend.get(name))
-        except FileNotFoundError:
-            continue  # ended while we listed
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s/%s is not a registration diskvault wrote; it is left alone",
-                        backend.location, name)
-            continue
-        if _is_stale(lease, grace_s):
-            backend.delete(name)
-        else:
-            holders.append(lease.holder)
-    return holders
-
-
-def active_readers(backend: Backend, grace_s: float = READER_GRACE_S) -> list[LockHolder]:
-    """The readers running now (a registration whose process is gone on this host, or
-    whose lease expired ``grace_s`` ago on another, is removed, not counted)."""
-    return _live_holders(backend, READERS_PREFIX, grace_s)
-
-
-class _Registration:
-    """An object under ``readers/`` or ``readers-paused/`` renewed while it is held."""
-
-    def __init__(self, backend: Backend, prefix: str, holder: LockHolder,
-                 timing: LeaseTiming):
-        self.backend = backend
-        self.name = _unique_name(prefix, holder)
-        self._holder = holder
-        self._timing = timing
-        self._heartbeat: Heartbeat | None = None
-
-    def put(self) -> None:
-        self.backend.put(self.name, _encode(self._holder, "", self._timing))
-        if self._heartbeat is None:
-            self._heartbeat = Heartbeat(self._renew, self._timing.refresh_s,
-                                        f"renew {self.backend.location}/{self.name}")
-
-    def _renew(self) -> bool:
-        self.backend.put(self.name, _encode(self._holder, "", self._timing))
-        return True
-
-    def delete(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-            self._heartbeat = None
-        self.backend.delete(self.name)
-
-
-class ReaderLock:
-    """A reader's registration, held for as long as it runs. On a read-only repository
-    there is none: nothing can be registered there, and no writer can run there either."""
-
-    def __init__(self, backend: Backend, command: str = "reader",
-                 timing: LeaseTiming = DEFAULT_TIMING, grace_s: float = READER_GRACE_S):
-        self.backend = backend
-        self._registration: _Registration | None = _Registration(
-            backend, READERS_PREFIX, this_process(command), timing)
-        while True:
-            if not self._register():
-                return
-            if not _live_holders(backend, PAUSES_PREFIX, grace_s):
-                return
-            self._registration.delete()  # a compaction is deleting packs: let it end
-            while _live_holders(backend, PAUSES_PREFIX, grace_s):
-                time.sleep(POLL_INTERVAL_S)
-
-    def _register(self) -> bool:
-        try:
-            self._registration.put()
-        except OSError as error:
-            if is_access_denied(error):
-                self._registration = None
-                return False
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            log.warning("the disk of %s is full: this reader runs unregistered, so a "
-                        "compaction now could delete packs it reads", self.backend.location)
-            self._registration = None
-            return False
-        return True
-
-    def release(self) -> None:
-        if self._registration is not None:
-            self._registration.delete()
-            self._registration = None
-
-    def __enter__(self) -> "ReaderLock":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-@contextmanager
-def readers_excluded(backend: Backend, grace_s: float = READER_GRACE_S,
-                     timing: LeaseTiming = DEFAULT_TIMING):
-    """Yield True if no reader is running (and none can start) for the block's duration."""
-    pause = _Registration(backend, PAUSES_PREFIX, this_process("readers excluded"), timing)
-    pause.put()
-    try:
-        yield not active_readers(backend, grace_s)
-    finally:
-        pause.delete()

@@ -22,7 +22,8 @@ from .diff import changed_ranges
 from .encryption import (Passphrase, change_key_passphrase, export_key_file,
                          import_key_file)
 from .image_map import image_spans
-from .locking import ReaderLock, WriterLock
+from .locking import WriterLock
+from .readers import ReaderLock
 from .manifest import decode_block
 from .reader import ImageReader
 from .restore import RestoreResult, image_pieces, restore_to_path, write_stream

@@ -45,12 +45,13 @@ BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def open_s3_backend(url: str, environ: dict[str, str] | None = None,
-                    attempts: int = MAX_ATTEMPTS) -> S3Backend:
+                    attempts: int | None = None) -> S3Backend:
     """``s3://bucket/prefix``, with the endpoint from ``DISKVAULT_S3_ENDPOINT`` or
     ``AWS_ENDPOINT_URL`` (none: AWS itself) and credentials by boto3's usual chain
     (environment, ~/.aws files, instance roles); ``attempts`` per request, retries
-    included."""
+    included (default: ``AWS_MAX_ATTEMPTS``, else MAX_ATTEMPTS)."""
     environ = os.environ if environ is None else environ
+    attempts = attempts or _attempts_setting(environ)
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
         raise BadInput(f"{url!r} is not an object-store repository; write s3://BUCKET/PREFIX")
@@ -63,6 +64,18 @@ def open_s3_backend(url: str, environ: dict[str, str] | None = None,
                        f"'.' or '..')")
     endpoint = environ.get("DISKVAULT_S3_ENDPOINT") or environ.get("AWS_ENDPOINT_URL") or None
     return S3Backend(bucket, prefix, make_client(endpoint, environ, attempts), endpoint)
+
+
+def _attempts_setting(environ: dict[str, str]) -> int:
+    """AWS_MAX_ATTEMPTS as the AWS tools read it (attempts per request, the first included);
+    botocore would ignore it beside our explicit retry configuration."""
+    text = environ.get("AWS_MAX_ATTEMPTS")
+    if not text:
+        return MAX_ATTEMPTS
+    if not text.isdigit() or int(text) < 1:
+        raise BadInput(f"AWS_MAX_ATTEMPTS={text!r} is not a number of attempts; set it to a "
+                       f"whole number from 1 (default {MAX_ATTEMPTS})")
+    return int(text)
 
 
 def make_client(endpoint: str | None, environ: dict[str, str], attempts: int = MAX_ATTEMPTS):
@@ -110,6 +123,9 @@ class S3Backend:
         self.client = client
         self.endpoint = endpoint or "AWS S3"
         self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        # Once the endpoint has answered, losing it is a failure to retry later (exit 74),
+        # not a wrong endpoint (exit 2).
+        self._answered = False
 
     def key(self, name: str) -> str:
         check_object_name(name)
@@ -122,9 +138,11 @@ class S3Backend:
     def request(self, operation: Callable, name: str = "", writing: bool = False, **kwargs):
         """One request; its failure in diskvault's terms."""
         try:
-            return operation(Bucket=self.bucket, **kwargs)
+            response = operation(Bucket=self.bucket, **kwargs)
         except (ClientError, BotoCoreError) as error:
             raise self.translate(error, name, writing) from None
+        self._answered = True
+        return response
 
     def translate(self, error: Exception, name: str, writing: bool) -> Exception:
         where = f"{self.location}/{name}" if name else self.location
@@ -132,6 +150,9 @@ class S3Backend:
             return ObjectStoreUnusable(
                 f"no S3 credentials for {self.location}: set AWS_ACCESS_KEY_ID and "
                 f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials")
+        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)) and self._answered:
+            return ObjectStoreFailed(f"{where}: the object store at {self.endpoint} stopped "
+                                     f"answering ({error}) after retries; try again later")
         if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
             return ObjectStoreUnusable(
                 f"cannot reach the object store at {self.endpoint} ({error}); check "
@@ -249,6 +270,7 @@ class S3Backend:
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 response = self.client.get_object(Bucket=self.bucket, **kwargs)
+                self._answered = True
                 return response["Body"].read()
             except ClientError as error:
                 if _code(error) == "InvalidRange" or _status(error) == 416:

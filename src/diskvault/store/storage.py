@@ -15,8 +15,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ..errors import BadInput, RepositoryNotFound, RepositoryReadOnly
-from . import locking, space
-from .backend import Backend, LocalBackend
+from . import locking, readers, space
+from .backend import Backend
+from .local_backend import LocalBackend
 from .chunks import ChunkReader, Codec
 from .config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compression,
                      RepositoryConfig, read_config, write_config)
@@ -165,12 +166,12 @@ class Storage:
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
         return writer_lock(self.backend, command, lock_wait_s)
 
-    def reader_lock(self) -> locking.ReaderLock:
-        return locking.ReaderLock(self.backend)
+    def reader_lock(self) -> readers.ReaderLock:
+        return readers.ReaderLock(self.backend)
 
     def readers_excluded(self) -> AbstractContextManager[bool]:
         """A context yielding whether no reader runs (and none may start) inside it."""
-        return locking.readers_excluded(self.backend)
+        return readers.readers_excluded(self.backend)
 
     def break_lock(self) -> locking.LockHolder | None:
         return locking.break_lock(self.backend)
