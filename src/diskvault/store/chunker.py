@@ -9,9 +9,10 @@ snapshot had a chunk starting at the current position, the same bytes are hashed
 (which releases the GIL and runs on all cores) instead of being cut (which does not).
 If the digest matches, FastCDC would have made the very same cut, because a cut
 depends only on the bytes from the chunk's start to the cut. Only hints that were
-followed by another data chunk are used: their end was a real cut, not the end of the
-data (nor, in snapshots made before holes were chunked as zeros, a hole). On a mismatch, content-defined cutting resumes until a cut lands on the start
-of a previous chunk again. Knows nothing of storage.
+followed by another chunk are used: their end was a real cut, not the end of the data
+(nor, in snapshots made before holes were chunked as zeros, a hole: such a snapshot's
+chunks followed by zeros are not used). On a mismatch, content-defined cutting resumes
+until a cut lands on the start of a previous chunk again. Knows nothing of storage.
 
 A hole is the zeros it stands for, fed without being read (``feed_zeros``): the cuts
 are those of the zeros written out, so a sparse file, its dense copy and a block device
@@ -268,12 +269,16 @@ def _zero_runs_inside(pieces: list[Piece], offset: int, hole_start: int) -> list
     return out
 
 
-def hints_from_spans(spans: Iterable) -> Iterator[Hint]:
+def hints_from_spans(spans: Iterable, holes_as_zeros: bool = False) -> Iterator[Hint]:
     """Hints from a previous manifest's spans (offset, length, digest or None for zeros):
-    only data chunks followed by another data chunk, whose end was a real cut."""
+    data chunks whose end was a real cut. The image's last chunk ended the data, so it is
+    never a hint; nor, unless the snapshot chunked holes as zeros (its record says so), is
+    a chunk followed by zeros, which may have ended at a hole."""
     held = None
     for span in spans:
         if span.digest is None:
+            if holes_as_zeros and held is not None:
+                yield Hint(held.offset, held.length, held.digest)
             held = None
             continue
         if held is not None:

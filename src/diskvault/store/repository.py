@@ -184,7 +184,7 @@ class Repository:
     def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
                  started: float, how: Callable[[], dict] = dict) -> SnapshotRecord:
         """The backup under the writer lock; ``how`` is called under it and gives
-        back_up's ``record`` and ``base_id`` (default: a full read)."""
+        back_up's ``record``, ``base_id`` and ``holes_as_zeros`` (default: a full read)."""
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
@@ -217,7 +217,8 @@ class Repository:
                 return record_changed(source, previous, changed, self.config.chunker,
                                       session, self.storage.pool, stats, verify_unchanged,
                                       progress)
-            return {"record": record, "base_id": base.id}
+            return {"record": record, "base_id": base.id,
+                    "holes_as_zeros": base.holes_as_zeros}
         return self._back_up(source, series, tags, lock_wait_s, progress, started, how)
 
     def _change_map_base(self, series: str, changes: ChangeMap) -> SnapshotRecord:
@@ -260,7 +261,8 @@ class Repository:
         if not series:
             return
         try:
-            yield from hints_from_spans(image_spans(self.storage.chunks, series[-1]))
+            yield from hints_from_spans(image_spans(self.storage.chunks, series[-1]),
+                                        series[-1].holes_as_zeros)
         except CorruptData as error:
             log.warning("previous snapshot of %s unreadable, chunking without hints: %s",
                         name, error)
