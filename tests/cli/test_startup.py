@@ -117,3 +117,19 @@ def test_listing_a_plaintext_repository_loads_no_chunker_codec_cipher_or_image_f
     assert {name for name in modules
             if any(name == root or name.startswith(root + ".") for root in NOT_FOR_LISTING)
             } == set()
+
+
+def test_the_mount_operations_load_no_filesystem_parser_before_files_inside_are_browsed():
+    """The mount's process imports its operations before the mount goes up; the parsers of
+    `<image>.files/` load with the first path there."""
+    script = ("import sys, diskvault.fuse.operations\n"
+              "print('\\n'.join(sys.modules))")
+    modules = set(subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                 text=True, timeout=600, check=True).stdout.split())
+    assert "diskvault.fuse.operations" in modules
+    assert {name for name in modules if name.startswith(("diskvault.image.filesystems",
+                                                         "diskvault.image.drivers",
+                                                         "diskvault.image.locations",
+                                                         "diskvault.store.browse",
+                                                         "diskvault.fuse.files", "dissect"))
+            } == set()
