@@ -148,10 +148,11 @@ def old_style_spans(pieces, params: ChunkerParams) -> list[Span]:
             offset += length
             continue
         chunker = Chunker(params)
-        for chunk, _ in [c for _, value in run for c in chunker.feed(value)] + chunker.finish():
-            digest = None if not any(chunk) else blake3.blake3(chunk).digest()
-            result.append(Span(offset, len(chunk), digest))
-            offset += len(chunk)
+        for piece in [c for _, value in run for c in chunker.feed(value)] + chunker.finish():
+            length = placed([piece])[0][1]
+            zero = isinstance(piece, ZeroRun) or not any(piece[0])
+            result.append(Span(offset, length, None if zero else blake3.blake3(piece[0]).digest()))
+            offset += length
     return result
 
 
@@ -210,3 +211,15 @@ def test_a_chunk_followed_by_zeros_is_a_hint_when_the_snapshot_chunked_holes_as_
              Span(1150, 70, b"c" * 32), Span(1220, 30, b"d" * 32)]
     assert list(hints_from_spans(spans, holes_as_zeros=True)) == [
         Hint(0, 100, b"a" * 32), Hint(100, 50, b"b" * 32), Hint(1150, 70, b"c" * 32)]
+
+
+def test_written_zeros_come_out_as_zero_runs_as_a_hole_does():
+    """Zeros that were read (a dense image, a block device) need no cutting or hashing
+    either: each chunk of them is a ZeroRun, cut where the hole's would be."""
+    params = PARAM_SETS[0]
+    head = random.Random(5).randbytes(10_000)
+    data = head + bytes(50 * params.max_bytes) + b"tail"
+    read = chunk_pieces([("data", data)], params, split=params.max_bytes + 7)
+    assert_same_cuts_as_fastcdc(data, read, params)
+    zeros_read = sum(piece.length for piece in read if isinstance(piece, ZeroRun))
+    assert zeros_read >= 48 * params.max_bytes
