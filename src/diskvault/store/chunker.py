@@ -88,7 +88,7 @@ def _require_compiled_chunker():
 
 class Chunker:
     """Feed buffers in order (``feed``) and holes (``feed_zeros``), end the data with
-    ``finish``. Each call returns the chunks completed so far.
+    ``finish``. Each call returns the chunks completed so far, chunks of zeros as ZeroRuns.
 
     Chunks are memoryviews into the caller's buffers (or small bytes objects for a chunk
     that straddles two buffers), valid as long as the buffer is kept alive.
