@@ -3,7 +3,9 @@ previous snapshot, and the manifest is the one a full read gives."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,7 @@ def test_backup_with_a_map_gives_the_manifest_of_a_full_read(tmp_path_factory, s
     assert mapped.size == size
     assert manifest_of(mapped) == manifest_of(full)
     assert mapped.base_id == previous.id
+    assert mapped.holes_as_zeros
 
 
 def test_a_map_of_a_few_small_changes_reads_a_small_part_of_the_image(repo, tmp_path):
@@ -115,3 +118,28 @@ def test_records_without_a_base_keep_their_old_json_and_load(repo, tmp_path):
     record = back_up_file(repo, tmp_path / "vm.img", b"abc" * 1000, "vm")
     assert b"base_id" not in record.to_json()
     assert repo.load_snapshot(record.id).base_id is None
+
+
+def test_a_record_says_its_holes_were_chunked_as_zeros_and_old_records_load_without_it(
+        repo, tmp_path):
+    record = back_up_file(repo, tmp_path / "vm.img", b"abc" * 1000, "vm")
+    assert b'"holes_as_zeros":true' in record.to_json()
+    assert repo.load_snapshot(record.id).holes_as_zeros is True
+    old = dataclasses.replace(record, id=SnapshotRecord.new_id(), holes_as_zeros=False)
+    assert b"holes_as_zeros" not in old.to_json()
+    assert SnapshotRecord.from_json(old.to_json(), "old").holes_as_zeros is False
+
+
+def test_a_map_over_a_base_made_before_holes_were_chunked_as_zeros_keeps_saying_so(
+        repo, tmp_path):
+    """Its unchanged entries are the base's, which may end at holes: not hints tomorrow."""
+    record = back_up_file(repo, tmp_path / "vm.img", image_bytes(200_000, seed=3), "vm")
+    old = dataclasses.replace(record, id=SnapshotRecord.new_id(), holes_as_zeros=False,
+                              time=record.time + timedelta(seconds=1))
+    repo.storage.snapshots.save(old)
+    changes = ChangeMap(((0, 10),), old.id)
+    assert back_up_file(repo, tmp_path / "vm.img", image_bytes(200_000, seed=3), "vm",
+                        changes=changes).holes_as_zeros is False
+    changes = ChangeMap(((0, 10),), repo.list_snapshots("vm")[-1].id)
+    assert back_up_file(repo, tmp_path / "vm.img", image_bytes(200_000, seed=3), "vm",
+                        changes=changes).holes_as_zeros is False

@@ -9,7 +9,7 @@ import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskvault.store.chunker import Chunker, Hint, hints_from_spans
+from diskvault.store.chunker import Chunker, Hint, ZeroRun, hints_from_spans, piece_length
 from diskvault.store.config import ChunkerParams
 from diskvault.store.manifest import Span
 
@@ -18,7 +18,7 @@ PARAMS = ChunkerParams(min_bytes=256, avg_bytes=1024, max_bytes=4096)
 
 def one_shot_lengths(data: bytes, params: ChunkerParams) -> list[int]:
     chunker = Chunker(params)
-    return [len(c) for c, _ in chunker.feed(data) + chunker.finish()]
+    return [piece_length(p) for p in chunker.feed(data) + chunker.finish()]
 
 
 def streamed(data: bytes, cuts: list[int], params: ChunkerParams, hints=()) -> list:
@@ -31,15 +31,16 @@ def streamed(data: bytes, cuts: list[int], params: ChunkerParams, hints=()) -> l
 
 
 def streamed_lengths(data: bytes, cuts: list[int], params: ChunkerParams, hints=()) -> list[int]:
-    return [len(c) for c, _ in streamed(data, cuts, params, hints)]
+    return [piece_length(p) for p in streamed(data, cuts, params, hints)]
 
 
 def hints_of(data: bytes, params: ChunkerParams) -> list[Hint]:
     """The hints a backup of ``data`` would give the next night."""
     spans, offset = [], 0
-    for chunk, _ in streamed(data, [], params):
-        spans.append(Span(offset, len(chunk), blake3.blake3(chunk).digest()))
-        offset += len(chunk)
+    for piece in streamed(data, [], params):
+        digest = None if isinstance(piece, ZeroRun) else blake3.blake3(piece[0]).digest()
+        spans.append(Span(offset, piece_length(piece), digest))
+        offset += piece_length(piece)
     return list(hints_from_spans(spans))
 
 

@@ -148,10 +148,11 @@ def old_style_spans(pieces, params: ChunkerParams) -> list[Span]:
             offset += length
             continue
         chunker = Chunker(params)
-        for chunk, _ in [c for _, value in run for c in chunker.feed(value)] + chunker.finish():
-            digest = None if not any(chunk) else blake3.blake3(chunk).digest()
-            result.append(Span(offset, len(chunk), digest))
-            offset += len(chunk)
+        for piece in [c for _, value in run for c in chunker.feed(value)] + chunker.finish():
+            length = placed([piece])[0][1]
+            zero = isinstance(piece, ZeroRun) or not any(piece[0])
+            result.append(Span(offset, length, None if zero else blake3.blake3(piece[0]).digest()))
+            offset += length
     return result
 
 
@@ -176,7 +177,7 @@ def test_hints_from_the_previous_snapshot_give_the_same_cuts_around_holes(seed, 
     _, old_pieces = dense_bytes(segments, seed)
     old_spans = (old_style_spans(old_pieces, params) if old_style
                  else spans_of(chunk_pieces(old_pieces, params)))
-    hints = list(hints_from_spans(old_spans))
+    hints = list(hints_from_spans(old_spans, holes_as_zeros=not old_style))
     new_data, new_pieces = dense_bytes(edited(segments, edits), seed)
     assert_same_cuts_as_fastcdc(new_data, chunk_pieces(new_pieces, params, hints), params)
 
@@ -186,14 +187,14 @@ def test_an_unchanged_sparse_image_is_taken_from_hints_away_from_its_holes():
     segments = [("data", 50_000), ("hole", 100_000), ("data", 60_000), ("hole", 3000),
                 ("data", 40_000)]
     _, pieces = dense_bytes(segments, 12)
-    hints = list(hints_from_spans(spans_of(chunk_pieces(pieces, params))))
+    hints = list(hints_from_spans(spans_of(chunk_pieces(pieces, params)), holes_as_zeros=True))
     out = chunk_pieces(pieces, params, hints)
     data_chunks = [piece for piece in out if not isinstance(piece, ZeroRun) and any(piece[0])]
     cut_fresh = [piece for piece in data_chunks if piece[1] is None]
     assert len(data_chunks) > 50
-    # Only the chunk just before each zero run (not a hint: it may end at an old hole)
-    # and the last chunk of the image are cut afresh.
-    assert len(cut_fresh) <= 3
+    # Only the last chunk of the image is cut afresh (it ended the data), not the chunks
+    # that run into the holes: this chunker made them, so they end at real cuts.
+    assert len(cut_fresh) == 1
     assert all(blake3.blake3(c).digest() == d for c, d in data_chunks if d is not None)
 
 
@@ -203,3 +204,22 @@ def test_hint_at_a_hole_of_an_old_snapshot_is_not_taken_when_the_hole_is_gone():
     spans = [Span(0, 100, b"a" * 32), Span(100, 50, b"b" * 32), Span(150, 1000, None),
              Span(1150, 70, b"c" * 32), Span(1220, 30, b"d" * 32)]
     assert list(hints_from_spans(spans)) == [Hint(0, 100, b"a" * 32), Hint(1150, 70, b"c" * 32)]
+
+
+def test_a_chunk_followed_by_zeros_is_a_hint_when_the_snapshot_chunked_holes_as_zeros():
+    spans = [Span(0, 100, b"a" * 32), Span(100, 50, b"b" * 32), Span(150, 1000, None),
+             Span(1150, 70, b"c" * 32), Span(1220, 30, b"d" * 32)]
+    assert list(hints_from_spans(spans, holes_as_zeros=True)) == [
+        Hint(0, 100, b"a" * 32), Hint(100, 50, b"b" * 32), Hint(1150, 70, b"c" * 32)]
+
+
+def test_written_zeros_come_out_as_zero_runs_as_a_hole_does():
+    """Zeros that were read (a dense image, a block device) need no cutting or hashing
+    either: each chunk of them is a ZeroRun, cut where the hole's would be."""
+    params = PARAM_SETS[0]
+    head = random.Random(5).randbytes(10_000)
+    data = head + bytes(50 * params.max_bytes) + b"tail"
+    read = chunk_pieces([("data", data)], params, split=params.max_bytes + 7)
+    assert_same_cuts_as_fastcdc(data, read, params)
+    zeros_read = sum(piece.length for piece in read if isinstance(piece, ZeroRun))
+    assert zeros_read >= 48 * params.max_bytes

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from ..image.volumes import Partition
-from ..store.browse import Volume
 from ..store.snapshots import SnapshotRecord
 
 ROOT = "/"

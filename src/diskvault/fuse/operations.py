@@ -5,7 +5,8 @@ operation answers EROFS. Paths resolve against a layout re-listed at most every
 ``LIST_TTL_S``, so snapshots made after mounting appear without a remount. An open file
 keeps its reader, so a snapshot deleted while open still reads: the mount's reader lock
 keeps compaction from removing the packs under it. Paths below ``<image>.files`` (the
-files inside the image's filesystems) are answered by files.py.
+files inside the image's filesystems) are answered by files.py, imported with the first
+such path: the mount goes up, and its images read, without loading the filesystem parsers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from ..errors import CorruptData
 from ..store.reader import ImageReader
 from ..store.repository import Repository
 from ..store.snapshots import SnapshotRecord
-from .files import FilesView, OpenInside
 from .images import ImageCatalogue
 from .layout import (ROOT, Folder, InsideFiles, Link, MountNames, Node, SnapshotFile,
                      SnapshotFolder, assign_names, files_folder_name, find_inside, layout_all,
@@ -68,10 +68,24 @@ class SnapshotFilesystem(Operations):
         self._names = MountNames()
         self._listed_at = -LIST_TTL_S
         self._open: dict[int, OpenFile | OpenInside] = {}
-        self._inside = FilesView(repository, self._snapshot_folder_attributes, self._owner,
-                                 share_images)
+        self._repository = repository
+        self._share_images = share_images
+        self._files_view: FilesView | None = None
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
+
+    @property
+    def _inside(self) -> FilesView:
+        """The files inside the images (``<image>.files``), made on first use: it loads
+        the filesystem parsers, which the mount does not wait for and reading an image
+        itself never needs."""
+        with self._lock:
+            if self._files_view is None:
+                from .files import FilesView
+
+                self._files_view = FilesView(self._repository, self._snapshot_folder_attributes,
+                                             self._owner, self._share_images)
+            return self._files_view
 
     def init(self, path) -> None:
         threading.Thread(target=self._find_partitions_early, name="partitions",
@@ -125,7 +139,7 @@ class SnapshotFilesystem(Operations):
     def getattr(self, path, fh=None) -> dict:
         opened = self._open.get(fh) if fh else None
         # An open file answers for itself: its snapshot may have been deleted since.
-        if isinstance(opened, OpenInside):
+        if opened is not None and not isinstance(opened, OpenFile):
             return self._inside.open_attributes(opened)
         node = opened.file if opened else self._resolve(path)
         if isinstance(node, InsideFiles):
@@ -187,7 +201,7 @@ class SnapshotFilesystem(Operations):
 
     def read(self, path, size, offset, fh) -> bytes:
         opened = self._open[fh]
-        if isinstance(opened, OpenInside):
+        if not isinstance(opened, OpenFile):
             return self._inside.read(opened, size, offset)
         length = min(size, opened.file.size - offset)
         if length <= 0:
@@ -202,10 +216,10 @@ class SnapshotFilesystem(Operations):
     def release(self, path, fh) -> None:
         with self._lock:
             opened = self._open.pop(fh)
-        if isinstance(opened, OpenInside):
-            opened.reader.close()
-        else:
+        if isinstance(opened, OpenFile):
             self._catalogue.release(opened.file.record)
+        else:
+            opened.reader.close()
 
     def utimens(self, path, times=None):
         raise FuseOSError(errno.EROFS)  # fusepy's default would pretend it worked

@@ -151,14 +151,15 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore
             snapshots: SnapshotStore, hints: Iterable[Hint] = (),
             progress: Progress | None = None, started: float,
             before_record: Callable[[], None], record: Record | None = None,
-            base_id: str | None = None) -> SnapshotRecord:
+            base_id: str | None = None, holes_as_zeros: bool = True) -> SnapshotRecord:
     """Store the image and record it; call with the writer lock held. Every chunk and
     manifest block is durable and indexed before the snapshot record is written (last,
     atomically), so a failure at any point records nothing and a rerun reuses what landed.
     ``started`` is the monotonic time the command began (for the record's duration);
     ``before_record`` raises if the writer lock was lost (WriterLock.ensure_held).
     ``record`` replaces the full read (a change map's backup); ``base_id`` names the
-    snapshot it took unchanged data from."""
+    snapshot it took unchanged data from; ``holes_as_zeros`` is False when its chunks may
+    have ended at holes (taken from a snapshot made before holes were chunked as zeros)."""
     stats = BackupStats()
     with WriteSession(packs, index, codec, config.pack_target_bytes) as session:
         if record is None:
@@ -175,7 +176,7 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore
     record = SnapshotRecord(
         id=SnapshotRecord.new_id(), name=name, time=datetime.now(timezone.utc),
         source=source.label, size=manifest.size, host=socket.gethostname(), tags=list(tags),
-        stats=stats, blocks=manifest.blocks, base_id=base_id)
+        stats=stats, blocks=manifest.blocks, base_id=base_id, holes_as_zeros=holes_as_zeros)
     before_record()
     snapshots.save(record)
     return record

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..errors import ChangeMapWrong
 from .backup import ImageRecorder, Progress
 from .change_map import ChangedRanges
-from .chunker import Chunker, ChunkId
+from .chunker import Chunker, ChunkId, piece_length
 from .config import ChunkerParams
 from .manifest import ManifestBuilder, Span
 from .snapshots import BackupStats
@@ -151,7 +151,7 @@ def _read_until_in_step(source: ImageSource, start: int, previous: PreviousEntri
         kept = []
         for chunk in chunks:
             kept.append(chunk)
-            position += len(chunk[0])
+            position += piece_length(chunk)
             if position == source.size or previous.takeable_at(position):
                 recorder.add_chunks(kept)
                 return position

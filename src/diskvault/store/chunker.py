@@ -9,9 +9,10 @@ snapshot had a chunk starting at the current position, the same bytes are hashed
 (which releases the GIL and runs on all cores) instead of being cut (which does not).
 If the digest matches, FastCDC would have made the very same cut, because a cut
 depends only on the bytes from the chunk's start to the cut. Only hints that were
-followed by another data chunk are used: their end was a real cut, not the end of the
-data (nor, in snapshots made before holes were chunked as zeros, a hole). On a mismatch, content-defined cutting resumes until a cut lands on the start
-of a previous chunk again. Knows nothing of storage.
+followed by another chunk are used: their end was a real cut, not the end of the data
+(nor, in snapshots made before holes were chunked as zeros, a hole: such a snapshot's
+chunks followed by zeros are not used). On a mismatch, content-defined cutting resumes
+until a cut lands on the start of a previous chunk again. Knows nothing of storage.
 
 A hole is the zeros it stands for, fed without being read (``feed_zeros``): the cuts
 are those of the zeros written out, so a sparse file, its dense copy and a block device
@@ -20,6 +21,8 @@ chunk starts less than that before the zeros (or in them), its cut depends on ze
 alone: it comes a fixed distance from its start, and so does every next one while the
 zeros last. Only the chunk open at the hole's start meets real zeros (about
 ``max_bytes`` of them, from one preallocated buffer); the rest of a long hole is computed.
+Zeros that were read (a dense image, a block device) are taken the same way: a chunk that
+starts with that many zeros is a ZeroRun, found by one compare instead of a cut and a hash.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def _require_compiled_chunker():
 
 class Chunker:
     """Feed buffers in order (``feed``) and holes (``feed_zeros``), end the data with
-    ``finish``. Each call returns the chunks completed so far.
+    ``finish``. Each call returns the chunks completed so far, chunks of zeros as ZeroRuns.
 
     Chunks are memoryviews into the caller's buffers (or small bytes objects for a chunk
     that straddles two buffers), valid as long as the buffer is kept alive.
@@ -111,20 +114,21 @@ class Chunker:
         # chunker itself (with this fastcdc it is max_bytes: zeros never match a mask).
         self._zero_chunk_bytes = next(iter(self._cut(self._zeros, self._min, self._avg,
                                                      self._max))).length
+        self._zero_chunk = bytes(self._zero_chunk_bytes)
 
     # -- public ------------------------------------------------------------------------
-    def feed(self, buffer) -> list[Chunk]:
+    def feed(self, buffer) -> list[Piece]:
         self._begin(memoryview(buffer))
-        out: list[Chunk] = []
+        out: list[Piece] = []
         self._run(out, final=False)
         self._carry = bytes(self._span(self._pos, self._end()))
         self._carry_start = self._pos
         return out
 
-    def finish(self) -> list[Chunk]:
+    def finish(self) -> list[Piece]:
         """Everything left, the last piece included (the data ends here)."""
         self._begin(memoryview(b""))
-        out: list[Chunk] = []
+        out: list[Piece] = []
         self._run(out, final=True)
         self._carry, self._carry_start = b"", self._pos
         return out
@@ -181,6 +185,28 @@ class Chunker:
         self._carry, self._carry_start = bytes(hole_end - self._pos), self._pos
         return out
 
+    def _zero_chunk_at(self, position: int, end: int) -> bool:
+        """Whether the chunk starting at ``position`` is ``zero_chunk_bytes`` of zeros,
+        all fed already: then it is cut there, as in a hole (its cut depends on those
+        zeros alone). One byte tells most data apart; then one compare, far cheaper
+        than cutting (written zeros of a dense image or a block device)."""
+        step = self._zero_chunk_bytes
+        if position + step > end or self._span(position, position + 1)[0] != 0:
+            return False
+        view = self._span(position, position + step)
+        # bytes == bytes is a memcmp; comparing a memoryview goes byte by byte.
+        return view[-1] == 0 and bytes(view) == self._zero_chunk
+
+    def _take_zero_chunks(self, out: list[Piece], end: int) -> bool:
+        """Written zeros, one ZeroRun per chunk (each chunk end may be where hints or a
+        change map's entries fall in step again), neither cut nor hashed."""
+        taken = False
+        while self._zero_chunk_at(self._pos, end):
+            out.append(ZeroRun(self._zero_chunk_bytes))
+            self._pos += self._zero_chunk_bytes
+            taken = True
+        return taken
+
     # -- hints ---------------------------------------------------------------------------
     def _hint_at(self, position: int, index: int = 0) -> Hint | None:
         """The ``index``-th hint from ``position`` on, if hints continue unbroken from it."""
@@ -197,7 +223,7 @@ class Chunker:
             self._lookahead[index - 1].length
         return hint if hint.offset == expected else None
 
-    def _follow_hints(self, out: list[Chunk], end: int) -> bool | None:
+    def _follow_hints(self, out: list[Piece], end: int) -> bool | None:
         """Accept hinted chunks whose bytes are unchanged. True: all matched (more may
         follow); False: a mismatch at the current position; None: the next hint needs
         more data than we have."""
@@ -220,7 +246,7 @@ class Chunker:
         return True
 
     # -- content-defined cuts ------------------------------------------------------------
-    def _cut_by_content(self, out: list[Chunk], end: int, final: bool) -> bool:
+    def _cut_by_content(self, out: list[Piece], end: int, final: bool) -> bool:
         """Cut chunks from the current position until a hint starts again. False when the
         rest is an unfinished chunk that needs more data."""
         start = self._pos
@@ -236,11 +262,12 @@ class Chunker:
             out.append((window[offset: offset + length], None))
             offset += length
             self._pos = start + offset
-            if window_end != end or self._hint_at(self._pos) is not None:
+            if window_end != end or self._hint_at(self._pos) is not None \
+                    or self._zero_chunk_at(self._pos, end):
                 return True
         return True
 
-    def _run(self, out: list[Chunk], final: bool) -> None:
+    def _run(self, out: list[Piece], final: bool) -> None:
         end = self._end()
         while self._pos < end:
             if self._hint_at(self._pos) is not None:
@@ -249,8 +276,14 @@ class Chunker:
                     continue
                 if followed is None and not final:
                     return
+            if self._take_zero_chunks(out, end):
+                continue
             if not self._cut_by_content(out, end, final):
                 return
+
+
+def piece_length(piece: Piece) -> int:
+    return piece.length if isinstance(piece, ZeroRun) else len(piece[0])
 
 
 def _zero_runs_inside(pieces: list[Piece], offset: int, hole_start: int) -> list[Piece]:
@@ -258,22 +291,23 @@ def _zero_runs_inside(pieces: list[Piece], offset: int, hole_start: int) -> list
     ZeroRun: its bytes are the hole's zeros, so they need no hash to be known as zeros."""
     out: list[Piece] = []
     for piece in pieces:
-        if isinstance(piece, ZeroRun):
-            out.append(piece)
-            offset += piece.length
-            continue
-        length = len(piece[0])
-        out.append(ZeroRun(length) if offset >= hole_start else piece)
+        length = piece_length(piece)
+        inside = offset >= hole_start and not isinstance(piece, ZeroRun)
+        out.append(ZeroRun(length) if inside else piece)
         offset += length
     return out
 
 
-def hints_from_spans(spans: Iterable) -> Iterator[Hint]:
+def hints_from_spans(spans: Iterable, holes_as_zeros: bool = False) -> Iterator[Hint]:
     """Hints from a previous manifest's spans (offset, length, digest or None for zeros):
-    only data chunks followed by another data chunk, whose end was a real cut."""
+    data chunks whose end was a real cut. The image's last chunk ended the data, so it is
+    never a hint; nor, unless the snapshot chunked holes as zeros (its record says so), is
+    a chunk followed by zeros, which may have ended at a hole."""
     held = None
     for span in spans:
         if span.digest is None:
+            if holes_as_zeros and held is not None:
+                yield Hint(held.offset, held.length, held.digest)
             held = None
             continue
         if held is not None:

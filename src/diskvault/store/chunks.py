@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 
-import zstandard
 
 from ..errors import AuthenticationFailed, CorruptData, MissingChunk
 from .config import Compression
@@ -51,6 +50,8 @@ class Codec:
         if self._enabled:
             compressor = getattr(self._local, "compressor", None)
             if compressor is None:
+                import zstandard  # on first use: opening a repository to list it needs none
+
                 compressor = self._local.compressor = zstandard.ZstdCompressor(level=self._level)
             packed = compressor.compress(raw)
             if len(packed) < len(raw):
@@ -74,6 +75,8 @@ class Codec:
                                        "swapped with another record") from None
         if not location.flags & FLAG_ZSTD:
             return stored
+        import zstandard  # loaded once, then a lookup: see compress
+
         decompressor = getattr(self._local, "decompressor", None)
         if decompressor is None:
             decompressor = self._local.decompressor = zstandard.ZstdDecompressor()

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import blake3
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import AuthenticationFailed
 
@@ -114,6 +112,9 @@ class Keys:
         object.__setattr__(self, "encryption_key",
                            derive_subkey(self.master_key, ENCRYPTION_CONTEXT))
         object.__setattr__(self, "mac_key", derive_subkey(self.master_key, MAC_CONTEXT))
+        # cryptography is loaded here, by the first keys: a plaintext repository never does.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         object.__setattr__(self, "aead", AESGCM(self.encryption_key))
 
     @classmethod
@@ -147,6 +148,8 @@ def seal(keys: Keys, plaintext: bytes | memoryview, associated: bytes) -> bytes:
 def open_sealed(keys: Keys, sealed: bytes | memoryview, associated: bytes) -> bytes:
     """The plaintext of a sealed record, or AuthenticationFailed if a single bit of it, of
     its associated data or of the key differs. The caller adds where (snapshot, offset)."""
+    from cryptography.exceptions import InvalidTag  # loaded already, with the keys
+
     view = memoryview(sealed)
     if len(view) < SEAL_OVERHEAD_BYTES:
         raise AuthenticationFailed(f"sealed record is {len(view)} bytes, shorter than its "

@@ -4,6 +4,8 @@ over by the process that unlocked it), and the config's MAC checked with it.
 The key file is the backend object ``keys/repokey``. A plaintext repository (format version
 1, or 2 with ``encryption.mode`` none) gets ``NoEncryption`` and never asks for a
 passphrase: the passphrase is a callable, called only when a key file must be opened.
+The key file's format (keys.py, which loads argon2 and cryptography) is imported by the
+functions that use it, so opening a plaintext repository loads neither.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from ..errors import AuthenticationFailed, BadInput, CorruptData
 from .backend import Backend
 from .config import RepositoryConfig, read_config
 from .crypto import Encrypted, Keys, NoEncryption, RecordCipher, RecordKind, associated_data
-from .keys import change_passphrase, export_key, import_key, new_key_file, unlock
 
 KEY_FILE = "keys/repokey"
 
@@ -43,6 +44,8 @@ def create_cipher(backend: Backend, config: RepositoryConfig,
     is put here (before the config: a folder without config is not a repository yet)."""
     if not config.encrypted:
         return config, NoEncryption()
+    from .keys import new_key_file  # on use: see the module docstring
+
     key_file, keys = new_key_file(passphrase_text(passphrase, confirm=True))
     backend.put(KEY_FILE, key_file)
     cipher = Encrypted(keys)
@@ -62,6 +65,8 @@ def open_cipher(backend: Backend, config: RepositoryConfig, passphrase: Passphra
                               f"put back the original config")
         return NoEncryption()
     if keys is None:
+        from .keys import unlock  # on use: see the module docstring
+
         keys = unlock(read_key_file(backend), passphrase_text(passphrase))
     cipher = Encrypted(keys)
     if not secrets.compare_digest(config_mac(cipher, config), config.mac):
@@ -82,6 +87,8 @@ def read_key_file(backend: Backend) -> bytes:
 
 def change_key_passphrase(backend: Backend, old: Passphrase, new: Passphrase) -> None:
     """Reseal the master key under a new passphrase: no data is rewritten."""
+    from .keys import change_passphrase, unlock  # on use: see the module docstring
+
     key_file = read_key_file(backend)
     old_text = passphrase_text(old)
     unlock(key_file, old_text)  # a wrong old passphrase fails before a new one is asked
@@ -89,6 +96,8 @@ def change_key_passphrase(backend: Backend, old: Passphrase, new: Passphrase) ->
 
 
 def export_key_file(backend: Backend, config: RepositoryConfig) -> str:
+    from .keys import export_key  # on use: see the module docstring
+
     return export_key(read_key_file(backend), config.repository_id)
 
 
@@ -98,4 +107,6 @@ def import_key_file(backend: Backend, export: str) -> None:
     if not config.encrypted:
         raise BadInput(f"repository {backend.location} is not encrypted: it has no key to "
                        f"import")
+    from .keys import import_key  # on use: see the module docstring
+
     backend.put(KEY_FILE, import_key(export, config.repository_id))

@@ -14,9 +14,7 @@ from typing import BinaryIO
 
 from ..errors import BadInput, CorruptData, LockHolder
 from .change_map import ChangeMap, ChangedRanges, check_fits
-from .chunker import Hint, hints_from_spans
 from .config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams
-from .copy import CopyReport, copy_snapshots
 from .crypto import Keys
 from .diff import changed_ranges
 from .encryption import (Passphrase, change_key_passphrase, export_key_file,
@@ -25,14 +23,16 @@ from .image_map import image_spans
 from .locking import WriterLock
 from .readers import ReaderLock
 from .manifest import decode_block
-from .reader import ImageReader
-from .restore import RestoreResult, image_pieces, restore_to_path, write_stream
 from .restore_marks import refuse_interrupted_target
 from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
 from .source import ImageSource
 from .location import LocationLike, as_location
 from .storage import Storage, open_backend, read_config_at
 from .stream_source import StreamSource
+
+# Flows that load native libraries (fastcdc, zstd) or the restore machinery (chunker,
+# backup, copy, reader, restore) are imported in the methods that run them, so that
+# `list` and `info` load none of it; annotations still name their types (never evaluated).
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class Repository:
     def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
                  started: float, how: Callable[[], dict] = dict) -> SnapshotRecord:
         """The backup under the writer lock; ``how`` is called under it and gives
-        back_up's ``record`` and ``base_id`` (default: a full read)."""
+        back_up's ``record``, ``base_id`` and ``holes_as_zeros`` (default: a full read)."""
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
@@ -218,7 +218,8 @@ class Repository:
                 return record_changed(source, previous, changed, self.config.chunker,
                                       session, self.storage.pool, stats, verify_unchanged,
                                       progress)
-            return {"record": record, "base_id": base.id}
+            return {"record": record, "base_id": base.id,
+                    "holes_as_zeros": base.holes_as_zeros}
         return self._back_up(source, series, tags, lock_wait_s, progress, started, how)
 
     def _change_map_base(self, series: str, changes: ChangeMap) -> SnapshotRecord:
@@ -251,17 +252,22 @@ class Repository:
                 source.reader_lock(), \
                 self.writer_lock(f"copy from {source.location}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
+            from .copy import copy_snapshots  # on use (see the imports above)
+
             return copy_snapshots(source.storage, storage, selectors, progress,
                                   before_record=lock.ensure_held)
 
     def _hints_for(self, name: str) -> Iterator[Hint]:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous
         manifest only costs speed (the hints stop), never the backup."""
+        from .chunker import hints_from_spans  # on use, as back_up: it loads fastcdc
+
         series = self.list_snapshots(name)
         if not series:
             return
         try:
-            yield from hints_from_spans(image_spans(self.storage.chunks, series[-1]))
+            yield from hints_from_spans(image_spans(self.storage.chunks, series[-1]),
+                                        series[-1].holes_as_zeros)
         except CorruptData as error:
             log.warning("previous snapshot of %s unreadable, chunking without hints: %s",
                         name, error)
@@ -305,17 +311,23 @@ class Repository:
         return decode_block(self.storage.chunks.get(digest))
 
     def open_image(self, record: SnapshotRecord, **cache_sizes) -> ImageReader:
+        from .reader import ImageReader  # on use (see the imports above)
+
         return ImageReader(self.storage.chunks, record, self.storage.pool, **cache_sizes)
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
                 full: bool = False, in_place: bool = False,
                 progress: Progress | None = None) -> RestoreResult:
+        from .restore import restore_to_path  # on use (see the imports above)
+
         self.refuse_inside(Path(target), "restore target")
         with self.reader_lock():
             return restore_to_path(self.storage.chunks, record, self.storage.pool, Path(target),
                                    force, full, in_place, progress)
 
     def cat(self, record: SnapshotRecord, out: BinaryIO, progress: Progress | None = None) -> None:
+        from .restore import image_pieces, write_stream  # on use (see the imports above)
+
         with self.reader_lock():
             write_stream(image_pieces(self.storage.chunks, record, self.storage.pool), out,
                          progress)

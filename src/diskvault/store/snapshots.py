@@ -53,6 +53,9 @@ class SnapshotRecord:
     stats: BackupStats
     blocks: list[BlockRef] = field(default_factory=list)
     base_id: str | None = None  # a change map's base: unchanged data was taken from it
+    # Holes were chunked as the zeros they are, so every chunk but the image's last ends
+    # at a real cut; False for records made before (their chunks ended at holes).
+    holes_as_zeros: bool = False
 
     @staticmethod
     def new_id() -> str:
@@ -73,6 +76,8 @@ class SnapshotRecord:
         body.pop("blocks")
         if self.base_id is None:
             body.pop("base_id")  # absent unless a change map was used: records as before
+        if not self.holes_as_zeros:
+            body.pop("holes_as_zeros")  # absent in records made before: they load as ever
         body["time"] = self.time.isoformat()
         return body
 
@@ -96,7 +101,8 @@ class SnapshotRecord:
                 source=body["source"], size=int(body["size"]), host=body["host"],
                 tags=list(body["tags"]), stats=BackupStats(**body["stats"]),
                 blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]],
-                base_id=body.get("base_id"))
+                base_id=body.get("base_id"),
+                holes_as_zeros=body.get("holes_as_zeros", False) is True)
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise CorruptData(f"snapshot record {where} cannot be read ({error})") from None
         problem = _integrity_problem(body, record)
