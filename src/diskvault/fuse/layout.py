@@ -143,8 +143,9 @@ def find_inside(nodes: dict, path: str) -> InsideFiles | None:
     return None
 
 
-def volume_folder(volume: Volume) -> str:
-    """A volume's folder in ``<image>.files``: ``p2``, or ``<vg>-<lv>`` as /dev/mapper names
+def volume_folder(volume) -> str:
+    """A volume's folder (``volume``: a partition number or an LVM ``Volume``) in
+    ``<image>.files``: ``p2``, or ``<vg>-<lv>`` as /dev/mapper names
     a logical volume (a '-' inside a name doubled, so the name stays unambiguous)."""
     if isinstance(volume, int):
         return f"p{volume}"

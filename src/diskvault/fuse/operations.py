@@ -67,15 +67,15 @@ class SnapshotFilesystem(Operations):
         self._nodes = layout_one(record) if record else {}
         self._names = MountNames()
         self._listed_at = -LIST_TTL_S
-        self._open: dict[int, OpenFile | OpenInside] = {}
+        self._open: dict[int, object] = {}  # OpenFile, or OpenInside (loaded on use)
         self._repository = repository
         self._share_images = share_images
-        self._files_view: FilesView | None = None
+        self._files_view = None  # a files.FilesView, made on first use
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
 
     @property
-    def _inside(self) -> FilesView:
+    def _inside(self):
         """The files inside the images (``<image>.files``), made on first use: it loads
         the filesystem parsers, which the mount does not wait for and reading an image
         itself never needs."""

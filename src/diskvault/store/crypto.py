@@ -102,7 +102,7 @@ class Keys:
     chunk_id_key: bytes = field(init=False)
     encryption_key: bytes = field(init=False)
     mac_key: bytes = field(init=False)
-    aead: AESGCM = field(init=False)  # one key schedule, reused for every record
+    aead: object = field(init=False)  # an AESGCM: one key schedule, reused for every record
 
     def __post_init__(self) -> None:
         if len(self.master_key) != KEY_BYTES:

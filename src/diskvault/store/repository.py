@@ -239,9 +239,10 @@ class Repository:
         return base
 
     def copy_from(self, source: "Repository", selectors: tuple[str, ...] = (),
-                  lock_wait_s: float = 0.0, progress: Progress | None = None) -> CopyReport:
+                  lock_wait_s: float = 0.0, progress: Progress | None = None):
         """Copy the selected snapshots of ``source`` (default: all) that this repository
-        lacks, ids and all; only missing chunks are written (store/copy.py)."""
+        lacks, ids and all; only missing chunks are written (store/copy.py). Returns a
+        ``copy.CopyReport``."""
         if source.config.repository_id == self.config.repository_id:
             raise BadInput(f"{source.location} and {self.location} have the same repository id (one "
                            f"repository, or a copy of its folder): copy between two "
@@ -257,7 +258,7 @@ class Repository:
             return copy_snapshots(source.storage, storage, selectors, progress,
                                   before_record=lock.ensure_held)
 
-    def _hints_for(self, name: str) -> Iterator[Hint]:
+    def _hints_for(self, name: str) -> Iterator:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous
         manifest only costs speed (the hints stop), never the backup."""
         from .chunker import hints_from_spans  # on use, as back_up: it loads fastcdc
@@ -310,14 +311,16 @@ class Repository:
     def load_manifest_block(self, digest: bytes):
         return decode_block(self.storage.chunks.get(digest))
 
-    def open_image(self, record: SnapshotRecord, **cache_sizes) -> ImageReader:
+    def open_image(self, record: SnapshotRecord, **cache_sizes):
+        """A ``reader.ImageReader``: random-access reads of the snapshot's image."""
         from .reader import ImageReader  # on use (see the imports above)
 
         return ImageReader(self.storage.chunks, record, self.storage.pool, **cache_sizes)
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
                 full: bool = False, in_place: bool = False,
-                progress: Progress | None = None) -> RestoreResult:
+                progress: Progress | None = None):
+        """The snapshot written to ``target`` (docs/restore.md); a ``restore.RestoreResult``."""
         from .restore import restore_to_path  # on use (see the imports above)
 
         self.refuse_inside(Path(target), "restore target")
