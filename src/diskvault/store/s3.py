@@ -17,8 +17,11 @@ import base64
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +45,8 @@ BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"
                    "ExpiredToken", "InvalidSecurity", "AuthorizationHeaderMalformed"}
 DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+log = logging.getLogger(__name__)
 
 
 def open_s3_backend(url: str, environ: dict[str, str] | None = None,
@@ -110,6 +115,7 @@ class S3Backend:
         self.client = client
         self.endpoint = endpoint or "AWS S3"
         self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.requests = RequestCounter(client)
 
     def key(self, name: str) -> str:
         check_object_name(name)
@@ -332,7 +338,39 @@ class S3Backend:
             os.close(fd)
 
     def close(self) -> None:
+        log.debug("requests to %s: %s", self.location, self.requests.summary())
         self.client.close()
+
+
+class RequestCounter:
+    """Requests sent to the object store, by operation (PutObject, GetObject, ...), retries
+    included: what a command cost, for tests, ``--debug`` and a backup's ``--json``."""
+
+    def __init__(self, client):
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        client.meta.events.register("before-send.s3", self._count)
+
+    def _count(self, event_name: str, **_) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        with self._lock:
+            self._counts[operation] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts so far, by operation."""
+        with self._lock:
+            return dict(self._counts)
+
+    def since(self, earlier: dict[str, int]) -> dict[str, int]:
+        """The requests made since ``earlier`` (a ``snapshot``), by operation."""
+        now = self.snapshot()
+        return {operation: count - earlier.get(operation, 0) for operation, count
+                in sorted(now.items()) if count > earlier.get(operation, 0)}
+
+    def summary(self) -> str:
+        counts = self.snapshot()
+        return f"{sum(counts.values())} (" + ", ".join(
+            f"{operation} {count}" for operation, count in sorted(counts.items())) + ")"
 
 
 class _RangeNotSatisfiable(Exception):
