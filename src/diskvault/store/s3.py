@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from .backend import check_object_name
 PART_BYTES = 8 * 1024 * 1024  # s3transfer's default part size and multipart threshold
 MAX_ATTEMPTS = 8  # botocore "standard" retries: throttling, 5xx, dropped connections
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
+FOREIGN_REUSE_S = 5.0  # a listing's foreign keys answer a list_foreign this soon after
 CONFLICT_ATTEMPTS = 5  # concurrent conditional PUTs may answer 409: try again
 MISSING = {"NoSuchKey", "404", "NotFound"}
 BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
@@ -116,6 +118,7 @@ class S3Backend:
         self.endpoint = endpoint or "AWS S3"
         self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.requests = RequestCounter(client)
+        self._foreign_listed: dict[str, tuple[float, list[str]]] = {}
 
     def key(self, name: str) -> str:
         check_object_name(name)
@@ -288,10 +291,20 @@ class S3Backend:
             raise self.translate(error, prefix, writing=False) from None
 
     def list(self, prefix: str) -> list[str]:
-        return sorted(name for name in self._keys(prefix) if _is_object_name(name))
+        """One listing; its foreign keys are kept for a ``list_foreign`` of the same prefix
+        that follows at once (packs and snapshots ask for both: one request, not two)."""
+        names, foreign = [], []
+        for name in self._keys(prefix):
+            (names if _is_object_name(name) else foreign).append(name)
+        self._foreign_listed[prefix] = (time.monotonic(), sorted(foreign))
+        return sorted(names)
 
     def list_foreign(self, prefix: str) -> list[str]:
-        """Keys no diskvault name can be (``a//b``, a console's ``folder/`` marker)."""
+        """Keys no diskvault name can be (``a//b``, a console's ``folder/`` marker): those
+        of a ``list`` of ``prefix`` made in the last FOREIGN_REUSE_S, else a new listing."""
+        listed_at, foreign = self._foreign_listed.pop(prefix, (None, None))
+        if listed_at is not None and time.monotonic() - listed_at < FOREIGN_REUSE_S:
+            return foreign
         return sorted(name for name in self._keys(prefix) if not _is_object_name(name))
 
     def _uploads(self, prefix: str) -> Iterator[tuple[str, str]]:
