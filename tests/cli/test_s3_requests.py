@@ -1,0 +1,33 @@
+"""Request economy on a real radosgw (issue 12): what a command costs in requests is
+counted by the S3 backend and reported by a backup's --json; an unchanged nightly backup
+costs the same handful of requests whatever the image's chunk count."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from ..conftest import SMALL_CHUNKS, run_cli, write_image
+
+
+def backup_requests(url: str, image) -> dict[str, int]:
+    result = run_cli("backup", "-r", url, str(image), "--name", "vm", "--json", check=True)
+    return json.loads(result.stdout)["requests"]
+
+
+def test_an_unchanged_nightly_makes_as_many_requests_for_a_small_and_a_large_image(
+        s3_environment, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    nightly = {}
+    for mib in (1, 8):  # 4 KiB chunks: about 256 and 2048 chunks, 1 and 7 manifest blocks
+        url = f"s3://{s3_environment.bucket}/requests-{uuid.uuid4().hex[:12]}"
+        run_cli("init", "-r", url, "--encryption", "none", "--chunk-size", str(SMALL_CHUNKS),
+                check=True)
+        image = write_image(tmp_path / f"vm-{mib}.img", mib << 20, seed=mib)
+        first = backup_requests(url, image)
+        assert first["PutObject"] + first.get("UploadPart", 0) >= 2  # a pack, the record
+        nightly[mib] = backup_requests(url, image)
+
+    assert nightly[1] == nightly[8]
+    assert "UploadPart" not in nightly[8]  # nothing new: no pack went up
+    assert sum(nightly[8].values()) <= 20
