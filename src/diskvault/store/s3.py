@@ -110,6 +110,7 @@ class S3Backend:
     (thread-safe, so one serves every thread)."""
 
     uploads_in_flight = 4  # packs sealed at once, each put whole (memory: 4 + 1 packs)
+    part_bytes = PART_BYTES  # a put above this is a multipart upload
 
     def __init__(self, bucket: str, prefix: str, client, endpoint: str | None = None):
         self.bucket = bucket
