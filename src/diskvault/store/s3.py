@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,6 +41,7 @@ from .backend import check_object_name
 PART_BYTES = 8 * 1024 * 1024  # s3transfer's default part size and multipart threshold
 MAX_ATTEMPTS = 8  # botocore "standard" retries: throttling, 5xx, dropped connections
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
+PARTS_IN_FLIGHT = 16  # parts of big puts sent at once, all puts together (= connections)
 FOREIGN_REUSE_S = 5.0  # a listing's foreign keys answer a list_foreign this soon after
 CONFLICT_ATTEMPTS = 5  # concurrent conditional PUTs may answer 409: try again
 MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -120,6 +122,8 @@ class S3Backend:
         self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.requests = RequestCounter(client)
         self._foreign_listed: dict[str, tuple[float, list[str]]] = {}
+        self._senders: ThreadPoolExecutor | None = None
+        self._senders_lock = threading.Lock()
 
     def key(self, name: str) -> str:
         check_object_name(name)
@@ -182,13 +186,20 @@ class S3Backend:
             return
         upload = self.open_upload(name)
         try:
-            view = memoryview(data)
-            for start in range(0, len(view), PART_BYTES):
-                upload.write(view[start: start + PART_BYTES])
+            upload.send_parts(memoryview(data), self._part_senders())
             upload.complete()
         except BaseException:
             upload.abort()
             raise
+
+    def _part_senders(self) -> ThreadPoolExecutor:
+        """Threads that send the parts of big puts: a pack's parts go up at once (the
+        connection pool holds as many), so one pack alone still fills the link."""
+        with self._senders_lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(PARTS_IN_FLIGHT,
+                                                   thread_name_prefix="s3-parts")
+            return self._senders
 
     def put_if_absent(self, name: str, data: bytes, reuse: str | None = None) -> bool:
         """A PUT with ``If-None-Match: *`` (412 when the object exists; RGW makes it an
@@ -353,6 +364,8 @@ class S3Backend:
 
     def close(self) -> None:
         log.debug("requests to %s: %s", self.location, self.requests.summary())
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
         self.client.close()
 
 
@@ -433,12 +446,26 @@ class S3Upload:
             self._send_part(bytes(memoryview(self._buffer)[:PART_BYTES]))
             del self._buffer[:PART_BYTES]
 
+    def send_parts(self, data: memoryview, senders: ThreadPoolExecutor) -> None:
+        """All of ``data`` as parts of PART_BYTES sent at once on ``senders`` (the caller
+        holds the bytes already: no more memory than a ``write``)."""
+        first = len(self._parts) + 1
+        starts = range(0, len(data), PART_BYTES)
+        sent = [senders.submit(self._upload_part, first + index,
+                               data[start: start + PART_BYTES])
+                for index, start in enumerate(starts)]
+        wait(sent)  # all settled before a failure is raised and the upload aborted
+        self._parts += [future.result() for future in sent]
+
     def _send_part(self, part: bytes) -> None:
-        number = len(self._parts) + 1
+        self._parts.append(self._upload_part(len(self._parts) + 1, part))
+
+    def _upload_part(self, number: int, part) -> dict:
         answer = self._backend.request(
             self._backend.client.upload_part, self._name, writing=True, Key=self._key,
-            UploadId=self._upload_id, PartNumber=number, Body=part, ContentMD5=_md5(part))
-        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            UploadId=self._upload_id, PartNumber=number, Body=bytes(part),
+            ContentMD5=_md5(part))
+        return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def complete(self) -> None:
         if self._upload_id is None:
