@@ -388,12 +388,6 @@ class RequestCounter:
         with self._lock:
             return dict(self._counts)
 
-    def since(self, earlier: dict[str, int]) -> dict[str, int]:
-        """The requests made since ``earlier`` (a ``snapshot``), by operation."""
-        now = self.snapshot()
-        return {operation: count - earlier.get(operation, 0) for operation, count
-                in sorted(now.items()) if count > earlier.get(operation, 0)}
-
     def summary(self) -> str:
         counts = self.snapshot()
         return f"{sum(counts.values())} (" + ", ".join(
