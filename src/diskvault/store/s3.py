@@ -22,9 +22,9 @@ import os
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,7 +41,8 @@ from .backend import check_object_name
 PART_BYTES = 8 * 1024 * 1024  # s3transfer's default part size and multipart threshold
 MAX_ATTEMPTS = 8  # botocore "standard" retries: throttling, 5xx, dropped connections
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
-PARTS_IN_FLIGHT = 16  # parts of big puts sent at once, all puts together (= connections)
+PARTS_IN_FLIGHT = 16  # parts sent at once, all uploads together (= connections)
+PARTS_PENDING_PER_UPLOAD = 4  # parts of one upload in flight before its writer waits
 FOREIGN_REUSE_S = 5.0  # a listing's foreign keys answer a list_foreign this soon after
 CONFLICT_ATTEMPTS = 5  # concurrent conditional PUTs may answer 409: try again
 MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -111,7 +112,7 @@ class S3Backend:
     """The repository under ``prefix`` in ``bucket``; ``client`` is a boto3 S3 client
     (thread-safe, so one serves every thread)."""
 
-    uploads_in_flight = 4  # packs sealed at once, each put whole (memory: 4 + 1 packs)
+    uploads_in_flight = 4  # packs sealed at once, each finishing its upload
     part_bytes = PART_BYTES  # a put above this is a multipart upload
 
     def __init__(self, bucket: str, prefix: str, client, endpoint: str | None = None):
@@ -186,15 +187,17 @@ class S3Backend:
             return
         upload = self.open_upload(name)
         try:
-            upload.send_parts(memoryview(data), self._part_senders())
+            view = memoryview(data)
+            for start in range(0, len(view), PART_BYTES):
+                upload.write(view[start: start + PART_BYTES])
             upload.complete()
         except BaseException:
             upload.abort()
             raise
 
     def _part_senders(self) -> ThreadPoolExecutor:
-        """Threads that send the parts of big puts: a pack's parts go up at once (the
-        connection pool holds as many), so one pack alone still fills the link."""
+        """Threads that send the parts of every upload (the connection pool holds as
+        many): several parts of one pack go up at once, while it fills."""
         with self._senders_lock:
             if self._senders is None:
                 self._senders = ThreadPoolExecutor(PARTS_IN_FLIGHT,
@@ -238,7 +241,7 @@ class S3Backend:
             return False
 
     def open_upload(self, name: str) -> S3Upload:
-        return S3Upload(self, name)
+        return S3Upload(self, name, self._part_senders())
 
     def delete(self, name: str) -> None:
         self.request(self.client.delete_object, name, writing=True, Key=self.key(name))
@@ -419,17 +422,22 @@ def _abort(backend: S3Backend, name: str, upload_id: str) -> None:
 
 class S3Upload:
     """A multipart upload, begun at once (so a writer that dies leaves it listed as
-    unfinished), sent in parts of PART_BYTES as they fill: memory stays at one part. An
-    upload that never filled a part is aborted and sent as one plain PUT. Visible only once
+    unfinished), its parts sent in the background as they fill, at most
+    PARTS_PENDING_PER_UPLOAD at once (memory: those and the part filling; a writer faster
+    than the link waits), so a pack is mostly up by the time it is sealed. An upload that
+    never filled a part is aborted and sent as one plain PUT. Visible only once
     ``complete`` returns. CompleteMultipartUpload ignores If-None-Match on RGW 16; no need:
     pack names are unique."""
 
-    def __init__(self, backend: S3Backend, name: str):
+    def __init__(self, backend: S3Backend, name: str, senders: ThreadPoolExecutor):
         self._backend = backend
         self._name = name
         self._key = backend.key(name)
+        self._senders = senders
         self._buffer = bytearray()
+        self._sending: deque[Future] = deque()
         self._parts: list[dict] = []
+        self._next_part = 1
         self._upload_id: str | None = backend.request(
             backend.client.create_multipart_upload, name, writing=True, Key=self._key)[
             "UploadId"]
@@ -437,41 +445,39 @@ class S3Upload:
     def write(self, data) -> None:
         self._buffer += data
         while len(self._buffer) >= PART_BYTES:
-            self._send_part(bytes(memoryview(self._buffer)[:PART_BYTES]))
+            self._send(bytes(memoryview(self._buffer)[:PART_BYTES]))
             del self._buffer[:PART_BYTES]
 
-    def send_parts(self, data: memoryview, senders: ThreadPoolExecutor) -> None:
-        """All of ``data`` as parts of PART_BYTES sent at once on ``senders`` (the caller
-        holds the bytes already: no more memory than a ``write``)."""
-        first = len(self._parts) + 1
-        starts = range(0, len(data), PART_BYTES)
-        sent = [senders.submit(self._upload_part, first + index,
-                               data[start: start + PART_BYTES])
-                for index, start in enumerate(starts)]
-        wait(sent)  # all settled before a failure is raised and the upload aborted
-        self._parts += [future.result() for future in sent]
+    def _send(self, part: bytes) -> None:
+        self._sending.append(self._senders.submit(self._upload_part, self._next_part, part))
+        self._next_part += 1
+        while len(self._sending) > PARTS_PENDING_PER_UPLOAD:
+            self._parts.append(self._sending.popleft().result())
 
-    def _send_part(self, part: bytes) -> None:
-        self._parts.append(self._upload_part(len(self._parts) + 1, part))
+    def _settle(self) -> None:
+        """Wait for every part sent; a failure is raised once none is in flight."""
+        wait(self._sending)
+        sending, self._sending = self._sending, deque()
+        self._parts += [future.result() for future in sending]
 
-    def _upload_part(self, number: int, part) -> dict:
+    def _upload_part(self, number: int, part: bytes) -> dict:
         answer = self._backend.request(
             self._backend.client.upload_part, self._name, writing=True, Key=self._key,
-            UploadId=self._upload_id, PartNumber=number, Body=bytes(part),
-            ContentMD5=_md5(part))
+            UploadId=self._upload_id, PartNumber=number, Body=part, ContentMD5=_md5(part))
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def complete(self) -> None:
         if self._upload_id is None:
             raise ValueError(f"the upload of {self._name} was aborted or completed")
         backend = self._backend
-        if not self._parts:
+        if self._next_part == 1:  # not one part filled: a plain PUT is cheaper
             data = bytes(self._buffer)
             self.abort()
             backend.put(self._name, data)
             return
         if self._buffer:
-            self._send_part(bytes(self._buffer))
+            self._send(bytes(self._buffer))
+        self._settle()
         # the answer's ETag is empty on RGW 16 (BZ 2266579): nothing here relies on it
         backend.request(backend.client.complete_multipart_upload, self._name, writing=True,
                         Key=self._key, UploadId=self._upload_id,
@@ -481,6 +487,8 @@ class S3Upload:
 
     def abort(self) -> None:
         if self._upload_id is not None:
+            wait(self._sending)  # parts in flight end before their upload is aborted
+            self._sending = deque()
             upload_id, self._upload_id = self._upload_id, None
             self._buffer = bytearray()
             _abort(self._backend, self._name, upload_id)
