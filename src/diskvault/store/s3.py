@@ -421,8 +421,8 @@ def _abort(backend: S3Backend, name: str, upload_id: str) -> None:
 
 
 class S3Upload:
-    """A multipart upload, begun at once (so a writer that dies leaves it listed as
-    unfinished), its parts sent in the background as they fill, at most
+    """A multipart upload, begun with its first part (so a writer that dies after it
+    leaves it listed as unfinished), its parts sent in the background as they fill, at most
     PARTS_PENDING_PER_UPLOAD at once (memory: those and the part filling; a writer faster
     than the link waits), so a pack is mostly up by the time it is sealed. An upload that
     never filled a part is aborted and sent as one plain PUT. Visible only once
@@ -438,9 +438,8 @@ class S3Upload:
         self._sending: deque[Future] = deque()
         self._parts: list[dict] = []
         self._next_part = 1
-        self._upload_id: str | None = backend.request(
-            backend.client.create_multipart_upload, name, writing=True, Key=self._key)[
-            "UploadId"]
+        self._upload_id: str | None = None  # begun with the first part
+        self._finished = False  # completed or aborted
 
     def write(self, data) -> None:
         self._buffer += data
@@ -449,6 +448,10 @@ class S3Upload:
             del self._buffer[:PART_BYTES]
 
     def _send(self, part: bytes) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._backend.request(
+                self._backend.client.create_multipart_upload, self._name, writing=True,
+                Key=self._key)["UploadId"]
         self._sending.append(self._senders.submit(self._upload_part, self._next_part, part))
         self._next_part += 1
         while len(self._sending) > PARTS_PENDING_PER_UPLOAD:
@@ -467,13 +470,13 @@ class S3Upload:
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def complete(self) -> None:
-        if self._upload_id is None:
+        if self._finished:
             raise ValueError(f"the upload of {self._name} was aborted or completed")
         backend = self._backend
-        if self._next_part == 1:  # not one part filled: a plain PUT is cheaper
-            data = bytes(self._buffer)
-            self.abort()
+        if self._upload_id is None:  # not one part filled: one plain PUT
+            data, self._buffer = bytes(self._buffer), bytearray()
             backend.put(self._name, data)
+            self._finished = True
             return
         if self._buffer:
             self._send(bytes(self._buffer))
@@ -482,13 +485,15 @@ class S3Upload:
         backend.request(backend.client.complete_multipart_upload, self._name, writing=True,
                         Key=self._key, UploadId=self._upload_id,
                         MultipartUpload={"Parts": self._parts})
-        self._upload_id = None
+        self._finished, self._upload_id = True, None
         self._buffer = bytearray()
 
     def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        wait(self._sending)  # parts in flight end before their upload is aborted
+        self._sending, self._buffer = deque(), bytearray()
         if self._upload_id is not None:
-            wait(self._sending)  # parts in flight end before their upload is aborted
-            self._sending = deque()
             upload_id, self._upload_id = self._upload_id, None
-            self._buffer = bytearray()
             _abort(self._backend, self._name, upload_id)
