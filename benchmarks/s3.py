@@ -37,6 +37,7 @@ THREADS = 8
 DEFAULT_SIZE = 512 << 20
 TOOLS = ["plain", "restic", "diskvault-s3", "diskvault-local"]
 COUNTERS = ("req", "put", "get", "put_b", "get_b")
+MEMSTORE_BASE_BYTES = 1 << 30  # the OSD's memory besides six times the image
 
 
 class ResticS3(Restic):
@@ -218,7 +219,9 @@ def main(argv: list[str]) -> int:
     # the diskvault measured is the one beside this interpreter, as in benchmarks.run
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     load = workload.prepare("vm-image", args.size, 1, args.seed, args.work)
-    with running_ceph(BUCKET) as (cluster, server):
+    # plain's deleted objects wait for radosgw's GC (60 s): room for every tool's data
+    with running_ceph(BUCKET, memstore_bytes=MEMSTORE_BASE_BYTES + 6 * args.size) \
+            as (cluster, server):
         results = run_tools(args, cluster, server, load)
     print(f"written to {write_results(args, results, load)}")
     return 0

@@ -40,6 +40,7 @@ COMMAND_TIMEOUT_S = 60.0
 POLL_S = 0.1
 PROBE_TIMEOUT_S = 2.0  # a port taken by a listener that never answers must not hang the probe
 BUCKET = "diskvault-tests"
+MEMSTORE_BYTES = 1 << 30  # the OSD's memory: enough for the tests
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 CONFIG = """\
@@ -89,8 +90,9 @@ mon data = {folder}/mon.$id
 [osd]
 osd data = {folder}/osd.$id
 osd objectstore = memstore
-# not a cap (pitfall 8): the tests write a few hundred MiB at most
-memstore device bytes = 1073741824
+# not a cap (pitfall 8), but the OSD stops taking writes at 97 % of it (full failsafe):
+# the tests write a few hundred MiB at most; benchmarks ask for more
+memstore device bytes = {memstore_bytes}
 
 [client.rgw.a]
 rgw data = {folder}/rgw
@@ -135,8 +137,9 @@ def free_port() -> int:
 class CephCluster:
     """The cluster's folder and daemons; ``stop`` is safe at any point of ``start``."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, memstore_bytes: int = MEMSTORE_BYTES):
         self.folder = folder
+        self.memstore_bytes = memstore_bytes
         self.config = folder / "ceph.conf"
         self.daemons: dict[str, subprocess.Popen] = {}
         self.rgw_port = 0
@@ -147,7 +150,8 @@ class CephCluster:
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         mon_port, self.rgw_port, fsid = free_port(), free_port(), str(uuid.uuid4())
         self.config.write_text(CONFIG.format(fsid=fsid, mon_port=mon_port,
-                                             rgw_port=self.rgw_port, folder=self.folder))
+                                             rgw_port=self.rgw_port, folder=self.folder,
+                                             memstore_bytes=self.memstore_bytes))
         self._run("ceph-authtool", "--create-keyring", self.folder / "keyring", "--gen-key",
                   "-n", "mon.", "--cap", "mon", "allow *")  # mkfs wants one even with auth none
         self._run("monmaptool", "--create", "--clobber", "--fsid", fsid, "--addv", "a",
@@ -290,16 +294,17 @@ def missing_tools() -> list[str]:
 
 
 @contextmanager
-def running_ceph(bucket: str = BUCKET) -> Iterator[tuple[CephCluster, S3Server]]:
+def running_ceph(bucket: str = BUCKET, memstore_bytes: int = MEMSTORE_BYTES
+                 ) -> Iterator[tuple[CephCluster, S3Server]]:
     """A running cluster with a user and an empty bucket, always torn down afterwards (the
-    tests' session fixture, and benchmarks/s3.py)."""
+    tests' session fixture, and benchmarks/s3.py); the OSD holds ``memstore_bytes``."""
     import boto3
 
     started = time.monotonic()
     cluster = None
     try:
         for attempt in (1, 2):
-            cluster = CephCluster(Path(tempfile.mkdtemp(prefix="dv-ceph-")))
+            cluster = CephCluster(Path(tempfile.mkdtemp(prefix="dv-ceph-")), memstore_bytes)
             try:
                 cluster.start()
                 break

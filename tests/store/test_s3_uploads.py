@@ -1,4 +1,4 @@
-"""A backup's packs on an object store: several go up at once, each put whole, and the
+"""A backup's packs on an object store: several go up at once, and the
 index learns of a pack only once its upload completed (real radosgw, tests/ceph.py)."""
 
 from __future__ import annotations

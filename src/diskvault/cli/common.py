@@ -114,16 +114,17 @@ lock_wait_option = click.option(
 
 @contextmanager
 def opened(repo: str | None, passphrase: CommandPassphrase | None = None,
-           keys=None):
+           keys=None, writer: bool = False):
     """The repository named by -r/DISKVAULT_REPO, closed afterwards; ``keys`` already
-    unlocked (``store.crypto.Keys``: the background mount's) stand in for the passphrase."""
+    unlocked (``store.crypto.Keys``: the background mount's) stand in for the passphrase.
+    A ``writer`` (backup) takes the writer lock before it uses the index."""
     # Imported here, not at the top: the group imports this module, and `diskvault --help`
     # must not pay for loading the store.
     from ..store.location import parse_location
     from ..store.repository import Repository
 
     repository = Repository.open(parse_location(repo), passphrase or CommandPassphrase(),
-                                 keys=keys)
+                                 keys=keys, writer=writer)
     try:
         yield repository
     finally:

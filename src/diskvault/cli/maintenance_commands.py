@@ -13,6 +13,7 @@ from ..maintenance import repair as repairing
 from ..maintenance.check import CheckReport
 from ..maintenance.compact import DEFAULT_THRESHOLD, CompactResult
 from ..maintenance.compact_plan import CompactionPlan
+from ..maintenance.compact_requests import PlannedRequests
 from ..maintenance.prune import PrunePlan
 from ..maintenance.repair import RepairReport
 from ..maintenance.retention import KeepPolicy, parse_duration
@@ -127,22 +128,25 @@ def compact(repo, threshold_percent, dry_run, as_json, lock_wait_s) -> None:
     if dry_run:
         with opened(repo) as repository:
             plan = compaction.plan_only(repository.storage, threshold_percent / 100)
+            requests = compaction.plan_requests(repository.storage, plan)
         if as_json:
-            print_json(_compaction_plan_json(plan))
+            print_json(_compaction_plan_json(plan, requests))
         else:
-            _print_compaction_plan(plan)
+            _print_compaction_plan(plan, requests)
         return
     with opened(repo) as repository:
         result = compaction.compact(repository.storage, threshold_percent / 100,
                                     lock_wait_s)
         stored = repository.totals().stored_bytes
+        made = repository.storage.requests_made()
     if as_json:
-        print_json({**vars(result), "repository_stored_bytes": stored})
+        print_json({**vars(result), "repository_stored_bytes": stored,
+                    **({} if made is None else {"requests": made})})
     else:
         _print_compact(result, stored)
 
 
-def _print_compaction_plan(plan: CompactionPlan) -> None:
+def _print_compaction_plan(plan: CompactionPlan, requests: PlannedRequests | None) -> None:
     rows = [[fate.pack_id, "delete", human_bytes(fate.file_size), "0", "-"]
             for fate in plan.delete]
     rows += [[fate.pack_id, "rewrite", human_bytes(fate.file_size), str(fate.live_records),
@@ -156,19 +160,27 @@ def _print_compaction_plan(plan: CompactionPlan) -> None:
                f"{human_bytes(plan.bytes_to_copy)})")
     click.echo(f"would free {human_bytes(plan.bytes_to_free)}: delete "
                f"{human_bytes(plan.bytes_to_delete)} of packs (dry run: nothing was changed)")
+    if requests is not None:
+        click.echo(f"would make about {requests.total} requests: {requests.range_gets} range "
+                   f"GETs, {requests.footer_reads} footer reads, {requests.put_requests} "
+                   f"PUTs for {requests.new_packs} new packs, {requests.deletes} DELETEs")
     if plan.damaged:
         warn(f"{len(plan.damaged)} damaged packs would be left as they are: run "
              f"'diskvault check --read-data'")
 
 
-def _compaction_plan_json(plan: CompactionPlan) -> dict:
-    return {"dry_run": True, "threshold": plan.threshold,
-            "packs_reviewed": plan.packs_reviewed,
-            "delete": [vars(fate) for fate in plan.delete],
-            "rewrite": [vars(fate) for fate in plan.rewrite],
-            "packs_kept": len(plan.keep), "packs_damaged": plan.damaged,
-            "records_to_copy": plan.records_to_copy, "bytes_to_copy": plan.bytes_to_copy,
-            "bytes_to_delete": plan.bytes_to_delete, "bytes_to_free": plan.bytes_to_free}
+def _compaction_plan_json(plan: CompactionPlan, requests: PlannedRequests | None) -> dict:
+    """The plan; on an object store also the requests carrying it out would make."""
+    found = {"dry_run": True, "threshold": plan.threshold,
+             "packs_reviewed": plan.packs_reviewed,
+             "delete": [vars(fate) for fate in plan.delete],
+             "rewrite": [vars(fate) for fate in plan.rewrite],
+             "packs_kept": len(plan.keep), "packs_damaged": plan.damaged,
+             "records_to_copy": plan.records_to_copy, "bytes_to_copy": plan.bytes_to_copy,
+             "bytes_to_delete": plan.bytes_to_delete, "bytes_to_free": plan.bytes_to_free}
+    if requests is not None:
+        found["requests"] = requests.as_dict()
+    return found
 
 
 def _print_compact(result: CompactResult, stored: int) -> None:

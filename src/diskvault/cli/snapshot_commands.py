@@ -60,7 +60,7 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
     from_stdin = str(source) == STDIN_LABEL
     changes = read_change_map(changes_file, changed_since, verify_unchanged)
     _check_stream_options(from_stdin, name, changes, stream_size)
-    with opened(repo) as repository:
+    with opened(repo, writer=True) as repository:
         size = (stream_size or 0) if from_stdin else _source_size(source)
         progress = ProgressLine("backup", size, show_progress)
         try:
@@ -72,8 +72,10 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
                                            changes, verify_unchanged)
         finally:
             progress.close()
+        requests = repository.storage.requests_made()
     if as_json:
-        print_json(snapshot_json(record))
+        print_json(snapshot_json(record) if requests is None
+                   else dict(snapshot_json(record), requests=requests))
     else:
         click.echo(backup_summary(record))
 

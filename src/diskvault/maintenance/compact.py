@@ -43,6 +43,7 @@ from ..store.locking import WriterLock
 from ..store.storage import Storage
 from .compact_plan import (CompactionPlan, live_records, pack_footer, plan_compaction, record_cost,
                            validate_threshold)
+from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, batches, preview
 from .verify import verify_pack
 
@@ -111,6 +112,14 @@ def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> Compact
     with storage.reader_lock():
         pending = preview(storage.index, *_live_blocks(storage))
         return plan_compaction(storage, pending, threshold)
+
+
+def plan_requests(storage: Storage, plan: CompactionPlan) -> PlannedRequests | None:
+    """The object-store requests carrying out ``plan`` makes; None for a local folder."""
+    if storage.is_local:
+        return None
+    return planned_requests(plan, storage.config.pack_target_bytes,
+                            storage.backend.part_bytes)
 
 
 def _live_blocks(storage: Storage):

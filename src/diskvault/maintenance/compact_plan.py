@@ -24,6 +24,7 @@ import lmdb
 from ..errors import BadInput, CorruptData
 from ..store.packs import ENTRY, PackEntry, read_footer
 from ..store.storage import Storage
+from .verify import read_windows
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class PackFate:
     file_size: int
     live_records: int = 0
     live_bytes: int = 0  # what the live records take: stored bytes and footer entries
+    range_reads: int = 0  # reads that copying the live records out takes
 
 
 @dataclass
@@ -109,7 +111,7 @@ def plan_compaction(storage: Storage, liveness: LivenessView,
             plan.keep[pack_id] = (unused, total)
             continue
         fate = PackFate(pack_id, storage.packs.size(pack_id), len(live),
-                        total - unused)
+                        total - unused, sum(1 for _ in read_windows(live)))
         (plan.rewrite if live else plan.delete).append(fate)
     return plan
 

@@ -30,7 +30,7 @@ def read_verified(backend: PackStore, codec: Codec, pack_id: str,
     return stored
 
 
-def _windows(entries: Sequence[PackEntry]) -> Iterator[list[PackEntry]]:
+def read_windows(entries: Sequence[PackEntry]) -> Iterator[list[PackEntry]]:
     """Records in offset order, grouped so that each group is read with one pread."""
     window: list[PackEntry] = []
     for entry in sorted(entries, key=lambda e: e.offset):
@@ -60,6 +60,6 @@ def verify_pack(backend: PackStore, codec: Codec, pack_id: str,
             results.append((entry, stored, record_problem(codec, entry, stored)))
         return results
 
-    for _, results in ordered_map(pool, verify_window, _windows(entries),
+    for _, results in ordered_map(pool, verify_window, read_windows(entries),
                                   window=2 * worker_count()):
         yield from results

@@ -32,8 +32,8 @@ class Upload(Protocol):
 
 class Backend(Protocol):
     location: str  # how messages name the repository
-    # Pack uploads worth running at once. Above 1 (an object store, paced by requests in
-    # flight, not by a disk), a pack is built in memory and put whole when sealed.
+    # Pack uploads worth finishing at once: above 1 on an object store, paced by requests
+    # in flight, not by a disk.
     uploads_in_flight: int
 
     def put(self, name: str, data: bytes) -> None:

@@ -114,7 +114,8 @@ class ImageRecorder:
     def _store_block(self, encoded: bytes) -> bytes:
         digest = self.chunk_id(encoded)
         self.stats.manifest_blocks += 1
-        self.stats.new_manifest_blocks += self.session.store_missing([(digest, encoded)])
+        self.stats.new_manifest_blocks += self.session.store_missing(
+            [(digest, encoded)], manifest_blocks=True)
         return digest
 
 

@@ -114,7 +114,7 @@ def _copy_same_ids(source: Storage, destination: Storage, session: WriteSession,
         # (digest, raw bytes) pairs, in order, several chunks read at once
         for batch in _batches(ordered_map(source.pool, fetch, missing, window=FETCH_WINDOW)):
             session.store_missing(batch)
-        session.store_missing([(block.digest, data)])  # the block lands after its chunks
+        session.store_missing([(block.digest, data)], manifest_blocks=True)
     return record
 
 
@@ -168,7 +168,7 @@ def _copy_new_ids(source: Storage, destination: Storage, session: WriteSession,
 
     def store_block(encoded: bytes) -> bytes:
         digest = chunk_id(encoded)
-        session.store_missing([(digest, encoded)])
+        session.store_missing([(digest, encoded)], manifest_blocks=True)
         return digest
 
     manifest = ManifestBuilder(store_block)

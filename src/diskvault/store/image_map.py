@@ -5,11 +5,14 @@ that reads an image (restore, the random-access reader, diff, hints for the next
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
 from ..errors import CorruptData
 from .chunks import ChunkReader
-from .manifest import Span, block_ends, placed_entries, spans
+from .manifest import BlockRef, Span, block_ends, placed_entries, spans
 from .snapshots import SnapshotRecord
+
+BLOCKS_PER_READ = 256  # manifest blocks fetched at once, in as few range reads as possible
 
 
 def damage_context(record: SnapshotRecord, offset: int, error: CorruptData) -> CorruptData:
@@ -21,9 +24,36 @@ def damage_context(record: SnapshotRecord, offset: int, error: CorruptData) -> C
 def image_spans(chunks: ChunkReader, record: SnapshotRecord) -> Iterator[Span]:
     """Every entry of the snapshot's manifest, placed at its offset; each block is proven
     to fill exactly the range the record gives it."""
-    for block, end in zip(record.blocks, block_ends(record.blocks, record.size)):
+    blocks = zip(record.blocks, block_ends(record.blocks, record.size))
+    while batch := list(islice(blocks, BLOCKS_PER_READ)):
+        data = read_blocks(chunks, [block for block, _ in batch])
+        for block, end in batch:
+            try:
+                found = data[block.digest]
+                if isinstance(found, CorruptData):
+                    raise found
+                entries = placed_entries(found, block.offset, end)
+            except CorruptData as error:
+                raise damage_context(record, block.offset, error) from None
+            yield from spans(entries, block.offset)
+
+
+def read_blocks(chunks: ChunkReader, blocks: list[BlockRef]) -> dict[bytes, bytes | CorruptData]:
+    """The blocks' verified bytes (or the error that stops each), read as coalesced pack
+    ranges: a manifest's blocks lie together in few packs, so an object store answers a
+    whole batch in one or two requests rather than one per block."""
+    from .read_plan import coalesce, read_range  # read_plan imports this module
+
+    found: dict[bytes, bytes | CorruptData] = {}
+    locations = {}
+    for block in blocks:
         try:
-            entries = placed_entries(chunks.get(block.digest), block.offset, end)
+            locations[block.digest] = chunks.locate(block.digest)
         except CorruptData as error:
-            raise damage_context(record, block.offset, error) from None
-        yield from spans(entries, block.offset)
+            found[block.digest] = error
+    for pack_range in coalesce(locations):
+        try:
+            found.update(read_range(chunks, pack_range))
+        except CorruptData as error:  # the whole range failed (a missing pack)
+            found.update((digest, error) for digest, _ in pack_range.records)
+    return found

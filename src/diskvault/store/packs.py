@@ -93,8 +93,6 @@ class PackStore:
             RecordKind.PACK_FOOTER, self._repository_id, pack_id.encode("ascii")), footer)
 
     def create(self, pack_id: str) -> Upload:
-        if self.backend.uploads_in_flight > 1:
-            return WholeUpload(self.backend, pack_name(pack_id))
         return self.backend.open_upload(pack_name(pack_id))
 
     def read(self, pack_id: str, offset: int, length: int) -> bytes:
@@ -156,26 +154,6 @@ class PackStore:
         """Move a damaged pack to ``damaged/<pack id>.pack`` (repair): kept for
         inspection, never listed or read again."""
         self.backend.move(pack_name(pack_id), f"{DAMAGED_PREFIX}{pack_id}{PACK_SUFFIX}")
-
-
-class WholeUpload:
-    """A pack built in memory and put whole by ``complete``, on the thread that seals it:
-    so several packs go up at once (an object store), each visible only once complete."""
-
-    def __init__(self, backend: Backend, name: str):
-        self._backend = backend
-        self._name = name
-        self._data = bytearray()
-
-    def write(self, data) -> None:
-        self._data += data
-
-    def complete(self) -> None:
-        self._backend.put(self._name, self._data)
-        self._data = bytearray()
-
-    def abort(self) -> None:
-        self._data = bytearray()
 
 
 class PackWriter:

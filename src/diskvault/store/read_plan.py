@@ -106,8 +106,11 @@ class _PlannedWindow:
                     raise damage_context(record, span.offset, error) from None
         self.futures: dict[bytes, Future] = {}
         for pack_range in coalesce(locations):
-            chunks.packs.advise_will_need(pack_range.pack_id, pack_range.offset,
-                                          pack_range.length)
+            try:
+                chunks.packs.advise_will_need(pack_range.pack_id, pack_range.offset,
+                                              pack_range.length)
+            except CorruptData:
+                pass  # a missing pack: its read fails too, naming the image offset
             future = pool.submit(read_range, chunks, pack_range)
             self.futures.update((digest, future) for digest, _ in pack_range.records)
 

@@ -76,9 +76,10 @@ class Repository:
 
     @classmethod
     def open(cls, location: LocationLike, passphrase: Passphrase = None,
-             keys: Keys | None = None) -> "Repository":
-        """``passphrase`` is asked for only if the repository is encrypted (see Storage)."""
-        return cls(Storage.open(location, passphrase, keys))
+             keys: Keys | None = None, writer: bool = False) -> "Repository":
+        """``passphrase`` is asked for only if the repository is encrypted (see Storage);
+        a ``writer`` catches the index up under its lock only."""
+        return cls(Storage.open(location, passphrase, keys, catch_up=not writer))
 
     def close(self) -> None:
         self.storage.close()

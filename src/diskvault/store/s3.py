@@ -17,9 +17,14 @@ import base64
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import threading
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,12 +41,17 @@ from .backend import check_object_name
 PART_BYTES = 8 * 1024 * 1024  # s3transfer's default part size and multipart threshold
 MAX_ATTEMPTS = 8  # botocore "standard" retries: throttling, 5xx, dropped connections
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
+PARTS_IN_FLIGHT = 16  # parts sent at once, all uploads together (= connections)
+PARTS_PENDING_PER_UPLOAD = 4  # parts of one upload in flight before its writer waits
+FOREIGN_REUSE_S = 5.0  # a listing's foreign keys answer a list_foreign this soon after
 CONFLICT_ATTEMPTS = 5  # concurrent conditional PUTs may answer 409: try again
 MISSING = {"NoSuchKey", "404", "NotFound"}
 BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                    "ExpiredToken", "InvalidSecurity", "AuthorizationHeaderMalformed"}
 DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+log = logging.getLogger(__name__)
 
 
 def open_s3_backend(url: str, environ: dict[str, str] | None = None,
@@ -115,7 +125,8 @@ class S3Backend:
     """The repository under ``prefix`` in ``bucket``; ``client`` is a boto3 S3 client
     (thread-safe, so one serves every thread)."""
 
-    uploads_in_flight = 4  # packs sealed at once, each put whole (memory: 4 + 1 packs)
+    uploads_in_flight = 4  # packs sealed at once, each finishing its upload
+    part_bytes = PART_BYTES  # a put above this is a multipart upload
 
     def __init__(self, bucket: str, prefix: str, client, endpoint: str | None = None):
         self.bucket = bucket
@@ -126,6 +137,10 @@ class S3Backend:
         # Once the endpoint has answered, losing it is a failure to retry later (exit 74),
         # not a wrong endpoint (exit 2).
         self._answered = False
+        self.requests = RequestCounter(client)
+        self._foreign_listed: dict[str, tuple[float, list[str]]] = {}
+        self._senders: ThreadPoolExecutor | None = None
+        self._senders_lock = threading.Lock()
 
     def key(self, name: str) -> str:
         check_object_name(name)
@@ -201,6 +216,15 @@ class S3Backend:
             upload.abort()
             raise
 
+    def _part_senders(self) -> ThreadPoolExecutor:
+        """Threads that send the parts of every upload (the connection pool holds as
+        many): several parts of one pack go up at once, while it fills."""
+        with self._senders_lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(PARTS_IN_FLIGHT,
+                                                   thread_name_prefix="s3-parts")
+            return self._senders
+
     def put_if_absent(self, name: str, data: bytes, reuse: str | None = None) -> bool:
         """A PUT with ``If-None-Match: *`` (412 when the object exists; RGW makes it an
         exclusive create in RADOS). Always one PUT: RGW 16 ignores the condition on
@@ -238,7 +262,7 @@ class S3Backend:
             return False
 
     def open_upload(self, name: str) -> S3Upload:
-        return S3Upload(self, name)
+        return S3Upload(self, name, self._part_senders())
 
     def delete(self, name: str) -> None:
         self.request(self.client.delete_object, name, writing=True, Key=self.key(name))
@@ -304,10 +328,20 @@ class S3Backend:
             raise self.translate(error, prefix, writing=False) from None
 
     def list(self, prefix: str) -> list[str]:
-        return sorted(name for name in self._keys(prefix) if _is_object_name(name))
+        """One listing; its foreign keys are kept for a ``list_foreign`` of the same prefix
+        that follows at once (packs and snapshots ask for both: one request, not two)."""
+        names, foreign = [], []
+        for name in self._keys(prefix):
+            (names if _is_object_name(name) else foreign).append(name)
+        self._foreign_listed[prefix] = (time.monotonic(), sorted(foreign))
+        return sorted(names)
 
     def list_foreign(self, prefix: str) -> list[str]:
-        """Keys no diskvault name can be (``a//b``, a console's ``folder/`` marker)."""
+        """Keys no diskvault name can be (``a//b``, a console's ``folder/`` marker): those
+        of a ``list`` of ``prefix`` made in the last FOREIGN_REUSE_S, else a new listing."""
+        listed_at, foreign = self._foreign_listed.pop(prefix, (None, None))
+        if listed_at is not None and time.monotonic() - listed_at < FOREIGN_REUSE_S:
+            return foreign
         return sorted(name for name in self._keys(prefix) if not _is_object_name(name))
 
     def _uploads(self, prefix: str) -> Iterator[tuple[str, str]]:
@@ -354,7 +388,35 @@ class S3Backend:
             os.close(fd)
 
     def close(self) -> None:
+        log.debug("requests to %s: %s", self.location, self.requests.summary())
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
         self.client.close()
+
+
+class RequestCounter:
+    """Requests sent to the object store, by operation (PutObject, GetObject, ...), retries
+    included: what a command cost, for tests, ``--debug`` and a backup's ``--json``."""
+
+    def __init__(self, client):
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        client.meta.events.register("before-send.s3", self._count)
+
+    def _count(self, event_name: str, **_) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        with self._lock:
+            self._counts[operation] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts so far, by operation."""
+        with self._lock:
+            return dict(self._counts)
+
+    def summary(self) -> str:
+        counts = self.snapshot()
+        return f"{sum(counts.values())} (" + ", ".join(
+            f"{operation} {count}" for operation, count in sorted(counts.items())) + ")"
 
 
 class _RangeNotSatisfiable(Exception):
@@ -381,55 +443,79 @@ def _abort(backend: S3Backend, name: str, upload_id: str) -> None:
 
 
 class S3Upload:
-    """A multipart upload, begun at once (so a writer that dies leaves it listed as
-    unfinished), sent in parts of PART_BYTES as they fill: memory stays at one part. An
-    upload that never filled a part is aborted and sent as one plain PUT. Visible only once
+    """A multipart upload, begun with its first part (so a writer that dies after it
+    leaves it listed as unfinished), its parts sent in the background as they fill, at most
+    PARTS_PENDING_PER_UPLOAD at once (memory: those and the part filling; a writer faster
+    than the link waits), so a pack is mostly up by the time it is sealed. An upload that
+    never filled a part is aborted and sent as one plain PUT. Visible only once
     ``complete`` returns. CompleteMultipartUpload ignores If-None-Match on RGW 16; no need:
     pack names are unique."""
 
-    def __init__(self, backend: S3Backend, name: str):
+    def __init__(self, backend: S3Backend, name: str, senders: ThreadPoolExecutor):
         self._backend = backend
         self._name = name
         self._key = backend.key(name)
+        self._senders = senders
         self._buffer = bytearray()
+        self._sending: deque[Future] = deque()
         self._parts: list[dict] = []
-        self._upload_id: str | None = backend.request(
-            backend.client.create_multipart_upload, name, writing=True, Key=self._key)[
-            "UploadId"]
+        self._next_part = 1
+        self._upload_id: str | None = None  # begun with the first part
+        self._finished = False  # completed or aborted
 
     def write(self, data) -> None:
         self._buffer += data
         while len(self._buffer) >= PART_BYTES:
-            self._send_part(bytes(memoryview(self._buffer)[:PART_BYTES]))
+            self._send(bytes(memoryview(self._buffer)[:PART_BYTES]))
             del self._buffer[:PART_BYTES]
 
-    def _send_part(self, part: bytes) -> None:
-        number = len(self._parts) + 1
+    def _send(self, part: bytes) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._backend.request(
+                self._backend.client.create_multipart_upload, self._name, writing=True,
+                Key=self._key)["UploadId"]
+        self._sending.append(self._senders.submit(self._upload_part, self._next_part, part))
+        self._next_part += 1
+        while len(self._sending) > PARTS_PENDING_PER_UPLOAD:
+            self._parts.append(self._sending.popleft().result())
+
+    def _settle(self) -> None:
+        """Wait for every part sent; a failure is raised once none is in flight."""
+        wait(self._sending)
+        sending, self._sending = self._sending, deque()
+        self._parts += [future.result() for future in sending]
+
+    def _upload_part(self, number: int, part: bytes) -> dict:
         answer = self._backend.request(
             self._backend.client.upload_part, self._name, writing=True, Key=self._key,
             UploadId=self._upload_id, PartNumber=number, Body=part, ContentMD5=_md5(part))
-        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def complete(self) -> None:
-        if self._upload_id is None:
+        if self._finished:
             raise ValueError(f"the upload of {self._name} was aborted or completed")
         backend = self._backend
-        if not self._parts:
-            data = bytes(self._buffer)
-            self.abort()
+        if self._upload_id is None:  # not one part filled: one plain PUT
+            data, self._buffer = bytes(self._buffer), bytearray()
             backend.put(self._name, data)
+            self._finished = True
             return
         if self._buffer:
-            self._send_part(bytes(self._buffer))
+            self._send(bytes(self._buffer))
+        self._settle()
         # the answer's ETag is empty on RGW 16 (BZ 2266579): nothing here relies on it
         backend.request(backend.client.complete_multipart_upload, self._name, writing=True,
                         Key=self._key, UploadId=self._upload_id,
                         MultipartUpload={"Parts": self._parts})
-        self._upload_id = None
+        self._finished, self._upload_id = True, None
         self._buffer = bytearray()
 
     def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        wait(self._sending)  # parts in flight end before their upload is aborted
+        self._sending, self._buffer = deque(), bytearray()
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
-            self._buffer = bytearray()
             _abort(self._backend, self._name, upload_id)

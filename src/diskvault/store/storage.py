@@ -108,11 +108,13 @@ class Storage:
 
     @classmethod
     def open(cls, location: LocationLike, passphrase: Passphrase = None,
-             keys: Keys | None = None) -> "Storage":
+             keys: Keys | None = None, catch_up: bool = True) -> "Storage":
         """The repository at ``location``. ``passphrase`` (text, or a callable giving it;
         None: the environment or a terminal) is asked for only if the repository is
         encrypted; ``keys`` already unlocked (the mount's daemon) stand in for it. The
-        index of an object-store repository is caught up with the bucket here."""
+        index of an object-store repository is caught up with the bucket here, unless
+        ``catch_up`` is False: a writer does it under its lock (recover_unindexed_packs),
+        and a listing at open would only repeat that one."""
         backend, root = open_backend(as_location(location))
         try:
             config = read_config(backend)
@@ -121,7 +123,7 @@ class Storage:
         except BaseException:
             backend.close()
             raise
-        if not storage.is_local:
+        if catch_up and not storage.is_local:
             try:
                 storage.catch_up_index()
             except BaseException:
@@ -138,6 +140,10 @@ class Storage:
         if root is None:
             _make_cache_folders(index_folder)
         return cls(backend, index_folder, config, cipher, root)
+
+    def requests_made(self) -> dict[str, int] | None:
+        """The object-store requests made so far, by operation; None for a local folder."""
+        return None if self.is_local else self.backend.requests.snapshot()
 
     @property
     def pool(self) -> ThreadPoolExecutor:

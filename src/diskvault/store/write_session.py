@@ -62,6 +62,9 @@ class WriteSession:
         self._max_syncing = max(MAX_PACKS_SYNCING, uploads)
         self._syncing: deque[Future] = deque()
         self._packs = PackFiller(packs, pack_target_bytes, self._commit, self._sync_later)
+        # Manifest blocks get packs of their own: a later backup's hints and a restore read
+        # a whole manifest in a few range requests instead of one request per block.
+        self._block_packs = PackFiller(packs, pack_target_bytes, self._commit, self._sync_later)
         self._thread = threading.Thread(target=self._write_loop, name="pack-writer", daemon=True)
         self._thread.start()
 
@@ -75,10 +78,12 @@ class WriteSession:
             self.abort()
 
     # -- the caller's thread -----------------------------------------------------------
-    def store_missing(self, chunks: Sequence[tuple[bytes, object]]) -> int:
+    def store_missing(self, chunks: Sequence[tuple[bytes, object]],
+                      manifest_blocks: bool = False) -> int:
         """Queue the (digest, raw bytes) pairs that are neither stored nor in flight, a
         digest repeated within ``chunks`` once; returns how many were queued. The raw bytes
-        may be views: their buffers must live until compressed (the session keeps them)."""
+        may be views: their buffers must live until compressed (the session keeps them).
+        ``manifest_blocks`` puts them in the session's packs of manifest blocks."""
         raw_by_digest: dict[bytes, object] = {}
         for digest, raw in chunks:
             raw_by_digest.setdefault(digest, raw)
@@ -86,8 +91,9 @@ class WriteSession:
         if new:
             self._in_flight.update(digest for digest, _ in new)
             future = self._compressors.submit(self._compress_all, new)
+            filler = self._block_packs if manifest_blocks else self._packs
             self._records.put(([digest for digest, _ in new], [len(raw) for _, raw in new],
-                               future))
+                               future, filler))
         return len(new)
 
     def lacks(self, digests: Sequence[bytes]) -> list[bytes]:
@@ -116,6 +122,7 @@ class WriteSession:
         self._compressors.shutdown(cancel_futures=True)
         self._syncer.shutdown(wait=True)  # a pack being synced still lands: it is whole
         self._packs.abort()
+        self._block_packs.abort()
 
     def abort(self) -> None:
         """Drop what is not yet durable; committed packs stay (a rerun reuses them)."""
@@ -161,9 +168,10 @@ class WriteSession:
             except BaseException as error:
                 self._error = error
 
-    def _write_batch(self, digests: list[bytes], raw_sizes: list[int], future: Future) -> None:
+    def _write_batch(self, digests: list[bytes], raw_sizes: list[int], future: Future,
+                     filler: PackFiller) -> None:
         for digest, raw_size, (stored, flags) in zip(digests, raw_sizes, future.result()):
-            self._packs.add(digest, stored, raw_size, flags)
+            filler.add(digest, stored, raw_size, flags)
             self.counts.chunks += 1
             self.counts.raw_bytes += raw_size
             self.counts.stored_bytes += len(stored)
@@ -181,5 +189,6 @@ class WriteSession:
 
     def _finish_all(self) -> None:
         self._packs.finish()
+        self._block_packs.finish()
         while self._syncing:
             self._syncing.popleft().result()
