@@ -113,6 +113,20 @@ def test_compact_dry_run_prints_the_plan_and_changes_nothing(nightly):
     assert done["chunks_copied"] == planned["records_to_copy"]
 
 
+def test_compact_dry_run_works_on_a_repository_compacted_before(nightly):
+    """The tables a compaction leaves are opened by a later process's dry run (once they
+    were opened inside a read transaction, and unusable after it)."""
+    repo, ids = nightly
+    run_cli("delete", "-r", repo, ids[0], check=True)
+    run_cli("compact", "-r", repo, "--threshold", "0", check=True)
+    run_cli("delete", "-r", repo, ids[1], check=True)
+    planned = json.loads(run_cli("compact", "-r", repo, "--dry-run", "--json",
+                                 "--threshold", "0", check=True).stdout)
+    done = json.loads(run_cli("compact", "-r", repo, "--json", "--threshold", "0",
+                              check=True).stdout)
+    assert done["bytes_freed"] == planned["bytes_to_delete"]
+
+
 def test_prune_refuses_bad_input_with_one_line_and_exit_2(nightly):
     repo, _ = nightly
     no_rule = run_cli("prune", "-r", repo)

@@ -85,8 +85,8 @@ class Liveness:
         with index.env.begin() as txn:
             if any(txn.get(name) is None for name in TABLES):
                 return None
-            tables = [index.env.open_db(name, txn=txn, create=False) for name in TABLES]
-        return cls(index, tables)
+        # Not inside that read transaction: a handle opened in one is not usable after it.
+        return cls(index, [index.env.open_db(name, create=False) for name in TABLES])
 
     # -- reference counts --------------------------------------------------------------
     def reconcile(self, live_blocks: Collection[bytes], read_block: ReadBlock,
