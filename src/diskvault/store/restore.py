@@ -25,6 +25,7 @@ from .manifest import Span
 from .read_plan import planned_pieces
 from .restore_marks import interrupted_restore, replacing, restore_in_progress
 from .snapshots import SnapshotRecord
+from .writeback import start_writeback
 
 ZERO_WRITE_BYTES = 1024 * 1024
 FETCH_WINDOW = 64  # chunks in flight for flows that fetch chunk by chunk (copy)
@@ -72,7 +73,8 @@ def write_stream(pieces: Pieces, out: BinaryIO, progress: Progress | None = None
 
 
 class _RunWriter:
-    """Adjacent pieces gathered into one pwritev: large sequential writes."""
+    """Adjacent pieces gathered into one pwritev: large sequential writes, each sent on to
+    the disk at once (see store/writeback.py)."""
 
     def __init__(self, fd: int):
         self.fd = fd
@@ -95,6 +97,7 @@ class _RunWriter:
         done = os.pwritev(self.fd, self.buffers, self.start)
         if done < self.end - self.start:  # a short write: the rest one by one
             write_all(self.fd, b"".join(self.buffers)[done:], self.start + done)
+        start_writeback(self.fd, self.start, self.end - self.start)
         self.written += self.end - self.start
         self.buffers = []
 
