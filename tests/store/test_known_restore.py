@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 from ..conftest import in_both_modes, run_cli, write_image
 from .test_delta_restore import MAX_CHUNK_BYTES, MiB, edited_copy, sha256
@@ -98,3 +102,28 @@ def test_cli_names_the_snapshot_the_target_held(repo, tmp_path):
     assert report["known_snapshot"] == old.short_id
     assert report["compared_bytes"] < report["image_bytes"] // 4
     assert sha256(target) == sha256(today)
+
+
+def test_killed_in_place_restore_onto_a_known_file_is_not_trusted_next_time(repo, tmp_path):
+    old = write_image(tmp_path / "old.img", 24 * MiB, "mixed", seed=11)
+    rng = random.Random(12)
+    new = edited_copy(old, tmp_path / "new.img", [(offset, rng.randbytes(2 * MiB))
+                                                   for offset in (MiB, 9 * MiB, 20 * MiB)])
+    before, after = repo.backup(old, name="vm"), repo.backup(new, name="vm")
+    target = tmp_path / "target.img"
+    command = [sys.executable, "-m", "diskvault", "restore", "-r", str(repo.root), after.id,
+               str(target), "--force", "--in-place", "--no-progress"]
+    repo.restore(before, target)
+    started = time.monotonic()
+    subprocess.run(command, check=True, capture_output=True)
+    whole_run_s = time.monotonic() - started  # only to spread the kill points over a run
+    for attempt in range(3):
+        repo.restore(before, target, force=True, full=True)  # known to hold night 0 again
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=rng.uniform(0.3, 1.0) * whole_run_s)  # the kill point
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        repo.restore(before, target, force=True, in_place=True)
+        assert sha256(target) == sha256(old), f"attempt {attempt}: a mix was trusted"
