@@ -127,3 +127,17 @@ def test_killed_in_place_restore_onto_a_known_file_is_not_trusted_next_time(repo
             process.wait()
         repo.restore(before, target, force=True, in_place=True)
         assert sha256(target) == sha256(old), f"attempt {attempt}: a mix was trusted"
+
+
+def test_known_file_of_another_size_is_grown_or_cut_exactly(repo, tmp_path):
+    small = write_image(tmp_path / "small.img", 3 * MiB, "mixed", seed=6)
+    large = tmp_path / "large.img"
+    large.write_bytes(small.read_bytes() + random.Random(7).randbytes(MiB + 5))
+    first, second = repo.backup(small, name="vm"), repo.backup(large, name="vm")
+    target = tmp_path / "target.img"
+    repo.restore(first, target)
+    grown = repo.restore(second, target, force=True)
+    assert sha256(target) == sha256(large) and grown.known_snapshot == first.short_id
+    cut = repo.restore(first, target, force=True, in_place=True)
+    assert sha256(target) == sha256(small) and cut.known_snapshot == second.short_id
+    assert cut.compared_bytes < MiB
