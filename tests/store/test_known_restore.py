@@ -141,3 +141,14 @@ def test_known_file_of_another_size_is_grown_or_cut_exactly(repo, tmp_path):
     cut = repo.restore(first, target, force=True, in_place=True)
     assert sha256(target) == sha256(small) and cut.known_snapshot == second.short_id
     assert cut.compared_bytes < MiB
+
+
+def test_records_of_files_deleted_since_are_dropped_by_the_next_restore(repo, tmp_path):
+    image = write_image(tmp_path / "image.img", MiB, "mixed", seed=9)
+    record = repo.backup(image, name="vm")
+    repo.restore(record, tmp_path / "gone.img")
+    (tmp_path / "gone.img").unlink()
+    repo.restore(record, tmp_path / "kept.img")
+    records = list((tmp_path / "state" / "diskvault" / "restored").iterdir())
+    assert [json.loads(path.read_text())["target"] for path in records] == \
+        [str(tmp_path / "kept.img")]

@@ -49,14 +49,29 @@ def remember(target: Path, repository_id: str, snapshot_id: str) -> None:
     if status is None:
         return
     path = _record_path(status)
-    record = {"target": str(target), "repository_id": repository_id,
+    record = {"target": os.path.abspath(target), "repository_id": repository_id,
               "snapshot_id": snapshot_id, "stamp": _stamp(status)}
     try:
         path.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
         with atomic_replacement(path) as fd:
             write_all(fd, json.dumps(record).encode())
+        _drop_stale_records()
     except OSError:
         pass
+
+
+def _drop_stale_records() -> None:
+    """Remove the records of files no longer at their path (deleted, renamed, replaced by
+    another program), so the folder does not grow with every image ever restored."""
+    for path in known_folder().glob("file-*.json"):
+        try:
+            record = json.loads(path.read_text())
+            status = _regular_file(Path(record["target"]))
+            stale = status is None or _record_path(status) != path
+        except (OSError, ValueError, KeyError, TypeError):
+            stale = True
+        if stale:
+            path.unlink(missing_ok=True)
 
 
 def forget(target: Path) -> None:
