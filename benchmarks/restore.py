@@ -3,8 +3,10 @@
 
 Restore of the last night (night 1), side by side in one run: the baselines (a cold read of
 the image, a plain `cp` of it), diskvault's full restore, its delta restore onto the previous
-night's image (bytes compared and written), `diskvault cat > /dev/null`, borg and restic
-restores, casync extract plain and with `--seed` of the previous image. Every write is
+night's image (bytes compared and written; a copy diskvault knows nothing of, and night 0 as
+a diskvault restore left it, where only the manifests' differences are compared),
+`diskvault cat > /dev/null`, borg and restic restores, casync extract plain and with `--seed`
+of the previous image. Every write is
 fsynced inside the timing; the page cache is dropped before every timed step. Cores used is
 (user + sys) / wall of the tool's process. Results go to benchmarks/results/restore/.
 """
@@ -76,6 +78,7 @@ def run_workload(name: str, size: int, tools: list[str], work: Path) -> dict:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     target = scratch / "target.img"
+    os.environ["XDG_STATE_HOME"] = str(scratch / "state")  # what diskvault remembers of targets
     rows: dict[str, dict] = {}
 
     def checked(label: str, row: dict) -> None:
@@ -100,9 +103,20 @@ def run_workload(name: str, size: int, tools: list[str], work: Path) -> dict:
                   "--no-progress"], target)
     full["written_bytes"] = json.loads(full["stdout"])["written_bytes"]
     checked("diskvault restore (full)", full)
-    for label, options in (("diskvault restore --force (delta)", []),
-                           ("diskvault restore --force --in-place", ["--in-place"])):
-        copy_of(previous, target)
+    night_0 = json.loads(subprocess.run(["diskvault", "list", "-r", str(repo), "--json"],
+                                        check=True, capture_output=True).stdout)[0]["id"]
+    for label, options, known in (
+            ("diskvault restore --force (delta)", [], False),
+            ("diskvault restore --force --in-place", ["--in-place"], False),
+            ("diskvault restore --force, night 0 restored there", [], True),
+            ("diskvault restore --force --in-place, night 0 restored there", ["--in-place"],
+             True)):
+        if known:  # the target holds night 0 as diskvault left it: manifests compared
+            target.unlink(missing_ok=True)
+            subprocess.run(["diskvault", "restore", "-r", str(repo), night_0, str(target),
+                            "--no-progress"], check=True, capture_output=True)
+        else:  # a copy diskvault knows nothing of: every entry is hashed
+            copy_of(previous, target)
         delta = timed(["diskvault", "restore", "-r", str(repo), "bench", str(target), "--force",
                        "--json", "--no-progress", *options], target)
         report = json.loads(delta["stdout"])
@@ -148,15 +162,19 @@ def table(result: dict) -> str:
     read_s = rows["read (cat image > /dev/null)"]["wall_s"] or 1.0
     lines = [f"### {result['workload']}, {result['image_size'] >> 20} MiB, "
              f"{result['machine_cpus']} cores",
-             "", "| step | seconds | x cold read | cores | bytes written (copied) | bit-exact |",
-             "|---|---:|---:|---:|---:|:---:|"]
+             "", "| step | seconds | x cold read | cores | bytes compared | bytes written (copied) "
+                 "| bit-exact |",
+             "|---|---:|---:|---:|---:|---:|:---:|"]
     for label, row in rows.items():
         written = row.get("written_bytes")
         written = "" if written is None else f"{written >> 10} KiB"
         if row.get("cloned_bytes"):
             written += f" ({row['cloned_bytes'] >> 10} KiB)"
+        compared = row.get("compared_bytes")
+        compared = "" if compared is None else f"{compared >> 10} KiB"
         lines.append(f"| {label} | {row['wall_s']:.2f} | {row['wall_s'] / read_s:.2f} | "
-                     f"{row['cores']:.2f} | {written} | {row.get('bit_exact', '')} |")
+                     f"{row['cores']:.2f} | {compared} | {written} | "
+                     f"{row.get('bit_exact', '')} |")
     return "\n".join(lines)
 
 

@@ -42,6 +42,13 @@ def in_both_modes():
     return pytest.fixture(params=BOTH_MODES, ids=["plain", "encrypted"])(encryption)
 
 
+@pytest.fixture(autouse=True)
+def private_state_folder(tmp_path: Path, monkeypatch) -> None:
+    """What diskvault remembers on the host (restore marks, what a target holds) stays in
+    the test's folder, for the CLI subprocesses too."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def encryption() -> str:
     """The encryption mode of the `repo` fixture (and of `init` in tests that ask)."""

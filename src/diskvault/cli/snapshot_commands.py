@@ -219,7 +219,8 @@ def restore(repo, snapshot, target: Path, force, full, in_place, show_progress,
                     "image_bytes": record.size, "method": result.method,
                     "compared_bytes": result.compared_bytes,
                     "written_bytes": result.written_bytes, "clone": result.clone,
-                    "cloned_bytes": result.cloned_bytes})
+                    "cloned_bytes": result.cloned_bytes,
+                    "known_snapshot": result.known_snapshot})
         return
     click.echo(f"restored snapshot {record.short_id} ({record.name}, "
                f"{human_bytes(record.size)}) to {target}: {_restore_summary(result)}", err=True)
@@ -230,6 +231,9 @@ def _restore_summary(result) -> str:
     if result.method == "full":
         return written
     summary = f"{human_bytes(result.compared_bytes)} compared, {written}"
+    if result.known_snapshot:
+        summary += f" (the target held snapshot {result.known_snapshot}: only where the " \
+                   f"two differ was compared)"
     if result.clone == "copy":
         summary += f" (after an in-kernel copy of {human_bytes(result.cloned_bytes)}: " \
                    f"this filesystem has no reflinks)"

@@ -28,17 +28,33 @@ class DeltaCounts:
 
 def span_batches(spans: Iterable[Span], batch_bytes: int = BATCH_BYTES) -> Iterator[list[Span]]:
     """Consecutive spans grouped into reads of about ``batch_bytes`` (a longer span, a long
-    zero run say, is a batch of its own and is read in pieces)."""
+    zero run say, is a batch of its own and is read in pieces); a gap between spans (only
+    some of the image compared) starts a new batch, so a gap is never read."""
     batch: list[Span] = []
     size = 0
     for span in spans:
-        if batch and size + span.length > batch_bytes:
+        if batch and (size + span.length > batch_bytes
+                      or span.offset != batch[-1].offset + batch[-1].length):
             yield batch
             batch, size = [], 0
         batch.append(span)
         size += span.length
     if batch:
         yield batch
+
+
+def spans_within(spans: Iterable[Span], ranges: Iterable[tuple[int, int]]) -> Iterator[Span]:
+    """The spans that overlap any of ``ranges`` ([start, end), ordered, as store/diff.py
+    gives them): where a target known to hold another snapshot can differ from this one."""
+    pending = iter(ranges)
+    current = next(pending, None)
+    for span in spans:
+        while current is not None and current[1] <= span.offset:
+            current = next(pending, None)
+        if current is None:
+            return
+        if current[0] < span.offset + span.length:
+            yield span
 
 
 def holds_zeros(fd: int, offset: int, length: int) -> bool:

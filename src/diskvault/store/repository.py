@@ -19,6 +19,7 @@ from .crypto import Keys
 from .diff import changed_ranges
 from .encryption import (Passphrase, change_key_passphrase, export_key_file,
                          import_key_file)
+from . import known_contents
 from .image_map import image_spans
 from .locking import WriterLock
 from .readers import ReaderLock
@@ -325,9 +326,25 @@ class Repository:
         from .restore import restore_to_path  # on use (see the imports above)
 
         self.refuse_inside(Path(target), "restore target")
+        repository_id = self.config.repository_id
         with self.reader_lock():
-            return restore_to_path(self.storage.chunks, record, self.storage.pool, Path(target),
-                                   force, full, in_place, progress)
+            held = self._held_snapshot(Path(target)) if force and not full else None
+            known_contents.forget(Path(target))
+            result = restore_to_path(self.storage.chunks, record, self.storage.pool,
+                                     Path(target), force, full, in_place, progress, held)
+            known_contents.remember(Path(target), repository_id, record.id)
+            return result
+
+    def _held_snapshot(self, target: Path) -> SnapshotRecord | None:
+        """The snapshot the file ``target`` is known to hold unchanged (see
+        store/known_contents.py), if it is still in this repository and readable."""
+        held = known_contents.held_snapshot(target, self.config.repository_id)
+        if held is None or not self.storage.snapshots.exists(held):
+            return None
+        try:
+            return self.storage.snapshots.load(held)
+        except CorruptData:
+            return None
 
     def cat(self, record: SnapshotRecord, out: BinaryIO, progress: Progress | None = None) -> None:
         from .restore import image_pieces, write_stream  # on use (see the imports above)

@@ -15,7 +15,8 @@ from typing import BinaryIO
 
 from ..errors import BadInput, TargetExists
 from .chunks import ChunkReader
-from .delta import DeltaCounts, differing_spans
+from .delta import DeltaCounts, differing_spans, spans_within
+from .diff import changed_ranges
 from .devices import open_unused_device
 from .durable import atomic_replacement, remove_leftover_temps, write_all
 from .file_clone import clone_file
@@ -24,6 +25,7 @@ from .manifest import Span
 from .read_plan import planned_pieces
 from .restore_marks import interrupted_restore, replacing, restore_in_progress
 from .snapshots import SnapshotRecord
+from .writeback import start_writeback
 
 ZERO_WRITE_BYTES = 1024 * 1024
 FETCH_WINDOW = 64  # chunks in flight for flows that fetch chunk by chunk (copy)
@@ -41,6 +43,7 @@ class RestoreResult(DeltaCounts):
     "copy", with the bytes an in-kernel copy wrote) and any interrupted earlier restore."""
 
     method: str = "full"  # "full" or "delta"
+    known_snapshot: str | None = None  # compared by manifests: the target held this one
     clone: str | None = None
     cloned_bytes: int = 0
     interrupted_before: str | None = None
@@ -70,7 +73,8 @@ def write_stream(pieces: Pieces, out: BinaryIO, progress: Progress | None = None
 
 
 class _RunWriter:
-    """Adjacent pieces gathered into one pwritev: large sequential writes."""
+    """Adjacent pieces gathered into one pwritev: large sequential writes, each sent on to
+    the disk at once (see store/writeback.py)."""
 
     def __init__(self, fd: int):
         self.fd = fd
@@ -93,6 +97,7 @@ class _RunWriter:
         done = os.pwritev(self.fd, self.buffers, self.start)
         if done < self.end - self.start:  # a short write: the rest one by one
             write_all(self.fd, b"".join(self.buffers)[done:], self.start + done)
+        start_writeback(self.fd, self.start, self.end - self.start)
         self.written += self.end - self.start
         self.buffers = []
 
@@ -117,13 +122,15 @@ def write_pieces(fd: int, pieces: Pieces, write_zeros: bool,
 
 def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, target: Path,
                     force: bool, full: bool = False, in_place: bool = False,
-                    progress: Progress | None = None) -> RestoreResult:
+                    progress: Progress | None = None,
+                    held: SnapshotRecord | None = None) -> RestoreResult:
     """Restore into a new sparse file (via a temp file and rename: all or nothing, never
     through a link), over an existing file (``force``: a copy of it patched where it differs,
     then renamed over it), or onto a block device (``force``: patched in place; refused while
     it or a partition of it is in use). ``full`` rewrites every byte instead of comparing;
     ``in_place`` patches an existing file where it is (no copy, not atomic, marked like a
-    device)."""
+    device). ``held``: the snapshot an existing file is known to hold unchanged; only the
+    ranges where its manifest differs from ``record``'s are compared."""
     device = _block_device(target)
     if device is None and os.path.islink(target):
         raise BadInput(f"restore target {target} is a symbolic link (to "
@@ -142,10 +149,10 @@ def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
     real_target = target.parent.resolve() / target.name
     remove_leftover_temps(real_target)
     if os.path.lexists(real_target) and in_place:
-        return _patch_file_in_place(chunks, record, pool, real_target, progress)
+        return _patch_file_in_place(chunks, record, pool, real_target, progress, held)
     with replacing(real_target) as interrupted:
         if os.path.lexists(real_target) and not full:
-            result = _patch_file(chunks, record, pool, real_target, progress)
+            result = _patch_file(chunks, record, pool, real_target, progress, held)
         else:
             with atomic_replacement(real_target) as fd:
                 os.ftruncate(fd, record.size)  # all holes; only data is written
@@ -156,7 +163,7 @@ def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
 
 
 def _patch_file(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, path: Path,
-                progress: Progress | None) -> RestoreResult:
+                progress: Progress | None, held: SnapshotRecord | None) -> RestoreResult:
     """A copy of the old file (reflink where the filesystem can), patched where it differs
     from the snapshot, fsynced, renamed over it: a kill leaves the old file or the new."""
     old_fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -166,18 +173,24 @@ def _patch_file(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, pat
         with atomic_replacement(path, mode) as fd:
             result.clone, result.cloned_bytes = clone_file(old_fd, fd)
             os.ftruncate(fd, record.size)
-            result.written_bytes = _patch(chunks, record, pool, old_fd, fd, result, progress)
+            result.written_bytes = _patch(chunks, record, pool, old_fd, fd, result, progress,
+                                          held)
         return result
     finally:
         os.close(old_fd)
 
 
 def _patch(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, read_fd: int,
-           write_fd: int, counts: DeltaCounts, progress: Progress | None) -> int:
+           write_fd: int, counts: RestoreResult, progress: Progress | None,
+           held: SnapshotRecord | None = None) -> int:
     """Write to ``write_fd`` the blocks of the entries that ``read_fd`` (the old target)
-    does not hold; bytes written."""
-    spans = differing_spans(read_fd, image_spans(chunks, record), chunks.codec.chunk_id,
-                            pool, counts, progress)
+    does not hold; bytes written. With ``held`` (what the old target holds), only the
+    entries in ranges where the two manifests differ are compared."""
+    spans = image_spans(chunks, record)
+    if held is not None:
+        spans = spans_within(spans, changed_ranges(held, record, chunks.get))
+        counts.known_snapshot = held.short_id
+    spans = differing_spans(read_fd, spans, chunks.codec.chunk_id, pool, counts, progress)
     writer = _RunWriter(write_fd)
     for span, data in image_pieces(chunks, record, pool, spans):
         parts = _zero_pieces(span.length) if data is None else (memoryview(data),)
@@ -234,20 +247,22 @@ def _restore_to_device(chunks: ChunkReader, record: SnapshotRecord, pool: Execut
 
 
 def _patch_file_in_place(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
-                         path: Path, progress: Progress | None) -> RestoreResult:
+                         path: Path, progress: Progress | None,
+                         held: SnapshotRecord | None) -> RestoreResult:
     """The file patched where it is: only the differing blocks written, no copy; not atomic,
     so marked in progress like a device."""
     fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         return _restore_in_place(chunks, record, pool, fd, path, False, progress,
-                                 size=record.size)
+                                 size=record.size, held=held)
     finally:
         os.close(fd)
 
 
 def _restore_in_place(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, fd: int,
                       path: Path, full: bool, progress: Progress | None,
-                      size: int | None = None) -> RestoreResult:
+                      size: int | None = None,
+                      held: SnapshotRecord | None = None) -> RestoreResult:
     """Write the snapshot into ``fd`` where it is (cut to ``size`` if given), marked in
     progress from before the first write until it is fsynced."""
     result = RestoreResult(method="full" if full else "delta",
@@ -257,7 +272,8 @@ def _restore_in_place(chunks: ChunkReader, record: SnapshotRecord, pool: Executo
             result.written_bytes = write_pieces(fd, image_pieces(chunks, record, pool), True,
                                                 progress)
         else:
-            result.written_bytes = _patch(chunks, record, pool, fd, fd, result, progress)
+            result.written_bytes = _patch(chunks, record, pool, fd, fd, result, progress,
+                                          held)
         if size is not None:
             os.ftruncate(fd, size)
         os.fsync(fd)

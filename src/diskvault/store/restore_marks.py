@@ -18,9 +18,14 @@ from .durable import PRIVATE_FOLDER_MODE, atomic_replacement, fsync_dir, write_a
 from .snapshots import SnapshotRecord
 
 
-def marks_folder() -> Path:
+def state_folder() -> Path:
+    """diskvault's state on this host: what it knows of restore targets."""
     state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(state) / "diskvault" / "restores"
+    return Path(state) / "diskvault"
+
+
+def marks_folder() -> Path:
+    return state_folder() / "restores"
 
 
 def _mark_path(target: Path) -> Path:
