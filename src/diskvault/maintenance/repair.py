@@ -29,7 +29,7 @@ from ..store import space
 from ..store.config import read_config
 from ..store.durable import fsync_dir
 from ..store.encryption import Passphrase, open_cipher
-from ..store.index import ChunkIndex
+from ..store.index import ChunkIndex, exit_code_in_child
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
 from ..store.location import LocationLike, as_location, cached_index_folder
@@ -92,18 +92,11 @@ def _index_reads(folder: Path) -> bool:
     """Whether every page and value of the index reads and decodes. Tried in a child
     process: LMDB trusts its pages, so a damaged one may kill the reader (SIGSEGV, SIGBUS)
     instead of raising, and repair must survive that to rebuild."""
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            index = ChunkIndex(folder)
-            index.read_everything()
-            index.close()
-            status = 0
-        finally:
-            os._exit(status)
-    _, wait_status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(wait_status) == 0
+    def read_all() -> None:
+        index = ChunkIndex(folder, probe=False)
+        index.read_everything()
+        index.close()
+    return exit_code_in_child(read_all) == 0
 
 
 class _Salvage:

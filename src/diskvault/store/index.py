@@ -68,11 +68,35 @@ def _decode_location(value: bytes) -> ChunkLocation:
     return ChunkLocation(pack.hex(), offset, stored, raw, flags)
 
 
+def exit_code_in_child(work) -> int:
+    """``work`` run in a forked child: 0 if it ended, 1 if it raised, minus the signal that
+    killed it. LMDB trusts its pages: a damaged one may kill the reader (SIGBUS, SIGSEGV)
+    instead of raising, and a command must survive that to say what is wrong."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            work()
+            status = 0
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def _read_roots(path: Path, readonly: bool) -> None:
+    """Open the environment and both tables as the caller will, and read their roots:
+    where a damaged main page or table root would crash."""
+    index = ChunkIndex(path, readonly=readonly, probe=False)
+    index.table_sizes()
+    index.close()
+
+
 class ChunkIndex:
     """One LMDB environment with two tables: ``chunks`` and ``packs``. Every read turns
     LMDB's errors and undecodable values into CorruptData that sends the user to repair."""
 
-    def __init__(self, path: Path, readonly: bool = False):
+    def __init__(self, path: Path, readonly: bool = False, probe: bool = True):
         self.path = path
         # Read-only media, or a user who may read but not write: no lock file either
         # (registering a reader writes to it). No writer can run on read-only media;
@@ -85,6 +109,10 @@ class ChunkIndex:
                 raise CorruptData(f"index file {path / name} is a symbolic link, which "
                                   f"diskvault never writes through; run 'diskvault check "
                                   f"--repair' to set the index aside and rebuild it")
+        # A raised error is left to the open below, which reports it; a crash is not.
+        if probe and (path / DATA_FILE).exists() and exit_code_in_child(
+                lambda: _read_roots(path, self.readonly)) < 0:
+            raise index_damaged(path, "opening it crashed the reader (damaged pages)")
         with self._reading():
             self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
                                  readonly=self.readonly, lock=not self.readonly,
@@ -109,6 +137,11 @@ class ChunkIndex:
         if actual < needed:
             raise index_damaged(self.path, f"{DATA_FILE} is {actual} bytes, its pages need "
                                            f"{needed}: it was cut off")
+
+    def table_sizes(self) -> tuple[int, int]:
+        """Entries in ``chunks`` and ``packs`` (reads both tables' roots)."""
+        with self._reading(), self.env.begin() as txn:
+            return txn.stat(self._chunks)["entries"], txn.stat(self._packs)["entries"]
 
     def close(self) -> None:
         self.env.close()
