@@ -101,14 +101,15 @@ def test_a_pack_is_rewritten_only_when_its_unused_share_exceeds_the_threshold(tm
         rng = random.Random(5)
         data = bytearray(rng.randbytes(256 * KiB))
         first = back_up(repo, tmp_path, "vm", bytes(data))
+        packs = repo.storage.packs
+        data_pack = max(packs.list(), key=packs.size)  # beside it, the manifest's own pack
         data[: 100 * KiB] = rng.randbytes(100 * KiB)
         second = back_up(repo, tmp_path, "vm", bytes(data))
-        delete_snapshots(repo.storage, [first.id])
-        kept = compact(repo.storage, threshold=0.5)
-        assert (kept.packs_rewritten, kept.packs_deleted) == (0, 0)
+        delete_snapshots(repo.storage, [first.id])  # about 40 % of data_pack unused
+        compact(repo.storage, threshold=0.5)
+        assert data_pack in packs.list()
         rewritten = compact(repo.storage, threshold=0.3)  # reviewed before: its usage was remembered
-        assert (rewritten.packs_rewritten, rewritten.packs_deleted) == (1, 1)
-        assert 0.3 < 1 - rewritten.bytes_written / rewritten.bytes_freed < 0.5
+        assert data_pack not in packs.list() and rewritten.packs_rewritten >= 1
         assert_all_restore(repo, {second.id: bytes(data)})
 
 

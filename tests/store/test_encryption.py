@@ -54,8 +54,10 @@ def restored(repository: Repository, selector: str, target: Path) -> bytes:
     return target.read_bytes()
 
 
-def only_pack(root: Path) -> tuple[str, Path]:
-    (pack_id,) = PackStore(LocalBackend(root)).list()
+def data_pack(root: Path) -> tuple[str, Path]:
+    """The pack of the one backup's data chunks (the other holds its manifest blocks)."""
+    packs = PackStore(LocalBackend(root))
+    pack_id = max(packs.list(), key=packs.size)
     return pack_id, root / "packs" / pack_id[:2] / f"{pack_id}.pack"
 
 
@@ -134,7 +136,7 @@ def test_plaintext_repository_never_asks_for_a_passphrase(tmp_path: Path):
 def test_flipped_byte_in_a_chunk_record_fails_the_restore_naming_the_chunk(encrypted,
                                                                            tmp_path: Path):
     root, _, _ = encrypted
-    _, path = only_pack(root)
+    _, path = data_pack(root)
     flip(path, 100)  # inside the first record
     with Repository.open(root, TEST_PASSPHRASE) as repository:
         with pytest.raises(CorruptData, match="failed authentication"):
@@ -145,7 +147,7 @@ def test_flipped_byte_in_a_chunk_record_fails_the_restore_naming_the_chunk(encry
 
 def test_flipped_byte_in_a_pack_footer_is_detected(encrypted):
     root, _, _ = encrypted
-    pack_id, path = only_pack(root)
+    pack_id, path = data_pack(root)
     flip(path, path.stat().st_size - TRAILER.size - 10)  # a footer entry's flags/lengths
     with Repository.open(root, TEST_PASSPHRASE) as repository:
         with pytest.raises(CorruptData, match=f"pack {pack_id}: footer checksum mismatch"):
@@ -154,7 +156,7 @@ def test_flipped_byte_in_a_pack_footer_is_detected(encrypted):
 
 def test_pack_footer_is_bound_to_its_pack_name(encrypted):
     root, _, _ = encrypted
-    pack_id, path = only_pack(root)
+    pack_id, path = data_pack(root)
     other = "ab" * 16
     (root / "packs" / "ab").mkdir(exist_ok=True)
     shutil.copy(path, root / "packs" / "ab" / f"{other}.pack")
@@ -208,9 +210,8 @@ def test_chunk_records_of_equal_length_swapped_are_detected(tmp_path: Path):
     image = write_image(tmp_path / "disk.img", 3 * MiB, "random", seed=8)
     with new_repo(tmp_path / "repo") as repository:
         repository.backup(image)
-        packs = repository.storage.packs
-        (pack_id,) = packs.list()
-        entries = read_footer(packs, pack_id)
+        pack_id, _ = data_pack(tmp_path / "repo")
+        entries = read_footer(repository.storage.packs, pack_id)
     by_size = Counter(entry.stored_size for entry in entries)
     size = next(size for size, count in by_size.items() if count >= 2)
     first, second = [entry for entry in entries if entry.stored_size == size][:2]
