@@ -35,6 +35,7 @@ class Backend(Protocol):
     # Pack uploads worth finishing at once: above 1 on an object store, paced by requests
     # in flight, not by a disk.
     uploads_in_flight: int
+    read_gap_bytes: int  # a range read goes through a gap this small rather than split
 
     def put(self, name: str, data: bytes) -> None:
         """Store ``data`` as ``name``, replacing it whole: readers see the old or the new."""

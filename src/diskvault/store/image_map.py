@@ -51,7 +51,7 @@ def read_blocks(chunks: ChunkReader, blocks: list[BlockRef]) -> dict[bytes, byte
             locations[block.digest] = chunks.locate(block.digest)
         except CorruptData as error:
             found[block.digest] = error
-    for pack_range in coalesce(locations):
+    for pack_range in coalesce(locations, chunks.packs.backend.read_gap_bytes):
         try:
             found.update(read_range(chunks, pack_range))
         except CorruptData as error:  # the whole range failed (a missing pack)

@@ -80,6 +80,7 @@ class LocalBackend:
     ``root`` (resolved once by the opener; inside it nothing is followed)."""
 
     uploads_in_flight = 1  # fsyncs of one disk queue anyway; a pack streams to a temp file
+    read_gap_bytes = 64 * 1024  # a seek costs little
 
     def __init__(self, root: Path, open_files: int = 64):
         self.root = Path(root)

@@ -20,7 +20,6 @@ from .manifest import Span
 from .snapshots import SnapshotRecord
 
 WINDOW_BYTES = 64 * 1024 * 1024  # image data planned at once; two windows are in memory
-RANGE_GAP_BYTES = 64 * 1024  # read through a gap this small rather than make another request
 RANGE_MAX_BYTES = 8 * 1024 * 1024  # one request, and one pool task, reads at most this
 
 
@@ -34,7 +33,7 @@ class PackRange:
     records: list[tuple[bytes, ChunkLocation]] = field(default_factory=list)
 
 
-def coalesce(locations: dict[bytes, ChunkLocation], gap: int = RANGE_GAP_BYTES,
+def coalesce(locations: dict[bytes, ChunkLocation], gap: int,
              max_bytes: int = RANGE_MAX_BYTES) -> list[PackRange]:
     """The records at ``locations`` as few range reads as possible: ordered by pack and
     offset, neighbours at most ``gap`` apart merged while a range stays within
@@ -105,7 +104,7 @@ class _PlannedWindow:
                 except CorruptData as error:
                     raise damage_context(record, span.offset, error) from None
         self.futures: dict[bytes, Future] = {}
-        for pack_range in coalesce(locations):
+        for pack_range in coalesce(locations, chunks.packs.backend.read_gap_bytes):
             try:
                 chunks.packs.advise_will_need(pack_range.pack_id, pack_range.offset,
                                               pack_range.length)

@@ -126,6 +126,7 @@ class S3Backend:
     (thread-safe, so one serves every thread)."""
 
     uploads_in_flight = 4  # packs sealed at once, each finishing its upload
+    read_gap_bytes = 1024 * 1024  # a request's round trip costs more than a MiB more bytes
     part_bytes = PART_BYTES  # a put above this is a multipart upload
 
     def __init__(self, bucket: str, prefix: str, client, endpoint: str | None = None):
