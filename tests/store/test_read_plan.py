@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from diskvault.store.image_map import image_spans
 from diskvault.store.index import ChunkLocation
 from diskvault.store.manifest import Span
-from diskvault.store.read_plan import coalesce, data_windows, planned_pieces
+from diskvault.store.pack_ranges import coalesce
+from diskvault.store.read_plan import data_windows, planned_pieces
 
 from ..conftest import write_image
 

@@ -9,7 +9,8 @@ from itertools import islice
 
 from ..errors import CorruptData
 from .chunks import ChunkReader
-from .manifest import BlockRef, Span, block_ends, placed_entries, spans
+from .manifest import Span, block_ends, placed_entries, spans
+from .pack_ranges import read_blocks
 from .snapshots import SnapshotRecord
 
 BLOCKS_PER_READ = 256  # manifest blocks fetched at once, in as few range reads as possible
@@ -36,24 +37,3 @@ def image_spans(chunks: ChunkReader, record: SnapshotRecord) -> Iterator[Span]:
             except CorruptData as error:
                 raise damage_context(record, block.offset, error) from None
             yield from spans(entries, block.offset)
-
-
-def read_blocks(chunks: ChunkReader, blocks: list[BlockRef]) -> dict[bytes, bytes | CorruptData]:
-    """The blocks' verified bytes (or the error that stops each), read as coalesced pack
-    ranges: a manifest's blocks lie together in few packs, so an object store answers a
-    whole batch in one or two requests rather than one per block."""
-    from .read_plan import coalesce, read_range  # read_plan imports this module
-
-    found: dict[bytes, bytes | CorruptData] = {}
-    locations = {}
-    for block in blocks:
-        try:
-            locations[block.digest] = chunks.locate(block.digest)
-        except CorruptData as error:
-            found[block.digest] = error
-    for pack_range in coalesce(locations, chunks.packs.backend.read_gap_bytes):
-        try:
-            found.update(read_range(chunks, pack_range))
-        except CorruptData as error:  # the whole range failed (a missing pack)
-            found.update((digest, error) for digest, _ in pack_range.records)
-    return found

@@ -10,48 +10,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
 
 from ..errors import CorruptData
 from .chunks import ChunkReader
 from .image_map import damage_context
 from .index import ChunkLocation
+from .pack_ranges import coalesce, read_range
 from .manifest import Span
 from .snapshots import SnapshotRecord
 
 WINDOW_BYTES = 64 * 1024 * 1024  # image data planned at once; two windows are in memory
-RANGE_MAX_BYTES = 8 * 1024 * 1024  # one request, and one pool task, reads at most this
-
-
-@dataclass
-class PackRange:
-    """One read of a pack: [offset, offset + length), holding ``records``."""
-
-    pack_id: str
-    offset: int
-    length: int
-    records: list[tuple[bytes, ChunkLocation]] = field(default_factory=list)
-
-
-def coalesce(locations: dict[bytes, ChunkLocation], gap: int,
-             max_bytes: int = RANGE_MAX_BYTES) -> list[PackRange]:
-    """The records at ``locations`` as few range reads as possible: ordered by pack and
-    offset, neighbours at most ``gap`` apart merged while a range stays within
-    ``max_bytes`` (a single larger record still gets its own range)."""
-    ranges: list[PackRange] = []
-    ordered = sorted(locations.items(), key=lambda item: (item[1].pack_id, item[1].offset))
-    for digest, location in ordered:
-        last = ranges[-1] if ranges else None
-        end = location.offset + location.stored_size
-        if last is not None and last.pack_id == location.pack_id \
-                and location.offset - (last.offset + last.length) <= gap \
-                and end - last.offset <= max_bytes:
-            last.length = max(last.length, end - last.offset)
-        else:
-            last = PackRange(location.pack_id, location.offset, location.stored_size)
-            ranges.append(last)
-        last.records.append((digest, location))
-    return ranges
 
 
 def data_windows(spans: Iterable[Span], window_bytes: int = WINDOW_BYTES) -> Iterator[list[Span]]:
@@ -68,25 +36,6 @@ def data_windows(spans: Iterable[Span], window_bytes: int = WINDOW_BYTES) -> Ite
                 window, data = [], 0
     if window:
         yield window
-
-
-RangeResult = dict[bytes, "bytes | CorruptData"]
-
-
-def read_range(chunks: ChunkReader, pack_range: PackRange) -> RangeResult:
-    """Every record of one range read, decompressed and verified; a record that fails maps
-    to its error, raised when the image reaches it (so it names the right offset)."""
-    stored = memoryview(chunks.packs.read(pack_range.pack_id, pack_range.offset,
-                                          pack_range.length))
-    result: RangeResult = {}
-    for digest, location in pack_range.records:
-        start = location.offset - pack_range.offset
-        try:
-            result[digest] = chunks.verified(digest, location,
-                                             stored[start:start + location.stored_size])
-        except CorruptData as error:
-            result[digest] = error
-    return result
 
 
 class _PlannedWindow:
