@@ -7,6 +7,7 @@ import os
 import pwd
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,8 @@ import pytest
 from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
-from .ceph import ceph_s3, s3_environment  # noqa: F401  (fixtures: a real Ceph for S3)
+from .ceph import (ceph_s3,  # noqa: F401  (fixtures: a real Ceph for S3)
+                   s3_environment)
 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
 TEST_PASSPHRASE = "correct horse battery staple"
@@ -144,6 +146,17 @@ def other_user(tmp_path_factory):
     finally:
         subprocess.run(["userdel", name], capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_killed_at_random(command: list[str], rng, whole_run_s: float) -> None:
+    """Run ``command``, SIGKILLed at a random point between 30 % and 100 % of
+    ``whole_run_s`` (how long a whole run took), unless it ended before."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=rng.uniform(0.3, 1.0) * whole_run_s)  # the kill point
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
 
 
 class HashSink:

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,8 @@ from diskvault.errors import CorruptData, SourceError
 from diskvault.store.image_map import image_spans
 from diskvault.store.restore import differing_blocks
 
-from ..conftest import SMALL_CHUNKS, in_both_modes, run_cli, write_image
+from ..conftest import (SMALL_CHUNKS, in_both_modes, run_cli,
+                        run_killed_at_random, write_image)
 from .test_device_restore import loop_device  # noqa: F401  (fixture)
 
 encryption = in_both_modes()
@@ -141,12 +141,7 @@ def test_killed_delta_restore_leaves_the_old_or_the_new_file(repo, tmp_path):
     whole_run_s = time.monotonic() - started  # only to spread the kill points over a run
     for attempt in range(4):
         target.write_bytes(old.read_bytes())
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            process.wait(timeout=rng.uniform(0.3, 1.0) * whole_run_s)  # the kill point
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        run_killed_at_random(command, rng, whole_run_s)
         assert sha256(target) in (old_hash, new_hash), \
             f"attempt {attempt}: the target holds neither the old nor the new image"
     repo.restore(repo.find_snapshot("vm1"), target, force=True)  # leftovers cleared, finished

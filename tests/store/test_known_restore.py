@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 
-from ..conftest import in_both_modes, run_cli, write_image
+from ..conftest import (in_both_modes, run_cli, run_killed_at_random,
+                        write_image)
 from .test_delta_restore import MAX_CHUNK_BYTES, MiB, edited_copy, sha256
 
 encryption = in_both_modes()
@@ -119,12 +119,7 @@ def test_killed_in_place_restore_onto_a_known_file_is_not_trusted_next_time(repo
     whole_run_s = time.monotonic() - started  # only to spread the kill points over a run
     for attempt in range(3):
         repo.restore(before, target, force=True, full=True)  # known to hold night 0 again
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            process.wait(timeout=rng.uniform(0.3, 1.0) * whole_run_s)  # the kill point
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        run_killed_at_random(command, rng, whole_run_s)
         repo.restore(before, target, force=True, in_place=True)
         assert sha256(target) == sha256(old), f"attempt {attempt}: a mix was trusted"
 
