@@ -19,8 +19,7 @@ import pytest
 from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
-from .ceph import (ceph_s3,  # noqa: F401  (fixtures: a real Ceph for S3)
-                   s3_environment)
+from .ceph import ceph_s3, s3_environment  # noqa: F401  (fixtures: a real Ceph for S3)
 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
 TEST_PASSPHRASE = "correct horse battery staple"
