@@ -1,7 +1,7 @@
 """The repository in an S3 bucket (AWS, Ceph radosgw, MinIO, ...): ``S3Backend`` keeps the
-Backend protocol of backend.py with boto3, the field's standard client. This module is the
-only one that imports boto3, and it is itself imported only when an ``s3://`` repository is
-opened, so local commands start without it.
+Backend protocol of backend.py with boto3, the field's standard client. This module and its
+helpers (s3_client.py, s3_upload.py) are the only ones that import boto3, and they are
+imported only when an ``s3://`` repository is opened, so local commands start without it.
 
 Objects are keys ``<prefix>/<name>``. What an object store does differently from a folder:
 a put is atomic by itself (no temp object); large puts and streamed uploads are multipart
@@ -13,7 +13,6 @@ diskvault's own (errors.py), never a botocore traceback.
 
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
 import hashlib
@@ -22,27 +21,25 @@ import os
 import re
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
-                                 EndpointConnectionError, NoCredentialsError,
-                                 PartialCredentialsError)
+from botocore.exceptions import (BotoCoreError, ClientError,
+                                 ConnectTimeoutError, EndpointConnectionError,
+                                 NoCredentialsError, PartialCredentialsError)
 
-from ..errors import (BadInput, ObjectStoreFailed, ObjectStoreUnusable, RepositoryReadOnly)
+from ..errors import (BadInput, ObjectStoreFailed, ObjectStoreUnusable,
+                      RepositoryReadOnly)
 from .backend import check_object_name
+from .s3_client import (RequestCounter, attempts_setting, content_md5,
+                        error_code, http_status, make_client)
+from .s3_upload import PART_BYTES, S3Upload, abort_upload
 
-PART_BYTES = 8 * 1024 * 1024  # s3transfer's default part size and multipart threshold
-MAX_ATTEMPTS = 8  # botocore "standard" retries: throttling, 5xx, dropped connections
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
 PARTS_IN_FLIGHT = 16  # parts sent at once, all uploads together (= connections)
-PARTS_PENDING_PER_UPLOAD = 4  # parts of one upload in flight before its writer waits
 FOREIGN_REUSE_S = 5.0  # a listing's foreign keys answer a list_foreign this soon after
 CONFLICT_ATTEMPTS = 5  # concurrent conditional PUTs may answer 409: try again
 MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -59,9 +56,9 @@ def open_s3_backend(url: str, environ: dict[str, str] | None = None,
     """``s3://bucket/prefix``, with the endpoint from ``DISKVAULT_S3_ENDPOINT`` or
     ``AWS_ENDPOINT_URL`` (none: AWS itself) and credentials by boto3's usual chain
     (environment, ~/.aws files, instance roles); ``attempts`` per request, retries
-    included (default: ``AWS_MAX_ATTEMPTS``, else MAX_ATTEMPTS)."""
+    included (default: ``AWS_MAX_ATTEMPTS``, else s3_client.MAX_ATTEMPTS)."""
     environ = os.environ if environ is None else environ
-    attempts = attempts or _attempts_setting(environ)
+    attempts = attempts or attempts_setting(environ)
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
         raise BadInput(f"{url!r} is not an object-store repository; write s3://BUCKET/PREFIX")
@@ -74,51 +71,6 @@ def open_s3_backend(url: str, environ: dict[str, str] | None = None,
                        f"'.' or '..')")
     endpoint = environ.get("DISKVAULT_S3_ENDPOINT") or environ.get("AWS_ENDPOINT_URL") or None
     return S3Backend(bucket, prefix, make_client(endpoint, environ, attempts), endpoint)
-
-
-def _attempts_setting(environ: dict[str, str]) -> int:
-    """AWS_MAX_ATTEMPTS as the AWS tools read it (attempts per request, the first included);
-    botocore would ignore it beside our explicit retry configuration."""
-    text = environ.get("AWS_MAX_ATTEMPTS")
-    if not text:
-        return MAX_ATTEMPTS
-    if not text.isdigit() or int(text) < 1:
-        raise BadInput(f"AWS_MAX_ATTEMPTS={text!r} is not a number of attempts; set it to a "
-                       f"whole number from 1 (default {MAX_ATTEMPTS})")
-    return int(text)
-
-
-def make_client(endpoint: str | None, environ: dict[str, str], attempts: int = MAX_ATTEMPTS):
-    config = Config(
-        # exponential backoff with jitter on throttling, 5xx and dropped connections
-        retries={"max_attempts": attempts, "mode": "standard"},
-        s3={"addressing_style": "path"},  # works with any endpoint, no wildcard DNS needed
-        # S3 clones (RGW 16) know neither flexible checksums nor their aws-chunked trailers;
-        # integrity of what we send is Content-MD5 (below), of what we read blake3
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        connect_timeout=10, read_timeout=60, max_pool_connections=16)
-    session = boto3.session.Session()
-    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") \
-        or session.region_name or "us-east-1"
-    try:
-        return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
-    except ValueError as error:  # botocore's "Invalid endpoint: ..."
-        raise ObjectStoreUnusable(f"{error}; set DISKVAULT_S3_ENDPOINT to a URL such as "
-                                  f"https://s3.example.net") from None
-
-
-def _md5(data) -> str:
-    """Content-MD5: the server refuses a body damaged on the way (BadDigest)."""
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _status(error: ClientError) -> int:
-    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
 class S3Backend:
@@ -176,7 +128,7 @@ class S3Backend:
         if not isinstance(error, ClientError):
             return ObjectStoreFailed(f"{where}: the object store stopped answering ({error}) "
                                      f"after retries; try again later")
-        code, status = _code(error), _status(error)
+        code, status = error_code(error), http_status(error)
         message = error.response.get("Error", {}).get("Message") or code
         if code in MISSING:
             return FileNotFoundError(errno.ENOENT, "no such object", where)
@@ -205,7 +157,7 @@ class S3Backend:
         upload under way is listed by list_unfinished."""
         if len(data) <= PART_BYTES:
             self.request(self.client.put_object, name, writing=True, Key=self.key(name),
-                         Body=bytes(data), ContentMD5=_md5(data))
+                         Body=bytes(data), ContentMD5=content_md5(data))
             return
         upload = self.open_upload(name)
         try:
@@ -235,12 +187,12 @@ class S3Backend:
         for _ in range(CONFLICT_ATTEMPTS):
             try:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data),
-                                       ContentMD5=_md5(data), IfNoneMatch="*")
+                                       ContentMD5=content_md5(data), IfNoneMatch="*")
                 break
             except ClientError as error:
-                if _code(error) == "ConditionalRequestConflict":
+                if error_code(error) == "ConditionalRequestConflict":
                     continue  # AWS: another conditional write was in flight
-                if _code(error) == "PreconditionFailed" or _status(error) == 412:
+                if error_code(error) == "PreconditionFailed" or http_status(error) == 412:
                     return self._won_before_retry(error, name, data)
                 raise self.translate(error, name, writing=True) from None
             except BotoCoreError as error:
@@ -298,7 +250,7 @@ class S3Backend:
                 self._answered = True
                 return response["Body"].read()
             except ClientError as error:
-                if _code(error) == "InvalidRange" or _status(error) == 416:
+                if error_code(error) == "InvalidRange" or http_status(error) == 416:
                     raise _RangeNotSatisfiable() from None
                 raise self.translate(error, name, writing=False) from None
             except BotoCoreError as error:
@@ -363,7 +315,7 @@ class S3Backend:
 
     def discard_unfinished(self, prefix: str) -> None:
         for name, upload_id in list(self._uploads(prefix)):
-            _abort(self, name, upload_id)
+            abort_upload(self, name, upload_id)
 
     # -- the rest -----------------------------------------------------------------------------
     def read_only_reason(self) -> str | None:
@@ -395,31 +347,6 @@ class S3Backend:
         self.client.close()
 
 
-class RequestCounter:
-    """Requests sent to the object store, by operation (PutObject, GetObject, ...), retries
-    included: what a command cost, for tests, ``--debug`` and a backup's ``--json``."""
-
-    def __init__(self, client):
-        self._counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        client.meta.events.register("before-send.s3", self._count)
-
-    def _count(self, event_name: str, **_) -> None:
-        operation = event_name.rsplit(".", 1)[-1]
-        with self._lock:
-            self._counts[operation] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        """The counts so far, by operation."""
-        with self._lock:
-            return dict(self._counts)
-
-    def summary(self) -> str:
-        counts = self.snapshot()
-        return f"{sum(counts.values())} (" + ", ".join(
-            f"{operation} {count}" for operation, count in sorted(counts.items())) + ")"
-
-
 class _RangeNotSatisfiable(Exception):
     """416: the range starts at or after the object's end."""
 
@@ -430,93 +357,3 @@ def _is_object_name(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _abort(backend: S3Backend, name: str, upload_id: str) -> None:
-    try:
-        backend.client.abort_multipart_upload(Bucket=backend.bucket, Key=backend.key(name),
-                                              UploadId=upload_id)
-    except ClientError as error:
-        if _code(error) != "NoSuchUpload":  # already aborted or completed
-            raise backend.translate(error, name, writing=True) from None
-    except BotoCoreError as error:
-        raise backend.translate(error, name, writing=True) from None
-
-
-class S3Upload:
-    """A multipart upload, begun with its first part (so a writer that dies after it
-    leaves it listed as unfinished), its parts sent in the background as they fill, at most
-    PARTS_PENDING_PER_UPLOAD at once (memory: those and the part filling; a writer faster
-    than the link waits), so a pack is mostly up by the time it is sealed. An upload that
-    never filled a part is aborted and sent as one plain PUT. Visible only once
-    ``complete`` returns. CompleteMultipartUpload ignores If-None-Match on RGW 16; no need:
-    pack names are unique."""
-
-    def __init__(self, backend: S3Backend, name: str, senders: ThreadPoolExecutor):
-        self._backend = backend
-        self._name = name
-        self._key = backend.key(name)
-        self._senders = senders
-        self._buffer = bytearray()
-        self._sending: deque[Future] = deque()
-        self._parts: list[dict] = []
-        self._next_part = 1
-        self._upload_id: str | None = None  # begun with the first part
-        self._finished = False  # completed or aborted
-
-    def write(self, data) -> None:
-        self._buffer += data
-        while len(self._buffer) >= PART_BYTES:
-            self._send(bytes(memoryview(self._buffer)[:PART_BYTES]))
-            del self._buffer[:PART_BYTES]
-
-    def _send(self, part: bytes) -> None:
-        if self._upload_id is None:
-            self._upload_id = self._backend.request(
-                self._backend.client.create_multipart_upload, self._name, writing=True,
-                Key=self._key)["UploadId"]
-        self._sending.append(self._senders.submit(self._upload_part, self._next_part, part))
-        self._next_part += 1
-        while len(self._sending) > PARTS_PENDING_PER_UPLOAD:
-            self._parts.append(self._sending.popleft().result())
-
-    def _settle(self) -> None:
-        """Wait for every part sent; a failure is raised once none is in flight."""
-        wait(self._sending)
-        sending, self._sending = self._sending, deque()
-        self._parts += [future.result() for future in sending]
-
-    def _upload_part(self, number: int, part: bytes) -> dict:
-        answer = self._backend.request(
-            self._backend.client.upload_part, self._name, writing=True, Key=self._key,
-            UploadId=self._upload_id, PartNumber=number, Body=part, ContentMD5=_md5(part))
-        return {"PartNumber": number, "ETag": answer["ETag"]}
-
-    def complete(self) -> None:
-        if self._finished:
-            raise ValueError(f"the upload of {self._name} was aborted or completed")
-        backend = self._backend
-        if self._upload_id is None:  # not one part filled: one plain PUT
-            data, self._buffer = bytes(self._buffer), bytearray()
-            backend.put(self._name, data)
-            self._finished = True
-            return
-        if self._buffer:
-            self._send(bytes(self._buffer))
-        self._settle()
-        # the answer's ETag is empty on RGW 16 (BZ 2266579): nothing here relies on it
-        backend.request(backend.client.complete_multipart_upload, self._name, writing=True,
-                        Key=self._key, UploadId=self._upload_id,
-                        MultipartUpload={"Parts": self._parts})
-        self._finished, self._upload_id = True, None
-        self._buffer = bytearray()
-
-    def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        wait(self._sending)  # parts in flight end before their upload is aborted
-        self._sending, self._buffer = deque(), bytearray()
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            _abort(self._backend, self._name, upload_id)
