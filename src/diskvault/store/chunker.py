@@ -27,6 +27,7 @@ starts with that many zeros is a ZeroRun, found by one compare instead of a cut 
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -109,12 +110,8 @@ class Chunker:
         self._carry_start = 0
         self._buffer = memoryview(b"")
         self._buffer_start = 0
-        self._zeros = memoryview(bytes(self._max))
-        # Where FastCDC cuts a chunk whose hashed part is all zeros, asked of the compiled
-        # chunker itself (with this fastcdc it is max_bytes: zeros never match a mask).
-        self._zero_chunk_bytes = next(iter(self._cut(self._zeros, self._min, self._avg,
-                                                     self._max))).length
-        self._zero_chunk = bytes(self._zero_chunk_bytes)
+        self._zeros, self._zero_chunk = _zero_constants(self._min, self._avg, self._max)
+        self._zero_chunk_bytes = len(self._zero_chunk)
 
     # -- public ------------------------------------------------------------------------
     def feed(self, buffer) -> list[Piece]:
@@ -296,6 +293,18 @@ def _zero_runs_inside(pieces: list[Piece], offset: int, hole_start: int) -> list
         out.append(ZeroRun(length) if inside else piece)
         offset += length
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _zero_constants(min_bytes: int, avg_bytes: int, max_bytes: int) -> tuple[memoryview, bytes]:
+    """``max_bytes`` of zeros, and the chunk FastCDC cuts from zeros: where it cuts a chunk
+    whose hashed part is all zeros, asked of the compiled chunker itself (with this fastcdc
+    it is max_bytes: zeros never match a mask). Cached: a change-map backup makes a chunker
+    per changed range, and this costs a cut over 256 KiB."""
+    zeros = memoryview(bytes(max_bytes))
+    cut = _require_compiled_chunker()
+    length = next(iter(cut(zeros, min_bytes, avg_bytes, max_bytes))).length
+    return zeros, bytes(length)
 
 
 def hints_from_spans(spans: Iterable, holes_as_zeros: bool = False) -> Iterator[Hint]:
