@@ -17,11 +17,12 @@ import stat
 from pathlib import Path
 
 from .durable import PRIVATE_FOLDER_MODE, atomic_replacement, write_all
-from .restore_marks import interrupted_restore, state_folder
+from .restore_marks import interrupted_restore
+from .user_folders import user_state_folder
 
 
 def known_folder() -> Path:
-    return state_folder() / "restored"
+    return user_state_folder() / "restored"
 
 
 def _stamp(status: os.stat_result) -> list[int]:

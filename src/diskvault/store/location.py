@@ -17,6 +17,7 @@ from typing import Union
 
 from ..errors import BadInput
 from .backend import Backend
+from .user_folders import user_cache_folder
 
 S3_SCHEME = "s3://"
 # "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local
@@ -59,12 +60,6 @@ def parse_location(value: str | os.PathLike | None) -> Location:
                        f"diskvault does not know; give a local folder such as /backups/vm1 "
                        f"or s3://BUCKET/PREFIX{local_hint}")
     return Location(folder=Path(text))
-
-
-def user_cache_folder() -> Path:
-    """``$XDG_CACHE_HOME/diskvault`` (default ``~/.cache/diskvault``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "diskvault"
 
 
 def cached_index_folder(repository_id: str) -> Path:

@@ -16,16 +16,11 @@ from pathlib import Path
 from ..errors import SourceError
 from .durable import PRIVATE_FOLDER_MODE, atomic_replacement, fsync_dir, write_all
 from .snapshots import SnapshotRecord
-
-
-def state_folder() -> Path:
-    """diskvault's state on this host: what it knows of restore targets."""
-    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(state) / "diskvault"
+from .user_folders import user_state_folder
 
 
 def marks_folder() -> Path:
-    return state_folder() / "restores"
+    return user_state_folder() / "restores"
 
 
 def _mark_path(target: Path) -> Path:

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (BotoCoreError, ClientError,
@@ -37,6 +36,7 @@ from .backend import check_object_name
 from .s3_client import (RequestCounter, attempts_setting, content_md5,
                         error_code, http_status, make_client)
 from .s3_upload import PART_BYTES, S3Upload, abort_upload
+from .user_folders import user_cache_folder
 
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
 PARTS_IN_FLIGHT = 16  # parts sent at once, all uploads together (= connections)
@@ -328,8 +328,7 @@ class S3Backend:
         """An flock of a file in this user's cache (``$XDG_CACHE_HOME/diskvault/locks/``),
         one per endpoint, bucket and prefix: it serialises this user's processes on this
         host, which is what the protocol asks (a lock object on the bucket serialises hosts)."""
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        folder = cache / "diskvault" / "locks"
+        folder = user_cache_folder() / "locks"
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = hashlib.sha256(f"{self.endpoint}\0{self.bucket}\0{self.prefix}".encode())
         fd = os.open(folder / f"{token.hexdigest()[:32]}.lock",
