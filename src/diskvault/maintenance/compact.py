@@ -38,13 +38,14 @@ from ..errors import CorruptData
 from ..store.manifest import ManifestEntry, decode_block
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
+from ..store.pipeline import batches
 from ..store.snapshots import SnapshotRecord
 from ..store.locking import WriterLock
 from ..store.storage import Storage
 from .compact_plan import (CompactionPlan, live_records, pack_footer, plan_compaction, record_cost,
                            validate_threshold)
 from .compact_requests import PlannedRequests, planned_requests
-from .liveness import Liveness, batches, preview
+from .liveness import Liveness, preview
 from .verify import verify_pack
 
 log = logging.getLogger(__name__)

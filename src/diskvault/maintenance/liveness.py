@@ -22,15 +22,13 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from itertools import islice
-from typing import TypeVar
 
 import lmdb
 
 from ..errors import CorruptData
 from ..store.index import ChunkIndex
 from ..store.manifest import ManifestEntry
-from ..store.pipeline import ordered_map, worker_count
+from ..store.pipeline import batches, ordered_map, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,6 @@ TABLES = (b"refs", b"accounted", b"reviewed", b"doomed")
 BATCH_BLOCKS = 256  # blocks per write transaction: one commit (fsync) amortised over many
 
 ReadBlock = Callable[[bytes], list[ManifestEntry]]
-T = TypeVar("T")
 
 
 @dataclass
@@ -53,13 +50,6 @@ class ReconcileStats:
             self.blocks_added += blocks
         else:
             self.blocks_released += blocks
-
-
-def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last one shorter)."""
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 def _referenced(block_digest: bytes, entries: list[ManifestEntry]) -> set[bytes]:

@@ -19,16 +19,15 @@ what is still missing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from ..errors import CorruptData
 from .chunks import Codec
 from .image_map import damage_context
 from .manifest import (BlockRef, ManifestBuilder, ManifestEntry, block_ends, placed_entries,
                        spans)
-from .pipeline import ordered_map
+from .pipeline import batches, ordered_map
 from .restore import FETCH_WINDOW, image_pieces
 from .snapshots import SnapshotRecord, select_snapshot
 from .storage import Storage
@@ -39,7 +38,6 @@ from .write_session import WriteSession
 CHUNK_ID_PROBE = b"diskvault copy: do both repositories name chunks alike?"
 STORE_BATCH = 64  # chunks handed to the write session at once
 Progress = Callable[[int], None]
-T = TypeVar("T")
 
 
 @dataclass
@@ -112,7 +110,7 @@ def _copy_same_ids(source: Storage, destination: Storage, session: WriteSession,
         report.chunks_skipped += references - len(missing)
         fetch = _verified_reader(source, record, first_offsets)
         # (digest, raw bytes) pairs, in order, several chunks read at once
-        for batch in _batches(ordered_map(source.pool, fetch, missing, window=FETCH_WINDOW)):
+        for batch in batches(ordered_map(source.pool, fetch, missing, window=FETCH_WINDOW), STORE_BATCH):
             session.store_missing(batch)
         session.store_missing([(block.digest, data)], manifest_blocks=True)
     return record
@@ -139,17 +137,6 @@ def _verified_reader(source: Storage, record: SnapshotRecord,
         except CorruptData as error:
             raise damage_context(record, first_offsets[digest], error) from None
     return fetch
-
-
-def _batches(items: Iterable[T], size: int = STORE_BATCH) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _read_block(source: Storage, destination: Storage, block: BlockRef) -> bytes:
@@ -182,7 +169,7 @@ def _copy_new_ids(source: Storage, destination: Storage, session: WriteSession,
             manifest.add_data(digest, span.length)
             yield digest, raw
 
-    for batch in _batches(renamed()):
+    for batch in batches(renamed(), STORE_BATCH):
         report.chunks_skipped += len(batch) - session.store_missing(batch)
     blocks = manifest.finish()
     if manifest.size != record.size:

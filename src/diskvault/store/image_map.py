@@ -5,12 +5,12 @@ that reads an image (restore, the random-access reader, diff, hints for the next
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import islice
 
 from ..errors import CorruptData
 from .chunks import ChunkReader
 from .manifest import Span, block_ends, placed_entries, spans
 from .pack_ranges import read_blocks
+from .pipeline import batches
 from .snapshots import SnapshotRecord
 
 BLOCKS_PER_READ = 256  # manifest blocks fetched at once, in as few range reads as possible
@@ -26,7 +26,7 @@ def image_spans(chunks: ChunkReader, record: SnapshotRecord) -> Iterator[Span]:
     """Every entry of the snapshot's manifest, placed at its offset; each block is proven
     to fill exactly the range the record gives it."""
     blocks = zip(record.blocks, block_ends(record.blocks, record.size))
-    while batch := list(islice(blocks, BLOCKS_PER_READ)):
+    for batch in batches(blocks, BLOCKS_PER_READ):
         data = read_blocks(chunks, [block for block, _ in batch])
         for block, end in batch:
             try:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 
 from ..errors import CorruptData
 from .index import ChunkIndex
 from .packs import PackEntry, PackStore, read_footer
+from .pipeline import batches
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def catch_up(index: ChunkIndex, packs: PackStore, forget_vanished: bool) -> Catc
     new = sorted(listed - known)
     with ThreadPoolExecutor(FOOTER_READS_IN_FLIGHT, thread_name_prefix="footers") as readers:
         footers = readers.map(lambda pack_id: _footer(packs, pack_id), new)
-        while batch := [found for found in islice(footers, PACKS_PER_COMMIT)]:
+        for batch in batches(footers, PACKS_PER_COMMIT):
             readable = [found for found in batch if found is not None]
             outcome.damaged += len(batch) - len(readable)
             # Newer packs win: a compaction's copy outlives the pack it was copied from.
