@@ -9,6 +9,7 @@ Roles:
          (ensure_held) and prints "noticed, lost: <message>" (or "still held",
          "committed"); "release" releases it and prints "released"
   read   register as a reader, print "reading", and wait on stdin
+  take   try once to take the writer lock: print "took" (and release it) or "refused: <message>"
   compact, delete  open the (plaintext) repository there, take the writer lock, print
          "locked", and on a line on stdin run a compaction under it (threshold 0), or delete
          every snapshot: print "done", or "lost: <message>" and exit with LockLost's code
@@ -19,7 +20,7 @@ from __future__ import annotations
 import sys
 import time
 
-from diskvault.errors import LockLost
+from diskvault.errors import LockLost, RepositoryLocked
 from diskvault.maintenance.compact import compact_holding
 from diskvault.maintenance.prune import forget_records
 from diskvault.store.leases import LeaseTiming
@@ -90,6 +91,12 @@ def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> N
         with ReaderLock(backend, "restore vm7", timing=timing):
             print("reading", flush=True)
             sys.stdin.readline()
+    elif role == "take":
+        try:
+            with WriterLock(backend, "compact", timing=timing):
+                print("took", flush=True)
+        except RepositoryLocked as error:
+            print(f"refused: {error}", flush=True)
     elif role in MAINTENANCE:
         maintain(role, repository_location(kind, location), timing)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -44,14 +46,21 @@ pytestmark = pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() 
                                 reason="another host is a UTS namespace: needs root and unshare")
 
 
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def lease_child(role: str, kind: str, location: str) -> list[str]:
+    return [sys.executable, "-m", "tests.store.lease_child", role, kind, location,
+            str(FAST.refresh_s), str(FAST.stale_s)]
+
+
 class OtherHost:
     """A lease_child process whose host name is OTHER_HOST."""
 
     def __init__(self, role: str, kind: str, location: str):
         self.process = subprocess.Popen(
             ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', OTHER_HOST,
-             sys.executable, "-m", "tests.store.lease_child", role, kind, location,
-             str(FAST.refresh_s), str(FAST.stale_s)],
+             *lease_child(role, kind, location)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def read_line(self) -> str:
@@ -152,6 +161,26 @@ def test_a_sigkilled_writers_lock_of_another_host_becomes_stale_after_the_stale_
         return
     with WriterLock(backend, "compact", wait_s=DEADLINE_S, timing=FAST):
         assert read_lease(backend).holder.pid == os.getpid()
+
+
+@pytest.mark.skipif(not LIBFAKETIME.exists(),
+                    reason=f"{LIBFAKETIME} is missing (apt-get install libfaketime)")
+def test_a_host_whose_clock_runs_ten_minutes_ahead_does_not_take_over_a_live_lock(
+        store, other_host):
+    """The taker's clock (libfaketime: its process only; the storage keeps the real one)
+    says the holder's lease expired long ago; the storage says it was refreshed just now."""
+    _, kind, location = store
+    holder = other_host("write", "locked")
+    taker = subprocess.run(lease_child("take", kind, location), cwd=ROOT, capture_output=True,
+                           text=True, timeout=DEADLINE_S, env={
+                               **os.environ, "LD_PRELOAD": str(LIBFAKETIME),
+                               "FAKETIME": "+10m", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    assert taker.stdout.startswith("refused: repository is locked by backup /srv/vm7.img"), \
+        taker.stdout + taker.stderr
+    assert re.search(r"clock is 60[01] s ahead of the clock of .*set the time right",
+                     taker.stderr), taker.stderr
+    holder.say("release")
+    assert holder.read_line() == "released"
 
 
 def paused_without_readers(backend) -> bool:

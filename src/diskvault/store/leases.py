@@ -1,11 +1,21 @@
 """Leases: what a writer lock, a reader registration and a pause say about their holder
 (host, pid, command, start time, a token, when last refreshed and when it expires), as
 JSON, and when one is stale: of this host once its process is gone, of another host once it
-expired (plus a grace period for registrations). locking.py and readers.py hold them."""
+went unrewritten for longer than it lasts (plus a grace period for registrations).
+locking.py and readers.py hold them.
+
+Staleness is judged by the storage's clock, never a host's: how long ago the lease object
+was last written is the storage's own measure (``Backend.age``: a file's mtime against a
+new file's on a folder, ``Last-Modified`` against the reply's ``Date`` on S3), and how long
+a lease lasts is ``expires - refreshed``, a difference of two times of the holder's clock.
+So a host whose clock runs ten minutes ahead never takes over a lock refreshed a minute ago;
+it is warned that its clock is off.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -13,9 +23,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..errors import LockHolder
+from .backend import Backend
+
+log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.2
 MAX_COMMAND_CHARS = 512
+CLOCK_SKEW_WARNING_S = 10.0
+_skew_warned: set[str] = set()  # the locations whose skew this process has named
 
 
 @dataclass(frozen=True)
@@ -60,13 +75,32 @@ def _is_alive(holder: LockHolder) -> bool:
     return not holder.process_start or _process_start(holder.pid) == holder.process_start
 
 
-def is_stale(lease: Lease, grace_s: float = 0.0) -> bool:
-    """Held by a process of this host that is gone, or by another host whose lease
-    expired more than ``grace_s`` ago."""
+def staleness(lease: Lease, backend: Backend, name: str, grace_s: float = 0.0) -> str | None:
+    """Why the lease ``name`` is stale -- held by a process of this host that is gone, or
+    by another host and, by the storage's clock, not rewritten for longer than it lasts plus
+    ``grace_s`` -- or None while it holds. A lease without ``expires`` (an older diskvault,
+    which never renews) of another host holds until it is removed."""
     if lease.holder.host == socket.gethostname():
-        return not _is_alive(lease.holder)
-    return lease.expires is not None and \
-        datetime.now(timezone.utc) > lease.expires + timedelta(seconds=grace_s)
+        return None if _is_alive(lease.holder) else "that process is gone"
+    if lease.expires is None or lease.refreshed is None:
+        return None
+    age = backend.age(name)
+    if age is None:
+        return "it is gone"
+    _warn_if_skewed(backend.location, age.host_ahead_s)
+    lasts_s = (lease.expires - lease.refreshed).total_seconds()
+    if age.age_s <= lasts_s + grace_s:
+        return None
+    return f"it was last refreshed {age.age_s:.0f} s ago by the storage's clock"
+
+
+def _warn_if_skewed(location: str, host_ahead_s: float) -> None:
+    if abs(host_ahead_s) > CLOCK_SKEW_WARNING_S and location not in _skew_warned:
+        _skew_warned.add(location)
+        log.warning("this host's clock is %.0f s %s the clock of %s: locks are judged by the "
+                    "storage's clock, but snapshot times come from this host's; set the time "
+                    "right (NTP)", abs(host_ahead_s),
+                    "ahead of" if host_ahead_s > 0 else "behind", location)
 
 
 def this_process(command: str) -> LockHolder:

@@ -8,9 +8,10 @@ lock still carries its random ``token``. A lock is stale, and is taken over:
 
 - on this host, when its process is gone (at once; a live process of this host is never
   stale, whatever its age: we can see it run);
-- of another host, when it has not been refreshed for ``stale_s`` (its ``expires`` passed).
-  A lock without ``expires`` (an older diskvault, which never refreshes) is never stale by age:
-  only ``break-lock`` removes it.
+- of another host, when it has not been refreshed for ``stale_s`` (the time from its
+  ``refreshed`` to its ``expires``), measured by the storage's clock (leases.py), so a host
+  whose clock is off never takes over a live lock. A lock without ``expires`` (an older
+  diskvault, which never refreshes) is never stale by age: only ``break-lock`` removes it.
 
 A holder that finds its token gone (another host took the lock over after it stopped
 refreshing: a process paused or cut off for longer than ``stale_s``) has lost the lock: its
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
 import time
 from datetime import datetime, timezone
 
@@ -38,7 +38,7 @@ from ..errors import LockHolder, LockLost, RepositoryLocked
 from .backend import Backend
 from .heartbeat import Heartbeat
 from .leases import (DEFAULT_TIMING, POLL_INTERVAL_S, Lease, LeaseTiming, decode_lease,
-                     encode_lease, is_stale, this_process)
+                     encode_lease, staleness, this_process)
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,6 @@ def _retire(backend: Backend) -> None:
         pass
 
 
-def _why_stale(lease: Lease) -> str:
-    if lease.holder.host == socket.gethostname():
-        return "that process is gone"
-    return f"it was last refreshed at {lease.refreshed:%Y-%m-%d %H:%M:%S} UTC"
-
-
 class WriterLock:
     """The exclusive lock of backup, delete, prune and compact, refreshed while held."""
 
@@ -110,11 +104,12 @@ class WriterLock:
             lease = read_lease(self.backend)
             if lease is None:
                 return None
-            if is_stale(lease):
+            why = staleness(lease, self.backend, LOCK_FILE)
+            if why is not None:
                 holder = lease.holder
                 log.warning("taking over a stale lock of %s (pid %d on %s, since %s): %s",
                             holder.command, holder.pid, holder.host,
-                            f"{holder.since:%Y-%m-%d %H:%M:%S}", _why_stale(lease))
+                            f"{holder.since:%Y-%m-%d %H:%M:%S}", why)
                 _retire(self.backend)
                 return None
             return lease.holder

@@ -7,10 +7,9 @@ Compaction deletes packs only inside ``readers_excluded``: it puts ``readers-pau
 then looks for a pause. Each writes before it looks, so at least one of them sees the other:
 the compaction then keeps its packs, or the reader waits until the pause is over. A
 registration or pause counts as alive: on this host while its process lives; of another host
-until its lease expired plus a grace period (``READER_GRACE_S``, 60 s, for clocks that
-differ a little and renewals that are late); without ``expires`` (an older diskvault) until
-it is removed. Hosts' clocks must agree to within the grace period (NTP). Dead ones are
-removed on the way.
+until, by the storage's clock (leases.py), it went unrenewed for longer than its lease plus a
+grace period (``READER_GRACE_S``, 60 s, for renewals that are late); without ``expires`` (an
+older diskvault) until it is removed. Dead ones are removed on the way.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from ..errors import LockHolder
 from .backend import Backend, is_access_denied
 from .heartbeat import Heartbeat
 from .leases import (DEFAULT_TIMING, POLL_INTERVAL_S, LeaseTiming, decode_lease, encode_lease,
-                     is_stale, this_process)
+                     staleness, this_process)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def _live_holders(backend: Backend, prefix: str, grace_s: float) -> list[LockHol
             log.warning("%s/%s is not a registration diskvault wrote; it is left alone",
                         backend.location, name)
             continue
-        if is_stale(lease, grace_s):
+        if staleness(lease, backend, name, grace_s) is not None:
             backend.delete(name)
         else:
             holders.append(lease.holder)
