@@ -8,6 +8,7 @@ the grace period) does not."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -26,13 +27,13 @@ import pytest
 from diskvault.errors import EXIT_LOCKED, RepositoryLocked
 from diskvault.maintenance.compact import compact
 from diskvault.maintenance.prune import delete_snapshots
-from diskvault.store.config import PLAINTEXT_MODE
+from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.leases import LeaseTiming
 from diskvault.store.locking import WriterLock, read_lease
 from diskvault.store.readers import active_readers, readers_excluded
 from diskvault.store.repository import Repository
 
-from ..conftest import SMALL_CHUNKS, write_image
+from ..conftest import SMALL_CHUNKS, TEST_PASSPHRASE, write_image
 from .backends import repository_location
 from .test_backend_contract import ROOT, store, wait_for  # noqa: F401  (store: a fixture)
 
@@ -181,6 +182,32 @@ def test_a_host_whose_clock_runs_ten_minutes_ahead_does_not_take_over_a_live_loc
                      taker.stderr), taker.stderr
     holder.say("release")
     assert holder.read_line() == "released"
+
+
+def test_an_encrypted_repositorys_leases_name_their_holder_only_to_whoever_has_the_key(
+        store, other_host, tmp_path, monkeypatch):
+    """The lock, a reader's registration and the spare a released lock leaves, read raw:
+    no host name, no command line; the repository's own processes still name the holder."""
+    backend, kind, location = store
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with Repository.init(repository_location(kind, location), chunk_size=SMALL_CHUNKS,
+                         encryption=REPOKEY_MODE, passphrase=TEST_PASSPHRASE) as repository:
+        holder = other_host("hold", "locked")
+        (registration,) = backend.list("readers/")
+        for name in ("lock", registration):
+            raw = backend.get(name)
+            assert OTHER_HOST.encode() not in raw and b"vm7" not in raw, (name, raw)
+            assert set(json.loads(raw)) == {"holder", "token", "refreshed", "expires"}
+        with pytest.raises(RepositoryLocked) as refused:
+            repository.writer_lock("compact").acquire()
+        assert (refused.value.holder.host, refused.value.holder.command) == (
+            OTHER_HOST, "backup /srv/vm7.img")
+        assert [reader.host for reader in active_readers(
+            backend, leases=repository.storage.leases)] == [OTHER_HOST]
+        holder.say("release")
+        assert holder.read_line() == "released"
+        spare = backend.get("lock.spare")
+        assert OTHER_HOST.encode() not in spare and b"vm7" not in spare
 
 
 def paused_without_readers(backend) -> bool:

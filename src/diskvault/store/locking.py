@@ -1,7 +1,8 @@
 """The writer lock over the backend: one writer at a time, on one host or many.
 
 The writer lock is the object ``lock``, put only if absent; it names host, pid, command and
-start time, so a second writer can say who holds it. Its holder rewrites it every
+start time, so a second writer can say who holds it (sealed in an encrypted repository:
+leases.py's ``LeaseFormat``). Its holder rewrites it every
 ``refresh_s`` (60 s) with a new ``refreshed`` time and ``expires`` = refreshed + ``stale_s``
 (300 s: several refreshes, so one slow request does not lose it), first checking that the
 lock still carries its random ``token``. A lock is stale, and is taken over:
@@ -32,13 +33,12 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from datetime import datetime, timezone
 
 from ..errors import LockHolder, LockLost, RepositoryLocked
 from .backend import Backend
 from .heartbeat import Heartbeat
-from .leases import (DEFAULT_TIMING, POLL_INTERVAL_S, Lease, LeaseTiming, decode_lease,
-                     encode_lease, staleness, this_process)
+from .leases import (DEFAULT_TIMING, PLAINTEXT_LEASES, POLL_INTERVAL_S, Lease, LeaseFormat,
+                     LeaseTiming, staleness, this_process, unknown_holder)
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +53,20 @@ def prepare_lock_files(backend: Backend) -> None:
     backend.put(LOCK_SPARE_FILE, bytes(LOCK_FILE_BYTES))
 
 
-def read_lease(backend: Backend, name: str = LOCK_FILE) -> Lease | None:
+def read_lease(backend: Backend, name: str = LOCK_FILE,
+               leases: LeaseFormat = PLAINTEXT_LEASES) -> Lease | None:
     """The writer lock (or the registration ``name``) as it stands; None if absent."""
     try:
-        return decode_lease(backend.get(name))
+        return leases.decode(backend.get(name), name)
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
         # Unreadable (damaged by hand or by a disk fault): only break-lock removes it.
-        return Lease(LockHolder("?", 0, "an unknown command (damaged lock file)",
-                                datetime.now(timezone.utc), ""))
+        return Lease(unknown_holder())
 
 
-def read_holder(backend: Backend) -> LockHolder | None:
-    lease = read_lease(backend)
+def read_holder(backend: Backend, leases: LeaseFormat = PLAINTEXT_LEASES) -> LockHolder | None:
+    lease = read_lease(backend, leases=leases)
     return lease.holder if lease else None
 
 
@@ -82,10 +82,11 @@ class WriterLock:
     """The exclusive lock of backup, delete, prune and compact, refreshed while held."""
 
     def __init__(self, backend: Backend, command: str, wait_s: float = 0.0,
-                 timing: LeaseTiming = DEFAULT_TIMING):
+                 timing: LeaseTiming = DEFAULT_TIMING, leases: LeaseFormat = PLAINTEXT_LEASES):
         self.backend = backend
         self.wait_s = wait_s
         self.timing = timing
+        self.leases = leases
         self.holder = this_process(command)
         self._token = secrets.token_hex(16)
         self._heartbeat: Heartbeat | None = None
@@ -93,7 +94,8 @@ class WriterLock:
         self._lost = False
 
     def _encoded(self) -> bytes:
-        return encode_lease(self.holder, self._token, self.timing, LOCK_FILE_BYTES)
+        return self.leases.encode(self.holder, self._token, self.timing, LOCK_FILE,
+                                  LOCK_FILE_BYTES)
 
     def _try_create(self) -> bool:
         return self.backend.put_if_absent(LOCK_FILE, self._encoded(), reuse=LOCK_SPARE_FILE)
@@ -101,7 +103,7 @@ class WriterLock:
     def _take_over_if_stale(self) -> LockHolder | None:
         """Remove a stale lock; return the live holder otherwise."""
         with self.backend.host_mutex():
-            lease = read_lease(self.backend)
+            lease = read_lease(self.backend, leases=self.leases)
             if lease is None:
                 return None
             why = staleness(lease, self.backend, LOCK_FILE)
@@ -131,7 +133,7 @@ class WriterLock:
     def _still_ours(self) -> bool:
         """Reads the lock; once it is found in other hands (or gone), it stays lost."""
         if not self._lost:
-            lease = read_lease(self.backend)
+            lease = read_lease(self.backend, leases=self.leases)
             if lease is None or lease.token != self._token:
                 self._lost, self._taken_by = True, lease
         return not self._lost
@@ -171,7 +173,7 @@ class WriterLock:
         if self._lost:
             return
         with self.backend.host_mutex():
-            current = read_lease(self.backend)
+            current = read_lease(self.backend, leases=self.leases)
             if current and current.token == self._token:
                 _retire(self.backend)
 
@@ -183,8 +185,8 @@ class WriterLock:
         self.release()
 
 
-def break_lock(backend: Backend) -> LockHolder | None:
+def break_lock(backend: Backend, leases: LeaseFormat = PLAINTEXT_LEASES) -> LockHolder | None:
     """Remove the writer lock whoever holds it; returns the holder that was removed."""
-    holder = read_holder(backend)
+    holder = read_holder(backend, leases)
     _retire(backend)
     return holder

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from ..errors import LockHolder
 from .backend import Backend, is_access_denied
 from .heartbeat import Heartbeat
-from .leases import (DEFAULT_TIMING, POLL_INTERVAL_S, LeaseTiming, decode_lease, encode_lease,
-                     staleness, this_process)
+from .leases import (DEFAULT_TIMING, PLAINTEXT_LEASES, POLL_INTERVAL_S, LeaseFormat,
+                     LeaseTiming, staleness, this_process)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ def _unique_name(prefix: str, holder: LockHolder) -> str:
 
 
 
-def _live_holders(backend: Backend, prefix: str, grace_s: float) -> list[LockHolder]:
+def _live_holders(backend: Backend, prefix: str, grace_s: float,
+                  leases: LeaseFormat) -> list[LockHolder]:
     """The holders of the registrations under ``prefix`` that count as alive; stale ones
     are removed on the way."""
     holders = []
@@ -48,7 +49,7 @@ def _live_holders(backend: Backend, prefix: str, grace_s: float) -> list[LockHol
         if not _REGISTRATION.fullmatch(name[len(prefix):]):
             continue
         try:
-            lease = decode_lease(backend.get(name))
+            lease = leases.decode(backend.get(name), name)
         except FileNotFoundError:
             continue  # ended while we listed
         except (ValueError, KeyError, TypeError):
@@ -62,32 +63,37 @@ def _live_holders(backend: Backend, prefix: str, grace_s: float) -> list[LockHol
     return holders
 
 
-def active_readers(backend: Backend, grace_s: float = READER_GRACE_S) -> list[LockHolder]:
+def active_readers(backend: Backend, grace_s: float = READER_GRACE_S,
+                   leases: LeaseFormat = PLAINTEXT_LEASES) -> list[LockHolder]:
     """The readers running now (a registration whose process is gone on this host, or
     whose lease expired ``grace_s`` ago on another, is removed, not counted)."""
-    return _live_holders(backend, READERS_PREFIX, grace_s)
+    return _live_holders(backend, READERS_PREFIX, grace_s, leases)
 
 
 class _Registration:
     """An object under ``readers/`` or ``readers-paused/`` renewed while it is held."""
 
     def __init__(self, backend: Backend, prefix: str, holder: LockHolder,
-                 timing: LeaseTiming):
+                 timing: LeaseTiming, leases: LeaseFormat):
         self.backend = backend
         self.name = _unique_name(prefix, holder)
         self._holder = holder
         self._timing = timing
+        self._leases = leases
         self._heartbeat: Heartbeat | None = None
 
     def put(self) -> None:
-        self.backend.put(self.name, encode_lease(self._holder, "", self._timing))
+        self.backend.put(self.name, self._encoded())
         if self._heartbeat is None:
             self._heartbeat = Heartbeat(self._renew, self._timing.refresh_s,
                                         f"renew {self.backend.location}/{self.name}")
 
     def _renew(self) -> bool:
-        self.backend.put(self.name, encode_lease(self._holder, "", self._timing))
+        self.backend.put(self.name, self._encoded())
         return True
+
+    def _encoded(self) -> bytes:
+        return self._leases.encode(self._holder, "", self._timing, self.name)
 
     def delete(self) -> None:
         if self._heartbeat is not None:
@@ -101,17 +107,18 @@ class ReaderLock:
     there is none: nothing can be registered there, and no writer can run there either."""
 
     def __init__(self, backend: Backend, command: str = "reader",
-                 timing: LeaseTiming = DEFAULT_TIMING, grace_s: float = READER_GRACE_S):
+                 timing: LeaseTiming = DEFAULT_TIMING, grace_s: float = READER_GRACE_S,
+                 leases: LeaseFormat = PLAINTEXT_LEASES):
         self.backend = backend
         self._registration: _Registration | None = _Registration(
-            backend, READERS_PREFIX, this_process(command), timing)
+            backend, READERS_PREFIX, this_process(command), timing, leases)
         while True:
             if not self._register():
                 return
-            if not _live_holders(backend, PAUSES_PREFIX, grace_s):
+            if not _live_holders(backend, PAUSES_PREFIX, grace_s, leases):
                 return
             self._registration.delete()  # a compaction is deleting packs: let it end
-            while _live_holders(backend, PAUSES_PREFIX, grace_s):
+            while _live_holders(backend, PAUSES_PREFIX, grace_s, leases):
                 time.sleep(POLL_INTERVAL_S)
 
     def _register(self) -> bool:
@@ -143,11 +150,12 @@ class ReaderLock:
 
 @contextmanager
 def readers_excluded(backend: Backend, grace_s: float = READER_GRACE_S,
-                     timing: LeaseTiming = DEFAULT_TIMING):
+                     timing: LeaseTiming = DEFAULT_TIMING, leases: LeaseFormat = PLAINTEXT_LEASES):
     """Yield True if no reader is running (and none can start) for the block's duration."""
-    pause = _Registration(backend, PAUSES_PREFIX, this_process("readers excluded"), timing)
+    pause = _Registration(backend, PAUSES_PREFIX, this_process("readers excluded"), timing,
+                          leases)
     pause.put()
     try:
-        yield not active_readers(backend, grace_s)
+        yield not active_readers(backend, grace_s, leases)
     finally:
         pause.delete()
