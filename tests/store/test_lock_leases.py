@@ -186,14 +186,16 @@ def test_a_host_whose_clock_runs_ten_minutes_ahead_does_not_take_over_a_live_loc
 
 def test_an_encrypted_repositorys_leases_name_their_holder_only_to_whoever_has_the_key(
         store, other_host, tmp_path, monkeypatch):
-    """The lock, a reader's registration and the spare a released lock leaves, read raw:
-    no host name, no command line; the repository's own processes still name the holder."""
+    """The lock, a reader's registration (its name too) and the spare a released lock
+    leaves, read raw: no host name, no command line; the repository's own processes still
+    name the holder."""
     backend, kind, location = store
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with Repository.init(repository_location(kind, location), chunk_size=SMALL_CHUNKS,
                          encryption=REPOKEY_MODE, passphrase=TEST_PASSPHRASE) as repository:
         holder = other_host("hold", "locked")
         (registration,) = backend.list("readers/")
+        assert re.fullmatch(r"readers/[0-9a-f]{32}\.json", registration), registration
         for name in ("lock", registration):
             raw = backend.get(name)
             assert OTHER_HOST.encode() not in raw and b"vm7" not in raw, (name, raw)

@@ -1,7 +1,8 @@
 """Reader registrations and pauses: readers and a compaction's pack deletion kept apart.
 
-Each reader (restore, cat, mount, check) puts a registration ``readers/<host>-<pid>-<random>
-.json`` while it runs, a lease renewed like the writer lock (``refreshed``, ``expires``).
+Each reader (restore, cat, mount, check) puts a registration ``readers/<32 random hex>.json``
+while it runs (the name says nothing of the holder; the lease inside names it, sealed in an
+encrypted repository), a lease renewed like the writer lock (``refreshed``, ``expires``).
 Compaction deletes packs only inside ``readers_excluded``: it puts ``readers-paused/<...>
 .json`` (itself a lease) and then lists the readers; a reader puts its registration and
 then looks for a pause. Each writes before it looks, so at least one of them sees the other:
@@ -32,11 +33,12 @@ log = logging.getLogger(__name__)
 READERS_PREFIX = "readers/"
 PAUSES_PREFIX = "readers-paused/"
 READER_GRACE_S = 60.0
-_REGISTRATION = re.compile(r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]{16}\.json")
+# Ours: a random name, or <host>-<pid>-<16 hex> as older releases named them.
+_REGISTRATION = re.compile(r"(.+-[0-9]+-[0-9a-f]{16}|[0-9a-f]{32})\.json")
 
 
-def _unique_name(prefix: str, holder: LockHolder) -> str:
-    return f"{prefix}{holder.host}-{holder.pid}-{secrets.token_hex(8)}.json"
+def _unique_name(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(16)}.json"
 
 
 
@@ -76,7 +78,7 @@ class _Registration:
     def __init__(self, backend: Backend, prefix: str, holder: LockHolder,
                  timing: LeaseTiming, leases: LeaseFormat):
         self.backend = backend
-        self.name = _unique_name(prefix, holder)
+        self.name = _unique_name(prefix)
         self._holder = holder
         self._timing = timing
         self._leases = leases
