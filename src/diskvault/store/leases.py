@@ -88,7 +88,7 @@ def staleness(lease: Lease, backend: Backend, name: str, grace_s: float = 0.0) -
         return None
     age = backend.age(name)
     if age is None:
-        return "it is gone"
+        return None  # removed since it was read: its holder let go; nothing to take over
     _warn_if_skewed(backend.location, age.host_ahead_s)
     lasts_s = (lease.expires - lease.refreshed).total_seconds()
     if age.age_s <= lasts_s + grace_s:
@@ -139,7 +139,7 @@ class LeaseFormat:
 
     def decode(self, data: bytes, name: str) -> Lease:
         """ValueError, KeyError or TypeError if ``data`` is not a lease; a sealed holder
-        this process cannot open (another key, damage) is ``UNKNOWN_HOLDER``."""
+        this process cannot open (another key, damage) is ``unknown_holder()``."""
         body = json.loads(data)
         holder = self._open(body["holder"], name) if "holder" in body else _holder(body)
         return Lease(holder, str(body.get("token", "")), _optional_time(body, "refreshed"),

@@ -4,6 +4,7 @@ streams to a temp file renamed into place; open folders and files are cached."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -335,12 +336,12 @@ class _CachedFd:
 def _storage_now(folder_fd: int) -> float:
     """The storage's clock: the modification time the filesystem gives a new file in the
     folder (the kernel's clock, or a file server's), which a faked or skewed clock of this
-    process does not change; this host's clock where nothing may be written."""
+    process does not change; this host's clock where no file can be made."""
     probe = temp_name("clock")
     try:
         fd = create_exclusive(folder_fd, probe)
     except OSError as error:
-        if is_access_denied(error):
+        if is_access_denied(error) or error.errno in (errno.ENOSPC, errno.EDQUOT):
             return time.time()
         raise
     try:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -273,12 +274,14 @@ class S3Backend:
     def age(self, name: str) -> ObjectAge | None:
         """From one HEAD: the reply's ``Date`` (the store's now) minus ``Last-Modified``,
         less one second, as both are whole seconds (so never more than the true age); the
-        store's now is taken as mid-second for the skew."""
+        store's now is taken as mid-second for the skew (this host's now if it sent no
+        ``Date``)."""
         try:
             reply = self.request(self.client.head_object, name, Key=self.key(name))
         except FileNotFoundError:
             return None
-        now = parsedate_to_datetime(reply["ResponseMetadata"]["HTTPHeaders"]["date"])
+        date = reply["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
         age_s = (now - reply["LastModified"]).total_seconds() - 1.0
         return ObjectAge(max(0.0, age_s), time.time() - now.timestamp() - 0.5)
 
