@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,10 +14,11 @@ import pytest
 
 from diskvault.errors import MountFailed
 from diskvault.fuse.daemon import fork_mount_process
+from diskvault.fuse.mounttable import find_mount
 from diskvault.store.config import REPOKEY_MODE
 
-from ..conftest import TEST_PASSPHRASE
-from .conftest import DEADLINE_S
+from ..conftest import TEST_PASSPHRASE, run_cli
+from .conftest import DEADLINE_S, require_fuse, unmount, wait_for
 
 
 @pytest.fixture
@@ -62,3 +65,45 @@ def test_a_failure_in_the_forked_child_reaches_the_parent_as_its_message_and_exi
             os._exit(3)
     assert str(failure.value) == "libfuse could not mount it"
     assert failure.value.exit_code == 3
+
+
+def test_a_foreground_mount_shows_no_passphrase_in_proc_environ(repo, make_image, tmp_path):
+    """--foreground serves in the process the user started, for days: the passphrase
+    variable is read, then erased from the environment the kernel shows."""
+    require_fuse()
+    repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "diskvault", "mount", "-r",
+                                str(repo.root), str(mountpoint), "--foreground"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: find_mount(str(mountpoint)) or process.poll() is not None,
+                 "the foreground mount")
+        assert process.poll() is None, "the foreground mount ended"
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes()
+        assert TEST_PASSPHRASE.encode() not in environ
+        assert b"DISKVAULT_PASSWORD=\0" in environ or b"DISKVAULT_PASSWORD" not in environ
+    finally:
+        unmount(mountpoint)
+        process.wait(timeout=DEADLINE_S)
+
+
+def test_the_log_file_is_private_and_never_written_through_a_link(repo, make_image, mounted,
+                                                                   tmp_path):
+    repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
+    mountpoint = mounted(repo)
+    assert stat.S_IMODE(Path(f"{mountpoint}.log").stat().st_mode) == 0o600
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (tmp_path / "linked.log").symlink_to(victim)
+    second = tmp_path / "second"
+    second.mkdir()
+    result = run_cli("mount", "-r", str(repo.root), str(second), "--log-file",
+                     str(tmp_path / "linked.log"))
+    try:
+        assert victim.read_text() == "untouched\n"
+    finally:
+        unmount(second)
+    assert result.returncode == 1 and result.stderr.count(b"\n") == 1, result.stderr
+    assert b"symbolic links" in result.stderr and b"linked.log" in result.stderr

@@ -9,6 +9,10 @@ Roles:
          (ensure_held) and prints "noticed, lost: <message>" (or "still held",
          "committed"); "release" releases it and prints "released"
   read   register as a reader, print "reading", and wait on stdin
+  take   try once to take the writer lock: print "took" (and release it) or "refused: <message>"
+  hold   open the (encrypted) repository there, take its writer lock for "backup /srv/vm7.img"
+         and register as a reader, print "locked", and on a line on stdin release both and
+         print "released"
   compact, delete  open the (plaintext) repository there, take the writer lock, print
          "locked", and on a line on stdin run a compaction under it (threshold 0), or delete
          every snapshot: print "done", or "lost: <message>" and exit with LockLost's code
@@ -19,7 +23,7 @@ from __future__ import annotations
 import sys
 import time
 
-from diskvault.errors import LockLost
+from diskvault.errors import LockLost, RepositoryLocked
 from diskvault.maintenance.compact import compact_holding
 from diskvault.maintenance.prune import forget_records
 from diskvault.store.leases import LeaseTiming
@@ -81,6 +85,15 @@ def maintain(role: str, location: str, timing: LeaseTiming) -> None:
         print("done", flush=True)
 
 
+def hold(location: str, timing: LeaseTiming) -> None:
+    with Repository.open(location) as repository, repository.reader_lock(), \
+            WriterLock(repository.storage.backend, "backup /srv/vm7.img", timing=timing,
+                       leases=repository.storage.leases):
+        print("locked", flush=True)
+        sys.stdin.readline()
+    print("released", flush=True)
+
+
 def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> None:
     backend = open_backend(kind, location)
     timing = LeaseTiming(float(refresh_s), float(stale_s))
@@ -90,6 +103,14 @@ def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> N
         with ReaderLock(backend, "restore vm7", timing=timing):
             print("reading", flush=True)
             sys.stdin.readline()
+    elif role == "take":
+        try:
+            with WriterLock(backend, "compact", timing=timing):
+                print("took", flush=True)
+        except RepositoryLocked as error:
+            print(f"refused: {error}", flush=True)
+    elif role == "hold":
+        hold(repository_location(kind, location), timing)
     elif role in MAINTENANCE:
         maintain(role, repository_location(kind, location), timing)
     else:

@@ -184,6 +184,16 @@ def test_stat_tells_present_from_absent_and_a_prefix_is_not_an_object(backend):
 
 # -- listing and deleting ----------------------------------------------------------------
 
+def test_age_of_a_fresh_object_is_small_and_leaves_nothing_behind(backend):
+    """By the storage's clock (an S3 Date is whole seconds: at most one second off)."""
+    assert backend.age("readers/x.json") is None
+    backend.put("readers/x.json", b"lease")
+    age = backend.age("readers/x.json")
+    assert 0.0 <= age.age_s < 30.0 and abs(age.host_ahead_s) < 30.0
+    assert backend.list("") == ["readers/x.json"]
+    assert backend.list_unfinished("") == []
+
+
 def test_listing_goes_by_prefix_sorted_over_nested_names(backend):
     names = ["config", "packs/ab/2.pack", "packs/ab/1.pack", "packs/ac/3.pack",
              "snapshots/x.json", "a/b/c/d/e.json"]

@@ -8,8 +8,10 @@ the grace period) does not."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -18,19 +20,20 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from diskvault.errors import EXIT_LOCKED, RepositoryLocked
 from diskvault.maintenance.compact import compact
 from diskvault.maintenance.prune import delete_snapshots
-from diskvault.store.config import PLAINTEXT_MODE
+from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.leases import LeaseTiming
 from diskvault.store.locking import WriterLock, read_lease
 from diskvault.store.readers import active_readers, readers_excluded
 from diskvault.store.repository import Repository
 
-from ..conftest import SMALL_CHUNKS, write_image
+from ..conftest import SMALL_CHUNKS, TEST_PASSPHRASE, write_image
 from .backends import repository_location
 from .test_backend_contract import ROOT, store, wait_for  # noqa: F401  (store: a fixture)
 
@@ -44,14 +47,21 @@ pytestmark = pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() 
                                 reason="another host is a UTS namespace: needs root and unshare")
 
 
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def lease_child(role: str, kind: str, location: str) -> list[str]:
+    return [sys.executable, "-m", "tests.store.lease_child", role, kind, location,
+            str(FAST.refresh_s), str(FAST.stale_s)]
+
+
 class OtherHost:
     """A lease_child process whose host name is OTHER_HOST."""
 
     def __init__(self, role: str, kind: str, location: str):
         self.process = subprocess.Popen(
             ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', OTHER_HOST,
-             sys.executable, "-m", "tests.store.lease_child", role, kind, location,
-             str(FAST.refresh_s), str(FAST.stale_s)],
+             *lease_child(role, kind, location)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def read_line(self) -> str:
@@ -152,6 +162,54 @@ def test_a_sigkilled_writers_lock_of_another_host_becomes_stale_after_the_stale_
         return
     with WriterLock(backend, "compact", wait_s=DEADLINE_S, timing=FAST):
         assert read_lease(backend).holder.pid == os.getpid()
+
+
+@pytest.mark.skipif(not LIBFAKETIME.exists(),
+                    reason=f"{LIBFAKETIME} is missing (apt-get install libfaketime)")
+def test_a_host_whose_clock_runs_ten_minutes_ahead_does_not_take_over_a_live_lock(
+        store, other_host):
+    """The taker's clock (libfaketime: its process only; the storage keeps the real one)
+    says the holder's lease expired long ago; the storage says it was refreshed just now."""
+    _, kind, location = store
+    holder = other_host("write", "locked")
+    taker = subprocess.run(lease_child("take", kind, location), cwd=ROOT, capture_output=True,
+                           text=True, timeout=DEADLINE_S, env={
+                               **os.environ, "LD_PRELOAD": str(LIBFAKETIME),
+                               "FAKETIME": "+10m", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    assert taker.stdout.startswith("refused: repository is locked by backup /srv/vm7.img"), \
+        taker.stdout + taker.stderr
+    assert re.search(r"clock is 60[01] s ahead of the clock of .*set the time right",
+                     taker.stderr), taker.stderr
+    holder.say("release")
+    assert holder.read_line() == "released"
+
+
+def test_an_encrypted_repositorys_leases_name_their_holder_only_to_whoever_has_the_key(
+        store, other_host, tmp_path, monkeypatch):
+    """The lock, a reader's registration (its name too) and the spare a released lock
+    leaves, read raw: no host name, no command line; the repository's own processes still
+    name the holder."""
+    backend, kind, location = store
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with Repository.init(repository_location(kind, location), chunk_size=SMALL_CHUNKS,
+                         encryption=REPOKEY_MODE, passphrase=TEST_PASSPHRASE) as repository:
+        holder = other_host("hold", "locked")
+        (registration,) = backend.list("readers/")
+        assert re.fullmatch(r"readers/[0-9a-f]{32}\.json", registration), registration
+        for name in ("lock", registration):
+            raw = backend.get(name)
+            assert OTHER_HOST.encode() not in raw and b"vm7" not in raw, (name, raw)
+            assert set(json.loads(raw)) == {"holder", "token", "refreshed", "expires"}
+        with pytest.raises(RepositoryLocked) as refused:
+            repository.writer_lock("compact").acquire()
+        assert (refused.value.holder.host, refused.value.holder.command) == (
+            OTHER_HOST, "backup /srv/vm7.img")
+        assert [reader.host for reader in active_readers(
+            backend, leases=repository.storage.leases)] == [OTHER_HOST]
+        holder.say("release")
+        assert holder.read_line() == "released"
+        spare = backend.get("lock.spare")
+        assert OTHER_HOST.encode() not in spare and b"vm7" not in spare
 
 
 def paused_without_readers(backend) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,9 +10,9 @@ import pytest
 
 from diskvault.errors import EXIT_BAD_INPUT, PassphraseUnavailable
 from diskvault.store.passphrase import (
-    PASSWORD_COMMAND_VARIABLE, PASSWORD_FILE_VARIABLE, PASSWORD_VARIABLE, SOURCE_NAMES,
-    PassphraseSource,
-    choose_source, environ_without_secrets, get_passphrase)
+    COMMAND_OUTPUT_MAX_BYTES, NEW_PASSWORD_VARIABLE, PASSWORD_COMMAND_VARIABLE,
+    PASSWORD_FILE_VARIABLE, PASSWORD_VARIABLE, SOURCE_NAMES, PassphraseSource,
+    choose_source, environ_without_secrets, get_passphrase, run_passphrase_command)
 
 
 def answers(*replies: str):
@@ -142,3 +143,37 @@ def test_source_names_look_only_at_the_source_variables_and_are_kept_from_childr
     with pytest.raises(PassphraseUnavailable, match="DISKVAULT_FROM_PASSWORD_FILE"):
         get_passphrase({PASSWORD_VARIABLE: "destination"}, names=SOURCE_NAMES)
     assert environ_without_secrets(environ) == {}
+
+
+def test_a_command_does_not_see_the_new_passphrase_of_key_change_passphrase():
+    command = python_command(f"import os; print(os.environ.get({NEW_PASSWORD_VARIABLE!r}, "
+                             f"'unset'))")
+    assert get_passphrase({PASSWORD_COMMAND_VARIABLE: command,
+                           NEW_PASSWORD_VARIABLE: "the new one"}) == "unset"
+
+
+@pytest.mark.skipif(shutil.which("yes") is None, reason="yes is not installed (coreutils)")
+def test_a_command_printing_without_end_is_stopped_after_a_few_kib():
+    """`yes x` never stops printing: the read is bounded and the command killed."""
+    with pytest.raises(PassphraseUnavailable) as caught:
+        get_passphrase({PASSWORD_COMMAND_VARIABLE: "yes x"})
+    assert str(caught.value) == (f"the passphrase command yes printed more than "
+                                 f"{COMMAND_OUTPUT_MAX_BYTES} bytes (a passphrase is one line) "
+                                 f"and was stopped; check {PASSWORD_COMMAND_VARIABLE}")
+
+
+def test_a_command_that_never_exits_is_killed_at_the_timeout(tmp_path):
+    pid_file = tmp_path / "pid"
+    command = f"sh -c 'echo $$ > {pid_file}; exec sleep 1000'"
+    with pytest.raises(PassphraseUnavailable) as caught:
+        run_passphrase_command(command, {}, timeout_s=0.5)
+    assert str(caught.value) == (f"the passphrase command sh did not finish within 0.5 s and "
+                                 f"was stopped; check {PASSWORD_COMMAND_VARIABLE}")
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists(), "sleep still runs"
+
+
+def test_a_command_that_closes_its_output_but_runs_on_is_killed_at_the_timeout():
+    command = python_command("import os, time; print('x', flush=True); os.close(1); "
+                             "time.sleep(1000)")
+    with pytest.raises(PassphraseUnavailable, match="did not finish within 0.5 s"):
+        run_passphrase_command(command, {}, timeout_s=0.5)

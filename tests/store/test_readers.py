@@ -1,4 +1,4 @@
-"""Reader registrations: each reader puts ``readers/<host>-<pid>-<random>.json`` while it
+"""Reader registrations: each reader puts ``readers/<random>.json`` while it
 runs; compaction pauses new readers (``readers-paused/``) and deletes packs only if none is
 registered. A registration or pause of a dead process on this host is stale and ignored."""
 

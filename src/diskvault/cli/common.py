@@ -9,7 +9,6 @@ the command option falls back to it. The one closest to the command wins.
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,11 +75,11 @@ class CommandPassphrase:
     def __call__(self) -> str:
         if self._text is None:
             from ..store.passphrase import (  # see opened()
-                REPOSITORY_NAMES, get_passphrase, terminal_prompt)
+                REPOSITORY_NAMES, environment, get_passphrase, terminal_prompt)
 
             ctx = click.get_current_context(silent=True)
             password_file = ctx.meta.get(self._password_file_key) if ctx else None
-            self._text = get_passphrase(os.environ, password_file, confirm=self._confirm,
+            self._text = get_passphrase(environment(), password_file, confirm=self._confirm,
                                         prompt=terminal_prompt(),
                                         names=self._names or REPOSITORY_NAMES)
         return self._text

@@ -8,12 +8,11 @@ from pathlib import Path
 import click
 
 from ..errors import PassphraseUnavailable
-from ..store.passphrase import ask, read_passphrase_file, terminal_prompt
+from ..store.passphrase import (NEW_PASSWORD_VARIABLE, ask, environment,
+                                read_passphrase_file, terminal_prompt)
 from ..store.location import parse_location
 from ..store.repository import Repository
 from .common import CommandPassphrase, opened, repo_option
-
-NEW_PASSWORD_VARIABLE = "DISKVAULT_NEW_PASSWORD"
 
 
 @click.group(invoke_without_command=False)
@@ -66,8 +65,8 @@ def change_passphrase(repo: str | None, new_password_file: Path | None) -> None:
 def _new_passphrase(password_file: Path | None) -> str:
     if password_file is not None:
         passphrase = read_passphrase_file(password_file)
-    elif NEW_PASSWORD_VARIABLE in os.environ:
-        passphrase = os.environ[NEW_PASSWORD_VARIABLE]
+    elif NEW_PASSWORD_VARIABLE in environment():
+        passphrase = environment()[NEW_PASSWORD_VARIABLE]
     else:
         prompt = terminal_prompt()
         if prompt is None:

@@ -93,6 +93,19 @@ def cli(ctx: click.Context) -> None:
     """Deduplicating, content-addressed backups of disk images and block devices."""
     logging.basicConfig(level=logging.DEBUG if debug_enabled(ctx) else logging.WARNING,
                         format="diskvault: warning: %(message)s")
+    harden_process()
+
+
+def harden_process() -> None:
+    """Before a command runs (not for --help): almost every one opens a repository and may
+    unlock its key, so no diskvault process dumps core or lets the user's other processes
+    read its memory, and the passphrase variables leave its environment (the mount runs
+    for days; the passphrase command and fusermount are its children)."""
+    from ..hardening import forbid_core_dumps
+    from ..store.passphrase import take_secret_variables
+
+    take_secret_variables()
+    forbid_core_dumps()
 
 
 def whole_writes_to_stdout() -> None:

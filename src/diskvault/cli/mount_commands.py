@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..fuse.daemon import fork_mount_process, stderr_to_log
+from ..fuse.daemon import fork_mount_process, open_log_file, stderr_to_log
 from ..fuse.logs import configure_logging, syslog_available
 from ..fuse.preflight import check_allow_other, check_mountpoint, load_fusepy
 from ..fuse.serve import serve
@@ -75,20 +75,21 @@ def _serve_in_background(serve_here, root: str, keys, where: str, log_file: Path
                          debug: bool) -> bool:
     """Fork: True in the parent, once the mount is live; the child serves until unmounted
     (reopening the repository with the keys the parent unlocked), then returns False."""
-    if log_file is not None:
-        log_file = log_file.absolute()  # the child works in /
+    log_fd = None if log_file is None else open_log_file(log_file)
     in_child = fork_mount_process(where)
     if not in_child:
+        if log_fd is not None:
+            os.close(log_fd)
         return True
-    configure_logging(where, log_file is None and syslog_available(), debug)
+    configure_logging(where, log_fd is None and syslog_available(), debug)
     with opened(root, keys=keys) as repository:
-        serve_here(repository, on_ready=lambda: _announce(log_file, where))
+        serve_here(repository, on_ready=lambda: _announce(log_fd, where))
     return False
 
 
-def _announce(log_file: Path | None, where: str) -> None:
+def _announce(log_fd: int | None, where: str) -> None:
     """The background mount is live: its stderr leaves the parent's pipe for the log."""
-    with stderr_to_log(log_file):
+    with stderr_to_log(log_fd):
         log.info("mounted at %s (pid %d)", where, os.getpid())
 
 

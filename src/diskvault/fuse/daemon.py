@@ -12,7 +12,6 @@ that the mount is live, or from the child's own error message and exit code why 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import selectors
 import signal
@@ -23,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import MountFailed
-from ..store.passphrase import SECRET_VARIABLES
 from .mounttable import find_mount
 
 READY_TIMEOUT_S = 60.0
@@ -62,24 +60,6 @@ def _detach(stderr_fd: int) -> None:
     os.dup2(stderr_fd, 2)
     os.close(null)
     os.close(stderr_fd)
-    _erase_secret_environment()
-
-
-def _erase_secret_environment() -> None:
-    """The mount runs for days, and /proc/PID/environ shows the environment the process
-    started with, whatever ``os.environ`` says later: the passphrase variables are dropped
-    from both (that startup block is this process's own memory, which the kernel reads)."""
-    for name in SECRET_VARIABLES:
-        os.environ.pop(name, None)
-    # Fields 50 and 51 of /proc/self/stat (proc(5)); the name in field 2 may hold spaces.
-    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    start, end = int(fields[47]), int(fields[48])
-    position = start
-    for entry in ctypes.string_at(start, end - start).split(b"\0"):
-        name, equals, value = entry.partition(b"=")
-        if equals and name.decode(errors="replace") in SECRET_VARIABLES:
-            ctypes.memset(position + len(name) + 1, 0, len(value))
-        position += len(entry) + 1
 
 
 class _Child:
@@ -140,13 +120,20 @@ def _one_line(output: str) -> str:
     return "; ".join(line.removeprefix(ERROR_PREFIX) for line in lines)
 
 
+def open_log_file(path: Path) -> int:
+    """The background mount's log, opened before the fork (a bad path fails before anything
+    is mounted): appended to, created private (0600), never through a symbolic link."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
+
+
 @contextmanager
-def stderr_to_log(log_file: Path | None) -> Iterator[None]:
-    """In the child, once the mount is live: stderr (the parent's pipe) goes to the log file,
-    or nowhere when logging to syslog. The pipe closes after the block, so what the block
-    logs is in the log by the time the parent returns."""
+def stderr_to_log(log_fd: int | None) -> Iterator[None]:
+    """In the child, once the mount is live: stderr (the parent's pipe) goes to the log file
+    (``open_log_file``), or nowhere when logging to syslog. The pipe closes after the block,
+    so what the block logs is in the log by the time the parent returns."""
     pipe = os.dup(2)
-    target = os.open(log_file or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    target = os.open(os.devnull, os.O_WRONLY) if log_fd is None else log_fd
     os.dup2(target, 2)
     os.close(target)
     try:

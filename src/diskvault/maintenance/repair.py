@@ -33,6 +33,7 @@ from ..store.index import ChunkIndex, exit_code_in_child
 from ..store.packing import PackFiller
 from ..store.packs import PackEntry, read_footer
 from ..store.location import LocationLike, as_location, cached_index_folder
+from ..store.leases import LeaseFormat
 from ..store.storage import Storage, index_path, open_backend, space_folders, writer_lock
 from .check import CheckReport, check
 from .liveness import Liveness
@@ -68,7 +69,8 @@ def repair_repository(location: LocationLike, read_data: bool = False,
         folders = space_folders(root) if root else [index_folder.parent]
         with space.disk_full_reported(folders, "the repair stopped: free space on that "
                                       "disk, then rerun it"), \
-                writer_lock(backend, "check --repair", lock_wait_s) as lock:
+                writer_lock(backend, "check --repair", lock_wait_s,
+                            LeaseFormat(cipher, config.repository_id)) as lock:
             if root:
                 space.release_reserve_if_full(backend, folders)
             lock.ensure_held()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from dataclasses import dataclass
 from typing import ContextManager, Protocol
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,15 @@ class Upload(Protocol):
 
     def abort(self) -> None:
         """Drop what was written; safe to call again, or after a failed ``complete``."""
+
+
+@dataclass(frozen=True)
+class ObjectAge:
+    """How long ago an object was last written, by the storage's own clock (never more
+    than the truth), and how far this host's clock runs ahead of the storage's."""
+
+    age_s: float
+    host_ahead_s: float  # negative: behind
 
 
 class Backend(Protocol):
@@ -57,6 +67,11 @@ class Backend(Protocol):
 
     def stat(self, name: str) -> int | None:
         """The object's size, None if it does not exist."""
+
+    def age(self, name: str) -> ObjectAge | None:
+        """How long ago ``name`` was last written, measured by the storage's clock alone
+        (its modification time against the storage's now), so a host whose clock is wrong
+        still judges a lease right; None if it does not exist."""
 
     def list(self, prefix: str) -> list[str]:
         """Names of the objects under ``prefix``, sorted; unfinished puts never show."""

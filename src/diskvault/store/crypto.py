@@ -59,6 +59,7 @@ class RecordKind(enum.IntEnum):
     SNAPSHOT_RECORD = 3
     PACK_FOOTER = 4
     CONFIG = 5
+    LEASE = 6  # who holds a lock or reader registration; subject: the object's name
 
 
 AD_PREFIX = b"diskvault-ad-v1"

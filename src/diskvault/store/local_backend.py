@@ -4,16 +4,18 @@ streams to a temp file renamed into place; open folders and files are cached."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..lru import LRU
-from .backend import check_object_name
+from .backend import ObjectAge, check_object_name, is_access_denied
 from .durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
                       create_exclusive, make_private_folder_at, open_folder, temp_name, write_all)
 
@@ -234,6 +236,15 @@ class LocalBackend:
             return None
         return status.st_size if stat.S_ISREG(status.st_mode) else None
 
+    def age(self, name: str) -> ObjectAge | None:
+        try:
+            with self._folder(name) as (folder_fd, last):
+                modified = os.stat(last, dir_fd=folder_fd, follow_symlinks=False).st_mtime
+                now = _storage_now(folder_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return ObjectAge(max(0.0, now - modified), time.time() - now)
+
     # -- listing ------------------------------------------------------------------------
     def list(self, prefix: str) -> list[str]:
         return sorted(name for name, kind in self._walk(prefix) if kind == "object")
@@ -320,6 +331,24 @@ class _CachedFd:
         if self.retired and self.users == 0 and self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _storage_now(folder_fd: int) -> float:
+    """The storage's clock: the modification time the filesystem gives a new file in the
+    folder (the kernel's clock, or a file server's), which a faked or skewed clock of this
+    process does not change; this host's clock where no file can be made."""
+    probe = temp_name("clock")
+    try:
+        fd = create_exclusive(folder_fd, probe)
+    except OSError as error:
+        if is_access_denied(error) or error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return time.time()
+        raise
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        os.unlink(probe, dir_fd=folder_fd)
 
 
 def _kind(entry: os.DirEntry) -> str:

@@ -1,16 +1,18 @@
 """The writer lock over the backend: one writer at a time, on one host or many.
 
 The writer lock is the object ``lock``, put only if absent; it names host, pid, command and
-start time, so a second writer can say who holds it. Its holder rewrites it every
+start time, so a second writer can say who holds it (sealed in an encrypted repository:
+leases.py's ``LeaseFormat``). Its holder rewrites it every
 ``refresh_s`` (60 s) with a new ``refreshed`` time and ``expires`` = refreshed + ``stale_s``
 (300 s: several refreshes, so one slow request does not lose it), first checking that the
 lock still carries its random ``token``. A lock is stale, and is taken over:
 
 - on this host, when its process is gone (at once; a live process of this host is never
   stale, whatever its age: we can see it run);
-- of another host, when it has not been refreshed for ``stale_s`` (its ``expires`` passed).
-  A lock without ``expires`` (an older diskvault, which never refreshes) is never stale by age:
-  only ``break-lock`` removes it.
+- of another host, when it has not been refreshed for ``stale_s`` (the time from its
+  ``refreshed`` to its ``expires``), measured by the storage's clock (leases.py), so a host
+  whose clock is off never takes over a live lock. A lock without ``expires`` (an older
+  diskvault, which never refreshes) is never stale by age: only ``break-lock`` removes it.
 
 A holder that finds its token gone (another host took the lock over after it stopped
 refreshing: a process paused or cut off for longer than ``stale_s``) has lost the lock: its
@@ -30,15 +32,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
 import time
-from datetime import datetime, timezone
 
 from ..errors import LockHolder, LockLost, RepositoryLocked
 from .backend import Backend
 from .heartbeat import Heartbeat
-from .leases import (DEFAULT_TIMING, POLL_INTERVAL_S, Lease, LeaseTiming, decode_lease,
-                     encode_lease, is_stale, this_process)
+from .leases import (DEFAULT_TIMING, PLAINTEXT_LEASES, POLL_INTERVAL_S, Lease, LeaseFormat,
+                     LeaseTiming, staleness, this_process, unknown_holder)
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +53,20 @@ def prepare_lock_files(backend: Backend) -> None:
     backend.put(LOCK_SPARE_FILE, bytes(LOCK_FILE_BYTES))
 
 
-def read_lease(backend: Backend, name: str = LOCK_FILE) -> Lease | None:
+def read_lease(backend: Backend, name: str = LOCK_FILE,
+               leases: LeaseFormat = PLAINTEXT_LEASES) -> Lease | None:
     """The writer lock (or the registration ``name``) as it stands; None if absent."""
     try:
-        return decode_lease(backend.get(name))
+        return leases.decode(backend.get(name), name)
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
         # Unreadable (damaged by hand or by a disk fault): only break-lock removes it.
-        return Lease(LockHolder("?", 0, "an unknown command (damaged lock file)",
-                                datetime.now(timezone.utc), ""))
+        return Lease(unknown_holder())
 
 
-def read_holder(backend: Backend) -> LockHolder | None:
-    lease = read_lease(backend)
+def read_holder(backend: Backend, leases: LeaseFormat = PLAINTEXT_LEASES) -> LockHolder | None:
+    lease = read_lease(backend, leases=leases)
     return lease.holder if lease else None
 
 
@@ -78,20 +78,15 @@ def _retire(backend: Backend) -> None:
         pass
 
 
-def _why_stale(lease: Lease) -> str:
-    if lease.holder.host == socket.gethostname():
-        return "that process is gone"
-    return f"it was last refreshed at {lease.refreshed:%Y-%m-%d %H:%M:%S} UTC"
-
-
 class WriterLock:
     """The exclusive lock of backup, delete, prune and compact, refreshed while held."""
 
     def __init__(self, backend: Backend, command: str, wait_s: float = 0.0,
-                 timing: LeaseTiming = DEFAULT_TIMING):
+                 timing: LeaseTiming = DEFAULT_TIMING, leases: LeaseFormat = PLAINTEXT_LEASES):
         self.backend = backend
         self.wait_s = wait_s
         self.timing = timing
+        self.leases = leases
         self.holder = this_process(command)
         self._token = secrets.token_hex(16)
         self._heartbeat: Heartbeat | None = None
@@ -99,7 +94,8 @@ class WriterLock:
         self._lost = False
 
     def _encoded(self) -> bytes:
-        return encode_lease(self.holder, self._token, self.timing, LOCK_FILE_BYTES)
+        return self.leases.encode(self.holder, self._token, self.timing, LOCK_FILE,
+                                  LOCK_FILE_BYTES)
 
     def _try_create(self) -> bool:
         return self.backend.put_if_absent(LOCK_FILE, self._encoded(), reuse=LOCK_SPARE_FILE)
@@ -107,14 +103,15 @@ class WriterLock:
     def _take_over_if_stale(self) -> LockHolder | None:
         """Remove a stale lock; return the live holder otherwise."""
         with self.backend.host_mutex():
-            lease = read_lease(self.backend)
+            lease = read_lease(self.backend, leases=self.leases)
             if lease is None:
                 return None
-            if is_stale(lease):
+            why = staleness(lease, self.backend, LOCK_FILE)
+            if why is not None:
                 holder = lease.holder
                 log.warning("taking over a stale lock of %s (pid %d on %s, since %s): %s",
                             holder.command, holder.pid, holder.host,
-                            f"{holder.since:%Y-%m-%d %H:%M:%S}", _why_stale(lease))
+                            f"{holder.since:%Y-%m-%d %H:%M:%S}", why)
                 _retire(self.backend)
                 return None
             return lease.holder
@@ -136,7 +133,7 @@ class WriterLock:
     def _still_ours(self) -> bool:
         """Reads the lock; once it is found in other hands (or gone), it stays lost."""
         if not self._lost:
-            lease = read_lease(self.backend)
+            lease = read_lease(self.backend, leases=self.leases)
             if lease is None or lease.token != self._token:
                 self._lost, self._taken_by = True, lease
         return not self._lost
@@ -176,7 +173,7 @@ class WriterLock:
         if self._lost:
             return
         with self.backend.host_mutex():
-            current = read_lease(self.backend)
+            current = read_lease(self.backend, leases=self.leases)
             if current and current.token == self._token:
                 _retire(self.backend)
 
@@ -188,8 +185,8 @@ class WriterLock:
         self.release()
 
 
-def break_lock(backend: Backend) -> LockHolder | None:
+def break_lock(backend: Backend, leases: LeaseFormat = PLAINTEXT_LEASES) -> LockHolder | None:
     """Remove the writer lock whoever holds it; returns the holder that was removed."""
-    holder = read_holder(backend)
+    holder = read_holder(backend, leases)
     _retire(backend)
     return holder

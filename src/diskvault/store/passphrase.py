@@ -18,26 +18,41 @@ both test without a terminal. Errors name the source, never the passphrase.
 A command that opens two repositories (``copy``) reads the second one's passphrase from
 the same kinds of sources under other names (``SOURCE_NAMES``: ``--from-password-file``,
 ``DISKVAULT_FROM_PASSWORD*``).
+
+The CLI moves the passphrase variables out of the process's environment at start
+(``take_secret_variables``): no child, and no reader of /proc/PID/environ, sees them; this
+module still finds them (``environment``). A passphrase command is bounded: at most
+``COMMAND_OUTPUT_MAX_BYTES`` read, ``COMMAND_TIMEOUT_S`` to finish, else it is killed.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import selectors
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PassphraseUnavailable
+from ..hardening import erase_environment_values
 
 PASSWORD_VARIABLE = "DISKVAULT_PASSWORD"
 PASSWORD_FILE_VARIABLE = "DISKVAULT_PASSWORD_FILE"
 PASSWORD_COMMAND_VARIABLE = "DISKVAULT_PASSWORD_COMMAND"
 SOURCE_PASSWORD_VARIABLE = "DISKVAULT_FROM_PASSWORD"
-SECRET_VARIABLES = (PASSWORD_VARIABLE, SOURCE_PASSWORD_VARIABLE)
+NEW_PASSWORD_VARIABLE = "DISKVAULT_NEW_PASSWORD"  # key change-passphrase
+SECRET_VARIABLES = (PASSWORD_VARIABLE, SOURCE_PASSWORD_VARIABLE, NEW_PASSWORD_VARIABLE)
+# A passphrase is one short line: a command printing more is wrong (``yes``), and one
+# that takes longer hangs (a PIN prompt nobody answers) -- both are killed.
+COMMAND_OUTPUT_MAX_BYTES = 4096
+COMMAND_TIMEOUT_S = 120.0
+
+_taken_secrets: dict[str, str] = {}  # the secret variables moved out of os.environ
 
 Prompt = Callable[[str], str]
 
@@ -121,15 +136,33 @@ def read_passphrase_file(path: Path, names: PassphraseNames = REPOSITORY_NAMES) 
                                     f"{names.file_option}") from None
 
 
+def take_secret_variables() -> None:
+    """Move the passphrase variables out of this process's environment (os.environ and
+    the block /proc/PID/environ shows) into this module, which ``environment`` still
+    reads: children and other readers of the environment never see them."""
+    for name in SECRET_VARIABLES:
+        if name in os.environ:
+            _taken_secrets[name] = os.environ[name]
+    erase_environment_values(SECRET_VARIABLES)
+
+
+def environment() -> dict[str, str]:
+    """The environment as the process started with it, passphrase variables included."""
+    return {**os.environ, **_taken_secrets}
+
+
 def environ_without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` minus the passphrase, for any process diskvault starts."""
     return {name: value for name, value in environ.items() if name not in SECRET_VARIABLES}
 
 
 def run_passphrase_command(command: str, environ: Mapping[str, str],
-                           names: PassphraseNames = REPOSITORY_NAMES) -> str:
+                           names: PassphraseNames = REPOSITORY_NAMES,
+                           timeout_s: float = COMMAND_TIMEOUT_S) -> str:
     """The first line of the command's standard output; its standard error and standard
-    input stay the user's (so it may ask for a PIN). Run without a shell."""
+    input stay the user's (so it may ask for a PIN). Run without a shell, without the
+    passphrase variables, killed once it prints more than a passphrase or overruns
+    ``timeout_s``."""
     program = program_name(command)
     fix = f"check {names.command_variable}"
     try:
@@ -140,19 +173,52 @@ def run_passphrase_command(command: str, environ: Mapping[str, str],
         raise PassphraseUnavailable(f"{names.command_variable} is empty or has an "
                                     f"unclosed quote: {fix}")
     try:
-        finished = subprocess.run(arguments, stdout=subprocess.PIPE, check=False,
-                                  env=environ_without_secrets(environ))
+        child = subprocess.Popen(arguments, stdout=subprocess.PIPE,
+                                 env=environ_without_secrets(environ))
     except OSError as error:
         raise PassphraseUnavailable(f"cannot run the passphrase command {program}: "
                                     f"{error.strerror}; {fix}") from None
-    if finished.returncode != 0:
+    with child:
+        try:
+            output, returncode = _bounded_run(child, timeout_s)
+        except PassphraseUnavailable as error:
+            child.kill()
+            raise PassphraseUnavailable(f"the passphrase command {program} {error}; "
+                                        f"{fix}") from None
+    if returncode != 0:
         raise PassphraseUnavailable(f"the passphrase command {program} failed with exit "
-                                    f"code {finished.returncode}; {fix}")
+                                    f"code {returncode}; {fix}")
     try:
-        return first_line(finished.stdout.decode("utf-8"))
+        return first_line(output.decode("utf-8"))
     except UnicodeDecodeError:
         raise PassphraseUnavailable(f"the passphrase command {program} printed something "
                                     f"that is not UTF-8 text; {fix}") from None
+
+
+def _bounded_run(child: subprocess.Popen, timeout_s: float) -> tuple[bytes, int]:
+    """``child``'s whole standard output and exit code; PassphraseUnavailable (saying
+    what the command did) past COMMAND_OUTPUT_MAX_BYTES or ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    late = PassphraseUnavailable(f"did not finish within {timeout_s:g} s and was stopped")
+    output = bytearray()
+    with selectors.DefaultSelector() as selector:
+        selector.register(child.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                raise late
+            data = os.read(child.stdout.fileno(), COMMAND_OUTPUT_MAX_BYTES + 1)
+            if not data:
+                break
+            output += data
+            if len(output) > COMMAND_OUTPUT_MAX_BYTES:
+                raise PassphraseUnavailable(f"printed more than {COMMAND_OUTPUT_MAX_BYTES} "
+                                            f"bytes (a passphrase is one line) and was "
+                                            f"stopped")
+    try:  # its output closed; it may still run
+        return bytes(output), child.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise late from None
 
 
 def ask(prompt: Prompt, confirm: bool, text: str = REPOSITORY_NAMES.prompt) -> str:
@@ -175,7 +241,7 @@ def get_passphrase(environ: Mapping[str, str] | None = None, password_file: Path
     a new key or a new passphrase). ``prompt`` is how to ask a person; None: nobody can
     be asked. ``names``: where to look (``SOURCE_NAMES`` for copy's source). An empty
     passphrase is refused, naming where it came from."""
-    environ = os.environ if environ is None else environ
+    environ = environment() if environ is None else environ
     source = choose_source(environ, password_file, interactive=prompt is not None,
                            names=names)
     if source.kind == "environment":

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (BotoCoreError, ClientError,
@@ -32,7 +34,7 @@ from botocore.exceptions import (BotoCoreError, ClientError,
 
 from ..errors import (BadInput, ObjectStoreFailed, ObjectStoreUnusable,
                       RepositoryReadOnly)
-from .backend import check_object_name
+from .backend import ObjectAge, check_object_name
 from .s3_client import (RequestCounter, attempts_setting, content_md5,
                         error_code, http_status, make_client)
 from .s3_upload import PART_BYTES, S3Upload, abort_upload
@@ -268,6 +270,20 @@ class S3Backend:
                 "ContentLength"]
         except FileNotFoundError:
             return None
+
+    def age(self, name: str) -> ObjectAge | None:
+        """From one HEAD: the reply's ``Date`` (the store's now) minus ``Last-Modified``,
+        less one second, as both are whole seconds (so never more than the true age); the
+        store's now is taken as mid-second for the skew (this host's now if it sent no
+        ``Date``)."""
+        try:
+            reply = self.request(self.client.head_object, name, Key=self.key(name))
+        except FileNotFoundError:
+            return None
+        date = reply["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+        age_s = (now - reply["LastModified"]).total_seconds() - 1.0
+        return ObjectAge(max(0.0, age_s), time.time() - now.timestamp() - 0.5)
 
     # -- listing ------------------------------------------------------------------------------
     def _keys(self, prefix: str) -> Iterator[str]:

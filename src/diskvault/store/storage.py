@@ -26,6 +26,7 @@ from .durable import make_private_folder
 from .encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .index import ChunkIndex
 from .index_cache import CatchUp, catch_up
+from .leases import PLAINTEXT_LEASES, LeaseFormat
 from .location import Location, LocationLike, as_location, cached_index_folder
 from .packs import PackStore
 from .pipeline import new_pool
@@ -56,6 +57,7 @@ class Storage:
         # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = ChunkIndex(index_folder)
         self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id)
+        self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)
         self.chunks = ChunkReader(self.packs, self.index, self.codec)
         # Where a full disk can stop a writer: the repository's, or the cache's for S3.
@@ -170,17 +172,17 @@ class Storage:
 
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
-        return writer_lock(self.backend, command, lock_wait_s)
+        return writer_lock(self.backend, command, lock_wait_s, self.leases)
 
     def reader_lock(self) -> readers.ReaderLock:
-        return readers.ReaderLock(self.backend)
+        return readers.ReaderLock(self.backend, leases=self.leases)
 
     def readers_excluded(self) -> AbstractContextManager[bool]:
         """A context yielding whether no reader runs (and none may start) inside it."""
-        return readers.readers_excluded(self.backend)
+        return readers.readers_excluded(self.backend, leases=self.leases)
 
     def break_lock(self) -> locking.LockHolder | None:
-        return locking.break_lock(self.backend)
+        return locking.break_lock(self.backend, self.leases)
 
     # -- space -------------------------------------------------------------------------
     def disk_full_reported(self, outcome: str) -> AbstractContextManager[None]:
@@ -276,12 +278,13 @@ def space_folders(root: Path) -> list[Path]:
     return [root, root / INDEX_DIR, root / PACKS_DIR]
 
 
-def writer_lock(backend: Backend, command: str,
-                lock_wait_s: float = 0.0) -> locking.WriterLock:
+def writer_lock(backend: Backend, command: str, lock_wait_s: float = 0.0,
+                leases: LeaseFormat = PLAINTEXT_LEASES) -> locking.WriterLock:
     """The writer lock of the repository behind ``backend``, for ``command``; needs no open
-    index (repair takes it before it looks at the index)."""
+    index (repair takes it before it looks at the index). ``leases``: the repository's
+    (``LeaseFormat(cipher, repository id)``), so an encrypted one seals its holder."""
     ensure_writable(backend, command)
-    return locking.WriterLock(backend, command, lock_wait_s)
+    return locking.WriterLock(backend, command, lock_wait_s, leases=leases)
 
 
 def ensure_writable(backend: Backend, command: str) -> None:
