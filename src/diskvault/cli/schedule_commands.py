@@ -161,16 +161,16 @@ def _with(plan, **changes):
 
 
 def _write_units(folder: Path, units: dict[str, str]) -> None:
-    """Each unit file created new (an existing one is refused, not overwritten), private."""
+    """Each unit file created new and private; if one exists, none is written (and a file
+    that appears meanwhile still makes the exclusive create fail, never is overwritten)."""
     from ..store.durable import create_exclusive, open_folder, write_all
     with open_folder(folder) as folder_fd:
-        for name, text in units.items():
-            try:
-                fd = create_exclusive(folder_fd, name)
-            except FileExistsError:
+        for name in units:
+            if os.path.lexists(folder / name):
                 raise BadInput(f"{folder / name} exists: remove it first (systemctl disable "
-                               f"the timer) or write elsewhere with --out") from None
-            with os.fdopen(fd, "wb") as file:
+                               f"the timer) or write elsewhere with --out")
+        for name, text in units.items():
+            with os.fdopen(create_exclusive(folder_fd, name), "wb") as file:
                 write_all(file.fileno(), text.encode())
                 os.fsync(file.fileno())
 
