@@ -41,12 +41,13 @@ def _time_axis(start: datetime, end: datetime) -> list[str]:
     parts = [f'<line class="axis" x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}" '
              f'y2="{HEIGHT - BOTTOM}"/>']
     ticks = 5
+    label = "%b %d" if end - start > timedelta(days=3) else "%d %H:%M"
     for step in range(ticks + 1):
         time = start + (end - start) * step / ticks
         x = _x(time, start, end)
         anchor = "start" if step == 0 else "end" if step == ticks else "middle"
         parts.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">'
-                     f'{time:%b %d}</text>')
+                     f'{time:{label}}</text>')
     return parts
 
 
@@ -121,9 +122,10 @@ def bytes_svg(title: str, nights: Sequence[NightBytes], format_bytes: FormatByte
     if heights[0] > top:
         parts.append(f'<text class="tick" x="{LEFT + slot * 0.5 + bar + 6:.1f}" y="{TOP + 10}" '
                      f'text-anchor="start">first: {format_bytes(heights[0])} (cut)</text>')
+    label = "%b %d" if nights[-1].time - nights[0].time > timedelta(days=3) else "%d %H:%M"
     labels = sorted({0, len(nights) // 2, len(nights) - 1})
     for index in labels:
         parts.append(f'<text class="tick" x="{LEFT + slot * (index + 0.5):.1f}" '
                      f'y="{HEIGHT - 8}" text-anchor="middle">'
-                     f'{nights[index].time:%b %d}</text>')
+                     f'{nights[index].time:{label}}</text>')
     return _svg(title, parts)
