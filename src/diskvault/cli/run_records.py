@@ -44,14 +44,15 @@ def failure_of(error: BaseException) -> tuple[int, str]:
     return 1, f"internal error: {type(error).__name__}: {error}"
 
 
-def location_text(repo: str | None) -> str:
+def location_text(repo: str | None) -> str | None:
     """The repository as runs are filed under it when its id is unknown: a local folder as
-    an absolute path, so ``-r vm1`` and ``-r /backups/vm1`` from /backups agree."""
+    an absolute path, so ``-r vm1`` and ``-r /backups/vm1`` from /backups agree. None when
+    ``repo`` names no repository at all (missing, or a URL diskvault does not know)."""
     from ..store.location import parse_location
     try:
         location = parse_location(repo)
     except DiskvaultError:
-        return str(repo or "")
+        return None
     return os.path.abspath(location.folder) if location.is_local else str(location)
 
 
@@ -99,14 +100,29 @@ def recorded(command_name: str, series_of: SeriesOf) -> Callable[[click.Command]
 def _finish(command_name: str, series: str | None, started: datetime, exit_code: int,
             error: str, hook: str | None, metrics_dir: Path | None) -> None:
     from ..ops.hooks import hook_environment, run_hook
-    from ..ops.metrics import render_metrics, write_metrics
-    from ..ops.runs import Run, load_runs, note_repository_id, record_run, repository_keys
+    from ..ops.runs import Run
 
     ctx = click.get_current_context()
     repository_id = ctx.meta.get(REPOSITORY_ID_KEY)
     location = location_text(ctx.params.get("repo") or ctx.meta.get(REPO_KEY))
     run = Run(command_name, series, started, datetime.now(timezone.utc), exit_code, error,
               dict(ctx.meta.get(FIGURES_KEY, {})))
+    if location is not None:  # else no status could ask for it: only the hook hears of it
+        _remember(run, location, repository_id, metrics_dir)
+    if hook:
+        result = run_hook(hook, hook_environment(run, location or "", repository_id),
+                          os.environ)
+        if result.problem:
+            warn(f"the {'success' if exit_code == 0 else 'failure'} hook failed: "
+                 f"{result.problem}")
+
+
+def _remember(run, location: str, repository_id: str | None,
+              metrics_dir: Path | None) -> None:
+    """File the run under the repository, then refresh its metrics file if asked."""
+    from ..ops.metrics import render_metrics, write_metrics
+    from ..ops.runs import load_runs, note_repository_id, record_run, repository_keys
+
     keys = repository_keys(location, repository_id)
     try:
         if repository_id:
@@ -121,8 +137,3 @@ def _finish(command_name: str, series: str | None, started: datetime, exit_code:
         except OSError as problem:
             warn(f"cannot write the metrics into {metrics_dir}: "
                  f"{problem.strerror or problem}")
-    if hook:
-        result = run_hook(hook, hook_environment(run, location, repository_id), os.environ)
-        if result.problem:
-            warn(f"the {'success' if exit_code == 0 else 'failure'} hook failed: "
-                 f"{result.problem}")

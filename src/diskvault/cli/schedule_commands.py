@@ -97,9 +97,7 @@ def _schedule(params: dict):
     from ..ops.schedule import Schedule
     from ..store.snapshots import series_name
     ctx = click.get_current_context()
-    repo = params.pop("repo") or ctx.meta.get(REPO_KEY) or os.environ.get("DISKVAULT_REPO")
-    if not repo:
-        raise BadInput("no repository given: use -r/--repo PATH or s3://BUCKET/PREFIX")
+    repo = params.pop("repo") or ctx.meta.get(REPO_KEY)
     source = Path(os.path.abspath(params.pop("source")))
     keep = {rule: params.pop(f"keep_{rule}") for rule in ("daily", "weekly", "monthly")}
     program = params.pop("program") or _default_program()
@@ -109,7 +107,11 @@ def _schedule(params: dict):
         is_device = stat.S_ISBLK(os.stat(source).st_mode)
     except OSError:
         is_device = False
-    return Schedule(program=Path(os.path.abspath(program)), repository=location_text(repo),
+    repository = location_text(repo)
+    if repository is None:
+        from ..store.location import parse_location
+        parse_location(repo)  # raises the one-line reason
+    return Schedule(program=Path(os.path.abspath(program)), repository=repository,
                     source=source, series=series_name(source, params.pop("name")),
                     backup_at=params.pop("backup_at"), check_at=params.pop("check_at"),
                     keep=keep, read_data=params.pop("read_data"),
