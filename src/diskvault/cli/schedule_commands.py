@@ -3,7 +3,6 @@ prune it and check the repository every week (ops/schedule.py writes them)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import stat
@@ -92,31 +91,30 @@ def _schedule_options(command):
     return command
 
 
-def _schedule(params: dict):
+def _schedule(params: dict, encrypted_credential: Path | None = None):
     """The Schedule the options describe, all paths made absolute."""
     from ..ops.schedule import Schedule
+    from ..store.location import parse_location
     from ..store.snapshots import series_name
     ctx = click.get_current_context()
     repo = params.pop("repo") or ctx.meta.get(REPO_KEY)
     source = Path(os.path.abspath(params.pop("source")))
     keep = {rule: params.pop(f"keep_{rule}") for rule in ("daily", "weekly", "monthly")}
     program = params.pop("program") or _default_program()
+    params["encrypted_credential"] = encrypted_credential
     absolute = {name: Path(os.path.abspath(params[name])) if params[name] else None
-                for name in ("passphrase_file", "metrics_dir")}
+                for name in ("passphrase_file", "encrypted_credential", "metrics_dir")}
     try:
         is_device = stat.S_ISBLK(os.stat(source).st_mode)
     except OSError:
         is_device = False
-    repository = location_text(repo)
-    if repository is None:
-        from ..store.location import parse_location
-        parse_location(repo)  # raises the one-line reason
-    return Schedule(program=Path(os.path.abspath(program)), repository=repository,
+    location = parse_location(repo)  # a missing or unknown one: its one-line reason
+    return Schedule(program=Path(os.path.abspath(program)), repository=location_text(repo),
                     source=source, series=series_name(source, params.pop("name")),
                     backup_at=params.pop("backup_at"), check_at=params.pop("check_at"),
                     keep=keep, read_data=params.pop("read_data"),
                     source_is_device=is_device,
-                    repository_is_local=not str(repo).startswith("s3://"),
+                    repository_is_local=location.is_local,
                     on_failure=params.pop("on_failure"), on_success=params.pop("on_success"),
                     environment=params.pop("environment"), **absolute)
 
@@ -143,10 +141,7 @@ def systemd(encrypted_credential, out_dir, **params) -> None:
     from ..ops.schedule import systemd_units
     if encrypted_credential and params["passphrase_file"]:
         raise click.UsageError("give --passphrase-file or --encrypted-credential, not both")
-    plan = _schedule(params)
-    if encrypted_credential:
-        plan = _with(plan, encrypted_credential=Path(os.path.abspath(encrypted_credential)))
-    units = systemd_units(plan)
+    units = systemd_units(_schedule(params, encrypted_credential))
     if out_dir is None:
         for name, text in units.items():
             click.echo(f"# {name}\n{text}")
@@ -155,11 +150,6 @@ def systemd(encrypted_credential, out_dir, **params) -> None:
     timers = " ".join(name for name in units if name.endswith(".timer"))
     click.echo(f"wrote {', '.join(units)} into {out_dir}; then: systemctl daemon-reload && "
                f"systemctl enable --now {timers}")
-
-
-def _with(plan, **changes):
-    from dataclasses import replace
-    return replace(plan, **changes)
 
 
 def _write_units(folder: Path, units: dict[str, str]) -> None:

@@ -68,7 +68,10 @@ def status(repo, max_age, as_json) -> None:
                  describe_age(h.age) if h.age is not None else "-",
                  "OVERDUE" if h.overdue else ("FAILING" if h.failing else "ok"),
                  _failure_text(h.last_failure)] for h in health]
-        print_table(["SERIES", "LATEST", "TIME", "AGE", "STATE", "LAST FAILURE"], rows)
+        if rows:
+            print_table(["SERIES", "LATEST", "TIME", "AGE", "STATE", "LAST FAILURE"], rows)
+        else:
+            click.echo("no series yet: no snapshot, and no run remembered on this host")
         click.echo(_check_text(check))
     late = [h for h in health if h.overdue]
     if late:
