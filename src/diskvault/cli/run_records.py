@@ -100,15 +100,16 @@ def recorded(command_name: str, series_of: SeriesOf) -> Callable[[click.Command]
 def _finish(command_name: str, series: str | None, started: datetime, exit_code: int,
             error: str, hook: str | None, metrics_dir: Path | None) -> None:
     from ..ops.hooks import hook_environment, run_hook
-    from ..ops.runs import Run
+    from ..ops.runs import Run, last_seen_id
 
     ctx = click.get_current_context()
-    repository_id = ctx.meta.get(REPOSITORY_ID_KEY)
     location = location_text(ctx.params.get("repo") or ctx.meta.get(REPO_KEY))
+    opened_id = ctx.meta.get(REPOSITORY_ID_KEY)
+    repository_id = opened_id or (last_seen_id(location) if location else None)
     run = Run(command_name, series, started, datetime.now(timezone.utc), exit_code, error,
               dict(ctx.meta.get(FIGURES_KEY, {})))
     if location is not None:  # else no status could ask for it: only the hook hears of it
-        _remember(run, location, repository_id, metrics_dir)
+        _remember(run, location, repository_id, opened_id is not None, metrics_dir)
     if hook:
         result = run_hook(hook, hook_environment(run, location or "", repository_id),
                           os.environ)
@@ -117,15 +118,16 @@ def _finish(command_name: str, series: str | None, started: datetime, exit_code:
                  f"{result.problem}")
 
 
-def _remember(run, location: str, repository_id: str | None,
+def _remember(run, location: str, repository_id: str | None, opened: bool,
               metrics_dir: Path | None) -> None:
-    """File the run under the repository, then refresh its metrics file if asked."""
+    """File the run under the repository (and, if this run opened it, note its id at this
+    location), then refresh its metrics file if asked."""
     from ..ops.metrics import render_metrics, write_metrics
     from ..ops.runs import load_runs, note_repository_id, record_run, repository_keys
 
     keys = repository_keys(location, repository_id)
     try:
-        if repository_id:
+        if opened:
             note_repository_id(location, repository_id)
         record_run(keys[0], run)
     except OSError as problem:

@@ -74,15 +74,19 @@ def location_key(location: str) -> str:
     return "location-" + hashlib.sha256(location.encode()).hexdigest()[:32]
 
 
+def last_seen_id(location: str) -> str | None:
+    """The id of the repository last opened at ``location`` from this host, if any."""
+    try:
+        return (runs_folder() / location_key(location) / ID_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def repository_keys(location: str, repository_id: str | None) -> tuple[str, ...]:
     """The keys this repository's runs are filed under, the one to file a new run under
     first: its id (given, or last seen at ``location``), then its location's key."""
+    repository_id = repository_id or last_seen_id(location)
     by_location = location_key(location)
-    if repository_id is None:
-        try:
-            repository_id = (runs_folder() / by_location / ID_FILE).read_text().strip()
-        except OSError:
-            repository_id = None
     return (repository_id, by_location) if repository_id else (by_location,)
 
 
