@@ -106,3 +106,21 @@ def test_a_run_that_cannot_be_remembered_is_a_warning(tmp_path, make_image):
     assert result.returncode == 0
     assert b"cannot remember this run in the state folder" in result.stderr
     assert runs.read_text() == ""
+
+
+def test_a_check_that_finds_damage_is_shown_as_failed(tmp_path, make_image):
+    repo = tmp_path / "repo"
+    run_cli("init", "-r", str(repo), "--encryption", "none", check=True)
+    run_cli("backup", "-r", str(repo), str(make_image(256 * 1024, name="vm1.img")),
+            check=True)
+    run_cli("check", "-r", str(repo), "--read-data", check=True)
+    pack = max(repo.glob("packs/*/*.pack"), key=lambda path: path.stat().st_size)
+    with open(pack, "r+b") as handle:  # a byte in the middle of the chunk data
+        handle.seek(pack.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    damaged = run_cli("check", "-r", str(repo), "--read-data")
+    assert damaged.returncode == 1
+    shown = run_cli("status", "-r", str(repo), check=True).stdout.decode()
+    assert "structure and data: FAILED (exit 1): check found damage" in shown
