@@ -150,6 +150,8 @@ def systemd(encrypted_credential, out_dir, **params) -> None:
     timers = " ".join(name for name in units if name.endswith(".timer"))
     click.echo(f"wrote {', '.join(units)} into {out_dir}; then: systemctl daemon-reload && "
                f"systemctl enable --now {timers}")
+    click.echo("the units keep their state in /var/lib/diskvault: read it with "
+               "XDG_STATE_HOME=/var/lib diskvault status")
 
 
 def _write_units(folder: Path, units: dict[str, str]) -> None:
