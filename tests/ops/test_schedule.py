@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.ops.schedule import parse_clock
+from diskvault.ops.schedule import Schedule, parse_clock, systemd_units, unit_prefix
 from diskvault.store.config import REPOKEY_MODE
 from diskvault.store.repository import Repository
 
@@ -131,3 +131,44 @@ def test_times_are_read_strictly():
             parse_clock(bad, weekly)
     result = run_cli("schedule", "cron", "-r", "/r", "/x.img", "--at", "3pm")
     assert result.returncode == 2 and b"a time such as 02:30" in result.stderr
+
+
+def odd_schedule(tmp_path, **changes) -> Schedule:
+    """A schedule with everything systemd could misread: spaces, %, $, quotes, a series name
+    that is no unit name."""
+    base = dict(program=PROGRAM, repository=str(tmp_path / "re po%1"),
+                source=tmp_path / "vm $1 \"a\".img", series="vm/1 ü",
+                backup_at=parse_clock("01:05"), check_at=parse_clock("sat 23:59", weekly=True),
+                keep={"daily": 3}, on_failure="sh -c 'echo \"$DISKVAULT_ERROR\" >&2'",
+                passphrase_file=tmp_path / "pass phrase", environment={"A_B": "x %y \"z\""})
+    return Schedule(**{**base, **changes})
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"),
+                    reason="systemd-analyze is missing (apt-get install systemd)")
+@pytest.mark.skipif(not PROGRAM.exists(), reason=f"no diskvault command next to {sys.executable}")
+@pytest.mark.parametrize("variant", ["local", "s3-device-encrypted"])
+def test_odd_names_survive_systemd_quoting(tmp_path, variant):
+    changes = {} if variant == "local" else dict(
+        repository="s3://backups/vm1", repository_is_local=False, source_is_device=True,
+        source=Path("/dev/loop0"), passphrase_file=None,
+        encrypted_credential=tmp_path / "vm1.cred")
+    schedule = odd_schedule(tmp_path, **changes)
+    units = systemd_units(schedule)
+    folder = tmp_path / "units"
+    folder.mkdir()
+    for name, text in units.items():
+        (folder / name).write_text(text)
+    verified = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], cwd=folder,
+                              capture_output=True, timeout=120)
+    assert verified.returncode == 0 and verified.stderr == b"", verified.stderr.decode()
+    service = units[f"{unit_prefix(schedule.series)}-backup.service"]
+    backup, prune = systemd_exec_lines(service)
+    assert backup[:5] == [str(PROGRAM), "backup", "--no-progress", "-r", schedule.repository]
+    assert backup[5] == str(schedule.source) and backup[7] == schedule.series
+    assert schedule.on_failure in backup and "--keep-daily=3" in prune
+    if variant == "local":
+        assert "PrivateDevices=yes" in service and "ReadWritePaths=" in service
+    else:
+        assert "DeviceAllow=/dev/loop0 r" in service and "PrivateDevices" not in service
+        assert "ReadWritePaths" not in service  # nothing local to write but state and cache

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 import shlex
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CREDENTIAL_NAME = "diskvault-passphrase"
 DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 0}  # cron's numbers
+UNIT_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.")
 KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 # What the service may not do. Each line is one systemd option; all leave a backup of a file
@@ -120,9 +122,10 @@ class Schedule:
 
 
 def unit_prefix(series: str) -> str:
-    """``diskvault-<series>``, the series escaped as systemd-escape would."""
-    escaped = "".join(c if c.isascii() and (c.isalnum() or c in "_.") else f"\\x{ord(c):02x}"
-                      for c in series)
+    """``diskvault-<series>``: what a unit name may not hold escaped byte by byte as
+    ``\\xNN``, in systemd-escape's style."""
+    escaped = "".join(chr(byte) if chr(byte) in UNIT_NAME_CHARACTERS else f"\\x{byte:02x}"
+                      for byte in series.encode())
     return f"diskvault-{escaped}"
 
 
@@ -132,6 +135,11 @@ def _systemd_word(word: str) -> str:
     if word and not re.search(r"[\s\"'\\;]", word):
         return word
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _description(text: str) -> str:
+    """Description= expands specifiers: a % in a path is doubled; one line only."""
+    return " ".join(text.split()).replace("%", "%%")
 
 
 def _environment_line(name: str, value: str) -> str:
@@ -149,7 +157,7 @@ def _exec_line(program: Path, arguments: list[str], passphrase: str | None) -> s
 
 def _service(schedule: Schedule, description: str, commands: list[list[str]]) -> str:
     credential = None
-    lines = ["[Unit]", f"Description={description}",
+    lines = ["[Unit]", f"Description={_description(description)}",
              "Wants=network-online.target", "After=network-online.target local-fs.target",
              "", "[Service]", "Type=oneshot"]
     if schedule.passphrase_file:
@@ -179,7 +187,7 @@ def _service(schedule: Schedule, description: str, commands: list[list[str]]) ->
 
 
 def _timer(description: str, when: ClockTime) -> str:
-    return "\n".join(["[Unit]", f"Description={description}", "", "[Timer]",
+    return "\n".join(["[Unit]", f"Description={_description(description)}", "", "[Timer]",
                       f"OnCalendar={when.on_calendar()}", "RandomizedDelaySec=10min",
                       "Persistent=true", "", "[Install]", "WantedBy=timers.target", ""])
 
