@@ -10,6 +10,9 @@ EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 73
 EXIT_IO = 74
 EXIT_NO_PERMISSION = 77  # sysexits' EX_NOPERM
+# `status --max-age`: a series is late. Distinct from 1 (damage) and 2 (bad input), so a
+# monitor tells "late" from "broken".
+EXIT_OVERDUE = 3
 
 
 class DiskvaultError(Exception):
@@ -50,6 +53,12 @@ class AmbiguousSnapshot(BadInput):
 
 class TargetExists(BadInput):
     pass
+
+
+class SeriesOverdue(DiskvaultError):
+    """A series' newest snapshot is older than ``status --max-age`` allows, or it has none."""
+
+    exit_code = EXIT_OVERDUE
 
 
 class SourceChanged(DiskvaultError):

@@ -18,6 +18,7 @@ DEBUG_FLAG = "--debug"
 REPO_KEY = "diskvault.repo"
 PASSWORD_FILE_KEY = "diskvault.password_file"
 DEBUG_KEY = "diskvault.debug"
+REPOSITORY_ID_KEY = "diskvault.repository_id"  # for cli/run_records.py, once opened
 REPO_HELP = "Repository folder, before or after the command name (or set DISKVAULT_REPO)."
 
 
@@ -124,6 +125,9 @@ def opened(repo: str | None, passphrase: CommandPassphrase | None = None,
 
     repository = Repository.open(parse_location(repo), passphrase or CommandPassphrase(),
                                  keys=keys, writer=writer)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[REPOSITORY_ID_KEY] = repository.config.repository_id
     try:
         yield repository
     finally:

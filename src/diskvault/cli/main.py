@@ -65,6 +65,12 @@ COMMANDS = {
     "copy": LazyCommand("copy_commands:copy", "Copy snapshots (default: every one the "
                         "destination lacks) with their ids, names, times and tags; "
                         "only chunks the destination lacks are written."),
+    "status": LazyCommand("status_commands:status", "Show each series' newest snapshot, its "
+                          "age, its last failure and the last check."),
+    "report": LazyCommand("status_commands:report", "Write a status page: each series' "
+                          "snapshots, bytes per night, dedup, checks, failures."),
+    "schedule": LazyCommand("schedule_commands:schedule", "Print or write the systemd units "
+                            "or the crontab line that run a series' backups every night."),
     "pull": LazyCommand("files_commands:pull", "Copy a file or a whole folder out of a "
                         "snapshot's image to DESTINATION, like `cp -a`."),
 }

@@ -22,6 +22,7 @@ from ..store.snapshots import SnapshotRecord
 from .common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
 from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn
 from .progress import ProgressLine
+from .run_records import note_figures, recorded
 
 COMPACT_HINT = "run 'diskvault compact' to give their space back"
 
@@ -58,6 +59,7 @@ def _count_option(rule: str, period: str):
                                           f"{period} that have one.")
 
 
+@recorded("prune", lambda params: params["name"])
 @click.command()
 @repo_option
 @click.option("--keep-last", "last", type=click.IntRange(min=0), default=0, metavar="N",
@@ -199,6 +201,7 @@ def _print_compact(result: CompactResult, stored: int) -> None:
              f"'diskvault check --read-data'")
 
 
+@recorded("check", lambda params: None)
 @click.command()
 @repo_option
 @click.option("--read-data", is_flag=True,
@@ -231,6 +234,8 @@ def check(repo, read_data, repair, as_json, show_progress, lock_wait_s) -> None:
                 report = checking.check(repository.storage, read_data, progress)
             finally:
                 line.close()
+    note_figures(read_data=read_data, problems=len(report.problems),
+                 damaged_snapshots=len(report.damaged_snapshots))
     if as_json:
         print_json(_report_json(report) | ({"repair": _repair_json(repaired)} if repaired
                                            else {}))

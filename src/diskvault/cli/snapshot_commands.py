@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import CorruptData
-from ..store.snapshots import SnapshotRecord
+from ..store.snapshots import SnapshotRecord, series_name
 from ..store.stream_source import STDIN_LABEL
 from .change_maps import read_change_map
 from .common import json_option, lock_wait_option, opened, repo_option
@@ -18,6 +18,7 @@ from .output import (config_json, encryption_label, human_bytes, human_rate, pri
                      print_snapshots,
                      repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
+from .run_records import note_figures, recorded
 
 progress_option = click.option(
     "--progress/--no-progress", "show_progress", default=None,
@@ -34,6 +35,7 @@ def backup_summary(record: SnapshotRecord) -> str:
             f"{human_rate(record.size, stats.duration_s)}")
 
 
+@recorded("backup", lambda params: series_name(params["source"], params["name"]))
 @click.command()
 @repo_option
 @click.argument("source", type=click.Path(path_type=Path, readable=False))
@@ -73,6 +75,8 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
         finally:
             progress.close()
         requests = repository.storage.requests_made()
+    note_figures(snapshot=record.id, size=record.size, bytes_read=record.stats.bytes_read,
+                 new_bytes=record.stats.new_bytes, stored_bytes=record.stats.stored_bytes)
     if as_json:
         print_json(snapshot_json(record) if requests is None
                    else dict(snapshot_json(record), requests=requests))

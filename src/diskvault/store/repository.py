@@ -25,7 +25,7 @@ from .locking import WriterLock
 from .readers import ReaderLock
 from .manifest import decode_block
 from .restore_marks import refuse_interrupted_target
-from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot
+from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot, series_name
 from .source import ImageSource
 from .location import LocationLike, as_location
 from .storage import Storage, open_backend, read_config_at
@@ -169,7 +169,7 @@ class Repository:
         started = time.monotonic()
         self.refuse_inside(Path(source_path), "backup source")
         refuse_interrupted_target(Path(source_path))
-        series = name or Path(source_path).name
+        series = series_name(source_path, name)
         with ImageSource(Path(source_path)) as source:
             if changes is None:
                 return self._back_up(source, series, tags, lock_wait_s, progress, started)

@@ -112,6 +112,11 @@ class SnapshotRecord:
         return record
 
 
+def series_name(source_path, name: str | None) -> str:
+    """The series a backup goes into: its --name, else the source's file name."""
+    return name or PurePosixPath(str(source_path)).name
+
+
 def record_checksum(body: dict) -> str:
     """blake3-256 hex of the record's canonical JSON without the checksum field: keys
     sorted, no whitespace, non-ASCII escaped (docs/format.md, "Snapshot records")."""
