@@ -149,3 +149,15 @@ def test_options_that_do_not_go_together_exit_2(cli_repo, tmp_path, argv):
     result = run_cli("backup", "-r", cli_repo, *argv, input=b"x")
     assert result.returncode == 2, result.stderr
     assert records(cli_repo) == []
+
+
+def test_json_map_with_an_infinite_length_exits_2_with_one_line(cli_repo, tmp_path):
+    image = write_image(tmp_path / "vm.img", 1 << 20, seed=8)
+    run_cli("backup", "-r", cli_repo, str(image), "--name", "vm1", check=True)
+    (tmp_path / "map.json").write_text(
+        '[{"offset": 0, "length": Infinity, "type": 1, "description": "dirty"}]')
+    result = run_cli("backup", "-r", cli_repo, str(image), "--name", "vm1",
+                     "--changed-ranges", str(tmp_path / "map.json"))
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1 and "Infinity" in result.stderr.decode()
+    assert len(records(cli_repo, "vm1")) == 1
