@@ -93,6 +93,23 @@ def cli(ctx: click.Context) -> None:
     """Deduplicating, content-addressed backups of disk images and block devices."""
     logging.basicConfig(level=logging.DEBUG if debug_enabled(ctx) else logging.WARNING,
                         format="diskvault: warning: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_first_time_only())
+
+
+def _first_time_only():
+    """A log filter that passes each distinct message once: a damaged table read by several
+    steps of one command is reported once, not per step."""
+    seen: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in seen:
+            return False
+        seen.add(message)
+        return True
+
+    return first_time
 
 
 def whole_writes_to_stdout() -> None:
