@@ -52,7 +52,8 @@ COMMANDS = {
     "umount": LazyCommand("mount_commands:umount", "Unmount a diskvault mount (fails, saying "
                           "so, while files in it are in use)."),
     "delete": LazyCommand("maintenance_commands:delete", "Delete snapshots (id, id prefix, "
-                          "series name or 'latest'); compact frees the space."),
+                          "'latest', or a whole series with --all-of-series); compact frees "
+                          "the space."),
     "prune": LazyCommand("maintenance_commands:prune", "Remove the snapshots no --keep-* rule "
                          "keeps, per series; compact frees the space."),
     "compact": LazyCommand("maintenance_commands:compact", "Give back the space of data no "
