@@ -115,7 +115,8 @@ def select_deleted(records: Sequence[SnapshotRecord], selectors: Sequence[str],
         if record.name == selector != record.id:
             series = [r for r in records if r.name == selector]
             if not all_of_series:
-                raise BadInput(f"{selector!r} is a series name ({len(series)} snapshots): "
+                count = f"{len(series)} snapshot" + ("" if len(series) == 1 else "s")
+                raise BadInput(f"{selector!r} is a series name ({count}): "
                                f"give the ids to delete (see 'diskvault list --name "
                                f"{selector}'), or --all-of-series to delete the whole series")
             chosen.update((r.id, r) for r in series)
