@@ -65,6 +65,11 @@ class SourceChanged(DiskvaultError):
     """The source changed size while it was read; the snapshot would not be consistent."""
 
 
+class IncompleteStream(DiskvaultError):
+    """An image read from a stream is empty or shorter than it must be (a producer that
+    failed or was killed); it is not recorded, so it never becomes the series' latest."""
+
+
 class CorruptData(DiskvaultError):
     """Stored bytes do not match their digest, or a structure on disk cannot be parsed."""
 

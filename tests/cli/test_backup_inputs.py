@@ -149,3 +149,70 @@ def test_options_that_do_not_go_together_exit_2(cli_repo, tmp_path, argv):
     result = run_cli("backup", "-r", cli_repo, *argv, input=b"x")
     assert result.returncode == 2, result.stderr
     assert records(cli_repo) == []
+
+
+def test_json_map_with_an_infinite_length_exits_2_with_one_line(cli_repo, tmp_path):
+    image = write_image(tmp_path / "vm.img", 1 << 20, seed=8)
+    run_cli("backup", "-r", cli_repo, str(image), "--name", "vm1", check=True)
+    (tmp_path / "map.json").write_text(
+        '[{"offset": 0, "length": Infinity, "type": 1, "description": "dirty"}]')
+    result = run_cli("backup", "-r", cli_repo, str(image), "--name", "vm1",
+                     "--changed-ranges", str(tmp_path / "map.json"))
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1 and "Infinity" in result.stderr.decode()
+    assert len(records(cli_repo, "vm1")) == 1
+
+
+def test_empty_stream_is_refused_and_the_series_latest_stays(cli_repo, tmp_path):
+    image = write_image(tmp_path / "vm.img", 1 << 20, seed=9)
+    run_cli("backup", "-r", cli_repo, str(image), "--name", "vm1", check=True)
+    for extra in ([], ["--size", "0"], ["--allow-shrink"]):
+        piped = subprocess.run(f": | {sys.executable} -m diskvault backup -r {cli_repo} - "
+                               f"--name vm1 {' '.join(extra)}", shell=True,
+                               capture_output=True)
+        assert piped.returncode == 1, piped.stderr
+        assert piped.stderr.decode().count("\n") == 1
+        assert "standard input was empty" in piped.stderr.decode()
+    assert [r.size for r in records(cli_repo, "vm1")] == [1 << 20]
+
+
+def _pipe_from_producer_killed_after(data_path: Path, length: int, *args: str):
+    """Run `backup -` fed by a producer that writes `length` bytes of the file and is then
+    killed with SIGKILL: (the producer's return code, the backup's CompletedProcess)."""
+    producer = subprocess.Popen(
+        [sys.executable, "-c", "import os, signal, sys\n"
+         f"sys.stdout.buffer.write(open({str(data_path)!r}, 'rb').read({length}))\n"
+         "sys.stdout.flush()\nos.kill(os.getpid(), signal.SIGKILL)\n"],
+        stdout=subprocess.PIPE)
+    backup = subprocess.run([sys.executable, "-m", "diskvault", "backup", *args],
+                            stdin=producer.stdout, capture_output=True, timeout=120)
+    producer.stdout.close()
+    return producer.wait(timeout=60), backup
+
+
+def test_stream_cut_short_by_a_killed_producer_is_refused_unless_a_shrink_is_allowed(
+        cli_repo, tmp_path):
+    image = write_image(tmp_path / "vm.img", 4 << 20, seed=10)
+    run_cli("backup", "-r", cli_repo, "-", "--name", "vm1", input=image.read_bytes(),
+            check=True)
+    killed, refused = _pipe_from_producer_killed_after(image, 2 << 20, "-r", cli_repo, "-",
+                                                       "--name", "vm1")
+    assert killed == -signal.SIGKILL
+    assert refused.returncode == 1 and refused.stderr.decode().count("\n") == 1
+    assert f"ended after {2 << 20} bytes, short of the series' previous snapshot " \
+           f"({4 << 20} bytes)" in refused.stderr.decode()
+    assert [r.size for r in records(cli_repo, "vm1")] == [4 << 20]
+
+    _, other_series = _pipe_from_producer_killed_after(image, 1 << 20, "-r", cli_repo, "-",
+                                                       "--name", "vm2")
+    assert other_series.returncode == 0, other_series.stderr  # nothing to compare with
+    _, allowed = _pipe_from_producer_killed_after(image, 3 << 20, "-r", cli_repo, "-",
+                                                  "--name", "vm1", "--allow-shrink")
+    assert allowed.returncode == 0, allowed.stderr
+    assert [r.size for r in records(cli_repo, "vm1")] == [4 << 20, 3 << 20]
+
+
+def test_allow_shrink_is_for_streams_only(cli_repo, tmp_path):
+    image = write_image(tmp_path / "vm.img", 1 << 20, seed=11)
+    result = run_cli("backup", "-r", cli_repo, str(image), "--allow-shrink")
+    assert result.returncode == 2 and b"--allow-shrink" in result.stderr

@@ -81,3 +81,21 @@ def test_bad_chunk_size_and_compression_are_refused(tmp_path):
     bad_codec = run_cli("init", "-r", str(tmp_path / "b"), "--compression", "lz4")
     assert bad_codec.returncode == 2 and b"unknown compression" in bad_codec.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_restore_refuses_a_series_name_that_is_also_an_id_prefix_and_a_short_prefix(
+        tmp_path, make_image):
+    repo = str(tmp_path / "repo")
+    run_cli("init", "-r", repo, "--encryption", "none", check=True)
+    image = make_image(100_000, seed=2)
+    first = json.loads(run_cli("backup", "-r", repo, str(image), "--name", "vm1", "--json",
+                               check=True).stdout)["id"]
+    run_cli("backup", "-r", repo, str(image), "--name", first[:6], check=True)
+    for selector in (first[:6], first[:1]):
+        result = run_cli("restore", "-r", repo, selector, str(tmp_path / "out.img"))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.decode().count("\n") == 1
+        assert not (tmp_path / "out.img").exists()
+    deleted = run_cli("delete", "-r", repo, first[:6])
+    assert deleted.returncode == 2 and first[:8] in deleted.stderr.decode()
+    assert len(json.loads(run_cli("list", "-r", repo, "--json", check=True).stdout)) == 2

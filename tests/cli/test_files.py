@@ -287,3 +287,19 @@ def test_flipped_bytes_in_filesystem_metadata_make_ls_and_pull_fail_cleanly(tmp_
     written = {p.name for p in tmp_path.iterdir()} - {"src", "fs.img", "fuzzed.img"}
     assert written <= {f"{kind}{n}" for kind in ("repo", "out") for n in range(FUZZ_ATTEMPTS)}
     assert damaged, "no run met any damage: the flips did not reach the metadata"
+
+
+def test_ls_says_once_that_a_gpt_entry_past_the_image_end_is_not_shown(tmp_path):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 2), PartSpec(None, 2)])
+    with open(image, "r+b") as f:  # entry 2's first and last LBA, far past the end
+        f.seek(1024 + 128 + 32)
+        f.write((1 << 40).to_bytes(8, "little") + ((1 << 40) + 2047).to_bytes(8, "little"))
+    repo = str(tmp_path / "repo")
+    Repository.init(Path(repo), chunk_size=SMALL_CHUNKS, encryption="none").close()
+    run_cli("backup", "-r", repo, str(image), "--name", "d", check=True)
+    result = run_cli("ls", "-r", repo, "d", check=True)
+    assert "p1:" in result.stdout.decode() and "p2:" not in result.stdout.decode()
+    assert result.stderr.decode().splitlines() == [
+        f"diskvault: warning: partition p2 is not shown: it starts at byte {(1 << 40) * 512}, "
+        f"outside the image ({image.stat().st_size} bytes)"]

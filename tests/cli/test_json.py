@@ -87,7 +87,7 @@ def test_break_lock_json_says_whether_there_was_a_lock(repo):
     ["init", "-r", "{tmp}/other"], ["backup", "-r", "{repo}", "{tmp}/new.img"],
     ["list", "-r", "{repo}"], ["info", "-r", "{repo}"], ["info", "-r", "{repo}", "vm1"],
     ["restore", "-r", "{repo}", "vm1", "{tmp}/restored.img"],
-    ["diff", "-r", "{repo}", "vm1", "fs"], ["delete", "-r", "{repo}", "fs"],
+    ["diff", "-r", "{repo}", "vm1", "fs"], ["delete", "-r", "{repo}", "fs", "--all-of-series"],
     ["prune", "-r", "{repo}", "--keep-last", "2"], ["compact", "-r", "{repo}"],
     ["check", "-r", "{repo}"], ["check", "-r", "{repo}", "--repair"],
     ["break-lock", "-r", "{repo}"], ["ls", "-r", "{repo}", "fs"],

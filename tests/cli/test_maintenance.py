@@ -54,13 +54,29 @@ def error_line(result) -> str:
 
 def test_delete_names_what_it_deleted_and_points_to_compact(nightly):
     repo, ids = nightly
-    result = run_cli("delete", "-r", repo, ids[0][:7], "vm2", check=True)
+    result = run_cli("delete", "-r", repo, ids[0][:7], ids[4], check=True)
     out = lines(result)
     assert out[0].startswith(f"deleted snapshot {ids[0][:8]} (vm1, ")
     assert out[1].startswith(f"deleted snapshot {ids[4][:8]} (vm2, ")
     assert "diskvault compact" in result.stderr.decode()
     left = json.loads(run_cli("list", "-r", repo, "--json", check=True).stdout)
     assert [s["id"] for s in left] == ids[1:4]
+
+
+def test_delete_of_a_series_name_needs_all_of_series_and_dry_run_changes_nothing(nightly):
+    repo, ids = nightly
+    refused = run_cli("delete", "-r", repo, "vm1")
+    assert refused.returncode == EXIT_BAD_INPUT
+    assert "'vm1' is a series name (4 snapshots)" in error_line(refused)
+    planned = run_cli("delete", "-r", repo, "vm1", "--all-of-series", "--dry-run", check=True)
+    assert [line.split()[3] for line in lines(planned)[:-1]] == [i[:8] for i in ids[:4]]
+    assert lines(planned)[-1] == "4 snapshots to delete (dry run: nothing was changed)"
+    assert len(json.loads(run_cli("list", "-r", repo, "--json").stdout)) == 5
+    done = json.loads(run_cli("delete", "-r", repo, "vm1", "--all-of-series", "--json",
+                              check=True).stdout)
+    assert not done["dry_run"] and [s["id"] for s in done["deleted"]] == ids[:4]
+    left = json.loads(run_cli("list", "-r", repo, "--json", check=True).stdout)
+    assert [s["id"] for s in left] == ids[4:]
 
 
 def test_delete_of_an_unknown_snapshot_exits_2_and_deletes_nothing(nightly):

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from diskvault.fuse.layout import (ROOT, Folder, InsideFiles, Link, MountNames, SnapshotFolder,
-                                   assign_names, find_inside, image_name, layout_all, layout_one,
-                                   snapshot_files, time_ns, volume_folder)
+                                   assign_names, escape_name, find_inside, image_name,
+                                   layout_all, layout_one, snapshot_files, time_ns,
+                                   volume_folder)
 from diskvault.image.volumes import Partition
 from diskvault.store.snapshots import BackupStats, SnapshotRecord
 
@@ -43,19 +47,19 @@ def test_snapshots_in_the_same_second_get_distinct_folders_and_latest_is_the_las
     assert nodes["/vm1/latest"].target == "2026-11-18T031500Z-aaaa0002"
 
 
-def test_names_that_are_not_path_components_are_made_safe():
+def test_names_that_are_not_path_components_are_escaped():
     nodes = layout_all([record("a1", "web/db", 0), record("b2", "..", 0)], mounted_ns=0)
-    assert nodes[ROOT].names == ("_..", "web_db")
+    assert nodes[ROOT].names == ("%2E.", "web%2Fdb")
     assert image_name(record("a1", "sda", 0, source="/dev/sda")) == "sda"
     assert image_name(record("a1", "vm", 0, source="/")) == "vm.img"
 
 
 def test_every_shown_name_encodes_as_utf8_and_fits_the_kernels_255_bytes():
-    odd = ["disk\udcff.img", "lone\ud800", "", "a\0b", "é" * 200, "x" * 300]
+    odd = ["disk\udcff.img", "lone\ud800", "", "a\0b", "é" * 200, "x" * 300, ".hidden"]
     nodes = layout_all([record(f"{i}0", name, 0, source=f"/{name}")
                         for i, name in enumerate(odd)], mounted_ns=0)
     names = nodes[ROOT].names
-    assert "disk\\xff.img" in names and "lone\\ud800" in names and "_" in names
+    assert {"disk%FF.img", "lone%uD800", "%", "a%00b", "%2Ehidden"} <= set(names)
     assert len(set(names)) == len(odd)
     for one in odd:
         image = image_name(record("a1", one, 0, source=f"/{one}"))
@@ -63,11 +67,27 @@ def test_every_shown_name_encodes_as_utf8_and_fits_the_kernels_255_bytes():
     assert all(len(name.encode("utf-8")) <= 255 for name in names)
 
 
-def test_series_that_show_alike_get_distinct_folders_and_keep_them():
-    names = assign_names([record("a1", "web/db", 0), record("b2", "web_db", 1)], MountNames())
-    assert names.series["web/db"] == "web_db" and names.series["web_db"].startswith("web_db-")
-    later = assign_names([record("b2", "web_db", 1), record("c3", "web/db", 2)], names)
-    assert later.series == names.series
+def test_series_that_used_to_show_alike_get_their_own_folders_in_any_order():
+    for order in ((0, 1), (1, 0)):
+        records = [record("a1", "a/b", order[0]), record("b2", "a_b", order[1])]
+        names = assign_names(records, MountNames())
+        assert names.series == {"a/b": "a%2Fb", "a_b": "a_b"}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(st.characters(exclude_categories=()), max_size=300),  # surrogates too
+                min_size=2, max_size=6, unique=True)
+       | st.lists(st.sampled_from(["a/b", "a_b", "a%2Fb", "%", "", ".", "..", "%2E", "%2E.",
+                                   "\udcff", "%FF", "\udced\udca0\udc80", "\ud800",
+                                   "%uD800", "x" * 260, "x" * 261, "x" * 221 + "%~"]),
+                  min_size=2, unique=True))
+def test_distinct_series_names_give_distinct_valid_folders(names):
+    folders = [escape_name(name) for name in names]
+    assert len(set(folders)) == len(names)
+    for folder in folders:
+        assert 0 < len(folder.encode("utf-8")) <= 255
+        assert "/" not in folder and "\0" not in folder and folder not in (".", "..")
+        assert not folder.startswith(".")
 
 
 def test_a_path_keeps_its_snapshot_and_a_deleted_snapshots_path_is_never_reused():

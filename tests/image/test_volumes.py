@@ -149,6 +149,36 @@ def test_partitions_reaching_past_the_end_of_a_truncated_image_are_clipped(tmp_p
         (1, MIB, 4 * MIB), (2, 5 * MIB, 4 * MIB)]
 
 
+def test_clipping_a_partition_at_the_end_of_the_image_is_said(tmp_path, caplog):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 4), PartSpec(None, 8)], "gpt")
+    with open(image, "r+b") as f:
+        f.truncate(9 * MIB)
+    with open(image, "rb") as f:
+        list_partitions(f)
+    assert f"p2 reaches past the end of the image: only its first {4 * MIB} of {8 * MIB}" \
+        in caplog.text
+
+
+def _patch_gpt_entry(image: Path, number: int, first_lba: int, last_lba: int) -> None:
+    """Rewrite a GPT entry's first and last LBA (512-byte sectors; the table at LBA 2)."""
+    entry = 1024 + (number - 1) * 128
+    _patch(image, entry + 32, first_lba.to_bytes(8, "little") + last_lba.to_bytes(8, "little"))
+
+
+@pytest.mark.parametrize("first_lba, last_lba, problem", [
+    (1 << 40, (1 << 40) + 2047, "outside the image"),
+    (6 * 2048, 5 * 2048, "ends before it starts")])
+def test_gpt_entry_that_cannot_be_served_is_left_out_with_a_warning(
+        tmp_path, caplog, first_lba, last_lba, problem):
+    image = tmp_path / "disk.img"
+    make_disk(image, [PartSpec(None, 2), PartSpec(None, 2), PartSpec(None, 2)], "gpt")
+    _patch_gpt_entry(image, 2, first_lba, last_lba)
+    with open(image, "rb") as f:
+        assert [p.number for p in list_partitions(f)] == [1, 3]
+    assert "partition p2 is not shown" in caplog.text and problem in caplog.text
+
+
 def test_open_partition_names_the_partitions_that_exist(tmp_path):
     image = tmp_path / "disk.img"
     make_disk(image, [PartSpec(None, 2), PartSpec(None, 2, "S")], "gpt")

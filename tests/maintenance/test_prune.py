@@ -126,9 +126,32 @@ def test_delete_accepts_every_selector_and_a_typo_deletes_nothing(repo, dated):
     with pytest.raises(SnapshotNotFound):
         delete_snapshots(repo.storage, [a1.id, "no-such-snapshot"])
     assert len(repo.list_snapshots()) == 4
-    deleted = delete_snapshots(repo.storage, [a1.id[:6], "vm1", "latest", "latest"])
+    deleted = delete_snapshots(repo.storage, [a1.id[:6], a2.id, "latest", "latest"])
     assert [r.id for r in deleted] == [a1.id, a2.id, b2.id]
     assert [r.id for r in repo.list_snapshots()] == [b1.id]
+
+
+def test_a_series_name_deletes_nothing_without_all_of_series(repo, dated):
+    dated("vm1", "2026-03-08T03:00", "2026-03-09T03:00")
+    with pytest.raises(BadInput, match="'vm1' is a series name .2 snapshots.*--all-of-series"):
+        delete_snapshots(repo.storage, ["vm1"])
+    assert len(repo.list_snapshots()) == 2
+
+
+def test_all_of_series_deletes_every_snapshot_of_the_series_and_no_other(repo, dated):
+    a1, a2 = dated("vm1", "2026-03-08T03:00", "2026-03-09T03:00")
+    b1, = dated("vm2", "2026-03-08T04:00")
+    deleted = delete_snapshots(repo.storage, ["vm1", a2.id[:8]], all_of_series=True)
+    assert [r.id for r in deleted] == [a1.id, a2.id]
+    assert [r.id for r in repo.list_snapshots()] == [b1.id]
+
+
+def test_delete_dry_run_names_the_snapshots_and_removes_none(repo, dated):
+    a1, a2 = dated("vm1", "2026-03-08T03:00", "2026-03-09T03:00")
+    with repo.writer_lock("backup elsewhere"):  # a dry run needs no lock
+        planned = delete_snapshots(repo.storage, ["vm1"], all_of_series=True, dry_run=True)
+    assert [r.id for r in planned] == [a1.id, a2.id]
+    assert len(repo.list_snapshots()) == 2
 
 
 def test_prune_then_compact_gives_the_space_back(repo, dated):

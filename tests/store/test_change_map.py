@@ -62,3 +62,21 @@ def test_grown_image_counts_its_new_tail_as_changed():
     assert changed.next_change_start(0) == 10 and changed.next_change_start(15) == 10
     assert changed.next_change_start(20) == 100
     assert changed.next_change_start(150) == float("inf")
+
+
+@pytest.mark.parametrize("field, raw", [("length", "Infinity"), ("length", "NaN"),
+                                        ("length", "4096.7"), ("offset", "1e3"),
+                                        ("length", '"4096"'), ("type", "true"),
+                                        ("offset", "-1")])
+def test_json_count_that_is_not_a_plain_integer_is_refused_not_truncated(field, raw):
+    entry = {"offset": "0", "length": "4096", "type": "1", "description": '"dirty"'}
+    entry[field] = raw
+    text = "[{" + ", ".join(f'"{key}": {value}' for key, value in entry.items()) + "}]"
+    with pytest.raises(BadInput, match=rf"map\.json is not the JSON list.*{field}"):
+        parse_change_map(text, "map.json")
+
+
+@pytest.mark.parametrize("word", ["1_000", "+5", "\u0661\u0662", "0x_10"])
+def test_text_count_takes_only_ascii_decimal_or_hex_digits(word):
+    with pytest.raises(BadInput, match=r"change map m\.txt, line 1"):
+        parse_change_map(f"{word} 1\n", "m.txt")

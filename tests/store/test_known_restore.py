@@ -4,6 +4,7 @@ any change to the file since, or any doubt, falls back to comparing the whole fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import time
 
 from ..conftest import (in_both_modes, run_cli, run_killed_at_random,
                         write_image)
+from ..fsimages import fuse_mount, loop_device, require_tool, run
 from .test_delta_restore import MAX_CHUNK_BYTES, MiB, edited_copy, sha256
 
 encryption = in_both_modes()
@@ -147,3 +149,61 @@ def test_records_of_files_deleted_since_are_dropped_by_the_next_restore(repo, tm
     records = list((tmp_path / "state" / "diskvault" / "restored").iterdir())
     assert [json.loads(path.read_text())["target"] for path in records] == \
         [str(tmp_path / "kept.img")]
+
+
+@contextlib.contextmanager
+def mounted_filesystem(tmp_path, kind: str):
+    """A folder on a freshly made, loop-mounted filesystem: 'exfat' through exfat-fuse
+    (ctime is the mtime, in whole seconds, and utime sets both), 'ext4-128' an ext4 with
+    128-byte inodes (whole-second times, as ext2/3 keep them)."""
+    image = tmp_path / f"{kind}.img"
+    with open(image, "wb") as handle:
+        handle.truncate(64 * MiB)
+    if kind == "exfat":
+        require_tool("mkfs.exfat")
+        run("mkfs.exfat", image)
+        with loop_device(image) as device, \
+                fuse_mount(["mount.exfat-fuse", device], image) as folder:
+            yield folder
+        return
+    require_tool("mkfs.ext4")
+    run("mkfs.ext4", "-q", "-I", "128", image)
+    folder = tmp_path / "ext4.mnt"
+    folder.mkdir()
+    with loop_device(image) as device:
+        run("mount", device, folder)
+        try:
+            yield folder
+        finally:
+            run("umount", folder)
+
+
+def test_a_write_with_the_mtime_put_back_on_exfat_is_found_and_restored_exactly(
+        repo, tmp_path):
+    yesterday, today = nights(tmp_path)
+    old, new = repo.backup(yesterday, name="vm"), repo.backup(today, name="vm")
+    with mounted_filesystem(tmp_path, "exfat") as folder:
+        target = folder / "target.img"
+        repo.restore(old, target)
+        before = target.stat()
+        with open(target, "r+b") as handle:  # outside the changed ranges, same size
+            handle.seek(5 * MiB + 100)
+            handle.write(b"edited by someone else")
+        os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # `touch -d`
+        assert target.stat().st_ctime_ns == before.st_ctime_ns  # the stamp cannot tell
+        result = repo.restore(new, target, force=True)
+        assert result.known_snapshot is None and result.compared_bytes == new.size
+        assert sha256(target) == sha256(today)
+
+
+def test_a_file_with_whole_second_ctimes_is_never_known(repo, tmp_path):
+    yesterday, today = nights(tmp_path)
+    old, new = repo.backup(yesterday, name="vm"), repo.backup(today, name="vm")
+    with mounted_filesystem(tmp_path, "ext4-128") as folder:
+        target = folder / "target.img"
+        repo.restore(old, target)
+        assert target.stat().st_ctime_ns % 10**9 == 0
+        result = repo.restore(new, target, force=True)
+        assert result.known_snapshot is None and result.compared_bytes == new.size
+        assert sha256(target) == sha256(today)
+

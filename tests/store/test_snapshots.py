@@ -23,14 +23,32 @@ RECORDS = [record("aaaa1111", "vm1", 0), record("aaab2222", "vm1", 24),
 
 @pytest.mark.parametrize("selector, expected", [
     ("aaaa1111", "aaaa1111"), ("latest", "cccc4444"), ("vm1", "cccc4444"),
-    ("vm2", "bbbb3333"), ("aaab", "aaab2222"), ("c", "cccc4444")])
+    ("vm2", "bbbb3333"), ("aaab", "aaab2222"), ("cccc", "cccc4444")])
 def test_selector_resolves(selector, expected):
     assert select_snapshot(RECORDS, selector).id == expected
 
 
 def test_ambiguous_prefix_names_the_candidates():
-    with pytest.raises(AmbiguousSnapshot, match="aaaa1111.*aaab2222"):
-        select_snapshot(RECORDS, "aaa")
+    records = [*RECORDS, record("aaaa9999", "vm3", 70)]
+    with pytest.raises(AmbiguousSnapshot, match="aaaa1111.*aaaa9999"):
+        select_snapshot(records, "aaaa")
+
+
+@pytest.mark.parametrize("selector", ["c", "cc", "ccc", ""])
+def test_id_prefix_shorter_than_four_characters_is_refused(selector):
+    with pytest.raises(AmbiguousSnapshot, match="at least 4 characters"):
+        select_snapshot(RECORDS, selector)
+
+
+def test_series_name_that_is_also_an_id_prefix_is_refused_naming_both():
+    records = [*RECORDS, record("d1893812", "web", 50), record("eeee5555", "d189", 60)]
+    with pytest.raises(AmbiguousSnapshot, match="series.*eeee5555.*id prefix of d1893812"):
+        select_snapshot(records, "d189")
+
+
+def test_short_series_name_is_not_taken_for_an_id_prefix():
+    records = [*RECORDS, record("eeee5555", "cc", 60)]
+    assert select_snapshot(records, "cc").id == "eeee5555"
 
 
 def test_unknown_selector_and_empty_repository_are_clear_errors():

@@ -52,7 +52,8 @@ COMMANDS = {
     "umount": LazyCommand("mount_commands:umount", "Unmount a diskvault mount (fails, saying "
                           "so, while files in it are in use)."),
     "delete": LazyCommand("maintenance_commands:delete", "Delete snapshots (id, id prefix, "
-                          "series name or 'latest'); compact frees the space."),
+                          "'latest', or a whole series with --all-of-series); compact frees "
+                          "the space."),
     "prune": LazyCommand("maintenance_commands:prune", "Remove the snapshots no --keep-* rule "
                          "keeps, per series; compact frees the space."),
     "compact": LazyCommand("maintenance_commands:compact", "Give back the space of data no "
@@ -99,6 +100,8 @@ def cli(ctx: click.Context) -> None:
     """Deduplicating, content-addressed backups of disk images and block devices."""
     logging.basicConfig(level=logging.DEBUG if debug_enabled(ctx) else logging.WARNING,
                         format="diskvault: warning: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_first_time_only())
     harden_process()
 
 
@@ -112,6 +115,21 @@ def harden_process() -> None:
 
     take_secret_variables()
     forbid_core_dumps()
+
+
+def _first_time_only():
+    """A log filter that passes each distinct message once: a damaged table read by several
+    steps of one command is reported once, not per step."""
+    seen: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in seen:
+            return False
+        seen.add(message)
+        return True
+
+    return first_time
 
 
 def whole_writes_to_stdout() -> None:

@@ -38,19 +38,29 @@ def _when(record: SnapshotRecord) -> str:
 @click.command()
 @repo_option
 @click.argument("snapshots", nargs=-1, required=True, metavar="SNAPSHOT...")
+@click.option("--all-of-series", is_flag=True,
+              help="A series name deletes every snapshot of that series (without this flag "
+                   "a series name is refused: name snapshots by id).")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
 @lock_wait_option
 @json_option
-def delete(repo, snapshots, lock_wait_s, as_json) -> None:
-    """Delete snapshots (id, id prefix, series name or 'latest'); compact frees the space."""
+def delete(repo, snapshots, all_of_series, dry_run, lock_wait_s, as_json) -> None:
+    """Delete snapshots (id, id prefix, 'latest', or a whole series with --all-of-series);
+    compact frees the space."""
     with opened(repo) as repository:
-        records = pruning.delete_snapshots(repository.storage, snapshots, lock_wait_s)
+        records = pruning.delete_snapshots(repository.storage, snapshots, lock_wait_s,
+                                           all_of_series, dry_run)
     if as_json:
-        print_json({"deleted": [snapshot_json(record) for record in records]})
+        print_json({"dry_run": dry_run, "deleted": [snapshot_json(r) for r in records]})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for record in records:
+        click.echo(f"{verb} snapshot {record.short_id} ({record.name}, {_when(record)} UTC)")
+    if dry_run:
+        click.echo(f"{_count(len(records), 'snapshot')} to delete (dry run: nothing was "
+                   f"changed)")
     else:
-        for record in records:
-            click.echo(f"deleted snapshot {record.short_id} ({record.name}, {_when(record)} "
-                       f"UTC)")
-    click.echo(COMPACT_HINT, err=True)
+        click.echo(COMPACT_HINT, err=True)
 
 
 def _count_option(rule: str, period: str):

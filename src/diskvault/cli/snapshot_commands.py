@@ -53,22 +53,27 @@ def backup_summary(record: SnapshotRecord) -> str:
                    "differs from the previous snapshot.")
 @click.option("--size", "stream_size", default=None, type=click.IntRange(min=0),
               metavar="BYTES", help="With '-': the stream's size; a shorter stream fails.")
+@click.option("--allow-shrink", is_flag=True,
+              help="With '-' and no --size: record a stream shorter than the series' "
+                   "previous snapshot (refused by default: a producer that died half way "
+                   "looks just like that).")
 @json_option
 @progress_option
 @lock_wait_option
 def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_unchanged,
-           stream_size, as_json, show_progress, lock_wait_s) -> None:
+           stream_size, allow_shrink, as_json, show_progress, lock_wait_s) -> None:
     """Back up an image file or block device (or '-': standard input) as a new snapshot."""
     from_stdin = str(source) == STDIN_LABEL
     changes = read_change_map(changes_file, changed_since, verify_unchanged)
-    _check_stream_options(from_stdin, name, changes, stream_size)
+    _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
     with opened(repo, writer=True) as repository:
         size = (stream_size or 0) if from_stdin else _source_size(source)
         progress = ProgressLine("backup", size, show_progress)
         try:
             if from_stdin:
                 record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
-                                                  stream_size, lock_wait_s, progress)
+                                                  stream_size, lock_wait_s, progress,
+                                                  allow_shrink)
             else:
                 record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
                                            changes, verify_unchanged)
@@ -84,7 +89,7 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
         click.echo(backup_summary(record))
 
 
-def _check_stream_options(from_stdin: bool, name, changes, stream_size) -> None:
+def _check_stream_options(from_stdin: bool, name, changes, stream_size, allow_shrink) -> None:
     if from_stdin:
         if not name:
             raise click.UsageError("backup - reads the image from standard input: give the "
@@ -95,9 +100,9 @@ def _check_stream_options(from_stdin: bool, name, changes, stream_size) -> None:
         if sys.stdin.isatty():
             raise click.UsageError("refusing to read a disk image from a terminal; pipe it "
                                    "in (cat vm1.img | diskvault backup - --name vm1)")
-    elif stream_size is not None:
-        raise click.UsageError("--size is for '-' (standard input) only; a file's size is "
-                               "known")
+    elif stream_size is not None or allow_shrink:
+        raise click.UsageError("--size and --allow-shrink are for '-' (standard input) only; "
+                               "a file's size is known")
 
 
 def _source_size(source: Path) -> int:

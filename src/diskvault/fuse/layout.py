@@ -74,43 +74,47 @@ def time_ns(record: SnapshotRecord) -> int:
     return round(record.time.timestamp() * 1_000_000) * 1000
 
 
-def safe_name(name: str, max_bytes: int = NAME_MAX_BYTES, distinct: bool = False) -> str:
-    """A name the kernel accepts as one path component (a series or a source file may be
-    called anything): '/' and NUL become '_'; bytes that are not UTF-8 show as ``\\xff``;
-    '', '.' and '..' get a leading '_'; a name longer than ``max_bytes`` is cut and ends in a
-    digest of the whole name, so two long names stay apart (``distinct``: ends in it anyway,
-    for a name that shows like one already taken)."""
-    cleaned = representable(name).replace("/", "_").replace("\0", "_")
-    cleaned = cleaned if cleaned not in ("", ".", "..") else f"_{cleaned}"
-    if len(cleaned.encode()) <= max_bytes and not distinct:
-        return cleaned
-    tail = f"-{name_digest(name)}"
-    head = cleaned.encode()[: max_bytes - len(tail)].decode(errors="ignore")
-    return head + tail
+def escape_name(name: str, max_bytes: int = NAME_MAX_BYTES) -> str:
+    """``name`` (a series or a source file may be called anything) as one path component the
+    kernel accepts, by an escaping that never shows two names alike (docs/mount.md): ``%``,
+    ``/``, control characters and a leading ``.`` become ``%XX``; bytes of a non-UTF-8 name
+    (os.fsdecode's surrogates) ``%80``..``%FF``; any other lone surrogate ``%uD800``; the
+    empty name ``%``. A result over ``max_bytes`` is cut and ends in ``%~`` and 32 hex digits
+    of the whole name's SHA-256, which no uncut result contains."""
+    if not name:
+        return "%"
+    pieces = [_escape_character(character) for character in name]
+    if name[0] == ".":
+        pieces[0] = "%2E"
+    if sum(len(piece.encode()) for piece in pieces) <= max_bytes:
+        return "".join(pieces)
+    tail = "%~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    head, room = [], max_bytes - len(tail)
+    for piece in pieces:  # cut between pieces, never inside an escape or a character
+        room -= len(piece.encode())
+        if room < 0:
+            break
+        head.append(piece)
+    return "".join(head) + tail
 
 
-def representable(name: str) -> str:
-    """``name`` as text that encodes as UTF-8 (what FUSE paths are): the bytes of a
-    non-UTF-8 file name (os.fsdecode's surrogates) are written ``\\xff``, any other lone
-    surrogate ``\\udcxx``."""
-    try:
-        raw = name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "backslashreplace").decode()
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def name_digest(name: str) -> str:
-    """8 hex digits that tell two names apart which show alike."""
-    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+def _escape_character(character: str) -> str:
+    code = ord(character)
+    if code < 0x20 or code == 0x7F or character in "%/":
+        return f"%{code:02X}"
+    if 0xDC80 <= code <= 0xDCFF:  # one byte of a name that is not UTF-8
+        return f"%{code - 0xDC00:02X}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"%u{code:04X}"
+    return character
 
 
 def image_name(record: SnapshotRecord) -> str:
     """The source's file name (``vm1.img``, ``sda``), or ``<series>.img`` if it has none."""
     name = PurePosixPath(record.source).name
     if name in ("", ".", ".."):
-        return safe_name(record.name, IMAGE_NAME_MAX_BYTES - len(".img")) + ".img"
-    return safe_name(name, IMAGE_NAME_MAX_BYTES)
+        return escape_name(record.name, IMAGE_NAME_MAX_BYTES - len(".img")) + ".img"
+    return escape_name(name, IMAGE_NAME_MAX_BYTES)
 
 
 def partition_name(image: str, number: int) -> str:
@@ -179,18 +183,13 @@ class MountNames:
 
 
 def assign_names(records: Sequence[SnapshotRecord], known: MountNames) -> MountNames:
-    """``known`` plus names for the records it lacks, oldest first: a series gets its safe
-    name, or that name and a digest of its own if another series took it; a snapshot gets
-    its time label, or ``<label>-<short id>`` (``<label>-<id>``) if that path was taken."""
+    """``known`` plus names for the records it lacks, oldest first: a series gets its escaped
+    name (distinct names, distinct folders); a snapshot gets its time label, or
+    ``<label>-<short id>`` (``<label>-<id>``) if that path was taken."""
     series, snapshots = dict(known.series), dict(known.snapshots)
-    folders, paths = set(series.values()), set(snapshots.values())
+    paths = set(snapshots.values())
     for record in sorted(records, key=lambda r: (r.time, r.id)):
-        if record.name not in series:
-            folder = safe_name(record.name)
-            if folder in folders:
-                folder = safe_name(record.name, distinct=True)
-            series[record.name] = folder
-            folders.add(folder)
+        series.setdefault(record.name, escape_name(record.name))
         if record.id not in snapshots:
             label = record.time_label
             candidates = (label, f"{label}-{record.short_id}", f"{label}-{record.id}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from ..errors import NoSuchPartition, PartitionTableError
@@ -109,7 +109,8 @@ def list_partitions(fileobj: BinaryIO) -> list[Partition]:
 
     A whole-disk filesystem (its boot sector can look like an MBR) gives []. A table that is
     present but implausible raises PartitionTableError. Partitions reaching past the end of the
-    image are clipped to it; ones starting past the end are left out.
+    image are clipped to it; ones starting past the end or ending before they start are left
+    out. Each clip and omission is logged as a warning, as a break in the MBR chain is.
     """
     image_size = size_of(fileobj)
     if image_size < 512 or not _has_boot_signature(fileobj) or _holds_filesystem(fileobj):
@@ -117,12 +118,30 @@ def list_partitions(fileobj: BinaryIO) -> list[Partition]:
     partitions = _parse_table(fileobj, image_size)
     if partitions is None:
         return []
-    clipped = [
-        Partition(p.number, p.offset, min(p.size, image_size - p.offset), p.type_name, p.name)
-        for p in partitions
-        if 0 < p.offset < image_size and p.size > 0
-    ]
-    return sorted(clipped, key=lambda p: p.number)
+    shown = []
+    for partition in partitions:
+        problem = _entry_problem(partition, image_size)
+        if problem:
+            log.warning("partition p%d is not shown: %s", partition.number, problem)
+            continue
+        if partition.offset + partition.size > image_size:
+            log.warning("partition p%d reaches past the end of the image: only its first %d of "
+                        "%d bytes are shown", partition.number, image_size - partition.offset,
+                        partition.size)
+            partition = replace(partition, size=image_size - partition.offset)
+        shown.append(partition)
+    return sorted(shown, key=lambda p: p.number)
+
+
+def _entry_problem(partition: Partition, image_size: int) -> str | None:
+    """Why a table entry cannot be served as a partition, or None."""
+    if partition.size <= 0:
+        return (f"its table entry is empty or ends before it starts (start at byte "
+                f"{partition.offset}, length {partition.size} bytes)")
+    if not 0 < partition.offset < image_size:
+        return (f"it starts at byte {partition.offset}, outside the image ({image_size} "
+                f"bytes)")
+    return None
 
 
 def _has_boot_signature(fileobj: BinaryIO) -> bool:
@@ -183,8 +202,9 @@ def _has_protective_entry(fileobj: BinaryIO) -> bool:
 
 def _from_gpt(part, sector_size: int) -> Partition:
     # dissect computes (last - first) sectors; GPT's last LBA is inclusive, hence the +1.
+    # A reversed entry keeps its negative length, so that list_partitions can say so.
     sectors = part.raw.last_lba - part.raw.first_lba + 1
-    return Partition(part.number, part.offset, max(0, sectors) * sector_size,
+    return Partition(part.number, part.offset, sectors * sector_size,
                      part.type_name, part.name or None)
 
 

@@ -89,18 +89,39 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
     return plan
 
 
-def delete_snapshots(storage: Storage, selectors: Sequence[str],
-                     lock_wait_s: float = 0.0) -> list[SnapshotRecord]:
-    """Delete the snapshots the selectors name; every selector is resolved before any
-    record is removed, so a typo deletes nothing."""
+def delete_snapshots(storage: Storage, selectors: Sequence[str], lock_wait_s: float = 0.0,
+                     all_of_series: bool = False, dry_run: bool = False
+                     ) -> list[SnapshotRecord]:
+    """Delete the snapshots the selectors name (see ``select_deleted``); every selector is
+    resolved before any record is removed, so a typo deletes nothing. ``dry_run``: only
+    say which."""
+    if dry_run:
+        return select_deleted(storage.snapshots.all(), selectors, all_of_series)
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
             storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
-        records = storage.snapshots.all()
-        chosen: dict[str, SnapshotRecord] = {}
-        for selector in selectors:
-            record = select_snapshot(records, selector)
+        chosen = select_deleted(storage.snapshots.all(), selectors, all_of_series)
+        forget_records(storage, chosen, lock)
+    return chosen
+
+
+def select_deleted(records: Sequence[SnapshotRecord], selectors: Sequence[str],
+                   all_of_series: bool) -> list[SnapshotRecord]:
+    """The snapshots to delete, oldest first. A series name deletes the whole series with
+    ``all_of_series`` and is refused without it: read as "its latest", as elsewhere, it would
+    silently leave the rest of the series."""
+    chosen: dict[str, SnapshotRecord] = {}
+    for selector in selectors:
+        record = select_snapshot(records, selector)
+        if record.name == selector != record.id:
+            series = [r for r in records if r.name == selector]
+            if not all_of_series:
+                count = f"{len(series)} snapshot" + ("" if len(series) == 1 else "s")
+                raise BadInput(f"{selector!r} is a series name ({count}): "
+                               f"give the ids to delete (see 'diskvault list --name "
+                               f"{selector}'), or --all-of-series to delete the whole series")
+            chosen.update((r.id, r) for r in series)
+        else:
             chosen[record.id] = record
-        forget_records(storage, chosen.values(), lock)
     return sorted(chosen.values(), key=lambda r: (r.time, r.id))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from dataclasses import dataclass
 
 from ..errors import BadInput
@@ -17,6 +18,10 @@ from ..errors import BadInput
 # nbdinfo's descriptions of base:allocation extents: such a map says where data is, not
 # what changed, and bit 0 there means "hole".
 _ALLOCATION_DESCRIPTIONS = {"data", "hole", "zero", "hole,zero"}
+
+# A byte count in the text format: ASCII decimal or 0x hex digits only (int() would also
+# take "1_000", "+5" and other scripts' digits).
+_TEXT_NUMBER = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -101,14 +106,10 @@ def _parse_text(text: str, where: str) -> ChangeMap:
 
 
 def _number(word: str, where: str, line: int) -> int:
-    try:
-        value = int(word, 16) if word.lower().startswith("0x") else int(word, 10)
-    except ValueError:
-        value = -1
-    if value < 0:
+    if not _TEXT_NUMBER.fullmatch(word):
         raise BadInput(f"change map {where}, line {line}: {word!r} is not a byte count "
                        f"(decimal or 0x hex, not negative)")
-    return value
+    return int(word, 16) if word.lower().startswith("0x") else int(word, 10)
 
 
 def _parse_nbdinfo_json(text: str, where: str) -> ChangeMap:
@@ -121,15 +122,23 @@ def _parse_nbdinfo_json(text: str, where: str) -> ChangeMap:
                 raise BadInput(f"change map {where} is an allocation map (base:allocation), "
                                f"not a dirty bitmap: run nbdinfo --map=qemu:dirty-bitmap:NAME "
                                f"--json")
-            offset, length, kind = int(entry["offset"]), int(entry["length"]), int(entry["type"])
-            if offset < 0 or length < 0:
-                raise ValueError(f"negative offset or length at {offset}")
+            offset, length, kind = (_json_count(entry, key)
+                                    for key in ("offset", "length", "type"))
             if kind & 1:  # NBD_STATE_DIRTY
                 ranges.append((offset, offset + length))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise BadInput(f"change map {where} is not the JSON list nbdinfo --map --json prints "
                        f"({error}); see docs/change-maps.md for the formats") from None
     return ChangeMap(merge_ranges(ranges))
+
+
+def _json_count(entry: dict, key: str) -> int:
+    """The entry's ``key`` as a JSON integer that is not negative: a float, string or
+    boolean (or Infinity) is refused, never rounded into a different range."""
+    value = entry[key]
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{key} {json.dumps(value)} is not a whole byte count")
+    return value
 
 
 def check_fits(changes: ChangeMap, size: int) -> None:

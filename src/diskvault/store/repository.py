@@ -178,11 +178,18 @@ class Repository:
 
     def backup_stream(self, stream: BinaryIO, name: str, tags: tuple[str, ...] = (),
                       size: int | None = None, lock_wait_s: float = 0.0,
-                      progress: Progress | None = None) -> SnapshotRecord:
-        """Back up an image read once from ``stream`` (standard input), in order."""
+                      progress: Progress | None = None,
+                      allow_shrink: bool = False) -> SnapshotRecord:
+        """Back up an image read once from ``stream`` (standard input), in order. Without
+        ``size`` or ``allow_shrink``, a stream shorter than the series' latest snapshot is
+        refused: that is how a producer killed half way shows in a pipe."""
         started = time.monotonic()
-        return self._back_up(StreamSource(stream, size), name, tags, lock_wait_s, progress,
-                             started)
+        minimum = 1
+        if size is None and not allow_shrink:
+            series = self.list_snapshots(name)
+            minimum = max(series, key=lambda r: (r.time, r.id)).size if series else 1
+        return self._back_up(StreamSource(stream, size, minimum), name, tags, lock_wait_s,
+                             progress, started)
 
     def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
                  started: float, how: Callable[[], dict] = dict) -> SnapshotRecord:

@@ -24,6 +24,8 @@ RECORD_VERSION = 2  # 2 adds the checksum; version 1 records still load
 READABLE_VERSIONS = (1, 2)
 CHECKSUM_KEY = "checksum"
 ID_HEX_DIGITS = 16
+# Shorter id prefixes are refused: "5" is more likely a typo than a snapshot.
+MIN_PREFIX_DIGITS = 4
 SNAPSHOTS_PREFIX = "snapshots/"
 RECORD_SUFFIX = ".json"
 
@@ -255,23 +257,39 @@ def is_snapshot_id(text: str) -> bool:
 
 
 def select_snapshot(records: Sequence[SnapshotRecord], selector: str) -> SnapshotRecord:
-    """Resolve a selector: exact id, ``latest``, a series name (its latest), or an id prefix."""
+    """Resolve a selector: exact id, ``latest``, a series name (its latest), or an id prefix
+    of at least MIN_PREFIX_DIGITS characters. A selector that is both a series name and an
+    id prefix is refused: guessing could restore, or delete, the wrong snapshot."""
     if not records:
         raise SnapshotNotFound("the repository holds no snapshots yet")
     for record in records:
         if record.id == selector:
             return record
     if selector == "latest":
-        return max(records, key=lambda r: (r.time, r.id))
+        return _newest(records)
     in_series = [r for r in records if r.name == selector]
+    long_enough = len(selector) >= MIN_PREFIX_DIGITS
+    matches = [r for r in records if r.id.startswith(selector.lower())] if long_enough else []
+    if in_series and matches:
+        shown = ", ".join(r.short_id for r in matches[:5])
+        raise AmbiguousSnapshot(f"snapshot {selector!r} is ambiguous: it is the name of a series "
+                                f"(latest {_newest(in_series).short_id}) and an id prefix of "
+                                f"{shown}; give a full id (see 'diskvault list')")
     if in_series:
-        return max(in_series, key=lambda r: (r.time, r.id))
-    matches = [r for r in records if r.id.startswith(selector.lower())] if selector else []
+        return _newest(in_series)
     if len(matches) == 1:
         return matches[0]
     if matches:
         shown = ", ".join(r.short_id for r in matches[:5])
         raise AmbiguousSnapshot(f"snapshot {selector!r} is ambiguous: it matches {len(matches)} "
                                 f"snapshots ({shown}); give more of the id")
+    if not long_enough and any(r.id.startswith(selector.lower()) for r in records):
+        raise AmbiguousSnapshot(f"snapshot {selector!r} is too short an id prefix: give at "
+                                f"least {MIN_PREFIX_DIGITS} characters of the id "
+                                f"(see 'diskvault list')")
     raise SnapshotNotFound(f"no snapshot {selector!r}: not an id, id prefix, series name or "
                            f"'latest' (see 'diskvault list')")
+
+
+def _newest(records: Sequence[SnapshotRecord]) -> SnapshotRecord:
+    return max(records, key=lambda r: (r.time, r.id))

@@ -3,12 +3,15 @@
 Why not `dissect.fat.ExFAT` itself: it parses the entire directory tree, recursively, the moment
 it opens a volume (slow on a big volume, and a folder that contains its own ancestor recurses
 without end), and it reads a contiguous ("not fragmented") folder longer than one cluster as if
-it were one cluster long. Here folders are read when asked for, cluster chains are bounded by
-the volume's cluster count, and every entry set's checksum is verified.
+it were one cluster long. Here folders are read when asked for, every entry set's checksum is
+verified, and a cluster chain that loops, leaves the volume, or enters clusters that another
+file's entry or chain (of those read so far) owns is damage: that file is refused, never served
+as the loop repeated or another file's bytes.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -22,6 +25,7 @@ from .dos import _DIR_MODE, _FILE_MODE, _READONLY_MODE, dos_time_ns
 
 _ENTRY = 32
 _END, _FILE, _STREAM, _NAME, _LABEL = 0x00, 0x85, 0xC0, 0xC1, 0x83
+_BITMAP, _UPCASE = 0x81, 0x82  # system files: first cluster at byte 20, length at byte 24
 _END_OF_CHAIN = 0xFFFFFFFF
 _FAT_BLOCK = 64 * 1024  # the FAT is read in pieces this size, a few kept in memory
 _FAT_BLOCKS_KEPT = 16
@@ -62,6 +66,7 @@ class ExfatDriver(Driver):
         heap_offset = vbr.cluster_heap_sector * sector
         self._heap = PartitionView(volume, heap_offset, max(0, volume.size - heap_offset))
         self._fat_blocks: LRU[int, bytes] = LRU(_FAT_BLOCKS_KEPT)
+        self._claims = _ClusterClaims()
         epoch = dos_time_ns(0)  # the root has no times; 1980-01-01, as for FAT
         self._root = ExfatNode("/", 0x10, vbr.root_dir_cluster, None, 0, False, (epoch,) * 3)
         self.label = self._read_label()
@@ -76,6 +81,7 @@ class ExfatDriver(Driver):
         for entry_set in self._entry_sets(node):
             if entry_set[0][0] == _FILE:
                 child = _parse_file_set(entry_set)
+                self._claim_contiguous(child.first_cluster, child.contiguous, child.size)
                 yield child.name, child
 
     def describe(self, node: ExfatNode, name: str, path: str) -> Entry:
@@ -100,7 +106,7 @@ class ExfatDriver(Driver):
             clusters = []
         elif node.contiguous:
             count = -(-size // self.cluster_size)
-            if node.first_cluster < 2 or node.first_cluster - 2 + count > self.cluster_count:
+            if node.first_cluster < 2 or node.first_cluster - 2 + count > self.heap_clusters:
                 raise Damaged(f"{node.name!r} lies outside the cluster heap")
             runs = [(node.first_cluster - 2, count)]
         else:
@@ -110,21 +116,41 @@ class ExfatDriver(Driver):
         valid = size if node.size is None or node.is_dir else min(node.valid_size, size)
         return _ValidLengthStream(self._heap, runs, size, self.cluster_size, valid)
 
-    def _chain(self, cluster: int, needed: int | None) -> list[int]:
-        """Follow the FAT from `cluster`: `needed` clusters, or to the end mark when None."""
-        chain = []
+    @property
+    def heap_clusters(self) -> int:
+        """Clusters that are really there: the boot sector's count, unless the volume ends
+        first (a truncated image or partition)."""
+        return min(self.cluster_count, self._heap.size // self.cluster_size)
+
+    def _chain(self, first: int, needed: int | None) -> list[int]:
+        """Follow the FAT from `first`: `needed` clusters, or to the end mark when None."""
+        chain, seen, cluster = [], set(), first
         while needed is None or len(chain) < needed:
-            if not 2 <= cluster < self.cluster_count + 2:
-                raise Damaged(f"a cluster chain leaves the volume (cluster {cluster:#x})")
-            if len(chain) >= self.cluster_count:
-                raise Damaged("a cluster chain loops")
+            if not 2 <= cluster < self.heap_clusters + 2:
+                raise Damaged(f"the cluster chain from {first:#x} leaves the volume "
+                              f"(cluster {cluster:#x})")
+            if cluster in seen:
+                raise Damaged(f"the cluster chain from {first:#x} loops back to {cluster:#x}")
+            owner = self._claims.owner(cluster)
+            if owner not in (None, first):
+                raise Damaged(f"the cluster chain from {first:#x} enters cluster {cluster:#x}, "
+                              f"which the file at {owner:#x} owns (cross-linked)")
+            seen.add(cluster)
             chain.append(cluster)
             cluster = self._fat_entry(cluster)
             if cluster == _END_OF_CHAIN:
                 break
         if needed is not None and len(chain) < needed:
             raise Damaged(f"a cluster chain ends after {len(chain)} of {needed} clusters")
+        self._claims.claim_chain(first, chain)
         return chain
+
+    def _claim_contiguous(self, first: int, contiguous: bool, size: int | None) -> None:
+        """Note the clusters of a file stored without a chain (and every file's first
+        cluster), as its entry says, so that a chain entering them is found."""
+        count = -(-size // self.cluster_size) if contiguous and size else 1
+        if size != 0 and 2 <= first < self.cluster_count + 2:
+            self._claims.claim_run(first, count)
 
     def _fat_entry(self, cluster: int) -> int:
         block, offset = divmod(cluster * 4, _FAT_BLOCK)
@@ -158,12 +184,48 @@ class ExfatDriver(Driver):
             yield [primary, *secondaries]
 
     def _read_label(self) -> str | None:
+        """The volume label; on the way, claims the clusters of the allocation bitmap and the
+        up-case table, which no file's chain may enter."""
         from dissect.fat.c_exfat import c_exfat
 
+        label = None
         for entry_set in self._entry_sets(self._root):
-            if entry_set[0][0] == _LABEL:
-                label = c_exfat.VOLUME_DIRECTORY_ENTRY(entry_set[0])
-                return label.volume_label[: min(label.label_length, 11)] or None
+            kind = entry_set[0][0]
+            if kind == _LABEL and label is None:
+                entry = c_exfat.VOLUME_DIRECTORY_ENTRY(entry_set[0])
+                label = entry.volume_label[: min(entry.label_length, 11)] or None
+            elif kind in (_BITMAP, _UPCASE):
+                first = int.from_bytes(entry_set[0][20:24], "little")
+                self._claim_contiguous(first, True, int.from_bytes(entry_set[0][24:32], "little"))
+        return label
+
+
+class _ClusterClaims:
+    """Which file owns which clusters, of the entries and chains read so far: runs from
+    directory entries (a file without a chain, or a chain's first cluster), and every
+    cluster of each chain followed. A file is named by its first cluster. One list and one
+    dict, each changed by single operations, so readers in other threads see either state."""
+
+    def __init__(self):
+        self._runs: list[tuple[int, int]] = []  # (first cluster, end), sorted
+        self._chained: dict[int, int] = {}
+
+    def claim_run(self, first: int, count: int) -> None:
+        index = bisect.bisect_left(self._runs, (first,))
+        if index == len(self._runs) or self._runs[index][0] != first:  # not listed before
+            self._runs.insert(index, (first, first + count))
+
+    def claim_chain(self, first: int, chain: list[int]) -> None:
+        for cluster in chain:
+            self._chained.setdefault(cluster, first)
+
+    def owner(self, cluster: int) -> int | None:
+        """The first cluster of the file that owns `cluster`, or None if none is known."""
+        if cluster in self._chained:
+            return self._chained[cluster]
+        index = bisect.bisect_right(self._runs, (cluster, float("inf"))) - 1
+        if index >= 0 and cluster < self._runs[index][1]:
+            return self._runs[index][0]
         return None
 
 
