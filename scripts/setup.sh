@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # python3-venv: virtual environments on Debian; e2fsprogs: mkfs.ext4/debugfs for the demo;
-# fuse3 + libfuse2: the read-only mount.
-packages=(python3 python3-venv e2fsprogs fuse3 libfuse2)
+# fuse3 (fusermount3) + libfuse3-3: the read-only mount, through mfusepy.
+packages=(python3 python3-venv e2fsprogs fuse3 libfuse3-3)
 tests=false
 if [ "${1:-}" = "--tests" ]; then
   tests=true
