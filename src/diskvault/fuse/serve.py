@@ -44,7 +44,10 @@ def serve(repository: Repository, record: SnapshotRecord | None, mountpoint: str
     from .binding import SeekingFUSE  # these import mfusepy: only after the check
     from .operations import SnapshotFilesystem
 
+    served = threading.Event()  # the kernel has initialised the mount
+
     def ready() -> None:
+        served.set()
         threading.Thread(target=_after_init, args=(mountpoint, on_ready), name="read-ahead",
                          daemon=True).start()
 
@@ -60,9 +63,12 @@ def serve(repository: Repository, record: SnapshotRecord | None, mountpoint: str
                     # never let them open this machine's devices or run with privileges.
                     nodev=True, nosuid=True, max_idle_threads=MAX_IDLE_THREADS,
                     entry_timeout=CACHE_TIMEOUT_S, attr_timeout=CACHE_TIMEOUT_S)
-    except RuntimeError:
-        raise DiskvaultError(f"libfuse could not mount {mountpoint} (its own message is "
-                             f"above)") from None
+    except RuntimeError as error:
+        if not served.is_set():
+            raise DiskvaultError(f"libfuse could not mount {mountpoint} (its own message is "
+                                 f"above)") from None
+        # libfuse 3 returns an error when SIGINT or SIGTERM ended its loop; it has unmounted.
+        log.info("stopped by a signal (libfuse's code %s)", error)
     finally:
         lock.release()
     log.info("unmounted")
