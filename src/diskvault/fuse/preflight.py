@@ -75,7 +75,7 @@ def load_fuse_binding():
     fusermount()
     library = os.environ.get(LIBRARY_VARIABLE) or ctypes.util.find_library("fuse3")
     if library is None:
-        raise FuseUnavailable(f"libfuse 3 (libfuse3.so.3) is not installed: {LIBFUSE3_PACKAGES}")
+        raise FuseUnavailable(f"libfuse 3 (libfuse3.so) is not installed: {LIBFUSE3_PACKAGES}")
     try:
         with _environment({LIBRARY_VARIABLE: library}):
             import mfusepy
