@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,11 +12,10 @@ import pytest
 
 from diskvault.errors import MountFailed
 from diskvault.fuse.daemon import fork_mount_process
-from diskvault.fuse.mounttable import find_mount
 from diskvault.store.config import REPOKEY_MODE
 
 from ..conftest import TEST_PASSPHRASE
-from .conftest import DEADLINE_S, require_fuse, unmount, wait_for
+from .conftest import DEADLINE_S
 
 
 @pytest.fixture
@@ -65,29 +62,3 @@ def test_a_failure_in_the_forked_child_reaches_the_parent_as_its_message_and_exi
             os._exit(3)
     assert str(failure.value) == "libfuse could not mount it"
     assert failure.value.exit_code == 3
-
-
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_foreground_mount_stopped_by_a_signal_unmounts_and_exits_cleanly(
-        repo, make_image, tmp_path, stop):
-    """Ctrl-C (or a service manager's SIGTERM) ends a foreground mount: gone, exit 0, no error
-    (libfuse 3 reports a loop ended by a signal as a failure, which is not one)."""
-    require_fuse()
-    repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
-    mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    serving = subprocess.Popen([sys.executable, "-m", "diskvault", "mount", "-r",
-                                str(repo.root), str(mountpoint), "--foreground"],
-                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: find_mount(str(mountpoint)), "the foreground mount to come up")
-        serving.send_signal(stop)
-        _, stderr = serving.communicate(timeout=DEADLINE_S)
-        assert serving.returncode == 0, stderr.decode()
-        assert "error" not in stderr.decode()
-        assert find_mount(str(mountpoint)) is None
-    finally:
-        if serving.poll() is None:
-            serving.kill()
-            serving.wait()
-        unmount(mountpoint)
