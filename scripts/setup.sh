@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # python3-venv: virtual environments on Debian; e2fsprogs: mkfs.ext4/debugfs for the demo;
-# fuse3 + libfuse2: the read-only mount.
-packages=(python3 python3-venv e2fsprogs fuse3 libfuse2)
+# fuse3: the read-only mount (fusermount3, and libfuse 3 for mfusepy: fuse3 depends on it,
+# as libfuse3-3 on Debian 12 and libfuse3-4 on Debian 13, so it is not named here).
+packages=(python3 python3-venv e2fsprogs fuse3)
 tests=false
 if [ "${1:-}" = "--tests" ]; then
   tests=true

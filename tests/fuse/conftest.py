@@ -4,7 +4,6 @@ repository (its reader lock), so no test leaves a mount or a daemon behind."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -13,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from diskvault.errors import FuseUnavailable
 from diskvault.fuse.mounttable import find_mount
+from diskvault.fuse.preflight import load_fuse_binding
 from diskvault.store.local_backend import LocalBackend
 from diskvault.store.readers import readers_excluded
 
@@ -30,9 +31,9 @@ def require_fuse() -> None:
     if not (shutil.which("fusermount") or shutil.which("fusermount3")):
         pytest.skip("fusermount is not installed (apt-get install fuse3)")
     try:
-        importlib.import_module("fuse")  # fusepy loads libfuse.so.2 when imported
-    except OSError:
-        pytest.skip("libfuse.so.2 is not installed (apt-get install libfuse2)")
+        load_fuse_binding()  # mfusepy with libfuse 3, as the mount loads it
+    except FuseUnavailable as missing:
+        pytest.skip(str(missing))
 
 
 def wait_for(condition, what: str, deadline_s: float = DEADLINE_S):

@@ -147,6 +147,17 @@ def test_other_users_are_let_in_only_when_asked(repo, make_image, mounted):
     assert {"allow_other", "ro", "default_permissions"} <= mount_options(shared)
 
 
+def test_a_mount_made_by_root_reads_ahead_whole_1_mib_requests(repo, make_image, mounted):
+    """libfuse 3 takes 1 MiB requests, and the kernel sends one per read-ahead window: the
+    mount raises its window from the kernel's 128 KiB (only root may)."""
+    if os.geteuid() != 0:
+        pytest.skip("only root may set a mount's read-ahead")
+    repo.backup(make_image(1 << 20, "random", name="vm1.img"), name="vm1")
+    device = os.stat(mounted(repo)).st_dev
+    setting = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    assert setting.read_text().strip() == "1024"  # already when `mount` has returned
+
+
 def test_an_image_with_zero_runs_reports_its_data_blocks_and_copies_sparse(repo, make_image,
                                                                            mounted, tmp_path):
     source = make_image(16 << 20, "sparse", seed=4, name="vm1.img")

@@ -11,7 +11,7 @@ import click
 
 from ..fuse.daemon import fork_mount_process, open_log_file, stderr_to_log
 from ..fuse.logs import configure_logging, syslog_available
-from ..fuse.preflight import check_allow_other, check_mountpoint, load_fusepy
+from ..fuse.preflight import check_allow_other, check_mountpoint, load_fuse_binding
 from ..fuse.serve import serve
 from ..fuse.unmount import unmount
 from ..store.snapshots import SnapshotRecord
@@ -48,7 +48,7 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
         raise click.UsageError("--share-images shares the image files with other users, "
                                "which only --allow-other lets in: give both, or neither")
     where = check_mountpoint(mountpoint)
-    load_fusepy()
+    load_fuse_binding()
     if allow_other:
         check_allow_other()
     debug = debug_enabled(ctx)

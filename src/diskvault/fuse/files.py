@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fuse import FuseOSError
+from mfusepy import FuseOSError
 
 from ..errors import (BadInput, DiskvaultError, IsADirectory, NotADirectory, PathNotFound,
                       UnknownFilesystem)
@@ -102,7 +102,7 @@ class FilesView:
 
     def _data_bytes(self, files: SnapshotFiles, fs: Filesystem, entry: Entry) -> int | None:
         """A big file's bytes less its holes, so that `cp` sees it is sparse and writes holes
-        (libfuse 2 cannot answer SEEK_HOLE); small files are not opened for it."""
+        (it then asks where the holes are: lseek); small files are not opened for it."""
         if entry.kind != "file" or entry.size <= SPARSE_CHECK_BYTES:
             return None
         try:
@@ -142,7 +142,7 @@ class FilesView:
         files, _, entry = self._entry(node)
         if entry is None or entry.kind != "symlink":
             raise FuseOSError(errno.EINVAL)
-        if not encodes_as_utf8(entry.symlink_target):  # fusepy hands the kernel UTF-8 only
+        if not encodes_as_utf8(entry.symlink_target):  # the mount hands the kernel UTF-8 only
             log.error("snapshot %s: the symlink %s points to a name that is not UTF-8, which "
                       "this mount cannot return (EIO); diskvault pull restores it as it is",
                       files.record.short_id, entry.path)
@@ -237,7 +237,7 @@ def data_bytes(reader: FileReader) -> int | None:
 
 
 def encodes_as_utf8(text: str) -> bool:
-    """Whether fusepy can pass ``text`` to the kernel (it encodes and decodes strictly)."""
+    """Whether ``text`` is UTF-8, the only names and targets the mount hands the kernel."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

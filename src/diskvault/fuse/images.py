@@ -1,4 +1,5 @@
-"""The mount's open images: one shared reader per snapshot, its partitions found once.
+"""The mount's open images: one shared reader per snapshot, its partitions and their data
+bytes found once.
 
 A reader's caches are worth keeping between opens (a loop mount and `ls` open and close a
 file often), so the last few idle readers stay open; older ones are dropped, keeping memory
@@ -32,6 +33,7 @@ class ImageCatalogue:
         self._in_use: dict[str, tuple[ImageReader, int]] = {}
         self._idle: LRU[str, ImageReader] = LRU(idle_readers)
         self._partitions: dict[str, list[Partition]] = {}
+        self._partition_data_bytes: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
     def acquire(self, record: SnapshotRecord) -> ImageReader:
@@ -71,4 +73,28 @@ class ImageCatalogue:
             self.release(record)
         with self._lock:
             self._partitions[record.id] = found
+        return found
+
+    def data_bytes(self, record: SnapshotRecord, partition: Partition | None) -> int:
+        """What st_blocks counts for the image or one of its partitions: its bytes outside
+        zero runs, so that `cp` sees a sparse file and asks where the holes are. The image's
+        come from the record; a partition's from the manifest, read once per snapshot."""
+        if partition is None:
+            return max(0, record.size - record.stats.zero_bytes)
+        key = (record.id, partition.number)
+        with self._lock:
+            known = self._partition_data_bytes.get(key)
+        if known is not None:
+            return known
+        reader = self.acquire(record)
+        try:
+            found = reader.data_bytes(partition.offset, partition.offset + partition.size)
+        except CorruptData as error:
+            log.error("snapshot %s (%s, %s): partition %d is shown as all data: %s",
+                      record.short_id, record.name, record.time_label, partition.number, error)
+            found = partition.size
+        finally:
+            self.release(record)
+        with self._lock:
+            self._partition_data_bytes[key] = found
         return found

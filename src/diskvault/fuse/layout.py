@@ -58,14 +58,6 @@ class SnapshotFile:
     def size(self) -> int:
         return self.partition.size if self.partition else self.record.size
 
-    @property
-    def stored_bytes(self) -> int:
-        """What st_blocks counts: the image's bytes less its zero runs (so that `cp` sees a
-        sparse file and writes holes); a partition's zeros are not counted apart."""
-        if self.partition:
-            return self.partition.size
-        return max(0, self.record.size - self.record.stats.zero_bytes)
-
 
 Node = Folder | Link | SnapshotFolder
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fuse import FuseOSError, Operations
+from mfusepy import FuseOSError, Operations
 
 from ..errors import CorruptData
 from ..store.reader import ImageReader
@@ -46,11 +46,25 @@ class OpenFile:
     file: SnapshotFile
     reader: ImageReader
 
+    @property
+    def size(self) -> int:
+        return self.file.size
+
+    def seek_data(self, offset: int) -> int:
+        """SEEK_DATA in the file's window: ``size`` if only zero runs follow."""
+        start = self.file.offset
+        return self.reader.seek_data(start + offset, start + self.file.size) - start
+
+    def seek_hole(self, offset: int) -> int:
+        """SEEK_HOLE in the file's window: ``size`` if only data follows."""
+        start = self.file.offset
+        return self.reader.seek_hole(start + offset, start + self.file.size) - start
+
 
 class SnapshotFilesystem(Operations):
     """All snapshots by series and time (``record`` None), or one snapshot at the root."""
 
-    use_ns = True  # times in nanoseconds, as fusepy 3 asks
+    use_ns = True  # times in nanoseconds, as mfusepy asks
 
     def __init__(self, repository: Repository, record: SnapshotRecord | None,
                  catalogue: ImageCatalogue, on_ready: Callable[[], None] = lambda: None,
@@ -94,7 +108,8 @@ class SnapshotFilesystem(Operations):
 
     def _find_partitions_early(self) -> None:
         """Find the partitions of the snapshots most likely opened first (each series'
-        latest), so the first `ls` or loop mount does not wait for the parser to load."""
+        latest) and their data bytes, so the first `ls` or loop mount does not wait for the
+        parser to load or the manifest to be read."""
         nodes = self._current_nodes()
         if self._listing is None:
             latest = [nodes[ROOT].record]
@@ -102,7 +117,8 @@ class SnapshotFilesystem(Operations):
             latest = [nodes[f"{path.rpartition('/')[0]}/{node.target}"].record
                       for path, node in nodes.items() if isinstance(node, Link)]
         for record in latest:
-            self._catalogue.partitions(record)
+            for partition in self._catalogue.partitions(record):
+                self._catalogue.data_bytes(record, partition)
 
     # -- the tree ----------------------------------------------------------------------
     def _current_nodes(self) -> dict[str, Node]:
@@ -145,9 +161,9 @@ class SnapshotFilesystem(Operations):
         if isinstance(node, InsideFiles):
             return self._inside.getattr(node)
         if isinstance(node, SnapshotFile):
+            data_bytes = self._catalogue.data_bytes(node.record, node.partition)
             return self._attributes(stat.S_IFREG | self._image_mode, node.size,
-                                    time_ns(node.record),
-                                    st_blocks=-(-node.stored_bytes // BLOCK_BYTES))
+                                    time_ns(node.record), st_blocks=-(-data_bytes // BLOCK_BYTES))
         if isinstance(node, Link):
             return self._attributes(stat.S_IFLNK | 0o777, len(node.target), node.time_ns)
         if isinstance(node, SnapshotFolder):
@@ -213,6 +229,28 @@ class SnapshotFilesystem(Operations):
                       path, error)
             raise FuseOSError(errno.EIO) from None
 
+    def lseek(self, path, offset, whence, fh) -> int:
+        """SEEK_DATA and SEEK_HOLE (the kernel answers the other kinds itself): an image's
+        holes are its zero runs, known from the manifest; a file inside an image has the
+        holes its filesystem records. So `cp` copies a sparse file without reading its holes."""
+        opened = self._open[fh]
+        # Both kinds of open file answer seek_data, seek_hole and size in their own bytes.
+        seeker = opened if isinstance(opened, OpenFile) else opened.reader
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise FuseOSError(errno.EINVAL)
+        if not 0 <= offset < seeker.size:
+            raise FuseOSError(errno.ENXIO)
+        try:
+            if whence == os.SEEK_HOLE:
+                return seeker.seek_hole(offset)
+            found = seeker.seek_data(offset)
+        except CorruptData as error:
+            log.error("lseek to offset %d of %s failed (EIO): %s", offset, path, error)
+            raise FuseOSError(errno.EIO) from None
+        if found >= seeker.size:
+            raise FuseOSError(errno.ENXIO)  # only a hole follows
+        return found
+
     def release(self, path, fh) -> None:
         with self._lock:
             opened = self._open.pop(fh)
@@ -222,4 +260,4 @@ class SnapshotFilesystem(Operations):
             opened.reader.close()
 
     def utimens(self, path, times=None):
-        raise FuseOSError(errno.EROFS)  # fusepy's default would pretend it worked
+        raise FuseOSError(errno.EROFS)  # mfusepy's default would pretend it worked

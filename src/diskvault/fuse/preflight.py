@@ -3,9 +3,12 @@ message from a background process, or a mount on top of something the user neede
 
 from __future__ import annotations
 
+import ctypes.util
 import errno
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import FuseUnavailable, MountpointUnusable
@@ -14,6 +17,9 @@ from .mounttable import find_mount
 FUSE_DEVICE = Path("/dev/fuse")
 FUSE_CONF = Path("/etc/fuse.conf")
 FUSERMOUNT_NAMES = ("fusermount", "fusermount3")
+LIBRARY_VARIABLE = "FUSE_LIBRARY_PATH"
+LIBFUSE3_PACKAGES = ("install the Debian packages 'fuse3' and 'libfuse3-3' ('libfuse3-4' on "
+                     "Debian 13)")
 
 
 def check_mountpoint(path: Path) -> str:
@@ -57,24 +63,47 @@ def fusermount() -> str:
                           "with it): install the Debian package 'fuse3' (apt-get install fuse3)")
 
 
-def load_fusepy():
-    """fusepy's ``fuse`` module. It loads libfuse.so.2 when imported, so nothing imports it
-    before this check has turned a missing library into a message naming the package."""
+def load_fuse_binding():
+    """The mfusepy module, bound to libfuse 3 (its lseek answers SEEK_DATA/SEEK_HOLE, and it
+    allows 1 MiB reads). mfusepy loads the library when imported and would take libfuse 2
+    where both are installed, so this names libfuse 3 to it (``FUSE_LIBRARY_PATH``, its own
+    variable, wins when set) and turns a missing library into a message naming the package."""
     if not FUSE_DEVICE.exists():
         raise FuseUnavailable("the kernel's FUSE device /dev/fuse is missing: load the module "
                               "with 'modprobe fuse' (in a container, start it with "
                               "--device /dev/fuse)")
     fusermount()
+    library = os.environ.get(LIBRARY_VARIABLE) or ctypes.util.find_library("fuse3")
+    if library is None:
+        raise FuseUnavailable(f"libfuse 3 (libfuse3.so) is not installed: {LIBFUSE3_PACKAGES}")
     try:
-        import fuse
+        with _environment({LIBRARY_VARIABLE: library}):
+            import mfusepy
     except ImportError:
-        raise FuseUnavailable("the Python package fusepy is not installed: pip install "
-                              "fusepy") from None
+        raise FuseUnavailable("the Python package mfusepy is not installed: pip install "
+                              "mfusepy") from None
     except OSError:
-        raise FuseUnavailable("libfuse 2 (libfuse.so.2, which fusepy loads) is not installed: "
-                              "install the Debian package 'libfuse2' ('libfuse2t64' on "
-                              "Debian 13 and Ubuntu 24.04 or later)") from None
-    return fuse
+        raise FuseUnavailable(f"libfuse 3 ({library}) cannot be loaded: "
+                              f"{LIBFUSE3_PACKAGES}") from None
+    if mfusepy.fuse_version_major != 3:
+        raise FuseUnavailable(f"{library} is libfuse {mfusepy.fuse_version_major}, not 3 (the "
+                              f"mount needs its lseek): {LIBFUSE3_PACKAGES}")
+    return mfusepy
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ for the block only, so the mount's children never see them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 def check_allow_other() -> None:

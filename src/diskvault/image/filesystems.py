@@ -375,6 +375,16 @@ class FileReader(PositionedFile):
             return min(self._ranges[index][0], self.size)
         return self.size
 
+    def seek_hole(self, offset: int) -> int:
+        """Like SEEK_HOLE: the first offset >= `offset` in a hole, or `size` (where the file
+        ends, or when the filesystem does not say where its holes are)."""
+        if self._ranges is None:
+            return self.size
+        index = bisect.bisect_right(self._ranges, (offset, float("inf")))
+        if index and self._ranges[index - 1][1] > offset:
+            return min(self._ranges[index - 1][1], self.size)
+        return min(offset, self.size)
+
     def data_bytes(self) -> int:
         """How many of the file's bytes may hold data (holes left out; all of them when the
         filesystem does not say): what the mount reports as st_blocks."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
@@ -196,6 +197,39 @@ class ImageReader:
         if sequential and self._ahead_bytes:
             self._read_ahead(end)
         return b"".join(parts)
+
+    # -- where the data is: from the manifest, reading no chunk --------------------------
+    def _entries(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+        """(offset, length, holds data) of the manifest entries that overlap [start, end)."""
+        block_index = bisect.bisect_right(self._block_starts, start) - 1
+        while block_index < len(self._block_starts) and self._block_starts[block_index] < end:
+            block = self._block(block_index)
+            entry_index = max(bisect.bisect_right(block.starts, start) - 1, 0)
+            for index in range(entry_index, len(block.starts)):
+                if block.starts[index] >= end:
+                    return
+                yield block.starts[index], block.lengths[index], block.digests[index] is not None
+            block_index += 1
+
+    def seek_data(self, offset: int, end: int) -> int:
+        """Like SEEK_DATA within [offset, end): the first offset that is not in a zero run;
+        ``end`` if only zeros follow."""
+        for start, _, data in self._entries(offset, end):
+            if data:
+                return max(start, offset)
+        return end
+
+    def seek_hole(self, offset: int, end: int) -> int:
+        """Like SEEK_HOLE within [offset, end): the first offset in a zero run, or ``end``."""
+        for start, _, data in self._entries(offset, end):
+            if not data:
+                return max(start, offset)
+        return end
+
+    def data_bytes(self, start: int, end: int) -> int:
+        """How many bytes of [start, end) are in data chunks, not zero runs (st_blocks)."""
+        return sum(min(offset + length, end) - max(offset, start)
+                   for offset, length, data in self._entries(start, end) if data)
 
     def open(self) -> "ImageFile":
         return ImageFile(self)
