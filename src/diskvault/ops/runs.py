@@ -113,7 +113,10 @@ def _private_folder(key: str) -> Path:
 
 
 def _file_name(series: str | None) -> str:
-    return REPOSITORY_FILE if series is None else f"{SERIES_PREFIX}{quote(series, safe='')}.json"
+    # surrogatepass: a series named after a non-UTF-8 file name still has one file of its own
+    if series is None:
+        return REPOSITORY_FILE
+    return f"{SERIES_PREFIX}{quote(series.encode('utf-8', 'surrogatepass'), safe='')}.json"
 
 
 def _read(path: Path) -> list[Run]:
