@@ -133,6 +133,9 @@ def _remember(run, location: str, repository_id: str | None, opened: bool,
     except OSError as problem:
         warn(f"cannot remember this run in the state folder: {problem.strerror or problem} "
              f"({problem.filename}); 'diskvault status' will not know of it")
+    except ValueError as problem:  # the run is done: its record must not turn it into a failure
+        warn(f"cannot remember this run in the state folder: {problem}; 'diskvault status' "
+             f"will not know of it")
     if metrics_dir is not None:
         try:
             write_metrics(metrics_dir, keys, render_metrics(load_runs(*keys), location))
