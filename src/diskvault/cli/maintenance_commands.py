@@ -197,6 +197,9 @@ def _print_compact(result: CompactResult, stored: int) -> None:
     if result.packs_damaged:
         warn(f"{len(result.packs_damaged)} damaged packs were left as they are: run "
              f"'diskvault check --read-data'")
+    if result.packs_kept_as_last_copy:
+        warn(f"{len(result.packs_kept_as_last_copy)} packs were kept: they hold the last "
+             f"existing copy of chunks in use; run 'diskvault check'")
 
 
 @click.command()

@@ -68,6 +68,10 @@ def _decode_location(value: bytes) -> ChunkLocation:
     return ChunkLocation(pack.hex(), offset, stored, raw, flags)
 
 
+def _encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
+    return LOCATION.pack(pack_key, entry.offset, entry.stored_size, entry.raw_size, entry.flags)
+
+
 def exit_code_in_child(work) -> int:
     """``work`` run in a forked child: 0 if it ended, 1 if it raised, minus the signal that
     killed it. LMDB trusts its pages: a damaged one may kill the reader (SIGBUS, SIGSEGV)
@@ -209,13 +213,37 @@ class ChunkIndex:
         pack_key = bytes.fromhex(pack_id)
         stored = raw = records = 0
         for entry in entries:
-            value = LOCATION.pack(pack_key, entry.offset, entry.stored_size,
-                                  entry.raw_size, entry.flags)
-            txn.put(entry.digest, value, db=self._chunks, overwrite=overwrite)
+            txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks,
+                    overwrite=overwrite)
             stored += entry.stored_size
             raw += entry.raw_size
             records += 1
         txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=self._packs)
+
+    def point_at(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        """Make these records of a pack (still indexed) the location of their digests: the
+        copy they pointed at is gone. The pack's statistics stay as they are."""
+        pack_key = bytes.fromhex(pack_id)
+        with self.env.begin(write=True) as txn:
+            for entry in entries:
+                txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks)
+
+    def locate_many(self, digests: Iterable[bytes]
+                    ) -> Iterator[tuple[bytes, ChunkLocation | None]]:
+        """Each digest with its location (None: not indexed), from one read transaction."""
+        with self._reading(), self.env.begin() as txn:
+            for digest in digests:
+                value = txn.get(digest, db=self._chunks)
+                yield digest, None if value is None else _decode_location(value)
+
+    def packs_holding(self, digests: Iterable[bytes]) -> Iterator[bytes | None]:
+        """For each digest, the id (16 bytes) of the pack the index puts it in, or None:
+        one read transaction, nothing else decoded (a pass over every chunk in use)."""
+        with self._reading(), self.env.begin(buffers=True) as txn:
+            get, chunks = txn.get, self._chunks
+            for digest in digests:
+                value = get(digest, db=chunks)
+                yield None if value is None else bytes(value[:16])
 
     def remove_locations(self, packs: dict[str, list[PackEntry]]) -> int:
         """Drop the index entries that point at these records of these packs (entries that
