@@ -126,6 +126,10 @@ def test_prune_and_delete_refuse_while_the_index_points_at_a_missing_pack(small,
             prune(small.storage, KeepPolicy(last=1))
         else:
             delete_snapshots(small.storage, [small.list_snapshots()[0].id])
+    selector = ["--keep-last", "1"] if command == "prune" else [small.list_snapshots()[0].id]
+    refused = run_cli(command, "-r", str(small.root), *selector)
+    assert refused.returncode == EXIT_FAILURE
+    assert refused.stderr.decode().count("\n") == 1 and REPAIR_FIRST in refused.stderr.decode()
     assert {r.id for r in small.list_snapshots()} == snapshots
 
 
