@@ -340,19 +340,23 @@ class ChunkIndex:
 
 
 class DigestSet:
-    """A set of digests that lives on disk, in a throwaway LMDB environment in a private
-    temporary folder under ``parent`` (a folder that exists): a walk over millions of
-    chunks holds at most ``BUFFERED`` of them in memory. Use it in a ``with`` block; the
-    folder goes at its end."""
+    """A set of digests that lives on disk, in a throwaway LMDB environment: a walk over
+    millions of chunks holds at most ``BUFFERED`` of them in memory. Its file is made in a
+    private temporary folder under ``parent`` and unlinked at once, so nothing is left
+    behind even by a killed process. Use it in a ``with`` block."""
 
     BUFFERED = 1 << 16  # digests held before they are written, sorted, in one transaction
 
     def __init__(self, parent: Path):
-        self._folder = Path(tempfile.mkdtemp(prefix="scratch-", dir=parent))  # 0700, new
-        # Nothing here survives the process: no fsync, no lock file (one user, one thread).
-        self._env = lmdb.open(str(self._folder), map_size=MAP_SIZE_BYTES, sync=False,
-                              metasync=False, lock=False, readahead=False,
-                              mode=PRIVATE_FILE_MODE)
+        folder = tempfile.mkdtemp(prefix="scratch-", dir=parent)  # 0700, made here
+        try:
+            # Nothing here outlives the process: no fsync, no lock file (one user, one
+            # thread); LMDB keeps using the file through its descriptor once unlinked.
+            self._env = lmdb.open(folder, map_size=MAP_SIZE_BYTES, sync=False,
+                                  metasync=False, lock=False, readahead=False,
+                                  mode=PRIVATE_FILE_MODE)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         self._buffer: set[bytes] = set()
 
     def __enter__(self) -> DigestSet:
@@ -360,7 +364,6 @@ class DigestSet:
 
     def __exit__(self, *exc) -> None:
         self._env.close()
-        shutil.rmtree(self._folder, ignore_errors=True)
 
     def add(self, digest: bytes) -> None:
         self._buffer.add(digest)
