@@ -64,6 +64,9 @@ def test_compact_refuses_and_keeps_the_doomed_sources_when_their_copies_are_lost
     with pytest.raises(CorruptData, match=REPAIR_FIRST):
         compact(small.storage, threshold=0.0)
     assert set(small.storage.packs.list()) == packs and doomed <= packs
+    found = check(small.storage)  # the copies in the doomed packs are named, not lost
+    assert found.damaged and found.damaged_snapshots
+    assert all(d.lost_chunks == 0 and d.unindexed_chunks > 0 for d in found.damaged_snapshots)
     root = small.root
     small.close()
     repair_repository(root)

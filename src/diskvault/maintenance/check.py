@@ -69,7 +69,8 @@ class _Checker:
         self.sizes: dict[str, int] = {}
         self.damaged_footers: set[str] = set()
         self.lost: dict[bytes, str] = {}                       # digest -> why it is lost
-        self.unindexed: dict[bytes, tuple[str, PackEntry]] = {}  # digest -> orphan record
+        # digest -> an intact record the index does not point at (an orphan pack's, a copy)
+        self.unindexed: dict[bytes, tuple[str, PackEntry]] = {}
         self.blocks: dict[bytes, _BlockDamage] = {}
         self.readable: list[bytes] = []  # manifest blocks that may be read
         self.block_lengths: dict[bytes, int] = {}  # readable block -> bytes it covers
@@ -145,14 +146,17 @@ class _Checker:
     def _agrees(self, pack_id: str, footer: list[PackEntry]) -> bool:
         """Whether the index entries into this pack are exactly its footer's records: one
         fingerprint compared, or a lookup per record when the footer holds records the
-        index does not point at (duplicates)."""
+        index does not point at (copies)."""
         count, total = self.fingerprints.get(pack_id, (0, 0))
         if count == len(footer):
             return fingerprint(pack_id, footer) == total
-        pointed_at = sum(1 for entry, (_, location) in zip(footer, self._locations(
-                         e.digest for e in footer))
-                         if location is not None and location.pack_id == pack_id
-                         and location.entry(entry.digest) == entry)
+        pointed_at = 0
+        for entry, (_, location) in zip(footer, self._locations(e.digest for e in footer)):
+            if location is not None and location.pack_id == pack_id \
+                    and location.entry(entry.digest) == entry:
+                pointed_at += 1
+            else:  # a copy beside the indexed one: repair indexes it if that one is lost
+                self.unindexed.setdefault(entry.digest, (pack_id, entry))
         return pointed_at == count
 
     def _compare_one_by_one(self, mismatched: list[str]) -> None:
@@ -256,12 +260,20 @@ class _Checker:
         found = []
         for digest, location in self._locations(digests):
             if digest in self.lost:
-                found.append(LOST)
+                found.append(self._lost_kind(digest))
             elif location is not None:
                 found.append(None)
             else:
                 found.append(self._not_indexed(digest))
         return found
+
+    def _lost_kind(self, digest: bytes) -> str:
+        """A chunk in use whose indexed copy is lost: UNINDEXED if another copy is intact
+        in a pack (repair indexes it), else LOST."""
+        if digest in self.unindexed:
+            self.recoverable.add(digest)
+            return UNINDEXED
+        return LOST
 
     def _not_indexed(self, digest: bytes) -> str:
         """A chunk in use that the index lacks: intact in a pack it lacks, or lost."""
@@ -275,7 +287,8 @@ class _Checker:
     def _load_block(self, digest: bytes) -> bytes | str:
         """The block's bytes, or why it cannot be read."""
         try:
-            if digest in self.unindexed:
+            if digest in self.unindexed and (digest in self.lost
+                                             or self._location(digest) is None):
                 pack_id, entry = self.unindexed[digest]
                 stored = read_verified(self.packs, self.storage.codec, pack_id, entry)
                 return self.storage.codec.decompress(stored, entry, digest)
@@ -298,7 +311,8 @@ class _Checker:
                 self.blocks[digest] = _BlockDamage(whole=True)
             elif status[digest] == UNINDEXED:
                 self.blocks[digest] = _BlockDamage(unindexed=True)
-        bad = {digest: LOST for digest in self.lost}
+        bad = {digest: UNINDEXED if digest in self.unindexed else LOST
+               for digest in self.lost}
         for digest, entries in self._blocks_read():
             self.block_lengths[digest] = block_length(entries)
             for entry in entries:
@@ -317,8 +331,8 @@ class _Checker:
         if self.recoverable:
             packs = {self.unindexed[d][0] for d in self.recoverable}
             self.problem("index", f"{len(self.recoverable)} chunks that snapshots use are "
-                         f"missing from the index but intact in {len(packs)} packs it does "
-                         f"not list; 'diskvault check --repair' indexes them again")
+                         f"not indexed where they are intact (in {len(packs)} packs); "
+                         f"'diskvault check --repair' indexes them again")
 
     def _blocks_read(self, report: bool = True) -> Iterator[tuple[bytes, list]]:
         """The decoded entries of every readable block; a block that cannot be read or
@@ -347,6 +361,8 @@ class _Checker:
             if kind:
                 self.blocks.setdefault(block, _BlockDamage()).entries.append(
                     (offset, entry.length, kind))
+                if kind == UNINDEXED:
+                    self.recoverable.add(entry.digest)
             offset += entry.length
 
     def _cross_index(self, block_status: dict[bytes, str | None]) -> dict[bytes, str]:
