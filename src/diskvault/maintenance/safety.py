@@ -87,13 +87,12 @@ def last_copies(storage: Storage, liveness: Liveness,
             exists[pack_id] = pack_id not in going and pack_exists(storage, pack_id)
         return exists[pack_id]
 
-    found: dict[str, list[PackEntry]] = {}
     with liveness.read_txn() as txn:
-        for pack_id, entries in footers.items():
-            for entry in entries:
-                if not liveness.is_used(txn, entry.digest):
-                    continue
-                location = storage.index.lookup(entry.digest, txn)
-                if location is None or not stays(location.pack_id):
-                    found.setdefault(pack_id, []).append(entry)
+        used = [(pack_id, entry) for pack_id, entries in footers.items() for entry in entries
+                if liveness.is_used(txn, entry.digest)]
+    found: dict[str, list[PackEntry]] = {}
+    locations = storage.index.locate_many(entry.digest for _, entry in used)
+    for (pack_id, entry), (_, location) in zip(used, locations):
+        if location is None or not stays(location.pack_id):
+            found.setdefault(pack_id, []).append(entry)
     return found
