@@ -17,6 +17,7 @@ from diskvault.store.packs import PackStore
 from diskvault.store.repository import Repository
 from diskvault.store.snapshots import SnapshotRecord
 
+KiB = 1024
 PACK_HEAD_AND_TRAILER = 8 + 44  # bytes of a pack that are not records or footer entries
 
 
@@ -51,6 +52,18 @@ def evolve(data: bytearray, rng: random.Random, changes: int = 3) -> bytearray:
     elif rng.random() < 0.1 and len(data) > 20000:
         del data[rng.randrange(10000, len(data)):]
     return data
+
+
+def nightly(repository, folder: Path, nights: int, seed: int = 1, size: int = 256 * KiB,
+            name: str = "vm") -> dict[str, bytes]:
+    """Back up an image that evolves like a disk, night after night: id -> bytes."""
+    rng = random.Random(seed)
+    data = bytearray(rng.randbytes(size))
+    expected = {}
+    for _ in range(nights):
+        expected[back_up(repository, folder, name, bytes(data)).id] = bytes(data)
+        evolve(data, rng)
+    return expected
 
 
 def back_up(repository: Repository, folder: Path, name: str, data: bytes) -> SnapshotRecord:

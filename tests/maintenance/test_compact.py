@@ -30,7 +30,7 @@ from diskvault.store.snapshots import record_name
 
 from ..conftest import in_both_modes, run_cli
 from .support import (PACK_HEAD_AND_TRAILER, assert_all_restore, assert_plan_carried_out, back_up,
-                      chunks_by_pack, evolve, file_digests, fresh_pack_bytes, pack_bytes,
+                      chunks_by_pack, evolve, file_digests, fresh_pack_bytes, nightly, pack_bytes,
                       pack_count, referenced, small_pack_repository)
 
 encryption = in_both_modes()
@@ -43,17 +43,6 @@ def small(tmp_path, encryption):
     repository = small_pack_repository(tmp_path / "repo", encryption=encryption)
     yield repository
     repository.close()
-
-
-def nightly(repository, folder: Path, nights: int, seed: int = 1, size: int = 256 * KiB,
-            name: str = "vm") -> dict[str, bytes]:
-    rng = random.Random(seed)
-    data = bytearray(rng.randbytes(size))
-    expected = {}
-    for _ in range(nights):
-        expected[back_up(repository, folder, name, bytes(data)).id] = bytes(data)
-        evolve(data, rng)
-    return expected
 
 
 def test_compact_after_delete_frees_the_deleted_snapshots_data(small, tmp_path):

@@ -209,6 +209,9 @@ def _print_compact(result: CompactResult, stored: int) -> None:
     if result.packs_damaged:
         warn(f"{len(result.packs_damaged)} damaged packs were left as they are: run "
              f"'diskvault check --read-data'")
+    if result.packs_kept_as_last_copy:
+        warn(f"{len(result.packs_kept_as_last_copy)} packs were kept: they hold the last "
+             f"existing copy of chunks in use; run 'diskvault check'")
 
 
 @recorded("check", lambda params: None)
@@ -291,11 +294,29 @@ def _print_check(report: CheckReport) -> None:
         click.echo(f"{len(report.stray_entries)} stray entries are not diskvault's (not "
                    f"damage; diskvault leaves them alone, remove them if unneeded): "
                    f"{', '.join(report.stray_entries)}")
-    click.echo(f"{report.unreferenced_chunks} chunks "
-               f"({human_bytes(report.unreferenced_bytes)}) are used by no snapshot: "
-               f"compact removes them")
+    unreferenced = _unreferenced_hint(report)
+    if unreferenced:
+        click.echo(unreferenced)
     if not report.damaged:
         click.echo("no damage found")
+
+
+def _unreferenced_hint(report: CheckReport) -> str | None:
+    """What frees the chunks no snapshot uses, as compact decides it: a pack is rewritten
+    only when more than the threshold of it is unused. None when there are none."""
+    if not report.unreferenced_chunks:
+        return None
+    found = (f"{_count(report.unreferenced_chunks, 'chunk')} "
+             f"({human_bytes(report.unreferenced_bytes)}) are used by no snapshot")
+    threshold = f"{DEFAULT_THRESHOLD * 100:g} %"
+    if report.reclaimable_chunks == report.unreferenced_chunks:
+        return f"{found}: compact removes them"
+    if not report.reclaimable_chunks:
+        return (f"{found}, in packs at most {threshold} unused, which compact keeps: "
+                f"'compact --threshold 0' removes them")
+    return (f"{found}: compact removes {report.reclaimable_chunks} of them "
+            f"({human_bytes(report.reclaimable_bytes)}), 'compact --threshold 0' all "
+            f"(the others are in packs at most {threshold} unused)")
 
 
 def _print_repair(report: RepairReport) -> None:
@@ -338,6 +359,8 @@ def _report_json(report: CheckReport) -> dict:
         "stray_entries": report.stray_entries,
         "unreferenced_chunks": report.unreferenced_chunks,
         "unreferenced_bytes": report.unreferenced_bytes,
+        "reclaimable_chunks": report.reclaimable_chunks,
+        "reclaimable_bytes": report.reclaimable_bytes,
     }
 
 

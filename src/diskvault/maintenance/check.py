@@ -13,75 +13,28 @@ Check is a reader: it runs beside a backup, and compaction defers deletions unti
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import CorruptData
+from ..store.durable import make_private_folder
 from ..store.image_map import damage_context
-from ..store.index import ChunkLocation
+from ..store.index import ChunkLocation, DigestSet, PackStats, fingerprint
 from ..store.manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
 from ..store.packs import PackEntry, read_footer
 from ..store.pipeline import ordered_map, worker_count
 from ..store.snapshots import SnapshotRecord
 from ..store.storage import Storage
+from ..store.user_folders import user_cache_folder
+from .check_report import LOST, UNINDEXED, CheckReport, Problem, SnapshotDamage
+from .usage import PackUsage, merged
 from .verify import read_verified, verify_pack
 
 Progress = Callable[[int, int], None]  # (bytes read so far, bytes to read)
 SHOWN_DIGESTS = 5  # chunks named per problem line; the count says how many there are
-
-LOST = "lost"
-UNINDEXED = "unindexed"  # intact in a pack the index lacks: repair re-indexes it
-
-
-@dataclass(frozen=True)
-class Problem:
-    where: str    # "pack <id>", "index", "snapshot record <file>"
-    message: str
-
-
-@dataclass
-class SnapshotDamage:
-    record: SnapshotRecord
-    lost_chunks: int = 0        # chunks (or whole manifest blocks) that cannot be read
-    lost_bytes: int = 0         # image bytes they cover
-    unindexed_chunks: int = 0   # intact but missing from the index: repair recovers them
-    first_offset: int | None = None
-
-    def note(self, offset: int, length: int, kind: str) -> None:
-        if kind == LOST:
-            self.lost_chunks += 1
-            self.lost_bytes += length
-        else:
-            self.unindexed_chunks += 1
-        self.first_offset = offset if self.first_offset is None else min(self.first_offset,
-                                                                          offset)
-
-
-@dataclass
-class CheckReport:
-    read_data: bool
-    snapshots: int = 0
-    manifest_blocks: int = 0
-    chunks_referenced: int = 0
-    packs: int = 0
-    stored_bytes: int = 0        # bytes of the pack files on disk
-    records_read: int = 0
-    bytes_read: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    damaged_snapshots: list[SnapshotDamage] = field(default_factory=list)
-    orphan_packs: list[str] = field(default_factory=list)       # on disk, not indexed
-    half_deleted_packs: list[str] = field(default_factory=list)  # gone, nothing indexed in it
-    unreferenced_chunks: int = 0
-    unreferenced_bytes: int = 0
-    damaged_unused_records: int = 0  # damaged copies the index does not point at
-    stray_entries: list[str] = field(default_factory=list)  # not ours: not damage, left alone
-    duration_s: float = 0.0
-
-    @property
-    def damaged(self) -> bool:
-        return bool(self.problems or self.damaged_snapshots)
 
 
 @dataclass
@@ -98,21 +51,31 @@ def _short(digests) -> str:
 
 
 class _Checker:
-    def __init__(self, storage: Storage, read_data: bool, progress: Progress | None):
+    """One check. Memory follows the packs, the manifest blocks and the damage found, not
+    the chunks: locations are looked up in the index as they are needed, a pack's footer
+    is compared and let go, and the chunks in use are kept in a DigestSet on disk."""
+
+    def __init__(self, storage: Storage, read_data: bool, progress: Progress | None,
+                 referenced: DigestSet):
         self.storage = storage
+        self.index = storage.index
         self.packs = storage.packs
         self.report = CheckReport(read_data)
         self.progress = progress
         self.records: list[SnapshotRecord] = []
-        self.locations: dict[bytes, ChunkLocation] = {}
-        self.by_pack: dict[str, list[tuple[bytes, ChunkLocation]]] = defaultdict(list)
-        self.footers: dict[str, list[PackEntry]] = {}
+        self.index_readable = True
+        self.fingerprints: dict[str, tuple[int, int]] = {}  # pack -> its index entries
+        self.stats: dict[str, PackStats] = {}
         self.sizes: dict[str, int] = {}
+        self.damaged_footers: set[str] = set()
         self.lost: dict[bytes, str] = {}                       # digest -> why it is lost
-        self.unindexed: dict[bytes, tuple[str, PackEntry]] = {}  # digest -> orphan record
+        # digest -> an intact record the index does not point at (an orphan pack's, a copy)
+        self.unindexed: dict[bytes, tuple[str, PackEntry]] = {}
         self.blocks: dict[bytes, _BlockDamage] = {}
+        self.readable: list[bytes] = []  # manifest blocks that may be read
         self.block_lengths: dict[bytes, int] = {}  # readable block -> bytes it covers
-        self.referenced: set[bytes] = set()
+        self.referenced = referenced
+        self.recoverable: set[bytes] = set()  # used, missing from the index, intact elsewhere
         self.nowhere: list[bytes] = []  # used, but in no pack and not in the index
 
     def problem(self, where: str, message: str) -> None:
@@ -127,7 +90,6 @@ class _Checker:
             self._read_all_records()
         self._walk_manifests()
         self._attribute()
-        self._count_unreferenced()
         self.report.duration_s = round(time.monotonic() - started, 3)
         return self.report
 
@@ -140,39 +102,80 @@ class _Checker:
             self.problem(f"snapshot record {path.name}", str(error))
         self.report.snapshots = len(self.records)
 
+    # -- index lookups -------------------------------------------------------------------
+    def _locations(self, digests) -> Iterator[tuple[bytes, ChunkLocation | None]]:
+        """Where the index puts each digest (an index that cannot be read puts none)."""
+        if not self.index_readable:
+            return ((digest, None) for digest in digests)
+        return self.index.locate_many(digests)
+
+    def _location(self, digest: bytes) -> ChunkLocation | None:
+        return self.index.lookup(digest) if self.index_readable else None
+
     # -- packs and index -----------------------------------------------------------------
     def _scan_packs(self) -> None:
-        index = self.storage.index
         try:
-            self.locations = dict(index.iter_chunks())
-            stats = dict(index.pack_stats())
+            self.fingerprints = self.index.pack_fingerprints()
+            self.stats = dict(self.index.pack_stats())
         except CorruptData as error:
             self.problem("index", str(error))
-            stats = {}
-        for digest, location in self.locations.items():
-            self.by_pack[location.pack_id].append((digest, location))
+            self.index_readable = False
+            self.fingerprints, self.stats = {}, {}
+        mismatched = []
         for pack_id in self.packs.list():
             self.sizes[pack_id] = self.packs.size(pack_id)
             try:
-                self.footers[pack_id] = read_footer(self.packs, pack_id)
+                footer = read_footer(self.packs, pack_id)
             except CorruptData as error:
-                self._footer_damaged(pack_id, str(error), pack_id in stats)
+                self._footer_damaged(pack_id, str(error), pack_id in self.stats)
+                self.damaged_footers.add(pack_id)
+                continue
+            if pack_id not in self.stats:
+                self.report.orphan_packs.append(pack_id)
+                for entry, (_, location) in zip(footer, self._locations(
+                        e.digest for e in footer)):
+                    if location is None:
+                        self.unindexed.setdefault(entry.digest, (pack_id, entry))
+            if (pack_id in self.stats or pack_id in self.fingerprints) and not self._agrees(
+                    pack_id, footer):
+                mismatched.append(pack_id)
         self.report.packs = len(self.sizes)
         self.report.stored_bytes = sum(self.sizes.values())
-        for pack_id in sorted(set(stats) | set(self.by_pack)):
+        self._compare_one_by_one(mismatched)
+
+    def _agrees(self, pack_id: str, footer: list[PackEntry]) -> bool:
+        """Whether the index entries into this pack are exactly its footer's records: one
+        fingerprint compared, or a lookup per record when the footer holds records the
+        index does not point at (copies)."""
+        count, total = self.fingerprints.get(pack_id, (0, 0))
+        if count == len(footer):
+            return fingerprint(pack_id, footer) == total
+        pointed_at = 0
+        for entry, (_, location) in zip(footer, self._locations(e.digest for e in footer)):
+            if location is not None and location.pack_id == pack_id \
+                    and location.entry(entry.digest) == entry:
+                pointed_at += 1
+            else:  # a copy beside the indexed one: repair indexes it if that one is lost
+                self.unindexed.setdefault(entry.digest, (pack_id, entry))
+        return pointed_at == count
+
+    def _compare_one_by_one(self, mismatched: list[str]) -> None:
+        """The packs whose index entries and footer disagree, the packs that are missing or
+        truncated: their entries are fetched by one pass over the index (damage is rare)."""
+        missing = [p for p in set(self.stats) | set(self.fingerprints) if p not in self.sizes]
+        damaged = [p for p in self.damaged_footers if p in self.fingerprints]
+        named = self.index.locations_in(mismatched + missing + damaged) if (
+            mismatched or missing or damaged) else {}
+        for pack_id in sorted(set(self.stats) | set(self.fingerprints)):
             if pack_id not in self.sizes:
-                self._pack_missing(pack_id)
+                self._pack_missing(pack_id, named[pack_id])
                 continue
-            if pack_id in stats and stats[pack_id].file_size != self.sizes[pack_id]:
+            if pack_id in self.stats and self.stats[pack_id].file_size != self.sizes[pack_id]:
                 self.problem(f"pack {pack_id}", f"is {self.sizes[pack_id]} bytes but was "
-                             f"{stats[pack_id].file_size} when indexed (truncated or "
+                             f"{self.stats[pack_id].file_size} when indexed (truncated or "
                              f"overwritten)")
-            self._compare_with_footer(pack_id)
-        for pack_id in sorted(set(self.sizes) - set(stats)):
-            self.report.orphan_packs.append(pack_id)
-            for entry in self.footers.get(pack_id, []):
-                if entry.digest not in self.locations:
-                    self.unindexed.setdefault(entry.digest, (pack_id, entry))
+            if pack_id in named:
+                self._compare_with_footer(pack_id, named[pack_id])
 
     def _footer_damaged(self, pack_id: str, reason: str, indexed: bool) -> None:
         if indexed:
@@ -184,8 +187,7 @@ class _Checker:
             self.problem(f"pack {pack_id}", f"{reason}; it is not indexed, so its chunks "
                          f"cannot be located")
 
-    def _pack_missing(self, pack_id: str) -> None:
-        entries = self.by_pack.get(pack_id, [])
+    def _pack_missing(self, pack_id: str, entries: list[tuple[bytes, ChunkLocation]]) -> None:
         if not entries:  # a compact was stopped between the unlink and its bookkeeping
             self.report.half_deleted_packs.append(pack_id)
             return
@@ -194,11 +196,10 @@ class _Checker:
         self.problem(f"pack {pack_id}", f"is missing: the {len(entries)} chunks indexed in it "
                      f"are lost ({_short([d for d, _ in entries])})")
 
-    def _compare_with_footer(self, pack_id: str) -> None:
-        entries = self.by_pack.get(pack_id, [])
-        footer = self.footers.get(pack_id)
+    def _compare_with_footer(self, pack_id: str,
+                             entries: list[tuple[bytes, ChunkLocation]]) -> None:
         size = self.sizes[pack_id]
-        if footer is None:
+        if pack_id in self.damaged_footers:
             cut = [d for d, loc in entries if loc.offset + loc.stored_size > size]
             for digest in cut:
                 self.lost[digest] = f"cut off: pack {pack_id} is truncated"
@@ -206,13 +207,10 @@ class _Checker:
                 self.problem(f"pack {pack_id}", f"ends before {len(cut)} indexed chunks, "
                              f"which are lost ({_short(cut)})")
             return
-        listed = {e.offset: e for e in footer}
+        listed = {e.offset: e for e in read_footer(self.packs, pack_id)}
         wrong = []
         for digest, loc in entries:
-            entry = listed.get(loc.offset)
-            if entry is None or (entry.digest, entry.stored_size, entry.raw_size,
-                                 entry.flags) != (digest, loc.stored_size, loc.raw_size,
-                                                  loc.flags):
+            if listed.get(loc.offset) != loc.entry(digest):
                 wrong.append(digest)
                 self.lost[digest] = f"its index entry does not match pack {pack_id}'s footer"
         if wrong:
@@ -222,8 +220,11 @@ class _Checker:
     # -- read-data -----------------------------------------------------------------------
     def _read_all_records(self) -> None:
         for pack_id in sorted(self.sizes):
-            entries = self.footers.get(pack_id) or [
-                loc.entry(d) for d, loc in self.by_pack.get(pack_id, [])]
+            if pack_id in self.damaged_footers:
+                named = self.index.locations_in([pack_id]) if self.index_readable else {}
+                entries = [loc.entry(d) for d, loc in named.get(pack_id, [])]
+            else:
+                entries = read_footer(self.packs, pack_id)
             damaged = []
             for entry, _, problem in verify_pack(self.packs, self.storage.codec, pack_id,
                                                  entries, self.storage.pool):
@@ -243,7 +244,7 @@ class _Checker:
     def _record_damaged(self, pack_id: str, entry: PackEntry, problem: str) -> bool:
         """Note a damaged record; True if the index uses it (damage), False if it is a
         copy nothing points at (harmless: repair left it out, or another copy is used)."""
-        location = self.locations.get(entry.digest)
+        location = self._location(entry.digest)
         if location and (location.pack_id, location.offset) == (pack_id, entry.offset):
             self.lost[entry.digest] = f"its record in pack {pack_id} {problem}"
             return True
@@ -253,12 +254,31 @@ class _Checker:
         return False
 
     # -- manifests -----------------------------------------------------------------------
-    def _status(self, digest: bytes) -> str | None:
-        if digest in self.lost:
-            return LOST
-        if digest in self.locations:
-            return None
+    def _block_statuses(self, digests: list[bytes]) -> list[str | None]:
+        """LOST, UNINDEXED or None (sound) for each manifest block, looked up one by one
+        (there are few of them)."""
+        found = []
+        for digest, location in self._locations(digests):
+            if digest in self.lost:
+                found.append(self._lost_kind(digest))
+            elif location is not None:
+                found.append(None)
+            else:
+                found.append(self._not_indexed(digest))
+        return found
+
+    def _lost_kind(self, digest: bytes) -> str:
+        """A chunk in use whose indexed copy is lost: UNINDEXED if another copy is intact
+        in a pack (repair indexes it), else LOST."""
         if digest in self.unindexed:
+            self.recoverable.add(digest)
+            return UNINDEXED
+        return LOST
+
+    def _not_indexed(self, digest: bytes) -> str:
+        """A chunk in use that the index lacks: intact in a pack it lacks, or lost."""
+        if digest in self.unindexed:
+            self.recoverable.add(digest)
             return UNINDEXED
         self.lost[digest] = "it is in no pack and not in the index"
         self.nowhere.append(digest)
@@ -267,7 +287,8 @@ class _Checker:
     def _load_block(self, digest: bytes) -> bytes | str:
         """The block's bytes, or why it cannot be read."""
         try:
-            if digest in self.unindexed:
+            if digest in self.unindexed and (digest in self.lost
+                                             or self._location(digest) is None):
                 pack_id, entry = self.unindexed[digest]
                 stored = read_verified(self.packs, self.storage.codec, pack_id, entry)
                 return self.storage.codec.decompress(stored, entry, digest)
@@ -276,49 +297,88 @@ class _Checker:
             return str(error)
 
     def _walk_manifests(self) -> None:
-        unique = {ref.digest for record in self.records for ref in record.blocks}
+        """Read every manifest block once: note the chunks in use (on disk), the blocks
+        that cannot be read, and the entries whose chunk is already known to be lost. Then
+        one ordered pass over the index and the chunks in use finds those the index lacks;
+        only if there are any are the blocks read again, to say where they are."""
+        unique = sorted({ref.digest for record in self.records for ref in record.blocks})
         self.report.manifest_blocks = len(unique)
-        self.referenced |= unique
-        readable = [d for d in sorted(unique) if self._status(d) != LOST]
-        for digest in unique.difference(readable):
-            self.blocks[digest] = _BlockDamage(whole=True)
-        for digest, loaded in ordered_map(self.storage.pool, self._load_block, readable,
-                                          window=4 * worker_count()):
-            if isinstance(loaded, str):
-                self.problem(f"manifest block {digest.hex()[:16]}", loaded)
-                self.lost[digest] = loaded
+        status = dict(zip(unique, self._block_statuses(unique)))
+        self.readable = [d for d in unique if status[d] != LOST]
+        for digest in unique:
+            self.referenced.add(digest)
+            if status[digest] == LOST:
                 self.blocks[digest] = _BlockDamage(whole=True)
-                continue
-            try:
-                entries = decode_block(loaded)
-                self.block_lengths[digest] = block_length(entries)
-            except CorruptData as error:
-                self.problem(f"manifest block {digest.hex()[:16]}", str(error))
-                self.lost[digest] = str(error)
-                self.blocks[digest] = _BlockDamage(whole=True)
-                continue
-            damage = _BlockDamage(unindexed=self._status(digest) == UNINDEXED)
-            offset = 0
+            elif status[digest] == UNINDEXED:
+                self.blocks[digest] = _BlockDamage(unindexed=True)
+        bad = {digest: UNINDEXED if digest in self.unindexed else LOST
+               for digest in self.lost}
+        for digest, entries in self._blocks_read():
+            self.block_lengths[digest] = block_length(entries)
             for entry in entries:
                 if entry.digest is not None:
                     self.referenced.add(entry.digest)
-                    kind = self._status(entry.digest)
-                    if kind:
-                        damage.entries.append((offset, entry.length, kind))
-                offset += entry.length
-            if damage.unindexed or damage.entries:
-                self.blocks[digest] = damage
+            self._note_entries(digest, entries, bad)
+        missing = self._cross_index(status)
+        if missing:
+            for digest, entries in self._blocks_read(report=False):
+                self._note_entries(digest, entries, missing)
         self.report.chunks_referenced = len(self.referenced)
         if self.nowhere:
             self.problem("index", f"{len(self.nowhere)} chunks that snapshots use are neither "
                          f"in the index nor intact in a pack it lacks "
                          f"({_short(self.nowhere)})")
-        recoverable = [d for d in self.referenced if d in self.unindexed]
-        if recoverable:
-            packs = {self.unindexed[d][0] for d in recoverable}
-            self.problem("index", f"{len(recoverable)} chunks that snapshots use are missing "
-                         f"from the index but intact in {len(packs)} packs it does not list; "
+        if self.recoverable:
+            packs = {self.unindexed[d][0] for d in self.recoverable}
+            self.problem("index", f"{len(self.recoverable)} chunks that snapshots use are "
+                         f"not indexed where they are intact (in {len(packs)} packs); "
                          f"'diskvault check --repair' indexes them again")
+
+    def _blocks_read(self, report: bool = True) -> Iterator[tuple[bytes, list]]:
+        """The decoded entries of every readable block; a block that cannot be read or
+        decoded is damage (noted when ``report``) and skipped."""
+        for digest, loaded in ordered_map(self.storage.pool, self._load_block, self.readable,
+                                          window=4 * worker_count()):
+            try:
+                if isinstance(loaded, str):
+                    raise CorruptData(loaded)
+                entries = decode_block(loaded)
+            except CorruptData as error:
+                if report:
+                    self.problem(f"manifest block {digest.hex()[:16]}", str(error))
+                    self.lost[digest] = str(error)
+                    self.blocks[digest] = _BlockDamage(whole=True)
+                continue
+            yield digest, entries
+
+    def _note_entries(self, block: bytes, entries: list, bad: dict[bytes, str]) -> None:
+        """Note the entries of ``block`` whose chunk is in ``bad`` (digest -> kind)."""
+        if not bad:
+            return
+        offset = 0
+        for entry in entries:
+            kind = bad.get(entry.digest) if entry.digest is not None else None
+            if kind:
+                self.blocks.setdefault(block, _BlockDamage()).entries.append(
+                    (offset, entry.length, kind))
+                if kind == UNINDEXED:
+                    self.recoverable.add(entry.digest)
+            offset += entry.length
+
+    def _cross_index(self, block_status: dict[bytes, str | None]) -> dict[bytes, str]:
+        """One ordered pass over the chunks in use and the index together: the chunks in
+        use the index lacks (returned with their kind), and the index entries no snapshot
+        uses (counted, with those a compact at its default threshold frees)."""
+        missing: dict[bytes, str] = {}
+        usage = PackUsage()
+        indexed = self.index.iter_chunks() if self.index_readable else iter(())
+        for digest, in_use, location in merged(iter(self.referenced), indexed):
+            if location is not None:
+                usage.add(digest, location, in_use)
+            elif digest not in block_status and digest not in self.lost:
+                missing[digest] = self._not_indexed(digest)
+        self.report.unused = usage.summed(self.stats)
+        return missing
 
     def _attribute(self) -> None:
         for record in self.records:
@@ -350,15 +410,20 @@ class _Checker:
                          str(damage_context(record, ref.offset, CorruptData(problem))))
         return problem is not None
 
-    def _count_unreferenced(self) -> None:
-        for digest, location in self.locations.items():
-            if digest not in self.referenced:
-                self.report.unreferenced_chunks += 1
-                self.report.unreferenced_bytes += location.stored_size
+def _scratch_parent() -> Path:
+    """Where check keeps the set of chunks in use: this user's cache folder (on a disk,
+    where /tmp may be memory), or the temporary folder for a user with no usable cache."""
+    cache = user_cache_folder()
+    try:
+        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_folder(cache)
+        return cache
+    except OSError:
+        return Path(tempfile.gettempdir())
 
 
 def check(storage: Storage, read_data: bool = False,
           progress: Progress | None = None) -> CheckReport:
     """Check the repository as a reader (compaction will not delete packs meanwhile)."""
-    with storage.reader_lock():
-        return _Checker(storage, read_data, progress).run()
+    with storage.reader_lock(), DigestSet(_scratch_parent()) as referenced:
+        return _Checker(storage, read_data, progress, referenced).run()

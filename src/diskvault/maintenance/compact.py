@@ -42,17 +42,15 @@ from ..store.pipeline import batches
 from ..store.snapshots import SnapshotRecord
 from ..store.locking import WriterLock
 from ..store.storage import Storage
-from .compact_plan import (CompactionPlan, live_records, pack_footer, plan_compaction, record_cost,
-                           validate_threshold)
+from .compact_plan import (DEFAULT_THRESHOLD, CompactionPlan, live_records, pack_footer,
+                           plan_compaction, record_cost, validate_threshold)
 from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, preview
+from .safety import last_copies, refuse_if_damaged
 from .verify import verify_pack
 
 log = logging.getLogger(__name__)
 
-# Rewrite a pack once more than this share of it is unused. A record counts with its footer
-# entry, so after compact: pack bytes <= a fresh repository's / (1 - threshold) + 52 per pack.
-DEFAULT_THRESHOLD = 0.2
 SAVE_EVERY_PACKS = 256  # review outcomes and deletions per LMDB transaction
 FULL_DISK_OUTCOME = ("compact stopped and lost nothing: delete snapshots, or free space "
                      "elsewhere on that disk, then rerun it")
@@ -73,6 +71,7 @@ class CompactResult:
     packs_waiting: int = 0         # doomed packs kept because readers run
     bytes_waiting: int = 0
     packs_damaged: list[str] = field(default_factory=list)  # left alone: run check
+    packs_kept_as_last_copy: list[str] = field(default_factory=list)  # doomed, not deleted
     duration_s: float = 0.0
 
 
@@ -94,9 +93,11 @@ def compact_holding(storage: Storage, lock: WriterLock,
     lock.ensure_held()
     storage.recover_unindexed_packs()
     liveness = Liveness(storage.index)
-    blocks = _live_blocks(storage)
+    records = storage.snapshots.all_intact()
+    blocks = _live_blocks(storage, records)
     lock.ensure_held()
     stats = liveness.reconcile(*blocks)
+    refuse_if_damaged(storage, "compact", records, liveness)
     plan = plan_compaction(storage, liveness, threshold)
     result = _Executor(storage, liveness, plan, lock.ensure_held).run()
     result.blocks_added = stats.blocks_added
@@ -111,7 +112,7 @@ def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> Compact
     writes nothing (packs left by a killed writer are indexed by the real run first)."""
     validate_threshold(threshold)
     with storage.reader_lock():
-        pending = preview(storage.index, *_live_blocks(storage))
+        pending = preview(storage.index, *_live_blocks(storage, storage.snapshots.all_intact()))
         return plan_compaction(storage, pending, threshold)
 
 
@@ -123,11 +124,11 @@ def plan_requests(storage: Storage, plan: CompactionPlan) -> PlannedRequests | N
                             storage.backend.part_bytes)
 
 
-def _live_blocks(storage: Storage):
-    """What reconcile needs: the manifest blocks the intact snapshots list, a reader of
-    blocks that names the snapshot a damaged one belongs to, and the pool."""
+def _live_blocks(storage: Storage, records: list[SnapshotRecord]):
+    """What reconcile needs: the manifest blocks the snapshots list, a reader of blocks
+    that names the snapshot a damaged one belongs to, and the pool."""
     owners: dict[bytes, SnapshotRecord] = {}
-    for record in storage.snapshots.all_intact():
+    for record in records:
         for block in record.blocks:
             owners.setdefault(block.digest, record)
 
@@ -275,15 +276,33 @@ class _Executor:
 
     def _delete(self, pack_ids: list[str]) -> None:
         """Index entries first (no backup may reuse them), then the files, then the packs'
-        rows: a kill in between leaves doomed packs that the next run finishes."""
+        rows: a kill in between leaves doomed packs that the next run finishes. A pack
+        holding the last existing copy of a chunk in use is kept (see _keep_last_copies)."""
+        footers = {p: read_footer(self.packs, p) for p in pack_ids}
         self.ensure_held()
-        self.index.remove_locations({p: read_footer(self.packs, p) for p in pack_ids})
+        for pack_id in self._keep_last_copies(footers):
+            del footers[pack_id]
+        pack_ids = sorted(footers)
+        self.index.remove_locations(footers)
         for pack_id in pack_ids:
             self.result.bytes_freed += self.packs.size(pack_id)
             self.packs.delete(pack_id)
             self.result.packs_deleted += 1
         self.index.remove_packs(pack_ids)
         self.liveness.forget_packs(pack_ids)
+
+    def _keep_last_copies(self, footers: dict[str, list[PackEntry]]) -> list[str]:
+        """Packs about to go that hold the only existing copy of a chunk in use (the copy
+        the index names is gone): the index points at their records again and they stay,
+        doomed, so that the next compaction copies those records out first."""
+        found = last_copies(self.storage, self.liveness, footers)
+        for pack_id, entries in sorted(found.items()):
+            log.warning("pack %s holds the last existing copy of %d chunks in use (the index "
+                        "named copies that do not exist): it is kept; run 'diskvault check'",
+                        pack_id, len(entries))
+            self.index.point_at(pack_id, entries)
+            self.result.packs_kept_as_last_copy.append(pack_id)
+        return sorted(found)
 
     def _forget_vanished(self) -> None:
         """Finish deletions a kill interrupted after the unlink. Any index entry left

@@ -28,6 +28,10 @@ from .verify import read_windows
 
 log = logging.getLogger(__name__)
 
+# Rewrite a pack once more than this share of it is unused. A record counts with its footer
+# entry, so after compact: pack bytes <= a fresh repository's / (1 - threshold) + 52 per pack.
+DEFAULT_THRESHOLD = 0.2
+
 
 class LivenessView(Protocol):
     """What planning asks of the reference counts: Liveness (reconciled) or its preview."""

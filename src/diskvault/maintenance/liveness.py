@@ -139,6 +139,11 @@ class Liveness:
     def read_txn(self) -> lmdb.Transaction:
         return self.index.env.begin()
 
+    def used_digests(self) -> Iterator[bytes]:
+        """Every chunk an accounted manifest block references, in digest order."""
+        with self.index.env.begin() as txn:
+            yield from txn.cursor(db=self._refs).iternext(values=False)
+
     # -- pack review and deferred deletion ---------------------------------------------
     def packs_to_review(self, known_packs: Iterable[str], threshold: float) -> list[str]:
         """Packs that may hold garbage: never reviewed, lost a chunk since, doomed, or

@@ -17,7 +17,9 @@ from ..errors import BadInput
 from ..store.locking import WriterLock
 from ..store.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
+from .liveness import Liveness
 from .retention import KeepPolicy, SnapshotTime, select_kept
+from .safety import refuse_if_damaged
 
 INTACT_OUTCOME = "snapshots listed by 'diskvault list' are intact: rerun the {}"
 PROTECTED_REASON = "newest of its series (protected: the rules keep none of it)"
@@ -84,7 +86,9 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
         return plan
     with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
             storage.writer_lock("prune", lock_wait_s) as lock:
-        plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all)
+        records = storage.snapshots.all()
+        plan = plan_prune(records, policy, now, name, allow_delete_all)
+        _refuse_if_damaged(storage, "prune", records)
         forget_records(storage, plan.removed, lock)
     return plan
 
@@ -99,7 +103,9 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str], lock_wait_s: fl
         return select_deleted(storage.snapshots.all(), selectors, all_of_series)
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
             storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
-        chosen = select_deleted(storage.snapshots.all(), selectors, all_of_series)
+        records = storage.snapshots.all()
+        chosen = select_deleted(records, selectors, all_of_series)
+        _refuse_if_damaged(storage, "delete", records)
         forget_records(storage, chosen, lock)
     return chosen
 
@@ -123,6 +129,14 @@ def select_deleted(records: Sequence[SnapshotRecord], selectors: Sequence[str],
         else:
             chosen[record.id] = record
     return sorted(chosen.values(), key=lambda r: (r.time, r.id))
+
+
+def _refuse_if_damaged(storage: Storage, command: str,
+                       records: Sequence[SnapshotRecord]) -> None:
+    """Forget nothing in a damaged repository (safety.py); packs a killed writer left, or a
+    lost index, are indexed first: that is not damage."""
+    storage.recover_unindexed_packs()
+    refuse_if_damaged(storage, command, records, Liveness.existing(storage.index))
 
 
 def forget_records(storage: Storage, records: Iterable[SnapshotRecord],

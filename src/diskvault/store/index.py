@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+import shutil
+import tempfile
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,22 @@ def _writable(path: Path) -> bool:
 def _decode_location(value: bytes) -> ChunkLocation:
     pack, offset, stored, raw, flags = LOCATION.unpack(value)
     return ChunkLocation(pack.hex(), offset, stored, raw, flags)
+
+
+def _encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
+    return LOCATION.pack(pack_key, entry.offset, entry.stored_size, entry.raw_size, entry.flags)
+
+
+FINGERPRINT_MASK = (1 << 64) - 1
+
+
+def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
+    """An order-free sum over the index entries these records would have: equal to the
+    pack's fingerprint in ``pack_fingerprints`` when the index points at exactly these
+    records (a process's own hash: compare only within one process)."""
+    pack_key = bytes.fromhex(pack_id)
+    return sum(hash(entry.digest + _encode_location(pack_key, entry))
+               for entry in entries) & FINGERPRINT_MASK
 
 
 def exit_code_in_child(work) -> int:
@@ -209,13 +227,37 @@ class ChunkIndex:
         pack_key = bytes.fromhex(pack_id)
         stored = raw = records = 0
         for entry in entries:
-            value = LOCATION.pack(pack_key, entry.offset, entry.stored_size,
-                                  entry.raw_size, entry.flags)
-            txn.put(entry.digest, value, db=self._chunks, overwrite=overwrite)
+            txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks,
+                    overwrite=overwrite)
             stored += entry.stored_size
             raw += entry.raw_size
             records += 1
         txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=self._packs)
+
+    def point_at(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        """Make these records of a pack (still indexed) the location of their digests: the
+        copy they pointed at is gone. The pack's statistics stay as they are."""
+        pack_key = bytes.fromhex(pack_id)
+        with self.env.begin(write=True) as txn:
+            for entry in entries:
+                txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks)
+
+    def locate_many(self, digests: Iterable[bytes]
+                    ) -> Iterator[tuple[bytes, ChunkLocation | None]]:
+        """Each digest with its location (None: not indexed), from one read transaction."""
+        with self._reading(), self.env.begin() as txn:
+            for digest in digests:
+                value = txn.get(digest, db=self._chunks)
+                yield digest, None if value is None else _decode_location(value)
+
+    def packs_holding(self, digests: Iterable[bytes]) -> Iterator[bytes | None]:
+        """For each digest, the id (16 bytes) of the pack the index puts it in, or None:
+        one read transaction, nothing else decoded (a pass over every chunk in use)."""
+        with self._reading(), self.env.begin(buffers=True) as txn:
+            get, chunks = txn.get, self._chunks
+            for digest in digests:
+                value = get(digest, db=chunks)
+                yield None if value is None else bytes(value[:16])
 
     def remove_locations(self, packs: dict[str, list[PackEntry]]) -> int:
         """Drop the index entries that point at these records of these packs (entries that
@@ -253,6 +295,33 @@ class ChunkIndex:
             for digest, value in txn.cursor(db=self._chunks):
                 yield digest, _decode_location(value)
 
+    def pack_fingerprints(self) -> dict[str, tuple[int, int]]:
+        """Per pack, how many index entries point into it and their fingerprint (see
+        ``fingerprint``): one sequential pass, nothing decoded, so that check compares a
+        pack's footer with the index without a lookup per record."""
+        counts: dict[bytes, int] = {}
+        sums: dict[bytes, int] = {}
+        with self._reading(), self.env.begin() as txn:
+            for digest, value in txn.cursor(db=self._chunks):
+                pack_key = value[:16]
+                counts[pack_key] = counts.get(pack_key, 0) + 1
+                sums[pack_key] = sums.get(pack_key, 0) + hash(digest + value)
+        return {key.hex(): (count, sums[key] & FINGERPRINT_MASK)
+                for key, count in counts.items()}
+
+    def locations_in(self, pack_ids: Collection[str]) -> dict[str, list[tuple[bytes,
+                                                                          ChunkLocation]]]:
+        """Every (digest, location) that points into these packs: one pass over the index,
+        for the few packs whose entries must be named one by one."""
+        keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
+        found: dict[str, list[tuple[bytes, ChunkLocation]]] = {p: [] for p in pack_ids}
+        with self._reading(), self.env.begin() as txn:
+            for digest, value in txn.cursor(db=self._chunks):
+                if value[:16] in keys:
+                    location = _decode_location(value)
+                    found[location.pack_id].append((digest, location))
+        return found
+
     def chunk_count(self) -> int:
         with self._reading(), self.env.begin() as txn:
             return txn.stat(self._chunks)["entries"]
@@ -268,3 +337,51 @@ class ChunkIndex:
             for name in txn.cursor().iternext(values=False):
                 for _ in txn.cursor(db=self.env.open_db(name, txn=txn, create=False)):
                     pass
+
+
+class DigestSet:
+    """A set of digests that lives on disk, in a throwaway LMDB environment: a walk over
+    millions of chunks holds at most ``BUFFERED`` of them in memory. Its file is made in a
+    private temporary folder under ``parent`` and unlinked at once, so nothing is left
+    behind even by a killed process. Use it in a ``with`` block."""
+
+    BUFFERED = 1 << 16  # digests held before they are written, sorted, in one transaction
+
+    def __init__(self, parent: Path):
+        folder = tempfile.mkdtemp(prefix="scratch-", dir=parent)  # 0700, made here
+        try:
+            # Nothing here outlives the process: no fsync, no lock file (one user, one
+            # thread); LMDB keeps using the file through its descriptor once unlinked.
+            self._env = lmdb.open(folder, map_size=MAP_SIZE_BYTES, sync=False,
+                                  metasync=False, lock=False, readahead=False,
+                                  mode=PRIVATE_FILE_MODE)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._buffer: set[bytes] = set()
+
+    def __enter__(self) -> DigestSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._env.close()
+
+    def add(self, digest: bytes) -> None:
+        self._buffer.add(digest)
+        if len(self._buffer) >= self.BUFFERED:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.cursor().putmulti(((digest, b"") for digest in sorted(self._buffer)),
+                                  overwrite=False)
+        self._buffer = set()
+
+    def __len__(self) -> int:
+        self._flush()
+        return self._env.stat()["entries"]
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The digests in order, from one read transaction."""
+        self._flush()
+        with self._env.begin() as txn:
+            yield from txn.cursor().iternext(values=False)

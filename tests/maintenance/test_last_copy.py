@@ -1,0 +1,177 @@
+"""Never lose the last copy: maintenance proves from what exists (packs listed and stat'ed),
+not from what the index cache says, before it deletes a pack or forgets a snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+
+import pytest
+
+from diskvault.errors import EXIT_FAILURE, CorruptData
+from diskvault.maintenance.check import check
+from diskvault.maintenance.compact import compact
+from diskvault.maintenance.liveness import Liveness
+from diskvault.maintenance.prune import delete_snapshots, prune
+from diskvault.maintenance.repair import repair_repository
+from diskvault.maintenance.retention import KeepPolicy
+from diskvault.maintenance.safety import last_copies
+from diskvault.store.packs import read_footer
+from diskvault.store.repository import Repository
+
+from ..conftest import run_cli
+from .support import assert_all_restore, nightly, small_pack_repository
+
+REPAIR_FIRST = "check --repair"
+
+
+@pytest.fixture
+def small(tmp_path):
+    repository = small_pack_repository(tmp_path / "repo")
+    yield repository
+    repository.close()
+
+
+def compact_beside_a_reader(repository: Repository) -> tuple[set[str], set[str]]:
+    """Delete the oldest snapshot and compact while a reader runs: the sources are doomed
+    and wait, their live records copied into new packs. Returns (sources, new packs)."""
+    before = set(repository.storage.packs.list())
+    delete_snapshots(repository.storage, [repository.list_snapshots()[0].id])
+    reader = repository.reader_lock()
+    result = compact(repository.storage, threshold=0.0)
+    reader.release()
+    assert result.packs_written > 0 and result.packs_waiting > 0
+    doomed = Liveness(repository.storage.index).doomed()
+    return doomed, set(repository.storage.packs.list()) - before
+
+
+def kept_snapshots(expected: dict[str, bytes], repository: Repository) -> dict[str, bytes]:
+    ids = {r.id for r in repository.list_snapshots()}
+    return {i: data for i, data in expected.items() if i in ids}
+
+
+def test_compact_refuses_and_keeps_the_doomed_sources_when_their_copies_are_lost(small,
+                                                                               tmp_path):
+    expected = nightly(small, tmp_path, 4)
+    compact(small.storage, threshold=0.0)
+    doomed, copies = compact_beside_a_reader(small)
+    expected = kept_snapshots(expected, small)
+    for pack_id in copies:  # a damaged disk, an older copy of the folder put back...
+        small.storage.packs.delete(pack_id)
+    packs = set(small.storage.packs.list())
+    with pytest.raises(CorruptData, match=REPAIR_FIRST):
+        compact(small.storage, threshold=0.0)
+    assert set(small.storage.packs.list()) == packs and doomed <= packs
+    found = check(small.storage)  # the copies in the doomed packs are named, not lost
+    assert found.damaged and found.damaged_snapshots
+    assert all(d.lost_chunks == 0 and d.unindexed_chunks > 0 for d in found.damaged_snapshots)
+    root = small.root
+    small.close()
+    repair_repository(root)
+    with Repository.open(root) as repaired:
+        compact(repaired.storage, threshold=0.0)
+        assert_all_restore(repaired, expected)
+        assert not check(repaired.storage, read_data=True).damaged
+
+
+def test_restoring_an_older_copy_of_the_repository_loses_nothing_to_compact(small, tmp_path):
+    expected = nightly(small, tmp_path, 4)
+    compact(small.storage, threshold=0.0)
+    root = small.root
+    saved = tmp_path / "saved"
+    shutil.copytree(root, saved, ignore=shutil.ignore_patterns("index"))
+    compact_beside_a_reader(small)
+    small.close()
+    # The older copy comes back, but the index (a cache) remembers the later compaction.
+    for part in ("packs", "snapshots"):
+        shutil.rmtree(root / part)
+        shutil.copytree(saved / part, root / part)
+    refused = run_cli("compact", "-r", str(root), "--threshold", "0")
+    assert refused.returncode == 1, refused.stderr
+    assert REPAIR_FIRST in refused.stderr.decode() and b"Traceback" not in refused.stderr
+    assert len(refused.stderr.decode().strip().splitlines()) == 1
+    run_cli("check", "-r", str(root), "--repair", check=True)
+    run_cli("compact", "-r", str(root), "--threshold", "0", check=True)
+    with Repository.open(root) as restored:
+        assert_all_restore(restored, expected)
+        assert not check(restored.storage, read_data=True).damaged
+
+
+def test_a_doomed_pack_whose_copies_are_gone_is_proven_to_hold_the_last_copies(small,
+                                                                              tmp_path):
+    nightly(small, tmp_path, 4)
+    compact(small.storage, threshold=0.0)
+    doomed, copies = compact_beside_a_reader(small)
+    storage = small.storage
+    footers = {p: read_footer(storage.packs, p) for p in doomed}
+    assert last_copies(storage, Liveness(storage.index), footers) == {}
+    copied = {e.digest for p in copies for e in read_footer(storage.packs, p)}
+    for pack_id in copies:
+        storage.packs.delete(pack_id)
+    found = last_copies(storage, Liveness(storage.index), footers)
+    assert set(found) <= doomed
+    assert {e.digest for entries in found.values() for e in entries} == copied
+
+
+@pytest.mark.parametrize("command", ["prune", "delete"])
+def test_prune_and_delete_refuse_while_the_index_points_at_a_missing_pack(small, tmp_path,
+                                                                          command):
+    nightly(small, tmp_path, 3)
+    compact(small.storage, threshold=0.0)
+    newest = small.list_snapshots()[-1]
+    lost = small.storage.chunks.locate(newest.blocks[0].digest).pack_id
+    small.storage.packs.delete(lost)
+    snapshots = {r.id for r in small.list_snapshots()}
+    with pytest.raises(CorruptData, match=REPAIR_FIRST):
+        if command == "prune":
+            prune(small.storage, KeepPolicy(last=1))
+        else:
+            delete_snapshots(small.storage, [small.list_snapshots()[0].id])
+    selector = ["--keep-last", "1"] if command == "prune" else [small.list_snapshots()[0].id]
+    refused = run_cli(command, "-r", str(small.root), *selector)
+    assert refused.returncode == EXIT_FAILURE
+    assert refused.stderr.decode().count("\n") == 1 and REPAIR_FIRST in refused.stderr.decode()
+    assert {r.id for r in small.list_snapshots()} == snapshots
+
+
+# -- on a real object store ------------------------------------------------------------
+def test_an_older_copy_of_a_bucket_prefix_put_back_loses_nothing_to_compact(
+        s3_environment, tmp_path, monkeypatch):
+    """Save the prefix, delete a snapshot, compact beside a reader, put the saved copy back,
+    compact again: the second compact must refuse, and after repair every snapshot (the
+    deleted one is back) reads back in full, also from a fresh cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-a"))
+    url = f"s3://{s3_environment.bucket}/last-copy-{uuid.uuid4().hex[:12]}"
+    run_cli("init", "-r", url, "--encryption", "none", check=True)
+    shared = os.urandom(1 << 20)
+    images = {"a": shared + os.urandom(1 << 20), "b": shared + os.urandom(256 << 10)}
+    for name, data in images.items():  # b's new chunks go to a pack of their own
+        (tmp_path / name).write_bytes(data)
+        run_cli("backup", "-r", url, str(tmp_path / name), "--name", name, check=True)
+    with Repository.open(url) as repository:
+        backend = repository.storage.backend
+        saved = {name: backend.get(name) for part in ("packs/", "snapshots/")
+                 for name in backend.list(part)}
+        first = repository.list_snapshots("a")[0]
+        delete_snapshots(repository.storage, [first.id])
+        with repository.reader_lock():
+            waiting = json.loads(run_cli("compact", "-r", url, "--threshold", "0", "--json",
+                                         check=True).stdout)
+        assert waiting["packs_written"] > 0 and waiting["packs_waiting"] > 0
+        for part in ("packs/", "snapshots/"):  # the older copy comes back
+            for name in backend.list(part):
+                if name not in saved:
+                    backend.delete(name)
+        for name, data in saved.items():
+            backend.put(name, data)
+    refused = run_cli("compact", "-r", url, "--threshold", "0")
+    assert refused.returncode == EXIT_FAILURE, refused.stdout
+    assert REPAIR_FIRST in refused.stderr.decode()
+    run_cli("check", "-r", url, "--repair", check=True)
+    run_cli("compact", "-r", url, "--threshold", "0", check=True)
+    fresh = {"XDG_CACHE_HOME": str(tmp_path / "cache-b")}
+    run_cli("check", "-r", url, "--read-data", env=fresh, check=True)
+    for name, data in images.items():
+        assert run_cli("cat", "-r", url, name, env=fresh, check=True).stdout == data
