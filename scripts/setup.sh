@@ -21,7 +21,7 @@ if [ "${1:-}" = "--tests" ]; then
   # util-linux/mount: losetup and mount; fdisk/gdisk: partition tables; the others build
   # FAT, exFAT, NTFS, XFS, btrfs and LVM images for the filesystem-browsing tests; ceph-*,
   # radosgw: the throwaway Ceph the object-store tests start (tests/ceph.py); libfaketime:
-  # a lock taker whose clock is wrong (tests/store/test_lock_leases.py); systemd:
+  # a lock taker whose clock is wrong (tests/store/coordination/test_lock_leases.py); systemd:
   # systemd-analyze verify for the units `schedule` writes; chromium: the headless browser
   # that renders `report --html`.
   packages+=(util-linux mount passwd fdisk gdisk dosfstools mtools exfatprogs exfat-fuse

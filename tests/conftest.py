@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
+from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
 from .ceph import ceph_s3, s3_environment  # noqa: F401  (fixtures: a real Ceph for S3)

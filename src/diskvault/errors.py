@@ -129,7 +129,7 @@ class LockLost(DiskvaultError):
             f"{command.split()[0]} again")
 
 
-# -- object stores (store/s3.py) --------------------------------------------------------
+# -- object stores (store/backends/s3.py) --------------------------------------------------------
 
 class ObjectStoreUnusable(BadInput):
     """An object store that cannot be used as configured: no or refused credentials, a
@@ -199,7 +199,7 @@ class MountFailed(DiskvaultError):
         self.exit_code = exit_code
 
 
-# -- encryption (store/crypto.py, store/keys.py, store/passphrase.py) --------------------
+# -- encryption (store/format/crypto.py, store/keys/key_file.py, store/keys/passphrase.py) --------------------
 
 # restic exits 12 on a wrong password; the same code lets scripts written for it tell a
 # mistyped or stale passphrase apart from damage.
@@ -230,7 +230,7 @@ class WrongRepositoryKey(BadInput):
     """A key export belongs to another repository than the one it is imported into."""
 
 
-# -- change maps (store/change_map.py, store/changed_backup.py) ----------------------------
+# -- change maps (store/backup/change_map.py, store/backup/changed_backup.py) ----------------------------
 
 class ChangeMapWrong(DiskvaultError):
     """Bytes a change map called unchanged differ from the previous snapshot's."""

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from diskvault.maintenance.check import check
-from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
+from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli, write_image

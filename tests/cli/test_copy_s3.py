@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE, read_config, write_config
-from diskvault.store.packs import PackStore
+from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, read_config, write_config
+from diskvault.store.format.packs import PackStore
 from diskvault.store.repository import Repository
 
 from ..conftest import init_args, run_cli, write_image

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from diskvault.store.format.snapshots import SnapshotStore
 from diskvault.store.repository import Repository
-from diskvault.store.snapshots import SnapshotStore
 
 from ..conftest import run_cli, write_image
 

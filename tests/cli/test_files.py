@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.config import REPOKEY_MODE
+from diskvault.store.format.config import REPOKEY_MODE
 from diskvault.store.repository import Repository
 from tests.conftest import SMALL_CHUNKS, run_cli
 from tests.fsimages import (FS_KINDS, PartSpec, assert_trees_equal, file_size_mib, flipped_bytes,
@@ -29,7 +29,7 @@ FUZZ_ATTEMPTS = 5
 def backed_up(tmp_path_factory):
     """A repository with three snapshots: 'gpt' (p1 empty, p2 ext4), 'mbr' (p1 FAT16) and
     'bare' (the ext4 filesystem alone); and the source trees. Encrypted, as `init` makes
-    them by default (plaintext ls/pull run in tests/store/test_browse.py and the mount's
+    them by default (plaintext ls/pull run in tests/store/read/test_browse.py and the mount's
     .files/ tests)."""
     folder = tmp_path_factory.mktemp("files")
     tree = populate_tree(folder / "tree", many=40)

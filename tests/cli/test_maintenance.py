@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.local_backend import LocalBackend
-from diskvault.store.locking import WriterLock
+from diskvault.store.backends.local import LocalBackend
+from diskvault.store.coordination.locking import WriterLock
 from diskvault.store.repository import Repository
 from tests.conftest import run_cli, write_image
 

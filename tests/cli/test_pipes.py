@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
+from diskvault.store.format.snapshots import SnapshotRecord
 from diskvault.store.repository import Repository
-from diskvault.store.snapshots import SnapshotRecord
 from tests.conftest import SMALL_CHUNKS, write_image
 
 EXIT_CLOSED_PIPE = 141

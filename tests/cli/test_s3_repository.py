@@ -5,9 +5,9 @@ reading only new pack footers, and damage on the server is named."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import dataclasses
 import os
 import subprocess
 import sys
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from diskvault.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_IO, EXIT_LOCKED
-from diskvault.store import index_cache
-from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE, read_config, write_config
-from diskvault.store.encryption import KEY_FILE
+from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, read_config, write_config
+from diskvault.store.index import catch_up as index_cache
+from diskvault.store.keys.encryption import KEY_FILE
 from diskvault.store.repository import Repository
 
 from ..conftest import in_both_modes, init_args, run_cli

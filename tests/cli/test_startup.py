@@ -97,17 +97,17 @@ def test_reading_the_snapshot_list_loads_neither_backup_nor_image_parsers_nor_ma
     assert {name for name in modules if name.startswith(("diskvault.image.drivers",
                                                          "diskvault.maintenance",
                                                          "diskvault.fuse", "dissect"))
-            or name in ("diskvault.store.backup", "diskvault.store.browse")} == set()
+            or name in ("diskvault.store.backup.back_up", "diskvault.store.read.browse")} == set()
 
 
 # What listing a plaintext repository's snapshots never needs: chunking, compression,
 # encryption and key derivation, the object store's client, and the flows that write or
 # read images.
 NOT_FOR_LISTING = ("fastcdc", "zstandard", "cryptography", "argon2", "boto3", "dissect",
-                   "diskvault.store.chunker", "diskvault.store.copy",
-                   "diskvault.store.reader", "diskvault.store.restore",
-                   "diskvault.store.read_plan", "diskvault.store.write_session",
-                   "diskvault.store.keys")
+                   "diskvault.store.backup.chunker", "diskvault.store.copy",
+                   "diskvault.store.read.reader", "diskvault.store.restore.restore",
+                   "diskvault.store.read.read_plan", "diskvault.store.backup.write_session",
+                   "diskvault.store.keys.key_file")
 
 
 @pytest.mark.parametrize("args", [["list"], ["info"], ["info", "latest"]])
@@ -115,7 +115,7 @@ def test_listing_a_plaintext_repository_loads_no_chunker_codec_cipher_or_image_f
         repo, make_image, tmp_path, args):
     repo.backup(make_image(1 << 16, "random", name="vm1.img"), name="vm1")
     modules = imported_modules(tmp_path, *args, "-r", str(repo.root))
-    assert "diskvault.store.snapshots" in modules
+    assert "diskvault.store.format.snapshots" in modules
     assert {name for name in modules
             if any(name == root or name.startswith(root + ".") for root in NOT_FOR_LISTING)
             } == set()
@@ -132,6 +132,6 @@ def test_the_mount_operations_load_no_filesystem_parser_before_files_inside_are_
     assert {name for name in modules if name.startswith(("diskvault.image.filesystems",
                                                          "diskvault.image.drivers",
                                                          "diskvault.image.locations",
-                                                         "diskvault.store.browse",
+                                                         "diskvault.store.read.browse",
                                                          "diskvault.fuse.files", "dissect"))
             } == set()

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from diskvault.store.config import REPOKEY_MODE
+from diskvault.store.format.config import REPOKEY_MODE
 from diskvault.store.repository import Repository
 
 from ..conftest import SMALL_CHUNKS, TEST_PASSPHRASE, run_cli

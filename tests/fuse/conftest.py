@@ -15,8 +15,8 @@ import pytest
 from diskvault.errors import FuseUnavailable
 from diskvault.fuse.mounttable import find_mount
 from diskvault.fuse.preflight import load_fuse_binding
-from diskvault.store.local_backend import LocalBackend
-from diskvault.store.readers import readers_excluded
+from diskvault.store.backends.local import LocalBackend
+from diskvault.store.coordination.readers import readers_excluded
 
 from ..conftest import run_cli
 

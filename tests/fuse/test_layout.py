@@ -8,11 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskvault.fuse.layout import (ROOT, Folder, InsideFiles, Link, MountNames, SnapshotFolder,
-                                   assign_names, escape_name, find_inside, image_name,
-                                   layout_all, layout_one, snapshot_files, time_ns,
-                                   volume_folder)
+                                   assign_names, escape_name, find_inside, image_name, layout_all,
+                                   layout_one, snapshot_files, time_ns, volume_folder)
 from diskvault.image.volumes import Partition
-from diskvault.store.snapshots import BackupStats, SnapshotRecord
+from diskvault.store.format.snapshots import BackupStats, SnapshotRecord
 
 T0 = datetime(2026, 11, 18, 3, 15, tzinfo=timezone.utc)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from diskvault.store.readers import readers_excluded
-from diskvault.store.snapshots import record_name
+from diskvault.store.coordination.readers import readers_excluded
+from diskvault.store.format.snapshots import record_name
 
 from ..conftest import run_cli
 from .conftest import reader_lock_free, wait_for

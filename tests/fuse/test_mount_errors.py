@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from diskvault.fuse.mounttable import find_mount
-from diskvault.store.packs import pack_name
+from diskvault.store.format.packs import pack_name
 
 from ..conftest import run_cli
 from .conftest import require_fuse, unmount_for_good, wait_for

@@ -15,7 +15,7 @@ import pytest
 from diskvault.errors import MountFailed
 from diskvault.fuse.daemon import fork_mount_process
 from diskvault.fuse.mounttable import find_mount
-from diskvault.store.config import REPOKEY_MODE
+from diskvault.store.format.config import REPOKEY_MODE
 
 from ..conftest import TEST_PASSPHRASE, run_cli
 from .conftest import DEADLINE_S, require_fuse, unmount, wait_for

@@ -10,12 +10,12 @@ import random
 import shutil
 from pathlib import Path
 
-from diskvault.store.local_backend import LocalBackend
-from diskvault.store.config import PLAINTEXT_MODE, write_config
-from diskvault.store.encryption import config_mac
-from diskvault.store.packs import PackStore
+from diskvault.store.backends.local import LocalBackend
+from diskvault.store.format.config import PLAINTEXT_MODE, write_config
+from diskvault.store.format.packs import PackStore
+from diskvault.store.format.snapshots import SnapshotRecord
+from diskvault.store.keys.encryption import config_mac
 from diskvault.store.repository import Repository
-from diskvault.store.snapshots import SnapshotRecord
 
 KiB = 1024
 PACK_HEAD_AND_TRAILER = 8 + 44  # bytes of a pack that are not records or footer entries

@@ -18,9 +18,9 @@ from diskvault.maintenance.compact import compact
 from diskvault.maintenance.liveness import Liveness
 from diskvault.maintenance.prune import delete_snapshots
 from diskvault.maintenance.repair import repair_repository
-from diskvault.store.packs import PackWriter, read_footer
+from diskvault.store.format.packs import PackWriter, read_footer
+from diskvault.store.format.snapshots import SnapshotRecord
 from diskvault.store.repository import Repository
-from diskvault.store.snapshots import SnapshotRecord
 
 from ..conftest import in_both_modes
 from .support import (assert_all_restore, assert_restore, back_up, chunk_offsets, evolve,

@@ -8,7 +8,7 @@ import random
 
 from diskvault.maintenance.check import check
 from diskvault.maintenance.prune import delete_snapshots
-from diskvault.store.index import DigestSet
+from diskvault.store.index.chunk_index import DigestSet
 
 from ..conftest import run_cli
 from .support import KiB, back_up, small_pack_repository

@@ -23,10 +23,10 @@ from diskvault.maintenance.check import check
 from diskvault.maintenance.compact import compact, plan_only
 from diskvault.maintenance.prune import delete_snapshots, prune
 from diskvault.maintenance.retention import KeepPolicy
-from diskvault.store.local_backend import LocalBackend
-from diskvault.store.packs import PackStore, pack_name, read_footer
+from diskvault.store.backends.local import LocalBackend
+from diskvault.store.format.packs import PackStore, pack_name, read_footer
+from diskvault.store.format.snapshots import record_name
 from diskvault.store.repository import Repository
-from diskvault.store.snapshots import record_name
 
 from ..conftest import in_both_modes, run_cli
 from .support import (PACK_HEAD_AND_TRAILER, assert_all_restore, assert_plan_carried_out, back_up,

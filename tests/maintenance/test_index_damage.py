@@ -13,7 +13,7 @@ import pytest
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli, write_image
-from ..store.test_corruption import assert_one_line_error
+from ..store.read.test_corruption import assert_one_line_error
 
 MiB = 1024 * 1024
 PAGE_BYTES = 4096

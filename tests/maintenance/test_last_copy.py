@@ -18,7 +18,7 @@ from diskvault.maintenance.prune import delete_snapshots, prune
 from diskvault.maintenance.repair import repair_repository
 from diskvault.maintenance.retention import KeepPolicy
 from diskvault.maintenance.safety import last_copies
-from diskvault.store.packs import read_footer
+from diskvault.store.format.packs import read_footer
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli

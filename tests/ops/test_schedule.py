@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from diskvault.ops.schedule import Schedule, parse_clock, systemd_units, unit_prefix
-from diskvault.store.config import REPOKEY_MODE
+from diskvault.store.format.config import REPOKEY_MODE
 from diskvault.store.repository import Repository
 
 from ..conftest import SMALL_CHUNKS, TEST_PASSPHRASE, run_cli

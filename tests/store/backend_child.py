@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from .backends import open_backend
+from .backend_fixtures import open_backend
 
 
 def main(kind: str, location: str, operation: str, name: str, argument: str) -> None:

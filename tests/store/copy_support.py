@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
+from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
 from ..conftest import SMALL_CHUNKS, HashSink

@@ -26,12 +26,12 @@ import time
 from diskvault.errors import LockLost, RepositoryLocked
 from diskvault.maintenance.compact import compact_holding
 from diskvault.maintenance.prune import forget_records
-from diskvault.store.leases import LeaseTiming
-from diskvault.store.locking import WriterLock
-from diskvault.store.readers import ReaderLock
+from diskvault.store.coordination.leases import LeaseTiming
+from diskvault.store.coordination.locking import WriterLock
+from diskvault.store.coordination.readers import ReaderLock
 from diskvault.store.repository import Repository
 
-from .backends import open_backend, repository_location
+from .backend_fixtures import open_backend, repository_location
 
 DEADLINE_S = 60.0
 

@@ -11,16 +11,16 @@ import pytest
 
 from diskvault.errors import BadInput, CorruptData, SnapshotNotFound
 from diskvault.maintenance.check import check
-from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams
 from diskvault.store.copy import select_for_copy
-from diskvault.store.image_map import image_spans
-from diskvault.store.packs import pack_name
+from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams
+from diskvault.store.format.packs import pack_name
+from diskvault.store.format.snapshots import BackupStats, SnapshotRecord
+from diskvault.store.read.image_map import image_spans
 from diskvault.store.repository import Repository
-from diskvault.store.snapshots import BackupStats, SnapshotRecord
 
 from ..conftest import write_image
-from .copy_support import (MODE_PAIR_IDS, MODE_PAIRS, file_sha, image_sha, new_repository,
-                           repository_location)  # noqa: F401  (a fixture)
+from .copy_support import repository_location  # noqa: F401  (a fixture)
+from .copy_support import MODE_PAIR_IDS, MODE_PAIRS, file_sha, image_sha, new_repository
 
 MiB = 1024 * 1024
 

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from diskvault.store.local_backend import LocalBackend
-from diskvault.store.config import PLAINTEXT_MODE
-from diskvault.store.packs import PackStore, read_footer
+from diskvault.store.backends.local import LocalBackend
+from diskvault.store.format.config import PLAINTEXT_MODE
+from diskvault.store.format.packs import PackStore, read_footer
 from diskvault.store.repository import Repository
 
 from ..conftest import HashSink, in_both_modes, run_cli, write_image

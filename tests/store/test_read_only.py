@@ -17,7 +17,7 @@ from diskvault.store.repository import Repository
 from ..conftest import SMALL_CHUNKS, run_cli
 from ..fsimages import make_ext4, require_root, require_tool
 from ..fuse.conftest import require_fuse, unmount, wait_for
-from .test_corruption import assert_one_line_error
+from .read.test_corruption import assert_one_line_error
 
 EXIT_READ_ONLY = 77
 Run = Callable[..., subprocess.CompletedProcess]  # run(*diskvault argv)

@@ -75,8 +75,8 @@ class CommandPassphrase:
 
     def __call__(self) -> str:
         if self._text is None:
-            from ..store.passphrase import (  # see opened()
-                REPOSITORY_NAMES, environment, get_passphrase, terminal_prompt)
+            from ..store.keys.passphrase import (REPOSITORY_NAMES, environment,  # see opened()
+                                                 get_passphrase, terminal_prompt)
 
             ctx = click.get_current_context(silent=True)
             password_file = ctx.meta.get(self._password_file_key) if ctx else None
@@ -120,7 +120,7 @@ def opened(repo: str | None, passphrase: CommandPassphrase | None = None,
     A ``writer`` (backup) takes the writer lock before it uses the index."""
     # Imported here, not at the top: the group imports this module, and `diskvault --help`
     # must not pay for loading the store.
-    from ..store.location import parse_location
+    from ..store.backends.location import parse_location
     from ..store.repository import Repository
 
     repository = Repository.open(parse_location(repo), passphrase or CommandPassphrase(),

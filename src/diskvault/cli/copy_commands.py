@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from ..errors import BadInput
+from ..store.backends.location import parse_location
 from ..store.copy import CopyReport
-from ..store.passphrase import SOURCE_NAMES
-from ..store.location import parse_location
+from ..store.keys.passphrase import SOURCE_NAMES
 from .common import CommandPassphrase, json_option, lock_wait_option, opened, password_file_option
 from .output import human_bytes, print_json, snapshot_json
 

@@ -16,8 +16,8 @@ from ..image.extract import PullProgress, PullReport
 from ..image.extract import pull as pull_files
 from ..image.filesystems import Entry
 from ..image.locations import VolumeSummary
-from ..store.browse import Listing
-from ..store.snapshots import SnapshotRecord
+from ..store.format.snapshots import SnapshotRecord
+from ..store.read.browse import Listing
 from .common import json_option, opened, repo_option
 from .output import human_bytes, print_json, print_table
 from .progress import ProgressLine

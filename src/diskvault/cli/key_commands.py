@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from ..errors import PassphraseUnavailable
-from ..store.passphrase import (NEW_PASSWORD_VARIABLE, ask, environment,
-                                read_passphrase_file, terminal_prompt)
-from ..store.location import parse_location
+from ..store.backends.location import parse_location
+from ..store.keys.passphrase import (NEW_PASSWORD_VARIABLE, ask, environment, read_passphrase_file,
+                                     terminal_prompt)
 from ..store.repository import Repository
 from .common import CommandPassphrase, opened, repo_option
 

@@ -111,7 +111,7 @@ def harden_process() -> None:
     read its memory, and the passphrase variables leave its environment (the mount runs
     for days; the passphrase command and fusermount are its children)."""
     from ..hardening import forbid_core_dumps
-    from ..store.passphrase import take_secret_variables
+    from ..store.keys.passphrase import take_secret_variables
 
     take_secret_variables()
     forbid_core_dumps()

@@ -17,8 +17,8 @@ from ..maintenance.compact_requests import PlannedRequests
 from ..maintenance.prune import PrunePlan
 from ..maintenance.repair import RepairReport
 from ..maintenance.retention import KeepPolicy, parse_duration
-from ..store.location import parse_location
-from ..store.snapshots import SnapshotRecord
+from ..store.backends.location import parse_location
+from ..store.format.snapshots import SnapshotRecord
 from .common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
 from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn
 from .progress import ProgressLine

@@ -14,7 +14,7 @@ from ..fuse.logs import configure_logging, syslog_available
 from ..fuse.preflight import check_allow_other, check_mountpoint, load_fuse_binding
 from ..fuse.serve import serve
 from ..fuse.unmount import unmount
-from ..store.snapshots import SnapshotRecord
+from ..store.format.snapshots import SnapshotRecord
 from .common import debug_enabled, opened, repo_option
 from .output import warn
 

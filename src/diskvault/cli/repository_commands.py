@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..errors import BadInput
-from ..store.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, Compression
-from ..store.location import parse_location
+from ..store.backends.location import parse_location
+from ..store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, Compression
 from ..store.repository import Repository
 from .common import CommandPassphrase, json_option, opened, repo_option
 from .output import config_json, encryption_label, human_bytes, print_json, warn

@@ -48,7 +48,7 @@ def location_text(repo: str | None) -> str | None:
     """The repository as runs are filed under it when its id is unknown: a local folder as
     an absolute path, so ``-r vm1`` and ``-r /backups/vm1`` from /backups agree. None when
     ``repo`` names no repository at all (missing, or a URL diskvault does not know)."""
-    from ..store.location import parse_location
+    from ..store.backends.location import parse_location
     try:
         location = parse_location(repo)
     except DiskvaultError:

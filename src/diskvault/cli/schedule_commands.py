@@ -94,8 +94,8 @@ def _schedule_options(command):
 def _schedule(params: dict, encrypted_credential: Path | None = None):
     """The Schedule the options describe, all paths made absolute."""
     from ..ops.schedule import Schedule
-    from ..store.location import parse_location
-    from ..store.snapshots import series_name
+    from ..store.backends.location import parse_location
+    from ..store.format.snapshots import series_name
     ctx = click.get_current_context()
     repo = params.pop("repo") or ctx.meta.get(REPO_KEY)
     source = Path(os.path.abspath(params.pop("source")))
@@ -157,7 +157,7 @@ def systemd(encrypted_credential, out_dir, **params) -> None:
 def _write_units(folder: Path, units: dict[str, str]) -> None:
     """Each unit file created new and private; if one exists, none is written (and a file
     that appears meanwhile still makes the exclusive create fail, never is overwritten)."""
-    from ..store.durable import create_exclusive, open_folder, write_all
+    from ..store.host.durable import create_exclusive, open_folder, write_all
     with open_folder(folder) as folder_fd:
         for name in units:
             if os.path.lexists(folder / name):

@@ -10,13 +10,12 @@ from pathlib import Path
 import click
 
 from ..errors import CorruptData
-from ..store.snapshots import SnapshotRecord, series_name
-from ..store.stream_source import STDIN_LABEL
+from ..store.backup.stream_source import STDIN_LABEL
+from ..store.format.snapshots import SnapshotRecord, series_name
 from .change_maps import read_change_map
 from .common import json_option, lock_wait_option, opened, repo_option
 from .output import (config_json, encryption_label, human_bytes, human_rate, print_json,
-                     print_snapshots,
-                     repository_space, snapshot_json, snapshot_space)
+                     print_snapshots, repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
 from .run_records import note_figures, recorded
 

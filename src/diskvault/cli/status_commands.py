@@ -103,7 +103,7 @@ def _check_text(run) -> str:
 def report(repo, html_file: Path) -> None:
     """Write a status page: each series' snapshots, bytes per night, dedup, checks, failures."""
     from ..ops.report_page import render_report
-    from ..store.durable import atomic_replacement, write_all
+    from ..store.host.durable import atomic_replacement, write_all
     location, records, runs, totals = _gathered(repo)
     page = render_report(location, records, runs, totals.stored_bytes,
                          datetime.now(timezone.utc), human_bytes)

@@ -1,5 +1,5 @@
 """The mount's ``<image>.files/`` folders: the files inside a snapshot's filesystems, read
-through the store's filesystem readers (store/browse.py), with no loop device and no root.
+through the store's filesystem readers (store/read/browse.py), with no loop device and no root.
 
 ``<image>.files/`` is the filesystem's root for an image without a partition table or LVM2;
 otherwise it holds one folder per partition (``p1``, ``p2`` ...) and per LVM2 logical volume
@@ -26,9 +26,9 @@ from ..errors import (BadInput, DiskvaultError, IsADirectory, NotADirectory, Pat
                       UnknownFilesystem)
 from ..image.filesystems import Entry, FileReader, Filesystem, name_is_plain
 from ..lru import LRU
-from ..store.browse import SnapshotFiles, Volume
+from ..store.format.snapshots import SnapshotRecord
+from ..store.read.browse import SnapshotFiles, Volume
 from ..store.repository import Repository
-from ..store.snapshots import SnapshotRecord
 from .layout import NAME_MAX_BYTES, InsideFiles, volume_folder
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ import threading
 from ..errors import CorruptData
 from ..image.volumes import Partition, list_partitions
 from ..lru import LRU
-from ..store.reader import ImageReader
+from ..store.format.snapshots import SnapshotRecord
+from ..store.read.reader import ImageReader
 from ..store.repository import Repository
-from ..store.snapshots import SnapshotRecord
 
 log = logging.getLogger(__name__)
 

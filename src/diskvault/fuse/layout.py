@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from ..image.volumes import Partition
-from ..store.snapshots import SnapshotRecord
+from ..store.format.snapshots import SnapshotRecord
 
 ROOT = "/"
 LATEST = "latest"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 
 from ..errors import CorruptData
+from ..store.format.snapshots import SnapshotRecord
 from ..store.repository import Repository
-from ..store.snapshots import SnapshotRecord
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from mfusepy import FuseOSError, Operations
 
 from ..errors import CorruptData
-from ..store.reader import ImageReader
+from ..store.format.snapshots import SnapshotRecord
+from ..store.read.reader import ImageReader
 from ..store.repository import Repository
-from ..store.snapshots import SnapshotRecord
 from .images import ImageCatalogue
 from .layout import (ROOT, Folder, InsideFiles, Link, MountNames, Node, SnapshotFile,
                      SnapshotFolder, assign_names, files_folder_name, find_inside, layout_all,

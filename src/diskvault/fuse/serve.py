@@ -11,8 +11,8 @@ import threading
 from collections.abc import Callable
 
 from ..errors import DiskvaultError
+from ..store.format.snapshots import SnapshotRecord
 from ..store.repository import Repository
-from ..store.snapshots import SnapshotRecord
 from .images import ImageCatalogue
 from .mounttable import FS_TYPE
 from .preflight import load_fuse_binding

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CorruptData
-from ..store.durable import make_private_folder
-from ..store.image_map import damage_context
-from ..store.index import ChunkLocation, DigestSet, PackStats, fingerprint
-from ..store.manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
-from ..store.packs import PackEntry, read_footer
+from ..store.format.manifest import BlockRef, block_ends, block_length, decode_block, fill_problem
+from ..store.format.packs import PackEntry, read_footer
+from ..store.format.snapshots import SnapshotRecord
+from ..store.host.durable import make_private_folder
+from ..store.host.user_folders import user_cache_folder
+from ..store.index.chunk_index import ChunkLocation, DigestSet, PackStats, fingerprint
 from ..store.pipeline import ordered_map, worker_count
-from ..store.snapshots import SnapshotRecord
+from ..store.read.image_map import damage_context
 from ..store.storage import Storage
-from ..store.user_folders import user_cache_folder
 from .check_report import LOST, UNINDEXED, CheckReport, Problem, SnapshotDamage
 from .usage import PackUsage, merged
 from .verify import read_verified, verify_pack

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..store.snapshots import SnapshotRecord
+from ..store.format.snapshots import SnapshotRecord
 from .usage import Unused
 
 LOST = "lost"

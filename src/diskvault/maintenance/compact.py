@@ -35,12 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import CorruptData
-from ..store.manifest import ManifestEntry, decode_block
-from ..store.packing import PackFiller
-from ..store.packs import PackEntry, read_footer
+from ..store.backup.packing import PackFiller
+from ..store.coordination.locking import WriterLock
+from ..store.format.manifest import ManifestEntry, decode_block
+from ..store.format.packs import PackEntry, read_footer
+from ..store.format.snapshots import SnapshotRecord
 from ..store.pipeline import batches
-from ..store.snapshots import SnapshotRecord
-from ..store.locking import WriterLock
 from ..store.storage import Storage
 from .compact_plan import (DEFAULT_THRESHOLD, CompactionPlan, live_records, pack_footer,
                            plan_compaction, record_cost, validate_threshold)

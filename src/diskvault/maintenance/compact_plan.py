@@ -22,7 +22,7 @@ from typing import Protocol
 import lmdb
 
 from ..errors import BadInput, CorruptData
-from ..store.packs import ENTRY, PackEntry, read_footer
+from ..store.format.packs import ENTRY, PackEntry, read_footer
 from ..store.storage import Storage
 from .verify import read_windows
 

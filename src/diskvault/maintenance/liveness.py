@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import lmdb
 
 from ..errors import CorruptData
-from ..store.index import ChunkIndex
-from ..store.manifest import ManifestEntry
+from ..store.format.manifest import ManifestEntry
+from ..store.index.chunk_index import ChunkIndex
 from ..store.pipeline import batches, ordered_map, worker_count
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..errors import BadInput
-from ..store.locking import WriterLock
-from ..store.snapshots import SnapshotRecord, select_snapshot
+from ..store.coordination.locking import WriterLock
+from ..store.format.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
 from .liveness import Liveness
 from .retention import KeepPolicy, SnapshotTime, select_kept

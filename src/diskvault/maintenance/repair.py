@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CorruptData
-from ..store import space
-from ..store.config import read_config
-from ..store.durable import fsync_dir
-from ..store.encryption import Passphrase, open_cipher
-from ..store.index import ChunkIndex, exit_code_in_child
-from ..store.packing import PackFiller
-from ..store.packs import PackEntry, read_footer
-from ..store.location import LocationLike, as_location, cached_index_folder
-from ..store.leases import LeaseFormat
+from ..store.backends.location import LocationLike, as_location, cached_index_folder
+from ..store.backup.packing import PackFiller
+from ..store.coordination import space
+from ..store.coordination.leases import LeaseFormat
+from ..store.format.config import read_config
+from ..store.format.packs import PackEntry, read_footer
+from ..store.host.durable import fsync_dir
+from ..store.index.chunk_index import ChunkIndex, exit_code_in_child
+from ..store.keys.encryption import Passphrase, open_cipher
 from ..store.storage import Storage, index_path, open_backend, space_folders, writer_lock
 from .check import CheckReport, check
 from .liveness import Liveness

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ..errors import CorruptData
-from ..store.packs import PackEntry
-from ..store.snapshots import SnapshotRecord
+from ..store.format.packs import PackEntry
+from ..store.format.snapshots import SnapshotRecord
 from ..store.storage import Storage
 from .compact_plan import pack_exists
 from .liveness import Liveness

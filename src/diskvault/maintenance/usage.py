@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..store.index import ChunkLocation, PackStats
-from ..store.packs import ENTRY
+from ..store.format.packs import ENTRY
+from ..store.index.chunk_index import ChunkLocation, PackStats
 from .compact_plan import DEFAULT_THRESHOLD, record_cost
 
 

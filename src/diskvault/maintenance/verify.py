@@ -8,8 +8,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 
 from ..errors import CorruptData
-from ..store.chunks import Codec
-from ..store.packs import PackEntry, PackStore
+from ..store.format.codec import Codec
+from ..store.format.packs import PackEntry, PackStore
 from ..store.pipeline import ordered_map, worker_count
 
 WINDOW_BYTES = 8 * 1024 * 1024  # one pread per window of neighbouring records

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..store.passphrase import environ_without_secrets
+from ..store.keys.passphrase import environ_without_secrets
 from .runs import Run
 
 HOOK_TIMEOUT_S = 60.0  # a hung mailer must not hold the next night's timer

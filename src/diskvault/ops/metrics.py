@@ -5,14 +5,14 @@ remembers, so a failed run updates it too.
 
 Written here rather than with prometheus_client: the format is a few lines of text, and the
 client's own textfile writer follows links and creates files non-exclusively, which every
-file diskvault creates must not (store/durable.py does it right)."""
+file diskvault creates must not (store/host/durable.py does it right)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..store.durable import atomic_replacement, write_all
+from ..store.host.durable import atomic_replacement, write_all
 from .runs import Run
 
 PREFIX = "diskvault_"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from html import escape
 
-from ..store.snapshots import SnapshotRecord
+from ..store.format.snapshots import SnapshotRecord
 from .health import LatestSnapshot, describe_age, last_check, series_health
 from .plots import FormatBytes, Mark, NightBytes, bytes_svg, timeline_svg
 from .runs import Run

@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from ..store.durable import (PRIVATE_FOLDER_MODE, atomic_replacement, make_private_folder,
-                             open_folder, write_all)
-from ..store.user_folders import user_state_folder
+from ..store.host.durable import (PRIVATE_FOLDER_MODE, atomic_replacement, make_private_folder,
+                                  open_folder, write_all)
+from ..store.host.user_folders import user_state_folder
 
 KEPT_RUNS = 100  # per series: about seven weeks of nightly backups with their prunes
 ID_FILE = "repository-id"  # in a location's folder: the id last seen there

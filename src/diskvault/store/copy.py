@@ -23,15 +23,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import CorruptData
-from .chunks import Codec
-from .image_map import damage_context
-from .manifest import (BlockRef, ManifestBuilder, ManifestEntry, block_ends, placed_entries,
-                       spans)
+from .backup.write_session import WriteSession
+from .format.codec import Codec
+from .format.manifest import (BlockRef, ManifestBuilder, ManifestEntry, block_ends, placed_entries,
+                              spans)
+from .format.snapshots import SnapshotRecord, select_snapshot
 from .pipeline import batches, ordered_map
-from .restore import FETCH_WINDOW, image_pieces
-from .snapshots import SnapshotRecord, select_snapshot
+from .read.image_map import damage_context
+from .restore.restore import FETCH_WINDOW, image_pieces
 from .storage import Storage
-from .write_session import WriteSession
 
 # Any fixed bytes do: two chunk-id functions that agree on them are the same function
 # (different blake3 keys collide here with probability 2^-256).

@@ -13,23 +13,22 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BadInput, CorruptData, LockHolder
-from .change_map import ChangeMap, ChangedRanges, check_fits
-from .config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams
-from .crypto import Keys
-from .diff import changed_ranges
-from .encryption import (Passphrase, change_key_passphrase, export_key_file,
-                         import_key_file)
-from . import known_contents
-from .image_map import image_spans
-from .locking import WriterLock
-from .readers import ReaderLock
-from .manifest import decode_block
-from .restore_marks import refuse_interrupted_target
-from .snapshots import SnapshotRecord, is_snapshot_id, select_snapshot, series_name
-from .source import ImageSource
-from .location import LocationLike, as_location
+from .backends.location import LocationLike, as_location
+from .backup.change_map import ChangedRanges, ChangeMap, check_fits
+from .backup.source import ImageSource
+from .backup.stream_source import StreamSource
+from .coordination.locking import WriterLock
+from .coordination.readers import ReaderLock
+from .format.config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams
+from .format.crypto import Keys
+from .format.manifest import decode_block
+from .format.snapshots import SnapshotRecord, is_snapshot_id, select_snapshot, series_name
+from .keys.encryption import Passphrase, change_key_passphrase, export_key_file, import_key_file
+from .read.diff import changed_ranges
+from .read.image_map import image_spans
+from .restore import known_contents
+from .restore.restore_marks import refuse_interrupted_target
 from .storage import Storage, open_backend, read_config_at
-from .stream_source import StreamSource
 
 # Flows that load native libraries (fastcdc, zstd) or the restore machinery (chunker,
 # backup, copy, reader, restore) are imported in the methods that run them, so that
@@ -200,7 +199,7 @@ class Repository:
                                         "intact: free space, then rerun it"), \
                 self.writer_lock(f"backup {source.label}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
-            from .backup import back_up  # on use: read-only commands never load it
+            from .backup.back_up import back_up  # on use: read-only commands never load it
 
             return back_up(source, series, list(tags), packs=storage.packs,
                            index=storage.index, codec=storage.codec, config=self.config,
@@ -216,7 +215,7 @@ class Repository:
         check_fits(changes, source.size)
 
         def how() -> dict:
-            from .changed_backup import PreviousEntries, record_changed  # see _back_up
+            from .backup.changed_backup import PreviousEntries, record_changed  # see _back_up
 
             base = self._change_map_base(series, changes)
             changed = ChangedRanges(changes.ranges, base.size, source.size)
@@ -270,7 +269,7 @@ class Repository:
     def _hints_for(self, name: str) -> Iterator:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous
         manifest only costs speed (the hints stop), never the backup."""
-        from .chunker import hints_from_spans  # on use, as back_up: it loads fastcdc
+        from .backup.chunker import hints_from_spans  # on use, as back_up: it loads fastcdc
 
         series = self.list_snapshots(name)
         if not series:
@@ -322,7 +321,7 @@ class Repository:
 
     def open_image(self, record: SnapshotRecord, **cache_sizes):
         """A ``reader.ImageReader``: random-access reads of the snapshot's image."""
-        from .reader import ImageReader  # on use (see the imports above)
+        from .read.reader import ImageReader  # on use (see the imports above)
 
         return ImageReader(self.storage.chunks, record, self.storage.pool, **cache_sizes)
 
@@ -330,7 +329,7 @@ class Repository:
                 full: bool = False, in_place: bool = False,
                 progress: Progress | None = None):
         """The snapshot written to ``target`` (docs/restore.md); a ``restore.RestoreResult``."""
-        from .restore import restore_to_path  # on use (see the imports above)
+        from .restore.restore import restore_to_path  # on use (see the imports above)
 
         self.refuse_inside(Path(target), "restore target")
         repository_id = self.config.repository_id
@@ -344,7 +343,7 @@ class Repository:
 
     def _held_snapshot(self, target: Path) -> SnapshotRecord | None:
         """The snapshot the file ``target`` is known to hold unchanged (see
-        store/known_contents.py), if it is still in this repository and readable."""
+        store/restore/known_contents.py), if it is still in this repository and readable."""
         held = known_contents.held_snapshot(target, self.config.repository_id)
         if held is None or not self.storage.snapshots.exists(held):
             return None
@@ -354,7 +353,7 @@ class Repository:
             return None
 
     def cat(self, record: SnapshotRecord, out: BinaryIO, progress: Progress | None = None) -> None:
-        from .restore import image_pieces, write_stream  # on use (see the imports above)
+        from .restore.restore import image_pieces, write_stream  # on use (see the imports above)
 
         with self.reader_lock():
             write_stream(image_pieces(self.storage.chunks, record, self.storage.pool), out,
@@ -368,7 +367,7 @@ class Repository:
         .files/: a ``browse.SnapshotFiles``), each filesystem opened on first use. Hold
         reader_lock() while using it."""
         # On use: it loads the image parsers, which only ls, pull and the mount need.
-        from .browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
+        from .read.browse import BROWSE_READAHEAD_BYTES, SnapshotFiles
 
         options = {"readahead_max_bytes": BROWSE_READAHEAD_BYTES, **cache_sizes}
         return SnapshotFiles(self.open_image(record, **options))

@@ -15,22 +15,23 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ..errors import BadInput, RepositoryNotFound, RepositoryReadOnly
-from . import locking, readers, space
-from .backend import Backend
-from .local_backend import LocalBackend
-from .chunks import ChunkReader, Codec
-from .config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compression,
-                     RepositoryConfig, read_config, write_config)
-from .crypto import Keys, NoEncryption, RecordCipher
-from .durable import make_private_folder
-from .encryption import Passphrase, create_cipher, open_cipher, passphrase_text
-from .index import ChunkIndex
-from .index_cache import CatchUp, catch_up
-from .leases import PLAINTEXT_LEASES, LeaseFormat
-from .location import Location, LocationLike, as_location, cached_index_folder
-from .packs import PackStore
+from .backends.local import LocalBackend
+from .backends.location import Location, LocationLike, as_location, cached_index_folder
+from .backends.protocol import Backend
+from .coordination import locking, readers, space
+from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
+from .format.codec import Codec
+from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compression,
+                            RepositoryConfig, read_config, write_config)
+from .format.crypto import Keys, NoEncryption, RecordCipher
+from .format.packs import PackStore
+from .format.snapshots import SnapshotStore
+from .host.durable import make_private_folder
+from .index.catch_up import CatchUp, catch_up
+from .index.chunk_index import ChunkIndex
+from .keys.encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .pipeline import new_pool
-from .snapshots import SnapshotStore
+from .read.chunk_reader import ChunkReader
 
 PACKS_DIR = "packs"
 INDEX_DIR = "index"

@@ -1,0 +1,373 @@
+"""The repository in an S3 bucket (AWS, Ceph radosgw, MinIO, ...): ``S3Backend`` keeps the
+Backend protocol of backend.py with boto3, the field's standard client. This module and its
+helpers (s3_client.py, s3_upload.py) are the only ones that import boto3, and they are
+imported only when an ``s3://`` repository is opened, so local commands start without it.
+
+Objects are keys ``<prefix>/<name>``. What an object store does differently from a folder:
+a put is atomic by itself (no temp object); large puts and streamed uploads are multipart
+uploads, and those are what is "unfinished" when a writer dies; a move is a copy then a
+delete (not atomic); nothing is host-local, so ``host_mutex`` is an flock in the user's cache.
+Every error of the client becomes a FileNotFoundError (a missing object) or one line of
+diskvault's own (errors.py), never a botocore traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
+                                 EndpointConnectionError, NoCredentialsError,
+                                 PartialCredentialsError)
+
+from ...errors import BadInput, ObjectStoreFailed, ObjectStoreUnusable, RepositoryReadOnly
+from ..host.user_folders import user_cache_folder
+from .protocol import ObjectAge, check_object_name
+from .s3_client import (RequestCounter, attempts_setting, content_md5, error_code, http_status,
+                        make_client)
+from .s3_upload import PART_BYTES, S3Upload, abort_upload
+
+READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
+PARTS_IN_FLIGHT = 16  # parts sent at once, all uploads together (= connections)
+FOREIGN_REUSE_S = 5.0  # a listing's foreign keys answer a list_foreign this soon after
+CONFLICT_ATTEMPTS = 5  # concurrent conditional PUTs may answer 409: try again
+MISSING = {"NoSuchKey", "404", "NotFound"}
+BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                   "ExpiredToken", "InvalidSecurity", "AuthorizationHeaderMalformed"}
+DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+log = logging.getLogger(__name__)
+
+
+def open_s3_backend(url: str, environ: dict[str, str] | None = None,
+                    attempts: int | None = None) -> S3Backend:
+    """``s3://bucket/prefix``, with the endpoint from ``DISKVAULT_S3_ENDPOINT`` or
+    ``AWS_ENDPOINT_URL`` (none: AWS itself) and credentials by boto3's usual chain
+    (environment, ~/.aws files, instance roles); ``attempts`` per request, retries
+    included (default: ``AWS_MAX_ATTEMPTS``, else s3_client.MAX_ATTEMPTS)."""
+    environ = os.environ if environ is None else environ
+    attempts = attempts or attempts_setting(environ)
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise BadInput(f"{url!r} is not an object-store repository; write s3://BUCKET/PREFIX")
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    if not BUCKET_NAME.fullmatch(bucket):
+        raise BadInput(f"{bucket!r} in {url!r} is not a valid bucket name (3-63 lowercase "
+                       f"letters, digits, dots and hyphens)")
+    if prefix and not _is_object_name(prefix):
+        raise BadInput(f"{prefix!r} in {url!r} is not a usable prefix (an empty part, "
+                       f"'.' or '..')")
+    endpoint = environ.get("DISKVAULT_S3_ENDPOINT") or environ.get("AWS_ENDPOINT_URL") or None
+    return S3Backend(bucket, prefix, make_client(endpoint, environ, attempts), endpoint)
+
+
+class S3Backend:
+    """The repository under ``prefix`` in ``bucket``; ``client`` is a boto3 S3 client
+    (thread-safe, so one serves every thread)."""
+
+    uploads_in_flight = 4  # packs sealed at once, each finishing its upload
+    read_gap_bytes = 1024 * 1024  # a request's round trip costs more than a MiB more bytes
+    part_bytes = PART_BYTES  # a put above this is a multipart upload
+
+    def __init__(self, bucket: str, prefix: str, client, endpoint: str | None = None):
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.client = client
+        self.endpoint = endpoint or "AWS S3"
+        self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        # Once the endpoint has answered, losing it is a failure to retry later (exit 74),
+        # not a wrong endpoint (exit 2).
+        self._answered = False
+        self.requests = RequestCounter(client)
+        self._foreign_listed: dict[str, tuple[float, list[str]]] = {}
+        self._senders: ThreadPoolExecutor | None = None
+        self._senders_lock = threading.Lock()
+
+    def key(self, name: str) -> str:
+        check_object_name(name)
+        return self.prefix + name
+
+    def _name(self, key: str) -> str:
+        return key[len(self.prefix):]
+
+    # -- errors -----------------------------------------------------------------------------
+    def request(self, operation: Callable, name: str = "", writing: bool = False, **kwargs):
+        """One request; its failure in diskvault's terms."""
+        try:
+            response = operation(Bucket=self.bucket, **kwargs)
+        except (ClientError, BotoCoreError) as error:
+            raise self.translate(error, name, writing) from None
+        self._answered = True
+        return response
+
+    def translate(self, error: Exception, name: str, writing: bool) -> Exception:
+        where = f"{self.location}/{name}" if name else self.location
+        if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
+            return ObjectStoreUnusable(
+                f"no S3 credentials for {self.location}: set AWS_ACCESS_KEY_ID and "
+                f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials")
+        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)) and self._answered:
+            return ObjectStoreFailed(f"{where}: the object store at {self.endpoint} stopped "
+                                     f"answering ({error}) after retries; try again later")
+        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
+            return ObjectStoreUnusable(
+                f"cannot reach the object store at {self.endpoint} ({error}); check "
+                f"DISKVAULT_S3_ENDPOINT and the network")
+        if not isinstance(error, ClientError):
+            return ObjectStoreFailed(f"{where}: the object store stopped answering ({error}) "
+                                     f"after retries; try again later")
+        code, status = error_code(error), http_status(error)
+        message = error.response.get("Error", {}).get("Message") or code
+        if code in MISSING:
+            return FileNotFoundError(errno.ENOENT, "no such object", where)
+        if code == "NoSuchBucket":
+            return ObjectStoreUnusable(f"bucket {self.bucket!r} does not exist at "
+                                       f"{self.endpoint}; create it, or check the URL")
+        if code in BAD_CREDENTIALS:
+            return ObjectStoreUnusable(f"{self.endpoint} refused the S3 credentials for "
+                                       f"{self.location} ({code}); check AWS_ACCESS_KEY_ID "
+                                       f"and AWS_SECRET_ACCESS_KEY")
+        if code in DENIED or status == 403:
+            if writing:
+                return RepositoryReadOnly(f"these S3 credentials may not write {where} "
+                                          f"(access denied); readers still work")
+            return ObjectStoreUnusable(f"these S3 credentials may not read {where} "
+                                       f"(access denied); check the bucket's policy")
+        if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
+            return ObjectStoreFailed(f"{where}: the object store kept failing ({code}: "
+                                     f"{message}) after retries; try again later")
+        return ObjectStoreFailed(f"{where}: the object store refused the request ({code}: "
+                                 f"{message})")
+
+    # -- writing ------------------------------------------------------------------------------
+    def put(self, name: str, data: bytes) -> None:
+        """One PUT, or a multipart upload above PART_BYTES: either is atomic on S3, and an
+        upload under way is listed by list_unfinished."""
+        if len(data) <= PART_BYTES:
+            self.request(self.client.put_object, name, writing=True, Key=self.key(name),
+                         Body=bytes(data), ContentMD5=content_md5(data))
+            return
+        upload = self.open_upload(name)
+        try:
+            view = memoryview(data)
+            for start in range(0, len(view), PART_BYTES):
+                upload.write(view[start: start + PART_BYTES])
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+
+    def _part_senders(self) -> ThreadPoolExecutor:
+        """Threads that send the parts of every upload (the connection pool holds as
+        many): several parts of one pack go up at once, while it fills."""
+        with self._senders_lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(PARTS_IN_FLIGHT,
+                                                   thread_name_prefix="s3-parts")
+            return self._senders
+
+    def put_if_absent(self, name: str, data: bytes, reuse: str | None = None) -> bool:
+        """A PUT with ``If-None-Match: *`` (412 when the object exists; RGW makes it an
+        exclusive create in RADOS). Always one PUT: RGW 16 ignores the condition on
+        CompleteMultipartUpload. ``reuse`` has no use here (no full disk to work around) and
+        is deleted when the put wins, as the protocol says."""
+        key = self.key(name)
+        for _ in range(CONFLICT_ATTEMPTS):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data),
+                                       ContentMD5=content_md5(data), IfNoneMatch="*")
+                break
+            except ClientError as error:
+                if error_code(error) == "ConditionalRequestConflict":
+                    continue  # AWS: another conditional write was in flight
+                if error_code(error) == "PreconditionFailed" or http_status(error) == 412:
+                    return self._won_before_retry(error, name, data)
+                raise self.translate(error, name, writing=True) from None
+            except BotoCoreError as error:
+                raise self.translate(error, name, writing=True) from None
+        else:
+            raise ObjectStoreFailed(f"{self.location}/{name}: conditional writes kept "
+                                    f"conflicting; try again")
+        if reuse is not None:
+            self.delete(reuse)
+        return True
+
+    def _won_before_retry(self, error: ClientError, name: str, data: bytes) -> bool:
+        """A 412 after a retried PUT may answer our own first attempt, whose reply was lost:
+        then the object holds exactly our bytes."""
+        if not error.response.get("ResponseMetadata", {}).get("RetryAttempts"):
+            return False
+        try:
+            return self.get(name) == bytes(data)
+        except FileNotFoundError:
+            return False
+
+    def open_upload(self, name: str) -> S3Upload:
+        return S3Upload(self, name, self._part_senders())
+
+    def delete(self, name: str) -> None:
+        self.request(self.client.delete_object, name, writing=True, Key=self.key(name))
+
+    def move(self, name: str, new_name: str) -> None:
+        """CopyObject, then DeleteObject: NOT atomic. A crash between them leaves both
+        names; callers (damaged packs set aside, the lock's spare) tolerate that."""
+        self.request(self.client.copy_object, name, writing=True, Key=self.key(new_name),
+                     CopySource={"Bucket": self.bucket, "Key": self.key(name)})
+        self.delete(name)
+
+    # -- reading ------------------------------------------------------------------------------
+    def get(self, name: str) -> bytes:
+        return self._read(name, Key=self.key(name))
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            if self.stat(name) is None:
+                raise FileNotFoundError(errno.ENOENT, "no such object", f"{self.location}/{name}")
+            return b""
+        try:
+            return self._read(name, Key=self.key(name),
+                              Range=f"bytes={offset}-{offset + length - 1}")
+        except _RangeNotSatisfiable:
+            return b""  # at or past the end
+
+    def _read(self, name: str, **kwargs) -> bytes:
+        """A GET and its whole body; a body cut off midway is fetched again."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, **kwargs)
+                self._answered = True
+                return response["Body"].read()
+            except ClientError as error:
+                if error_code(error) == "InvalidRange" or http_status(error) == 416:
+                    raise _RangeNotSatisfiable() from None
+                raise self.translate(error, name, writing=False) from None
+            except BotoCoreError as error:
+                if attempt == READ_ATTEMPTS or isinstance(error, (NoCredentialsError,
+                                                                  EndpointConnectionError)):
+                    raise self.translate(error, name, writing=False) from None
+        raise AssertionError("unreachable")
+
+    def prefetch(self, name: str, offset: int, length: int) -> None:
+        """Nothing: a range GET is the read itself."""
+
+    def stat(self, name: str) -> int | None:
+        try:
+            return self.request(self.client.head_object, name, Key=self.key(name))[
+                "ContentLength"]
+        except FileNotFoundError:
+            return None
+
+    def age(self, name: str) -> ObjectAge | None:
+        """From one HEAD: the reply's ``Date`` (the store's now) minus ``Last-Modified``,
+        less one second, as both are whole seconds (so never more than the true age); the
+        store's now is taken as mid-second for the skew (this host's now if it sent no
+        ``Date``)."""
+        try:
+            reply = self.request(self.client.head_object, name, Key=self.key(name))
+        except FileNotFoundError:
+            return None
+        date = reply["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+        age_s = (now - reply["LastModified"]).total_seconds() - 1.0
+        return ObjectAge(max(0.0, age_s), time.time() - now.timestamp() - 0.5)
+
+    # -- listing ------------------------------------------------------------------------------
+    def _keys(self, prefix: str) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield self._name(item["Key"])
+        except (ClientError, BotoCoreError) as error:
+            raise self.translate(error, prefix, writing=False) from None
+
+    def list(self, prefix: str) -> list[str]:
+        """One listing; its foreign keys are kept for a ``list_foreign`` of the same prefix
+        that follows at once (packs and snapshots ask for both: one request, not two)."""
+        names, foreign = [], []
+        for name in self._keys(prefix):
+            (names if _is_object_name(name) else foreign).append(name)
+        self._foreign_listed[prefix] = (time.monotonic(), sorted(foreign))
+        return sorted(names)
+
+    def list_foreign(self, prefix: str) -> list[str]:
+        """Keys no diskvault name can be (``a//b``, a console's ``folder/`` marker): those
+        of a ``list`` of ``prefix`` made in the last FOREIGN_REUSE_S, else a new listing."""
+        listed_at, foreign = self._foreign_listed.pop(prefix, (None, None))
+        if listed_at is not None and time.monotonic() - listed_at < FOREIGN_REUSE_S:
+            return foreign
+        return sorted(name for name in self._keys(prefix) if not _is_object_name(name))
+
+    def _uploads(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(name, upload id) of every multipart upload begun and not completed."""
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix)
+        try:
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    yield self._name(upload["Key"]), upload["UploadId"]
+        except (ClientError, BotoCoreError) as error:
+            raise self.translate(error, prefix, writing=False) from None
+
+    def list_unfinished(self, prefix: str) -> list[str]:
+        """Multipart uploads never completed (S3 keeps their parts, and bills them, until
+        they are aborted); a name twice if two were begun."""
+        return sorted(name for name, _ in self._uploads(prefix))
+
+    def discard_unfinished(self, prefix: str) -> None:
+        for name, upload_id in list(self._uploads(prefix)):
+            abort_upload(self, name, upload_id)
+
+    # -- the rest -----------------------------------------------------------------------------
+    def read_only_reason(self) -> str | None:
+        """None: a bucket does not say what these credentials may do without trying, and a
+        trial write costs requests on every command. A refused write is RepositoryReadOnly."""
+        return None
+
+    @contextmanager
+    def host_mutex(self) -> Iterator[None]:
+        """An flock of a file in this user's cache (``$XDG_CACHE_HOME/diskvault/locks/``),
+        one per endpoint, bucket and prefix: it serialises this user's processes on this
+        host, which is what the protocol asks (a lock object on the bucket serialises hosts)."""
+        folder = user_cache_folder() / "locks"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token = hashlib.sha256(f"{self.endpoint}\0{self.bucket}\0{self.prefix}".encode())
+        fd = os.open(folder / f"{token.hexdigest()[:32]}.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        log.debug("requests to %s: %s", self.location, self.requests.summary())
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
+        self.client.close()
+
+
+class _RangeNotSatisfiable(Exception):
+    """416: the range starts at or after the object's end."""
+
+
+def _is_object_name(name: str) -> bool:
+    try:
+        check_object_name(name)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,88 @@
+"""The boto3 client of an S3 repository: its retry and checksum settings, the attempts a
+user may set (AWS_MAX_ATTEMPTS), the counting of requests, and the small helpers every S3
+request shares. Imported only with store/backends/s3.py, when an ``s3://`` repository is opened."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from collections import Counter
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from ...errors import BadInput, ObjectStoreUnusable
+
+MAX_ATTEMPTS = 8  # botocore "standard" retries: throttling, 5xx, dropped connections
+
+
+def attempts_setting(environ: dict[str, str]) -> int:
+    """AWS_MAX_ATTEMPTS as the AWS tools read it (attempts per request, the first included);
+    botocore would ignore it beside our explicit retry configuration."""
+    text = environ.get("AWS_MAX_ATTEMPTS")
+    if not text:
+        return MAX_ATTEMPTS
+    if not text.isdigit() or int(text) < 1:
+        raise BadInput(f"AWS_MAX_ATTEMPTS={text!r} is not a number of attempts; set it to a "
+                       f"whole number from 1 (default {MAX_ATTEMPTS})")
+    return int(text)
+
+
+def make_client(endpoint: str | None, environ: dict[str, str], attempts: int = MAX_ATTEMPTS):
+    config = Config(
+        # exponential backoff with jitter on throttling, 5xx and dropped connections
+        retries={"max_attempts": attempts, "mode": "standard"},
+        s3={"addressing_style": "path"},  # works with any endpoint, no wildcard DNS needed
+        # S3 clones (RGW 16) know neither flexible checksums nor their aws-chunked trailers;
+        # integrity of what we send is Content-MD5 (below), of what we read blake3
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        connect_timeout=10, read_timeout=60, max_pool_connections=16)
+    session = boto3.session.Session()
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") \
+        or session.region_name or "us-east-1"
+    try:
+        return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+    except ValueError as error:  # botocore's "Invalid endpoint: ..."
+        raise ObjectStoreUnusable(f"{error}; set DISKVAULT_S3_ENDPOINT to a URL such as "
+                                  f"https://s3.example.net") from None
+
+
+def content_md5(data) -> str:
+    """Content-MD5: the server refuses a body damaged on the way (BadDigest)."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+class RequestCounter:
+    """Requests sent to the object store, by operation (PutObject, GetObject, ...), retries
+    included: what a command cost, for tests, ``--debug`` and a backup's ``--json``."""
+
+    def __init__(self, client):
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        client.meta.events.register("before-send.s3", self._count)
+
+    def _count(self, event_name: str, **_) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        with self._lock:
+            self._counts[operation] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts so far, by operation."""
+        with self._lock:
+            return dict(self._counts)
+
+    def summary(self) -> str:
+        counts = self.snapshot()
+        return f"{sum(counts.values())} (" + ", ".join(
+            f"{operation} {count}" for operation, count in sorted(counts.items())) + ")"

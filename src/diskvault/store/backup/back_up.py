@@ -1,0 +1,183 @@
+"""The backup path: source -> chunker -> hasher -> index lookup -> compressor -> packs,
+then manifest blocks, then (last, atomically) the snapshot record. The order of operations
+lives in ``back_up``; the write session owns what is stored and how."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future
+from datetime import datetime, timezone
+
+from ..format.codec import Codec
+from ..format.config import ChunkerParams, RepositoryConfig
+from ..format.manifest import ManifestBuilder, Span
+from ..format.packs import PackStore
+from ..format.snapshots import BackupStats, SnapshotRecord, SnapshotStore
+from ..index.chunk_index import ChunkIndex
+from ..pipeline import prefetch
+from .chunker import Chunker, ChunkId, Hint, Piece, ZeroRun, hash_sequentially, plain_chunk_id
+from .source import ImageSource
+from .write_session import WriteSession
+
+Progress = Callable[[int], None]
+
+
+def zero_digest(length: int, chunk_id: ChunkId = plain_chunk_id) -> bytes:
+    """Digest of ``length`` zero bytes: a chunk with this digest is a zero run."""
+    return chunk_id(bytes(length))
+
+
+def _complete_digests(pieces: list[Piece], chunk_id: ChunkId) -> list[bytes | None]:
+    """Digests of a batch: those the chunker already verified, the rest hashed here
+    (None for a ZeroRun)."""
+    return [None if isinstance(piece, ZeroRun) else piece[1] or chunk_id(piece[0])
+            for piece in pieces]
+
+
+def parallel_hasher(pool: Executor, chunk_id: ChunkId = plain_chunk_id):
+    """Hash a batch on two threads at once (blake3 releases the GIL)."""
+    def hash_many(views: list) -> list[bytes]:
+        if len(views) < 8:
+            return hash_sequentially(views, chunk_id)
+        half = len(views) // 2
+        other = pool.submit(hash_sequentially, views[half:], chunk_id)
+        return hash_sequentially(views[:half], chunk_id) + other.result()
+    return hash_many
+
+
+class ImageRecorder:
+    """Turns chunks into manifest entries and new chunks into stored ones.
+
+    Hashing of one batch overlaps the chunking of the next: a batch is consumed
+    only when the following one is submitted (or at a hole, or at the end).
+    """
+
+    def __init__(self, session: WriteSession, pool: Executor, stats: BackupStats):
+        self.session = session
+        self.chunk_id = session.codec.chunk_id
+        self._zero_digests: dict[int, bytes] = {}
+        self.pool = pool
+        self.stats = stats
+        self.manifest = ManifestBuilder(self._store_block)
+        self._batch: tuple[list, Future] | None = None
+
+    def add_chunks(self, chunks: list[Piece]) -> None:
+        batch = (chunks, self.pool.submit(_complete_digests, chunks, self.chunk_id)) if chunks else None
+        self.drain()
+        self._batch = batch
+
+    def add_known(self, spans: list[Span]) -> None:
+        """Entries of the previous snapshot taken as they are, without reading: their
+        chunks are stored already."""
+        self.drain()
+        for span in spans:
+            if span.digest is None:
+                self._add_zeros(span.length)
+            else:
+                self.stats.chunks += 1
+                self.manifest.add_data(span.digest, span.length)
+
+    def drain(self) -> None:
+        if self._batch is None:
+            return
+        chunks, future = self._batch
+        self._batch = None
+        data: list[tuple[bytes, memoryview]] = []
+        for piece, digest in zip(chunks, future.result()):
+            if isinstance(piece, ZeroRun):
+                self._add_zeros(piece.length)
+                continue
+            chunk = piece[0]
+            length = len(chunk)
+            # The cheap byte test first: zero_digest costs a hash of its own.
+            if chunk[0] == 0 and chunk[-1] == 0 and digest == self._zero_digest(length):
+                self._add_zeros(length)
+                continue
+            self.stats.chunks += 1
+            self.manifest.add_data(digest, length)
+            data.append((digest, chunk))  # a view: its buffer lives until compressed
+        self.session.store_missing(data)
+
+    def _add_zeros(self, length: int) -> None:
+        self.stats.zero_bytes += length
+        self.manifest.add_zeros(length)
+
+    def _zero_digest(self, length: int) -> bytes:
+        """Cached per backup: the id of zeros depends on the repository's key."""
+        digest = self._zero_digests.get(length)
+        if digest is None:
+            digest = self._zero_digests[length] = zero_digest(length, self.chunk_id)
+        return digest
+
+    def _store_block(self, encoded: bytes) -> bytes:
+        digest = self.chunk_id(encoded)
+        self.stats.manifest_blocks += 1
+        self.stats.new_manifest_blocks += self.session.store_missing(
+            [(digest, encoded)], manifest_blocks=True)
+        return digest
+
+
+def record_image(source: ImageSource, chunker_params: ChunkerParams, session: WriteSession,
+                 pool: Executor, stats: BackupStats, hints: Iterable[Hint] = (),
+                 progress: Progress | None = None) -> ManifestBuilder:
+    """Read the whole source into chunks and manifest blocks; returns the finished manifest.
+
+    Holes are chunked as the zeros they are, without being read, so the manifest depends
+    only on the image's bytes. ``hints`` are the previous snapshot's chunks, which make
+    unchanged regions cost a hash, not a cut.
+    """
+    chunker = Chunker(chunker_params, hints, parallel_hasher(pool, session.codec.chunk_id))
+    recorder = ImageRecorder(session, pool, stats)
+    for extent, buffer in prefetch(source.pieces()):
+        if buffer is None:
+            recorder.add_chunks(chunker.feed_zeros(extent.size))
+        else:
+            stats.bytes_read += len(buffer)
+            recorder.add_chunks(chunker.feed(buffer))
+        if progress:
+            progress(extent.offset + extent.size)
+    recorder.add_chunks(chunker.finish())
+    recorder.drain()
+    recorder.manifest.finish()
+    return recorder.manifest
+
+
+Record = Callable[[WriteSession, BackupStats], ManifestBuilder]
+
+
+def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore,
+            index: ChunkIndex, codec: Codec, config: RepositoryConfig, pool: Executor,
+            snapshots: SnapshotStore, hints: Iterable[Hint] = (),
+            progress: Progress | None = None, started: float,
+            before_record: Callable[[], None], record: Record | None = None,
+            base_id: str | None = None, holes_as_zeros: bool = True) -> SnapshotRecord:
+    """Store the image and record it; call with the writer lock held. Every chunk and
+    manifest block is durable and indexed before the snapshot record is written (last,
+    atomically), so a failure at any point records nothing and a rerun reuses what landed.
+    ``started`` is the monotonic time the command began (for the record's duration);
+    ``before_record`` raises if the writer lock was lost (WriterLock.ensure_held).
+    ``record`` replaces the full read (a change map's backup); ``base_id`` names the
+    snapshot it took unchanged data from; ``holes_as_zeros`` is False when its chunks may
+    have ended at holes (taken from a snapshot made before holes were chunked as zeros)."""
+    stats = BackupStats()
+    with WriteSession(packs, index, codec, config.pack_target_bytes) as session:
+        if record is None:
+            manifest = record_image(source, config.chunker, session, pool, stats, hints,
+                                    progress)
+        else:
+            manifest = record(session, stats)
+        source.check_unchanged()
+        session.flush()
+    stats.new_chunks = session.counts.chunks
+    stats.new_bytes = session.counts.raw_bytes
+    stats.stored_bytes = session.counts.stored_bytes
+    stats.duration_s = round(time.monotonic() - started, 3)
+    record = SnapshotRecord(
+        id=SnapshotRecord.new_id(), name=name, time=datetime.now(timezone.utc),
+        source=source.label, size=manifest.size, host=socket.gethostname(), tags=list(tags),
+        stats=stats, blocks=manifest.blocks, base_id=base_id, holes_as_zeros=holes_as_zeros)
+    before_record()
+    snapshots.save(record)
+    return record

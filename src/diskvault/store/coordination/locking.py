@@ -1,0 +1,192 @@
+"""The writer lock over the backend: one writer at a time, on one host or many.
+
+The writer lock is the object ``lock``, put only if absent; it names host, pid, command and
+start time, so a second writer can say who holds it (sealed in an encrypted repository:
+leases.py's ``LeaseFormat``). Its holder rewrites it every
+``refresh_s`` (60 s) with a new ``refreshed`` time and ``expires`` = refreshed + ``stale_s``
+(300 s: several refreshes, so one slow request does not lose it), first checking that the
+lock still carries its random ``token``. A lock is stale, and is taken over:
+
+- on this host, when its process is gone (at once; a live process of this host is never
+  stale, whatever its age: we can see it run);
+- of another host, when it has not been refreshed for ``stale_s`` (the time from its
+  ``refreshed`` to its ``expires``), measured by the storage's clock (leases.py), so a host
+  whose clock is off never takes over a live lock. A lock without ``expires`` (an older
+  diskvault, which never refreshes) is never stale by age: only ``break-lock`` removes it.
+
+A holder that finds its token gone (another host took the lock over after it stopped
+refreshing: a process paused or cut off for longer than ``stale_s``) has lost the lock: its
+heartbeat stops, and ``ensure_held`` -- which a writer calls before every step that counts:
+a backup's or copy's snapshot record, each record prune and delete remove, compact's index
+changes and pack deletions, repair's rebuild -- raises ``LockLost``, so it writes nothing
+more that counts. Between the refresh's check and its put another host could take the lock; that
+window is one request long, against a stale time of minutes.
+
+Its bytes are allocated once: a released lock becomes ``lock.spare``, which the next
+writer's put recycles, so delete and compact can take the lock on a disk with no byte free.
+
+Readers register apart (readers.py); the lease format and staleness are leases.py's.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from ...errors import LockHolder, LockLost, RepositoryLocked
+from ..backends.protocol import Backend
+from .heartbeat import Heartbeat
+from .leases import (DEFAULT_TIMING, PLAINTEXT_LEASES, POLL_INTERVAL_S, Lease, LeaseFormat,
+                     LeaseTiming, staleness, this_process, unknown_holder)
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "lock"
+LOCK_SPARE_FILE = "lock.spare"
+LOCK_FILE_BYTES = 4096  # the holder text, padded: one block, reused in place
+
+
+def prepare_lock_files(backend: Backend) -> None:
+    """Allocate the spare lock of a new repository, so that no later writer needs space to
+    take the lock."""
+    backend.put(LOCK_SPARE_FILE, bytes(LOCK_FILE_BYTES))
+
+
+def read_lease(backend: Backend, name: str = LOCK_FILE,
+               leases: LeaseFormat = PLAINTEXT_LEASES) -> Lease | None:
+    """The writer lock (or the registration ``name``) as it stands; None if absent."""
+    try:
+        return leases.decode(backend.get(name), name)
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        # Unreadable (damaged by hand or by a disk fault): only break-lock removes it.
+        return Lease(unknown_holder())
+
+
+def read_holder(backend: Backend, leases: LeaseFormat = PLAINTEXT_LEASES) -> LockHolder | None:
+    lease = read_lease(backend, leases=leases)
+    return lease.holder if lease else None
+
+
+def _retire(backend: Backend) -> None:
+    """Keep the lock's storage for the next writer: it becomes the spare."""
+    try:
+        backend.move(LOCK_FILE, LOCK_SPARE_FILE)
+    except FileNotFoundError:
+        pass
+
+
+class WriterLock:
+    """The exclusive lock of backup, delete, prune and compact, refreshed while held."""
+
+    def __init__(self, backend: Backend, command: str, wait_s: float = 0.0,
+                 timing: LeaseTiming = DEFAULT_TIMING, leases: LeaseFormat = PLAINTEXT_LEASES):
+        self.backend = backend
+        self.wait_s = wait_s
+        self.timing = timing
+        self.leases = leases
+        self.holder = this_process(command)
+        self._token = secrets.token_hex(16)
+        self._heartbeat: Heartbeat | None = None
+        self._taken_by: Lease | None = None  # set once the lock is found in other hands
+        self._lost = False
+
+    def _encoded(self) -> bytes:
+        return self.leases.encode(self.holder, self._token, self.timing, LOCK_FILE,
+                                  LOCK_FILE_BYTES)
+
+    def _try_create(self) -> bool:
+        return self.backend.put_if_absent(LOCK_FILE, self._encoded(), reuse=LOCK_SPARE_FILE)
+
+    def _take_over_if_stale(self) -> LockHolder | None:
+        """Remove a stale lock; return the live holder otherwise."""
+        with self.backend.host_mutex():
+            lease = read_lease(self.backend, leases=self.leases)
+            if lease is None:
+                return None
+            why = staleness(lease, self.backend, LOCK_FILE)
+            if why is not None:
+                holder = lease.holder
+                log.warning("taking over a stale lock of %s (pid %d on %s, since %s): %s",
+                            holder.command, holder.pid, holder.host,
+                            f"{holder.since:%Y-%m-%d %H:%M:%S}", why)
+                _retire(self.backend)
+                return None
+            return lease.holder
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            if self._try_create():
+                self._heartbeat = Heartbeat(self._refresh, self.timing.refresh_s,
+                                            f"refresh the writer lock of {self.backend.location}")
+                return
+            holder = self._take_over_if_stale()
+            if holder is None:
+                continue
+            if time.monotonic() >= deadline:
+                raise RepositoryLocked(holder)
+            time.sleep(POLL_INTERVAL_S)
+
+    def _still_ours(self) -> bool:
+        """Reads the lock; once it is found in other hands (or gone), it stays lost."""
+        if not self._lost:
+            lease = read_lease(self.backend, leases=self.leases)
+            if lease is None or lease.token != self._token:
+                self._lost, self._taken_by = True, lease
+        return not self._lost
+
+    def _refresh(self) -> bool:
+        with self.backend.host_mutex():
+            if not self._still_ours():
+                log.warning("the writer lock of %s is no longer ours (%s took it over, or "
+                            "it was broken): %s stops before it commits anything more",
+                            self.backend.location,
+                            self._taken_by.holder.host if self._taken_by else "nobody",
+                            self.holder.command)
+                return False  # the heartbeat ends: never overwrite another's lock
+            self.backend.put(LOCK_FILE, self._encoded())
+            return True
+
+    def _lost_error(self) -> LockLost:
+        return LockLost(self.backend.location, self.holder.command,
+                        self._taken_by.holder if self._taken_by else None)
+
+    def ensure_held(self) -> None:
+        """LockLost unless the lock object still carries our token (one read): a writer
+        calls it before it commits, so one whose lock was taken over commits nothing."""
+        if not self._still_ours():
+            raise self._lost_error()
+
+    @property
+    def held(self) -> bool:
+        """False once the heartbeat (or ensure_held) found the lock in other hands."""
+        return self._heartbeat is not None and not self._lost
+
+    def release(self) -> None:
+        if self._heartbeat is None:
+            return
+        self._heartbeat.stop()
+        self._heartbeat = None
+        if self._lost:
+            return
+        with self.backend.host_mutex():
+            current = read_lease(self.backend, leases=self.leases)
+            if current and current.token == self._token:
+                _retire(self.backend)
+
+    def __enter__(self) -> "WriterLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def break_lock(backend: Backend, leases: LeaseFormat = PLAINTEXT_LEASES) -> LockHolder | None:
+    """Remove the writer lock whoever holds it; returns the holder that was removed."""
+    holder = read_holder(backend, leases)
+    _retire(backend)
+    return holder

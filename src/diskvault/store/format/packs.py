@@ -1,0 +1,216 @@
+"""Pack layout: immutable files of chunk records with a self-describing footer.
+
+    header   8 bytes   b"DVPACK" + format version (2 bytes, big endian)
+    records  the stored bytes of each chunk, back to back
+    footer   one 49-byte entry per record: digest (32), offset (u64), stored length
+             (u32), raw length (u32), flags (u8) -- little endian
+    trailer  record count (u32), blake3 of the footer (32), b"DVPKEND1"
+
+The footer lets the index be rebuilt from the packs alone (see docs/format.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from dataclasses import dataclass
+
+from ...errors import CorruptData, MissingChunk
+from ..backends.protocol import Backend, StrayNotice, Upload
+from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
+
+PACKS_PREFIX = "packs/"
+DAMAGED_PREFIX = "damaged/"
+PACK_SUFFIX = ".pack"
+PACK_ID_HEX_DIGITS = 32
+FOLDER_HEX_DIGITS = 2
+
+PACK_MAGIC = b"DVPACK\x00\x01"
+TRAILER_MAGIC = b"DVPKEND1"
+ENTRY = struct.Struct("<32sQIIB")
+TRAILER = struct.Struct("<I32s8s")
+
+FLAG_ZSTD = 0x01  # record is zstd-compressed (before sealing)
+FLAG_SEALED = 0x02  # record is sealed (AES-256-GCM, format version 2); bits 2-7 reserved
+
+
+# The tail read first for a footer: a 64 MiB pack of 64 KiB chunks has ~1000 entries.
+FOOTER_TAIL_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    digest: bytes
+    offset: int
+    stored_size: int
+    raw_size: int
+    flags: int
+
+
+def is_pack_id(text: str) -> bool:
+    return len(text) == PACK_ID_HEX_DIGITS and all(c in "0123456789abcdef" for c in text)
+
+
+def pack_name(pack_id: str) -> str:
+    """The object name of a pack: ``packs/<first two hex digits>/<pack id>.pack``."""
+    return f"{PACKS_PREFIX}{pack_id[:FOLDER_HEX_DIGITS]}/{pack_id}{PACK_SUFFIX}"
+
+
+def pack_id_of(name: str) -> str | None:
+    """The pack id an object name stands for, None if it is not a pack's name."""
+    folder, _, file_name = name.removeprefix(PACKS_PREFIX).partition("/")
+    pack_id = file_name.removesuffix(PACK_SUFFIX)
+    if name.startswith(PACKS_PREFIX) and file_name.endswith(PACK_SUFFIX) \
+            and is_pack_id(pack_id) and folder == pack_id[:FOLDER_HEX_DIGITS]:
+        return pack_id
+    return None
+
+
+def _is_pack_folder(name: str) -> bool:
+    """``packs/<two hex digits>/``: a pack folder left empty by compaction."""
+    folder = name.removeprefix(PACKS_PREFIX).removesuffix("/")
+    return name == f"{PACKS_PREFIX}{folder}/" and all(c in "0123456789abcdef" for c in folder) \
+        and len(folder) == FOLDER_HEX_DIGITS
+
+
+class PackStore:
+    """The packs of a repository, by pack id, over its backend."""
+
+    def __init__(self, backend: Backend, cipher: RecordCipher | None = None,
+                 repository_id: str | None = None):
+        self.backend = backend
+        self._cipher = cipher or NoEncryption()
+        self._repository_id = repository_id
+        self._stray_notice = StrayNotice(backend, PACKS_PREFIX, "diskvault packs")
+
+    def footer_checksum(self, pack_id: str, footer: bytes) -> bytes:
+        """blake3 of the footer; in an encrypted repository keyed, and bound to the
+        repository and the pack's id, so a footer edited or moved to another pack fails."""
+        if not self._cipher.encrypted:
+            return self._cipher.authenticator(b"", footer)
+        return self._cipher.authenticator(associated_data(
+            RecordKind.PACK_FOOTER, self._repository_id, pack_id.encode("ascii")), footer)
+
+    def create(self, pack_id: str) -> Upload:
+        return self.backend.open_upload(pack_name(pack_id))
+
+    def read(self, pack_id: str, offset: int, length: int) -> bytes:
+        try:
+            return self.backend.get_range(pack_name(pack_id), offset, length)
+        except FileNotFoundError:
+            raise MissingChunk(f"pack {pack_id} is missing from the repository") from None
+
+    def advise_will_need(self, pack_id: str, offset: int, length: int) -> None:
+        try:
+            self.backend.prefetch(pack_name(pack_id), offset, length)
+        except FileNotFoundError:
+            raise MissingChunk(f"pack {pack_id} is missing from the repository") from None
+
+    def size(self, pack_id: str) -> int:
+        """FileNotFoundError if the pack is gone (compaction checks for that)."""
+        size = self.backend.stat(pack_name(pack_id))
+        if size is None:
+            raise FileNotFoundError(f"pack {pack_id} is missing from the repository")
+        return size
+
+    def list(self) -> list[str]:
+        """The ids of the packs. Anything else under packs/ is not ours: ignored, with one
+        warning per process (check lists it)."""
+        pack_ids, strays = self._scan()
+        self._stray_notice.warn(strays)
+        return pack_ids
+
+    def strays(self) -> list[str]:
+        """Names under packs/ that are not packs in their own folder (nor packs being
+        written). The caller reports them: list() then stays quiet about them."""
+        self._stray_notice.reported_elsewhere()
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[str], list[str]]:
+        pack_ids, strays = [], []
+        for name in self.backend.list(PACKS_PREFIX):
+            pack_id = pack_id_of(name)
+            if pack_id is None:
+                strays.append(name)
+            else:
+                pack_ids.append(pack_id)
+        strays += (name for name in self.backend.list_foreign(PACKS_PREFIX)
+                   if not _is_pack_folder(name))
+        return pack_ids, sorted(strays)
+
+    def list_unfinished(self) -> list[str]:
+        """Leftovers of packs whose writer died before finishing them."""
+        return self.backend.list_unfinished(PACKS_PREFIX)
+
+    def discard_unfinished(self) -> None:
+        """Remove those leftovers; call with the writer lock held."""
+        self.backend.discard_unfinished(PACKS_PREFIX)
+
+    def delete(self, pack_id: str) -> None:
+        self.backend.delete(pack_name(pack_id))
+
+    def set_aside(self, pack_id: str) -> None:
+        """Move a damaged pack to ``damaged/<pack id>.pack`` (repair): kept for
+        inspection, never listed or read again."""
+        self.backend.move(pack_name(pack_id), f"{DAMAGED_PREFIX}{pack_id}{PACK_SUFFIX}")
+
+
+class PackWriter:
+    """Appends records to one new pack; ``finish`` writes the footer and makes it durable."""
+
+    def __init__(self, packs: PackStore, pack_id: str):
+        self.pack_id = pack_id
+        self._packs = packs
+        self._sink = packs.create(pack_id)
+        self._sink.write(PACK_MAGIC)
+        self.size = len(PACK_MAGIC)
+        self.entries: list[PackEntry] = []
+
+    def add(self, digest: bytes, stored, raw_size: int, flags: int) -> PackEntry:
+        entry = PackEntry(digest, self.size, len(stored), raw_size, flags)
+        self._sink.write(stored)
+        self.size += len(stored)
+        self.entries.append(entry)
+        return entry
+
+    def finish(self) -> list[PackEntry]:
+        footer = b"".join(ENTRY.pack(e.digest, e.offset, e.stored_size, e.raw_size, e.flags)
+                          for e in self.entries)
+        self._sink.write(footer)
+        self._sink.write(TRAILER.pack(len(self.entries),
+                                      self._packs.footer_checksum(self.pack_id, footer),
+                                      TRAILER_MAGIC))
+        self._sink.complete()
+        self.size += len(footer) + TRAILER.size
+        return self.entries
+
+    def abort(self) -> None:
+        self._sink.abort()
+
+
+def read_footer(packs: PackStore, pack_id: str, size: int | None = None) -> list[PackEntry]:
+    """The entries of a pack, from its footer alone; CorruptData if the footer is damaged.
+    One read of the pack's tail usually holds the whole footer (one request on S3)."""
+    size = packs.size(pack_id) if size is None else size
+    if size < len(PACK_MAGIC) + TRAILER.size:
+        raise CorruptData(f"pack {pack_id} is truncated ({size} bytes)")
+    tail_start = max(0, size - FOOTER_TAIL_BYTES)
+    tail = packs.read(pack_id, tail_start, size - tail_start)
+    if len(tail) != size - tail_start:
+        raise CorruptData(f"pack {pack_id} is shorter than its size ({size} bytes)")
+    count, footer_digest, magic = TRAILER.unpack(tail[-TRAILER.size:])
+    footer_start = size - TRAILER.size - count * ENTRY.size
+    if magic != TRAILER_MAGIC or footer_start < len(PACK_MAGIC):
+        raise CorruptData(f"pack {pack_id} has no valid footer (truncated or damaged)")
+    if footer_start >= tail_start:
+        footer = tail[footer_start - tail_start: len(tail) - TRAILER.size]
+    else:
+        footer = packs.read(pack_id, footer_start, count * ENTRY.size)
+    if not secrets.compare_digest(packs.footer_checksum(pack_id, footer), footer_digest):
+        raise CorruptData(f"pack {pack_id}: footer checksum mismatch (damaged, or altered "
+                          f"or moved from another pack)")
+    entries = [PackEntry(*ENTRY.unpack_from(footer, i * ENTRY.size)) for i in range(count)]
+    for entry in entries:
+        if entry.offset < len(PACK_MAGIC) or entry.offset + entry.stored_size > footer_start:
+            raise CorruptData(f"pack {pack_id}: footer entry points outside the records")
+    return entries

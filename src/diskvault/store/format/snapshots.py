@@ -1,0 +1,295 @@
+"""Snapshot records (one small JSON file each, written last and atomically) and
+selection of a snapshot by id, unique id prefix, ``latest``, or series name."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+
+import blake3
+
+from ...errors import AmbiguousSnapshot, AuthenticationFailed, CorruptData, SnapshotNotFound
+from ..backends.protocol import Backend, StrayNotice
+from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
+from .manifest import BlockRef, layout_problem
+
+log = logging.getLogger(__name__)
+
+RECORD_VERSION = 2  # 2 adds the checksum; version 1 records still load
+READABLE_VERSIONS = (1, 2)
+CHECKSUM_KEY = "checksum"
+ID_HEX_DIGITS = 16
+# Shorter id prefixes are refused: "5" is more likely a typo than a snapshot.
+MIN_PREFIX_DIGITS = 4
+SNAPSHOTS_PREFIX = "snapshots/"
+RECORD_SUFFIX = ".json"
+
+
+@dataclass
+class BackupStats:
+    bytes_read: int = 0          # data bytes read from the source (holes are not read)
+    zero_bytes: int = 0          # bytes recorded as zero runs (holes and all-zero chunks)
+    chunks: int = 0              # data chunks in the image
+    new_chunks: int = 0          # chunks stored by this backup
+    new_bytes: int = 0           # raw bytes of the new chunks
+    stored_bytes: int = 0        # bytes the new chunks take in packs, after compression
+    manifest_blocks: int = 0
+    new_manifest_blocks: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class SnapshotRecord:
+    id: str
+    name: str
+    time: datetime
+    source: str
+    size: int
+    host: str
+    tags: list[str]
+    stats: BackupStats
+    blocks: list[BlockRef] = field(default_factory=list)
+    base_id: str | None = None  # a change map's base: unchanged data was taken from it
+    # Holes were chunked as the zeros they are, so every chunk but the image's last ends
+    # at a real cut; False for records made before (their chunks ended at holes).
+    holes_as_zeros: bool = False
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(ID_HEX_DIGITS // 2)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def time_label(self) -> str:
+        """Snapshot time as used in mount paths, e.g. 2026-11-22T031500Z."""
+        return self.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+
+    def summary(self) -> dict:
+        """Everything but the block list: what ``list``/``info --json`` print."""
+        body = asdict(self)
+        body.pop("blocks")
+        if self.base_id is None:
+            body.pop("base_id")  # absent unless a change map was used: records as before
+        if not self.holes_as_zeros:
+            body.pop("holes_as_zeros")  # absent in records made before: they load as ever
+        body["time"] = self.time.isoformat()
+        return body
+
+    def to_json(self) -> bytes:
+        body = {"version": RECORD_VERSION, **self.summary(),
+                "blocks": [[b.digest.hex(), b.offset] for b in self.blocks]}
+        body[CHECKSUM_KEY] = record_checksum(body)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> "SnapshotRecord":
+        """A record proven whole (version 2: its checksum) and whose block list can describe
+        its image (every version); CorruptData naming ``where`` otherwise."""
+        try:
+            body = json.loads(data)
+            version = body.get("version")
+            if version not in READABLE_VERSIONS:
+                raise ValueError(f"record version {version}")
+            record = cls(
+                id=body["id"], name=body["name"], time=datetime.fromisoformat(body["time"]),
+                source=body["source"], size=int(body["size"]), host=body["host"],
+                tags=list(body["tags"]), stats=BackupStats(**body["stats"]),
+                blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]],
+                base_id=body.get("base_id"),
+                holes_as_zeros=body.get("holes_as_zeros", False) is True)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CorruptData(f"snapshot record {where} cannot be read ({error})") from None
+        problem = _integrity_problem(body, record)
+        if problem:
+            raise CorruptData(f"snapshot record {where} is damaged: {problem}; run "
+                              f"'diskvault check'")
+        return record
+
+
+def series_name(source_path, name: str | None) -> str:
+    """The series a backup goes into: its --name, else the source's file name."""
+    return name or PurePosixPath(str(source_path)).name
+
+
+def record_checksum(body: dict) -> str:
+    """blake3-256 hex of the record's canonical JSON without the checksum field: keys
+    sorted, no whitespace, non-ASCII escaped (docs/format.md, "Snapshot records")."""
+    unsigned = {key: value for key, value in body.items() if key != CHECKSUM_KEY}
+    canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return blake3.blake3(canonical.encode("ascii")).hexdigest()
+
+
+def _integrity_problem(body: dict, record: SnapshotRecord) -> str | None:
+    if body["version"] >= 2:
+        stored = body.get(CHECKSUM_KEY)
+        expected = record_checksum(body)
+        if stored != expected:
+            return (f"checksum mismatch (it says {str(stored)[:16]}…, its content hashes to "
+                    f"{expected[:16]}…)")
+    if record.size < 0:
+        return f"its size is {record.size}"
+    return layout_problem(record.blocks, record.size)
+
+
+class SnapshotStore:
+    """The records under ``snapshots/``: one ``snapshots/<id>.json`` per snapshot."""
+
+    def __init__(self, backend: Backend, cipher: RecordCipher | None = None,
+                 repository_id: str | None = None):
+        self.backend = backend
+        self._cipher = cipher or NoEncryption()
+        self._repository_id = repository_id
+        self._stray_notice = StrayNotice(backend, SNAPSHOTS_PREFIX, "snapshot records")
+
+    def _associated(self, snapshot_id: str) -> bytes:
+        return associated_data(RecordKind.SNAPSHOT_RECORD, self._repository_id,
+                               snapshot_id.encode("ascii"))
+
+    def exists(self, snapshot_id: str) -> bool:
+        return self.backend.stat(record_name(snapshot_id)) is not None
+
+    def save(self, record: SnapshotRecord) -> None:
+        data = record.to_json()
+        if self._cipher.encrypted:
+            data = self._cipher.seal(data, self._associated(record.id))
+        self.backend.put(record_name(record.id), data)
+
+    def load(self, snapshot_id: str) -> SnapshotRecord:
+        return self._read(record_name(snapshot_id))
+
+    def _read(self, name: str) -> SnapshotRecord:
+        """The record named ``name``, which must be the one its name promises."""
+        where = f"{self.backend.location}/{name}"
+        data = self.backend.get(name)
+        if self._cipher.encrypted:
+            # Bound to the id its name gives: a record renamed, swapped or copied from
+            # another repository does not open.
+            snapshot_id = name[len(SNAPSHOTS_PREFIX): -len(RECORD_SUFFIX)]
+            try:
+                data = self._cipher.open_sealed(data, self._associated(snapshot_id))
+            except AuthenticationFailed:
+                raise AuthenticationFailed(
+                    f"snapshot record {where} failed authentication: it was damaged, altered, "
+                    f"renamed or brought in from another repository; run 'diskvault "
+                    f"check'") from None
+        record = SnapshotRecord.from_json(data, where)
+        if name != record_name(record.id):
+            raise CorruptData(f"snapshot record {where} is damaged: it holds snapshot "
+                              f"{record.id!r}; run 'diskvault check'")
+        return record
+
+    def delete(self, snapshot_id: str) -> None:
+        self.backend.delete(record_name(snapshot_id))
+
+    def scan(self) -> tuple[list[SnapshotRecord], list[tuple[PurePosixPath, CorruptData]]]:
+        """Every readable snapshot, oldest first, and each damaged record's name with its
+        error."""
+        records, damaged = [], []
+        for name in self.record_names():
+            try:
+                records.append(self._read(name))
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            except CorruptData as error:
+                damaged.append((PurePosixPath(name), error))
+        return sorted(records, key=lambda r: (r.time, r.id)), damaged
+
+    def ids(self) -> list[str]:
+        """Ids of the complete records, without reading any."""
+        return [name[len(SNAPSHOTS_PREFIX): -len(RECORD_SUFFIX)] for name in self.record_names()]
+
+    def record_names(self) -> list[str]:
+        """The ``snapshots/<id>.json`` objects. Anything else there is not ours: ignored,
+        with one warning per process (check lists it)."""
+        names, strays = self._entries()
+        self._stray_notice.warn(strays)
+        return names
+
+    def strays(self) -> list[str]:
+        """Names that are not records (nor records being written). The caller reports
+        them: scan() then stays quiet about them."""
+        self._stray_notice.reported_elsewhere()
+        return self._entries()[1]
+
+    def _entries(self) -> tuple[list[str], list[str]]:
+        names, strays = [], []
+        for name in self.backend.list(SNAPSHOTS_PREFIX):
+            snapshot_id = name[len(SNAPSHOTS_PREFIX):].removesuffix(RECORD_SUFFIX)
+            if name == record_name(snapshot_id) and is_snapshot_id(snapshot_id):
+                names.append(name)
+            else:
+                strays.append(name)
+        return names, sorted(strays + self.backend.list_foreign(SNAPSHOTS_PREFIX))
+
+    def all_intact(self) -> list[SnapshotRecord]:
+        """Every snapshot, or CorruptData if any record is damaged: for compaction, which
+        would otherwise take a damaged snapshot's data for unused and delete it."""
+        records, damaged = self.scan()
+        if damaged:
+            raise CorruptData(f"{damaged[0][1]}; refusing to run while a snapshot record is "
+                              f"damaged (its data would look unused): run 'diskvault check'")
+        return records
+
+    def all(self) -> list[SnapshotRecord]:
+        """Every readable snapshot, oldest first. A damaged record is skipped with a
+        warning, so that it does not make every other snapshot unreachable ('diskvault
+        check' reports it)."""
+        records, damaged = self.scan()
+        for _, error in damaged:
+            log.warning("%s", error)
+        return records
+
+
+def record_name(snapshot_id: str) -> str:
+    return f"{SNAPSHOTS_PREFIX}{snapshot_id}{RECORD_SUFFIX}"
+
+
+def is_snapshot_id(text: str) -> bool:
+    return len(text) == ID_HEX_DIGITS and all(c in "0123456789abcdef" for c in text)
+
+
+def select_snapshot(records: Sequence[SnapshotRecord], selector: str) -> SnapshotRecord:
+    """Resolve a selector: exact id, ``latest``, a series name (its latest), or an id prefix
+    of at least MIN_PREFIX_DIGITS characters. A selector that is both a series name and an
+    id prefix is refused: guessing could restore, or delete, the wrong snapshot."""
+    if not records:
+        raise SnapshotNotFound("the repository holds no snapshots yet")
+    for record in records:
+        if record.id == selector:
+            return record
+    if selector == "latest":
+        return _newest(records)
+    in_series = [r for r in records if r.name == selector]
+    long_enough = len(selector) >= MIN_PREFIX_DIGITS
+    matches = [r for r in records if r.id.startswith(selector.lower())] if long_enough else []
+    if in_series and matches:
+        shown = ", ".join(r.short_id for r in matches[:5])
+        raise AmbiguousSnapshot(f"snapshot {selector!r} is ambiguous: it is the name of a series "
+                                f"(latest {_newest(in_series).short_id}) and an id prefix of "
+                                f"{shown}; give a full id (see 'diskvault list')")
+    if in_series:
+        return _newest(in_series)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(r.short_id for r in matches[:5])
+        raise AmbiguousSnapshot(f"snapshot {selector!r} is ambiguous: it matches {len(matches)} "
+                                f"snapshots ({shown}); give more of the id")
+    if not long_enough and any(r.id.startswith(selector.lower()) for r in records):
+        raise AmbiguousSnapshot(f"snapshot {selector!r} is too short an id prefix: give at "
+                                f"least {MIN_PREFIX_DIGITS} characters of the id "
+                                f"(see 'diskvault list')")
+    raise SnapshotNotFound(f"no snapshot {selector!r}: not an id, id prefix, series name or "
+                           f"'latest' (see 'diskvault list')")
+
+
+def _newest(records: Sequence[SnapshotRecord]) -> SnapshotRecord:
+    return max(records, key=lambda r: (r.time, r.id))

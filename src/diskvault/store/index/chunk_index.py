@@ -1,0 +1,387 @@
+"""The LMDB index: digest -> chunk location, plus per-pack statistics.
+
+An accelerator only: everything in it can be rebuilt from the pack footers.
+Entries are committed only after the pack they point into is durable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from ...errors import CorruptData
+from ..format.packs import PackEntry
+from ..host.durable import PRIVATE_FILE_MODE, make_private_folder
+
+MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents
+LOCATION = struct.Struct("<16sQIIB")
+PACK_STATS = struct.Struct("<QQQI")
+LMDB_FILES = ("data.mdb", "lock.mdb")
+
+
+@dataclass(frozen=True)
+class ChunkLocation:
+    pack_id: str
+    offset: int
+    stored_size: int
+    raw_size: int
+    flags: int
+
+    def entry(self, digest: bytes) -> PackEntry:
+        """The record as its pack's footer lists it: what the index knows of a pack whose
+        footer is lost or not read."""
+        return PackEntry(digest, self.offset, self.stored_size, self.raw_size, self.flags)
+
+
+@dataclass(frozen=True)
+class PackStats:
+    file_size: int
+    stored_bytes: int
+    raw_bytes: int
+    records: int
+
+
+REPAIR_HINT = "run 'diskvault check --repair' to rebuild it from the packs"
+DATA_FILE = "data.mdb"
+LOCK_FILE = "lock.mdb"
+
+
+def index_damaged(path: Path, detail: object) -> CorruptData:
+    """The one error for an index LMDB cannot read, or whose contents do not decode."""
+    return CorruptData(f"index at {path} is damaged ({detail}); {REPAIR_HINT}")
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may change the environment (access() also answers EROFS)."""
+    return all(os.access(file, os.W_OK) for file in (path, path / DATA_FILE, path / LOCK_FILE)
+               if file.exists())
+
+
+def _decode_location(value: bytes) -> ChunkLocation:
+    pack, offset, stored, raw, flags = LOCATION.unpack(value)
+    return ChunkLocation(pack.hex(), offset, stored, raw, flags)
+
+
+def _encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
+    return LOCATION.pack(pack_key, entry.offset, entry.stored_size, entry.raw_size, entry.flags)
+
+
+FINGERPRINT_MASK = (1 << 64) - 1
+
+
+def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
+    """An order-free sum over the index entries these records would have: equal to the
+    pack's fingerprint in ``pack_fingerprints`` when the index points at exactly these
+    records (a process's own hash: compare only within one process)."""
+    pack_key = bytes.fromhex(pack_id)
+    return sum(hash(entry.digest + _encode_location(pack_key, entry))
+               for entry in entries) & FINGERPRINT_MASK
+
+
+def exit_code_in_child(work) -> int:
+    """``work`` run in a forked child: 0 if it ended, 1 if it raised, minus the signal that
+    killed it. LMDB trusts its pages: a damaged one may kill the reader (SIGBUS, SIGSEGV)
+    instead of raising, and a command must survive that to say what is wrong."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            work()
+            status = 0
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def _read_roots(path: Path, readonly: bool) -> None:
+    """Open the environment and both tables as the caller will, and read their roots:
+    where a damaged main page or table root would crash."""
+    index = ChunkIndex(path, readonly=readonly, probe=False)
+    index.table_sizes()
+    index.close()
+
+
+class ChunkIndex:
+    """One LMDB environment with two tables: ``chunks`` and ``packs``. Every read turns
+    LMDB's errors and undecodable values into CorruptData that sends the user to repair."""
+
+    def __init__(self, path: Path, readonly: bool = False, probe: bool = True):
+        self.path = path
+        # Read-only media, or a user who may read but not write: no lock file either
+        # (registering a reader writes to it). No writer can run on read-only media;
+        # beside another user's writer every chunk read is still verified by digest.
+        if not readonly:
+            make_private_folder(path)
+        self.readonly = readonly or not _writable(path)
+        for name in LMDB_FILES:  # LMDB opens them following links: refuse a planted one
+            if (path / name).is_symlink():
+                raise CorruptData(f"index file {path / name} is a symbolic link, which "
+                                  f"diskvault never writes through; run 'diskvault check "
+                                  f"--repair' to set the index aside and rebuild it")
+        # A raised error is left to the open below, which reports it; a crash is not.
+        if probe and (path / DATA_FILE).exists() and exit_code_in_child(
+                lambda: _read_roots(path, self.readonly)) < 0:
+            raise index_damaged(path, "opening it crashed the reader (damaged pages)")
+        with self._reading():
+            self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
+                                 readonly=self.readonly, lock=not self.readonly,
+                                 create=not self.readonly, readahead=False,
+                                 mode=PRIVATE_FILE_MODE)
+            self._check_file_size()
+            self._chunks = self.env.open_db(b"chunks", create=not self.readonly)
+            self._packs = self.env.open_db(b"packs", create=not self.readonly)
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except (lmdb.Error, struct.error) as error:
+            raise index_damaged(self.path, error) from None
+
+    def _check_file_size(self) -> None:
+        """A data file shorter than the pages its meta page claims (cut off) would be read
+        past its end through the memory map: SIGBUS, not an error. Refuse it first."""
+        pages = self.env.info()["last_pgno"] + 1
+        needed = pages * self.env.stat()["psize"]
+        actual = (self.path / DATA_FILE).stat().st_size
+        if actual < needed:
+            raise index_damaged(self.path, f"{DATA_FILE} is {actual} bytes, its pages need "
+                                           f"{needed}: it was cut off")
+
+    def table_sizes(self) -> tuple[int, int]:
+        """Entries in ``chunks`` and ``packs`` (reads both tables' roots)."""
+        with self._reading(), self.env.begin() as txn:
+            return txn.stat(self._chunks)["entries"], txn.stat(self._packs)["entries"]
+
+    def close(self) -> None:
+        self.env.close()
+
+    def lookup(self, digest: bytes, txn: lmdb.Transaction | None = None) -> ChunkLocation | None:
+        with self._reading():
+            if txn is None:
+                with self.env.begin() as own:
+                    value = own.get(digest, db=self._chunks)
+            else:
+                value = txn.get(digest, db=self._chunks)
+            return None if value is None else _decode_location(value)
+
+    def are_indexed(self, digests: Sequence[bytes]) -> list[bool]:
+        """For each digest, whether the index holds it: one read transaction serves them all."""
+        with self._reading(), self.env.begin(buffers=True) as txn:
+            get, chunks = txn.get, self._chunks
+            return [get(digest, db=chunks) is not None for digest in digests]
+
+    def add_pack(self, pack_id: str, entries: Iterable[PackEntry], file_size: int) -> None:
+        """Commit a durable pack's entries; a digest already indexed keeps its location."""
+        with self.env.begin(write=True) as txn:
+            self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
+
+    def add_relocated_pack(self, pack_id: str, entries: Iterable[PackEntry],
+                           file_size: int) -> None:
+        """Commit a durable pack of copies made by compaction: its records become the
+        location of their digests, in one transaction."""
+        with self.env.begin(write=True) as txn:
+            self._put_pack(txn, pack_id, entries, file_size, overwrite=True)
+
+    def add_packs(self, packs: Iterable[tuple[str, list[PackEntry], int]],
+                  overwrite: bool = False) -> None:
+        """Commit several durable packs in one transaction (an index catching up with its
+        repository); ``overwrite``: their records become the location of their digests."""
+        with self.env.begin(write=True) as txn:
+            for pack_id, entries, file_size in packs:
+                self._put_pack(txn, pack_id, entries, file_size, overwrite=overwrite)
+
+    def forget_packs(self, pack_ids: Iterable[str]) -> int:
+        """Drop packs that are gone (compacted away elsewhere) and every location in them,
+        in one transaction: one pass over the chunks, with no pack to read. Returns how
+        many locations were dropped."""
+        keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
+        with self._reading(), self.env.begin(write=True) as txn:
+            doomed = [digest for digest, value in txn.cursor(db=self._chunks)
+                      if value[:16] in keys]
+            for digest in doomed:
+                txn.delete(digest, db=self._chunks)
+            for key in keys:
+                txn.delete(key, db=self._packs)
+        return len(doomed)
+
+    def rebuild(self, packs: Iterable[tuple[str, list[PackEntry], int]]) -> None:
+        """Replace every location and pack with ``packs`` (repair), in one transaction:
+        readers see the old index or the new one, never a mix."""
+        with self.env.begin(write=True) as txn:
+            txn.drop(self._chunks, delete=False)
+            txn.drop(self._packs, delete=False)
+            for pack_id, entries, file_size in packs:
+                self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
+
+    def _put_pack(self, txn: lmdb.Transaction, pack_id: str, entries: Iterable[PackEntry],
+                  file_size: int, overwrite: bool) -> None:
+        pack_key = bytes.fromhex(pack_id)
+        stored = raw = records = 0
+        for entry in entries:
+            txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks,
+                    overwrite=overwrite)
+            stored += entry.stored_size
+            raw += entry.raw_size
+            records += 1
+        txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=self._packs)
+
+    def point_at(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        """Make these records of a pack (still indexed) the location of their digests: the
+        copy they pointed at is gone. The pack's statistics stay as they are."""
+        pack_key = bytes.fromhex(pack_id)
+        with self.env.begin(write=True) as txn:
+            for entry in entries:
+                txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks)
+
+    def locate_many(self, digests: Iterable[bytes]
+                    ) -> Iterator[tuple[bytes, ChunkLocation | None]]:
+        """Each digest with its location (None: not indexed), from one read transaction."""
+        with self._reading(), self.env.begin() as txn:
+            for digest in digests:
+                value = txn.get(digest, db=self._chunks)
+                yield digest, None if value is None else _decode_location(value)
+
+    def packs_holding(self, digests: Iterable[bytes]) -> Iterator[bytes | None]:
+        """For each digest, the id (16 bytes) of the pack the index puts it in, or None:
+        one read transaction, nothing else decoded (a pass over every chunk in use)."""
+        with self._reading(), self.env.begin(buffers=True) as txn:
+            get, chunks = txn.get, self._chunks
+            for digest in digests:
+                value = get(digest, db=chunks)
+                yield None if value is None else bytes(value[:16])
+
+    def remove_locations(self, packs: dict[str, list[PackEntry]]) -> int:
+        """Drop the index entries that point at these records of these packs (entries that
+        point elsewhere stay), in one transaction; returns how many were dropped."""
+        removed = 0
+        with self.env.begin(write=True) as txn:
+            for pack_id, entries in packs.items():
+                pack_key = bytes.fromhex(pack_id)
+                for entry in entries:
+                    value = txn.get(entry.digest, db=self._chunks)
+                    if value is not None and LOCATION.unpack(value)[:2] == (pack_key,
+                                                                            entry.offset):
+                        txn.delete(entry.digest, db=self._chunks)
+                        removed += 1
+        return removed
+
+    def remove_packs(self, pack_ids: Iterable[str]) -> None:
+        """Forget packs' statistics once their files are gone."""
+        with self.env.begin(write=True) as txn:
+            for pack_id in pack_ids:
+                txn.delete(bytes.fromhex(pack_id), db=self._packs)
+
+    def known_packs(self) -> set[str]:
+        with self._reading(), self.env.begin() as txn:
+            return {key.hex() for key in txn.cursor(db=self._packs).iternext(values=False)}
+
+    def pack_stats(self) -> Iterator[tuple[str, PackStats]]:
+        with self._reading(), self.env.begin() as txn:
+            for key, value in txn.cursor(db=self._packs):
+                yield key.hex(), PackStats(*PACK_STATS.unpack(value))
+
+    def iter_chunks(self) -> Iterator[tuple[bytes, ChunkLocation]]:
+        """Every (digest, location), in digest order, from one read transaction."""
+        with self._reading(), self.env.begin() as txn:
+            for digest, value in txn.cursor(db=self._chunks):
+                yield digest, _decode_location(value)
+
+    def pack_fingerprints(self) -> dict[str, tuple[int, int]]:
+        """Per pack, how many index entries point into it and their fingerprint (see
+        ``fingerprint``): one sequential pass, nothing decoded, so that check compares a
+        pack's footer with the index without a lookup per record."""
+        counts: dict[bytes, int] = {}
+        sums: dict[bytes, int] = {}
+        with self._reading(), self.env.begin() as txn:
+            for digest, value in txn.cursor(db=self._chunks):
+                pack_key = value[:16]
+                counts[pack_key] = counts.get(pack_key, 0) + 1
+                sums[pack_key] = sums.get(pack_key, 0) + hash(digest + value)
+        return {key.hex(): (count, sums[key] & FINGERPRINT_MASK)
+                for key, count in counts.items()}
+
+    def locations_in(self, pack_ids: Collection[str]) -> dict[str, list[tuple[bytes,
+                                                                          ChunkLocation]]]:
+        """Every (digest, location) that points into these packs: one pass over the index,
+        for the few packs whose entries must be named one by one."""
+        keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
+        found: dict[str, list[tuple[bytes, ChunkLocation]]] = {p: [] for p in pack_ids}
+        with self._reading(), self.env.begin() as txn:
+            for digest, value in txn.cursor(db=self._chunks):
+                if value[:16] in keys:
+                    location = _decode_location(value)
+                    found[location.pack_id].append((digest, location))
+        return found
+
+    def chunk_count(self) -> int:
+        with self._reading(), self.env.begin() as txn:
+            return txn.stat(self._chunks)["entries"]
+
+    def read_everything(self) -> None:
+        """Read every page of every table and decode every location and statistic:
+        CorruptData if any of it is damaged (repair's test of whether to rebuild)."""
+        for _ in self.iter_chunks():
+            pass
+        for _ in self.pack_stats():
+            pass
+        with self._reading(), self.env.begin() as txn:
+            for name in txn.cursor().iternext(values=False):
+                for _ in txn.cursor(db=self.env.open_db(name, txn=txn, create=False)):
+                    pass
+
+
+class DigestSet:
+    """A set of digests that lives on disk, in a throwaway LMDB environment: a walk over
+    millions of chunks holds at most ``BUFFERED`` of them in memory. Its file is made in a
+    private temporary folder under ``parent`` and unlinked at once, so nothing is left
+    behind even by a killed process. Use it in a ``with`` block."""
+
+    BUFFERED = 1 << 16  # digests held before they are written, sorted, in one transaction
+
+    def __init__(self, parent: Path):
+        folder = tempfile.mkdtemp(prefix="scratch-", dir=parent)  # 0700, made here
+        try:
+            # Nothing here outlives the process: no fsync, no lock file (one user, one
+            # thread); LMDB keeps using the file through its descriptor once unlinked.
+            self._env = lmdb.open(folder, map_size=MAP_SIZE_BYTES, sync=False,
+                                  metasync=False, lock=False, readahead=False,
+                                  mode=PRIVATE_FILE_MODE)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._buffer: set[bytes] = set()
+
+    def __enter__(self) -> DigestSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._env.close()
+
+    def add(self, digest: bytes) -> None:
+        self._buffer.add(digest)
+        if len(self._buffer) >= self.BUFFERED:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.cursor().putmulti(((digest, b"") for digest in sorted(self._buffer)),
+                                  overwrite=False)
+        self._buffer = set()
+
+    def __len__(self) -> int:
+        self._flush()
+        return self._env.stat()["entries"]
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The digests in order, from one read transaction."""
+        self._flush()
+        with self._env.begin() as txn:
+            yield from txn.cursor().iternext(values=False)

@@ -1,0 +1,100 @@
+"""Reading a snapshot's image in windows: the chunks a window of the image needs, each
+fetched once, read in pack order with neighbouring records of one pack merged into one range
+request, decompressed and verified on the pool, then handed back in image order.
+
+One range request per run of neighbours matters most on an object store (a round trip per
+request); on a local disk it turns many small preads into a few large ones."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future
+
+from ...errors import CorruptData
+from ..format.manifest import Span
+from ..format.snapshots import SnapshotRecord
+from ..index.chunk_index import ChunkLocation
+from .chunk_reader import ChunkReader
+from .image_map import damage_context
+from .pack_ranges import coalesce, read_range
+
+WINDOW_BYTES = 64 * 1024 * 1024  # image data planned at once; two windows are in memory
+
+
+def data_windows(spans: Iterable[Span], window_bytes: int = WINDOW_BYTES) -> Iterator[list[Span]]:
+    """``spans`` in consecutive groups holding about ``window_bytes`` of data each (zero
+    runs cost no memory and do not count)."""
+    window: list[Span] = []
+    data = 0
+    for span in spans:
+        window.append(span)
+        if span.digest is not None:
+            data += span.length
+            if data >= window_bytes:
+                yield window
+                window, data = [], 0
+    if window:
+        yield window
+
+
+class _PlannedWindow:
+    """One window whose reads are in flight on the pool."""
+
+    def __init__(self, chunks: ChunkReader, record: SnapshotRecord, spans: list[Span],
+                 pool: Executor):
+        self.record = record
+        self.spans = spans
+        locations: dict[bytes, ChunkLocation] = {}
+        for span in spans:
+            if span.digest is not None and span.digest not in locations:
+                try:
+                    locations[span.digest] = chunks.locate(span.digest)
+                except CorruptData as error:
+                    raise damage_context(record, span.offset, error) from None
+        self.futures: dict[bytes, Future] = {}
+        for pack_range in coalesce(locations, chunks.packs.backend.read_gap_bytes):
+            try:
+                chunks.packs.advise_will_need(pack_range.pack_id, pack_range.offset,
+                                              pack_range.length)
+            except CorruptData:
+                pass  # a missing pack: its read fails too, naming the image offset
+            future = pool.submit(read_range, chunks, pack_range)
+            self.futures.update((digest, future) for digest, _ in pack_range.records)
+
+    def pieces(self) -> Iterator[tuple[Span, bytes | None]]:
+        for span in self.spans:
+            if span.digest is None:
+                yield span, None
+                continue
+            try:
+                data = self.futures[span.digest].result()[span.digest]
+            except CorruptData as error:  # the whole range failed (a missing pack)
+                data = error
+            if isinstance(data, CorruptData):
+                raise damage_context(self.record, span.offset, data) from None
+            yield span, data
+
+    def cancel(self) -> None:
+        for future in self.futures.values():
+            future.cancel()
+
+
+def planned_pieces(chunks: ChunkReader, record: SnapshotRecord, spans: Iterable[Span],
+                   pool: Executor,
+                   window_bytes: int = WINDOW_BYTES) -> Iterator[tuple[Span, bytes | None]]:
+    """(span, verified bytes) for ``spans`` in order, or (span, None) for a zero run; the
+    next window is read while this one is consumed."""
+    planned: deque[_PlannedWindow] = deque()
+    try:
+        for window in data_windows(spans, window_bytes):
+            planned.append(_PlannedWindow(chunks, record, window, pool))
+            if len(planned) == 2:
+                yield from planned[0].pieces()
+                planned.popleft()
+        while planned:
+            yield from planned[0].pieces()
+            planned.popleft()
+    finally:
+        for window in planned:  # the consumer stopped early, or a read failed
+            window.cancel()

@@ -1,0 +1,46 @@
+"""The backends the contract suite (test_backend_contract.py) runs against, by name. Each
+opens the store at a location the test gives: a local folder, or for S3 a prefix derived
+from it in the session's bucket on a real Ceph (tests/ceph.py). backend_child.py opens the
+same store in another process; the S3 endpoint and keys reach it through the environment
+(``FIXTURES`` names the fixture that provides them), never on its command line."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from diskvault.store.backends.local import LocalBackend
+from diskvault.store.backends.protocol import Backend
+
+TEST_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_BUCKET"
+
+
+def _local(location: str) -> LocalBackend:
+    Path(location).mkdir(mode=0o700, exist_ok=True)
+    return LocalBackend(Path(location))
+
+
+def _s3_url(location: str) -> str:
+    prefix = hashlib.sha256(location.encode()).hexdigest()[:16]  # one per test
+    return f"s3://{os.environ[TEST_BUCKET_VARIABLE]}/contract/{prefix}"
+
+
+def _s3(location: str) -> Backend:
+    from diskvault.store.backends.s3 import open_s3_backend  # boto3 only when S3 is tested
+
+    return open_s3_backend(_s3_url(location))
+
+
+BACKENDS = {"local": _local, "s3": _s3}
+FIXTURES = {"s3": "s3_environment"}  # what a kind needs before it can be opened
+
+
+def open_backend(kind: str, location: str) -> Backend:
+    return BACKENDS[kind](location)
+
+
+def repository_location(kind: str, location: str) -> str:
+    """What ``-r`` names for a repository in the store that open_backend(kind, location)
+    opens."""
+    return _s3_url(location) if kind == "s3" else location

@@ -1,0 +1,141 @@
+"""Streaming FastCDC, with or without hints, must cut exactly where one-shot chunking of
+the whole stream cuts."""
+
+from __future__ import annotations
+
+import random
+
+import blake3
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diskvault.store.backup.chunker import Chunker, Hint, ZeroRun, hints_from_spans, piece_length
+from diskvault.store.format.config import ChunkerParams
+from diskvault.store.format.manifest import Span
+
+PARAMS = ChunkerParams(min_bytes=256, avg_bytes=1024, max_bytes=4096)
+
+
+def one_shot_lengths(data: bytes, params: ChunkerParams) -> list[int]:
+    chunker = Chunker(params)
+    return [piece_length(p) for p in chunker.feed(data) + chunker.finish()]
+
+
+def streamed(data: bytes, cuts: list[int], params: ChunkerParams, hints=()) -> list:
+    chunker = Chunker(params, hints)
+    chunks, start = [], 0
+    for cut in sorted(set(cuts)) + [len(data)]:
+        chunks += chunker.feed(data[start:cut])
+        start = cut
+    return chunks + chunker.finish()
+
+
+def streamed_lengths(data: bytes, cuts: list[int], params: ChunkerParams, hints=()) -> list[int]:
+    return [piece_length(p) for p in streamed(data, cuts, params, hints)]
+
+
+def hints_of(data: bytes, params: ChunkerParams) -> list[Hint]:
+    """The hints a backup of ``data`` would give the next night."""
+    spans, offset = [], 0
+    for piece in streamed(data, [], params):
+        digest = None if isinstance(piece, ZeroRun) else blake3.blake3(piece[0]).digest()
+        spans.append(Span(offset, piece_length(piece), digest))
+        offset += piece_length(piece)
+    return list(hints_from_spans(spans))
+
+
+def compressible(rng: random.Random, size: int) -> bytes:
+    words = [rng.randbytes(rng.randrange(1, 12)) for _ in range(50)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words)
+    return bytes(out[:size])
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 60_000),
+       cuts=st.lists(st.integers(0, 60_000), max_size=12),
+       kind=st.sampled_from(["random", "text", "zeros"]))
+def test_streaming_cuts_equal_one_shot_cuts(seed, size, cuts, kind):
+    rng = random.Random(seed)
+    data = {"random": rng.randbytes, "text": lambda n: compressible(rng, n),
+            "zeros": bytes}[kind](size)
+    cuts = [c for c in cuts if c <= size]
+    assert streamed_lengths(data, cuts, PARAMS) == one_shot_lengths(data, PARAMS)
+
+
+def test_every_buffer_boundary_gives_the_same_cuts():
+    data = random.Random(7).randbytes(40_000)
+    expected = one_shot_lengths(data, PARAMS)
+    for cut in range(0, len(data), 97):
+        assert streamed_lengths(data, [cut], PARAMS) == expected
+
+
+def test_tiny_buffers_one_byte_at_a_time_give_the_same_cuts():
+    data = random.Random(3).randbytes(9000)
+    assert streamed_lengths(data, list(range(len(data))), PARAMS) == one_shot_lengths(data, PARAMS)
+
+
+def test_chunks_respect_minimum_and_maximum_and_cover_the_stream():
+    data = random.Random(11).randbytes(200_000) + bytes(50_000)
+    lengths = one_shot_lengths(data, PARAMS)
+    assert sum(lengths) == len(data)
+    assert all(length <= PARAMS.max_bytes for length in lengths)
+    assert all(length >= PARAMS.min_bytes for length in lengths[:-1])
+
+
+def test_chunk_boundaries_resynchronise_after_an_insertion():
+    rng = random.Random(5)
+    data = rng.randbytes(100_000)
+    shifted = data[:500] + b"inserted" + data[500:]
+    before, after = set(), set()
+    for lengths, into in ((one_shot_lengths(data, PARAMS), before),
+                          (one_shot_lengths(shifted, PARAMS), after)):
+        offset = 0
+        for length in lengths:
+            offset += length
+            into.add(offset)
+    resynced = {cut + 8 for cut in before if cut > 10_000}
+    assert resynced <= after
+
+
+EDIT = st.tuples(st.sampled_from(["overwrite", "insert", "delete"]), st.integers(0, 60_000),
+                 st.integers(1, 3000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 60_000), edits=st.lists(EDIT, max_size=4),
+       tail=st.integers(-5000, 5000), cuts=st.lists(st.integers(0, 70_000), max_size=8))
+def test_hinted_cuts_equal_one_shot_cuts_of_the_new_data(seed, size, edits, tail, cuts):
+    rng = random.Random(seed)
+    old = compressible(rng, size) if seed % 2 else rng.randbytes(size)
+    new = bytearray(old)
+    for kind, at, length in edits:
+        at = min(at, len(new))
+        if kind == "overwrite":
+            new[at: at + length] = rng.randbytes(length)[: len(new) - at]
+        elif kind == "insert":
+            new[at:at] = rng.randbytes(length)
+        else:
+            del new[at: at + length]
+    new = bytes(new[: max(0, len(new) + tail)]) if tail < 0 else bytes(new) + rng.randbytes(tail)
+    hints = hints_of(old, PARAMS)
+    cuts = [c for c in cuts if c <= len(new)]
+    assert streamed_lengths(new, cuts, PARAMS, hints) == one_shot_lengths(new, PARAMS)
+
+
+def test_unchanged_data_is_taken_from_hints_with_known_digests():
+    data = random.Random(8).randbytes(200_000)
+    chunks = streamed(data, list(range(0, len(data), 30_000)), PARAMS, hints_of(data, PARAMS))
+    hinted = [digest for _, digest in chunks if digest is not None]
+    assert len(hinted) == len(chunks) - 1  # all but the last (it ended the data)
+    assert all(blake3.blake3(c).digest() == d for c, d in chunks if d is not None)
+
+
+def test_a_hint_with_changed_bytes_is_not_trusted():
+    data = bytearray(random.Random(9).randbytes(50_000))
+    hints = hints_of(bytes(data), PARAMS)
+    data[20_000] ^= 0xFF
+    chunks = streamed(bytes(data), [], PARAMS, hints)
+    assert all(blake3.blake3(c).digest() == d for c, d in chunks if d is not None)
+    assert [len(c) for c, _ in chunks] == one_shot_lengths(bytes(data), PARAMS)

@@ -1,0 +1,90 @@
+"""The LMDB index on its own: entries of durable packs are added, looked up, moved by
+compaction, removed, and rebuilt in one transaction."""
+
+from __future__ import annotations
+
+import blake3
+import pytest
+
+from diskvault.store.format.packs import PackEntry
+from diskvault.store.index.chunk_index import ChunkIndex, ChunkLocation
+
+PACK_A, PACK_B = "aa" * 16, "bb" * 16
+
+
+def digest(n: int) -> bytes:
+    return blake3.blake3(bytes([n])).digest()
+
+
+def entries(count: int, first: int = 0) -> list[PackEntry]:
+    return [PackEntry(digest(first + i), 8 + 100 * i, 100, 250, i % 2) for i in range(count)]
+
+
+@pytest.fixture
+def index(tmp_path):
+    opened = ChunkIndex(tmp_path / "index")
+    yield opened
+    opened.close()
+
+
+def test_an_added_pack_locates_each_of_its_records(index):
+    index.add_pack(PACK_A, entries(3), 1000)
+    for entry in entries(3):
+        location = index.lookup(entry.digest)
+        assert location == ChunkLocation(PACK_A, entry.offset, 100, 250, entry.flags)
+        assert location.entry(entry.digest) == entry
+    assert index.lookup(digest(99)) is None
+    assert index.chunk_count() == 3
+    assert index.known_packs() == {PACK_A}
+    (pack_id, stats), = index.pack_stats()
+    assert (pack_id, stats.file_size, stats.stored_bytes, stats.raw_bytes, stats.records) \
+        == (PACK_A, 1000, 300, 750, 3)
+
+
+def test_are_indexed_answers_each_digest_of_a_batch_in_order(index):
+    index.add_pack(PACK_A, entries(2), 500)
+    assert index.are_indexed([digest(1), digest(7), digest(0), digest(1)]) \
+        == [True, False, True, True]
+    assert index.are_indexed([]) == []
+
+
+def test_a_digest_already_indexed_keeps_its_first_location(index):
+    index.add_pack(PACK_A, entries(2), 500)
+    index.add_pack(PACK_B, entries(2), 500)
+    assert index.lookup(digest(0)).pack_id == PACK_A
+
+
+def test_a_relocated_pack_becomes_the_location_of_its_chunks(index):
+    index.add_pack(PACK_A, entries(2), 500)
+    index.add_relocated_pack(PACK_B, entries(1), 300)
+    assert index.lookup(digest(0)).pack_id == PACK_B
+    assert index.lookup(digest(1)).pack_id == PACK_A
+
+
+def test_removing_locations_drops_only_entries_that_point_at_those_records(index):
+    index.add_pack(PACK_A, entries(3), 500)
+    index.add_relocated_pack(PACK_B, entries(1), 300)  # digest 0 now lives in B
+    assert index.remove_locations({PACK_A: entries(3)}) == 2
+    assert index.lookup(digest(0)).pack_id == PACK_B
+    assert index.lookup(digest(1)) is None
+    index.remove_packs([PACK_A])
+    assert index.known_packs() == {PACK_B}
+
+
+def test_a_rebuild_replaces_every_location_and_pack(index):
+    index.add_pack(PACK_A, entries(3), 500)
+    index.rebuild([(PACK_B, entries(2, first=10), 400)])
+    assert index.known_packs() == {PACK_B}
+    assert index.lookup(digest(0)) is None
+    assert index.lookup(digest(10)).pack_id == PACK_B
+    assert [d for d, _ in index.iter_chunks()] == sorted([digest(10), digest(11)])
+    index.read_everything()
+
+
+def test_entries_survive_closing_and_reopening(tmp_path):
+    first = ChunkIndex(tmp_path / "index")
+    first.add_pack(PACK_A, entries(2), 500)
+    first.close()
+    again = ChunkIndex(tmp_path / "index")
+    assert again.are_indexed([digest(0), digest(1)]) == [True, True]
+    again.close()
