@@ -13,11 +13,13 @@ from ..errors import CorruptData
 from ..store.snapshots import SnapshotRecord
 from ..store.stream_source import STDIN_LABEL
 from .change_maps import read_change_map
+from .completion import complete_series, complete_snapshot
 from .common import json_option, lock_wait_option, opened, repo_option
 from .output import (config_json, encryption_label, human_bytes, human_rate, print_json,
                      print_snapshots,
                      repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
+from .sizes import NON_NEGATIVE_SIZE
 
 progress_option = click.option(
     "--progress/--no-progress", "show_progress", default=None,
@@ -37,7 +39,8 @@ def backup_summary(record: SnapshotRecord) -> str:
 @click.command()
 @repo_option
 @click.argument("source", type=click.Path(path_type=Path, readable=False))
-@click.option("--name", default=None, help="Series name (default: the source's file name; "
+@click.option("--name", default=None, shell_complete=complete_series,
+              help="Series name (default: the source's file name; "
               "required for '-').")
 @click.option("--tag", "tags", multiple=True, help="A tag to attach (repeatable).")
 @click.option("--changed-ranges", "changes_file", default=None,
@@ -45,12 +48,14 @@ def backup_summary(record: SnapshotRecord) -> str:
               help="Read only these ranges; take the rest from the previous snapshot "
                    "(docs/change-maps.md).")
 @click.option("--changed-since", default=None, metavar="SNAPSHOT",
+              shell_complete=complete_snapshot,
               help="The snapshot the change map counts from (must be the series' latest).")
 @click.option("--verify-unchanged", default=0, type=click.IntRange(min=0), metavar="N",
               help="With --changed-ranges: read N random unchanged chunks and fail if any "
                    "differs from the previous snapshot.")
-@click.option("--size", "stream_size", default=None, type=click.IntRange(min=0),
-              metavar="BYTES", help="With '-': the stream's size; a shorter stream fails.")
+@click.option("--size", "stream_size", default=None, type=NON_NEGATIVE_SIZE, metavar="SIZE",
+              help="With '-': the stream's size (bytes, or 20G, 512MiB...); a shorter "
+                   "stream fails.")
 @json_option
 @progress_option
 @lock_wait_option
@@ -73,6 +78,10 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
         finally:
             progress.close()
         requests = repository.storage.requests_made()
+        new_series = len(repository.list_snapshots(record.name)) == 1
+    if new_series:
+        choose = "" if name else ": use --name to choose one"
+        click.echo(f"new series {record.name}{choose}", err=True)
     if as_json:
         print_json(snapshot_json(record) if requests is None
                    else dict(snapshot_json(record), requests=requests))
@@ -115,7 +124,8 @@ def _source_size(source: Path) -> int:
 
 @click.command("list")
 @repo_option
-@click.option("--name", default=None, help="Only this series.")
+@click.option("--name", default=None, shell_complete=complete_series,
+              help="Only this series.")
 @json_option
 def list_snapshots(repo, name, as_json) -> None:
     """List snapshots, oldest first."""
@@ -134,7 +144,7 @@ def list_snapshots(repo, name, as_json) -> None:
 
 @click.command()
 @repo_option
-@click.argument("snapshot", required=False)
+@click.argument("snapshot", required=False, shell_complete=complete_snapshot)
 @json_option
 def info(repo, snapshot, as_json) -> None:
     """Show a snapshot's sizes and dedup figures (or the repository's, without SNAPSHOT)."""
@@ -184,7 +194,7 @@ def info(repo, snapshot, as_json) -> None:
 
 @click.command()
 @repo_option
-@click.argument("snapshot")
+@click.argument("snapshot", shell_complete=complete_snapshot)
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True,
               help="Overwrite an existing file or block device: it is compared chunk by chunk "
@@ -242,7 +252,7 @@ def _restore_summary(result) -> str:
 
 @click.command()
 @repo_option
-@click.argument("snapshot")
+@click.argument("snapshot", shell_complete=complete_snapshot)
 def cat(repo, snapshot) -> None:
     """Write a snapshot's image to standard output."""
     if sys.stdout.isatty():
@@ -254,8 +264,8 @@ def cat(repo, snapshot) -> None:
 
 @click.command()
 @repo_option
-@click.argument("snapshot_a")
-@click.argument("snapshot_b")
+@click.argument("snapshot_a", shell_complete=complete_snapshot)
+@click.argument("snapshot_b", shell_complete=complete_snapshot)
 @json_option
 def diff(repo, snapshot_a, snapshot_b, as_json) -> None:
     """List the byte ranges that differ between two snapshots (from manifests only)."""
