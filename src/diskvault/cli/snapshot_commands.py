@@ -68,18 +68,19 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
     with opened(repo, writer=True) as repository:
         size = (stream_size or 0) if from_stdin else _source_size(source)
         progress = ProgressLine("backup", size, show_progress)
+        new_series: list[str] = []  # said once the snapshot is saved: an error is one line
         try:
             if from_stdin:
                 record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
-                                                  stream_size, lock_wait_s, progress)
+                                                  stream_size, lock_wait_s, progress,
+                                                  new_series.append)
             else:
                 record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
-                                           changes, verify_unchanged)
+                                           changes, verify_unchanged, new_series.append)
         finally:
             progress.close()
         requests = repository.storage.requests_made()
-        new_series = len(repository.list_snapshots(record.name)) == 1
-    if new_series:
+    if new_series:  # a forgotten --name starts a series named after the file without a word
         choose = "" if name else ": use --name to choose one"
         click.echo(f"new series {record.name}{choose}", err=True)
     if as_json:
