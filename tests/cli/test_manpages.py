@@ -1,5 +1,5 @@
 """The man pages are made from the command tree: a page for diskvault and one for every
-command and key subcommand, each with the options --help shows, and groff renders them
+command and subcommand (key export...), each with the options --help shows, and groff renders them
 without a warning."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
-from diskvault.cli.main import COMMANDS
+from diskvault.cli.main import COMMANDS, cli
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,15 @@ def pages(tmp_path_factory) -> Path:
     return folder
 
 
-def test_every_command_has_a_page(pages):
-    expected = {"diskvault.1", *(f"diskvault-{name}.1" for name in COMMANDS),
-                "diskvault-key-export.1", "diskvault-key-import.1",
-                "diskvault-key-change-passphrase.1"}
+def test_every_command_and_subcommand_has_a_page(pages):
+    ctx = click.Context(cli)
+    expected = {"diskvault.1"}
+    for name in COMMANDS:
+        expected.add(f"diskvault-{name}.1")
+        command = cli.get_command(ctx, name)
+        if isinstance(command, click.Group):  # key export, key import ...
+            expected |= {f"diskvault-{name}-{sub}.1" for sub in command.list_commands(ctx)}
+    assert {"diskvault-key-export.1", "diskvault-key-change-passphrase.1"} <= expected
     assert {page.name for page in pages.iterdir()} == expected
 
 

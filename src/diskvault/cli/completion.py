@@ -41,7 +41,7 @@ def _records(ctx: click.Context):
     password_file = ctx.meta.get(PASSWORD_FILE_KEY)
     try:
         with Repository.open(parse_location(repo),
-                             lambda: get_passphrase(os.environ, password_file)) as repository:
+                             lambda: get_passphrase(password_file=password_file)) as repository:
             return repository.list_snapshots()
     except Exception:  # a completion offers nothing rather than an error in the prompt
         return []
