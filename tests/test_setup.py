@@ -6,7 +6,6 @@ passes as that user. Slow: setup builds a virtual environment and installs from 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
