@@ -49,8 +49,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   say "installing ${missing[*]}"
   "${as_root[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq \
-    --no-install-recommends "${missing[@]}" >/dev/null
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null  # env: sudo drops the variable
 fi
 
 # The system's own interpreter, so that every user can run the installed command.
