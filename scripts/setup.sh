@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Installs what diskvault needs on a fresh Debian machine, then diskvault itself.
+# Installs what diskvault needs on a fresh Debian machine, then diskvault itself, as root or
+# as any user (sudo is asked for only when a Debian package is missing).
 #   scripts/setup.sh          the tool: system packages, a virtual environment of its own
-#                             (/opt/diskvault as root, ~/.local/share/diskvault otherwise) and
-#                             the `diskvault` command linked onto every user's PATH
+#                             (/opt/diskvault as root, ~/.local/share/diskvault otherwise), the
+#                             `diskvault` command (/usr/local/bin as root, else ~/.local/bin),
+#                             its man pages and its bash, zsh and fish completions
 #   scripts/setup.sh --tests  also the test tools, and .venv/ in this checkout: an editable
 #                             install with the test dependencies (what .ci/run uses)
 # Debian's python3 is "externally managed" (PEP 668): nothing is installed into it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+say() { echo "setup: $*" >&2; }
 
 # python3-venv: virtual environments on Debian; e2fsprogs: mkfs.ext4/debugfs for the demo;
 # fuse3: the read-only mount (fusermount3, and libfuse 3 for mfusepy: fuse3 depends on it,
@@ -23,16 +25,37 @@ if [ "${1:-}" = "--tests" ]; then
   # radosgw: the throwaway Ceph the object-store tests start (tests/ceph.py); libfaketime:
   # a lock taker whose clock is wrong (tests/store/coordination/test_lock_leases.py); systemd:
   # systemd-analyze verify for the units `schedule` writes; chromium: the headless browser
-  # that renders `report --html`.
+  # that renders `report --html`; zsh, fish: the completion scripts are syntax-checked;
+  # groff-base: the man pages are rendered.
   packages+=(util-linux mount passwd fdisk gdisk dosfstools mtools exfatprogs exfat-fuse
              ntfs-3g xfsprogs btrfs-progs lvm2
              ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime libfaketime systemd
-             chromium)
+             chromium zsh fish groff-base)
 fi
-if command -v apt-get >/dev/null; then
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-    "${packages[@]}" >/dev/null
+
+# Only what is missing is installed, so a user without sudo rights goes on when the
+# administrator has installed the packages already.
+missing=()
+if command -v dpkg-query >/dev/null; then
+  for package in "${packages[@]}"; do
+    dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed \
+      || missing+=("$package")
+  done
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+  elif command -v sudo >/dev/null && { sudo -n true 2>/dev/null || [ -t 0 ]; }; then
+    as_root=(sudo)
+  else
+    say "these Debian packages are missing: ${missing[*]}"
+    say "ask an administrator to run: apt-get install ${missing[*]}  (then run this again)"
+    exit 1
+  fi
+  say "installing ${missing[*]}"
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null  # env: sudo drops the variable
 fi
 
 # The system's own interpreter, so that every user can run the installed command.
@@ -51,10 +74,18 @@ if $tests; then
   exit 0
 fi
 
+# Where each part goes: for everyone as root, in the user's own folders otherwise (the
+# places bash-completion, zsh, fish and man look in by themselves).
 if [ "$(id -u)" -eq 0 ]; then
-  home=/opt/diskvault bin=/usr/local/bin
+  data=/usr/local/share
+  home=/opt/diskvault bin=/usr/local/bin man="$data/man"
+  bash_dir="$data/bash-completion/completions" zsh_dir="$data/zsh/site-functions"
+  fish_dir="$data/fish/vendor_completions.d"
 else
-  home="${XDG_DATA_HOME:-$HOME/.local/share}/diskvault" bin="$HOME/.local/bin"
+  data="${XDG_DATA_HOME:-$HOME/.local/share}"
+  home="$data/diskvault" bin="$HOME/.local/bin" man="$data/man"
+  bash_dir="$data/bash-completion/completions" zsh_dir="$data/zsh/site-functions"
+  fish_dir="${XDG_CONFIG_HOME:-$HOME/.config}/fish/completions"
 fi
 [ -x "$home/bin/python" ] || new_venv "$home"
 # A copy, not an editable install: moving or deleting this checkout leaves it working.
@@ -63,4 +94,18 @@ fi
 "$home/bin/python" -m pip install "${pip_quiet[@]}" ".[s3]"
 mkdir -p "$bin"
 ln -sfn "$home/bin/diskvault" "$bin/diskvault"
-echo "diskvault installed in $home; command: $bin/diskvault" >&2
+
+# Man pages and completions are made by the installed command from its own options.
+mkdir -p "$man/man1" "$bash_dir" "$zsh_dir" "$fish_dir"
+"$home/bin/python" -m diskvault.cli.manpages "$man/man1"
+"$home/bin/diskvault" completion bash > "$bash_dir/diskvault"
+"$home/bin/diskvault" completion zsh > "$zsh_dir/_diskvault"
+"$home/bin/diskvault" completion fish > "$fish_dir/diskvault.fish"
+
+say "diskvault installed in $home; the command is $bin/diskvault"
+case ":$PATH:" in
+  *":$bin:"*) ;;
+  *) say "$bin is not on your PATH yet: run $bin/diskvault by its full path, or add" \
+         "'export PATH=\"$bin:\$PATH\"' to ~/.profile (Debian's adds ~/.local/bin at the" \
+         "next login by itself)" ;;
+esac

@@ -24,6 +24,16 @@ from .ceph import ceph_s3, s3_environment  # noqa: F401  (fixtures: a real Ceph 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
 TEST_PASSPHRASE = "correct horse battery staple"
 
+# A user's PATH lacks the sbin folders, where Debian puts mkfs.*, sfdisk, mkswap, losetup and
+# useradd; most of them make image files without root. Found there, they run for every user
+# (in this process and the subprocesses), and a test that needs one skips only when it is
+# really missing.
+SBIN_FOLDERS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+os.environ["PATH"] = os.pathsep.join(
+    [os.environ.get("PATH", os.defpath)]
+    + [folder for folder in SBIN_FOLDERS
+       if folder not in os.environ.get("PATH", "").split(os.pathsep)])
+
 # Every diskvault the tests start (run_cli, the mount's daemon) and every Repository.open
 # of an encrypted repository finds its passphrase here; new keys get a cheap KDF.
 os.environ.setdefault("DISKVAULT_PASSWORD", TEST_PASSPHRASE)

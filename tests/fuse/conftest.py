@@ -28,6 +28,9 @@ def require_fuse() -> None:
     """Skip, naming what is missing, where FUSE mounts cannot be made."""
     if not Path("/dev/fuse").exists():
         pytest.skip("no /dev/fuse on this machine (modprobe fuse, or --device /dev/fuse)")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        pytest.skip("/dev/fuse is not readable and writable by this user (mode "
+                    f"{Path('/dev/fuse').stat().st_mode & 0o777:o}; Debian makes it 0666)")
     if not (shutil.which("fusermount") or shutil.which("fusermount3")):
         pytest.skip("fusermount is not installed (apt-get install fuse3)")
     try:

@@ -48,19 +48,19 @@ def times_of(records) -> list[str]:
     return [f"{r.time:%Y-%m-%d %H:%M}" for r in records]
 
 
-def test_prune_keeps_per_series_what_the_rules_keep_and_says_why(repo, dated):
+def test_prune_keeps_per_series_what_the_rules_keep_and_says_why_oldest_first(repo, dated):
     dated("vm1", "2026-03-10T03:00", "2026-03-09T03:00", "2026-03-08T03:00",
           "2026-03-01T03:00", "2026-02-20T03:00")
     dated("vm2", "2026-03-10T04:00", "2026-03-02T04:00")
     plan = prune(repo.storage, KeepPolicy(daily=2, monthly=2), now=NOW)
     assert [(d.record.name, f"{d.record.time:%m-%d}", d.reason) for d in plan.decisions] == [
-        ("vm1", "03-10", "daily #1, monthly #1"),
-        ("vm1", "03-09", "daily #2"),
-        ("vm1", "03-08", None),
-        ("vm1", "03-01", None),
         ("vm1", "02-20", "monthly #2"),
-        ("vm2", "03-10", "daily #1, monthly #1"),
+        ("vm1", "03-01", None),
+        ("vm1", "03-08", None),
+        ("vm1", "03-09", "daily #2"),
+        ("vm1", "03-10", "daily #1, monthly #1"),
         ("vm2", "03-02", "daily #2"),
+        ("vm2", "03-10", "daily #1, monthly #1"),
     ]
     assert sorted(times_of(repo.list_snapshots())) == sorted(times_of(plan.kept))
     kept = {r.id: dated.contents[r.id] for r in plan.kept}
@@ -90,7 +90,7 @@ def test_a_series_the_rules_would_empty_keeps_its_newest_snapshot(repo, dated):
     assert plan.protected_series == ["stale"]
     stale = [d for d in plan.decisions if d.record.name == "stale"]
     assert [(f"{d.record.time:%m-%d}", d.reason) for d in stale] == [
-        ("02-02", PROTECTED_REASON), ("02-01", None)]
+        ("02-01", None), ("02-02", PROTECTED_REASON)]
     assert len(repo.list_snapshots()) == 3
 
 

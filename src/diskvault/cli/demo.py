@@ -12,13 +12,16 @@ import random
 import shutil
 import subprocess
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import click
 
 from ..errors import DiskvaultError
 from ..store.repository import Repository
-from .output import human_bytes, print_snapshots, repository_space
+from .common import json_option
+from .output import (human_bytes, print_json, print_snapshots, repository_space,
+                     snapshot_json)
 from .snapshot_commands import backup_summary
 
 IMAGE_BYTES = 96 * 1024 * 1024
@@ -90,8 +93,11 @@ def _sha256(path: Path) -> str:
 @click.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Folder for the example (default: a new temporary folder, kept).")
-def demo(workdir: Path | None) -> None:
+@json_option
+def demo(workdir: Path | None, as_json: bool) -> None:
     """Run the main job on a built-in example: nightly backups of a small ext4 image."""
+    # With --json the story goes to stderr and stdout holds only the JSON document.
+    say = partial(click.echo, err=as_json)
     workdir = Path(tempfile.mkdtemp(prefix="diskvault-demo-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(2026)
@@ -102,39 +108,51 @@ def demo(workdir: Path | None) -> None:
     image.unlink(missing_ok=True)
     subprocess.run([_tool("mkfs.ext4"), "-q", "-F", "-b", str(BLOCK_BYTES), "-d", str(tree),
                     str(image), f"{IMAGE_BYTES // 1024}k"], check=True, capture_output=True)
-    click.echo(f"example: {image} ({human_bytes(IMAGE_BYTES)} ext4 made with mkfs.ext4 -d)")
-    click.echo(f"$ diskvault init -r {repo_path} --encryption none")
+    say(f"example: {image} ({human_bytes(IMAGE_BYTES)} ext4 made with mkfs.ext4 -d)")
+    say(f"$ diskvault init -r {repo_path} --encryption none")
     hashes = []
     with Repository.init(repo_path) as repo:
         for night in range(1, NIGHTS + 1):
             if night > 1:
-                click.echo(f"-- night {night}: {_change_night(image, workdir, night, rng)}")
-            click.echo(f"$ diskvault backup -r {repo_path} {image} --name vm1")
+                say(f"-- night {night}: {_change_night(image, workdir, night, rng)}")
+            say(f"$ diskvault backup -r {repo_path} {image} --name vm1")
             record = repo.backup(image, name="vm1", tags=(f"night{night}",))
             hashes.append((record, _sha256(image)))
-            click.echo(backup_summary(record))
-        _show_results(repo, repo_path, workdir, hashes)
+            say(backup_summary(record))
+        results = _show_results(repo, repo_path, workdir, hashes, say, as_json)
+    if as_json:
+        print_json(results)
 
 
-def _show_results(repo: Repository, repo_path: Path, workdir: Path, hashes) -> None:
-    click.echo(f"$ diskvault list -r {repo_path}")
+def _show_results(repo: Repository, repo_path: Path, workdir: Path, hashes, say,
+                  as_json: bool) -> dict:
+    """Lists, diffs and restores as the commands would; what it found, for --json."""
+    say(f"$ diskvault list -r {repo_path}")
     records = repo.list_snapshots()
-    print_snapshots(records)
+    if not as_json:
+        print_snapshots(records)
     first, first_sha = hashes[0]
     last, _ = hashes[-1]
     changed = repo.diff(first, last)
-    click.echo(f"$ diskvault diff -r {repo_path} {first.short_id} {last.short_id}")
-    click.echo(f"{len(changed)} changed ranges, {human_bytes(sum(e - s for s, e in changed))}")
+    changed_bytes = sum(e - s for s, e in changed)
+    say(f"$ diskvault diff -r {repo_path} {first.short_id} {last.short_id}")
+    say(f"{len(changed)} changed ranges, {human_bytes(changed_bytes)}")
     target = workdir / "night1-restored.img"
     target.unlink(missing_ok=True)
-    click.echo(f"$ diskvault restore -r {repo_path} {first.short_id} {target}")
+    say(f"$ diskvault restore -r {repo_path} {first.short_id} {target}")
     repo.restore(first, target)
     verdict = "bit-exact" if _sha256(target) == first_sha else "MISMATCH"
-    click.echo(f"restored night 1: sha256 {verdict}")
+    say(f"restored night 1: sha256 {verdict}")
     if verdict != "bit-exact":
         raise DiskvaultError("the restored image differs from the original")
     space = repository_space(repo.totals())
-    click.echo(f"dedup: {len(records)} snapshots, {human_bytes(space.image_bytes)} of images "
+    say(f"dedup: {len(records)} snapshots, {human_bytes(space.image_bytes)} of images "
                f"= {space.parts}; the data stored in {human_bytes(space.stored_bytes)} "
                f"({space.ratio} smaller; zeros are never stored and not counted)")
-    click.echo(f"everything is in {workdir}")
+    say(f"everything is in {workdir}")
+    return {"workdir": str(workdir), "repository": str(repo_path),
+            "snapshots": [snapshot_json(r) for r in records],
+            "diff": {"a": first.id, "b": last.id, "changed_ranges": len(changed),
+                     "changed_bytes": changed_bytes},
+            "restore": {"snapshot": first.id, "target": str(target), "bit_exact": True},
+            "space": space.to_json()}

@@ -18,6 +18,7 @@ from ..image.filesystems import Entry
 from ..image.locations import VolumeSummary
 from ..store.format.snapshots import SnapshotRecord
 from ..store.read.browse import Listing
+from .completion import complete_snapshot
 from .common import json_option, opened, repo_option
 from .output import human_bytes, print_json, print_table
 from .progress import ProgressLine
@@ -28,7 +29,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 @click.command("ls")
 @repo_option
-@click.argument("snapshot")
+@click.argument("snapshot", shell_complete=complete_snapshot)
 @click.argument("location", required=False)
 @json_option
 def ls(repo, snapshot, location, as_json) -> None:
@@ -131,7 +132,7 @@ def printable(text: str) -> str:
 
 @click.command()
 @repo_option
-@click.argument("snapshot")
+@click.argument("snapshot", shell_complete=complete_snapshot)
 @click.argument("location")
 @click.argument("destination", type=click.Path(path_type=Path))
 @progress_option

@@ -14,6 +14,7 @@ from ..errors import DiskvaultError
 from .common import (DEBUG_FLAG, debug_enabled, debug_option, group_password_file_option,
                      group_repo_option)
 from .lazy import LazyCommand, LazyGroup
+from .suggestions import suggestion
 
 # What a shell reports for a command that SIGPIPE ended, as `cat` in `cat big | head`.
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
@@ -74,6 +75,10 @@ COMMANDS = {
                             "or the crontab line that run a series' backups every night."),
     "pull": LazyCommand("files_commands:pull", "Copy a file or a whole folder out of a "
                         "snapshot's image to DESTINATION, like `cp -a`."),
+    "completion": LazyCommand("completion:completion", "Print the completion script for "
+                              "SHELL (setup installs it; or, in ~/.bashrc: eval \"$(diskvault "
+                              "completion bash)\")."),
+    "version": LazyCommand("main:version", "Print diskvault's version (as --version and -V)."),
 }
 
 
@@ -82,6 +87,16 @@ class DiskvaultGroup(LazyGroup):
 
     def prepare(self, command: click.Command) -> None:
         command.params.append(debug_option())
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """An unknown command is refused with the closest name, or with ours for a name
+        borg or restic users type (snapshots, forget...)."""
+        name = args[0]
+        if (not ctx.resilient_parsing and not name.startswith("-")
+                and self.get_command(ctx, name) is None):
+            ctx.fail(f"No such command {name!r}. "
+                     f"{suggestion(name, self.list_commands(ctx))}")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -94,7 +109,7 @@ class DiskvaultGroup(LazyGroup):
              context_settings={"help_option_names": ["-h", "--help"]})
 @group_repo_option
 @group_password_file_option
-@click.version_option(package_name="diskvault")
+@click.version_option(None, "-V", "--version", package_name="diskvault")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Deduplicating, content-addressed backups of disk images and block devices."""
@@ -102,6 +117,7 @@ def cli(ctx: click.Context) -> None:
                         format="diskvault: warning: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_first_time_only())
+        handler.addFilter(own_lines_unless_debug)
     harden_process()
 
 
@@ -130,6 +146,22 @@ def _first_time_only():
         return True
 
     return first_time
+
+
+def own_lines_unless_debug(record: logging.LogRecord) -> bool:
+    """Our warnings; a library's (boto3, urllib3, fusepy) only with --debug (which may come
+    after the command name, so it is looked up when a line is logged) or when it is an
+    error."""
+    return (record.name.startswith("diskvault") or record.levelno >= logging.ERROR
+            or logging.getLogger().level == logging.DEBUG)
+
+
+@click.command()
+def version() -> None:
+    """Print diskvault's version (as --version and -V)."""
+    from importlib.metadata import version as installed_version
+
+    click.echo(f"diskvault, version {installed_version('diskvault')}")
 
 
 def whole_writes_to_stdout() -> None:

@@ -19,6 +19,7 @@ from ..maintenance.repair import RepairReport
 from ..maintenance.retention import KeepPolicy, parse_duration
 from ..store.backends.location import parse_location
 from ..store.format.snapshots import SnapshotRecord
+from .completion import complete_series, complete_snapshot
 from .common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
 from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn
 from .progress import ProgressLine
@@ -37,7 +38,8 @@ def _when(record: SnapshotRecord) -> str:
 
 @click.command()
 @repo_option
-@click.argument("snapshots", nargs=-1, required=True, metavar="SNAPSHOT...")
+@click.argument("snapshots", nargs=-1, required=True, metavar="SNAPSHOT...",
+                shell_complete=complete_snapshot)
 @click.option("--all-of-series", is_flag=True,
               help="A series name deletes every snapshot of that series (without this flag "
                    "a series name is refused: name snapshots by id).")
@@ -81,7 +83,8 @@ def _count_option(rule: str, period: str):
 @_count_option("yearly", "years")
 @click.option("--keep-within", "within", default=None, metavar="DURATION",
               help="Keep every snapshot taken within DURATION of now (e.g. 36h, 7d, 2w, 1m).")
-@click.option("--name", default=None, help="Prune only this series (default: every series).")
+@click.option("--name", default=None, shell_complete=complete_series,
+              help="Prune only this series (default: every series).")
 @click.option("--dry-run", is_flag=True, help="Show what would be kept and removed; change "
                                               "nothing.")
 @click.option("--allow-delete-all", is_flag=True,

@@ -15,8 +15,11 @@ from ..fuse.preflight import check_allow_other, check_mountpoint, load_fuse_bind
 from ..fuse.serve import serve
 from ..fuse.unmount import unmount
 from ..store.format.snapshots import SnapshotRecord
-from .common import debug_enabled, opened, repo_option
-from .output import warn
+from ..store.host.durable import make_private_folder
+from ..store.host.user_folders import user_state_folder
+from .completion import complete_snapshot
+from .common import debug_enabled, json_option, opened, repo_option
+from .output import print_json
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 @click.command()
 @repo_option
 @click.argument("mountpoint", type=click.Path(path_type=Path))
-@click.argument("snapshot", required=False)
+@click.argument("snapshot", required=False, shell_complete=complete_snapshot)
 @click.option("--foreground", is_flag=True,
               help="Stay in the foreground, logging to stderr, until unmounted (Ctrl-C).")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount too (the "
@@ -34,10 +37,12 @@ log = logging.getLogger(__name__)
                    "too, and so every byte of the disk, whatever the modes of the files in it; "
                    "and the files of FAT, exFAT and NTFS filesystems, which record no owners.")
 @click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Where the background mount logs (default: syslog; --foreground: stderr).")
+              help="Where the background mount logs (default: syslog, or without one "
+                   "~/.local/state/diskvault/mount.log; --foreground: stderr).")
+@json_option
 @click.pass_context
 def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allow_other,
-          share_images, log_file) -> None:
+          share_images, log_file, as_json) -> None:
     """Mount all snapshots (or just SNAPSHOT) read-only at MOUNTPOINT.
 
     All: MOUNTPOINT/<series>/<time>/<image> and <series>/latest. One: MOUNTPOINT/<image>.
@@ -59,16 +64,19 @@ def mount(ctx: click.Context, repo, mountpoint: Path, snapshot, foreground, allo
                              share_images=share_images)
         if foreground:
             configure_logging(where, False, debug)
-            serve_here(repository,
-                       on_ready=lambda: log.info("mounted at %s (pid %d)", where, os.getpid()))
+            serve_here(repository, on_ready=partial(_ready_in_foreground, record, where,
+                                                    as_json))
             return
         root, keys = repository.location, repository.unlocked_keys()
     if log_file is None and not syslog_available():
-        warn("this machine has no syslog (/dev/log), so the mount's log (damaged data, "
-             "failed reads) is lost; keep it with --log-file PATH")
+        log_file = _default_log_file()
     if _serve_in_background(serve_here, root, keys, where, log_file, debug):
-        click.echo(f"mounted {_what(record)} at {where}; unmount with 'diskvault umount "
-                   f"{where}'", err=True)
+        if as_json:
+            print_json(_mount_json(record, where, log_file))
+            return
+        logged = "" if log_file is None else f"; its log is {log_file}"
+        click.echo(f"mounted {_what(record)} at {where}{logged}; unmount with 'diskvault "
+                   f"umount {where}'", err=True)
 
 
 def _serve_in_background(serve_here, root: str, keys, where: str, log_file: Path | None,
@@ -93,6 +101,26 @@ def _announce(log_fd: int | None, where: str) -> None:
         log.info("mounted at %s (pid %d)", where, os.getpid())
 
 
+def _default_log_file() -> Path:
+    """Where a background mount logs on a machine without syslog (a container): the user's
+    state folder, so that the log of damaged data and failed reads is kept."""
+    folder = user_state_folder()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(folder)
+    return folder / "mount.log"
+
+
+def _ready_in_foreground(record: SnapshotRecord | None, where: str, as_json: bool) -> None:
+    log.info("mounted at %s (pid %d)", where, os.getpid())
+    if as_json:
+        print_json(dict(_mount_json(record, where, None), log="stderr", pid=os.getpid()))
+
+
+def _mount_json(record: SnapshotRecord | None, where: str, log_file: Path | None) -> dict:
+    return {"mountpoint": where, "snapshot": record.id if record else None,
+            "log": str(log_file) if log_file else ("syslog" if syslog_available() else None)}
+
+
 def _what(record: SnapshotRecord | None) -> str:
     if record is None:
         return "all snapshots"
@@ -101,6 +129,9 @@ def _what(record: SnapshotRecord | None) -> str:
 
 @click.command()
 @click.argument("mountpoint", type=click.Path(path_type=Path))
-def umount(mountpoint: Path) -> None:
+@json_option
+def umount(mountpoint: Path, as_json: bool) -> None:
     """Unmount a diskvault mount (fails, saying so, while files in it are in use)."""
     unmount(mountpoint)
+    if as_json:
+        print_json({"mountpoint": os.path.realpath(mountpoint), "unmounted": True})

@@ -10,6 +10,7 @@ from ..store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, C
 from ..store.repository import Repository
 from .common import CommandPassphrase, json_option, opened, repo_option
 from .output import config_json, encryption_label, human_bytes, print_json, warn
+from .sizes import BYTE_SIZE
 
 ENCRYPTION_CHOICES = {"repokey": REPOKEY_MODE, "none": PLAINTEXT_MODE}
 
@@ -28,10 +29,10 @@ def _checked(check):
 
 @click.command()
 @repo_option
-@click.option("--chunk-size", "chunk_size", type=int, default=None, metavar="AVG",
+@click.option("--chunk-size", "chunk_size", type=BYTE_SIZE, default=None, metavar="AVG",
               callback=_checked(lambda avg: ChunkerParams.from_average(avg).validate()),
-              help="Average chunk size in bytes, a power of two from 256 to 67108864 "
-                   "(default 65536).")
+              help="Average chunk size, a power of two from 256 to 64M, in bytes or with a "
+                   "unit: 64K, 1M (default 64K).")
 @click.option("--compression", default="zstd:3", show_default=True, metavar="zstd:N|none",
               callback=_checked(Compression.parse),
               help="Compression of stored chunks (N from 1 to 22).")

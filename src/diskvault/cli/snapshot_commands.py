@@ -13,11 +13,13 @@ from ..errors import CorruptData
 from ..store.backup.stream_source import STDIN_LABEL
 from ..store.format.snapshots import SnapshotRecord, series_name
 from .change_maps import read_change_map
+from .completion import complete_series, complete_snapshot
 from .common import json_option, lock_wait_option, opened, repo_option
 from .output import (config_json, encryption_label, human_bytes, human_rate, print_json,
                      print_snapshots, repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
 from .run_records import note_figures, recorded
+from .sizes import NON_NEGATIVE_SIZE
 
 progress_option = click.option(
     "--progress/--no-progress", "show_progress", default=None,
@@ -38,7 +40,8 @@ def backup_summary(record: SnapshotRecord) -> str:
 @click.command()
 @repo_option
 @click.argument("source", type=click.Path(path_type=Path, readable=False))
-@click.option("--name", default=None, help="Series name (default: the source's file name; "
+@click.option("--name", default=None, shell_complete=complete_series,
+              help="Series name (default: the source's file name; "
               "required for '-').")
 @click.option("--tag", "tags", multiple=True, help="A tag to attach (repeatable).")
 @click.option("--changed-ranges", "changes_file", default=None,
@@ -46,12 +49,14 @@ def backup_summary(record: SnapshotRecord) -> str:
               help="Read only these ranges; take the rest from the previous snapshot "
                    "(docs/change-maps.md).")
 @click.option("--changed-since", default=None, metavar="SNAPSHOT",
+              shell_complete=complete_snapshot,
               help="The snapshot the change map counts from (must be the series' latest).")
 @click.option("--verify-unchanged", default=0, type=click.IntRange(min=0), metavar="N",
               help="With --changed-ranges: read N random unchanged chunks and fail if any "
                    "differs from the previous snapshot.")
-@click.option("--size", "stream_size", default=None, type=click.IntRange(min=0),
-              metavar="BYTES", help="With '-': the stream's size; a shorter stream fails.")
+@click.option("--size", "stream_size", default=None, type=NON_NEGATIVE_SIZE, metavar="SIZE",
+              help="With '-': the stream's size (bytes, or 20G, 512MiB...); a shorter "
+                   "stream fails.")
 @click.option("--allow-shrink", is_flag=True,
               help="With '-' and no --size: record a stream shorter than the series' "
                    "previous snapshot (refused by default: a producer that died half way "
@@ -68,19 +73,23 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
     with opened(repo, writer=True) as repository:
         size = (stream_size or 0) if from_stdin else _source_size(source)
         progress = ProgressLine("backup", size, show_progress)
+        new_series: list[str] = []  # said once the snapshot is saved: an error is one line
         try:
             if from_stdin:
                 record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
                                                   stream_size, lock_wait_s, progress,
-                                                  allow_shrink)
+                                                  allow_shrink, new_series.append)
             else:
                 record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
-                                           changes, verify_unchanged)
+                                           changes, verify_unchanged, new_series.append)
         finally:
             progress.close()
         requests = repository.storage.requests_made()
     note_figures(snapshot=record.id, size=record.size, bytes_read=record.stats.bytes_read,
                  new_bytes=record.stats.new_bytes, stored_bytes=record.stats.stored_bytes)
+    if new_series:  # a forgotten --name starts a series named after the file without a word
+        choose = "" if name else ": use --name to choose one"
+        click.echo(f"new series {record.name}{choose}", err=True)
     if as_json:
         print_json(snapshot_json(record) if requests is None
                    else dict(snapshot_json(record), requests=requests))
@@ -123,7 +132,8 @@ def _source_size(source: Path) -> int:
 
 @click.command("list")
 @repo_option
-@click.option("--name", default=None, help="Only this series.")
+@click.option("--name", default=None, shell_complete=complete_series,
+              help="Only this series.")
 @json_option
 def list_snapshots(repo, name, as_json) -> None:
     """List snapshots, oldest first."""
@@ -142,7 +152,7 @@ def list_snapshots(repo, name, as_json) -> None:
 
 @click.command()
 @repo_option
-@click.argument("snapshot", required=False)
+@click.argument("snapshot", required=False, shell_complete=complete_snapshot)
 @json_option
 def info(repo, snapshot, as_json) -> None:
     """Show a snapshot's sizes and dedup figures (or the repository's, without SNAPSHOT)."""
@@ -192,7 +202,7 @@ def info(repo, snapshot, as_json) -> None:
 
 @click.command()
 @repo_option
-@click.argument("snapshot")
+@click.argument("snapshot", shell_complete=complete_snapshot)
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True,
               help="Overwrite an existing file or block device: it is compared chunk by chunk "
@@ -250,7 +260,7 @@ def _restore_summary(result) -> str:
 
 @click.command()
 @repo_option
-@click.argument("snapshot")
+@click.argument("snapshot", shell_complete=complete_snapshot)
 def cat(repo, snapshot) -> None:
     """Write a snapshot's image to standard output."""
     if sys.stdout.isatty():
@@ -262,8 +272,8 @@ def cat(repo, snapshot) -> None:
 
 @click.command()
 @repo_option
-@click.argument("snapshot_a")
-@click.argument("snapshot_b")
+@click.argument("snapshot_a", shell_complete=complete_snapshot)
+@click.argument("snapshot_b", shell_complete=complete_snapshot)
 @json_option
 def diff(repo, snapshot_a, snapshot_b, as_json) -> None:
     """List the byte ranges that differ between two snapshots (from manifests only)."""

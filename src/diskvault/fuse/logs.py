@@ -31,5 +31,7 @@ def configure_logging(mountpoint: str, to_syslog: bool, debug: bool) -> None:
         syslog.setFormatter(logging.Formatter(
             f"diskvault-mount[%(process)d]: {mountpoint}: %(message)s"))
         root.addHandler(syslog)
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    logging.getLogger("fuse").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # Our own lines from INFO up; the libraries' (boto3's "Found credentials...", fusepy's)
+    # only from WARNING up, unless --debug.
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("diskvault").setLevel(logging.DEBUG if debug else logging.INFO)

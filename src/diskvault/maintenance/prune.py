@@ -48,7 +48,8 @@ class PrunePlan:
 
 def plan_prune(records: Sequence[SnapshotRecord], policy: KeepPolicy, now: datetime,
                name: str | None = None, allow_delete_all: bool = False) -> PrunePlan:
-    """Decide, per series, what to keep and why; ordered by series, newest first.
+    """Decide, per series, what to keep and why; ordered by series, then oldest first, the
+    order of ``list``.
 
     A series that the rules would empty keeps its newest snapshot (listed in
     ``protected_series``) unless ``allow_delete_all``: a nightly job that failed for a
@@ -71,7 +72,7 @@ def plan_prune(records: Sequence[SnapshotRecord], policy: KeepPolicy, now: datet
         if not any(reasons.values()) and not allow_delete_all:
             reasons[newest_first[0].id] = PROTECTED_REASON
             protected.append(series)
-        decisions.extend(PruneDecision(r, reasons[r.id]) for r in newest_first)
+        decisions.extend(PruneDecision(r, reasons[r.id]) for r in reversed(newest_first))
     return PrunePlan(decisions, protected)
 
 

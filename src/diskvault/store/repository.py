@@ -161,24 +161,29 @@ class Repository:
     # -- writing -----------------------------------------------------------------------
     def backup(self, source_path: Path, name: str | None = None, tags: tuple[str, ...] = (),
                lock_wait_s: float = 0.0, progress: Progress | None = None,
-               changes: ChangeMap | None = None, verify_unchanged: int = 0) -> SnapshotRecord:
+               changes: ChangeMap | None = None, verify_unchanged: int = 0,
+               on_new_series: Callable[[str], None] | None = None) -> SnapshotRecord:
         """Back up one image; the snapshot record is written only once all it references
         is durable. On any failure nothing is recorded and earlier snapshots are intact.
-        With ``changes`` only the changed ranges are read (docs/change-maps.md)."""
+        With ``changes`` only the changed ranges are read (docs/change-maps.md).
+        ``on_new_series(name)`` is told, as the backup starts, when the series has no
+        snapshot yet (the listing that finds the previous snapshot's chunks tells)."""
         started = time.monotonic()
         self.refuse_inside(Path(source_path), "backup source")
         refuse_interrupted_target(Path(source_path))
         series = series_name(source_path, name)
         with ImageSource(Path(source_path)) as source:
             if changes is None:
-                return self._back_up(source, series, tags, lock_wait_s, progress, started)
+                return self._back_up(source, series, tags, lock_wait_s, progress, started,
+                                     on_new_series=on_new_series)
             return self._back_up_changes(source, series, tags, lock_wait_s, progress, started,
                                          changes, verify_unchanged)
 
     def backup_stream(self, stream: BinaryIO, name: str, tags: tuple[str, ...] = (),
                       size: int | None = None, lock_wait_s: float = 0.0,
                       progress: Progress | None = None,
-                      allow_shrink: bool = False) -> SnapshotRecord:
+                      allow_shrink: bool = False,
+                      on_new_series: Callable[[str], None] | None = None) -> SnapshotRecord:
         """Back up an image read once from ``stream`` (standard input), in order. Without
         ``size`` or ``allow_shrink``, a stream shorter than the series' latest snapshot is
         refused: that is how a producer killed half way shows in a pipe."""
@@ -188,10 +193,11 @@ class Repository:
             series = self.list_snapshots(name)
             minimum = max(series, key=lambda r: (r.time, r.id)).size if series else 1
         return self._back_up(StreamSource(stream, size, minimum), name, tags, lock_wait_s,
-                             progress, started)
+                             progress, started, on_new_series=on_new_series)
 
     def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
-                 started: float, how: Callable[[], dict] = dict) -> SnapshotRecord:
+                 started: float, how: Callable[[], dict] = dict,
+                 on_new_series: Callable[[str], None] | None = None) -> SnapshotRecord:
         """The backup under the writer lock; ``how`` is called under it and gives
         back_up's ``record``, ``base_id`` and ``holes_as_zeros`` (default: a full read)."""
         storage = self.storage
@@ -204,7 +210,8 @@ class Repository:
             return back_up(source, series, list(tags), packs=storage.packs,
                            index=storage.index, codec=storage.codec, config=self.config,
                            pool=storage.pool, snapshots=storage.snapshots,
-                           hints=self._hints_for(series), progress=progress, started=started,
+                           hints=self._hints_for(series, on_new_series), progress=progress,
+                           started=started,
                            before_record=lock.ensure_held, **how())
 
     def _back_up_changes(self, source: ImageSource, series: str, tags, lock_wait_s: float,
@@ -266,13 +273,17 @@ class Repository:
             return copy_snapshots(source.storage, storage, selectors, progress,
                                   before_record=lock.ensure_held)
 
-    def _hints_for(self, name: str) -> Iterator:
+    def _hints_for(self, name: str, on_new_series: Callable[[str], None] | None = None
+                   ) -> Iterator:
         """The chunks of the series' latest snapshot, as cutting hints; a damaged previous
-        manifest only costs speed (the hints stop), never the backup."""
+        manifest only costs speed (the hints stop), never the backup. A series with no
+        snapshot yet is told to ``on_new_series``: the listing is made here once."""
         from .backup.chunker import hints_from_spans  # on use, as back_up: it loads fastcdc
 
         series = self.list_snapshots(name)
         if not series:
+            if on_new_series is not None:
+                on_new_series(name)
             return
         try:
             yield from hints_from_spans(image_spans(self.storage.chunks, series[-1]),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from ...errors import BadInput
+from ...errors import BadInput, ObjectStoreUnusable
 from ..host.user_folders import user_cache_folder
 from .protocol import Backend
 
@@ -40,7 +40,14 @@ class Location:
 
     def open_object_store(self) -> Backend:
         """The backend of the bucket and prefix of ``url``."""
-        from .s3 import open_s3_backend  # boto3 only for an object store
+        try:
+            from .s3 import open_s3_backend  # boto3 only for an object store
+        except ModuleNotFoundError as error:
+            if (error.name or "").partition(".")[0] not in ("boto3", "botocore"):
+                raise
+            raise ObjectStoreUnusable(f"{self.url}: s3:// repositories need boto3, which is "
+                                      f"not installed: pip install 'diskvault[s3]' (or run "
+                                      f"scripts/setup.sh)") from None
         return open_s3_backend(self.url)
 
 
