@@ -126,3 +126,22 @@ def test_a_user_who_may_only_read_the_repository_can_restore_from_it(other_user,
     image_copy = out / "fs-copy.img"
     image_copy.write_bytes(image)
     assert_writers_refuse(run, repo_root, image_copy)
+
+
+def test_readers_of_a_read_only_repository_that_lost_its_index_build_a_private_one(
+        read_only_mount, tmp_path: Path, monkeypatch):
+    repo_root, image = read_only_mount
+    media = repo_root.parent
+    subprocess.run(["mount", "-o", "remount,rw", str(media)], check=True)
+    subprocess.run(["rm", "-rf", str(repo_root / "index")], check=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(media)], check=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return run_cli(args[0], "-r", str(repo_root), *args[1:])
+
+    assert_readers_work(run, image, out)
+    assert not (repo_root / "index").exists()
+    assert list((tmp_path / "cache" / "diskvault").glob("*/*/index/data.mdb"))

@@ -9,34 +9,28 @@ locates are verified and copied into a new pack, then the damaged pack is moved 
 ``damaged/`` -- set aside for inspection, never deleted. What cannot be recovered is
 reported as the snapshots that can no longer be restored in full.
 
-The writer lock is checked (``WriterLock.ensure_held``) before the index is set aside, before
-it is rebuilt and before damaged packs are moved: a repair whose lock another host took over
-changes nothing more.
+The repository is opened as by every command (``Storage.open``: an index that cannot even
+be opened is set aside there). The writer lock is checked (``WriterLock.ensure_held``)
+before an index that does not read in full is set aside, before it is rebuilt and before
+damaged packs are moved: a repair whose lock another host took over changes nothing more.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CorruptData
-from ..store.backends.location import LocationLike, as_location, cached_index_folder
+from ..store.backends.location import LocationLike
 from ..store.backup.packing import PackFiller
-from ..store.coordination import space
-from ..store.coordination.leases import LeaseFormat
-from ..store.format.config import read_config
 from ..store.format.packs import PackEntry, read_footer
-from ..store.host.durable import fsync_dir
-from ..store.index.chunk_index import ChunkIndex, exit_code_in_child
-from ..store.keys.encryption import Passphrase, open_cipher
-from ..store.storage import Storage, index_path, open_backend, space_folders, writer_lock
+from ..store.index.chunk_index import ChunkIndex
+from ..store.keys.encryption import Passphrase
+from ..store.storage import Storage
 from .check import CheckReport, check
-from .liveness import Liveness
 from .verify import read_verified, verify_pack
 
 PackList = tuple[str, list[PackEntry], int]  # pack id, its records, its file size
@@ -59,46 +53,17 @@ class RepairReport:
 
 def repair_repository(location: LocationLike, read_data: bool = False,
                       lock_wait_s: float = 0.0, passphrase: Passphrase = None) -> RepairReport:
-    """check --repair, under the writer lock: an index that cannot be read is set aside
-    before the storage is opened, then the index is rebuilt from the packs."""
-    backend, root = open_backend(as_location(location))
-    with closing(backend):  # the storage closes it too: closing twice is harmless
-        config = read_config(backend)
-        cipher = open_cipher(backend, config, passphrase)
-        index_folder = index_path(root) if root else cached_index_folder(config.repository_id)
-        folders = space_folders(root) if root else [index_folder.parent]
-        with space.disk_full_reported(folders, "the repair stopped: free space on that "
-                                      "disk, then rerun it"), \
-                writer_lock(backend, "check --repair", lock_wait_s,
-                            LeaseFormat(cipher, config.repository_id)) as lock:
-            if root:
-                space.release_reserve_if_full(backend, folders)
-            lock.ensure_held()
-            set_aside = set_aside_unreadable_index(index_folder)
-            with Storage.on_backend(backend, config, cipher, root) as storage:
-                return repair(storage, set_aside, lock.ensure_held, read_data)
-
-
-def set_aside_unreadable_index(folder: Path) -> Path | None:
-    """Move an index that cannot be read in full to ``index.damaged-<time>`` (kept for
-    inspection) so a new one can be built; returns where it went, or None if it reads."""
-    if not folder.exists() or _index_reads(folder):
-        return None
-    target = folder.with_name(f"{folder.name}.damaged-{int(time.time())}")
-    os.rename(folder, target)
-    fsync_dir(folder.parent)
-    return target
-
-
-def _index_reads(folder: Path) -> bool:
-    """Whether every page and value of the index reads and decodes. Tried in a child
-    process: LMDB trusts its pages, so a damaged one may kill the reader (SIGSEGV, SIGBUS)
-    instead of raising, and repair must survive that to rebuild."""
-    def read_all() -> None:
-        index = ChunkIndex(folder, probe=False)
-        index.read_everything()
-        index.close()
-    return exit_code_in_child(read_all) == 0
+    """check --repair, under the writer lock: the storage opened as for any command (an
+    index that cannot be opened is set aside there), one that does not read in full set
+    aside too, then the index is rebuilt from the packs."""
+    with Storage.open(location, passphrase, catch_up=False) as storage, \
+            storage.disk_full_reported("the repair stopped: free space on that disk, then "
+                                       "rerun it"), \
+            storage.writer_lock("check --repair", lock_wait_s) as lock:
+        storage.release_reserve_if_full()
+        lock.ensure_held()
+        set_aside = storage.set_aside_unreadable_index() or storage.index_set_aside
+        return repair(storage, set_aside, lock.ensure_held, read_data)
 
 
 class _Salvage:
@@ -178,8 +143,11 @@ def repair(storage: Storage, index_set_aside: Path | None, ensure_held: Callable
         packs = _without_damaged_duplicates(storage, packs, report)
     report.missing_packs = sorted(old_packs - set(on_disk))
     ensure_held()
-    Liveness(storage.index).reset()
-    storage.index.rebuild(packs)
+    try:
+        storage.index.rebuild(packs, storage.identity)  # maintenance's counts start anew too
+    except CorruptData:  # damage the full read did not meet (a free page): begin anew
+        report.index_set_aside = storage.replace_damaged_index()
+        storage.index.rebuild(packs, storage.identity)
     report.packs_indexed = len(packs)
     report.chunks_indexed = storage.index.chunk_count()
     _set_aside_damaged_packs(storage, report, ensure_held)

@@ -10,11 +10,12 @@ CLI and the mount, and maintenance receives it from there.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from ..errors import BadInput, RepositoryNotFound, RepositoryReadOnly
+from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
 from .backends.local import LocalBackend
 from .backends.location import Location, LocationLike, as_location, cached_index_folder
 from .backends.protocol import Backend
@@ -27,16 +28,22 @@ from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PackStore
 from .format.snapshots import SnapshotStore
 from .host.durable import make_private_folder
-from .index.catch_up import CatchUp, catch_up
-from .index.chunk_index import ChunkIndex
+from .host.user_folders import user_cache_folder
+from .index.catch_up import CatchUp, catch_up, index_state
+from .index.chunk_index import DATA_FILE, ChunkIndex
+from .index.damage import set_aside_index, set_aside_unreadable_index
 from .keys.encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .pipeline import new_pool
 from .read.chunk_reader import ChunkReader
+
+log = logging.getLogger(__name__)
 
 PACKS_DIR = "packs"
 INDEX_DIR = "index"
 SNAPSHOTS_DIR = "snapshots"
 OBJECT_STORE_READS_IN_FLIGHT = 16  # the S3 client's connection pool holds as many
+CATCH_UP_OUTCOME = ("the index could not be brought up to date and nothing else was "
+                    "changed: free space there, then rerun the command")
 
 
 class Storage:
@@ -54,16 +61,62 @@ class Storage:
             raise ValueError("an encrypted repository needs its Encrypted cipher")
         self.backend = backend
         repository_id = config.repository_id
+        # What an index must have been built from to be trusted here (index_cache.py).
+        self.identity = f"{repository_id} {backend.place}"
         self.packs = PackStore(self.backend, self.cipher, repository_id)
+        self.index_set_aside: Path | None = None  # an unreadable index moved aside at open
+        self._index_begun = False  # the index was created by this open: it knows nothing
         # The index is a local cache, not part of the backend: its folder is chosen here.
-        self.index = ChunkIndex(index_folder)
+        self.index = self._open_index(index_folder)
         self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id)
         self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)
-        self.chunks = ChunkReader(self.packs, self.index, self.codec)
-        # Where a full disk can stop a writer: the repository's, or the cache's for S3.
-        self.space_folders = space_folders(root) if root else [index_folder]
+        self.chunks = ChunkReader(self.packs, self.index, self.codec,
+                                  on_missing_pack=self.catch_up_index)
         self._pool: ThreadPoolExecutor | None = None
+
+    def _open_index(self, folder: Path) -> ChunkIndex:
+        """The index at ``folder``. One that cannot be opened is set aside and begun anew
+        (catching up fills it); on a repository this process may not write, a private
+        cache is used instead of it."""
+        read_only = self.root is not None and self.backend.read_only_reason() is not None
+        self._index_begun = not (folder / DATA_FILE).exists()
+        try:
+            return ChunkIndex(folder, readonly=read_only)
+        except CorruptData:
+            if read_only:
+                return self._private_index()
+            self.index_set_aside = set_aside_unreadable_index(folder)
+            if self.index_set_aside is None:
+                raise
+            log.warning("the index at %s could not be read: it was moved to %s and is rebuilt "
+                        "from the packs", folder, self.index_set_aside)
+            self._index_begun = True
+            return ChunkIndex(folder)
+
+    def _private_index(self) -> ChunkIndex:
+        folder = cached_index_folder(self.config.repository_id, self.backend.place)
+        _make_cache_folders(folder)
+        self._index_begun = not (folder / DATA_FILE).exists()
+        return ChunkIndex(folder)
+
+    def _catches_up_at_open(self) -> bool:
+        """An object store's cache always; a local repository's index only if it was just
+        begun (lost, or set aside) or names another copy of the repository. Otherwise what
+        it lacks is left to writers (which index it under their lock) and to check, which
+        reports packs it does not know."""
+        if not self.is_local or self._index_begun:
+            return True
+        recorded = self.index.identity()
+        return recorded is not None and recorded != self.identity
+
+    @property
+    def space_folders(self) -> list[Path]:
+        """Where a full disk can stop a writer: the repository's folders and its index's
+        (which may be a mount of its own), or the cache's for S3."""
+        if self.root is None:
+            return [self.index.path]
+        return [self.root, self.index.path, self.root / PACKS_DIR]
 
     @property
     def is_local(self) -> bool:
@@ -126,7 +179,7 @@ class Storage:
         except BaseException:
             backend.close()
             raise
-        if catch_up and not storage.is_local:
+        if catch_up and storage._catches_up_at_open():
             try:
                 storage.catch_up_index()
             except BaseException:
@@ -139,9 +192,10 @@ class Storage:
                    root: Path | None) -> "Storage":
         """The storage over an opened backend: the index in the local repository's folder,
         or in this user's cache for an object store."""
-        index_folder = index_path(root) if root else cached_index_folder(config.repository_id)
-        if root is None:
-            _make_cache_folders(index_folder)
+        if root is not None:
+            return cls(backend, index_path(root), config, cipher, root)
+        index_folder = cached_index_folder(config.repository_id, backend.place)
+        _make_cache_folders(index_folder)
         return cls(backend, index_folder, config, cipher, root)
 
     def requests_made(self) -> dict[str, int] | None:
@@ -176,7 +230,18 @@ class Storage:
         return writer_lock(self.backend, command, lock_wait_s, self.leases)
 
     def reader_lock(self) -> readers.ReaderLock:
-        return readers.ReaderLock(self.backend, leases=self.leases)
+        """The reader's registration, and then an object store's index cache caught up: a
+        compaction on another host that deleted packs before the registration is seen, and
+        none can after it. (A local repository's compaction changes its one index.)"""
+        lock = readers.ReaderLock(self.backend, leases=self.leases)
+        if self.is_local:
+            return lock
+        try:
+            self.catch_up_index()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
 
     def readers_excluded(self) -> AbstractContextManager[bool]:
         """A context yielding whether no reader runs (and none may start) inside it."""
@@ -205,12 +270,56 @@ class Storage:
         between; on S3 also packs of other hosts), and remove temp files or multipart
         uploads of packs that never finished. Call with the writer lock held."""
         self.packs.discard_unfinished()
-        return self.catch_up_index().packs_added
+        return self.catch_up_index(writer=True).packs_added
 
-    def catch_up_index(self) -> CatchUp:
-        """Index the packs the index does not know; on an object store (where the index is
-        a cache) also forget packs compacted away by another host."""
-        return catch_up(self.index, self.packs, forget_vanished=not self.is_local)
+    def catch_up_index(self, writer: bool = False) -> CatchUp:
+        """Index the packs the index does not know, or rebuild an index not to be trusted
+        (index_cache.py). One that knows packs the repository lacks is rebuilt by a
+        ``writer`` and on an object store (a cache); a local reader keeps what it knows, for
+        check and repair to name the missing packs. An index this process may not change
+        that is not current gives way to a private cache."""
+        with self.disk_full_reported(CATCH_UP_OUTCOME):
+            try:
+                return self._catch_up(writer)
+            except CorruptData:  # only the index raises it here: damage met on the way
+                if self.index.readonly:
+                    raise
+                self.replace_damaged_index()
+                return self._catch_up(writer)
+
+    def _catch_up(self, writer: bool) -> CatchUp:
+        state = index_state(self.index, self.packs)
+        if self.index.readonly and not state.is_current(self.identity):
+            self._use_index(self._private_index())
+            state = None
+        return catch_up(self.index, self.packs, self.identity, state,
+                        vanished_is_stale=writer or not self.is_local)
+
+    def replace_damaged_index(self) -> Path:
+        """Set the index aside (damage was met in it) and begin a new one in its place;
+        returns where the damaged one went."""
+        folder = self.index.path
+        self.index.close()
+        self.index_set_aside = set_aside_index(folder)
+        log.warning("the index at %s is damaged: it was moved to %s and is rebuilt from the "
+                    "packs", folder, self.index_set_aside)
+        self._use_index(ChunkIndex(folder))
+        return self.index_set_aside
+
+    def set_aside_unreadable_index(self) -> Path | None:
+        """(repair, under the writer lock) Move the index aside if any page or value of it
+        fails to read, and begin a new one in its place; returns where it went."""
+        folder = self.index.path
+        self.index.close()
+        moved = set_aside_unreadable_index(folder, thorough=True)
+        self._use_index(ChunkIndex(folder))
+        return moved
+
+    def _use_index(self, index: ChunkIndex) -> None:
+        """Work with ``index`` from now on; the one in use is closed (again: harmless)."""
+        self.index.close()
+        self.index = index
+        self.chunks.use_index(index)
 
 
 def open_backend(location: Location) -> tuple[Backend, Path | None]:
@@ -265,18 +374,16 @@ def _refuse_used_prefix(backend: Backend) -> None:
 
 
 def _make_cache_folders(index_folder: Path) -> None:
-    """``<cache>/diskvault/<repository id>/``, each folder 0700 (the index names chunks)."""
-    index_folder.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    make_private_folder(index_folder.parent)
+    """``<cache>/diskvault/<repository id>/<place key>/``, each folder 0700 (the index
+    names chunks)."""
+    top = user_cache_folder()
+    top.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (top, index_folder.parent.parent, index_folder.parent):
+        make_private_folder(folder)
 
 
 def index_path(root: Path) -> Path:
     return root / INDEX_DIR
-
-
-def space_folders(root: Path) -> list[Path]:
-    """The folders whose filesystems a writer fills (the index may be a mount of its own)."""
-    return [root, root / INDEX_DIR, root / PACKS_DIR]
 
 
 def writer_lock(backend: Backend, command: str, lock_wait_s: float = 0.0,

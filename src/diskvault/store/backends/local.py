@@ -88,6 +88,7 @@ class LocalBackend:
     def __init__(self, root: Path, open_files: int = 64):
         self.root = Path(root)
         self.location = str(root)
+        self.place = f"file://{self.root}"
         self._fds: LRU[str, _CachedFd] = LRU(open_files, lambda _, cached: cached.retire())
         self._lock = threading.Lock()
 

@@ -3,12 +3,14 @@
 location is opened, so local commands start as fast as before.
 
 The index lives with the repository when it is a local folder (``<repo>/index``); for an
-object store it is a cache in the user's cache folder, keyed by the repository id, that
-``index_cache.py`` rebuilds and catches up from the bucket.
+object store (or a repository this user cannot write) it is a cache in the user's cache
+folder, keyed by the repository id *and* the place it was read from, that
+``index_cache.py`` rebuilds and catches up from the packs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -69,10 +71,16 @@ def parse_location(value: str | os.PathLike | None) -> Location:
     return Location(folder=Path(text))
 
 
-def cached_index_folder(repository_id: str) -> Path:
-    """Where the index of an object-store repository is cached on this machine. The id is
-    validated (32 hex digits) by the config before it names a folder."""
-    return user_cache_folder() / repository_id / "index"
+PLACE_KEY_HEX_DIGITS = 16
+
+
+def cached_index_folder(repository_id: str, place: str) -> Path:
+    """Where this machine caches the index of the repository ``repository_id`` read at
+    ``place`` (Backend.place): two copies of one repository (a cloned prefix, a replica on
+    another endpoint, a copied folder) share an id but never a cache. The id is validated
+    (32 hex digits) by the config before it names a folder."""
+    place_key = hashlib.sha256(place.encode()).hexdigest()[:PLACE_KEY_HEX_DIGITS]
+    return user_cache_folder() / repository_id / place_key / "index"
 
 
 LocationLike = Union[Location, str, os.PathLike]

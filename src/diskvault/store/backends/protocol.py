@@ -42,6 +42,9 @@ class ObjectAge:
 
 class Backend(Protocol):
     location: str  # how messages name the repository
+    # Where its bytes are, fully (an object store's endpoint too): two copies of one
+    # repository have one id but two places, and never share an index cache.
+    place: str
     # Pack uploads worth finishing at once: above 1 on an object store, paced by requests
     # in flight, not by a disk.
     uploads_in_flight: int

@@ -88,6 +88,7 @@ class S3Backend:
         self.client = client
         self.endpoint = endpoint or "AWS S3"
         self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.place = f"{self.endpoint} {self.location}"
         # Once the endpoint has answered, losing it is a failure to retry later (exit 74),
         # not a wrong endpoint (exit 2).
         self._answered = False

@@ -1,19 +1,25 @@
 """Bringing an index up to date with the packs its repository holds, by listing ``packs/``
-and reading only the footers of packs it does not know (several range reads in flight), and
-forgetting packs that vanished. For an object store the index is a cache in the user's
-cache folder: an empty one is rebuilt this way, one that is behind (another host wrote, or
-compacted) catches up on open. For a local repository it indexes the packs a killed writer
-left behind.
+and reading only the footers of packs it does not know (several range reads in flight).
+For an object store the index is a cache in the user's cache folder: an empty one is
+rebuilt this way, one that is behind (another host wrote) catches up on open. For a local
+repository it indexes the packs a killed writer left behind.
 
-Two processes may catch up one cache at once: LMDB serialises their write transactions,
-adding a pack twice writes the same entries, and a pack is only forgotten if it was known
-*before* the listing began -- a pack committed meanwhile (by a writer on this host, whose
-upload completed before its commit) is never taken for a vanished one.
+An index is trusted only while what it knows still exists. One that names another copy of
+the repository (the id and place it recorded differ: a copied folder, a cache moved
+between machines) or knows packs the repository no longer has (compacted elsewhere, or the
+repository was replaced by an older or foreign copy) is rebuilt from every pack's footer,
+with every table kept beside it, never patched: a stale cache is never used.
+
+Two processes may catch up one index at once: LMDB serialises their write transactions,
+adding a pack twice writes the same entries, and a pack is only taken for vanished if it
+was known *before* the listing began -- a pack committed meanwhile (by a writer on this
+host, whose upload completed before its commit) is never taken for a vanished one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,33 +38,74 @@ PACKS_PER_COMMIT = 64        # one LMDB commit (an fsync) for many packs
 class CatchUp:
     """What a catch-up did."""
     packs_added: int = 0
-    packs_forgotten: int = 0
-    damaged: int = 0           # new packs whose footer could not be read
+    damaged: int = 0           # packs whose footer could not be read (or gone meanwhile)
+    rebuilt_because: str | None = None  # why the index was distrusted and rebuilt
 
 
-def catch_up(index: ChunkIndex, packs: PackStore, forget_vanished: bool) -> CatchUp:
-    """Index every listed pack the index does not know; with ``forget_vanished``, drop the
-    packs it knows that are no longer listed (first, so that a chunk a compaction moved
-    elsewhere takes its new location)."""
+@dataclass(frozen=True)
+class IndexState:
+    """What an index knows, beside what its repository holds: enough to judge it."""
+    identity: str | None   # as the index recorded it
+    known: set[str]        # its packs, read before the listing
+    listed: set[str]       # the repository's packs
+
+    def distrust(self, identity: str, vanished_is_stale: bool = True) -> str | None:
+        """Why an index must not be used for the repository ``identity``; None if it may.
+        Without ``vanished_is_stale`` packs it knows that are gone are left to the caller."""
+        if self.identity is not None and self.identity != identity:
+            return f"it was built from another copy of the repository ({self.identity})"
+        vanished = self.known - self.listed
+        if vanished and vanished_is_stale:
+            return (f"it knows {len(vanished)} packs the repository no longer has (compacted "
+                    f"elsewhere, or the repository was replaced by an older or foreign copy)")
+        return None
+
+    def is_current(self, identity: str) -> bool:
+        """Trusted, recorded as this repository's, and knowing every pack."""
+        return self.identity == identity and self.known == self.listed
+
+
+def index_state(index: ChunkIndex, packs: PackStore) -> IndexState:
     known = index.known_packs()  # before listing: see the module's docstring
-    listed = set(packs.list())
-    outcome = CatchUp()
-    vanished = known - listed if forget_vanished else set()
-    if vanished:
-        dropped = index.forget_packs(vanished)
-        outcome.packs_forgotten = len(vanished)
-        log.info("forgot %d packs no longer in %s (%d chunk locations)", len(vanished),
-                 packs.backend.location, dropped)
-    new = sorted(listed - known)
-    with ThreadPoolExecutor(FOOTER_READS_IN_FLIGHT, thread_name_prefix="footers") as readers:
-        footers = readers.map(lambda pack_id: _footer(packs, pack_id), new)
-        for batch in batches(footers, PACKS_PER_COMMIT):
-            readable = [found for found in batch if found is not None]
-            outcome.damaged += len(batch) - len(readable)
-            # Newer packs win: a compaction's copy outlives the pack it was copied from.
-            index.add_packs(readable, overwrite=forget_vanished)
-            outcome.packs_added += len(readable)
+    return IndexState(index.identity(), known, set(packs.list()))
+
+
+def catch_up(index: ChunkIndex, packs: PackStore, identity: str,
+             state: IndexState | None = None, vanished_is_stale: bool = True) -> CatchUp:
+    """Index every listed pack the index does not know, or rebuild it from every pack if
+    it is not to be trusted for ``identity`` (see the module's docstring). ``state``: one
+    just read (index_state), else it is read here."""
+    state = state or index_state(index, packs)
+    outcome = CatchUp(rebuilt_because=state.distrust(identity, vanished_is_stale))
+    if outcome.rebuilt_because:
+        # Not a warning: nothing is lost and there is nothing to do (a copied folder and a
+        # compaction on another host are ordinary; a restored bucket cannot be told apart).
+        log.info("the index at %s is rebuilt from the packs of %s: %s", index.path,
+                 packs.backend.location, outcome.rebuilt_because)
+        # One transaction: meanwhile readers keep the old index, never a half-built one.
+        index.rebuild(_footers(packs, sorted(state.listed), outcome), identity)
+        # A writer beside it that committed a pack after the listing lost it to the
+        # rebuild: a second listing puts it back.
+        state = index_state(index, packs)
+    elif state.identity is None:
+        index.record_identity(identity)
+    new = sorted(state.listed - state.known)
+    for batch in batches(_footers(packs, new, outcome), PACKS_PER_COMMIT):
+        index.add_packs(batch)
     return outcome
+
+
+def _footers(packs: PackStore, pack_ids: list[str],
+             outcome: CatchUp) -> Iterator[tuple[str, list[PackEntry], int]]:
+    """The footers of ``pack_ids`` that can be read, several reads in flight; counted in
+    ``outcome``."""
+    with ThreadPoolExecutor(FOOTER_READS_IN_FLIGHT, thread_name_prefix="footers") as readers:
+        for found in readers.map(lambda pack_id: _footer(packs, pack_id), pack_ids):
+            if found is None:
+                outcome.damaged += 1
+                continue
+            outcome.packs_added += 1
+            yield found
 
 
 def _footer(packs: PackStore, pack_id: str) -> tuple[str, list[PackEntry], int] | None:

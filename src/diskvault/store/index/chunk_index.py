@@ -25,6 +25,10 @@ MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents
 LOCATION = struct.Struct("<16sQIIB")
 PACK_STATS = struct.Struct("<QQQI")
 LMDB_FILES = ("data.mdb", "lock.mdb")
+DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
+                 lmdb.BadValsizeError, struct.error)
+META_TABLE = b"meta"
+IDENTITY_KEY = b"identity"  # the repository the index was built from (see identity())
 
 
 @dataclass(frozen=True)
@@ -139,11 +143,22 @@ class ChunkIndex:
             self._check_file_size()
             self._chunks = self.env.open_db(b"chunks", create=not self.readonly)
             self._packs = self.env.open_db(b"packs", create=not self.readonly)
+            self._meta = self.env.open_db(META_TABLE, create=not self.readonly)
+
     @contextmanager
     def _reading(self) -> Iterator[None]:
         try:
             yield
         except (lmdb.Error, struct.error) as error:
+            raise index_damaged(self.path, error) from None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Damage met while writing becomes CorruptData; other errors (an I/O error on a
+        full disk) stay as they are, for the caller to report as such."""
+        try:
+            yield
+        except DAMAGE_ERRORS as error:
             raise index_damaged(self.path, error) from None
 
     def _check_file_size(self) -> None:
@@ -191,36 +206,38 @@ class ChunkIndex:
         with self.env.begin(write=True) as txn:
             self._put_pack(txn, pack_id, entries, file_size, overwrite=True)
 
-    def add_packs(self, packs: Iterable[tuple[str, list[PackEntry], int]],
-                  overwrite: bool = False) -> None:
+    def add_packs(self, packs: Iterable[tuple[str, list[PackEntry], int]]) -> None:
         """Commit several durable packs in one transaction (an index catching up with its
-        repository); ``overwrite``: their records become the location of their digests."""
-        with self.env.begin(write=True) as txn:
-            for pack_id, entries, file_size in packs:
-                self._put_pack(txn, pack_id, entries, file_size, overwrite=overwrite)
-
-    def forget_packs(self, pack_ids: Iterable[str]) -> int:
-        """Drop packs that are gone (compacted away elsewhere) and every location in them,
-        in one transaction: one pass over the chunks, with no pack to read. Returns how
-        many locations were dropped."""
-        keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
-        with self._reading(), self.env.begin(write=True) as txn:
-            doomed = [digest for digest, value in txn.cursor(db=self._chunks)
-                      if value[:16] in keys]
-            for digest in doomed:
-                txn.delete(digest, db=self._chunks)
-            for key in keys:
-                txn.delete(key, db=self._packs)
-        return len(doomed)
-
-    def rebuild(self, packs: Iterable[tuple[str, list[PackEntry], int]]) -> None:
-        """Replace every location and pack with ``packs`` (repair), in one transaction:
-        readers see the old index or the new one, never a mix."""
-        with self.env.begin(write=True) as txn:
-            txn.drop(self._chunks, delete=False)
-            txn.drop(self._packs, delete=False)
+        repository); a digest already indexed keeps its location."""
+        with self._writing(), self.env.begin(write=True) as txn:
             for pack_id, entries, file_size in packs:
                 self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
+
+    def identity(self) -> str | None:
+        """The repository this index was built from (its id and place), None if never
+        recorded: an index found beside another repository is not to be trusted."""
+        with self._reading(), self.env.begin() as txn:
+            value = txn.get(IDENTITY_KEY, db=self._meta)
+        return None if value is None else value.decode("utf-8", "replace")
+
+    def record_identity(self, identity: str) -> None:
+        with self._writing(), self.env.begin(write=True) as txn:
+            txn.put(IDENTITY_KEY, identity.encode(), db=self._meta)
+
+    def rebuild(self, packs: Iterable[tuple[str, list[PackEntry], int]],
+                identity: str | None = None) -> None:
+        """Replace everything the index holds -- locations, packs, and every table kept
+        beside them (maintenance's counts) -- with ``packs``, in one transaction: readers
+        see the old index or the new one, never a mix. ``identity``: the repository it
+        now describes (kept as it was if None)."""
+        with self._writing(), self.env.begin(write=True) as txn:
+            for name in list(txn.cursor().iternext(values=False)):
+                if name != META_TABLE:
+                    txn.drop(self.env.open_db(name, txn=txn, create=False), delete=False)
+            for pack_id, entries, file_size in packs:
+                self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
+            if identity is not None:
+                txn.put(IDENTITY_KEY, identity.encode(), db=self._meta)
 
     def _put_pack(self, txn: lmdb.Transaction, pack_id: str, entries: Iterable[PackEntry],
                   file_size: int, overwrite: bool) -> None:

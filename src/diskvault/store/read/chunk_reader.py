@@ -3,6 +3,8 @@ from its pack, opened by the codec and checked against the digest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...errors import CorruptData, MissingChunk
 from ..format.codec import Codec
 from ..format.packs import PackStore
@@ -10,12 +12,22 @@ from ..index.chunk_index import ChunkIndex, ChunkLocation
 
 
 class ChunkReader:
-    """digest -> verified raw bytes. Thread-safe."""
+    """digest -> verified raw bytes. Thread-safe. A pack found missing (compacted away on
+    another host since the index was read) makes it call ``on_missing_pack`` (which
+    catches the index up) and read the chunk once more where the index now puts it."""
 
-    def __init__(self, packs: PackStore, index: ChunkIndex, codec: Codec):
+    def __init__(self, packs: PackStore, index: ChunkIndex, codec: Codec,
+                 on_missing_pack: Callable[[], object] | None = None):
         self.packs = packs
         self.index = index
         self.codec = codec
+        self._on_missing_pack = on_missing_pack
+        self._refresh_lock = threading.Lock()
+        self._refreshes = 0  # catch-ups so far: threads that met one missing pack share one
+
+    def use_index(self, index: ChunkIndex) -> None:
+        """Read through ``index`` from now on (the storage replaced its index)."""
+        self.index = index
 
     def locate(self, digest: bytes) -> ChunkLocation:
         location = self.index.lookup(digest)
@@ -35,8 +47,23 @@ class ChunkReader:
     def get(self, digest: bytes, location: ChunkLocation | None = None) -> bytes:
         """The verified raw bytes of a chunk (``location`` if already known)."""
         location = location or self.locate(digest)
-        stored = self.packs.read(location.pack_id, location.offset, location.stored_size)
+        refreshes = self._refreshes
+        try:
+            stored = self.packs.read(location.pack_id, location.offset, location.stored_size)
+        except MissingChunk:
+            if self._on_missing_pack is None:
+                raise
+            self._refresh(refreshes)
+            location = self.locate(digest)
+            stored = self.packs.read(location.pack_id, location.offset, location.stored_size)
         return self.verified(digest, location, stored)
+
+    def _refresh(self, seen: int) -> None:
+        """Catch the index up, unless another thread did since this read began."""
+        with self._refresh_lock:
+            if self._refreshes == seen:
+                self._on_missing_pack()
+                self._refreshes += 1
 
     def verified(self, digest: bytes, location: ChunkLocation, stored) -> bytes:
         """The raw bytes of the record ``stored`` read at ``location``, proven to be the

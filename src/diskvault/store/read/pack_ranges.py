@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...errors import CorruptData
+from ...errors import CorruptData, MissingChunk
 from ..format.manifest import BlockRef
 from ..index.chunk_index import ChunkLocation
 from .chunk_reader import ChunkReader
@@ -50,15 +50,30 @@ RangeResult = dict[bytes, "bytes | CorruptData"]
 
 def read_range(chunks: ChunkReader, pack_range: PackRange) -> RangeResult:
     """Every record of one range read, decompressed and verified; a record that fails maps
-    to its error, raised when the image reaches it (so it names the right offset)."""
-    stored = memoryview(chunks.packs.read(pack_range.pack_id, pack_range.offset,
-                                          pack_range.length))
+    to its error, raised when the image reaches it (so it names the right offset). A pack
+    found missing (compacted away elsewhere) has its records read one by one where the
+    index, caught up, now puts them (ChunkReader.get)."""
+    try:
+        stored = memoryview(chunks.packs.read(pack_range.pack_id, pack_range.offset,
+                                              pack_range.length))
+    except MissingChunk:
+        return _read_records_anew(chunks, pack_range)
     result: RangeResult = {}
     for digest, location in pack_range.records:
         start = location.offset - pack_range.offset
         try:
             result[digest] = chunks.verified(digest, location,
                                              stored[start:start + location.stored_size])
+        except CorruptData as error:
+            result[digest] = error
+    return result
+
+
+def _read_records_anew(chunks: ChunkReader, pack_range: PackRange) -> RangeResult:
+    result: RangeResult = {}
+    for digest, _ in pack_range.records:
+        try:
+            result[digest] = chunks.get(digest)
         except CorruptData as error:
             result[digest] = error
     return result
