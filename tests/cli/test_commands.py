@@ -40,7 +40,7 @@ def test_nightly_backup_list_info_restore_cat_diff(tmp_path, make_image):
 
     info = json.loads(run_cli("info", "-r", repo, "vm1", "--json", check=True).stdout)
     assert info["snapshot"]["id"] == second["id"]
-    assert info["repository"]["snapshots"] == 2 and info["repository"]["format_version"] == 2
+    assert info["repository"]["snapshots"] == 2 and info["repository"]["format_version"] == 3
     assert "dedup" in run_cli("info", "-r", repo, "vm1", check=True).stdout.decode()
 
     target = tmp_path / "restored.img"
@@ -71,7 +71,7 @@ def test_init_records_chunk_size_and_compression(tmp_path):
     config = json.loads((repo / "config").read_text())
     assert config["chunker"]["avg_bytes"] == 16384
     assert config["compression"] == {"codec": "zstd", "level": 9}
-    assert config["version"] == 2
+    assert config["version"] == 3
     assert config["encryption"] == {"mode": "repokey-aes-256-gcm"} and "mac" in config
 
 

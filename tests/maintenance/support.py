@@ -12,13 +12,22 @@ from pathlib import Path
 
 from diskvault.store.backends.local import LocalBackend
 from diskvault.store.format.config import PLAINTEXT_MODE, write_config
-from diskvault.store.format.packs import PackStore
+from diskvault.store.format.crypto import SEAL_OVERHEAD_BYTES
+from diskvault.store.format.packs import PACK_MAGIC, SEALED_TRAILER, TRAILER, PackStore
 from diskvault.store.format.snapshots import SnapshotRecord
 from diskvault.store.keys.encryption import config_mac
 from diskvault.store.repository import Repository
 
 KiB = 1024
 PACK_HEAD_AND_TRAILER = 8 + 44  # bytes of a pack that are not records or footer entries
+
+
+def pack_framing_bytes(repository: Repository) -> int:
+    """PACK_HEAD_AND_TRAILER of this repository's format: in an encrypted one of version 3
+    the trailer is shorter and the sealed footer adds its nonce and tag."""
+    if repository.config.hides_lengths:
+        return len(PACK_MAGIC) + SEALED_TRAILER.size + SEAL_OVERHEAD_BYTES
+    return len(PACK_MAGIC) + TRAILER.size
 
 
 def small_pack_repository(root: Path, chunk_size: int = 1024,
@@ -154,12 +163,12 @@ def file_digests(root: Path) -> dict[str, str]:
             if path.is_file() and path.relative_to(root) != LMDB_READER_TABLE}
 
 
-def assert_plan_carried_out(plan, result) -> None:
-    """A compact (no reader running) did what the dry run of the moment before said."""
+def assert_plan_carried_out(plan, result, framing_bytes: int = PACK_HEAD_AND_TRAILER) -> None:
+    """A compact (no reader running) did what the dry run of the moment before said;
+    ``framing_bytes`` is the repository's pack_framing_bytes."""
     assert result.packs_reviewed == plan.packs_reviewed
     assert result.packs_deleted == len(plan.delete) + len(plan.rewrite)
     assert result.packs_rewritten == len(plan.rewrite)
     assert result.bytes_freed == plan.bytes_to_delete
     assert result.chunks_copied == plan.records_to_copy
-    assert result.bytes_written == (plan.bytes_to_copy
-                                    + PACK_HEAD_AND_TRAILER * result.packs_written)
+    assert result.bytes_written == (plan.bytes_to_copy + framing_bytes * result.packs_written)

@@ -18,13 +18,13 @@ from diskvault.maintenance.compact import compact
 from diskvault.maintenance.liveness import Liveness
 from diskvault.maintenance.prune import delete_snapshots
 from diskvault.maintenance.repair import repair_repository
-from diskvault.store.format.packs import PackWriter, read_footer
+from diskvault.store.format.packs import ENTRY, PackWriter, read_footer
 from diskvault.store.format.snapshots import SnapshotRecord
 from diskvault.store.repository import Repository
 
 from ..conftest import in_both_modes
 from .support import (assert_all_restore, assert_restore, back_up, chunk_offsets, evolve,
-                      referenced, restored, small_pack_repository)
+                      pack_framing_bytes, referenced, restored, small_pack_repository)
 
 encryption = in_both_modes()
 
@@ -93,8 +93,8 @@ def test_sound_repository_has_no_damage_and_counts_unused_chunks(scene):
         assert not report.damaged
         assert report.snapshots == 5 and report.unreferenced_chunks == 0
         assert report.records_read >= report.chunks_referenced
-        assert report.bytes_read == report.stored_bytes - report.packs * 52 - 49 * \
-            report.records_read
+        assert report.bytes_read == report.stored_bytes - \
+            report.packs * pack_framing_bytes(repository) - ENTRY.size * report.records_read
         delete_snapshots(repository.storage, [scene.records["a0"].id])
         after = check(repository.storage)
         assert not after.damaged and after.unreferenced_chunks > 0

@@ -31,7 +31,7 @@ from diskvault.store.repository import Repository
 from ..conftest import in_both_modes, run_cli
 from .support import (PACK_HEAD_AND_TRAILER, assert_all_restore, assert_plan_carried_out, back_up,
                       chunks_by_pack, evolve, file_digests, fresh_pack_bytes, nightly, pack_bytes,
-                      pack_count, referenced, small_pack_repository)
+                      pack_count, pack_framing_bytes, referenced, small_pack_repository)
 
 encryption = in_both_modes()
 
@@ -421,9 +421,9 @@ def test_compact_dry_run_changes_no_byte_and_names_what_compact_then_frees(small
     assert {f.pack_id for f in plan.delete + plan.rewrite} <= set(small.storage.packs.list())
     stored = pack_bytes(small.root)
     result = compact(small.storage, threshold=0.0)
-    assert_plan_carried_out(plan, result)
+    assert_plan_carried_out(plan, result, pack_framing_bytes(small))
     assert stored - pack_bytes(small.root) == plan.bytes_to_free - (
-        PACK_HEAD_AND_TRAILER * result.packs_written)
+        pack_framing_bytes(small) * result.packs_written)
     for record in oldest:
         del expected[record.id]
     assert_all_restore(small, expected)
@@ -436,7 +436,7 @@ def test_compact_dry_run_on_a_never_compacted_repository_sees_deleted_data(small
     plan = plan_only(small.storage, threshold=0.0)  # its tables do not exist yet
     assert file_digests(small.root) == before
     assert plan.packs_reviewed == pack_count(small.root) and plan.bytes_to_free > 0
-    assert_plan_carried_out(plan, compact(small.storage, threshold=0.0))
+    assert_plan_carried_out(plan, compact(small.storage, threshold=0.0), pack_framing_bytes(small))
 
 
 def test_compact_refuses_while_a_snapshot_record_is_damaged(repo, make_image, tmp_path):

@@ -141,14 +141,49 @@ def test_init_with_chunker_params_of_another_repository_cuts_the_same_chunks(
     with new_repository(repository_location("source"), PLAINTEXT_MODE,
                         chunk_size=8192) as source:
         params = Repository.chunker_params(source.root)
-        with new_repository(repository_location("twin"), REPOKEY_MODE, chunk_size=None,
+        with new_repository(repository_location("twin"), PLAINTEXT_MODE, chunk_size=None,
                             chunker=params) as twin:
             assert twin.config.chunker == source.config.chunker == ChunkerParams.from_average(8192)
             ours, = backed_up(source, images[0])
             theirs, = backed_up(twin, images[0])
-            # Same cuts: chunks at the same offsets, of the same lengths (ids differ: keyed).
             assert cuts(twin, theirs) == cuts(source, ours)
             assert len(cuts(source, ours)) > 100
+
+
+def test_a_keyed_repository_with_copied_params_cuts_with_its_own_key_and_copy_cuts_anew(
+        repository_location, images):
+    """The sizes are copied, the key is not: an encrypted repository's cuts are its own,
+    and a copy into it cuts the image as its own backup does, so the two deduplicate."""
+    with new_repository(repository_location("source"), REPOKEY_MODE,
+                        chunk_size=8192) as source:
+        params = Repository.chunker_params(source.root)
+        with new_repository(repository_location("twin"), REPOKEY_MODE, chunk_size=None,
+                            chunker=params) as twin:
+            ours, = backed_up(source, images[0])
+            theirs, = backed_up(twin, images[0], name="own")
+            assert cuts(twin, theirs) != cuts(source, ours)
+            report = twin.copy_from(source)
+            assert not report.same_cuts and not report.same_chunk_ids
+            copied = twin.find_snapshot(ours.id)
+            assert cuts(twin, copied) == cuts(twin, theirs)
+            assert report.chunks_skipped == len(cuts(twin, theirs))  # all stored already
+            assert image_sha(twin, ours.id) == file_sha(images[0])
+            assert copied.holes_as_zeros
+
+
+def test_nightly_copies_cut_anew_with_hints_as_the_destination_own_backups_cut(
+        repository_location, images):
+    """The second night is cut guided by the first night's copy, and cut as a full read."""
+    with new_repository(repository_location("source"), PLAINTEXT_MODE) as source, \
+            new_repository(repository_location("keyed"), REPOKEY_MODE) as keyed:
+        night1, night2 = backed_up(source, *images)
+        keyed.copy_from(source, (night1.id,))
+        nightly = keyed.copy_from(source)
+        assert [r.id for r in nightly.copied] == [night2.id] and not nightly.same_cuts
+        own = keyed.backup(images[1], "own")  # a series of its own: no hints
+        assert cuts(keyed, keyed.find_snapshot(night2.id)) == cuts(keyed, own)
+        assert 0 < nightly.chunks_sent < len(cuts(keyed, own)) / 3
+        assert image_sha(keyed, night2.id) == file_sha(images[1])
 
 
 def cuts(repository: Repository, record: SnapshotRecord) -> list[tuple[int, int]]:

@@ -130,7 +130,23 @@ def opened(repo: str | None, passphrase: CommandPassphrase | None = None,
     if ctx is not None:
         ctx.meta[REPOSITORY_ID_KEY] = repository.config.repository_id
     try:
+        if writer:
+            _refuse_plaintext_given_a_password_file(repository)
         yield repository
     finally:
         repository.close()
+
+
+def _refuse_plaintext_given_a_password_file(repository) -> None:
+    """A writer never writes plaintext into a repository the command line gave a passphrase
+    for: its config may have been turned to none by hand (docs/encryption.md)."""
+    ctx = click.get_current_context(silent=True)
+    password_file = ctx.meta.get(PASSWORD_FILE_KEY) if ctx else None
+    if password_file is not None and not repository.config.encrypted:
+        from ..errors import DiskvaultError
+
+        raise DiskvaultError(f"repository {repository.location} is not encrypted, but "
+                             f"--password-file {password_file} was given for it: if it was "
+                             f"encrypted, its config was turned to none by hand (put back "
+                             f"the original config and key file); else drop --password-file")
 

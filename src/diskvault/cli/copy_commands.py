@@ -78,5 +78,5 @@ def report_json(report: CopyReport) -> dict:
             "skipped": [snapshot_json(record) for record in report.skipped],
             "chunks_sent": report.chunks_sent, "bytes_sent": report.bytes_sent,
             "stored_bytes": report.stored_bytes, "chunks_skipped": report.chunks_skipped,
-            "same_chunk_ids": report.same_chunk_ids}
+            "same_chunk_ids": report.same_chunk_ids, "same_cuts": report.same_cuts}
 

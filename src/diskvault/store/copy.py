@@ -2,14 +2,18 @@
 the destination lacks are written, every byte read is verified, and each snapshot record
 is written last, sealed by the destination, once everything it references is durable there.
 
-Two ways, chosen by whether both repositories name chunks alike (both plaintext blake3,
-or one chunk-id key):
+Three ways, chosen by whether both repositories cut chunks alike (the same sizes, neither
+keyed: a keyed chunker's key is its repository's own) and name them alike (both plaintext
+blake3, or one chunk-id key):
 
 - **same ids**: the record is kept as it is; a chunk id the destination already has is not
   even read from the source (a manifest block it has is read from the destination);
 - **new ids**: every chunk is read, verified, named by the destination's chunk-id function
   and stored if missing; the manifest is rebuilt with those ids (its blocks may cut in
-  other places: their boundaries depend on the ids).
+  other places: their boundaries depend on the ids);
+- **cut anew**: the repositories cut differently, so the image is read and cut again by the
+  destination's chunker, as a backup into it would cut it (its next backup's hints, and its
+  deduplication, rest on that).
 
 A copy killed at any moment leaves the destination consistent (the write session's packs
 are sealed before the index learns of them; records come last) and a rerun writes only
@@ -23,13 +27,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import CorruptData
+from .backup.back_up import ImageRecorder, parallel_hasher
+from .backup.chunker import Chunker
 from .backup.write_session import WriteSession
 from .format.codec import Codec
 from .format.manifest import (BlockRef, ManifestBuilder, ManifestEntry, block_ends, placed_entries,
                               spans)
-from .format.snapshots import SnapshotRecord, select_snapshot
+from .format.snapshots import BackupStats, SnapshotRecord, select_snapshot
 from .pipeline import batches, ordered_map
-from .read.image_map import damage_context
+from .read.image_map import cutting_hints, damage_context
 from .restore.restore import FETCH_WINDOW, image_pieces
 from .storage import Storage
 
@@ -47,6 +53,7 @@ class CopyReport:
     copied: list[SnapshotRecord] = field(default_factory=list)   # as the destination has them
     skipped: list[SnapshotRecord] = field(default_factory=list)  # it had them already
     same_chunk_ids: bool = True
+    same_cuts: bool = True   # False: the images were cut anew by the destination's chunker
     chunks_sent: int = 0
     bytes_sent: int = 0      # raw bytes of the chunks written to the destination
     stored_bytes: int = 0    # what they take in its packs
@@ -55,6 +62,13 @@ class CopyReport:
 
 def names_chunks_alike(source: Codec, destination: Codec) -> bool:
     return source.chunk_id(CHUNK_ID_PROBE) == destination.chunk_id(CHUNK_ID_PROBE)
+
+
+def cuts_chunks_alike(source: Storage, destination: Storage) -> bool:
+    """The same sizes and the same (or no) keyed permutation: two keyed repositories never
+    share one, as each has its own key."""
+    return (source.config.chunker == destination.config.chunker
+            and source.cipher.chunk_permutation == destination.cipher.chunk_permutation)
 
 
 def select_for_copy(records: Sequence[SnapshotRecord], present: set[str],
@@ -75,8 +89,11 @@ def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[st
     records = source.snapshots.all()
     to_copy, present = select_for_copy(records, set(destination.snapshots.ids()), selectors)
     report = CopyReport(skipped=present,
-                        same_chunk_ids=names_chunks_alike(source.codec, destination.codec))
+                        same_chunk_ids=names_chunks_alike(source.codec, destination.codec),
+                        same_cuts=cuts_chunks_alike(source, destination))
     copy_one = _copy_same_ids if report.same_chunk_ids else _copy_new_ids
+    if not report.same_cuts:
+        copy_one = CutAnew(destination)
     done_bytes = 0
     config = destination.config
     for record in to_copy:
@@ -172,8 +189,45 @@ def _copy_new_ids(source: Storage, destination: Storage, session: WriteSession,
     for batch in batches(renamed(), STORE_BATCH):
         report.chunks_skipped += len(batch) - session.store_missing(batch)
     blocks = manifest.finish()
-    if manifest.size != record.size:
-        raise CorruptData(f"snapshot {record.short_id} ({record.name}): its manifest covers "
-                          f"{manifest.size} bytes, its record says {record.size}; run "
-                          f"'diskvault check' on the source")
+    _check_size(record, manifest.size)
     return dataclasses.replace(record, blocks=blocks)
+
+
+class CutAnew:
+    """Copy a snapshot by reading its image and cutting it with the destination's chunker,
+    as a backup of the image into the destination would: the destination's latest snapshot
+    of the series (copied before, or its own) gives the cutting hints, as last night does
+    for a backup, so unchanged regions are hashed, not cut."""
+
+    def __init__(self, destination: Storage):
+        self._latest = {record.name: record for record in destination.snapshots.all()}
+
+    def __call__(self, source: Storage, destination: Storage, session: WriteSession,
+                 record: SnapshotRecord, report: CopyReport) -> SnapshotRecord:
+        stats = BackupStats()
+        recorder = ImageRecorder(session, destination.pool, stats)
+        previous = self._latest.get(record.name)
+        hints = cutting_hints(destination.chunks, previous) if previous else ()
+        chunker = Chunker(destination.config.chunker, hints,
+                          parallel_hasher(destination.pool, destination.codec.chunk_id),
+                          destination.cipher.chunk_permutation)
+        for span, raw in image_pieces(source.chunks, record, source.pool):
+            recorder.add_chunks(chunker.feed_zeros(span.length) if raw is None
+                                else chunker.feed(raw))
+        recorder.add_chunks(chunker.finish())
+        recorder.drain()
+        blocks = recorder.manifest.finish()
+        _check_size(record, recorder.manifest.size)
+        report.chunks_skipped += stats.chunks - (session.counts.chunks
+                                                 - stats.new_manifest_blocks)
+        copied = dataclasses.replace(record, blocks=blocks, holes_as_zeros=True)
+        if previous is None or previous.time <= copied.time:
+            self._latest[record.name] = copied
+        return copied
+
+
+def _check_size(record: SnapshotRecord, manifest_size: int) -> None:
+    if manifest_size != record.size:
+        raise CorruptData(f"snapshot {record.short_id} ({record.name}): its manifest covers "
+                          f"{manifest_size} bytes, its record says {record.size}; run "
+                          f"'diskvault check' on the source")

@@ -3,7 +3,6 @@ images. Orchestration only: the work is done by the modules it calls."""
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from .format.manifest import decode_block
 from .format.snapshots import SnapshotRecord, is_snapshot_id, select_snapshot, series_name
 from .keys.encryption import Passphrase, change_key_passphrase, export_key_file, import_key_file
 from .read.diff import changed_ranges
-from .read.image_map import image_spans
+from .read.image_map import cutting_hints, image_spans
 from .restore import known_contents
 from .restore.restore_marks import refuse_interrupted_target
 from .storage import Storage, open_backend, read_config_at
@@ -33,8 +32,6 @@ from .storage import Storage, open_backend, read_config_at
 # Flows that load native libraries (fastcdc, zstd) or the restore machinery (chunker,
 # backup, copy, reader, restore) are imported in the methods that run them, so that
 # `list` and `info` load none of it; annotations still name their types (never evaluated).
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 
@@ -275,22 +272,14 @@ class Repository:
 
     def _hints_for(self, name: str, on_new_series: Callable[[str], None] | None = None
                    ) -> Iterator:
-        """The chunks of the series' latest snapshot, as cutting hints; a damaged previous
-        manifest only costs speed (the hints stop), never the backup. A series with no
-        snapshot yet is told to ``on_new_series``: the listing is made here once."""
-        from .backup.chunker import hints_from_spans  # on use, as back_up: it loads fastcdc
-
+        """The chunks of the series' latest snapshot, as cutting hints (read once the
+        backup holds the writer lock). A series with no snapshot yet is told to
+        ``on_new_series``: the listing is made here once."""
         series = self.list_snapshots(name)
-        if not series:
-            if on_new_series is not None:
-                on_new_series(name)
-            return
-        try:
-            yield from hints_from_spans(image_spans(self.storage.chunks, series[-1]),
-                                        series[-1].holes_as_zeros)
-        except CorruptData as error:
-            log.warning("previous snapshot of %s unreadable, chunking without hints: %s",
-                        name, error)
+        if series:
+            yield from cutting_hints(self.storage.chunks, series[-1])
+        elif on_new_series is not None:
+            on_new_series(name)
 
     # -- snapshots ---------------------------------------------------------------------
     def list_snapshots(self, name: str | None = None) -> list[SnapshotRecord]:

@@ -58,14 +58,17 @@ def manifest_of(record: SnapshotRecord) -> list:
 @given(seed=st.integers(0, 2**16), base_size=st.integers(1, 400_000),
        size_change=st.integers(-50_000, 50_000),
        edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 30_000),
-                                st.sampled_from([0, 0xAB])), max_size=6))
+                                st.sampled_from([0, 0xAB])), max_size=6),
+       mode=st.sampled_from(["none", "repokey-aes-256-gcm"]))
 def test_backup_with_a_map_gives_the_manifest_of_a_full_read(tmp_path_factory, seed,
-                                                             base_size, size_change, edits):
+                                                             base_size, size_change, edits,
+                                                             mode):
+    """Plaintext, and encrypted (format version 3: the keyed chunker)."""
     folder = tmp_path_factory.mktemp("map")
     size = max(1, base_size + size_change)
     base = image_bytes(base_size, seed)
     new, ranges = edited(base, edits, size)
-    with Repository.init(folder / "repo", chunk_size=SMALL_CHUNKS, encryption="none") as repo:
+    with Repository.init(folder / "repo", chunk_size=SMALL_CHUNKS, encryption=mode) as repo:
         previous = back_up_file(repo, folder / "vm.img", base, "vm")
         full = back_up_file(repo, folder / "full.img", new, "full")
         mapped = back_up_file(repo, folder / "vm.img", new, "vm",

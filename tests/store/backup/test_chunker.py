@@ -3,14 +3,17 @@ the whole stream cuts."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import blake3
+from fastcdc.fastcdc_cy import fastcdc_cy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskvault.store.backup.chunker import Chunker, Hint, ZeroRun, hints_from_spans, piece_length
 from diskvault.store.format.config import ChunkerParams
+from diskvault.store.format.crypto import Keys, chunker_permutation
 from diskvault.store.format.manifest import Span
 
 PARAMS = ChunkerParams(min_bytes=256, avg_bytes=1024, max_bytes=4096)
@@ -139,3 +142,94 @@ def test_a_hint_with_changed_bytes_is_not_trusted():
     chunks = streamed(bytes(data), [], PARAMS, hints)
     assert all(blake3.blake3(c).digest() == d for c, d in chunks if d is not None)
     assert [len(c) for c, _ in chunks] == one_shot_lengths(bytes(data), PARAMS)
+
+
+# -- the keyed chunker (format version 3, encrypted) -----------------------------------------
+
+def permutation_of(seed: int) -> bytes:
+    return chunker_permutation(Keys(random.Random(seed).randbytes(32)))
+
+
+def fastcdc_lengths(data: bytes, params: ChunkerParams, permutation: bytes | None = None) -> list[int]:
+    """The oracle: the compiled FastCDC over the whole data (keyed: over its translation)."""
+    cuttable = data if permutation is None else data.translate(permutation)
+    return [c.length for c in fastcdc_cy(cuttable, params.min_bytes, params.avg_bytes,
+                                         params.max_bytes)] if data else []
+
+
+def keyed_streamed(data: bytes, cuts: list[int], permutation: bytes, hints=(),
+                   params: ChunkerParams = PARAMS) -> list:
+    chunker = Chunker(params, hints, permutation=permutation)
+    chunks, start = [], 0
+    for cut in sorted(set(cuts)) + [len(data)]:
+        chunks += chunker.feed(data[start:cut])
+        start = cut
+    return chunks + chunker.finish()
+
+
+def keyed_hints(data: bytes, permutation: bytes) -> list[Hint]:
+    spans, offset = [], 0
+    for piece in keyed_streamed(data, [], permutation):
+        digest = None if isinstance(piece, ZeroRun) else blake3.blake3(piece[0]).digest()
+        spans.append(Span(offset, piece_length(piece), digest))
+        offset += piece_length(piece)
+    return list(hints_from_spans(spans, holes_as_zeros=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32), key=st.integers(0, 3), size=st.integers(0, 60_000),
+       cuts=st.lists(st.integers(0, 60_000), max_size=12),
+       kind=st.sampled_from(["random", "text", "zeros", "mixed"]))
+def test_streaming_keyed_cuts_equal_one_shot_keyed_cuts(seed, key, size, cuts, kind):
+    rng = random.Random(seed)
+    data = {"random": rng.randbytes, "text": lambda n: compressible(rng, n), "zeros": bytes,
+            "mixed": lambda n: rng.randbytes(n // 3) + bytes(n // 3) + compressible(rng, n - 2 * (n // 3))
+            }[kind](size)
+    permutation = permutation_of(key)
+    cuts = [c for c in cuts if c <= size]
+    pieces = keyed_streamed(data, cuts, permutation)
+    assert [piece_length(p) for p in pieces] == fastcdc_lengths(data, PARAMS, permutation)
+    assert b"".join(bytes(piece_length(p)) if isinstance(p, ZeroRun) else bytes(p[0])
+                    for p in pieces) == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 60_000), edits=st.lists(EDIT, max_size=4),
+       cuts=st.lists(st.integers(0, 60_000), max_size=6))
+def test_keyed_hinted_cuts_equal_a_full_keyed_read(seed, size, edits, cuts):
+    rng = random.Random(seed)
+    permutation = permutation_of(seed % 5)
+    old = compressible(rng, size)
+    new = bytearray(old)
+    for kind, at, length in edits:
+        at = min(at, len(new))
+        if kind == "overwrite":
+            new[at: at + length] = rng.randbytes(length)[: len(new) - at]
+        elif kind == "insert":
+            new[at:at] = rng.randbytes(length)
+        else:
+            del new[at: at + length]
+    new = bytes(new)
+    hinted = keyed_streamed(new, [c for c in cuts if c <= len(new)], permutation,
+                            keyed_hints(old, permutation))
+    assert [piece_length(p) for p in hinted] == fastcdc_lengths(new, PARAMS, permutation)
+
+
+def test_two_keys_cut_the_same_image_differently():
+    data = random.Random(9).randbytes(400_000)
+    first, second = (fastcdc_lengths(data, PARAMS, permutation_of(k)) for k in (1, 2))
+    assert first != second
+    assert first != fastcdc_lengths(data, PARAMS)
+    # Not merely shifted: few cut offsets are shared by the two keys.
+    offsets = [set(itertools.accumulate(lengths)) for lengths in (first, second)]
+    assert len(offsets[0] & offsets[1]) < len(offsets[0]) // 4
+
+
+def test_plaintext_chunker_cuts_exactly_as_published_fastcdc():
+    data = random.Random(12).randbytes(300_000) + bytes(30_000) + compressible(random.Random(2), 50_000)
+    assert streamed_lengths(data, [1000, 77_777], PARAMS) == fastcdc_lengths(data, PARAMS)
+
+
+def test_chunker_permutation_is_a_keyed_permutation_of_the_byte_values():
+    first, again, other = permutation_of(1), permutation_of(1), permutation_of(2)
+    assert sorted(first) == list(range(256)) and first == again and first != other

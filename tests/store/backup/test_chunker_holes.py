@@ -1,5 +1,6 @@
 """A hole is chunked as the zeros it stands for: the cuts equal those of the fastcdc package
-cutting the same bytes written out, whatever its size settings, with or without hints."""
+cutting the same bytes written out, whatever its size settings, with or without hints, keyed
+(cutting the bytes' keyed translation) or not."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from diskvault.store.backup.chunker import Chunker, Hint, ZeroRun, hints_from_spans
 from diskvault.store.format.config import ChunkerParams
+from diskvault.store.format.crypto import Keys, chunker_permutation
 from diskvault.store.format.manifest import Span
 
 # Sizes that exercise FastCDC's two masks (normalisation), none (min = avg: no small-mask
@@ -41,16 +43,22 @@ def dense_bytes(segments, seed: int) -> tuple[bytes, list]:
     return bytes(data), pieces
 
 
-def reference_cuts(data: bytes, params: ChunkerParams) -> list[int]:
-    """Where the fastcdc package cuts the whole image at once."""
-    lengths = [c.length for c in fastcdc_cy(data, params.min_bytes, params.avg_bytes,
+# None: FastCDC as published (plaintext and format version 2); else keyed by a test key.
+PERMUTATIONS = [None] + [chunker_permutation(Keys(bytes([seed]) * 32)) for seed in (1, 2)]
+
+
+def reference_cuts(data: bytes, params: ChunkerParams, permutation: bytes | None = None) -> list[int]:
+    """Where the fastcdc package cuts the whole image at once (keyed: its translation)."""
+    cuttable = data if permutation is None else data.translate(permutation)
+    lengths = [c.length for c in fastcdc_cy(cuttable, params.min_bytes, params.avg_bytes,
                                             params.max_bytes)]
     return list(itertools.accumulate(lengths))
 
 
-def chunk_pieces(pieces, params: ChunkerParams, hints=(), split: int = 0) -> list:
+def chunk_pieces(pieces, params: ChunkerParams, hints=(), split: int = 0,
+                 permutation: bytes | None = None) -> list:
     """Our chunker over the pieces (data buffers split every ``split`` bytes if given)."""
-    chunker, out = Chunker(params, hints), []
+    chunker, out = Chunker(params, hints, permutation=permutation), []
     for kind, value in pieces:
         if kind == "hole":
             out += chunker.feed_zeros(value)
@@ -71,10 +79,11 @@ def placed(out) -> list[tuple[int, int, bool]]:
     return result
 
 
-def assert_same_cuts_as_fastcdc(data: bytes, out, params: ChunkerParams) -> None:
+def assert_same_cuts_as_fastcdc(data: bytes, out, params: ChunkerParams,
+                                permutation: bytes | None = None) -> None:
     """Every cut we make is fastcdc's; fastcdc's other cuts lie inside our ZeroRuns, which
     cover only zeros; data chunks hold the image's bytes."""
-    reference = reference_cuts(data, params)
+    reference = reference_cuts(data, params, permutation)
     spans = placed(out)
     ours = [end for _, end, _ in spans]
     assert set(ours) <= set(reference)
@@ -89,11 +98,13 @@ def assert_same_cuts_as_fastcdc(data: bytes, out, params: ChunkerParams) -> None
 
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32), segments=st.lists(SEGMENT, max_size=8),
-       params=st.sampled_from(PARAM_SETS), split=st.sampled_from([0, 777, 4096]))
+       params=st.sampled_from(PARAM_SETS), split=st.sampled_from([0, 777, 4096]),
+       permutation=st.sampled_from(PERMUTATIONS))
 def test_holes_are_cut_exactly_as_fastcdc_cuts_the_zeros_written_out(seed, segments, params,
-                                                                      split):
+                                                                      split, permutation):
     data, pieces = dense_bytes(segments, seed)
-    assert_same_cuts_as_fastcdc(data, chunk_pieces(pieces, params, split=split), params)
+    assert_same_cuts_as_fastcdc(data, chunk_pieces(pieces, params, split=split,
+                                                   permutation=permutation), params, permutation)
 
 
 def test_a_long_zero_run_is_cut_every_max_bytes_by_fastcdc_itself():
@@ -169,17 +180,23 @@ def edited(segments, edits):
 @given(seed=st.integers(0, 2**32), segments=st.lists(SEGMENT, min_size=1, max_size=8),
        edits=st.lists(st.tuples(st.integers(0, 7), st.sampled_from(["data", "zeros", "hole"])),
                       max_size=3),
-       params=st.sampled_from(PARAM_SETS), old_style=st.booleans())
+       params=st.sampled_from(PARAM_SETS), old_style=st.booleans(),
+       permutation=st.sampled_from(PERMUTATIONS))
 def test_hints_from_the_previous_snapshot_give_the_same_cuts_around_holes(seed, segments, edits,
-                                                                         params, old_style):
+                                                                         params, old_style,
+                                                                         permutation):
     """Hints from last night (made by this chunker or the one that ended chunks at holes)
-    never change a cut, whatever holes came or went."""
+    never change a cut, whatever holes came or went. Keyed chunking is younger than holes
+    chunked as zeros, so it has no old-style snapshots."""
+    old_style = old_style and permutation is None
     _, old_pieces = dense_bytes(segments, seed)
     old_spans = (old_style_spans(old_pieces, params) if old_style
-                 else spans_of(chunk_pieces(old_pieces, params)))
+                 else spans_of(chunk_pieces(old_pieces, params, permutation=permutation)))
     hints = list(hints_from_spans(old_spans, holes_as_zeros=not old_style))
     new_data, new_pieces = dense_bytes(edited(segments, edits), seed)
-    assert_same_cuts_as_fastcdc(new_data, chunk_pieces(new_pieces, params, hints), params)
+    assert_same_cuts_as_fastcdc(new_data, chunk_pieces(new_pieces, params, hints,
+                                                       permutation=permutation),
+                                params, permutation)
 
 
 def test_an_unchanged_sparse_image_is_taken_from_hints_away_from_its_holes():

@@ -1,5 +1,6 @@
-"""Packs on their own: the footer lists every record as written, a damaged footer is
-refused, and packs are filled to their target and made durable before they are committed."""
+"""Packs on their own: the footer lists every record as written (in the clear, or sealed as
+in an encrypted repository of format version 3), a damaged footer is refused, and packs are
+filled to their target and made durable before they are committed."""
 
 from __future__ import annotations
 
@@ -13,13 +14,22 @@ from hypothesis import strategies as st
 from diskvault.errors import CorruptData
 from diskvault.store.backends.local import LocalBackend
 from diskvault.store.backup.packing import PackFiller
-from diskvault.store.format.packs import FLAG_ZSTD, PackEntry, PackStore, PackWriter, read_footer
+from diskvault.store.format.crypto import Encrypted, Keys
+from diskvault.store.format.packs import (FLAG_ZSTD, FOOTER_TAIL_BYTES, PackEntry, PackStore,
+                                          PackWriter, read_footer)
 
 PACK_ID = "ab" * 16
+SEALED = Encrypted(Keys(bytes(range(32))), hides_lengths=True)
+REPOSITORY_ID = "cd" * 16
 
 
-def write_pack(root: Path, records: list[tuple[bytes, int]]) -> list[PackEntry]:
-    packs = PackStore(LocalBackend(root))
+def pack_store(root: Path, sealed: bool = False) -> PackStore:
+    return PackStore(LocalBackend(root), SEALED if sealed else None, REPOSITORY_ID)
+
+
+def write_pack(root: Path, records: list[tuple[bytes, int]], sealed: bool = False
+               ) -> list[PackEntry]:
+    packs = pack_store(root, sealed)
     writer = PackWriter(packs, PACK_ID)
     for data, flags in records:
         writer.add(blake3.blake3(data).digest(), data, len(data) * 2, flags)
@@ -45,23 +55,42 @@ def test_the_footer_lists_every_record_as_written(tmp_path_factory, records):
         assert (entry.raw_size, entry.flags) == (len(data) * 2, flags)
 
 
-@pytest.mark.parametrize("from_end", [1, 20, 45, 60])  # magic, checksum, count, an entry
-def test_a_flipped_byte_in_the_footer_or_trailer_is_refused(tmp_path, from_end):
-    write_pack(tmp_path, [(b"x" * 100, 0), (b"y" * 50, 0)])
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
+@pytest.mark.parametrize("from_end", [1, 10, 20, 45, 60])  # magic, count, checksum or tag, ...
+def test_a_flipped_byte_in_the_footer_or_trailer_is_refused(tmp_path, from_end, sealed):
+    write_pack(tmp_path, [(b"x" * 100, 0), (b"y" * 50, 0)], sealed)
     path = pack_file(tmp_path)
     data = bytearray(path.read_bytes())
     data[-from_end] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptData, match=f"pack {PACK_ID}"):
-        read_footer(PackStore(LocalBackend(tmp_path)), PACK_ID)
+        read_footer(pack_store(tmp_path, sealed), PACK_ID)
 
 
-def test_a_truncated_pack_is_refused(tmp_path):
-    write_pack(tmp_path, [(b"x" * 100, 0)])
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
+def test_a_truncated_pack_is_refused(tmp_path, sealed):
+    write_pack(tmp_path, [(b"x" * 100, 0)], sealed)
     path = pack_file(tmp_path)
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(CorruptData, match="no valid footer|truncated"):
-        read_footer(PackStore(LocalBackend(tmp_path)), PACK_ID)
+        read_footer(pack_store(tmp_path, sealed), PACK_ID)
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
+def test_a_footer_longer_than_the_first_tail_read_is_read_whole(tmp_path, sealed):
+    records = [(bytes([i % 251]) * 3, 0) for i in range(FOOTER_TAIL_BYTES // 49 + 500)]
+    written = write_pack(tmp_path, records, sealed)
+    assert read_footer(pack_store(tmp_path, sealed), PACK_ID) == written
+
+
+def test_a_sealed_footer_shows_no_length_and_opens_only_with_its_key_and_pack(tmp_path):
+    written = write_pack(tmp_path, [(b"x" * 1000, 0), (b"y" * 777, FLAG_ZSTD)], sealed=True)
+    data = pack_file(tmp_path).read_bytes()
+    assert (1000).to_bytes(4, "little") not in data and (1554).to_bytes(4, "little") not in data
+    other_key = Encrypted(Keys(bytes(32)), hides_lengths=True)
+    with pytest.raises(CorruptData, match="footer failed authentication"):
+        read_footer(PackStore(LocalBackend(tmp_path), other_key, REPOSITORY_ID), PACK_ID)
+    assert read_footer(pack_store(tmp_path, sealed=True), PACK_ID) == written
 
 
 class Committed:

@@ -1,4 +1,4 @@
-"""Encrypted repositories (format version 2, repokey): nothing in the clear, every record
+"""Encrypted repositories (format version 3, repokey): nothing in the clear, every record
 authenticated and bound to its id and its repository, the key file's commands, and the
 plaintext formats (version 1, and 2 without encryption) still working."""
 
@@ -149,7 +149,7 @@ def test_flipped_byte_in_a_pack_footer_is_detected(encrypted):
     pack_id, path = data_pack(root)
     flip(path, path.stat().st_size - TRAILER.size - 10)  # a footer entry's flags/lengths
     with Repository.open(root, TEST_PASSPHRASE) as repository:
-        with pytest.raises(CorruptData, match=f"pack {pack_id}: footer checksum mismatch"):
+        with pytest.raises(CorruptData, match=f"pack {pack_id}: footer failed authentication"):
             read_footer(repository.storage.packs, pack_id)
 
 
@@ -161,7 +161,7 @@ def test_pack_footer_is_bound_to_its_pack_name(encrypted):
     shutil.copy(path, root / "packs" / "ab" / f"{other}.pack")
     with Repository.open(root, TEST_PASSPHRASE) as repository:
         read_footer(repository.storage.packs, pack_id)
-        with pytest.raises(CorruptData, match="footer checksum mismatch"):
+        with pytest.raises(CorruptData, match="footer failed authentication"):
             read_footer(repository.storage.packs, other)
 
 
@@ -203,6 +203,52 @@ def test_config_turned_to_plaintext_is_refused_while_a_key_file_exists(encrypted
     (root / "config").write_text(json.dumps(config))
     with pytest.raises(CorruptData, match="holds a key file"):
         Repository.open(root, TEST_PASSPHRASE)
+
+
+def turn_to_plaintext(root: Path) -> None:
+    """What a writer of the repository can do: delete the key, turn the config to none."""
+    (root / "keys" / "repokey").unlink()
+    config = json.loads((root / "config").read_text())
+    config["encryption"]["mode"] = "none"
+    del config["mac"]
+    (root / "config").write_text(json.dumps(config))
+
+
+def test_repository_once_opened_encrypted_is_never_backed_up_in_plaintext(encrypted, tmp_path):
+    root, image, _ = encrypted
+    turn_to_plaintext(root)
+    refused = run_cli("backup", "-r", str(root), str(image), "--name", "after")
+    assert refused.returncode == 1
+    assert refused.stderr.decode().count("\n") == 1 and b"Traceback" not in refused.stderr
+    assert b"was opened encrypted from this account before" in refused.stderr
+    assert b"put back the original config" in refused.stderr
+    assert files_containing(root, MARKER) == []
+
+
+def test_sealed_snapshot_records_refuse_a_plaintext_config_on_another_host(
+        encrypted, tmp_path, monkeypatch):
+    root, image, _ = encrypted
+    turn_to_plaintext(root)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "another-host-state"))
+    refused = run_cli("backup", "-r", str(root), str(image), "--name", "after")
+    assert refused.returncode == 1 and b"is sealed" in refused.stderr
+    assert files_containing(root, MARKER) == []
+
+
+def test_a_backup_given_a_password_file_never_writes_plaintext(tmp_path):
+    """Even with nothing left to show it was encrypted (every record deleted, another host):
+    the command line's passphrase says the user expects an encrypted repository."""
+    image = marker_image(tmp_path / "secret.img")
+    (tmp_path / "pass.txt").write_text(TEST_PASSPHRASE + "\n")
+    new_repo(tmp_path / "repo", PLAINTEXT_MODE).close()
+    refused = run_cli("backup", "-r", str(tmp_path / "repo"), str(image),
+                      "--password-file", str(tmp_path / "pass.txt"))
+    assert refused.returncode == 1 and refused.stderr.decode().count("\n") == 1
+    assert b"is not encrypted, but --password-file" in refused.stderr
+    assert files_containing(tmp_path / "repo", MARKER) == []
+    listed = run_cli("list", "-r", str(tmp_path / "repo"), "--password-file",
+                     str(tmp_path / "pass.txt"))
+    assert listed.returncode == 0  # reading writes nothing
 
 
 def test_chunk_records_of_equal_length_swapped_are_detected(tmp_path: Path):

@@ -128,7 +128,8 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
     only on the image's bytes. ``hints`` are the previous snapshot's chunks, which make
     unchanged regions cost a hash, not a cut.
     """
-    chunker = Chunker(chunker_params, hints, parallel_hasher(pool, session.codec.chunk_id))
+    chunker = Chunker(chunker_params, hints, parallel_hasher(pool, session.codec.chunk_id),
+                      session.codec.cipher.chunk_permutation)
     recorder = ImageRecorder(session, pool, stats)
     for extent, buffer in prefetch(source.pieces()):
         if buffer is None:

@@ -134,7 +134,7 @@ def _read_until_in_step(source: ImageSource, start: int, previous: PreviousEntri
                         recorder: ImageRecorder, stats: BackupStats) -> int:
     """Read and cut from ``start`` (in step) until a cut lands where a previous entry
     can be taken again, or the image ends; returns that position."""
-    chunker = Chunker(params)
+    chunker = Chunker(params, permutation=recorder.session.codec.cipher.chunk_permutation)
     # The first read covers the change ahead plus an average chunk, after which the cuts
     # usually fall in step again; later reads add an average chunk at a time.
     reach = changes.next_change_end(start) + params.avg_bytes

@@ -23,6 +23,13 @@ zeros last. Only the chunk open at the hole's start meets real zeros (about
 ``max_bytes`` of them, from one preallocated buffer); the rest of a long hole is computed.
 Zeros that were read (a dense image, a block device) are taken the same way: a chunk that
 starts with that many zeros is a ZeroRun, found by one compare instead of a cut and a hash.
+
+Keyed (format version 3, encrypted): cuts are those of FastCDC over ``data.translate(table)``
+for the repository's secret byte permutation, the same as FastCDC with a permuted gear table
+(the compiled chunker's table is fixed). Chunks are still the untranslated bytes. Only the
+part about to be cut is translated: a window that starts at the minimum plus two average
+chunks (where most chunks end) and doubles while content-defined cutting goes on, so where
+hints resume after a change little is translated.
 """
 
 from __future__ import annotations
@@ -96,9 +103,13 @@ class Chunker:
     """
 
     def __init__(self, params: ChunkerParams, hints: Iterable[Hint] = (),
-                 hash_many: HashMany = hash_sequentially):
+                 hash_many: HashMany = hash_sequentially, permutation: bytes | None = None):
         self._cut = _require_compiled_chunker()
         self._min, self._avg, self._max = params.min_bytes, params.avg_bytes, params.max_bytes
+        self._permutation = permutation  # the keyed chunker's table (crypto.chunker_permutation)
+        # A keyed window's first size: most chunks end within it (a longer one doubles it).
+        self._first_keyed_window = min(self._max, self._min + 2 * self._avg)
+        self._keyed_window = self._first_keyed_window
         self._hints: Iterator[Hint] = iter(hints)
         self._lookahead: deque[Hint] = deque()
         self._hash_many = hash_many
@@ -110,7 +121,8 @@ class Chunker:
         self._carry_start = 0
         self._buffer = memoryview(b"")
         self._buffer_start = 0
-        self._zeros, self._zero_chunk = _zero_constants(self._min, self._avg, self._max)
+        self._zeros, self._zero_chunk = _zero_constants(self._min, self._avg, self._max,
+                                                        permutation)
         self._zero_chunk_bytes = len(self._zero_chunk)
 
     # -- public ------------------------------------------------------------------------
@@ -249,20 +261,34 @@ class Chunker:
         start = self._pos
         # Inside the carry only the first chunk is cut (from a small copy), so that the
         # buffer itself is never copied.
-        window_end = end if start >= self._buffer_start else min(end, start + self._max)
+        in_carry = start < self._buffer_start
+        window_end = min(end, start + self._max) if in_carry else end
+        if self._permutation is not None:
+            window_end = min(window_end, start + self._keyed_window)
         window = self._span(start, window_end)
         offset = 0
-        for chunk in self._cut(window, self._min, self._avg, self._max):
+        for chunk in self._cut(self._cuttable(window), self._min, self._avg, self._max):
             length = chunk.length
-            if start + offset + length == end and length < self._max and not final:
-                return False
+            if start + offset + length == window_end and length < self._max:
+                if window_end < end:  # cut short by the keyed window, not by the data
+                    self._keyed_window *= 2
+                    return True
+                if not final:
+                    return False
             out.append((window[offset: offset + length], None))
             offset += length
             self._pos = start + offset
-            if window_end != end or self._hint_at(self._pos) is not None \
+            if in_carry or self._hint_at(self._pos) is not None \
                     or self._zero_chunk_at(self._pos, end):
+                self._keyed_window = self._first_keyed_window
                 return True
         return True
+
+    def _cuttable(self, window):
+        """What FastCDC cuts: the window itself, or its keyed translation."""
+        if self._permutation is None:
+            return window
+        return bytes(window).translate(self._permutation)
 
     def _run(self, out: list[Piece], final: bool) -> None:
         end = self._end()
@@ -296,14 +322,17 @@ def _zero_runs_inside(pieces: list[Piece], offset: int, hole_start: int) -> list
 
 
 @functools.lru_cache(maxsize=4)
-def _zero_constants(min_bytes: int, avg_bytes: int, max_bytes: int) -> tuple[memoryview, bytes]:
+def _zero_constants(min_bytes: int, avg_bytes: int, max_bytes: int,
+                    permutation: bytes | None) -> tuple[memoryview, bytes]:
     """``max_bytes`` of zeros, and the chunk FastCDC cuts from zeros: where it cuts a chunk
-    whose hashed part is all zeros, asked of the compiled chunker itself (with this fastcdc
-    it is max_bytes: zeros never match a mask). Cached: a change-map backup makes a chunker
-    per changed range, and this costs a cut over 256 KiB."""
+    whose hashed part is all zeros, asked of the compiled chunker itself (unkeyed, with this
+    fastcdc, it is max_bytes: zeros never match a mask; keyed, zeros are cut as the byte
+    the key maps them to). Cached: a change-map backup makes a chunker per changed range,
+    and this costs a cut over 256 KiB."""
     zeros = memoryview(bytes(max_bytes))
     cut = _require_compiled_chunker()
-    length = next(iter(cut(zeros, min_bytes, avg_bytes, max_bytes))).length
+    cuttable = zeros if permutation is None else bytes(zeros).translate(permutation)
+    length = next(iter(cut(cuttable, min_bytes, avg_bytes, max_bytes))).length
     return zeros, bytes(length)
 
 

@@ -15,8 +15,11 @@ from ...errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
 from ..backends.protocol import Backend
 
 FORMAT_NAME = "diskvault"
-FORMAT_VERSION = 2  # 2: encryption (docs/format.md); version 1 is still read and written
-READABLE_VERSIONS = (1, 2)
+# 2: encryption; 3: encrypted repositories also hide plaintext lengths (keyed chunker,
+# sealed pack footers); docs/format.md. Versions 1 and 2 are still read and written.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+HIDES_LENGTHS_FROM_VERSION = 3
 CONFIG_FILE = "config"
 REPOKEY_MODE = "repokey-aes-256-gcm"
 PLAINTEXT_MODE = "none"
@@ -112,6 +115,12 @@ class RepositoryConfig:
     @property
     def encrypted(self) -> bool:
         return self.encryption != PLAINTEXT_MODE
+
+    @property
+    def hides_lengths(self) -> bool:
+        """Whether chunks are cut by the keyed chunker and pack footers sealed: fixed at
+        init, like everything that decides where chunks are cut."""
+        return self.encrypted and self.version >= HIDES_LENGTHS_FROM_VERSION
 
     def body(self) -> dict:
         """The config as JSON values, without its MAC."""

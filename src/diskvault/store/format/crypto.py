@@ -35,6 +35,7 @@ CIPHER_NAME = "aes-256-gcm"
 CHUNK_ID_CONTEXT = "diskvault 2026-11-30 chunk id key v1"
 ENCRYPTION_CONTEXT = "diskvault 2026-11-30 record encryption key v1"
 MAC_CONTEXT = "diskvault 2026-11-30 authentication key v1"  # pack footers, the config
+CHUNKER_CONTEXT = "diskvault 2026-12-07 chunker byte permutation key v1"  # format version 3
 
 # Random 96-bit nonces, and why they are safe here. AES-GCM breaks if a nonce ever repeats
 # under one key (the two plaintexts' XOR and the authentication key leak). With n messages
@@ -133,6 +134,18 @@ class Keys:
         return "Keys(<secret>)"
 
 
+def chunker_permutation(keys: Keys) -> bytes:
+    """The keyed chunker's table (format version 3): the chunker cuts ``data.translate(table)``,
+    which is FastCDC with its gear table permuted by the key. Byte values ranked by the
+    keyed blake3 of the one byte: without the key, a uniformly random permutation."""
+    key = derive_subkey(keys.master_key, CHUNKER_CONTEXT)
+    order = sorted(range(256), key=lambda value: blake3.blake3(bytes((value,)), key=key).digest())
+    table = bytearray(256)
+    for rank, value in enumerate(order):
+        table[value] = rank
+    return bytes(table)
+
+
 def chunk_id(keys: Keys, data: bytes | memoryview) -> bytes:
     """blake3 keyed with the chunk-id key: 32 bytes that reveal nothing about ``data``
     without the key, and equal for equal data under one key (so dedup works as before).
@@ -169,6 +182,8 @@ class RecordCipher(Protocol):
     name: str
     overhead_bytes: int
     encrypted: bool
+    hides_lengths: bool  # format version 3, encrypted: keyed chunker and sealed pack footers
+    chunk_permutation: bytes | None  # the keyed chunker's table, None: FastCDC as published
 
     def chunk_id(self, data: bytes | memoryview) -> bytes: ...
 
@@ -180,14 +195,17 @@ class RecordCipher(Protocol):
 
 
 class Encrypted:
-    """Keyed blake3 ids and AES-256-GCM records under one repository's keys."""
+    """Keyed blake3 ids and AES-256-GCM records under one repository's keys; with
+    ``hides_lengths`` (format version 3) also the keyed chunker and sealed pack footers."""
 
     name = CIPHER_NAME
     overhead_bytes = SEAL_OVERHEAD_BYTES
     encrypted = True
 
-    def __init__(self, keys: Keys):
+    def __init__(self, keys: Keys, hides_lengths: bool = False):
         self.keys = keys
+        self.hides_lengths = hides_lengths
+        self.chunk_permutation = chunker_permutation(keys) if hides_lengths else None
 
     def chunk_id(self, data: bytes | memoryview) -> bytes:
         return chunk_id(self.keys, data)
@@ -217,6 +235,8 @@ class NoEncryption:
     name = "none"
     overhead_bytes = 0
     encrypted = False
+    hides_lengths = False
+    chunk_permutation = None
 
     def chunk_id(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data).digest()

@@ -6,7 +6,10 @@
              (u32), raw length (u32), flags (u8) -- little endian
     trailer  record count (u32), blake3 of the footer (32), b"DVPKEND1"
 
-The footer lets the index be rebuilt from the packs alone (see docs/format.md).
+Format version 3, encrypted: the footer is sealed (its lengths are the chunks' lengths, which
+would let a reader of the repository recognise known content) and the trailer is record
+count (u32), b"DVPKEND3". The footer lets the index be rebuilt from the packs alone (see
+docs/format.md).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-from ...errors import CorruptData, MissingChunk
+from ...errors import AuthenticationFailed, CorruptData, MissingChunk
 from ..backends.protocol import Backend, StrayNotice, Upload
 from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
 
@@ -29,6 +32,9 @@ PACK_MAGIC = b"DVPACK\x00\x01"
 TRAILER_MAGIC = b"DVPKEND1"
 ENTRY = struct.Struct("<32sQIIB")
 TRAILER = struct.Struct("<I32s8s")
+SEALED_TRAILER_MAGIC = b"DVPKEND3"
+SEALED_TRAILER = struct.Struct("<I8s")
+MAGIC_BYTES = len(TRAILER_MAGIC)
 
 FLAG_ZSTD = 0x01  # record is zstd-compressed (before sealing)
 FLAG_SEALED = 0x02  # record is sealed (AES-256-GCM, format version 2); bits 2-7 reserved
@@ -88,8 +94,58 @@ class PackStore:
         repository and the pack's id, so a footer edited or moved to another pack fails."""
         if not self._cipher.encrypted:
             return self._cipher.authenticator(b"", footer)
-        return self._cipher.authenticator(associated_data(
-            RecordKind.PACK_FOOTER, self._repository_id, pack_id.encode("ascii")), footer)
+        return self._cipher.authenticator(self._footer_associated(pack_id), footer)
+
+    def _footer_associated(self, pack_id: str) -> bytes:
+        return associated_data(RecordKind.PACK_FOOTER, self._repository_id,
+                               pack_id.encode("ascii"))
+
+    def encode_footer(self, pack_id: str, entries: list[PackEntry]) -> bytes:
+        """Footer and trailer as written at the end of the pack: sealed in a repository
+        that hides lengths, else in the clear with its checksum."""
+        footer = b"".join(ENTRY.pack(e.digest, e.offset, e.stored_size, e.raw_size, e.flags)
+                          for e in entries)
+        if self._cipher.hides_lengths:
+            sealed = self._cipher.seal(footer, self._footer_associated(pack_id))
+            return sealed + SEALED_TRAILER.pack(len(entries), SEALED_TRAILER_MAGIC)
+        return footer + TRAILER.pack(len(entries), self.footer_checksum(pack_id, footer),
+                                     TRAILER_MAGIC)
+
+    def decode_footer(self, pack_id: str, tail: bytes, read_before) -> tuple[bytes, int]:
+        """The footer's entries (as bytes) and where the footer starts counted back from
+        the pack's end, from the pack's ``tail``; ``read_before(length)`` reads the
+        ``length`` bytes that end where the tail starts (a footer longer than the tail).
+        CorruptData if the footer is damaged, altered or of the other kind."""
+        magic = tail[-MAGIC_BYTES:]
+        sealed = self._cipher.hides_lengths
+        expected = SEALED_TRAILER_MAGIC if sealed else TRAILER_MAGIC
+        if magic != expected:
+            kind = {SEALED_TRAILER_MAGIC: "a sealed footer", TRAILER_MAGIC: "a footer in the "
+                    "clear"}.get(magic)
+            if kind is None:
+                raise CorruptData(f"pack {pack_id} has no valid footer (truncated or damaged)")
+            raise CorruptData(f"pack {pack_id} has {kind}, which this repository's format "
+                              f"never writes (planted or altered)")
+        trailer = SEALED_TRAILER if sealed else TRAILER
+        if len(tail) < trailer.size:
+            raise CorruptData(f"pack {pack_id} is truncated ({len(tail)} bytes)")
+        count, *checksum, _ = trailer.unpack(tail[-trailer.size:])
+        length = count * ENTRY.size + (self._cipher.overhead_bytes if sealed else 0)
+        stored = tail[-trailer.size - length: len(tail) - trailer.size]
+        if len(stored) < length:
+            stored = read_before(length - len(stored)) + stored
+        footer_from_end = trailer.size + length
+        if sealed:
+            try:
+                return self._cipher.open_sealed(stored, self._footer_associated(pack_id)), \
+                    footer_from_end
+            except AuthenticationFailed:
+                raise CorruptData(f"pack {pack_id}: footer failed authentication (damaged, "
+                                  f"or altered or moved from another pack)") from None
+        if not secrets.compare_digest(self.footer_checksum(pack_id, stored), checksum[0]):
+            raise CorruptData(f"pack {pack_id}: footer checksum mismatch (damaged, or altered "
+                              f"or moved from another pack)")
+        return stored, footer_from_end
 
     def create(self, pack_id: str) -> Upload:
         return self.backend.open_upload(pack_name(pack_id))
@@ -174,14 +230,10 @@ class PackWriter:
         return entry
 
     def finish(self) -> list[PackEntry]:
-        footer = b"".join(ENTRY.pack(e.digest, e.offset, e.stored_size, e.raw_size, e.flags)
-                          for e in self.entries)
+        footer = self._packs.encode_footer(self.pack_id, self.entries)
         self._sink.write(footer)
-        self._sink.write(TRAILER.pack(len(self.entries),
-                                      self._packs.footer_checksum(self.pack_id, footer),
-                                      TRAILER_MAGIC))
         self._sink.complete()
-        self.size += len(footer) + TRAILER.size
+        self.size += len(footer)
         return self.entries
 
     def abort(self) -> None:
@@ -192,23 +244,23 @@ def read_footer(packs: PackStore, pack_id: str, size: int | None = None) -> list
     """The entries of a pack, from its footer alone; CorruptData if the footer is damaged.
     One read of the pack's tail usually holds the whole footer (one request on S3)."""
     size = packs.size(pack_id) if size is None else size
-    if size < len(PACK_MAGIC) + TRAILER.size:
+    if size < len(PACK_MAGIC) + SEALED_TRAILER.size:
         raise CorruptData(f"pack {pack_id} is truncated ({size} bytes)")
     tail_start = max(0, size - FOOTER_TAIL_BYTES)
     tail = packs.read(pack_id, tail_start, size - tail_start)
     if len(tail) != size - tail_start:
         raise CorruptData(f"pack {pack_id} is shorter than its size ({size} bytes)")
-    count, footer_digest, magic = TRAILER.unpack(tail[-TRAILER.size:])
-    footer_start = size - TRAILER.size - count * ENTRY.size
-    if magic != TRAILER_MAGIC or footer_start < len(PACK_MAGIC):
+
+    def read_before(length: int) -> bytes:
+        if tail_start - length < len(PACK_MAGIC):
+            raise CorruptData(f"pack {pack_id} has no valid footer (truncated or damaged)")
+        return packs.read(pack_id, tail_start - length, length)
+
+    footer, footer_from_end = packs.decode_footer(pack_id, tail, read_before)
+    footer_start = size - footer_from_end
+    if footer_start < len(PACK_MAGIC):
         raise CorruptData(f"pack {pack_id} has no valid footer (truncated or damaged)")
-    if footer_start >= tail_start:
-        footer = tail[footer_start - tail_start: len(tail) - TRAILER.size]
-    else:
-        footer = packs.read(pack_id, footer_start, count * ENTRY.size)
-    if not secrets.compare_digest(packs.footer_checksum(pack_id, footer), footer_digest):
-        raise CorruptData(f"pack {pack_id}: footer checksum mismatch (damaged, or altered "
-                          f"or moved from another pack)")
+    count = len(footer) // ENTRY.size
     entries = [PackEntry(*ENTRY.unpack_from(footer, i * ENTRY.size)) for i in range(count)]
     for entry in entries:
         if entry.offset < len(PACK_MAGIC) or entry.offset + entry.stored_size > footer_start:

@@ -17,7 +17,10 @@ from collections.abc import Callable
 from ...errors import AuthenticationFailed, BadInput, CorruptData
 from ..backends.protocol import Backend
 from ..format.config import RepositoryConfig, read_config
-from ..format.crypto import Encrypted, Keys, NoEncryption, RecordCipher, RecordKind, associated_data
+from ..format.crypto import (SEAL_OVERHEAD_BYTES, Encrypted, Keys, NoEncryption, RecordCipher,
+                             RecordKind, associated_data)
+from ..format.snapshots import SnapshotStore
+from .encrypted_marks import mark_of, remember_encrypted, was_encrypted
 
 KEY_FILE = "keys/repokey"
 
@@ -48,7 +51,8 @@ def create_cipher(backend: Backend, config: RepositoryConfig,
 
     key_file, keys = new_key_file(passphrase_text(passphrase, confirm=True))
     backend.put(KEY_FILE, key_file)
-    cipher = Encrypted(keys)
+    remember_encrypted(config.repository_id)
+    cipher = Encrypted(keys, config.hides_lengths)
     return dataclasses.replace(config, mac=config_mac(cipher, config)), cipher
 
 
@@ -58,22 +62,44 @@ def open_cipher(backend: Backend, config: RepositoryConfig, passphrase: Passphra
     unlocked elsewhere) skips the passphrase."""
     where = backend.location
     if not config.encrypted:
-        if backend.stat(KEY_FILE) is not None:
-            # A config turned to "none" by hand would make the next backup write plaintext.
+        # A config turned to "none" by hand would make the next backup write plaintext.
+        found = encryption_found(backend, config)
+        if found:
             raise CorruptData(f"config of repository {where} says it is not encrypted, but "
-                              f"it holds a key file ({KEY_FILE}): the config was edited; "
-                              f"put back the original config")
+                              f"{found}: the config was edited; put back the original "
+                              f"config (and the key file, with 'diskvault key import' from "
+                              f"a key export)")
         return NoEncryption()
     if keys is None:
         from .key_file import unlock  # on use: see the module docstring
 
         keys = unlock(read_key_file(backend), passphrase_text(passphrase))
-    cipher = Encrypted(keys)
+    cipher = Encrypted(keys, config.hides_lengths)
     if not secrets.compare_digest(config_mac(cipher, config), config.mac):
         raise AuthenticationFailed(f"config of repository {where} failed authentication: it "
                                    f"was edited or damaged (or belongs to another key); put "
                                    f"back the original config")
+    remember_encrypted(config.repository_id)
     return cipher
+
+
+def encryption_found(backend: Backend, config: RepositoryConfig) -> str | None:
+    """What shows that a repository whose config says "none" is encrypted, or None: its
+    key file, this account's mark of it (encrypted_marks), or a sealed snapshot record
+    (one is read: a plaintext record is JSON, a sealed one starts with a random nonce)."""
+    if backend.stat(KEY_FILE) is not None:
+        return f"it holds a key file ({KEY_FILE})"
+    if was_encrypted(config.repository_id):
+        return f"it was opened encrypted from this account before ({mark_of(config.repository_id)})"
+    name = next(iter(SnapshotStore(backend).record_names()), None)
+    if name is not None:
+        try:
+            record = backend.get(name)
+        except FileNotFoundError:  # deleted since the listing: nothing to tell
+            return None
+        if len(record) >= SEAL_OVERHEAD_BYTES and not record.lstrip().startswith(b"{"):
+            return f"its snapshot record {name} is sealed"
+    return None
 
 
 def read_key_file(backend: Backend) -> bytes:

@@ -4,6 +4,7 @@ that reads an image (restore, the random-access reader, diff, hints for the next
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from ...errors import CorruptData
@@ -14,6 +15,8 @@ from .chunk_reader import ChunkReader
 from .pack_ranges import read_blocks
 
 BLOCKS_PER_READ = 256  # manifest blocks fetched at once, in as few range reads as possible
+
+log = logging.getLogger(__name__)
 
 
 def damage_context(record: SnapshotRecord, offset: int, error: CorruptData) -> CorruptData:
@@ -37,3 +40,16 @@ def image_spans(chunks: ChunkReader, record: SnapshotRecord) -> Iterator[Span]:
             except CorruptData as error:
                 raise damage_context(record, block.offset, error) from None
             yield from spans(entries, block.offset)
+
+
+def cutting_hints(chunks: ChunkReader, record: SnapshotRecord) -> Iterator:
+    """The snapshot's chunks as cutting hints for the next image cut by the same chunker
+    (chunker.hints_from_spans); a damaged manifest only costs speed (the hints stop),
+    never the backup or copy that uses them."""
+    from ..backup.chunker import hints_from_spans  # on use: it loads fastcdc
+
+    try:
+        yield from hints_from_spans(image_spans(chunks, record), record.holes_as_zeros)
+    except CorruptData as error:
+        log.warning("snapshot %s of %s unreadable, cutting without its hints: %s",
+                    record.short_id, record.name, error)
