@@ -168,7 +168,7 @@ def test_source_growing_while_read_fails_and_records_nothing(repo: Repository, t
         appender.kill()
         appender.wait()
         appender.stdout.close()
-    assert_one_line_error(result, EXIT_FAILURE, str(source), "changed size",
+    assert_one_line_error(result, EXIT_FAILURE, str(source), "changed while it was read",
                           "nothing was recorded")
     assert not repo.list_snapshots()
     assert not repo.storage.packs.list_unfinished()

@@ -18,6 +18,7 @@ from .output import (config_json, encryption_label, human_bytes, human_rate, pri
                      print_snapshots, repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
 from .run_records import note_figures, recorded
+from .view_options import point_in_time_options, point_in_time_request
 
 progress_option = click.option(
     "--progress/--no-progress", "show_progress", default=None,
@@ -56,15 +57,19 @@ def backup_summary(record: SnapshotRecord) -> str:
               help="With '-' and no --size: record a stream shorter than the series' "
                    "previous snapshot (refused by default: a producer that died half way "
                    "looks just like that).")
+@point_in_time_options
 @json_option
 @progress_option
 @lock_wait_option
 def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_unchanged,
-           stream_size, allow_shrink, as_json, show_progress, lock_wait_s) -> None:
+           stream_size, allow_shrink, view_method, pre_command, post_command,
+           command_timeout_s, as_json, show_progress, lock_wait_s) -> None:
     """Back up an image file or block device (or '-': standard input) as a new snapshot."""
     from_stdin = str(source) == STDIN_LABEL
     changes = read_change_map(changes_file, changed_since, verify_unchanged)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
+    point_in_time = point_in_time_request(from_stdin, view_method, pre_command, post_command,
+                                          command_timeout_s)
     with opened(repo, writer=True) as repository:
         size = (stream_size or 0) if from_stdin else _source_size(source)
         progress = ProgressLine("backup", size, show_progress)
@@ -75,7 +80,7 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
                                                   allow_shrink)
             else:
                 record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
-                                           changes, verify_unchanged)
+                                           changes, verify_unchanged, point_in_time)
         finally:
             progress.close()
         requests = repository.storage.requests_made()

@@ -1,0 +1,43 @@
+"""backup's options for reading a source at one instant (docs/point-in-time.md)."""
+
+from __future__ import annotations
+
+import click
+
+from ..ops.hooks import HOOK_TIMEOUT_S
+from ..sources.commands import ViewCommands
+from ..sources.point_in_time import AUTO, METHODS, PointInTime
+
+
+def point_in_time_options(command):
+    """--snapshot, --pre-command, --post-command, --command-timeout."""
+    for option in reversed([
+            click.option("--snapshot", "view_method", type=click.Choice(METHODS), default=None,
+                         help="How the source is held still while it is read: 'reflink' "
+                              "(a clone of a file on XFS or btrfs), 'none' (read in place; a "
+                              "change during the read fails the backup) or 'auto' (default: "
+                              "reflink where the filesystem can, else in place)."),
+            click.option("--pre-command", default=None, metavar="CMD",
+                         help="Run just before the point-in-time view is made (no shell; "
+                              "'sh -c ...' for one)."),
+            click.option("--post-command", default=None, metavar="CMD",
+                         help="Run just after the view is made (after the read for a source "
+                              "read in place), and on every way out once --pre-command ran."),
+            click.option("--command-timeout", "command_timeout_s", default=HOOK_TIMEOUT_S,
+                         type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                         show_default=True,
+                         help="How long --pre-command and --post-command may each run.")]):
+        command = option(command)
+    return command
+
+
+def point_in_time_request(from_stdin: bool, view_method, pre_command, post_command,
+                          command_timeout_s: float) -> PointInTime:
+    """The options as the facade takes them; refused for standard input, which has no
+    instant to choose."""
+    if from_stdin and (view_method or pre_command or post_command):
+        raise click.UsageError("--snapshot, --pre-command and --post-command are for a file "
+                               "or block device, not standard input: hold the producer "
+                               "still yourself")
+    return PointInTime(view_method or AUTO,
+                       ViewCommands(pre_command, post_command, command_timeout_s))
