@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from diskvault.errors import SourceChanged
-from diskvault.sources.point_in_time import NONE, PointInTime
+from diskvault.sources.point_in_time import NONE, PointInTime, open_point_in_time
 from diskvault.store.backup.source import FileState, change_seen
 from diskvault.store.repository import Repository
 
@@ -22,7 +22,10 @@ from ..conftest import run_cli, write_image
 from ..fsimages import loop_device
 from .conftest import Writer, write_generations
 
-IN_PLACE = PointInTime(NONE)
+def in_place(path: Path):
+    """As ``backup --snapshot none`` opens its source."""
+    return open_point_in_time(path, PointInTime(NONE))
+
 # Overwrites 4 KiB in the middle of the file, keeping its size, then says so and ends.
 REWRITE_SCRIPT = r"""
 import os, sys
@@ -58,12 +61,12 @@ def test_file_rewritten_in_place_during_backup_is_not_recorded(repo: Repository,
                                        capture_output=True, check=True, timeout=60))
 
     with pytest.raises(SourceChanged, match=r"vm1.img changed while it was read \(mtime"):
-        repo.backup(image, progress=rewrite_once, point_in_time=IN_PLACE)
+        repo.backup(image, progress=rewrite_once, open_source=in_place)
     assert rewrites[0].stdout == b"rewritten\n"
     assert os.path.getsize(image) == 8 * 1024 * 1024
     assert not repo.list_snapshots()
     # What reached the packs stays: the rerun, undisturbed, stores only what is new.
-    record = repo.backup(image, point_in_time=IN_PLACE)
+    record = repo.backup(image, open_source=in_place)
     assert record.consistency == "checked"
     assert record.stats.new_bytes < record.size // 2
 
@@ -77,7 +80,7 @@ def test_file_replaced_during_backup_is_not_recorded(repo: Repository, tmp_path:
             os.rename(replacement, image)  # as an editor or a copy tool saves
 
     with pytest.raises(SourceChanged, match="the path now names another file"):
-        repo.backup(image, progress=replace_once, point_in_time=IN_PLACE)
+        repo.backup(image, progress=replace_once, open_source=in_place)
     assert not repo.list_snapshots()
 
 

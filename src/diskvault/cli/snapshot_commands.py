@@ -18,7 +18,7 @@ from .output import (config_json, encryption_label, human_bytes, human_rate, pri
                      print_snapshots, repository_space, snapshot_json, snapshot_space)
 from .progress import ProgressLine
 from .run_records import note_figures, recorded
-from .view_options import point_in_time_options, point_in_time_request
+from .view_options import point_in_time_options, source_opener
 
 progress_option = click.option(
     "--progress/--no-progress", "show_progress", default=None,
@@ -68,8 +68,8 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
     from_stdin = str(source) == STDIN_LABEL
     changes = read_change_map(changes_file, changed_since, verify_unchanged)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
-    point_in_time = point_in_time_request(from_stdin, view_method, pre_command, post_command,
-                                          command_timeout_s)
+    open_source = source_opener(from_stdin, view_method, pre_command, post_command,
+                                command_timeout_s)
     with opened(repo, writer=True) as repository:
         size = (stream_size or 0) if from_stdin else _source_size(source)
         progress = ProgressLine("backup", size, show_progress)
@@ -80,7 +80,7 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
                                                   allow_shrink)
             else:
                 record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
-                                           changes, verify_unchanged, point_in_time)
+                                           changes, verify_unchanged, open_source)
         finally:
             progress.close()
         requests = repository.storage.requests_made()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from ..ops.hooks import HOOK_TIMEOUT_S
 from ..sources.commands import ViewCommands
-from ..sources.point_in_time import AUTO, METHODS, PointInTime
+from ..sources.point_in_time import AUTO, METHODS, PointInTime, open_point_in_time
 
 
 def point_in_time_options(command):
@@ -31,13 +33,14 @@ def point_in_time_options(command):
     return command
 
 
-def point_in_time_request(from_stdin: bool, view_method, pre_command, post_command,
-                          command_timeout_s: float) -> PointInTime:
-    """The options as the facade takes them; refused for standard input, which has no
-    instant to choose."""
+def source_opener(from_stdin: bool, view_method, pre_command, post_command,
+                  command_timeout_s: float):
+    """What the facade's backup opens the source with, as the options ask; refused for
+    standard input, which has no instant to choose."""
     if from_stdin and (view_method or pre_command or post_command):
         raise click.UsageError("--snapshot, --pre-command and --post-command are for a file "
                                "or block device, not standard input: hold the producer "
                                "still yourself")
-    return PointInTime(view_method or AUTO,
-                       ViewCommands(pre_command, post_command, command_timeout_s))
+    request = PointInTime(view_method or AUTO,
+                          ViewCommands(pre_command, post_command, command_timeout_s))
+    return functools.partial(open_point_in_time, request=request)

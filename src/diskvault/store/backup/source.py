@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,3 +199,8 @@ class ImageSource:
             return FileState(state.size, state.mtime_ns, state.ctime_ns, -1, -1)
         return FileState(state.size, state.mtime_ns, state.ctime_ns, named.st_ino,
                          named.st_dev)
+
+
+# What the facade's backup opens its source with: ImageSource itself (in place), or a
+# point-in-time view from sources/.
+SourceOpener = Callable[[Path], AbstractContextManager[ImageSource]]
