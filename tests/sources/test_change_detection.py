@@ -104,7 +104,7 @@ def test_block_device_read_in_place_is_said_to_be_unchecked(repo: Repository, tm
     warnings = result.stderr.decode().splitlines()
     assert warnings == [f"diskvault: warning: {device} is a block device read in place: a "
                         f"write to it during the read cannot be detected; stop its writer, "
-                        f"or back up a snapshot of it"]
+                        f"or back up a snapshot of it (--snapshot lvm for a logical volume)"]
     assert repo.list_snapshots()[0].consistency == "unchecked"
 
 

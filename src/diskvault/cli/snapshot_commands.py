@@ -62,13 +62,13 @@ def backup_summary(record: SnapshotRecord) -> str:
 @progress_option
 @lock_wait_option
 def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_unchanged,
-           stream_size, allow_shrink, view_method, pre_command, post_command,
+           stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
            command_timeout_s, as_json, show_progress, lock_wait_s) -> None:
     """Back up an image file or block device (or '-': standard input) as a new snapshot."""
     from_stdin = str(source) == STDIN_LABEL
     changes = read_change_map(changes_file, changed_since, verify_unchanged)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
-    open_source = source_opener(from_stdin, view_method, pre_command, post_command,
+    open_source = source_opener(from_stdin, view_method, lvm_size, pre_command, post_command,
                                 command_timeout_s)
     with opened(repo, writer=True) as repository:
         size = (stream_size or 0) if from_stdin else _source_size(source)

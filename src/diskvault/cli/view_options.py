@@ -12,13 +12,18 @@ from ..sources.point_in_time import AUTO, METHODS, PointInTime, open_point_in_ti
 
 
 def point_in_time_options(command):
-    """--snapshot, --pre-command, --post-command, --command-timeout."""
+    """--snapshot, --snapshot-size, --pre-command, --post-command, --command-timeout."""
     for option in reversed([
             click.option("--snapshot", "view_method", type=click.Choice(METHODS), default=None,
                          help="How the source is held still while it is read: 'reflink' "
-                              "(a clone of a file on XFS or btrfs), 'none' (read in place; a "
-                              "change during the read fails the backup) or 'auto' (default: "
-                              "reflink where the filesystem can, else in place)."),
+                              "(a clone of a file on XFS or btrfs), 'lvm' (an LVM snapshot "
+                              "of a logical volume), 'none' (read in place; a change of a "
+                              "file during the read fails the backup) or 'auto' (default: "
+                              "reflink or lvm where the source allows, else in place)."),
+            click.option("--snapshot-size", "lvm_size", default=None, metavar="SIZE",
+                         help="Room for an LVM snapshot: lvcreate's --size (10G) or a % "
+                              "(50%ORIGIN, 100%FREE); default 20%ORIGIN; none for a thin "
+                              "volume."),
             click.option("--pre-command", default=None, metavar="CMD",
                          help="Run just before the point-in-time view is made (no shell; "
                               "'sh -c ...' for one)."),
@@ -33,14 +38,14 @@ def point_in_time_options(command):
     return command
 
 
-def source_opener(from_stdin: bool, view_method, pre_command, post_command,
+def source_opener(from_stdin: bool, view_method, lvm_size, pre_command, post_command,
                   command_timeout_s: float):
     """What the facade's backup opens the source with, as the options ask; refused for
     standard input, which has no instant to choose."""
-    if from_stdin and (view_method or pre_command or post_command):
-        raise click.UsageError("--snapshot, --pre-command and --post-command are for a file "
-                               "or block device, not standard input: hold the producer "
-                               "still yourself")
+    if from_stdin and (view_method or lvm_size or pre_command or post_command):
+        raise click.UsageError("--snapshot, --snapshot-size, --pre-command and "
+                               "--post-command are for a file or block device, not standard "
+                               "input: hold the producer still yourself")
     request = PointInTime(view_method or AUTO,
-                          ViewCommands(pre_command, post_command, command_timeout_s))
+                          ViewCommands(pre_command, post_command, command_timeout_s), lvm_size)
     return functools.partial(open_point_in_time, request=request)
