@@ -42,7 +42,7 @@ BEFORE = FileState(size=100, mtime_ns=5_000_000_001, ctime_ns=5_000_000_002, ino
     (replace(BEFORE, size=200), "size 100 -> 200 bytes"),
     (replace(BEFORE, mtime_ns=6_000_000_000), "mtime 5.000000001 -> 6.000000000"),
     (replace(BEFORE, ctime_ns=6_000_000_000), "ctime 5.000000002 -> 6.000000000"),
-    (replace(BEFORE, inode=8), "the path now names another file"),
+    (replace(BEFORE, inode=8), "its path names another file now, or none"),
     (BEFORE, None)])
 def test_change_seen_names_what_differs(after: FileState, words: str | None):
     assert change_seen(BEFORE, after) == words
@@ -79,7 +79,7 @@ def test_file_replaced_during_backup_is_not_recorded(repo: Repository, tmp_path:
         if replacement.exists():
             os.rename(replacement, image)  # as an editor or a copy tool saves
 
-    with pytest.raises(SourceChanged, match="the path now names another file"):
+    with pytest.raises(SourceChanged, match="its path names another file now, or none"):
         repo.backup(image, progress=replace_once, open_source=in_place)
     assert not repo.list_snapshots()
 
@@ -106,6 +106,8 @@ def test_block_device_read_in_place_is_said_to_be_unchecked(repo: Repository, tm
                         f"write to it during the read cannot be detected; stop its writer, "
                         f"or back up a snapshot of it (--snapshot lvm for a logical volume)"]
     assert repo.list_snapshots()[0].consistency == "unchecked"
+    info = run_cli("info", "-r", str(repo.root), "disk", check=True).stdout.decode()
+    assert "held still   no: a block device read in place" in info
 
 
 def test_record_from_standard_input_says_nothing_of_consistency(repo: Repository,

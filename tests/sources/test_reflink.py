@@ -58,6 +58,8 @@ def test_auto_picks_the_clone_where_the_filesystem_can(repo: Repository, reflink
     try:
         run_cli("backup", "-r", str(repo.root), str(image), check=True)
         assert repo.list_snapshots()[0].consistency == "reflink"
+        info = run_cli("info", "-r", str(repo.root), "auto.img", check=True).stdout.decode()
+        assert "held still   read from a reflink clone made at the start" in info
     finally:
         image.unlink()
 

@@ -20,6 +20,14 @@ from .progress import ProgressLine
 from .run_records import note_figures, recorded
 from .view_options import point_in_time_options, source_opener
 
+# How `info` says what a record's "consistency" means (docs/point-in-time.md).
+CONSISTENCY_WORDS = {
+    "reflink": "read from a reflink clone made at the start",
+    "lvm": "read from an LVM snapshot made at the start",
+    "checked": "read in place, and unchanged at the end of the read",
+    "unchecked": "no: a block device read in place (a change during the read cannot be seen)",
+}
+
 progress_option = click.option(
     "--progress/--no-progress", "show_progress", default=None,
     help="Show a progress line (default: only on a terminal).")
@@ -178,6 +186,8 @@ def info(repo, snapshot, as_json) -> None:
     click.echo(f"snapshot     {record.id} ({record.name})")
     click.echo(f"time         {record.time:%Y-%m-%d %H:%M:%S} UTC, host {record.host}")
     click.echo(f"source       {record.source}")
+    if record.consistency:
+        click.echo(f"held still   {CONSISTENCY_WORDS.get(record.consistency, record.consistency)}")
     if record.base_id:
         click.echo(f"change map   unchanged ranges taken from snapshot {record.base_id}")
     click.echo(f"tags         {', '.join(record.tags) or '-'}")

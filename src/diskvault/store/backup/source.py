@@ -50,7 +50,7 @@ class FileState:
 def change_seen(before: FileState, after: FileState) -> str | None:
     """What differs between two states of a file, in words; None if nothing does."""
     if (after.inode, after.device) != (before.inode, before.device):
-        return "the path now names another file"
+        return "its path names another file now, or none"
     if after.size != before.size:
         return f"size {before.size} -> {after.size} bytes"
     if after.mtime_ns != before.mtime_ns:
