@@ -62,7 +62,12 @@ class SeriesOverdue(DiskvaultError):
 
 
 class SourceChanged(DiskvaultError):
-    """The source changed size while it was read; the snapshot would not be consistent."""
+    """The source changed while it was read; the snapshot would not be consistent."""
+
+
+class PointInTimeFailed(DiskvaultError):
+    """The point-in-time view of a source, or a command run around its making, failed;
+    nothing was read or recorded."""
 
 
 class IncompleteStream(DiskvaultError):

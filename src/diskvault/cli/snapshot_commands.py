@@ -20,6 +20,15 @@ from .output import (config_json, encryption_label, human_bytes, human_rate, pri
 from .progress import ProgressLine
 from .run_records import note_figures, recorded
 from .sizes import NON_NEGATIVE_SIZE
+from .view_options import point_in_time_options, source_opener
+
+# How `info` says what a record's "consistency" means (docs/point-in-time.md).
+CONSISTENCY_WORDS = {
+    "reflink": "read from a reflink clone made at the start",
+    "lvm": "read from an LVM snapshot made at the start",
+    "checked": "read in place, and unchanged at the end of the read",
+    "unchecked": "no: a block device read in place (a change during the read cannot be seen)",
+}
 
 progress_option = click.option(
     "--progress/--no-progress", "show_progress", default=None,
@@ -61,15 +70,19 @@ def backup_summary(record: SnapshotRecord) -> str:
               help="With '-' and no --size: record a stream shorter than the series' "
                    "previous snapshot (refused by default: a producer that died half way "
                    "looks just like that).")
+@point_in_time_options
 @json_option
 @progress_option
 @lock_wait_option
 def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_unchanged,
-           stream_size, allow_shrink, as_json, show_progress, lock_wait_s) -> None:
+           stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
+           command_timeout_s, as_json, show_progress, lock_wait_s) -> None:
     """Back up an image file or block device (or '-': standard input) as a new snapshot."""
     from_stdin = str(source) == STDIN_LABEL
     changes = read_change_map(changes_file, changed_since, verify_unchanged)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
+    open_source = source_opener(from_stdin, view_method, lvm_size, pre_command, post_command,
+                                command_timeout_s)
     with opened(repo, writer=True) as repository:
         size = (stream_size or 0) if from_stdin else _source_size(source)
         progress = ProgressLine("backup", size, show_progress)
@@ -81,7 +94,9 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
                                                   allow_shrink, new_series.append)
             else:
                 record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
-                                           changes, verify_unchanged, new_series.append)
+                                           changes, verify_unchanged,
+                                           open_source=open_source,
+                                           on_new_series=new_series.append)
         finally:
             progress.close()
         requests = repository.storage.requests_made()
@@ -183,6 +198,8 @@ def info(repo, snapshot, as_json) -> None:
     click.echo(f"snapshot     {record.id} ({record.name})")
     click.echo(f"time         {record.time:%Y-%m-%d %H:%M:%S} UTC, host {record.host}")
     click.echo(f"source       {record.source}")
+    if record.consistency:
+        click.echo(f"held still   {CONSISTENCY_WORDS.get(record.consistency, record.consistency)}")
     if record.base_id:
         click.echo(f"change map   unchanged ranges taken from snapshot {record.base_id}")
     click.echo(f"tags         {', '.join(record.tags) or '-'}")

@@ -40,9 +40,10 @@ def hook_environment(run: Run, location: str, repository_id: str | None) -> dict
 
 
 def run_hook(command: str, variables: Mapping[str, str], environ: Mapping[str, str],
-             timeout_s: float = HOOK_TIMEOUT_S) -> HookResult:
+             timeout_s: float = HOOK_TIMEOUT_S, output: int | None = None) -> HookResult:
     """Run ``command`` with ``variables`` added to ``environ`` (minus any passphrase); its
-    output goes where diskvault's goes. Never raises: the run it reports on is over."""
+    output goes where diskvault's goes (its stdout to the descriptor ``output`` if given).
+    Never raises: the run it reports on is over."""
     try:
         arguments = shlex.split(command)
     except ValueError as error:
@@ -52,7 +53,7 @@ def run_hook(command: str, variables: Mapping[str, str], environ: Mapping[str, s
     env = {**environ_without_secrets(environ), **variables}
     try:
         process = subprocess.Popen(arguments, env=env, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+                                   stdout=output, start_new_session=True)
     except OSError as error:
         return HookResult(f"cannot run {arguments[0]}: {error.strerror}")
     try:

@@ -14,7 +14,7 @@ from typing import BinaryIO
 from ..errors import BadInput, CorruptData, LockHolder
 from .backends.location import LocationLike, as_location
 from .backup.change_map import ChangedRanges, ChangeMap, check_fits
-from .backup.source import ImageSource
+from .backup.source import ImageSource, SourceOpener
 from .backup.stream_source import StreamSource
 from .coordination.locking import WriterLock
 from .coordination.readers import ReaderLock
@@ -159,17 +159,20 @@ class Repository:
     def backup(self, source_path: Path, name: str | None = None, tags: tuple[str, ...] = (),
                lock_wait_s: float = 0.0, progress: Progress | None = None,
                changes: ChangeMap | None = None, verify_unchanged: int = 0,
+               open_source: SourceOpener = ImageSource,
                on_new_series: Callable[[str], None] | None = None) -> SnapshotRecord:
         """Back up one image; the snapshot record is written only once all it references
         is durable. On any failure nothing is recorded and earlier snapshots are intact.
         With ``changes`` only the changed ranges are read (docs/change-maps.md).
+        ``open_source`` opens the path, by default in place (checked for changes after the
+        read); sources/ gives point-in-time views (docs/point-in-time.md).
         ``on_new_series(name)`` is told, as the backup starts, when the series has no
         snapshot yet (the listing that finds the previous snapshot's chunks tells)."""
         started = time.monotonic()
         self.refuse_inside(Path(source_path), "backup source")
         refuse_interrupted_target(Path(source_path))
         series = series_name(source_path, name)
-        with ImageSource(Path(source_path)) as source:
+        with open_source(Path(source_path)) as source:
             if changes is None:
                 return self._back_up(source, series, tags, lock_wait_s, progress, started,
                                      on_new_series=on_new_series)

@@ -169,8 +169,8 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore
                                     progress)
         else:
             manifest = record(session, stats)
+        session.flush()  # before the check: a moved source's chunks serve the rerun
         source.check_unchanged()
-        session.flush()
     stats.new_chunks = session.counts.chunks
     stats.new_bytes = session.counts.raw_bytes
     stats.stored_bytes = session.counts.stored_bytes
@@ -178,7 +178,8 @@ def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore
     record = SnapshotRecord(
         id=SnapshotRecord.new_id(), name=name, time=datetime.now(timezone.utc),
         source=source.label, size=manifest.size, host=socket.gethostname(), tags=list(tags),
-        stats=stats, blocks=manifest.blocks, base_id=base_id, holes_as_zeros=holes_as_zeros)
+        stats=stats, blocks=manifest.blocks, base_id=base_id, holes_as_zeros=holes_as_zeros,
+        consistency=source.consistency)
     before_record()
     snapshots.save(record)
     return record

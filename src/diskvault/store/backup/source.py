@@ -1,7 +1,9 @@
 """Image readers: a regular file (holes skipped with SEEK_DATA/SEEK_HOLE) or a block device.
 
 A source yields its content as a sequence of extents: data to read, or holes that are
-known to be zeros without reading. Memory stays bounded: data comes in buffers.
+known to be zeros without reading. Memory stays bounded: data comes in buffers. A file
+read in place is checked after the read: a write during it changes its size, mtime or
+ctime, and a snapshot of a moving target is never recorded (docs/point-in-time.md).
 """
 
 from __future__ import annotations
@@ -9,13 +11,18 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import SourceChanged, SourceError
 
 READ_BUFFER_BYTES = 4 * 1024 * 1024
+
+# How the image was held still while it was read; the snapshot record keeps it.
+CHECKED = "checked"        # a file read in place, the same after the read as before
+UNCHECKED = "unchecked"    # a block device read in place: a write to it leaves no trace
 
 
 @dataclass(frozen=True)
@@ -25,11 +32,51 @@ class Extent:
     is_hole: bool
 
 
-class ImageSource:
-    """An open image: its size, kind, and a reader of its extents."""
+@dataclass(frozen=True)
+class FileState:
+    """What an inode tells of its content: every write moves mtime and ctime."""
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
 
-    def __init__(self, path: Path):
+    @classmethod
+    def of(cls, status: os.stat_result) -> "FileState":
+        return cls(status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino,
+                   status.st_dev)
+
+
+def change_seen(before: FileState, after: FileState) -> str | None:
+    """What differs between two states of a file, in words; None if nothing does."""
+    if (after.inode, after.device) != (before.inode, before.device):
+        return "its path names another file now, or none"
+    if after.size != before.size:
+        return f"size {before.size} -> {after.size} bytes"
+    if after.mtime_ns != before.mtime_ns:
+        return f"mtime {_clock(before.mtime_ns)} -> {_clock(after.mtime_ns)}"
+    if after.ctime_ns != before.ctime_ns:
+        return f"ctime {_clock(before.ctime_ns)} -> {_clock(after.ctime_ns)}"
+    return None
+
+
+def _clock(time_ns: int) -> str:
+    return f"{time_ns // 1_000_000_000}.{time_ns % 1_000_000_000:09d}"
+
+
+class ImageSource:
+    """An open image: its size, kind, and a reader of its extents.
+
+    ``view`` is an open descriptor of a point-in-time copy of ``path`` (a reflink clone, an
+    LVM snapshot), read instead of ``path`` and closed with the source; ``consistency`` then
+    names it. Without one, ``path`` is read in place and checked after the read."""
+
+    def __init__(self, path: Path, view: int | None = None, consistency: str | None = None):
         self.path = Path(path)
+        if view is not None:
+            self._fd = view
+            self._take_stock(consistency)
+            return
         try:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
             self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
@@ -40,7 +87,11 @@ class ImageSource:
                               f"block device") from None
         except PermissionError:
             raise SourceError(f"source {self.path} is not readable (permission denied)") from None
-        mode = os.fstat(self._fd).st_mode
+        self._take_stock(None)
+
+    def _take_stock(self, consistency: str | None) -> None:
+        status = os.fstat(self._fd)
+        mode = status.st_mode
         if stat.S_ISDIR(mode):
             os.close(self._fd)
             raise SourceError(f"source {self.path} is a directory; give an image file or a "
@@ -51,6 +102,9 @@ class ImageSource:
         os.set_blocking(self._fd, True)
         self.is_block_device = stat.S_ISBLK(mode)
         self.size = self._current_size()
+        self.in_place = consistency is None
+        self.consistency = consistency or (UNCHECKED if self.is_block_device else CHECKED)
+        self._state_at_open = FileState.of(status)
         os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
     def _current_size(self) -> int:
@@ -125,9 +179,28 @@ class ImageSource:
                 offset += len(buffer)
 
     def check_unchanged(self) -> None:
-        """Fail if the size differs from the size seen at open."""
+        """Fail if the source is seen to have changed since it was opened: its size (any
+        source), and for a file read in place its mtime, ctime, and the inode its path names."""
         now = self._current_size()
-        if now != self.size:
-            raise SourceChanged(f"source {self.path} changed size while it was read "
-                                f"({self.size} -> {now} bytes); nothing was recorded: rerun the "
-                                f"backup when it is quiet, or back up a snapshot of it")
+        change = f"size {self.size} -> {now} bytes" if now != self.size else None
+        if change is None and self.in_place and not self.is_block_device:
+            change = change_seen(self._state_at_open, self._state_now())
+        if change:
+            raise SourceChanged(f"{self.path} changed while it was read ({change}): nothing "
+                                f"was recorded; back it up through a point-in-time view "
+                                f"(--snapshot reflink|lvm) or stop the writer")
+
+    def _state_now(self) -> FileState:
+        """The open file's state, with the inode and device its path names now."""
+        state = FileState.of(os.fstat(self._fd))
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return FileState(state.size, state.mtime_ns, state.ctime_ns, -1, -1)
+        return FileState(state.size, state.mtime_ns, state.ctime_ns, named.st_ino,
+                         named.st_dev)
+
+
+# What the facade's backup opens its source with: ImageSource itself (in place), or a
+# point-in-time view from sources/.
+SourceOpener = Callable[[Path], AbstractContextManager[ImageSource]]

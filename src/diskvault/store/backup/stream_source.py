@@ -23,6 +23,7 @@ class StreamSource:
 
     label = STDIN_LABEL
     path = "standard input"
+    consistency = None  # what the producer made of it is not known here
 
     def __init__(self, stream: BinaryIO, expected_size: int | None = None,
                  minimum_size: int = 1):

@@ -58,6 +58,9 @@ class SnapshotRecord:
     # Holes were chunked as the zeros they are, so every chunk but the image's last ends
     # at a real cut; False for records made before (their chunks ended at holes).
     holes_as_zeros: bool = False
+    # How the image was held still while read (docs/point-in-time.md): "reflink", "lvm",
+    # "checked" (read in place, unchanged by the end), "unchecked" (a device read in place).
+    consistency: str | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -80,6 +83,8 @@ class SnapshotRecord:
             body.pop("base_id")  # absent unless a change map was used: records as before
         if not self.holes_as_zeros:
             body.pop("holes_as_zeros")  # absent in records made before: they load as ever
+        if self.consistency is None:
+            body.pop("consistency")  # absent in records made before and from a stream
         body["time"] = self.time.isoformat()
         return body
 
@@ -104,7 +109,8 @@ class SnapshotRecord:
                 tags=list(body["tags"]), stats=BackupStats(**body["stats"]),
                 blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]],
                 base_id=body.get("base_id"),
-                holes_as_zeros=body.get("holes_as_zeros", False) is True)
+                holes_as_zeros=body.get("holes_as_zeros", False) is True,
+                consistency=body.get("consistency"))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise CorruptData(f"snapshot record {where} cannot be read ({error})") from None
         problem = _integrity_problem(body, record)

@@ -17,16 +17,24 @@ _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.
 def clone_file(source_fd: int, target_fd: int) -> tuple[str, int]:
     """Make the empty file ``target_fd`` a copy of ``source_fd``: ("reflink", 0), or
     ("copy", bytes copied) where the filesystem cannot share extents."""
-    try:
-        fcntl.ioctl(target_fd, FICLONE, source_fd)
+    if reflink(source_fd, target_fd):
         return "reflink", 0
-    except OSError as error:
-        if error.errno not in _NO_REFLINK:
-            raise
     size = os.fstat(source_fd).st_size
     os.ftruncate(target_fd, size)
     return "copy", sum(_copy_range(source_fd, target_fd, start, end)
                        for start, end in data_extents(source_fd, size))
+
+
+def reflink(source_fd: int, target_fd: int) -> bool:
+    """Make ``target_fd`` share all of ``source_fd``'s extents, at one instant (the kernel
+    holds both files' locks); False where the filesystem (or the pair) cannot."""
+    try:
+        fcntl.ioctl(target_fd, FICLONE, source_fd)
+        return True
+    except OSError as error:
+        if error.errno not in _NO_REFLINK:
+            raise
+    return False
 
 
 def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
