@@ -15,7 +15,6 @@ from diskvault.maintenance.check import check
 from diskvault.maintenance.compact import compact
 from diskvault.maintenance.liveness import Liveness
 from diskvault.maintenance.prune import delete_snapshots, prune
-from diskvault.maintenance.repair import repair_repository
 from diskvault.maintenance.retention import KeepPolicy
 from diskvault.maintenance.safety import last_copies
 from diskvault.store.format.packs import read_footer

@@ -17,7 +17,7 @@ from diskvault.store.repository import Repository
 
 from ..cli.test_errors import EXIT_BAD_INPUT, EXIT_FAILURE, assert_one_line_error
 from ..conftest import run_cli, write_image
-from .conftest import BLOCK_BYTES, Writer, generations, is_one_instant, write_generations
+from .conftest import Writer, generations, is_one_instant, write_generations
 
 BLOCKS = 8192  # 32 MiB: a read long enough for the writer to move on many times
 

@@ -9,7 +9,7 @@ from typing import Protocol
 from ...errors import AuthenticationFailed, CorruptData
 from .config import Compression
 from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
-from .packs import FLAG_SEALED, FLAG_ZSTD, PackEntry
+from .packs import FLAG_SEALED, FLAG_ZSTD
 
 
 class StoredRecord(Protocol):

@@ -3,6 +3,7 @@ from its pack, opened by the codec and checked against the digest."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from ...errors import CorruptData, MissingChunk
