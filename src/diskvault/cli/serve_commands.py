@@ -1,0 +1,87 @@
+"""serve: a snapshot exported as an NBD block device, for QEMU, qemu-img, nbdcopy and the
+kernel's NBD client (docs/instant-recovery.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import click
+
+from ..errors import ExportFailed
+from ..nbd.server import ExportRequest, NbdServer, find_nbdkit, parse_tcp
+from .common import debug_enabled, json_option, opened, repo_option
+
+
+@click.command()
+@repo_option
+@click.argument("snapshot")
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Listen on this Unix socket (created 0600; default: a "
+                                 "private folder in $XDG_RUNTIME_DIR or /tmp).")
+@click.option("--tcp", metavar="[HOST:]PORT", default=None,
+              help="Listen on TCP instead, on 127.0.0.1 unless HOST is given (no TLS: "
+                   "give another host only on a network you trust).")
+@click.option("--writable", is_flag=True,
+              help="Accept writes into a temporary overlay, discarded when serve stops; "
+                   "the repository is never written.")
+@json_option
+@click.pass_context
+def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, writable, as_json) -> None:
+    """Export SNAPSHOT as a read-only NBD block device until stopped (Ctrl-C, SIGTERM).
+
+    Prints the NBD URI (nbd+unix:///?socket=PATH, or nbd://HOST:PORT with --tcp) once
+    clients can connect. Zero runs are reported as holes (block status), so qemu-img and
+    nbdcopy skip them; a damaged chunk is an I/O error to the client, never wrong bytes.
+    """
+    if socket_path is not None and tcp is not None:
+        raise click.UsageError("--socket and --tcp choose where to listen: give one of them")
+    endpoint_tcp = parse_tcp(tcp) if tcp is not None else None
+    program = find_nbdkit()
+    with opened(repo) as repository:
+        record = repository.find_snapshot(snapshot)
+        if socket_path is not None:
+            repository.refuse_inside(socket_path, "socket")
+        # The plugin reopens the repository: a local one by its absolute folder.
+        location = str(repository.root or repository.location)
+        request = ExportRequest(location, record.id, repository.unlocked_keys(),
+                                socket_path and socket_path.absolute(), endpoint_tcp, writable,
+                                debug_enabled(ctx))
+    server = NbdServer(request)
+    stopping = []
+
+    def stop_on_signal(signum, _frame) -> None:
+        stopping.append(signum)
+        server.terminate()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop_on_signal)
+    try:
+        server.start(program)
+        _announce(server, record, as_json)
+        status = server.wait()
+    finally:
+        server.stop()
+    if status != 0 and not stopping:
+        raise ExportFailed(f"nbdkit serving snapshot {record.short_id} stopped unexpectedly "
+                           f"({_how(status)}); clients now get I/O errors")
+
+
+def _announce(server: NbdServer, record, as_json: bool) -> None:
+    endpoint = server.endpoint
+    if as_json:
+        click.echo(json.dumps({"uri": endpoint.uri, "snapshot": record.id, "size": record.size,
+                    "socket": None if endpoint.socket is None else str(endpoint.socket),
+                    "host": endpoint.host, "port": endpoint.port,
+                    "writable": server.request.writable, "pid": os.getpid()}))
+    else:
+        mode = "writable (writes discarded on exit)" if server.request.writable else "read-only"
+        click.echo(f"serving snapshot {record.short_id} ({record.name}, {record.time_label}) "
+                   f"{mode}; stop with Ctrl-C or SIGTERM", err=True)
+        click.echo(endpoint.uri)
+
+
+def _how(status: int) -> str:
+    return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
