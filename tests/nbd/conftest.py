@@ -92,8 +92,10 @@ def serve():
         return served
 
     yield start
-    for served in started:
-        if served.process.poll() is None:
+    for served in started:  # SIGTERM, so that serve removes its socket and folder
+        try:
+            served.stop()
+        except subprocess.TimeoutExpired:
             served.process.kill()
             served.process.wait()
 

@@ -110,6 +110,17 @@ def test_socket_is_private_to_its_user(snapshot, serve, tmp_path):
     assert served.stop()[0] == 0 and not path.exists()
 
 
+def test_existing_socket_path_is_refused_and_left_alone(snapshot, tmp_path):
+    repo, _, snapshot_id = snapshot
+    taken = tmp_path / "taken"
+    taken.write_text("someone's file")
+    result = run_cli("serve", "-r", str(repo), snapshot_id, "--socket", str(taken))
+    assert result.returncode == 2 and taken.read_text() == "someone's file"
+    assert result.stderr.decode().splitlines() == [
+        f"diskvault: error: --socket {taken} already exists; serve makes a new socket there: "
+        f"give a path that does not exist yet"]
+
+
 def listening_addresses(port: int) -> set[str]:
     """The local addresses (hex, as /proc/net/tcp writes them) listening on ``port``."""
     found = set()

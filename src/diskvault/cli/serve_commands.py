@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import ExportFailed
+from ..errors import BadInput, ExportFailed
 from ..nbd.server import ExportRequest, NbdServer, find_nbdkit, parse_tcp
 from .common import debug_enabled, json_option, opened, repo_option
 
@@ -39,6 +39,9 @@ def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, writable, as_jso
     if socket_path is not None and tcp is not None:
         raise click.UsageError("--socket and --tcp choose where to listen: give one of them")
     endpoint_tcp = parse_tcp(tcp) if tcp is not None else None
+    if socket_path is not None and os.path.lexists(socket_path):
+        raise BadInput(f"--socket {socket_path} already exists; serve makes a new socket "
+                       f"there: give a path that does not exist yet")
     program = find_nbdkit()
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
@@ -60,6 +63,8 @@ def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, writable, as_jso
         signal.signal(signum, stop_on_signal)
     try:
         server.start(program)
+        if stopping:  # a signal came while nbdkit started
+            server.terminate()
         _announce(server, record, as_json)
         status = server.wait()
     finally:
