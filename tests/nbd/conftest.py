@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import selectors
 import shutil
 import signal
@@ -19,13 +20,18 @@ import pytest
 from ..conftest import run_cli
 
 READY_TIMEOUT_S = 120.0
+MiB = 1024 * 1024
+# data, hole, data, hole: the zero runs an export must report as holes
+LAYOUT = [(0, 3 * MiB), (8 * MiB, 1 * MiB)]
+IMAGE_BYTES = 16 * MiB
 
 
 def require_tools(*programs: str) -> None:
     """Skip, naming the Debian package, when a client or the server is missing."""
     packages = {"nbdkit": "nbdkit", "nbdinfo": "libnbd-bin", "nbdcopy": "libnbd-bin",
                 "qemu-img": "qemu-utils", "qemu-io": "qemu-utils",
-                "qemu-system-x86_64": "qemu-system-x86"}
+                "qemu-system-x86_64": "qemu-system-x86",
+                "qemu-storage-daemon": "qemu-system-common"}
     for program in programs:
         if shutil.which(program) is None:
             pytest.skip(f"{program} is not installed (apt-get install {packages[program]})")
@@ -105,6 +111,17 @@ def backed_up(repo_path: Path, image: Path, name: str = "vm") -> str:
     result = run_cli("backup", "-r", str(repo_path), str(image), "--name", name, "--json",
                      "--no-progress", check=True)
     return json.loads(result.stdout)["id"]
+
+
+def write_layout(path: Path, seed: int = 0) -> Path:
+    """An image of random data at LAYOUT and holes everywhere else."""
+    rng = random.Random(seed)
+    with open(path, "wb") as handle:
+        for offset, length in LAYOUT:
+            handle.seek(offset)
+            handle.write(rng.randbytes(length))
+        handle.truncate(IMAGE_BYTES)
+    return path
 
 
 def nbd_sha256(uri: str) -> str:

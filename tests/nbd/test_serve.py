@@ -13,28 +13,15 @@ import pytest
 from diskvault.store.format.config import REPOKEY_MODE
 
 from ..conftest import TEST_PASSPHRASE, init_args, run_cli
-from .conftest import backed_up, file_sha256, nbd_sha256, require_tools
+from .conftest import (IMAGE_BYTES, LAYOUT, backed_up, file_sha256, nbd_sha256, require_tools,
+                       write_layout)
 
 MiB = 1024 * 1024
-# data, hole, data, hole: the zero runs an export must report as holes
-LAYOUT = [(0, 3 * MiB), (8 * MiB, 1 * MiB)]
-IMAGE_BYTES = 16 * MiB
 
 
 @pytest.fixture(autouse=True)
 def tools():
     require_tools("nbdkit", "nbdinfo", "nbdcopy")
-
-
-def write_layout(path: Path, seed: int = 0) -> Path:
-    """An image of random data at LAYOUT and holes everywhere else."""
-    rng = random.Random(seed)
-    with open(path, "wb") as handle:
-        for offset, length in LAYOUT:
-            handle.seek(offset)
-            handle.write(rng.randbytes(length))
-        handle.truncate(IMAGE_BYTES)
-    return path
 
 
 @pytest.fixture

@@ -73,6 +73,14 @@ def find_nbdkit() -> str:
     return program
 
 
+def plugin_python_path() -> str:
+    """PYTHONPATH for nbdkit's embedded python3: the folder this diskvault is imported from
+    (found even when an editable install reaches it through an import hook), then this
+    interpreter's sys.path (the virtual environment's libraries, after its .pth files)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join([package_root, *(path for path in sys.path if path)])
+
+
 @dataclass(frozen=True)
 class ExportRequest:
     """What to serve and how: the plugin's parameters and nbdkit's options."""
@@ -125,7 +133,7 @@ class NbdServer:
             keys_fd, writer = os.pipe()
             os.write(writer, self.request.keys.master_key)
             os.close(writer)
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        environment = {**os.environ, "PYTHONPATH": plugin_python_path()}
         try:
             self.process = subprocess.Popen(
                 self.command(program, keys_fd), env=environment,
