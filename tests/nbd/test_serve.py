@@ -224,3 +224,31 @@ def test_missing_nbdkit_is_one_line_naming_the_packages(snapshot, tmp_path):
     assert result.stderr.decode().strip().splitlines() == [
         "diskvault: error: serve needs nbdkit, which is not installed: install the Debian packages "
         "nbdkit and nbdkit-plugin-python"]
+
+
+def test_after_the_export_dies_an_open_overlay_fails_reads_it_lacks_and_serves_its_own(
+        snapshot, serve, tmp_path):
+    """What a running guest sees: QEMU's block layer with the overlay open when nbdkit dies."""
+    require_tools("qemu-img", "qemu-io")
+    repo, _, snapshot_id = snapshot
+    served = serve("-r", str(repo), snapshot_id)
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", served.uri, "-F", "raw",
+                    str(overlay)], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 64k", str(overlay)],
+                   check=True, capture_output=True)
+    with subprocess.Popen(["qemu-io", "-f", "qcow2", str(overlay)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as io:
+        io.stdin.write("read -P 0x5a 1M 64k\n")
+        io.stdin.flush()
+        for line in io.stdout:  # until the overlay is open and read
+            if "read 65536/65536 bytes" in line:
+                break
+        else:
+            raise AssertionError("qemu-io ended before its first read")
+        # Now the export dies under the open overlay.
+        os.kill(served.nbdkit_pid(), 9)
+        output, _ = io.communicate("read 0 64k\nread -P 0x5a 1M 64k\nquit\n", timeout=120)
+    assert "read failed: Input/output error" in output, output  # not zeros from the export
+    assert output.count("read 65536/65536 bytes") == 1  # the overlay's own block still reads
+    assert "Pattern verification" not in output
