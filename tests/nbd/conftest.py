@@ -106,7 +106,7 @@ def serve():
             served.process.wait()
 
 
-def backed_up(repo_path: Path, image: Path, name: str = "vm") -> str:
+def backed_up(repo_path: Path | str, image: Path, name: str = "vm") -> str:
     """The id of a new snapshot of ``image`` in the repository at ``repo_path``."""
     result = run_cli("backup", "-r", str(repo_path), str(image), "--name", name, "--json",
                      "--no-progress", check=True)
