@@ -30,7 +30,8 @@ for module in $(cat /modules); do insmod /lib/$module.ko; done
 tries=0
 while [ ! -b /dev/vda ] && [ $tries -lt 300 ]; do sleep 0.1; tries=$((tries + 1)); done
 echo "READ: $(dd if=/dev/vda bs=512 skip={READ_SECTOR} count=1 2>/dev/null | tr -d '\\000')"
-if printf '{GUEST_MARKER.decode()}' | dd of=/dev/vda bs=512 seek={WRITE_SECTOR} conv=notrunc,fsync 2>/dev/null
+if printf '{GUEST_MARKER.decode()}' \\
+   | dd of=/dev/vda bs=512 seek={WRITE_SECTOR} conv=notrunc,fsync 2>/dev/null
 then echo "WRITE: done"; else echo "WRITE: failed"; fi
 sync
 poweroff -f

@@ -47,12 +47,18 @@ def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, writable, as_jso
         record = repository.find_snapshot(snapshot)
         if socket_path is not None:
             repository.refuse_inside(socket_path, "socket")
+            socket_path = socket_path.absolute()
         # The plugin reopens the repository: a local one by its absolute folder.
-        location = str(repository.root or repository.location)
-        request = ExportRequest(location, record.id, repository.unlocked_keys(),
-                                socket_path and socket_path.absolute(), endpoint_tcp, writable,
-                                debug_enabled(ctx))
-    server = NbdServer(request)
+        location = (str(repository.location) if repository.root is None
+                    else os.path.abspath(repository.root))
+        request = ExportRequest(location, record.id, repository.unlocked_keys(), socket_path,
+                                endpoint_tcp, writable, debug_enabled(ctx))
+    _serve_until_stopped(NbdServer(request), program, record, as_json)
+
+
+def _serve_until_stopped(server: NbdServer, program: str, record, as_json: bool) -> None:
+    """Run nbdkit until SIGTERM, SIGINT or SIGHUP (then exit 0) or until it dies (then
+    ExportFailed); its socket and folder are removed either way."""
     stopping = []
 
     def stop_on_signal(signum, _frame) -> None:

@@ -87,7 +87,7 @@ class ExportRequest:
     location: str
     snapshot_id: str
     keys: Keys | None
-    endpoint_socket: Path | None = None   # None and no tcp: a socket in a private folder
+    socket: Path | None = None   # None and no tcp: a socket in a private folder
     tcp: tuple[str, int] | None = None
     writable: bool = False
     debug: bool = False
@@ -108,7 +108,7 @@ class NbdServer:
     def _endpoint(self) -> Endpoint:
         if self.request.tcp is not None:
             return Endpoint(host=self.request.tcp[0], port=self.request.tcp[1])
-        return Endpoint(socket=(self.request.endpoint_socket or self._folder / "nbd.sock"))
+        return Endpoint(socket=(self.request.socket or self._folder / "nbd.sock"))
 
     def command(self, program: str, keys_fd: int | None) -> list[str]:
         request = self.request
