@@ -49,6 +49,8 @@ def test_nbdcopy_of_the_export_equals_the_snapshot_and_sigterm_removes_the_socke
 @pytest.mark.parametrize("encryption", [REPOKEY_MODE])
 def test_encrypted_export_keeps_passphrase_and_key_out_of_nbdkit_argv_and_environment(
         snapshot, serve):
+    if os.geteuid() != 0:
+        pytest.skip("reading /proc/PID/environ of a process that is not dumpable needs root")
     repo, image, snapshot_id = snapshot
     served = serve("-r", str(repo), "vm")
     nbdkit = served.nbdkit_pid()
