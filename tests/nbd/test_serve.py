@@ -254,3 +254,18 @@ def test_after_the_export_dies_an_open_overlay_fails_reads_it_lacks_and_serves_i
     assert "read failed: Input/output error" in output, output  # not zeros from the export
     assert output.count("read 65536/65536 bytes") == 1  # the overlay's own block still reads
     assert "Pattern verification" not in output
+
+
+def test_tls_psk_export_needs_the_key_and_reads_back(snapshot, serve, tmp_path):
+    repo, image, snapshot_id = snapshot
+    keys = tmp_path / "keys.psk"
+    keys.write_text(f"alice:{os.urandom(32).hex()}\n")
+    keys.chmod(0o600)
+    port = free_port()
+    served = serve("-r", str(repo), snapshot_id, "--tcp", str(port), "--tls-psk", str(keys))
+    assert served.uri == f"nbds://alice@127.0.0.1:{port}/?tls-psk-file={keys}"
+    assert served.info["tls"] is True
+    assert nbd_sha256(served.uri) == file_sha256(image)
+    plain = subprocess.run(["nbdinfo", "--size", f"nbd://127.0.0.1:{port}"],
+                           capture_output=True, text=True)
+    assert plain.returncode != 0 and "TLS" in plain.stderr

@@ -3,6 +3,7 @@ kernel's NBD client (docs/instant-recovery.md)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -11,8 +12,10 @@ from pathlib import Path
 import click
 
 from ..errors import BadInput, ExportFailed
-from ..nbd.server import ExportRequest, NbdServer, find_nbdkit, parse_tcp
+from ..nbd.server import (ExportRequest, NbdServer, Tls, find_nbdkit, parse_tcp,
+                          read_psk_file)
 from .common import debug_enabled, json_option, opened, repo_option
+from .output import warn
 
 
 @click.command()
@@ -22,26 +25,24 @@ from .common import debug_enabled, json_option, opened, repo_option
               default=None, help="Listen on this Unix socket (created 0600; default: a "
                                  "private folder in $XDG_RUNTIME_DIR or /tmp).")
 @click.option("--tcp", metavar="[HOST:]PORT", default=None,
-              help="Listen on TCP instead, on 127.0.0.1 unless HOST is given (no TLS: "
-                   "give another host only on a network you trust).")
+              help="Listen on TCP instead, on 127.0.0.1 unless HOST is given.")
+@click.option("--tls-psk", "psk_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="With --tcp: require TLS, with the pre-shared keys of this "
+                                 "file (USER:HEXKEY lines, as psktool makes them).")
 @click.option("--writable", is_flag=True,
               help="Accept writes into a temporary overlay, discarded when serve stops; "
                    "the repository is never written.")
 @json_option
 @click.pass_context
-def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, writable, as_json) -> None:
+def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, psk_file, writable,
+          as_json) -> None:
     """Export SNAPSHOT as a read-only NBD block device until stopped (Ctrl-C, SIGTERM).
 
-    Prints the NBD URI (nbd+unix:///?socket=PATH, or nbd://HOST:PORT with --tcp) once
-    clients can connect. Zero runs are reported as holes (block status), so qemu-img and
+    Prints the NBD URI (nbd+unix:///?socket=PATH, or nbd://HOST:PORT with --tcp, nbds://
+    with --tls-psk) once clients can connect. Zero runs are reported as holes (block status), so qemu-img and
     nbdcopy skip them; a damaged chunk is an I/O error to the client, never wrong bytes.
     """
-    if socket_path is not None and tcp is not None:
-        raise click.UsageError("--socket and --tcp choose where to listen: give one of them")
-    endpoint_tcp = parse_tcp(tcp) if tcp is not None else None
-    if socket_path is not None and os.path.lexists(socket_path):
-        raise BadInput(f"--socket {socket_path} already exists; serve makes a new socket "
-                       f"there: give a path that does not exist yet")
+    endpoint_tcp, tls = _listen_options(socket_path, tcp, psk_file)
     program = find_nbdkit()
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
@@ -52,8 +53,26 @@ def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, writable, as_jso
         location = (str(repository.location) if repository.root is None
                     else os.path.abspath(repository.root))
         request = ExportRequest(location, record.id, repository.unlocked_keys(), socket_path,
-                                endpoint_tcp, writable, debug_enabled(ctx))
+                                endpoint_tcp, tls, writable, debug_enabled(ctx))
     _serve_until_stopped(NbdServer(request), program, record, as_json)
+
+
+def _listen_options(socket_path: Path | None, tcp: str | None,
+                    psk_file: Path | None) -> tuple[tuple[str, int] | None, Tls | None]:
+    """(host, port) and TLS from --socket, --tcp and --tls-psk, checked together."""
+    if socket_path is not None and tcp is not None:
+        raise click.UsageError("--socket and --tcp choose where to listen: give one of them")
+    if psk_file is not None and tcp is None:
+        raise click.UsageError("--tls-psk secures a TCP export: give --tcp too")
+    if socket_path is not None and os.path.lexists(socket_path):
+        raise BadInput(f"--socket {socket_path} already exists; serve makes a new socket "
+                       f"there: give a path that does not exist yet")
+    endpoint_tcp = parse_tcp(tcp) if tcp is not None else None
+    tls = read_psk_file(psk_file) if psk_file is not None else None
+    if endpoint_tcp is not None and tls is None and not _is_loopback(endpoint_tcp[0]):
+        warn(f"serving on {endpoint_tcp[0]} without TLS: whoever reaches the port reads the "
+             f"whole disk; add --tls-psk FILE")
+    return endpoint_tcp, tls
 
 
 def _serve_until_stopped(server: NbdServer, program: str, record, as_json: bool) -> None:
@@ -86,12 +105,20 @@ def _announce(server: NbdServer, record, as_json: bool) -> None:
         click.echo(json.dumps({"uri": endpoint.uri, "snapshot": record.id, "size": record.size,
                     "socket": None if endpoint.socket is None else str(endpoint.socket),
                     "host": endpoint.host, "port": endpoint.port,
-                    "writable": server.request.writable, "pid": os.getpid()}))
+                    "tls": endpoint.tls is not None, "writable": server.request.writable,
+                    "pid": os.getpid()}))
     else:
         mode = "writable (writes discarded on exit)" if server.request.writable else "read-only"
         click.echo(f"serving snapshot {record.short_id} ({record.name}, {record.time_label}) "
                    f"{mode}; stop with Ctrl-C or SIGTERM", err=True)
         click.echo(endpoint.uri)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _how(status: int) -> str:

@@ -9,6 +9,7 @@ every client (qemu, libnbd, the kernel); diskvault supplies only reads and exten
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -31,23 +32,48 @@ DEFAULT_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
+class Tls:
+    """TLS with a pre-shared key: nbdkit's PSK file (``psktool`` format, ``USER:HEXKEY``
+    lines) and the user a client names; without it, no TLS."""
+    psk_file: Path
+    user: str
+
+
+@dataclass(frozen=True)
 class Endpoint:
-    """Where the export listens: a Unix socket, or a TCP host and port."""
+    """Where the export listens: a Unix socket, or a TCP host and port (with TLS or not)."""
     socket: Path | None = None
     host: str | None = None
     port: int | None = None
+    tls: Tls | None = None
 
     @property
     def uri(self) -> str:
         if self.socket is not None:
             return f"nbd+unix:///?socket={self.socket}"
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.tls is not None:
+            return f"nbds://{self.tls.user}@{host}:{self.port}/?tls-psk-file={self.tls.psk_file}"
         return f"nbd://{host}:{self.port}"
 
     def nbdkit_options(self) -> list[str]:
         if self.socket is not None:
             return ["--unix", str(self.socket)]
-        return ["--ipaddr", self.host, "--port", str(self.port)]
+        tls = [] if self.tls is None else ["--tls=require", f"--tls-psk={self.tls.psk_file}"]
+        return ["--ipaddr", self.host, "--port", str(self.port), *tls]
+
+
+def read_psk_file(path: Path) -> Tls:
+    """The first user of a PSK file, checked to be ``USER:HEXKEY`` lines; BadInput if not."""
+    try:
+        lines = path.read_text().split()
+    except (OSError, UnicodeDecodeError) as error:
+        raise BadInput(f"--tls-psk {path}: cannot read it ({error})") from None
+    pattern = re.compile(r"[A-Za-z0-9_.-]+:[0-9a-fA-F]+")
+    if not lines or not all(pattern.fullmatch(line) for line in lines):
+        raise BadInput(f"--tls-psk {path}: not a PSK file of USER:HEXKEY lines; make one with "
+                       f"'psktool -u USER -p {path}' (Debian: gnutls-bin)")
+    return Tls(path.absolute(), lines[0].split(":")[0])
 
 
 def parse_tcp(value: str) -> tuple[str, int]:
@@ -89,6 +115,7 @@ class ExportRequest:
     keys: Keys | None
     socket: Path | None = None   # None and no tcp: a socket in a private folder
     tcp: tuple[str, int] | None = None
+    tls: Tls | None = None
     writable: bool = False
     debug: bool = False
 
@@ -107,7 +134,8 @@ class NbdServer:
 
     def _endpoint(self) -> Endpoint:
         if self.request.tcp is not None:
-            return Endpoint(host=self.request.tcp[0], port=self.request.tcp[1])
+            return Endpoint(host=self.request.tcp[0], port=self.request.tcp[1],
+                            tls=self.request.tls)
         return Endpoint(socket=(self.request.socket or self._folder / "nbd.sock"))
 
     def command(self, program: str, keys_fd: int | None) -> list[str]:
