@@ -15,8 +15,9 @@ say() { echo "setup: $*" >&2; }
 
 # python3-venv: virtual environments on Debian; e2fsprogs: mkfs.ext4/debugfs for the demo;
 # fuse3: the read-only mount (fusermount3, and libfuse 3 for mfusepy: fuse3 depends on it,
-# as libfuse3-3 on Debian 12 and libfuse3-4 on Debian 13, so it is not named here).
-packages=(python3 python3-venv e2fsprogs fuse3)
+# as libfuse3-3 on Debian 12 and libfuse3-4 on Debian 13, so it is not named here);
+# nbdkit, nbdkit-plugin-python: the NBD server of `serve`.
+packages=(python3 python3-venv e2fsprogs fuse3 nbdkit nbdkit-plugin-python)
 tests=false
 if [ "${1:-}" = "--tests" ]; then
   tests=true
@@ -26,11 +27,14 @@ if [ "${1:-}" = "--tests" ]; then
   # a lock taker whose clock is wrong (tests/store/coordination/test_lock_leases.py); systemd:
   # systemd-analyze verify for the units `schedule` writes; chromium: the headless browser
   # that renders `report --html`; zsh, fish: the completion scripts are syntax-checked;
-  # groff-base: the man pages are rendered.
+  # groff-base: the man pages are rendered; libnbd-bin, qemu-utils: the NBD clients (nbdinfo,
+  # nbdcopy, qemu-img, qemu-io) that read `serve`'s export; qemu-system-x86, busybox-static,
+  # cpio: the tiny guest booted from it (tests/nbd/test_instant_recovery.py).
   packages+=(util-linux mount passwd fdisk gdisk dosfstools mtools exfatprogs exfat-fuse
              ntfs-3g xfsprogs btrfs-progs lvm2
              ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime libfaketime systemd
-             chromium zsh fish groff-base)
+             chromium zsh fish groff-base libnbd-bin qemu-utils qemu-system-x86
+             busybox-static cpio)
 fi
 
 # Only what is missing is installed, so a user without sudo rights goes on when the

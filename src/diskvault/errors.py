@@ -204,6 +204,14 @@ class MountFailed(DiskvaultError):
         self.exit_code = exit_code
 
 
+class NbdUnavailable(DiskvaultError):
+    """nbdkit or its Python plugin, which ``serve`` exports snapshots with, is not installed."""
+
+
+class ExportFailed(DiskvaultError):
+    """The NBD server of ``serve`` stopped before it served, or failed while serving."""
+
+
 # -- encryption (store/format/crypto.py, store/keys/key_file.py, store/keys/passphrase.py) --------------------
 
 # restic exits 12 on a wrong password; the same code lets scripts written for it tell a

@@ -52,6 +52,8 @@ COMMANDS = {
                          "read-only at MOUNTPOINT."),
     "umount": LazyCommand("mount_commands:umount", "Unmount a diskvault mount (fails, saying "
                           "so, while files in it are in use)."),
+    "serve": LazyCommand("serve_commands:serve", "Export SNAPSHOT as a read-only NBD block "
+                         "device until stopped (Ctrl-C, SIGTERM)."),
     "delete": LazyCommand("maintenance_commands:delete", "Delete snapshots (id, id prefix, "
                           "'latest', or a whole series with --all-of-series); compact frees "
                           "the space."),
