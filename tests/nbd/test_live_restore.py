@@ -74,7 +74,7 @@ def test_block_stream_makes_the_overlay_whole_and_free_of_the_export(tmp_path, s
                            f"driver=qcow2,node-name=live,file.driver=file,"
                            f"file.filename={overlay}",
                            "--chardev", f"socket,id=qmp,path={monitor},server=on,wait=off",
-                           "--monitor", "chardev=qmp"], stderr=subprocess.PIPE) as daemon:
+                           "--monitor", "chardev=qmp"], stderr=subprocess.PIPE):
         qmp = Qmp(monitor)
         qmp.execute("block-stream", **{"job-id": "restore", "device": "live"})
         completed = qmp.wait_event("BLOCK_JOB_COMPLETED")
