@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from ..errors import CorruptData
+from ..sources.disk_source import opened_disk_source
+from ..sources.nbd import is_nbd_uri
 from ..store.backup.stream_source import STDIN_LABEL
 from ..store.format.snapshots import SnapshotRecord, series_name
 from .change_maps import read_change_map
@@ -37,9 +39,12 @@ def backup_summary(record: SnapshotRecord) -> str:
 @recorded("backup", lambda params: series_name(params["source"], params["name"]))
 @click.command()
 @repo_option
-@click.argument("source", type=click.Path(path_type=Path, readable=False))
+@click.argument("source")
 @click.option("--name", default=None, help="Series name (default: the source's file name; "
-              "required for '-').")
+              "required for '-' and NBD URIs).")
+@click.option("--raw", is_flag=True,
+              help="Back up a qcow2, vmdk, vhdx or vdi file as its container bytes, not as "
+                   "the disk it holds (docs/vm-sources.md).")
 @click.option("--tag", "tags", multiple=True, help="A tag to attach (repeatable).")
 @click.option("--changed-ranges", "changes_file", default=None,
               type=click.Path(path_type=Path, dir_okay=False),
@@ -59,25 +64,41 @@ def backup_summary(record: SnapshotRecord) -> str:
 @json_option
 @progress_option
 @lock_wait_option
-def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_unchanged,
+def backup(repo, source: str, name, raw, tags, changes_file, changed_since, verify_unchanged,
            stream_size, allow_shrink, as_json, show_progress, lock_wait_s) -> None:
-    """Back up an image file or block device (or '-': standard input) as a new snapshot."""
-    from_stdin = str(source) == STDIN_LABEL
+    """Back up an image file, block device or NBD export (or '-': standard input) as a new
+    snapshot.
+
+    A qcow2, vmdk, vhdx or vdi file is read as the disk it holds (unless --raw). NBD URIs:
+    nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH (docs/vm-sources.md)."""
+    from_stdin = source == STDIN_LABEL
     changes = read_change_map(changes_file, changed_since, verify_unchanged)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
+    if is_nbd_uri(source) and not name:
+        raise click.UsageError("an NBD URI names no file: give the series with --name")
     with opened(repo, writer=True) as repository:
-        size = (stream_size or 0) if from_stdin else _source_size(source)
-        progress = ProgressLine("backup", size, show_progress)
-        try:
-            if from_stdin:
-                record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
-                                                  stream_size, lock_wait_s, progress,
-                                                  allow_shrink)
-            else:
-                record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
-                                           changes, verify_unchanged)
-        finally:
-            progress.close()
+        if not is_nbd_uri(source) and not from_stdin:
+            repository.refuse_inside(Path(source), "backup source")
+        with opened_disk_source(source, raw) as disk:
+            if disk is not None and changes is not None:
+                raise click.UsageError("--changed-ranges reads a raw file or block device, "
+                                       "not an NBD export or a disk-image format")
+            size = disk.size if disk else (stream_size or 0) if from_stdin \
+                else _source_size(Path(source))
+            progress = ProgressLine("backup", size, show_progress)
+            try:
+                if disk is not None:
+                    record = repository.backup_source(disk, series_name(source, name),
+                                                      tuple(tags), lock_wait_s, progress)
+                elif from_stdin:
+                    record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
+                                                      stream_size, lock_wait_s, progress,
+                                                      allow_shrink)
+                else:
+                    record = repository.backup(Path(source), name, tuple(tags), lock_wait_s,
+                                               progress, changes, verify_unchanged)
+            finally:
+                progress.close()
         requests = repository.storage.requests_made()
     note_figures(snapshot=record.id, size=record.size, bytes_read=record.stats.bytes_read,
                  new_bytes=record.stats.new_bytes, stored_bytes=record.stats.stored_bytes)

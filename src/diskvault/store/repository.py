@@ -190,6 +190,14 @@ class Repository:
         return self._back_up(StreamSource(stream, size, minimum), name, tags, lock_wait_s,
                              progress, started)
 
+    def backup_source(self, source, name: str, tags: tuple[str, ...] = (),
+                      lock_wait_s: float = 0.0,
+                      progress: Progress | None = None) -> SnapshotRecord:
+        """Back up an opened source that is neither a plain file nor a stream (diskvault's
+        sources/: an NBD export, a disk-image format read as the guest sees it): anything
+        with ``size``, ``label``, ``pieces()`` and ``check_unchanged()`` like ImageSource."""
+        return self._back_up(source, name, tags, lock_wait_s, progress, time.monotonic())
+
     def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
                  started: float, how: Callable[[], dict] = dict) -> SnapshotRecord:
         """The backup under the writer lock; ``how`` is called under it and gives

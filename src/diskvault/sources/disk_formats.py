@@ -1,0 +1,98 @@
+"""Disk-image formats (qcow2, vmdk, vhdx, vdi) read as the guest sees the disk.
+
+diskvault parses none of them: QEMU's block layer does, through ``qemu-nbd --read-only``
+serving the file on a Unix socket in a private folder, read as any NBD export. So backing
+chains, compressed clusters, snapshots-in-file and every subformat are QEMU's job, and a
+qcow2 gives the same chunks as its raw conversion. A format is told by its signature, so a
+plain raw image never needs qemu-utils.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from ..errors import SourceError
+from .children import require_tool, start_child, stop_child
+
+QEMU_PACKAGE = "qemu-utils"
+SIGNATURE_BYTES = 512
+VDI_SIGNATURE = 0xBEDA107F  # a little-endian u32 at byte 0x40 of a VDI header
+READY_WAIT_S = 30.0
+
+
+def format_of_header(header: bytes) -> str | None:
+    """The container format whose signature ``header`` (the first bytes) starts with."""
+    if header.startswith(b"QFI\xfb"):
+        return "qcow2"
+    if header.startswith((b"KDMV", b"# Disk DescriptorFile")):
+        return "vmdk"
+    if header.startswith(b"vhdxfile"):
+        return "vhdx"
+    if len(header) >= 0x44 and struct.unpack_from("<I", header, 0x40)[0] == VDI_SIGNATURE:
+        return "vdi"
+    return None
+
+
+def detect_format(path: Path) -> str | None:
+    """The container format of the file or block device at ``path``, or None (raw, or not
+    something this module reads: the plain source reports that)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            return None
+        return format_of_header(os.pread(fd, SIGNATURE_BYTES, 0))
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def served(path: Path, image_format: str) -> Iterator[str]:
+    """``path`` served read-only by qemu-nbd as ``image_format``; yields its NBD URI. The
+    server, its socket and folder are gone when the block ends (or with diskvault)."""
+    qemu_nbd = require_tool("qemu-nbd", QEMU_PACKAGE)
+    with tempfile.TemporaryDirectory(prefix="diskvault-nbd-") as folder:
+        socket_path = Path(folder) / "nbd.sock"
+        pid_path = Path(folder) / "qemu-nbd.pid"  # written once the export is open
+        log_path = Path(folder) / "qemu-nbd.log"
+        with open(log_path, "xb") as log:
+            process = start_child(
+                [qemu_nbd, "--read-only", "--persistent", "--shared=4",
+                 f"--format={image_format}", f"--socket={socket_path}", "--export-name=disk",
+                 f"--pid-file={pid_path}", "--", str(path.absolute())],
+                stdout=log, stderr=log)
+        try:
+            _wait_until_serving(process, pid_path, log_path, path, image_format)
+            yield f"nbd+unix:///disk?socket={quote(str(socket_path))}"
+        finally:
+            stop_child(process)
+
+
+def _wait_until_serving(process: subprocess.Popen, pid_path: Path, log_path: Path,
+                        path: Path, image_format: str) -> None:
+    """Until qemu-nbd wrote its pid file, which it does once the image is open and the
+    socket listens (it listens before it opens the image, so a connection proves nothing)."""
+    deadline = time.monotonic() + READY_WAIT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            reason = lines[-1].removeprefix("qemu-nbd: ") if lines else "no reason given"
+            raise SourceError(f"qemu-nbd cannot read {path} as {image_format}: {reason} "
+                              f"(a disk in use by a running VM is read through its "
+                              f"hypervisor; to keep the container bytes, give --raw)")
+        if pid_path.exists():
+            return
+        time.sleep(0.01)
+    raise SourceError(f"qemu-nbd did not start serving {path} within {READY_WAIT_S:.0f} s")

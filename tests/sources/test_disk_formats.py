@@ -1,0 +1,145 @@
+"""qcow2, vmdk, vhdx and vdi backed up as the disk they hold (through qemu-nbd): the same
+chunks as the raw disk; --raw keeps the container."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from diskvault.sources.disk_formats import format_of_header
+from diskvault.store.repository import Repository
+
+from ..conftest import run_cli
+from .conftest import need
+
+FORMATS = ["qcow2", "qcow2-compressed", "vmdk", "vhdx", "vdi"]
+
+
+def backup(repo: Path, source: Path | str, *args: str) -> dict:
+    result = run_cli("backup", "-r", str(repo), str(source), "--json", *args, check=True)
+    return json.loads(result.stdout)
+
+
+def blocks(repo: Path, snapshot_id: str) -> list:
+    with Repository.open(repo) as repository:
+        return repository.load_snapshot(snapshot_id).blocks
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_signature_names_the_format(disk_images, name):
+    with open(disk_images[name], "rb") as handle:
+        assert format_of_header(handle.read(512)) == name.split("-")[0]
+
+
+def test_raw_disk_has_no_container_signature(disk_images):
+    with open(disk_images["raw"], "rb") as handle:
+        assert format_of_header(handle.read(512)) is None
+
+
+def test_every_format_gives_the_raw_disks_chunks(disk_images, cli_repo):
+    """Each container, backed up after the raw disk: the same manifest, 0 new bytes, and
+    diff finds 0 changed ranges."""
+    need("qemu-nbd", "libnbd")
+    raw = backup(cli_repo, disk_images["raw"], "--name", "vm")
+    for name in FORMATS:
+        snapshot = backup(cli_repo, disk_images[name], "--name", "vm")
+        assert snapshot["size"] == raw["size"], name
+        assert snapshot["stats"]["new_bytes"] == 0, name
+        assert blocks(cli_repo, snapshot["id"]) == blocks(cli_repo, raw["id"]), name
+        diff = run_cli("diff", "-r", str(cli_repo), raw["id"], snapshot["id"], check=True)
+        assert diff.stdout.decode().startswith("0 changed ranges"), name
+        assert snapshot["source"] == str(disk_images[name]), name
+
+
+def test_qcow2_over_a_backing_file_is_read_through_the_chain(disk_images, cli_repo):
+    need("qemu-nbd", "libnbd")
+    raw = backup(cli_repo, disk_images["raw-changed"], "--name", "vm")
+    overlay = backup(cli_repo, disk_images["qcow2-overlay"], "--name", "vm")
+    assert overlay["stats"]["new_bytes"] == 0
+    assert blocks(cli_repo, overlay["id"]) == blocks(cli_repo, raw["id"])
+
+
+def test_raw_flag_keeps_the_container_bytes(disk_images, cli_repo, tmp_path):
+    qcow2 = disk_images["qcow2-compressed"]
+    snapshot = backup(cli_repo, qcow2, "--name", "container", "--raw")
+    assert snapshot["size"] == qcow2.stat().st_size
+    out = run_cli("cat", "-r", str(cli_repo), snapshot["id"], check=True)
+    assert out.stdout == qcow2.read_bytes()
+
+
+def test_missing_qemu_nbd_is_named_with_its_package(disk_images, cli_repo):
+    result = run_cli("backup", "-r", str(cli_repo), str(disk_images["qcow2"]),
+                     env={"PATH": "/nonexistent"})
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == ("diskvault: error: qemu-nbd is not installed: "
+                                              "install the Debian package qemu-utils")
+
+
+def test_unreadable_container_is_one_line(cli_repo, tmp_path):
+    """A file with a qcow2 signature that qemu cannot open: one line, exit 2."""
+    need("qemu-nbd")
+    bogus = tmp_path / "bogus.qcow2"
+    bogus.write_bytes(b"QFI\xfb" + bytes(4092))
+    result = run_cli("backup", "-r", str(cli_repo), str(bogus))
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1
+    assert b"qemu-nbd cannot read" in result.stderr and b"--raw" in result.stderr
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live children of ``pid``: pid -> command name."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
+            state, parent = rest.split()[:2]
+            if int(parent) == pid and state != "Z":
+                found[int(entry.name)] = name
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _poll(condition, what: str, timeout_s: float = 30.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_diskvault_leaves_no_qemu_nbd(disk_images, repo):
+    """diskvault waiting for the writer lock with qemu-nbd and the NBD reader running,
+    killed with SIGKILL: both children go with it."""
+    need("qemu-nbd", "libnbd")
+    with repo.writer_lock("test holds the lock"):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "diskvault", "backup", "-r", str(repo.location),
+             str(disk_images["qcow2"]), "--lock-wait", "120"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            children = _poll(lambda: (found := _children(process.pid)) and
+                             {"qemu-nbd", "python3"} <= set(found.values()) and found,
+                             "qemu-nbd and the NBD reader to start")
+        finally:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        _poll(lambda: not any(_alive(pid) for pid in children), "the children to die")
