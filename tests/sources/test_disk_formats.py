@@ -1,5 +1,5 @@
 """qcow2, vmdk, vhdx and vdi backed up as the disk they hold (through qemu-nbd): the same
-chunks as the raw disk; --raw keeps the container."""
+chunks as the raw disk; --raw keeps the container; restore --format writes an image."""
 
 from __future__ import annotations
 
@@ -72,6 +72,34 @@ def test_raw_flag_keeps_the_container_bytes(disk_images, cli_repo, tmp_path):
     assert snapshot["size"] == qcow2.stat().st_size
     out = run_cli("cat", "-r", str(cli_repo), snapshot["id"], check=True)
     assert out.stdout == qcow2.read_bytes()
+
+
+def test_restore_format_qcow2_round_trips(disk_images, cli_repo, tmp_path):
+    need("qemu-nbd", "libnbd")
+    backup(cli_repo, disk_images["qcow2-overlay"], "--name", "vm")
+    target = tmp_path / "back.qcow2"
+    run_cli("restore", "-r", str(cli_repo), "vm", str(target), "--format", "qcow2",
+            check=True)
+    compare = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2",
+                              str(disk_images["raw-changed"]), str(target)],
+                             capture_output=True)
+    assert compare.returncode == 0, compare.stdout
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(target)],
+                                     capture_output=True, check=True).stdout)
+    assert info["format"] == "qcow2"
+    assert info["actual-size"] < info["virtual-size"] // 2  # zeros left unallocated
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.qcow2", "repo", "state"]
+
+
+def test_restore_format_refuses_an_existing_target(disk_images, cli_repo, tmp_path):
+    backup(cli_repo, disk_images["raw"], "--name", "vm")
+    target = tmp_path / "there.qcow2"
+    target.write_bytes(b"keep me")
+    result = run_cli("restore", "-r", str(cli_repo), "vm", str(target), "--format", "qcow2")
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1 and b"exists" in result.stderr
+    assert target.read_bytes() == b"keep me"
 
 
 def test_missing_qemu_nbd_is_named_with_its_package(disk_images, cli_repo):

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import CorruptData
+from ..sources.disk_formats import WRITABLE_FORMATS, written_as
 from ..sources.disk_source import opened_disk_source
 from ..sources.nbd import is_nbd_uri
 from ..store.backup.stream_source import STDIN_LABEL
@@ -223,9 +224,12 @@ def info(repo, snapshot, as_json) -> None:
 @click.option("--in-place", is_flag=True,
               help="With --force, for a file: patch it where it is, without a copy (not "
                    "atomic: an interrupted restore is recorded, as for a block device).")
+@click.option("--format", "image_format", default="raw", type=click.Choice(WRITABLE_FORMATS),
+              help="Write a new image file in this format (qcow2: sparse, for a VM); "
+                   "default raw.")
 @progress_option
 @json_option
-def restore(repo, snapshot, target: Path, force, full, in_place, show_progress,
+def restore(repo, snapshot, target: Path, force, full, in_place, image_format, show_progress,
             as_json) -> None:
     """Restore a snapshot to a new sparse file, an existing file, or a block device."""
     if (full or in_place) and not force:
@@ -234,11 +238,15 @@ def restore(repo, snapshot, target: Path, force, full, in_place, show_progress,
     if full and in_place:
         raise click.UsageError("--full and --in-place exclude each other: --in-place writes "
                                "only what differs")
+    if force and image_format != "raw":
+        raise click.UsageError("--format writes a new file; --force is for raw targets")
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
         progress = ProgressLine("restore", record.size, show_progress)
         try:
-            result = repository.restore(record, target, force, full, in_place, progress)
+            with written_as(target, image_format) as raw_target:
+                result = repository.restore(record, raw_target, force, full, in_place,
+                                            progress)
         finally:
             progress.close()
     if result.interrupted_before:

@@ -1,4 +1,4 @@
-"""Disk-image formats (qcow2, vmdk, vhdx, vdi) read as the guest sees the disk.
+"""Disk-image formats (qcow2, vmdk, vhdx, vdi) read as the guest sees the disk, and written.
 
 diskvault parses none of them: QEMU's block layer does, through ``qemu-nbd --read-only``
 serving the file on a Unix socket in a private folder, read as any NBD export. So backing
@@ -20,13 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from ..errors import SourceError
+from ..errors import DiskvaultError, SourceError, TargetExists
 from .children import require_tool, start_child, stop_child
 
 QEMU_PACKAGE = "qemu-utils"
 SIGNATURE_BYTES = 512
 VDI_SIGNATURE = 0xBEDA107F  # a little-endian u32 at byte 0x40 of a VDI header
 READY_WAIT_S = 30.0
+WRITABLE_FORMATS = ("raw", "qcow2", "vmdk", "vhdx", "vdi")
 
 
 def format_of_header(header: bytes) -> str | None:
@@ -96,3 +97,41 @@ def _wait_until_serving(process: subprocess.Popen, pid_path: Path, log_path: Pat
             return
         time.sleep(0.01)
     raise SourceError(f"qemu-nbd did not start serving {path} within {READY_WAIT_S:.0f} s")
+
+
+@contextmanager
+def written_as(target: Path, image_format: str) -> Iterator[Path]:
+    """Where to restore the raw image so that ``target`` ends up in ``image_format``: the
+    target itself for raw; else a private folder beside it, converted when the block ends
+    without error (into a new file: ``target`` must not exist)."""
+    if image_format == "raw":
+        yield target
+        return
+    if os.path.lexists(target):
+        raise TargetExists(f"{target} exists; restore --format {image_format} writes a new "
+                           f"file")
+    require_tool("qemu-img", QEMU_PACKAGE)
+    with tempfile.TemporaryDirectory(prefix=".diskvault-restore-",
+                                     dir=Path(target).absolute().parent) as folder:
+        raw = Path(folder) / "image.raw"
+        yield raw
+        _convert(raw, Path(target), image_format)
+
+
+def _convert(raw: Path, target: Path, image_format: str) -> None:
+    """The raw image ``raw`` written to ``target`` (created exclusively, 0600, never through
+    a link) as ``image_format``; zeros are left unallocated (qemu-img convert's default)."""
+    qemu_img = require_tool("qemu-img", QEMU_PACKAGE)
+    converted = raw.with_name("image." + image_format)
+    result = subprocess.run([qemu_img, "convert", "-q", "-f", "raw", "-O", image_format,
+                             "--", str(raw), str(converted)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise DiskvaultError(f"qemu-img could not write {target} as {image_format}: "
+                          f"{lines[-1] if lines else 'no reason given'}")
+    os.chmod(converted, 0o600)
+    try:
+        os.link(converted, target)  # fails if target exists, and never follows a link there
+    except FileExistsError:
+        raise TargetExists(f"{target} exists; restore --format writes a new file") from None
