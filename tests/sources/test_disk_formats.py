@@ -154,15 +154,19 @@ def _poll(condition, what: str, timeout_s: float = 30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_killed_diskvault_leaves_no_qemu_nbd(disk_images, repo):
+def test_killed_diskvault_leaves_no_qemu_nbd(disk_images, repo, tmp_path):
     """diskvault waiting for the writer lock with qemu-nbd and the NBD reader running,
-    killed with SIGKILL: both children go with it."""
+    killed with SIGKILL: both children go with it, and the next run removes the server's
+    folder."""
     need("qemu-nbd", "libnbd")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    environment = {**os.environ, "TMPDIR": str(temporary)}
     with repo.writer_lock("test holds the lock"):
         process = subprocess.Popen(
             [sys.executable, "-m", "diskvault", "backup", "-r", str(repo.location),
              str(disk_images["qcow2"]), "--lock-wait", "120"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
         try:
             children = _poll(lambda: (found := _children(process.pid)) and
                              {"qemu-nbd", "python3"} <= set(found.values()) and found,
@@ -171,3 +175,14 @@ def test_killed_diskvault_leaves_no_qemu_nbd(disk_images, repo):
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
         _poll(lambda: not any(_alive(pid) for pid in children), "the children to die")
+    assert len(list(temporary.iterdir())) == 1  # the killed run's server folder
+    run_cli("backup", "-r", str(repo.location), str(disk_images["qcow2"]),
+            env={"TMPDIR": str(temporary)}, check=True)
+    assert list(temporary.iterdir()) == []
+
+
+def test_a_qcow2_inside_the_repository_is_refused(disk_images, cli_repo):
+    inside = cli_repo / "vm.qcow2"
+    inside.write_bytes(disk_images["qcow2"].read_bytes())
+    result = run_cli("backup", "-r", str(cli_repo), str(inside))
+    assert result.returncode == 2 and b"inside the repository" in result.stderr

@@ -78,12 +78,12 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
     if is_nbd_uri(source) and not name:
         raise click.UsageError("an NBD URI names no file: give the series with --name")
     with opened(repo, writer=True) as repository:
-        if not is_nbd_uri(source) and not from_stdin:
-            repository.refuse_inside(Path(source), "backup source")
         with opened_disk_source(source, raw) as disk:
             if disk is not None and changes is not None:
                 raise click.UsageError("--changed-ranges reads a raw file or block device, "
                                        "not an NBD export or a disk-image format")
+            if disk is not None and not is_nbd_uri(source):
+                repository.check_backup_source(Path(source))  # backup() checks plain files
             size = disk.size if disk else (stream_size or 0) if from_stdin \
                 else _source_size(Path(source))
             progress = ProgressLine("backup", size, show_progress)

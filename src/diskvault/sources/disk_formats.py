@@ -10,6 +10,7 @@ plain raw image never needs qemu-utils.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import struct
 import subprocess
@@ -27,6 +28,8 @@ QEMU_PACKAGE = "qemu-utils"
 SIGNATURE_BYTES = 512
 VDI_SIGNATURE = 0xBEDA107F  # a little-endian u32 at byte 0x40 of a VDI header
 READY_WAIT_S = 30.0
+FOLDER_PREFIX = "diskvault-nbd-"  # in $TMPDIR: the socket, pid file and log of one server
+PID_FILE = "qemu-nbd.pid"
 WRITABLE_FORMATS = ("raw", "qcow2", "vmdk", "vhdx", "vdi")
 
 
@@ -64,9 +67,10 @@ def served(path: Path, image_format: str) -> Iterator[str]:
     """``path`` served read-only by qemu-nbd as ``image_format``; yields its NBD URI. The
     server, its socket and folder are gone when the block ends (or with diskvault)."""
     qemu_nbd = require_tool("qemu-nbd", QEMU_PACKAGE)
-    with tempfile.TemporaryDirectory(prefix="diskvault-nbd-") as folder:
+    remove_leftovers()
+    with tempfile.TemporaryDirectory(prefix=FOLDER_PREFIX) as folder:
         socket_path = Path(folder) / "nbd.sock"
-        pid_path = Path(folder) / "qemu-nbd.pid"  # written once the export is open
+        pid_path = Path(folder) / PID_FILE  # written once the export is open
         log_path = Path(folder) / "qemu-nbd.log"
         with open(log_path, "xb") as log:
             process = start_child(
@@ -79,6 +83,38 @@ def served(path: Path, image_format: str) -> Iterator[str]:
             yield f"nbd+unix:///disk?socket={quote(str(socket_path))}"
         finally:
             stop_child(process)
+
+
+def remove_leftovers() -> None:
+    """Remove the server folders of runs that were killed (their qemu-nbd died with them,
+    see children.py); a folder in use or still starting up is left alone."""
+    for folder in Path(tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+        if _is_leftover(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _is_leftover(folder: Path) -> bool:
+    """This user's folder whose pid file names no live qemu-nbd, or that got no pid file
+    long after it was made."""
+    try:
+        status = folder.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid():
+        return False
+    try:
+        pid = (folder / PID_FILE).read_text().strip()
+    except FileNotFoundError:
+        return time.time() - status.st_mtime > 2 * READY_WAIT_S
+    except OSError:
+        return False
+    try:
+        process = Path(f"/proc/{pid}/stat").read_text() if pid.isdigit() else ""
+    except OSError:
+        return True  # no such process
+    # "PID (COMM) STATE ...": a zombie (its parent gone, not yet reaped) serves nothing
+    name, _, rest = process.rpartition(")")
+    return not name.endswith("(qemu-nbd") or rest.split()[0] == "Z"
 
 
 def _wait_until_serving(process: subprocess.Popen, pid_path: Path, log_path: Path,

@@ -166,14 +166,19 @@ class Repository:
         is durable. On any failure nothing is recorded and earlier snapshots are intact.
         With ``changes`` only the changed ranges are read (docs/change-maps.md)."""
         started = time.monotonic()
-        self.refuse_inside(Path(source_path), "backup source")
-        refuse_interrupted_target(Path(source_path))
+        self.check_backup_source(Path(source_path))
         series = series_name(source_path, name)
         with ImageSource(Path(source_path)) as source:
             if changes is None:
                 return self._back_up(source, series, tags, lock_wait_s, progress, started)
             return self._back_up_changes(source, series, tags, lock_wait_s, progress, started,
                                          changes, verify_unchanged)
+
+    def check_backup_source(self, path: Path) -> None:
+        """BadInput if the file ``path`` may not be backed up: it is inside the repository,
+        or the target of a restore that was interrupted (it holds a mix of two images)."""
+        self.refuse_inside(path, "backup source")
+        refuse_interrupted_target(path)
 
     def backup_stream(self, stream: BinaryIO, name: str, tags: tuple[str, ...] = (),
                       size: int | None = None, lock_wait_s: float = 0.0,
