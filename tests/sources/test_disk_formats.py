@@ -121,6 +121,28 @@ def test_unreadable_container_is_one_line(cli_repo, tmp_path):
     assert b"qemu-nbd cannot read" in result.stderr and b"--raw" in result.stderr
 
 
+def test_a_read_error_inside_a_qcow2_is_one_line_and_records_nothing(cli_repo, tmp_path):
+    """Compressed clusters overwritten with garbage: QEMU cannot inflate them, qemu-nbd
+    hangs up, and the backup fails in one line naming the file and QEMU's reason."""
+    need("qemu-img", "qemu-nbd", "libnbd")
+    raw, damaged = tmp_path / "text.raw", tmp_path / "damaged.qcow2"
+    with open(raw, "wb") as handle:
+        handle.truncate(4 << 20)
+        handle.seek(1 << 20)
+        handle.write(b"".join(b"line %d of some text\n" % i for i in range(50_000)))
+    subprocess.run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw),
+                    str(damaged)], check=True)
+    size = damaged.stat().st_size
+    with open(damaged, "r+b") as handle:  # the compressed data lies after the tables
+        handle.seek(size * 9 // 10)
+        handle.write(b"\xff" * (size // 20))
+    result = run_cli("backup", "-r", str(cli_repo), str(damaged))
+    assert result.returncode == 1
+    line = result.stderr.decode().strip()
+    assert "\n" not in line and str(damaged) in line and "Input/output error" in line
+    assert run_cli("list", "-r", str(cli_repo), "--json", check=True).stdout.strip() == b"[]"
+
+
 def _children(pid: int) -> dict[int, str]:
     """The live children of ``pid``: pid -> command name."""
     found = {}

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from ..errors import DiskvaultError, SourceError, TargetExists
 from .children import require_tool, start_child, stop_child
+from .nbd import NbdReadFailed
 
 QEMU_PACKAGE = "qemu-utils"
 SIGNATURE_BYTES = 512
@@ -81,8 +82,16 @@ def served(path: Path, image_format: str) -> Iterator[str]:
         try:
             _wait_until_serving(process, pid_path, log_path, path, image_format)
             yield f"nbd+unix:///disk?socket={quote(str(socket_path))}"
+        except NbdReadFailed as error:  # qemu-nbd hangs up on a read error: say which
+            raise NbdReadFailed(f"{error.reason} (qemu-nbd: {_first_line(log_path)})") \
+                from None
         finally:
             stop_child(process)
+
+
+def _first_line(log_path: Path) -> str:
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    return lines[0].removeprefix("qemu-nbd: ") if lines else "no reason given"
 
 
 def remove_leftovers() -> None:
@@ -124,9 +133,8 @@ def _wait_until_serving(process: subprocess.Popen, pid_path: Path, log_path: Pat
     deadline = time.monotonic() + READY_WAIT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            lines = log_path.read_text(errors="replace").strip().splitlines()
-            reason = lines[-1].removeprefix("qemu-nbd: ") if lines else "no reason given"
-            raise SourceError(f"qemu-nbd cannot read {path} as {image_format}: {reason} "
+            raise SourceError(f"qemu-nbd cannot read {path} as {image_format}: "
+                              f"{_first_line(log_path)} "
                               f"(a disk in use by a running VM is read through its "
                               f"hypervisor; to keep the container bytes, give --raw)")
         if pid_path.exists():

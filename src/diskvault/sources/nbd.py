@@ -29,22 +29,26 @@ def is_nbd_uri(text: str) -> bool:
 class NbdReadFailed(DiskvaultError):
     """The export could not be read to its end (server gone, read error)."""
 
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"{reason}; nothing was recorded")
+
 
 class NbdSource:
     """The ``pieces``/``check_unchanged`` side of ImageSource, over an NBD export."""
 
     def __init__(self, uri: str, label: str | None = None):
-        self.uri = uri
         self.label = label or uri
-        self.path = label or uri  # for messages
+        self.path = self.label  # what messages call it
         if not Path(SYSTEM_PYTHON).exists():
             raise ToolMissing(f"reading NBD needs Debian's {SYSTEM_PYTHON} with the package "
                               f"python3-libnbd")
-        self._process = start_child([SYSTEM_PYTHON, "-I", nbd_reader.__file__, uri],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._process = start_child(
+            [SYSTEM_PYTHON, "-I", nbd_reader.__file__, uri, self.path],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         header = self._process.stdout.read(nbd_reader.SIZE.size)
         if len(header) < nbd_reader.SIZE.size:
-            self._fail(f"the NBD reader of {uri} stopped before it began")
+            self._fail(f"the NBD reader of {self.path} stopped before it began")
         (self.size,) = nbd_reader.SIZE.unpack(header)
         self._complete = False
 
@@ -54,14 +58,14 @@ class NbdSource:
         while True:
             frame = stream.read(nbd_reader.FRAME.size)
             if len(frame) < nbd_reader.FRAME.size:
-                self._fail(f"reading {self.uri} stopped at byte {position}")
+                self._fail(f"reading {self.path} stopped at byte {position}")
             kind, offset, length = nbd_reader.FRAME.unpack(frame)
             if offset != position or length > max(self.size - position, 0):
-                self._fail(f"the NBD reader of {self.uri} sent a frame out of order "
+                self._fail(f"the NBD reader of {self.path} sent a frame out of order "
                            f"at byte {offset}", reader_ended=False)
             if kind == nbd_reader.END:
                 if position != self.size:
-                    self._fail(f"reading {self.uri} ended at byte {position}")
+                    self._fail(f"reading {self.path} ended at byte {position}")
                 self._complete = True
                 return
             if kind == nbd_reader.ZEROS:
@@ -69,14 +73,14 @@ class NbdSource:
             else:
                 data = stream.read(length)
                 if len(data) < length:
-                    self._fail(f"reading {self.uri} stopped at byte {offset + len(data)}")
+                    self._fail(f"reading {self.path} stopped at byte {offset + len(data)}")
                 yield Extent(offset, length, False), data
             position += length
 
     def check_unchanged(self) -> None:
         """An export is the server's view; what must hold is that it was read to its end."""
         if not self._complete:
-            raise NbdReadFailed(f"{self.uri} was not read to its end; nothing was recorded")
+            raise NbdReadFailed(f"{self.path} was not read to its end")
 
     def _fail(self, what: str, reader_ended: bool = True):
         """Raise the reader's own one-line reason if it gave one, else ``what``."""
@@ -94,7 +98,7 @@ class NbdSource:
             raise SourceError(line)
         if process.returncode == nbd_reader.EXIT_NO_BINDING:
             raise ToolMissing(line)
-        raise NbdReadFailed(f"{line}; nothing was recorded")
+        raise NbdReadFailed(line)
 
     def close(self) -> None:
         stop_child(self._process)

@@ -3,7 +3,8 @@
 python3-libnbd is built for /usr/bin/python3 and is not on PyPI, while diskvault runs in a
 virtual environment of its own; so diskvault starts this file as a child (``python3 -I``,
 nothing of diskvault imported) and reads its standard output. libnbd does the protocol (URIs,
-handshake, structured replies, block status); this program only asks for the export's extents
+handshake, structured replies, block status); this program (``nbd_reader.py URI NAME``, NAME
+being what its messages call the export) only asks for the export's extents
 (``base:allocation``), reads the data extents with several requests in flight, and writes:
 
     size (u64), then frames (kind, offset u64, length u64): ``D`` followed by ``length`` bytes
@@ -102,7 +103,8 @@ def send(handle, nbd, out, size: int) -> None:
     out.write(FRAME.pack(END, size, 0))
 
 
-def main(uri: str) -> int:
+def main(uri: str, name: str) -> int:
+    """Send the export at ``uri``; ``name`` is what the messages call it."""
     try:
         import nbd
     except ImportError:
@@ -115,7 +117,7 @@ def main(uri: str) -> int:
         handle.connect_uri(uri)
         size = handle.get_size()
     except nbd.Error as error:
-        print(f"cannot open the NBD export {uri}: {error.string}", file=sys.stderr)
+        print(f"cannot open the NBD export {name}: {error.string}", file=sys.stderr)
         return EXIT_CONNECT
     try:
         fcntl.fcntl(sys.stdout.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
@@ -130,11 +132,11 @@ def main(uri: str) -> int:
     except BrokenPipeError:
         return EXIT_READ  # diskvault stopped reading: it reports why itself
     except (nbd.Error, RuntimeError) as error:
-        print(f"reading the NBD export {uri} failed: "
+        print(f"reading {name} failed: "
               f"{getattr(error, 'string', None) or error}", file=sys.stderr)
         return EXIT_READ
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2]))
