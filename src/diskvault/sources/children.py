@@ -9,7 +9,6 @@ that runs the backup and lives until they are stopped.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import shutil
 import signal
@@ -19,13 +18,15 @@ from ..errors import ToolMissing
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_WAIT_S = 10.0
+# Looked up here, not in the forked child: a dlopen there could wait on a lock that another
+# thread of diskvault held at the fork.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _die_with_parent() -> None:
     """In the child, before exec: SIGKILL when the parent dies (and now, if it already has)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     parent = os.getppid()
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
 
