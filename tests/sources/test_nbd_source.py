@@ -7,12 +7,14 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from diskvault.sources import nbd_reader
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli
@@ -133,3 +135,14 @@ def test_an_nbd_uri_needs_a_name(cli_repo):
     result = run_cli("backup", "-r", str(cli_repo), "nbd://127.0.0.1/disk")
     assert result.returncode == 2
     assert b"--name" in result.stderr
+
+
+def test_the_reader_names_the_missing_binding():
+    """Run by an interpreter without libnbd's binding (this venv's), the reader says which
+    Debian package to install and exits 3 (which diskvault reports as ToolMissing)."""
+    if subprocess.run([sys.executable, "-c", "import nbd"], capture_output=True).returncode == 0:
+        pytest.skip("this interpreter has libnbd's binding")
+    result = subprocess.run([sys.executable, "-I", nbd_reader.__file__, "nbd://x/y", "vm"],
+                            capture_output=True)
+    assert result.returncode == nbd_reader.EXIT_NO_BINDING == 3
+    assert result.stderr.decode().strip().endswith("install the Debian package python3-libnbd")
