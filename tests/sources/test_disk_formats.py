@@ -121,6 +121,29 @@ def test_unreadable_container_is_one_line(cli_repo, tmp_path):
     assert b"qemu-nbd cannot read" in result.stderr and b"--raw" in result.stderr
 
 
+def test_a_disk_held_for_writing_is_refused(disk_images, cli_repo, tmp_path):
+    """A writable qemu-nbd holds the qcow2, as a running VM would: QEMU's image lock
+    refuses the read, in one line, exit 2 (never a read of a disk being written)."""
+    need("qemu-nbd", "libnbd")
+    image = tmp_path / "running.qcow2"
+    image.write_bytes(disk_images["qcow2"].read_bytes())
+    pid_file = tmp_path / "writer.pid"
+    writer = subprocess.Popen(["qemu-nbd", "--persistent", "--format=qcow2",
+                               f"--socket={tmp_path / 'writer.sock'}",
+                               f"--pid-file={pid_file}", str(image)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _poll(pid_file.exists, "the writer to open the image")
+        result = run_cli("backup", "-r", str(cli_repo), str(image))
+    finally:
+        writer.terminate()
+        writer.wait()
+    assert result.returncode == 2
+    line = result.stderr.decode().strip()
+    assert "\n" not in line and "lock" in line and "in use" in line
+    assert "--raw" not in line  # the container bytes of a disk being written are torn
+
+
 def test_a_read_error_inside_a_qcow2_is_one_line_and_records_nothing(cli_repo, tmp_path):
     """Compressed clusters overwritten with garbage: QEMU cannot inflate them, qemu-nbd
     hangs up, and the backup fails in one line naming the file and QEMU's reason."""

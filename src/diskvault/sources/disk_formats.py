@@ -133,10 +133,12 @@ def _wait_until_serving(process: subprocess.Popen, pid_path: Path, log_path: Pat
     deadline = time.monotonic() + READY_WAIT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SourceError(f"qemu-nbd cannot read {path} as {image_format}: "
-                              f"{_first_line(log_path)} "
-                              f"(a disk in use by a running VM is read through its "
-                              f"hypervisor; to keep the container bytes, give --raw)")
+            reason = _first_line(log_path)
+            hint = ("in use, by a running VM?: back it up through the hypervisor's "
+                    "point-in-time export, or from a snapshot" if "lock" in reason else
+                    "to back up the file's bytes as they are, give --raw")
+            raise SourceError(f"qemu-nbd cannot read {path} as {image_format}: {reason} "
+                              f"({hint})")
         if pid_path.exists():
             return
         time.sleep(0.01)
