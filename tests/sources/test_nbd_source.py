@@ -131,10 +131,14 @@ def test_unknown_export_is_one_line_exit_2(disk_images, cli_repo, tmp_path):
     assert run_cli("list", "-r", str(cli_repo), "--json", check=True).stdout.strip() == b"[]"
 
 
-def test_an_nbd_uri_needs_a_name(cli_repo):
+def test_an_nbd_uri_needs_a_name_and_takes_no_raw(cli_repo):
     result = run_cli("backup", "-r", str(cli_repo), "nbd://127.0.0.1/disk")
     assert result.returncode == 2
     assert b"--name" in result.stderr
+    result = run_cli("backup", "-r", str(cli_repo), "nbd://127.0.0.1/disk", "--name", "vm",
+                     "--raw")
+    assert result.returncode == 2
+    assert b"--raw is for a disk-image file" in result.stderr
 
 
 def test_the_reader_names_the_missing_binding():

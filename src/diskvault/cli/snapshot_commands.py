@@ -77,6 +77,9 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
     if is_nbd_uri(source) and not name:
         raise click.UsageError("an NBD URI names no file: give the series with --name")
+    if raw and (is_nbd_uri(source) or from_stdin):
+        raise click.UsageError("--raw is for a disk-image file (qcow2, vmdk, vhdx, vdi); an "
+                               "NBD export or a stream is read as the bytes it serves")
     with opened(repo, writer=True) as repository:
         with opened_disk_source(source, raw) as disk:
             if disk is not None and changes is not None:
