@@ -16,8 +16,12 @@ say() { echo "setup: $*" >&2; }
 # python3-venv: virtual environments on Debian; e2fsprogs: mkfs.ext4/debugfs for the demo;
 # fuse3: the read-only mount (fusermount3, and libfuse 3 for mfusepy: fuse3 depends on it,
 # as libfuse3-3 on Debian 12 and libfuse3-4 on Debian 13, so it is not named here);
-# nbdkit, nbdkit-plugin-python: the NBD server of `serve`.
-packages=(python3 python3-venv e2fsprogs fuse3 nbdkit nbdkit-plugin-python)
+# nbdkit, nbdkit-plugin-python: the NBD server of `serve`; qemu-utils (qemu-nbd, qemu-img):
+# qcow2, vmdk, vhdx and vdi read as disks and written by restore --format; python3-libnbd: NBD
+# exports, read by a helper run with Debian's python3 (the binding is not on PyPI;
+# docs/vm-sources.md).
+packages=(python3 python3-venv e2fsprogs fuse3 nbdkit nbdkit-plugin-python qemu-utils
+          python3-libnbd)
 tests=false
 if [ "${1:-}" = "--tests" ]; then
   tests=true

@@ -75,6 +75,11 @@ class IncompleteStream(DiskvaultError):
     failed or was killed); it is not recorded, so it never becomes the series' latest."""
 
 
+class ToolMissing(DiskvaultError):
+    """A program or binding a source needs (qemu-nbd, libnbd's) is not installed; the
+    message names the package."""
+
+
 class CorruptData(DiskvaultError):
     """Stored bytes do not match their digest, or a structure on disk cannot be parsed."""
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import click
 
 from ..errors import CorruptData
+from ..sources.disk_formats import WRITABLE_FORMATS, written_as
+from ..sources.disk_source import opened_disk_source
+from ..sources.nbd import is_nbd_uri
 from ..store.backup.stream_source import STDIN_LABEL
 from ..store.format.snapshots import SnapshotRecord, series_name
 from .change_maps import read_change_map
@@ -48,10 +51,13 @@ def backup_summary(record: SnapshotRecord) -> str:
 @recorded("backup", lambda params: series_name(params["source"], params["name"]))
 @click.command()
 @repo_option
-@click.argument("source", type=click.Path(path_type=Path, readable=False))
+@click.argument("source")
 @click.option("--name", default=None, shell_complete=complete_series,
-              help="Series name (default: the source's file name; "
-              "required for '-').")
+              help="Series name (default: the source's file name; required for '-' and NBD "
+              "URIs).")
+@click.option("--raw", is_flag=True,
+              help="Back up a qcow2, vmdk, vhdx or vdi file as its container bytes, not as "
+                   "the disk it holds (docs/vm-sources.md).")
 @click.option("--tag", "tags", multiple=True, help="A tag to attach (repeatable).")
 @click.option("--changed-ranges", "changes_file", default=None,
               type=click.Path(path_type=Path, dir_okay=False),
@@ -74,31 +80,51 @@ def backup_summary(record: SnapshotRecord) -> str:
 @json_option
 @progress_option
 @lock_wait_option
-def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_unchanged,
+def backup(repo, source: str, name, raw, tags, changes_file, changed_since, verify_unchanged,
            stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
            command_timeout_s, as_json, show_progress, lock_wait_s) -> None:
-    """Back up an image file or block device (or '-': standard input) as a new snapshot."""
-    from_stdin = str(source) == STDIN_LABEL
+    """Back up an image file, block device or NBD export (or '-': standard input) as a new
+    snapshot.
+
+    A qcow2, vmdk, vhdx or vdi file is read as the disk it holds (unless --raw). NBD URIs:
+    nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH (docs/vm-sources.md)."""
+    from_stdin = source == STDIN_LABEL
     changes = read_change_map(changes_file, changed_since, verify_unchanged)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
+    if is_nbd_uri(source) and not name:
+        raise click.UsageError("an NBD URI names no file: give the series with --name")
+    if raw and (is_nbd_uri(source) or from_stdin):
+        raise click.UsageError("--raw is for a disk-image file (qcow2, vmdk, vhdx, vdi); an "
+                               "NBD export or a stream is read as the bytes it serves")
     open_source = source_opener(from_stdin, view_method, lvm_size, pre_command, post_command,
                                 command_timeout_s)
     with opened(repo, writer=True) as repository:
-        size = (stream_size or 0) if from_stdin else _source_size(source)
-        progress = ProgressLine("backup", size, show_progress)
-        new_series: list[str] = []  # said once the snapshot is saved: an error is one line
-        try:
-            if from_stdin:
-                record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
-                                                  stream_size, lock_wait_s, progress,
-                                                  allow_shrink, new_series.append)
-            else:
-                record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
-                                           changes, verify_unchanged,
-                                           open_source=open_source,
-                                           on_new_series=new_series.append)
-        finally:
-            progress.close()
+        with opened_disk_source(source, raw) as disk:
+            if disk is not None and changes is not None:
+                raise click.UsageError("--changed-ranges reads a raw file or block device, "
+                                       "not an NBD export or a disk-image format")
+            if disk is not None and not is_nbd_uri(source):
+                repository.check_backup_source(Path(source))  # backup() checks plain files
+            size = disk.size if disk else (stream_size or 0) if from_stdin \
+                else _source_size(Path(source))
+            progress = ProgressLine("backup", size, show_progress)
+            new_series: list[str] = []  # said once the snapshot is saved: errors are one line
+            try:
+                if disk is not None:
+                    record = repository.backup_source(disk, series_name(source, name),
+                                                      tuple(tags), lock_wait_s, progress,
+                                                      on_new_series=new_series.append)
+                elif from_stdin:
+                    record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
+                                                      stream_size, lock_wait_s, progress,
+                                                      allow_shrink, new_series.append)
+                else:
+                    record = repository.backup(Path(source), name, tuple(tags), lock_wait_s,
+                                               progress, changes, verify_unchanged,
+                                               open_source=open_source,
+                                               on_new_series=new_series.append)
+            finally:
+                progress.close()
         requests = repository.storage.requests_made()
     note_figures(snapshot=record.id, size=record.size, bytes_read=record.stats.bytes_read,
                  new_bytes=record.stats.new_bytes, stored_bytes=record.stats.stored_bytes)
@@ -229,9 +255,12 @@ def info(repo, snapshot, as_json) -> None:
 @click.option("--in-place", is_flag=True,
               help="With --force, for a file: patch it where it is, without a copy (not "
                    "atomic: an interrupted restore is recorded, as for a block device).")
+@click.option("--format", "image_format", default="raw", type=click.Choice(WRITABLE_FORMATS),
+              help="Write a new image file in this format (qcow2: sparse, for a VM); "
+                   "default raw.")
 @progress_option
 @json_option
-def restore(repo, snapshot, target: Path, force, full, in_place, show_progress,
+def restore(repo, snapshot, target: Path, force, full, in_place, image_format, show_progress,
             as_json) -> None:
     """Restore a snapshot to a new sparse file, an existing file, or a block device."""
     if (full or in_place) and not force:
@@ -240,11 +269,15 @@ def restore(repo, snapshot, target: Path, force, full, in_place, show_progress,
     if full and in_place:
         raise click.UsageError("--full and --in-place exclude each other: --in-place writes "
                                "only what differs")
+    if force and image_format != "raw":
+        raise click.UsageError("--format writes a new file; --force is for raw targets")
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
         progress = ProgressLine("restore", record.size, show_progress)
         try:
-            result = repository.restore(record, target, force, full, in_place, progress)
+            with written_as(target, image_format) as raw_target:
+                result = repository.restore(record, raw_target, force, full, in_place,
+                                            progress)
         finally:
             progress.close()
     if result.interrupted_before:

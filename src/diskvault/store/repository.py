@@ -169,8 +169,7 @@ class Repository:
         ``on_new_series(name)`` is told, as the backup starts, when the series has no
         snapshot yet (the listing that finds the previous snapshot's chunks tells)."""
         started = time.monotonic()
-        self.refuse_inside(Path(source_path), "backup source")
-        refuse_interrupted_target(Path(source_path))
+        self.check_backup_source(Path(source_path))
         series = series_name(source_path, name)
         with open_source(Path(source_path)) as source:
             if changes is None:
@@ -178,6 +177,12 @@ class Repository:
                                      on_new_series=on_new_series)
             return self._back_up_changes(source, series, tags, lock_wait_s, progress, started,
                                          changes, verify_unchanged)
+
+    def check_backup_source(self, path: Path) -> None:
+        """BadInput if the file ``path`` may not be backed up: it is inside the repository,
+        or the target of a restore that was interrupted (it holds a mix of two images)."""
+        self.refuse_inside(path, "backup source")
+        refuse_interrupted_target(path)
 
     def backup_stream(self, stream: BinaryIO, name: str, tags: tuple[str, ...] = (),
                       size: int | None = None, lock_wait_s: float = 0.0,
@@ -194,6 +199,15 @@ class Repository:
             minimum = max(series, key=lambda r: (r.time, r.id)).size if series else 1
         return self._back_up(StreamSource(stream, size, minimum), name, tags, lock_wait_s,
                              progress, started, on_new_series=on_new_series)
+
+    def backup_source(self, source, name: str, tags: tuple[str, ...] = (),
+                      lock_wait_s: float = 0.0, progress: Progress | None = None,
+                      on_new_series: Callable[[str], None] | None = None) -> SnapshotRecord:
+        """Back up an opened source that is neither a plain file nor a stream (diskvault's
+        sources/: an NBD export, a disk-image format read as the guest sees it): anything
+        with ``size``, ``label``, ``pieces()`` and ``check_unchanged()`` like ImageSource."""
+        return self._back_up(source, name, tags, lock_wait_s, progress, time.monotonic(),
+                             on_new_series=on_new_series)
 
     def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
                  started: float, how: Callable[[], dict] = dict,

@@ -1,0 +1,30 @@
+"""Which reader a backup source needs: an NBD URI, or a file in a disk-image format (read
+as the guest sees it through qemu-nbd), or None: a plain file or device, read as it is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .disk_formats import detect_format, served
+from .nbd import NbdSource, is_nbd_uri
+
+
+@contextmanager
+def opened_disk_source(spec: str, raw: bool = False) -> Iterator[NbdSource | None]:
+    """The opened source for ``spec``, or None when it is a plain file or device (also a
+    qcow2 & co. when ``raw``: its container bytes). Everything started for it is stopped
+    when the block ends."""
+    if is_nbd_uri(spec):
+        with NbdSource(spec) as source:
+            yield source
+        return
+    image_format = None if raw else detect_format(Path(spec))
+    if image_format is None:
+        yield None
+        return
+    path = Path(spec)
+    with served(path, image_format) as uri, \
+            NbdSource(uri, label=str(path.absolute())) as source:
+        yield source

@@ -1,0 +1,110 @@
+"""An NBD export as a backup source: ``nbd://HOST[:PORT]/EXPORT`` or
+``nbd+unix:///EXPORT?socket=PATH`` (the standard NBD URIs), read through nbd_reader.py.
+
+Extents the server reports as zeros arrive as holes: fed to the chunker as zeros, never
+read, exactly like a sparse file's holes, so an export and the file behind it give the same
+chunks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import DiskvaultError, SourceError, ToolMissing
+from ..store.backup.source import Extent
+from . import nbd_reader
+from .children import STOP_WAIT_S, start_child, stop_child
+
+NBD_SCHEMES = ("nbd://", "nbds://", "nbd+unix://", "nbds+unix://")
+# Debian's interpreter, the one python3-libnbd is built for (see nbd_reader.py).
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def is_nbd_uri(text: str) -> bool:
+    return str(text).startswith(NBD_SCHEMES)
+
+
+class NbdReadFailed(DiskvaultError):
+    """The export could not be read to its end (server gone, read error)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"{reason}; nothing was recorded")
+
+
+class NbdSource:
+    """The ``pieces``/``check_unchanged`` side of ImageSource, over an NBD export."""
+
+    def __init__(self, uri: str, label: str | None = None):
+        self.label = label or uri
+        self.path = self.label  # what messages call it
+        if not Path(SYSTEM_PYTHON).exists():
+            raise ToolMissing(f"reading NBD needs Debian's {SYSTEM_PYTHON} with the package "
+                              f"python3-libnbd")
+        self._process = start_child(
+            [SYSTEM_PYTHON, "-I", nbd_reader.__file__, uri, self.path],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        header = self._process.stdout.read(nbd_reader.SIZE.size)
+        if len(header) < nbd_reader.SIZE.size:
+            self._fail(f"the NBD reader of {self.path} stopped before it began")
+        (self.size,) = nbd_reader.SIZE.unpack(header)
+        self._complete = False
+
+    def pieces(self) -> Iterator[tuple[Extent, bytes | None]]:
+        """The export in order: (zero extent, None), never read, or (data extent, bytes)."""
+        stream, position = self._process.stdout, 0
+        while True:
+            frame = stream.read(nbd_reader.FRAME.size)
+            if len(frame) < nbd_reader.FRAME.size:
+                self._fail(f"reading {self.path} stopped at byte {position}")
+            kind, offset, length = nbd_reader.FRAME.unpack(frame)
+            if offset != position or length > max(self.size - position, 0):
+                self._fail(f"the NBD reader of {self.path} sent a frame out of order "
+                           f"at byte {offset}", reader_ended=False)
+            if kind == nbd_reader.END:
+                if position != self.size:
+                    self._fail(f"reading {self.path} ended at byte {position}")
+                self._complete = True
+                return
+            if kind == nbd_reader.ZEROS:
+                yield Extent(offset, length, True), None
+            else:
+                data = stream.read(length)
+                if len(data) < length:
+                    self._fail(f"reading {self.path} stopped at byte {offset + len(data)}")
+                yield Extent(offset, length, False), data
+            position += length
+
+    def check_unchanged(self) -> None:
+        """An export is the server's view; what must hold is that it was read to its end."""
+        if not self._complete:
+            raise NbdReadFailed(f"{self.path} was not read to its end")
+
+    def _fail(self, what: str, reader_ended: bool = True):
+        """Raise the reader's own one-line reason if it gave one, else ``what``."""
+        process = self._process
+        if not reader_ended:
+            process.kill()
+        try:
+            process.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reason = process.stderr.read().decode(errors="replace").strip().splitlines()
+        line = reason[-1] if reason else what
+        if process.returncode == nbd_reader.EXIT_CONNECT:
+            raise SourceError(line)
+        if process.returncode == nbd_reader.EXIT_NO_BINDING:
+            raise ToolMissing(line)
+        raise NbdReadFailed(line)
+
+    def close(self) -> None:
+        stop_child(self._process)
+
+    def __enter__(self) -> "NbdSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
