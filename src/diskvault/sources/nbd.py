@@ -37,6 +37,8 @@ class NbdReadFailed(DiskvaultError):
 class NbdSource:
     """The ``pieces``/``check_unchanged`` side of ImageSource, over an NBD export."""
 
+    consistency = None  # the server's view is what it is: point in time only if it serves one
+
     def __init__(self, uri: str, label: str | None = None):
         self.label = label or uri
         self.path = self.label  # what messages call it
