@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from diskvault.store.change_map import ChangeMap, merge_ranges
+from diskvault.store.backup.change_map import ChangeMap, merge_ranges
 from diskvault.store.repository import Repository
 
 from .micro import READ_BYTES, make_image, parse_size
