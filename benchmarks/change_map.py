@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from diskvault.store.change_map import ChangeMap, merge_ranges
+from diskvault.store.backup.change_map import ChangeMap, merge_ranges
 from diskvault.store.repository import Repository
 
 from .micro import READ_BYTES, make_image, parse_size
@@ -28,16 +28,17 @@ from .micro import READ_BYTES, make_image, parse_size
 DIRTY_BLOCK_BYTES = 64 * 1024
 
 
-def rewrite_blocks(image: Path, size: int, percent: float, seed: int = 7) -> tuple:
-    """Overwrite random 64 KiB blocks with new random bytes; the changed ranges."""
+def rewrite_blocks(image: Path, size: int, percent: float, seed: int = 7,
+                   block_bytes: int = DIRTY_BLOCK_BYTES) -> tuple:
+    """Overwrite random blocks with new random bytes; the changed ranges."""
     rng = random.Random(seed)
-    blocks = size // DIRTY_BLOCK_BYTES
+    blocks = size // block_bytes
     chosen = rng.sample(range(blocks), max(1, int(blocks * percent / 100)))
     with open(image, "r+b") as handle:
         for block in chosen:
-            handle.seek(block * DIRTY_BLOCK_BYTES)
-            handle.write(rng.randbytes(DIRTY_BLOCK_BYTES))
-    return merge_ranges((b * DIRTY_BLOCK_BYTES, (b + 1) * DIRTY_BLOCK_BYTES) for b in chosen)
+            handle.seek(block * block_bytes)
+            handle.write(rng.randbytes(block_bytes))
+    return merge_ranges((b * block_bytes, (b + 1) * block_bytes) for b in chosen)
 
 
 def read_file(image: Path) -> None:

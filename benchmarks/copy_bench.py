@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from diskvault.store.config import PLAINTEXT_MODE, REPOKEY_MODE
+from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 
 from .micro import make_image, new_repository, parse_size
 

@@ -20,8 +20,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from diskvault.store.config import FORMAT_VERSION, REPOKEY_MODE
-from diskvault.store.crypto import Keys, chunker_permutation
+from diskvault.store.format.config import FORMAT_VERSION, REPOKEY_MODE
+from diskvault.store.format.crypto import Keys, chunker_permutation
 
 from .micro import (chunk_pieces, make_image, new_repository, nightly_image, nightly_seconds,
                     parse_size)

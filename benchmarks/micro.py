@@ -22,10 +22,10 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from diskvault.store.chunker import Chunker
-from diskvault.store.config import FORMAT_VERSION, PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams
-from diskvault.store.crypto import Keys, chunker_permutation
-from diskvault.store.keys import TEST_KDF_VARIABLE
+from diskvault.store.backup.chunker import Chunker
+from diskvault.store.format.config import FORMAT_VERSION, PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams
+from diskvault.store.format.crypto import Keys, chunker_permutation
+from diskvault.store.keys.key_file import TEST_KDF_VARIABLE
 from diskvault.store.repository import Repository
 
 READ_BYTES = 4 * 1024 * 1024
