@@ -27,7 +27,7 @@ from .read.diff import changed_ranges
 from .read.image_map import cutting_hints, image_spans
 from .restore import known_contents
 from .restore.restore_marks import refuse_interrupted_target
-from .storage import Storage, open_backend, read_config_at
+from .storage import Storage, read_config_at
 
 # Flows that load native libraries (fastcdc, zstd) or the restore machinery (chunker,
 # backup, copy, reader, restore) are imported in the methods that run them, so that
@@ -53,7 +53,7 @@ class Repository:
 
     def __init__(self, storage: Storage):
         self.storage = storage
-        self.root = storage.root  # a local repository's folder; None on an object store
+        self.root = storage.backend.root  # a local repository's folder; None on an object store
         self.location = storage.location  # either, for messages
         self.config = storage.config
 
@@ -89,24 +89,8 @@ class Repository:
 
     def contains(self, path: Path) -> bool:
         """Whether ``path`` (existing or not) lies inside this repository, reached through
-        any symbolic link or bind mount: its real path is under the root's, or one of its
-        folders is the root folder itself (same device and inode). Nothing local is inside
-        a repository on an object store."""
-        if self.root is None:
-            return False
-        root = os.stat(self.root)
-        absolute = Path(os.path.abspath(path))
-        real = Path(os.path.realpath(absolute))
-        if real == self.root or self.root in real.parents:
-            return True
-        for folder in {*absolute.parents, *real.parents, absolute, real}:
-            try:
-                status = os.stat(folder)
-            except OSError:
-                continue
-            if (status.st_dev, status.st_ino) == (root.st_dev, root.st_ino):
-                return True
-        return False
+        any symbolic link or bind mount (never: a repository on an object store)."""
+        return self.storage.backend.contains(path)
 
     def refuse_inside(self, path: Path, role: str) -> None:
         """BadInput if ``path`` is inside the repository: only the repository writes there."""
@@ -147,8 +131,7 @@ class Repository:
     def import_key(location: LocationLike, export: str) -> None:
         """Put back the key file of the repository at ``location`` from an export of its
         key; needs no passphrase and no readable key file (that is what it repairs)."""
-        backend, _ = open_backend(as_location(location))
-        with closing(backend):
+        with closing(as_location(location).open_backend()) as backend:
             import_key_file(backend, export)
 
     def change_passphrase(self, old: Passphrase, new: Passphrase) -> None:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from ...errors import BadInput, ObjectStoreUnusable
+from ...errors import BadInput, ObjectStoreUnusable, RepositoryNotFound
+from ..host.durable import make_private_folder
 from ..host.user_folders import user_cache_folder
+from .local import LocalBackend
 from .protocol import Backend
 
 S3_SCHEME = "s3://"
@@ -39,6 +42,35 @@ class Location:
 
     def __str__(self) -> str:
         return str(self.folder) if self.folder is not None else str(self.url)
+
+    def open_backend(self) -> Backend:
+        """The backend of an existing repository here (a folder resolved once)."""
+        if self.folder is not None:
+            return LocalBackend(_locate(self.folder))
+        return self.open_object_store()
+
+    def refuse_used_folder(self) -> None:
+        """BadInput if a folder to init holds something (asked before any passphrase;
+        a bucket's prefix is looked at once it is opened: create_backend)."""
+        folder = self.folder
+        if folder is not None and folder.exists() and (not folder.is_dir()
+                                                       or any(folder.iterdir())):
+            raise BadInput(f"cannot init {folder}: it exists and is not an empty folder")
+
+    def create_backend(self, folders: Sequence[str]) -> Backend:
+        """The backend of a new repository here: a folder made with its top ``folders``,
+        or an empty prefix of a bucket (BadInput if objects are there already)."""
+        if self.folder is not None:
+            return LocalBackend.create(self.folder, folders)
+        backend = self.open_object_store()
+        try:
+            if backend.list(""):
+                raise BadInput(f"cannot init {backend.location}: objects already exist under "
+                               f"that prefix; choose an empty prefix")
+        except BaseException:
+            backend.close()
+            raise
+        return backend
 
     def open_object_store(self) -> Backend:
         """The backend of the bucket and prefix of ``url``."""
@@ -81,6 +113,27 @@ def cached_index_folder(repository_id: str, place: str) -> Path:
     (32 hex digits) by the config before it names a folder."""
     place_key = hashlib.sha256(place.encode()).hexdigest()[:PLACE_KEY_HEX_DIGITS]
     return user_cache_folder() / repository_id / place_key / "index"
+
+
+def make_cached_index_folder(repository_id: str, place: str) -> Path:
+    """cached_index_folder, its folders made: ``<cache>/diskvault/<repository id>/<place
+    key>/``, each 0700 (the index names chunks)."""
+    index_folder = cached_index_folder(repository_id, place)
+    top = user_cache_folder()
+    top.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (top, index_folder.parent.parent, index_folder.parent):
+        make_private_folder(folder)
+    return index_folder
+
+
+def _locate(root: Path) -> Path:
+    """The repository folder ``root``, resolved once: inside it, no link is followed."""
+    if not root.exists():
+        raise RepositoryNotFound(f"repository {root} does not exist; create it with "
+                                 f"'diskvault init -r {root}'")
+    if not root.is_dir():
+        raise RepositoryNotFound(f"repository {root} is not a folder")
+    return root.resolve()
 
 
 LocationLike = Union[Location, str, os.PathLike]

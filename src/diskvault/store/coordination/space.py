@@ -64,8 +64,9 @@ def disk_full_reported(folders: list[Path], outcome: str) -> Iterator[None]:
 
 def allocate_reserve(backend: Backend) -> None:
     """Put the reserve if it is missing and there is room for it (a put is whole or
-    nothing, so a reserve never reserves less than RESERVE_BYTES)."""
-    if backend.stat(RESERVE_FILE) is not None:
+    nothing, so a reserve never reserves less than RESERVE_BYTES). An object store fills
+    no disk of this machine and needs none."""
+    if not backend.disk_folders() or backend.stat(RESERVE_FILE) is not None:
         return
     try:
         backend.put_if_absent(RESERVE_FILE, bytes(RESERVE_BYTES))
