@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import lmdb
-
 from ...errors import RepositoryFull
 from ..backends.protocol import Backend
+from ..index.chunk_index import is_index_error
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def is_disk_full(error: BaseException, folders: list[Path]) -> bool:
     LMDB reports a short write as EIO."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    if isinstance(error, lmdb.Error) or (isinstance(error, OSError) and error.errno == errno.EIO):
+    if is_index_error(error) or (isinstance(error, OSError) and error.errno == errno.EIO):
         try:
             return min(free_bytes(folder) for folder in folders) < LOW_SPACE_BYTES
         except OSError:

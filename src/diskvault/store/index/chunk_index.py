@@ -90,6 +90,11 @@ def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
                for entry in entries) & FINGERPRINT_MASK
 
 
+def is_index_error(error: BaseException) -> bool:
+    """An error of LMDB itself (a full disk's short write may come as one)."""
+    return isinstance(error, lmdb.Error)
+
+
 def exit_code_in_child(work) -> int:
     """``work`` run in a forked child: 0 if it ended, 1 if it raised, minus the signal that
     killed it. LMDB trusts its pages: a damaged one may kill the reader (SIGBUS, SIGSEGV)
