@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..host.durable import fsync_dir
-from .chunk_index import ChunkIndex, exit_code_in_child
+from .probe import EVERYTHING, ROOTS, probe_exit_code
 
 
 def set_aside_unreadable_index(folder: Path, thorough: bool = False) -> Path | None:
@@ -30,13 +30,5 @@ def set_aside_index(folder: Path) -> Path:
 
 
 def _index_reads(folder: Path, thorough: bool) -> bool:
-    """Tried in a child process: LMDB trusts its pages, so a damaged one may kill the
-    reader (SIGSEGV, SIGBUS) instead of raising, and the caller must survive that."""
-    def read() -> None:
-        index = ChunkIndex(folder, probe=False)
-        if thorough:
-            index.read_everything()
-        else:
-            index.table_sizes()
-        index.close()
-    return exit_code_in_child(read) == 0
+    """Tried in a fresh interpreter (probe.py): a damaged page may kill the reader."""
+    return probe_exit_code(folder, readonly=False, depth=EVERYTHING if thorough else ROOTS) == 0
