@@ -89,14 +89,15 @@ def backup(repo, source: Path, name, tags, changes_file, changed_since, verify_u
         new_series: list[str] = []  # said once the snapshot is saved: an error is one line
         try:
             if from_stdin:
-                record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
-                                                  stream_size, lock_wait_s, progress,
-                                                  allow_shrink, new_series.append)
+                record = repository.backup_stream(
+                    sys.stdin.buffer, name=name, tags=tuple(tags), size=stream_size,
+                    lock_wait_s=lock_wait_s, progress=progress, allow_shrink=allow_shrink,
+                    on_new_series=new_series.append)
             else:
-                record = repository.backup(source, name, tuple(tags), lock_wait_s, progress,
-                                           changes, verify_unchanged,
-                                           open_source=open_source,
-                                           on_new_series=new_series.append)
+                record = repository.backup(
+                    source, name=name, tags=tuple(tags), lock_wait_s=lock_wait_s,
+                    progress=progress, changes=changes, verify_unchanged=verify_unchanged,
+                    open_source=open_source, on_new_series=new_series.append)
         finally:
             progress.close()
         requests = repository.storage.requests_made()

@@ -7,9 +7,9 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import BadInput, CorruptData, LockHolder
 from .backends.location import LocationLike, as_location
@@ -28,6 +28,9 @@ from .read.image_map import cutting_hints, image_spans
 from .restore import known_contents
 from .restore.restore_marks import refuse_interrupted_target
 from .storage import Storage, read_config_at
+
+if TYPE_CHECKING:  # imported on use: read-only commands never load the backup path
+    from .backup.back_up import BackupRequest, ChangedRead
 
 # Flows that load native libraries (fastcdc, zstd) or the restore machinery (chunker,
 # backup, copy, reader, restore) are imported in the methods that run them, so that
@@ -154,13 +157,17 @@ class Repository:
         started = time.monotonic()
         self.refuse_inside(Path(source_path), "backup source")
         refuse_interrupted_target(Path(source_path))
-        series = series_name(source_path, name)
+        from .backup.back_up import BackupRequest  # on use: read-only commands never load it
+
+        request = BackupRequest(series_name(source_path, name), tuple(tags), started,
+                                progress)
         with open_source(Path(source_path)) as source:
             if changes is None:
-                return self._back_up(source, series, tags, lock_wait_s, progress, started,
-                                     on_new_series=on_new_series)
-            return self._back_up_changes(source, series, tags, lock_wait_s, progress, started,
-                                         changes, verify_unchanged)
+                return self._back_up(source, request, lock_wait_s, on_new_series)
+            check_fits(changes, source.size)
+            return self._back_up(source, request, lock_wait_s,
+                                 changed=lambda: self._changed_read(source, request,
+                                                                    changes, verify_unchanged))
 
     def backup_stream(self, stream: BinaryIO, name: str, tags: tuple[str, ...] = (),
                       size: int | None = None, lock_wait_s: float = 0.0,
@@ -171,54 +178,50 @@ class Repository:
         ``size`` or ``allow_shrink``, a stream shorter than the series' latest snapshot is
         refused: that is how a producer killed half way shows in a pipe."""
         started = time.monotonic()
+        from .backup.back_up import BackupRequest  # see backup
+
         minimum = 1
         if size is None and not allow_shrink:
             series = self.list_snapshots(name)
             minimum = max(series, key=lambda r: (r.time, r.id)).size if series else 1
-        return self._back_up(StreamSource(stream, size, minimum), name, tags, lock_wait_s,
-                             progress, started, on_new_series=on_new_series)
+        return self._back_up(StreamSource(stream, size, minimum),
+                             BackupRequest(name, tuple(tags), started, progress),
+                             lock_wait_s, on_new_series)
 
-    def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
-                 started: float, how: Callable[[], dict] = dict,
-                 on_new_series: Callable[[str], None] | None = None) -> SnapshotRecord:
-        """The backup under the writer lock; ``how`` is called under it and gives
-        back_up's ``record``, ``base_id`` and ``holes_as_zeros`` (default: a full read)."""
+    def _back_up(self, source, request: BackupRequest, lock_wait_s: float,
+                 on_new_series: Callable[[str], None] | None = None,
+                 changed: Callable[[], ChangedRead] | None = None) -> SnapshotRecord:
+        """The backup under the writer lock, the previous snapshot's chunks as hints;
+        ``changed`` is asked under it how a change map's backup reads (default: a full
+        read)."""
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
                 self.writer_lock(f"backup {source.label}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
-            from .backup.back_up import back_up  # on use: read-only commands never load it
+            from .backup.back_up import back_up
 
-            return back_up(source, series, list(tags), packs=storage.packs,
-                           index=storage.index, codec=storage.codec, config=self.config,
-                           pool=storage.pool, snapshots=storage.snapshots,
-                           hints=self._hints_for(series, on_new_series), progress=progress,
-                           started=started,
-                           before_record=lock.ensure_held, **how())
+            request = replace(request, hints=self._hints_for(request.name, on_new_series),
+                              changed=changed() if changed else None)
+            return back_up(storage, source, request, before_record=lock.ensure_held)
 
-    def _back_up_changes(self, source: ImageSource, series: str, tags, lock_wait_s: float,
-                         progress, started: float, changes: ChangeMap,
-                         verify_unchanged: int) -> SnapshotRecord:
+    def _changed_read(self, source: ImageSource, request: BackupRequest,
+                      changes: ChangeMap, verify_unchanged: int) -> ChangedRead:
         """Only the changed ranges read; the rest taken from the map's base, which must be
-        the series' latest snapshot (checked under the writer lock)."""
-        check_fits(changes, source.size)
+        the series' latest snapshot (called under the writer lock)."""
+        from .backup.back_up import ChangedRead
+        from .backup.changed_backup import PreviousEntries, record_changed
 
-        def how() -> dict:
-            from .backup.changed_backup import PreviousEntries, record_changed  # see _back_up
+        base = self._change_map_base(request.name, changes)
+        changed = ChangedRanges(changes.ranges, base.size, source.size)
+        previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
+                                   changed, source.size)
 
-            base = self._change_map_base(series, changes)
-            changed = ChangedRanges(changes.ranges, base.size, source.size)
-            previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
-                                       changed, source.size)
-
-            def record(session, stats):
-                return record_changed(source, previous, changed, self.config.chunker,
-                                      session, self.storage.pool, stats, verify_unchanged,
-                                      progress)
-            return {"record": record, "base_id": base.id,
-                    "holes_as_zeros": base.holes_as_zeros}
-        return self._back_up(source, series, tags, lock_wait_s, progress, started, how)
+        def record(session, stats):
+            return record_changed(source, previous, changed, self.config.chunker, session,
+                                  self.storage.pool, stats, verify_unchanged,
+                                  request.progress)
+        return ChangedRead(record, base.id, base.holes_as_zeros)
 
     def _change_map_base(self, series: str, changes: ChangeMap) -> SnapshotRecord:
         if changes.base is None:
