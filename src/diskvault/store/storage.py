@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ..errors import BadInput, CorruptData, RepositoryReadOnly
-from .backends.location import LocationLike, as_location, make_cached_index_folder
+from .backends.location import LocationLike, as_location
 from .backends.protocol import Backend
 from .coordination import locking, readers, space
 from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
@@ -26,6 +26,7 @@ from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compr
 from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PackStore
 from .format.snapshots import SnapshotStore
+from .host.user_folders import make_cached_index_folder
 from .index.catch_up import CatchUp, catch_up, index_state
 from .index.chunk_index import DATA_FILE, ChunkIndex
 from .index.damage import set_aside_index, set_aside_unreadable_index

@@ -13,7 +13,7 @@ import pytest
 from diskvault.store.format.packs import PackEntry
 from diskvault.store.index.chunk_index import ChunkIndex
 from diskvault.store.index.damage import set_aside_unreadable_index
-from diskvault.store.index.probe import EVERYTHING, OPENING, ROOTS, probe_exit_code
+from diskvault.store.index.probe import probe_exit_code
 
 PACK = "ab" * 16
 
@@ -51,9 +51,18 @@ def test_an_index_opens_and_is_judged_readable_without_a_fork(index_folder,
     assert index_folder.exists()
 
 
-@pytest.mark.parametrize("depth", [OPENING, ROOTS, EVERYTHING])
-def test_a_probe_tells_a_readable_index_from_one_that_is_not(index_folder, depth):
-    assert probe_exit_code(index_folder, readonly=False, depth=depth) == 0
+def test_the_probe_at_open_tells_a_readable_index_from_one_that_is_not(index_folder):
+    assert probe_exit_code(index_folder, readonly=False) == 0
     data = index_folder / "data.mdb"
     os.truncate(data, os.path.getsize(data) // 2)  # refused, never read past its end
-    assert probe_exit_code(index_folder, readonly=False, depth=depth) == 1
+    assert probe_exit_code(index_folder, readonly=False) == 1
+
+
+@pytest.mark.parametrize("thorough", [False, True])
+def test_an_index_cut_off_is_set_aside_and_a_whole_one_is_not(index_folder, thorough):
+    assert set_aside_unreadable_index(index_folder, thorough) is None
+    data = index_folder / "data.mdb"
+    os.truncate(data, os.path.getsize(data) // 2)
+    moved = set_aside_unreadable_index(index_folder, thorough)
+    assert moved is not None and (moved / "data.mdb").exists()
+    assert not index_folder.exists()

@@ -2,15 +2,14 @@
 -r/DISKVAULT_REPO and opened here into a Backend. boto3 is imported only when an S3
 location is opened, so local commands start as fast as before.
 
-The index lives with the repository when it is a local folder (``<repo>/index``); for an
-object store (or a repository this user cannot write) it is a cache in the user's cache
-folder, keyed by the repository id *and* the place it was read from, that
-``index_cache.py`` rebuilds and catches up from the packs.
+Where the index lives is the backend's answer (Backend.index_folder): with the repository
+when it is a local folder (``<repo>/index``); for an object store a cache in the user's
+cache folder (host/user_folders.py), keyed by the repository id *and* the place it was
+read from, that catching up (index/catch_up.py) rebuilds from the packs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -19,8 +18,6 @@ from pathlib import Path
 from typing import Union
 
 from ...errors import BadInput, ObjectStoreUnusable, RepositoryNotFound
-from ..host.durable import make_private_folder
-from ..host.user_folders import user_cache_folder
 from .local import LocalBackend
 from .protocol import Backend
 
@@ -101,29 +98,6 @@ def parse_location(value: str | os.PathLike | None) -> Location:
                        f"diskvault does not know; give a local folder such as /backups/vm1 "
                        f"or s3://BUCKET/PREFIX{local_hint}")
     return Location(folder=Path(text))
-
-
-PLACE_KEY_HEX_DIGITS = 16
-
-
-def cached_index_folder(repository_id: str, place: str) -> Path:
-    """Where this machine caches the index of the repository ``repository_id`` read at
-    ``place`` (Backend.place): two copies of one repository (a cloned prefix, a replica on
-    another endpoint, a copied folder) share an id but never a cache. The id is validated
-    (32 hex digits) by the config before it names a folder."""
-    place_key = hashlib.sha256(place.encode()).hexdigest()[:PLACE_KEY_HEX_DIGITS]
-    return user_cache_folder() / repository_id / place_key / "index"
-
-
-def make_cached_index_folder(repository_id: str, place: str) -> Path:
-    """cached_index_folder, its folders made: ``<cache>/diskvault/<repository id>/<place
-    key>/``, each 0700 (the index names chunks)."""
-    index_folder = cached_index_folder(repository_id, place)
-    top = user_cache_folder()
-    top.parent.mkdir(parents=True, exist_ok=True)
-    for folder in (top, index_folder.parent.parent, index_folder.parent):
-        make_private_folder(folder)
-    return index_folder
 
 
 def _locate(root: Path) -> Path:

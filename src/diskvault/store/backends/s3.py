@@ -34,8 +34,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
                                  PartialCredentialsError)
 
 from ...errors import BadInput, ObjectStoreFailed, ObjectStoreUnusable, RepositoryReadOnly
-from ..host.user_folders import user_cache_folder
-from .location import make_cached_index_folder
+from ..host.user_folders import make_cached_index_folder, user_cache_folder
 from .protocol import ObjectAge, check_object_name
 from .s3_client import (RequestCounter, attempts_setting, content_md5, error_code, http_status,
                         make_client)

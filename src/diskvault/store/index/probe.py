@@ -3,8 +3,9 @@ kill the reader (SIGBUS, SIGSEGV) instead of raising, and a command must survive
 say what is wrong. A fresh interpreter, not a fork: a fork of a process whose other
 threads (a lock's heartbeat, a worker pool) hold locks keeps those locks held forever.
 
-The probe at every open imports only lmdb (it starts in a few tens of milliseconds) and
-opens the environment exactly as ChunkIndex does, through the options defined here.
+The probe at every open (this module run as a program) imports only lmdb, so it starts in
+a few tens of milliseconds, and opens the environment exactly as ChunkIndex does, through
+the options defined here. Repair's thorough read runs damage.py the same way.
 """
 
 from __future__ import annotations
@@ -21,10 +22,6 @@ MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents
 DATA_FILE = "data.mdb"
 META_TABLE = b"meta"
 TABLES = (b"chunks", b"packs", META_TABLE)
-# How far a probe reads: OPENING, what opening reads, with lmdb alone (the probe at every
-# open, which only asks whether the reader survives); as a ChunkIndex, which also refuses
-# what it would (a planted link, a cut-off file), its ROOTS or EVERYTHING.
-OPENING, ROOTS, EVERYTHING = "opening", "roots", "everything"
 
 
 def open_environment(path: Path, readonly: bool) -> lmdb.Environment:
@@ -47,14 +44,18 @@ def open_tables(env: lmdb.Environment, readonly: bool) -> list:
     return [env.open_db(name, create=not readonly) for name in TABLES]
 
 
-def probe_exit_code(path: Path, readonly: bool, depth: str = OPENING) -> int:
-    """Read the index at ``path`` in a fresh interpreter: 0 if it read, 1 if reading it
-    raised, minus the signal that killed the reader."""
-    # -P: the folder the command runs in is not searched for modules.
-    command = [sys.executable, "-P", "-m", __name__, str(path), "ro" if readonly else "rw",
-               depth]
+def exit_code_in_fresh_interpreter(module: str, *args: str) -> int:
+    """``python -m module args``: 0 if it ended, 1 if it raised, minus the signal that
+    killed it. -P: the folder the command runs in is not searched for modules."""
+    command = [sys.executable, "-P", "-m", module, *args]
     return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, check=False).returncode
+
+
+def probe_exit_code(path: Path, readonly: bool) -> int:
+    """Open the index at ``path`` and read its roots in a fresh interpreter (the exit code
+    of exit_code_in_fresh_interpreter): only a crash is news, an error the open reports."""
+    return exit_code_in_fresh_interpreter(__name__, str(path), "ro" if readonly else "rw")
 
 
 def _read_opening(path: Path, readonly: bool) -> None:
@@ -68,24 +69,5 @@ def _read_opening(path: Path, readonly: bool) -> None:
     env.close()
 
 
-def _read_as_index(path: Path, readonly: bool, depth: str) -> None:
-    from .chunk_index import ChunkIndex  # its checks and formats: only where asked
-
-    index = ChunkIndex(path, readonly=readonly, probe=False)
-    if depth == EVERYTHING:
-        index.read_everything()
-    else:
-        index.table_sizes()
-    index.close()
-
-
-def main(argv: list[str]) -> None:
-    path, mode, depth = argv
-    if depth == OPENING:
-        _read_opening(Path(path), readonly=mode == "ro")
-    else:
-        _read_as_index(Path(path), readonly=mode == "ro", depth=depth)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    _read_opening(Path(sys.argv[1]), readonly=sys.argv[2] == "ro")
