@@ -111,18 +111,20 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
             new_series: list[str] = []  # said once the snapshot is saved: errors are one line
             try:
                 if disk is not None:
-                    record = repository.backup_source(disk, series_name(source, name),
-                                                      tuple(tags), lock_wait_s, progress,
-                                                      on_new_series=new_series.append)
+                    record = repository.backup_source(
+                        disk, series_name(source, name), tags=tuple(tags),
+                        lock_wait_s=lock_wait_s, progress=progress,
+                        on_new_series=new_series.append)
                 elif from_stdin:
-                    record = repository.backup_stream(sys.stdin.buffer, name, tuple(tags),
-                                                      stream_size, lock_wait_s, progress,
-                                                      allow_shrink, new_series.append)
+                    record = repository.backup_stream(
+                        sys.stdin.buffer, name=name, tags=tuple(tags), size=stream_size,
+                        lock_wait_s=lock_wait_s, progress=progress, allow_shrink=allow_shrink,
+                        on_new_series=new_series.append)
                 else:
-                    record = repository.backup(Path(source), name, tuple(tags), lock_wait_s,
-                                               progress, changes, verify_unchanged,
-                                               open_source=open_source,
-                                               on_new_series=new_series.append)
+                    record = repository.backup(
+                        Path(source), name=name, tags=tuple(tags), lock_wait_s=lock_wait_s,
+                        progress=progress, changes=changes, verify_unchanged=verify_unchanged,
+                        open_source=open_source, on_new_series=new_series.append)
             finally:
                 progress.close()
         requests = repository.storage.requests_made()

@@ -16,6 +16,7 @@ import os
 import selectors
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ def fork_mount_process(mountpoint: str, timeout_s: float = READY_TIMEOUT_S) -> b
     exit code."""
     sys.stdout.flush()  # else what is still buffered is written by both processes
     sys.stderr.flush()
+    assert threading.active_count() == 1, "a fork would keep only this thread of several"
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:

@@ -117,8 +117,9 @@ def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> Compact
 
 
 def plan_requests(storage: Storage, plan: CompactionPlan) -> PlannedRequests | None:
-    """The object-store requests carrying out ``plan`` makes; None for a local folder."""
-    if storage.is_local:
+    """The object-store requests carrying out ``plan`` makes; None where requests are not
+    counted (a local folder: Backend.requests_made)."""
+    if storage.requests_made() is None:
         return None
     return planned_requests(plan, storage.config.pack_target_bytes,
                             storage.backend.part_bytes)

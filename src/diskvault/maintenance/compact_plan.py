@@ -15,11 +15,9 @@ same plan serves ``compact --dry-run`` and the compaction that carries it out
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-
-import lmdb
 
 from ..errors import BadInput, CorruptData
 from ..store.format.packs import ENTRY, PackEntry, read_footer
@@ -36,9 +34,7 @@ DEFAULT_THRESHOLD = 0.2
 class LivenessView(Protocol):
     """What planning asks of the reference counts: Liveness (reconciled) or its preview."""
 
-    def read_txn(self) -> lmdb.Transaction: ...
-
-    def is_used(self, txn: lmdb.Transaction, digest: bytes) -> bool: ...
+    def used(self, digests: Sequence[bytes]) -> list[bool]: ...
 
     def doomed(self) -> set[str]: ...
 
@@ -133,16 +129,11 @@ def pack_footer(storage: Storage, pack_id: str) -> list[PackEntry] | None:
 def live_records(storage: Storage, liveness: LivenessView, pack_id: str,
                  entries: list[PackEntry]) -> list[PackEntry]:
     """The records that are the indexed copy of their chunk, a chunk some snapshot uses."""
-    with liveness.read_txn() as txn:
-        return [entry for entry in entries
-                if _is_indexed_copy(storage, txn, pack_id, entry)
-                and liveness.is_used(txn, entry.digest)]
-
-
-def _is_indexed_copy(storage: Storage, txn, pack_id: str, entry: PackEntry) -> bool:
-    location = storage.index.lookup(entry.digest, txn)
-    return (location is not None and location.pack_id == pack_id
-            and location.offset == entry.offset)
+    used = liveness.used([entry.digest for entry in entries])
+    located = storage.index.locate_many(entry.digest for entry in entries)
+    return [entry for entry, in_use, (_, location) in zip(entries, used, located)
+            if in_use and location is not None and location.pack_id == pack_id
+            and location.offset == entry.offset]
 
 
 def pack_exists(storage: Storage, pack_id: str) -> bool:

@@ -87,9 +87,9 @@ def last_copies(storage: Storage, liveness: Liveness,
             exists[pack_id] = pack_id not in going and pack_exists(storage, pack_id)
         return exists[pack_id]
 
-    with liveness.read_txn() as txn:
-        used = [(pack_id, entry) for pack_id, entries in footers.items() for entry in entries
-                if liveness.is_used(txn, entry.digest)]
+    records = [(pack_id, entry) for pack_id, entries in footers.items() for entry in entries]
+    in_use = liveness.used([entry.digest for _, entry in records])
+    used = [record for record, is_used in zip(records, in_use) if is_used]
     found: dict[str, list[PackEntry]] = {}
     locations = storage.index.locate_many(entry.digest for _, entry in used)
     for (pack_id, entry), (_, location) in zip(used, locations):

@@ -21,9 +21,10 @@ def worker_count() -> int:
     return max(2, os.cpu_count() or 2)
 
 
-def new_pool(name: str) -> ThreadPoolExecutor:
-    """Threads for work that releases the GIL (blake3, zstd, pread)."""
-    return ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix=name)
+def new_pool(name: str, workers: int | None = None) -> ThreadPoolExecutor:
+    """Threads for work that releases the GIL (blake3, zstd, pread): ``workers`` of them,
+    or one per core."""
+    return ThreadPoolExecutor(max_workers=workers or worker_count(), thread_name_prefix=name)
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

@@ -3,17 +3,17 @@ images. Orchestration only: the work is done by the modules it calls."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BadInput, CorruptData, LockHolder
 from .backends.location import LocationLike, as_location
 from .backup.change_map import ChangedRanges, ChangeMap, check_fits
+from .backup.request import BackupRequest, ChangedRead
 from .backup.source import ImageSource, SourceOpener
 from .backup.stream_source import StreamSource
 from .coordination.locking import WriterLock
@@ -27,7 +27,8 @@ from .read.diff import changed_ranges
 from .read.image_map import cutting_hints, image_spans
 from .restore import known_contents
 from .restore.restore_marks import refuse_interrupted_target
-from .storage import Storage, open_backend, read_config_at
+from .storage import Storage, read_config_at
+
 
 # Flows that load native libraries (fastcdc, zstd) or the restore machinery (chunker,
 # backup, copy, reader, restore) are imported in the methods that run them, so that
@@ -53,7 +54,7 @@ class Repository:
 
     def __init__(self, storage: Storage):
         self.storage = storage
-        self.root = storage.root  # a local repository's folder; None on an object store
+        self.root = storage.backend.root  # a local repository's folder; None on an object store
         self.location = storage.location  # either, for messages
         self.config = storage.config
 
@@ -89,24 +90,8 @@ class Repository:
 
     def contains(self, path: Path) -> bool:
         """Whether ``path`` (existing or not) lies inside this repository, reached through
-        any symbolic link or bind mount: its real path is under the root's, or one of its
-        folders is the root folder itself (same device and inode). Nothing local is inside
-        a repository on an object store."""
-        if self.root is None:
-            return False
-        root = os.stat(self.root)
-        absolute = Path(os.path.abspath(path))
-        real = Path(os.path.realpath(absolute))
-        if real == self.root or self.root in real.parents:
-            return True
-        for folder in {*absolute.parents, *real.parents, absolute, real}:
-            try:
-                status = os.stat(folder)
-            except OSError:
-                continue
-            if (status.st_dev, status.st_ino) == (root.st_dev, root.st_ino):
-                return True
-        return False
+        any symbolic link or bind mount (never: a repository on an object store)."""
+        return self.storage.backend.contains(path)
 
     def refuse_inside(self, path: Path, role: str) -> None:
         """BadInput if ``path`` is inside the repository: only the repository writes there."""
@@ -147,8 +132,7 @@ class Repository:
     def import_key(location: LocationLike, export: str) -> None:
         """Put back the key file of the repository at ``location`` from an export of its
         key; needs no passphrase and no readable key file (that is what it repairs)."""
-        backend, _ = open_backend(as_location(location))
-        with closing(backend):
+        with closing(as_location(location).open_backend()) as backend:
             import_key_file(backend, export)
 
     def change_passphrase(self, old: Passphrase, new: Passphrase) -> None:
@@ -170,13 +154,15 @@ class Repository:
         snapshot yet (the listing that finds the previous snapshot's chunks tells)."""
         started = time.monotonic()
         self.check_backup_source(Path(source_path))
-        series = series_name(source_path, name)
+        request = BackupRequest(series_name(source_path, name), tuple(tags), started,
+                                progress)
         with open_source(Path(source_path)) as source:
             if changes is None:
-                return self._back_up(source, series, tags, lock_wait_s, progress, started,
-                                     on_new_series=on_new_series)
-            return self._back_up_changes(source, series, tags, lock_wait_s, progress, started,
-                                         changes, verify_unchanged)
+                return self._back_up(source, request, lock_wait_s, on_new_series)
+            check_fits(changes, source.size)
+            return self._back_up(source, request, lock_wait_s,
+                                 changed=lambda: self._changed_read(source, request,
+                                                                    changes, verify_unchanged))
 
     def check_backup_source(self, path: Path) -> None:
         """BadInput if the file ``path`` may not be backed up: it is inside the repository,
@@ -197,8 +183,9 @@ class Repository:
         if size is None and not allow_shrink:
             series = self.list_snapshots(name)
             minimum = max(series, key=lambda r: (r.time, r.id)).size if series else 1
-        return self._back_up(StreamSource(stream, size, minimum), name, tags, lock_wait_s,
-                             progress, started, on_new_series=on_new_series)
+        return self._back_up(StreamSource(stream, size, minimum),
+                             BackupRequest(name, tuple(tags), started, progress),
+                             lock_wait_s, on_new_series)
 
     def backup_source(self, source, name: str, tags: tuple[str, ...] = (),
                       lock_wait_s: float = 0.0, progress: Progress | None = None,
@@ -206,50 +193,42 @@ class Repository:
         """Back up an opened source that is neither a plain file nor a stream (diskvault's
         sources/: an NBD export, a disk-image format read as the guest sees it): anything
         with ``size``, ``label``, ``pieces()`` and ``check_unchanged()`` like ImageSource."""
-        return self._back_up(source, name, tags, lock_wait_s, progress, time.monotonic(),
-                             on_new_series=on_new_series)
+        return self._back_up(source, BackupRequest(name, tuple(tags), time.monotonic(),
+                                                   progress), lock_wait_s, on_new_series)
 
-    def _back_up(self, source, series: str, tags, lock_wait_s: float, progress,
-                 started: float, how: Callable[[], dict] = dict,
-                 on_new_series: Callable[[str], None] | None = None) -> SnapshotRecord:
-        """The backup under the writer lock; ``how`` is called under it and gives
-        back_up's ``record``, ``base_id`` and ``holes_as_zeros`` (default: a full read)."""
+    def _back_up(self, source, request: BackupRequest, lock_wait_s: float,
+                 on_new_series: Callable[[str], None] | None = None,
+                 changed: Callable[[], ChangedRead] | None = None) -> SnapshotRecord:
+        """The backup under the writer lock, the previous snapshot's chunks as hints;
+        ``changed`` is asked under it how a change map's backup reads (default: a full
+        read)."""
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
                 self.writer_lock(f"backup {source.label}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
-            from .backup.back_up import back_up  # on use: read-only commands never load it
+            from .backup.back_up import back_up
 
-            return back_up(source, series, list(tags), packs=storage.packs,
-                           index=storage.index, codec=storage.codec, config=self.config,
-                           pool=storage.pool, snapshots=storage.snapshots,
-                           hints=self._hints_for(series, on_new_series), progress=progress,
-                           started=started,
-                           before_record=lock.ensure_held, **how())
+            request = replace(request, hints=self._hints_for(request.name, on_new_series),
+                              changed=changed() if changed else None)
+            return back_up(storage, source, request, before_record=lock.ensure_held)
 
-    def _back_up_changes(self, source: ImageSource, series: str, tags, lock_wait_s: float,
-                         progress, started: float, changes: ChangeMap,
-                         verify_unchanged: int) -> SnapshotRecord:
+    def _changed_read(self, source: ImageSource, request: BackupRequest,
+                      changes: ChangeMap, verify_unchanged: int) -> ChangedRead:
         """Only the changed ranges read; the rest taken from the map's base, which must be
-        the series' latest snapshot (checked under the writer lock)."""
-        check_fits(changes, source.size)
+        the series' latest snapshot (called under the writer lock)."""
+        from .backup.changed_backup import PreviousEntries, record_changed
 
-        def how() -> dict:
-            from .backup.changed_backup import PreviousEntries, record_changed  # see _back_up
+        base = self._change_map_base(request.name, changes)
+        changed = ChangedRanges(changes.ranges, base.size, source.size)
+        previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
+                                   changed, source.size)
 
-            base = self._change_map_base(series, changes)
-            changed = ChangedRanges(changes.ranges, base.size, source.size)
-            previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
-                                       changed, source.size)
-
-            def record(session, stats):
-                return record_changed(source, previous, changed, self.config.chunker,
-                                      session, self.storage.pool, stats, verify_unchanged,
-                                      progress)
-            return {"record": record, "base_id": base.id,
-                    "holes_as_zeros": base.holes_as_zeros}
-        return self._back_up(source, series, tags, lock_wait_s, progress, started, how)
+        def record(session, stats):
+            return record_changed(source, previous, changed, self.config.chunker, session,
+                                  self.storage.pool, stats, verify_unchanged,
+                                  request.progress)
+        return ChangedRead(record, base.id, base.holes_as_zeros)
 
     def _change_map_base(self, series: str, changes: ChangeMap) -> SnapshotRecord:
         if changes.base is None:

@@ -15,9 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
-from .backends.local import LocalBackend
-from .backends.location import Location, LocationLike, as_location, cached_index_folder
+from ..errors import BadInput, CorruptData, RepositoryReadOnly
+from .backends.location import LocationLike, as_location
 from .backends.protocol import Backend
 from .coordination import locking, readers, space
 from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
@@ -27,8 +26,7 @@ from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compr
 from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PackStore
 from .format.snapshots import SnapshotStore
-from .host.durable import make_private_folder
-from .host.user_folders import user_cache_folder
+from .host.user_folders import make_cached_index_folder
 from .index.catch_up import CatchUp, catch_up, index_state
 from .index.chunk_index import DATA_FILE, ChunkIndex
 from .index.damage import set_aside_index, set_aside_unreadable_index
@@ -38,22 +36,17 @@ from .read.chunk_reader import ChunkReader
 
 log = logging.getLogger(__name__)
 
-PACKS_DIR = "packs"
-INDEX_DIR = "index"
-SNAPSHOTS_DIR = "snapshots"
-OBJECT_STORE_READS_IN_FLIGHT = 16  # the S3 client's connection pool holds as many
+TOP_FOLDERS = ("packs", "snapshots")  # made with a new local repository
 CATCH_UP_OUTCOME = ("the index could not be brought up to date and nothing else was "
                     "changed: free space there, then rerun the command")
 
 
 class Storage:
     """An open repository's parts. Readers may use it while another process writes; a
-    writer takes ``writer_lock()`` first. ``root`` is the folder of a local repository
-    (None on an object store); ``location`` names either in messages."""
+    writer takes ``writer_lock()`` first. ``location`` names it in messages."""
 
     def __init__(self, backend: Backend, index_folder: Path, config: RepositoryConfig,
-                 cipher: RecordCipher | None = None, root: Path | None = None):
-        self.root = root
+                 cipher: RecordCipher | None = None):
         self.location = backend.location
         self.config = config
         self.cipher: RecordCipher = cipher or NoEncryption()
@@ -79,7 +72,8 @@ class Storage:
         """The index at ``folder``. One that cannot be opened is set aside and begun anew
         (catching up fills it); on a repository this process may not write, a private
         cache is used instead of it."""
-        read_only = self.root is not None and self.backend.read_only_reason() is not None
+        read_only = (not self.backend.index_is_cache
+                     and self.backend.read_only_reason() is not None)
         self._index_begun = not (folder / DATA_FILE).exists()
         try:
             return ChunkIndex(folder, readonly=read_only)
@@ -95,8 +89,7 @@ class Storage:
             return ChunkIndex(folder)
 
     def _private_index(self) -> ChunkIndex:
-        folder = cached_index_folder(self.config.repository_id, self.backend.place)
-        _make_cache_folders(folder)
+        folder = make_cached_index_folder(self.config.repository_id, self.backend.place)
         self._index_begun = not (folder / DATA_FILE).exists()
         return ChunkIndex(folder)
 
@@ -105,7 +98,7 @@ class Storage:
         begun (lost, or set aside) or names another copy of the repository. Otherwise what
         it lacks is left to writers (which index it under their lock) and to check, which
         reports packs it does not know."""
-        if not self.is_local or self._index_begun:
+        if self.backend.index_is_cache or self._index_begun:
             return True
         recorded = self.index.identity()
         return recorded is not None and recorded != self.identity
@@ -114,13 +107,7 @@ class Storage:
     def space_folders(self) -> list[Path]:
         """Where a full disk can stop a writer: the repository's folders and its index's
         (which may be a mount of its own), or the cache's for S3."""
-        if self.root is None:
-            return [self.index.path]
-        return [self.root, self.index.path, self.root / PACKS_DIR]
-
-    @property
-    def is_local(self) -> bool:
-        return self.root is not None
+        return [*self.backend.disk_folders(), self.index.path]
 
     # -- lifecycle ---------------------------------------------------------------------
     @classmethod
@@ -133,8 +120,7 @@ class Storage:
         ``none``); ``version`` 1 only to test that old repositories still work; ``chunker``
         (another repository's parameters) stands in for ``chunk_size``."""
         location = as_location(location)
-        if location.is_local:
-            _refuse_used_folder(location.folder)
+        location.refuse_used_folder()
         if encryption != PLAINTEXT_MODE:  # asked before anything is created
             passphrase = passphrase_text(passphrase, confirm=True)
         if chunker is None:
@@ -147,17 +133,13 @@ class Storage:
             config.validate()
         except BadInput as error:
             raise BadInput(f"cannot init {location}: {error}") from None
-        root = _make_repository_folder(location.folder) if location.is_local else None
-        backend = LocalBackend(root) if root else location.open_object_store()
+        backend = location.create_backend(TOP_FOLDERS)
         try:
-            if root is None:
-                _refuse_used_prefix(backend)
             locking.prepare_lock_files(backend)
-            if root is not None:
-                space.allocate_reserve(backend)
+            space.allocate_reserve(backend)
             config, cipher = create_cipher(backend, config, passphrase)
             write_config(backend, config)  # last: without config it is not a repository
-            return cls.on_backend(backend, config, cipher, root)
+            return cls.on_backend(backend, config, cipher)
         except BaseException:
             backend.close()
             raise
@@ -171,11 +153,11 @@ class Storage:
         index of an object-store repository is caught up with the bucket here, unless
         ``catch_up`` is False: a writer does it under its lock (recover_unindexed_packs),
         and a listing at open would only repeat that one."""
-        backend, root = open_backend(as_location(location))
+        backend = as_location(location).open_backend()
         try:
             config = read_config(backend)
             cipher = open_cipher(backend, config, passphrase, keys)
-            storage = cls.on_backend(backend, config, cipher, root)
+            storage = cls.on_backend(backend, config, cipher)
         except BaseException:
             backend.close()
             raise
@@ -188,19 +170,14 @@ class Storage:
         return storage
 
     @classmethod
-    def on_backend(cls, backend: Backend, config: RepositoryConfig, cipher: RecordCipher,
-                   root: Path | None) -> "Storage":
-        """The storage over an opened backend: the index in the local repository's folder,
-        or in this user's cache for an object store."""
-        if root is not None:
-            return cls(backend, index_path(root), config, cipher, root)
-        index_folder = cached_index_folder(config.repository_id, backend.place)
-        _make_cache_folders(index_folder)
-        return cls(backend, index_folder, config, cipher, root)
+    def on_backend(cls, backend: Backend, config: RepositoryConfig,
+                   cipher: RecordCipher) -> "Storage":
+        """The storage over an opened backend, its index where the backend keeps it."""
+        return cls(backend, backend.index_folder(config.repository_id), config, cipher)
 
     def requests_made(self) -> dict[str, int] | None:
         """The object-store requests made so far, by operation; None for a local folder."""
-        return None if self.is_local else self.backend.requests.snapshot()
+        return self.backend.requests_made()
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -208,8 +185,7 @@ class Storage:
         an object store a read waits on the network, not a core: more threads keep more
         range GETs in flight (restore's window, the mount's read-ahead)."""
         if self._pool is None:
-            self._pool = new_pool("diskvault") if self.is_local else ThreadPoolExecutor(
-                max_workers=OBJECT_STORE_READS_IN_FLIGHT, thread_name_prefix="diskvault")
+            self._pool = new_pool("diskvault", self.backend.reads_in_flight)
         return self._pool
 
     def close(self) -> None:
@@ -234,7 +210,7 @@ class Storage:
         compaction on another host that deleted packs before the registration is seen, and
         none can after it. (A local repository's compaction changes its one index.)"""
         lock = readers.ReaderLock(self.backend, leases=self.leases)
-        if self.is_local:
+        if not self.backend.index_is_cache:
             return lock
         try:
             self.catch_up_index()
@@ -260,9 +236,8 @@ class Storage:
         space.release_reserve_if_full(self.backend, self.space_folders)
 
     def allocate_reserve(self) -> None:
-        """A local repository's space reserve; an object store needs none."""
-        if self.is_local:
-            space.allocate_reserve(self.backend)
+        """The space reserve where the repository fills a disk (space.allocate_reserve)."""
+        space.allocate_reserve(self.backend)
 
     # -- packs -------------------------------------------------------------------------
     def recover_unindexed_packs(self) -> int:
@@ -293,7 +268,7 @@ class Storage:
             self._use_index(self._private_index())
             state = None
         return catch_up(self.index, self.packs, self.identity, state,
-                        vanished_is_stale=writer or not self.is_local)
+                        vanished_is_stale=writer or self.backend.index_is_cache)
 
     def replace_damaged_index(self) -> Path:
         """Set the index aside (damage was met in it) and begin a new one in its place;
@@ -322,68 +297,14 @@ class Storage:
         self.chunks.use_index(index)
 
 
-def open_backend(location: Location) -> tuple[Backend, Path | None]:
-    """The backend of an existing repository, and a local one's folder (resolved once)."""
-    if location.is_local:
-        root = locate(location.folder)
-        return LocalBackend(root), root
-    return location.open_object_store(), None
-
-
 def read_config_at(location: LocationLike) -> RepositoryConfig:
     """The config of the repository at ``location``, unauthenticated (no passphrase asked):
     enough for settings that are not secret, such as its chunker parameters."""
-    backend, _ = open_backend(as_location(location))
+    backend = as_location(location).open_backend()
     try:
         return read_config(backend)
     finally:
         backend.close()
-
-
-def locate(root: Path) -> Path:
-    """The repository folder ``root``, resolved once: inside it, no link is followed."""
-    root = Path(root)
-    if not root.exists():
-        raise RepositoryNotFound(f"repository {root} does not exist; create it with "
-                                 f"'diskvault init -r {root}'")
-    if not root.is_dir():
-        raise RepositoryNotFound(f"repository {root} is not a folder")
-    return root.resolve()
-
-
-def _refuse_used_folder(root: Path) -> None:
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise BadInput(f"cannot init {root}: it exists and is not an empty folder")
-
-
-def _make_repository_folder(root: Path) -> Path:
-    """The folders of a new local repository; the root resolved once (the user may name it
-    through a link), inside it nothing is followed."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    root = root.resolve()
-    make_private_folder(root)  # an empty folder made by the user keeps its mode
-    for folder in (PACKS_DIR, SNAPSHOTS_DIR):
-        make_private_folder(root / folder)
-    return root
-
-
-def _refuse_used_prefix(backend: Backend) -> None:
-    if backend.list(""):
-        raise BadInput(f"cannot init {backend.location}: objects already exist under that "
-                       f"prefix; choose an empty prefix")
-
-
-def _make_cache_folders(index_folder: Path) -> None:
-    """``<cache>/diskvault/<repository id>/<place key>/``, each folder 0700 (the index
-    names chunks)."""
-    top = user_cache_folder()
-    top.parent.mkdir(parents=True, exist_ok=True)
-    for folder in (top, index_folder.parent.parent, index_folder.parent):
-        make_private_folder(folder)
-
-
-def index_path(root: Path) -> Path:
-    return root / INDEX_DIR
 
 
 def writer_lock(backend: Backend, command: str, lock_wait_s: float = 0.0,

@@ -236,6 +236,50 @@ def test_names_that_could_leave_the_store_are_refused(backend, name):
         backend.put(name, b"x")
 
 
+# -- what the backend answers about its place --------------------------------------------
+
+REPOSITORY_ID = "0123456789abcdef0123456789abcdef"
+
+
+def test_the_index_lives_in_the_repository_folder_or_in_a_private_cache(backend, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = backend.index_folder(REPOSITORY_ID)
+    if backend.index_is_cache:
+        assert tmp_path / "cache" in folder.parents and backend.root is None
+        assert folder.parent.stat().st_mode & 0o777 == 0o700
+        assert backend.index_folder(REPOSITORY_ID) == folder  # made once, found again
+    else:
+        assert folder.parent == backend.root
+
+
+def test_disk_folders_are_the_repository_folder_first_or_none(backend):
+    folders = backend.disk_folders()
+    assert (folders[0] == backend.root) if folders else backend.root is None
+
+
+def test_a_path_is_inside_only_under_the_repository_folder_however_it_is_reached(
+        backend, tmp_path):
+    assert not backend.contains(tmp_path / "elsewhere" / "image.img")
+    if backend.root is None:
+        return
+    link = tmp_path / "link"
+    link.symlink_to(backend.root)
+    assert backend.contains(backend.root / "packs" / "new.img")
+    assert backend.contains(link / "new.img")
+    assert backend.contains(backend.root)
+
+
+def test_requests_are_counted_where_they_cost_and_workers_fit_the_storage(backend):
+    before = backend.requests_made()
+    backend.put("config", b"x")
+    after = backend.requests_made()
+    assert (before is None) == (after is None) == (backend.root is not None)
+    if after is not None:
+        assert sum(after.values()) > sum(before.values())
+    assert backend.reads_in_flight is None or backend.reads_in_flight > 1
+
+
 # -- the local backend never follows a link ------------------------------------------------
 
 VICTIM_BYTES = b"not diskvault's, must stay as it is\n"

@@ -10,15 +10,18 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from ...lru import LRU
 from ..host.durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
-                            create_exclusive, make_private_folder_at, open_folder, temp_name,
-                            write_all)
+                            create_exclusive, make_private_folder, make_private_folder_at,
+                            open_folder, temp_name, write_all)
 from .protocol import ObjectAge, check_object_name, is_access_denied
+
+INDEX_FOLDER = "index"
+PACKS_FOLDER = "packs"
 
 
 def _is_temp_name(name: str) -> bool:
@@ -84,6 +87,8 @@ class LocalBackend:
 
     uploads_in_flight = 1  # fsyncs of one disk queue anyway; a pack streams to a temp file
     read_gap_bytes = 64 * 1024  # a seek costs little
+    reads_in_flight = None  # a disk: one worker per core
+    index_is_cache = False  # the index is the repository's own, in its folder
 
     def __init__(self, root: Path, open_files: int = 64):
         self.root = Path(root)
@@ -91,6 +96,45 @@ class LocalBackend:
         self.place = f"file://{self.root}"
         self._fds: LRU[str, _CachedFd] = LRU(open_files, lambda _, cached: cached.retire())
         self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, root: Path, folders: Sequence[str]) -> "LocalBackend":
+        """A new repository's folder and its top ``folders``, each 0700; the root resolved
+        once (the user may name it through a link), inside it nothing is followed."""
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root = root.resolve()
+        make_private_folder(root)  # an empty folder made by the user keeps its mode
+        for folder in folders:
+            make_private_folder(root / folder)
+        return cls(root)
+
+    # -- what this place is --------------------------------------------------------------
+    def index_folder(self, repository_id: str) -> Path:
+        return self.root / INDEX_FOLDER
+
+    def disk_folders(self) -> list[Path]:
+        """The root, and the packs' folder (which may be a mount of its own)."""
+        return [self.root, self.root / PACKS_FOLDER]
+
+    def contains(self, path: Path) -> bool:
+        """Reached through any symbolic link or bind mount: the real path is under the
+        root's, or one of its folders is the root folder itself (same device and inode)."""
+        root = os.stat(self.root)
+        absolute = Path(os.path.abspath(path))
+        real = Path(os.path.realpath(absolute))
+        if real == self.root or self.root in real.parents:
+            return True
+        for folder in {*absolute.parents, *real.parents, absolute, real}:
+            try:
+                status = os.stat(folder)
+            except OSError:
+                continue
+            if (status.st_dev, status.st_ino) == (root.st_dev, root.st_ino):
+                return True
+        return False
+
+    def requests_made(self) -> None:
+        return None  # a file read or write costs nothing to count
 
     # -- names --------------------------------------------------------------------------
     def _parts(self, name: str) -> list[str]:

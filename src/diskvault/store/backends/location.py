@@ -2,23 +2,23 @@
 -r/DISKVAULT_REPO and opened here into a Backend. boto3 is imported only when an S3
 location is opened, so local commands start as fast as before.
 
-The index lives with the repository when it is a local folder (``<repo>/index``); for an
-object store (or a repository this user cannot write) it is a cache in the user's cache
-folder, keyed by the repository id *and* the place it was read from, that
-``index_cache.py`` rebuilds and catches up from the packs.
+Where the index lives is the backend's answer (Backend.index_folder): with the repository
+when it is a local folder (``<repo>/index``); for an object store a cache in the user's
+cache folder (host/user_folders.py), keyed by the repository id *and* the place it was
+read from, that catching up (index/catch_up.py) rebuilds from the packs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from ...errors import BadInput, ObjectStoreUnusable
-from ..host.user_folders import user_cache_folder
+from ...errors import BadInput, ObjectStoreUnusable, RepositoryNotFound
+from .local import LocalBackend
 from .protocol import Backend
 
 S3_SCHEME = "s3://"
@@ -39,6 +39,35 @@ class Location:
 
     def __str__(self) -> str:
         return str(self.folder) if self.folder is not None else str(self.url)
+
+    def open_backend(self) -> Backend:
+        """The backend of an existing repository here (a folder resolved once)."""
+        if self.folder is not None:
+            return LocalBackend(_locate(self.folder))
+        return self.open_object_store()
+
+    def refuse_used_folder(self) -> None:
+        """BadInput if a folder to init holds something (asked before any passphrase;
+        a bucket's prefix is looked at once it is opened: create_backend)."""
+        folder = self.folder
+        if folder is not None and folder.exists() and (not folder.is_dir()
+                                                       or any(folder.iterdir())):
+            raise BadInput(f"cannot init {folder}: it exists and is not an empty folder")
+
+    def create_backend(self, folders: Sequence[str]) -> Backend:
+        """The backend of a new repository here: a folder made with its top ``folders``,
+        or an empty prefix of a bucket (BadInput if objects are there already)."""
+        if self.folder is not None:
+            return LocalBackend.create(self.folder, folders)
+        backend = self.open_object_store()
+        try:
+            if backend.list(""):
+                raise BadInput(f"cannot init {backend.location}: objects already exist under "
+                               f"that prefix; choose an empty prefix")
+        except BaseException:
+            backend.close()
+            raise
+        return backend
 
     def open_object_store(self) -> Backend:
         """The backend of the bucket and prefix of ``url``."""
@@ -71,16 +100,14 @@ def parse_location(value: str | os.PathLike | None) -> Location:
     return Location(folder=Path(text))
 
 
-PLACE_KEY_HEX_DIGITS = 16
-
-
-def cached_index_folder(repository_id: str, place: str) -> Path:
-    """Where this machine caches the index of the repository ``repository_id`` read at
-    ``place`` (Backend.place): two copies of one repository (a cloned prefix, a replica on
-    another endpoint, a copied folder) share an id but never a cache. The id is validated
-    (32 hex digits) by the config before it names a folder."""
-    place_key = hashlib.sha256(place.encode()).hexdigest()[:PLACE_KEY_HEX_DIGITS]
-    return user_cache_folder() / repository_id / place_key / "index"
+def _locate(root: Path) -> Path:
+    """The repository folder ``root``, resolved once: inside it, no link is followed."""
+    if not root.exists():
+        raise RepositoryNotFound(f"repository {root} does not exist; create it with "
+                                 f"'diskvault init -r {root}'")
+    if not root.is_dir():
+        raise RepositoryNotFound(f"repository {root} is not a folder")
+    return root.resolve()
 
 
 LocationLike = Union[Location, str, os.PathLike]

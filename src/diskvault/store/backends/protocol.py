@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ContextManager, Protocol
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,28 @@ class Backend(Protocol):
     # in flight, not by a disk.
     uploads_in_flight: int
     read_gap_bytes: int  # a range read goes through a gap this small rather than split
+    # Worker threads for reads: None, one per core (a disk); an object store's read waits on
+    # the network, so more keep more range requests in flight.
+    reads_in_flight: int | None
+    # The repository's folder on this machine; None where its bytes are not files here.
+    root: Path | None
+    # The index is this user's cache, rebuilt from the packs (an object store), not a file
+    # of the repository that every process opening it shares (a local folder).
+    index_is_cache: bool
+
+    def index_folder(self, repository_id: str) -> Path:
+        """Where the index of this repository lives (a cache's folders are made 0700)."""
+
+    def disk_folders(self) -> list[Path]:
+        """The folders of this machine that the repository's objects fill: where a full
+        disk stops a writer and a space reserve helps; none for an object store."""
+
+    def contains(self, path: Path) -> bool:
+        """Whether ``path`` (existing or not) lies inside the repository's own files."""
+
+    def requests_made(self) -> dict[str, int] | None:
+        """The requests made so far, by operation, where each one costs; None for a
+        local folder."""
 
     def put(self, name: str, data: bytes) -> None:
         """Store ``data`` as ``name``, replacing it whole: readers see the old or the new."""

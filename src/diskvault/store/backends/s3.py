@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
@@ -33,7 +34,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
                                  PartialCredentialsError)
 
 from ...errors import BadInput, ObjectStoreFailed, ObjectStoreUnusable, RepositoryReadOnly
-from ..host.user_folders import user_cache_folder
+from ..host.user_folders import make_cached_index_folder, user_cache_folder
 from .protocol import ObjectAge, check_object_name
 from .s3_client import (RequestCounter, attempts_setting, content_md5, error_code, http_status,
                         make_client)
@@ -81,6 +82,9 @@ class S3Backend:
     uploads_in_flight = 4  # packs sealed at once, each finishing its upload
     read_gap_bytes = 1024 * 1024  # a request's round trip costs more than a MiB more bytes
     part_bytes = PART_BYTES  # a put above this is a multipart upload
+    reads_in_flight = 16  # the client's connection pool holds as many
+    root = None  # no file of it is on this machine
+    index_is_cache = True
 
     def __init__(self, bucket: str, prefix: str, client, endpoint: str | None = None):
         self.bucket = bucket
@@ -332,6 +336,19 @@ class S3Backend:
     def discard_unfinished(self, prefix: str) -> None:
         for name, upload_id in list(self._uploads(prefix)):
             abort_upload(self, name, upload_id)
+
+    # -- what this place is -------------------------------------------------------------------
+    def index_folder(self, repository_id: str) -> Path:
+        return make_cached_index_folder(repository_id, self.place)
+
+    def disk_folders(self) -> list[Path]:
+        return []
+
+    def contains(self, path: Path) -> bool:
+        return False  # nothing local is inside a bucket
+
+    def requests_made(self) -> dict[str, int]:
+        return self.requests.snapshot()
 
     # -- the rest -----------------------------------------------------------------------------
     def read_only_reason(self) -> str | None:

@@ -8,7 +8,9 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 from ..format.codec import Codec
 from ..format.config import ChunkerParams, RepositoryConfig
@@ -18,6 +20,7 @@ from ..format.snapshots import BackupStats, SnapshotRecord, SnapshotStore
 from ..index.chunk_index import ChunkIndex
 from ..pipeline import prefetch
 from .chunker import Chunker, ChunkId, Hint, Piece, ZeroRun, hash_sequentially, plain_chunk_id
+from .request import BackupRequest
 from .source import ImageSource
 from .write_session import WriteSession
 
@@ -145,41 +148,44 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
     return recorder.manifest
 
 
-Record = Callable[[WriteSession, BackupStats], ManifestBuilder]
+class BackupStorage(Protocol):
+    """The parts of an open repository (store/storage.py) a backup writes to."""
+    packs: PackStore
+    index: ChunkIndex
+    codec: Codec
+    config: RepositoryConfig
+    pool: Executor
+    snapshots: SnapshotStore
 
 
-def back_up(source: ImageSource, name: str, tags: list[str], *, packs: PackStore,
-            index: ChunkIndex, codec: Codec, config: RepositoryConfig, pool: Executor,
-            snapshots: SnapshotStore, hints: Iterable[Hint] = (),
-            progress: Progress | None = None, started: float,
-            before_record: Callable[[], None], record: Record | None = None,
-            base_id: str | None = None, holes_as_zeros: bool = True) -> SnapshotRecord:
+def back_up(storage: BackupStorage, source: ImageSource, request: BackupRequest,
+            before_record: Callable[[], None]) -> SnapshotRecord:
     """Store the image and record it; call with the writer lock held. Every chunk and
     manifest block is durable and indexed before the snapshot record is written (last,
     atomically), so a failure at any point records nothing and a rerun reuses what landed.
-    ``started`` is the monotonic time the command began (for the record's duration);
-    ``before_record`` raises if the writer lock was lost (WriterLock.ensure_held).
-    ``record`` replaces the full read (a change map's backup); ``base_id`` names the
-    snapshot it took unchanged data from; ``holes_as_zeros`` is False when its chunks may
-    have ended at holes (taken from a snapshot made before holes were chunked as zeros)."""
+    ``before_record`` raises if the writer lock was lost (WriterLock.ensure_held)."""
     stats = BackupStats()
-    with WriteSession(packs, index, codec, config.pack_target_bytes) as session:
-        if record is None:
-            manifest = record_image(source, config.chunker, session, pool, stats, hints,
-                                    progress)
+    config, changed = storage.config, request.changed
+    with WriteSession(storage.packs, storage.index, storage.codec,
+                      config.pack_target_bytes) as session:
+        if changed is None:
+            manifest = record_image(source, config.chunker, session, storage.pool, stats,
+                                    request.hints, request.progress)
         else:
-            manifest = record(session, stats)
+            manifest = changed.record(session, stats)
         session.flush()  # before the check: a moved source's chunks serve the rerun
         source.check_unchanged()
     stats.new_chunks = session.counts.chunks
     stats.new_bytes = session.counts.raw_bytes
     stats.stored_bytes = session.counts.stored_bytes
-    stats.duration_s = round(time.monotonic() - started, 3)
+    stats.duration_s = round(time.monotonic() - request.started, 3)
     record = SnapshotRecord(
-        id=SnapshotRecord.new_id(), name=name, time=datetime.now(timezone.utc),
-        source=source.label, size=manifest.size, host=socket.gethostname(), tags=list(tags),
-        stats=stats, blocks=manifest.blocks, base_id=base_id, holes_as_zeros=holes_as_zeros,
+        id=SnapshotRecord.new_id(), name=request.name, time=datetime.now(timezone.utc),
+        source=source.label, size=manifest.size, host=socket.gethostname(),
+        tags=list(request.tags), stats=stats, blocks=manifest.blocks,
+        base_id=changed.base_id if changed else None,
+        holes_as_zeros=changed.holes_as_zeros if changed else True,
         consistency=source.consistency)
     before_record()
-    snapshots.save(record)
+    storage.snapshots.save(record)
     return record

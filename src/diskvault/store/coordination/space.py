@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import lmdb
-
 from ...errors import RepositoryFull
 from ..backends.protocol import Backend
+from ..index.chunk_index import is_index_error
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def is_disk_full(error: BaseException, folders: list[Path]) -> bool:
     LMDB reports a short write as EIO."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    if isinstance(error, lmdb.Error) or (isinstance(error, OSError) and error.errno == errno.EIO):
+    if is_index_error(error) or (isinstance(error, OSError) and error.errno == errno.EIO):
         try:
             return min(free_bytes(folder) for folder in folders) < LOW_SPACE_BYTES
         except OSError:
@@ -64,8 +63,9 @@ def disk_full_reported(folders: list[Path], outcome: str) -> Iterator[None]:
 
 def allocate_reserve(backend: Backend) -> None:
     """Put the reserve if it is missing and there is room for it (a put is whole or
-    nothing, so a reserve never reserves less than RESERVE_BYTES)."""
-    if backend.stat(RESERVE_FILE) is not None:
+    nothing, so a reserve never reserves less than RESERVE_BYTES). An object store fills
+    no disk of this machine and needs none."""
+    if not backend.disk_folders() or backend.stat(RESERVE_FILE) is not None:
         return
     try:
         backend.put_if_absent(RESERVE_FILE, bytes(RESERVE_BYTES))

@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from pathlib import Path
 
 from ...errors import BadInput
+from ...mountinfo import read_mounts, unescape
 
-MOUNTINFO = Path("/proc/self/mountinfo")
 SWAPS = Path("/proc/swaps")
-_ESCAPED = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field: str) -> str:
-    """Mount table fields escape space, tab, newline and backslash as octal (\\040)."""
-    return _ESCAPED.sub(lambda match: chr(int(match[1], 8)), field)
 
 
 def _family(device: Path) -> dict[str, Path]:
@@ -56,19 +49,22 @@ def _dev_paths(family: dict[str, Path]) -> set[str]:
 def _mounts(family: dict[str, Path]) -> list[str]:
     paths = _dev_paths(family)
     found = []
-    for line in _lines(MOUNTINFO):
-        fields = line.split(" ")
-        number, source = fields[2], _unescape(fields[fields.index("-") + 2])
-        if number in family:
-            found.append(f"/dev/{family[number].name} is mounted at {_unescape(fields[4])}")
-        elif os.path.realpath(source) in paths:
-            found.append(f"{os.path.realpath(source)} is mounted at {_unescape(fields[4])}")
+    try:
+        mounts = read_mounts()
+    except OSError:
+        return []
+    for mount in mounts:
+        if mount.device_number in family:
+            found.append(f"/dev/{family[mount.device_number].name} is mounted at "
+                         f"{mount.mountpoint}")
+        elif os.path.realpath(mount.source) in paths:
+            found.append(f"{os.path.realpath(mount.source)} is mounted at {mount.mountpoint}")
     return found
 
 
 def _swaps(family: dict[str, Path]) -> list[str]:
     paths = _dev_paths(family)
-    swapped = (os.path.realpath(_unescape(line.split()[0])) for line in _lines(SWAPS)[1:]
+    swapped = (os.path.realpath(unescape(line.split()[0])) for line in _lines(SWAPS)[1:]
                if line.strip())
     return [f"{path} is used as swap" for path in swapped if path in paths]
 

@@ -4,8 +4,11 @@ targets). Nothing in them is the truth of a repository."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+from .durable import make_private_folder
 
 
 def user_cache_folder() -> Path:
@@ -18,3 +21,26 @@ def user_state_folder() -> Path:
     """``$XDG_STATE_HOME/diskvault`` (default ``~/.local/state/diskvault``)."""
     base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(base) / "diskvault"
+
+
+PLACE_KEY_HEX_DIGITS = 16
+
+
+def cached_index_folder(repository_id: str, place: str) -> Path:
+    """Where this machine caches the index of the repository ``repository_id`` read at
+    ``place`` (Backend.place): two copies of one repository (a cloned prefix, a replica on
+    another endpoint, a copied folder) share an id but never a cache. The id is validated
+    (32 hex digits) by the config before it names a folder."""
+    place_key = hashlib.sha256(place.encode()).hexdigest()[:PLACE_KEY_HEX_DIGITS]
+    return user_cache_folder() / repository_id / place_key / "index"
+
+
+def make_cached_index_folder(repository_id: str, place: str) -> Path:
+    """cached_index_folder, its folders made: ``<cache>/diskvault/<repository id>/<place
+    key>/``, each 0700 (the index names chunks)."""
+    index_folder = cached_index_folder(repository_id, place)
+    top = user_cache_folder()
+    top.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (top, index_folder.parent.parent, index_folder.parent):
+        make_private_folder(folder)
+    return index_folder

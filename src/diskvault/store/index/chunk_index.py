@@ -20,14 +20,14 @@ import lmdb
 from ...errors import CorruptData
 from ..format.packs import PackEntry
 from ..host.durable import PRIVATE_FILE_MODE, make_private_folder
+from .probe import (DATA_FILE, MAP_SIZE_BYTES, META_TABLE, cut_off, open_environment,
+                    open_tables, probe_exit_code)
 
-MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents
 LOCATION = struct.Struct("<16sQIIB")
 PACK_STATS = struct.Struct("<QQQI")
 LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
                  lmdb.BadValsizeError, struct.error)
-META_TABLE = b"meta"
 IDENTITY_KEY = b"identity"  # the repository the index was built from (see identity())
 
 
@@ -54,7 +54,6 @@ class PackStats:
 
 
 REPAIR_HINT = "run 'diskvault check --repair' to rebuild it from the packs"
-DATA_FILE = "data.mdb"
 LOCK_FILE = "lock.mdb"
 
 
@@ -90,28 +89,9 @@ def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
                for entry in entries) & FINGERPRINT_MASK
 
 
-def exit_code_in_child(work) -> int:
-    """``work`` run in a forked child: 0 if it ended, 1 if it raised, minus the signal that
-    killed it. LMDB trusts its pages: a damaged one may kill the reader (SIGBUS, SIGSEGV)
-    instead of raising, and a command must survive that to say what is wrong."""
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            work()
-            status = 0
-        finally:
-            os._exit(status)
-    _, wait_status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(wait_status)
-
-
-def _read_roots(path: Path, readonly: bool) -> None:
-    """Open the environment and both tables as the caller will, and read their roots:
-    where a damaged main page or table root would crash."""
-    index = ChunkIndex(path, readonly=readonly, probe=False)
-    index.table_sizes()
-    index.close()
+def is_index_error(error: BaseException) -> bool:
+    """An error of LMDB itself (a full disk's short write may come as one)."""
+    return isinstance(error, lmdb.Error)
 
 
 class ChunkIndex:
@@ -132,18 +112,12 @@ class ChunkIndex:
                                   f"diskvault never writes through; run 'diskvault check "
                                   f"--repair' to set the index aside and rebuild it")
         # A raised error is left to the open below, which reports it; a crash is not.
-        if probe and (path / DATA_FILE).exists() and exit_code_in_child(
-                lambda: _read_roots(path, self.readonly)) < 0:
+        if probe and (path / DATA_FILE).exists() and probe_exit_code(path, self.readonly) < 0:
             raise index_damaged(path, "opening it crashed the reader (damaged pages)")
         with self._reading():
-            self.env = lmdb.open(str(path), map_size=MAP_SIZE_BYTES, max_dbs=16,
-                                 readonly=self.readonly, lock=not self.readonly,
-                                 create=not self.readonly, readahead=False,
-                                 mode=PRIVATE_FILE_MODE)
+            self.env = open_environment(path, self.readonly)
             self._check_file_size()
-            self._chunks = self.env.open_db(b"chunks", create=not self.readonly)
-            self._packs = self.env.open_db(b"packs", create=not self.readonly)
-            self._meta = self.env.open_db(META_TABLE, create=not self.readonly)
+            self._chunks, self._packs, self._meta = open_tables(self.env, self.readonly)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -164,10 +138,9 @@ class ChunkIndex:
     def _check_file_size(self) -> None:
         """A data file shorter than the pages its meta page claims (cut off) would be read
         past its end through the memory map: SIGBUS, not an error. Refuse it first."""
-        pages = self.env.info()["last_pgno"] + 1
-        needed = pages * self.env.stat()["psize"]
-        actual = (self.path / DATA_FILE).stat().st_size
-        if actual < needed:
+        sizes = cut_off(self.env, self.path)
+        if sizes is not None:
+            actual, needed = sizes
             raise index_damaged(self.path, f"{DATA_FILE} is {actual} bytes, its pages need "
                                            f"{needed}: it was cut off")
 

@@ -5,11 +5,15 @@ from the pack footers, as any index catching up is (index_cache.py)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 from ..host.durable import fsync_dir
-from .chunk_index import ChunkIndex, exit_code_in_child
+from .chunk_index import ChunkIndex
+from .probe import exit_code_in_fresh_interpreter
+
+THOROUGH = "thorough"
 
 
 def set_aside_unreadable_index(folder: Path, thorough: bool = False) -> Path | None:
@@ -30,13 +34,21 @@ def set_aside_index(folder: Path) -> Path:
 
 
 def _index_reads(folder: Path, thorough: bool) -> bool:
-    """Tried in a child process: LMDB trusts its pages, so a damaged one may kill the
-    reader (SIGSEGV, SIGBUS) instead of raising, and the caller must survive that."""
-    def read() -> None:
-        index = ChunkIndex(folder, probe=False)
-        if thorough:
-            index.read_everything()
-        else:
-            index.table_sizes()
-        index.close()
-    return exit_code_in_child(read) == 0
+    """Tried in a fresh interpreter (probe.py): a damaged page may kill the reader."""
+    depth = THOROUGH if thorough else "roots"
+    return exit_code_in_fresh_interpreter(__name__, str(folder), depth) == 0
+
+
+def _read(folder: Path, thorough: bool) -> None:
+    """Open the index as a ChunkIndex, which also refuses what it would (a planted link, a
+    cut-off file), and read its roots, or ``thorough``, every page and value."""
+    index = ChunkIndex(folder, probe=False)
+    if thorough:
+        index.read_everything()
+    else:
+        index.table_sizes()
+    index.close()
+
+
+if __name__ == "__main__":
+    _read(Path(sys.argv[1]), thorough=sys.argv[2] == THOROUGH)
