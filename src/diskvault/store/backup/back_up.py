@@ -8,7 +8,6 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
