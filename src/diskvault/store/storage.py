@@ -26,12 +26,13 @@ from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compr
                             RepositoryConfig, read_config, write_config)
 from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PackStore
-from .format.snapshots import SnapshotStore
+from .format.snapshots import SNAPSHOTS_PREFIX, SnapshotStore
 from .host.durable import make_private_folder
 from .host.user_folders import user_cache_folder
 from .index.catch_up import CatchUp, catch_up, index_state
 from .index.chunk_index import DATA_FILE, ChunkIndex
 from .index.damage import set_aside_index, set_aside_unreadable_index
+from .index.record_cache import RecordCache
 from .keys.encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .pipeline import new_pool
 from .read.chunk_reader import ChunkReader
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 PACKS_DIR = "packs"
 INDEX_DIR = "index"
 SNAPSHOTS_DIR = "snapshots"
+RECORDS_CACHE_DIR = "snapshots"  # beside an object store's cached index
 OBJECT_STORE_READS_IN_FLIGHT = 16  # the S3 client's connection pool holds as many
 CATCH_UP_OUTCOME = ("the index could not be brought up to date and nothing else was "
                     "changed: free space there, then rerun the command")
@@ -68,7 +70,10 @@ class Storage:
         self._index_begun = False  # the index was created by this open: it knows nothing
         # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = self._open_index(index_folder)
-        self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id)
+        # An object store's records are cached beside its index: `list` then costs a LIST.
+        record_cache = None if root else RecordCache(index_folder.parent / RECORDS_CACHE_DIR,
+                                                     SNAPSHOTS_PREFIX)
+        self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id, record_cache)
         self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)
         self.chunks = ChunkReader(self.packs, self.index, self.codec,
