@@ -106,3 +106,20 @@ def test_a_record_deleted_in_the_bucket_leaves_list_and_the_cache(new_url):
         kept = {record.id for record in repository.list_snapshots()}
     assert len(kept) == 2 and gone not in kept
     assert {path.name for path in cache_folder(url).iterdir()} == {f"{i}.json" for i in kept}
+
+
+def test_a_copy_with_nothing_to_copy_only_lists_and_takes_no_lock(new_url):
+    source, destination = new_url(3), new_url(1)
+    run_cli("copy", "--from", source, "--to", destination, check=True)
+
+    with Repository.open(source) as origin, \
+            Repository.open(destination, writer=True) as target:
+        report = target.copy_from(origin)
+        made = [origin.storage.requests_made(), target.storage.requests_made()]
+
+    assert len(report.skipped) == 3 and not report.copied
+    assert all(set(requests) <= {"GetObject", "HeadObject", "ListObjectsV2"}
+               for requests in made), made  # no lock, no registration: nothing written
+    # snapshots/ only (a plaintext repository's open looks for a sealed record; then the
+    # ids): packs/ is not listed, the index not caught up, as nothing is to be written
+    assert made[1]["ListObjectsV2"] == 2, made
