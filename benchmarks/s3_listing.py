@@ -2,7 +2,7 @@
 python -m benchmarks.s3_listing [--snapshots 2,20] [--before SRC]
 
 Starts the tests' throwaway Ceph (tests/ceph.py), makes one repository per snapshot count
-(a tiny image backed up that many times) and a copy of it, then times each command and
+(a tiny image backed up once, its record saved again under new ids) and a copy of it, then times each command and
 counts its requests (the S3 backend's own counter, printed by --debug; both repositories'
 for `copy`). ``--before`` names
 another source tree (e.g. one made by ``git archive main src``): the same commands run with
@@ -24,6 +24,16 @@ from tests.ceph import running_ceph
 
 HERE = Path(__file__).resolve().parent
 OWN_SOURCE = HERE.parent / "src"
+# The first snapshot's record saved again under new ids: real records, made in seconds.
+MORE_RECORDS = """
+import dataclasses, sys
+from diskvault.store.format.snapshots import SnapshotRecord
+from diskvault.store.repository import Repository
+with Repository.open(sys.argv[1]) as repository:
+    first = repository.list_snapshots()[0]
+    for _ in range(int(sys.argv[2])):
+        repository.storage.snapshots.save(dataclasses.replace(first, id=SnapshotRecord.new_id()))
+"""
 RUNS = 3  # a warm step's time is the median of as many runs (the machine is shared)
 REQUESTS_LINE = re.compile(r"requests to (\S+): (\d+) \(([^)]*)\)")
 
@@ -57,8 +67,9 @@ def main() -> None:
             url, copy_url = (f"s3://{server.bucket}/{kind}-{count}" for kind in ("repo", "copy"))
             for repository in (url, copy_url):
                 diskvault(OWN_SOURCE, env, "init", "-r", repository, "--encryption", "none")
-            for _ in range(count):
-                diskvault(OWN_SOURCE, env, "backup", "-r", url, str(image), "--name", "vm")
+            diskvault(OWN_SOURCE, env, "backup", "-r", url, str(image), "--name", "vm")
+            subprocess.run([sys.executable, "-c", MORE_RECORDS, url, str(count - 1)], check=True,
+                           env={**env, "PYTHONPATH": str(OWN_SOURCE)})
             diskvault(OWN_SOURCE, env, "copy", "--from", url, "--to", copy_url)
             for label, tree in trees:
                 env["XDG_CACHE_HOME"] = str(work / f"cache-{label}")
