@@ -67,6 +67,7 @@ def test_a_warm_list_and_info_cost_the_same_requests_with_2_or_12_snapshots(new_
 
     warm = {url: (listed(url)[1], informed(url)) for url in (few, many)}
     assert warm[few] == warm[many]  # ...and then none: a LIST, whatever their number
+    assert warm[many][0]["GetObject"] == 1  # the config (the look for a sealed record cached)
     assert listed(many)[0] == ["vm"] * 12
     assert sorted(path.stat().st_mode & 0o777 for path in cache_folder(many).iterdir()) \
         == [0o600] * 12

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..errors import BadInput, CorruptData, RepositoryNotFound, RepositoryReadOnly
 from .backends.local import LocalBackend
-from .backends.location import Location, LocationLike, as_location, cached_index_folder
+from .backends.location import (Location, LocationLike, as_location, cached_index_folder,
+                                cached_records_folder)
 from .backends.protocol import Backend
 from .coordination import locking, readers, space
 from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 PACKS_DIR = "packs"
 INDEX_DIR = "index"
 SNAPSHOTS_DIR = "snapshots"
-RECORDS_CACHE_DIR = "snapshots"  # beside an object store's cached index
 OBJECT_STORE_READS_IN_FLIGHT = 16  # the S3 client's connection pool holds as many
 CATCH_UP_OUTCOME = ("the index could not be brought up to date and nothing else was "
                     "changed: free space there, then rerun the command")
@@ -71,8 +71,8 @@ class Storage:
         # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = self._open_index(index_folder)
         # An object store's records are cached beside its index: `list` then costs a LIST.
-        record_cache = None if root else RecordCache(index_folder.parent / RECORDS_CACHE_DIR,
-                                                     SNAPSHOTS_PREFIX)
+        record_cache = None if root else RecordCache(
+            cached_records_folder(repository_id, backend.place), SNAPSHOTS_PREFIX).create()
         self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id, record_cache)
         self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)

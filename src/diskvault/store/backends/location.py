@@ -83,6 +83,12 @@ def cached_index_folder(repository_id: str, place: str) -> Path:
     return user_cache_folder() / repository_id / place_key / "index"
 
 
+def cached_records_folder(repository_id: str, place: str) -> Path:
+    """Where this machine keeps the snapshot records it read of that repository, beside its
+    cached index (index/record_cache.py)."""
+    return cached_index_folder(repository_id, place).parent / "snapshots"
+
+
 LocationLike = Union[Location, str, os.PathLike]
 
 

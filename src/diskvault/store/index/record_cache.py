@@ -25,20 +25,24 @@ class RecordCache:
     folder 0700, written atomically, never through a link."""
 
     def __init__(self, folder: Path, prefix: str):
-        make_private_folder(folder)
         self.folder = folder
         self._prefix = prefix
 
+    def create(self) -> "RecordCache":
+        """The cache with its folder made (its parents exist: the index cache's)."""
+        make_private_folder(self.folder)
+        return self
+
     def get(self, name: str) -> bytes | None:
-        """The cached bytes of the record ``name``; None if there are none (or a link, or
-        something too large to be a record, is there)."""
-        with open_folder(self.folder) as folder_fd:
-            try:
+        """The cached bytes of the record ``name``; None if there are none (or no cache
+        yet, or a link, or something too large to be a record, is there)."""
+        try:
+            with open_folder(self.folder) as folder_fd:
                 fd = os.open(self._file(name), _READ_FLAGS, dir_fd=folder_fd)
-            except OSError as error:
-                if error.errno in (errno.ENOENT, errno.ELOOP):
-                    return None
-                raise
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                return None
+            raise
         with os.fdopen(fd, "rb") as cached:
             data = cached.read(MAX_RECORD_BYTES + 1)
         return data if len(data) <= MAX_RECORD_BYTES else None
