@@ -6,6 +6,7 @@ bucket leaves the listing and the cache, and a `copy` with nothing to copy makes
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import uuid
 from pathlib import Path
 
@@ -124,3 +125,10 @@ def test_a_copy_with_nothing_to_copy_only_lists_and_takes_no_lock(new_url):
     # snapshots/ only (a plaintext repository's open looks for a sealed record; then the
     # ids): packs/ is not listed, the index not caught up, as nothing is to be written
     assert made[1]["ListObjectsV2"] == 2, made
+
+
+def test_a_cache_that_cannot_keep_a_record_costs_a_get_not_the_listing(new_url):
+    url = new_url(2)
+    with Repository.open(url) as repository:
+        shutil.rmtree(cache_folder(url))  # gone under the command (a cleaner, a full disk)
+        assert [record.name for record in repository.list_snapshots()] == ["vm", "vm"]

@@ -10,11 +10,15 @@ never trusted.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
 from ..host.durable import atomic_replacement_at, make_private_folder, open_folder, write_all
+
+log = logging.getLogger(__name__)
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_RECORD_BYTES = 64 << 20  # far above any record: a larger file is not one of ours
@@ -48,9 +52,14 @@ class RecordCache:
         return data if len(data) <= MAX_RECORD_BYTES else None
 
     def put(self, name: str, data: bytes) -> None:
-        with open_folder(self.folder) as folder_fd, \
-                atomic_replacement_at(folder_fd, self._file(name)) as fd:
-            write_all(fd, data)
+        """Keep ``data``; a cache that cannot (a full disk, a folder made read-only) costs
+        a GET next time, it does not fail the command that read the record."""
+        try:
+            with open_folder(self.folder) as folder_fd, \
+                    atomic_replacement_at(folder_fd, self._file(name)) as fd:
+                write_all(fd, data)
+        except OSError as error:
+            log.debug("snapshot record %s not cached in %s: %s", name, self.folder, error)
 
     def forget(self, name: str) -> None:
         self._remove({self._file(name)})
@@ -59,18 +68,20 @@ class RecordCache:
         """Drop the records not among ``names`` (the bucket's listing): deleted snapshots
         leave the cache as they leave the repository."""
         listed = {self._file(name) for name in names}
-        with os.scandir(self.folder) as entries:
-            gone = {entry.name for entry in entries
-                    if entry.name not in listed and not entry.name.startswith(".")}
+        try:
+            with os.scandir(self.folder) as entries:
+                gone = {entry.name for entry in entries
+                        if entry.name not in listed and not entry.name.startswith(".")}
+        except FileNotFoundError:
+            return  # the cache folder is gone: nothing to drop
         self._remove(gone)
 
     def _remove(self, files: set[str]) -> None:
-        with open_folder(self.folder) as folder_fd:
+        """Unlink ``files`` (gone already, or with the whole folder: nothing to do)."""
+        with suppress(FileNotFoundError), open_folder(self.folder) as folder_fd:
             for file in files:
-                try:
+                with suppress(FileNotFoundError):
                     os.unlink(file, dir_fd=folder_fd)
-                except FileNotFoundError:
-                    pass
 
     def _file(self, name: str) -> str:
         return name[len(self._prefix):]
