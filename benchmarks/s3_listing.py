@@ -62,18 +62,19 @@ def main() -> None:
     image = work / "vm.img"
     image.write_bytes(os.urandom(64 << 10))
     with running_ceph() as (_, server):
-        env = {**os.environ, **server.environ(), "XDG_CACHE_HOME": str(work / "cache-setup")}
+        setup = {**os.environ, **server.environ(), "XDG_CACHE_HOME": str(work / "cache-setup")}
         for count in counts:
             url, copy_url = (f"s3://{server.bucket}/{kind}-{count}" for kind in ("repo", "copy"))
             for repository in (url, copy_url):
-                diskvault(OWN_SOURCE, env, "init", "-r", repository, "--encryption", "none")
-            diskvault(OWN_SOURCE, env, "backup", "-r", url, str(image), "--name", "vm")
+                diskvault(OWN_SOURCE, setup, "init", "-r", repository, "--encryption", "none")
+            diskvault(OWN_SOURCE, setup, "backup", "-r", url, str(image), "--name", "vm")
             subprocess.run([sys.executable, "-c", MORE_RECORDS, url, str(count - 1)], check=True,
-                           env={**env, "PYTHONPATH": str(OWN_SOURCE)})
-            diskvault(OWN_SOURCE, env, "copy", "--from", url, "--to", copy_url)
+                           env={**setup, "PYTHONPATH": str(OWN_SOURCE)})
+            diskvault(OWN_SOURCE, setup, "copy", "--from", url, "--to", copy_url)
             for label, tree in trees:
-                env["XDG_CACHE_HOME"] = str(work / f"cache-{label}")
-                steps = {"list (cold cache)": (1, ("list", "-r", url)),
+                env = {**setup, "XDG_CACHE_HOME": str(work / f"cache-{label}")}
+                steps = {"--version (the floor)": (RUNS, ("--version",)),
+                         "list (cold cache)": (1, ("list", "-r", url)),
                          "list": (RUNS, ("list", "-r", url)),
                          "info latest": (RUNS, ("info", "-r", url, "latest")),
                          "copy, nothing to copy": (RUNS, ("copy", "--from", url,
