@@ -48,8 +48,9 @@ class RecordCache:
                 return None
             raise
         with os.fdopen(fd, "rb") as cached:
-            data = cached.read(MAX_RECORD_BYTES + 1)
-        return data if len(data) <= MAX_RECORD_BYTES else None
+            if os.fstat(cached.fileno()).st_size > MAX_RECORD_BYTES:
+                return None
+            return cached.read()
 
     def put(self, name: str, data: bytes) -> None:
         """Keep ``data``; a cache that cannot (a full disk, a folder made read-only) costs
