@@ -129,6 +129,7 @@ def test_a_copy_with_nothing_to_copy_only_lists_and_takes_no_lock(new_url):
 
 def test_a_cache_that_cannot_keep_a_record_costs_a_get_not_the_listing(new_url):
     url = new_url(2)
+    folder = cache_folder(url)
     with Repository.open(url) as repository:
-        shutil.rmtree(cache_folder(url))  # gone under the command (a cleaner, a full disk)
+        shutil.rmtree(folder)  # gone under the command (a cleaner, a full disk)
         assert [record.name for record in repository.list_snapshots()] == ["vm", "vm"]
