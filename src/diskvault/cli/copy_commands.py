@@ -44,7 +44,10 @@ def copy(source: str, destination: str, selectors: tuple[str, ...], as_json: boo
     _refuse_one_folder(source, destination)
     source_passphrase = CommandPassphrase(names=SOURCE_NAMES,
                                           password_file_key=FROM_PASSWORD_FILE_KEY)
-    with opened(source, source_passphrase) as origin, opened(destination) as target:
+    # The destination is a writer's: its index is caught up under the writer lock, and
+    # only if there is something to copy.
+    with opened(source, source_passphrase) as origin, \
+            opened(destination, writer=True) as target:
         report = target.copy_from(origin, selectors, lock_wait_s)
         where = target.location
     if as_json:

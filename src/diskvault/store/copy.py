@@ -80,17 +80,24 @@ def select_for_copy(records: Sequence[SnapshotRecord], present: set[str],
     return ([r for r in unique if r.id not in present], [r for r in unique if r.id in present])
 
 
+def pending_copies(source: Storage, destination: Storage, selectors: Sequence[str] = ()
+                   ) -> tuple[list[SnapshotRecord], CopyReport]:
+    """(the selected snapshots the destination lacks, a report naming those it has): two
+    listings of snapshot records, which an object store's cache answers without a GET."""
+    to_copy, present = select_for_copy(source.snapshots.all(),
+                                       set(destination.snapshots.ids()), selectors)
+    return to_copy, CopyReport(skipped=present,
+                               same_chunk_ids=names_chunks_alike(source.codec, destination.codec),
+                               same_cuts=cuts_chunks_alike(source, destination))
+
+
 def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[str] = (),
                    progress: Progress | None = None,
                    before_record: Callable[[], None] = lambda: None) -> CopyReport:
     """Copy the selected snapshots the destination lacks. Call with the destination's
     writer lock and a reader registration on the source held; ``before_record`` raises if
     that lock was lost (WriterLock.ensure_held)."""
-    records = source.snapshots.all()
-    to_copy, present = select_for_copy(records, set(destination.snapshots.ids()), selectors)
-    report = CopyReport(skipped=present,
-                        same_chunk_ids=names_chunks_alike(source.codec, destination.codec),
-                        same_cuts=cuts_chunks_alike(source, destination))
+    to_copy, report = pending_copies(source, destination, selectors)
     copy_one = _copy_same_ids if report.same_chunk_ids else _copy_new_ids
     if not report.same_cuts:
         copy_one = CutAnew(destination)

@@ -255,14 +255,17 @@ class Repository:
             raise BadInput(f"{source.location} and {self.location} have the same repository id (one "
                            f"repository, or a copy of its folder): copy between two "
                            f"repositories made by separate inits")
+        from .copy import copy_snapshots, pending_copies  # on use (see the imports above)
+
         storage = self.storage
+        to_copy, report = pending_copies(source.storage, storage, selectors)
+        if not to_copy:  # nothing to send: no lock, no registration, no catching up
+            return report
         with storage.disk_full_reported("the copy stopped; snapshots already copied are "
                                         "whole: free space, then rerun it"), \
                 source.reader_lock(), \
                 self.writer_lock(f"copy from {source.location}", lock_wait_s) as lock:
             storage.recover_unindexed_packs()
-            from .copy import copy_snapshots  # on use (see the imports above)
-
             return copy_snapshots(source.storage, storage, selectors, progress,
                                   before_record=lock.ensure_held)
 

@@ -25,11 +25,12 @@ from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compr
                             RepositoryConfig, read_config, write_config)
 from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PackStore
-from .format.snapshots import SnapshotStore
-from .host.user_folders import make_cached_index_folder
+from .format.snapshots import SNAPSHOTS_PREFIX, SnapshotStore
+from .host.user_folders import cached_records_folder, make_cached_index_folder
 from .index.catch_up import CatchUp, catch_up, index_state
 from .index.chunk_index import DATA_FILE, ChunkIndex
 from .index.damage import set_aside_index, set_aside_unreadable_index
+from .index.record_cache import RecordCache
 from .keys.encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .pipeline import new_pool
 from .read.chunk_reader import ChunkReader
@@ -61,7 +62,11 @@ class Storage:
         self._index_begun = False  # the index was created by this open: it knows nothing
         # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = self._open_index(index_folder)
-        self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id)
+        # An object store's records are cached beside its index: `list` then costs a LIST.
+        record_cache = RecordCache(
+            cached_records_folder(repository_id, backend.place), SNAPSHOTS_PREFIX
+        ).create() if backend.index_is_cache else None
+        self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id, record_cache)
         self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)
         self.chunks = ChunkReader(self.packs, self.index, self.codec,

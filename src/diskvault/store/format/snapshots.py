@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 import blake3
 
@@ -17,6 +18,9 @@ from ...errors import AmbiguousSnapshot, AuthenticationFailed, CorruptData, Snap
 from ..backends.protocol import Backend, StrayNotice
 from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
 from .manifest import BlockRef, layout_problem
+
+if TYPE_CHECKING:
+    from ..index.record_cache import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +153,11 @@ class SnapshotStore:
     """The records under ``snapshots/``: one ``snapshots/<id>.json`` per snapshot."""
 
     def __init__(self, backend: Backend, cipher: RecordCipher | None = None,
-                 repository_id: str | None = None):
+                 repository_id: str | None = None, cache: RecordCache | None = None):
         self.backend = backend
         self._cipher = cipher or NoEncryption()
         self._repository_id = repository_id
+        self._cache = cache  # an object store's records kept on this host (record_cache.py)
         self._stray_notice = StrayNotice(backend, SNAPSHOTS_PREFIX, "snapshot records")
 
     def _associated(self, snapshot_id: str) -> bytes:
@@ -172,9 +177,24 @@ class SnapshotStore:
         return self._read(record_name(snapshot_id))
 
     def _read(self, name: str) -> SnapshotRecord:
-        """The record named ``name``, which must be the one its name promises."""
+        """The record named ``name``, from the cache if it holds a copy that decodes, else
+        fetched (and then cached)."""
         where = f"{self.backend.location}/{name}"
+        cached = self._cache.get(name) if self._cache else None
+        if cached is not None:
+            try:
+                return self._decode(name, cached, f"{where} (cached in {self._cache.folder})")
+            except CorruptData as error:
+                log.warning("%s; it is read again from the repository", error)
+                self._cache.forget(name)
         data = self.backend.get(name)
+        record = self._decode(name, data, where)
+        if self._cache:
+            self._cache.put(name, data)
+        return record
+
+    def _decode(self, name: str, data: bytes, where: str) -> SnapshotRecord:
+        """The record in ``data``, which must be the one its name promises."""
         if self._cipher.encrypted:
             # Bound to the id its name gives: a record renamed, swapped or copied from
             # another repository does not open.
@@ -194,12 +214,17 @@ class SnapshotStore:
 
     def delete(self, snapshot_id: str) -> None:
         self.backend.delete(record_name(snapshot_id))
+        if self._cache:
+            self._cache.forget(record_name(snapshot_id))
 
     def scan(self) -> tuple[list[SnapshotRecord], list[tuple[PurePosixPath, CorruptData]]]:
         """Every readable snapshot, oldest first, and each damaged record's name with its
         error."""
         records, damaged = [], []
-        for name in self.record_names():
+        names = self.record_names()
+        if self._cache:
+            self._cache.keep_only(names)
+        for name in names:
             try:
                 records.append(self._read(name))
             except FileNotFoundError:

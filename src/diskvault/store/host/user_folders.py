@@ -35,6 +35,12 @@ def cached_index_folder(repository_id: str, place: str) -> Path:
     return user_cache_folder() / repository_id / place_key / "index"
 
 
+def cached_records_folder(repository_id: str, place: str) -> Path:
+    """Where this machine keeps the snapshot records it read of that repository, beside its
+    cached index (index/record_cache.py)."""
+    return cached_index_folder(repository_id, place).parent / "snapshots"
+
+
 def make_cached_index_folder(repository_id: str, place: str) -> Path:
     """cached_index_folder, its folders made: ``<cache>/diskvault/<repository id>/<place
     key>/``, each 0700 (the index names chunks)."""

@@ -19,7 +19,9 @@ from ..backends.protocol import Backend
 from ..format.config import RepositoryConfig, read_config
 from ..format.crypto import (SEAL_OVERHEAD_BYTES, Encrypted, Keys, NoEncryption, RecordCipher,
                              RecordKind, associated_data)
-from ..format.snapshots import SnapshotStore
+from ..format.snapshots import SNAPSHOTS_PREFIX, SnapshotStore
+from ..host.user_folders import cached_records_folder
+from ..index.record_cache import RecordCache
 from .encrypted_marks import mark_of, remember_encrypted, was_encrypted
 
 KEY_FILE = "keys/repokey"
@@ -86,15 +88,19 @@ def open_cipher(backend: Backend, config: RepositoryConfig, passphrase: Passphra
 def encryption_found(backend: Backend, config: RepositoryConfig) -> str | None:
     """What shows that a repository whose config says "none" is encrypted, or None: its
     key file, this account's mark of it (encrypted_marks), or a sealed snapshot record
-    (one is read: a plaintext record is JSON, a sealed one starts with a random nonce)."""
+    (one is read: a plaintext record is JSON, a sealed one starts with a random nonce). A
+    copy of that record in this host's cache stands in for a GET: records never change, and
+    the cache holds them as the bucket gave them."""
     if backend.stat(KEY_FILE) is not None:
         return f"it holds a key file ({KEY_FILE})"
     if was_encrypted(config.repository_id):
         return f"it was opened encrypted from this account before ({mark_of(config.repository_id)})"
     name = next(iter(SnapshotStore(backend).record_names()), None)
     if name is not None:
+        cache = RecordCache(cached_records_folder(config.repository_id, backend.place),
+                            SNAPSHOTS_PREFIX)
         try:
-            record = backend.get(name)
+            record = cache.get(name) or backend.get(name)
         except FileNotFoundError:  # deleted since the listing: nothing to tell
             return None
         if len(record) >= SEAL_OVERHEAD_BYTES and not record.lstrip().startswith(b"{"):
