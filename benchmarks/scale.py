@@ -4,7 +4,8 @@
                                [--workdir DIR] [--results DIR]
 
 Two series of repositories, each measured with `diskvault` commands run as children through
-GNU time (benchmarks/measure.py: wall time, CPU time, the child's own peak RSS):
+GNU time (benchmarks/measure.py: wall time, CPU time, the child's own peak RSS, and its
+peak anonymous RSS sampled every 20 ms: the heap, without the LMDB pages it maps):
 
 - **snapshots**: a 4 MiB image backed up 10 times through the facade (a few 4 KiB blocks
   rewritten each night), then its records copied under new ids and older times until the
@@ -77,10 +78,12 @@ def diskvault(*args) -> list[str]:
 
 def measured(step: str, argv: list[str], figures: dict) -> str:
     """Run one command; keep its wall time, CPU time and peak RSS under ``step``."""
-    stats = run_measured(argv, env=child_env()).check()
+    stats = run_measured(argv, env=child_env(), sample_anon_rss=True).check()
     figures[step] = {"wall_s": round(stats.wall_s, 3), "cpu_s": round(stats.cpu_s, 3),
-                     "peak_rss_mib": round(stats.peak_rss_bytes / MIB, 1)}
-    log(f"    {step:28} {stats.wall_s:8.2f} s  {stats.peak_rss_bytes / MIB:7.1f} MiB")
+                     "peak_rss_mib": round(stats.peak_rss_bytes / MIB, 1),
+                     "peak_anon_mib": round(stats.extra["peak_anon_rss_bytes"] / MIB, 1)}
+    log(f"    {step:28} {stats.wall_s:8.2f} s  cpu {stats.cpu_s:8.2f} s  rss "
+        f"{stats.peak_rss_bytes / MIB:7.1f} MiB  anon {figures[step]['peak_anon_mib']:7.1f} MiB")
     return stats.stdout
 
 

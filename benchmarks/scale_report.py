@@ -6,7 +6,10 @@ index, rebuild time and memory extrapolated to 1, 10 and 100 TB stored.
 How growth is judged, from the two largest sizes n2 < n3 of a series (values v2, v3): the
 exponent k = ln(v3 / v2) / ln(n3 / n2). A cost a + b·n has k ≤ 1 whatever its fixed part a,
 so k above 1.1 means faster than linear; k near 0 means flat (the fixed cost of starting
-Python and opening the repository dominates).
+Python and opening the repository dominates). Time is judged on CPU time (user + sys), which
+other jobs on a shared machine disturb far less than wall time; memory on the anonymous RSS
+(the heap): the peak RSS also counts the index's memory-mapped pages, which the kernel may
+reclaim and which are bounded by the index's size.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def growth(cases: list[dict], size_key: str, step: str, figure: str) -> str:
     if len(values) < 2:
         return "-"
     k = exponent(values[-2], values[-1], sizes[-2], sizes[-1])
-    if figure == "peak_rss_mib" and values[-1] - values[0] < BOUNDED_RSS_GROWTH_MIB:
+    if figure == "peak_anon_mib" and values[-1] - values[0] < BOUNDED_RSS_GROWTH_MIB:
         return f"bounded (k {k:.2f})"
     if k > SUPERLINEAR_K:
         return f"**faster than linear (k {k:.2f})**"
@@ -46,14 +49,19 @@ def series_table(cases: list[dict], size_key: str, label: str) -> list[str]:
         return []
     sizes = [case[size_key] for case in cases]
     head = " | ".join(f"{size:,} {label}" for size in sizes)
-    lines = [f"| command | {head} | time grows | memory grows |",
+    lines = [f"| command | {head} | CPU time grows | heap grows |",
              "|---|" + "---|" * (len(cases) + 2)]
     for step in cases[0]["commands"]:
-        cells = " | ".join(f"{case['commands'][step]['wall_s']:.2f} s, "
-                           f"{case['commands'][step]['peak_rss_mib']:.0f} MiB" for case in cases)
-        lines.append(f"| {step} | {cells} | {growth(cases, size_key, step, 'wall_s')} | "
-                     f"{growth(cases, size_key, step, 'peak_rss_mib')} |")
+        cells = " | ".join(cell(case["commands"][step]) for case in cases)
+        lines.append(f"| {step} | {cells} | {growth(cases, size_key, step, 'cpu_s')} | "
+                     f"{growth(cases, size_key, step, 'peak_anon_mib')} |")
     return lines
+
+
+def cell(figures: dict) -> str:
+    """wall (cpu) seconds, peak RSS / peak heap MiB."""
+    return (f"{figures['wall_s']:.2f} s ({figures['cpu_s']:.2f}), "
+            f"{figures['peak_rss_mib']:.0f} / {figures['peak_anon_mib']:.0f} MiB")
 
 
 def per_chunk(cases: list[dict], value) -> float:
@@ -81,19 +89,20 @@ def extrapolation(cases: list[dict]) -> list[str]:
              "| index rebuild from pack footers | "
              + at(lambda c: c["commands"]["index rebuild"]["wall_s"], 60, "{:,.0f} min") + " |"]
     for step in largest["commands"]:
-        rss = [case["commands"][step]["peak_rss_mib"] for case in cases]
-        if rss[-1] - rss[0] < BOUNDED_RSS_GROWTH_MIB:
-            cells = " | ".join(f"{max(rss):.0f} MiB (bounded)" for _ in counts)
+        heap = [case["commands"][step]["peak_anon_mib"] for case in cases]
+        if heap[-1] - heap[0] < BOUNDED_RSS_GROWTH_MIB:
+            cells = " | ".join(f"{max(heap):.0f} MiB (bounded)" for _ in counts)
         else:
-            cells = at(lambda c, s=step: c["commands"][s]["peak_rss_mib"], 1024, "{:,.1f} GiB")
-        lines.append(f"| peak RSS, {step} | {cells} |")
+            cells = at(lambda c, s=step: c["commands"][s]["peak_anon_mib"], 1024, "{:,.1f} GiB")
+        lines.append(f"| heap, {step} | {cells} |")
     return lines
 
 
 def report_text(results: dict) -> str:
     lines = [f"# How cost grows (benchmarks/scale.py)", "",
              f"Run started {results['started']} on {results['cores']} cores; every figure is "
-             f"one `diskvault` child's wall time and its own peak RSS (GNU time), caches warm.",
+             f"one `diskvault` child's figures, caches warm. Cells: wall s (CPU s), peak RSS / "
+             f"peak heap (anonymous RSS) MiB.",
              "", "Load average (1, 5, 15 min) before and after each case:", ""]
     for kind, key in (("snapshots", "snapshots"), ("chunks", "chunks")):
         for case in results[kind]:
@@ -112,8 +121,8 @@ def report_text(results: dict) -> str:
             f"{case['index_bytes'] / case['chunks']:.0f} B at {case['chunks']:,}"
             for case in results["chunks"])]
     lines += ["", "## Extrapolated to terabytes stored (64 KiB average chunk)", "",
-              "Linear from the two largest chunk cases (memory that did not grow stays as "
-              "measured):", ""]
+              "Linear from the two largest chunk cases (a heap that did not grow stays as "
+              "measured). The whole-image rows are an image of that many chunks.", ""]
     lines += extrapolation(results["chunks"])
     return "\n".join(lines) + "\n"
 
