@@ -32,6 +32,8 @@ def exponent(small: float, large: float, n_small: int, n_large: int) -> float:
 
 
 def growth(cases: list[dict], size_key: str, step: str, figure: str) -> str:
+    if any("failed" in case["commands"][step] for case in cases[-2:]):
+        return "**failed**"
     values = [case["commands"][step][figure] for case in cases]
     sizes = [case[size_key] for case in cases]
     if len(values) < 2:
@@ -60,6 +62,8 @@ def series_table(cases: list[dict], size_key: str, label: str) -> list[str]:
 
 def cell(figures: dict) -> str:
     """wall (cpu) seconds, peak RSS / peak heap MiB."""
+    if "failed" in figures:
+        return f"**failed** after {figures['wall_s']:.0f} s: {figures['failed']}"
     return (f"{figures['wall_s']:.2f} s ({figures['cpu_s']:.2f}), "
             f"{figures['peak_rss_mib']:.0f} / {figures['peak_anon_mib']:.0f} MiB")
 
@@ -89,6 +93,10 @@ def extrapolation(cases: list[dict]) -> list[str]:
              "| index rebuild from pack footers | "
              + at(lambda c: c["commands"]["index rebuild"]["wall_s"], 60, "{:,.0f} min") + " |"]
     for step in largest["commands"]:
+        if any("failed" in case["commands"][step] for case in cases[-2:]):
+            lines.append(f"| heap, {step} | " + " | ".join("failed at the largest size"
+                                                         for _ in counts) + " |")
+            continue
         heap = [case["commands"][step]["peak_anon_mib"] for case in cases]
         if heap[-1] - heap[0] < BOUNDED_RSS_GROWTH_MIB:
             cells = " | ".join(f"{max(heap):.0f} MiB (bounded)" for _ in counts)
