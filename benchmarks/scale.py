@@ -1,7 +1,7 @@
 """How cost grows: time and peak memory of each command against snapshots and chunks.
 
     python -m benchmarks.scale [--snapshots 10,1000,10000] [--chunks 100000,1000000,10000000]
-                               [--workdir DIR] [--results DIR]
+                               [--pack-bytes 262144] [--workdir DIR] [--results DIR]
 
 Two series of repositories, each measured with `diskvault` commands run as children through
 GNU time (benchmarks/measure.py: wall time, CPU time, the child's own peak RSS, and its
@@ -14,7 +14,8 @@ peak anonymous RSS sampled every 20 ms: the heap, without the LMDB pages it maps
   of the latest, check, prune to a tenth, compact.
 - **chunks**: one random image of N × 256 bytes backed up at `--chunk-size 256` (N chunks
   of 256 B on average: the chunk count of N × 64 KiB of disk at the default size, in 1/256
-  of the bytes), then a 1 MiB image into the same series. Measured: both backups, list,
+  of the bytes) into packs of 256 KiB (about as many chunks per pack as the default 64 MiB
+  packs of 64 KiB chunks), then a 1 MiB image into the same series. Measured: both backups, list,
   restore of each, check, an index rebuild from the pack footers (the catch-up that fills an
   empty object-store cache), prune of the big snapshot and the compaction that frees it.
 
@@ -43,6 +44,9 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent / "src"
 MIB = 1 << 20
 SMALL_CHUNK = 256           # the smallest average chunk `init` accepts
+# Packs of 256 KiB hold about as many 256 B chunks as default packs (64 MiB) hold chunks
+# of 64 KiB: what is bounded per pack then weighs what it would at the default size.
+SMALL_PACK_BYTES = 256 << 10
 REAL_NIGHTS = 10            # real backups in a snapshots repository; the rest are copies
 NIGHT_IMAGE_BYTES = 4 * MIB
 BLOCKS_PER_NIGHT = 16       # 4 KiB blocks rewritten in the nightly image
@@ -158,7 +162,13 @@ def snapshots_case(work: Path, count: int) -> dict:
 
 
 # -- chunks ------------------------------------------------------------------------------
-def chunks_case(work: Path, count: int) -> dict:
+def set_pack_target(repo: Path, pack_bytes: int) -> None:
+    """A plaintext config has no authenticator: its pack target is set by editing it."""
+    config = json.loads((repo / "config").read_text())
+    (repo / "config").write_text(json.dumps({**config, "pack_target_bytes": pack_bytes}))
+
+
+def chunks_case(work: Path, count: int, pack_bytes: int) -> dict:
     repo, image, target = work / "repo", work / "big.img", work / "restored.img"
     small = work / "small.img"
     rng = random.Random(SEED)
@@ -168,6 +178,7 @@ def chunks_case(work: Path, count: int) -> dict:
     log(f"  wrote a {count * SMALL_CHUNK / MIB:.0f} MiB image in "
         f"{time.perf_counter() - started:.1f} s")
     init(repo, "--chunk-size", SMALL_CHUNK)
+    set_pack_target(repo, pack_bytes)
     figures: dict = {}
     first = json.loads(measured("backup (whole image)", diskvault(
         "backup", "-r", repo, image, "--name", "big", "--json", "--no-progress"), figures,
@@ -190,6 +201,7 @@ def chunks_case(work: Path, count: int) -> dict:
     measured("compact", diskvault("compact", "-r", repo), figures)
     shutil.rmtree(repo)
     return {"chunks": first["stats"]["new_chunks"], "image_bytes": count * SMALL_CHUNK,
+            "pack_target_bytes": pack_bytes,
             "commands": figures, "index_bytes": index}
 
 
@@ -197,14 +209,15 @@ def index_bytes(repo: Path) -> int:
     return allocated_size(repo / "index")
 
 
-def run_case(kind: str, size: int, work: Path) -> dict:
+def run_case(kind: str, size: int, work: Path, pack_bytes: int) -> dict:
     folder = work / f"{kind}-{size}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     before = load_average()
     log(f"{kind} = {size} (load average {before})")
     started = time.perf_counter()
-    result = (snapshots_case if kind == "snapshots" else chunks_case)(folder, size)
+    result = (snapshots_case(folder, size) if kind == "snapshots"
+              else chunks_case(folder, size, pack_bytes))
     shutil.rmtree(folder, ignore_errors=True)
     return {**result, "case_s": round(time.perf_counter() - started, 1),
             "load_before": before, "load_after": load_average()}
@@ -218,6 +231,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snapshots", type=sizes, default=[10, 1000, 10000])
     parser.add_argument("--chunks", type=sizes, default=[10**5, 10**6, 10**7])
+    parser.add_argument("--pack-bytes", type=int, default=SMALL_PACK_BYTES,
+                        help="pack target of the chunks repositories (default 262144)")
     parser.add_argument("--workdir", type=Path, default=HERE / "work" / "scale")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "scale")
     args = parser.parse_args()
@@ -226,7 +241,7 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     for kind in ("snapshots", "chunks"):
         for size in getattr(args, kind):
-            results[kind].append(run_case(kind, size, args.workdir))
+            results[kind].append(run_case(kind, size, args.workdir, args.pack_bytes))
             # After every case, so that an interrupted run keeps what it measured.
             (args.results / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(write_report(results, args.results / "report.md"))
