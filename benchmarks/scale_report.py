@@ -120,9 +120,12 @@ def report_text(results: dict) -> str:
               "A 4 MiB image at 64 KiB chunks, 10 real nightly backups, the rest copies of "
               "their records (so every snapshot is restorable and shares the same chunks).", ""]
     lines += series_table(results["snapshots"], "snapshots", "snapshots")
+    pack_bytes = next((case["pack_target_bytes"] for case in results["chunks"]
+                       if "pack_target_bytes" in case), 64 << 20)
     lines += ["", "## Against the number of chunks", "",
-              "One random image of N × 256 B at `--chunk-size 256`, then a 1 MiB image in the "
-              "same series; prune forgets the big snapshot and compact frees its packs.", ""]
+              f"One random image of N × 256 B at `--chunk-size 256` in packs of "
+              f"{pack_bytes >> 10:,} KiB, then a 1 MiB image in the same series; prune forgets "
+              f"the big snapshot and compact frees its packs.", ""]
     lines += series_table(results["chunks"], "chunks", "chunks")
     if results["chunks"]:
         lines += ["", "Index size per chunk: " + ", ".join(
