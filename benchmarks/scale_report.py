@@ -107,7 +107,7 @@ def extrapolation(cases: list[dict]) -> list[str]:
 
 
 def report_text(results: dict) -> str:
-    lines = [f"# How cost grows (benchmarks/scale.py)", "",
+    lines = ["# How cost grows (benchmarks/scale.py)", "",
              f"Run started {results['started']} on {results['cores']} cores; every figure is "
              f"one `diskvault` child's figures, caches warm. Cells: wall s (CPU s), peak RSS / "
              f"peak heap (anonymous RSS) MiB.",
