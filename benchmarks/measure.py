@@ -50,14 +50,16 @@ GNU_TIME = "/usr/bin/time"  # Debian package "time"
 
 
 def run_measured(argv: list[str], *, cwd: Path | None = None, env: dict | None = None,
-                 stdout_to_null: bool = False) -> RunStats:
+                 stdout_to_null: bool = False, sample_anon_rss: bool = False) -> RunStats:
     """Run argv to completion; measure wall time here, CPU time and peak RSS through GNU time.
 
     Why GNU time in between: a child's ru_maxrss starts at the RSS of the process that forked
     it (Linux carries the forking process's high-water mark across exec), so a child forked
     from this harness would report at least the harness's own RSS. GNU time is a few MiB and
     reports its child's own rusage. Output goes to temporary files rather than pipes, so
-    waiting cannot deadlock on a full pipe.
+    waiting cannot deadlock on a full pipe. With ``sample_anon_rss`` the child's anonymous
+    RSS (its heap, without the file pages it maps, such as LMDB's) is sampled every 20 ms:
+    its peak is ``extra["peak_anon_rss_bytes"]``.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as usage_file:
@@ -65,6 +67,7 @@ def run_measured(argv: list[str], *, cwd: Path | None = None, env: dict | None =
         start = time.perf_counter()
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL if stdout_to_null else out, stderr=err)
+        extra = {"peak_anon_rss_bytes": _peak_anon_rss(proc)} if sample_anon_rss else {}
         proc.wait()
         wall_s = time.perf_counter() - start
         user_s, sys_s, max_rss_kib = _parse_usage(usage_file.read())
@@ -73,7 +76,44 @@ def run_measured(argv: list[str], *, cwd: Path | None = None, env: dict | None =
         return RunStats(argv=list(argv), wall_s=wall_s, user_s=user_s, sys_s=sys_s,
                         peak_rss_bytes=max_rss_kib * 1024, returncode=proc.returncode,
                         stdout=out.read().decode(errors="replace"),
-                        stderr=err.read().decode(errors="replace"))
+                        stderr=err.read().decode(errors="replace"), extra=extra)
+
+
+def _peak_anon_rss(time_process: subprocess.Popen, interval_s: float = 0.02) -> int:
+    """The highest RssAnon seen of the one child of GNU time, sampled until it exits."""
+    peak, status = 0, None
+    while time_process.poll() is None:
+        status = status or _child_status_path(time_process.pid)
+        try:
+            peak = max(peak, _status_kib(status, "RssAnon:") * 1024 if status else 0)
+        except (OSError, ValueError):
+            pass  # the child has just exited
+        try:
+            time_process.wait(interval_s)
+        except subprocess.TimeoutExpired:
+            pass
+    return peak
+
+
+def _child_status_path(parent_pid: int) -> Path | None:
+    """/proc/<pid>/status of parent_pid's child (this kernel has no /proc/.../children)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name may hold spaces: the fields after its ")" are fixed.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent_pid:
+                return entry / "status"
+    return None
+
+
+def _status_kib(status: Path, field_name: str) -> int:
+    for line in status.read_text().splitlines():
+        if line.startswith(field_name):
+            return int(line.split()[1])
+    raise ValueError(f"{field_name} not in {status}")
 
 
 def _parse_usage(report: str) -> tuple[float, float, int]:
