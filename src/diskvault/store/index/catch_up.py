@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ...errors import CorruptData
 from ..format.packs import PackEntry, PackStore, read_footer
-from ..pipeline import batches
+from ..pipeline import batches, ordered_map
 from .chunk_index import ChunkIndex
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,11 @@ def catch_up(index: ChunkIndex, packs: PackStore, identity: str,
 def _footers(packs: PackStore, pack_ids: list[str],
              outcome: CatchUp) -> Iterator[tuple[str, list[PackEntry], int]]:
     """The footers of ``pack_ids`` that can be read, several reads in flight; counted in
-    ``outcome``."""
+    ``outcome``. At most twice as many footers as reads in flight wait to be indexed
+    (Executor.map would read them all ahead: a rebuild's memory grew with the chunk count)."""
     with ThreadPoolExecutor(FOOTER_READS_IN_FLIGHT, thread_name_prefix="footers") as readers:
-        for found in readers.map(lambda pack_id: _footer(packs, pack_id), pack_ids):
+        for _, found in ordered_map(readers, lambda pack_id: _footer(packs, pack_id), pack_ids,
+                                    window=2 * FOOTER_READS_IN_FLIGHT):
             if found is None:
                 outcome.damaged += 1
                 continue
