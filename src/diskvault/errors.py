@@ -75,6 +75,16 @@ class IncompleteStream(DiskvaultError):
     failed or was killed); it is not recorded, so it never becomes the series' latest."""
 
 
+class SnapshotProtected(DiskvaultError):
+    """delete was asked to remove a snapshot marked with ``diskvault protect``; nothing was
+    removed."""
+
+
+class SnapshotGone(DiskvaultError):
+    """A snapshot this host saw in the repository is no longer there, and this host did not
+    remove it: the repository was rolled back, or a record is withheld."""
+
+
 class CorruptData(DiskvaultError):
     """Stored bytes do not match their digest, or a structure on disk cannot be parsed."""
 

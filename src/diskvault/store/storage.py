@@ -26,6 +26,7 @@ from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compr
                             RepositoryConfig, read_config, write_config)
 from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PackStore
+from .format.protection import ProtectionMarks
 from .format.snapshots import SnapshotStore
 from .host.durable import make_private_folder
 from .host.user_folders import user_cache_folder
@@ -69,6 +70,7 @@ class Storage:
         # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = self._open_index(index_folder)
         self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id)
+        self.protection = ProtectionMarks(self.backend)
         self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)
         self.chunks = ChunkReader(self.packs, self.index, self.codec,
