@@ -29,6 +29,7 @@ from .format.packs import PackStore
 from .format.protection import ProtectionMarks
 from .format.snapshots import SnapshotStore
 from .host.durable import make_private_folder
+from .host.seen_snapshots import SnapshotMemory
 from .host.user_folders import user_cache_folder
 from .index.catch_up import CatchUp, catch_up, index_state
 from .index.chunk_index import DATA_FILE, ChunkIndex
@@ -69,7 +70,9 @@ class Storage:
         self._index_begun = False  # the index was created by this open: it knows nothing
         # The index is a local cache, not part of the backend: its folder is chosen here.
         self.index = self._open_index(index_folder)
-        self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id)
+        self.snapshots = SnapshotStore(
+            self.backend, self.cipher, repository_id,
+            SnapshotMemory(repository_id, backend.place, str(backend.location)))
         self.protection = ProtectionMarks(self.backend)
         self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)
