@@ -100,7 +100,7 @@ def test_a_hook_that_fails_is_a_warning_not_a_failed_backup(tmp_path, make_image
 def test_a_run_that_cannot_be_remembered_is_a_warning(tmp_path, make_image):
     repo = new_encrypted_repo(tmp_path)
     runs = Path(os.environ["XDG_STATE_HOME"]) / "diskvault" / "runs"
-    runs.parent.mkdir(parents=True)
+    runs.parent.mkdir(parents=True, exist_ok=True)
     runs.write_text("")  # a file where the folder of runs would go
     result = run_cli("backup", "-r", repo, str(make_image(4096, name="vm1.img")))
     assert result.returncode == 0
