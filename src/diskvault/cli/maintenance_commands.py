@@ -86,10 +86,11 @@ def _protection_command(protect: bool):
 
 
 protect = _protection_command(True)
-protect.help = ("Mark snapshots (id, id prefix, 'latest' or a series' latest) so that prune "
-                "keeps them and delete refuses them until 'diskvault unprotect'.")
+protect.help = ("Mark snapshots so that prune keeps them and delete refuses them until "
+                "unprotected. SNAPSHOT: an id, id prefix, 'latest' or a series (its latest).")
 unprotect = _protection_command(False)
-unprotect.help = "Remove the mark 'diskvault protect' set; prune and delete may then remove them."
+unprotect.help = ("Remove the mark 'diskvault protect' set. Prune and delete may then remove "
+                  "the snapshots.")
 
 
 def _count_option(rule: str, period: str):
