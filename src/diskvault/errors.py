@@ -80,6 +80,16 @@ class ToolMissing(DiskvaultError):
     message names the package."""
 
 
+class SnapshotProtected(DiskvaultError):
+    """delete was asked to remove a snapshot marked with ``diskvault protect``; nothing was
+    removed."""
+
+
+class SnapshotGone(DiskvaultError):
+    """A snapshot this host saw in the repository is no longer there, and this host did not
+    remove it: the repository was rolled back, or a record is withheld."""
+
+
 class CorruptData(DiskvaultError):
     """Stored bytes do not match their digest, or a structure on disk cannot be parsed."""
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.store.format.snapshots import SnapshotStore
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli, write_image
@@ -194,7 +193,7 @@ def test_snapshot_selector_on_an_empty_repository_is_bad_input(repo: Repository)
 def test_ambiguous_snapshot_prefix_is_bad_input_listing_the_matches(repo: Repository,
                                                                     image: Path):
     # Two snapshots whose ids share the prefix "abcd" (ids are random: rename them).
-    store = SnapshotStore(repo.storage.backend)
+    store = repo.storage.snapshots  # removals through it are this host's own
     for suffix in ("000000000001", "000000000002"):
         record = repo.backup(image)
         store.delete(record.id)

@@ -219,3 +219,41 @@ def test_check_repair_reports_what_stays_lost_and_exits_1(nightly):
     text = repaired.stdout.decode()
     assert f"repair: pack {packs[-1].stem} is missing" in text
     assert "snapshots that cannot be restored in full:" in text
+
+
+def test_protected_snapshot_is_refused_by_delete_and_kept_by_prune_until_unprotected(nightly):
+    repo, ids = nightly
+    marked = run_cli("protect", "-r", repo, ids[0][:8], check=True)
+    assert lines(marked)[0].endswith(": protected")
+    assert (Path(repo) / "protected" / ids[0]).stat().st_mode & 0o777 == 0o600
+    again = run_cli("protect", "-r", repo, ids[0], check=True)
+    assert lines(again)[0].endswith(": already protected")
+    for dry_run in ((), ("--dry-run",)):
+        refused = run_cli("delete", "-r", repo, ids[1], ids[0], *dry_run)
+        assert refused.returncode == EXIT_DAMAGE
+        assert error_line(refused) == (
+            f"diskvault: error: snapshot {ids[0][:8]} (vm1) is protected: nothing was "
+            f"deleted; run 'diskvault unprotect {ids[0][:8]}' first if it is to go")
+    assert len(json.loads(run_cli("list", "-r", repo, "--json").stdout)) == 5
+    pruned = run_cli("prune", "-r", repo, "--keep-last", "1", check=True)
+    rows = {line.split()[0]: line for line in lines(pruned)[1:6]}
+    assert rows[ids[0][:8]].split()[-2:] == ["keep", "protected"]
+    assert "removed" in rows[ids[1][:8]]
+    assert lines(run_cli("unprotect", "-r", repo, ids[0], check=True))[0].endswith(
+        ": unprotected")
+    run_cli("delete", "-r", repo, ids[0], check=True)
+    left = json.loads(run_cli("list", "-r", repo, "--json", check=True).stdout)
+    assert ids[0] not in {s["id"] for s in left}
+
+
+def test_prune_keep_tag_keeps_the_tagged_snapshots_and_says_so(nightly, tmp_path):
+    repo, ids = nightly
+    image = write_image(tmp_path / "vm1.img", 100_000, "random", seed=9)
+    tagged = json.loads(run_cli("backup", "-r", repo, str(image), "--name", "vm1", "--tag",
+                                "release", "--json", check=True).stdout)
+    run_cli("backup", "-r", repo, str(image), "--name", "vm1", check=True)
+    plan = json.loads(run_cli("prune", "-r", repo, "--keep-last", "1", "--keep-tag",
+                              "release", "--name", "vm1", "--json", check=True).stdout)
+    kept = {d["id"]: d["kept_because"] for d in plan["decisions"] if d["kept"]}
+    assert kept[tagged["id"]] == "tag release"
+    assert len(kept) == 2 and not set(ids[:4]) & set(kept)

@@ -1,4 +1,4 @@
-"""Snapshot records of an S3 repository cached on this host (store/index/record_cache.py),
+"""Snapshot records of an S3 repository cached on this host (store/host/record_cache.py),
 on a real radosgw: a warm `list`/`info` costs the same requests with 2 or 12 snapshots, a
 copy in the cache that was altered is refused and fetched again, a record deleted in the
 bucket leaves the listing and the cache, and a `copy` with nothing to copy makes no lock."""

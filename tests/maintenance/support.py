@@ -8,6 +8,7 @@ import hashlib
 import io
 import random
 import shutil
+import uuid
 from pathlib import Path
 
 from diskvault.store.backends.local import LocalBackend
@@ -110,8 +111,9 @@ def pack_count(root: Path) -> int:
 
 
 def fresh_pack_bytes(folder: Path, like: Repository, contents: list[tuple[str, bytes]]) -> int:
-    """Pack bytes of a new repository (same config) holding only these images."""
-    root = folder / "fresh"
+    """Pack bytes of a new repository (same config) holding only these images. A new
+    folder each time: the same id at the same place losing its snapshots is a rollback."""
+    root = folder / f"fresh-{uuid.uuid4().hex}"
     Repository.init(root).close()
     write_config(LocalBackend(root), like.config)
     with Repository.open(root) as fresh:

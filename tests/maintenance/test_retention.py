@@ -161,6 +161,9 @@ def test_policy_knows_when_it_is_empty_and_refuses_negative_counts():
     assert KeepPolicy().is_empty()
     assert not KeepPolicy(yearly=1).is_empty()
     assert not KeepPolicy(within=timedelta(hours=1)).is_empty()
+    assert not KeepPolicy(tags=frozenset({"release"})).is_empty()
+    with pytest.raises(BadInput, match="--keep-tag needs a tag name"):
+        KeepPolicy(tags=frozenset({""}))
     with pytest.raises(BadInput, match="--keep-daily must be 0 or more, not -1"):
         KeepPolicy(daily=-1)
     with pytest.raises(BadInput, match="--keep-within must be a positive duration"):
@@ -223,18 +226,21 @@ instants = st.one_of(
 )
 
 
+tag_sets = st.frozensets(st.sampled_from(["release", "before-upgrade", "audit"]), max_size=2)
+
+
 @st.composite
 def snapshot_lists(draw) -> list[SnapshotTime]:
     entries = draw(st.lists(st.tuples(st.sampled_from(["vm1", "vm2"]), instants,
-                                      st.sampled_from(ZONES)), max_size=40))
-    return [SnapshotTime(f"s{index:02d}", series, instant.astimezone(zone))
-            for index, (series, instant, zone) in enumerate(entries)]
+                                      st.sampled_from(ZONES), tag_sets), max_size=40))
+    return [SnapshotTime(f"s{index:02d}", series, instant.astimezone(zone), tags)
+            for index, (series, instant, zone, tags) in enumerate(entries)]
 
 
 counts = st.integers(0, 8)
 windows = st.one_of(st.none(), st.integers(1, 800 * 24).map(lambda hours: timedelta(hours=hours)))
 policies = st.builds(KeepPolicy, last=counts, hourly=counts, daily=counts, weekly=counts,
-                     monthly=counts, yearly=counts, within=windows)
+                     monthly=counts, yearly=counts, within=windows, tags=tag_sets)
 property_now = BASE + timedelta(days=500)
 
 PERIOD_KEYS = {  # written independently of the module, via strftime
@@ -249,7 +255,7 @@ def test_kept_ids_are_a_subset_and_every_reason_names_a_rule(snapshots, policy):
     assert set(kept) <= {snapshot.id for snapshot in snapshots}
     for reasons in kept.values():
         for reason in reasons.split(", "):
-            assert reason.split(" ")[0] in {"last", "within", *PERIOD_KEYS}
+            assert reason.split(" ")[0] in {"last", "within", "tag", *PERIOD_KEYS}
 
 
 @given(snapshot_lists(), counts)
@@ -268,7 +274,7 @@ def test_adding_or_raising_a_rule_never_removes_a_kept_snapshot(snapshots, polic
         last=policy.last + extra.last, hourly=policy.hourly + extra.hourly,
         daily=policy.daily + extra.daily, weekly=policy.weekly + extra.weekly,
         monthly=policy.monthly + extra.monthly, yearly=policy.yearly + extra.yearly,
-        within=max(windows_given) if windows_given else None)
+        within=max(windows_given) if windows_given else None, tags=policy.tags | extra.tags)
     assert set(select_kept(snapshots, policy, property_now)) <= set(
         select_kept(snapshots, larger, property_now))
 
@@ -294,10 +300,28 @@ def test_keep_within_keeps_exactly_the_snapshots_inside_the_window(snapshots, wi
     assert set(kept) == {s.id for s in snapshots if s.time >= property_now - window}
 
 
+@given(snapshot_lists(), tag_sets)
+def test_keep_tag_keeps_exactly_the_snapshots_with_one_of_the_tags(snapshots, tags):
+    kept = select_kept(snapshots, KeepPolicy(tags=tags), property_now)
+    assert set(kept) == {s.id for s in snapshots if s.tags & tags}
+    for snapshot in snapshots:
+        if snapshot.id in kept:
+            assert kept[snapshot.id] == ", ".join(f"tag {t}" for t in sorted(snapshot.tags & tags))
+
+
+@given(snapshot_lists(), policies, tag_sets)
+def test_a_tag_rule_adds_its_snapshots_to_what_the_other_rules_keep(snapshots, policy, tags):
+    without = select_kept(snapshots, KeepPolicy(**{**vars(policy), "tags": frozenset()}),
+                          property_now)
+    with_tags = select_kept(snapshots, KeepPolicy(**{**vars(policy), "tags": tags}),
+                            property_now)
+    assert set(with_tags) == set(without) | {s.id for s in snapshots if s.tags & tags}
+
+
 @settings(max_examples=50)
 @given(snapshot_lists(), policies, st.randoms(use_true_random=False))
 def test_answer_does_not_depend_on_input_order_or_time_zone(snapshots, policy, rng: random.Random):
     expected = select_kept(snapshots, policy, property_now)
-    shuffled = [SnapshotTime(s.id, s.series, s.time.astimezone(rng.choice(ZONES)))
+    shuffled = [SnapshotTime(s.id, s.series, s.time.astimezone(rng.choice(ZONES)), s.tags)
                 for s in rng.sample(snapshots, len(snapshots))]
     assert select_kept(shuffled, policy, property_now.astimezone(ZONES[1])) == expected

@@ -59,6 +59,10 @@ COMMANDS = {
                           "the space."),
     "prune": LazyCommand("maintenance_commands:prune", "Remove the snapshots no --keep-* rule "
                          "keeps, per series; compact frees the space."),
+    "protect": LazyCommand("maintenance_commands:protect", "Mark snapshots so that prune "
+                           "keeps them and delete refuses them until unprotected."),
+    "unprotect": LazyCommand("maintenance_commands:unprotect", "Remove the mark 'diskvault "
+                             "protect' set."),
     "compact": LazyCommand("maintenance_commands:compact", "Give back the space of data no "
                            "snapshot uses (after delete or prune)."),
     "check": LazyCommand("maintenance_commands:check", "Check that every snapshot can be "

@@ -9,6 +9,7 @@ from ..errors import CorruptData
 from ..maintenance import check as checking
 from ..maintenance import compact as compaction
 from ..maintenance import prune as pruning
+from ..maintenance.protection import set_protection
 from ..maintenance import repair as repairing
 from ..maintenance.check import CheckReport
 from ..maintenance.compact import DEFAULT_THRESHOLD, CompactResult
@@ -65,6 +66,33 @@ def delete(repo, snapshots, all_of_series, dry_run, lock_wait_s, as_json) -> Non
         click.echo(COMPACT_HINT, err=True)
 
 
+def _protection_command(protect: bool):
+    verb = "protect" if protect else "unprotect"
+
+    @click.command(verb)
+    @repo_option
+    @click.argument("snapshots", nargs=-1, required=True, metavar="SNAPSHOT...",
+                    shell_complete=complete_snapshot)
+    @lock_wait_option
+    def command(repo, snapshots, lock_wait_s) -> None:
+        with opened(repo) as repository:
+            changed = set_protection(repository.storage, snapshots, protect, lock_wait_s)
+        for record, did in changed:
+            state = f"{verb}ed" if did else ("already protected" if protect
+                                              else "was not protected")
+            click.echo(f"snapshot {record.short_id} ({record.name}, {_when(record)} UTC): "
+                       f"{state}")
+    return command
+
+
+protect = _protection_command(True)
+protect.help = ("Mark snapshots so that prune keeps them and delete refuses them until "
+                "unprotected. SNAPSHOT: an id, id prefix, 'latest' or a series (its latest).")
+unprotect = _protection_command(False)
+unprotect.help = ("Remove the mark 'diskvault protect' set. Prune and delete may then remove "
+                  "the snapshots.")
+
+
 def _count_option(rule: str, period: str):
     return click.option(f"--keep-{rule}", rule, type=click.IntRange(min=0), default=0,
                         metavar="N", help=f"Keep the newest snapshot of each of the N newest "
@@ -83,6 +111,8 @@ def _count_option(rule: str, period: str):
 @_count_option("yearly", "years")
 @click.option("--keep-within", "within", default=None, metavar="DURATION",
               help="Keep every snapshot taken within DURATION of now (e.g. 36h, 7d, 2w, 1m).")
+@click.option("--keep-tag", "keep_tags", multiple=True, metavar="TAG",
+              help="Keep every snapshot with this tag (repeatable).")
 @click.option("--name", default=None, shell_complete=complete_series,
               help="Prune only this series (default: every series).")
 @click.option("--dry-run", is_flag=True, help="Show what would be kept and removed; change "
@@ -91,11 +121,13 @@ def _count_option(rule: str, period: str):
               help="Allow removing every snapshot of a series (and a prune with no rule).")
 @lock_wait_option
 @json_option
-def prune(repo, last, hourly, daily, weekly, monthly, yearly, within, name, dry_run,
-          allow_delete_all, lock_wait_s, as_json) -> None:
-    """Remove the snapshots no --keep-* rule keeps, per series; compact frees the space."""
+def prune(repo, last, hourly, daily, weekly, monthly, yearly, within, keep_tags, name,
+          dry_run, allow_delete_all, lock_wait_s, as_json) -> None:
+    """Remove the snapshots no --keep-* rule keeps, per series; compact frees the space.
+    Protected snapshots ('diskvault protect') are always kept."""
     policy = KeepPolicy(last=last, hourly=hourly, daily=daily, weekly=weekly, monthly=monthly,
-                        yearly=yearly, within=parse_duration(within) if within else None)
+                        yearly=yearly, within=parse_duration(within) if within else None,
+                        tags=frozenset(keep_tags))
     with opened(repo) as repository:
         plan = pruning.prune(repository.storage, policy, name, dry_run, allow_delete_all,
                              lock_wait_s=lock_wait_s)

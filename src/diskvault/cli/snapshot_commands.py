@@ -19,7 +19,7 @@ from .change_maps import read_change_map
 from .completion import complete_series, complete_snapshot
 from .common import json_option, lock_wait_option, opened, repo_option
 from .output import (config_json, encryption_label, human_bytes, human_rate, print_json,
-                     print_snapshots, repository_space, snapshot_json, snapshot_space)
+                     print_snapshots, repository_space, snapshot_json, snapshot_space, warn)
 from .progress import ProgressLine
 from .run_records import note_figures, recorded
 from .sizes import NON_NEGATIVE_SIZE
@@ -177,10 +177,18 @@ def _source_size(source: Path) -> int:
 @repo_option
 @click.option("--name", default=None, shell_complete=complete_series,
               help="Only this series.")
+@click.option("--accept-missing", is_flag=True,
+              help="Forget the snapshots this host saw that are gone (an older copy of the "
+                   "repository put back, or snapshots deleted from another host, on "
+                   "purpose), instead of refusing to go on.")
 @json_option
-def list_snapshots(repo, name, as_json) -> None:
-    """List snapshots, oldest first."""
+def list_snapshots(repo, name, accept_missing, as_json) -> None:
+    """List snapshots, oldest first. Exit 1 if a snapshot this host saw is gone."""
     with opened(repo) as repository:
+        if accept_missing:
+            for seen in repository.accept_missing_snapshots():
+                warn(f"snapshot {seen.id[:8]} of {seen.series}, seen here on "
+                     f"{seen.seen_on}, is gone: forgotten here")
         records, damaged = repository.scan_snapshots()
     records = [r for r in records if r.name == name] if name else records
     if as_json:

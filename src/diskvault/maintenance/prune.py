@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ..errors import BadInput
+from ..errors import BadInput, SnapshotProtected
 from ..store.coordination.locking import WriterLock
 from ..store.format.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
@@ -23,6 +23,7 @@ from .safety import refuse_if_damaged
 
 INTACT_OUTCOME = "snapshots listed by 'diskvault list' are intact: rerun the {}"
 PROTECTED_REASON = "newest of its series (protected: the rules keep none of it)"
+MARKED_REASON = "protected"  # marked with 'diskvault protect'
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ class PrunePlan:
 
 
 def plan_prune(records: Sequence[SnapshotRecord], policy: KeepPolicy, now: datetime,
-               name: str | None = None, allow_delete_all: bool = False) -> PrunePlan:
+               name: str | None = None, allow_delete_all: bool = False,
+               protected: frozenset[str] = frozenset()) -> PrunePlan:
     """Decide, per series, what to keep and why; ordered by series, then oldest first, the
-    order of ``list``.
+    order of ``list``. The ``protected`` ids (``diskvault protect``) are always kept.
 
     A series that the rules would empty keeps its newest snapshot (listed in
     ``protected_series``) unless ``allow_delete_all``: a nightly job that failed for a
@@ -61,7 +63,11 @@ def plan_prune(records: Sequence[SnapshotRecord], policy: KeepPolicy, now: datet
     chosen = [r for r in records if name is None or r.name == name]
     if name is not None and not chosen:
         raise BadInput(f"no snapshots in series {name!r} (see 'diskvault list')")
-    kept = select_kept([SnapshotTime(r.id, r.name, r.time) for r in chosen], policy, now)
+    kept = select_kept([SnapshotTime(r.id, r.name, r.time, frozenset(r.tags)) for r in chosen],
+                       policy, now)
+    for record_id in protected & kept.keys():
+        kept[record_id] += f", {MARKED_REASON}"
+    kept.update((r.id, MARKED_REASON) for r in chosen if r.id in protected - kept.keys())
     by_series: dict[str, list[SnapshotRecord]] = {}
     for record in chosen:
         by_series.setdefault(record.name, []).append(record)
@@ -82,13 +88,15 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
     """Plan (and unless ``dry_run``, apply) a prune under the writer lock."""
     now = now or datetime.now(timezone.utc)
     if dry_run:
-        plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all)
+        plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all,
+                          storage.protection.ids())
         plan.dry_run = True
         return plan
     with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
             storage.writer_lock("prune", lock_wait_s) as lock:
         records = storage.snapshots.all()
-        plan = plan_prune(records, policy, now, name, allow_delete_all)
+        plan = plan_prune(records, policy, now, name, allow_delete_all,
+                          storage.protection.ids())
         _refuse_if_damaged(storage, "prune", records)
         forget_records(storage, plan.removed, lock)
     return plan
@@ -101,11 +109,12 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str], lock_wait_s: fl
     resolved before any record is removed, so a typo deletes nothing. ``dry_run``: only
     say which."""
     if dry_run:
-        return select_deleted(storage.snapshots.all(), selectors, all_of_series)
+        return _refuse_protected(storage, select_deleted(storage.snapshots.all(), selectors,
+                                                         all_of_series))
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
             storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
         records = storage.snapshots.all()
-        chosen = select_deleted(records, selectors, all_of_series)
+        chosen = _refuse_protected(storage, select_deleted(records, selectors, all_of_series))
         _refuse_if_damaged(storage, "delete", records)
         forget_records(storage, chosen, lock)
     return chosen
@@ -130,6 +139,19 @@ def select_deleted(records: Sequence[SnapshotRecord], selectors: Sequence[str],
         else:
             chosen[record.id] = record
     return sorted(chosen.values(), key=lambda r: (r.time, r.id))
+
+
+def _refuse_protected(storage: Storage, chosen: list[SnapshotRecord]) -> list[SnapshotRecord]:
+    """``chosen``, or SnapshotProtected if any of it is marked: then nothing is deleted."""
+    protected = storage.protection.ids()
+    marked = [r for r in chosen if r.id in protected]
+    if marked:
+        shown = ", ".join(f"{r.short_id} ({r.name})" for r in marked[:5])
+        which = "snapshot {} is" if len(marked) == 1 else "snapshots {} are"
+        raise SnapshotProtected(f"{which.format(shown)} protected: nothing was deleted; run "
+                                f"'diskvault unprotect {marked[0].short_id}' first if it is "
+                                f"to go")
+    return chosen
 
 
 def _refuse_if_damaged(storage: Storage, command: str,

@@ -21,11 +21,13 @@ class SnapshotTime:
     id: str
     series: str
     time: datetime  # timezone-aware; periods are cut in UTC
+    tags: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class KeepPolicy:
-    """How many periods of each kind to keep (0: rule not given) and an optional window."""
+    """How many periods of each kind to keep (0: rule not given), an optional window, and
+    tags whose snapshots are all kept."""
 
     last: int = 0
     hourly: int = 0
@@ -34,18 +36,21 @@ class KeepPolicy:
     monthly: int = 0
     yearly: int = 0
     within: timedelta | None = None
+    tags: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.name != "within" and value < 0:
+            if field.name not in ("within", "tags") and value < 0:
                 raise BadInput(f"--keep-{field.name} must be 0 or more, not {value}")
         if self.within is not None and self.within <= timedelta(0):
             raise BadInput(f"--keep-within must be a positive duration, not {self.within}")
+        if "" in self.tags:
+            raise BadInput("--keep-tag needs a tag name, not an empty text")
 
     def is_empty(self) -> bool:
         """True when no rule is given: such a policy keeps nothing, so callers refuse it."""
-        return self.within is None and not any(
+        return self.within is None and not self.tags and not any(
             getattr(self, name) for name, _ in COUNTED_RULES
         )
 
@@ -145,6 +150,9 @@ def _reasons_in_series(newest_first: list[SnapshotTime], policy: KeepPolicy,
         for snapshot in newest_first:
             if snapshot.time >= cutoff:
                 reasons.setdefault(snapshot.id, []).append(label)
+    for snapshot in newest_first:
+        for tag in sorted(policy.tags & snapshot.tags):
+            reasons.setdefault(snapshot.id, []).append(f"tag {tag}")
     return reasons
 
 

@@ -285,6 +285,12 @@ class Repository:
         records = self.storage.snapshots.all()
         return [r for r in records if r.name == name] if name else records
 
+    def accept_missing_snapshots(self) -> list:
+        """Forget the snapshots this host saw that the repository no longer holds (an older
+        copy put back, or snapshots deleted from another host, on purpose); returns them
+        (``seen_snapshots.SeenSnapshot``)."""
+        return self.storage.snapshots.accept_missing()
+
     def scan_snapshots(self):
         """(readable records oldest first, errors of damaged records)."""
         return self.storage.snapshots.scan()

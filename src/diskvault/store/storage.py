@@ -25,12 +25,14 @@ from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compr
                             RepositoryConfig, read_config, write_config)
 from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PackStore
+from .format.protection import ProtectionMarks
 from .format.snapshots import SNAPSHOTS_PREFIX, SnapshotStore
 from .host.user_folders import cached_records_folder, make_cached_index_folder
+from .host.seen_snapshots import SnapshotMemory
 from .index.catch_up import CatchUp, catch_up, index_state
 from .index.chunk_index import DATA_FILE, ChunkIndex
 from .index.damage import set_aside_index, set_aside_unreadable_index
-from .index.record_cache import RecordCache
+from .host.record_cache import RecordCache
 from .keys.encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .pipeline import new_pool
 from .read.chunk_reader import ChunkReader
@@ -66,7 +68,10 @@ class Storage:
         record_cache = RecordCache(
             cached_records_folder(repository_id, backend.place), SNAPSHOTS_PREFIX
         ).create() if backend.index_is_cache else None
-        self.snapshots = SnapshotStore(self.backend, self.cipher, repository_id, record_cache)
+        self.snapshots = SnapshotStore(
+            self.backend, self.cipher, repository_id, record_cache,
+            SnapshotMemory(repository_id, backend.place, str(backend.location)))
+        self.protection = ProtectionMarks(self.backend)
         self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)
         self.chunks = ChunkReader(self.packs, self.index, self.codec,

@@ -53,9 +53,13 @@ def test_an_index_newer_than_the_packs_beside_it_is_rebuilt_before_a_backup_uses
     backup(one_snapshot, two, "two")  # its packs: known to the index, not to the older copy
     put_back(older, one_snapshot)
     root = one_snapshot
-    if where == "a cp -a copy":
+    if where == "a cp -a copy":  # a place this host has not seen: nothing to report
         root = tmp_path / "copy"
         subprocess.run(["cp", "-a", str(one_snapshot), str(root)], check=True)
+    else:  # the snapshot seen here is gone: reported until accepted
+        refused = run_cli("backup", "-r", str(root), str(two), "--name", "two")
+        assert refused.returncode == 1 and b"is gone from" in refused.stderr
+        run_cli("list", "-r", str(root), "--accept-missing", check=True)
 
     backup(root, two, "two")  # must store its chunks again: their packs are gone
     assert restore_bytes(root, "two", tmp_path / "two.restored") == two.read_bytes()

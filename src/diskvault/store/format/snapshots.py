@@ -10,17 +10,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
 
 import blake3
 
 from ...errors import AmbiguousSnapshot, AuthenticationFailed, CorruptData, SnapshotNotFound
 from ..backends.protocol import Backend, StrayNotice
+from ..host.record_cache import RecordCache
+from ..host.seen_snapshots import SeenSnapshot, SnapshotMemory
 from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
 from .manifest import BlockRef, layout_problem
-
-if TYPE_CHECKING:
-    from ..index.record_cache import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +148,18 @@ def _integrity_problem(body: dict, record: SnapshotRecord) -> str | None:
 
 
 class SnapshotStore:
-    """The records under ``snapshots/``: one ``snapshots/<id>.json`` per snapshot."""
+    """The records under ``snapshots/``: one ``snapshots/<id>.json`` per snapshot. With a
+    ``memory`` (this host's, of this repository), every listing is checked against it: a
+    snapshot seen here and not removed from here must still be listed (SnapshotGone)."""
 
     def __init__(self, backend: Backend, cipher: RecordCipher | None = None,
-                 repository_id: str | None = None, cache: RecordCache | None = None):
+                 repository_id: str | None = None, cache: RecordCache | None = None,
+                 memory: SnapshotMemory | None = None):
         self.backend = backend
         self._cipher = cipher or NoEncryption()
         self._repository_id = repository_id
         self._cache = cache  # an object store's records kept on this host (record_cache.py)
+        self._memory = memory
         self._stray_notice = StrayNotice(backend, SNAPSHOTS_PREFIX, "snapshot records")
 
     def _associated(self, snapshot_id: str) -> bytes:
@@ -172,6 +174,8 @@ class SnapshotStore:
         if self._cipher.encrypted:
             data = self._cipher.seal(data, self._associated(record.id))
         self.backend.put(record_name(record.id), data)
+        if self._memory is not None:
+            self._memory.remember([record])
 
     def load(self, snapshot_id: str) -> SnapshotRecord:
         return self._read(record_name(snapshot_id))
@@ -198,7 +202,7 @@ class SnapshotStore:
         if self._cipher.encrypted:
             # Bound to the id its name gives: a record renamed, swapped or copied from
             # another repository does not open.
-            snapshot_id = name[len(SNAPSHOTS_PREFIX): -len(RECORD_SUFFIX)]
+            snapshot_id = _id_of(name)
             try:
                 data = self._cipher.open_sealed(data, self._associated(snapshot_id))
             except AuthenticationFailed:
@@ -213,13 +217,15 @@ class SnapshotStore:
         return record
 
     def delete(self, snapshot_id: str) -> None:
+        if self._memory is not None:
+            self._memory.removing(snapshot_id)  # first: a kill between leaves no false alarm
         self.backend.delete(record_name(snapshot_id))
         if self._cache:
             self._cache.forget(record_name(snapshot_id))
 
     def scan(self) -> tuple[list[SnapshotRecord], list[tuple[PurePosixPath, CorruptData]]]:
         """Every readable snapshot, oldest first, and each damaged record's name with its
-        error."""
+        error; SnapshotGone if a snapshot this host saw is not listed."""
         records, damaged = [], []
         names = self.record_names()
         if self._cache:
@@ -231,11 +237,19 @@ class SnapshotStore:
                 continue  # deleted while we listed
             except CorruptData as error:
                 damaged.append((PurePosixPath(name), error))
+        if self._memory is not None:
+            self._memory.check_and_remember({_id_of(name) for name in names}, records)
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
+
+    def accept_missing(self) -> list[SeenSnapshot]:
+        """Forget the snapshots this host saw that are gone, so that listings work again."""
+        if self._memory is None:
+            return []
+        return self._memory.accept_missing(set(self.ids()))
 
     def ids(self) -> list[str]:
         """Ids of the complete records, without reading any."""
-        return [name[len(SNAPSHOTS_PREFIX): -len(RECORD_SUFFIX)] for name in self.record_names()]
+        return [_id_of(name) for name in self.record_names()]
 
     def record_names(self) -> list[str]:
         """The ``snapshots/<id>.json`` objects. Anything else there is not ours: ignored,
@@ -281,6 +295,10 @@ class SnapshotStore:
 
 def record_name(snapshot_id: str) -> str:
     return f"{SNAPSHOTS_PREFIX}{snapshot_id}{RECORD_SUFFIX}"
+
+
+def _id_of(name: str) -> str:
+    return name[len(SNAPSHOTS_PREFIX): -len(RECORD_SUFFIX)]
 
 
 def is_snapshot_id(text: str) -> bool:

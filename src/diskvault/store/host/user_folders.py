@@ -31,13 +31,18 @@ def cached_index_folder(repository_id: str, place: str) -> Path:
     ``place`` (Backend.place): two copies of one repository (a cloned prefix, a replica on
     another endpoint, a copied folder) share an id but never a cache. The id is validated
     (32 hex digits) by the config before it names a folder."""
-    place_key = hashlib.sha256(place.encode()).hexdigest()[:PLACE_KEY_HEX_DIGITS]
-    return user_cache_folder() / repository_id / place_key / "index"
+    return user_cache_folder() / repository_id / place_key(place) / "index"
+
+
+def place_key(place: str) -> str:
+    """A short, file-name-safe digest of a Backend.place, to keep apart what this host
+    holds for two copies of one repository."""
+    return hashlib.sha256(place.encode()).hexdigest()[:PLACE_KEY_HEX_DIGITS]
 
 
 def cached_records_folder(repository_id: str, place: str) -> Path:
     """Where this machine keeps the snapshot records it read of that repository, beside its
-    cached index (index/record_cache.py)."""
+    cached index (host/record_cache.py)."""
     return cached_index_folder(repository_id, place).parent / "snapshots"
 
 

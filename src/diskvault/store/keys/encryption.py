@@ -21,7 +21,7 @@ from ..format.crypto import (SEAL_OVERHEAD_BYTES, Encrypted, Keys, NoEncryption,
                              RecordKind, associated_data)
 from ..format.snapshots import SNAPSHOTS_PREFIX, SnapshotStore
 from ..host.user_folders import cached_records_folder
-from ..index.record_cache import RecordCache
+from ..host.record_cache import RecordCache
 from .encrypted_marks import mark_of, remember_encrypted, was_encrypted
 
 KEY_FILE = "keys/repokey"

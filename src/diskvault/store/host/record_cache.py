@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 
-from ..host.durable import atomic_replacement_at, make_private_folder, open_folder, write_all
+from .durable import atomic_replacement_at, make_private_folder, open_folder, write_all
 
 log = logging.getLogger(__name__)
 
