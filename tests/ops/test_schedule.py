@@ -150,7 +150,7 @@ def odd_schedule(tmp_path, **changes) -> Schedule:
 @pytest.mark.parametrize("variant", ["local", "s3-device-encrypted"])
 def test_odd_names_survive_systemd_quoting(tmp_path, variant):
     changes = {} if variant == "local" else dict(
-        repository="s3://backups/vm1", repository_is_local=False, source_is_device=True,
+        repository="s3://backups/vm1", source_is_device=True,
         source=Path("/dev/loop0"), passphrase_file=None,
         encrypted_credential=tmp_path / "vm1.cred")
     schedule = odd_schedule(tmp_path, **changes)

@@ -67,9 +67,9 @@ def copy(source: str, destination: str, selectors: tuple[str, ...], as_json: boo
 def _refuse_one_folder(source: str, destination: str) -> None:
     """BadInput when --from and --to name one folder (the index opens once per process)."""
     source_location, destination_location = parse_location(source), parse_location(destination)
-    if not (source_location.is_local and destination_location.is_local):
-        return  # two object-store repositories are told apart by their repository ids
     source_path, destination_path = source_location.folder, destination_location.folder
+    if source_path is None or destination_path is None:
+        return  # object-store repositories are told apart by their repository ids
     if (source_path.exists() and destination_path.exists()
             and os.path.samefile(source_path, destination_path)):
         raise BadInput(f"--from {source} and --to {destination} are the same repository: "

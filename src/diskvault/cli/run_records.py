@@ -53,7 +53,7 @@ def location_text(repo: str | None) -> str | None:
         location = parse_location(repo)
     except DiskvaultError:
         return None
-    return os.path.abspath(location.folder) if location.is_local else str(location)
+    return location.absolute_text()
 
 
 def _options() -> list[click.Option]:

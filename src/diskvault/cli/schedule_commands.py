@@ -108,13 +108,12 @@ def _schedule(params: dict, encrypted_credential: Path | None = None):
         is_device = stat.S_ISBLK(os.stat(source).st_mode)
     except OSError:
         is_device = False
-    location = parse_location(repo)  # a missing or unknown one: its one-line reason
+    parse_location(repo)  # a missing or unknown repository: its one-line reason
     return Schedule(program=Path(os.path.abspath(program)), repository=location_text(repo),
                     source=source, series=series_name(source, params.pop("name")),
                     backup_at=params.pop("backup_at"), check_at=params.pop("check_at"),
                     keep=keep, read_data=params.pop("read_data"),
                     source_is_device=is_device,
-                    repository_is_local=location.is_local,
                     on_failure=params.pop("on_failure"), on_success=params.pop("on_success"),
                     environment=params.pop("environment"), **absolute)
 

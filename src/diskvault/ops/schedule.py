@@ -17,6 +17,8 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..store.backends.location import parse_location
+
 CREDENTIAL_NAME = "diskvault-passphrase"
 DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 0}  # cron's numbers
 UNIT_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.")
@@ -92,7 +94,6 @@ class Schedule:
     passphrase_file: Path | None = None
     encrypted_credential: Path | None = None
     source_is_device: bool = False
-    repository_is_local: bool = True
     on_failure: str | None = None
     on_success: str | None = None
     metrics_dir: Path | None = None
@@ -107,6 +108,12 @@ class Schedule:
                  if self.keep.get(rule)]
         return ["prune", "-r", self.repository, "--name", self.series, *rules] if rules \
             else None
+
+    @property
+    def repository_folder(self) -> Path | None:
+        """The repository's folder, which the sandboxed service must be able to write;
+        None for an object store."""
+        return parse_location(self.repository).folder
 
     def check_arguments(self) -> list[str]:
         return ["check", "-r", self.repository] + (["--read-data"] if self.read_data else [])
@@ -175,7 +182,7 @@ def _service(schedule: Schedule, description: str, commands: list[list[str]]) ->
               "Environment=XDG_STATE_HOME=%S XDG_CACHE_HOME=%C"]
     lines += [_environment_line(name, value)
               for name, value in sorted(schedule.environment.items())]
-    writable = [schedule.repository] if schedule.repository_is_local else []
+    writable = [schedule.repository] if schedule.repository_folder else []
     writable += [str(schedule.metrics_dir)] if schedule.metrics_dir else []
     if writable:
         lines.append("ReadWritePaths=" + " ".join(map(_systemd_word, writable)))

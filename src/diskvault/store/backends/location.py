@@ -33,9 +33,10 @@ class Location:
     folder: Path | None = None
     url: str | None = None
 
-    @property
-    def is_local(self) -> bool:
-        return self.folder is not None
+    def absolute_text(self) -> str:
+        """How runs and units name this place: a folder as an absolute path (so ``-r vm1``
+        and ``-r /backups/vm1`` from /backups agree), a URL as it is."""
+        return os.path.abspath(self.folder) if self.folder is not None else str(self.url)
 
     def __str__(self) -> str:
         return str(self.folder) if self.folder is not None else str(self.url)
