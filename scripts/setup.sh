@@ -105,7 +105,7 @@ ln -sfn "$home/bin/diskvault" "$bin/diskvault"
 
 # Man pages and completions are made by the installed command from its own options.
 mkdir -p "$man/man1" "$bash_dir" "$zsh_dir" "$fish_dir"
-"$home/bin/python" -m diskvault.cli.manpages "$man/man1"
+"$home/bin/python" -m diskvault.cli.shell.manpages "$man/man1"
 "$home/bin/diskvault" completion bash > "$bash_dir/diskvault"
 "$home/bin/diskvault" completion zsh > "$zsh_dir/_diskvault"
 "$home/bin/diskvault" completion fish > "$fish_dir/diskvault.fish"

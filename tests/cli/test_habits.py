@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from diskvault.cli.sizes import parse_size
+from diskvault.cli.options.sizes import parse_size
 from diskvault.fuse.logs import configure_logging
 
 from ..conftest import run_cli, write_image

@@ -21,7 +21,7 @@ from diskvault.cli.main import COMMANDS, cli
 def pages(tmp_path_factory) -> Path:
     """The pages, written by the module setup.sh runs, in a real subprocess."""
     folder = tmp_path_factory.mktemp("man1")
-    subprocess.run([sys.executable, "-m", "diskvault.cli.manpages", str(folder)], check=True,
+    subprocess.run([sys.executable, "-m", "diskvault.cli.shell.manpages", str(folder)], check=True,
                    timeout=120)
     return folder
 

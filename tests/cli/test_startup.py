@@ -49,14 +49,14 @@ def heavy(modules: set[str]) -> set[str]:
 def test_help_and_version_import_nothing_of_the_store_or_the_commands(args, tmp_path):
     modules = imported_modules(tmp_path, *args)
     assert heavy(modules) == set()
-    assert {name for name in modules if name.endswith("_commands")} == set()
+    assert {name for name in modules if name.startswith("diskvault.cli.commands.")} == set()
 
 
 def test_the_help_of_one_command_imports_only_that_command(tmp_path):
     modules = imported_modules(tmp_path, "umount", "--help")
-    assert "diskvault.cli.mount_commands" in modules
-    assert {"diskvault.cli.snapshot_commands", "diskvault.cli.maintenance_commands",
-            "diskvault.cli.demo", "diskvault.maintenance"} & modules == set()
+    assert "diskvault.cli.commands.mount" in modules
+    assert {"diskvault.cli.commands.snapshots", "diskvault.cli.commands.maintenance",
+            "diskvault.cli.commands.demo", "diskvault.maintenance"} & modules == set()
 
 
 def test_help_lists_every_command_with_the_first_sentence_of_its_docstring():
@@ -70,9 +70,11 @@ def test_help_lists_every_command_with_the_first_sentence_of_its_docstring():
 def test_every_command_defined_in_the_cli_package_is_in_the_table():
     registered = {entry.target for entry in COMMANDS.values()}
     defined = set()
-    for module_info in pkgutil.iter_modules(diskvault.cli.__path__):
-        module = importlib.import_module(f"diskvault.cli.{module_info.name}")
-        defined |= {f"{module_info.name}:{attribute}" for attribute, value in vars(module).items()
+    prefix = "diskvault.cli."
+    for module_info in pkgutil.walk_packages(diskvault.cli.__path__, prefix):
+        module = importlib.import_module(module_info.name)
+        name = module_info.name.removeprefix(prefix)
+        defined |= {f"{name}:{attribute}" for attribute, value in vars(module).items()
                     if isinstance(value, click.Command)
                     and value.callback.__module__ == module.__name__
                     and value is not cli and not _is_subcommand(value)}

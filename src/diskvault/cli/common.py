@@ -18,7 +18,7 @@ DEBUG_FLAG = "--debug"
 REPO_KEY = "diskvault.repo"
 PASSWORD_FILE_KEY = "diskvault.password_file"
 DEBUG_KEY = "diskvault.debug"
-REPOSITORY_ID_KEY = "diskvault.repository_id"  # for cli/run_records.py, once opened
+REPOSITORY_ID_KEY = "diskvault.repository_id"  # for cli/output/run_records.py, once opened
 REPO_HELP = ("The repository: a folder or s3://BUCKET/PREFIX, before or after the command "
              "name (or set DISKVAULT_REPO).")
 

@@ -29,59 +29,59 @@ class OutputClosed(Exception):
 # for `diskvault --help` (the first sentence of its docstring; tests/cli/test_startup.py
 # checks that the two agree). A new command is one line here.
 COMMANDS = {
-    "init": LazyCommand("repository_commands:init", "Create a new, empty repository "
+    "init": LazyCommand("commands.repository:init", "Create a new, empty repository "
                         "(encrypted unless --encryption none)."),
-    "break-lock": LazyCommand("repository_commands:break_lock", "Remove the writer lock left "
+    "break-lock": LazyCommand("commands.repository:break_lock", "Remove the writer lock left "
                               "by a writer that crashed (use with care)."),
-    "key": LazyCommand("key_commands:key", "The key of an encrypted repository: keep an "
+    "key": LazyCommand("commands.keys:key", "The key of an encrypted repository: keep an "
                        "export of it somewhere else."),
-    "backup": LazyCommand("snapshot_commands:backup",
+    "backup": LazyCommand("commands.snapshots:backup",
                           "Back up an image file, block device or NBD export (or '-': "
                           "standard input) as a new snapshot."),
-    "list": LazyCommand("snapshot_commands:list_snapshots", "List snapshots, oldest first."),
-    "info": LazyCommand("snapshot_commands:info", "Show a snapshot's sizes and dedup figures "
+    "list": LazyCommand("commands.snapshots:list_snapshots", "List snapshots, oldest first."),
+    "info": LazyCommand("commands.snapshots:info", "Show a snapshot's sizes and dedup figures "
                         "(or the repository's, without SNAPSHOT)."),
-    "restore": LazyCommand("snapshot_commands:restore", "Restore a snapshot to a new sparse "
+    "restore": LazyCommand("commands.snapshots:restore", "Restore a snapshot to a new sparse "
                            "file, an existing file, or a block device."),
-    "cat": LazyCommand("snapshot_commands:cat", "Write a snapshot's image to standard output."),
-    "diff": LazyCommand("snapshot_commands:diff", "List the byte ranges that differ between "
+    "cat": LazyCommand("commands.snapshots:cat", "Write a snapshot's image to standard output."),
+    "diff": LazyCommand("commands.snapshots:diff", "List the byte ranges that differ between "
                         "two snapshots (from manifests only)."),
-    "demo": LazyCommand("demo:demo", "Run the main job on a built-in example: nightly backups "
-                        "of a small ext4 image."),
-    "mount": LazyCommand("mount_commands:mount", "Mount all snapshots (or just SNAPSHOT) "
+    "demo": LazyCommand("commands.demo:demo", "Run the main job on a built-in example: nightly "
+                        "backups of a small ext4 image."),
+    "mount": LazyCommand("commands.mount:mount", "Mount all snapshots (or just SNAPSHOT) "
                          "read-only at MOUNTPOINT."),
-    "umount": LazyCommand("mount_commands:umount", "Unmount a diskvault mount (fails, saying "
+    "umount": LazyCommand("commands.mount:umount", "Unmount a diskvault mount (fails, saying "
                           "so, while files in it are in use)."),
-    "serve": LazyCommand("serve_commands:serve", "Export SNAPSHOT as a read-only NBD block "
+    "serve": LazyCommand("commands.serve:serve", "Export SNAPSHOT as a read-only NBD block "
                          "device until stopped (Ctrl-C, SIGTERM)."),
-    "delete": LazyCommand("maintenance_commands:delete", "Delete snapshots (id, id prefix, "
+    "delete": LazyCommand("commands.maintenance:delete", "Delete snapshots (id, id prefix, "
                           "'latest', or a whole series with --all-of-series); compact frees "
                           "the space."),
-    "prune": LazyCommand("maintenance_commands:prune", "Remove the snapshots no --keep-* rule "
+    "prune": LazyCommand("commands.maintenance:prune", "Remove the snapshots no --keep-* rule "
                          "keeps, per series; compact frees the space."),
-    "protect": LazyCommand("maintenance_commands:protect", "Mark snapshots so that prune "
+    "protect": LazyCommand("commands.maintenance:protect", "Mark snapshots so that prune "
                            "keeps them and delete refuses them until unprotected."),
-    "unprotect": LazyCommand("maintenance_commands:unprotect", "Remove the mark 'diskvault "
+    "unprotect": LazyCommand("commands.maintenance:unprotect", "Remove the mark 'diskvault "
                              "protect' set."),
-    "compact": LazyCommand("maintenance_commands:compact", "Give back the space of data no "
+    "compact": LazyCommand("commands.maintenance:compact", "Give back the space of data no "
                            "snapshot uses (after delete or prune)."),
-    "check": LazyCommand("maintenance_commands:check", "Check that every snapshot can be "
+    "check": LazyCommand("commands.maintenance:check", "Check that every snapshot can be "
                          "restored; exit 1 if anything is damaged."),
-    "ls": LazyCommand("files_commands:ls", "List the volumes of a snapshot's image and their "
+    "ls": LazyCommand("commands.files:ls", "List the volumes of a snapshot's image and their "
                       "filesystems, or, with LOCATION, a folder inside one like `ls -l` (a "
                       "file or symlink shows itself)."),
-    "copy": LazyCommand("copy_commands:copy", "Copy snapshots (default: every one the "
+    "copy": LazyCommand("commands.copy:copy", "Copy snapshots (default: every one the "
                         "destination lacks) with their ids, names, times and tags; "
                         "only chunks the destination lacks are written."),
-    "status": LazyCommand("status_commands:status", "Show each series' newest snapshot, its "
+    "status": LazyCommand("commands.status:status", "Show each series' newest snapshot, its "
                           "age, its last failure and the last check."),
-    "report": LazyCommand("status_commands:report", "Write a status page: each series' "
+    "report": LazyCommand("commands.status:report", "Write a status page: each series' "
                           "snapshots, bytes per night, dedup, checks, failures."),
-    "schedule": LazyCommand("schedule_commands:schedule", "Print or write the systemd units "
+    "schedule": LazyCommand("commands.schedule:schedule", "Print or write the systemd units "
                             "or the crontab line that run a series' backups every night."),
-    "pull": LazyCommand("files_commands:pull", "Copy a file or a whole folder out of a "
+    "pull": LazyCommand("commands.files:pull", "Copy a file or a whole folder out of a "
                         "snapshot's image to DESTINATION, like `cp -a`."),
-    "completion": LazyCommand("completion:completion", "Print the completion script for "
+    "completion": LazyCommand("shell.completion:completion", "Print the completion script for "
                               "SHELL (setup installs it; or, in ~/.bashrc: eval \"$(diskvault "
                               "completion bash)\")."),
     "version": LazyCommand("main:version", "Print diskvault's version (as --version and -V)."),

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import click
 
-from ..errors import DiskvaultError
-from ..store.repository import Repository
-from .common import json_option
-from .output import (human_bytes, print_json, print_snapshots, repository_space,
-                     snapshot_json)
-from .snapshot_commands import backup_summary
+from ...errors import DiskvaultError
+from ...store.repository import Repository
+from ..common import json_option
+from ..output.formatting import (human_bytes, print_json, print_snapshots,
+                                 repository_space, snapshot_json)
+from .snapshots import backup_summary
 
 IMAGE_BYTES = 96 * 1024 * 1024
 NIGHTS = 4

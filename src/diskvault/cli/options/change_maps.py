@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import BadInput
-from ..store.backup.change_map import ChangeMap, parse_change_map
+from ...errors import BadInput
+from ...store.backup.change_map import ChangeMap, parse_change_map
 
 
 def read_change_map(path: Path | None, changed_since: str | None,

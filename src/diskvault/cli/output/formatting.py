@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import click
 
-from ..store.format.snapshots import SnapshotRecord
-from ..store.repository import RepositoryTotals
+from ...store.format.snapshots import SnapshotRecord
+from ...store.repository import RepositoryTotals
 
 UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
 

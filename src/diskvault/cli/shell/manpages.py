@@ -2,7 +2,7 @@
 and ``diskvault-COMMAND(1)`` (``diskvault-key-export(1)`` for a subcommand) with its usage,
 help and options, as click describes them, so the pages never drift from --help.
 
-    python -m diskvault.cli.manpages FOLDER     (scripts/setup.sh runs it)
+    python -m diskvault.cli.shell.manpages FOLDER     (scripts/setup.sh runs it)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .main import cli
+from ..main import cli
 
 PROGRAM = "diskvault"
 SECTION = "1"
@@ -85,5 +85,5 @@ def write_pages(folder: Path) -> list[Path]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m diskvault.cli.manpages FOLDER")
+        sys.exit("usage: python -m diskvault.cli.shell.manpages FOLDER")
     write_pages(Path(sys.argv[1]))

@@ -10,7 +10,7 @@ import os
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
-from .common import PASSWORD_FILE_KEY, REPO_KEY
+from ..common import PASSWORD_FILE_KEY, REPO_KEY
 
 SHELLS = ("bash", "zsh", "fish")
 PROGRAM = "diskvault"
@@ -22,7 +22,7 @@ COMPLETE_VARIABLE = "_DISKVAULT_COMPLETE"
 def completion(shell: str) -> None:
     """Print the completion script for SHELL (setup installs it; or, in ~/.bashrc:
     eval "$(diskvault completion bash)")."""
-    from .main import cli
+    from ..main import cli
 
     script_class = get_completion_class(shell)
     click.echo(script_class(cli, {}, PROGRAM, COMPLETE_VARIABLE).source())
@@ -34,9 +34,9 @@ def _records(ctx: click.Context):
     repo = ctx.params.get("repo") or ctx.meta.get(REPO_KEY) or os.environ.get("DISKVAULT_REPO")
     if not repo:
         return []
-    from ..store.backends.location import parse_location  # only when completing
-    from ..store.keys.passphrase import get_passphrase
-    from ..store.repository import Repository
+    from ...store.backends.location import parse_location  # only when completing
+    from ...store.keys.passphrase import get_passphrase
+    from ...store.repository import Repository
 
     password_file = ctx.meta.get(PASSWORD_FILE_KEY)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .output import human_bytes
+from .formatting import human_bytes
 
 REFRESH_S = 0.25
 PLAIN_REFRESH_S = 10.0

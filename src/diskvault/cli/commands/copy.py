@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from ..errors import BadInput
-from ..store.backends.location import parse_location
-from ..store.copy import CopyReport
-from ..store.keys.passphrase import SOURCE_NAMES
-from .common import CommandPassphrase, json_option, lock_wait_option, opened, password_file_option
-from .output import human_bytes, print_json, snapshot_json
+from ...errors import BadInput
+from ...store.backends.location import parse_location
+from ...store.copy import CopyReport
+from ...store.keys.passphrase import SOURCE_NAMES
+from ..common import CommandPassphrase, json_option, lock_wait_option, opened, password_file_option
+from ..output.formatting import human_bytes, print_json, snapshot_json
 
 FROM_PASSWORD_FILE_KEY = "diskvault.from_password_file"
 

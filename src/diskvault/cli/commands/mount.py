@@ -9,17 +9,17 @@ from pathlib import Path
 
 import click
 
-from ..fuse.daemon import fork_mount_process, open_log_file, stderr_to_log
-from ..fuse.logs import configure_logging, syslog_available
-from ..fuse.preflight import check_allow_other, check_mountpoint, load_fuse_binding
-from ..fuse.serve import serve
-from ..fuse.unmount import unmount
-from ..store.format.snapshots import SnapshotRecord
-from ..store.host.durable import make_private_folder
-from ..store.host.user_folders import user_state_folder
-from .completion import complete_snapshot
-from .common import debug_enabled, json_option, opened, repo_option
-from .output import print_json
+from ...fuse.daemon import fork_mount_process, open_log_file, stderr_to_log
+from ...fuse.logs import configure_logging, syslog_available
+from ...fuse.preflight import check_allow_other, check_mountpoint, load_fuse_binding
+from ...fuse.serve import serve
+from ...fuse.unmount import unmount
+from ...store.format.snapshots import SnapshotRecord
+from ...store.host.durable import make_private_folder
+from ...store.host.user_folders import user_state_folder
+from ..shell.completion import complete_snapshot
+from ..common import debug_enabled, json_option, opened, repo_option
+from ..output.formatting import print_json
 
 log = logging.getLogger(__name__)
 

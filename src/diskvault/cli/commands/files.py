@@ -11,18 +11,18 @@ from pathlib import Path
 
 import click
 
-from ..errors import DiskvaultError
-from ..image.extract import PullProgress, PullReport
-from ..image.extract import pull as pull_files
-from ..image.filesystems import Entry
-from ..image.locations import VolumeSummary
-from ..store.format.snapshots import SnapshotRecord
-from ..store.read.browse import Listing
-from .completion import complete_snapshot
-from .common import json_option, opened, repo_option
-from .output import human_bytes, print_json, print_table
-from .progress import ProgressLine
-from .snapshot_commands import progress_option
+from ...errors import DiskvaultError
+from ...image.extract import PullProgress, PullReport
+from ...image.extract import pull as pull_files
+from ...image.filesystems import Entry
+from ...image.locations import VolumeSummary
+from ...store.format.snapshots import SnapshotRecord
+from ...store.read.browse import Listing
+from ..shell.completion import complete_snapshot
+from ..common import json_option, opened, repo_option
+from ..output.formatting import human_bytes, print_json, print_table
+from ..output.progress import ProgressLine
+from .snapshots import progress_option
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

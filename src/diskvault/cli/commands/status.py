@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from ..errors import SeriesOverdue
-from ..maintenance.retention import describe_duration, parse_duration
-from .common import json_option, opened, repo_option
-from .output import human_bytes, print_json, print_table, warn
-from .run_records import location_text
+from ...errors import SeriesOverdue
+from ...maintenance.retention import describe_duration, parse_duration
+from ..common import json_option, opened, repo_option
+from ..output.formatting import human_bytes, print_json, print_table, warn
+from ..output.run_records import location_text
 
 
 def _when(time: datetime) -> str:
@@ -21,7 +21,7 @@ def _when(time: datetime) -> str:
 
 def _gathered(repo):
     """The repository's snapshots and this host's runs of it, and the repository's totals."""
-    from ..ops.runs import load_runs, repository_keys
+    from ...ops.runs import load_runs, repository_keys
     with opened(repo) as repository:
         records, damaged = repository.scan_snapshots()
         totals = repository.totals()
@@ -45,7 +45,7 @@ def _run_json(run) -> dict | None:
 @json_option
 def status(repo, max_age, as_json) -> None:
     """Show each series' newest snapshot, its age, its last failure and the last check."""
-    from ..ops.health import LatestSnapshot, describe_age, last_check, series_health
+    from ...ops.health import LatestSnapshot, describe_age, last_check, series_health
     limit = parse_duration(max_age) if max_age else None
     location, records, runs, _ = _gathered(repo)
     latest = {record.name: LatestSnapshot(record.id, record.time)
@@ -102,8 +102,8 @@ def _check_text(run) -> str:
               help="Write the page to this file (replaced whole).")
 def report(repo, html_file: Path) -> None:
     """Write a status page: each series' snapshots, bytes per night, dedup, checks, failures."""
-    from ..ops.report_page import render_report
-    from ..store.host.durable import atomic_replacement, write_all
+    from ...ops.report_page import render_report
+    from ...store.host.durable import atomic_replacement, write_all
     location, records, runs, totals = _gathered(repo)
     page = render_report(location, records, runs, totals.stored_bytes,
                          datetime.now(timezone.utc), human_bytes)

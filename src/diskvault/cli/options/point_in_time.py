@@ -6,9 +6,9 @@ import functools
 
 import click
 
-from ..ops.hooks import HOOK_TIMEOUT_S
-from ..sources.commands import ViewCommands
-from ..sources.point_in_time import AUTO, METHODS, PointInTime, open_point_in_time
+from ...ops.hooks import HOOK_TIMEOUT_S
+from ...sources.commands import ViewCommands
+from ...sources.point_in_time import AUTO, METHODS, PointInTime, open_point_in_time
 
 
 def point_in_time_options(command):

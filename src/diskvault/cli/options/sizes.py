@@ -8,7 +8,7 @@ import re
 
 import click
 
-from ..errors import BadInput
+from ...errors import BadInput
 
 _BINARY = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _SIZE = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*([KMGTP]?)(I?B?)\s*", re.IGNORECASE)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from ..errors import PassphraseUnavailable
-from ..store.backends.location import parse_location
-from ..store.keys.passphrase import (NEW_PASSWORD_VARIABLE, ask, environment, read_passphrase_file,
-                                     terminal_prompt)
-from ..store.repository import Repository
-from .common import CommandPassphrase, json_option, opened, repo_option
-from .output import print_json
+from ...errors import PassphraseUnavailable
+from ...store.backends.location import parse_location
+from ...store.keys.passphrase import (NEW_PASSWORD_VARIABLE, ask, environment,
+                                      read_passphrase_file, terminal_prompt)
+from ...store.repository import Repository
+from ..common import CommandPassphrase, json_option, opened, repo_option
+from ..output.formatting import print_json
 
 
 @click.group(invoke_without_command=False)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import DiskvaultError
-from .common import REPO_KEY, REPOSITORY_ID_KEY
-from .output import warn
+from ...errors import DiskvaultError
+from ..common import REPO_KEY, REPOSITORY_ID_KEY
+from .formatting import warn
 
 FIGURES_KEY = "diskvault.run_figures"
 EXIT_INTERRUPTED = 130
@@ -48,7 +48,7 @@ def location_text(repo: str | None) -> str | None:
     """The repository as runs are filed under it when its id is unknown: a local folder as
     an absolute path, so ``-r vm1`` and ``-r /backups/vm1`` from /backups agree. None when
     ``repo`` names no repository at all (missing, or a URL diskvault does not know)."""
-    from ..store.backends.location import parse_location
+    from ...store.backends.location import parse_location
     try:
         location = parse_location(repo)
     except DiskvaultError:
@@ -99,8 +99,8 @@ def recorded(command_name: str, series_of: SeriesOf) -> Callable[[click.Command]
 
 def _finish(command_name: str, series: str | None, started: datetime, exit_code: int,
             error: str, hook: str | None, metrics_dir: Path | None) -> None:
-    from ..ops.hooks import hook_environment, run_hook
-    from ..ops.runs import Run, last_seen_id
+    from ...ops.hooks import hook_environment, run_hook
+    from ...ops.runs import Run, last_seen_id
 
     ctx = click.get_current_context()
     location = location_text(ctx.params.get("repo") or ctx.meta.get(REPO_KEY))
@@ -122,8 +122,8 @@ def _remember(run, location: str, repository_id: str | None, opened: bool,
               metrics_dir: Path | None) -> None:
     """File the run under the repository (and, if this run opened it, note its id at this
     location), then refresh its metrics file if asked."""
-    from ..ops.metrics import render_metrics, write_metrics
-    from ..ops.runs import load_runs, note_repository_id, record_run, repository_keys
+    from ...ops.metrics import render_metrics, write_metrics
+    from ...ops.runs import load_runs, note_repository_id, record_run, repository_keys
 
     keys = repository_keys(location, repository_id)
     try:

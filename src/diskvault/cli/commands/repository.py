@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from ..errors import BadInput
-from ..store.backends.location import parse_location
-from ..store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, Compression
-from ..store.repository import Repository
-from .common import CommandPassphrase, json_option, opened, repo_option
-from .output import config_json, encryption_label, human_bytes, print_json, warn
-from .sizes import BYTE_SIZE
+from ...errors import BadInput
+from ...store.backends.location import parse_location
+from ...store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, Compression
+from ...store.repository import Repository
+from ..common import CommandPassphrase, json_option, opened, repo_option
+from ..output.formatting import config_json, encryption_label, human_bytes, print_json, warn
+from ..options.sizes import BYTE_SIZE
 
 ENCRYPTION_CHOICES = {"repokey": REPOKEY_MODE, "none": PLAINTEXT_MODE}
 

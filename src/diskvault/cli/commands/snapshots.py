@@ -9,21 +9,22 @@ from pathlib import Path
 
 import click
 
-from ..errors import CorruptData
-from ..sources.disk_formats import WRITABLE_FORMATS, written_as
-from ..sources.disk_source import opened_disk_source
-from ..sources.nbd import is_nbd_uri
-from ..store.backup.stream_source import STDIN_LABEL
-from ..store.format.snapshots import SnapshotRecord, series_name
-from .change_maps import read_change_map
-from .completion import complete_series, complete_snapshot
-from .common import json_option, lock_wait_option, opened, repo_option
-from .output import (config_json, encryption_label, human_bytes, human_rate, print_json,
-                     print_snapshots, repository_space, snapshot_json, snapshot_space, warn)
-from .progress import ProgressLine
-from .run_records import note_figures, recorded
-from .sizes import NON_NEGATIVE_SIZE
-from .view_options import point_in_time_options, source_opener
+from ...errors import CorruptData
+from ...sources.disk_formats import WRITABLE_FORMATS, written_as
+from ...sources.disk_source import opened_disk_source
+from ...sources.nbd import is_nbd_uri
+from ...store.backup.stream_source import STDIN_LABEL
+from ...store.format.snapshots import SnapshotRecord, series_name
+from ..options.change_maps import read_change_map
+from ..shell.completion import complete_series, complete_snapshot
+from ..common import json_option, lock_wait_option, opened, repo_option
+from ..output.formatting import (config_json, encryption_label, human_bytes, human_rate,
+                                 print_json, print_snapshots, repository_space, snapshot_json,
+                                 snapshot_space, warn)
+from ..output.progress import ProgressLine
+from ..output.run_records import note_figures, recorded
+from ..options.sizes import NON_NEGATIVE_SIZE
+from ..options.point_in_time import point_in_time_options, source_opener
 
 # How `info` says what a record's "consistency" means (docs/point-in-time.md).
 CONSISTENCY_WORDS = {

@@ -5,26 +5,27 @@ from __future__ import annotations
 
 import click
 
-from ..errors import CorruptData
-from ..maintenance import check as checking
-from ..maintenance import compact as compaction
-from ..maintenance import prune as pruning
-from ..maintenance.protection import set_protection
-from ..maintenance import repair as repairing
-from ..maintenance.check import CheckReport
-from ..maintenance.compact import DEFAULT_THRESHOLD, CompactResult
-from ..maintenance.compact_plan import CompactionPlan
-from ..maintenance.compact_requests import PlannedRequests
-from ..maintenance.prune import PrunePlan
-from ..maintenance.repair import RepairReport
-from ..maintenance.retention import KeepPolicy, parse_duration
-from ..store.backends.location import parse_location
-from ..store.format.snapshots import SnapshotRecord
-from .completion import complete_series, complete_snapshot
-from .common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
-from .output import human_bytes, human_rate, print_json, print_table, snapshot_json, warn
-from .progress import ProgressLine
-from .run_records import note_figures, recorded
+from ...errors import CorruptData
+from ...maintenance import check as checking
+from ...maintenance import compact as compaction
+from ...maintenance import prune as pruning
+from ...maintenance.protection import set_protection
+from ...maintenance import repair as repairing
+from ...maintenance.check import CheckReport
+from ...maintenance.compact import DEFAULT_THRESHOLD, CompactResult
+from ...maintenance.compact_plan import CompactionPlan
+from ...maintenance.compact_requests import PlannedRequests
+from ...maintenance.prune import PrunePlan
+from ...maintenance.repair import RepairReport
+from ...maintenance.retention import KeepPolicy, parse_duration
+from ...store.backends.location import parse_location
+from ...store.format.snapshots import SnapshotRecord
+from ..shell.completion import complete_series, complete_snapshot
+from ..common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
+from ..output.formatting import (human_bytes, human_rate, print_json, print_table,
+                                 snapshot_json, warn)
+from ..output.progress import ProgressLine
+from ..output.run_records import note_figures, recorded
 
 COMPACT_HINT = "run 'diskvault compact' to give their space back"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import BadInput
-from .common import REPO_KEY
-from .run_records import location_text
+from ...errors import BadInput
+from ..common import REPO_KEY
+from ..output.run_records import location_text
 
 SECRET_PREFIX = "DISKVAULT_PASSWORD"
 
@@ -30,7 +30,7 @@ def _default_program() -> Path:
 
 def _clock(weekly: bool):
     def convert(_ctx, param, value):
-        from ..ops.schedule import parse_clock
+        from ...ops.schedule import parse_clock
         try:
             return parse_clock(value, weekly)
         except ValueError as error:
@@ -93,9 +93,9 @@ def _schedule_options(command):
 
 def _schedule(params: dict, encrypted_credential: Path | None = None):
     """The Schedule the options describe, all paths made absolute."""
-    from ..ops.schedule import Schedule
-    from ..store.backends.location import parse_location
-    from ..store.format.snapshots import series_name
+    from ...ops.schedule import Schedule
+    from ...store.backends.location import parse_location
+    from ...store.format.snapshots import series_name
     ctx = click.get_current_context()
     repo = params.pop("repo") or ctx.meta.get(REPO_KEY)
     source = Path(os.path.abspath(params.pop("source")))
@@ -137,7 +137,7 @@ def schedule() -> None:
                    "instead of printing them.")
 def systemd(encrypted_credential, out_dir, **params) -> None:
     """Systemd service and timer units: nightly backup and prune, weekly check."""
-    from ..ops.schedule import systemd_units
+    from ...ops.schedule import systemd_units
     if encrypted_credential and params["passphrase_file"]:
         raise click.UsageError("give --passphrase-file or --encrypted-credential, not both")
     units = systemd_units(_schedule(params, encrypted_credential))
@@ -156,7 +156,7 @@ def systemd(encrypted_credential, out_dir, **params) -> None:
 def _write_units(folder: Path, units: dict[str, str]) -> None:
     """Each unit file created new and private; if one exists, none is written (and a file
     that appears meanwhile still makes the exclusive create fail, never is overwritten)."""
-    from ..store.host.durable import create_exclusive, open_folder, write_all
+    from ...store.host.durable import create_exclusive, open_folder, write_all
     with open_folder(folder) as folder_fd:
         for name in units:
             if os.path.lexists(folder / name):
@@ -172,6 +172,6 @@ def _write_units(folder: Path, units: dict[str, str]) -> None:
 @_schedule_options
 def cron(**params) -> None:
     """Crontab lines (for 'crontab -e' as root): nightly backup and prune, weekly check."""
-    from ..ops.schedule import crontab_lines
+    from ...ops.schedule import crontab_lines
     for line in crontab_lines(_schedule(params)):
         click.echo(line)

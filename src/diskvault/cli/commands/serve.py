@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from ..errors import BadInput, ExportFailed
-from ..nbd.server import (ExportRequest, NbdServer, Tls, find_nbdkit, parse_tcp,
-                          read_psk_file)
-from .common import debug_enabled, json_option, opened, repo_option
-from .output import warn
+from ...errors import BadInput, ExportFailed
+from ...nbd.server import (ExportRequest, NbdServer, Tls, find_nbdkit, parse_tcp,
+                           read_psk_file)
+from ..common import debug_enabled, json_option, opened, repo_option
+from ..output.formatting import warn
 
 
 @click.command()
