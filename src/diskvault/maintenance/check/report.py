@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..store.format.snapshots import SnapshotRecord
-from .usage import Unused
+from ...store.format.snapshots import SnapshotRecord
+from ..usage import Unused
 
 LOST = "lost"
 UNINDEXED = "unindexed"  # intact in a pack the index lacks: repair re-indexes it
