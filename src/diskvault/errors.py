@@ -85,6 +85,12 @@ class SnapshotProtected(DiskvaultError):
     removed."""
 
 
+class RepositoryAppendOnly(DiskvaultError):
+    """A command would delete from a repository marked append-only; nothing was changed."""
+
+    exit_code = EXIT_NO_PERMISSION
+
+
 class SnapshotGone(DiskvaultError):
     """A snapshot this host saw in the repository is no longer there, and this host did not
     remove it: the repository was rolled back, or a record is withheld."""

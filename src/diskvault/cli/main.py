@@ -31,6 +31,8 @@ class OutputClosed(Exception):
 COMMANDS = {
     "init": LazyCommand("repository_commands:init", "Create a new, empty repository "
                         "(encrypted unless --encryption none)."),
+    "config": LazyCommand("repository_commands:config", "Show the repository's settings, or "
+                          "set its append-only mark."),
     "break-lock": LazyCommand("repository_commands:break_lock", "Remove the writer lock left "
                               "by a writer that crashed (use with care)."),
     "key": LazyCommand("key_commands:key", "The key of an encrypted repository: keep an "

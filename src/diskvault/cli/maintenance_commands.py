@@ -363,8 +363,9 @@ def _print_repair(report: RepairReport) -> None:
     for pack_id in report.missing_packs:
         click.echo(f"repair: pack {pack_id} is missing; its chunks are gone from the index")
     for pack_id, why in report.damaged_packs:
-        where = "moved to damaged/" if pack_id in report.set_aside_packs else \
-            "left in place while readers run (repair again later to move it)"
+        where = ("moved to damaged/" if pack_id in report.set_aside_packs else
+                 "left in place (the repository is append-only)" if report.append_only else
+                 "left in place while readers run (repair again later to move it)")
         click.echo(f"repair: pack {pack_id}: {why}; {where}")
     if report.chunks_salvaged:
         click.echo(f"repair: {report.chunks_salvaged} intact chunks rescued from damaged "

@@ -44,6 +44,7 @@ from ..store.pipeline import batches
 from ..store.storage import Storage
 from .compact_plan import (DEFAULT_THRESHOLD, CompactionPlan, live_records, pack_footer,
                            plan_compaction, record_cost, validate_threshold)
+from .append_only import refuse_if_append_only
 from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, preview
 from .safety import last_copies, refuse_if_damaged
@@ -88,6 +89,7 @@ def compact_holding(storage: Storage, lock: WriterLock,
                     threshold: float = DEFAULT_THRESHOLD) -> CompactResult:
     """The compaction itself, under ``lock`` (held by the caller): LockLost, with nothing
     more changed, once the lock is found in other hands."""
+    refuse_if_append_only(storage, "compact")
     storage.release_reserve_if_full()
     started = time.monotonic()
     lock.ensure_held()

@@ -17,6 +17,7 @@ from ..errors import BadInput, SnapshotProtected
 from ..store.coordination.locking import WriterLock
 from ..store.format.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
+from .append_only import refuse_if_append_only
 from .liveness import Liveness
 from .retention import KeepPolicy, SnapshotTime, select_kept
 from .safety import refuse_if_damaged
@@ -94,6 +95,7 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
         return plan
     with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
             storage.writer_lock("prune", lock_wait_s) as lock:
+        refuse_if_append_only(storage, "prune")
         records = storage.snapshots.all()
         plan = plan_prune(records, policy, now, name, allow_delete_all,
                           storage.protection.ids())
@@ -113,6 +115,7 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str], lock_wait_s: fl
                                                          all_of_series))
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
             storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
+        refuse_if_append_only(storage, "delete")
         records = storage.snapshots.all()
         chosen = _refuse_protected(storage, select_deleted(records, selectors, all_of_series))
         _refuse_if_damaged(storage, "delete", records)

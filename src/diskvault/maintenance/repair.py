@@ -30,6 +30,7 @@ from ..store.format.packs import PackEntry, read_footer
 from ..store.index.chunk_index import ChunkIndex
 from ..store.keys.encryption import Passphrase
 from ..store.storage import Storage
+from .append_only import is_append_only
 from .check import CheckReport, check
 from .verify import read_verified, verify_pack
 
@@ -46,6 +47,7 @@ class RepairReport:
     dropped_records: list[tuple[str, bytes, str]] = field(default_factory=list)
     damaged_packs: list[tuple[str, str]] = field(default_factory=list)  # footer unreadable
     set_aside_packs: list[str] = field(default_factory=list)       # moved to damaged/
+    append_only: bool = False  # damaged packs were left in place: nothing is deleted
     chunks_salvaged: int = 0
     after: CheckReport | None = None
     duration_s: float = 0.0
@@ -184,8 +186,12 @@ def _without_damaged_duplicates(storage: Storage, packs: list[PackList],
 
 def _set_aside_damaged_packs(storage: Storage, report: RepairReport,
                              ensure_held: Callable[[], None]) -> None:
-    """Move packs without a usable footer to damaged/, once no reader may use them."""
+    """Move packs without a usable footer to damaged/, once no reader may use them; in an
+    append-only repository they stay where they are (a move deletes the old name)."""
     if not report.damaged_packs:
+        return
+    report.append_only = is_append_only(storage)
+    if report.append_only:
         return
     ensure_held()
     with storage.readers_excluded() as excluded:

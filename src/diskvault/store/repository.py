@@ -18,7 +18,7 @@ from .backup.source import ImageSource, SourceOpener
 from .backup.stream_source import StreamSource
 from .coordination.locking import WriterLock
 from .coordination.readers import ReaderLock
-from .format.config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams
+from .format.config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, ObjectLockSettings
 from .format.crypto import Keys
 from .format.manifest import decode_block
 from .format.snapshots import SnapshotRecord, is_snapshot_id, select_snapshot, series_name
@@ -62,9 +62,10 @@ class Repository:
     def init(cls, location: LocationLike, chunk_size: int | None = None,
              compression: str = "zstd:3", encryption: str = PLAINTEXT_MODE,
              passphrase: Passphrase = None, version: int = FORMAT_VERSION,
-             chunker: ChunkerParams | None = None) -> "Repository":
+             chunker: ChunkerParams | None = None, append_only: bool = False,
+             object_lock: ObjectLockSettings | None = None) -> "Repository":
         return cls(Storage.create(location, chunk_size, compression, encryption, passphrase,
-                                  version, chunker))
+                                  version, chunker, append_only, object_lock))
 
     @staticmethod
     def chunker_params(location: LocationLike) -> ChunkerParams:

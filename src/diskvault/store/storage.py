@@ -22,7 +22,7 @@ from .coordination import locking, readers, space
 from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
 from .format.codec import Codec
 from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compression,
-                            RepositoryConfig, read_config, write_config)
+                            ObjectLockSettings, RepositoryConfig, read_config, write_config)
 from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PackStore
 from .format.protection import ProtectionMarks
@@ -124,11 +124,13 @@ class Storage:
     def create(cls, location: LocationLike, chunk_size: int | None = None,
                compression: str = "zstd:3", encryption: str = PLAINTEXT_MODE,
                passphrase: Passphrase = None, version: int = FORMAT_VERSION,
-               chunker: ChunkerParams | None = None) -> "Storage":
+               chunker: ChunkerParams | None = None, append_only: bool = False,
+               object_lock: ObjectLockSettings | None = None) -> "Storage":
         """A new, empty repository at ``location`` (a missing or empty folder, or an empty
         prefix of a bucket). ``encryption`` is a config mode (``repokey-aes-256-gcm`` or
         ``none``); ``version`` 1 only to test that old repositories still work; ``chunker``
-        (another repository's parameters) stands in for ``chunk_size``."""
+        (another repository's parameters) stands in for ``chunk_size``; ``object_lock``
+        needs a bucket made with Object Lock."""
         location = as_location(location)
         location.refuse_used_folder()
         if encryption != PLAINTEXT_MODE:  # asked before anything is created
@@ -138,7 +140,8 @@ class Storage:
                        else ChunkerParams.from_average(chunk_size))
         chunker.validate()
         config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression),
-                                  encryption=encryption, version=version)
+                                  encryption=encryption, version=version,
+                                  append_only=append_only, object_lock=object_lock)
         try:
             config.validate()
         except BadInput as error:
