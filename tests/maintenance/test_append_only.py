@@ -99,7 +99,7 @@ def test_repair_of_an_append_only_repository_leaves_a_damaged_pack_in_place(repo
     report = repair_repository(repo.root)
 
     assert [p for p, _ in report.damaged_packs] == [pack.stem]
-    assert report.set_aside_packs == [] and report.append_only
+    assert report.set_aside_packs == [] and "append-only" in report.kept_in_place
     assert pack.exists() and not (repo.root / "damaged").exists()
 
 

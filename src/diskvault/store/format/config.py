@@ -10,6 +10,7 @@ import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 
 from ...errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
 from ..backends.protocol import Backend
@@ -45,6 +46,9 @@ KIND_NAMES = {int: "a whole number", str: "a text", dict: "an object", bool: "tr
 # COMPLIANCE by nobody until it runs out. Days as S3's own bucket defaults count them.
 OBJECT_LOCK_MODES = ("governance", "compliance")
 OBJECT_LOCK_DAYS_RANGE = (1, 36500)
+# A pack is put while its backup runs, the snapshot's record at the end: a day more keeps
+# the packs of a backup shorter than that locked at least as long as its record.
+PACK_RETENTION_MARGIN = timedelta(days=1)
 
 
 def _span(low: int, high: int) -> str:
@@ -111,6 +115,10 @@ class ObjectLockSettings:
 
     mode: str = "governance"
     days: int = 30
+
+    def until(self, now: datetime) -> datetime:
+        """The retain-until date of an object put (or extended) at ``now``."""
+        return now + timedelta(days=self.days)
 
     def validate(self) -> None:
         if self.mode not in OBJECT_LOCK_MODES:
