@@ -191,3 +191,30 @@ def test_protect_holds_the_record_and_unprotect_lifts_the_hold(url, client, pref
     cli("unprotect", "-r", url, snapshot)
     assert client.head_object(Bucket=ceph_locked_bucket, Key=record)[
         "ObjectLockLegalHoldStatus"] == "OFF"
+
+
+def test_copy_into_an_object_lock_repository_locks_what_it_writes_and_holds_protected_records(
+        url, client, prefix, ceph_locked_bucket, tmp_path):
+    source = tmp_path / "source"
+    cli("init", "-r", str(source), "--encryption", "none")
+    first = back_up(str(source), tmp_path, 512 * 1024, seed=8)
+    second = back_up(str(source), tmp_path, 512 * 1024, seed=9)
+    cli("protect", "-r", str(source), first)
+    init(url)
+
+    report = json.loads(cli("copy", "--from", str(source), "--to", url, "--json").stdout)
+
+    assert report["protected"] == [first]
+    found, _ = versions(client, ceph_locked_bucket, prefix)
+    holds = {key.rsplit("/", 1)[-1]: v[0]["hold"] for key, v in found.items()
+             if "/snapshots/" in key}
+    assert holds[f"{first}.json"] == "ON" and holds[f"{second}.json"] in (None, "OFF")
+    assert all(v[0]["mode"] == "GOVERNANCE" for key, v in found.items()
+               if "/packs/" in key or "/snapshots/" in key)
+
+
+def test_bypass_governance_is_refused_where_there_is_no_object_lock(tmp_path):
+    root = str(tmp_path / "repo")
+    cli("init", "-r", root, "--encryption", "none")
+    result = cli("prune", "-r", root, "--keep-last", "1", "--bypass-governance", check=False)
+    assert result.returncode == EXIT_BAD_INPUT and "has no Object Lock" in one_line_error(result)
