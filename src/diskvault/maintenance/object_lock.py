@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from ..errors import BadInput, ObjectLocked
-from ..store.format.config import PACK_RETENTION_MARGIN
+from ..store.format.config import LEGAL_HOLD_UNTIL, PACK_RETENTION_MARGIN
 from ..store.format.packs import pack_name
 from ..store.format.snapshots import SnapshotRecord, record_name
 from ..store.storage import Storage
@@ -39,7 +39,7 @@ def allow_bypass(storage: Storage, bypass: bool) -> None:
 
 def locked_until(storage: Storage, names: Iterable[str]) -> dict[str, datetime]:
     """The objects among ``names`` that the lock keeps now, with the date it lets go (a
-    legal hold: datetime.max). Empty without Object Lock."""
+    legal hold: LEGAL_HOLD_UNTIL). Empty without Object Lock."""
     lock = storage.backend.object_lock
     if lock is None:
         return {}
@@ -57,7 +57,7 @@ def locked_until(storage: Storage, names: Iterable[str]) -> dict[str, datetime]:
 
 
 def date_label(until: datetime) -> str:
-    if until.year == datetime.max.year:
+    if until == LEGAL_HOLD_UNTIL:
         return "its legal hold is lifted ('diskvault unprotect')"
     return f"{until.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
 
@@ -92,7 +92,7 @@ def refuse_locked(storage: Storage, records: list[SnapshotRecord]) -> None:
     shown = ", ".join(f"{r.short_id} ({r.name})" for r in records if r.id in locked)
     latest = max(locked.values())
     hint = ("rerun with --bypass-governance, with credentials allowed to bypass it"
-            if storage.config.object_lock.mode == "governance" and latest.year != datetime.max.year
+            if storage.config.object_lock.mode == "governance" and latest != LEGAL_HOLD_UNTIL
             else "it can be deleted after that")
     raise ObjectLocked(f"{len(locked)} snapshot(s) locked by S3 Object Lock until "
                        f"{date_label(latest)}: {shown}; nothing was deleted ({hint})")

@@ -113,8 +113,10 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str], lock_wait_s: fl
     resolved before any record is removed, so a typo deletes nothing. ``dry_run``: only
     say which."""
     if dry_run:
-        return _refuse_protected(storage, select_deleted(storage.snapshots.all(), selectors,
-                                                         all_of_series))
+        chosen = _refuse_protected(storage, select_deleted(storage.snapshots.all(), selectors,
+                                                           all_of_series))
+        refuse_locked(storage, chosen)
+        return chosen
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
             storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
         refuse_if_append_only(storage, "delete")

@@ -12,19 +12,14 @@ writer whose version is not it removes its own and lost.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...errors import BadInput, ObjectLocked
-from ..format.config import ObjectLockSettings
+from ..format.config import LEGAL_HOLD_UNTIL, ObjectLockSettings
 from .s3_client import content_md5, error_code
-
-HELD_FOREVER = datetime.max.replace(tzinfo=timezone.utc)  # a legal hold: until lifted
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,7 +33,7 @@ class Retention:
     @property
     def locked_until(self) -> datetime | None:
         if self.held:
-            return HELD_FOREVER
+            return LEGAL_HOLD_UNTIL
         if self.until is not None and self.until > datetime.now(timezone.utc):
             return self.until
         return None

@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from ...errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
 from ..backends.protocol import Backend
@@ -49,6 +49,7 @@ OBJECT_LOCK_DAYS_RANGE = (1, 36500)
 # A pack is put while its backup runs, the snapshot's record at the end: a day more keeps
 # the packs of a backup shorter than that locked at least as long as its record.
 PACK_RETENTION_MARGIN = timedelta(days=1)
+LEGAL_HOLD_UNTIL = datetime.max.replace(tzinfo=timezone.utc)  # held until the hold is lifted
 
 
 def _span(low: int, high: int) -> str:
