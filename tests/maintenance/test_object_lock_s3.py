@@ -218,3 +218,24 @@ def test_bypass_governance_is_refused_where_there_is_no_object_lock(tmp_path):
     cli("init", "-r", root, "--encryption", "none")
     result = cli("prune", "-r", root, "--keep-last", "1", "--bypass-governance", check=False)
     assert result.returncode == EXIT_BAD_INPUT and "has no Object Lock" in one_line_error(result)
+
+
+def test_a_delete_by_key_only_hides_a_locked_pack_and_removing_the_marker_brings_it_back(
+        url, client, prefix, ceph_locked_bucket, tmp_path, monkeypatch):
+    init(url)
+    back_up(url, tmp_path, MiB, seed=10)
+    pack = max((k for k in versions(client, ceph_locked_bucket, prefix)[0] if "/packs/" in k),
+               key=lambda k: client.head_object(Bucket=ceph_locked_bucket, Key=k)["ContentLength"])
+    client.delete_object(Bucket=ceph_locked_bucket, Key=pack)  # a thief's delete: a marker
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-host"))
+
+    assert cli("check", "-r", url, check=False).returncode == 1  # the chunks are not found
+    found, markers = versions(client, ceph_locked_bucket, prefix)
+    assert markers == [pack] and len(found[pack]) == 1  # the version is intact
+
+    answer = client.list_object_versions(Bucket=ceph_locked_bucket, Prefix=prefix + "/")
+    for marker in answer["DeleteMarkers"]:
+        client.delete_object(Bucket=ceph_locked_bucket, Key=marker["Key"],
+                             VersionId=marker["VersionId"])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-third-host"))
+    assert cli("check", "-r", url, check=False).returncode == 0
