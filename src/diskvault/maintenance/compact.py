@@ -22,6 +22,10 @@ meantime is copied out before its pack is deleted.
 ``compact --dry-run`` makes the same plan as a reader, from the reference counts a
 reconcile would give (liveness.preview), and writes nothing.
 
+On a bucket with S3 Object Lock (maintenance/object_lock.py), packs the lock still holds are
+neither emptied nor deleted (they stay doomed for a later run, and the result says until
+when), and every pack left in use is retained the repository's days from now.
+
 A compaction that lost its writer lock (another host judged it stale and took it over) must
 change nothing more: the lock is checked (``WriterLock.ensure_held``, one read) before each
 step that changes the index or deletes a pack, and LockLost ends the run there.
@@ -31,9 +35,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..errors import CorruptData
 from ..store.backup.packing import PackFiller
@@ -43,9 +47,9 @@ from ..store.format.packs import PackEntry, pack_name, read_footer
 from ..store.format.snapshots import SnapshotRecord
 from ..store.pipeline import batches
 from ..store.storage import Storage
+from .append_only import refuse_if_append_only
 from .compact_plan import (DEFAULT_THRESHOLD, CompactionPlan, live_records, pack_footer,
                            plan_compaction, record_cost, validate_threshold)
-from .append_only import refuse_if_append_only
 from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, preview
 from .object_lock import extend_retention, locked_until
@@ -112,9 +116,10 @@ def compact_holding(storage: Storage, lock: WriterLock,
     if executor.locked:
         result.packs_locked = len(executor.locked)
         result.locked_until = max(executor.locked.values()).isoformat()
-    lock.ensure_held()
-    result.packs_retained = extend_retention(
-        storage, {pack_id for pack_id, _ in storage.index.pack_stats()} - liveness.doomed())
+    if storage.backend.object_lock is not None:
+        lock.ensure_held()
+        result.packs_retained = extend_retention(
+            storage, {pack_id for pack_id, _ in storage.index.pack_stats()} - liveness.doomed())
     result.blocks_added = stats.blocks_added
     result.blocks_released = stats.blocks_released
     result.duration_s = round(time.monotonic() - started, 3)
