@@ -213,10 +213,12 @@ def test_copy_into_an_object_lock_repository_locks_what_it_writes_and_holds_prot
                if "/packs/" in key or "/snapshots/" in key)
 
 
-def test_bypass_governance_is_refused_where_there_is_no_object_lock(tmp_path):
+def test_bypass_governance_and_extending_are_refused_where_there_is_no_object_lock(tmp_path):
     root = str(tmp_path / "repo")
     cli("init", "-r", root, "--encryption", "none")
     result = cli("prune", "-r", root, "--keep-last", "1", "--bypass-governance", check=False)
+    assert result.returncode == EXIT_BAD_INPUT and "has no Object Lock" in one_line_error(result)
+    result = cli("extend-retention", "-r", root, check=False)
     assert result.returncode == EXIT_BAD_INPUT and "has no Object Lock" in one_line_error(result)
 
 
@@ -239,3 +241,21 @@ def test_a_delete_by_key_only_hides_a_locked_pack_and_removing_the_marker_brings
                              VersionId=marker["VersionId"])
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-third-host"))
     assert cli("check", "-r", url, check=False).returncode == 0
+
+
+def test_extend_retention_locks_every_pack_again_for_the_full_term(url, client, prefix,
+                                                                   ceph_locked_bucket, tmp_path):
+    init(url, days=2)
+    back_up(url, tmp_path, MiB, seed=11)
+    packs = [k for k in versions(client, ceph_locked_bucket, prefix)[0] if "/packs/" in k]
+    soon = datetime.now(timezone.utc) + timedelta(hours=1)
+    for key in packs:  # as if written long ago
+        client.put_object_retention(Bucket=ceph_locked_bucket, Key=key, BypassGovernanceRetention=True,
+                                    Retention={"Mode": "GOVERNANCE", "RetainUntilDate": soon})
+
+    answer = json.loads(cli("extend-retention", "-r", url, "--json").stdout)
+
+    assert answer["packs_extended"] == len(packs)
+    found, _ = versions(client, ceph_locked_bucket, prefix)
+    for key in packs:
+        assert found[key][0]["until"] > datetime.now(timezone.utc) + timedelta(days=2)

@@ -67,6 +67,9 @@ COMMANDS = {
                              "protect' set."),
     "compact": LazyCommand("maintenance_commands:compact", "Give back the space of data no "
                            "snapshot uses (after delete or prune)."),
+    "extend-retention": LazyCommand("maintenance_commands:extend_retention", "Extend the S3 "
+                                    "Object Lock retention of every pack in use to the "
+                                    "repository's days from now (compact does it too)."),
     "check": LazyCommand("maintenance_commands:check", "Check that every snapshot can be "
                          "restored; exit 1 if anything is damaged."),
     "ls": LazyCommand("files_commands:ls", "List the volumes of a snapshot's image and their "

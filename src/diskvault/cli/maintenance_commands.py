@@ -3,7 +3,7 @@ proving that what is stored can be restored."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import click
 
@@ -17,7 +17,7 @@ from ..maintenance.check import CheckReport
 from ..maintenance.compact import DEFAULT_THRESHOLD, CompactResult
 from ..maintenance.compact_plan import CompactionPlan
 from ..maintenance.compact_requests import PlannedRequests
-from ..maintenance.object_lock import allow_bypass, date_label
+from ..maintenance.object_lock import allow_bypass, date_label, extend_packs_in_use
 from ..maintenance.prune import PrunePlan
 from ..maintenance.repair import RepairReport
 from ..maintenance.retention import KeepPolicy, parse_duration
@@ -204,6 +204,22 @@ def compact(repo, threshold_percent, dry_run, bypass, as_json, lock_wait_s) -> N
                     **({} if made is None else {"requests": made})})
     else:
         _print_compact(result, stored)
+
+
+@click.command("extend-retention")
+@repo_option
+@json_option
+def extend_retention(repo, as_json) -> None:
+    """Extend the S3 Object Lock retention of every pack in use to the repository's days
+    from now (compact does it too)."""
+    with opened(repo) as repository:
+        extended = extend_packs_in_use(repository.storage)
+        until = repository.config.object_lock.until(datetime.now(timezone.utc))
+    if as_json:
+        print_json({"packs_extended": extended})
+    else:
+        click.echo(f"retention of {_count(extended, 'pack')} extended (to {date_label(until)} "
+                   f"and a day)")
 
 
 def _print_compaction_plan(plan: CompactionPlan, requests: PlannedRequests | None) -> None:

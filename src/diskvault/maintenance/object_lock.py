@@ -8,7 +8,8 @@ delete an object version the lock still holds, and packs that kept snapshots use
   never are.
 - ``extend_retention``: every pack still in use is retained the repository's days (plus
   the pack margin) from now, so a snapshot that reuses an old pack never outlives the
-  pack's lock while compact runs more often than the retention is long.
+  pack's lock while compact (or ``diskvault extend-retention``, after each backup) runs
+  more often than the retention is long.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..store.format.config import LEGAL_HOLD_UNTIL, PACK_RETENTION_MARGIN
 from ..store.format.packs import pack_name
 from ..store.format.snapshots import SnapshotRecord, record_name
 from ..store.storage import Storage
+from .liveness import Liveness
 
 
 def allow_bypass(storage: Storage, bypass: bool) -> None:
@@ -71,9 +73,30 @@ def extend_retention(storage: Storage, pack_ids: Iterable[str]) -> int:
         return 0
     until = storage.config.object_lock.until(datetime.now(timezone.utc)) + PACK_RETENTION_MARGIN
     names = [pack_name(pack_id) for pack_id in pack_ids]
-    for _ in storage.pool.map(lambda name: lock.extend(name, until), names):
-        pass
-    return len(names)
+    return sum(storage.pool.map(lambda name: _extend(lock, name, until), names))
+
+
+def _extend(lock, name: str, until: datetime) -> bool:
+    """False if the pack is gone (a compaction elsewhere deleted it meanwhile)."""
+    try:
+        lock.extend(name, until)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def extend_packs_in_use(storage: Storage) -> int:
+    """``diskvault extend-retention``: as a reader, beside backups, extend every pack the
+    index knows except those a compaction on this host doomed (a pack whose data died
+    since is extended too: that only holds its space longer). Needs s3:PutObjectRetention,
+    no delete right."""
+    if storage.config.object_lock is None:
+        raise BadInput(f"repository {storage.location} has no Object Lock: nothing to extend")
+    with storage.reader_lock():
+        counts = Liveness.existing(storage.index)
+        doomed = counts.doomed() if counts is not None else set()
+        return extend_retention(storage, {pack_id for pack_id, _ in storage.index.pack_stats()}
+                                - doomed)
 
 
 def locked_records(storage: Storage, records: Iterable[SnapshotRecord]
