@@ -350,3 +350,26 @@ def s3_environment(ceph_s3: S3Server, monkeypatch) -> S3Server:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return ceph_s3
+
+
+LOCKED_BUCKET = "diskvault-object-lock"  # made with S3 Object Lock (so: versioned)
+
+
+@pytest.fixture(scope="session")
+def ceph_locked_bucket(ceph_s3: S3Server) -> str:
+    """A bucket with Object Lock beside the session's plain one; tests use prefixes of
+    their own in it."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=ceph_s3.endpoint, aws_access_key_id=ceph_s3.access_key,
+                 aws_secret_access_key=ceph_s3.secret_key, region_name="us-east-1"
+                 ).create_bucket(Bucket=LOCKED_BUCKET, ObjectLockEnabledForBucket=True)
+    return LOCKED_BUCKET
+
+
+@pytest.fixture
+def s3_locked_environment(s3_environment: S3Server, ceph_locked_bucket: str,
+                          monkeypatch) -> S3Server:
+    """s3_environment, with the Object Lock bucket's name in DISKVAULT_TEST_S3_LOCKED_BUCKET."""
+    monkeypatch.setenv("DISKVAULT_TEST_S3_LOCKED_BUCKET", ceph_locked_bucket)
+    return s3_environment

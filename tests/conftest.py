@@ -19,7 +19,8 @@ import pytest
 from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
-from .ceph import ceph_s3, s3_environment  # noqa: F401  (fixtures: a real Ceph for S3)
+from .ceph import (ceph_locked_bucket, ceph_s3, s3_environment,  # noqa: F401  (fixtures:
+                   s3_locked_environment)  # a real Ceph for S3, a bucket with Object Lock)
 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
 TEST_PASSPHRASE = "correct horse battery staple"

@@ -85,6 +85,19 @@ class SnapshotProtected(DiskvaultError):
     removed."""
 
 
+class RepositoryAppendOnly(DiskvaultError):
+    """A command would delete from a repository marked append-only; nothing was changed."""
+
+    exit_code = EXIT_NO_PERMISSION
+
+
+class ObjectLocked(DiskvaultError):
+    """S3 Object Lock refused to delete an object version (its retention or legal hold
+    still holds); nothing more was deleted."""
+
+    exit_code = EXIT_NO_PERMISSION
+
+
 class SnapshotGone(DiskvaultError):
     """A snapshot this host saw in the repository is no longer there, and this host did not
     remove it: the repository was rolled back, or a record is withheld."""

@@ -149,3 +149,26 @@ def test_copy_into_a_locked_repository_fails_naming_the_writer_and_copies_nothin
     assert "backup /dev/vda" in result.stderr.decode()
     with Repository.open(tmp_path / "destination") as destination:
         assert destination.list_snapshots() == []
+
+
+def test_copy_carries_protect_marks_also_to_snapshots_copied_before(tmp_path):
+    image = write_image(tmp_path / "disk.img", MiB, "mixed", seed=8)
+    first, second = source_with_snapshots(tmp_path / "source", image)
+    run_cli("init", "-r", str(tmp_path / "copy"), "--encryption", "none", check=True)
+    source, destination = str(tmp_path / "source"), str(tmp_path / "copy")
+    run_cli("protect", "-r", source, first, check=True)
+
+    one = json.loads(run_cli("copy", "--from", source, "--to", destination, "--json",
+                             check=True).stdout)
+    run_cli("protect", "-r", source, second, check=True)  # after its copy was made
+    again = json.loads(run_cli("copy", "--from", source, "--to", destination, "--json",
+                               check=True).stdout)
+    third = json.loads(run_cli("copy", "--from", source, "--to", destination, "--json",
+                               check=True).stdout)
+
+    assert one["protected"] == [first] and again["copied"] == []
+    assert again["protected"] == [second] and third["protected"] == []
+    refused = run_cli("delete", "-r", destination, first)
+    assert refused.returncode == 1 and "protected" in refused.stderr.decode()
+    with Repository.open(tmp_path / "copy") as copy:
+        assert {r.id for r in copy.list_snapshots()} == {first, second}

@@ -120,7 +120,11 @@ def set_value(*keys_and_value):
     (set_value("pack_target_bytes", 1.5), "pack_target_bytes is 1.5"),
     (set_value("repository_id", "x"), "repository_id 'x'"),
     (lambda config: config.pop("hash"), "hash is missing"),
-    (lambda config: config["compression"].pop("level"), "compression.level is missing")])
+    (lambda config: config["compression"].pop("level"), "compression.level is missing"),
+    (set_value("append_only", "yes"), 'append_only is "yes", not true or false'),
+    (set_value("object_lock", {"mode": "strict", "days": 3}), "object_lock.mode 'strict'"),
+    (set_value("object_lock", {"mode": "governance", "days": 0}), "object_lock.days 0"),
+    (set_value("object_lock", {"mode": "governance"}), "object_lock.days is missing")])
 def test_a_hand_edited_config_is_one_line_naming_the_setting(backed_up, edit, says):
     edit_config(backed_up, edit)
     result = run_cli("list", "-r", backed_up)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from diskvault.store.backends.local import LocalBackend
 from diskvault.store.backends.protocol import Backend
 
 TEST_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_BUCKET"
+LOCKED_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_LOCKED_BUCKET"
 
 
 def _local(location: str) -> LocalBackend:
@@ -21,9 +23,9 @@ def _local(location: str) -> LocalBackend:
     return LocalBackend(Path(location))
 
 
-def _s3_url(location: str) -> str:
+def _s3_url(location: str, bucket_variable: str = TEST_BUCKET_VARIABLE) -> str:
     prefix = hashlib.sha256(location.encode()).hexdigest()[:16]  # one per test
-    return f"s3://{os.environ[TEST_BUCKET_VARIABLE]}/contract/{prefix}"
+    return f"s3://{os.environ[bucket_variable]}/contract/{prefix}"
 
 
 def _s3(location: str) -> Backend:
@@ -32,8 +34,21 @@ def _s3(location: str) -> Backend:
     return open_s3_backend(_s3_url(location))
 
 
-BACKENDS = {"local": _local, "s3": _s3}
-FIXTURES = {"s3": "s3_environment"}  # what a kind needs before it can be opened
+def _s3_object_lock(location: str) -> Backend:
+    """A bucket with Object Lock (versioned), as a repository with a governance lock uses
+    it; the contract's objects are not retained (a retained one cannot be moved or deleted:
+    tests/maintenance/test_object_lock_s3.py), objects under ``retained/`` would be."""
+    from diskvault.store.backends.s3 import open_s3_backend
+    from diskvault.store.format.config import ObjectLockSettings
+
+    backend = open_s3_backend(_s3_url(location, LOCKED_BUCKET_VARIABLE))
+    backend.use_object_lock(ObjectLockSettings("governance", 1), {"retained/": timedelta(0)})
+    return backend
+
+
+BACKENDS = {"local": _local, "s3": _s3, "s3-object-lock": _s3_object_lock}
+# what a kind needs before it can be opened
+FIXTURES = {"s3": "s3_environment", "s3-object-lock": "s3_locked_environment"}
 
 
 def open_backend(kind: str, location: str) -> Backend:
@@ -43,4 +58,6 @@ def open_backend(kind: str, location: str) -> Backend:
 def repository_location(kind: str, location: str) -> str:
     """What ``-r`` names for a repository in the store that open_backend(kind, location)
     opens."""
+    if kind == "s3-object-lock":
+        return _s3_url(location, LOCKED_BUCKET_VARIABLE)
     return _s3_url(location) if kind == "s3" else location

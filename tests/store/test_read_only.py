@@ -52,7 +52,8 @@ def assert_readers_work(run: Run, image: bytes, out: Path) -> None:
 
 def assert_writers_refuse(run: Run, repo_root: Path, image: Path) -> None:
     for args in (["backup", str(image), "--name", "more"], ["delete", "fs"], ["compact"],
-                 ["prune", "--keep-last", "1"], ["check", "--repair"]):
+                 ["prune", "--keep-last", "1"], ["check", "--repair"],
+                 ["config", "--append-only", "on"]):
         result = run(*args)
         assert_one_line_error(result, EXIT_READ_ONLY, "read-only", str(repo_root))
 

@@ -31,6 +31,8 @@ class OutputClosed(Exception):
 COMMANDS = {
     "init": LazyCommand("commands.repository:init", "Create a new, empty repository "
                         "(encrypted unless --encryption none)."),
+    "config": LazyCommand("commands.repository:config", "Show the repository's settings, or "
+                          "set its append-only mark."),
     "break-lock": LazyCommand("commands.repository:break_lock", "Remove the writer lock left "
                               "by a writer that crashed (use with care)."),
     "key": LazyCommand("commands.keys:key", "The key of an encrypted repository: keep an "
@@ -65,6 +67,9 @@ COMMANDS = {
                              "protect' set."),
     "compact": LazyCommand("commands.maintenance:compact", "Give back the space of data no "
                            "snapshot uses (after delete or prune)."),
+    "extend-retention": LazyCommand("commands.maintenance:extend_retention", "Extend the S3 "
+                                    "Object Lock retention of every pack in use to the "
+                                    "repository's days from now (compact does it too)."),
     "check": LazyCommand("commands.maintenance:check", "Check that every snapshot can be "
                          "restored; exit 1 if anything is damaged."),
     "ls": LazyCommand("commands.files:ls", "List the volumes of a snapshot's image and their "

@@ -22,6 +22,10 @@ meantime is copied out before its pack is deleted.
 ``compact --dry-run`` makes the same plan as a reader, from the reference counts a
 reconcile would give (liveness.preview), and writes nothing.
 
+On a bucket with S3 Object Lock (maintenance/object_lock.py), packs the lock still holds are
+neither emptied nor deleted (they stay doomed for a later run, and the result says until
+when), and every pack left in use is retained the repository's days from now.
+
 A compaction that lost its writer lock (another host judged it stale and took it over) must
 change nothing more: the lock is checked (``WriterLock.ensure_held``, one read) before each
 step that changes the index or deletes a pack, and LockLost ends the run there.
@@ -33,19 +37,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..errors import CorruptData
 from ..store.backup.packing import PackFiller
 from ..store.coordination.locking import WriterLock
 from ..store.format.manifest import ManifestEntry, decode_block
-from ..store.format.packs import PackEntry, read_footer
+from ..store.format.packs import PackEntry, pack_name, read_footer
 from ..store.format.snapshots import SnapshotRecord
 from ..store.pipeline import batches
 from ..store.storage import Storage
+from .append_only import refuse_if_append_only
 from .compact_plan import (DEFAULT_THRESHOLD, CompactionPlan, live_records, pack_footer,
                            plan_compaction, record_cost, validate_threshold)
 from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, preview
+from .object_lock import extend_retention, locked_until
 from .safety import last_copies, refuse_if_damaged
 from .verify import verify_pack
 
@@ -72,6 +79,9 @@ class CompactResult:
     bytes_waiting: int = 0
     packs_damaged: list[str] = field(default_factory=list)  # left alone: run check
     packs_kept_as_last_copy: list[str] = field(default_factory=list)  # doomed, not deleted
+    packs_locked: int = 0          # S3 Object Lock holds them: left for a later compact
+    locked_until: str | None = None  # the latest date among those (ISO, UTC)
+    packs_retained: int = 0        # packs in use whose retention was extended
     duration_s: float = 0.0
 
 
@@ -88,6 +98,7 @@ def compact_holding(storage: Storage, lock: WriterLock,
                     threshold: float = DEFAULT_THRESHOLD) -> CompactResult:
     """The compaction itself, under ``lock`` (held by the caller): LockLost, with nothing
     more changed, once the lock is found in other hands."""
+    refuse_if_append_only(storage, "compact")
     storage.release_reserve_if_full()
     started = time.monotonic()
     lock.ensure_held()
@@ -99,12 +110,29 @@ def compact_holding(storage: Storage, lock: WriterLock,
     stats = liveness.reconcile(*blocks)
     refuse_if_damaged(storage, "compact", records, liveness)
     plan = plan_compaction(storage, liveness, threshold)
-    result = _Executor(storage, liveness, plan, lock.ensure_held).run()
+    executor = _Executor(storage, liveness, plan, lock.ensure_held)
+    executor.locked.update(_without_locked_rewrites(storage, plan))
+    result = executor.run()
+    if executor.locked:
+        result.packs_locked = len(executor.locked)
+        result.locked_until = max(executor.locked.values()).isoformat()
+    if storage.backend.object_lock is not None:
+        lock.ensure_held()
+        result.packs_retained = extend_retention(
+            storage, {pack_id for pack_id, _ in storage.index.pack_stats()} - liveness.doomed())
     result.blocks_added = stats.blocks_added
     result.blocks_released = stats.blocks_released
     result.duration_s = round(time.monotonic() - started, 3)
     storage.allocate_reserve()
     return result
+
+
+def _without_locked_rewrites(storage: Storage, plan: CompactionPlan) -> dict[str, datetime]:
+    """Leave out of ``plan`` the packs to empty that S3 Object Lock holds (their copies would
+    only add space until the lock lets the pack go); returns them, with their dates."""
+    locked = locked_until(storage, [pack_name(fate.pack_id) for fate in plan.rewrite])
+    plan.rewrite = [fate for fate in plan.rewrite if pack_name(fate.pack_id) not in locked]
+    return locked
 
 
 def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> CompactionPlan:
@@ -170,6 +198,7 @@ class _Executor:
         self._reviewed: dict[str, tuple[int, int]] = {}
         self._doomed: list[str] = []
         self._to_empty = {fate.pack_id for fate in plan.rewrite}
+        self.locked: dict[str, datetime] = {}  # pack name -> until: S3 Object Lock holds it
 
     def run(self) -> CompactResult:
         self._forget_vanished()
@@ -279,7 +308,9 @@ class _Executor:
         """Index entries first (no backup may reuse them), then the files, then the packs'
         rows: a kill in between leaves doomed packs that the next run finishes. A pack
         holding the last existing copy of a chunk in use is kept (see _keep_last_copies)."""
-        footers = {p: read_footer(self.packs, p) for p in pack_ids}
+        locked = locked_until(self.storage, [pack_name(p) for p in pack_ids])
+        self.locked.update(locked)
+        footers = {p: read_footer(self.packs, p) for p in pack_ids if pack_name(p) not in locked}
         self.ensure_held()
         for pack_id in self._keep_last_copies(footers):
             del footers[pack_id]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from ..store.format.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
+from .append_only import refuse_if_append_only
 
 
 def set_protection(storage: Storage, selectors: Sequence[str], protect: bool,
@@ -19,6 +20,8 @@ def set_protection(storage: Storage, selectors: Sequence[str], protect: bool,
     before any mark changes. Each snapshot comes back with whether its mark changed."""
     verb = "protect" if protect else "unprotect"
     with storage.writer_lock(f"{verb} {' '.join(selectors)}", lock_wait_s) as lock:
+        if not protect:
+            refuse_if_append_only(storage, "unprotect")
         records = storage.snapshots.all()
         chosen = {r.id: r for r in (select_snapshot(records, s) for s in selectors)}
         changed = []

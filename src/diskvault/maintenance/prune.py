@@ -17,13 +17,16 @@ from ..errors import BadInput, SnapshotProtected
 from ..store.coordination.locking import WriterLock
 from ..store.format.snapshots import SnapshotRecord, select_snapshot
 from ..store.storage import Storage
+from .append_only import refuse_if_append_only
 from .liveness import Liveness
+from .object_lock import date_label, locked_records, refuse_locked
 from .retention import KeepPolicy, SnapshotTime, select_kept
 from .safety import refuse_if_damaged
 
 INTACT_OUTCOME = "snapshots listed by 'diskvault list' are intact: rerun the {}"
 PROTECTED_REASON = "newest of its series (protected: the rules keep none of it)"
 MARKED_REASON = "protected"  # marked with 'diskvault protect'
+LOCKED_REASON = "locked by S3 Object Lock until {}"
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,16 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
     """Plan (and unless ``dry_run``, apply) a prune under the writer lock."""
     now = now or datetime.now(timezone.utc)
     if dry_run:
-        plan = plan_prune(storage.snapshots.all(), policy, now, name, allow_delete_all,
-                          storage.protection.ids())
+        plan = _keep_locked(storage, plan_prune(storage.snapshots.all(), policy, now, name,
+                                                allow_delete_all, storage.protection.ids()))
         plan.dry_run = True
         return plan
     with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
             storage.writer_lock("prune", lock_wait_s) as lock:
+        refuse_if_append_only(storage, "prune")
         records = storage.snapshots.all()
-        plan = plan_prune(records, policy, now, name, allow_delete_all,
-                          storage.protection.ids())
+        plan = _keep_locked(storage, plan_prune(records, policy, now, name, allow_delete_all,
+                                                storage.protection.ids()))
         _refuse_if_damaged(storage, "prune", records)
         forget_records(storage, plan.removed, lock)
     return plan
@@ -109,12 +113,16 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str], lock_wait_s: fl
     resolved before any record is removed, so a typo deletes nothing. ``dry_run``: only
     say which."""
     if dry_run:
-        return _refuse_protected(storage, select_deleted(storage.snapshots.all(), selectors,
-                                                         all_of_series))
+        chosen = _refuse_protected(storage, select_deleted(storage.snapshots.all(), selectors,
+                                                           all_of_series))
+        refuse_locked(storage, chosen)
+        return chosen
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
             storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
+        refuse_if_append_only(storage, "delete")
         records = storage.snapshots.all()
         chosen = _refuse_protected(storage, select_deleted(records, selectors, all_of_series))
+        refuse_locked(storage, chosen)
         _refuse_if_damaged(storage, "delete", records)
         forget_records(storage, chosen, lock)
     return chosen
@@ -139,6 +147,17 @@ def select_deleted(records: Sequence[SnapshotRecord], selectors: Sequence[str],
         else:
             chosen[record.id] = record
     return sorted(chosen.values(), key=lambda r: (r.time, r.id))
+
+
+def _keep_locked(storage: Storage, plan: PrunePlan) -> PrunePlan:
+    """The plan, with the snapshots S3 Object Lock still holds kept, saying until when: a
+    later prune removes them."""
+    locked = locked_records(storage, plan.removed)
+    if locked:
+        plan.decisions = [PruneDecision(d.record, LOCKED_REASON.format(
+            date_label(locked[d.record.id]))) if d.record.id in locked else d
+            for d in plan.decisions]
+    return plan
 
 
 def _refuse_protected(storage: Storage, chosen: list[SnapshotRecord]) -> list[SnapshotRecord]:

@@ -30,6 +30,7 @@ from ..store.format.packs import PackEntry, read_footer
 from ..store.index.chunk_index import ChunkIndex
 from ..store.keys.encryption import Passphrase
 from ..store.storage import Storage
+from .append_only import is_append_only
 from .check import CheckReport, check
 from .verify import read_verified, verify_pack
 
@@ -46,6 +47,7 @@ class RepairReport:
     dropped_records: list[tuple[str, bytes, str]] = field(default_factory=list)
     damaged_packs: list[tuple[str, str]] = field(default_factory=list)  # footer unreadable
     set_aside_packs: list[str] = field(default_factory=list)       # moved to damaged/
+    kept_in_place: str | None = None  # why damaged packs were not moved (nothing deleted)
     chunks_salvaged: int = 0
     after: CheckReport | None = None
     duration_s: float = 0.0
@@ -184,8 +186,16 @@ def _without_damaged_duplicates(storage: Storage, packs: list[PackList],
 
 def _set_aside_damaged_packs(storage: Storage, report: RepairReport,
                              ensure_held: Callable[[], None]) -> None:
-    """Move packs without a usable footer to damaged/, once no reader may use them."""
+    """Move packs without a usable footer to damaged/, once no reader may use them; in an
+    append-only repository, or under S3 Object Lock, they stay where they are (a move
+    deletes the old name)."""
     if not report.damaged_packs:
+        return
+    if is_append_only(storage):
+        report.kept_in_place = "the repository is append-only"
+    elif storage.backend.object_lock is not None:
+        report.kept_in_place = "S3 Object Lock keeps packs where they are"
+    if report.kept_in_place:
         return
     ensure_held()
     with storage.readers_excluded() as excluded:

@@ -15,6 +15,10 @@ blake3, or one chunk-id key):
   destination's chunker, as a backup into it would cut it (its next backup's hints, and its
   deduplication, rest on that).
 
+A snapshot protected in the source (``diskvault protect``) is protected in the destination
+too, once its record is there (also when it was copied before it was protected); a copy
+never removes a mark.
+
 A copy killed at any moment leaves the destination consistent (the write session's packs
 are sealed before the index learns of them; records come last) and a rerun writes only
 what is still missing.
@@ -58,6 +62,7 @@ class CopyReport:
     bytes_sent: int = 0      # raw bytes of the chunks written to the destination
     stored_bytes: int = 0    # what they take in its packs
     chunks_skipped: int = 0  # data chunk references not sent: had, or sent already
+    protected: list[SnapshotRecord] = field(default_factory=list)  # marks carried over
 
 
 def names_chunks_alike(source: Codec, destination: Codec) -> bool:
@@ -91,6 +96,15 @@ def pending_copies(source: Storage, destination: Storage, selectors: Sequence[st
                                same_cuts=cuts_chunks_alike(source, destination))
 
 
+def marks_to_carry(source: Storage, destination: Storage,
+                   records: Sequence[SnapshotRecord]) -> list[SnapshotRecord]:
+    """Those of ``records`` protected in the source and not (yet) in the destination: two
+    listings (one when the source protects none of them)."""
+    wanted = source.protection.ids() & {record.id for record in records}
+    missing = wanted - destination.protection.ids() if wanted else set()
+    return [record for record in records if record.id in missing]
+
+
 def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[str] = (),
                    progress: Progress | None = None,
                    before_record: Callable[[], None] = lambda: None) -> CopyReport:
@@ -117,6 +131,10 @@ def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[st
         done_bytes += record.size
         if progress:
             progress(done_bytes)
+    for record in marks_to_carry(source, destination, report.skipped + report.copied):
+        before_record()
+        destination.protection.protect(record.id)
+        report.protected.append(record)
     return report
 
 

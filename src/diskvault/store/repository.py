@@ -18,7 +18,7 @@ from .backup.source import ImageSource, SourceOpener
 from .backup.stream_source import StreamSource
 from .coordination.locking import WriterLock
 from .coordination.readers import ReaderLock
-from .format.config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams
+from .format.config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, ObjectLockSettings
 from .format.crypto import Keys
 from .format.manifest import decode_block
 from .format.snapshots import SnapshotRecord, is_snapshot_id, select_snapshot, series_name
@@ -62,9 +62,10 @@ class Repository:
     def init(cls, location: LocationLike, chunk_size: int | None = None,
              compression: str = "zstd:3", encryption: str = PLAINTEXT_MODE,
              passphrase: Passphrase = None, version: int = FORMAT_VERSION,
-             chunker: ChunkerParams | None = None) -> "Repository":
+             chunker: ChunkerParams | None = None, append_only: bool = False,
+             object_lock: ObjectLockSettings | None = None) -> "Repository":
         return cls(Storage.create(location, chunk_size, compression, encryption, passphrase,
-                                  version, chunker))
+                                  version, chunker, append_only, object_lock))
 
     @staticmethod
     def chunker_params(location: LocationLike) -> ChunkerParams:
@@ -249,18 +250,18 @@ class Repository:
     def copy_from(self, source: "Repository", selectors: tuple[str, ...] = (),
                   lock_wait_s: float = 0.0, progress: Progress | None = None):
         """Copy the selected snapshots of ``source`` (default: all) that this repository
-        lacks, ids and all; only missing chunks are written (store/copy.py). Returns a
-        ``copy.CopyReport``."""
+        lacks, ids and all, and their protection marks; only missing chunks are written
+        (store/copy.py). Returns a ``copy.CopyReport``."""
         if source.config.repository_id == self.config.repository_id:
             raise BadInput(f"{source.location} and {self.location} have the same repository id (one "
                            f"repository, or a copy of its folder): copy between two "
                            f"repositories made by separate inits")
-        from .copy import copy_snapshots, pending_copies  # on use (see the imports above)
+        from .copy import copy_snapshots, marks_to_carry, pending_copies  # on use (above)
 
         storage = self.storage
         to_copy, report = pending_copies(source.storage, storage, selectors)
-        if not to_copy:  # nothing to send: no lock, no registration, no catching up
-            return report
+        if not to_copy and not marks_to_carry(source.storage, storage, report.skipped):
+            return report  # nothing to send: no lock, no registration, no catching up
         with storage.disk_full_reported("the copy stopped; snapshots already copied are "
                                         "whole: free space, then rerun it"), \
                 source.reader_lock(), \

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from pathlib import Path
 
 from ..errors import BadInput, CorruptData, RepositoryReadOnly
@@ -21,10 +22,11 @@ from .backends.protocol import Backend
 from .coordination import locking, readers, space
 from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
 from .format.codec import Codec
-from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compression,
-                            RepositoryConfig, read_config, write_config)
+from .format.config import (FORMAT_VERSION, PACK_RETENTION_MARGIN, PLAINTEXT_MODE,
+                            ChunkerParams, Compression, ObjectLockSettings, RepositoryConfig,
+                            read_config, write_config)
 from .format.crypto import Keys, NoEncryption, RecordCipher
-from .format.packs import PackStore
+from .format.packs import PACKS_PREFIX, PackStore
 from .format.protection import ProtectionMarks
 from .format.snapshots import SNAPSHOTS_PREFIX, SnapshotStore
 from .host.user_folders import cached_records_folder, make_cached_index_folder
@@ -124,12 +126,18 @@ class Storage:
     def create(cls, location: LocationLike, chunk_size: int | None = None,
                compression: str = "zstd:3", encryption: str = PLAINTEXT_MODE,
                passphrase: Passphrase = None, version: int = FORMAT_VERSION,
-               chunker: ChunkerParams | None = None) -> "Storage":
+               chunker: ChunkerParams | None = None, append_only: bool = False,
+               object_lock: ObjectLockSettings | None = None) -> "Storage":
         """A new, empty repository at ``location`` (a missing or empty folder, or an empty
         prefix of a bucket). ``encryption`` is a config mode (``repokey-aes-256-gcm`` or
         ``none``); ``version`` 1 only to test that old repositories still work; ``chunker``
-        (another repository's parameters) stands in for ``chunk_size``."""
+        (another repository's parameters) stands in for ``chunk_size``; ``object_lock``
+        needs a bucket made with Object Lock."""
         location = as_location(location)
+        if object_lock is not None and location.folder is not None:
+            raise BadInput(f"cannot init {location}: Object Lock needs an S3 bucket made with "
+                           f"it (s3://BUCKET/PREFIX); for a folder, see append-only in "
+                           f"docs/threat-model.md")
         location.refuse_used_folder()
         if encryption != PLAINTEXT_MODE:  # asked before anything is created
             passphrase = passphrase_text(passphrase, confirm=True)
@@ -138,13 +146,16 @@ class Storage:
                        else ChunkerParams.from_average(chunk_size))
         chunker.validate()
         config = RepositoryConfig(chunker=chunker, compression=Compression.parse(compression),
-                                  encryption=encryption, version=version)
+                                  encryption=encryption, version=version,
+                                  append_only=append_only, object_lock=object_lock)
         try:
             config.validate()
         except BadInput as error:
             raise BadInput(f"cannot init {location}: {error}") from None
         backend = location.create_backend(TOP_FOLDERS)
         try:
+            if object_lock is not None:  # before anything is put: a plain bucket is refused
+                use_object_lock(backend, object_lock, verify=True)
             locking.prepare_lock_files(backend)
             space.allocate_reserve(backend)
             config, cipher = create_cipher(backend, config, passphrase)
@@ -183,6 +194,8 @@ class Storage:
     def on_backend(cls, backend: Backend, config: RepositoryConfig,
                    cipher: RecordCipher) -> "Storage":
         """The storage over an opened backend, its index where the backend keeps it."""
+        if config.object_lock is not None and backend.object_lock is None:
+            use_object_lock(backend, config.object_lock)
         return cls(backend, backend.index_folder(config.repository_id), config, cipher)
 
     def requests_made(self) -> dict[str, int] | None:
@@ -305,6 +318,14 @@ class Storage:
         self.index.close()
         self.index = index
         self.chunks.use_index(index)
+
+
+def use_object_lock(backend: Backend, settings: ObjectLockSettings,
+                    verify: bool = False) -> None:
+    """Packs and snapshot records are put retained (packs a margin longer: they are put
+    before the record that needs them); nothing else is, so locks, leases and marks can go."""
+    backend.use_object_lock(settings, {PACKS_PREFIX: PACK_RETENTION_MARGIN,
+                                       SNAPSHOTS_PREFIX: timedelta(0)}, verify)
 
 
 def read_config_at(location: LocationLike) -> RepositoryConfig:

@@ -58,6 +58,9 @@ def copy(source: str, destination: str, selectors: tuple[str, ...], as_json: boo
                    f"already in {where}: skipped")
     for record in report.copied:
         click.echo(f"snapshot {record.short_id} ({record.name}, {record.time_label}) copied")
+    for record in report.protected:
+        click.echo(f"snapshot {record.short_id} ({record.name}, {record.time_label}) "
+                   f"protected in {where}, as in {origin.location}")
     click.echo(f"copied {len(report.copied)} snapshot(s) to {where}: {report.chunks_sent} "
                f"chunks sent ({human_bytes(report.bytes_sent)}, "
                f"{human_bytes(report.stored_bytes)} stored), {report.chunks_skipped} skipped "
@@ -81,5 +84,6 @@ def report_json(report: CopyReport) -> dict:
             "skipped": [snapshot_json(record) for record in report.skipped],
             "chunks_sent": report.chunks_sent, "bytes_sent": report.bytes_sent,
             "stored_bytes": report.stored_bytes, "chunks_skipped": report.chunks_skipped,
-            "same_chunk_ids": report.same_chunk_ids, "same_cuts": report.same_cuts}
+            "same_chunk_ids": report.same_chunk_ids, "same_cuts": report.same_cuts,
+            "protected": [record.id for record in report.protected]}
 

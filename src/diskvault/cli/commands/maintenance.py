@@ -3,6 +3,8 @@ proving that what is stored can be restored."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import click
 
 from ...errors import CorruptData
@@ -15,6 +17,7 @@ from ...maintenance.check import CheckReport
 from ...maintenance.compact import DEFAULT_THRESHOLD, CompactResult
 from ...maintenance.compact_plan import CompactionPlan
 from ...maintenance.compact_requests import PlannedRequests
+from ...maintenance.object_lock import allow_bypass, date_label, extend_packs_in_use
 from ...maintenance.prune import PrunePlan
 from ...maintenance.repair import RepairReport
 from ...maintenance.retention import KeepPolicy, parse_duration
@@ -28,6 +31,10 @@ from ..output.progress import ProgressLine
 from ..output.run_records import note_figures, recorded
 
 COMPACT_HINT = "run 'diskvault compact' to give their space back"
+bypass_governance_option = click.option(
+    "--bypass-governance", "bypass", is_flag=True,
+    help="S3 Object Lock in governance mode: delete objects whose retention still holds "
+         "(the credentials need s3:BypassGovernanceRetention).")
 
 
 def _count(number: int, noun: str) -> str:
@@ -46,12 +53,14 @@ def _when(record: SnapshotRecord) -> str:
               help="A series name deletes every snapshot of that series (without this flag "
                    "a series name is refused: name snapshots by id).")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@bypass_governance_option
 @lock_wait_option
 @json_option
-def delete(repo, snapshots, all_of_series, dry_run, lock_wait_s, as_json) -> None:
+def delete(repo, snapshots, all_of_series, dry_run, bypass, lock_wait_s, as_json) -> None:
     """Delete snapshots (id, id prefix, 'latest', or a whole series with --all-of-series);
     compact frees the space."""
     with opened(repo) as repository:
+        allow_bypass(repository.storage, bypass)
         records = pruning.delete_snapshots(repository.storage, snapshots, lock_wait_s,
                                            all_of_series, dry_run)
     if as_json:
@@ -120,16 +129,18 @@ def _count_option(rule: str, period: str):
                                               "nothing.")
 @click.option("--allow-delete-all", is_flag=True,
               help="Allow removing every snapshot of a series (and a prune with no rule).")
+@bypass_governance_option
 @lock_wait_option
 @json_option
 def prune(repo, last, hourly, daily, weekly, monthly, yearly, within, keep_tags, name,
-          dry_run, allow_delete_all, lock_wait_s, as_json) -> None:
+          dry_run, allow_delete_all, bypass, lock_wait_s, as_json) -> None:
     """Remove the snapshots no --keep-* rule keeps, per series; compact frees the space.
     Protected snapshots ('diskvault protect') are always kept."""
     policy = KeepPolicy(last=last, hourly=hourly, daily=daily, weekly=weekly, monthly=monthly,
                         yearly=yearly, within=parse_duration(within) if within else None,
                         tags=frozenset(keep_tags))
     with opened(repo) as repository:
+        allow_bypass(repository.storage, bypass)
         plan = pruning.prune(repository.storage, policy, name, dry_run, allow_delete_all,
                              lock_wait_s=lock_wait_s)
     if as_json:
@@ -169,9 +180,10 @@ def _prune_json(plan: PrunePlan, dry_run: bool) -> dict:
                    "0 rewrites every pack holding anything unused.")
 @click.option("--dry-run", is_flag=True, help="Show which packs would be rewritten or "
                                               "deleted and what that frees; change nothing.")
+@bypass_governance_option
 @json_option
 @lock_wait_option
-def compact(repo, threshold_percent, dry_run, as_json, lock_wait_s) -> None:
+def compact(repo, threshold_percent, dry_run, bypass, as_json, lock_wait_s) -> None:
     """Give back the space of data no snapshot uses (after delete or prune)."""
     if dry_run:
         with opened(repo) as repository:
@@ -183,6 +195,7 @@ def compact(repo, threshold_percent, dry_run, as_json, lock_wait_s) -> None:
             _print_compaction_plan(plan, requests)
         return
     with opened(repo) as repository:
+        allow_bypass(repository.storage, bypass)
         result = compaction.compact(repository.storage, threshold_percent / 100,
                                     lock_wait_s)
         stored = repository.totals().stored_bytes
@@ -192,6 +205,22 @@ def compact(repo, threshold_percent, dry_run, as_json, lock_wait_s) -> None:
                     **({} if made is None else {"requests": made})})
     else:
         _print_compact(result, stored)
+
+
+@click.command("extend-retention")
+@repo_option
+@json_option
+def extend_retention(repo, as_json) -> None:
+    """Extend the S3 Object Lock retention of every pack in use to the repository's days
+    from now (compact does it too)."""
+    with opened(repo) as repository:
+        extended = extend_packs_in_use(repository.storage)
+        until = repository.config.object_lock.until(datetime.now(timezone.utc))
+    if as_json:
+        print_json({"packs_extended": extended})
+    else:
+        click.echo(f"retention of {_count(extended, 'pack')} extended (to {date_label(until)} "
+                   f"and a day)")
 
 
 def _print_compaction_plan(plan: CompactionPlan, requests: PlannedRequests | None) -> None:
@@ -248,6 +277,12 @@ def _print_compact(result: CompactResult, stored: int) -> None:
     if result.packs_kept_as_last_copy:
         warn(f"{len(result.packs_kept_as_last_copy)} packs were kept: they hold the last "
              f"existing copy of chunks in use; run 'diskvault check'")
+    if result.packs_locked:
+        click.echo(f"{_count(result.packs_locked, 'pack')} locked by S3 Object Lock until "
+                   f"{date_label(datetime.fromisoformat(result.locked_until))}: a compact "
+                   f"after that gives their space back")
+    if result.packs_retained:
+        click.echo(f"retention of {_count(result.packs_retained, 'pack')} in use extended")
 
 
 @recorded("check", lambda params: None)
@@ -364,8 +399,9 @@ def _print_repair(report: RepairReport) -> None:
     for pack_id in report.missing_packs:
         click.echo(f"repair: pack {pack_id} is missing; its chunks are gone from the index")
     for pack_id, why in report.damaged_packs:
-        where = "moved to damaged/" if pack_id in report.set_aside_packs else \
-            "left in place while readers run (repair again later to move it)"
+        where = ("moved to damaged/" if pack_id in report.set_aside_packs else
+                 f"left in place ({report.kept_in_place})" if report.kept_in_place else
+                 "left in place while readers run (repair again later to move it)")
         click.echo(f"repair: pack {pack_id}: {why}; {where}")
     if report.chunks_salvaged:
         click.echo(f"repair: {report.chunks_salvaged} intact chunks rescued from damaged "

@@ -1,4 +1,5 @@
-"""init and break-lock: creating a repository and clearing a crashed writer's lock."""
+"""init, config and break-lock: creating a repository, its append-only mark, and clearing a
+crashed writer's lock."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import click
 
 from ...errors import BadInput
 from ...store.backends.location import parse_location
-from ...store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, ChunkerParams, Compression
+from ...store.format.config import (OBJECT_LOCK_MODES, PLAINTEXT_MODE, REPOKEY_MODE,
+                                   ChunkerParams, Compression, ObjectLockSettings)
 from ...store.repository import Repository
-from ..common import CommandPassphrase, json_option, opened, repo_option
+from ..common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
 from ..output.formatting import config_json, encryption_label, human_bytes, print_json, warn
 from ..options.sizes import BYTE_SIZE
 
@@ -43,10 +45,23 @@ def _checked(check):
 @click.option("--copy-chunker-params-from", "chunker_source", default=None, metavar="REPO",
               help="Cut chunks as the repository REPO does (its chunker parameters), so "
                    "that 'diskvault copy' between the two deduplicates.")
+@click.option("--append-only", is_flag=True,
+              help="Mark the repository append-only: prune, delete, compact and unprotect "
+                   "are refused until 'diskvault config --append-only off'.")
+@click.option("--object-lock-days", "lock_days", type=click.IntRange(min=1, max=36500),
+              default=None, metavar="N",
+              help="S3 bucket made with Object Lock: put every pack and snapshot record with "
+                   "a retention of N days (docs/object-lock.md).")
+@click.option("--object-lock-mode", "lock_mode", type=click.Choice(OBJECT_LOCK_MODES),
+              default="governance", show_default=True,
+              help="governance: lifted only with --bypass-governance by a user allowed to; "
+                   "compliance: by nobody until it runs out.")
 @json_option
 def init(repo: str | None, chunk_size: int | None, compression: str, encryption: str,
-         chunker_source: str | None, as_json: bool) -> None:
+         chunker_source: str | None, append_only: bool, lock_days: int | None, lock_mode: str,
+         as_json: bool) -> None:
     """Create a new, empty repository (encrypted unless --encryption none)."""
+    object_lock = None if lock_days is None else ObjectLockSettings(lock_mode, lock_days)
     chunker = None
     if chunker_source is not None:
         if chunk_size is not None:
@@ -54,7 +69,8 @@ def init(repo: str | None, chunk_size: int | None, compression: str, encryption:
         chunker = Repository.chunker_params(parse_location(chunker_source))
     with Repository.init(parse_location(repo), chunk_size, compression,
                          ENCRYPTION_CHOICES[encryption],
-                         CommandPassphrase(confirm=True), chunker=chunker) as repository:
+                         CommandPassphrase(confirm=True), chunker=chunker,
+                         append_only=append_only, object_lock=object_lock) as repository:
         config = repository.config
     if as_json:
         print_json(config_json(repository.location, config))
@@ -63,10 +79,51 @@ def init(repo: str | None, chunk_size: int | None, compression: str, encryption:
     click.echo(f"created repository {repository.location} (format {config.version}, chunks "
                f"{human_bytes(chunker.min_bytes)}/{human_bytes(chunker.avg_bytes)}/"
                f"{human_bytes(chunker.max_bytes)}, {compression}, {encryption_label(config)})")
+    for line in _setting_lines(config):
+        click.echo(line)
     if config.encrypted:
         click.echo(f"keep a copy of the key elsewhere: 'diskvault key export -r "
                    f"{repository.location} FILE' (without it and the passphrase, nothing restores)",
                    err=True)
+
+
+def _setting_lines(config) -> list[str]:
+    lines = ["append-only: clients refuse to delete (prune, delete, compact, unprotect)"] \
+        if config.append_only else []
+    if config.object_lock is not None:
+        lines.append(f"object lock: {config.object_lock.mode}, packs and snapshot records "
+                     f"retained {config.object_lock.days} days")
+    return lines
+
+
+@click.command("config")
+@repo_option
+@click.option("--append-only", "append_only", type=click.Choice(["on", "off"]), default=None,
+              help="Set or clear the append-only mark (needs the right to write the "
+                   "repository's config).")
+@lock_wait_option
+@json_option
+def config(repo: str | None, append_only: str | None, lock_wait_s: float,
+           as_json: bool) -> None:
+    """Show the repository's settings, or set its append-only mark."""
+    from ..maintenance.append_only import set_append_only  # on use: loads maintenance
+
+    changed = None
+    with opened(repo) as repository:
+        if append_only is not None:
+            changed = set_append_only(repository.storage, append_only == "on", lock_wait_s)
+        settings = repository.storage.config
+    if as_json:
+        print_json({**config_json(repository.location, settings),
+                    **({} if changed is None else {"changed": changed})})
+        return
+    if changed is not None:
+        click.echo(f"append-only {append_only}" + ("" if changed else " (it already was)"))
+    else:
+        click.echo(f"repository {repository.location} (format {settings.version}, "
+                   f"{encryption_label(settings)})")
+        for line in _setting_lines(settings) or ["append-only: off"]:
+            click.echo(line)
 
 
 @click.command("break-lock")

@@ -76,7 +76,9 @@ def config_json(root, config) -> dict:
     """A repository's fixed settings, as ``init`` and ``info --json`` print them."""
     return {"path": str(root), "format_version": config.version,
             "repository_id": config.repository_id, "chunker": vars(config.chunker),
-            "compression": vars(config.compression), "encryption": config.encryption}
+            "compression": vars(config.compression), "encryption": config.encryption,
+            "append_only": config.append_only,
+            "object_lock": None if config.object_lock is None else vars(config.object_lock)}
 
 
 def encryption_label(config) -> str:

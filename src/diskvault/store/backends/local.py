@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ...errors import BadInput
 from ...lru import LRU
 from ..host.durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
                             create_exclusive, make_private_folder, make_private_folder_at,
@@ -89,6 +90,7 @@ class LocalBackend:
     read_gap_bytes = 64 * 1024  # a seek costs little
     reads_in_flight = None  # a disk: one worker per core
     index_is_cache = False  # the index is the repository's own, in its folder
+    object_lock = None  # a folder has no S3 Object Lock
 
     def __init__(self, root: Path, open_files: int = 64):
         self.root = Path(root)
@@ -338,6 +340,11 @@ class LocalBackend:
             os.close(fd)
 
     # -- the rest -----------------------------------------------------------------------
+    def use_object_lock(self, settings, retained, verify: bool = False) -> None:
+        raise BadInput(f"{self.location} is a folder: Object Lock needs an S3 bucket made "
+                       f"with it (s3://BUCKET/PREFIX); for a folder, see append-only in "
+                       f"docs/threat-model.md")
+
     def read_only_reason(self) -> str | None:
         if os.statvfs(self.root).f_flag & os.ST_RDONLY:
             return "it is on a read-only filesystem"

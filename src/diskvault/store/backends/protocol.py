@@ -58,6 +58,9 @@ class Backend(Protocol):
     # The index is this user's cache, rebuilt from the packs (an object store), not a file
     # of the repository that every process opening it shares (a local folder).
     index_is_cache: bool
+    # S3 Object Lock once use_object_lock was called (store/backends/s3_lock.py: retention,
+    # extension, legal holds, deleting versions); None where there is none.
+    object_lock: object | None
 
     def index_folder(self, repository_id: str) -> Path:
         """Where the index of this repository lives (a cache's folders are made 0700)."""
@@ -118,6 +121,11 @@ class Backend(Protocol):
 
     def move(self, name: str, new_name: str) -> None:
         """Give an object a new name, replacing what had it (local: a rename)."""
+
+    def use_object_lock(self, settings, retained: dict, verify: bool = False) -> None:
+        """Put the objects under the prefixes of ``retained`` (prefix -> extra time) with
+        the retention of ``settings`` (config.ObjectLockSettings); ``verify`` that the
+        storage has Object Lock first. BadInput where it cannot."""
 
     def read_only_reason(self) -> str | None:
         """Why nothing can be written here, or None if writers can work."""

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ from ..host.user_folders import make_cached_index_folder, user_cache_folder
 from .protocol import ObjectAge, check_object_name
 from .s3_client import (RequestCounter, attempts_setting, content_md5, error_code, http_status,
                         make_client)
+from .s3_lock import S3ObjectLock
 from .s3_upload import PART_BYTES, S3Upload, abort_upload
 
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
@@ -100,6 +101,20 @@ class S3Backend:
         self._foreign_listed: dict[str, tuple[float, list[str]]] = {}
         self._senders: ThreadPoolExecutor | None = None
         self._senders_lock = threading.Lock()
+        self.object_lock: S3ObjectLock | None = None
+
+    def use_object_lock(self, settings, retained: dict[str, timedelta],
+                        verify: bool = False) -> None:
+        """Put the objects under the prefixes of ``retained`` with the retention of
+        ``settings`` (store/backends/s3_lock.py); ``verify``: first check, with one request,
+        that the bucket has Object Lock (BadInput if not)."""
+        self.object_lock = S3ObjectLock(self, settings, retained)
+        if verify:
+            self.object_lock.verify()
+
+    def lock_arguments(self, name: str) -> dict:
+        """The retention a put of ``name`` carries (none without Object Lock)."""
+        return {} if self.object_lock is None else self.object_lock.put_arguments(name)
 
     def key(self, name: str) -> str:
         check_object_name(name)
@@ -163,7 +178,8 @@ class S3Backend:
         upload under way is listed by list_unfinished."""
         if len(data) <= PART_BYTES:
             self.request(self.client.put_object, name, writing=True, Key=self.key(name),
-                         Body=bytes(data), ContentMD5=content_md5(data))
+                         Body=bytes(data), ContentMD5=content_md5(data),
+                         **self.lock_arguments(name))
             return
         upload = self.open_upload(name)
         try:
@@ -188,7 +204,13 @@ class S3Backend:
         """A PUT with ``If-None-Match: *`` (412 when the object exists; RGW makes it an
         exclusive create in RADOS). Always one PUT: RGW 16 ignores the condition on
         CompleteMultipartUpload. ``reuse`` has no use here (no full disk to work around) and
-        is deleted when the put wins, as the protocol says."""
+        is deleted when the put wins, as the protocol says. A versioned bucket (Object Lock)
+        decides by its versions instead (s3_lock.py)."""
+        if self.object_lock is not None:
+            won = self.object_lock.put_if_absent(name, data)
+            if won and reuse is not None:
+                self.delete(reuse)
+            return won
         key = self.key(name)
         for _ in range(CONFLICT_ATTEMPTS):
             try:
@@ -224,6 +246,10 @@ class S3Backend:
         return S3Upload(self, name, self._part_senders())
 
     def delete(self, name: str) -> None:
+        """With Object Lock: every version (ObjectLocked while one is locked)."""
+        if self.object_lock is not None:
+            self.object_lock.delete(name)
+            return
         self.request(self.client.delete_object, name, writing=True, Key=self.key(name))
 
     def move(self, name: str, new_name: str) -> None:

@@ -44,6 +44,7 @@ class S3Upload:
         self._parts: list[dict] = []
         self._next_part = 1
         self._upload_id: str | None = None  # begun with the first part
+        self._lock: dict = {}  # the retention it was begun with (Object Lock)
         self._finished = False  # completed or aborted
 
     def write(self, data) -> None:
@@ -54,9 +55,10 @@ class S3Upload:
 
     def _send(self, part: bytes) -> None:
         if self._upload_id is None:
+            self._lock = self._backend.lock_arguments(self._name)
             self._upload_id = self._backend.request(
                 self._backend.client.create_multipart_upload, self._name, writing=True,
-                Key=self._key)["UploadId"]
+                Key=self._key, **self._lock)["UploadId"]
         self._sending.append(self._senders.submit(self._upload_part, self._next_part, part))
         self._next_part += 1
         while len(self._sending) > PARTS_PENDING_PER_UPLOAD:
@@ -90,6 +92,8 @@ class S3Upload:
         backend.request(backend.client.complete_multipart_upload, self._name, writing=True,
                         Key=self._key, UploadId=self._upload_id,
                         MultipartUpload={"Parts": self._parts})
+        if self._lock:
+            backend.object_lock.after_upload(self._name, self._lock)
         self._finished, self._upload_id = True, None
         self._buffer = bytearray()
 

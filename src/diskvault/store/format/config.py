@@ -10,6 +10,7 @@ import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from ...errors import BadInput, CorruptData, NotARepository, UnsupportedFormat
 from ..backends.protocol import Backend
@@ -40,7 +41,15 @@ ZSTD_LEVELS = (1, 22)
 CODECS = ("zstd", "none")
 HASHES = ("blake3-256",)
 PACK_TARGET_RANGE = (4 * KiB, 4 * 1024 * MiB)
-KIND_NAMES = {int: "a whole number", str: "a text", dict: "an object"}
+KIND_NAMES = {int: "a whole number", str: "a text", dict: "an object", bool: "true or false"}
+# S3 Object Lock: GOVERNANCE may be shortened or lifted by a user allowed to bypass it;
+# COMPLIANCE by nobody until it runs out. Days as S3's own bucket defaults count them.
+OBJECT_LOCK_MODES = ("governance", "compliance")
+OBJECT_LOCK_DAYS_RANGE = (1, 36500)
+# A pack is put while its backup runs, the snapshot's record at the end: a day more keeps
+# the packs of a backup shorter than that locked at least as long as its record.
+PACK_RETENTION_MARGIN = timedelta(days=1)
+LEGAL_HOLD_UNTIL = datetime.max.replace(tzinfo=timezone.utc)  # held until the hold is lifted
 
 
 def _span(low: int, high: int) -> str:
@@ -102,6 +111,26 @@ class Compression:
 
 
 @dataclass(frozen=True)
+class ObjectLockSettings:
+    """The retention every pack and snapshot record is put with (docs/object-lock.md)."""
+
+    mode: str = "governance"
+    days: int = 30
+
+    def until(self, now: datetime) -> datetime:
+        """The retain-until date of an object put (or extended) at ``now``."""
+        return now + timedelta(days=self.days)
+
+    def validate(self) -> None:
+        if self.mode not in OBJECT_LOCK_MODES:
+            raise BadInput(f"object_lock.mode {self.mode!r} is not one of "
+                           f"{', '.join(OBJECT_LOCK_MODES)}")
+        if not OBJECT_LOCK_DAYS_RANGE[0] <= self.days <= OBJECT_LOCK_DAYS_RANGE[1]:
+            raise BadInput(f"object_lock.days {self.days} is outside "
+                           f"{_span(*OBJECT_LOCK_DAYS_RANGE)}")
+
+
+@dataclass(frozen=True)
 class RepositoryConfig:
     repository_id: str = field(default_factory=lambda: secrets.token_hex(16))
     chunker: ChunkerParams = ChunkerParams()
@@ -111,6 +140,9 @@ class RepositoryConfig:
     version: int = FORMAT_VERSION
     encryption: str = PLAINTEXT_MODE  # version 1: always none
     mac: str = ""  # version 2, encrypted: hex authenticator of canonical_json()
+    # Written only when set, so a config without them reads (and authenticates) as before.
+    append_only: bool = False  # clients refuse to delete anything (docs/threat-model.md)
+    object_lock: ObjectLockSettings | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -126,6 +158,10 @@ class RepositoryConfig:
         """The config as JSON values, without its MAC."""
         body = {"format": FORMAT_NAME, **asdict(self)}
         del body["mac"]
+        if not self.append_only:
+            del body["append_only"]
+        if self.object_lock is None:
+            del body["object_lock"]
         if self.version == 1:
             del body["encryption"]
         else:
@@ -174,6 +210,10 @@ class RepositoryConfig:
                 hash=_setting(body, "hash", str),
                 pack_target_bytes=_setting(body, "pack_target_bytes", int),
                 version=version, encryption=encryption, mac=mac,
+                append_only=_setting(body, "append_only", bool) if "append_only" in body
+                else False,
+                object_lock=ObjectLockSettings(**_settings(body, "object_lock", {
+                    "mode": str, "days": int})) if "object_lock" in body else None,
             )
             config.validate()
         except BadInput as error:
@@ -198,6 +238,8 @@ class RepositoryConfig:
                            f"{', '.join(ENCRYPTION_MODES)}")
         if self.version == 1 and self.encrypted:
             raise BadInput("format version 1 has no encryption")
+        if self.object_lock is not None:
+            self.object_lock.validate()
 
 
 def _setting(body: dict, key: str, kind: type, prefix: str = ""):
@@ -205,7 +247,7 @@ def _setting(body: dict, key: str, kind: type, prefix: str = ""):
     if key not in body:
         raise BadInput(f"{prefix}{key} is missing")
     value = body[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise BadInput(f"{prefix}{key} is {json.dumps(value)}, not {KIND_NAMES[kind]}")
     return value
 

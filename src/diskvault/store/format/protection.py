@@ -3,13 +3,15 @@
 A mark, not a field of the record: protecting needs no rewrite of a record that is written
 once and never changed (nor a new seal in an encrypted repository), and the set of
 protected ids is one listing. The mark keeps prune and delete of this program away from a
-snapshot; it is not a defence against someone who may delete objects (Object Lock is).
+snapshot; it is not a defence against someone who may delete objects. On a bucket with
+Object Lock it is one: the snapshot's record is also put under a legal hold, which the
+storage keeps until it is lifted (unprotect), whatever the retention says.
 """
 
 from __future__ import annotations
 
 from ..backends.protocol import Backend
-from .snapshots import is_snapshot_id
+from .snapshots import is_snapshot_id, record_name
 
 PROTECTED_PREFIX = "protected/"
 
@@ -26,13 +28,18 @@ class ProtectionMarks:
         return frozenset(name for name in names if is_snapshot_id(name))
 
     def protect(self, snapshot_id: str) -> bool:
-        """Mark the snapshot; False if it already was."""
+        """Mark the snapshot (and hold its record, with Object Lock); False if it already
+        was marked."""
+        if self.backend.object_lock is not None:
+            self.backend.object_lock.hold(record_name(snapshot_id), True)
         return self.backend.put_if_absent(PROTECTED_PREFIX + snapshot_id, b"")
 
     def unprotect(self, snapshot_id: str) -> bool:
-        """Remove the mark; False if there was none."""
+        """Remove the mark (and lift the hold, with Object Lock); False if there was none."""
         name = PROTECTED_PREFIX + snapshot_id
         if self.backend.stat(name) is None:
             return False
         self.backend.delete(name)
+        if self.backend.object_lock is not None:
+            self.backend.object_lock.hold(record_name(snapshot_id), False)
         return True
