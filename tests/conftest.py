@@ -20,6 +20,7 @@ from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
 from .ceph import ceph_s3, s3_environment  # noqa: F401  (fixtures: a real Ceph for S3)
+from .sshd import ssh_environment, ssh_full_key, ssh_server  # noqa: F401  (a real sshd)
 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
 TEST_PASSPHRASE = "correct horse battery staple"

@@ -14,6 +14,7 @@ from diskvault.store.backends.local import LocalBackend
 from diskvault.store.backends.protocol import Backend
 
 TEST_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_BUCKET"
+SSH_URL_VARIABLE = "DISKVAULT_TEST_SSH_URL"  # ssh://user@127.0.0.1:port of tests/sshd.py
 
 
 def _local(location: str) -> LocalBackend:
@@ -32,8 +33,26 @@ def _s3(location: str) -> Backend:
     return open_s3_backend(_s3_url(location))
 
 
-BACKENDS = {"local": _local, "s3": _s3}
-FIXTURES = {"s3": "s3_environment"}  # what a kind needs before it can be opened
+def _ssh_url(location: str) -> str:
+    folder = hashlib.sha256(location.encode()).hexdigest()[:16]  # one per test
+    return f"{os.environ[SSH_URL_VARIABLE]}/~/contract-{folder}"
+
+
+def _ssh(location: str) -> Backend:
+    """Over the session's sshd (tests/sshd.py); the folder is made by the first opener (a
+    create accepts an empty folder, so racing openers all do)."""
+    from diskvault.errors import BadInput
+    from diskvault.store.backends.ssh import open_ssh_backend
+
+    try:
+        return open_ssh_backend(_ssh_url(location), create_folders=[])
+    except BadInput:
+        return open_ssh_backend(_ssh_url(location))
+
+
+BACKENDS = {"local": _local, "s3": _s3, "ssh": _ssh}
+# What a kind needs before it can be opened.
+FIXTURES = {"s3": "s3_environment", "ssh": "ssh_environment"}
 
 
 def open_backend(kind: str, location: str) -> Backend:
@@ -43,4 +62,4 @@ def open_backend(kind: str, location: str) -> Backend:
 def repository_location(kind: str, location: str) -> str:
     """What ``-r`` names for a repository in the store that open_backend(kind, location)
     opens."""
-    return _s3_url(location) if kind == "s3" else location
+    return {"s3": _s3_url, "ssh": _ssh_url}.get(kind, str)(location)

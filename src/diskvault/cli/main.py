@@ -54,6 +54,9 @@ COMMANDS = {
                           "so, while files in it are in use)."),
     "serve": LazyCommand("serve_commands:serve", "Export SNAPSHOT as a read-only NBD block "
                          "device until stopped (Ctrl-C, SIGTERM)."),
+    "serve-repository": LazyCommand("remote_commands:serve_repository", "Serve the "
+                                    "repository at PATH to a diskvault client on standard "
+                                    "input and output."),
     "delete": LazyCommand("maintenance_commands:delete", "Delete snapshots (id, id prefix, "
                           "'latest', or a whole series with --all-of-series); compact frees "
                           "the space."),
