@@ -152,9 +152,10 @@ class Channel:
             return RemoteFailed(f"{url}: the SSH connection broke ({said or f'exit {code}'}); "
                                 f"run the command again")
         if code == SSH_OWN_FAILURE:
+            port = f" -p {self.target.port}" if self.target.port else ""
             return RemoteUnusable(f"cannot reach {url}: {said or 'ssh failed'}; check the "
-                                  f"host, the port and the keys ('ssh {login}' must log in "
-                                  f"without a password prompt in scripts)")
+                                  f"host, the port and the keys ('ssh{port} {login} true' "
+                                  f"must work)")
         if code == COMMAND_NOT_FOUND:
             return RemoteUnusable(f"diskvault is not installed on {self.target.host} for "
                                   f"{login}, or not on the PATH of its shell ({said}); install"
