@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,11 +136,17 @@ def _make_user(home: Path) -> str:
     return name
 
 
-@pytest.fixture(scope="session")
-def ssh_server() -> Iterator[SshServer]:
+class SshdUnusable(Exception):
+    """This machine cannot run the private sshd (the message says why)."""
+
+
+@contextmanager
+def running_sshd() -> Iterator[SshServer]:
+    """A private sshd and its second user, for as long as the block runs; both are always
+    removed (the sshd stopped by its process id). SshdUnusable if one cannot be had."""
     missing = _missing()
     if missing:
-        pytest.skip(f"the ssh:// tests need a real sshd: {missing}")
+        raise SshdUnusable(missing)
     folder = Path(tempfile.mkdtemp(prefix="diskvault-sshd-"))
     home = Path(tempfile.mkdtemp(prefix="diskvault-ssh-home-"))
     user, process = None, None
@@ -153,8 +160,9 @@ def ssh_server() -> Iterator[SshServer]:
         server = SshServer(_free_port(), user, record.pw_uid, record.pw_gid, home, folder)
         probe = server.run_as_user(sys.executable, "-c", "import diskvault")
         if probe.returncode != 0:
-            pytest.skip(f"the second user cannot run {sys.executable} with {SOURCE} "
-                        f"(folders not readable by others?): {probe.stderr.decode()[-200:]}")
+            raise SshdUnusable(f"the second user cannot run {sys.executable} with {SOURCE} "
+                               f"(folders not readable by others?): "
+                               f"{probe.stderr.decode()[-200:]}")
         process = _start_sshd(server)
         yield server
     finally:
@@ -165,6 +173,15 @@ def ssh_server() -> Iterator[SshServer]:
             subprocess.run(["userdel", user], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> Iterator[SshServer]:
+    try:
+        with running_sshd() as server:
+            yield server
+    except SshdUnusable as reason:
+        pytest.skip(f"the ssh:// tests need a real sshd: {reason}")
 
 
 def _start_sshd(server: SshServer) -> subprocess.Popen:

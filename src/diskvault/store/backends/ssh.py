@@ -14,6 +14,7 @@ the far side's ``diskvault`` (as borg's --remote-path).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shlex
 import subprocess
@@ -33,6 +34,8 @@ from ..host.user_folders import cache_mutex, make_cached_index_folder
 from .protocol import ObjectAge, check_object_name
 from .ssh_wire import (UPLOAD_PART_BYTES, WIRE_VERSION, WireError, decode_names, read_frame,
                        write_frame)
+
+log = logging.getLogger(__name__)
 
 SSH_SCHEME = "ssh://"
 RSH_VARIABLE = "DISKVAULT_RSH"
@@ -364,5 +367,6 @@ class SshBackend:
         return cache_mutex(self.place)
 
     def close(self) -> None:
+        log.debug("requests to %s: %s", self.location, dict(sorted(self._requests.items())))
         self._channel.close()
 
