@@ -84,3 +84,26 @@ def test_a_backup_killed_midway_leaves_nothing_the_next_run_trips_on(ssh_environ
     assert (tmp_path / "back.img").read_bytes() == image.read_bytes()
     assert b"no damage found" in run_cli("check", "-r", url, check=True).stdout
     assert "lock" not in far_files(home)
+
+
+def test_ctrl_c_interrupts_a_backup_that_still_releases_its_lock_over_ssh(ssh_environment,
+                                                                          tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: ssh must not die of it
+    first, so the interrupted backup still releases its lock on the far side."""
+    url = ssh_environment.url("interrupted")
+    home = ssh_environment.home / "interrupted"
+    image = write_image(tmp_path / "big.img", 96 << 20, "random", seed=4)
+    run_cli("init", "-r", url, "--encryption", "none", check=True)
+    backup = subprocess.Popen([sys.executable, "-m", "diskvault", "backup", "-r", url,
+                               str(image), "--name", "big"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for(lambda: [name for name in far_files(home, "packs/") if name.endswith(".tmp")],
+                 "an upload under way on the server")
+    finally:
+        os.killpg(backup.pid, signal.SIGINT)
+        _, errors = backup.communicate(timeout=DEADLINE_S)
+    assert backup.returncode == 130, errors
+    assert errors.decode().strip() in ("diskvault: interrupted", "diskvault: aborted")
+    wait_for(lambda: ssh_environment.servers_running() == 0, "the server to end")
+    assert "lock" not in far_files(home) and far_files(home, "snapshots/") == []

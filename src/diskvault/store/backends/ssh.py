@@ -43,6 +43,11 @@ REMOTE_PATH_VARIABLE = "DISKVAULT_REMOTE_PATH"
 EXIT_WAIT_S = 10.0  # how long ssh may take to end once its channel is closed
 SSH_OWN_FAILURE = 255  # ssh's exit code for its own errors (connect, login, host key)
 COMMAND_NOT_FOUND = 127  # the far side's shell found no such program
+# ssh started with Ctrl-C ignored (a disposition that exec keeps, and that ssh leaves alone
+# when it finds it ignored), so that a Ctrl-C at the terminal interrupts diskvault, which
+# still releases its lock over the channel, instead of cutting the channel first. A shell
+# sets it, not a preexec_fn: no Python runs between fork and exec.
+IGNORING_CTRL_C = ["/bin/sh", "-c", "trap '' INT; exec \"$@\"", "ssh"]
 # The far side's DiskvaultErrors that travel back as themselves (each takes one message).
 REMOTE_ERRORS = ("BadInput", "NotARepository", "UnsupportedFormat", "RepositoryReadOnly",
                  "RepositoryFull", "CorruptData")
@@ -116,7 +121,7 @@ class Channel:
         self.answered = False  # once the server answered, a broken channel is a failure
         command = target.command(environ)
         try:
-            self._process = subprocess.Popen(command, stdin=subprocess.PIPE,
+            self._process = subprocess.Popen([*IGNORING_CTRL_C, *command], stdin=subprocess.PIPE,
                                              stdout=subprocess.PIPE, stderr=self._errors)
         except FileNotFoundError:
             self._errors.close()
