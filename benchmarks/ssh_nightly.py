@@ -33,6 +33,8 @@ from .copy_bench import evolve
 from .micro import make_image, parse_size
 
 NIGHTS = (1, 2)
+DEFAULT_SIZE = "512M"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def timed_run(argv: list[str], environment: dict, cwd: Path | None = None) -> float:
@@ -93,7 +95,7 @@ def plain_read_s(image: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="512M", type=parse_size)
+    parser.add_argument("--size", default=DEFAULT_SIZE, type=parse_size)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     if shutil.which("borg") is None:
@@ -101,12 +103,17 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ssh-nightly-", dir=args.workdir))
     try:
         with running_sshd() as server:
-            run(server, workdir, args.size)
+            lines = run(server, workdir, args.size)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    print("\n".join(lines))
+    folder = (RESULTS / "ssh-nightly" if args.size == parse_size(DEFAULT_SIZE)
+              else RESULTS / "custom" / f"ssh-nightly-{args.size >> 20}M")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.md").write_text("```\n" + "\n".join(lines) + "\n```\n")
 
 
-def run(server, workdir: Path, size: int) -> None:
+def run(server, workdir: Path, size: int) -> list[str]:
     key = server.add_key("benchmark")
     base = {**os.environ, "XDG_CACHE_HOME": str(workdir / "cache"),
             "BORG_BASE_DIR": str(workdir / "borg-base"),
@@ -136,24 +143,25 @@ def run(server, workdir: Path, size: int) -> None:
     restored = workdir / "restored-diskvault-ssh"
     if sha256(restored) != sha256(image):
         raise SystemExit("diskvault's restore over SSH differs from the image: figures void")
-    report(times, reads, size, server)
+    return report(times, reads, size, server)
 
 
-def report(times: dict, reads: dict, size: int, server) -> None:
+def report(times: dict, reads: dict, size: int, server) -> list[str]:
     mib = size / (1 << 20)
     borg_ssh = times["borg ssh"]
-    print(f"image {mib:.0f} MiB (mixed), night 2 rewrites 1 % of its 64 KiB blocks; "
-          f"plain read (cached) night 2: {reads[2]:.2f} s")
-    print(f"{'tool':18} {'night 1 s':>9} {'night 2 s':>9} {'MiB/s n2':>9} "
-          f"{'restore s':>9} {'n2 vs borg ssh':>15} {'restore vs borg ssh':>20}")
+    lines = [f"image {mib:.0f} MiB (mixed), night 2 rewrites 1 % of its 64 KiB blocks; "
+             f"plain read (cached) night 2: {reads[2]:.2f} s",
+             f"{'tool':18} {'night 1 s':>9} {'night 2 s':>9} {'MiB/s n2':>9} "
+             f"{'restore s':>9} {'n2 vs borg ssh':>15} {'restore vs borg ssh':>20}"]
     for name, figures in times.items():
-        print(f"{name:18} {figures[1]:9.2f} {figures[2]:9.2f} {mib / figures[2]:9.0f} "
-              f"{figures['restore']:9.2f} {borg_ssh[2] / figures[2]:14.2f}x "
-              f"{borg_ssh['restore'] / figures['restore']:19.2f}x")
+        lines.append(f"{name:18} {figures[1]:9.2f} {figures[2]:9.2f} {mib / figures[2]:9.0f} "
+                     f"{figures['restore']:9.2f} {borg_ssh[2] / figures[2]:14.2f}x "
+                     f"{borg_ssh['restore'] / figures['restore']:19.2f}x")
     stored = {name: _stored_bytes(server.home / name) for name in ("dv", "borg")}
-    print(f"on the server: diskvault {stored['dv'] / (1 << 20):.1f} MiB, "
-          f"borg {stored['borg'] / (1 << 20):.1f} MiB; load average "
-          f"{os.getloadavg()[0]:.1f}")
+    lines.append(f"on the server: diskvault {stored['dv'] / (1 << 20):.1f} MiB, borg "
+                 f"{stored['borg'] / (1 << 20):.1f} MiB; load average "
+                 f"{os.getloadavg()[0]:.1f} (2 cores)")
+    return lines
 
 
 def _stored_bytes(folder: Path) -> int:

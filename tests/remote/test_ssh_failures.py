@@ -27,6 +27,13 @@ def test_a_bad_ssh_url_is_refused_before_ssh_runs(url, tmp_path):
     assert not marker.exists()
 
 
+def test_a_missing_ssh_client_is_named_not_taken_for_a_missing_far_side():
+    result = run_cli("list", "-r", "ssh://backup@vault.invalid/srv/repo",
+                     env={"DISKVAULT_RSH": "/nonexistent/ssh -o BatchMode=yes"})
+    assert_one_line_error(result, EXIT_BAD_INPUT, "'/nonexistent/ssh' is not installed",
+                          "DISKVAULT_RSH")
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -120,13 +121,12 @@ class Channel:
         self._errors = tempfile.TemporaryFile()
         self.answered = False  # once the server answered, a broken channel is a failure
         command = target.command(environ)
-        try:
-            self._process = subprocess.Popen([*IGNORING_CTRL_C, *command], stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=self._errors)
-        except FileNotFoundError:
+        if shutil.which(command[0]) is None:
             self._errors.close()
             raise RemoteUnusable(f"{target.url}: {command[0]!r} is not installed (set "
-                                 f"{RSH_VARIABLE}, or apt-get install openssh-client)") from None
+                                 f"{RSH_VARIABLE}, or apt-get install openssh-client)")
+        self._process = subprocess.Popen([*IGNORING_CTRL_C, *command], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self._errors)
 
     def call(self, header: dict, body=b"") -> tuple[object, bytes, dict]:
         """The reply's result, body and header; RemoteUnusable or RemoteFailed if the
