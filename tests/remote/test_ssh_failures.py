@@ -9,7 +9,9 @@ import subprocess
 
 import pytest
 
-from diskvault.errors import EXIT_BAD_INPUT
+from diskvault.errors import EXIT_BAD_INPUT, RemoteFailed
+from diskvault.store.backends import ssh as ssh_module
+from diskvault.store.backends.ssh import open_ssh_backend
 
 from ..cli.test_errors import assert_one_line_error
 from ..conftest import run_cli
@@ -84,3 +86,24 @@ def test_init_refuses_a_used_folder_on_the_far_side(ssh_environment):
     result = run_cli("init", "-r", ssh_environment.url("used"), "--encryption", "none")
     assert_one_line_error(result, EXIT_BAD_INPUT, "not an empty folder")
     assert sorted(p.name for p in folder.iterdir()) == ["somebody's file"]
+
+
+def test_a_request_interrupted_before_its_reply_fails_the_channel_not_the_next_answer(
+        ssh_environment, monkeypatch):
+    """Ctrl-C between a request and its reply leaves that reply on the channel: the next
+    request must fail, not take it for its own answer."""
+    backend = open_ssh_backend(ssh_environment.url("interrupted-request"), create_folders=[])
+    try:
+        backend.put("x", b"one")
+
+        def interrupted(stream):
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as patch:
+            patch.setattr(ssh_module, "read_frame", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                backend.get("x")
+        with pytest.raises(RemoteFailed, match="interrupted before its reply"):
+            backend.stat("x")
+    finally:
+        backend.close()

@@ -118,6 +118,7 @@ class Channel:
     def __init__(self, target: SshTarget, environ):
         self.target = target
         self._lock = threading.Lock()
+        self._failure: DiskvaultError | None = None  # once broken, every call fails so
         self._errors = tempfile.TemporaryFile()
         self.answered = False  # once the server answered, a broken channel is a failure
         command = target.command(environ)
@@ -132,15 +133,26 @@ class Channel:
         """The reply's result, body and header; RemoteUnusable or RemoteFailed if the
         channel breaks."""
         with self._lock:
+            if self._failure is not None:
+                raise self._failure
             try:
                 write_frame(self._process.stdin, header, body)
                 frame = read_frame(self._process.stdout)
             except (BrokenPipeError, ConnectionResetError, ValueError):
                 frame = None  # ValueError: a pipe already closed by close()
             except WireError as error:
-                raise self._broken(error) from None
+                self._failure = self._broken(error)
+                raise self._failure from None
+            except BaseException:
+                # Interrupted (Ctrl-C) between the request and the end of its reply: the
+                # next reply read would answer another request, so the channel takes no more.
+                self._failure = RemoteFailed(f"{self.target.url}: a request over SSH was "
+                                             f"interrupted before its reply; run the command "
+                                             f"again")
+                raise
             if frame is None:
-                raise self._broken(None)
+                self._failure = self._broken(None)
+                raise self._failure
             self.answered = True
             reply, reply_body = frame
             return reply.get("result"), reply_body, reply
