@@ -1,6 +1,7 @@
 """The commands end to end on an ``ssh://`` repository, through a real sshd (tests/sshd.py)
-logging in a second user: init, backup, list, restore bit-exact, check --read-data; a
-backup SIGKILLed midway costs the next run nothing; the index is a cache on this host."""
+logging in a second user: init, backup, list, restore bit-exact, check --read-data, a
+mount, copy both ways; a backup SIGKILLed midway costs the next run nothing, one
+interrupted with Ctrl-C releases its lock; the index is a cache on this host."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..conftest import run_cli, write_image
+from ..fuse.conftest import require_fuse, unmount
 
 DEADLINE_S = 60.0
 POLL_S = 0.01
@@ -107,3 +109,31 @@ def test_ctrl_c_interrupts_a_backup_that_still_releases_its_lock_over_ssh(ssh_en
     assert errors.decode().strip() in ("diskvault: interrupted", "diskvault: aborted")
     wait_for(lambda: ssh_environment.servers_running() == 0, "the server to end")
     assert "lock" not in far_files(home) and far_files(home, "snapshots/") == []
+
+
+def test_a_snapshot_over_ssh_mounts_and_reads_bit_exact(ssh_environment, tmp_path):
+    require_fuse()
+    url = ssh_environment.url("mounted")
+    image = write_image(tmp_path / "vm.img", 8 << 20, "mixed", seed=5)
+    run_cli("init", "-r", url, "--encryption", "none", check=True)
+    run_cli("backup", "-r", url, str(image), "--name", "vm", check=True)
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    run_cli("mount", "-r", url, str(mountpoint), "vm", check=True)
+    try:
+        assert (mountpoint / "vm.img").read_bytes() == image.read_bytes()
+    finally:
+        unmount(mountpoint)
+    wait_for(lambda: ssh_environment.servers_running() == 0, "the mount to let go")
+
+
+def test_copy_from_a_local_repository_into_an_ssh_one_and_back(ssh_environment, tmp_path):
+    local, back, url = tmp_path / "local", tmp_path / "back", ssh_environment.url("copied")
+    image = write_image(tmp_path / "vm.img", 4 << 20, "mixed", seed=6)
+    for repository in (str(local), url, str(back)):
+        run_cli("init", "-r", repository, "--encryption", "none", check=True)
+    run_cli("backup", "-r", str(local), str(image), "--name", "vm", check=True)
+    run_cli("copy", "--from", str(local), "--to", url, check=True)
+    run_cli("copy", "--from", url, "--to", str(back), check=True)
+    run_cli("restore", "-r", str(back), "vm", str(tmp_path / "out.img"), check=True)
+    assert (tmp_path / "out.img").read_bytes() == image.read_bytes()
