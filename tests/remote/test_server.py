@@ -1,15 +1,22 @@
 """The server loop on its own (in this process, frames in memory): a client that breaks the
 protocol gets errors, never a traceback on the channel or a name outside the folder; uploads
-left open when the channel ends are aborted; an append-only upload never replaces a pack."""
+left open when the channel ends are aborted; an append-only upload never replaces a pack;
+the command typed at a terminal says what it is for."""
 
 from __future__ import annotations
 
 import io
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 from diskvault.remote.server import RepositoryServer
 from diskvault.store.backends.ssh_wire import (HEAD, MAGIC, WIRE_VERSION, read_frame,
                                                write_frame)
+
+from ..cli.test_errors import assert_one_line_error
 
 
 def serve(folder: Path, requests: list[tuple[dict, bytes]], append_only: bool = False,
@@ -89,3 +96,15 @@ def test_an_append_only_upload_never_replaces_an_existing_pack(tmp_path):
     assert (folder / "packs" / "ab" / "two.pack").read_bytes() == b"a new pack"
     assert sorted(path.name for path in (folder / "packs" / "ab").iterdir()) == [
         "one.pack", "two.pack"]
+
+
+def test_serve_repository_typed_at_a_terminal_says_what_it_is_for(tmp_path):
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "diskvault", "serve-repository",
+                                 str(tmp_path)], stdin=terminal, capture_output=True,
+                                timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert_one_line_error(result, 2, "ssh://USER@HOST/PATH")

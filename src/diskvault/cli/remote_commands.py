@@ -21,8 +21,12 @@ def serve_repository(path: Path, append_only: bool) -> None:
     host back up but never delete, force it in that host's line of authorized_keys:
     command="diskvault serve-repository --append-only /backups/vm1",restrict ssh-ed25519 ...
     """
+    from ..errors import BadInput
     from ..remote.server import RepositoryServer
 
+    if os.isatty(0):
+        raise BadInput("serve-repository answers a diskvault client over ssh, not a terminal: "
+                       "give the client -r ssh://USER@HOST/PATH (docs/ssh.md)")
     channel_in, channel_out = _take_channel()
     with channel_in, channel_out:
         RepositoryServer(path, append_only, channel_in, channel_out).serve()
