@@ -106,3 +106,12 @@ def test_a_hand_made_client_cannot_delete_overwrite_or_move_anything_stored(appe
         backend.close()
     after = contents(folder)
     assert after.pop("protected/x") and after == before
+
+
+def test_an_append_only_client_may_protect_but_never_unprotect(append_only):
+    url, environment, folder, _ = append_only
+    run_cli("protect", "-r", url, "latest", env=environment, check=True)
+    marks = sorted(path.name for path in (folder / "protected").iterdir())
+    result = run_cli("unprotect", "-r", url, "latest", env=environment)
+    assert_one_line_error(result, EXIT_NO_PERMISSION, "append-only")
+    assert sorted(path.name for path in (folder / "protected").iterdir()) == marks != []
