@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from diskvault.store.backends.ssh import open_ssh_backend
+
 from ..conftest import run_cli, write_image
 from ..fuse.conftest import require_fuse, unmount
 
@@ -137,3 +139,19 @@ def test_copy_from_a_local_repository_into_an_ssh_one_and_back(ssh_environment, 
     run_cli("copy", "--from", url, "--to", str(back), check=True)
     run_cli("restore", "-r", str(back), "vm", str(tmp_path / "out.img"), check=True)
     assert (tmp_path / "out.img").read_bytes() == image.read_bytes()
+
+
+def test_an_age_over_ssh_is_the_servers_and_a_client_clock_ahead_is_measured(
+        ssh_environment, monkeypatch):
+    """Leases are judged by the storage's clock: a client whose clock runs ten minutes
+    ahead still sees a fresh object as fresh, and learns how far ahead it runs."""
+    backend = open_ssh_backend(ssh_environment.url("clock"), create_folders=[])
+    try:
+        backend.put("readers/x.json", b"lease")
+        real_time = time.time
+        monkeypatch.setattr(time, "time", lambda: real_time() + 600.0)
+        age = backend.age("readers/x.json")
+    finally:
+        backend.close()
+    assert 0.0 <= age.age_s < 30.0
+    assert 570.0 < age.host_ahead_s < 630.0
