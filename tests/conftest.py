@@ -21,6 +21,7 @@ from diskvault.store.repository import Repository
 
 from .ceph import (ceph_locked_bucket, ceph_s3, s3_environment,  # noqa: F401  (fixtures:
                    s3_locked_environment)  # a real Ceph for S3, a bucket with Object Lock)
+from .sshd import ssh_environment, ssh_full_key, ssh_server  # noqa: F401  (a real sshd)
 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
 TEST_PASSPHRASE = "correct horse battery staple"

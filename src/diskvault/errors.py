@@ -176,6 +176,24 @@ class ObjectStoreFailed(DiskvaultError):
     exit_code = EXIT_IO
 
 
+# -- repositories over SSH (store/backends/ssh.py, remote/) ----------------------------------
+
+class RemoteUnusable(BadInput):
+    """An ``ssh://`` repository that cannot be used as given: ssh cannot connect or log in,
+    diskvault is missing on the far side, or something else answers there."""
+
+
+class RemoteFailed(DiskvaultError):
+    """The SSH connection to a repository broke, or its server failed, in mid-command."""
+
+    exit_code = EXIT_IO
+
+
+class AppendOnlyRefused(RepositoryReadOnly):
+    """The far side serves the repository append-only (``serve-repository --append-only``)
+    and refused to delete, overwrite or move an object; nothing was changed by it."""
+
+
 # -- inside images (image/) ------------------------------------------------------------
 
 class PartitionTableError(CorruptData):

@@ -16,6 +16,7 @@ from diskvault.store.backends.protocol import Backend
 
 TEST_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_BUCKET"
 LOCKED_BUCKET_VARIABLE = "DISKVAULT_TEST_S3_LOCKED_BUCKET"
+SSH_URL_VARIABLE = "DISKVAULT_TEST_SSH_URL"  # ssh://user@127.0.0.1:port of tests/sshd.py
 
 
 def _local(location: str) -> LocalBackend:
@@ -46,9 +47,27 @@ def _s3_object_lock(location: str) -> Backend:
     return backend
 
 
-BACKENDS = {"local": _local, "s3": _s3, "s3-object-lock": _s3_object_lock}
-# what a kind needs before it can be opened
-FIXTURES = {"s3": "s3_environment", "s3-object-lock": "s3_locked_environment"}
+def _ssh_url(location: str) -> str:
+    folder = hashlib.sha256(location.encode()).hexdigest()[:16]  # one per test
+    return f"{os.environ[SSH_URL_VARIABLE]}/~/contract-{folder}"
+
+
+def _ssh(location: str) -> Backend:
+    """Over the session's sshd (tests/sshd.py); the folder is made by the first opener (a
+    create accepts an empty folder, so racing openers all do)."""
+    from diskvault.errors import BadInput
+    from diskvault.store.backends.ssh import open_ssh_backend
+
+    try:
+        return open_ssh_backend(_ssh_url(location), create_folders=[])
+    except BadInput:
+        return open_ssh_backend(_ssh_url(location))
+
+
+BACKENDS = {"local": _local, "s3": _s3, "s3-object-lock": _s3_object_lock, "ssh": _ssh}
+# What a kind needs before it can be opened.
+FIXTURES = {"s3": "s3_environment", "s3-object-lock": "s3_locked_environment",
+            "ssh": "ssh_environment"}
 
 
 def open_backend(kind: str, location: str) -> Backend:
@@ -60,4 +79,4 @@ def repository_location(kind: str, location: str) -> str:
     opens."""
     if kind == "s3-object-lock":
         return _s3_url(location, LOCKED_BUCKET_VARIABLE)
-    return _s3_url(location) if kind == "s3" else location
+    return {"s3": _s3_url, "ssh": _ssh_url}.get(kind, str)(location)

@@ -19,8 +19,8 @@ REPO_KEY = "diskvault.repo"
 PASSWORD_FILE_KEY = "diskvault.password_file"
 DEBUG_KEY = "diskvault.debug"
 REPOSITORY_ID_KEY = "diskvault.repository_id"  # for cli/output/run_records.py, once opened
-REPO_HELP = ("The repository: a folder or s3://BUCKET/PREFIX, before or after the command "
-             "name (or set DISKVAULT_REPO).")
+REPO_HELP = ("The repository: a folder, s3://BUCKET/PREFIX or ssh://[USER@]HOST[:PORT]/PATH, "
+             "before or after the command name (or set DISKVAULT_REPO).")
 
 
 def _remember_group_repo(ctx: click.Context, _param, value: str | None) -> None:

@@ -56,6 +56,9 @@ COMMANDS = {
                           "so, while files in it are in use)."),
     "serve": LazyCommand("commands.serve:serve", "Export SNAPSHOT as a read-only NBD block "
                          "device until stopped (Ctrl-C, SIGTERM)."),
+    "serve-repository": LazyCommand("commands.remote:serve_repository", "Serve the "
+                                    "repository at PATH to a diskvault client on standard "
+                                    "input and output."),
     "delete": LazyCommand("commands.maintenance:delete", "Delete snapshots (id, id prefix, "
                           "'latest', or a whole series with --all-of-series); compact frees "
                           "the space."),

@@ -171,6 +171,10 @@ def test_a_host_whose_clock_runs_ten_minutes_ahead_does_not_take_over_a_live_loc
     """The taker's clock (libfaketime: its process only; the storage keeps the real one)
     says the holder's lease expired long ago; the storage says it was refreshed just now."""
     _, kind, location = store
+    if kind == "ssh":
+        pytest.skip("under libfaketime every sleep fails (EINVAL), and the ssh client and "
+                    "the wait for it sleep; a client clock ahead over SSH is tested in "
+                    "tests/remote/test_ssh_repository.py")
     holder = other_host("write", "locked")
     taker = subprocess.run(lease_child("take", kind, location), cwd=ROOT, capture_output=True,
                            text=True, timeout=DEADLINE_S, env={

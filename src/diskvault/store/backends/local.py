@@ -35,11 +35,14 @@ def _is_temp_name(name: str) -> bool:
 
 class LocalUpload:
     """A temp file (created like every other file: durable.create_exclusive) renamed into
-    place when complete: fsync of the data, rename, fsync of the folder."""
+    place when complete: fsync of the data, rename, fsync of the folder. Unless it may
+    ``replace``, it is linked to its name instead, and an existing object stays
+    (FileExistsError): how an append-only server completes a client's upload."""
 
-    def __init__(self, folder_fd: int, name: str):
+    def __init__(self, folder_fd: int, name: str, replace: bool = True):
         self._folder_fd = folder_fd
         self._name = name
+        self._replace = replace
         self._tmp_name = temp_name(name)
         try:
             fd = create_exclusive(folder_fd, self._tmp_name)
@@ -56,11 +59,15 @@ class LocalUpload:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            os.rename(self._tmp_name, self._name, src_dir_fd=self._folder_fd,
-                      dst_dir_fd=self._folder_fd)
+            if self._replace:
+                os.rename(self._tmp_name, self._name, src_dir_fd=self._folder_fd,
+                          dst_dir_fd=self._folder_fd)
+            else:
+                os.link(self._tmp_name, self._name, src_dir_fd=self._folder_fd,
+                        dst_dir_fd=self._folder_fd, follow_symlinks=False)
             os.fsync(self._folder_fd)
         finally:
-            self.abort()  # after the rename, only closes the folder
+            self.abort()  # after the rename, only closes the folder; after a link, unlinks
 
     def abort(self) -> None:
         if self._folder_fd < 0:
@@ -212,9 +219,9 @@ class LocalBackend:
             return create_exclusive(folder_fd, tmp)
         return os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
 
-    def open_upload(self, name: str) -> LocalUpload:
+    def open_upload(self, name: str, replace: bool = True) -> LocalUpload:
         with self._folder(name, create=True) as (folder_fd, last):
-            return LocalUpload(os.dup(folder_fd), last)
+            return LocalUpload(os.dup(folder_fd), last, replace)
 
     def delete(self, name: str) -> None:
         self._forget(name)

@@ -1,9 +1,10 @@
-"""Where a repository is: a local folder or ``s3://bucket/prefix``, parsed once from
--r/DISKVAULT_REPO and opened here into a Backend. boto3 is imported only when an S3
-location is opened, so local commands start as fast as before.
+"""Where a repository is: a local folder, ``s3://bucket/prefix`` or
+``ssh://[user@]host[:port]/path``, parsed once from -r/DISKVAULT_REPO and opened here into a
+Backend. boto3 is imported only when an S3 location is opened, so local commands start as
+fast as before.
 
 Where the index lives is the backend's answer (Backend.index_folder): with the repository
-when it is a local folder (``<repo>/index``); for an object store a cache in the user's
+when it is a local folder (``<repo>/index``); for an object store or an SSH server a cache in the user's
 cache folder (host/user_folders.py), keyed by the repository id *and* the place it was
 read from, that catching up (index/catch_up.py) rebuilds from the packs.
 """
@@ -20,8 +21,11 @@ from typing import Union
 from ...errors import BadInput, ObjectStoreUnusable, RepositoryNotFound
 from .local import LocalBackend
 from .protocol import Backend
+from .ssh import open_ssh_backend, parse_ssh_url
 
 S3_SCHEME = "s3://"
+SSH_SCHEME = "ssh://"
+URL_SCHEMES = (S3_SCHEME, SSH_SCHEME)
 # "scheme://…", "scheme:…", "user@host:path": a colon before the first slash. A local
 # name with such a colon is still reachable as ./name.
 _REMOTE_LOOKING = re.compile(r"^[^/]*:")
@@ -29,7 +33,8 @@ _REMOTE_LOOKING = re.compile(r"^[^/]*:")
 
 @dataclass(frozen=True)
 class Location:
-    """A repository's place: ``folder`` for a local one, else ``url`` (an object store)."""
+    """A repository's place: ``folder`` for a local one, else ``url`` (an object store, an
+    SSH server)."""
     folder: Path | None = None
     url: str | None = None
 
@@ -45,6 +50,8 @@ class Location:
         """The backend of an existing repository here (a folder resolved once)."""
         if self.folder is not None:
             return LocalBackend(_locate(self.folder))
+        if self.url.startswith(SSH_SCHEME):
+            return open_ssh_backend(self.url)
         return self.open_object_store()
 
     def refuse_used_folder(self) -> None:
@@ -57,9 +64,12 @@ class Location:
 
     def create_backend(self, folders: Sequence[str]) -> Backend:
         """The backend of a new repository here: a folder made with its top ``folders``,
-        or an empty prefix of a bucket (BadInput if objects are there already)."""
+        or an empty prefix of a bucket (BadInput if objects are there already); over SSH,
+        the far side makes the folder (and refuses a used one)."""
         if self.folder is not None:
             return LocalBackend.create(self.folder, folders)
+        if self.url.startswith(SSH_SCHEME):
+            return open_ssh_backend(self.url, list(folders))
         backend = self.open_object_store()
         try:
             if backend.list(""):
@@ -84,20 +94,23 @@ class Location:
 
 
 def parse_location(value: str | os.PathLike | None) -> Location:
-    """The repository named by -r/DISKVAULT_REPO: ``s3://bucket/prefix`` or a local folder.
-    Other URLs and remote specs are refused rather than taken for a folder with an odd
-    name."""
+    """The repository named by -r/DISKVAULT_REPO: ``s3://bucket/prefix``,
+    ``ssh://[user@]host[:port]/path`` or a local folder. Other URLs and remote specs are
+    refused rather than taken for a folder with an odd name."""
     if not value:
-        raise BadInput("no repository given: use -r/--repo PATH or s3://BUCKET/PREFIX, or "
-                       "set DISKVAULT_REPO")
+        raise BadInput("no repository given: use -r/--repo PATH, s3://BUCKET/PREFIX or "
+                       "ssh://[USER@]HOST[:PORT]/PATH, or set DISKVAULT_REPO")
     text = os.fspath(value)
+    if isinstance(text, str) and text.startswith(SSH_SCHEME):
+        parse_ssh_url(text)  # a bad one is refused before anything is asked or started
+        return Location(url=text)
     if isinstance(text, str) and text.startswith(S3_SCHEME):
         return Location(url=text)
     if isinstance(text, str) and _REMOTE_LOOKING.match(text):
         local_hint = "" if "://" in text else f", or ./{text} for a local name with a colon"
         raise BadInput(f"repository {text!r} looks like a URL or a remote location that "
-                       f"diskvault does not know; give a local folder such as /backups/vm1 "
-                       f"or s3://BUCKET/PREFIX{local_hint}")
+                       f"diskvault does not know; give a local folder such as /backups/vm1, "
+                       f"s3://BUCKET/PREFIX or ssh://[USER@]HOST[:PORT]/PATH{local_hint}")
     return Location(folder=Path(text))
 
 
@@ -115,10 +128,10 @@ LocationLike = Union[Location, str, os.PathLike]
 
 
 def as_location(value: LocationLike) -> Location:
-    """A Location as it is; an ``s3://`` text or a path (already chosen by the program, so
-    not checked as user input is by parse_location) made into one."""
+    """A Location as it is; an ``s3://`` or ``ssh://`` text or a path (already chosen by the
+    program, so not checked as user input is by parse_location) made into one."""
     if isinstance(value, Location):
         return value
-    if isinstance(value, str) and value.startswith(S3_SCHEME):
+    if isinstance(value, str) and value.startswith(URL_SCHEMES):
         return Location(url=value)
     return Location(folder=Path(value))

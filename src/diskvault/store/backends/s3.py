@@ -14,8 +14,6 @@ diskvault's own (errors.py), never a botocore traceback.
 from __future__ import annotations
 
 import errno
-import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -27,6 +25,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import ContextManager
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
@@ -34,7 +33,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
                                  PartialCredentialsError)
 
 from ...errors import BadInput, ObjectStoreFailed, ObjectStoreUnusable, RepositoryReadOnly
-from ..host.user_folders import make_cached_index_folder, user_cache_folder
+from ..host.user_folders import cache_mutex, make_cached_index_folder
 from .protocol import ObjectAge, check_object_name
 from .s3_client import (RequestCounter, attempts_setting, content_md5, error_code, http_status,
                         make_client)
@@ -382,21 +381,11 @@ class S3Backend:
         trial write costs requests on every command. A refused write is RepositoryReadOnly."""
         return None
 
-    @contextmanager
-    def host_mutex(self) -> Iterator[None]:
-        """An flock of a file in this user's cache (``$XDG_CACHE_HOME/diskvault/locks/``),
-        one per endpoint, bucket and prefix: it serialises this user's processes on this
-        host, which is what the protocol asks (a lock object on the bucket serialises hosts)."""
-        folder = user_cache_folder() / "locks"
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        token = hashlib.sha256(f"{self.endpoint}\0{self.bucket}\0{self.prefix}".encode())
-        fd = os.open(folder / f"{token.hexdigest()[:32]}.lock",
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def host_mutex(self) -> ContextManager[None]:
+        """An flock in this user's cache, one per endpoint, bucket and prefix
+        (user_folders.cache_mutex): it serialises this user's processes on this host,
+        which is what the protocol asks (a lock object on the bucket serialises hosts)."""
+        return cache_mutex(f"{self.endpoint}\0{self.bucket}\0{self.prefix}")
 
     def close(self) -> None:
         log.debug("requests to %s: %s", self.location, self.requests.summary())

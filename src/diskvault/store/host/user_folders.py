@@ -4,8 +4,11 @@ targets). Nothing in them is the truth of a repository."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .durable import make_private_folder
@@ -55,3 +58,21 @@ def make_cached_index_folder(repository_id: str, place: str) -> Path:
     for folder in (top, index_folder.parent.parent, index_folder.parent):
         make_private_folder(folder)
     return index_folder
+
+
+@contextmanager
+def cache_mutex(key: str) -> Iterator[None]:
+    """An flock of a file in this user's cache (``<cache>/diskvault/locks/``) named by a
+    digest of ``key``: it serialises this user's processes on this host around a repository
+    whose bytes are not files here (Backend.host_mutex); a lock object in the repository
+    serialises hosts."""
+    folder = user_cache_folder() / "locks"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = hashlib.sha256(key.encode()).hexdigest()[:32]
+    fd = os.open(folder / f"{token}.lock",
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
