@@ -66,9 +66,13 @@ def backup_summary(record: SnapshotRecord) -> str:
 @click.option("--changed-since", default=None, metavar="SNAPSHOT",
               shell_complete=complete_snapshot,
               help="The snapshot the change map counts from (must be the series' latest).")
+@click.option("--dirty-bitmap", default=None, metavar="BITMAP",
+              help="With an NBD URI: read only what the export's qemu:dirty-bitmap:BITMAP "
+                   "marks; take the rest from the series' latest snapshot made with it "
+                   "(docs/vm-sources.md).")
 @click.option("--verify-unchanged", default=0, type=click.IntRange(min=0), metavar="N",
-              help="With --changed-ranges: read N random unchanged chunks and fail if any "
-                   "differs from the previous snapshot.")
+              help="With --changed-ranges or --dirty-bitmap: read N random unchanged chunks "
+                   "and fail if any differs from the previous snapshot.")
 @click.option("--size", "stream_size", default=None, type=NON_NEGATIVE_SIZE, metavar="SIZE",
               help="With '-': the stream's size (bytes, or 20G, 512MiB...); a shorter "
                    "stream fails.")
@@ -80,8 +84,8 @@ def backup_summary(record: SnapshotRecord) -> str:
 @json_option
 @progress_option
 @lock_wait_option
-def backup(repo, source: str, name, raw, tags, changes_file, changed_since, verify_unchanged,
-           stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
+def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirty_bitmap,
+           verify_unchanged, stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
            command_timeout_s, as_json, show_progress, lock_wait_s) -> None:
     """Back up an image file, block device or NBD export (or '-': standard input) as a new
     snapshot.
@@ -89,7 +93,9 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
     A qcow2, vmdk, vhdx or vdi file is read as the disk it holds (unless --raw). NBD URIs:
     nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH (docs/vm-sources.md)."""
     from_stdin = source == STDIN_LABEL
-    changes = read_change_map(changes_file, changed_since, verify_unchanged)
+    _check_bitmap_options(source, dirty_bitmap, changes_file)
+    changes = read_change_map(changes_file, changed_since,
+                              verify_unchanged if dirty_bitmap is None else 0)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
     if is_nbd_uri(source) and not name:
         raise click.UsageError("an NBD URI names no file: give the series with --name")
@@ -99,7 +105,7 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
     open_source = source_opener(from_stdin, view_method, lvm_size, pre_command, post_command,
                                 command_timeout_s)
     with opened(repo, writer=True) as repository:
-        with opened_disk_source(source, raw) as disk:
+        with opened_disk_source(source, raw, dirty_bitmap) as disk:
             if disk is not None and changes is not None:
                 raise click.UsageError("--changed-ranges reads a raw file or block device, "
                                        "not an NBD export or a disk-image format")
@@ -114,7 +120,8 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
                     record = repository.backup_source(
                         disk, series_name(source, name), tags=tuple(tags),
                         lock_wait_s=lock_wait_s, progress=progress,
-                        on_new_series=new_series.append)
+                        on_new_series=new_series.append, bitmap=dirty_bitmap,
+                        verify_unchanged=verify_unchanged)
                 elif from_stdin:
                     record = repository.backup_stream(
                         sys.stdin.buffer, name=name, tags=tuple(tags), size=stream_size,
@@ -138,6 +145,17 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
                    else dict(snapshot_json(record), requests=requests))
     else:
         click.echo(backup_summary(record))
+
+
+def _check_bitmap_options(source: str, dirty_bitmap, changes_file) -> None:
+    if dirty_bitmap is None:
+        return
+    if not is_nbd_uri(source):
+        raise click.UsageError("--dirty-bitmap reads a bitmap an NBD server offers: give an "
+                               "NBD URI (nbd+unix:///EXPORT?socket=PATH or nbd://HOST/EXPORT)")
+    if changes_file is not None:
+        raise click.UsageError("--dirty-bitmap and --changed-ranges both say what changed: "
+                               "give one")
 
 
 def _check_stream_options(from_stdin: bool, name, changes, stream_size, allow_shrink) -> None:

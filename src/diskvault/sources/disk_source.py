@@ -12,12 +12,14 @@ from .nbd import NbdSource, is_nbd_uri
 
 
 @contextmanager
-def opened_disk_source(spec: str, raw: bool = False) -> Iterator[NbdSource | None]:
+def opened_disk_source(spec: str, raw: bool = False,
+                       bitmap: str | None = None) -> Iterator[NbdSource | None]:
     """The opened source for ``spec``, or None when it is a plain file or device (also a
-    qcow2 & co. when ``raw``: its container bytes). Everything started for it is stopped
-    when the block ends."""
+    qcow2 & co. when ``raw``: its container bytes). An NBD URI with a dirty ``bitmap``
+    also knows what that bitmap marks. Everything started for it is stopped when the block
+    ends."""
     if is_nbd_uri(spec):
-        with NbdSource(spec) as source:
+        with NbdSource(spec, bitmap=bitmap) as source:
             yield source
         return
     image_format = None if raw else detect_format(Path(spec))
