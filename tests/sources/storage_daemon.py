@@ -3,6 +3,7 @@ QMP monitor: QEMU's own block layer, as a running guest has it, without a guest.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -49,6 +50,7 @@ class StorageDaemon:
         need_storage_daemon()
         self.disk, self.folder, self.exported = disk, folder, exported
         self.socket, self.qmp = folder / "nbd.sock", folder / "qmp.sock"
+        self.test_qmp = folder / "test-qmp.sock"  # a second monitor, for the test's questions
         self.trace = folder / "qsd.trace"
         self.process: subprocess.Popen | None = None
 
@@ -58,7 +60,7 @@ class StorageDaemon:
 
     def start(self) -> "StorageDaemon":
         pid_file = self.folder / "qsd.pid"
-        for stale in (pid_file, self.socket, self.qmp):
+        for stale in (pid_file, self.socket, self.qmp, self.test_qmp):
             stale.unlink(missing_ok=True)
         export = []
         if self.exported is not None:
@@ -72,8 +74,10 @@ class StorageDaemon:
                  "--blockdev", f"driver=file,node-name=file,filename={self.disk}",
                  "--blockdev", f"driver=qcow2,node-name={NODE},file=file", *export,
                  "--chardev", f"socket,id=monitor,path={self.qmp},server=on,wait=off",
-                 "--monitor", "chardev=monitor", "--pidfile", str(pid_file),
-                 "--trace", "nbd_co_send_structured_read*"], stdout=log, stderr=log)
+                 "--monitor", "chardev=monitor",
+                 "--chardev", f"socket,id=test,path={self.test_qmp},server=on,wait=off",
+                 "--monitor", "chardev=test", "--pidfile", str(pid_file),
+                 "--trace", "nbd_co_send_*"], stdout=log, stderr=log)
         deadline = time.monotonic() + START_WAIT_S
         while not (pid_file.exists() and self.qmp.exists()):
             assert self.process.poll() is None and time.monotonic() < deadline, \
@@ -101,11 +105,46 @@ class StorageDaemon:
                         self.uri], check=True, capture_output=True)
         os.unlink(source)
 
+    def write_offline(self, offset: int, data: bytes) -> None:
+        """``data`` written at ``offset`` into the qcow2 while the daemon is stopped:
+        qemu-io loads the image's persistent bitmaps, and the enabled ones record it."""
+        assert self.process is None
+        source = self.folder / "write.data"
+        source.write_bytes(data)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                        f"write -s {source} {offset} {len(data)}", str(self.disk)],
+                       check=True, capture_output=True)
+        os.unlink(source)
+
+    def bitmaps_offline(self) -> dict[str, list[str]]:
+        """The qcow2's persistent bitmaps and their flags ("auto": enabled), daemon
+        stopped."""
+        assert self.process is None
+        info = json.loads(subprocess.run(
+            ["qemu-img", "info", "--output=json", str(self.disk)], check=True,
+            capture_output=True).stdout)
+        found = info.get("format-specific", {}).get("data", {}).get("bitmaps", [])
+        return {bitmap["name"]: bitmap["flags"] for bitmap in found}
+
+    def image_offline(self) -> bytes:
+        """The disk's bytes as a guest sees them, daemon stopped."""
+        assert self.process is None
+        raw = self.folder / "image.raw"
+        qemu_img("convert", "-f", "qcow2", "-O", "raw", str(self.disk), str(raw))
+        try:
+            return raw.read_bytes()
+        finally:
+            raw.unlink()
+
     def served_bytes(self) -> int:
         """Bytes of data the daemon has sent in NBD read replies so far."""
         return sum(int(size) for size in re.findall(
             r"nbd_co_send_structured_read Send structured read data reply: .*len = (\d+)",
             self.trace.read_text()))
+
+    def status_replies(self) -> int:
+        """Block-status replies the daemon has sent so far (a reader asking for extents)."""
+        return self.trace.read_text().count("nbd_co_send_extents")
 
     def image(self) -> bytes:
         """The whole export as a reader sees it now."""

@@ -70,6 +70,11 @@ def backup_summary(record: SnapshotRecord) -> str:
               help="With an NBD URI: read only what the export's qemu:dirty-bitmap:BITMAP "
                    "marks; take the rest from the series' latest snapshot made with it "
                    "(docs/vm-sources.md).")
+@click.option("--qmp", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="SOCKET",
+              help="With --dirty-bitmap: SOURCE is a block node of the QEMU whose monitor "
+                   "is SOCKET; it is exported for the backup and the bitmap rotated once "
+                   "the snapshot is recorded (docs/vm-sources.md).")
 @click.option("--verify-unchanged", default=0, type=click.IntRange(min=0), metavar="N",
               help="With --changed-ranges or --dirty-bitmap: read N random unchanged chunks "
                    "and fail if any differs from the previous snapshot.")
@@ -84,7 +89,7 @@ def backup_summary(record: SnapshotRecord) -> str:
 @json_option
 @progress_option
 @lock_wait_option
-def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirty_bitmap,
+def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirty_bitmap, qmp,
            verify_unchanged, stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
            command_timeout_s, as_json, show_progress, lock_wait_s) -> None:
     """Back up an image file, block device or NBD export (or '-': standard input) as a new
@@ -93,7 +98,7 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirt
     A qcow2, vmdk, vhdx or vdi file is read as the disk it holds (unless --raw). NBD URIs:
     nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH (docs/vm-sources.md)."""
     from_stdin = source == STDIN_LABEL
-    _check_bitmap_options(source, dirty_bitmap, changes_file)
+    _check_bitmap_options(source, dirty_bitmap, qmp, changes_file)
     changes = read_change_map(changes_file, changed_since,
                               verify_unchanged if dirty_bitmap is None else 0)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
@@ -105,11 +110,11 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirt
     open_source = source_opener(from_stdin, view_method, lvm_size, pre_command, post_command,
                                 command_timeout_s)
     with opened(repo, writer=True) as repository:
-        with opened_disk_source(source, raw, dirty_bitmap) as disk:
+        with opened_disk_source(source, raw, dirty_bitmap, qmp) as disk:
             if disk is not None and changes is not None:
                 raise click.UsageError("--changed-ranges reads a raw file or block device, "
                                        "not an NBD export or a disk-image format")
-            if disk is not None and not is_nbd_uri(source):
+            if disk is not None and not is_nbd_uri(source) and qmp is None:
                 repository.check_backup_source(Path(source))  # backup() checks plain files
             size = disk.size if disk else (stream_size or 0) if from_stdin \
                 else _source_size(Path(source))
@@ -147,10 +152,13 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirt
         click.echo(backup_summary(record))
 
 
-def _check_bitmap_options(source: str, dirty_bitmap, changes_file) -> None:
+def _check_bitmap_options(source: str, dirty_bitmap, qmp, changes_file) -> None:
     if dirty_bitmap is None:
+        if qmp is not None:
+            raise click.UsageError("--qmp exports a block node with its dirty bitmap: give "
+                                   "--dirty-bitmap too")
         return
-    if not is_nbd_uri(source):
+    if qmp is None and not is_nbd_uri(source):
         raise click.UsageError("--dirty-bitmap reads a bitmap an NBD server offers: give an "
                                "NBD URI (nbd+unix:///EXPORT?socket=PATH or nbd://HOST/EXPORT)")
     if changes_file is not None:

@@ -1,0 +1,115 @@
+"""``backup --qmp SOCKET --dirty-bitmap B NODE``: a block node of a QEMU (a stopped guest's
+disk served by qemu-storage-daemon, say) exported over NBD with its dirty bitmap for one
+backup, the bitmap rotated through QMP (bitmap_rotation.py) only once the snapshot is
+recorded (docs/vm-sources.md).
+
+The export is made for the backup and deleted after it: QEMU keeps an exported bitmap busy
+(no clear, no merge into it), so a bitmap can only be rotated between exports. It serves
+the node as it is, not a point-in-time view: for a running guest, use the guest's
+point-in-time source. QMP is spoken through QEMU's own ``qemu.qmp`` library."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from ..errors import PointInTimeFailed, SourceError
+from .bitmap_rotation import BitmapRotation
+
+EXPORT_ID = "diskvault-bitmap"
+EXPORT_NAME = "diskvault"
+COMMAND_TIMEOUT_S = 60.0
+GONE_WAIT_S = 30.0
+
+
+class Monitor:
+    """A QMP connection: ``execute`` returns QEMU's answer or raises PointInTimeFailed."""
+
+    def __init__(self, path: Path):
+        from qemu.qmp import ConnectError
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        self.path = path
+        self._protocol = QEMUMonitorProtocol(str(path))
+        try:
+            self._protocol.connect()
+        except (ConnectError, OSError) as error:
+            raise SourceError(f"cannot reach the QEMU monitor at {path}: {error}") from None
+        self._protocol.settimeout(COMMAND_TIMEOUT_S)
+
+    def execute(self, command: str, **arguments) -> object:
+        from qemu.qmp import ExecuteError, QMPError
+
+        try:
+            return self._protocol.cmd(command, **arguments)
+        except ExecuteError as error:
+            raise PointInTimeFailed(f"QEMU at {self.path} refused {command}: "
+                                    f"{error.error.error.desc}") from None
+        except QMPError as error:
+            raise PointInTimeFailed(f"the connection to QEMU at {self.path} broke during "
+                                    f"{command} ({error})") from None
+
+    def close(self) -> None:
+        self._protocol.close()
+
+
+@contextmanager
+def rotating_export(qmp: Path, bitmap: str, node: str | None) -> Iterator[str]:
+    """The NBD URI of ``node`` with ``bitmap`` offered, for the length of the block. The
+    bitmap is rotated when the block ends normally (the snapshot is recorded), merged back
+    when it raises; a killed run's export and successor are undone first."""
+    monitor = Monitor(qmp)
+    try:
+        rotation = BitmapRotation.find(monitor, bitmap, node)
+        _remove_leftover_export(monitor)
+        rotation.recover()
+        rotation.start()
+        try:
+            with _export(monitor, rotation) as uri:
+                yield uri
+        except BaseException:
+            rotation.abandon()
+            raise
+        rotation.commit()
+    finally:
+        monitor.close()
+
+
+@contextmanager
+def _export(monitor: Monitor, rotation: BitmapRotation) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="diskvault-qmp-") as folder:
+        socket = Path(folder) / "nbd.sock"
+        monitor.execute("nbd-server-start",
+                        addr={"type": "unix", "data": {"path": str(socket)}})
+        try:
+            monitor.execute("block-export-add", type="nbd", id=EXPORT_ID,
+                            **{"node-name": rotation.node}, name=EXPORT_NAME,
+                            writable=False, bitmaps=[rotation.bitmap])
+            try:
+                yield f"nbd+unix:///{EXPORT_NAME}?socket={quote(str(socket))}"
+            finally:
+                _delete_export(monitor)
+        finally:
+            monitor.execute("nbd-server-stop")
+
+
+def _remove_leftover_export(monitor: Monitor) -> None:
+    """A killed run's export and the NBD server it started (ours: it has our export)."""
+    if any(entry["id"] == EXPORT_ID for entry in monitor.execute("query-block-exports")):
+        _delete_export(monitor)
+        monitor.execute("nbd-server-stop")
+
+
+def _delete_export(monitor: Monitor) -> None:
+    """Delete the export and wait until QEMU has let go of it (and of the bitmap)."""
+    monitor.execute("block-export-del", id=EXPORT_ID, mode="hard")
+    deadline = time.monotonic() + GONE_WAIT_S
+    while any(entry["id"] == EXPORT_ID for entry in monitor.execute("query-block-exports")):
+        if time.monotonic() > deadline:
+            raise PointInTimeFailed(f"QEMU at {monitor.path} did not remove the export "
+                                    f"{EXPORT_ID} in {GONE_WAIT_S:g} s")
+        time.sleep(0.01)
