@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from diskvault.sources.qemu_bitmap_export import export_folder
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli
@@ -87,6 +88,7 @@ def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
             killed.stderr.close()
         daemon.stop()
         assert set(daemon.bitmaps_offline()) == {"B", "B.diskvault-next"}
+        assert export_folder(daemon.qmp).is_dir()
         daemon.write_offline(9 << 20, random.Random(2).randbytes(65536))
         daemon.start()
         after = backup(cli_repo, daemon)
@@ -98,6 +100,7 @@ def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
         assert 2 * 65536 <= after["stats"]["bytes_read"] < 4 * 65536
         assert cat(cli_repo, after["id"]) == daemon.image_offline()
         assert daemon.bitmaps_offline() == {"B": ["auto"]}
+        assert not export_folder(daemon.qmp).exists()
 
 
 def test_qmp_without_a_dirty_bitmap_is_refused(cli_repo, tmp_path):

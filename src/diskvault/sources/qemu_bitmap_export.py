@@ -6,10 +6,17 @@ recorded (docs/vm-sources.md).
 The export is made for the backup and deleted after it: QEMU keeps an exported bitmap busy
 (no clear, no merge into it), so a bitmap can only be rotated between exports. It serves
 the node as it is, not a point-in-time view: for a running guest, use the guest's
-point-in-time source. QMP is spoken through QEMU's own ``qemu.qmp`` library."""
+point-in-time source. QMP is spoken through QEMU's own ``qemu.qmp`` library.
+
+The export's socket lives in a private folder named after the monitor's path, so that the
+run after a killed one finds the folder as well as the export and removes both."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,6 +27,7 @@ from urllib.parse import quote
 from ..errors import PointInTimeFailed, SourceError
 from .bitmap_rotation import BitmapRotation
 
+FOLDER_PREFIX = "diskvault-qmp-"
 EXPORT_ID = "diskvault-bitmap"
 EXPORT_NAME = "diskvault"
 COMMAND_TIMEOUT_S = 60.0
@@ -65,11 +73,12 @@ def rotating_export(qmp: Path, bitmap: str, node: str | None) -> Iterator[str]:
     monitor = Monitor(qmp)
     try:
         rotation = BitmapRotation.find(monitor, bitmap, node)
-        _remove_leftover_export(monitor)
+        folder = export_folder(qmp)
+        _remove_leftovers(monitor, folder)
         rotation.recover()
         rotation.start()
         try:
-            with _export(monitor, rotation) as uri:
+            with _export(monitor, rotation, folder) as uri:
                 yield uri
         except BaseException:
             rotation.abandon()
@@ -79,10 +88,17 @@ def rotating_export(qmp: Path, bitmap: str, node: str | None) -> Iterator[str]:
         monitor.close()
 
 
+def export_folder(qmp: Path) -> Path:
+    """The private folder of the export's socket, one per QEMU monitor."""
+    digest = hashlib.sha256(str(qmp.absolute()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / (FOLDER_PREFIX + digest)
+
+
 @contextmanager
-def _export(monitor: Monitor, rotation: BitmapRotation) -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="diskvault-qmp-") as folder:
-        socket = Path(folder) / "nbd.sock"
+def _export(monitor: Monitor, rotation: BitmapRotation, folder: Path) -> Iterator[str]:
+    os.mkdir(folder, 0o700)  # exclusively: never into a folder someone else made
+    try:
+        socket = folder / "nbd.sock"
         monitor.execute("nbd-server-start",
                         addr={"type": "unix", "data": {"path": str(socket)}})
         try:
@@ -95,13 +111,24 @@ def _export(monitor: Monitor, rotation: BitmapRotation) -> Iterator[str]:
                 _delete_export(monitor)
         finally:
             monitor.execute("nbd-server-stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _remove_leftover_export(monitor: Monitor) -> None:
-    """A killed run's export and the NBD server it started (ours: it has our export)."""
+def _remove_leftovers(monitor: Monitor, folder: Path) -> None:
+    """A killed run's export, the NBD server it started (ours: it has our export) and its
+    folder (this user's, a real folder)."""
     if any(entry["id"] == EXPORT_ID for entry in monitor.execute("query-block-exports")):
         _delete_export(monitor)
         monitor.execute("nbd-server-stop")
+    try:
+        status = folder.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid():
+        raise SourceError(f"{folder} is in the way of the export's socket and is not a "
+                          f"folder of this user's: remove it")
+    shutil.rmtree(folder)
 
 
 def _delete_export(monitor: Monitor) -> None:
