@@ -57,6 +57,8 @@ def test_next_night_reads_only_the_dirty_extents(cli_repo, tmp_path):
         assert DIRTY_BYTES <= second["stats"]["bytes_read"] < 2 * DIRTY_BYTES
         assert served <= second["stats"]["bytes_read"] + 4 * 16384
         assert cat(cli_repo, second["id"]) == daemon.image()
+    info = run_cli("info", "-r", str(cli_repo), second["id"], check=True).stdout.decode()
+    assert "dirty bitmap B (counts the changes since this read began)" in info
 
 
 def test_a_server_without_the_bitmap_is_one_line_exit_2(cli_repo, tmp_path):

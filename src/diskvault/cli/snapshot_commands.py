@@ -264,6 +264,9 @@ def info(repo, snapshot, as_json) -> None:
         click.echo(f"held still   {CONSISTENCY_WORDS.get(record.consistency, record.consistency)}")
     if record.base_id:
         click.echo(f"change map   unchanged ranges taken from snapshot {record.base_id}")
+    if record.dirty_bitmap:
+        click.echo(f"dirty bitmap {record.dirty_bitmap} (counts the changes since this read "
+                   f"began)")
     click.echo(f"tags         {', '.join(record.tags) or '-'}")
     click.echo(f"image        {human_bytes(record.size)} ({record.size} bytes), "
                f"{stats.chunks} chunks, {stats.manifest_blocks} manifest blocks")

@@ -66,26 +66,25 @@ class NbdSource:
     def _read_changes(self) -> ChangeMap:
         """The extents the bitmap marks dirty, as the reader sends them first."""
         ranges = []
-        for kind, offset, length in self._frames():
-            if kind == nbd_reader.END:
-                return ChangeMap(merge_ranges(ranges))
+        kind, offset, length = self._frame()
+        while kind != nbd_reader.END:
             if kind != nbd_reader.CHANGED:
                 self._fail(f"the NBD reader of {self.path} sent a {kind!r} frame among the "
                            f"dirty extents", reader_ended=False)
             ranges.append((offset, offset + length))
-        raise AssertionError("unreachable: _frames raises at the stream's end")
+            kind, offset, length = self._frame()
+        return ChangeMap(merge_ranges(ranges))
 
-    def _frames(self) -> Iterator[tuple[bytes, int, int]]:
-        stream = self._process.stdout
-        while True:
-            frame = stream.read(nbd_reader.FRAME.size)
-            if len(frame) < nbd_reader.FRAME.size:
-                self._fail(f"the NBD reader of {self.path} stopped")
-            kind, offset, length = nbd_reader.FRAME.unpack(frame)
-            if offset + length > self.size:
-                self._fail(f"the NBD reader of {self.path} sent a frame past the export's "
-                           f"end", reader_ended=False)
-            yield kind, offset, length
+    def _frame(self) -> tuple[bytes, int, int]:
+        """The next frame's header, checked to lie inside the export."""
+        frame = self._process.stdout.read(nbd_reader.FRAME.size)
+        if len(frame) < nbd_reader.FRAME.size:
+            self._fail(f"the NBD reader of {self.path} stopped")
+        kind, offset, length = nbd_reader.FRAME.unpack(frame)
+        if offset + length > self.size:
+            self._fail(f"the NBD reader of {self.path} sent a frame past the export's end",
+                       reader_ended=False)
+        return kind, offset, length
 
     def _ask(self, kind: bytes, offset: int, length: int) -> None:
         """Send the reader a request (bitmap mode only)."""
@@ -98,7 +97,7 @@ class NbdSource:
     def read_buffers(self, extent: Extent) -> Iterator[bytes]:
         """The bytes of ``extent``, in one buffer (bitmap mode only)."""
         self._ask(nbd_reader.READ, extent.offset, extent.size)
-        kind, offset, length = next(self._frames())
+        kind, offset, length = self._frame()
         if (kind, offset, length) != (nbd_reader.DATA, extent.offset, extent.size):
             self._fail(f"the NBD reader of {self.path} answered a read of "
                        f"{extent.offset}+{extent.size} with {kind!r} {offset}+{length}",

@@ -199,6 +199,6 @@ def _verify(source: ImageSource, spans: list[Span], chunk_id: ChunkId) -> None:
         named = ", ".join(f"{s.offset}+{s.length}" for s in wrong[:MISMATCHES_NAMED])
         raise ChangeMapWrong(
             f"source {source.path}: {len(wrong)} of {len(spans)} sampled ranges the change "
-            f"map calls unchanged differ from the previous snapshot (offset+length: "
-            f"{named}); nothing was recorded: the map is wrong or for another base, back up "
-            f"without --changed-ranges")
+            f"map (or dirty bitmap) calls unchanged differ from the previous snapshot "
+            f"(offset+length: {named}); nothing was recorded: the map is wrong or for another "
+            f"base, back up without --changed-ranges (or --dirty-bitmap)")
