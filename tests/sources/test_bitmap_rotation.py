@@ -83,6 +83,9 @@ def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
                 assert killed.poll() is None, killed.stderr.read()
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
+            second = run_cli(*backup_argv(cli_repo, daemon))  # one run per QEMU at a time
+            assert second.returncode == 1 and "another diskvault backup is using the QEMU" \
+                in second.stderr.decode()
             killed.send_signal(signal.SIGKILL)
             killed.wait()
             killed.stderr.close()

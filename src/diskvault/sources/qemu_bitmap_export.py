@@ -8,8 +8,9 @@ The export is made for the backup and deleted after it: QEMU keeps an exported b
 the node as it is, not a point-in-time view: for a running guest, use the guest's
 point-in-time source. QMP is spoken through QEMU's own ``qemu.qmp`` library.
 
-The export's socket lives in a private folder named after the monitor's path, so that the
-run after a killed one finds the folder as well as the export and removes both."""
+One run at a time per monitor (exclusive.py): while a run holds it, an export or successor
+bitmap it finds is a killed run's. The export's socket lives in a private folder named after
+the monitor's path, so that the run after a killed one removes that folder as well."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from urllib.parse import quote
 
 from ..errors import PointInTimeFailed, SourceError
 from .bitmap_rotation import BitmapRotation
+from .exclusive import held_alone
 
 FOLDER_PREFIX = "diskvault-qmp-"
 EXPORT_ID = "diskvault-bitmap"
@@ -70,10 +72,17 @@ def rotating_export(qmp: Path, bitmap: str, node: str | None) -> Iterator[str]:
     """The NBD URI of ``node`` with ``bitmap`` offered, for the length of the block. The
     bitmap is rotated when the block ends normally (the snapshot is recorded), merged back
     when it raises; a killed run's export and successor are undone first."""
-    monitor = Monitor(qmp)
+    folder = export_folder(qmp)
+    with held_alone(folder.name, f"another diskvault backup is using the QEMU at {qmp} "
+                                 f"now: wait for it to end"):
+        with _rotated(Monitor(qmp), bitmap, node, folder) as uri:
+            yield uri
+
+
+@contextmanager
+def _rotated(monitor: Monitor, bitmap: str, node: str | None, folder: Path) -> Iterator[str]:
     try:
         rotation = BitmapRotation.find(monitor, bitmap, node)
-        folder = export_folder(qmp)
         _remove_leftovers(monitor, folder)
         rotation.recover()
         rotation.start()
