@@ -96,7 +96,8 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirt
     snapshot.
 
     A qcow2, vmdk, vhdx or vdi file is read as the disk it holds (unless --raw). NBD URIs:
-    nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH (docs/vm-sources.md)."""
+    nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH. With --qmp, SOURCE is a
+    block node of that QEMU (docs/vm-sources.md)."""
     from_stdin = source == STDIN_LABEL
     _check_bitmap_options(source, dirty_bitmap, qmp, changes_file)
     changes = read_change_map(changes_file, changed_since,
