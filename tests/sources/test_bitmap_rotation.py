@@ -35,6 +35,11 @@ def backup(repo: Path, daemon: StorageDaemon) -> dict:
     return json.loads(run_cli(*backup_argv(repo, daemon), check=True).stdout)
 
 
+def marker(snapshot: dict) -> str:
+    """The bitmap that tells which snapshot B counts from."""
+    return f"B.diskvault-since-{snapshot['id']}"
+
+
 def cat(repo: Path, snapshot_id: str) -> bytes:
     return run_cli("cat", "-r", str(repo), snapshot_id, check=True).stdout
 
@@ -62,7 +67,29 @@ def test_nights_read_what_changed_and_the_bitmap_survives_restarts(cli_repo, tmp
         for night in (second, third):
             assert 65536 <= night["stats"]["bytes_read"] < 2 * 65536
         assert cat(cli_repo, third["id"]) == daemon.image_offline()
-        assert daemon.bitmaps_offline() == {"B": ["auto"]}  # enabled, no successor left
+        # B enabled, no successor left, and the marker of the snapshot B counts from.
+        assert daemon.bitmaps_offline() == {"B": ["auto"], marker(third): []}
+
+
+def test_after_the_latest_snapshot_is_deleted_the_next_backup_reads_in_full(cli_repo,
+                                                                           tmp_path):
+    """B counts from the deleted snapshot: building on the one before would miss the
+    change made between them."""
+    with StorageDaemon(make_disk(tmp_path / "disk.qcow2", DISK_BYTES), tmp_path,
+                       exported=None) as daemon:
+        backup(cli_repo, daemon)
+        offline_change(daemon, 3 << 20, 65536, seed=1)
+        deleted = backup(cli_repo, daemon)
+        run_cli("delete", "-r", str(cli_repo), deleted["id"], check=True)
+        offline_change(daemon, 9 << 20, 65536, seed=2)
+        result = run_cli(*backup_argv(cli_repo, daemon), check=True)
+        after = json.loads(result.stdout)
+        daemon.stop()
+        assert cat(cli_repo, after["id"]) == daemon.image_offline()
+        assert f"dirty bitmap B counts the changes since snapshot {deleted['id'][:8]}" in \
+            result.stderr.decode()
+        assert "base_id" not in after and after["stats"]["bytes_read"] == DISK_BYTES // 2 + \
+            65536  # the whole disk: its data and the change in the empty half
 
 
 def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
@@ -90,7 +117,7 @@ def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
             killed.wait()
             killed.stderr.close()
         daemon.stop()
-        assert set(daemon.bitmaps_offline()) == {"B", "B.diskvault-next"}
+        assert set(daemon.bitmaps_offline()) == {"B", "B.diskvault-next", marker(first)}
         assert export_folder(daemon.qmp).is_dir()
         daemon.write_offline(9 << 20, random.Random(2).randbytes(65536))
         daemon.start()
@@ -102,7 +129,7 @@ def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
         assert after["base_id"] == first["id"]
         assert 2 * 65536 <= after["stats"]["bytes_read"] < 4 * 65536
         assert cat(cli_repo, after["id"]) == daemon.image_offline()
-        assert daemon.bitmaps_offline() == {"B": ["auto"]}
+        assert daemon.bitmaps_offline() == {"B": ["auto"], marker(after): []}
         assert not export_folder(daemon.qmp).exists()
 
 
@@ -125,6 +152,6 @@ def test_a_failed_backup_leaves_the_bitmap_as_it_was(cli_repo, tmp_path):
         assert missing.returncode == 2 and "QEMU has no dirty bitmap X" in \
             missing.stderr.decode()
         daemon.stop()
-        assert daemon.bitmaps_offline() == {"B": ["auto"]}
+        assert daemon.bitmaps_offline() == {"B": ["auto"]}  # merged back, no marker yet
         assert json.loads(run_cli("list", "-r", str(cli_repo), "--json",
                                   check=True).stdout) == []

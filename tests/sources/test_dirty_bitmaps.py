@@ -114,10 +114,13 @@ def record(**fields) -> SnapshotRecord:
 def test_the_base_is_the_latest_snapshot_made_with_the_bitmap():
     latest = record()
     assert bitmap_base(latest, "nbd://h/vm", "B", 100).record is latest
-    for latest, why in ((None, "no snapshot yet"),
-                        (record(dirty_bitmap="C"), "with dirty bitmap C, not from"),
-                        (record(source="nbd://other/vm"), "made from nbd://other/vm"),
-                        (record(consistency=UNCHECKED), "not held still"),
-                        (record(size=99), "size changed since snapshot aaaaaaaa (99 -> 100")):
-        base = bitmap_base(latest, "nbd://h/vm", "B", 100)
+    for candidate, why in ((None, "no snapshot yet"),
+                           (record(dirty_bitmap="C"), "with dirty bitmap C, not from"),
+                           (record(source="nbd://other/vm"), "made from nbd://other/vm"),
+                           (record(consistency=UNCHECKED), "not held still"),
+                           (record(size=99), "size changed since snapshot aaaaaaaa (99 -> 100")):
+        base = bitmap_base(candidate, "nbd://h/vm", "B", 100)
         assert base.record is None and why in base.why_not
+    assert bitmap_base(latest, "nbd://h/vm", "B", 100, counts_from="a" * 16).record is latest
+    base = bitmap_base(latest, "nbd://h/vm", "B", 100, counts_from="b" * 16)
+    assert base.record is None and "counts the changes since snapshot bbbbbbbb" in base.why_not

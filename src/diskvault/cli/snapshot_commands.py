@@ -128,6 +128,7 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirt
                         lock_wait_s=lock_wait_s, progress=progress,
                         on_new_series=new_series.append, bitmap=dirty_bitmap,
                         verify_unchanged=verify_unchanged)
+                    disk.recorded(record.id)
                 elif from_stdin:
                     record = repository.backup_stream(
                         sys.stdin.buffer, name=name, tags=tuple(tags), size=stream_size,

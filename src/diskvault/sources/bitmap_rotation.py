@@ -9,7 +9,12 @@ Once the snapshot record is written and the export is gone (an exported bitmap i
 the successor, in one transaction. A backup that fails ``abandon``s instead: the successor
 is merged back into B, which is enabled again, so B counts from the old base as before. A
 backup killed in between leaves both; the next run merges them back first (``recover``).
-So B always covers the time since the series' latest snapshot made with it."""
+So B always covers the time since the last snapshot recorded with it.
+
+Which snapshot that is, QEMU keeps too: ``commit`` also replaces an empty, disabled marker
+bitmap named ``B.diskvault-since-<snapshot id>`` (the largest granularity QEMU takes: a few
+bits; as persistent as B). So a next backup knows the snapshot B counts from
+(``counts_from``), and does not build on an older one when that snapshot was deleted."""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from dataclasses import dataclass
 from ..errors import SourceError
 
 SUCCESSOR_SUFFIX = ".diskvault-next"
+MARKER_INFIX = ".diskvault-since-"
+MARKER_GRANULARITY = 1 << 31  # QEMU's largest: the marker holds no changes, only its name
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,11 @@ class BitmapRotation:
         name, entry = found[0]
         return cls(monitor, name, bitmap, bool(entry.get("persistent")))
 
+    def counts_from(self) -> str | None:
+        """The id of the snapshot B counts the changes since, if one marker says so."""
+        marked = self._markers()
+        return marked[0][len(self.bitmap + MARKER_INFIX):] if len(marked) == 1 else None
+
     def recover(self) -> bool:
         """Merge back what a killed run left (its successor); whether there was any."""
         if not self._exists(self.successor):
@@ -69,11 +81,16 @@ class BitmapRotation:
         """Start the rotation now (when no view's transaction can carry the actions)."""
         self.monitor.execute("transaction", actions=self.start_actions())
 
-    def commit(self) -> None:
-        """B counts from the instant the read began (the snapshot is recorded)."""
+    def commit(self, snapshot_id: str) -> None:
+        """B counts from the instant the read of ``snapshot_id`` (recorded) began."""
         self.monitor.execute("transaction", actions=[
             self._action("block-dirty-bitmap-clear", name=self.bitmap),
-            *self._merge_back()])
+            *self._merge_back(),
+            *(self._action("block-dirty-bitmap-remove", name=name) for name in self._markers()),
+            self._action("block-dirty-bitmap-add",
+                         name=self.bitmap + MARKER_INFIX + snapshot_id,
+                         persistent=self.persistent, disabled=True,
+                         granularity=MARKER_GRANULARITY)])
 
     def abandon(self) -> None:
         """B counts from the old base again, every write since included."""
@@ -89,7 +106,14 @@ class BitmapRotation:
         return {"type": kind, "data": {"node": self.node, **data}}
 
     def _exists(self, name: str) -> bool:
-        return any(bitmap["name"] == name
-                   for entry in self.monitor.execute("query-named-block-nodes", flat=True)
-                   if entry["node-name"] == self.node
-                   for bitmap in entry.get("dirty-bitmaps", []))
+        return name in self._names()
+
+    def _markers(self) -> list[str]:
+        return [name for name in self._names() if name.startswith(self.bitmap + MARKER_INFIX)]
+
+    def _names(self) -> list[str]:
+        """The names of the bitmaps on the node."""
+        return [bitmap["name"]
+                for entry in self.monitor.execute("query-named-block-nodes", flat=True)
+                if entry["node-name"] == self.node
+                for bitmap in entry.get("dirty-bitmaps", [])]

@@ -19,12 +19,13 @@ def opened_disk_source(spec: str, raw: bool = False, bitmap: str | None = None,
     qcow2 & co. when ``raw``: its container bytes). An NBD URI with a dirty ``bitmap``
     also knows what that bitmap marks; with a ``qmp`` socket, ``spec`` is a block node of
     that QEMU, exported with ``bitmap`` for the block, which rotates the bitmap when it ends
-    normally (the snapshot is recorded). Everything started for it is stopped when the
-    block ends."""
+    after the source was told its snapshot is ``recorded``. Everything started for it is
+    stopped when the block ends."""
     if qmp is not None:
-        with rotating_export(qmp, bitmap, spec) as uri, \
-                NbdSource(uri, label=f"node {spec} of QEMU {qmp.absolute()}",
-                          bitmap=bitmap) as source:
+        with rotating_export(qmp, bitmap, spec) as export, \
+                NbdSource(export.uri, label=f"node {spec} of QEMU {qmp.absolute()}",
+                          bitmap=bitmap, counts_from=export.counts_from,
+                          on_recorded=export.note_recorded) as source:
             yield source
         return
     if is_nbd_uri(spec):

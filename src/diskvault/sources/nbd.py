@@ -7,13 +7,15 @@ chunks.
 
 Opened with a dirty bitmap's name, the source also knows which extents the server's
 ``qemu:dirty-bitmap:NAME`` marks (``changes``) and reads any range on request
-(``read_buffers``), so that a backup reads only those (docs/vm-sources.md).
+(``read_buffers``), so that a backup reads only those (docs/vm-sources.md); and, when it is
+told, the snapshot the bitmap counts from (``counts_from``) and whom to tell the new
+snapshot once it is recorded (``recorded``).
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import DiskvaultError, SourceError, ToolMissing
@@ -44,10 +46,14 @@ class NbdSource:
 
     consistency = None  # the server's view is what it is: point in time only if it serves one
 
-    def __init__(self, uri: str, label: str | None = None, bitmap: str | None = None):
+    def __init__(self, uri: str, label: str | None = None, bitmap: str | None = None,
+                 counts_from: str | None = None,
+                 on_recorded: Callable[[str], None] | None = None):
         self.label = label or uri
         self.path = self.label  # what messages call it
         self.bitmap = bitmap
+        self.counts_from = counts_from
+        self._on_recorded = on_recorded
         if not Path(SYSTEM_PYTHON).exists():
             raise ToolMissing(f"reading NBD needs Debian's {SYSTEM_PYTHON} with the package "
                               f"python3-libnbd")
@@ -134,6 +140,11 @@ class NbdSource:
                     self._fail(f"reading {self.path} stopped at byte {offset + len(data)}")
                 yield Extent(offset, length, False), data
             position += length
+
+    def recorded(self, snapshot_id: str) -> None:
+        """The snapshot read from this source is recorded (a rotated bitmap moves on)."""
+        if self._on_recorded is not None:
+            self._on_recorded(snapshot_id)
 
     def check_unchanged(self) -> None:
         """An export is the server's view; what must hold is that it was read to its end

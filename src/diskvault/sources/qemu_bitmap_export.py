@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -67,32 +68,48 @@ class Monitor:
         self._protocol.close()
 
 
+@dataclass
+class BitmapExport:
+    """The export's NBD URI; the id of the snapshot the bitmap counts from, if QEMU says;
+    and, once the backup has written it, the id of the new snapshot (``recorded``)."""
+    uri: str
+    counts_from: str | None
+    recorded: str | None = None
+
+    def note_recorded(self, snapshot_id: str) -> None:
+        self.recorded = snapshot_id
+
+
 @contextmanager
-def rotating_export(qmp: Path, bitmap: str, node: str | None) -> Iterator[str]:
-    """The NBD URI of ``node`` with ``bitmap`` offered, for the length of the block. The
-    bitmap is rotated when the block ends normally (the snapshot is recorded), merged back
-    when it raises; a killed run's export and successor are undone first."""
+def rotating_export(qmp: Path, bitmap: str, node: str | None) -> Iterator[BitmapExport]:
+    """``node`` exported with ``bitmap`` for the length of the block. The bitmap is rotated
+    when the block ends with ``recorded`` set (the snapshot is written), else merged back;
+    a killed run's export and successor are undone first."""
     folder = export_folder(qmp)
     with held_alone(folder.name, f"another diskvault backup is using the QEMU at {qmp} "
                                  f"now: wait for it to end"):
-        with _rotated(Monitor(qmp), bitmap, node, folder) as uri:
-            yield uri
+        with _rotated(Monitor(qmp), bitmap, node, folder) as export:
+            yield export
 
 
 @contextmanager
-def _rotated(monitor: Monitor, bitmap: str, node: str | None, folder: Path) -> Iterator[str]:
+def _rotated(monitor: Monitor, bitmap: str, node: str | None,
+             folder: Path) -> Iterator[BitmapExport]:
     try:
         rotation = BitmapRotation.find(monitor, bitmap, node)
         _remove_leftovers(monitor, folder)
         rotation.recover()
+        export = None
         rotation.start()
         try:
             with _export(monitor, rotation, folder) as uri:
-                yield uri
-        except BaseException:
-            rotation.abandon()
-            raise
-        rotation.commit()
+                export = BitmapExport(uri, rotation.counts_from())
+                yield export
+        finally:
+            if export is not None and export.recorded is not None:
+                rotation.commit(export.recorded)
+            else:
+                rotation.abandon()
     finally:
         monitor.close()
 

@@ -199,7 +199,7 @@ class Repository:
         """Back up an opened source that is neither a plain file nor a stream (diskvault's
         sources/: an NBD export, a disk-image format read as the guest sees it): anything
         with ``size``, ``label``, ``pieces()`` and ``check_unchanged()`` like ImageSource.
-        With a dirty ``bitmap`` (the source then also has ``changes`` and
+        With a dirty ``bitmap`` (the source then also has ``changes``, ``counts_from`` and
         ``read_buffers``), only what it marks is read when the series' latest snapshot was
         made with it (store/backup/bitmap_base.py); else the whole source, with a warning."""
         request = BackupRequest(name, tuple(tags), time.monotonic(), progress,
@@ -239,7 +239,7 @@ class Repository:
         base; None (a full read) with a warning saying why not (under the writer lock)."""
         series = self.list_snapshots(request.name)
         base = bitmap_base(series[-1] if series else None, source.label,
-                           request.dirty_bitmap, source.size)
+                           request.dirty_bitmap, source.size, source.counts_from)
         if base.record is None:
             log.warning("%s: the whole of %s is read; the next backup with dirty bitmap %s "
                         "reads only what it marks", base.why_not, source.label,
