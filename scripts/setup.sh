@@ -34,12 +34,14 @@ if [ "${1:-}" = "--tests" ]; then
   # groff-base: the man pages are rendered; libnbd-bin, qemu-utils: the NBD clients (nbdinfo,
   # nbdcopy, qemu-img, qemu-io) that read `serve`'s export; qemu-system-x86, busybox-static,
   # cpio: the tiny guest booted from it (tests/nbd/test_instant_recovery.py); openssh-server:
-  # the private sshd of the ssh:// tests (tests/sshd.py).
+  # the private sshd of the ssh:// tests (tests/sshd.py); qemu-system-common:
+  # qemu-storage-daemon, QEMU's block layer with a QMP monitor, for the dirty-bitmap tests
+  # (tests/sources/test_dirty_bitmaps.py, test_bitmap_rotation.py).
   packages+=(util-linux mount passwd fdisk gdisk dosfstools mtools exfatprogs exfat-fuse
              ntfs-3g xfsprogs btrfs-progs lvm2
              ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime libfaketime systemd
              chromium zsh fish groff-base libnbd-bin qemu-utils qemu-system-x86
-             busybox-static cpio openssh-server openssh-client)
+             qemu-system-common busybox-static cpio openssh-server openssh-client)
 fi
 
 # Only what is missing is installed, so a user without sudo rights goes on when the

@@ -40,9 +40,10 @@ def require_tool(name: str, package: str) -> str:
 
 
 def start_child(argv: list[str], **popen) -> subprocess.Popen:
-    """``argv`` started as a child that dies with diskvault; standard input closed."""
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-                            **popen)
+    """``argv`` started as a child that dies with diskvault; standard input closed unless
+    ``popen`` says otherwise."""
+    popen.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(argv, preexec_fn=_die_with_parent, **popen)
 
 
 def stop_child(process: subprocess.Popen) -> None:

@@ -9,15 +9,27 @@ from pathlib import Path
 
 from .disk_formats import detect_format, served
 from .nbd import NbdSource, is_nbd_uri
+from .qemu_bitmap_export import rotating_export
 
 
 @contextmanager
-def opened_disk_source(spec: str, raw: bool = False) -> Iterator[NbdSource | None]:
+def opened_disk_source(spec: str, raw: bool = False, bitmap: str | None = None,
+                       qmp: Path | None = None) -> Iterator[NbdSource | None]:
     """The opened source for ``spec``, or None when it is a plain file or device (also a
-    qcow2 & co. when ``raw``: its container bytes). Everything started for it is stopped
-    when the block ends."""
+    qcow2 & co. when ``raw``: its container bytes). An NBD URI with a dirty ``bitmap``
+    also knows what that bitmap marks; with a ``qmp`` socket, ``spec`` is a block node of
+    that QEMU, exported with ``bitmap`` for the block, which rotates the bitmap when it ends
+    after the source was told its snapshot is ``recorded``. Everything started for it is
+    stopped when the block ends."""
+    if qmp is not None:
+        with rotating_export(qmp, bitmap, spec) as export, \
+                NbdSource(export.uri, label=f"node {spec} of QEMU {qmp.absolute()}",
+                          bitmap=bitmap, counts_from=export.counts_from,
+                          on_recorded=export.note_recorded) as source:
+            yield source
+        return
     if is_nbd_uri(spec):
-        with NbdSource(spec) as source:
+        with NbdSource(spec, bitmap=bitmap) as source:
             yield source
         return
     image_format = None if raw else detect_format(Path(spec))

@@ -3,6 +3,8 @@ images. Orchestration only: the work is done by the modules it calls."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -12,6 +14,7 @@ from typing import BinaryIO
 
 from ..errors import BadInput, CorruptData, LockHolder
 from .backends.location import LocationLike, as_location
+from .backup.bitmap_base import bitmap_base
 from .backup.change_map import ChangedRanges, ChangeMap, check_fits
 from .backup.request import BackupRequest, ChangedRead
 from .backup.source import ImageSource, SourceOpener
@@ -29,6 +32,7 @@ from .restore import known_contents
 from .restore.restore_marks import refuse_interrupted_target
 from .storage import Storage, read_config_at
 
+log = logging.getLogger(__name__)
 
 # Flows that load native libraries (fastcdc, zstd) or the restore machinery (chunker,
 # backup, copy, reader, restore) are imported in the methods that run them, so that
@@ -190,19 +194,28 @@ class Repository:
 
     def backup_source(self, source, name: str, tags: tuple[str, ...] = (),
                       lock_wait_s: float = 0.0, progress: Progress | None = None,
-                      on_new_series: Callable[[str], None] | None = None) -> SnapshotRecord:
+                      on_new_series: Callable[[str], None] | None = None,
+                      bitmap: str | None = None, verify_unchanged: int = 0
+                      ) -> SnapshotRecord:
         """Back up an opened source that is neither a plain file nor a stream (diskvault's
         sources/: an NBD export, a disk-image format read as the guest sees it): anything
-        with ``size``, ``label``, ``pieces()`` and ``check_unchanged()`` like ImageSource."""
-        return self._back_up(source, BackupRequest(name, tuple(tags), time.monotonic(),
-                                                   progress), lock_wait_s, on_new_series)
+        with ``size``, ``label``, ``pieces()`` and ``check_unchanged()`` like ImageSource.
+        With a dirty ``bitmap`` (the source then also has ``changes``, ``counts_from`` and
+        ``read_buffers``), only what it marks is read when the series' latest snapshot was
+        made with it (store/backup/bitmap_base.py); else the whole source, with a warning."""
+        request = BackupRequest(name, tuple(tags), time.monotonic(), progress,
+                                dirty_bitmap=bitmap)
+        changed = None
+        if bitmap is not None:
+            changed = functools.partial(self._bitmap_read, source, request, verify_unchanged)
+        return self._back_up(source, request, lock_wait_s, on_new_series, changed)
 
     def _back_up(self, source, request: BackupRequest, lock_wait_s: float,
                  on_new_series: Callable[[str], None] | None = None,
                  changed: Callable[[], ChangedRead] | None = None) -> SnapshotRecord:
         """The backup under the writer lock, the previous snapshot's chunks as hints;
-        ``changed`` is asked under it how a change map's backup reads (default: a full
-        read)."""
+        ``changed`` is asked under it how a change map's backup reads (None, or no
+        ``changed``: a full read)."""
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
@@ -218,9 +231,28 @@ class Repository:
                       changes: ChangeMap, verify_unchanged: int) -> ChangedRead:
         """Only the changed ranges read; the rest taken from the map's base, which must be
         the series' latest snapshot (called under the writer lock)."""
+        base = self._change_map_base(request.name, changes)
+        return self._read_only_changes(source, request, base, changes, verify_unchanged)
+
+    def _bitmap_read(self, source, request: BackupRequest,
+                     verify_unchanged: int) -> ChangedRead | None:
+        """Only what the dirty bitmap marks read, when the series' latest snapshot is its
+        base; None (a full read) with a warning saying why not (under the writer lock)."""
+        series = self.list_snapshots(request.name)
+        base = bitmap_base(series[-1] if series else None, source.label,
+                           request.dirty_bitmap, source.size, source.counts_from)
+        if base.record is None:
+            log.warning("%s: the whole of %s is read; the next backup with dirty bitmap %s "
+                        "reads only what it marks", base.why_not, source.label,
+                        request.dirty_bitmap)
+            return None
+        return self._read_only_changes(source, request, base.record, source.changes,
+                                       verify_unchanged)
+
+    def _read_only_changes(self, source, request: BackupRequest, base: SnapshotRecord,
+                           changes: ChangeMap, verify_unchanged: int) -> ChangedRead:
         from .backup.changed_backup import PreviousEntries, record_changed
 
-        base = self._change_map_base(request.name, changes)
         changed = ChangedRanges(changes.ranges, base.size, source.size)
         previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
                                    changed, source.size)

@@ -89,6 +89,20 @@ def test_a_map_of_a_few_small_changes_reads_a_small_part_of_the_image(repo, tmp_
     assert record.stats.new_chunks >= 2
 
 
+def test_a_change_inside_a_large_zero_area_reads_about_the_change(repo, tmp_path):
+    """The zero chunks on either side are taken without reading, and the snapshot is the
+    one a full read makes."""
+    base = random.Random(5).randbytes(1 << 20) + bytes(8 << 20) + \
+        random.Random(6).randbytes(1 << 20)
+    previous = back_up_file(repo, tmp_path / "vm.img", base, "vm")
+    new, ranges = edited(base, [(5 << 20, 4096, 0xAB)], len(base))
+    record = back_up_file(repo, tmp_path / "vm.img", new, "vm",
+                          changes=ChangeMap(merge_ranges(ranges), previous.id))
+    assert record.stats.bytes_read < 256 << 10
+    full = back_up_file(repo, tmp_path / "full.img", new, "full")
+    assert manifest_of(record) == manifest_of(full)
+
+
 def test_map_relative_to_an_older_snapshot_is_refused(repo, tmp_path):
     base = image_bytes(200_000, seed=4)
     older = back_up_file(repo, tmp_path / "vm.img", base, "vm")

@@ -67,9 +67,18 @@ def backup_summary(record: SnapshotRecord) -> str:
 @click.option("--changed-since", default=None, metavar="SNAPSHOT",
               shell_complete=complete_snapshot,
               help="The snapshot the change map counts from (must be the series' latest).")
+@click.option("--dirty-bitmap", default=None, metavar="BITMAP",
+              help="With an NBD URI: read only what the export's qemu:dirty-bitmap:BITMAP "
+                   "marks; take the rest from the series' latest snapshot made with it "
+                   "(docs/vm-sources.md).")
+@click.option("--qmp", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="SOCKET",
+              help="With --dirty-bitmap: SOURCE is a block node of the QEMU whose monitor "
+                   "is SOCKET; it is exported for the backup and the bitmap rotated once "
+                   "the snapshot is recorded (docs/vm-sources.md).")
 @click.option("--verify-unchanged", default=0, type=click.IntRange(min=0), metavar="N",
-              help="With --changed-ranges: read N random unchanged chunks and fail if any "
-                   "differs from the previous snapshot.")
+              help="With --changed-ranges or --dirty-bitmap: read N random unchanged chunks "
+                   "and fail if any differs from the previous snapshot.")
 @click.option("--size", "stream_size", default=None, type=NON_NEGATIVE_SIZE, metavar="SIZE",
               help="With '-': the stream's size (bytes, or 20G, 512MiB...); a shorter "
                    "stream fails.")
@@ -81,16 +90,19 @@ def backup_summary(record: SnapshotRecord) -> str:
 @json_option
 @progress_option
 @lock_wait_option
-def backup(repo, source: str, name, raw, tags, changes_file, changed_since, verify_unchanged,
-           stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
+def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirty_bitmap, qmp,
+           verify_unchanged, stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
            command_timeout_s, as_json, show_progress, lock_wait_s) -> None:
     """Back up an image file, block device or NBD export (or '-': standard input) as a new
     snapshot.
 
     A qcow2, vmdk, vhdx or vdi file is read as the disk it holds (unless --raw). NBD URIs:
-    nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH (docs/vm-sources.md)."""
+    nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH. With --qmp, SOURCE is a
+    block node of that QEMU (docs/vm-sources.md)."""
     from_stdin = source == STDIN_LABEL
-    changes = read_change_map(changes_file, changed_since, verify_unchanged)
+    _check_bitmap_options(source, dirty_bitmap, qmp, changes_file)
+    changes = read_change_map(changes_file, changed_since,
+                              verify_unchanged if dirty_bitmap is None else 0)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
     if is_nbd_uri(source) and not name:
         raise click.UsageError("an NBD URI names no file: give the series with --name")
@@ -100,11 +112,11 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
     open_source = source_opener(from_stdin, view_method, lvm_size, pre_command, post_command,
                                 command_timeout_s)
     with opened(repo, writer=True) as repository:
-        with opened_disk_source(source, raw) as disk:
+        with opened_disk_source(source, raw, dirty_bitmap, qmp) as disk:
             if disk is not None and changes is not None:
                 raise click.UsageError("--changed-ranges reads a raw file or block device, "
                                        "not an NBD export or a disk-image format")
-            if disk is not None and not is_nbd_uri(source):
+            if disk is not None and not is_nbd_uri(source) and qmp is None:
                 repository.check_backup_source(Path(source))  # backup() checks plain files
             size = disk.size if disk else (stream_size or 0) if from_stdin \
                 else _source_size(Path(source))
@@ -115,7 +127,9 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
                     record = repository.backup_source(
                         disk, series_name(source, name), tags=tuple(tags),
                         lock_wait_s=lock_wait_s, progress=progress,
-                        on_new_series=new_series.append)
+                        on_new_series=new_series.append, bitmap=dirty_bitmap,
+                        verify_unchanged=verify_unchanged)
+                    disk.recorded(record.id)
                 elif from_stdin:
                     record = repository.backup_stream(
                         sys.stdin.buffer, name=name, tags=tuple(tags), size=stream_size,
@@ -139,6 +153,20 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
                    else dict(snapshot_json(record), requests=requests))
     else:
         click.echo(backup_summary(record))
+
+
+def _check_bitmap_options(source: str, dirty_bitmap, qmp, changes_file) -> None:
+    if dirty_bitmap is None:
+        if qmp is not None:
+            raise click.UsageError("--qmp exports a block node with its dirty bitmap: give "
+                                   "--dirty-bitmap too")
+        return
+    if qmp is None and not is_nbd_uri(source):
+        raise click.UsageError("--dirty-bitmap reads a bitmap an NBD server offers: give an "
+                               "NBD URI (nbd+unix:///EXPORT?socket=PATH or nbd://HOST/EXPORT)")
+    if changes_file is not None:
+        raise click.UsageError("--dirty-bitmap and --changed-ranges both say what changed: "
+                               "give one")
 
 
 def _check_stream_options(from_stdin: bool, name, changes, stream_size, allow_shrink) -> None:
@@ -239,6 +267,9 @@ def info(repo, snapshot, as_json) -> None:
         click.echo(f"held still   {CONSISTENCY_WORDS.get(record.consistency, record.consistency)}")
     if record.base_id:
         click.echo(f"change map   unchanged ranges taken from snapshot {record.base_id}")
+    if record.dirty_bitmap:
+        click.echo(f"dirty bitmap {record.dirty_bitmap} (counts the changes since this read "
+                   f"began)")
     click.echo(f"tags         {', '.join(record.tags) or '-'}")
     click.echo(f"image        {human_bytes(record.size)} ({record.size} bytes), "
                f"{stats.chunks} chunks, {stats.manifest_blocks} manifest blocks")

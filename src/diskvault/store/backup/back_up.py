@@ -184,7 +184,7 @@ def back_up(storage: BackupStorage, source: ImageSource, request: BackupRequest,
         tags=list(request.tags), stats=stats, blocks=manifest.blocks,
         base_id=changed.base_id if changed else None,
         holes_as_zeros=changed.holes_as_zeros if changed else True,
-        consistency=source.consistency)
+        consistency=source.consistency, dirty_bitmap=request.dirty_bitmap)
     before_record()
     storage.snapshots.save(record)
     return record

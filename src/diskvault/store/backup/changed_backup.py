@@ -9,6 +9,11 @@ and its end is in step again. Where an entry touches a change, the bytes are rea
 from the in-step position until a cut lands on the start of a previous entry that can be
 taken again. Only the image's end is not a cut, hence "followed by another entry".
 Changed ranges are read as plain bytes (holes there read as zeros).
+
+Zeros need no previous entry to start at: a chunk that starts at a cut and meets only zeros
+is always ``zero_chunk_bytes`` long. So from an in-step position inside a previous zero run,
+with no change before the run's end, whole zero chunks are taken without reading, and a
+change inside a large zero area costs a read of about the change, not of the area's rest.
 """
 
 from __future__ import annotations
@@ -45,10 +50,24 @@ class PreviousEntries:
 
     def _at(self, position: int) -> Span | None:
         """The span starting at ``position``; ``position`` must not decrease."""
-        while self._head is not None and self._head.offset < position:
+        span = self._around(position)
+        return span if span is not None and span.offset == position else None
+
+    def _around(self, position: int) -> Span | None:
+        """The span holding ``position``; ``position`` must not decrease."""
+        while self._head is not None and self._head.offset + self._head.length <= position:
             self._head = next(self._spans, None)
-        return self._head if self._head is not None and self._head.offset == position \
-            else None
+        return self._head
+
+    def zeros_at(self, position: int, zero_chunk_bytes: int) -> int:
+        """How many bytes of whole zero chunks a full read makes from ``position`` (in
+        step) on: those inside a previous zero run and before the next change."""
+        span = self._around(position)
+        if span is None or span.digest is not None or span.offset > position:
+            return 0
+        end = min(span.offset + span.length, self._changes.next_change_start(position),
+                  self._size)
+        return max(end - position, 0) // zero_chunk_bytes * zero_chunk_bytes
 
     def _usable(self, end: int, limit: int) -> bool:
         # Only the base's last span may end without a cut (the image's end): it is usable
@@ -111,13 +130,18 @@ def record_changed(source: ImageSource, previous: PreviousEntries, changes: Chan
     ``verify_unchanged`` of the taken data entries are read and proven (ChangeMapWrong)."""
     recorder = ImageRecorder(session, pool, stats)
     sample = UnchangedSample(verify_unchanged)
+    zero_chunk_bytes = _chunker(params, session).zero_chunk_bytes
     position = 0
     while position < source.size:
         run = previous.take_run(position)
+        zeros = 0 if run else previous.zeros_at(position, zero_chunk_bytes)
         if run:
             recorder.add_known(run)
             sample.offer(run)
             position = run[-1].offset + run[-1].length
+        elif zeros:
+            recorder.add_known([Span(position, zeros, None)])
+            position += zeros
         else:
             position = _read_until_in_step(source, position, previous, changes, params,
                                            recorder, stats)
@@ -133,8 +157,9 @@ def _read_until_in_step(source: ImageSource, start: int, previous: PreviousEntri
                         changes: ChangedRanges, params: ChunkerParams,
                         recorder: ImageRecorder, stats: BackupStats) -> int:
     """Read and cut from ``start`` (in step) until a cut lands where a previous entry
-    can be taken again, or the image ends; returns that position."""
-    chunker = Chunker(params, permutation=recorder.session.codec.cipher.chunk_permutation)
+    or whole zero chunks can be taken again, or the image ends; returns that position."""
+    chunker = _chunker(params, recorder.session)
+    zero_chunk_bytes = chunker.zero_chunk_bytes
     # The first read covers the change ahead plus an average chunk, after which the cuts
     # usually fall in step again; later reads add an average chunk at a time.
     reach = changes.next_change_end(start) + params.avg_bytes
@@ -152,10 +177,15 @@ def _read_until_in_step(source: ImageSource, start: int, previous: PreviousEntri
         for chunk in chunks:
             kept.append(chunk)
             position += piece_length(chunk)
-            if position == source.size or previous.takeable_at(position):
+            if position == source.size or previous.takeable_at(position) or \
+                    previous.zeros_at(position, zero_chunk_bytes):
                 recorder.add_chunks(kept)
                 return position
         recorder.add_chunks(kept)
+
+
+def _chunker(params: ChunkerParams, session: WriteSession) -> Chunker:
+    return Chunker(params, permutation=session.codec.cipher.chunk_permutation)
 
 
 def _verify(source: ImageSource, spans: list[Span], chunk_id: ChunkId) -> None:
@@ -169,6 +199,6 @@ def _verify(source: ImageSource, spans: list[Span], chunk_id: ChunkId) -> None:
         named = ", ".join(f"{s.offset}+{s.length}" for s in wrong[:MISMATCHES_NAMED])
         raise ChangeMapWrong(
             f"source {source.path}: {len(wrong)} of {len(spans)} sampled ranges the change "
-            f"map calls unchanged differ from the previous snapshot (offset+length: "
-            f"{named}); nothing was recorded: the map is wrong or for another base, back up "
-            f"without --changed-ranges")
+            f"map (or dirty bitmap) calls unchanged differ from the previous snapshot "
+            f"(offset+length: {named}); nothing was recorded: the map is wrong or for another "
+            f"base, back up without --changed-ranges (or --dirty-bitmap)")

@@ -126,6 +126,11 @@ class Chunker:
         self._zero_chunk_bytes = len(self._zero_chunk)
 
     # -- public ------------------------------------------------------------------------
+    @property
+    def zero_chunk_bytes(self) -> int:
+        """The length of every chunk that starts at a cut and is zeros to its end."""
+        return self._zero_chunk_bytes
+
     def feed(self, buffer) -> list[Piece]:
         self._begin(memoryview(buffer))
         out: list[Piece] = []

@@ -24,10 +24,12 @@ class ChangedRead:
 class BackupRequest:
     """One backup: its series ``name`` and ``tags``, the monotonic time the command began
     (for the record's duration), the previous snapshot's chunks as ``hints``, and how the
-    image is read: whole, or only what a change map names (``changed``)."""
+    image is read: whole, or only what a change map names (``changed``); ``dirty_bitmap``
+    names the bitmap that counts the source's changes since this read began."""
     name: str
     tags: tuple[str, ...]
     started: float
     progress: Progress | None = None
     hints: Iterable = ()  # chunker.Hint, the previous snapshot's chunks
     changed: ChangedRead | None = None
+    dirty_bitmap: str | None = None

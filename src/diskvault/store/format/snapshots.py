@@ -63,6 +63,9 @@ class SnapshotRecord:
     # How the image was held still while read (docs/point-in-time.md): "reflink", "lvm",
     # "checked" (read in place, unchanged by the end), "unchecked" (a device read in place).
     consistency: str | None = None
+    # The dirty bitmap that counts the source's changes since this snapshot's read began
+    # (backup --dirty-bitmap): the next backup with it reads only what it marks.
+    dirty_bitmap: str | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -87,6 +90,8 @@ class SnapshotRecord:
             body.pop("holes_as_zeros")  # absent in records made before: they load as ever
         if self.consistency is None:
             body.pop("consistency")  # absent in records made before and from a stream
+        if self.dirty_bitmap is None:
+            body.pop("dirty_bitmap")  # absent unless a dirty bitmap was named
         body["time"] = self.time.isoformat()
         return body
 
@@ -112,7 +117,8 @@ class SnapshotRecord:
                 blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]],
                 base_id=body.get("base_id"),
                 holes_as_zeros=body.get("holes_as_zeros", False) is True,
-                consistency=body.get("consistency"))
+                consistency=body.get("consistency"),
+                dirty_bitmap=body.get("dirty_bitmap"))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise CorruptData(f"snapshot record {where} cannot be read ({error})") from None
         problem = _integrity_problem(body, record)
