@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.sshd import REMOTE_PATH, running_sshd
+from tests.sshd import running_sshd
 
 from .copy_bench import evolve
 from .micro import make_image, parse_size
@@ -119,7 +119,7 @@ def run(server, workdir: Path, size: int) -> list[str]:
             "BORG_BASE_DIR": str(workdir / "borg-base"),
             "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
             "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
-    remote = {**base, "DISKVAULT_RSH": server.rsh(key), "DISKVAULT_REMOTE_PATH": REMOTE_PATH,
+    remote = {**base, "DISKVAULT_RSH": server.rsh(key), "DISKVAULT_REMOTE_PATH": server.remote_path,
               "BORG_RSH": server.rsh(key), "BORG_REMOTE_PATH": "borg"}
     tools = [Tool("diskvault local", str(workdir / "dv-local"), base),
              Tool("diskvault ssh", server.url("dv"), remote),

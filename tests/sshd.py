@@ -34,7 +34,6 @@ SSHD = "/usr/sbin/sshd"
 START_DEADLINE_S = 30.0
 POLL_S = 0.02
 SOURCE = Path(diskvault.__file__).resolve().parents[1]  # the code under test, for the far side
-REMOTE_PATH = shlex.join(["env", f"PYTHONPATH={SOURCE}", sys.executable, "-m", "diskvault"])
 URL_VARIABLE = "DISKVAULT_TEST_SSH_URL"
 
 
@@ -46,6 +45,7 @@ class SshServer:
     gid: int
     home: Path  # the second user's home, 0700, where its repositories go
     folder: Path  # host key, config, client keys, known_hosts
+    remote_path: str  # how the second user runs this interpreter on this checkout's code
 
     @property
     def base_url(self) -> str:
@@ -75,7 +75,7 @@ class SshServer:
 
     def serve_command(self, *arguments: str) -> str:
         """The far-side command line of ``serve-repository ARGUMENTS`` (for command=)."""
-        return f"{REMOTE_PATH} serve-repository {shlex.join(arguments)}"
+        return f"{self.remote_path} serve-repository {shlex.join(arguments)}"
 
     def servers_running(self) -> int:
         """How many serve-repository processes of the user run: a request that reached
@@ -136,6 +136,30 @@ def _make_user(home: Path) -> str:
     return name
 
 
+def _remote_path(interpreter: Path, source: Path) -> str:
+    return shlex.join(["env", f"PYTHONPATH={source}", str(interpreter), "-m", "diskvault"])
+
+
+def _bind_views(folder: Path) -> Path:
+    """This checkout's code and the test interpreter's environment, bind-mounted where the
+    second user can reach them: a checkout under a private folder (CI's under /root) is out of
+    its reach, and the ssh:// tests would otherwise all skip."""
+    views = folder / "views"
+    for name, target in (("src", SOURCE), ("venv", Path(sys.prefix))):
+        (views / name).mkdir(parents=True)
+        subprocess.run(["mount", "--bind", str(target), str(views / name)], check=True,
+                       capture_output=True)
+    folder.chmod(0o755)
+    return views
+
+
+def _unbind_views(folder: Path) -> None:
+    for name in ("src", "venv"):
+        view = folder / "views" / name
+        if view.is_mount():
+            subprocess.run(["umount", "--lazy", str(view)], capture_output=True)
+
+
 class SshdUnusable(Exception):
     """This machine cannot run the private sshd (the message says why)."""
 
@@ -157,15 +181,24 @@ def running_sshd() -> Iterator[SshServer]:
         (home / ".ssh" / "authorized_keys").touch(mode=0o600)
         for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
             os.chown(path, record.pw_uid, record.pw_gid)
-        server = SshServer(_free_port(), user, record.pw_uid, record.pw_gid, home, folder)
-        probe = server.run_as_user(sys.executable, "-c", "import diskvault")
+        remote_path = _remote_path(Path(sys.executable), SOURCE)
+        server = SshServer(_free_port(), user, record.pw_uid, record.pw_gid, home, folder,
+                           remote_path)
+        probe = server.run_as_user(*shlex.split(remote_path), "--version")
         if probe.returncode != 0:
-            raise SshdUnusable(f"the second user cannot run {sys.executable} with {SOURCE} "
-                               f"(folders not readable by others?): "
-                               f"{probe.stderr.decode()[-200:]}")
+            views = _bind_views(folder)
+            remote_path = _remote_path(views / "venv" / Path(sys.executable).relative_to(
+                sys.prefix), views / "src")
+            server = SshServer(server.port, user, record.pw_uid, record.pw_gid, home, folder,
+                               remote_path)
+            probe = server.run_as_user(*shlex.split(remote_path), "--version")
+        if probe.returncode != 0:
+            raise SshdUnusable(f"the second user cannot run {sys.executable} with {SOURCE}, "
+                               f"even through bind mounts: {probe.stderr.decode()[-200:]}")
         process = _start_sshd(server)
         yield server
     finally:
+        _unbind_views(folder)
         if process is not None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
@@ -223,6 +256,6 @@ def ssh_environment(ssh_server: SshServer, ssh_full_key: Path, monkeypatch) -> S
     """The full key, the known host and the far side's diskvault in the environment for one
     test, where child processes inherit them."""
     monkeypatch.setenv("DISKVAULT_RSH", ssh_server.rsh(ssh_full_key))
-    monkeypatch.setenv("DISKVAULT_REMOTE_PATH", REMOTE_PATH)
+    monkeypatch.setenv("DISKVAULT_REMOTE_PATH", ssh_server.remote_path)
     monkeypatch.setenv(URL_VARIABLE, ssh_server.base_url)
     return ssh_server

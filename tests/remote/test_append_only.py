@@ -17,7 +17,6 @@ from diskvault.store.backends.ssh import open_ssh_backend
 
 from ..cli.test_errors import assert_one_line_error
 from ..conftest import run_cli, write_image
-from ..sshd import REMOTE_PATH
 
 CHANGEABLE = ("lock", "lock.spare", "readers/", "readers-paused/")
 
@@ -28,7 +27,7 @@ def append_only(ssh_server, ssh_full_key, tmp_path_factory):
     that uses that key."""
     folder = tmp_path_factory.mktemp("append-only")
     full = {"DISKVAULT_RSH": ssh_server.rsh(ssh_full_key), "XDG_CACHE_HOME": str(folder / "c"),
-            "DISKVAULT_REMOTE_PATH": REMOTE_PATH}
+            "DISKVAULT_REMOTE_PATH": ssh_server.remote_path}
     url = ssh_server.url("guarded")
     run_cli("init", "-r", url, "--encryption", "none", env=full, check=True)
     key = ssh_server.add_key("append-only", ssh_server.serve_command(
