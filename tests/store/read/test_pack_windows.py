@@ -1,12 +1,19 @@
 """Chunks read through windows of their packs: every chunk comes back verified and exact,
-also one that straddles two windows, and the chunks of one window cost one read."""
+also one that straddles two windows, the chunks of one window cost one read, and a window
+whose bytes failed verification is not kept."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
+
+from diskvault.errors import CorruptData
 from diskvault.store.format.manifest import decode_block
+from diskvault.store.format.packs import pack_name
 from diskvault.store.read.pack_windows import PackWindows
+
+from .test_corruption import flip_byte
 
 WINDOW_BYTES = 64 * 1024
 MIB = 1 << 20
@@ -53,3 +60,17 @@ def test_every_chunk_read_through_windows_is_the_chunk_and_a_window_is_read_once
                                    (location.offset + location.stored_size - 1)
                                    // WINDOW_BYTES + 1)}
     assert reads.count == len(spanned) < len(digests)
+
+
+def test_a_window_whose_chunk_failed_verification_is_read_anew_next_time(repo, make_image):
+    record = repo.backup(make_image(MIB))
+    digest = data_digests(repo, record)[3]
+    location = repo.storage.chunks.locate(digest)
+    pack = repo.storage.backend.root / pack_name(location.pack_id)
+    windows = PackWindows(repo.storage.chunks, WINDOW_BYTES)
+
+    flip_byte(pack, location.offset + location.stored_size // 2)
+    with pytest.raises(CorruptData, match=digest.hex()[:16]):
+        windows.get(digest)
+    flip_byte(pack, location.offset + location.stored_size // 2)  # repaired (a copy put back)
+    assert windows.get(digest) == repo.storage.chunks.get(digest)

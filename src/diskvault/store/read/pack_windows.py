@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 
-from ...errors import MissingChunk
+from ...errors import CorruptData, MissingChunk
 from ...lru import LRU
 from .chunk_reader import ChunkReader
 
@@ -43,8 +43,14 @@ class PackWindows:
             return self.chunks.get(digest)
         start = location.offset - first * self.window_bytes
         stored = windows[0] if len(windows) == 1 else b"".join(windows)
-        return self.chunks.verified(digest, location, memoryview(stored)[
-            start:start + location.stored_size])
+        try:
+            return self.chunks.verified(digest, location, memoryview(stored)[
+                start:start + location.stored_size])
+        except CorruptData:
+            with self._lock:  # bytes that failed are not kept: a later read fetches anew
+                for number in range(first, last + 1):
+                    self._windows.pop((location.pack_id, number))
+            raise
 
     def _window(self, pack_id: str, number: int) -> bytes:
         key = (pack_id, number)
