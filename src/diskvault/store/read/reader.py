@@ -22,7 +22,7 @@ from ..format.manifest import block_ends, placed_entries
 from ..format.snapshots import SnapshotRecord
 from .chunk_reader import ChunkReader
 from .image_map import damage_context
-from .pack_windows import PackWindows
+from .pack_windows import windowed
 
 DEFAULT_CHUNK_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_BLOCK_CACHE_BLOCKS = 256
@@ -53,13 +53,12 @@ class ImageReader:
                  chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
                  block_cache_blocks: int = DEFAULT_BLOCK_CACHE_BLOCKS,
                  readahead_max_bytes: int = READAHEAD_MAX_BYTES):
-        self.chunks = chunks
+        # Where a request costs a round trip, chunks and manifest blocks come through
+        # windows of their packs: a filesystem's scattered small reads then share requests.
+        self.chunks = windowed(chunks, chunks.packs.backend.read_window_bytes)
         self.record = record
         self.size = record.size
         self.pool = pool
-        # chunks and manifest blocks come through windows of their packs where a request
-        # costs a round trip: a filesystem's scattered small reads then share requests
-        self._fetch = PackWindows(chunks, chunks.packs.backend.read_window_bytes).get
         self._block_starts = [b.offset for b in record.blocks]
         self._block_ends = block_ends(record.blocks, record.size)
         # Futures, so that concurrent readers of one block or chunk share one fetch.
@@ -75,7 +74,7 @@ class ImageReader:
     def _load_block(self, index: int) -> _Block:
         ref = self.record.blocks[index]
         try:
-            entries = placed_entries(self._fetch(ref.digest), ref.offset,
+            entries = placed_entries(self.chunks.get(ref.digest), ref.offset,
                                      self._block_ends[index])
         except CorruptData as error:
             raise damage_context(self.record, ref.offset, error) from None
@@ -119,13 +118,13 @@ class ImageReader:
             if cached is not None:
                 return cached
             if in_pool:
-                future = self.pool.submit(self._fetch, digest)
+                future = self.pool.submit(self.chunks.get, digest)
             else:
                 future = Future()
             self._chunks.put(digest, future, length)
         if not in_pool:
             try:
-                future.set_result(self._fetch(digest))
+                future.set_result(self.chunks.get(digest))
             except BaseException as error:
                 future.set_exception(error)
         return future
