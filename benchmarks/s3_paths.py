@@ -13,13 +13,13 @@ report.md and results.json to benchmarks/results/s3-paths/.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.ceph import running_ceph
@@ -101,6 +101,8 @@ def measure_repository(repo: Repo, cluster, image: Path, night: Path, work: Path
     target = work / f"restored-{repo.kind}.img"
     target.unlink(missing_ok=True)
     step("restore", lambda: repo.run("restore", "-r", repo.url, ids[0], str(target)))
+    if not filecmp.cmp(image, target, shallow=False):
+        raise SystemExit(f"{repo.kind}: the restored image differs from {image}")
     target.unlink()
     step("nightly backup", lambda: ids.setdefault(1, repo.backup(night)))
 
