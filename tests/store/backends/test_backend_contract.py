@@ -289,6 +289,8 @@ def test_requests_are_counted_where_they_cost_and_workers_fit_the_storage(backen
     if after is not None:
         assert sum(after.values()) > sum(before.values())
     assert backend.reads_in_flight is None or backend.reads_in_flight > 1
+    # a random reader's windows are worth their bytes only where requests are counted
+    assert (backend.read_window_bytes > 0) == (after is not None)
 
 
 # -- the local backend never follows a link ------------------------------------------------

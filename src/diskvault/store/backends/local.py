@@ -95,6 +95,7 @@ class LocalBackend:
 
     uploads_in_flight = 1  # fsyncs of one disk queue anyway; a pack streams to a temp file
     read_gap_bytes = 64 * 1024  # a seek costs little
+    read_window_bytes = 0  # a pread is cheap, and the kernel reads ahead by itself
     reads_in_flight = None  # a disk: one worker per core
     index_is_cache = False  # the index is the repository's own, in its folder
     object_lock = None  # a folder has no S3 Object Lock

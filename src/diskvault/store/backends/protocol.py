@@ -50,6 +50,9 @@ class Backend(Protocol):
     # in flight, not by a disk.
     uploads_in_flight: int
     read_gap_bytes: int  # a range read goes through a gap this small rather than split
+    # A random reader (the mount, ls, pull) fetches a record with the aligned window of its
+    # pack around it, so that its neighbours cost no request of their own; 0: just the record.
+    read_window_bytes: int
     # Worker threads for reads: None, one per core (a disk); an object store's read waits on
     # the network, so more keep more range requests in flight.
     reads_in_flight: int | None

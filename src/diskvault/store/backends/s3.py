@@ -80,6 +80,7 @@ class S3Backend:
 
     uploads_in_flight = 4  # packs sealed at once, each finishing its upload
     read_gap_bytes = 1024 * 1024  # a request's round trip costs more than a MiB more bytes
+    read_window_bytes = 1024 * 1024  # so a chunk's neighbours come with it at little cost
     part_bytes = PART_BYTES  # a put above this is a multipart upload
     reads_in_flight = 16  # the client's connection pool holds as many
     root = None  # no file of it is on this machine

@@ -39,7 +39,8 @@ class S3Upload:
         self._name = name
         self._key = backend.key(name)
         self._senders = senders
-        self._buffer = bytearray()
+        self._buffer = bytearray(PART_BYTES)  # the part filling, sent as it is when full
+        self._filled = 0
         self._sending: deque[Future] = deque()
         self._parts: list[dict] = []
         self._next_part = 1
@@ -48,12 +49,26 @@ class S3Upload:
         self._finished = False  # completed or aborted
 
     def write(self, data) -> None:
-        self._buffer += data
-        while len(self._buffer) >= PART_BYTES:
-            self._send(bytes(memoryview(self._buffer)[:PART_BYTES]))
-            del self._buffer[:PART_BYTES]
+        # Each byte is copied once, into the part; a full part is handed to its sender and
+        # a new one begun (the writer is one thread: a second copy of 8 MiB cost it).
+        view = memoryview(data).cast("B")
+        while view:
+            piece = view[:PART_BYTES - self._filled]
+            self._buffer[self._filled:self._filled + len(piece)] = piece
+            self._filled += len(piece)
+            view = view[len(piece):]
+            if self._filled == PART_BYTES:
+                self._send(self._buffer)
+                self._buffer, self._filled = bytearray(PART_BYTES), 0
 
-    def _send(self, part: bytes) -> None:
+    def _take_filled(self) -> bytearray:
+        """The part filled so far (a last, short one), and a new empty one in its place."""
+        part, filled = self._buffer, self._filled
+        self._buffer, self._filled = bytearray(), 0
+        del part[filled:]
+        return part
+
+    def _send(self, part: bytearray) -> None:
         if self._upload_id is None:
             self._lock = self._backend.lock_arguments(self._name)
             self._upload_id = self._backend.request(
@@ -70,7 +85,7 @@ class S3Upload:
         sending, self._sending = self._sending, deque()
         self._parts += [future.result() for future in sending]
 
-    def _upload_part(self, number: int, part: bytes) -> dict:
+    def _upload_part(self, number: int, part: bytearray) -> dict:
         answer = self._backend.request(
             self._backend.client.upload_part, self._name, writing=True, Key=self._key,
             UploadId=self._upload_id, PartNumber=number, Body=part, ContentMD5=content_md5(part))
@@ -81,12 +96,11 @@ class S3Upload:
             raise ValueError(f"the upload of {self._name} was aborted or completed")
         backend = self._backend
         if self._upload_id is None:  # not one part filled: one plain PUT
-            data, self._buffer = bytes(self._buffer), bytearray()
-            backend.put(self._name, data)
+            backend.put(self._name, self._take_filled())
             self._finished = True
             return
-        if self._buffer:
-            self._send(bytes(self._buffer))
+        if self._filled:
+            self._send(self._take_filled())
         self._settle()
         # the answer's ETag is empty on RGW 16 (BZ 2266579): nothing here relies on it
         backend.request(backend.client.complete_multipart_upload, self._name, writing=True,
@@ -95,14 +109,14 @@ class S3Upload:
         if self._lock:
             backend.object_lock.after_upload(self._name, self._lock)
         self._finished, self._upload_id = True, None
-        self._buffer = bytearray()
 
     def abort(self) -> None:
         if self._finished:
             return
         self._finished = True
         wait(self._sending)  # parts in flight end before their upload is aborted
-        self._sending, self._buffer = deque(), bytearray()
+        self._sending = deque()
+        self._take_filled()  # dropped
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             abort_upload(self._backend, self._name, upload_id)

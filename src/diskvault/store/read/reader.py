@@ -22,6 +22,7 @@ from ..format.manifest import block_ends, placed_entries
 from ..format.snapshots import SnapshotRecord
 from .chunk_reader import ChunkReader
 from .image_map import damage_context
+from .pack_windows import windowed
 
 DEFAULT_CHUNK_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_BLOCK_CACHE_BLOCKS = 256
@@ -52,7 +53,9 @@ class ImageReader:
                  chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES,
                  block_cache_blocks: int = DEFAULT_BLOCK_CACHE_BLOCKS,
                  readahead_max_bytes: int = READAHEAD_MAX_BYTES):
-        self.chunks = chunks
+        # Where a request costs a round trip, chunks and manifest blocks come through
+        # windows of their packs: a filesystem's scattered small reads then share requests.
+        self.chunks = windowed(chunks, chunks.packs.backend.read_window_bytes)
         self.record = record
         self.size = record.size
         self.pool = pool
