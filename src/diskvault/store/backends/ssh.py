@@ -253,6 +253,9 @@ class SshBackend:
     reads_in_flight = None  # one channel: more threads only queue on it
     root = None  # no file of it is on this machine
     index_is_cache = True
+    read_window_bytes = 1024 * 1024  # a round trip each: a chunk's neighbours come with it
+    object_lock = None  # S3 Object Lock is a bucket's; the far side's append-only mode is this
+    # backend's protection (docs/threat-model.md)
 
     def __init__(self, target: SshTarget, channel: Channel,
                  create_folders: list[str] | None = None):
@@ -269,6 +272,11 @@ class SshBackend:
         port = f":{target.port}" if target.port else ""
         self.append_only = bool(hello["append_only"])
         self.place = f"ssh://{target.login}{port}{hello['root']}"
+
+    def use_object_lock(self, settings, retained, verify: bool = False) -> None:
+        raise BadInput(f"{self.location} is a folder over SSH: Object Lock needs an S3 bucket "
+                       f"made with it; here, serve the repository with --append-only "
+                       f"(docs/ssh.md)")
 
     def call(self, op: str, name: str = "", body=b"", **arguments):
         """One operation on the far side: its result, or its error in diskvault's terms."""
