@@ -106,7 +106,7 @@ def _setting_lines(config) -> list[str]:
 def config(repo: str | None, append_only: str | None, lock_wait_s: float,
            as_json: bool) -> None:
     """Show the repository's settings, or set its append-only mark."""
-    from ..maintenance.append_only import set_append_only  # on use: loads maintenance
+    from ...maintenance.append_only import set_append_only  # on use: loads maintenance
 
     changed = None
     with opened(repo) as repository:
