@@ -140,6 +140,15 @@ def _remote_path(interpreter: Path, source: Path) -> str:
     return shlex.join(["env", f"PYTHONPATH={source}", str(interpreter), "-m", "diskvault"])
 
 
+def _probe(server: "SshServer", source: Path) -> subprocess.CompletedProcess:
+    """Whether the second user runs this checkout's code (not another copy of diskvault
+    that its interpreter finds when ``source`` is out of its reach)."""
+    interpreter = shlex.split(server.remote_path)[2]
+    check = (f"import diskvault, sys; sys.exit(diskvault.__file__ != "
+             f"{str(source / 'diskvault' / '__init__.py')!r})")
+    return server.run_as_user("env", f"PYTHONPATH={source}", interpreter, "-c", check)
+
+
 def _bind_views(folder: Path) -> Path:
     """This checkout's code and the test interpreter's environment, bind-mounted where the
     second user can reach them: a checkout under a private folder (CI's under /root) is out of
@@ -147,17 +156,21 @@ def _bind_views(folder: Path) -> Path:
     views = folder / "views"
     for name, target in (("src", SOURCE), ("venv", Path(sys.prefix))):
         (views / name).mkdir(parents=True)
-        subprocess.run(["mount", "--bind", str(target), str(views / name)], check=True,
-                       capture_output=True)
+        subprocess.run(["mount", "--bind", "-o", "ro", str(target), str(views / name)],
+                       check=True, capture_output=True)
     folder.chmod(0o755)
     return views
 
 
 def _unbind_views(folder: Path) -> None:
+    """Unmount the views and remove their (then empty) folders: rmdir, never a recursive
+    removal, so that a view still mounted stops the clean-up instead of deleting the
+    checkout or the interpreter's environment through it."""
     for name in ("src", "venv"):
         view = folder / "views" / name
-        if view.is_mount():
+        if view.exists():
             subprocess.run(["umount", "--lazy", str(view)], capture_output=True)
+            view.rmdir()
 
 
 class SshdUnusable(Exception):
@@ -181,29 +194,27 @@ def running_sshd() -> Iterator[SshServer]:
         (home / ".ssh" / "authorized_keys").touch(mode=0o600)
         for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
             os.chown(path, record.pw_uid, record.pw_gid)
-        remote_path = _remote_path(Path(sys.executable), SOURCE)
         server = SshServer(_free_port(), user, record.pw_uid, record.pw_gid, home, folder,
-                           remote_path)
-        probe = server.run_as_user(*shlex.split(remote_path), "--version")
+                           _remote_path(Path(sys.executable), SOURCE))
+        probe = _probe(server, SOURCE)
         if probe.returncode != 0:
             views = _bind_views(folder)
-            remote_path = _remote_path(views / "venv" / Path(sys.executable).relative_to(
-                sys.prefix), views / "src")
             server = SshServer(server.port, user, record.pw_uid, record.pw_gid, home, folder,
-                               remote_path)
-            probe = server.run_as_user(*shlex.split(remote_path), "--version")
+                               _remote_path(views / "venv" / Path(sys.executable).relative_to(
+                                   sys.prefix), views / "src"))
+            probe = _probe(server, views / "src")
         if probe.returncode != 0:
             raise SshdUnusable(f"the second user cannot run {sys.executable} with {SOURCE}, "
                                f"even through bind mounts: {probe.stderr.decode()[-200:]}")
         process = _start_sshd(server)
         yield server
     finally:
-        _unbind_views(folder)
         if process is not None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
         if user is not None:
             subprocess.run(["userdel", user], capture_output=True)
+        _unbind_views(folder)
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
 
