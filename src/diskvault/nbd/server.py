@@ -31,12 +31,17 @@ STOP_TIMEOUT_S = 30.0
 DEFAULT_HOST = "127.0.0.1"
 
 
+CERTIFICATE_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")  # nbdkit's layout
+
+
 @dataclass(frozen=True)
 class Tls:
-    """TLS with a pre-shared key: nbdkit's PSK file (``psktool`` format, ``USER:HEXKEY``
-    lines) and the user a client names; without it, no TLS."""
-    psk_file: Path
-    user: str
+    """TLS for a TCP export, one of two kinds: a pre-shared key (nbdkit's PSK file,
+    ``psktool`` format, ``USER:HEXKEY`` lines, and the user a client names), or X.509
+    certificates (a folder in nbdkit's layout, CERTIFICATE_FILES)."""
+    psk_file: Path | None = None
+    user: str | None = None
+    certificates: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -52,15 +57,21 @@ class Endpoint:
         if self.socket is not None:
             return f"nbd+unix:///?socket={self.socket}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.tls is not None:
-            return f"nbds://{self.tls.user}@{host}:{self.port}/?tls-psk-file={self.tls.psk_file}"
-        return f"nbd://{host}:{self.port}"
+        if self.tls is None:
+            return f"nbd://{host}:{self.port}"
+        if self.tls.certificates is not None:  # a client elsewhere names its own CA folder
+            return f"nbds://{host}:{self.port}/?tls-certificates={self.tls.certificates}"
+        return f"nbds://{self.tls.user}@{host}:{self.port}/?tls-psk-file={self.tls.psk_file}"
 
     def nbdkit_options(self) -> list[str]:
         if self.socket is not None:
             return ["--unix", str(self.socket)]
-        tls = [] if self.tls is None else ["--tls=require", f"--tls-psk={self.tls.psk_file}"]
-        return ["--ipaddr", self.host, "--port", str(self.port), *tls]
+        listen = ["--ipaddr", self.host, "--port", str(self.port)]
+        if self.tls is None:
+            return listen
+        if self.tls.certificates is not None:
+            return [*listen, "--tls=require", f"--tls-certificates={self.tls.certificates}"]
+        return [*listen, "--tls=require", f"--tls-psk={self.tls.psk_file}"]
 
 
 def read_psk_file(path: Path) -> Tls:
@@ -73,7 +84,19 @@ def read_psk_file(path: Path) -> Tls:
     if not lines or not all(pattern.fullmatch(line) for line in lines):
         raise BadInput(f"--tls-psk {path}: not a PSK file of USER:HEXKEY lines; make one with "
                        f"'psktool -u USER -p {path}' (Debian: gnutls-bin)")
-    return Tls(path.absolute(), lines[0].split(":")[0])
+    return Tls(psk_file=path.absolute(), user=lines[0].split(":")[0])
+
+
+def read_certificate_folder(path: Path) -> Tls:
+    """A folder of X.509 files in nbdkit's layout, checked to hold them; BadInput if not."""
+    if not path.is_dir():
+        raise BadInput(f"--tls-cert {path}: not a folder; give the folder holding "
+                       f"{', '.join(CERTIFICATE_FILES)}")
+    missing = [name for name in CERTIFICATE_FILES if not (path / name).is_file()]
+    if missing:
+        raise BadInput(f"--tls-cert {path}: {', '.join(missing)} missing; the folder needs "
+                       f"{', '.join(CERTIFICATE_FILES)} (docs/instant-recovery.md)")
+    return Tls(certificates=path.absolute())
 
 
 def parse_tcp(value: str) -> tuple[str, int]:
