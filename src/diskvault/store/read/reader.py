@@ -1,9 +1,9 @@
 """Random-access image reader: offset -> manifest block (binary search) -> chunk -> bytes.
 
 Bounded LRU caches of decoded manifest blocks and of verified chunks; zero runs are
-answered without I/O; the chunks of one large read are fetched in parallel, and large
-sequential reads trigger read-ahead of the next chunks, on a thread pool, in pack order with
-neighbouring records read as one range. Several sequential streams are followed at once (an
+answered without I/O; chunks are read in pack order, neighbouring records of a pack as one
+range request: the chunks of one large read in a few ranges fetched in parallel, and large
+sequential reads trigger read-ahead of the next chunks, on a thread pool. Several sequential streams are followed at once (an
 NBD client's connections, a guest booting beside a block job copying its disk). Thread-safe,
 for the FUSE mount, the NBD export and the filesystem browser.
 """
@@ -44,6 +44,9 @@ MAX_STREAMS = 8
 # One read-ahead range request reads at most this: larger ones would decompress serially in
 # one pool task while the other workers idle.
 READAHEAD_RANGE_MAX_BYTES = 1024 * 1024
+# A large read's own chunks are fetched in ranges of at most this, on the pool: a few per read,
+# so that they decompress in parallel, and one index lookup and one task per range, not per chunk.
+READ_RANGE_MAX_BYTES = 128 * 1024
 
 
 @dataclass
@@ -144,25 +147,21 @@ class ImageReader:
         with self._lock:
             return sum(not future.done() for future in self._chunks.values())
 
-    def _chunk_future(self, digest: bytes, length: int, in_pool: bool) -> Future:
+    def _chunk_future(self, digest: bytes, length: int) -> Future:
         with self._lock:
             cached = self._chunks.get(digest)
             if cached is not None:
                 return cached
-            if in_pool:
-                future = self.pool.submit(self.chunks.get, digest)
-            else:
-                future = Future()
+            future = Future()
             self._chunks.put(digest, future, length)
-        if not in_pool:
-            try:
-                future.set_result(self.chunks.get(digest))
-            except BaseException as error:
-                future.set_exception(error)
+        try:
+            future.set_result(self.chunks.get(digest))
+        except BaseException as error:
+            future.set_exception(error)
         return future
 
     def _chunk(self, digest: bytes, length: int) -> bytes:
-        future = self._chunk_future(digest, length, in_pool=False)
+        future = self._chunk_future(digest, length)
         try:
             return future.result()
         except BaseException:
@@ -193,13 +192,19 @@ class ImageReader:
             stop = min(end + stream.ahead_bytes, self.size)
             start = stream.ahead_until if end <= stream.ahead_until <= stop else end
             stream.ahead_until = stop
-        for pack_range, futures in self._claim_ranges(start, stop):
+        self._queue_ranges(start, stop, READAHEAD_RANGE_MAX_BYTES)
+
+    def _queue_ranges(self, start: int, stop: int, max_bytes: int) -> None:
+        """Start fetching, on the pool, the chunks that begin in [start, stop), as ranges of
+        at most ``max_bytes``."""
+        for pack_range, futures in self._claim_ranges(start, stop, max_bytes):
             with contextlib.suppress(CorruptData):  # a missing pack: its read says so
                 self.chunks.packs.advise_will_need(pack_range.pack_id, pack_range.offset,
                                                    pack_range.length)  # the kernel starts now
             self.pool.submit(self._fetch_range, pack_range, futures)
 
-    def _claim_ranges(self, start: int, stop: int) -> list[tuple[PackRange, dict]]:
+    def _claim_ranges(self, start: int, stop: int,
+                      max_bytes: int) -> list[tuple[PackRange, dict]]:
         """The chunks that begin in [start, stop) and nobody fetches yet, each given a
         future, grouped into pack ranges; the caller settles the futures with
         ``_fetch_range``."""
@@ -211,7 +216,7 @@ class ImageReader:
                 continue  # the read itself reports it, naming the offset
         claimed = []
         for pack_range in coalesce(locations, self.chunks.packs.backend.read_gap_bytes,
-                                   READAHEAD_RANGE_MAX_BYTES):
+                                   max_bytes):
             futures = {}
             with self._lock:
                 for digest, location in pack_range.records:
@@ -253,14 +258,6 @@ class ImageReader:
                 entry_index += 1
             block_index += 1
 
-    def _queue_chunks(self, start: int, stop: int) -> None:
-        """Start fetching, on the pool, each chunk that begins in [start, stop) on its own
-        (a read's own chunks: they decompress in parallel)."""
-        for digest, length in self._uncached(start, stop):
-            with contextlib.suppress(CorruptData):  # the read itself reports it
-                self.chunks.announce(digest)  # the kernel starts reading it now
-            self._chunk_future(digest, length, in_pool=True)
-
     # -- reads -------------------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset + length), cut at the end of the image."""
@@ -270,9 +267,11 @@ class ImageReader:
         stream = None
         if end - offset >= READAHEAD_MIN_READ_BYTES:
             stream = self._follow(offset, end)
-            self._queue_chunks(offset + 1, end)  # this read's own chunks decompress in parallel
+            # this read's own chunks (but the first, read here), decompressing in parallel
+            self._queue_ranges(offset + 1, end, READ_RANGE_MAX_BYTES)
         else:  # a small read: the chunks it spans (usually one, at times two) in one request
-            for pack_range, futures in self._claim_ranges(self._entry_start(offset), end):
+            for pack_range, futures in self._claim_ranges(self._entry_start(offset), end,
+                                                          READ_RANGE_MAX_BYTES):
                 self._fetch_range(pack_range, futures)
         parts = []
         position = offset
