@@ -209,7 +209,7 @@ class ImageReader:
         future, grouped into pack ranges; the caller settles the futures with
         ``_fetch_range``."""
         locations = {}
-        for digest, _ in self._uncached(start, stop):
+        for digest in self._uncached(start, stop):
             try:
                 locations[digest] = self.chunks.locate(digest)
             except CorruptData:
@@ -245,8 +245,8 @@ class ImageReader:
         block = self._block(bisect.bisect_right(self._block_starts, offset) - 1)
         return block.starts[bisect.bisect_right(block.starts, offset) - 1]
 
-    def _uncached(self, start: int, stop: int) -> Iterator[tuple[bytes, int]]:
-        """(digest, length) of the data chunks that begin in [start, stop), not cached."""
+    def _uncached(self, start: int, stop: int) -> Iterator[bytes]:
+        """The digests of the data chunks that begin in [start, stop), not cached."""
         block_index = bisect.bisect_right(self._block_starts, start) - 1
         while block_index < len(self._block_starts) and self._block_starts[block_index] < stop:
             block = self._block(block_index)
@@ -254,7 +254,7 @@ class ImageReader:
             while entry_index < len(block.starts) and block.starts[entry_index] < stop:
                 digest = block.digests[entry_index]
                 if digest is not None and not self._is_cached(digest):
-                    yield digest, block.lengths[entry_index]
+                    yield digest
                 entry_index += 1
             block_index += 1
 
