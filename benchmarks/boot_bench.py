@@ -18,7 +18,8 @@ QEMU runs under TCG with the image's own kernel and initrd (-kernel/-initrd) and
 virtio; times are taken from the command's start to the guest's first disk read (QEMU's trace
 event ``virtio_blk_handle_read``: the firmware's probe of the disk), to the kernel finding the
 disk (its ``[vda]`` line; it reads the partition table then), to the marker its init prints,
-and to the end of its work (a few package and file reads). Writes benchmarks/results/boot/boot.{json,md}.
+and to the end of its work (a few package and file reads). Writes
+benchmarks/results/boot/boot.{json,md}.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Bounded LRU caches of decoded manifest blocks and of verified chunks; zero runs are
 answered without I/O; chunks are read in pack order, neighbouring records of a pack as one
 range request: the chunks of one large read in a few ranges fetched in parallel, and large
-sequential reads trigger read-ahead of the next chunks, on a thread pool. Several sequential streams are followed at once (an
-NBD client's connections, a guest booting beside a block job copying its disk). Thread-safe,
-for the FUSE mount, the NBD export and the filesystem browser.
+sequential reads trigger read-ahead of the next chunks, on a thread pool. Several sequential
+streams are followed at once (an NBD client's connections, a guest booting beside a block job
+copying its disk). Thread-safe, for the FUSE mount, the NBD export and the filesystem browser.
 """
 
 from __future__ import annotations
