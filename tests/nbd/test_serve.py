@@ -60,6 +60,7 @@ def test_encrypted_export_keeps_passphrase_and_key_out_of_nbdkit_argv_and_enviro
         f"/proc/{nbdkit}/environ").read_bytes()
     assert TEST_PASSPHRASE.encode() not in shown and b"DISKVAULT_PASSWORD" not in shown
     assert b"keys-fd=" in shown and b"master" not in shown
+    assert b"--threads=4\0" in shown  # a local repository: few threads (the GIL)
     assert nbd_sha256(served.uri) == file_sha256(image)
 
 

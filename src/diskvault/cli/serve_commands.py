@@ -57,7 +57,8 @@ def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, psk_file, certif
         location = (str(repository.location) if repository.root is None
                     else os.path.abspath(repository.root))
         request = ExportRequest(location, record.id, repository.unlocked_keys(), socket_path,
-                                endpoint_tcp, tls, writable, debug_enabled(ctx))
+                                endpoint_tcp, tls, writable, debug_enabled(ctx),
+                                local=repository.root is not None)
     _serve_until_stopped(NbdServer(request), program, record, as_json)
 
 
