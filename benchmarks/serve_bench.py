@@ -1,14 +1,21 @@
 """NBD export benchmark: a snapshot read through `diskvault serve` against `diskvault cat`.
 
-    python -m benchmarks.serve_bench [--size-mib 512] [--repeat 3] [--workdir DIR]
+    python -m benchmarks.serve_bench [--size-mib 1024] [--repeat 5] [--workdir DIR]
 
 Builds an image of 4 MiB blocks (random, text-like, and every eighth a hole), backs it up
-once, then measures, each run with a fresh process (page cache warm: the packs were just
-written): a full sequential read with `nbdcopy URI /dev/null` (which skips the holes the
-export reports) and `nbdcopy URI -` into a pipe (every byte, as cat writes them), against
-`diskvault cat > /dev/null`; and time to first byte: `serve` started until a `qemu-io` read of
-the first 4 KiB returned, against `cat` started until its first 4 KiB arrived. Prints every
-run, the best, and the ratios of the bests (docs/instant-recovery.md).
+once, then runs ``--repeat`` rounds. Each round measures, one right after the other so that the
+machine's load (which swings widely here) weighs on all of them alike, each with a fresh process
+and with the repository's packs cold (dropped from the page cache) and then warm:
+
+- `diskvault cat > /dev/null` (the whole command: it opens the repository too);
+- `nbdcopy URI /dev/null` against a `serve` started beforehand (it skips the holes the export
+  reports);
+- `nbdcopy URI - | cat > /dev/null` (every byte, as cat writes them);
+
+then time to first byte: `serve` started until a `qemu-io` read of the first 4 KiB returned,
+against `cat` started until its first 4 KiB arrived. A ratio is cat's time over the export's
+within one round; the report gives each ratio's median and spread over the rounds, and the load
+average around each round. Writes benchmarks/results/serve/serve-<size>M.{json,md}.
 """
 
 from __future__ import annotations
@@ -17,14 +24,18 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .mount_bench import drop_cache
+
 MIB = 1 << 20
 BLOCK = 4 * MIB
+RESULTS = Path(__file__).parent / "results" / "serve"
 
 
 def diskvault(*args: str) -> list[str]:
@@ -99,28 +110,83 @@ def measures(repo: Path) -> dict:
             "cat: first 4 KiB": cat_first_byte, "serve: first 4 KiB": serve_first_byte}
 
 
+RATIOS = {  # name: (baseline, measured); a ratio above 1 means the export was faster
+    "nbdcopy /dev/null vs cat": ("cat", "nbdcopy /dev/null"),
+    "every byte vs cat": ("cat", "nbdcopy - (every byte)"),
+    "first byte, cat vs serve": ("cat: first 4 KiB", "serve: first 4 KiB"),
+}
+
+
+def run_rounds(repo: Path, repeat: int) -> list[dict]:
+    """``repeat`` rounds of every measure, cold then warm; each round's times and load."""
+    packs = [path for path in (repo / "packs").rglob("*") if path.is_file()]
+    rounds = []
+    for number in range(repeat):
+        for cache in ("cold", "warm"):
+            load_before = os.getloadavg()[0]
+            times = {}
+            for name, measure in measures(repo).items():
+                if cache == "cold":
+                    drop_cache(packs)
+                times[name] = measure()
+            rounds.append({"round": number, "cache": cache, "times_s": times,
+                           "load_1min": [load_before, os.getloadavg()[0]]})
+            print(f"round {number} {cache}: " + ", ".join(f"{name} {seconds:.2f} s"
+                  for name, seconds in times.items()) + f"; load {load_before:.1f}", flush=True)
+    return rounds
+
+
+def summary(rounds: list[dict]) -> dict:
+    """Per cache state and ratio: the median, lowest and highest of the rounds' ratios."""
+    result = {}
+    for cache in ("cold", "warm"):
+        chosen = [entry["times_s"] for entry in rounds if entry["cache"] == cache]
+        for label, (baseline, measured) in RATIOS.items():
+            ratios = [times[baseline] / times[measured] for times in chosen]
+            result[f"{cache}: {label}"] = {"median": statistics.median(ratios),
+                                           "min": min(ratios), "max": max(ratios)}
+        for name in chosen[0]:
+            result[f"{cache}: {name} (s)"] = {"median": statistics.median(t[name] for t in chosen),
+                                              "min": min(t[name] for t in chosen),
+                                              "max": max(t[name] for t in chosen)}
+    return result
+
+
+def write_report(size_mib: int, rounds: list[dict], figures: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"serve-{size_mib}M"
+    loads = [load for entry in rounds for load in entry["load_1min"]]
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"size_mib": size_mib, "rounds": rounds, "summary": figures}, indent=1) + "\n")
+    lines = [f"# serve vs cat, {size_mib} MiB image, {len({r['round'] for r in rounds})} rounds",
+             "", f"Load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}.",
+             "Ratios: cat's time over the export's, within one round (above 1: the export "
+             "was faster).", "", "| measure | median | lowest | highest |", "|---|---|---|---|"]
+    lines += [f"| {name} | {value['median']:.2f} | {value['min']:.2f} | {value['max']:.2f} |"
+              for name, value in figures.items()]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return stem.with_suffix(".md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None)
     options = parser.parse_args()
     work = options.workdir or Path(tempfile.mkdtemp(prefix="serve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     image, repo = work / "image.img", work / "repo"
-    write_image(image, options.size_mib * MIB)
-    subprocess.run(diskvault("init", "-r", str(repo), "--encryption", "none"), check=True,
-                   capture_output=True)
-    subprocess.run(diskvault("backup", "-r", str(repo), str(image), "--name", "vm",
-                             "--no-progress"), check=True, capture_output=True)
-    best = {}
-    for name, measure in measures(repo).items():
-        runs = [measure() for _ in range(options.repeat)]
-        best[name] = min(runs)
-        print(f"{name:24} {' '.join(f'{r:.2f}' for r in runs)} s   best {best[name]:.2f} s")
-    print(f"speed, nbdcopy /dev/null vs cat: {best['cat'] / best['nbdcopy /dev/null']:.2f}x; "
-          f"every byte: {best['cat'] / best['nbdcopy - (every byte)']:.2f}x; first byte, "
-          f"serve / cat: {best['serve: first 4 KiB'] / best['cat: first 4 KiB']:.2f}x")
+    if not repo.exists():
+        write_image(image, options.size_mib * MIB)
+        subprocess.run(diskvault("init", "-r", str(repo), "--encryption", "none"), check=True,
+                       capture_output=True)
+        subprocess.run(diskvault("backup", "-r", str(repo), str(image), "--name", "vm",
+                                 "--no-progress"), check=True, capture_output=True)
+        image.unlink()
+    rounds = run_rounds(repo, options.repeat)
+    report = write_report(options.size_mib, rounds, summary(rounds))
+    print(report.read_text())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ class SnapshotExport:
             opening.enter_context(repository.reader_lock())
             self.record = repository.load_snapshot(snapshot_id)
             self.reader = repository.open_image(self.record)
+            self.reader.load_manifest()  # a random read then costs one pack range read
             self._resources = opening.pop_all()
         self.size = self.record.size
 

@@ -29,14 +29,25 @@ READY_POLL_S = 0.02
 READY_TIMEOUT_S = 120.0  # opening an object-store repository may take a while
 STOP_TIMEOUT_S = 30.0
 DEFAULT_HOST = "127.0.0.1"
+# nbdkit threads per connection. From a local disk, reads are the pool's work (decompress,
+# verify); more nbdkit threads only pass the plugin's GIL around (a full read through nbdkit
+# was faster with 4 than with nbdkit's default 16, docs/instant-recovery.md). A remote
+# repository's small reads wait on the network in these threads: keep nbdkit's 16.
+LOCAL_THREADS = 4
+REMOTE_THREADS = 16
+
+
+CERTIFICATE_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")  # nbdkit's layout
 
 
 @dataclass(frozen=True)
 class Tls:
-    """TLS with a pre-shared key: nbdkit's PSK file (``psktool`` format, ``USER:HEXKEY``
-    lines) and the user a client names; without it, no TLS."""
-    psk_file: Path
-    user: str
+    """TLS for a TCP export, one of two kinds: a pre-shared key (nbdkit's PSK file,
+    ``psktool`` format, ``USER:HEXKEY`` lines, and the user a client names), or X.509
+    certificates (a folder in nbdkit's layout, CERTIFICATE_FILES)."""
+    psk_file: Path | None = None
+    user: str | None = None
+    certificates: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -52,15 +63,21 @@ class Endpoint:
         if self.socket is not None:
             return f"nbd+unix:///?socket={self.socket}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.tls is not None:
-            return f"nbds://{self.tls.user}@{host}:{self.port}/?tls-psk-file={self.tls.psk_file}"
-        return f"nbd://{host}:{self.port}"
+        if self.tls is None:
+            return f"nbd://{host}:{self.port}"
+        if self.tls.certificates is not None:  # a client elsewhere names its own CA folder
+            return f"nbds://{host}:{self.port}/?tls-certificates={self.tls.certificates}"
+        return f"nbds://{self.tls.user}@{host}:{self.port}/?tls-psk-file={self.tls.psk_file}"
 
     def nbdkit_options(self) -> list[str]:
         if self.socket is not None:
             return ["--unix", str(self.socket)]
-        tls = [] if self.tls is None else ["--tls=require", f"--tls-psk={self.tls.psk_file}"]
-        return ["--ipaddr", self.host, "--port", str(self.port), *tls]
+        listen = ["--ipaddr", self.host, "--port", str(self.port)]
+        if self.tls is None:
+            return listen
+        if self.tls.certificates is not None:
+            return [*listen, "--tls=require", f"--tls-certificates={self.tls.certificates}"]
+        return [*listen, "--tls=require", f"--tls-psk={self.tls.psk_file}"]
 
 
 def read_psk_file(path: Path) -> Tls:
@@ -73,7 +90,19 @@ def read_psk_file(path: Path) -> Tls:
     if not lines or not all(pattern.fullmatch(line) for line in lines):
         raise BadInput(f"--tls-psk {path}: not a PSK file of USER:HEXKEY lines; make one with "
                        f"'psktool -u USER -p {path}' (Debian: gnutls-bin)")
-    return Tls(path.absolute(), lines[0].split(":")[0])
+    return Tls(psk_file=path.absolute(), user=lines[0].split(":")[0])
+
+
+def read_certificate_folder(path: Path) -> Tls:
+    """A folder of X.509 files in nbdkit's layout, checked to hold them; BadInput if not."""
+    if not path.is_dir():
+        raise BadInput(f"--tls-cert {path}: not a folder; give the folder holding "
+                       f"{', '.join(CERTIFICATE_FILES)}")
+    missing = [name for name in CERTIFICATE_FILES if not (path / name).is_file()]
+    if missing:
+        raise BadInput(f"--tls-cert {path}: {', '.join(missing)} missing; the folder needs "
+                       f"{', '.join(CERTIFICATE_FILES)} (docs/instant-recovery.md)")
+    return Tls(certificates=path.absolute())
 
 
 def parse_tcp(value: str) -> tuple[str, int]:
@@ -118,6 +147,7 @@ class ExportRequest:
     tls: Tls | None = None
     writable: bool = False
     debug: bool = False
+    local: bool = True  # a repository folder (not an object store or SSH): LOCAL_THREADS
 
 
 class NbdServer:
@@ -140,8 +170,10 @@ class NbdServer:
 
     def command(self, program: str, keys_fd: int | None) -> list[str]:
         request = self.request
+        threads = LOCAL_THREADS if request.local else REMOTE_THREADS
         options = ["--foreground", "--exit-with-parent", "--pidfile",
-                   str(self._folder / "nbdkit.pid"), *self.endpoint.nbdkit_options()]
+                   str(self._folder / "nbdkit.pid"), f"--threads={threads}",
+                   *self.endpoint.nbdkit_options()]
         # --writable: nbdkit's cow filter keeps writes in a temporary file it deletes on exit;
         # the plugin below it stays read-only.
         options += ["--filter=cow"] if request.writable else ["--readonly"]

@@ -13,7 +13,7 @@ import click
 
 from ...errors import BadInput, ExportFailed
 from ...nbd.server import (ExportRequest, NbdServer, Tls, find_nbdkit, parse_tcp,
-                           read_psk_file)
+                           read_certificate_folder, read_psk_file)
 from ..common import debug_enabled, json_option, opened, repo_option
 from ..output.formatting import warn
 
@@ -29,20 +29,24 @@ from ..output.formatting import warn
 @click.option("--tls-psk", "psk_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="With --tcp: require TLS, with the pre-shared keys of this "
                                  "file (USER:HEXKEY lines, as psktool makes them).")
+@click.option("--tls-cert", "certificates", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="With --tcp: require TLS with X.509 certificates from this "
+                                 "folder (ca-cert.pem, server-cert.pem, server-key.pem).")
 @click.option("--writable", is_flag=True,
               help="Accept writes into a temporary overlay, discarded when serve stops; "
                    "the repository is never written.")
 @json_option
 @click.pass_context
-def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, psk_file, writable,
-          as_json) -> None:
+def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, psk_file, certificates,
+          writable, as_json) -> None:
     """Export SNAPSHOT as a read-only NBD block device until stopped (Ctrl-C, SIGTERM).
 
     Prints the NBD URI (nbd+unix:///?socket=PATH, or nbd://HOST:PORT with --tcp, nbds://
-    with --tls-psk) once clients can connect. Zero runs are reported as holes (block status), so qemu-img and
-    nbdcopy skip them; a damaged chunk is an I/O error to the client, never wrong bytes.
+    with --tls-psk or --tls-cert) once clients can connect. Zero runs are reported as holes
+    (block status), so qemu-img and nbdcopy skip them; a damaged chunk is an I/O error to the
+    client, never wrong bytes.
     """
-    endpoint_tcp, tls = _listen_options(socket_path, tcp, psk_file)
+    endpoint_tcp, tls = _listen_options(socket_path, tcp, psk_file, certificates)
     program = find_nbdkit()
     with opened(repo) as repository:
         record = repository.find_snapshot(snapshot)
@@ -53,25 +57,30 @@ def serve(ctx: click.Context, repo, snapshot, socket_path, tcp, psk_file, writab
         location = (str(repository.location) if repository.root is None
                     else os.path.abspath(repository.root))
         request = ExportRequest(location, record.id, repository.unlocked_keys(), socket_path,
-                                endpoint_tcp, tls, writable, debug_enabled(ctx))
+                                endpoint_tcp, tls, writable, debug_enabled(ctx),
+                                local=repository.root is not None)
     _serve_until_stopped(NbdServer(request), program, record, as_json)
 
 
-def _listen_options(socket_path: Path | None, tcp: str | None,
-                    psk_file: Path | None) -> tuple[tuple[str, int] | None, Tls | None]:
-    """(host, port) and TLS from --socket, --tcp and --tls-psk, checked together."""
+def _listen_options(socket_path: Path | None, tcp: str | None, psk_file: Path | None,
+                    certificates: Path | None) -> tuple[tuple[str, int] | None, Tls | None]:
+    """(host, port) and TLS from --socket, --tcp, --tls-psk and --tls-cert, checked
+    together."""
     if socket_path is not None and tcp is not None:
         raise click.UsageError("--socket and --tcp choose where to listen: give one of them")
-    if psk_file is not None and tcp is None:
-        raise click.UsageError("--tls-psk secures a TCP export: give --tcp too")
+    if psk_file is not None and certificates is not None:
+        raise click.UsageError("--tls-psk and --tls-cert are two kinds of TLS: give one")
+    if (psk_file is not None or certificates is not None) and tcp is None:
+        raise click.UsageError("--tls-psk and --tls-cert secure a TCP export: give --tcp too")
     if socket_path is not None and os.path.lexists(socket_path):
         raise BadInput(f"--socket {socket_path} already exists; serve makes a new socket "
                        f"there: give a path that does not exist yet")
     endpoint_tcp = parse_tcp(tcp) if tcp is not None else None
-    tls = read_psk_file(psk_file) if psk_file is not None else None
+    tls = (read_psk_file(psk_file) if psk_file is not None
+           else read_certificate_folder(certificates) if certificates is not None else None)
     if endpoint_tcp is not None and tls is None and not _is_loopback(endpoint_tcp[0]):
         warn(f"serving on {endpoint_tcp[0]} without TLS: whoever reaches the port reads the "
-             f"whole disk; add --tls-psk FILE")
+             f"whole disk; add --tls-cert DIR or --tls-psk FILE")
     return endpoint_tcp, tls
 
 

@@ -38,13 +38,6 @@ class ChunkReader:
                                f"damaged, 'diskvault check --repair' indexes it again)")
         return location
 
-    def announce(self, digest: bytes) -> ChunkLocation:
-        """Locate a chunk that will be read soon and let the kernel start fetching it
-        (an asynchronous read-ahead: cold restores and mounts wait less on the disk)."""
-        location = self.locate(digest)
-        self.packs.advise_will_need(location.pack_id, location.offset, location.stored_size)
-        return location
-
     def get(self, digest: bytes, location: ChunkLocation | None = None) -> bytes:
         """The verified raw bytes of a chunk (``location`` if already known)."""
         location = location or self.locate(digest)

@@ -1,9 +1,11 @@
 """Random-access image reader: offset -> manifest block (binary search) -> chunk -> bytes.
 
 Bounded LRU caches of decoded manifest blocks and of verified chunks; zero runs are
-answered without I/O; the chunks of one large read are fetched in parallel, and large
-sequential reads trigger read-ahead of the next chunks, on a thread pool. Thread-safe, for
-the FUSE mount and the filesystem browser.
+answered without I/O; chunks are read in pack order, neighbouring records of a pack as one
+range request: the chunks of one large read in a few ranges fetched in parallel, and large
+sequential reads trigger read-ahead of the next chunks, on a thread pool. Several sequential
+streams are followed at once (an NBD client's connections, a guest booting beside a block job
+copying its disk). Thread-safe, for the FUSE mount, the NBD export and the filesystem browser.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..format.manifest import block_ends, placed_entries
 from ..format.snapshots import SnapshotRecord
 from .chunk_reader import ChunkReader
 from .image_map import damage_context
+from .pack_ranges import PackRange, coalesce, read_blocks, read_range
 from .pack_windows import windowed
 
 DEFAULT_CHUNK_CACHE_BYTES = 64 * 1024 * 1024
@@ -37,6 +40,22 @@ SEQUENTIAL_SLACK_BYTES = 1024 * 1024
 # (4 KiB inode and directory blocks, often close together), for which read-ahead fetched
 # ten times the bytes needed. Streams (pull's 1 MiB pieces, the kernel's 128 KiB) are larger.
 READAHEAD_MIN_READ_BYTES = 64 * 1024
+# Sequential streams followed at once; the least recently read is forgotten first.
+MAX_STREAMS = 8
+# One read-ahead range request reads at most this: larger ones would decompress serially in
+# one pool task while the other workers idle.
+READAHEAD_RANGE_MAX_BYTES = 1024 * 1024
+# A large read's own chunks are fetched in ranges of at most this, on the pool: a few per read,
+# so that they decompress in parallel, and one index lookup and one task per range, not per chunk.
+READ_RANGE_MAX_BYTES = 128 * 1024
+
+
+@dataclass
+class _Stream:
+    """One sequential reader: where its last read ended and how far ahead it is read."""
+    end: int
+    ahead_until: int
+    ahead_bytes: int
 
 
 @dataclass(frozen=True)
@@ -65,19 +84,38 @@ class ImageReader:
         self._blocks: LRU[int, Future] = LRU(block_cache_blocks)
         self._chunks: LRU[bytes, Future] = LRU(chunk_cache_bytes)  # weighed in raw bytes
         self._lock = threading.Lock()
-        self._last_end = -1
-        self._ahead_until = 0  # read-ahead is queued up to here
+        self._streams: list[_Stream] = []  # the most recently read last
         self._ahead_max = readahead_max_bytes  # 0: never fetch past what was asked for
-        self._ahead_bytes = min(READAHEAD_MIN_BYTES, readahead_max_bytes)
 
     # -- manifest blocks ---------------------------------------------------------------
+    def load_manifest(self) -> None:
+        """Read the manifest's blocks now, as many as the block cache holds, in a few pack
+        range requests: a random read then costs one chunk read, not one more for its block
+        (the NBD export does this before it serves). A damaged block is left to the read
+        that needs it, which names the offset."""
+        count = min(len(self.record.blocks), self._blocks.capacity)
+        found = read_blocks(self.chunks, self.record.blocks[:count])
+        for index, ref in enumerate(self.record.blocks[:count]):
+            data = found[ref.digest]
+            if isinstance(data, bytes):
+                with contextlib.suppress(CorruptData):
+                    future = Future()
+                    future.set_result(self._parse_block(index, data))
+                    with self._lock:
+                        self._blocks.put(index, future)
+
     def _load_block(self, index: int) -> _Block:
         ref = self.record.blocks[index]
         try:
-            entries = placed_entries(self.chunks.get(ref.digest), ref.offset,
-                                     self._block_ends[index])
+            return self._parse_block(index, self.chunks.get(ref.digest))
         except CorruptData as error:
             raise damage_context(self.record, ref.offset, error) from None
+
+    def _parse_block(self, index: int, data: bytes) -> _Block:
+        """The entries of block ``index`` from its verified bytes; CorruptData if they do not
+        fill the range the record gives the block."""
+        ref = self.record.blocks[index]
+        entries = placed_entries(data, ref.offset, self._block_ends[index])
         starts, lengths, digests, offset = [], [], [], ref.offset
         for entry in entries:
             starts.append(offset)
@@ -112,25 +150,21 @@ class ImageReader:
         with self._lock:
             return sum(not future.done() for future in self._chunks.values())
 
-    def _chunk_future(self, digest: bytes, length: int, in_pool: bool) -> Future:
+    def _chunk_future(self, digest: bytes, length: int) -> Future:
         with self._lock:
             cached = self._chunks.get(digest)
             if cached is not None:
                 return cached
-            if in_pool:
-                future = self.pool.submit(self.chunks.get, digest)
-            else:
-                future = Future()
+            future = Future()
             self._chunks.put(digest, future, length)
-        if not in_pool:
-            try:
-                future.set_result(self.chunks.get(digest))
-            except BaseException as error:
-                future.set_exception(error)
+        try:
+            future.set_result(self.chunks.get(digest))
+        except BaseException as error:
+            future.set_exception(error)
         return future
 
     def _chunk(self, digest: bytes, length: int) -> bytes:
-        future = self._chunk_future(digest, length, in_pool=False)
+        future = self._chunk_future(digest, length)
         try:
             return future.result()
         except BaseException:
@@ -139,16 +173,83 @@ class ImageReader:
                     self._chunks.pop(digest)
             raise
 
-    def _read_ahead(self, end: int) -> None:
-        """Keep the chunks of the next ``_ahead_bytes`` queued; each call queues only those
-        past the last call's frontier, so a stream of small reads costs little each."""
-        stop = min(end + self._ahead_bytes, self.size)
-        start = self._ahead_until if end <= self._ahead_until <= stop else end
-        self._ahead_until = stop
-        self._queue_chunks(start, stop)
+    def _follow(self, offset: int, end: int) -> _Stream | None:
+        """The stream a large read continues (its read-ahead now grown), or None: the read
+        starts a stream of its own, read ahead once it goes on."""
+        with self._lock:
+            for stream in self._streams:
+                if abs(offset - stream.end) <= SEQUENTIAL_SLACK_BYTES:
+                    self._streams.remove(stream)
+                    self._streams.append(stream)
+                    stream.end = max(stream.end, end)  # requests in flight arrive out of order
+                    stream.ahead_bytes = min(2 * stream.ahead_bytes, self._ahead_max)
+                    return stream
+            self._streams.append(_Stream(end, end, min(READAHEAD_MIN_BYTES, self._ahead_max)))
+            del self._streams[:-MAX_STREAMS]
+            return None
 
-    def _queue_chunks(self, start: int, stop: int) -> None:
-        """Start fetching, on the pool, the chunks that begin in [start, stop)."""
+    def _read_ahead(self, stream: _Stream, end: int) -> None:
+        """Keep the chunks of the stream's next ``ahead_bytes`` queued; each call queues only
+        those past the last call's frontier, so a stream of small reads costs little each."""
+        with self._lock:
+            stop = min(end + stream.ahead_bytes, self.size)
+            start = stream.ahead_until if end <= stream.ahead_until <= stop else end
+            stream.ahead_until = stop
+        self._queue_ranges(start, stop, READAHEAD_RANGE_MAX_BYTES)
+
+    def _queue_ranges(self, start: int, stop: int, max_bytes: int) -> None:
+        """Start fetching, on the pool, the chunks that begin in [start, stop), as ranges of
+        at most ``max_bytes``."""
+        for pack_range, futures in self._claim_ranges(start, stop, max_bytes):
+            with contextlib.suppress(CorruptData):  # a missing pack: its read says so
+                self.chunks.packs.advise_will_need(pack_range.pack_id, pack_range.offset,
+                                                   pack_range.length)  # the kernel starts now
+            self.pool.submit(self._fetch_range, pack_range, futures)
+
+    def _claim_ranges(self, start: int, stop: int,
+                      max_bytes: int) -> list[tuple[PackRange, dict]]:
+        """The chunks that begin in [start, stop) and nobody fetches yet, each given a
+        future, grouped into pack ranges; the caller settles the futures with
+        ``_fetch_range``."""
+        locations = {}
+        for digest in self._uncached(start, stop):
+            try:
+                locations[digest] = self.chunks.locate(digest)
+            except CorruptData:
+                continue  # the read itself reports it, naming the offset
+        claimed = []
+        for pack_range in coalesce(locations, self.chunks.packs.backend.read_gap_bytes,
+                                   max_bytes):
+            futures = {}
+            with self._lock:
+                for digest, location in pack_range.records:
+                    if digest not in self._chunks:
+                        futures[digest] = Future()
+                        self._chunks.put(digest, futures[digest], location.raw_size)
+            if futures:
+                claimed.append((pack_range, futures))
+        return claimed
+
+    def _fetch_range(self, pack_range: PackRange, futures: dict[bytes, Future]) -> None:
+        """Read one range and settle the futures of the chunks claimed in it."""
+        try:
+            found = read_range(self.chunks, pack_range)
+        except BaseException as error:  # the whole range failed (a missing pack)
+            found = dict.fromkeys(futures, error)
+        for digest, future in futures.items():
+            outcome = found[digest]
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _entry_start(self, offset: int) -> int:
+        """Where the manifest entry holding ``offset`` begins."""
+        block = self._block(bisect.bisect_right(self._block_starts, offset) - 1)
+        return block.starts[bisect.bisect_right(block.starts, offset) - 1]
+
+    def _uncached(self, start: int, stop: int) -> Iterator[bytes]:
+        """The digests of the data chunks that begin in [start, stop), not cached."""
         block_index = bisect.bisect_right(self._block_starts, start) - 1
         while block_index < len(self._block_starts) and self._block_starts[block_index] < stop:
             block = self._block(block_index)
@@ -156,9 +257,7 @@ class ImageReader:
             while entry_index < len(block.starts) and block.starts[entry_index] < stop:
                 digest = block.digests[entry_index]
                 if digest is not None and not self._is_cached(digest):
-                    with contextlib.suppress(CorruptData):  # the read itself reports it
-                        self.chunks.announce(digest)  # the kernel starts reading it now
-                    self._chunk_future(digest, block.lengths[entry_index], in_pool=True)
+                    yield digest
                 entry_index += 1
             block_index += 1
 
@@ -168,13 +267,15 @@ class ImageReader:
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
-        streaming = end - offset >= READAHEAD_MIN_READ_BYTES
-        sequential = streaming and abs(offset - self._last_end) <= SEQUENTIAL_SLACK_BYTES
-        if streaming:
-            self._last_end = end
-            self._ahead_bytes = min(2 * self._ahead_bytes if sequential else READAHEAD_MIN_BYTES,
-                                    self._ahead_max)
-            self._queue_chunks(offset + 1, end)  # this read's own chunks decompress in parallel
+        stream = None
+        if end - offset >= READAHEAD_MIN_READ_BYTES:
+            stream = self._follow(offset, end)
+            # this read's own chunks (but the first, read here), decompressing in parallel
+            self._queue_ranges(offset + 1, end, READ_RANGE_MAX_BYTES)
+        else:  # a small read: the chunks it spans (usually one, at times two) in one request
+            for pack_range, futures in self._claim_ranges(self._entry_start(offset), end,
+                                                          READ_RANGE_MAX_BYTES):
+                self._fetch_range(pack_range, futures)
         parts = []
         position = offset
         block_index = bisect.bisect_right(self._block_starts, position) - 1
@@ -197,8 +298,8 @@ class ImageReader:
                 entry_index += 1
             if position < end:
                 block_index += 1
-        if sequential and self._ahead_bytes:
-            self._read_ahead(end)
+        if stream is not None and stream.ahead_bytes:
+            self._read_ahead(stream, end)
         return b"".join(parts)
 
     # -- where the data is: from the manifest, reading no chunk --------------------------
