@@ -21,7 +21,7 @@ from ...errors import CorruptData
 from ..format.packs import PackEntry
 from ..host.durable import PRIVATE_FILE_MODE, make_private_folder
 from .probe import (DATA_FILE, MAP_SIZE_BYTES, META_TABLE, cut_off, open_environment,
-                    open_tables, probe_exit_code)
+                    open_tables, reader_crashes)
 
 LOCATION = struct.Struct("<16sQIIB")
 PACK_STATS = struct.Struct("<QQQI")
@@ -112,7 +112,7 @@ class ChunkIndex:
                                   f"diskvault never writes through; run 'diskvault check "
                                   f"--repair' to set the index aside and rebuild it")
         # A raised error is left to the open below, which reports it; a crash is not.
-        if probe and (path / DATA_FILE).exists() and probe_exit_code(path, self.readonly) < 0:
+        if probe and (path / DATA_FILE).exists() and reader_crashes(path, self.readonly):
             raise index_damaged(path, "opening it crashed the reader (damaged pages)")
         with self._reading():
             self.env = open_environment(path, self.readonly)
