@@ -57,9 +57,10 @@ def in_both_modes():
 
 @pytest.fixture(autouse=True)
 def private_state_folder(tmp_path: Path, monkeypatch) -> None:
-    """What diskvault remembers on the host (restore marks, what a target holds) stays in
-    the test's folder, for the CLI subprocesses too."""
+    """What diskvault remembers and caches on the host (restore marks, what a target holds,
+    the snapshot catalogue) stays in the test's folder, for the CLI subprocesses too."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture

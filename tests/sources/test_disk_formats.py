@@ -89,7 +89,7 @@ def test_restore_format_qcow2_round_trips(disk_images, cli_repo, tmp_path):
     assert info["format"] == "qcow2"
     assert info["actual-size"] < info["virtual-size"] // 2  # zeros left unallocated
     assert target.stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.qcow2", "repo", "state"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.qcow2", "cache", "repo", "state"]
 
 
 def test_restore_format_refuses_an_existing_target(disk_images, cli_repo, tmp_path):

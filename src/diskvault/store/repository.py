@@ -24,7 +24,8 @@ from .coordination.readers import ReaderLock
 from .format.config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, ObjectLockSettings
 from .format.crypto import Keys
 from .format.manifest import decode_block
-from .format.snapshots import SnapshotRecord, is_snapshot_id, select_snapshot, series_name
+from .format.snapshots import (SnapshotRecord, is_snapshot_id, newest_of_series,
+                               select_snapshot, series_name)
 from .keys.encryption import Passphrase, change_key_passphrase, export_key_file, import_key_file
 from .read.diff import changed_ranges
 from .read.image_map import cutting_hints, image_spans
@@ -186,8 +187,8 @@ class Repository:
         started = time.monotonic()
         minimum = 1
         if size is None and not allow_shrink:
-            series = self.list_snapshots(name)
-            minimum = max(series, key=lambda r: (r.time, r.id)).size if series else 1
+            latest = self.latest_of_series(name)
+            minimum = latest.size if latest else 1
         return self._back_up(StreamSource(stream, size, minimum),
                              BackupRequest(name, tuple(tags), started, progress),
                              lock_wait_s, on_new_series)
@@ -267,16 +268,16 @@ class Repository:
         if changes.base is None:
             raise BadInput("the change map names no base snapshot: give --changed-since "
                            "SNAPSHOT (the snapshot the map counts changes from)")
-        latest = self.list_snapshots(series)
-        if not latest:
+        latest = self.latest_of_series(series)
+        if latest is None:
             raise BadInput(f"series {series!r} has no snapshot for the change map to build "
                            f"on: run a full backup (without --changed-ranges) first")
         base = self.find_snapshot(changes.base)
-        if base.id != latest[-1].id:
+        if base.id != latest.id:
             raise BadInput(f"the change map counts changes since snapshot {base.short_id}, "
                            f"but the latest snapshot of series {series!r} is "
-                           f"{latest[-1].short_id}: use a map made since "
-                           f"{latest[-1].short_id}, or back up without --changed-ranges")
+                           f"{latest.short_id}: use a map made since "
+                           f"{latest.short_id}, or back up without --changed-ranges")
         return base
 
     def copy_from(self, source: "Repository", selectors: tuple[str, ...] = (),
@@ -307,9 +308,9 @@ class Repository:
         """The chunks of the series' latest snapshot, as cutting hints (read once the
         backup holds the writer lock). A series with no snapshot yet is told to
         ``on_new_series``: the listing is made here once."""
-        series = self.list_snapshots(name)
-        if series:
-            yield from cutting_hints(self.storage.chunks, series[-1])
+        latest = self.latest_of_series(name)
+        if latest is not None:
+            yield from cutting_hints(self.storage.chunks, latest)
         elif on_new_series is not None:
             on_new_series(name)
 
@@ -317,6 +318,11 @@ class Repository:
     def list_snapshots(self, name: str | None = None) -> list[SnapshotRecord]:
         records = self.storage.snapshots.all()
         return [r for r in records if r.name == name] if name else records
+
+    def latest_of_series(self, name: str) -> SnapshotRecord | None:
+        """The series' newest snapshot, None if it has none: one record read where this
+        host's catalogue knows the others (host/snapshot_catalogue.py)."""
+        return self.storage.snapshots.chosen(lambda found: newest_of_series(found, name))
 
     def accept_missing_snapshots(self) -> list:
         """Forget the snapshots this host saw that the repository no longer holds (an older
@@ -332,7 +338,7 @@ class Repository:
         if is_snapshot_id(selector) and self.storage.snapshots.exists(selector):
             # A full id: read just that record, even if another one is damaged.
             return self.storage.snapshots.load(selector)
-        return select_snapshot(self.storage.snapshots.all(), selector)
+        return self.storage.snapshots.chosen(lambda found: select_snapshot(found, selector))
 
     def snapshot_ids(self) -> set[str]:
         """Ids of the complete snapshots, without reading any record: cheap enough to poll

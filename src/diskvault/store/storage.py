@@ -35,6 +35,7 @@ from .index.catch_up import CatchUp, catch_up, index_state
 from .index.chunk_index import DATA_FILE, ChunkIndex
 from .index.damage import set_aside_index, set_aside_unreadable_index
 from .host.record_cache import RecordCache
+from .host.snapshot_catalogue import SnapshotCatalogue
 from .keys.encryption import Passphrase, create_cipher, open_cipher, passphrase_text
 from .pipeline import new_pool
 from .read.chunk_reader import ChunkReader
@@ -72,7 +73,8 @@ class Storage:
         ).create() if backend.index_is_cache else None
         self.snapshots = SnapshotStore(
             self.backend, self.cipher, repository_id, record_cache,
-            SnapshotMemory(repository_id, backend.place, str(backend.location)))
+            SnapshotMemory(repository_id, backend.place, str(backend.location)),
+            SnapshotCatalogue(repository_id, backend.place))
         self.protection = ProtectionMarks(self.backend)
         self.leases = LeaseFormat(self.cipher, repository_id)  # who holds a lock: sealed
         self.codec = Codec(config.compression, self.cipher, repository_id)

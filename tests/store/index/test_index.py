@@ -7,7 +7,8 @@ import blake3
 import pytest
 
 from diskvault.store.format.packs import PackEntry
-from diskvault.store.index.chunk_index import ChunkIndex, ChunkLocation
+from diskvault.store.index.chunk_index import (REMOVALS_PER_TRANSACTION, ChunkIndex,
+                                               ChunkLocation)
 
 PACK_A, PACK_B = "aa" * 16, "bb" * 16
 
@@ -69,6 +70,20 @@ def test_removing_locations_drops_only_entries_that_point_at_those_records(index
     assert index.lookup(digest(1)) is None
     index.remove_packs([PACK_A])
     assert index.known_packs() == {PACK_B}
+
+
+def test_removing_many_locations_commits_a_bounded_number_at_a_time(index):
+    """LMDB refuses a transaction with too many dirty pages (MDB_TXN_FULL): compact met it
+    removing 10^7 locations at once, so they go in bounded transactions, each complete."""
+    total = 2 * REMOVALS_PER_TRANSACTION + 1000
+    packs = {f"{pack:032x}": [PackEntry(blake3.blake3(n.to_bytes(8, "little")).digest(),
+                                        8 + 100 * n, 100, 250, 0)
+                              for n in range(pack, total, 4)] for pack in range(4)}
+    index.add_packs((pack_id, records, 1000) for pack_id, records in packs.items())
+    transactions_before = index.env.info()["last_txnid"]
+    assert index.remove_locations(packs) == total
+    assert index.env.info()["last_txnid"] - transactions_before == 3
+    assert index.chunk_count() == 0
 
 
 def test_a_rebuild_replaces_every_location_and_pack(index):

@@ -18,7 +18,7 @@ from ...image.filesystems import Entry
 from ...image.locations import VolumeSummary
 from ...store.format.snapshots import SnapshotRecord
 from ...store.read.browse import Listing
-from ..shell.completion import complete_snapshot
+from ..options.completers import complete_snapshot
 from ..common import json_option, opened, repo_option
 from ..output.formatting import human_bytes, print_json, print_table
 from ..output.progress import ProgressLine

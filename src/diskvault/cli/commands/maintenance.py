@@ -23,7 +23,7 @@ from ...maintenance.repair import RepairReport
 from ...maintenance.retention import KeepPolicy, parse_duration
 from ...store.backends.location import parse_location
 from ...store.format.snapshots import SnapshotRecord
-from ..shell.completion import complete_series, complete_snapshot
+from ..options.completers import complete_series, complete_snapshot
 from ..common import CommandPassphrase, json_option, lock_wait_option, opened, repo_option
 from ..output.formatting import (human_bytes, human_rate, print_json, print_table,
                                  snapshot_json, warn)

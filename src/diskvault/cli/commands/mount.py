@@ -17,7 +17,7 @@ from ...fuse.unmount import unmount
 from ...store.format.snapshots import SnapshotRecord
 from ...store.host.durable import make_private_folder
 from ...store.host.user_folders import user_state_folder
-from ..shell.completion import complete_snapshot
+from ..options.completers import complete_snapshot
 from ..common import debug_enabled, json_option, opened, repo_option
 from ..output.formatting import print_json
 

@@ -16,7 +16,7 @@ from ...sources.nbd import is_nbd_uri
 from ...store.backup.stream_source import STDIN_LABEL
 from ...store.format.snapshots import SnapshotRecord, series_name
 from ..options.change_maps import read_change_map
-from ..shell.completion import complete_series, complete_snapshot
+from ..options.completers import complete_series, complete_snapshot
 from ..common import json_option, lock_wait_option, opened, repo_option
 from ..output.formatting import (config_json, encryption_label, human_bytes, human_rate,
                                  print_json, print_snapshots, repository_space, snapshot_json,

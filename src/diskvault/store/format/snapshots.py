@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
@@ -17,6 +17,7 @@ from ...errors import AmbiguousSnapshot, AuthenticationFailed, CorruptData, Snap
 from ..backends.protocol import Backend, StrayNotice
 from ..host.record_cache import RecordCache
 from ..host.seen_snapshots import SeenSnapshot, SnapshotMemory
+from ..host.snapshot_catalogue import SnapshotCatalogue
 from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
 from .manifest import BlockRef, layout_problem
 
@@ -128,6 +129,19 @@ class SnapshotRecord:
         return record
 
 
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """What choosing a snapshot needs of a record (id, series, time), from the catalogue
+    without reading it; select_snapshot takes these as it takes records."""
+    id: str
+    name: str
+    time: datetime
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+
 def series_name(source_path, name: str | None) -> str:
     """The series a backup goes into: its --name, else the source's file name."""
     return name or PurePosixPath(str(source_path)).name
@@ -160,12 +174,14 @@ class SnapshotStore:
 
     def __init__(self, backend: Backend, cipher: RecordCipher | None = None,
                  repository_id: str | None = None, cache: RecordCache | None = None,
-                 memory: SnapshotMemory | None = None):
+                 memory: SnapshotMemory | None = None,
+                 catalogue: SnapshotCatalogue | None = None):
         self.backend = backend
         self._cipher = cipher or NoEncryption()
         self._repository_id = repository_id
         self._cache = cache  # an object store's records kept on this host (record_cache.py)
         self._memory = memory
+        self._catalogue = catalogue  # each record's series and time (snapshot_catalogue.py)
         self._stray_notice = StrayNotice(backend, SNAPSHOTS_PREFIX, "snapshot records")
 
     def _associated(self, snapshot_id: str) -> bytes:
@@ -233,9 +249,7 @@ class SnapshotStore:
         """Every readable snapshot, oldest first, and each damaged record's name with its
         error; SnapshotGone if a snapshot this host saw is not listed."""
         records, damaged = [], []
-        names = self.record_names()
-        if self._cache:
-            self._cache.keep_only(names)
+        names = self._listed()
         for name in names:
             try:
                 records.append(self._read(name))
@@ -246,6 +260,58 @@ class SnapshotStore:
         if self._memory is not None:
             self._memory.check_and_remember({_id_of(name) for name in names}, records)
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
+
+    def summaries(self) -> list[SnapshotSummary]:
+        """Every readable snapshot's id, series and time, oldest first: from the catalogue
+        where it knows the record, else read (a damaged one skipped with a warning, as by
+        all()); SnapshotGone as scan()."""
+        names = self._listed()
+        known = self._catalogue.load() if self._catalogue else {}
+        found: dict[str, SnapshotSummary] = {}
+        for name in names:
+            snapshot_id = _id_of(name)
+            if snapshot_id in known:
+                found[snapshot_id] = SnapshotSummary(snapshot_id, *known[snapshot_id])
+                continue
+            try:
+                record = self._read(name)
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            except CorruptData as error:
+                log.warning("%s", error)
+                continue
+            found[snapshot_id] = SnapshotSummary(record.id, record.name, record.time)
+        if self._memory is not None:
+            self._memory.check_and_remember({_id_of(name) for name in names}, found.values())
+        if self._catalogue and found.keys() != known.keys():
+            self._catalogue.save({s.id: (s.name, s.time) for s in found.values()})
+        return sorted(found.values(), key=lambda s: (s.time, s.id))
+
+    def chosen(self, pick: Callable[[Sequence], SnapshotSummary | SnapshotRecord | None]
+               ) -> SnapshotRecord | None:
+        """The record ``pick`` chooses among the snapshots (None if it chooses none), chosen
+        on their summaries and then read in full. A record that is not the series and time
+        its summary said rebuilds the catalogue from every record, read in full, among which
+        ``pick`` chooses again: a wrong hint costs a full read, never a wrong snapshot."""
+        summary = pick(self.summaries())
+        if summary is None:
+            return None
+        record = self.load(summary.id)
+        if (record.name, record.time) == (summary.name, summary.time):
+            return record
+        records = self.all()
+        if self._catalogue is not None:
+            log.warning("the snapshot catalogue %s does not match record %s: it is rebuilt",
+                        self._catalogue.path, record.id)
+            self._catalogue.save({r.id: (r.name, r.time) for r in records})
+        return pick(records)
+
+    def _listed(self) -> list[str]:
+        """The record names listed, the cached records of any other dropped."""
+        names = self.record_names()
+        if self._cache:
+            self._cache.keep_only(names)
+        return names
 
     def accept_missing(self) -> list[SeenSnapshot]:
         """Forget the snapshots this host saw that are gone, so that listings work again."""
@@ -311,10 +377,17 @@ def is_snapshot_id(text: str) -> bool:
     return len(text) == ID_HEX_DIGITS and all(c in "0123456789abcdef" for c in text)
 
 
-def select_snapshot(records: Sequence[SnapshotRecord], selector: str) -> SnapshotRecord:
-    """Resolve a selector: exact id, ``latest``, a series name (its latest), or an id prefix
-    of at least MIN_PREFIX_DIGITS characters. A selector that is both a series name and an
-    id prefix is refused: guessing could restore, or delete, the wrong snapshot."""
+def newest_of_series(records: Sequence, series: str):
+    """The newest of the records (or summaries) in ``series``; None if it has none."""
+    in_series = [r for r in records if r.name == series]
+    return _newest(in_series) if in_series else None
+
+
+def select_snapshot(records: Sequence, selector: str):
+    """Resolve a selector among records (or summaries): exact id, ``latest``, a series name
+    (its latest), or an id prefix of at least MIN_PREFIX_DIGITS characters. A selector that
+    is both a series name and an id prefix is refused: guessing could restore, or delete,
+    the wrong snapshot."""
     if not records:
         raise SnapshotNotFound("the repository holds no snapshots yet")
     for record in records:
@@ -346,5 +419,5 @@ def select_snapshot(records: Sequence[SnapshotRecord], selector: str) -> Snapsho
                            f"'latest' (see 'diskvault list')")
 
 
-def _newest(records: Sequence[SnapshotRecord]) -> SnapshotRecord:
+def _newest(records: Sequence):
     return max(records, key=lambda r: (r.time, r.id))
