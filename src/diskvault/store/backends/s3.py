@@ -36,7 +36,7 @@ from ..host.user_folders import cache_mutex, make_cached_index_folder
 from .protocol import ObjectAge, check_object_name
 from .s3_client import (RequestCounter, attempts_setting, content_md5, error_code, http_status,
                         make_client)
-from .s3_lock import S3ObjectLock
+from .s3_lock import S3ObjectLock, delete_versions, put_if_absent_versioned
 from .s3_upload import PART_BYTES, S3Upload, abort_upload
 
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
@@ -101,6 +101,7 @@ class S3Backend:
         self._senders: ThreadPoolExecutor | None = None
         self._senders_lock = threading.Lock()
         self.object_lock: S3ObjectLock | None = None
+        self._versioned: bool | None = None  # asked once, at the first delete or exclusive put
 
     def use_object_lock(self, settings, retained: dict[str, timedelta],
                         verify: bool = False) -> None:
@@ -110,6 +111,21 @@ class S3Backend:
         self.object_lock = S3ObjectLock(self, settings, retained)
         if verify:
             self.object_lock.verify()
+
+    def versioned(self) -> bool:
+        """Whether the bucket keeps versions (Object Lock, or versioning turned on, even
+        suspended since): then deletes and exclusive puts go by version (s3_lock.py). One
+        GetBucketVersioning per process; credentials that may not ask count as unversioned."""
+        if self._versioned is None:
+            if self.object_lock is not None:
+                self._versioned = True
+            else:
+                try:
+                    status = self.request(self.client.get_bucket_versioning).get("Status")
+                except (RepositoryReadOnly, ObjectStoreUnusable):
+                    status = None  # access denied: as before versions were looked at
+                self._versioned = status in ("Enabled", "Suspended")
+        return self._versioned
 
     def lock_arguments(self, name: str) -> dict:
         """The retention a put of ``name`` carries (none without Object Lock)."""
@@ -205,8 +221,8 @@ class S3Backend:
         CompleteMultipartUpload. ``reuse`` has no use here (no full disk to work around) and
         is deleted when the put wins, as the protocol says. A versioned bucket (Object Lock)
         decides by its versions instead (s3_lock.py)."""
-        if self.object_lock is not None:
-            won = self.object_lock.put_if_absent(name, data)
+        if self.versioned():
+            won = put_if_absent_versioned(self, name, data, self.lock_arguments(name))
             if won and reuse is not None:
                 self.delete(reuse)
             return won
@@ -245,9 +261,12 @@ class S3Backend:
         return S3Upload(self, name, self._part_senders())
 
     def delete(self, name: str) -> None:
-        """With Object Lock: every version (ObjectLocked while one is locked)."""
+        """On a versioned bucket: every version (ObjectLocked while one is locked)."""
         if self.object_lock is not None:
             self.object_lock.delete(name)
+            return
+        if self.versioned():
+            delete_versions(self, name)
             return
         self.request(self.client.delete_object, name, writing=True, Key=self.key(name))
 

@@ -2,12 +2,13 @@
 with, its extension, legal holds, and what a versioned bucket changes for deleting and for
 exclusive creation. Imported only with store/backends/s3.py.
 
-A bucket with Object Lock is versioned. There a DeleteObject by key only adds a delete marker
-(the bytes stay, locked or not, and keep their space), so ``delete`` removes every version of
-the key by its id, which is what the lock refuses while it holds. And RGW 16 ignores
-``If-None-Match: *`` on a versioned bucket (the second PUT wins), so ``put_if_absent`` there
-decides by the versions' order: the oldest version of the key is the one that exists, and a
-writer whose version is not it removes its own and lost.
+A bucket with Object Lock is versioned, and any bucket may be. There a DeleteObject by key
+only adds a delete marker (the bytes stay, locked or not, and keep their space), so a delete
+removes every version of the key by its id, which is what the lock refuses while it holds.
+And RGW 16 ignores ``If-None-Match: *`` on a versioned bucket (the second PUT wins), so
+``put_if_absent`` there decides by the versions' order: the oldest version of the key is the
+one that exists, and a writer whose version is not it removes its own and lost. The backend
+uses these functions on any versioned bucket, Object Lock or not.
 """
 
 from __future__ import annotations
@@ -117,57 +118,63 @@ class S3ObjectLock:
                              LegalHold={"Status": "ON" if on else "OFF"})
 
     # -- a versioned bucket ------------------------------------------------------------------
-    def versions(self, name: str) -> tuple[list[str], list[str]]:
-        """(version ids of ``name``, newest first as the store lists them, ids of its delete
-        markers)."""
-        backend, key = self.backend, self.backend.key(name)
-        versions, markers = [], []
-        pages = backend.client.get_paginator("list_object_versions").paginate(
-            Bucket=backend.bucket, Prefix=key)
-        try:
-            for page in pages:
-                versions += [v["VersionId"] for v in page.get("Versions", ()) if v["Key"] == key]
-                markers += [m["VersionId"] for m in page.get("DeleteMarkers", ())
-                            if m["Key"] == key]
-        except (ClientError, BotoCoreError) as error:
-            raise backend.translate(error, name, writing=False) from None
-        return versions, markers
-
     def delete(self, name: str) -> None:
-        """Remove every version of ``name`` (space comes back only then); ObjectLocked if
-        a version's retention or legal hold still holds."""
-        versions, markers = self.versions(name)
-        for version_id in markers + versions:
-            self.delete_version(name, version_id)
+        """Every version of ``name``, lifting governance retention if this command may."""
+        delete_versions(self.backend, name, self.bypass_governance)
 
-    def delete_version(self, name: str, version_id: str) -> None:
-        backend = self.backend
-        extra = {"BypassGovernanceRetention": True} if self.bypass_governance else {}
-        try:
-            backend.client.delete_object(Bucket=backend.bucket, Key=backend.key(name),
-                                         VersionId=version_id, **extra)
-        except ClientError as error:
-            if error_code(error) == "AccessDenied" and "lock" in str(error).lower():
-                raise ObjectLocked(f"{backend.location}/{name} is locked by S3 Object Lock "
-                                   f"and was not deleted") from None
-            raise backend.translate(error, name, writing=True) from None
-        except BotoCoreError as error:
-            raise backend.translate(error, name, writing=True) from None
 
-    def put_if_absent(self, name: str, data: bytes) -> bool:
-        """False at once if a version exists; else a PUT, then the versions decide: ours
-        must be the oldest, or it is removed and the object existed (False). Until the
-        loser of a race removes its version, a GET may answer with it: only racing writers
-        ever see that, and only between two requests."""
-        backend = self.backend
-        if self.versions(name)[0]:
-            return False
-        answer = backend.request(backend.client.put_object, name, writing=True,
-                                 Key=backend.key(name), Body=bytes(data),
-                                 ContentMD5=content_md5(data), **self.put_arguments(name))
-        ours = answer.get("VersionId")
-        versions, _ = self.versions(name)
-        if not versions or versions[-1] == ours:
-            return True
-        self.delete_version(name, ours)
+def versions(backend, name: str) -> tuple[list[str], list[str]]:
+    """(version ids of ``name``, newest first as the store lists them, ids of its delete
+    markers)."""
+    key = backend.key(name)
+    found, markers = [], []
+    pages = backend.client.get_paginator("list_object_versions").paginate(
+        Bucket=backend.bucket, Prefix=key)
+    try:
+        for page in pages:
+            found += [v["VersionId"] for v in page.get("Versions", ()) if v["Key"] == key]
+            markers += [m["VersionId"] for m in page.get("DeleteMarkers", ()) if m["Key"] == key]
+    except (ClientError, BotoCoreError) as error:
+        raise backend.translate(error, name, writing=False) from None
+    return found, markers
+
+
+def delete_versions(backend, name: str, bypass_governance: bool = False) -> None:
+    """Remove every version of ``name`` and its delete markers (space comes back only
+    then); ObjectLocked if a version's retention or legal hold still holds."""
+    found, markers = versions(backend, name)
+    for version_id in markers + found:
+        delete_version(backend, name, version_id, bypass_governance)
+
+
+def delete_version(backend, name: str, version_id: str, bypass_governance: bool = False
+                   ) -> None:
+    extra = {"BypassGovernanceRetention": True} if bypass_governance else {}
+    try:
+        backend.client.delete_object(Bucket=backend.bucket, Key=backend.key(name),
+                                     VersionId=version_id, **extra)
+    except ClientError as error:
+        if error_code(error) == "AccessDenied" and "lock" in str(error).lower():
+            raise ObjectLocked(f"{backend.location}/{name} is locked by S3 Object Lock "
+                               f"and was not deleted") from None
+        raise backend.translate(error, name, writing=True) from None
+    except BotoCoreError as error:
+        raise backend.translate(error, name, writing=True) from None
+
+
+def put_if_absent_versioned(backend, name: str, data: bytes, arguments: dict) -> bool:
+    """False at once if a version exists; else a PUT (with ``arguments``: a retention),
+    then the versions decide: ours must be the oldest, or it is removed and the object
+    existed (False). Until the loser of a race removes its version, a GET may answer with
+    it: only racing writers ever see that, and only between two requests."""
+    if versions(backend, name)[0]:
         return False
+    answer = backend.request(backend.client.put_object, name, writing=True,
+                             Key=backend.key(name), Body=bytes(data),
+                             ContentMD5=content_md5(data), **arguments)
+    ours = answer.get("VersionId")
+    found, _ = versions(backend, name)
+    if not found or found[-1] == ours:
+        return True
+    delete_version(backend, name, ours)
+    return False
