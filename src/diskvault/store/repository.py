@@ -199,14 +199,14 @@ class Repository:
     def _back_up(self, source, request: BackupRequest, lock_wait_s: float,
                  on_new_series: Callable[[str], None] | None = None,
                  changed: Callable[[], ChangedRead] | None = None) -> SnapshotRecord:
-        """The backup under the writer lock, the previous snapshot's chunks as hints;
-        ``changed`` is asked under it how a change map's backup reads (default: a full
-        read)."""
+        """The backup under its backup lock (beside other backups), the previous
+        snapshot's chunks as hints; ``changed`` is asked under it how a change map's backup
+        reads (default: a full read)."""
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
-                self.writer_lock(f"backup {source.label}", lock_wait_s) as lock:
-            storage.recover_unindexed_packs()
+                storage.backup_lock(f"backup {source.label}", lock_wait_s) as lock:
+            storage.catch_up_before_backup()
             from .backup.back_up import back_up
 
             request = replace(request, hints=self._hints_for(request.name, on_new_series),
@@ -216,7 +216,7 @@ class Repository:
     def _changed_read(self, source: ImageSource, request: BackupRequest,
                       changes: ChangeMap, verify_unchanged: int) -> ChangedRead:
         """Only the changed ranges read; the rest taken from the map's base, which must be
-        the series' latest snapshot (called under the writer lock)."""
+        the series' latest snapshot (called under the backup lock)."""
         from .backup.changed_backup import PreviousEntries, record_changed
 
         base = self._change_map_base(request.name, changes)
@@ -264,15 +264,15 @@ class Repository:
         with storage.disk_full_reported("the copy stopped; snapshots already copied are "
                                         "whole: free space, then rerun it"), \
                 source.reader_lock(), \
-                self.writer_lock(f"copy from {source.location}", lock_wait_s) as lock:
-            storage.recover_unindexed_packs()
+                storage.backup_lock(f"copy from {source.location}", lock_wait_s) as lock:
+            storage.catch_up_before_backup()
             return copy_snapshots(source.storage, storage, selectors, progress,
                                   before_record=lock.ensure_held)
 
     def _hints_for(self, name: str, on_new_series: Callable[[str], None] | None = None
                    ) -> Iterator:
         """The chunks of the series' latest snapshot, as cutting hints (read once the
-        backup holds the writer lock). A series with no snapshot yet is told to
+        backup holds its backup lock). A series with no snapshot yet is told to
         ``on_new_series``: the listing is made here once."""
         series = self.list_snapshots(name)
         if series:
