@@ -135,9 +135,13 @@ class Repository:
         with closing(as_location(location).open_backend()) as backend:
             import_key_file(backend, export)
 
-    def change_passphrase(self, old: Passphrase, new: Passphrase) -> None:
+    def change_passphrase(self, old: Passphrase, new: Passphrase,
+                          lock_wait_s: float = 0.0) -> None:
+        """Under the exclusive lock: a key change is an administrator's, never beside a
+        backup, and never from credentials that may not delete."""
         self._require_key()
-        change_key_passphrase(self.storage.backend, old, new)
+        with self.writer_lock("key change-passphrase", lock_wait_s):
+            change_key_passphrase(self.storage.backend, old, new)
 
     # -- writing -----------------------------------------------------------------------
     def backup(self, source_path: Path, name: str | None = None, tags: tuple[str, ...] = (),

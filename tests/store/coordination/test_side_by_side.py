@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.errors import EXIT_LOCKED
+from diskvault.errors import EXIT_LOCKED, RepositoryLocked
+from diskvault.store.format.config import REPOKEY_MODE
 from diskvault.store.coordination.leases import PLAINTEXT_LEASES
 from diskvault.store.backup.source import READ_BUFFER_BYTES
 from diskvault.store.coordination.writers import WRITERS_PREFIX
@@ -202,3 +203,13 @@ def test_a_chunk_two_backups_store_at_once_is_kept_once_after_compact(
         assert first.id in reopened.snapshot_ids()
     checked = run_cli("check", "-r", root, "--read-data")
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+def test_a_key_change_waits_for_running_backups(tmp_path: Path):
+    passphrase = os.environ["DISKVAULT_PASSWORD"]
+    with Repository.init(tmp_path / "repo", encryption=REPOKEY_MODE,
+                         passphrase=passphrase) as repository:
+        with repository.storage.backup_lock("backup /srv/vm7.img"):
+            with pytest.raises(RepositoryLocked, match="backup /srv/vm7.img"):
+                repository.change_passphrase(passphrase, "battery staple")
+        repository.change_passphrase(passphrase, "battery staple")
