@@ -24,10 +24,10 @@ lock still carries its random ``token``. A lock is stale, and is taken over:
 
 A holder that finds its token gone (another host took the lock over after it stopped
 refreshing: a process paused or cut off for longer than ``stale_s``) has lost the lock: its
-heartbeat stops, and ``ensure_held`` -- which a writer calls before every step that counts:
-a backup's or copy's snapshot record, each record prune and delete remove, compact's index
-changes and pack deletions, repair's rebuild -- raises ``LockLost``, so it writes nothing
-more that counts. Between the refresh's check and its put another host could take the lock; that
+heartbeat stops, and ``ensure_held`` -- which a holder calls before every step that counts:
+each record prune and delete remove, compact's index changes and pack deletions, repair's
+rebuild -- raises ``LockLost``, so it writes nothing more that counts. A backup's
+``ensure_held``, before its snapshot record, checks its registration instead (writers.py). Between the refresh's check and its put another host could take the lock; that
 window is one request long, against a stale time of minutes.
 
 Its bytes are allocated once: a released lock becomes ``lock.spare``, which the next
