@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import BadInput, CorruptData, RepositoryReadOnly
 from .backends.location import LocationLike, as_location
 from .backends.protocol import Backend
-from .coordination import locking, readers, space
+from .coordination import locking, readers, space, writers
 from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
 from .format.codec import Codec
 from .format.config import (FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, Compression,
@@ -220,7 +220,8 @@ class Storage:
         """A backup's or copy's registration: beside other backups, never beside an
         exclusive operation."""
         ensure_writable(self.backend, command)
-        return locking.BackupLock(self.backend, command, lock_wait_s, leases=self.leases)
+        return locking.BackupLock(self.backend, command, lock_wait_s, leases=self.leases,
+                                  writer_tag=self.packs.writer_tag)
 
     def reader_lock(self) -> readers.ReaderLock:
         """The reader's registration, and then an object store's index cache caught up: a
@@ -267,8 +268,11 @@ class Storage:
 
     def catch_up_before_backup(self) -> int:
         """Index the packs other writers finished (other hosts', or killed writers'), so
-        that a backup stores again only what none of them holds; with the backup lock
-        held. Unfinished packs are left: other backups may be writing them."""
+        that a backup stores again only what none of them holds, and remove the unfinished
+        packs of writers no longer registered (not those of backups still running); with
+        the backup lock held."""
+        self.packs.discard_abandoned(
+            lambda: writers.running_writer_tags(self.backend, self.leases))
         return self.catch_up_index(writer=True).packs_added
 
     def catch_up_index(self, writer: bool = False) -> CatchUp:

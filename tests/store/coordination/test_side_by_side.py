@@ -1,8 +1,9 @@
 """Backups side by side, between real processes, on a local repository and on a real radosgw:
 eight backups at once all record and restore bit-exact while one writer killed among them
-costs the others nothing; the next exclusive operation removes the killed writer's stale
-registration; prune refuses a running backup, naming it, or waits for it; a chunk two
-backups stored at once is kept once after compact."""
+costs the others nothing, and its stale registration is removed; prune and key changes
+refuse a running backup, naming it, or wait for it; a chunk two backups stored at once is
+kept once after compact; a backup removes a dead writer's unfinished pack, never a running
+one's."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 
 from diskvault.errors import EXIT_LOCKED, RepositoryLocked
 from diskvault.store.format.config import REPOKEY_MODE
+from diskvault.store.format.packs import pack_name, writer_tag_of
 from diskvault.store.coordination.leases import PLAINTEXT_LEASES
 from diskvault.store.backup.source import READ_BUFFER_BYTES
 from diskvault.store.coordination.writers import WRITERS_PREFIX
@@ -28,6 +30,7 @@ from diskvault.store.repository import Repository
 from ...conftest import SMALL_CHUNKS, run_cli, write_image
 
 WRITERS = 8
+PART_BYTES = 8 << 20  # s3_upload.PART_BYTES: where an object store's upload begins
 DEADLINE_S = 120.0
 
 
@@ -119,11 +122,12 @@ def test_eight_backups_at_once_and_one_killed_among_them_all_restore_bit_exact(
     killed.wait()
     killed.stdin.close()
     killed.stderr.close()
-    ids = {}
+    ids, warnings = {}, ""
     for image, writer in zip(images, writers):
         stdout, stderr = writer.communicate(timeout=DEADLINE_S)
         assert writer.returncode == 0, stderr.decode()
         ids[image.stem] = json.loads(stdout)["id"]
+        warnings += stderr.decode()
 
     with Repository.open(location) as repository:
         assert sorted(r.name for r in repository.list_snapshots()) == sorted(ids)
@@ -132,12 +136,14 @@ def test_eight_backups_at_once_and_one_killed_among_them_all_restore_bit_exact(
             repository.restore(repository.find_snapshot(ids[image.stem]), target)
             assert sha256(target.read_bytes()) == sha256(image.read_bytes()), image.stem
 
-    # The killed writer's registration is stale (its process is gone): the next exclusive
-    # operation removes it, with a warning that names it, and runs.
+    # The killed writer's registration is stale (its process is gone): a backup that
+    # looked for leftovers after the kill, or else the next exclusive operation, removes
+    # it with a warning that names it (and its unfinished pack); compact runs.
     compacted = run_cli("compact", "-r", location)
     assert compacted.returncode == 0, compacted.stderr.decode()
-    assert f"pid {killed.pid}" in compacted.stderr.decode()
-    assert "stale registration" in compacted.stderr.decode()
+    warnings += compacted.stderr.decode()
+    assert any(f"pid {killed.pid}" in line and "stale registration" in line
+               for line in warnings.splitlines()), warnings
     assert registered_pids(location) == set()
     checked = run_cli("check", "-r", location, "--read-data")
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
@@ -213,3 +219,29 @@ def test_a_key_change_waits_for_running_backups(tmp_path: Path):
             with pytest.raises(RepositoryLocked, match="backup /srv/vm7.img"):
                 repository.change_passphrase(passphrase, "battery staple")
         repository.change_passphrase(passphrase, "battery staple")
+
+
+def test_a_backup_removes_a_dead_writers_unfinished_pack_but_not_a_running_backups(
+        location: str, tmp_path: Path):
+    init(location)
+    with Repository.open(location) as repository:
+        storage = repository.storage
+        backend = storage.backend
+        running = storage.backup_lock("backup /srv/vm7.img")  # this process's writer tag
+        running.acquire()
+        try:
+            ours = backend.open_upload(pack_name(storage.packs.new_pack_id()))
+            dead = backend.open_upload(pack_name("0" * 32))  # a tag nobody registered
+            for upload in (ours, dead):
+                upload.write(os.urandom(PART_BYTES))  # an object store's upload begins here
+            assert len(storage.packs.list_unfinished()) == 2
+
+            image = write_image(tmp_path / "vm.img", 256 << 10, seed=9)
+            run_cli("backup", "-r", location, str(image), check=True)
+
+            left = storage.packs.list_unfinished()
+            assert len(left) == 1 and writer_tag_of(left[0]) == storage.packs.writer_tag, left
+            ours.complete()  # undisturbed by the backup beside it
+            dead.abort()
+        finally:
+            running.release()

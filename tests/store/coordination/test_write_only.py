@@ -9,7 +9,6 @@ import json
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 
 from diskvault.errors import EXIT_NO_PERMISSION
@@ -27,6 +26,7 @@ def write_only(s3_environment, tmp_path: Path, monkeypatch):
     subuser of the session's user (the administrator) whom its policy denies s3:DeleteObject."""
     if s3_environment.cluster is None:
         pytest.skip("needs the test cluster itself, to add a user")
+    boto3 = pytest.importorskip("boto3")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     bucket = f"write-only-{uuid.uuid4().hex[:12]}"
     name = f"host-{uuid.uuid4().hex[:8]}"

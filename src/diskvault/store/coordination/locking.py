@@ -232,12 +232,14 @@ class BackupLock:
     writer lock (a stale one is taken over). The same interface as WriterLock."""
 
     def __init__(self, backend: Backend, command: str, wait_s: float = 0.0,
-                 timing: LeaseTiming = DEFAULT_TIMING, leases: LeaseFormat = PLAINTEXT_LEASES):
+                 timing: LeaseTiming = DEFAULT_TIMING, leases: LeaseFormat = PLAINTEXT_LEASES,
+                 writer_tag: str = ""):
         self.backend = backend
         self.wait_s = wait_s
         self.leases = leases
         self.holder = this_process(command)
-        self._registration = WriterRegistration(backend, self.holder, timing, leases)
+        self._registration = WriterRegistration(backend, self.holder, timing, leases,
+                                                writer_tag)
         self._held = False
 
     def acquire(self) -> None:

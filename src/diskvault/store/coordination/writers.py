@@ -7,7 +7,10 @@ A backup puts ``writers/<32 random hex>-<n>.json``, a lease (leases.py) naming i
 remove ``-<n>``. So nothing a backup needs is a delete or an overwrite: a host whose
 credentials may only create objects backs up as well as any, and what it could not remove
 expires by the storage's clock. The newest number of a token is the registration; older
-ones are leftovers that an exclusive operation removes.
+ones are leftovers that an exclusive operation removes. The token begins with the
+backup's writer tag, which begins the id of every pack it writes: so another backup tells
+the unfinished packs of a writer that is gone (no live registration with its tag) from
+those of one still running, and removes only the former.
 
 An exclusive operation, holding the writer lock, removes registrations that are stale (of
 this host: their process is gone; of another: not renewed for their lease's length by the
@@ -26,6 +29,7 @@ from collections import defaultdict
 
 from ...errors import DiskvaultError, LockHolder
 from ..backends.protocol import Backend
+from ..format.packs import WRITER_TAG_HEX_DIGITS
 from .heartbeat import Heartbeat
 from .leases import LeaseFormat, LeaseTiming, staleness
 
@@ -61,7 +65,19 @@ def _registrations(backend: Backend) -> dict[str, list[int]]:
 def running_backups(backend: Backend, leases: LeaseFormat) -> list[LockHolder]:
     """The backups registered now. Called by the holder of the writer lock, which may
     delete: stale registrations, and the superseded numbers of live ones, are removed."""
-    running = []
+    return list(live_registrations(backend, leases).values())
+
+
+def running_writer_tags(backend: Backend, leases: LeaseFormat) -> set[str]:
+    """The writer tags (the first hex digits of the token, which begin the ids of the packs
+    it writes) of the backups registered now: whose unfinished packs are not leftovers."""
+    return {token[:WRITER_TAG_HEX_DIGITS] for token in live_registrations(backend, leases)}
+
+
+def live_registrations(backend: Backend, leases: LeaseFormat) -> dict[str, LockHolder]:
+    """The holder of each live registration, by token; stale registrations and the
+    superseded numbers of live ones are removed where the credentials allow."""
+    running = {}
     for token, numbers in _registrations(backend).items():
         newest = registration_name(token, numbers[-1])
         for number in numbers[:-1]:
@@ -76,7 +92,7 @@ def running_backups(backend: Backend, leases: LeaseFormat) -> list[LockHolder]:
             continue
         why = staleness(lease, backend, newest)
         if why is None:
-            running.append(lease.holder)
+            running[token] = lease.holder
             continue
         holder = lease.holder
         log.warning("removing the stale registration of %s (pid %d on %s, since %s): %s",
@@ -90,12 +106,14 @@ class WriterRegistration:
     """One backup's registration, renewed under new names while it is held."""
 
     def __init__(self, backend: Backend, holder: LockHolder, timing: LeaseTiming,
-                 leases: LeaseFormat):
+                 leases: LeaseFormat, writer_tag: str):
+        """``writer_tag``: the tag that begins the ids of the packs this backup writes
+        (PackStore.writer_tag); it begins the registration's token."""
         self.backend = backend
         self._holder = holder
         self._timing = timing
         self._leases = leases
-        self._token = secrets.token_hex(16)
+        self._token = writer_tag + secrets.token_hex(16 - len(writer_tag) // 2)
         self._number = -1  # none put yet
         self._heartbeat: Heartbeat | None = None
         self._renewing = threading.Lock()  # a renewal and a look never see half of the other
