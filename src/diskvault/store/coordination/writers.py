@@ -79,13 +79,14 @@ def live_registrations(backend: Backend, leases: LeaseFormat) -> dict[str, LockH
     superseded numbers of live ones are removed where the credentials allow."""
     running = {}
     for token, numbers in _registrations(backend).items():
-        newest = registration_name(token, numbers[-1])
         for number in numbers[:-1]:
             try_delete(backend, registration_name(token, number))
         try:
-            lease = leases.decode(backend.get(newest), newest)
+            newest, data = _newest(backend, token, numbers[-1])
         except FileNotFoundError:
-            continue  # ended, or renewed, while we listed: the next look sees it
+            continue  # withdrawn since the listing: that backup ended
+        try:
+            lease = leases.decode(data, newest)
         except (ValueError, KeyError, TypeError):
             log.warning("%s/%s is not a registration diskvault wrote; it is left alone",
                         backend.location, newest)
@@ -100,6 +101,22 @@ def live_registrations(backend: Backend, leases: LeaseFormat) -> dict[str, LockH
                     f"{holder.since:%Y-%m-%d %H:%M:%S}", why)
         try_delete(backend, newest)
     return running
+
+
+def _newest(backend: Backend, token: str, number: int) -> tuple[str, bytes]:
+    """The name and bytes of the token's newest registration, ``number`` as listed. A
+    renewal puts the next number before it removes the last, so one gone since the
+    listing has a successor (listed again) unless the backup withdrew it: then
+    FileNotFoundError. Never a live backup taken for ended."""
+    while True:
+        name = registration_name(token, number)
+        try:
+            return name, backend.get(name)
+        except FileNotFoundError:
+            later = [n for n in _registrations(backend).get(token, []) if n > number]
+            if not later:
+                raise
+            number = later[-1]
 
 
 class WriterRegistration:
