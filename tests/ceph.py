@@ -184,6 +184,17 @@ class CephCluster:
                   f"--access-key={access_key}", f"--secret-key={secret_key}")
         return access_key, secret_key
 
+    def add_subuser(self, name: str) -> tuple[str, str]:
+        """A subuser ``diskvault:<name>`` of the tests' user, with S3 keys: what it writes
+        belongs to the tests' user (so that user reads it), and a bucket policy may still
+        deny it actions (principal ``arn:aws:iam:::user/diskvault:<name>``)."""
+        created = json.loads(self._run(
+            "radosgw-admin", "subuser", "create", "--uid=diskvault",
+            f"--subuser=diskvault:{name}", "--access=full", "--key-type=s3",
+            "--gen-access-key", "--gen-secret"))
+        keys = next(k for k in created["keys"] if k["user"] == f"diskvault:{name}")
+        return keys["access_key"], keys["secret_key"]
+
     def perf_dump(self, daemon: str = "client.rgw.a") -> dict:
         """The daemon's performance counters, read through its admin socket."""
         socket_path = self.folder / "run" / f"{daemon}.asok"

@@ -136,12 +136,21 @@ class LockHolder:
 class RepositoryLocked(DiskvaultError):
     exit_code = EXIT_LOCKED
 
-    def __init__(self, holder: LockHolder):
+    def __init__(self, holder: LockHolder, running_backups: int = 0):
+        """``running_backups``: the holder is one of that many registered backups (which
+        break-lock does not remove: a dead one's registration expires)."""
         self.holder = holder
+        others = running_backups - 1
+        also = f" and {others} other backup{'s' * (others > 1)}" if others > 0 else ""
+        if running_backups:
+            next_step = ("a backup that is gone for good stops counting once its "
+                         "registration expires, 5 minutes after its last renewal")
+        else:
+            next_step = "if that process is gone for good, run 'diskvault break-lock'"
         super().__init__(
             f"repository is locked by {holder.command} (pid {holder.pid} on {holder.host}, "
-            f"since {holder.since:%Y-%m-%d %H:%M:%S} UTC); retry with --lock-wait SECONDS, or "
-            f"if that process is gone for good, run 'diskvault break-lock'"
+            f"since {holder.since:%Y-%m-%d %H:%M:%S} UTC){also}; retry with --lock-wait "
+            f"SECONDS, or {next_step}"
         )
 
 
@@ -160,6 +169,17 @@ class LockLost(DiskvaultError):
             f"the writer lock of {location} was {how} while {command} ran, after it had "
             f"gone unrefreshed for too long; nothing more was committed: run "
             f"{command.split()[0]} again")
+
+
+class RegistrationLost(LockLost):
+    """A backup's registration was removed as stale by an exclusive operation (it had not
+    been renewed for the stale time): the backup records nothing."""
+
+    def __init__(self, location: str, command: str):
+        DiskvaultError.__init__(
+            self, f"the registration of {command} in {location} was removed as stale by an "
+                  f"exclusive operation (prune, compact, ...) after it had gone unrenewed for "
+                  f"too long; nothing was recorded: run {command.split()[0]} again")
 
 
 # -- object stores (store/backends/s3.py) --------------------------------------------------------

@@ -8,6 +8,7 @@ Roles:
          until the heartbeat finds the lock in other hands, then tries to commit
          (ensure_held) and prints "noticed, lost: <message>" (or "still held",
          "committed"); "release" releases it and prints "released"
+  register  the same with a backup's registration (BackupLock) instead of the writer lock
   read   register as a reader, print "reading", and wait on stdin
   take   try once to take the writer lock: print "took" (and release it) or "refused: <message>"
   hold   open the (encrypted) repository there, take its writer lock for "backup /srv/vm7.img"
@@ -27,7 +28,7 @@ from diskvault.errors import LockLost, RepositoryLocked
 from diskvault.maintenance.compact import compact_holding
 from diskvault.maintenance.prune import forget_records
 from diskvault.store.coordination.leases import LeaseTiming
-from diskvault.store.coordination.locking import WriterLock
+from diskvault.store.coordination.locking import BackupLock, WriterLock
 from diskvault.store.coordination.readers import ReaderLock
 from diskvault.store.repository import Repository
 
@@ -36,7 +37,7 @@ from .backend_fixtures import open_backend, repository_location
 DEADLINE_S = 60.0
 
 
-def wait_until_lost(lock: WriterLock) -> None:
+def wait_until_lost(lock: WriterLock | BackupLock) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while lock.held and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -49,7 +50,7 @@ def wait_until_lost(lock: WriterLock) -> None:
         print(f"{noticed}, committed", flush=True)
 
 
-def write(lock: WriterLock) -> None:
+def write(lock: WriterLock | BackupLock) -> None:
     lock.acquire()
     print("locked", flush=True)
     for line in sys.stdin:
@@ -99,6 +100,8 @@ def main(role: str, kind: str, location: str, refresh_s: str, stale_s: str) -> N
     timing = LeaseTiming(float(refresh_s), float(stale_s))
     if role == "write":
         write(WriterLock(backend, "backup /srv/vm7.img", timing=timing))
+    elif role == "register":
+        write(BackupLock(backend, "backup /srv/vm7.img", timing=timing))
     elif role == "read":
         with ReaderLock(backend, "restore vm7", timing=timing):
             print("reading", flush=True)

@@ -109,8 +109,8 @@ def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[st
                    progress: Progress | None = None,
                    before_record: Callable[[], None] = lambda: None) -> CopyReport:
     """Copy the selected snapshots the destination lacks. Call with the destination's
-    writer lock and a reader registration on the source held; ``before_record`` raises if
-    that lock was lost (WriterLock.ensure_held)."""
+    backup lock and a reader registration on the source held; ``before_record`` raises if
+    that lock was lost (BackupLock.ensure_held)."""
     to_copy, report = pending_copies(source, destination, selectors)
     copy_one = _copy_same_ids if report.same_chunk_ids else _copy_new_ids
     if not report.same_cuts:

@@ -141,9 +141,13 @@ class Repository:
         with closing(as_location(location).open_backend()) as backend:
             import_key_file(backend, export)
 
-    def change_passphrase(self, old: Passphrase, new: Passphrase) -> None:
+    def change_passphrase(self, old: Passphrase, new: Passphrase,
+                          lock_wait_s: float = 0.0) -> None:
+        """Under the exclusive lock: a key change is an administrator's, never beside a
+        backup, and never from credentials that may not delete."""
         self._require_key()
-        change_key_passphrase(self.storage.backend, old, new)
+        with self.writer_lock("key change-passphrase", lock_wait_s):
+            change_key_passphrase(self.storage.backend, old, new)
 
     # -- writing -----------------------------------------------------------------------
     def backup(self, source_path: Path, name: str | None = None, tags: tuple[str, ...] = (),
@@ -214,14 +218,14 @@ class Repository:
     def _back_up(self, source, request: BackupRequest, lock_wait_s: float,
                  on_new_series: Callable[[str], None] | None = None,
                  changed: Callable[[], ChangedRead] | None = None) -> SnapshotRecord:
-        """The backup under the writer lock, the previous snapshot's chunks as hints;
-        ``changed`` is asked under it how a change map's backup reads (None, or no
-        ``changed``: a full read)."""
+        """The backup under its backup lock (beside other backups), the previous
+        snapshot's chunks as hints; ``changed`` is asked under it how a change map's backup
+        reads (default: a full read)."""
         storage = self.storage
         with storage.disk_full_reported("the backup was abandoned and earlier snapshots are "
                                         "intact: free space, then rerun it"), \
-                self.writer_lock(f"backup {source.label}", lock_wait_s) as lock:
-            storage.recover_unindexed_packs()
+                storage.backup_lock(f"backup {source.label}", lock_wait_s) as lock:
+            storage.catch_up_before_backup()
             from .backup.back_up import back_up
 
             request = replace(request, hints=self._hints_for(request.name, on_new_series),
@@ -231,16 +235,15 @@ class Repository:
     def _changed_read(self, source: ImageSource, request: BackupRequest,
                       changes: ChangeMap, verify_unchanged: int) -> ChangedRead:
         """Only the changed ranges read; the rest taken from the map's base, which must be
-        the series' latest snapshot (called under the writer lock)."""
+        the series' latest snapshot (called under the backup lock)."""
         base = self._change_map_base(request.name, changes)
         return self._read_only_changes(source, request, base, changes, verify_unchanged)
 
     def _bitmap_read(self, source, request: BackupRequest,
                      verify_unchanged: int) -> ChangedRead | None:
         """Only what the dirty bitmap marks read, when the series' latest snapshot is its
-        base; None (a full read) with a warning saying why not (under the writer lock)."""
-        series = self.list_snapshots(request.name)
-        base = bitmap_base(series[-1] if series else None, source.label,
+        base; None (a full read) with a warning saying why not (under the backup lock)."""
+        base = bitmap_base(self.latest_of_series(request.name), source.label,
                            request.dirty_bitmap, source.size, source.counts_from)
         if base.record is None:
             log.warning("%s: the whole of %s is read; the next backup with dirty bitmap %s "
@@ -298,15 +301,15 @@ class Repository:
         with storage.disk_full_reported("the copy stopped; snapshots already copied are "
                                         "whole: free space, then rerun it"), \
                 source.reader_lock(), \
-                self.writer_lock(f"copy from {source.location}", lock_wait_s) as lock:
-            storage.recover_unindexed_packs()
+                storage.backup_lock(f"copy from {source.location}", lock_wait_s) as lock:
+            storage.catch_up_before_backup()
             return copy_snapshots(source.storage, storage, selectors, progress,
                                   before_record=lock.ensure_held)
 
     def _hints_for(self, name: str, on_new_series: Callable[[str], None] | None = None
                    ) -> Iterator:
         """The chunks of the series' latest snapshot, as cutting hints (read once the
-        backup holds the writer lock). A series with no snapshot yet is told to
+        backup holds its backup lock). A series with no snapshot yet is told to
         ``on_new_series``: the listing is made here once."""
         latest = self.latest_of_series(name)
         if latest is not None:

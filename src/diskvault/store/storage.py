@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import BadInput, CorruptData, RepositoryReadOnly
 from .backends.location import LocationLike, as_location
 from .backends.protocol import Backend
-from .coordination import locking, readers, space
+from .coordination import locking, readers, space, writers
 from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
 from .format.codec import Codec
 from .format.config import (FORMAT_VERSION, PACK_RETENTION_MARGIN, PLAINTEXT_MODE,
@@ -228,7 +228,15 @@ class Storage:
 
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
+        """The exclusive lock (prune, delete, compact, repair): waits for running backups."""
         return writer_lock(self.backend, command, lock_wait_s, self.leases)
+
+    def backup_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.BackupLock:
+        """A backup's or copy's registration: beside other backups, never beside an
+        exclusive operation."""
+        ensure_writable(self.backend, command)
+        return locking.BackupLock(self.backend, command, lock_wait_s, leases=self.leases,
+                                  writer_tag=self.packs.writer_tag)
 
     def reader_lock(self) -> readers.ReaderLock:
         """The reader's registration, and then an object store's index cache caught up: a
@@ -268,8 +276,18 @@ class Storage:
     def recover_unindexed_packs(self) -> int:
         """Index packs that reached the repository but not the index (a writer died in
         between; on S3 also packs of other hosts), and remove temp files or multipart
-        uploads of packs that never finished. Call with the writer lock held."""
+        uploads of packs that never finished. Call with the (exclusive) writer lock held:
+        a running backup's pack is unfinished too."""
         self.packs.discard_unfinished()
+        return self.catch_up_index(writer=True).packs_added
+
+    def catch_up_before_backup(self) -> int:
+        """Index the packs other writers finished (other hosts', or killed writers'), so
+        that a backup stores again only what none of them holds, and remove the unfinished
+        packs of writers no longer registered (not those of backups still running); with
+        the backup lock held."""
+        self.packs.discard_abandoned(
+            lambda: writers.running_writer_tags(self.backend, self.leases))
         return self.catch_up_index(writer=True).packs_added
 
     def catch_up_index(self, writer: bool = False) -> CatchUp:

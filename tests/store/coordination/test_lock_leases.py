@@ -30,6 +30,7 @@ from diskvault.maintenance.prune import delete_snapshots
 from diskvault.store.coordination.leases import LeaseTiming
 from diskvault.store.coordination.locking import WriterLock, read_lease
 from diskvault.store.coordination.readers import active_readers, readers_excluded
+from diskvault.store.coordination.writers import WRITERS_PREFIX
 from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
@@ -162,6 +163,47 @@ def test_a_sigkilled_writers_lock_of_another_host_becomes_stale_after_the_stale_
         return
     with WriterLock(backend, "compact", wait_s=DEADLINE_S, timing=FAST):
         assert read_lease(backend).holder.pid == os.getpid()
+
+
+def registration_numbers(backend) -> list[int]:
+    return sorted(int(name.rsplit("-", 1)[1].removesuffix(".json"))
+                  for name in backend.list(WRITERS_PREFIX))
+
+
+def test_another_hosts_backup_renewed_past_the_stale_time_keeps_exclusive_operations_out(
+        store, other_host):
+    backend = store[0]
+    backup = other_host("register", "locked")
+    # Renewed every 0.2 s: by the tenth renewal it is older than its first lease.
+    wait_for(lambda: registration_numbers(backend)[-1:] >= [10], "ten renewals")
+    assert len(registration_numbers(backend)) <= 2, "renewals left their predecessors"
+    with pytest.raises(RepositoryLocked, match="backup /srv/vm7.img") as refused:
+        WriterLock(backend, "compact").acquire()
+    assert refused.value.holder.host == OTHER_HOST
+    assert read_lease(backend) is None, "the refused operation kept the lock"
+    backup.say("release")
+    assert backup.read_line() == "released"
+    assert registration_numbers(backend) == []
+
+
+def test_a_stopped_hosts_backup_registration_is_removed_once_stale_and_it_records_nothing(
+        store, other_host, caplog):
+    backend = store[0]
+    backup = other_host("register", "locked")
+    backup.signal(signal.SIGSTOP)  # alive on its host, but no longer renewing
+    try:
+        with caplog.at_level(logging.WARNING, logger="diskvault.store.coordination.writers"):
+            with WriterLock(backend, "compact", wait_s=DEADLINE_S, timing=FAST):
+                assert registration_numbers(backend) == []
+                backup.signal(signal.SIGCONT)
+                backup.say("wait-lost")
+                lost = backup.read_line()
+                assert lost.startswith("noticed, lost: ") and "removed as stale" in lost, lost
+                assert registration_numbers(backend) == [], "it registered again"
+    finally:
+        backup.signal(signal.SIGCONT)
+    assert any("stale registration" in r.message and OTHER_HOST in r.message
+               for r in caplog.records), caplog.text
 
 
 @pytest.mark.skipif(not LIBFAKETIME.exists(),

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from diskvault.errors import LockLost
-from diskvault.store.coordination.locking import WriterLock, break_lock, read_holder
+from diskvault.store.coordination.locking import WriterLock, read_holder
+from diskvault.store.coordination.writers import WRITERS_PREFIX
 from diskvault.store.repository import Repository
 
 from ...conftest import run_cli, write_image
@@ -301,22 +302,25 @@ def test_readers_work_while_the_writer_lock_is_held(repo: Repository, start_hold
     holder.release()
 
 
-def test_a_backup_whose_lock_is_taken_over_midway_writes_no_record(repo: Repository,
-                                                                   image: Path):
+def test_a_backup_whose_registration_is_removed_as_stale_midway_writes_no_record(
+        repo: Repository, image: Path):
     backend = repo.storage.backend
     usurper = WriterLock(backend, "compact")
 
     def take_the_lock_over(done: int) -> None:
-        """As another host does once the backup's lock looks stale to it."""
+        """As an exclusive operation of another host does once the backup's registration
+        looks stale to it: the registration goes, the lock is taken."""
         if not usurper.held:
-            break_lock(backend)
+            for name in backend.list(WRITERS_PREFIX):
+                backend.delete(name)
             usurper.acquire()
 
-    with pytest.raises(LockLost, match="taken over by compact") as lost:
+    with pytest.raises(LockLost, match="removed as stale") as lost:
         repo.backup(image, name="vm", progress=take_the_lock_over)
     assert lost.value.exit_code == EXIT_LOCKED
     assert repo.list_snapshots() == []
-    assert read_holder(backend).command == "compact", "the old holder removed the new lock"
+    assert read_holder(backend).command == "compact", "the backup touched the lock"
     usurper.release()
     record = repo.backup(image, name="vm")
     assert [r.id for r in repo.list_snapshots()] == [record.id]
+    assert backend.list(WRITERS_PREFIX) == [], "a finished backup left its registration"

@@ -84,3 +84,13 @@ def test_an_unwritable_state_folder_turns_the_check_off_instead_of_failing(tmp_p
     memory = SnapshotMemory("0" * 32, "/backups/vm1", "/backups/vm1")
     memory.check_and_remember({"a" * 16}, [Record("a" * 16, "vm1", BASE)])
     memory.check_and_remember(set(), [])
+
+
+def test_a_snapshot_recorded_beside_a_listing_after_it_was_made_is_not_reported_gone(tmp_path):
+    listed = Record("a" * 16, "vm1", BASE)
+    beside = Record("b" * 16, "vm2", BASE)  # a backup beside us saved and remembered it
+    memory = SnapshotMemory("0" * 32, "/backups/fleet", "/backups/fleet")
+    memory.remember([beside])
+    memory.check_and_remember({listed.id}, [listed], exists=lambda i: i == beside.id)
+    with pytest.raises(SnapshotGone):
+        memory.check_and_remember({listed.id}, [listed], exists=lambda i: False)

@@ -159,10 +159,10 @@ class BackupStorage(Protocol):
 
 def back_up(storage: BackupStorage, source: ImageSource, request: BackupRequest,
             before_record: Callable[[], None]) -> SnapshotRecord:
-    """Store the image and record it; call with the writer lock held. Every chunk and
+    """Store the image and record it; call with the backup lock held. Every chunk and
     manifest block is durable and indexed before the snapshot record is written (last,
     atomically), so a failure at any point records nothing and a rerun reuses what landed.
-    ``before_record`` raises if the writer lock was lost (WriterLock.ensure_held)."""
+    ``before_record`` raises if that lock was lost (BackupLock.ensure_held)."""
     stats = BackupStats()
     config, changed = storage.config, request.changed
     with WriteSession(storage.packs, storage.index, storage.codec,

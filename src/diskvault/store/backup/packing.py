@@ -8,7 +8,6 @@ Backups, compaction and repair's salvage all fill their packs here.
 from __future__ import annotations
 
 import functools
-import secrets
 from collections.abc import Callable
 
 from ..format.packs import PackEntry, PackStore, PackWriter
@@ -47,7 +46,7 @@ class PackFiller:
 
     def add(self, digest: bytes, stored, raw_size: int, flags: int) -> None:
         if self._pack is None:
-            self._pack = PackWriter(self._store, secrets.token_hex(16))
+            self._pack = PackWriter(self._store, self._store.new_pack_id())
         self._pack.add(digest, stored, raw_size, flags)
         if self._pack.size >= self._target_bytes:
             self.finish()

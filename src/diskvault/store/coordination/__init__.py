@@ -1,2 +1,2 @@
-"""Who may write and who reads: the writer lock, leases and reader registrations, their
-heartbeat, and the disk-space reserve."""
+"""Who may write and who reads: the exclusive writer lock, backup and reader registrations,
+their leases and heartbeat, and the disk-space reserve."""

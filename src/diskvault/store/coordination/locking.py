@@ -1,4 +1,12 @@
-"""The writer lock over the backend: one writer at a time, on one host or many.
+"""The writer lock over the backend: one exclusive operation at a time, on one host or
+many, and none while a backup runs; backups themselves run side by side (``BackupLock``).
+
+Backups and copies register (writers.py) and then read ``lock``; an exclusive operation
+(prune, delete, compact, repair, protect, key changes) puts ``lock`` and then lists the
+registrations. Each writes its own marker before it reads the other's, so of two that start
+at once at least one sees the other and backs off: the backup withdraws its registration,
+the exclusive operation gives the lock back, and each waits (``--lock-wait``) or refuses,
+naming who runs.
 
 The writer lock is the object ``lock``, put only if absent; it names host, pid, command and
 start time, so a second writer can say who holds it (sealed in an encrypted repository:
@@ -16,10 +24,10 @@ lock still carries its random ``token``. A lock is stale, and is taken over:
 
 A holder that finds its token gone (another host took the lock over after it stopped
 refreshing: a process paused or cut off for longer than ``stale_s``) has lost the lock: its
-heartbeat stops, and ``ensure_held`` -- which a writer calls before every step that counts:
-a backup's or copy's snapshot record, each record prune and delete remove, compact's index
-changes and pack deletions, repair's rebuild -- raises ``LockLost``, so it writes nothing
-more that counts. Between the refresh's check and its put another host could take the lock; that
+heartbeat stops, and ``ensure_held`` -- which a holder calls before every step that counts:
+each record prune and delete remove, compact's index changes and pack deletions, repair's
+rebuild -- raises ``LockLost``, so it writes nothing more that counts. A backup's
+``ensure_held``, before its snapshot record, checks its registration instead (writers.py). Between the refresh's check and its put another host could take the lock; that
 window is one request long, against a stale time of minutes.
 
 Its bytes are allocated once: a released lock becomes ``lock.spare``, which the next
@@ -34,17 +42,20 @@ import logging
 import secrets
 import time
 
-from ...errors import LockHolder, LockLost, RepositoryLocked
+from ...errors import (LockHolder, LockLost, RegistrationLost, RepositoryLocked,
+                       RepositoryReadOnly)
 from ..backends.protocol import Backend
 from .heartbeat import Heartbeat
 from .leases import (DEFAULT_TIMING, PLAINTEXT_LEASES, POLL_INTERVAL_S, Lease, LeaseFormat,
                      LeaseTiming, staleness, this_process, unknown_holder)
+from .writers import WriterRegistration, running_backups
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "lock"
 LOCK_SPARE_FILE = "lock.spare"
 LOCK_FILE_BYTES = 4096  # the holder text, padded: one block, reused in place
+DELETE_PROBE = "lock.delete-probe"  # never put: deleting it tells whether we may delete
 
 
 def prepare_lock_files(backend: Backend) -> None:
@@ -78,8 +89,25 @@ def _retire(backend: Backend) -> None:
         pass
 
 
+def take_over_if_stale(backend: Backend, leases: LeaseFormat) -> LockHolder | None:
+    """Remove the lock if it is stale; return its live holder otherwise (None: no lock)."""
+    with backend.host_mutex():
+        lease = read_lease(backend, leases=leases)
+        if lease is None:
+            return None
+        why = staleness(lease, backend, LOCK_FILE)
+        if why is not None:
+            holder = lease.holder
+            log.warning("taking over a stale lock of %s (pid %d on %s, since %s): %s",
+                        holder.command, holder.pid, holder.host,
+                        f"{holder.since:%Y-%m-%d %H:%M:%S}", why)
+            _retire(backend)
+            return None
+        return lease.holder
+
+
 class WriterLock:
-    """The exclusive lock of backup, delete, prune and compact, refreshed while held."""
+    """The exclusive lock of prune, delete, compact and repair, refreshed while held."""
 
     def __init__(self, backend: Backend, command: str, wait_s: float = 0.0,
                  timing: LeaseTiming = DEFAULT_TIMING, leases: LeaseFormat = PLAINTEXT_LEASES):
@@ -100,35 +128,41 @@ class WriterLock:
     def _try_create(self) -> bool:
         return self.backend.put_if_absent(LOCK_FILE, self._encoded(), reuse=LOCK_SPARE_FILE)
 
-    def _take_over_if_stale(self) -> LockHolder | None:
-        """Remove a stale lock; return the live holder otherwise."""
-        with self.backend.host_mutex():
-            lease = read_lease(self.backend, leases=self.leases)
-            if lease is None:
-                return None
-            why = staleness(lease, self.backend, LOCK_FILE)
-            if why is not None:
-                holder = lease.holder
-                log.warning("taking over a stale lock of %s (pid %d on %s, since %s): %s",
-                            holder.command, holder.pid, holder.host,
-                            f"{holder.since:%Y-%m-%d %H:%M:%S}", why)
-                _retire(self.backend)
-                return None
-            return lease.holder
-
     def acquire(self) -> None:
+        """Take the lock once no other holds it and no backup runs (two-phase: the lock is
+        put, then the backups' registrations listed; with one running it is given back)."""
+        self._ensure_may_delete()
         deadline = time.monotonic() + self.wait_s
         while True:
             if self._try_create():
-                self._heartbeat = Heartbeat(self._refresh, self.timing.refresh_s,
-                                            f"refresh the writer lock of {self.backend.location}")
-                return
-            holder = self._take_over_if_stale()
-            if holder is None:
-                continue
+                backups = running_backups(self.backend, self.leases)
+                if not backups:
+                    self._heartbeat = Heartbeat(
+                        self._refresh, self.timing.refresh_s,
+                        f"refresh the writer lock of {self.backend.location}")
+                    return
+                _retire(self.backend)
+                holder, running = backups[0], len(backups)
+            else:
+                holder, running = take_over_if_stale(self.backend, self.leases), 0
+                if holder is None:
+                    continue
             if time.monotonic() >= deadline:
-                raise RepositoryLocked(holder)
+                raise RepositoryLocked(holder, running)
             time.sleep(POLL_INTERVAL_S)
+
+    def _ensure_may_delete(self) -> None:
+        """RepositoryReadOnly, before anything is touched, where these credentials may not
+        delete (a write-only client): every exclusive operation deletes. The probe is a
+        delete of an object that never exists: allowed, it changes nothing."""
+        try:
+            self.backend.delete(DELETE_PROBE)
+        except RepositoryReadOnly:
+            raise RepositoryReadOnly(
+                f"{self.holder.command} deletes objects in {self.backend.location}, and these "
+                f"credentials may not (access denied): backups and readers work here; run "
+                f"{self.holder.command.split()[0]} from a host whose credentials may delete"
+            ) from None
 
     def _still_ours(self) -> bool:
         """Reads the lock; once it is found in other hands (or gone), it stays lost."""
@@ -190,3 +224,56 @@ def break_lock(backend: Backend, leases: LeaseFormat = PLAINTEXT_LEASES) -> Lock
     holder = read_holder(backend, leases)
     _retire(backend)
     return holder
+
+
+class BackupLock:
+    """What a backup or a copy holds: its registration (writers.py), renewed while it
+    runs, beside any number of others; taken only while no exclusive operation holds the
+    writer lock (a stale one is taken over). The same interface as WriterLock."""
+
+    def __init__(self, backend: Backend, command: str, wait_s: float = 0.0,
+                 timing: LeaseTiming = DEFAULT_TIMING, leases: LeaseFormat = PLAINTEXT_LEASES,
+                 writer_tag: str = ""):
+        self.backend = backend
+        self.wait_s = wait_s
+        self.leases = leases
+        self.holder = this_process(command)
+        self._registration = WriterRegistration(backend, self.holder, timing, leases,
+                                                writer_tag)
+        self._held = False
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            self._registration.put()  # first our marker, then a look at theirs
+            holder = take_over_if_stale(self.backend, self.leases)
+            if holder is None:
+                self._registration.keep_renewed()
+                self._held = True
+                return
+            self._registration.withdraw()
+            if time.monotonic() >= deadline:
+                raise RepositoryLocked(holder)
+            time.sleep(POLL_INTERVAL_S)
+
+    def ensure_held(self) -> None:
+        """RegistrationLost once an exclusive operation removed the registration as stale
+        (one stat): a backup calls it before it records its snapshot."""
+        if not self._registration.still_registered():
+            raise RegistrationLost(self.backend.location, self.holder.command)
+
+    @property
+    def held(self) -> bool:
+        return self._held and not self._registration.lost
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._registration.withdraw()
+
+    def __enter__(self) -> "BackupLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -10,7 +10,8 @@ the compaction then keeps its packs, or the reader waits until the pause is over
 registration or pause counts as alive: on this host while its process lives; of another host
 until, by the storage's clock (leases.py), it went unrenewed for longer than its lease plus a
 grace period (``READER_GRACE_S``, 60 s, for renewals that are late); without ``expires`` (an
-older diskvault) until it is removed. Dead ones are removed on the way.
+older diskvault) until it is removed. Dead ones are removed on the way, where the
+credentials allow: a write-only client's registration that it could not remove expires.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..backends.protocol import Backend, is_access_denied
 from .heartbeat import Heartbeat
 from .leases import (DEFAULT_TIMING, PLAINTEXT_LEASES, POLL_INTERVAL_S, LeaseFormat, LeaseTiming,
                      staleness, this_process)
+from .writers import try_delete
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def _live_holders(backend: Backend, prefix: str, grace_s: float,
                         backend.location, name)
             continue
         if staleness(lease, backend, name, grace_s) is not None:
-            backend.delete(name)
+            try_delete(backend, name)
         else:
             holders.append(lease.holder)
     return holders
@@ -101,7 +103,7 @@ class _Registration:
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
-        self.backend.delete(self.name)
+        try_delete(self.backend, self.name)  # a write-only client's expires
 
 
 class ReaderLock:

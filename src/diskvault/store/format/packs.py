@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...errors import AuthenticationFailed, CorruptData, MissingChunk
@@ -26,6 +27,9 @@ PACKS_PREFIX = "packs/"
 DAMAGED_PREFIX = "damaged/"
 PACK_SUFFIX = ".pack"
 PACK_ID_HEX_DIGITS = 32
+# A pack id begins with its writer's tag: a backup tells the unfinished packs of a writer
+# that is gone (its registration stale) from those of one still running (writers.py).
+WRITER_TAG_HEX_DIGITS = 8
 FOLDER_HEX_DIGITS = 2
 
 PACK_MAGIC = b"DVPACK\x00\x01"
@@ -79,6 +83,12 @@ def _is_pack_folder(name: str) -> bool:
         and len(folder) == FOLDER_HEX_DIGITS
 
 
+def writer_tag_of(unfinished_name: str) -> str:
+    """The writer tag of an unfinished pack's name (``packs/ab/.<id>.pack.<hex>.tmp`` in a
+    folder, ``packs/ab/<id>.pack`` on an object store)."""
+    return unfinished_name.rpartition("/")[2].lstrip(".")[:WRITER_TAG_HEX_DIGITS]
+
+
 class PackStore:
     """The packs of a repository, by pack id, over its backend."""
 
@@ -88,6 +98,12 @@ class PackStore:
         self._cipher = cipher or NoEncryption()
         self._repository_id = repository_id
         self._stray_notice = StrayNotice(backend, PACKS_PREFIX, "diskvault packs")
+        self.writer_tag = secrets.token_hex(WRITER_TAG_HEX_DIGITS // 2)  # this process's
+
+    def new_pack_id(self) -> str:
+        """A new pack's id: this process's writer tag, then random hex digits."""
+        return self.writer_tag + secrets.token_hex(
+            (PACK_ID_HEX_DIGITS - WRITER_TAG_HEX_DIGITS) // 2)
 
     def footer_checksum(self, pack_id: str, footer: bytes) -> bytes:
         """blake3 of the footer; in an encrypted repository keyed, and bound to the
@@ -199,8 +215,21 @@ class PackStore:
         return self.backend.list_unfinished(PACKS_PREFIX)
 
     def discard_unfinished(self) -> None:
-        """Remove those leftovers; call with the writer lock held."""
+        """Remove those leftovers; call with the exclusive writer lock held."""
         self.backend.discard_unfinished(PACKS_PREFIX)
+
+    def discard_abandoned(self, running_writers: Callable[[], set[str]]) -> None:
+        """Remove the leftovers of writers no longer running: those whose pack id begins
+        with none of the tags ``running_writers()`` gives, asked after the leftovers are
+        listed (a writer registers before it begins a pack, so the writer of a listed pack
+        is among them while it runs). Safe beside other backups."""
+        unfinished = self.list_unfinished()
+        if not unfinished:
+            return
+        running = running_writers()
+        for name in unfinished:
+            if writer_tag_of(name) not in running:
+                self.backend.discard_unfinished(name)  # that name's leftovers only
 
     def delete(self, pack_id: str) -> None:
         self.backend.delete(pack_name(pack_id))

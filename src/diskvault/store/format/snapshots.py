@@ -258,7 +258,8 @@ class SnapshotStore:
             except CorruptData as error:
                 damaged.append((PurePosixPath(name), error))
         if self._memory is not None:
-            self._memory.check_and_remember({_id_of(name) for name in names}, records)
+            self._memory.check_and_remember({_id_of(name) for name in names}, records,
+                                            self.exists)
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
 
     def summaries(self) -> list[SnapshotSummary]:

@@ -15,7 +15,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -81,11 +81,15 @@ class SnapshotMemory:
         self.path = user_state_folder() / "seen" / f"{repository_id}-{place_key(place)}.json"
         self.location = location
 
-    def check_and_remember(self, present_ids: set[str], records: Iterable) -> None:
-        """SnapshotGone if a snapshot seen here is not in ``present_ids``; else remember the
+    def check_and_remember(self, present_ids: set[str], records: Iterable,
+                           exists: Callable[[str], bool] = lambda snapshot_id: False) -> None:
+        """SnapshotGone if a snapshot seen here is not in ``present_ids`` and ``exists`` (one
+        look at the repository now) does not find it either: a backup beside this command
+        may have recorded it, and been remembered, after the listing; else remember the
         newest of ``records`` in each series."""
         with self._changing() as memory:
-            gone = gone_snapshots(memory, present_ids)
+            gone = [seen for seen in gone_snapshots(memory, present_ids)
+                    if not exists(seen.id)]
             if gone:
                 raise SnapshotGone(gone[0].gone_message(self.location))
             memory.newest = with_newest(memory, records, _today()).newest
