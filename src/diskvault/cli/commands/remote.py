@@ -12,8 +12,8 @@ import click
 @click.command("serve-repository")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--append-only", is_flag=True,
-              help="Refuse to delete, overwrite or move anything but the lock and the reader "
-                   "registrations, whatever the client asks (for authorized_keys).")
+              help="Refuse to delete, overwrite or move anything but the reader registrations, "
+                   "whatever the client asks (for authorized_keys).")
 def serve_repository(path: Path, append_only: bool) -> None:
     """Serve the repository at PATH to a diskvault client on standard input and output.
 

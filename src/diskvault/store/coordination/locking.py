@@ -42,8 +42,8 @@ import logging
 import secrets
 import time
 
-from ...errors import (LockHolder, LockLost, RegistrationLost, RepositoryLocked,
-                       RepositoryReadOnly)
+from ...errors import (AppendOnlyRefused, LockHolder, LockLost, RegistrationLost,
+                       RepositoryLocked, RepositoryReadOnly)
 from ..backends.protocol import Backend
 from .heartbeat import Heartbeat
 from .leases import (DEFAULT_TIMING, PLAINTEXT_LEASES, POLL_INTERVAL_S, Lease, LeaseFormat,
@@ -157,10 +157,12 @@ class WriterLock:
         delete of an object that never exists: allowed, it changes nothing."""
         try:
             self.backend.delete(DELETE_PROBE)
-        except RepositoryReadOnly:
-            raise RepositoryReadOnly(
-                f"{self.holder.command} deletes objects in {self.backend.location}, and these "
-                f"credentials may not (access denied): backups and readers work here; run "
+        except RepositoryReadOnly as refused:
+            why = ("its server serves it append-only" if isinstance(refused, AppendOnlyRefused)
+                   else "these credentials may not (access denied)")
+            raise type(refused)(
+                f"{self.holder.command} deletes objects in {self.backend.location}, and {why}; "
+                f"nothing was removed: backups and readers work here; run "
                 f"{self.holder.command.split()[0]} from a host whose credentials may delete"
             ) from None
 
