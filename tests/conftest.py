@@ -20,6 +20,7 @@ from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
 from .ceph import ceph_s3, s3_environment  # noqa: F401  (fixtures: a real Ceph for S3)
+from .guests import GuestKernel, unpack_kernel
 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
 TEST_PASSPHRASE = "correct horse battery staple"
@@ -58,6 +59,12 @@ def private_state_folder(tmp_path: Path, monkeypatch) -> None:
     """What diskvault remembers on the host (restore marks, what a target holds) stays in
     the test's folder, for the CLI subprocesses too."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+@pytest.fixture(scope="session")
+def guest_kernel(tmp_path_factory) -> GuestKernel:
+    """Debian's cloud kernel, downloaded and unpacked once for every guest of the session."""
+    return unpack_kernel(tmp_path_factory.mktemp("guest-kernel"))
 
 
 @pytest.fixture
