@@ -33,12 +33,13 @@ if [ "${1:-}" = "--tests" ]; then
   # that renders `report --html`; zsh, fish: the completion scripts are syntax-checked;
   # groff-base: the man pages are rendered; libnbd-bin, qemu-utils: the NBD clients (nbdinfo,
   # nbdcopy, qemu-img, qemu-io) that read `serve`'s export; qemu-system-x86, busybox-static,
-  # cpio: the tiny guest booted from it (tests/nbd/test_instant_recovery.py).
+  # cpio: the tiny guests (tests/guests.py) booted from it and backed up while running;
+  # qemu-guest-agent: the agent copied into the running guest, for the freeze.
   packages+=(util-linux mount passwd fdisk gdisk dosfstools mtools exfatprogs exfat-fuse
              ntfs-3g xfsprogs btrfs-progs lvm2
              ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime libfaketime systemd
              chromium zsh fish groff-base libnbd-bin qemu-utils qemu-system-x86
-             busybox-static cpio)
+             busybox-static cpio qemu-guest-agent)
 fi
 
 # Only what is missing is installed, so a user without sudo rights goes on when the

@@ -1,0 +1,235 @@
+"""A running QEMU guest backed up through its QMP socket (docs/vm-sources.md): a tiny TCG
+guest writes numbered records to its disk without pause while backups run; each snapshot
+must be the disk as it was at one instant, QEMU and the disk must keep nothing of the
+backup, and the guest must keep running. The guest runs Debian's own qemu-guest-agent for
+the freeze."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from diskvault.sources.qmp import Monitor
+
+from ..conftest import run_cli
+from ..guests import (AGENT_MODULES, DISK_MODULES, GUEST_TIMEOUT_S, boot_command,
+                      build_initramfs, require_programs)
+
+pytestmark = pytest.mark.slow
+
+BLOCK = 4096
+DISK_BYTES = 64 * 1024 * 1024
+BLOCKS = DISK_BYTES // BLOCK
+STRIDE = 7919  # odd, so record n's block (n * STRIDE mod BLOCKS) is its own for n < BLOCKS
+RECORD = b"DVREC %010d END\n"
+
+# Record n goes to its own scattered block with O_DIRECT, one after another without pause:
+# a view of one instant holds records 1..N, all whole; a read that moves along the disk
+# while the guest writes misses some. The guest agent starts first, on its virtio port.
+INIT = f"""
+agent=$(ls /dev/vport*p1 2>/dev/null | head -n 1)
+[ -n "$agent" ] && /usr/sbin/qemu-ga -m virtio-serial -p "$agent" -t /tmp -d
+n=1
+echo WRITING
+while [ $n -lt {BLOCKS} ]; do
+  printf 'DVREC %010d END\\n' $n \\
+    | dd of=/dev/vda bs={BLOCK} seek=$(( n * {STRIDE} % {BLOCKS} )) conv=sync,notrunc \\
+         oflag=direct 2>/dev/null || {{ echo "FAILED $n"; break; }}
+  [ $(( n % 32 )) -eq 0 ] && echo "WROTE $n"
+  n=$((n + 1))
+done
+echo DONE
+while true; do sleep 1; done
+"""
+
+
+@dataclass
+class Guest:
+    process: subprocess.Popen
+    monitor: Path
+    agent: Path
+    console: Path
+
+    @property
+    def uri(self) -> str:
+        return f"qmp+unix://{self.monitor}?drive=disk0"
+
+    def records_written(self) -> int:
+        text = self.console.read_text(errors="replace") if self.console.exists() else ""
+        found = re.findall(r"WROTE (\d+)", text)
+        return int(found[-1]) if found else 0
+
+
+def wait_for(predicate, what: str, timeout_s: float = GUEST_TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
+    while not (result := predicate()):
+        assert time.monotonic() < deadline, f"no {what} in {timeout_s:g} s"
+        time.sleep(0.1)
+    return result
+
+
+@pytest.fixture(scope="module")
+def guest(guest_kernel, tmp_path_factory):
+    """One writing guest for the module, with a QMP monitor and a guest-agent socket."""
+    require_programs(("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils"),
+                     ("qemu-ga", "qemu-guest-agent"), ("ldd", "libc-bin"))
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("reading NBD needs /usr/bin/python3 with python3-libnbd")
+    folder = tmp_path_factory.mktemp("running-guest")
+    agent_program = Path(subprocess.run(["sh", "-c", "command -v qemu-ga"], text=True,
+                                        capture_output=True).stdout.strip())
+    initramfs = build_initramfs(guest_kernel, folder, INIT, DISK_MODULES + AGENT_MODULES,
+                                programs=(agent_program,))
+    disk, console = folder / "disk.raw", folder / "console.log"
+    with open(disk, "wb") as handle:
+        handle.truncate(DISK_BYTES)
+    # Short socket paths: a Unix socket's path has at most 107 bytes.
+    sockets = Path(tempfile.mkdtemp(prefix="dv-guest-"))
+    monitor, agent = sockets / "qmp.sock", sockets / "qga.sock"
+    command = boot_command(guest_kernel, initramfs, disk, console, disk_format="raw") + [
+        "-qmp", f"unix:{monitor},server=on,wait=off",
+        "-chardev", f"socket,path={agent},server=on,wait=off,id=qga0",
+        "-device", "virtio-serial-pci",
+        "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    running = Guest(process, monitor, agent, console)
+    try:
+        wait_for(lambda: running.records_written() > 0 or process.poll() is not None,
+                 "record from the guest")
+        assert process.poll() is None, process.stderr.read().decode(errors="replace")
+        yield running
+    finally:
+        process.kill()
+        process.wait()
+        for path in (monitor, agent):
+            path.unlink(missing_ok=True)
+        sockets.rmdir()
+
+
+def records_in(image: Path) -> list[int]:
+    """The record numbers in a restored disk, each checked whole and in its own block."""
+    numbers = []
+    with open(image, "rb") as handle:
+        for block in range(BLOCKS):
+            data = handle.read(BLOCK)
+            if not data.strip(b"\0"):
+                continue
+            found = re.fullmatch(rb"DVREC (\d{10}) END\n\0*", data)
+            assert found, f"torn or foreign block {block}: {data[:40]!r}"
+            number = int(found.group(1))
+            assert number * STRIDE % BLOCKS == block, f"record {number} in block {block}"
+            numbers.append(number)
+    return sorted(numbers)
+
+
+def qemu_state(guest: Guest) -> tuple[list, list, list, str]:
+    """QEMU's exports, jobs and named nodes, and whether the guest runs."""
+    with Monitor(guest.monitor) as monitor:
+        return (monitor.execute("query-block-exports"), monitor.execute("query-block-jobs"),
+                [node["node-name"] for node in monitor.execute("query-named-block-nodes")
+                 if node["node-name"].startswith("diskvault")],
+                monitor.execute("query-status")["status"])
+
+
+def leftover_folders() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob("diskvault-qmp-*"))
+
+
+def test_backups_of_a_writing_guest_restore_to_instants_it_had(guest, tmp_path):
+    repo = tmp_path / "repo"
+    run_cli("init", "-r", str(repo), "--encryption", "none", check=True)
+    ids = []
+    for _ in range(3):
+        result = run_cli("backup", "-r", str(repo), guest.uri, "--name", "vm1", "--json",
+                         check=True)
+        ids.append(json.loads(result.stdout)["id"])
+    last_seen = 0
+    for snapshot in ids:
+        restored = tmp_path / f"{snapshot}.img"
+        run_cli("restore", "-r", str(repo), snapshot, str(restored), check=True)
+        numbers = records_in(restored)
+        assert numbers and numbers == list(range(1, len(numbers) + 1)), \
+            f"snapshot {snapshot} is not one instant: {len(numbers)} records, last " \
+            f"{numbers[-1] if numbers else None}"
+        assert len(numbers) >= last_seen  # later snapshots, later instants
+        last_seen = len(numbers)
+        restored.unlink()
+    info = run_cli("info", "-r", str(repo), ids[-1], check=True).stdout.decode()
+    assert "crash-consistent" in info
+    exports, jobs, nodes, status = qemu_state(guest)
+    assert (exports, jobs, nodes, status) == ([], [], [], "running")
+    assert leftover_folders() == []
+    # The guest kept writing through the backups and after them.
+    wait_for(lambda: guest.records_written() > last_seen + 32, "write after the backups")
+
+
+def agent_status(guest: Guest) -> str:
+    """The agent's freeze status; it answers once no one else holds its socket (QEMU serves
+    one client at a time), so this also waits for a watchdog to let go."""
+    with Monitor(guest.agent, agent=True, timeout_s=GUEST_TIMEOUT_S) as agent:
+        return agent.execute("guest-fsfreeze-status")
+
+
+def test_frozen_backup_is_recorded_as_frozen_and_leaves_the_guest_thawed(guest, tmp_path):
+    repo = tmp_path / "repo"
+    run_cli("init", "-r", str(repo), "--encryption", "none", check=True)
+    run_cli("backup", "-r", str(repo), guest.uri, "--name", "vm1", "--freeze",
+            str(guest.agent), check=True)
+    info = run_cli("info", "-r", str(repo), "vm1", check=True).stdout.decode()
+    assert "guest agent held the guest's filesystems frozen" in info
+    assert agent_status(guest) == "thawed"
+    restored = tmp_path / "restored.img"
+    run_cli("restore", "-r", str(repo), "vm1", str(restored), check=True)
+    numbers = records_in(restored)
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+HOLD_FROZEN = """
+import sys
+from pathlib import Path
+from diskvault.sources.guest_freeze import frozen_guest
+with frozen_guest(Path(sys.argv[1]), limit_s=600):
+    print("frozen", flush=True)
+    sys.stdin.read()  # until killed
+"""
+
+
+def test_a_sigkill_of_the_process_holding_the_freeze_thaws_the_guest(guest):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FROZEN, str(guest.agent)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "frozen"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert agent_status(guest) == "thawed"  # long before the 600 s limit
+
+
+def test_a_freeze_held_past_its_limit_is_thawed_and_fails_the_view(guest):
+    from diskvault.errors import PointInTimeFailed
+    from diskvault.sources.guest_freeze import frozen_guest
+
+    with pytest.raises(PointInTimeFailed, match="thawed after 0.5 s"):
+        with frozen_guest(guest.agent, limit_s=0.5):
+            assert agent_status(guest) == "thawed"  # answered once the watchdog let go
+
+
+def test_a_drive_the_guest_lacks_is_refused_naming_those_it_has(guest, tmp_path):
+    repo = tmp_path / "repo"
+    run_cli("init", "-r", str(repo), "--encryption", "none", check=True)
+    result = run_cli("backup", "-r", str(repo), f"qmp+unix://{guest.monitor}?drive=nosuch",
+                     "--name", "vm1")
+    assert result.returncode == 2
+    error = result.stderr.decode()
+    assert "has no drive 'nosuch' (it has: disk0)" in error and "Traceback" not in error
+    assert qemu_state(guest)[:3] == ([], [], [])
