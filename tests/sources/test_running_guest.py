@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from diskvault.sources.qmp import Monitor
+from diskvault.store.repository import Repository
 
 from ..conftest import run_cli
 from ..guests import (AGENT_MODULES, DISK_MODULES, GUEST_TIMEOUT_S, boot_command,
@@ -56,9 +57,10 @@ while true; do sleep 1; done
 @dataclass
 class Guest:
     process: subprocess.Popen
-    monitor: Path
+    monitor: Path  # diskvault's
     agent: Path
     console: Path
+    test_monitor: Path  # the test's own, usable while diskvault holds the other
 
     @property
     def uri(self) -> str:
@@ -95,14 +97,16 @@ def guest(guest_kernel, tmp_path_factory):
         handle.truncate(DISK_BYTES)
     # Short socket paths: a Unix socket's path has at most 107 bytes.
     sockets = Path(tempfile.mkdtemp(prefix="dv-guest-"))
-    monitor, agent = sockets / "qmp.sock", sockets / "qga.sock"
+    monitor, agent, test_monitor = (sockets / name for name in ("qmp.sock", "qga.sock",
+                                                                 "test.sock"))
     command = boot_command(guest_kernel, initramfs, disk, console, disk_format="raw") + [
         "-qmp", f"unix:{monitor},server=on,wait=off",
+        "-qmp", f"unix:{test_monitor},server=on,wait=off",
         "-chardev", f"socket,path={agent},server=on,wait=off,id=qga0",
         "-device", "virtio-serial-pci",
         "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    running = Guest(process, monitor, agent, console)
+    running = Guest(process, monitor, agent, console, test_monitor)
     try:
         wait_for(lambda: running.records_written() > 0 or process.poll() is not None,
                  "record from the guest")
@@ -111,7 +115,7 @@ def guest(guest_kernel, tmp_path_factory):
     finally:
         process.kill()
         process.wait()
-        for path in (monitor, agent):
+        for path in (monitor, agent, test_monitor):
             path.unlink(missing_ok=True)
         sockets.rmdir()
 
@@ -133,21 +137,23 @@ def records_in(image: Path) -> list[int]:
 
 
 def qemu_state(guest: Guest) -> tuple[list, list, list, str]:
-    """QEMU's exports, jobs and named nodes, and whether the guest runs."""
-    with Monitor(guest.monitor) as monitor:
+    """QEMU's exports, jobs and diskvault's named nodes, and whether the guest runs."""
+    with Monitor(guest.test_monitor) as monitor:
         return (monitor.execute("query-block-exports"), monitor.execute("query-block-jobs"),
                 [node["node-name"] for node in monitor.execute("query-named-block-nodes")
                  if node["node-name"].startswith("diskvault")],
                 monitor.execute("query-status")["status"])
 
 
-def leftover_folders() -> list[Path]:
-    return list(Path(tempfile.gettempdir()).glob("diskvault-qmp-*"))
+def qmp_folders() -> set[Path]:
+    """diskvault's folders for running guests (overlay and socket) that exist now."""
+    return set(Path(tempfile.gettempdir()).glob("diskvault-qmp-*"))
 
 
 def test_backups_of_a_writing_guest_restore_to_instants_it_had(guest, tmp_path):
     repo = tmp_path / "repo"
     run_cli("init", "-r", str(repo), "--encryption", "none", check=True)
+    folders_before = qmp_folders()
     ids = []
     for _ in range(3):
         result = run_cli("backup", "-r", str(repo), guest.uri, "--name", "vm1", "--json",
@@ -168,7 +174,7 @@ def test_backups_of_a_writing_guest_restore_to_instants_it_had(guest, tmp_path):
     assert "crash-consistent" in info
     exports, jobs, nodes, status = qemu_state(guest)
     assert (exports, jobs, nodes, status) == ([], [], [], "running")
-    assert leftover_folders() == []
+    assert qmp_folders() == folders_before
     # The guest kept writing through the backups and after them.
     wait_for(lambda: guest.records_written() > last_seen + 32, "write after the backups")
 
@@ -233,3 +239,30 @@ def test_a_drive_the_guest_lacks_is_refused_naming_those_it_has(guest, tmp_path)
     error = result.stderr.decode()
     assert "has no drive 'nosuch' (it has: disk0)" in error and "Traceback" not in error
     assert qemu_state(guest)[:3] == ([], [], [])
+
+
+def test_a_killed_runs_leftovers_are_removed_by_the_next_run(guest, tmp_path):
+    repo = tmp_path / "repo"
+    run_cli("init", "-r", str(repo), "--encryption", "none", check=True)
+    folders_before = qmp_folders()
+    # The backup waits for the repository with the view made, and is killed there.
+    with Repository.open(repo) as repository, repository.writer_lock("held by the test"):
+        backup = subprocess.Popen(
+            [sys.executable, "-m", "diskvault", "backup", "-r", str(repo), guest.uri,
+             "--name", "vm1", "--lock-wait", "600"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: qemu_state(guest)[0], "point-in-time export")
+        finally:
+            backup.kill()
+            backup.wait()
+    exports, jobs, nodes, status = qemu_state(guest)
+    assert exports and jobs and nodes and status == "running"
+    assert qmp_folders() - folders_before
+    run_cli("backup", "-r", str(repo), guest.uri, "--name", "vm1", check=True)
+    assert qemu_state(guest) == ([], [], [], "running")
+    assert qmp_folders() <= folders_before
+    restored = tmp_path / "restored.img"
+    run_cli("restore", "-r", str(repo), "vm1", str(restored), check=True)
+    numbers = records_in(restored)
+    assert numbers == list(range(1, len(numbers) + 1))

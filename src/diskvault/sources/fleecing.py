@@ -118,7 +118,7 @@ def remove_leftovers(monitor: Monitor, server_left: bool) -> None:
             _stop_server(monitor)
         except CommandFailed:
             pass  # QEMU was restarted since: no server runs
-    if any(job["id"] == JOB_ID for job in monitor.execute("query-block-jobs")):
+    if any(job["id"] == JOB_ID for job in monitor.execute("query-jobs")):
         _cancel_job(monitor)
     nodes = monitor.execute("query-named-block-nodes", flat=True)
     if any(node["node-name"] == OVERLAY_NODE for node in nodes):
@@ -145,7 +145,7 @@ def _delete_overlay_node(monitor: Monitor) -> None:
 
 def _cancel_job(monitor: Monitor) -> None:
     monitor.execute("block-job-cancel", device=JOB_ID, force=True)
-    _wait_until_gone(monitor, "query-block-jobs", "id", JOB_ID)
+    _wait_until_gone(monitor, "query-jobs", "id", JOB_ID)
 
 
 def _stop_server(monitor: Monitor) -> None:
