@@ -17,7 +17,8 @@ WRITE_SECTOR = 4096  # where the guest writes its own (2 MiB)
 GUEST_MARKER = b"WRITTEN-BY-THE-GUEST"
 
 # The guest reads the test's marker from its disk, writes its own, and powers off.
-INIT = f"""echo "READ: $(dd if=/dev/vda bs=512 skip={READ_SECTOR} count=1 2>/dev/null | tr -d '\\000')"
+INIT = f"""marker=$(dd if=/dev/vda bs=512 skip={READ_SECTOR} count=1 2>/dev/null | tr -d '\\000')
+echo "READ: $marker"
 if printf '{GUEST_MARKER.decode()}' \\
    | dd of=/dev/vda bs=512 seek={WRITE_SECTOR} conv=notrunc,fsync 2>/dev/null
 then echo "WRITE: done"; else echo "WRITE: failed"; fi

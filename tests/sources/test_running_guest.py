@@ -32,14 +32,19 @@ BLOCK = 4096
 DISK_BYTES = 64 * 1024 * 1024
 BLOCKS = DISK_BYTES // BLOCK
 STRIDE = 7919  # odd, so record n's block (n * STRIDE mod BLOCKS) is its own for n < BLOCKS
-RECORD = b"DVREC %010d END\n"
+DATA_BYTES = 16 * 1024 * 1024  # the ext4 the guest agent freezes
 
-# Record n goes to its own scattered block with O_DIRECT, one after another without pause:
-# a view of one instant holds records 1..N, all whole; a read that moves along the disk
-# while the guest writes misses some. The guest agent starts first, on its virtio port.
+# Record n goes to its own scattered block of /dev/vda with O_DIRECT, one after another
+# without pause: a view of one instant holds records 1..N, all whole; a read that moves along
+# the disk while the guest writes misses some. First the guest agent starts on its virtio
+# port, and a ticker writes to an ext4 on /dev/vdb (the filesystem the agent freezes: its
+# ticks stop while it is frozen).
 INIT = f"""
 agent=$(ls /dev/vport*p1 2>/dev/null | head -n 1)
+mkdir -p /data
+mount -t ext4 /dev/vdb /data
 [ -n "$agent" ] && /usr/sbin/qemu-ga -m virtio-serial -p "$agent" -t /tmp -d
+(t=1; while true; do echo $t > /data/tick && echo "TICK $t"; t=$((t + 1)); sleep 0.2; done) &
 n=1
 echo WRITING
 while [ $n -lt {BLOCKS} ]; do
@@ -67,8 +72,14 @@ class Guest:
         return f"qmp+unix://{self.monitor}?drive=disk0"
 
     def records_written(self) -> int:
+        return self._last("WROTE")
+
+    def ticks(self) -> int:
+        return self._last("TICK")
+
+    def _last(self, word: str) -> int:
         text = self.console.read_text(errors="replace") if self.console.exists() else ""
-        found = re.findall(r"WROTE (\d+)", text)
+        found = re.findall(rf"{word} (\d+)", text)
         return int(found[-1]) if found else 0
 
 
@@ -84,7 +95,8 @@ def wait_for(predicate, what: str, timeout_s: float = GUEST_TIMEOUT_S):
 def guest(guest_kernel, tmp_path_factory):
     """One writing guest for the module, with a QMP monitor and a guest-agent socket."""
     require_programs(("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils"),
-                     ("qemu-ga", "qemu-guest-agent"), ("ldd", "libc-bin"))
+                     ("qemu-ga", "qemu-guest-agent"), ("ldd", "libc-bin"),
+                     ("mkfs.ext4", "e2fsprogs"))
     if not Path("/usr/bin/python3").exists():
         pytest.skip("reading NBD needs /usr/bin/python3 with python3-libnbd")
     folder = tmp_path_factory.mktemp("running-guest")
@@ -92,14 +104,19 @@ def guest(guest_kernel, tmp_path_factory):
                                         capture_output=True).stdout.strip())
     initramfs = build_initramfs(guest_kernel, folder, INIT, DISK_MODULES + AGENT_MODULES,
                                 programs=(agent_program,))
-    disk, console = folder / "disk.raw", folder / "console.log"
+    disk, data, console = folder / "disk.raw", folder / "data.raw", folder / "console.log"
     with open(disk, "wb") as handle:
         handle.truncate(DISK_BYTES)
+    with open(data, "wb") as handle:
+        handle.truncate(DATA_BYTES)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(data)], check=True)
     # Short socket paths: a Unix socket's path has at most 107 bytes.
     sockets = Path(tempfile.mkdtemp(prefix="dv-guest-"))
     monitor, agent, test_monitor = (sockets / name for name in ("qmp.sock", "qga.sock",
                                                                  "test.sock"))
     command = boot_command(guest_kernel, initramfs, disk, console, disk_format="raw") + [
+        "-drive", f"file={data},format=raw,if=none,id=data0",
+        "-device", "virtio-blk-pci,drive=data0",
         "-qmp", f"unix:{monitor},server=on,wait=off",
         "-qmp", f"unix:{test_monitor},server=on,wait=off",
         "-chardev", f"socket,path={agent},server=on,wait=off,id=qga0",
@@ -108,8 +125,8 @@ def guest(guest_kernel, tmp_path_factory):
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     running = Guest(process, monitor, agent, console, test_monitor)
     try:
-        wait_for(lambda: running.records_written() > 0 or process.poll() is not None,
-                 "record from the guest")
+        wait_for(lambda: (running.records_written() > 0 and running.ticks() > 0)
+                 or process.poll() is not None, "record and tick from the guest")
         assert process.poll() is None, process.stderr.read().decode(errors="replace")
         yield running
     finally:
@@ -194,6 +211,8 @@ def test_frozen_backup_is_recorded_as_frozen_and_leaves_the_guest_thawed(guest, 
     info = run_cli("info", "-r", str(repo), "vm1", check=True).stdout.decode()
     assert "guest agent held the guest's filesystems frozen" in info
     assert agent_status(guest) == "thawed"
+    ticks = guest.ticks()
+    wait_for(lambda: guest.ticks() > ticks + 2, "write to the guest's filesystem")
     restored = tmp_path / "restored.img"
     run_cli("restore", "-r", str(repo), "vm1", str(restored), check=True)
     numbers = records_in(restored)
@@ -203,9 +222,10 @@ def test_frozen_backup_is_recorded_as_frozen_and_leaves_the_guest_thawed(guest, 
 HOLD_FROZEN = """
 import sys
 from pathlib import Path
-from diskvault.sources.guest_freeze import frozen_guest
-with frozen_guest(Path(sys.argv[1]), limit_s=600):
-    print("frozen", flush=True)
+from diskvault.sources.guest_freeze import GuestFreeze
+freeze = GuestFreeze(Path(sys.argv[1]), limit_s=600)
+with freeze.held():
+    print("frozen", freeze.filesystems, flush=True)
     sys.stdin.read()  # until killed
 """
 
@@ -214,19 +234,21 @@ def test_a_sigkill_of_the_process_holding_the_freeze_thaws_the_guest(guest):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_FROZEN, str(guest.agent)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "frozen"
+        assert holder.stdout.readline().strip() == "frozen 1"  # the ext4 on /dev/vdb
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
     assert agent_status(guest) == "thawed"  # long before the 600 s limit
+    ticks = guest.ticks()
+    wait_for(lambda: guest.ticks() > ticks + 2, "write to the thawed filesystem")
 
 
 def test_a_freeze_held_past_its_limit_is_thawed_and_fails_the_view(guest):
     from diskvault.errors import PointInTimeFailed
-    from diskvault.sources.guest_freeze import frozen_guest
+    from diskvault.sources.guest_freeze import GuestFreeze
 
     with pytest.raises(PointInTimeFailed, match="thawed after 0.5 s"):
-        with frozen_guest(guest.agent, limit_s=0.5):
+        with GuestFreeze(guest.agent, limit_s=0.5).held():
             assert agent_status(guest) == "thawed"  # answered once the watchdog let go
 
 
@@ -237,7 +259,8 @@ def test_a_drive_the_guest_lacks_is_refused_naming_those_it_has(guest, tmp_path)
                      "--name", "vm1")
     assert result.returncode == 2
     error = result.stderr.decode()
-    assert "has no drive 'nosuch' (it has: disk0)" in error and "Traceback" not in error
+    assert "has no drive 'nosuch' (it has: disk0, data0)" in error
+    assert "Traceback" not in error
     assert qemu_state(guest)[:3] == ([], [], [])
 
 

@@ -7,8 +7,8 @@ by the next run on that guest."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -20,8 +20,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import SourceError
 from .exclusive import held_alone
-from .guest_freeze import DEFAULT_FREEZE_LIMIT_S, frozen_guest
+from .guest_freeze import DEFAULT_FREEZE_LIMIT_S, GuestFreeze
 from .nbd import NbdSource
+
+log = logging.getLogger(__name__)
 
 QMP_SCHEME = "qmp+unix://"
 FOLDER_PREFIX = "diskvault-qmp-"  # in $TMPDIR, then the guest's key: one run's overlay and socket
@@ -74,12 +76,15 @@ def running_guest_source(uri: str, freeze: Freeze | None = None) -> Iterator[Nbd
             Monitor(target.monitor) as monitor:
         _remove_leftovers(monitor, key)
         drive = find_drive(monitor, target.drive)
-        held_still = functools.partial(frozen_guest, freeze.agent, freeze.limit_s) \
-            if freeze else None
+        freezer = GuestFreeze(freeze.agent, freeze.limit_s) if freeze else None
         with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{key}-") as folder, \
-                fleecing_export(monitor, drive, Path(folder), held_still=held_still) as view, \
+                fleecing_export(monitor, drive, Path(folder),
+                                held_still=freezer.held if freezer else None) as view, \
                 NbdSource(view, label=uri) as source:
-            source.consistency = FROZEN if freeze else CRASH_CONSISTENT
+            source.consistency = FROZEN if freezer and freezer.filesystems else CRASH_CONSISTENT
+            if freezer and not freezer.filesystems:
+                log.warning("the guest agent at %s froze no filesystem (none mounted that it "
+                            "can freeze): the snapshot is crash-consistent only", freeze.agent)
             yield source
 
 

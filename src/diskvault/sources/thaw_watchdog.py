@@ -3,9 +3,10 @@ filesystems through qemu-guest-agent and is sure to thaw them.
 
 qemu-guest-agent on Linux has no timeout of its own: a guest frozen and forgotten stays
 frozen (its writers hang) until someone thaws it. So the conversation with the agent is
-held by this process, not by diskvault: it freezes, says ``frozen`` on its stdout, then
-thaws as soon as diskvault writes ``thaw``, closes the pipe (diskvault ended, even by
-SIGKILL: the kernel closes its end), or the time limit passes, whichever is first. It runs
+held by this process, not by diskvault: it freezes, says ``frozen N`` (N filesystems) on
+its stdout, then thaws as soon as diskvault writes ``thaw``, closes the pipe (diskvault
+ended, even by SIGKILL: the kernel closes its end), or the time limit passes, whichever is
+first. It runs
 in a session of its own, so a Ctrl-C at the terminal reaches diskvault only, and a SIGTERM
 thaws too. It says ``thawed`` (or ``thawed late``, when the limit passed before diskvault
 asked) and ends.
@@ -60,8 +61,7 @@ def main(agent_path: str, limit_s: float) -> int:
         in_time = True
         try:
             agent.execute("guest-sync", id=int(time.time()) & 0x7FFFFFFF)
-            agent.execute("guest-fsfreeze-freeze")
-            _say(FROZEN)
+            _say(f"{FROZEN} {agent.execute('guest-fsfreeze-freeze')}")
             in_time = _wait_for_word(limit_s)
         except DiskvaultError as error:
             _say(f"error {error}")
