@@ -36,8 +36,8 @@ COMMANDS = {
     "key": LazyCommand("key_commands:key", "The key of an encrypted repository: keep an "
                        "export of it somewhere else."),
     "backup": LazyCommand("snapshot_commands:backup",
-                          "Back up an image file, block device or NBD export (or '-': "
-                          "standard input) as a new snapshot."),
+                          "Back up an image file, block device, NBD export or running QEMU "
+                          "guest's drive (or '-': standard input) as a new snapshot."),
     "list": LazyCommand("snapshot_commands:list_snapshots", "List snapshots, oldest first."),
     "info": LazyCommand("snapshot_commands:info", "Show a snapshot's sizes and dedup figures "
                         "(or the repository's, without SNAPSHOT)."),

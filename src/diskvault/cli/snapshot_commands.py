@@ -85,9 +85,10 @@ def backup_summary(record: SnapshotRecord) -> str:
               type=click.Path(path_type=Path),
               help="With a QMP URI: freeze the guest's filesystems through the "
                    "qemu-guest-agent at this socket while the view is made.")
-@click.option("--freeze-timeout", "freeze_limit_s", default=DEFAULT_FREEZE_LIMIT_S,
+@click.option("--freeze-timeout", "freeze_limit_s", default=None,
               type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              show_default=True, help="The longest the guest stays frozen, whatever happens.")
+              help=f"With --freeze: the longest the guest stays frozen, whatever happens "
+                   f"(default {DEFAULT_FREEZE_LIMIT_S:g}).")
 @json_option
 @progress_option
 @lock_wait_option
@@ -110,10 +111,7 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
         raise click.UsageError("--raw is for a disk-image file (qcow2, vmdk, vhdx, vdi); an "
                                "NBD export, a running guest or a stream is read as the "
                                "bytes it serves")
-    if agent_socket is not None and not is_qmp_uri(source):
-        raise click.UsageError("--freeze freezes a running QEMU guest: give its drive as "
-                               "qmp+unix:///PATH?drive=NAME")
-    freeze = Freeze(agent_socket, freeze_limit_s) if agent_socket is not None else None
+    freeze = _freeze_request(source, agent_socket, freeze_limit_s)
     open_source = source_opener(from_stdin, view_method, lvm_size, pre_command, post_command,
                                 command_timeout_s)
     with opened(repo, writer=True) as repository:
@@ -156,6 +154,19 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, veri
                    else dict(snapshot_json(record), requests=requests))
     else:
         click.echo(backup_summary(record))
+
+
+def _freeze_request(source: str, agent_socket: Path | None,
+                    freeze_limit_s: float | None) -> Freeze | None:
+    if agent_socket is None:
+        if freeze_limit_s is not None:
+            raise click.UsageError("--freeze-timeout bounds a --freeze: give the guest "
+                                   "agent's socket with --freeze")
+        return None
+    if not is_qmp_uri(source):
+        raise click.UsageError("--freeze freezes a running QEMU guest: give its drive as "
+                               "qmp+unix:///PATH?drive=NAME")
+    return Freeze(agent_socket, freeze_limit_s or DEFAULT_FREEZE_LIMIT_S)
 
 
 def _check_stream_options(from_stdin: bool, name, changes, stream_size, allow_shrink) -> None:

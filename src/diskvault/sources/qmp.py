@@ -9,6 +9,7 @@ hanging the backup."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
@@ -36,6 +37,10 @@ class Monitor:
                  timeout_s: float = COMMAND_TIMEOUT_S):
         self.path = path
         self.timeout_s = timeout_s
+        if logging.getLogger().level > logging.DEBUG:
+            # Each failure becomes one line of ours; the library's own log line about it
+            # would say it a second time (it shows with --debug).
+            logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
         self._loop = asyncio.new_event_loop()
         self._client = QMPClient(str(path))
         # The guest agent sends no greeting and knows no capabilities negotiation.
@@ -70,8 +75,15 @@ class Monitor:
         return self._loop.run_until_complete(asyncio.wait_for(coroutine, self.timeout_s))
 
     def close(self) -> None:
-        if not self._loop.is_closed():
+        """Hang up; a connection that broke already (QEMU gone) is just let go, so that the
+        reason it broke, raised where it was met, is the one the user reads."""
+        if self._loop.is_closed():
+            return
+        try:
             self._loop.run_until_complete(self._client.disconnect())
+        except (QMPError, OSError, EOFError):
+            pass
+        finally:
             self._loop.close()
 
     def __enter__(self) -> "Monitor":
