@@ -289,3 +289,31 @@ def test_a_killed_runs_leftovers_are_removed_by_the_next_run(guest, tmp_path):
     run_cli("restore", "-r", str(repo), "vm1", str(restored), check=True)
     numbers = records_in(restored)
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+def test_the_view_can_offer_a_dirty_bitmap_stopped_at_its_instant(guest, tmp_path):
+    """What the dirty-bitmap rotation builds on: an action in the view's own instant (the
+    bitmap disabled, so that it counts exactly the writes before the view) and the bitmap
+    offered with the export as qemu:dirty-bitmap:NAME."""
+    from diskvault.sources.fleecing import find_drive, fleecing_export
+
+    require_programs(("nbdinfo", "libnbd-bin"))
+    bitmap = "dv-test"
+    with Monitor(guest.monitor) as monitor:
+        drive = find_drive(monitor, "disk0")
+        monitor.execute("block-dirty-bitmap-add", node=drive.node, name=bitmap)
+        try:
+            written = guest.records_written()
+            wait_for(lambda: guest.records_written() > written + 32, "write after the bitmap")
+            stop = {"type": "block-dirty-bitmap-disable",
+                    "data": {"node": drive.node, "name": bitmap}}
+            with fleecing_export(monitor, drive, tmp_path, at_the_instant=[stop],
+                                 bitmaps=[bitmap]) as uri:
+                extents = json.loads(subprocess.run(
+                    ["nbdinfo", "--json", f"--map=qemu:dirty-bitmap:{bitmap}", uri],
+                    capture_output=True, text=True, check=True).stdout)
+        finally:
+            monitor.execute("block-dirty-bitmap-remove", node=drive.node, name=bitmap)
+    dirty = sum(extent["length"] for extent in extents if extent["type"] & 1)
+    assert 32 * BLOCK <= dirty < DISK_BYTES
+    assert qemu_state(guest)[:3] == ([], [], [])
