@@ -37,10 +37,11 @@ class NbdReadFailed(DiskvaultError):
 class NbdSource:
     """The ``pieces``/``check_unchanged`` side of ImageSource, over an NBD export."""
 
-    consistency = None  # the server's view is what it is: point in time only if it serves one
-
-    def __init__(self, uri: str, label: str | None = None):
+    def __init__(self, uri: str, label: str | None = None, consistency: str | None = None):
+        """``consistency`` says how the served view was held still, where diskvault made
+        it (a running guest's); None: the server's view is what it is."""
         self.label = label or uri
+        self.consistency = consistency
         self.path = self.label  # what messages call it
         if not Path(SYSTEM_PYTHON).exists():
             raise ToolMissing(f"reading NBD needs Debian's {SYSTEM_PYTHON} with the package "

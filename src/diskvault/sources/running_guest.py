@@ -80,12 +80,19 @@ def running_guest_source(uri: str, freeze: Freeze | None = None) -> Iterator[Nbd
         with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{key}-") as folder, \
                 fleecing_export(monitor, drive, Path(folder),
                                 held_still=freezer.held if freezer else None) as view, \
-                NbdSource(view, label=uri) as source:
-            source.consistency = FROZEN if freezer and freezer.filesystems else CRASH_CONSISTENT
-            if freezer and not freezer.filesystems:
-                log.warning("the guest agent at %s froze no filesystem (none mounted that it "
-                            "can freeze): the snapshot is crash-consistent only", freeze.agent)
+                NbdSource(view, label=uri, consistency=_consistency(freezer)) as source:
             yield source
+
+
+def _consistency(freezer: GuestFreeze | None) -> str:
+    """What the record says of a view made with ``freezer`` (None: no freeze asked)."""
+    if freezer is None:
+        return CRASH_CONSISTENT
+    if not freezer.filesystems:
+        log.warning("the guest agent at %s froze no filesystem (none mounted that it can "
+                    "freeze): the snapshot is crash-consistent only", freezer.agent)
+        return CRASH_CONSISTENT
+    return FROZEN
 
 
 def _remove_leftovers(monitor, key: str) -> None:
