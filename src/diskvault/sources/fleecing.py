@@ -16,6 +16,7 @@ removed by the next run; ``release`` undoes each step on every way out."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ..errors import PointInTimeFailed, SourceError
+from ..errors import DiskvaultError, PointInTimeFailed, SourceError
 from .children import require_tool
 from .qmp import CommandFailed, Monitor
+
+log = logging.getLogger(__name__)
 
 OVERLAY_NODE = "diskvault-fleece"
 JOB_ID = "diskvault-fleece"
@@ -82,13 +85,13 @@ def fleecing_export(monitor: Monitor, drive: Drive, folder: Path,
     freeze) is entered just around the instant."""
     with ExitStack() as undo:
         _add_overlay(monitor, drive, folder / OVERLAY_NAME)
-        undo.callback(_delete_overlay_node, monitor)
+        undo.push(_undoing(_delete_overlay_node, monitor))
         with (held_still or nullcontext)():
             backup = {"type": "blockdev-backup",
                       "data": {"job-id": JOB_ID, "device": drive.node,
                                "target": OVERLAY_NODE, "sync": "none"}}
             monitor.execute("transaction", actions=[backup, *at_the_instant])
-        undo.callback(_cancel_job, monitor)
+        undo.push(_undoing(_cancel_job, monitor))
         socket = folder / SOCKET_NAME
         try:
             monitor.execute("nbd-server-start",
@@ -98,13 +101,28 @@ def fleecing_export(monitor: Monitor, drive: Drive, folder: Path,
                 f"QEMU at {monitor.path} cannot serve the point-in-time view: "
                 f"{failed.description} (is another NBD server, such as libvirt's backup "
                 f"job, running in that QEMU?)") from None
-        undo.callback(_stop_server, monitor)
+        undo.push(_undoing(_stop_server, monitor))
         arguments = {"node-name": OVERLAY_NODE, "name": EXPORT_NAME, "writable": False}
         if bitmaps:
             arguments["bitmaps"] = list(bitmaps)
         monitor.execute("block-export-add", type="nbd", id=EXPORT_ID, **arguments)
-        undo.callback(_delete_export, monitor)
+        undo.push(_undoing(_delete_export, monitor))
         yield f"nbd+unix:///{EXPORT_NAME}?socket={quote(str(socket))}"
+
+
+def _undoing(step, monitor: Monitor):
+    """An exit callback running ``step``: when the block failed, a failure of the step too
+    is only logged, so the error the user reads is why the block failed (what the step
+    left is a leftover the next run removes)."""
+    def undo(exc_type, exc, traceback) -> bool:
+        try:
+            step(monitor)
+        except DiskvaultError as error:
+            if exc is None:
+                raise
+            log.warning("%s (left for the next backup of this guest to remove)", error)
+        return False
+    return undo
 
 
 def remove_leftovers(monitor: Monitor, server_left: bool) -> None:
