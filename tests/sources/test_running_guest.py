@@ -281,7 +281,8 @@ def test_a_drive_the_guest_lacks_is_refused_naming_those_it_has(guest, tmp_path)
     assert qemu_state(guest)[:3] == ([], [], [])
 
 
-def test_a_killed_runs_leftovers_are_removed_by_the_next_run(guest, tmp_path):
+def test_a_second_backup_of_a_guest_is_refused_and_a_killed_runs_leftovers_are_removed(
+        guest, tmp_path):
     repo = tmp_path / "repo"
     run_cli("init", "-r", str(repo), "--encryption", "none", check=True)
     folders_before = qmp_folders()
@@ -293,6 +294,9 @@ def test_a_killed_runs_leftovers_are_removed_by_the_next_run(guest, tmp_path):
             stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: qemu_state(guest)[0], "point-in-time export")
+            second = run_cli("backup", "-r", str(repo), guest.uri, "--name", "vm1")
+            assert second.returncode == 1
+            assert "another diskvault backup of the guest at" in second.stderr.decode()
         finally:
             backup.kill()
             backup.wait()
