@@ -338,3 +338,11 @@ def test_the_view_can_offer_a_dirty_bitmap_stopped_at_its_instant(guest, tmp_pat
     dirty = sum(extent["length"] for extent in extents if extent["type"] & 1)
     assert 32 * BLOCK <= dirty < DISK_BYTES
     assert qemu_state(guest)[:3] == ([], [], [])
+
+
+def test_a_guest_with_two_drives_needs_the_drive_named(guest, tmp_path):
+    repo = tmp_path / "repo"
+    run_cli("init", "-r", str(repo), "--encryption", "none", check=True)
+    result = run_cli("backup", "-r", str(repo), f"qmp+unix://{guest.monitor}", "--name", "vm1")
+    assert result.returncode == 2
+    assert "has 2 drives: name one with ?drive= (disk0, data0)" in result.stderr.decode()

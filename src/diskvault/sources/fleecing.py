@@ -43,17 +43,18 @@ GONE_WAIT_S = 30.0  # for QEMU to finish a cancelled job or a deleted export
 @dataclass(frozen=True)
 class Drive:
     """A guest's drive as QEMU knows it: the node the guest writes through, and its size."""
-    name: str  # as the user named it
     node: str
     size: int
 
 
 def find_drive(monitor: Monitor, name: str | None) -> Drive:
-    """The drive the user means by ``name``: a -drive id, a device id (libvirt's
-    ``virtio-disk0``) or a node name; without a name, the guest's only drive."""
+    """The drive the user means by ``name``: a -drive id, a -device id or a node name;
+    without a name, the guest's only drive."""
     drives = [entry for entry in monitor.execute("query-block") if entry.get("inserted")]
     if name is None:
-        if len(drives) != 1:
+        if not drives:
+            raise SourceError(f"the guest at {monitor.path} has no drive with a disk in it")
+        if len(drives) > 1:
             raise SourceError(f"the guest at {monitor.path} has {len(drives)} drives: name "
                               f"one with ?drive= ({_names(drives)})")
         found = drives
@@ -65,7 +66,7 @@ def find_drive(monitor: Monitor, name: str | None) -> Drive:
             raise SourceError(f"the guest at {monitor.path} has no drive {name!r} "
                               f"(it has: {_names(drives) or 'none'})")
     inserted = found[0]["inserted"]
-    return Drive(name or _names(found), inserted["node-name"], inserted["image"]["virtual-size"])
+    return Drive(inserted["node-name"], inserted["image"]["virtual-size"])
 
 
 def _names(drives: list[dict]) -> str:
