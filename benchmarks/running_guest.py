@@ -9,12 +9,14 @@ many it wrote. Measured in one run, each figure the best of REPEAT:
 
 - backup time: `diskvault backup 'qmp+unix://...'` of the running guest (a first backup
   into a fresh repository, then a nightly one into the same), against `diskvault backup` of
-  a copy of the image file (not running: the plain-read baseline) the same way, against
+  a copy of the image file (the plain-read baseline; the guest runs meanwhile too, so
+  every backup meets the same load) the same way, against
   the copy served by qemu-nbd (the NBD path without a guest: what the pipe and QEMU's
   server cost, apart from the guest's CPU), and against reading the image file
   (`cat > /dev/null`);
 - the guest's own write rate (records/s, from its console) while no backup runs, against
-  while backups of it run back to back;
+  while backups of the copy run (the CPU they take) and while backups of the guest itself
+  run (that, and QEMU's copy-before-write of each block the guest overwrites);
 - with --freeze: how long the guest agent held the guest frozen (diskvault's log line).
 """
 
@@ -165,6 +167,13 @@ def backups(work: Path, source: str, repeat: int, extra: tuple[str, ...] = ()) -
     return {"first": min(firsts), "nightly": min(nightlies), "logs": logs}
 
 
+def while_writing(guest: Guest, work: Path, source: str, repeat: int) -> tuple[dict, float]:
+    """backups() of ``source``, and the guest's write rate (records/s) meanwhile."""
+    before, start = guest.records(), time.monotonic()
+    result = backups(work, source, repeat)
+    return result, (guest.records() - before) / (time.monotonic() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
@@ -176,15 +185,13 @@ def main() -> None:
         image, copy = work / "guest.raw", work / "copy.raw"
         write_image(image, options.size_mib * MIB)
         shutil.copyfile(image, copy)
-        plain = backups(work, str(copy), options.repeat)
-        with served_by_qemu_nbd(copy) as uri:
-            nbd = backups(work, uri, options.repeat)
         cat_s = min(timed(["cat", str(copy)])[0] for _ in range(options.repeat))
-        with Guest(work, image) as guest:
+        with Guest(work, image) as guest:  # running through every measure: the same load
             idle_rate = guest_rate(guest, 5.0)
-            before, start = guest.records(), time.monotonic()
-            live = backups(work, guest.uri, options.repeat)
-            during_rate = (guest.records() - before) / (time.monotonic() - start)
+            plain, plain_rate = while_writing(guest, work, str(copy), options.repeat)
+            with served_by_qemu_nbd(copy) as uri:
+                nbd, _ = while_writing(guest, work, uri, options.repeat)
+            live, during_rate = while_writing(guest, work, guest.uri, options.repeat)
             frozen = backups(work, guest.uri, 1, ("--freeze", str(guest.agent)))
         freezes = [float(found) for log in frozen["logs"]
                    for found in re.findall(r"frozen for ([0-9.]+) s", log)]
@@ -202,8 +209,10 @@ def main() -> None:
         print(f"backup of the running guest, nightly{live['nightly']:5.2f} s   "
               f"x{live['nightly'] / plain['nightly']:.2f} of the file's")
         print(f"guest writes, no backup           {idle_rate:7.1f} records/s")
-        print(f"guest writes, during backups      {during_rate:7.1f} records/s   "
-              f"x{during_rate / idle_rate:.2f}")
+        print(f"guest writes, backups of the copy {plain_rate:7.1f} records/s   "
+              f"x{plain_rate / idle_rate:.2f} (CPU contention only)")
+        print(f"guest writes, backups of itself   {during_rate:7.1f} records/s   "
+              f"x{during_rate / idle_rate:.2f} (and copy-before-write)")
         print(f"guest frozen (--freeze)           "
               f"{', '.join(f'{s:.3f}' for s in freezes) or 'not logged'} s")
     finally:
