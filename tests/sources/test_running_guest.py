@@ -180,8 +180,9 @@ def qemu_state(guest: Guest) -> tuple[list, list, list, str]:
 
 
 def qmp_folders() -> set[Path]:
-    """diskvault's folders for running guests (overlay and socket) that exist now."""
-    return set(Path(tempfile.gettempdir()).glob("diskvault-qmp-*"))
+    """The folders of running-guest backups (diskvault-qmp-GUEST-RUN: overlay and socket)
+    that exist now."""
+    return set(Path(tempfile.gettempdir()).glob("diskvault-qmp-*-*"))
 
 
 def test_backups_of_a_writing_guest_restore_to_instants_it_had(guest, tmp_path):
