@@ -48,25 +48,32 @@ class Drive:
 
 
 def find_drive(monitor: Monitor, name: str | None) -> Drive:
-    """The drive the user means by ``name``: a -drive id, a -device id or a node name;
-    without a name, the guest's only drive."""
+    """The drive the user means by ``name``: a -drive id, a -device id or a node name (a
+    qemu-storage-daemon has only nodes: its --blockdev node-names); without a name, the
+    guest's only drive."""
     drives = [entry for entry in monitor.execute("query-block") if entry.get("inserted")]
     if name is None:
         if not drives:
-            raise SourceError(f"the guest at {monitor.path} has no drive with a disk in it")
+            raise SourceError(f"the QEMU at {monitor.path} has no drive with a disk in it "
+                              f"(a qemu-storage-daemon's block node: name it with "
+                              f"?drive=NODE)")
         if len(drives) > 1:
             raise SourceError(f"the guest at {monitor.path} has {len(drives)} drives: name "
                               f"one with ?drive= ({_names(drives)})")
-        found = drives
-    else:
-        found = [entry for entry in drives
-                 if name in (entry.get("device"), entry.get("qdev"),
-                             entry["inserted"].get("node-name"))]
-        if not found:
-            raise SourceError(f"the guest at {monitor.path} has no drive {name!r} "
-                              f"(it has: {_names(drives) or 'none'})")
-    inserted = found[0]["inserted"]
-    return Drive(inserted["node-name"], inserted["image"]["virtual-size"])
+        return _drive(drives[0]["inserted"])
+    for entry in drives:
+        if name in (entry.get("device"), entry.get("qdev")):
+            return _drive(entry["inserted"])
+    for node in monitor.execute("query-named-block-nodes", flat=True):
+        if node["node-name"] == name:
+            return _drive(node)
+    raise SourceError(f"the QEMU at {monitor.path} has no drive or block node {name!r} "
+                      f"(its drives: {_names(drives) or 'none'})")
+
+
+def _drive(node: dict) -> Drive:
+    """The Drive of a block node as QEMU describes it (an ``inserted`` medium is one)."""
+    return Drive(node["node-name"], node["image"]["virtual-size"])
 
 
 def _names(drives: list[dict]) -> str:

@@ -1,9 +1,13 @@
-"""A running QEMU guest's drive as a backup source: ``qmp+unix:///PATH/TO/MONITOR?drive=NAME``.
+"""A running QEMU guest's drive as a backup source: ``qmp+unix:///PATH/TO/MONITOR?drive=NAME``
+(a qemu-storage-daemon's block node too: ``?drive=NODE``).
 
-diskvault connects to the guest's QMP monitor socket, asks QEMU for a point-in-time view of
-the drive (fleecing.py), reads it as an NBD export (nbd.py) and releases it. One run per
-guest at a time (exclusive.py); a killed run's leftovers, in QEMU and on disk, are removed
-by the next run on that guest."""
+diskvault connects to the QMP monitor socket, asks QEMU for a point-in-time view of the
+drive (fleecing.py), reads it as an NBD export (nbd.py) and releases it. With a dirty
+bitmap, the bitmap's rotation starts in the view's own instant and the bitmap is offered
+with the export, so that only what it marks is read; it is rotated once the snapshot is
+recorded, and merged back otherwise (bitmap_rotation.py). One run per monitor at a time
+(exclusive.py); a killed run's leftovers, in QEMU and on disk, are removed by the next run
+on that monitor."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,27 +65,65 @@ class Freeze:
 
 
 @contextmanager
-def running_guest_source(uri: str, freeze: Freeze | None = None) -> Iterator[NbdSource]:
-    """The drive ``uri`` names, as one instant saw it, open for reading; everything made in
-    QEMU and on disk for it is gone when the block ends."""
+def running_guest_source(uri: str, freeze: Freeze | None = None,
+                         bitmap: str | None = None) -> Iterator[NbdSource]:
+    """The drive ``uri`` names, as one instant saw it, open for reading (with a dirty
+    ``bitmap``: what it marked until that instant, too; tell the source when its snapshot
+    is ``recorded``); everything made in QEMU and on disk for it is gone when the block
+    ends."""
     # Here, not above: qemu.qmp (and asyncio) load only when a guest is backed up, not with
     # every command that can name a source.
     from .fleecing import fleecing_export, find_drive
     from .qmp import Monitor
 
     target = parse_qmp_uri(uri)
-    key = hashlib.sha256(os.path.realpath(target.monitor).encode()).hexdigest()[:12]
-    with held_alone(f"qmp-{key}", f"another diskvault backup of the guest at "
+    key = guest_key(target.monitor)
+    with held_alone(f"qmp-{key}", f"another diskvault backup through the QEMU monitor at "
                                   f"{target.monitor} is running: wait for it to end"), \
             Monitor(target.monitor) as monitor:
         _remove_leftovers(monitor, key)
         drive = find_drive(monitor, target.drive)
         freezer = GuestFreeze(freeze.agent, freeze.limit_s) if freeze else None
-        with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{key}-") as folder, \
+        with _rotation(monitor, drive.node, bitmap) as rotation, \
+                tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{key}-") as folder, \
                 fleecing_export(monitor, drive, Path(folder),
+                                at_the_instant=rotation.start_actions,
+                                bitmaps=[bitmap] if bitmap else [],
                                 held_still=freezer.held if freezer else None) as view, \
-                NbdSource(view, label=uri, consistency=_consistency(freezer)) as source:
+                NbdSource(view, label=uri, consistency=_consistency(freezer), bitmap=bitmap,
+                          counts_from=rotation.counts_from,
+                          on_recorded=rotation.recorded) as source:
             yield source
+
+
+def guest_key(monitor: Path) -> str:
+    """The short name of a monitor's runs: their lock, and their folders in $TMPDIR
+    (``diskvault-qmp-KEY-*``, an overlay and a socket each)."""
+    return hashlib.sha256(os.path.realpath(monitor).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class _Rotating:
+    """What a read does with its bitmap's rotation: actions for the view's instant, the
+    snapshot the bitmap counts from, whom to tell the recorded snapshot."""
+    start_actions: list[dict]
+    counts_from: str | None
+    recorded: Callable[[str], None] | None
+
+
+@contextmanager
+def _rotation(monitor, node: str, bitmap: str | None) -> Iterator[_Rotating]:
+    """``bitmap``'s rotation on ``node`` around the block, a killed run's merged back first
+    (none without a bitmap)."""
+    if bitmap is None:
+        yield _Rotating([], None, None)
+        return
+    from .bitmap_rotation import BitmapRotation
+
+    rotation = BitmapRotation.find(monitor, bitmap, node)
+    rotation.recover()
+    with rotation.settled() as recorded:
+        yield _Rotating(rotation.start_actions(), rotation.counts_from(), recorded)
 
 
 def _consistency(freezer: GuestFreeze | None) -> str:
@@ -100,8 +142,13 @@ def _remove_leftovers(monitor, key: str) -> None:
     fleecing.remove_leftovers removes; the guest's lock is held, so no run uses them."""
     from .fleecing import SOCKET_NAME, remove_leftovers
 
-    folders = list(Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}{key}-*"))
+    folders = run_folders(key)
     remove_leftovers(monitor, server_left=any((folder / SOCKET_NAME).exists()
                                               for folder in folders))
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_folders(key: str) -> list[Path]:
+    """The folders the runs through the monitor ``key`` (guest_key) have now."""
+    return list(Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}{key}-*"))
