@@ -1,6 +1,7 @@
 """A synchronous connection to a QEMU monitor (QMP) or to a guest's qemu-guest-agent (QGA),
 through QEMU's own ``qemu.qmp`` library: it frames the JSON, matches each answer to its
-command by id and keeps events apart, so diskvault never speaks the protocol itself.
+command by id and keeps events apart, so diskvault never speaks the protocol itself. The
+one client of both: the point-in-time view, the dirty bitmap's rotation and the freeze.
 
 Every step is bounded by a timeout: a monitor that another client holds (QEMU serves one
 client per monitor socket; a second one waits unanswered) fails in one line instead of
