@@ -158,3 +158,15 @@ def test_a_failed_backup_leaves_the_bitmap_as_it_was(cli_repo, tmp_path):
         assert daemon.bitmaps_offline() == {"B": ["auto"]}  # merged back, no marker yet
         assert json.loads(run_cli("list", "-r", str(cli_repo), "--json",
                                   check=True).stdout) == []
+
+
+def test_a_storage_daemon_without_a_node_named_says_how_to_name_it(cli_repo, tmp_path):
+    """qemu-storage-daemon has block nodes, no drives: the URI must name the node."""
+    with StorageDaemon(make_disk(tmp_path / "disk.qcow2", DISK_BYTES), tmp_path,
+                       exported=None) as daemon:
+        result = run_cli("backup", "-r", str(cli_repo), f"qmp+unix://{daemon.qmp}",
+                         "--name", "vm")
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert "has no drive with a disk in it (a qemu-storage-daemon's block node: name it " \
+        "with ?drive=NODE)" in lines[0]
