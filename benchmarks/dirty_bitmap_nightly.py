@@ -8,8 +8,9 @@ served by qemu-storage-daemon. Each night rewrites ``--changed`` percent of it i
 blocks (QEMU's default bitmap granularity) at random places, written by qemu-io into the
 qcow2 (the bitmap records them) and into a raw copy of the same disk. Then, timed:
 
-- diskvault with the bitmap: ``backup --qmp SOCKET --dirty-bitmap B NODE`` (export, read
-  what the bitmap marks, rotate it);
+- diskvault with the bitmap: ``backup 'qmp+unix:///SOCKET?drive=NODE' --dirty-bitmap B``
+  (the point-in-time view with the bitmap's rotation in its instant, read what the bitmap
+  marks, rotate it);
 - diskvault reading the whole disk through QEMU (``backup disk.qcow2``, qemu-nbd), guided by
   the previous night like any nightly;
 - borg and restic backing up the raw image file, each into a repository holding the night
@@ -116,8 +117,9 @@ def run(size: int, percent: float, repeat: int, work: Path) -> list[Row]:
                     "--encryption", "none"], check=True, capture_output=True)
     peers = [Borg(work / "borg"), Restic(work / "restic")]
     daemon = Daemon(disk, work)
-    bitmap_args = [NODE, "--name", "bitmap", "--qmp", str(daemon.qmp), "--dirty-bitmap", "B"]
-    labels = ("diskvault, dirty bitmap (QMP export)",
+    bitmap_args = [f"qmp+unix://{daemon.qmp}?drive={NODE}", "--name", "bitmap",
+                   "--dirty-bitmap", "B"]
+    labels = ("diskvault, dirty bitmap (QMP point-in-time view)",
               "diskvault, full read of the same disk (qemu-nbd)",
               "borg, image file (not point in time)",
               "restic, image file (not point in time)")

@@ -33,7 +33,8 @@ if [ "${1:-}" = "--tests" ]; then
   # that renders `report --html`; zsh, fish: the completion scripts are syntax-checked;
   # groff-base: the man pages are rendered; libnbd-bin, qemu-utils: the NBD clients (nbdinfo,
   # nbdcopy, qemu-img, qemu-io) that read `serve`'s export; qemu-system-x86, busybox-static,
-  # cpio: the tiny guest booted from it (tests/nbd/test_instant_recovery.py); openssh-server:
+  # cpio: the tiny guests (tests/guests.py) booted from it and backed up while running;
+  # qemu-guest-agent: the agent copied into the running guest, for the freeze; openssh-server:
   # the private sshd of the ssh:// tests (tests/sshd.py); qemu-system-common:
   # qemu-storage-daemon, QEMU's block layer with a QMP monitor, for the dirty-bitmap tests
   # (tests/sources/test_dirty_bitmaps.py, test_bitmap_rotation.py).
@@ -41,7 +42,8 @@ if [ "${1:-}" = "--tests" ]; then
              ntfs-3g xfsprogs btrfs-progs lvm2
              ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime libfaketime systemd
              chromium zsh fish groff-base libnbd-bin qemu-utils qemu-system-x86
-             qemu-system-common busybox-static cpio openssh-server openssh-client)
+             qemu-system-common busybox-static cpio qemu-guest-agent openssh-server
+             openssh-client)
 fi
 
 # Only what is missing is installed, so a user without sudo rights goes on when the

@@ -22,6 +22,7 @@ from diskvault.store.repository import Repository
 from .ceph import (ceph_locked_bucket, ceph_s3, s3_environment,  # noqa: F401  (fixtures:
                    s3_locked_environment)  # a real Ceph for S3, a bucket with Object Lock)
 from .sshd import ssh_environment, ssh_full_key, ssh_server  # noqa: F401  (a real sshd)
+from .guests import GuestKernel, unpack_kernel
 
 SMALL_CHUNKS = 4096  # average chunk size for fast tests: many chunks from small images
 TEST_PASSPHRASE = "correct horse battery staple"
@@ -61,6 +62,12 @@ def private_state_folder(tmp_path: Path, monkeypatch) -> None:
     the snapshot catalogue) stays in the test's folder, for the CLI subprocesses too."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def guest_kernel(tmp_path_factory) -> GuestKernel:
+    """Debian's cloud kernel, downloaded and unpacked once for every guest of the session."""
+    return unpack_kernel(tmp_path_factory.mktemp("guest-kernel"))
 
 
 @pytest.fixture

@@ -7,12 +7,24 @@ import subprocess
 import pytest
 
 from ..conftest import run_cli
+from ..guests import GUEST_TIMEOUT_S, boot_command, build_initramfs
 from .conftest import backed_up, file_sha256, nbd_sha256, require_tools
-from .guest import GUEST_MARKER, READ_SECTOR, WRITE_SECTOR, boot_command, build_guest
 
 MiB = 1024 * 1024
 TEST_MARKER = b"PUT-THERE-BY-THE-BACKUP"
-GUEST_TIMEOUT_S = 300  # TCG on a loaded machine; the guest itself takes seconds
+READ_SECTOR = 2048   # where the test's marker is, in 512-byte sectors (1 MiB)
+WRITE_SECTOR = 4096  # where the guest writes its own (2 MiB)
+GUEST_MARKER = b"WRITTEN-BY-THE-GUEST"
+
+# The guest reads the test's marker from its disk, writes its own, and powers off.
+INIT = f"""marker=$(dd if=/dev/vda bs=512 skip={READ_SECTOR} count=1 2>/dev/null | tr -d '\\000')
+echo "READ: $marker"
+if printf '{GUEST_MARKER.decode()}' \\
+   | dd of=/dev/vda bs=512 seek={WRITE_SECTOR} conv=notrunc,fsync 2>/dev/null
+then echo "WRITE: done"; else echo "WRITE: failed"; fi
+sync
+poweroff -f
+"""
 
 
 def dumped_bytes(dump: str) -> bytes:
@@ -25,11 +37,12 @@ def dumped_bytes(dump: str) -> bytes:
     return bytes(found)
 
 
-@pytest.fixture(scope="session")
-def guest(tmp_path_factory):
-    """One kernel and initramfs for the session."""
+@pytest.fixture(scope="module")
+def guest(guest_kernel, tmp_path_factory):
+    """The session's kernel and this test's initramfs."""
     require_tools("qemu-system-x86_64")
-    return build_guest(tmp_path_factory.mktemp("guest"))
+    return guest_kernel, build_initramfs(guest_kernel, tmp_path_factory.mktemp("initramfs"),
+                                         INIT)
 
 
 @pytest.mark.slow

@@ -5,10 +5,11 @@ run by qemu-storage-daemon, as in a running guest)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from ..conftest import run_cli
 from .conftest import backed_up, require_tools, write_layout
@@ -17,45 +18,22 @@ MiB = 1024 * 1024
 QMP_TIMEOUT_S = 120.0
 
 
-class Qmp:
-    """A QMP monitor connection: commands and the events that arrive meanwhile."""
+def connected_monitor(path: Path) -> QEMUMonitorProtocol:
+    """A QMP connection to the socket at ``path``, once qemu-storage-daemon listens there."""
+    deadline = time.monotonic() + QMP_TIMEOUT_S
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no QMP socket at {path}"
+        time.sleep(0.05)  # qemu-storage-daemon is still starting
+    qmp = QEMUMonitorProtocol(str(path))
+    qmp.connect()
+    qmp.settimeout(QMP_TIMEOUT_S)
+    return qmp
 
-    def __init__(self, path: Path):
-        deadline = time.monotonic() + QMP_TIMEOUT_S
-        self.socket = socket.socket(socket.AF_UNIX)
-        while True:
-            try:
-                self.socket.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # qemu-storage-daemon is still starting
-        self.socket.settimeout(QMP_TIMEOUT_S)
-        self.lines = self.socket.makefile("r")
-        self.events: list[dict] = []
-        self.next_message()  # the greeting
-        self.execute("qmp_capabilities")
 
-    def next_message(self) -> dict:
-        return json.loads(self.lines.readline())
-
-    def execute(self, command: str, **arguments) -> dict:
-        self.socket.sendall(json.dumps({"execute": command, "arguments": arguments}).encode())
-        while True:
-            message = self.next_message()
-            if "event" in message:
-                self.events.append(message)
-                continue
-            assert "error" not in message, message
-            return message["return"]
-
-    def wait_event(self, name: str) -> dict:
-        while True:
-            for event in self.events:
-                if event["event"] == name:
-                    return event
-            self.events.append(self.next_message())
+def next_event(qmp: QEMUMonitorProtocol, name: str) -> dict:
+    while (event := qmp.pull_event(wait=QMP_TIMEOUT_S))["event"] != name:
+        pass
+    return event
 
 
 def test_block_stream_makes_the_overlay_whole_and_free_of_the_export(tmp_path, serve):
@@ -74,12 +52,12 @@ def test_block_stream_makes_the_overlay_whole_and_free_of_the_export(tmp_path, s
                            f"driver=qcow2,node-name=live,file.driver=file,"
                            f"file.filename={overlay}",
                            "--chardev", f"socket,id=qmp,path={monitor},server=on,wait=off",
-                           "--monitor", "chardev=qmp"], stderr=subprocess.PIPE):
-        qmp = Qmp(monitor)
-        qmp.execute("block-stream", **{"job-id": "restore", "device": "live"})
-        completed = qmp.wait_event("BLOCK_JOB_COMPLETED")
-        assert "error" not in completed["data"], completed
-        qmp.execute("quit")
+                           "--monitor", "chardev=qmp"], stderr=subprocess.PIPE) as daemon:
+        with connected_monitor(monitor) as qmp:
+            qmp.cmd("block-stream", **{"job-id": "restore", "device": "live"})
+            completed = next_event(qmp, "BLOCK_JOB_COMPLETED")
+            assert "error" not in completed["data"], completed
+        daemon.terminate()  # not 'quit': its answer may race the hang-up
     assert served.stop()[0] == 0  # the export is gone: the overlay must not need it
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(overlay)],
                                      capture_output=True, check=True).stdout)

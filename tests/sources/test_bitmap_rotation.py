@@ -1,6 +1,8 @@
-"""backup --qmp SOCKET --dirty-bitmap B NODE against a real qemu-storage-daemon: the bitmap
-is rotated only once the snapshot is recorded, so a backup killed with SIGKILL loses no
-change; the qcow2's persistent bitmap carries the changes across restarts of the daemon."""
+"""backup 'qmp+unix:///SOCKET?drive=NODE' --dirty-bitmap B against a real
+qemu-storage-daemon (QEMU's block layer without a guest; its drive is a block node): the
+point-in-time view starts the bitmap's rotation in its own instant, the bitmap is rotated
+only once the snapshot is recorded, so a backup killed with SIGKILL loses no change; the
+qcow2's persistent bitmap carries the changes across restarts of the daemon."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from diskvault.sources.qemu_bitmap_export import export_folder
+from diskvault.sources.running_guest import guest_key, run_folders
 from diskvault.store.repository import Repository
 
 from ..conftest import run_cli
@@ -26,9 +28,14 @@ WAIT_S = 60.0
 pytest.importorskip("qemu.qmp", reason="qemu.qmp (a diskvault dependency) is not installed")
 
 
-def backup_argv(repo: Path, daemon: StorageDaemon) -> list[str]:
-    return ["backup", "-r", str(repo), NODE, "--name", "vm", "--qmp", str(daemon.qmp),
-            "--dirty-bitmap", "B", "--json"]
+def backup_argv(repo: Path, daemon: StorageDaemon, bitmap: str = "B") -> list[str]:
+    return ["backup", "-r", str(repo), f"qmp+unix://{daemon.qmp}?drive={NODE}", "--name",
+            "vm", "--dirty-bitmap", bitmap, "--json"]
+
+
+def folders(daemon: StorageDaemon) -> list[Path]:
+    """The folders (overlay, socket) of the runs through the daemon's monitor."""
+    return run_folders(guest_key(daemon.qmp))
 
 
 def backup(repo: Path, daemon: StorageDaemon) -> dict:
@@ -98,7 +105,8 @@ def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
         first = backup(cli_repo, daemon)
         offline_change(daemon, 3 << 20, 65536, seed=1)
         # The repository's writer lock, held here, keeps the backup from recording: it is
-        # killed once it has rotated the bitmap, exported the node and asked for extents.
+        # killed once its view's instant has started the rotation, the view is exported
+        # and the reader has asked for extents.
         with Repository.open(cli_repo, writer=True) as repository, \
                 repository.writer_lock("the test"):
             replies = daemon.status_replies()
@@ -111,14 +119,14 @@ def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             second = run_cli(*backup_argv(cli_repo, daemon))  # one run per QEMU at a time
-            assert second.returncode == 1 and "another diskvault backup is using the QEMU" \
-                in second.stderr.decode()
+            assert second.returncode == 1 and "another diskvault backup through the QEMU " \
+                "monitor at" in second.stderr.decode()
             killed.send_signal(signal.SIGKILL)
             killed.wait()
             killed.stderr.close()
         daemon.stop()
         assert set(daemon.bitmaps_offline()) == {"B", "B.diskvault-next", marker(first)}
-        assert export_folder(daemon.qmp).is_dir()
+        assert folders(daemon)
         daemon.write_offline(9 << 20, random.Random(2).randbytes(65536))
         daemon.start()
         after = backup(cli_repo, daemon)
@@ -130,12 +138,7 @@ def test_a_backup_killed_before_its_record_loses_no_change(cli_repo, tmp_path):
         assert 2 * 65536 <= after["stats"]["bytes_read"] < 4 * 65536
         assert cat(cli_repo, after["id"]) == daemon.image_offline()
         assert daemon.bitmaps_offline() == {"B": ["auto"], marker(after): []}
-        assert not export_folder(daemon.qmp).exists()
-
-
-def test_qmp_without_a_dirty_bitmap_is_refused(cli_repo, tmp_path):
-    result = run_cli("backup", "-r", str(cli_repo), NODE, "--qmp", str(tmp_path / "qmp.sock"))
-    assert result.returncode == 2 and "give --dirty-bitmap too" in result.stderr.decode()
+        assert not folders(daemon)
 
 
 def test_a_failed_backup_leaves_the_bitmap_as_it_was(cli_repo, tmp_path):
@@ -147,11 +150,23 @@ def test_a_failed_backup_leaves_the_bitmap_as_it_was(cli_repo, tmp_path):
         result = run_cli(*backup_argv(cli_repo, daemon))
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 1 and len(lines) == 1, lines
-        assert "refused nbd-server-start" in lines[0]
-        missing = run_cli(*backup_argv(cli_repo, daemon)[:-3], "--dirty-bitmap", "X")
+        assert "cannot serve the point-in-time view" in lines[0]
+        missing = run_cli(*backup_argv(cli_repo, daemon, bitmap="X"))
         assert missing.returncode == 2 and "QEMU has no dirty bitmap X" in \
             missing.stderr.decode()
         daemon.stop()
         assert daemon.bitmaps_offline() == {"B": ["auto"]}  # merged back, no marker yet
         assert json.loads(run_cli("list", "-r", str(cli_repo), "--json",
                                   check=True).stdout) == []
+
+
+def test_a_storage_daemon_without_a_node_named_says_how_to_name_it(cli_repo, tmp_path):
+    """qemu-storage-daemon has block nodes, no drives: the URI must name the node."""
+    with StorageDaemon(make_disk(tmp_path / "disk.qcow2", DISK_BYTES), tmp_path,
+                       exported=None) as daemon:
+        result = run_cli("backup", "-r", str(cli_repo), f"qmp+unix://{daemon.qmp}",
+                         "--name", "vm")
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert "has no drive with a disk in it (a qemu-storage-daemon's block node: name it " \
+        "with ?drive=NODE)" in lines[0]

@@ -96,12 +96,13 @@ def test_a_grown_disk_means_a_full_read(cli_repo, tmp_path):
         assert cat(cli_repo, grown["id"]) == daemon.image()
 
 
-def test_dirty_bitmap_wants_an_nbd_uri(cli_repo, tmp_path):
+def test_dirty_bitmap_wants_a_qmp_or_nbd_uri(cli_repo, tmp_path):
     image = tmp_path / "disk.img"
     image.write_bytes(bytes(4096))
     result = run_cli("backup", "-r", str(cli_repo), str(image), "--dirty-bitmap", "B")
     assert result.returncode == 2
-    assert "--dirty-bitmap reads a bitmap an NBD server offers" in result.stderr.decode()
+    assert "--dirty-bitmap reads a bitmap QEMU keeps: give a running guest's drive" in \
+        result.stderr.decode()
 
 
 def record(**fields) -> SnapshotRecord:

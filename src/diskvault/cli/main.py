@@ -38,8 +38,8 @@ COMMANDS = {
     "key": LazyCommand("commands.keys:key", "The key of an encrypted repository: keep an "
                        "export of it somewhere else."),
     "backup": LazyCommand("commands.snapshots:backup",
-                          "Back up an image file, block device or NBD export (or '-': "
-                          "standard input) as a new snapshot."),
+                          "Back up an image file, block device, NBD export or running QEMU "
+                          "guest's drive (or '-': standard input) as a new snapshot."),
     "list": LazyCommand("commands.snapshots:list_snapshots", "List snapshots, oldest first."),
     "info": LazyCommand("commands.snapshots:info", "Show a snapshot's sizes and dedup figures "
                         "(or the repository's, without SNAPSHOT)."),

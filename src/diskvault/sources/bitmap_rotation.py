@@ -1,9 +1,10 @@
 """Rotating a QEMU dirty bitmap so that no change is ever lost (docs/vm-sources.md).
 
-Bitmap B counts the writes since the base snapshot's read began. At the instant a backup's
-read begins, one QMP ``transaction`` adds B's successor (``B.diskvault-next``, enabled, as
-persistent as B) and disables B: B then holds exactly the changes between the two instants
-(QEMU exports only a disabled bitmap read-only) and the successor every write from now on.
+Bitmap B counts the writes since the instant of the base snapshot's view. The QMP
+``transaction`` that makes a backup's point-in-time view (fleecing.py) also adds B's
+successor (``B.diskvault-next``, enabled, as persistent as B) and disables B: B then holds
+exactly the changes between the two instants (QEMU exports only a disabled bitmap
+read-only) and the successor every write from the view's instant on.
 Once the snapshot record is written and the export is gone (an exported bitmap is busy),
 ``commit`` makes the successor B again: clear B, merge the successor in, enable B, remove
 the successor, in one transaction. A backup that fails ``abandon``s instead: the successor
@@ -18,9 +19,14 @@ bits; as persistent as B). So a next backup knows the snapshot B counts from
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import SourceError
+from ..errors import DiskvaultError, SourceError
+
+log = logging.getLogger(__name__)
 
 SUCCESSOR_SUFFIX = ".diskvault-next"
 MARKER_INFIX = ".diskvault-since-"
@@ -30,7 +36,7 @@ MARKER_GRANULARITY = 1 << 31  # QEMU's largest: the marker holds no changes, onl
 @dataclass(frozen=True)
 class BitmapRotation:
     """Bitmap ``bitmap`` on block node ``node`` of the QEMU behind ``monitor`` (anything
-    with ``execute(command, **arguments)`` that returns QMP's answer or raises)."""
+    with ``execute(command, **arguments)`` that returns QMP's answer or raises: qmp.Monitor)."""
     monitor: object
     node: str
     bitmap: str
@@ -77,9 +83,31 @@ class BitmapRotation:
                              persistent=self.persistent),
                 self._action("block-dirty-bitmap-disable", name=self.bitmap)]
 
-    def start(self) -> None:
-        """Start the rotation now (when no view's transaction can carry the actions)."""
-        self.monitor.execute("transaction", actions=self.start_actions())
+    @contextmanager
+    def settled(self) -> Iterator[Callable[[str], None]]:
+        """Around a read whose view's transaction carried ``start_actions``: yields what to
+        call with the id of the snapshot once it is recorded. When the block ends (after
+        the export: an exported bitmap is busy), B moves on to that snapshot (``commit``);
+        with none recorded, what was started is merged back (``recover``). When the block
+        failed, a failure here is only logged: the error the user reads is the block's,
+        and the next run merges back what is left."""
+        recorded: list[str] = []
+        try:
+            yield recorded.append
+        except BaseException:
+            try:
+                self._settle(recorded)
+            except DiskvaultError as error:
+                log.warning("%s (the next backup with dirty bitmap %s merges it back)",
+                            error, self.bitmap)
+            raise
+        self._settle(recorded)
+
+    def _settle(self, recorded: list[str]) -> None:
+        if recorded:
+            self.commit(recorded[-1])
+        else:
+            self.recover()
 
     def commit(self, snapshot_id: str) -> None:
         """B counts from the instant the read of ``snapshot_id`` (recorded) began."""

@@ -1,5 +1,6 @@
-"""Which reader a backup source needs: an NBD URI, or a file in a disk-image format (read
-as the guest sees it through qemu-nbd), or None: a plain file or device, read as it is."""
+"""Which reader a backup source needs: a running QEMU guest's drive (a QMP URI), an NBD
+URI, or a file in a disk-image format (read as the guest sees it through qemu-nbd), or
+None: a plain file or device, read as it is."""
 
 from __future__ import annotations
 
@@ -9,23 +10,25 @@ from pathlib import Path
 
 from .disk_formats import detect_format, served
 from .nbd import NbdSource, is_nbd_uri
-from .qemu_bitmap_export import rotating_export
+from .running_guest import Freeze, is_qmp_uri, running_guest_source
+
+
+def names_no_file(spec: str) -> bool:
+    """Whether ``spec`` is a URI (NBD, QMP), which gives a series no name of its own."""
+    return is_nbd_uri(spec) or is_qmp_uri(spec)
 
 
 @contextmanager
-def opened_disk_source(spec: str, raw: bool = False, bitmap: str | None = None,
-                       qmp: Path | None = None) -> Iterator[NbdSource | None]:
+def opened_disk_source(spec: str, raw: bool = False, freeze: Freeze | None = None,
+                       bitmap: str | None = None) -> Iterator[NbdSource | None]:
     """The opened source for ``spec``, or None when it is a plain file or device (also a
-    qcow2 & co. when ``raw``: its container bytes). An NBD URI with a dirty ``bitmap``
-    also knows what that bitmap marks; with a ``qmp`` socket, ``spec`` is a block node of
-    that QEMU, exported with ``bitmap`` for the block, which rotates the bitmap when it ends
-    after the source was told its snapshot is ``recorded``. Everything started for it is
-    stopped when the block ends."""
-    if qmp is not None:
-        with rotating_export(qmp, bitmap, spec) as export, \
-                NbdSource(export.uri, label=f"node {spec} of QEMU {qmp.absolute()}",
-                          bitmap=bitmap, counts_from=export.counts_from,
-                          on_recorded=export.note_recorded) as source:
+    qcow2 & co. when ``raw``: its container bytes). ``freeze`` is for a running guest (a
+    QMP URI) only. With a dirty ``bitmap`` (a QMP or NBD URI), the source also knows what
+    the bitmap marks; a running guest's bitmap is rotated when the block ends, if the
+    source was told its snapshot is ``recorded``. Everything started for it is stopped
+    when the block ends."""
+    if is_qmp_uri(spec):
+        with running_guest_source(spec, freeze, bitmap) as source:
             yield source
         return
     if is_nbd_uri(spec):

@@ -1,13 +1,11 @@
 """An LVM snapshot of a logical volume: made at the start, read, removed on every way out.
 
-A snapshot carries the tag SNAPSHOT_TAG and is made only under a lock on its origin (a file
-in a private folder under /run, held with flock: the kernel drops it when its process
-dies). So when a run holds the lock, every tagged snapshot of the origin is a leftover of
-a run that was killed, and is removed before a new one is made."""
+A snapshot carries the tag SNAPSHOT_TAG and is made only under a lock on its origin
+(exclusive.py). So when a run holds the lock, every tagged snapshot of the origin is a
+leftover of a run that was killed, and is removed before a new one is made."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PointInTimeFailed
-from ..store.host.durable import PRIVATE_FILE_MODE, make_private_folder
+from .exclusive import held_alone
 
 SNAPSHOT_TAG = "diskvault_point_in_time"
 DEFAULT_SNAPSHOT_SIZE = "20%ORIGIN"  # room for the origin's writes while it is read
-LOCK_FOLDER = Path("/run/diskvault")
 LVM_TIMEOUT_S = 120.0
 
 
@@ -54,7 +51,9 @@ def logical_volume(path: Path) -> LogicalVolume | None:
 def lvm_snapshot(volume: LogicalVolume, size: str | None = None) -> Iterator[Path]:
     """The device of a new snapshot of ``volume``, removed on the way out; a killed run's
     snapshot of it is removed first."""
-    with _origin_lock(volume):
+    with held_alone(f"lvm-{volume.group}-{volume.name}",
+                    f"another diskvault backup of {volume.full_name} holds its LVM snapshot "
+                    f"now: wait for it to end"):
         for leftover in _tagged_snapshots(volume):
             _lvm("lvremove", "--yes", f"{volume.group}/{leftover}")
         name = f"{volume.name}.diskvault-{os.getpid()}"
@@ -78,22 +77,6 @@ def _tagged_snapshots(volume: LogicalVolume) -> list[str]:
         if len(fields) == 3 and fields[1] == volume.name and SNAPSHOT_TAG in fields[2].split(","):
             names.append(fields[0])
     return names
-
-
-@contextmanager
-def _origin_lock(volume: LogicalVolume) -> Iterator[None]:
-    make_private_folder(LOCK_FOLDER)
-    path = LOCK_FOLDER / f"lvm-{volume.group}-{volume.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PointInTimeFailed(f"another diskvault backup of {volume.full_name} holds its "
-                                    f"LVM snapshot now: wait for it to end") from None
-        yield
-    finally:
-        os.close(fd)  # the lock goes with it
 
 
 def _lvm(*arguments: str) -> str:

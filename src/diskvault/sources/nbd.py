@@ -44,12 +44,13 @@ class NbdReadFailed(DiskvaultError):
 class NbdSource:
     """The ``pieces``/``check_unchanged`` side of ImageSource, over an NBD export."""
 
-    consistency = None  # the server's view is what it is: point in time only if it serves one
-
-    def __init__(self, uri: str, label: str | None = None, bitmap: str | None = None,
-                 counts_from: str | None = None,
+    def __init__(self, uri: str, label: str | None = None, consistency: str | None = None,
+                 bitmap: str | None = None, counts_from: str | None = None,
                  on_recorded: Callable[[str], None] | None = None):
+        """``consistency`` says how the served view was held still, where diskvault made
+        it (a running guest's); None: the server's view is what it is."""
         self.label = label or uri
+        self.consistency = consistency
         self.path = self.label  # what messages call it
         self.bitmap = bitmap
         self.counts_from = counts_from

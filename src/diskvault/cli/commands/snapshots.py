@@ -11,8 +11,9 @@ import click
 
 from ...errors import CorruptData
 from ...sources.disk_formats import WRITABLE_FORMATS, written_as
-from ...sources.disk_source import opened_disk_source
-from ...sources.nbd import is_nbd_uri
+from ...sources.disk_source import names_no_file, opened_disk_source
+from ...sources.guest_freeze import DEFAULT_FREEZE_LIMIT_S
+from ...sources.running_guest import Freeze, is_qmp_uri
 from ...store.backup.stream_source import STDIN_LABEL
 from ...store.format.snapshots import SnapshotRecord, series_name
 from ..options.change_maps import read_change_map
@@ -32,6 +33,9 @@ CONSISTENCY_WORDS = {
     "lvm": "read from an LVM snapshot made at the start",
     "checked": "read in place, and unchanged at the end of the read",
     "unchecked": "no: a block device read in place (a change during the read cannot be seen)",
+    "qemu": "QEMU's point-in-time view of the running guest's drive (crash-consistent)",
+    "qemu-frozen": "QEMU's point-in-time view, made while the guest agent held the guest's "
+                   "filesystems frozen",
 }
 
 progress_option = click.option(
@@ -54,8 +58,8 @@ def backup_summary(record: SnapshotRecord) -> str:
 @repo_option
 @click.argument("source")
 @click.option("--name", default=None, shell_complete=complete_series,
-              help="Series name (default: the source's file name; required for '-' and NBD "
-              "URIs).")
+              help="Series name (default: the source's file name; required for '-', NBD "
+              "and QMP URIs).")
 @click.option("--raw", is_flag=True,
               help="Back up a qcow2, vmdk, vhdx or vdi file as its container bytes, not as "
                    "the disk it holds (docs/vm-sources.md).")
@@ -68,14 +72,10 @@ def backup_summary(record: SnapshotRecord) -> str:
               shell_complete=complete_snapshot,
               help="The snapshot the change map counts from (must be the series' latest).")
 @click.option("--dirty-bitmap", default=None, metavar="BITMAP",
-              help="With an NBD URI: read only what the export's qemu:dirty-bitmap:BITMAP "
-                   "marks; take the rest from the series' latest snapshot made with it "
+              help="With a QMP or NBD URI: read only what QEMU's dirty bitmap BITMAP marks; "
+                   "take the rest from the series' latest snapshot made with it. Through "
+                   "QMP, the bitmap is rotated once the snapshot is recorded "
                    "(docs/vm-sources.md).")
-@click.option("--qmp", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              metavar="SOCKET",
-              help="With --dirty-bitmap: SOURCE is a block node of the QEMU whose monitor "
-                   "is SOCKET; it is exported for the backup and the bitmap rotated once "
-                   "the snapshot is recorded (docs/vm-sources.md).")
 @click.option("--verify-unchanged", default=0, type=click.IntRange(min=0), metavar="N",
               help="With --changed-ranges or --dirty-bitmap: read N random unchanged chunks "
                    "and fail if any differs from the previous snapshot.")
@@ -87,36 +87,47 @@ def backup_summary(record: SnapshotRecord) -> str:
                    "previous snapshot (refused by default: a producer that died half way "
                    "looks just like that).")
 @point_in_time_options
+@click.option("--freeze", "agent_socket", default=None, metavar="AGENT_SOCKET",
+              type=click.Path(path_type=Path),
+              help="With a QMP URI: freeze the guest's filesystems through the "
+                   "qemu-guest-agent at this socket while the view is made.")
+@click.option("--freeze-timeout", "freeze_limit_s", default=None,
+              type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help=f"With --freeze: the longest the guest stays frozen, whatever happens "
+                   f"(default {DEFAULT_FREEZE_LIMIT_S:g}).")
 @json_option
 @progress_option
 @lock_wait_option
-def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirty_bitmap, qmp,
-           verify_unchanged, stream_size, allow_shrink, view_method, lvm_size, pre_command, post_command,
-           command_timeout_s, as_json, show_progress, lock_wait_s) -> None:
-    """Back up an image file, block device or NBD export (or '-': standard input) as a new
-    snapshot.
+def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirty_bitmap,
+           verify_unchanged, stream_size, allow_shrink, view_method, lvm_size, pre_command,
+           post_command, command_timeout_s, agent_socket, freeze_limit_s, as_json,
+           show_progress, lock_wait_s) -> None:
+    """Back up an image file, block device, NBD export or running QEMU guest's drive (or
+    '-': standard input) as a new snapshot.
 
     A qcow2, vmdk, vhdx or vdi file is read as the disk it holds (unless --raw). NBD URIs:
-    nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH. With --qmp, SOURCE is a
-    block node of that QEMU (docs/vm-sources.md)."""
+    nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH. A running guest, through
+    its QMP socket: qmp+unix:///PATH?drive=NAME (docs/vm-sources.md)."""
     from_stdin = source == STDIN_LABEL
-    _check_bitmap_options(source, dirty_bitmap, qmp, changes_file)
+    _check_bitmap_options(source, dirty_bitmap, changes_file)
     changes = read_change_map(changes_file, changed_since,
                               verify_unchanged if dirty_bitmap is None else 0)
     _check_stream_options(from_stdin, name, changes, stream_size, allow_shrink)
-    if is_nbd_uri(source) and not name:
-        raise click.UsageError("an NBD URI names no file: give the series with --name")
-    if raw and (is_nbd_uri(source) or from_stdin):
+    if names_no_file(source) and not name:
+        raise click.UsageError("a URI names no file: give the series with --name")
+    if raw and (names_no_file(source) or from_stdin):
         raise click.UsageError("--raw is for a disk-image file (qcow2, vmdk, vhdx, vdi); an "
-                               "NBD export or a stream is read as the bytes it serves")
+                               "NBD export, a running guest or a stream is read as the "
+                               "bytes it serves")
+    freeze = _freeze_request(source, agent_socket, freeze_limit_s)
     open_source = source_opener(from_stdin, view_method, lvm_size, pre_command, post_command,
                                 command_timeout_s)
     with opened(repo, writer=True) as repository:
-        with opened_disk_source(source, raw, dirty_bitmap, qmp) as disk:
+        with opened_disk_source(source, raw, freeze, dirty_bitmap) as disk:
             if disk is not None and changes is not None:
                 raise click.UsageError("--changed-ranges reads a raw file or block device, "
                                        "not an NBD export or a disk-image format")
-            if disk is not None and not is_nbd_uri(source) and qmp is None:
+            if disk is not None and not names_no_file(source):
                 repository.check_backup_source(Path(source))  # backup() checks plain files
             size = disk.size if disk else (stream_size or 0) if from_stdin \
                 else _source_size(Path(source))
@@ -155,18 +166,29 @@ def backup(repo, source: str, name, raw, tags, changes_file, changed_since, dirt
         click.echo(backup_summary(record))
 
 
-def _check_bitmap_options(source: str, dirty_bitmap, qmp, changes_file) -> None:
+def _check_bitmap_options(source: str, dirty_bitmap, changes_file) -> None:
     if dirty_bitmap is None:
-        if qmp is not None:
-            raise click.UsageError("--qmp exports a block node with its dirty bitmap: give "
-                                   "--dirty-bitmap too")
         return
-    if qmp is None and not is_nbd_uri(source):
-        raise click.UsageError("--dirty-bitmap reads a bitmap an NBD server offers: give an "
-                               "NBD URI (nbd+unix:///EXPORT?socket=PATH or nbd://HOST/EXPORT)")
+    if not names_no_file(source):
+        raise click.UsageError("--dirty-bitmap reads a bitmap QEMU keeps: give a running "
+                               "guest's drive (qmp+unix:///PATH?drive=NAME) or an NBD URI "
+                               "(nbd+unix:///EXPORT?socket=PATH or nbd://HOST/EXPORT)")
     if changes_file is not None:
         raise click.UsageError("--dirty-bitmap and --changed-ranges both say what changed: "
                                "give one")
+
+
+def _freeze_request(source: str, agent_socket: Path | None,
+                    freeze_limit_s: float | None) -> Freeze | None:
+    if agent_socket is None:
+        if freeze_limit_s is not None:
+            raise click.UsageError("--freeze-timeout bounds a --freeze: give the guest "
+                                   "agent's socket with --freeze")
+        return None
+    if not is_qmp_uri(source):
+        raise click.UsageError("--freeze freezes a running QEMU guest: give its drive as "
+                               "qmp+unix:///PATH?drive=NAME")
+    return Freeze(agent_socket, freeze_limit_s or DEFAULT_FREEZE_LIMIT_S)
 
 
 def _check_stream_options(from_stdin: bool, name, changes, stream_size, allow_shrink) -> None:
