@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,6 +35,8 @@ from pathlib import Path
 
 from tests.guests import (AGENT_MODULES, DISK_MODULES, boot_command, build_initramfs,
                           unpack_kernel)
+
+from .serve_bench import diskvault, write_image
 
 MIB = 1 << 20
 BLOCK = 4 * MIB
@@ -55,24 +55,6 @@ while true; do
   n=$((n + 1))
 done
 """
-
-
-def diskvault(*args: str) -> list[str]:
-    return [sys.executable, "-m", "diskvault", *args]
-
-
-def write_image(path: Path, size: int) -> None:
-    rng = random.Random(0)
-    with open(path, "wb") as image:
-        for index in range(size // BLOCK):
-            if index % 8 == 7:
-                image.seek(BLOCK, os.SEEK_CUR)
-            elif index % 2:
-                image.write(rng.randbytes(BLOCK))
-            else:
-                line = b"diskvault benchmark line %d\n" % index
-                image.write((line * (BLOCK // len(line) + 1))[:BLOCK])
-        image.truncate(size)
 
 
 class Guest:
