@@ -115,3 +115,13 @@ def test_a_memory_written_before_the_counter_reads_as_none_seen(tmp_path):
     here.path.write_text('{"version": 1, "newest": {}, "removed": []}')
     here.check_and_remember(set(), [], generation=0)  # a repository without generations/
     here.check_and_remember(set(), [], generation=1)
+
+
+def test_a_generation_added_beside_a_listing_is_not_taken_for_a_rollback(tmp_path):
+    """A backup beside this command added 2 (and remembered it on this host) after this
+    command listed 1: a second look finds 2, so nothing is reported."""
+    here = SnapshotMemory("3" * 32, "/backups/vm1", "/backups/vm1")
+    here.remember([], 2)
+    here.check_and_remember(set(), [], generation=1, generation_now=lambda: 2)
+    with pytest.raises(SnapshotGone, match="generation counter of /backups/vm1 is 1, below"):
+        here.check_and_remember(set(), [], generation=1, generation_now=lambda: 1)

@@ -271,7 +271,7 @@ class SnapshotStore:
                 damaged.append((PurePosixPath(name), error))
         if self._memory is not None:
             self._memory.check_and_remember({_id_of(name) for name in names}, records,
-                                            self.exists, generation)
+                                            self.exists, generation, self.generations.highest)
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
 
     def summaries(self) -> list[SnapshotSummary]:
@@ -297,7 +297,8 @@ class SnapshotStore:
             found[snapshot_id] = SnapshotSummary(record.id, record.name, record.time)
         if self._memory is not None:
             self._memory.check_and_remember({_id_of(name) for name in names}, found.values(),
-                                            generation=generation)
+                                            generation=generation,
+                                            generation_now=self.generations.highest)
         if self._catalogue and found.keys() != known.keys():
             self._catalogue.save({s.id: (s.name, s.time) for s in found.values()})
         return sorted(found.values(), key=lambda s: (s.time, s.id))

@@ -99,19 +99,24 @@ class SnapshotMemory:
 
     def check_and_remember(self, present_ids: set[str], records: Iterable,
                            exists: Callable[[str], bool] = lambda snapshot_id: False,
-                           generation: int | None = None) -> None:
+                           generation: int | None = None,
+                           generation_now: Callable[[], int] = lambda: 0) -> None:
         """SnapshotGone if a snapshot seen here is not in ``present_ids`` and ``exists`` (one
         look at the repository now) does not find it either -- a backup beside this command
         may have recorded it, and been remembered, after the listing -- or if
-        ``generation`` (the counter listed) is below the one seen here; else remember the
-        newest of ``records`` in each series, and the counter."""
+        ``generation`` (the counter listed) and ``generation_now`` (listed again, for the
+        same reason) are below the one seen here; else remember the newest of ``records``
+        in each series, and the counter."""
         with self._changing() as memory:
             gone = [seen for seen in gone_snapshots(memory, present_ids)
                     if not exists(seen.id)]
             if gone:
                 raise SnapshotGone(gone[0].gone_message(self.location))
             if generation is not None and generation < memory.generation:
-                raise SnapshotGone(rolled_back_message(memory, generation, self.location))
+                generation = max(generation, generation_now())
+                if generation < memory.generation:
+                    raise SnapshotGone(rolled_back_message(memory, generation,
+                                                           self.location))
             memory.newest = with_newest(memory, records, _today()).newest
             with_generation(memory, generation, _today())
 
