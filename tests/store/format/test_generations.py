@@ -1,14 +1,18 @@
 """The generation counter on a real folder and a real radosgw: writers that race for the
 same n all commit (each put if absent, the loser taking the next), and trimming keeps the
-highest."""
+highest; in an encrypted repository what changed is sealed, bound to the name."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from diskvault.errors import AuthenticationFailed
+from diskvault.store.format.config import REPOKEY_MODE
+from diskvault.store.format.crypto import RecordKind, associated_data
 from diskvault.store.format.generations import GENERATIONS_PREFIX, Generations
 
 from ..backend_fixtures import FIXTURES, open_backend
@@ -46,3 +50,18 @@ def test_trim_keeps_the_highest_and_counting_goes_on_from_it(backend):
     assert generations.trim(keep=2) == 3
     assert generations.numbers() == [4, 5]
     assert Generations(backend).add("after the trim") == 6
+
+
+@pytest.mark.parametrize("encryption", [REPOKEY_MODE])
+def test_an_encrypted_repositorys_generations_say_what_changed_only_sealed(repo):
+    storage = repo.storage
+    n = storage.snapshots.generations.add("snapshot 0123456789abcdef of vm1 recorded")
+    name = f"{GENERATIONS_PREFIX}{n}"
+    sealed = storage.backend.get(name)
+    assert b"vm1" not in sealed
+    opened = storage.cipher.open_sealed(sealed, associated_data(
+        RecordKind.GENERATION, storage.config.repository_id, name.encode()))
+    assert json.loads(opened)["change"] == "snapshot 0123456789abcdef of vm1 recorded"
+    with pytest.raises(AuthenticationFailed):  # bound to its name: not passed off as another
+        storage.cipher.open_sealed(sealed, associated_data(
+            RecordKind.GENERATION, storage.config.repository_id, b"generations/99"))
