@@ -13,6 +13,8 @@
    (locations switched) before the old pack is marked doomed in LMDB.
 3. Delete doomed packs, but only while no reader (restore, cat, mount, check) runs: a
    reader may still hold a location in them. Otherwise they wait for a later compact.
+4. Trim ``generations/`` to the highest few (store/format/generations.py): the counter
+   is the highest, which stays, and no one adds while compact holds the lock.
 
 A kill at any instant is safe: a copy is indexed only once durable; a pack is doomed only
 after its live records are indexed elsewhere; index entries into a doomed pack go before
@@ -120,6 +122,8 @@ def compact_holding(storage: Storage, lock: WriterLock,
         lock.ensure_held()
         result.packs_retained = extend_retention(
             storage, {pack_id for pack_id, _ in storage.index.pack_stats()} - liveness.doomed())
+    lock.ensure_held()
+    storage.snapshots.generations.trim()  # exclusive: no one adds, so the highest stays
     result.blocks_added = stats.blocks_added
     result.blocks_released = stats.blocks_released
     result.duration_s = round(time.monotonic() - started, 3)

@@ -29,4 +29,7 @@ def set_protection(storage: Storage, selectors: Sequence[str], protect: bool,
             lock.ensure_held()
             mark = storage.protection.protect if protect else storage.protection.unprotect
             changed.append((record, mark(record.id)))
+        marked = [record.short_id for record, did in changed if did]
+        if marked:
+            storage.snapshots.committed(f"{verb}ed {' '.join(marked)}")
     return changed

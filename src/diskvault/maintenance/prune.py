@@ -185,6 +185,10 @@ def forget_records(storage: Storage, records: Iterable[SnapshotRecord],
                    lock: WriterLock) -> None:
     """Remove the records under ``lock`` (held by the caller), checking before each that it is
     still ours: once another host has taken it over, nothing more is removed (LockLost)."""
+    removed = []
     for record in records:
         lock.ensure_held()
         storage.snapshots.delete(record.id)
+        removed.append(record.short_id)
+    if removed:
+        storage.snapshots.committed(f"removed {len(removed)} snapshots: {' '.join(removed)}")

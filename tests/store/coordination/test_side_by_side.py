@@ -131,6 +131,8 @@ def test_eight_backups_at_once_and_one_killed_among_them_all_restore_bit_exact(
 
     with Repository.open(location) as repository:
         assert sorted(r.name for r in repository.list_snapshots()) == sorted(ids)
+        # Each counted its record: the eight raced for the next n, none lost or overwritten.
+        assert repository.storage.snapshots.generations.numbers() == list(range(1, 9))
         for image in images:
             target = tmp_path / f"{image.stem}.restored"
             repository.restore(repository.find_snapshot(ids[image.stem]), target)

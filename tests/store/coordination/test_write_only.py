@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from diskvault.errors import EXIT_NO_PERMISSION
+from diskvault.store.repository import Repository
 
 from ...conftest import SMALL_CHUNKS, run_cli, write_image
 
@@ -50,6 +51,8 @@ def test_a_client_that_may_not_delete_backs_up_and_restores_but_may_not_prune(
         run_cli("backup", "-r", url, str(image), "--name", "vm", env=client, check=True)
     listed = json.loads(run_cli("list", "-r", url, "--json", env=client, check=True).stdout)
     assert len(listed) == 2
+    with Repository.open(url) as repository:  # each counted, put if absent: no delete
+        assert repository.storage.snapshots.generations.numbers() == [1, 2]
     run_cli("restore", "-r", url, "latest", str(tmp_path / "restored.img"), env=client,
             check=True)
     assert (tmp_path / "restored.img").read_bytes() == image.read_bytes()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from diskvault.errors import AmbiguousSnapshot, SnapshotNotFound
-from diskvault.store.format.snapshots import BackupStats, SnapshotRecord, select_snapshot
+from diskvault.store.backends.local import LocalBackend
+from diskvault.store.format.snapshots import (SNAPSHOTS_PREFIX, BackupStats, SnapshotRecord,
+                                              SnapshotStore, select_snapshot)
+from diskvault.store.host.seen_snapshots import SnapshotMemory
 
 T0 = datetime(2026, 11, 1, 3, 15, tzinfo=timezone.utc)
 
@@ -89,3 +93,32 @@ def test_diff_of_images_of_different_sizes_marks_the_tail(repo, make_image):
     ranges = repo.diff(first, second)
     assert ranges[-1][1] == 1_050_000
     assert sum(e - s for s, e in ranges) < 100_000
+
+
+class AnotherWriterRecordsAfterEachListing(LocalBackend):
+    """A real folder on which, just after this process lists ``snapshots/``, a backup beside
+    it records a snapshot and this host remembers it: the interleaving of side-by-side
+    backups on one host, made certain."""
+
+    def __init__(self, root: Path, memory: SnapshotMemory):
+        super().__init__(root)
+        self.beside = SnapshotStore(LocalBackend(root), memory=memory)
+
+    def list(self, prefix: str) -> list[str]:
+        names = super().list(prefix)
+        if prefix == SNAPSHOTS_PREFIX:
+            self.beside.save(SnapshotRecord(SnapshotRecord.new_id(), "vm1",
+                                            datetime.now(timezone.utc), "vm1.img", 0, "h",
+                                            [], BackupStats()))
+        return names
+
+
+@pytest.mark.parametrize("listing", ["scan", "summaries"])
+def test_a_snapshot_recorded_beside_a_listing_is_not_taken_for_a_rolled_back_one(
+        tmp_path, listing):
+    memory = SnapshotMemory("4" * 32, str(tmp_path), str(tmp_path))
+    (tmp_path / "snapshots").mkdir()
+    store = SnapshotStore(AnotherWriterRecordsAfterEachListing(tmp_path, memory),
+                          memory=memory)
+    for _ in range(2):
+        getattr(store, listing)()  # the second listing misses the newest; it exists

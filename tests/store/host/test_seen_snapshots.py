@@ -94,3 +94,34 @@ def test_a_snapshot_recorded_beside_a_listing_after_it_was_made_is_not_reported_
     memory.check_and_remember({listed.id}, [listed], exists=lambda i: i == beside.id)
     with pytest.raises(SnapshotGone):
         memory.check_and_remember({listed.id}, [listed], exists=lambda i: False)
+
+
+def test_the_highest_generation_is_remembered_and_a_lower_one_reported(tmp_path):
+    here = SnapshotMemory("1" * 32, "/backups/vm1", "/backups/vm1")
+    here.check_and_remember(set(), [], generation=4)
+    here.remember([], 5)  # added here
+    here.check_and_remember(set(), [], generation=3 + 3)  # another host's change: higher
+    with pytest.raises(SnapshotGone, match=r"^the generation counter of /backups/vm1 is 5, "
+                                           r"below the 6 seen here on \d{4}-\d\d-\d\d: the "
+                                           r"repository was rolled back"):
+        here.check_and_remember(set(), [], generation=5)
+    assert here.accept_missing(set(), 5) == []
+    here.check_and_remember(set(), [], generation=5)
+
+
+def test_a_memory_written_before_the_counter_reads_as_none_seen(tmp_path):
+    here = SnapshotMemory("2" * 32, "/backups/vm1", "/backups/vm1")
+    here.path.parent.mkdir(mode=0o700, parents=True)
+    here.path.write_text('{"version": 1, "newest": {}, "removed": []}')
+    here.check_and_remember(set(), [], generation=0)  # a repository without generations/
+    here.check_and_remember(set(), [], generation=1)
+
+
+def test_a_generation_added_beside_a_listing_is_not_taken_for_a_rollback(tmp_path):
+    """A backup beside this command added 2 (and remembered it on this host) after this
+    command listed 1: a second look finds 2, so nothing is reported."""
+    here = SnapshotMemory("3" * 32, "/backups/vm1", "/backups/vm1")
+    here.remember([], 2)
+    here.check_and_remember(set(), [], generation=1, generation_now=lambda: 2)
+    with pytest.raises(SnapshotGone, match="generation counter of /backups/vm1 is 1, below"):
+        here.check_and_remember(set(), [], generation=1, generation_now=lambda: 1)

@@ -229,12 +229,14 @@ def _source_size(source: Path) -> int:
 @click.option("--name", default=None, shell_complete=complete_series,
               help="Only this series.")
 @click.option("--accept-missing", is_flag=True,
-              help="Forget the snapshots this host saw that are gone (an older copy of the "
+              help="Forget the snapshots this host saw that are gone, and take a "
+                   "generation counter lower than the one seen (an older copy of the "
                    "repository put back, or snapshots deleted from another host, on "
                    "purpose), instead of refusing to go on.")
 @json_option
 def list_snapshots(repo, name, accept_missing, as_json) -> None:
-    """List snapshots, oldest first. Exit 1 if a snapshot this host saw is gone."""
+    """List snapshots, oldest first. Exit 1 if a snapshot this host saw is gone, or the
+    repository's generation counter is below the one seen here."""
     with opened(repo) as repository:
         if accept_missing:
             for seen in repository.accept_missing_snapshots():

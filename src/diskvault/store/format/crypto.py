@@ -61,6 +61,7 @@ class RecordKind(enum.IntEnum):
     PACK_FOOTER = 4
     CONFIG = 5
     LEASE = 6  # who holds a lock or reader registration; subject: the object's name
+    GENERATION = 7  # a generations/<n> object; subject: its name
 
 
 AD_PREFIX = b"diskvault-ad-v1"

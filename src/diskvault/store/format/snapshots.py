@@ -19,6 +19,7 @@ from ..host.record_cache import RecordCache
 from ..host.seen_snapshots import SeenSnapshot, SnapshotMemory
 from ..host.snapshot_catalogue import SnapshotCatalogue
 from .crypto import NoEncryption, RecordCipher, RecordKind, associated_data
+from .generations import Generations
 from .manifest import BlockRef, layout_problem
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ def _integrity_problem(body: dict, record: SnapshotRecord) -> str | None:
 class SnapshotStore:
     """The records under ``snapshots/``: one ``snapshots/<id>.json`` per snapshot. With a
     ``memory`` (this host's, of this repository), every listing is checked against it: a
-    snapshot seen here and not removed from here must still be listed (SnapshotGone)."""
+    snapshot seen here and not removed from here must still be listed, and the generation
+    counter (listed with the records) must not be below the one seen here (SnapshotGone)."""
 
     def __init__(self, backend: Backend, cipher: RecordCipher | None = None,
                  repository_id: str | None = None, cache: RecordCache | None = None,
@@ -179,6 +181,7 @@ class SnapshotStore:
         self.backend = backend
         self._cipher = cipher or NoEncryption()
         self._repository_id = repository_id
+        self.generations = Generations(backend, self._cipher, repository_id or "")
         self._cache = cache  # an object store's records kept on this host (record_cache.py)
         self._memory = memory
         self._catalogue = catalogue  # each record's series and time (snapshot_catalogue.py)
@@ -196,8 +199,16 @@ class SnapshotStore:
         if self._cipher.encrypted:
             data = self._cipher.seal(data, self._associated(record.id))
         self.backend.put(record_name(record.id), data)
+        generation = self.generations.add(f"snapshot {record.id} of {record.name} recorded")
         if self._memory is not None:
-            self._memory.remember([record])
+            self._memory.remember([record], generation)
+
+    def committed(self, change: str) -> None:
+        """Count ``change`` (removals, protection marks: committed by the caller) in the
+        generation counter, and remember the new counter here."""
+        generation = self.generations.add(change)
+        if self._memory is not None:
+            self._memory.remember([], generation)
 
     def load(self, snapshot_id: str) -> SnapshotRecord:
         return self._read(record_name(snapshot_id))
@@ -249,6 +260,7 @@ class SnapshotStore:
         """Every readable snapshot, oldest first, and each damaged record's name with its
         error; SnapshotGone if a snapshot this host saw is not listed."""
         records, damaged = [], []
+        generation = self._generation()
         names = self._listed()
         for name in names:
             try:
@@ -259,13 +271,14 @@ class SnapshotStore:
                 damaged.append((PurePosixPath(name), error))
         if self._memory is not None:
             self._memory.check_and_remember({_id_of(name) for name in names}, records,
-                                            self.exists)
+                                            self.exists, generation, self.generations.highest)
         return sorted(records, key=lambda r: (r.time, r.id)), damaged
 
     def summaries(self) -> list[SnapshotSummary]:
         """Every readable snapshot's id, series and time, oldest first: from the catalogue
         where it knows the record, else read (a damaged one skipped with a warning, as by
         all()); SnapshotGone as scan()."""
+        generation = self._generation()
         names = self._listed()
         known = self._catalogue.load() if self._catalogue else {}
         found: dict[str, SnapshotSummary] = {}
@@ -283,7 +296,8 @@ class SnapshotStore:
                 continue
             found[snapshot_id] = SnapshotSummary(record.id, record.name, record.time)
         if self._memory is not None:
-            self._memory.check_and_remember({_id_of(name) for name in names}, found.values())
+            self._memory.check_and_remember({_id_of(name) for name in names}, found.values(),
+                                            self.exists, generation, self.generations.highest)
         if self._catalogue and found.keys() != known.keys():
             self._catalogue.save({s.id: (s.name, s.time) for s in found.values()})
         return sorted(found.values(), key=lambda s: (s.time, s.id))
@@ -307,6 +321,11 @@ class SnapshotStore:
             self._catalogue.save({r.id: (r.name, r.time) for r in records})
         return pick(records)
 
+    def _generation(self) -> int | None:
+        """The counter, listed before the records (a change counted after the listing is
+        not missed by it); None, and not listed, without a memory to check it against."""
+        return self.generations.highest() if self._memory is not None else None
+
     def _listed(self) -> list[str]:
         """The record names listed, the cached records of any other dropped."""
         names = self.record_names()
@@ -318,7 +337,8 @@ class SnapshotStore:
         """Forget the snapshots this host saw that are gone, so that listings work again."""
         if self._memory is None:
             return []
-        return self._memory.accept_missing(set(self.ids()))
+        generation = self.generations.highest()
+        return self._memory.accept_missing(set(self.ids()), generation)
 
     def ids(self) -> list[str]:
         """Ids of the complete records, without reading any."""

@@ -1,7 +1,8 @@
-"""What this host has seen of a repository: the newest snapshot of each series, and the
-snapshots it removed itself. A repository that no longer holds a snapshot seen here, and
-not removed from here, was rolled back to an older copy or withholds a record: that is
-reported (SnapshotGone), not used or built upon.
+"""What this host has seen of a repository: the newest snapshot of each series, the
+snapshots it removed itself, and the highest generation (format/generations.py). A
+repository that no longer holds a snapshot seen here, and not removed from here, or whose
+generation counter is below the one seen here, was rolled back to an older copy or
+withholds records: that is reported (SnapshotGone), not used or built upon.
 
 One JSON file per repository and place in ``$XDG_STATE_HOME/diskvault/seen/``, replaced
 atomically under an flock of that folder, so two commands on this host never lose each
@@ -52,6 +53,21 @@ class SeenSnapshot:
 class Memory:
     newest: dict[str, SeenSnapshot] = field(default_factory=dict)  # by series
     removed: list[str] = field(default_factory=list)  # oldest first
+    generation: int = 0  # the highest generation seen here (0: none yet)
+    generation_seen_on: date | None = None
+
+
+def rolled_back_message(memory: Memory, generation: int, location: str) -> str:
+    return (f"the generation counter of {location} is {generation}, below the "
+            f"{memory.generation} seen here on {memory.generation_seen_on}: the repository was "
+            f"rolled back or records are withheld; if an older copy was put back on purpose, "
+            f"run 'diskvault list -r {location} --accept-missing'")
+
+
+def with_generation(memory: Memory, generation: int | None, today: date) -> None:
+    """Remember ``generation`` in ``memory`` where it is higher than the one remembered."""
+    if generation is not None and generation > memory.generation:
+        memory.generation, memory.generation_seen_on = generation, today
 
 
 def gone_snapshots(memory: Memory, present_ids: set[str]) -> list[SeenSnapshot]:
@@ -82,22 +98,34 @@ class SnapshotMemory:
         self.location = location
 
     def check_and_remember(self, present_ids: set[str], records: Iterable,
-                           exists: Callable[[str], bool] = lambda snapshot_id: False) -> None:
+                           exists: Callable[[str], bool] = lambda snapshot_id: False,
+                           generation: int | None = None,
+                           generation_now: Callable[[], int] = lambda: 0) -> None:
         """SnapshotGone if a snapshot seen here is not in ``present_ids`` and ``exists`` (one
-        look at the repository now) does not find it either: a backup beside this command
-        may have recorded it, and been remembered, after the listing; else remember the
-        newest of ``records`` in each series."""
+        look at the repository now) does not find it either -- a backup beside this command
+        may have recorded it, and been remembered, after the listing -- or if
+        ``generation`` (the counter listed) and ``generation_now`` (listed again, for the
+        same reason) are below the one seen here; else remember the newest of ``records``
+        in each series, and the counter."""
         with self._changing() as memory:
             gone = [seen for seen in gone_snapshots(memory, present_ids)
                     if not exists(seen.id)]
             if gone:
                 raise SnapshotGone(gone[0].gone_message(self.location))
+            if generation is not None and generation < memory.generation:
+                generation = max(generation, generation_now())
+                if generation < memory.generation:
+                    raise SnapshotGone(rolled_back_message(memory, generation,
+                                                           self.location))
             memory.newest = with_newest(memory, records, _today()).newest
+            with_generation(memory, generation, _today())
 
-    def remember(self, records: Iterable) -> None:
-        """Remember ``records`` (just written here) where newer than what is remembered."""
+    def remember(self, records: Iterable, generation: int | None = None) -> None:
+        """Remember ``records`` (just written here) where newer than what is remembered,
+        and ``generation`` (just added here) where higher."""
         with self._changing() as memory:
             memory.newest = with_newest(memory, records, _today()).newest
+            with_generation(memory, generation, _today())
 
     def removing(self, snapshot_id: str) -> None:
         """Note, before it is removed, that this host removes the snapshot."""
@@ -106,13 +134,16 @@ class SnapshotMemory:
                              if seen.id != snapshot_id}
             memory.removed = [*memory.removed, snapshot_id][-REMOVED_REMEMBERED:]
 
-    def accept_missing(self, present_ids: set[str]) -> list[SeenSnapshot]:
+    def accept_missing(self, present_ids: set[str], generation: int) -> list[SeenSnapshot]:
         """Forget the snapshots seen here that are gone (a restore of an older copy or a
-        deletion from another host, on purpose); the forgotten ones are returned."""
+        deletion from another host, on purpose), and take ``generation`` as the counter
+        even if lower; the forgotten snapshots are returned."""
         with self._changing() as memory:
             gone = gone_snapshots(memory, present_ids)
             memory.newest = {series: seen for series, seen in memory.newest.items()
                              if seen not in gone}
+            if generation != memory.generation:
+                memory.generation, memory.generation_seen_on = generation, _today()
         return gone
 
     @contextmanager
@@ -160,7 +191,9 @@ def _load(path: Path) -> Memory:
             {series: SeenSnapshot(seen["id"], series, datetime.fromisoformat(seen["time"]),
                                   date.fromisoformat(seen["seen_on"]))
              for series, seen in body["newest"].items()},
-            [str(snapshot_id) for snapshot_id in body["removed"]])
+            [str(snapshot_id) for snapshot_id in body["removed"]],
+            int(body.get("generation", 0)),
+            date.fromisoformat(body["generation_seen_on"]) if body.get("generation") else None)
     except FileNotFoundError:
         return Memory()
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -170,9 +203,13 @@ def _load(path: Path) -> Memory:
 
 
 def _encode(memory: Memory) -> bytes:
-    return json.dumps({
+    body = {
         "version": MEMORY_VERSION,
         "newest": {series: {"id": seen.id, "time": seen.time.isoformat(),
                             "seen_on": seen.seen_on.isoformat()}
                    for series, seen in sorted(memory.newest.items())},
-        "removed": memory.removed}, separators=(",", ":")).encode()
+        "removed": memory.removed}
+    if memory.generation:  # absent until one is seen: a memory written before reads alike
+        body["generation"] = memory.generation
+        body["generation_seen_on"] = memory.generation_seen_on.isoformat()
+    return json.dumps(body, separators=(",", ":")).encode()
