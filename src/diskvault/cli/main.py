@@ -73,7 +73,7 @@ COMMANDS = {
     "extend-retention": LazyCommand("commands.maintenance:extend_retention", "Extend the S3 "
                                     "Object Lock retention of every pack in use to the "
                                     "repository's days from now (compact does it too)."),
-    "check": LazyCommand("commands.maintenance:check", "Check that every snapshot can be "
+    "check": LazyCommand("commands.check:check", "Check that every snapshot can be "
                          "restored; exit 1 if anything is damaged."),
     "ls": LazyCommand("commands.files:ls", "List the volumes of a snapshot's image and their "
                       "filesystems, or, with LOCATION, a folder inside one like `ls -l` (a "

@@ -23,6 +23,15 @@ def human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
+def count_of(number: int, noun: str) -> str:
+    """'1 pack', '3 packs'."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def snapshot_when(record: SnapshotRecord) -> str:
+    return f"{record.time:%Y-%m-%d %H:%M:%S}"
+
+
 def human_rate(size: float, seconds: float) -> str:
     if seconds <= 0:
         return "-"
@@ -115,7 +124,7 @@ def print_table(headers: list[str], rows: list[list[str]], right: frozenset[int]
 
 def print_snapshots(records) -> None:
     """The snapshot table of ``list`` (and the demo)."""
-    rows = [[r.short_id, r.name, f"{r.time:%Y-%m-%d %H:%M:%S}", human_bytes(r.size),
+    rows = [[r.short_id, r.name, snapshot_when(r), human_bytes(r.size),
              human_bytes(r.stats.stored_bytes), ",".join(r.tags)] for r in records]
     print_table(["ID", "NAME", "TIME (UTC)", "SIZE", "NEW STORED", "TAGS"], rows,
                 right=frozenset({3, 4}))
