@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from .boot_image import DONE, INIT_PATH, MARKER, BootImage, build
 from .mount_bench import drop_cache
+from .serve_bench import spread, spread_table
 
 RESULTS = Path(__file__).parent / "results" / "boot"
 APPEND = f"root=/dev/vda rw console=ttyS0 init=/{INIT_PATH} panic=-1"
@@ -143,16 +143,12 @@ def summary(rounds: list[dict]) -> dict:
         for event in [*EVENTS, "serve ready", "restored"]:
             values = [ways[way][event] for ways in by_round.values() if event in ways[way]]
             if values:
-                result[f"{way}: {event} (s)"] = _spread(values)
+                result[f"{way}: {event} (s)"] = spread(values)
         if way != "local":
             for event in EVENTS:
-                result[f"{way} / local: {event}"] = _spread(
+                result[f"{way} / local: {event}"] = spread(
                     [ways[way][event] / ways["local"][event] for ways in by_round.values()])
     return result
-
-
-def _spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def write_report(rounds: list[dict], figures: dict, warm: bool) -> Path:
@@ -165,10 +161,7 @@ def write_report(rounds: list[dict], figures: dict, warm: bool) -> Path:
              f"{'warm' if warm else 'cold'} page cache", "",
              f"Load average (1 min) at the start of each boot: {min(loads):.1f} to "
              f"{max(loads):.1f}. Times from the command's start; ratios over booting the "
-             f"local file in the same round.", "",
-             "| measure | median | lowest | highest |", "|---|---|---|---|"]
-    lines += [f"| {name} | {value['median']:.2f} | {value['min']:.2f} | {value['max']:.2f} |"
-              for name, value in figures.items()]
+             f"local file in the same round.", "", *spread_table(figures)]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return stem.with_suffix(".md")
 

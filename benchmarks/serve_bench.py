@@ -143,13 +143,22 @@ def summary(rounds: list[dict]) -> dict:
         chosen = [entry["times_s"] for entry in rounds if entry["cache"] == cache]
         for label, (baseline, measured) in RATIOS.items():
             ratios = [times[baseline] / times[measured] for times in chosen]
-            result[f"{cache}: {label}"] = {"median": statistics.median(ratios),
-                                           "min": min(ratios), "max": max(ratios)}
+            result[f"{cache}: {label}"] = spread(ratios)
         for name in chosen[0]:
-            result[f"{cache}: {name} (s)"] = {"median": statistics.median(t[name] for t in chosen),
-                                              "min": min(t[name] for t in chosen),
-                                              "max": max(t[name] for t in chosen)}
+            result[f"{cache}: {name} (s)"] = spread([t[name] for t in chosen])
     return result
+
+
+def spread(values: list[float]) -> dict:
+    """The median, lowest and highest of the rounds' figures."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def spread_table(figures: dict) -> list[str]:
+    """The figures' spreads as a Markdown table."""
+    return ["| measure | median | lowest | highest |", "|---|---|---|---|"] + [
+        f"| {name} | {value['median']:.2f} | {value['min']:.2f} | {value['max']:.2f} |"
+        for name, value in figures.items()]
 
 
 def write_report(size_mib: int, rounds: list[dict], figures: dict) -> Path:
@@ -161,9 +170,7 @@ def write_report(size_mib: int, rounds: list[dict], figures: dict) -> Path:
     lines = [f"# serve vs cat, {size_mib} MiB image, {len({r['round'] for r in rounds})} rounds",
              "", f"Load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}.",
              "Ratios: cat's time over the export's, within one round (above 1: the export "
-             "was faster).", "", "| measure | median | lowest | highest |", "|---|---|---|---|"]
-    lines += [f"| {name} | {value['median']:.2f} | {value['min']:.2f} | {value['max']:.2f} |"
-              for name, value in figures.items()]
+             "was faster).", "", *spread_table(figures)]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return stem.with_suffix(".md")
 
