@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import itertools
 import random
+from concurrent.futures import Future
 
 import blake3
 from fastcdc.fastcdc_cy import fastcdc_cy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diskvault.store.backup.chunker import Chunker, Hint, ZeroRun, hints_from_spans, piece_length
+from diskvault.store.backup.chunker import (Chunker, Hint, ZeroRun, hash_sequentially,
+                                            hints_from_spans, piece_length)
 from diskvault.store.format.config import ChunkerParams
 from diskvault.store.format.crypto import Keys, chunker_permutation
 from diskvault.store.format.manifest import Span
@@ -142,6 +144,94 @@ def test_a_hint_with_changed_bytes_is_not_trusted():
     chunks = streamed(bytes(data), [], PARAMS, hints)
     assert all(blake3.blake3(c).digest() == d for c, d in chunks if d is not None)
     assert [len(c) for c, _ in chunks] == one_shot_lengths(bytes(data), PARAMS)
+
+
+class CountedHashing:
+    """The chunker's two ways of hashing, counted: now (``hash_many``) and ahead
+    (``hash_later``, done at once here: the order of threads is not what is tested)."""
+
+    def __init__(self):
+        self.now = self.ahead = 0
+
+    def hash_many(self, views: list) -> list[bytes]:
+        self.now += len(views)
+        return hash_sequentially(views)
+
+    def hash_later(self, views: list) -> Future:
+        self.ahead += len(views)
+        future: Future = Future()
+        future.set_result(hash_sequentially(views))
+        return future
+
+
+def streamed_hashing_ahead(data: bytes, cuts: list[int], params: ChunkerParams, hints,
+                           hashing: CountedHashing, depth: int = 2) -> list:
+    """Like ``streamed``, each buffer handed to ``hash_ahead`` ``depth`` buffers before it is
+    fed, as a backup does."""
+    chunker = Chunker(params, hints, hashing.hash_many, hash_later=hashing.hash_later)
+    bounds = [0] + sorted(set(cuts)) + [len(data)]
+    buffers = [(start, data[start:end]) for start, end in zip(bounds, bounds[1:])]
+    chunks = []
+    for number, (start, buffer) in enumerate(buffers):
+        chunker.hash_ahead(start, buffer)
+        if number >= depth:
+            chunks += chunker.feed(buffers[number - depth][1])
+    for _, buffer in buffers[max(0, len(buffers) - depth):]:
+        chunks += chunker.feed(buffer)
+    return chunks + chunker.finish()
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 60_000), edits=st.lists(EDIT, max_size=4),
+       cuts=st.lists(st.integers(0, 60_000), max_size=8), depth=st.integers(0, 3))
+def test_hints_hashed_ahead_give_the_chunks_and_digests_of_hashing_on_demand(seed, size, edits,
+                                                                              cuts, depth):
+    rng = random.Random(seed)
+    old = compressible(rng, size) if seed % 2 else rng.randbytes(size)
+    new = bytearray(old)
+    for kind, at, length in edits:
+        at = min(at, len(new))
+        if kind == "insert":
+            new[at:at] = rng.randbytes(length)
+        else:
+            new[at: at + length] = rng.randbytes(length)[: len(new) - at]
+    new = bytes(new)
+    hints, cuts = hints_of(old, PARAMS), [c for c in cuts if c <= len(new)]
+    ahead = streamed_hashing_ahead(new, cuts, PARAMS, hints, CountedHashing(), depth)
+    assert [piece_length(p) for p in ahead] == one_shot_lengths(new, PARAMS)
+    on_demand = streamed(new, cuts, PARAMS, hints)
+    assert [(bytes(c), d) for c, d in ahead] == [(bytes(c), d) for c, d in on_demand]
+
+
+def test_hints_inside_a_buffer_are_hashed_ahead_once_and_only_those_across_two_now():
+    rng = random.Random(11)
+    data = bytearray(rng.randbytes(400_000))
+    hints = hints_of(bytes(data), PARAMS)
+    for offset in (50_000, 210_000, 333_000):  # changes: the chunker cuts past hints there
+        data[offset: offset + 3000] = rng.randbytes(3000)
+    cuts = list(range(0, len(data), 64 * 1024))
+    hashing = CountedHashing()
+    chunks = streamed_hashing_ahead(bytes(data), cuts, PARAMS, hints, hashing)
+    across = [h for h in hints if any(h.offset < cut < h.offset + h.length for cut in cuts)]
+    assert hashing.now == len(across)
+    assert hashing.ahead == len(hints) - len(across)
+    assert [piece_length(p) for p in chunks] == one_shot_lengths(bytes(data), PARAMS)
+
+
+def test_digests_hashed_ahead_are_forgotten_once_the_chunker_is_past_them():
+    """An image changed everywhere: no hint is ever taken, and what was hashed ahead for
+    them does not pile up."""
+    rng = random.Random(12)
+    hints = hints_of(rng.randbytes(300_000), PARAMS)
+    chunker = Chunker(PARAMS, hints, hash_later=CountedHashing().hash_later)
+    data = rng.randbytes(300_000)
+    buffers = [(start, data[start:start + 20_000]) for start in range(0, len(data), 20_000)]
+    chunker.hash_ahead(*buffers[0])
+    for (_, buffer), (start, after) in zip(buffers, buffers[1:]):
+        chunker.hash_ahead(start, after)
+        chunker.feed(buffer)
+        assert chunker.digests_waiting <= 2 * 20_000 // PARAMS.min_bytes
+    chunker.feed(buffers[-1][1])
 
 
 # -- the keyed chunker (format version 3, encrypted) -----------------------------------------

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from datetime import datetime, timezone
 from typing import Protocol
@@ -20,10 +21,11 @@ from ..index.chunk_index import ChunkIndex
 from ..pipeline import prefetch
 from .chunker import Chunker, ChunkId, Hint, Piece, ZeroRun, hash_sequentially, plain_chunk_id
 from .request import BackupRequest
-from .source import ImageSource
+from .source import Extent, ImageSource
 from .write_session import WriteSession
 
 Progress = Callable[[int], None]
+HASH_AHEAD_BUFFERS = 2  # read buffers whose hints hash while the chunker cuts an earlier one
 
 
 def zero_digest(length: int, chunk_id: ChunkId = plain_chunk_id) -> bytes:
@@ -121,6 +123,21 @@ class ImageRecorder:
         return digest
 
 
+def hashed_ahead(pieces: Iterable[tuple[Extent, bytes | None]], chunker: Chunker,
+                 depth: int = HASH_AHEAD_BUFFERS) -> Iterator[tuple[Extent, bytes | None]]:
+    """``pieces`` handed on ``depth`` buffers late, each buffer's hints hashing on the pool
+    from the moment it arrives: the chunker then finds their digests done (a nightly's
+    hashing overlaps its reading and cutting, instead of the two cores taking turns)."""
+    held: deque = deque()
+    for extent, buffer in pieces:
+        if buffer is not None:
+            chunker.hash_ahead(extent.offset, buffer)
+        held.append((extent, buffer))
+        if len(held) > depth:
+            yield held.popleft()
+    yield from held
+
+
 def record_image(source: ImageSource, chunker_params: ChunkerParams, session: WriteSession,
                  pool: Executor, stats: BackupStats, hints: Iterable[Hint] = (),
                  progress: Progress | None = None) -> ManifestBuilder:
@@ -130,10 +147,12 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
     only on the image's bytes. ``hints`` are the previous snapshot's chunks, which make
     unchanged regions cost a hash, not a cut.
     """
-    chunker = Chunker(chunker_params, hints, parallel_hasher(pool, session.codec.chunk_id),
-                      session.codec.cipher.chunk_permutation)
+    chunk_id = session.codec.chunk_id
+    chunker = Chunker(chunker_params, hints, parallel_hasher(pool, chunk_id),
+                      session.codec.cipher.chunk_permutation,
+                      hash_later=lambda views: pool.submit(hash_sequentially, views, chunk_id))
     recorder = ImageRecorder(session, pool, stats)
-    for extent, buffer in prefetch(source.pieces()):
+    for extent, buffer in hashed_ahead(prefetch(source.pieces()), chunker):
         if buffer is None:
             recorder.add_chunks(chunker.feed_zeros(extent.size))
         else:

@@ -14,6 +14,10 @@ followed by another chunk are used: their end was a real cut, not the end of the
 chunks followed by zeros are not used). On a mismatch, content-defined cutting resumes
 until a cut lands on the start of a previous chunk again. Knows nothing of storage.
 
+With ``hash_later``, hints are hashed ahead (hint_digests.py): ``hash_ahead`` is given
+each buffer before it is fed. A hint reached without its digest waiting (one across two
+buffers) is hashed then (``hash_many``).
+
 A hole is the zeros it stands for, fed without being read (``feed_zeros``): the cuts
 are those of the zeros written out, so a sparse file, its dense copy and a block device
 over it chunk alike. FastCDC never looks at a chunk's first ``min_bytes``, so once a
@@ -43,6 +47,7 @@ import blake3
 
 from ...errors import DiskvaultError
 from ..format.config import ChunkerParams
+from .hint_digests import HashLater, HintDigests
 
 try:
     from fastcdc.fastcdc_cy import fastcdc_cy as _fastcdc
@@ -103,7 +108,8 @@ class Chunker:
     """
 
     def __init__(self, params: ChunkerParams, hints: Iterable[Hint] = (),
-                 hash_many: HashMany = hash_sequentially, permutation: bytes | None = None):
+                 hash_many: HashMany = hash_sequentially, permutation: bytes | None = None,
+                 hash_later: HashLater | None = None):
         self._cut = _require_compiled_chunker()
         self._min, self._avg, self._max = params.min_bytes, params.avg_bytes, params.max_bytes
         self._permutation = permutation  # the keyed chunker's table (crypto.chunker_permutation)
@@ -116,6 +122,7 @@ class Chunker:
         # Hints are verified in batches that double while they match and shrink to one
         # after a mismatch: a batch's hashes past a mismatch are wasted work.
         self._hint_batch = 1
+        self._ahead = HintDigests(hash_later) if hash_later is not None else None
         self._pos = 0                 # absolute offset of the next chunk's start
         self._carry = b""             # bytes [carry_start, buffer_start) not yet chunked
         self._carry_start = 0
@@ -130,6 +137,20 @@ class Chunker:
     def zero_chunk_bytes(self) -> int:
         """The length of every chunk that starts at a cut and is zeros to its end."""
         return self._zero_chunk_bytes
+
+    @property
+    def digests_waiting(self) -> int:
+        """How many hints hashed ahead wait to be taken: at most those of the buffers
+        from the one being fed to the last one given to ``hash_ahead``."""
+        return len(self._ahead) if self._ahead is not None else 0
+
+    def hash_ahead(self, offset: int, buffer) -> None:
+        """Start hashing the hints wholly inside ``buffer``, which will be fed at ``offset``
+        (buffers in order, each after everything fed before it); without ``hash_later``,
+        nothing is done."""
+        if self._ahead is not None:
+            self._ahead.start(offset, buffer, self._hints_from(max(offset, self._ahead.end)),
+                              self._pos)
 
     def feed(self, buffer) -> list[Piece]:
         self._begin(memoryview(buffer))
@@ -222,6 +243,17 @@ class Chunker:
         return taken
 
     # -- hints ---------------------------------------------------------------------------
+    def _hints_from(self, position: int) -> Iterator[Hint]:
+        """The hints at or past ``position``, in order (kept in the lookahead as they are
+        read, so that ``_hint_at`` sees them too)."""
+        for hint in self._lookahead:
+            if hint.offset >= position:
+                yield hint
+        while (hint := next(self._hints, None)) is not None:
+            self._lookahead.append(hint)
+            if hint.offset >= position:
+                yield hint
+
     def _hint_at(self, position: int, index: int = 0) -> Hint | None:
         """The ``index``-th hint from ``position`` on, if hints continue unbroken from it."""
         while self._lookahead and self._lookahead[0].offset < position:
@@ -250,7 +282,9 @@ class Chunker:
         if not batch:
             return None
         views = [self._span(h.offset, h.offset + h.length) for h in batch]
-        for hint, view, digest in zip(batch, views, self._hash_many(views)):
+        digests = self._hash_many(views) if self._ahead is None else \
+            self._ahead.digests(batch, views, self._hash_many)
+        for hint, view, digest in zip(batch, views, digests):
             if digest != hint.digest:
                 self._hint_batch = 1
                 return False
