@@ -152,6 +152,7 @@ def record_image(source: ImageSource, chunker_params: ChunkerParams, session: Wr
                       session.codec.cipher.chunk_permutation,
                       hash_later=lambda views: pool.submit(hash_sequentially, views, chunk_id))
     recorder = ImageRecorder(session, pool, stats)
+    session.index.read_ahead()  # every chunk of the image is looked up
     for extent, buffer in hashed_ahead(prefetch(source.pieces()), chunker):
         if buffer is None:
             recorder.add_chunks(chunker.feed_zeros(extent.size))

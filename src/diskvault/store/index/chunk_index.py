@@ -34,6 +34,7 @@ IDENTITY_KEY = b"identity"  # the repository the index was built from (see ident
 # 130,000): compact met it dropping 10^7 locations in one. A removal dirties at most one leaf
 # page (and the branch pages above it, shared by many), so this many stay far below.
 REMOVALS_PER_TRANSACTION = 1 << 15
+READ_AHEAD_MAX_BYTES = 256 * 1024 * 1024  # read_ahead: a data file up to this size
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,22 @@ class ChunkIndex:
 
     def close(self) -> None:
         self.env.close()
+
+    def read_ahead(self) -> None:
+        """Start reading the data file into the page cache in the background, if it is at
+        most READ_AHEAD_MAX_BYTES: a whole-image backup or restore then looks chunks up in
+        memory, instead of faulting the pages in one by one from a cold disk (LMDB maps the
+        file for random reads). A larger index is left to fault in what it needs."""
+        try:
+            fd = os.open(self.path / DATA_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return  # not there yet: nothing to read
+        try:
+            size = os.fstat(fd).st_size
+            if size <= READ_AHEAD_MAX_BYTES:
+                os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
     def lookup(self, digest: bytes, txn: lmdb.Transaction | None = None) -> ChunkLocation | None:
         with self._reading():

@@ -53,6 +53,8 @@ def image_pieces(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
                  spans: Iterable[Span] | None = None) -> Pieces:
     """(span, verified bytes) in image order, or (span, None) for a zero run: every span of
     the snapshot, or only ``spans``."""
+    if spans is None:
+        chunks.index.read_ahead()  # every chunk of the image is located
     return planned_pieces(chunks, record, image_spans(chunks, record) if spans is None
                           else spans, pool)
 
