@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diskvault.errors import TargetExists
+from diskvault.store.restore.restore import without_zero_blocks
 
 from ...conftest import in_both_modes
 
 encryption = in_both_modes()
+MiB = 1 << 20
 
 
 def allocated_bytes(path) -> int:
@@ -29,6 +34,42 @@ def test_restore_to_a_new_file_makes_holes_where_the_image_had_zeros(repo, tmp_p
     repo.restore(record, target)
     assert target.read_bytes() == image.read_bytes()
     assert allocated_bytes(target) < 2_000_000 < allocated_bytes(image)
+
+
+def test_restore_to_a_new_file_leaves_zero_blocks_inside_data_chunks_as_holes(repo, tmp_path):
+    """Data with zero blocks between (a disk's free space with scattered blocks written):
+    chunks of data and zeros; the restored file holds the same bytes, its zero blocks
+    unwritten, so a restore writes a third of the image here."""
+    rng = random.Random(3)
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"".join(rng.randbytes(4096) + bytes(8192) for _ in range(8 * 256 // 3)))
+    record = repo.backup(image)
+    assert record.stats.zero_bytes < image.stat().st_size // 4  # most zeros are in data chunks
+    target = tmp_path / "out.img"
+    written = repo.restore(record, target).written_bytes
+    assert target.read_bytes() == image.read_bytes()
+    assert written < image.stat().st_size // 2 and allocated_bytes(target) <= written + MiB
+
+
+@settings(max_examples=200, deadline=None)
+@given(offset=st.integers(0, 20_000), blocks=st.lists(st.sampled_from(["zero", "data", "half"]),
+                                                      max_size=12),
+       head=st.integers(0, 5000))
+def test_zero_blocks_left_out_are_whole_aligned_zero_blocks(offset, blocks, head):
+    rng = random.Random(offset)
+    parts = {"zero": bytes(4096), "data": rng.randbytes(4096),
+             "half": bytes(2048) + rng.randbytes(2048)}
+    data = bytes(head) + b"".join(parts[kind] for kind in blocks)
+    rebuilt = bytearray(len(data))
+    written = 0
+    for at, run in without_zero_blocks(offset, data):
+        rebuilt[at - offset: at - offset + len(run)] = run
+        written += len(run)
+    assert bytes(rebuilt) == data  # what is left out is zeros
+    kept = [(at, len(run)) for at, run in without_zero_blocks(offset, data)]
+    for start in range(-(-offset // 4096) * 4096, offset + len(data) - 4095, 4096):
+        inside = any(at <= start < at + length for at, length in kept)
+        assert inside != (data[start - offset: start - offset + 4096] == bytes(4096))
 
 
 def test_restore_refuses_an_existing_target_without_force(repo, make_image, tmp_path):

@@ -32,7 +32,9 @@ FETCH_WINDOW = 64  # chunks in flight for flows that fetch chunk by chunk (copy)
 RUN_BYTES = 16 * 1024 * 1024  # one pwritev writes at most this
 RUN_BUFFERS = 512  # and at most this many buffers (IOV_MAX is 1024)
 PATCH_BLOCK_BYTES = 4096  # a delta restore compares and writes whole blocks of this size
+HOLE_BLOCK_BYTES = 4096  # blocks of zeros of this size, aligned in the file, left as holes
 _ZEROS = memoryview(bytes(ZERO_WRITE_BYTES))
+_ZERO_BLOCK = bytes(HOLE_BLOCK_BYTES)
 Progress = Callable[[int], None]
 Pieces = Iterator[tuple[Span, bytes | None]]
 
@@ -104,13 +106,40 @@ class _RunWriter:
         self.buffers = []
 
 
+def without_zero_blocks(offset: int, data: bytes) -> Iterator[tuple[int, memoryview]]:
+    """(offset, bytes) runs of ``data`` (at ``offset`` in the file) without the blocks of
+    HOLE_BLOCK_BYTES, aligned in the file, that hold only zeros: in a new sparse file they
+    are holes already. A disk's free space is zeros inside data chunks too (a chunk that
+    one written block turned from zeros to data), and a restore is bound by its writes."""
+    view = memoryview(data)
+    start = (-offset) % HOLE_BLOCK_BYTES  # where the first aligned block begins in data
+    # The first byte of every aligned block, in one slice: only a block starting with a
+    # zero is compared in full (most data has none).
+    firsts = data[start::HOLE_BLOCK_BYTES]
+    run_start = 0
+    index = firsts.find(0)
+    while index >= 0:
+        block = start + index * HOLE_BLOCK_BYTES
+        if block + HOLE_BLOCK_BYTES <= len(data) and data.startswith(_ZERO_BLOCK, block):
+            if block > run_start:
+                yield offset + run_start, view[run_start:block]
+            run_start = block + HOLE_BLOCK_BYTES
+        index = firsts.find(0, index + 1)
+    if run_start < len(data):
+        yield offset + run_start, view[run_start:]
+
+
 def write_pieces(fd: int, pieces: Pieces, write_zeros: bool,
                  progress: Progress | None = None) -> int:
-    """Write ``pieces`` at their offsets (zero runs too if ``write_zeros``); bytes written."""
+    """Write ``pieces`` at their offsets; zero runs, and zero blocks inside chunks
+    (``without_zero_blocks``), only if ``write_zeros``. Bytes written."""
     writer = _RunWriter(fd)
     for span, data in pieces:
-        if data is not None:
+        if data is not None and write_zeros:
             writer.add(span.offset, data)
+        elif data is not None:
+            for offset, run in without_zero_blocks(span.offset, data):
+                writer.add(offset, run)
         elif write_zeros:
             offset = span.offset
             for zeros in _zero_pieces(span.length):
