@@ -321,6 +321,18 @@ class SnapshotStore:
             self._catalogue.save({r.id: (r.name, r.time) for r in records})
         return pick(records)
 
+    def latest_of_series(self, series: str) -> SnapshotRecord | None:
+        """The series' newest snapshot, None if it has none: one record read where this
+        host's catalogue knows the others (host/snapshot_catalogue.py)."""
+        return self.chosen(lambda found: newest_of_series(found, series))
+
+    def find(self, selector: str) -> SnapshotRecord:
+        """The snapshot ``selector`` names (id, unique prefix, ``latest``, series)."""
+        if is_snapshot_id(selector) and self.exists(selector):
+            # A full id: read just that record, even if another one is damaged.
+            return self.load(selector)
+        return self.chosen(lambda found: select_snapshot(found, selector))
+
     def _generation(self) -> int | None:
         """The counter, listed before the records (a change counted after the listing is
         not missed by it); None, and not listed, without a memory to check it against."""
