@@ -149,8 +149,9 @@ class SnapshotStore:
                 continue
             found[snapshot_id] = SnapshotSummary(record.id, record.name, record.time)
         if self._memory is not None:
-            self._memory.check_and_remember({snapshot_id_of(name) for name in names}, found.values(),
-                                            self.exists, generation, self.generations.highest)
+            self._memory.check_and_remember({snapshot_id_of(name) for name in names},
+                                            found.values(), self.exists, generation,
+                                            self.generations.highest)
         if self._catalogue and found.keys() != known.keys():
             self._catalogue.save({s.id: (s.name, s.time) for s in found.values()})
         return sorted(found.values(), key=lambda s: (s.time, s.id))
