@@ -88,7 +88,7 @@ def test_a_sample_of_the_suite_passes_as_a_user(other_user):
                     f"(a private folder on its path)")
     result = as_user(other_user, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                   "--basetemp", str(other_user.scratch / "pytest"),
-                                  "tests/image/test_volumes.py", "tests/cli/test_space.py"],
+                                  "tests/image/test_volumes.py", "tests/cli/output/test_space.py"],
                      f"/usr/local/bin:{CRON_PATH}", cwd=checkout, timeout=900,
                      PYTHONPATH=str(checkout / "src"))
     output = result.stdout.decode()

@@ -55,7 +55,8 @@ def test_help_and_version_import_nothing_of_the_store_or_the_commands(args, tmp_
 def test_the_help_of_one_command_imports_only_that_command(tmp_path):
     modules = imported_modules(tmp_path, "umount", "--help")
     assert "diskvault.cli.commands.mount" in modules
-    assert {"diskvault.cli.commands.snapshots", "diskvault.cli.commands.maintenance",
+    assert {"diskvault.cli.commands.snapshots", "diskvault.cli.commands.backup",
+            "diskvault.cli.commands.restore", "diskvault.cli.commands.maintenance",
             "diskvault.cli.commands.demo", "diskvault.maintenance"} & modules == set()
 
 

@@ -108,6 +108,10 @@ json_option = click.option(
     "--json", "as_json", is_flag=True,
     help="Print what the command did as one JSON document on stdout.")
 
+progress_option = click.option(
+    "--progress/--no-progress", "show_progress", default=None,
+    help="Show a progress line (default: only on a terminal).")
+
 lock_wait_option = click.option(
     "--lock-wait", "lock_wait_s", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
     show_default=True, help="Wait up to this long for another writer to finish.")

@@ -37,15 +37,15 @@ COMMANDS = {
                               "by a writer that crashed (use with care)."),
     "key": LazyCommand("commands.keys:key", "The key of an encrypted repository: keep an "
                        "export of it somewhere else."),
-    "backup": LazyCommand("commands.snapshots:backup",
+    "backup": LazyCommand("commands.backup:backup",
                           "Back up an image file, block device, NBD export or running QEMU "
                           "guest's drive (or '-': standard input) as a new snapshot."),
     "list": LazyCommand("commands.snapshots:list_snapshots", "List snapshots, oldest first."),
     "info": LazyCommand("commands.snapshots:info", "Show a snapshot's sizes and dedup figures "
                         "(or the repository's, without SNAPSHOT)."),
-    "restore": LazyCommand("commands.snapshots:restore", "Restore a snapshot to a new sparse "
+    "restore": LazyCommand("commands.restore:restore", "Restore a snapshot to a new sparse "
                            "file, an existing file, or a block device."),
-    "cat": LazyCommand("commands.snapshots:cat", "Write a snapshot's image to standard output."),
+    "cat": LazyCommand("commands.restore:cat", "Write a snapshot's image to standard output."),
     "diff": LazyCommand("commands.snapshots:diff", "List the byte ranges that differ between "
                         "two snapshots (from manifests only)."),
     "demo": LazyCommand("commands.demo:demo", "Run the main job on a built-in example: nightly "

@@ -24,7 +24,8 @@ from mfusepy import FuseOSError
 
 from ..errors import (BadInput, DiskvaultError, IsADirectory, NotADirectory, PathNotFound,
                       UnknownFilesystem)
-from ..image.filesystems import Entry, FileReader, Filesystem, name_is_plain
+from ..image.file_reader import FileReader
+from ..image.filesystems import Entry, Filesystem, name_is_plain
 from ..lru import LRU
 from ..store.format.snapshots import SnapshotRecord
 from ..store.read.browse import SnapshotFiles, Volume

@@ -7,12 +7,11 @@ step of work (resolving a name, listing one entry, reading one piece) has a budg
 of Python calls, so that looping structures end in an error instead of a hang; sizes and times
 that cannot be real are refused; directory walks stop at cycles and at a depth limit. One
 `Filesystem` serialises its own use with a lock, so the FUSE layer may share it between threads
-(file readers included).
+(its FileReader included, file_reader.py).
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import posixpath
 import threading
@@ -24,17 +23,16 @@ from ..errors import (BadInput, DamagedFilesystem, DiskvaultError, IsADirectory,
 from ..lru import LRU
 from .detect import describe_content, detect_filesystem
 from .drivers.base import KINDS, STEP_CALL_LIMIT, Damaged, Driver, Entry, GuardedVolume
-from .fileview import PositionedFile
+from .file_reader import FileReader
 
 __all__ = [  # the public API; drivers and their helpers live in drivers/ (errors in errors.py)
-    "KINDS", "MAX_DEPTH", "Driver", "Entry", "FileReader", "Filesystem", "GuardedVolume",
+    "KINDS", "MAX_DEPTH", "Driver", "Entry", "Filesystem", "GuardedVolume",
     "detect_filesystem", "open_filesystem",
 ]
 
 MAX_DEPTH = 256
 MAX_SYMLINK_HOPS = 40
 _OPEN_CALLS_PER_BYTE = 1 / 128
-_READ_PIECE = 8 * 1024 * 1024  # FileReader asks the parsers for at most this much at once
 _LISTING_CACHE_DIRS = 64
 _LISTING_CACHE_MAX_ENTRIES = 20_000
 _REMEMBERED_PATHS = 50_000
@@ -141,7 +139,8 @@ class Filesystem:
             extra_calls = int(min(entry.size, 1 << 32) * _OPEN_CALLS_PER_BYTE)  # block maps
             self._volume.arm(calls=STEP_CALL_LIMIT + extra_calls)
             stream = self._driver.open(node)
-            return FileReader(self, stream, entry)
+            return FileReader(stream, entry, self._driver.data_ranges(stream), self._operation,
+                              self._volume)
 
     def walk(self, path: str = "/", onerror: Callable[[DiskvaultError], None] | None = None
              ) -> Iterator[tuple[str, list[Entry]]]:
@@ -348,66 +347,3 @@ class _Operation:
         if exc is None or not isinstance(exc, Exception) or isinstance(exc, DiskvaultError):
             return False
         raise _as_damage(self._fs, self._path, exc) from exc
-
-
-class FileReader(PositionedFile):
-    """A file's content as a read-only stream; memory stays bounded whatever the file's size.
-
-    A read that comes back short of the size the filesystem claims is an error (damaged block
-    map), never silently shorter data.
-    """
-
-    def __init__(self, fs: Filesystem, stream: BinaryIO, entry: Entry):
-        super().__init__(entry.size)
-        self._fs, self._stream, self.entry = fs, stream, entry
-        self._ranges = fs._driver.data_ranges(stream)
-
-    def seek_data(self, offset: int) -> int:
-        """Like SEEK_DATA: the first offset >= `offset` that may hold data; `size` if only a
-        hole follows. Lets a copy skip holes without reading them (a hostile image can claim
-        terabyte-sized sparse files)."""
-        if self._ranges is None:
-            return min(offset, self.size)
-        index = bisect.bisect_right(self._ranges, (offset, float("inf")))
-        if index and self._ranges[index - 1][1] > offset:
-            return min(offset, self.size)
-        if index < len(self._ranges):
-            return min(self._ranges[index][0], self.size)
-        return self.size
-
-    def seek_hole(self, offset: int) -> int:
-        """Like SEEK_HOLE: the first offset >= `offset` in a hole, or `size` (where the file
-        ends, or when the filesystem does not say where its holes are)."""
-        if self._ranges is None:
-            return self.size
-        index = bisect.bisect_right(self._ranges, (offset, float("inf")))
-        if index and self._ranges[index - 1][1] > offset:
-            return min(self._ranges[index - 1][1], self.size)
-        return min(offset, self.size)
-
-    def data_bytes(self) -> int:
-        """How many of the file's bytes may hold data (holes left out; all of them when the
-        filesystem does not say): what the mount reports as st_blocks."""
-        if self._ranges is None:
-            return self.size
-        return sum(min(end, self.size) - start for start, end in self._ranges
-                   if start < self.size)
-
-    def pread(self, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset + length), cut at the file's size; a short read from the
-        filesystem is damage, never silently shorter data."""
-        end = min(offset + length, self.size)
-        if end <= offset:
-            return b""
-        pieces = []
-        with self._fs._operation(self.entry.path):
-            for start in range(offset, end, _READ_PIECE):
-                size = min(_READ_PIECE, end - start)
-                self._fs._volume.arm(reads=64 + size // 512)
-                self._stream.seek(start)
-                piece = self._stream.read(size)
-                if len(piece) != size:
-                    raise Damaged(f"the file's data ends at byte {start + len(piece)} "
-                                  f"although its size is {self.size}")
-                pieces.append(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..store.format.snapshots import SnapshotRecord, select_snapshot
+from ..store.format.snapshot_selection import select_snapshot
+from ..store.format.snapshots import SnapshotRecord
 from ..store.storage import Storage
 from .append_only import refuse_if_append_only
 

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 
 from ..errors import BadInput, SnapshotProtected
 from ..store.coordination.locking import WriterLock
-from ..store.format.snapshots import SnapshotRecord, select_snapshot
+from ..store.format.snapshot_selection import select_snapshot
+from ..store.format.snapshots import SnapshotRecord
 from ..store.storage import Storage
 from .append_only import refuse_if_append_only
 from .liveness import Liveness

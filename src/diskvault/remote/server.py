@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BadInput, DiskvaultError
-from ..store.backends.local import LocalBackend, LocalUpload
+from ..store.backends.local import LocalBackend
+from ..store.backends.local_upload import LocalUpload
 from ..store.backends.location import Location
 from ..store.backends.ssh_wire import (WIRE_VERSION, WireError, encode_names, read_frame,
                                        write_frame)

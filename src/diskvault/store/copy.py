@@ -37,7 +37,8 @@ from .backup.write_session import WriteSession
 from .format.codec import Codec
 from .format.manifest import (BlockRef, ManifestBuilder, ManifestEntry, block_ends, placed_entries,
                               spans)
-from .format.snapshots import BackupStats, SnapshotRecord, select_snapshot
+from .format.snapshot_selection import select_snapshot
+from .format.snapshots import BackupStats, SnapshotRecord
 from .pipeline import batches, ordered_map
 from .read.image_map import cutting_hints, damage_context
 from .restore.restore import FETCH_WINDOW, image_pieces

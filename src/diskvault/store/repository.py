@@ -4,9 +4,8 @@ images. Orchestration only: the work is done by the modules it calls."""
 from __future__ import annotations
 
 import functools
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,26 +13,22 @@ from typing import BinaryIO
 
 from ..errors import BadInput, CorruptData, LockHolder
 from .backends.location import LocationLike, as_location
-from .backup.bitmap_base import bitmap_base
-from .backup.change_map import ChangedRanges, ChangeMap, check_fits
+from .backup.change_map import ChangeMap, check_fits
 from .backup.request import BackupRequest, ChangedRead
 from .backup.source import ImageSource, SourceOpener
 from .backup.stream_source import StreamSource
+from .backup_reads import bitmap_read, change_map_read, hints_for
 from .coordination.locking import WriterLock
 from .coordination.readers import ReaderLock
 from .format.config import FORMAT_VERSION, PLAINTEXT_MODE, ChunkerParams, ObjectLockSettings
 from .format.crypto import Keys
 from .format.manifest import decode_block
-from .format.snapshots import (SnapshotRecord, is_snapshot_id, newest_of_series,
-                               select_snapshot, series_name)
+from .format.snapshots import SnapshotRecord, series_name
 from .keys.encryption import Passphrase, change_key_passphrase, export_key_file, import_key_file
 from .read.diff import changed_ranges
-from .read.image_map import cutting_hints, image_spans
 from .restore import known_contents
 from .restore.restore_marks import refuse_interrupted_target
 from .storage import Storage, read_config_at
-
-log = logging.getLogger(__name__)
 
 # Flows that load native libraries (fastcdc, zstd) or the restore machinery (chunker,
 # backup, copy, reader, restore) are imported in the methods that run them, so that
@@ -171,8 +166,8 @@ class Repository:
                 return self._back_up(source, request, lock_wait_s, on_new_series)
             check_fits(changes, source.size)
             return self._back_up(source, request, lock_wait_s,
-                                 changed=lambda: self._changed_read(source, request,
-                                                                    changes, verify_unchanged))
+                                 changed=functools.partial(change_map_read, self.storage, source,
+                                                           request, changes, verify_unchanged))
 
     def check_backup_source(self, path: Path) -> None:
         """BadInput if the file ``path`` may not be backed up: it is inside the repository,
@@ -212,7 +207,8 @@ class Repository:
                                 dirty_bitmap=bitmap)
         changed = None
         if bitmap is not None:
-            changed = functools.partial(self._bitmap_read, source, request, verify_unchanged)
+            changed = functools.partial(bitmap_read, self.storage, source, request,
+                                        verify_unchanged)
         return self._back_up(source, request, lock_wait_s, on_new_series, changed)
 
     def _back_up(self, source, request: BackupRequest, lock_wait_s: float,
@@ -228,60 +224,9 @@ class Repository:
             storage.catch_up_before_backup()
             from .backup.back_up import back_up
 
-            request = replace(request, hints=self._hints_for(request.name, on_new_series),
+            request = replace(request, hints=hints_for(storage, request.name, on_new_series),
                               changed=changed() if changed else None)
             return back_up(storage, source, request, before_record=lock.ensure_held)
-
-    def _changed_read(self, source: ImageSource, request: BackupRequest,
-                      changes: ChangeMap, verify_unchanged: int) -> ChangedRead:
-        """Only the changed ranges read; the rest taken from the map's base, which must be
-        the series' latest snapshot (called under the backup lock)."""
-        base = self._change_map_base(request.name, changes)
-        return self._read_only_changes(source, request, base, changes, verify_unchanged)
-
-    def _bitmap_read(self, source, request: BackupRequest,
-                     verify_unchanged: int) -> ChangedRead | None:
-        """Only what the dirty bitmap marks read, when the series' latest snapshot is its
-        base; None (a full read) with a warning saying why not (under the backup lock)."""
-        base = bitmap_base(self.latest_of_series(request.name), source.label,
-                           request.dirty_bitmap, source.size, source.counts_from)
-        if base.record is None:
-            log.warning("%s: the whole of %s is read; the next backup with dirty bitmap %s "
-                        "reads only what it marks", base.why_not, source.label,
-                        request.dirty_bitmap)
-            return None
-        return self._read_only_changes(source, request, base.record, source.changes,
-                                       verify_unchanged)
-
-    def _read_only_changes(self, source, request: BackupRequest, base: SnapshotRecord,
-                           changes: ChangeMap, verify_unchanged: int) -> ChangedRead:
-        from .backup.changed_backup import PreviousEntries, record_changed
-
-        changed = ChangedRanges(changes.ranges, base.size, source.size)
-        previous = PreviousEntries(image_spans(self.storage.chunks, base), base.size,
-                                   changed, source.size)
-
-        def record(session, stats):
-            return record_changed(source, previous, changed, self.config.chunker, session,
-                                  self.storage.pool, stats, verify_unchanged,
-                                  request.progress)
-        return ChangedRead(record, base.id, base.holes_as_zeros)
-
-    def _change_map_base(self, series: str, changes: ChangeMap) -> SnapshotRecord:
-        if changes.base is None:
-            raise BadInput("the change map names no base snapshot: give --changed-since "
-                           "SNAPSHOT (the snapshot the map counts changes from)")
-        latest = self.latest_of_series(series)
-        if latest is None:
-            raise BadInput(f"series {series!r} has no snapshot for the change map to build "
-                           f"on: run a full backup (without --changed-ranges) first")
-        base = self.find_snapshot(changes.base)
-        if base.id != latest.id:
-            raise BadInput(f"the change map counts changes since snapshot {base.short_id}, "
-                           f"but the latest snapshot of series {series!r} is "
-                           f"{latest.short_id}: use a map made since "
-                           f"{latest.short_id}, or back up without --changed-ranges")
-        return base
 
     def copy_from(self, source: "Repository", selectors: tuple[str, ...] = (),
                   lock_wait_s: float = 0.0, progress: Progress | None = None):
@@ -306,17 +251,6 @@ class Repository:
             return copy_snapshots(source.storage, storage, selectors, progress,
                                   before_record=lock.ensure_held)
 
-    def _hints_for(self, name: str, on_new_series: Callable[[str], None] | None = None
-                   ) -> Iterator:
-        """The chunks of the series' latest snapshot, as cutting hints (read once the
-        backup holds its backup lock). A series with no snapshot yet is told to
-        ``on_new_series``: the listing is made here once."""
-        latest = self.latest_of_series(name)
-        if latest is not None:
-            yield from cutting_hints(self.storage.chunks, latest)
-        elif on_new_series is not None:
-            on_new_series(name)
-
     # -- snapshots ---------------------------------------------------------------------
     def list_snapshots(self, name: str | None = None) -> list[SnapshotRecord]:
         records = self.storage.snapshots.all()
@@ -325,7 +259,7 @@ class Repository:
     def latest_of_series(self, name: str) -> SnapshotRecord | None:
         """The series' newest snapshot, None if it has none: one record read where this
         host's catalogue knows the others (host/snapshot_catalogue.py)."""
-        return self.storage.snapshots.chosen(lambda found: newest_of_series(found, name))
+        return self.storage.snapshots.latest_of_series(name)
 
     def accept_missing_snapshots(self) -> list:
         """Forget the snapshots this host saw that the repository no longer holds (an older
@@ -338,10 +272,7 @@ class Repository:
         return self.storage.snapshots.scan()
 
     def find_snapshot(self, selector: str) -> SnapshotRecord:
-        if is_snapshot_id(selector) and self.storage.snapshots.exists(selector):
-            # A full id: read just that record, even if another one is damaged.
-            return self.storage.snapshots.load(selector)
-        return self.storage.snapshots.chosen(lambda found: select_snapshot(found, selector))
+        return self.storage.snapshots.find(selector)
 
     def snapshot_ids(self) -> set[str]:
         """Ids of the complete snapshots, without reading any record: cheap enough to poll

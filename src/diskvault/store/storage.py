@@ -28,7 +28,8 @@ from .format.config import (FORMAT_VERSION, PACK_RETENTION_MARGIN, PLAINTEXT_MOD
 from .format.crypto import Keys, NoEncryption, RecordCipher
 from .format.packs import PACKS_PREFIX, PackStore
 from .format.protection import ProtectionMarks
-from .format.snapshots import SNAPSHOTS_PREFIX, SnapshotStore
+from .format.snapshot_store import SnapshotStore
+from .format.snapshots import SNAPSHOTS_PREFIX
 from .host.user_folders import cached_records_folder, make_cached_index_folder
 from .host.seen_snapshots import SnapshotMemory
 from .index.catch_up import CatchUp, catch_up, index_state

@@ -9,8 +9,9 @@ import pytest
 
 from diskvault.errors import AmbiguousSnapshot, SnapshotNotFound
 from diskvault.store.backends.local import LocalBackend
-from diskvault.store.format.snapshots import (SNAPSHOTS_PREFIX, BackupStats, SnapshotRecord,
-                                              SnapshotStore, select_snapshot)
+from diskvault.store.format.snapshot_selection import select_snapshot
+from diskvault.store.format.snapshot_store import SnapshotStore
+from diskvault.store.format.snapshots import SNAPSHOTS_PREFIX, BackupStats, SnapshotRecord
 from diskvault.store.host.seen_snapshots import SnapshotMemory
 
 T0 = datetime(2026, 11, 1, 3, 15, tzinfo=timezone.utc)

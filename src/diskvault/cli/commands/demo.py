@@ -22,7 +22,7 @@ from ...store.repository import Repository
 from ..common import json_option
 from ..output.formatting import (human_bytes, print_json, print_snapshots,
                                  repository_space, snapshot_json)
-from .snapshots import backup_summary
+from .backup import backup_summary
 
 IMAGE_BYTES = 96 * 1024 * 1024
 NIGHTS = 4

@@ -19,10 +19,9 @@ from ...image.locations import VolumeSummary
 from ...store.format.snapshots import SnapshotRecord
 from ...store.read.browse import Listing
 from ..options.completers import complete_snapshot
-from ..common import json_option, opened, repo_option
+from ..common import json_option, opened, progress_option, repo_option
 from ..output.formatting import human_bytes, print_json, print_table
 from ..output.progress import ProgressLine
-from .snapshots import progress_option
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

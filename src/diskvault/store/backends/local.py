@@ -1,6 +1,7 @@
 """LocalBackend: the Backend protocol (backend.py) on a local folder. Objects are files
 created exclusively, never through a link, and replaced atomically (durable.py); a pack
-streams to a temp file renamed into place; open folders and files are cached."""
+streams to a temp file renamed into place (local_upload.py); open files are cached
+(open_files.py); listings tell objects from temp files and foreign entries (local_listing.py)."""
 
 from __future__ import annotations
 
@@ -8,84 +9,22 @@ import errno
 import fcntl
 import os
 import stat
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ...errors import BadInput
-from ...lru import LRU
-from ..host.durable import (FOLDER_FLAGS, TEMP_TOKEN_HEX_DIGITS, TMP_SUFFIX, atomic_replacement_at,
-                            create_exclusive, make_private_folder, make_private_folder_at,
-                            open_folder, temp_name, write_all)
+from ..host.durable import (FOLDER_FLAGS, atomic_replacement_at, create_exclusive,
+                            make_private_folder, make_private_folder_at, open_folder, temp_name,
+                            write_all)
+from .local_listing import walk_folder
+from .local_upload import LocalUpload, unlink_if_present
+from .open_files import OpenFiles
 from .protocol import ObjectAge, check_object_name, is_access_denied
 
 INDEX_FOLDER = "index"
 PACKS_FOLDER = "packs"
-
-
-def _is_temp_name(name: str) -> bool:
-    """A name of durable.temp_name: ``.<final name>.<16 hex>.tmp``."""
-    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
-        return False
-    _, _, token = name[1: -len(TMP_SUFFIX)].rpartition(".")
-    return len(token) == TEMP_TOKEN_HEX_DIGITS and all(c in "0123456789abcdef" for c in token)
-
-
-class LocalUpload:
-    """A temp file (created like every other file: durable.create_exclusive) renamed into
-    place when complete: fsync of the data, rename, fsync of the folder. Unless it may
-    ``replace``, it is linked to its name instead, and an existing object stays
-    (FileExistsError): how an append-only server completes a client's upload."""
-
-    def __init__(self, folder_fd: int, name: str, replace: bool = True):
-        self._folder_fd = folder_fd
-        self._name = name
-        self._replace = replace
-        self._tmp_name = temp_name(name)
-        try:
-            fd = create_exclusive(folder_fd, self._tmp_name)
-        except BaseException:
-            os.close(folder_fd)
-            raise
-        self._file = open(fd, "wb", buffering=1024 * 1024)
-
-    def write(self, data) -> None:
-        self._file.write(data)
-
-    def complete(self) -> None:
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            if self._replace:
-                os.rename(self._tmp_name, self._name, src_dir_fd=self._folder_fd,
-                          dst_dir_fd=self._folder_fd)
-            else:
-                os.link(self._tmp_name, self._name, src_dir_fd=self._folder_fd,
-                        dst_dir_fd=self._folder_fd, follow_symlinks=False)
-            os.fsync(self._folder_fd)
-        finally:
-            self.abort()  # after the rename, only closes the folder; after a link, unlinks
-
-    def abort(self) -> None:
-        if self._folder_fd < 0:
-            return
-        try:
-            self._file.close()
-        except OSError:
-            pass  # closing flushes; a full disk fails here too, and the file goes anyway
-        _unlink_if_present(self._folder_fd, self._tmp_name)
-        os.close(self._folder_fd)
-        self._folder_fd = -1
-
-
-def _unlink_if_present(folder_fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=folder_fd)
-    except FileNotFoundError:
-        pass
 
 
 class LocalBackend:
@@ -104,8 +43,7 @@ class LocalBackend:
         self.root = Path(root)
         self.location = str(root)
         self.place = f"file://{self.root}"
-        self._fds: LRU[str, _CachedFd] = LRU(open_files, lambda _, cached: cached.retire())
-        self._lock = threading.Lock()
+        self._fds = OpenFiles(open_files)
 
     @classmethod
     def create(cls, root: Path, folders: Sequence[str]) -> "LocalBackend":
@@ -181,7 +119,7 @@ class LocalBackend:
         with self._folder(name, create=True) as (folder_fd, last), \
                 atomic_replacement_at(folder_fd, last) as fd:
             write_all(fd, data)
-        self._forget(name)
+        self._fds.forget(name)
 
     def put_if_absent(self, name: str, data: bytes, reuse: str | None = None) -> bool:
         """A written and fsynced temp file linked to ``name`` (link fails if it exists), so
@@ -203,7 +141,7 @@ class LocalBackend:
                     os.rename(tmp, reuse, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
                 return False
             finally:
-                _unlink_if_present(folder_fd, tmp)
+                unlink_if_present(folder_fd, tmp)
             os.fsync(folder_fd)
         return True
 
@@ -225,7 +163,7 @@ class LocalBackend:
             return LocalUpload(os.dup(folder_fd), last, replace)
 
     def delete(self, name: str) -> None:
-        self._forget(name)
+        self._fds.forget(name)
         try:
             with self._folder(name) as (folder_fd, last):
                 os.unlink(last, dir_fd=folder_fd)
@@ -234,7 +172,7 @@ class LocalBackend:
             pass
 
     def move(self, name: str, new_name: str) -> None:
-        self._forget(name)
+        self._fds.forget(name)
         with self._folder(name) as (from_fd, last), \
                 self._folder(new_name, create=True) as (to_fd, new_last):
             os.rename(last, new_last, src_dir_fd=from_fd, dst_dir_fd=to_fd)
@@ -243,9 +181,7 @@ class LocalBackend:
 
     # -- reading ------------------------------------------------------------------------
     def get(self, name: str) -> bytes:
-        with self._folder(name) as (folder_fd, last):
-            fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
-        with open(fd, "rb") as file:
+        with open(self._open_for_reading(name), "rb") as file:
             return file.read()
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
@@ -256,33 +192,13 @@ class LocalBackend:
         with self._fd(name) as fd:
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
 
-    @contextmanager
-    def _fd(self, name: str) -> Iterator[int]:
-        """An open descriptor of ``name`` from a small cache (packs are read in many
-        ranges). A descriptor evicted or forgotten while another thread reads through it is
-        closed by its last user, so a read never lands on a number reused for another file."""
-        with self._lock:
-            cached = self._fds.get(name)
-            if cached is None:
-                with self._folder(name) as (folder_fd, last):
-                    fd = os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 dir_fd=folder_fd)
-                cached = _CachedFd(fd)
-                self._fds.put(name, cached)
-            cached.users += 1
-        try:
-            yield cached.fd
-        finally:
-            with self._lock:
-                cached.users -= 1
-                cached.close_if_unused()
+    def _fd(self, name: str) -> AbstractContextManager[int]:
+        """An open descriptor of ``name``, from the cache (packs are read in many ranges)."""
+        return self._fds.using(name, lambda: self._open_for_reading(name))
 
-    def _forget(self, name: str) -> None:
-        """Drop a cached descriptor, so that a replaced or deleted object is reopened."""
-        with self._lock:
-            cached = self._fds.pop(name)
-            if cached is not None:
-                cached.retire()
+    def _open_for_reading(self, name: str) -> int:
+        with self._folder(name) as (folder_fd, last):
+            return os.open(last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
 
     def stat(self, name: str) -> int | None:
         try:
@@ -316,36 +232,13 @@ class LocalBackend:
             self.delete(name)
 
     def _walk(self, prefix: str) -> Iterator[tuple[str, str]]:
-        """(name, kind) of every entry under ``prefix``, links never followed: "object" (a
-        regular file), "unfinished" (a temp file, durable.temp_name), or "foreign"
-        (anything else, and ``name/`` for a folder without a file inside)."""
+        """(name, kind) of every entry under ``prefix`` (local_listing.walk_folder)."""
         folder, _, start = prefix.rpartition("/")
         try:
             fd = self._open_folders(self._parts(folder) if folder else [])
         except (FileNotFoundError, NotADirectoryError):
             return
-        yield from self._walk_folder(fd, f"{folder}/" if folder else "", start)
-
-    def _walk_folder(self, fd: int, base: str, start: str = "") -> Iterator[tuple[str, str]]:
-        """Entries that vanish while listed (a pack compaction deletes) are left out."""
-        try:
-            with os.scandir(fd) as entries:
-                found = sorted((e.name, _kind(e)) for e in entries if e.name.startswith(start))
-            for entry_name, kind in found:
-                name = base + entry_name
-                if kind == "folder":
-                    try:
-                        inner_fd = os.open(entry_name, FOLDER_FLAGS, dir_fd=fd)
-                    except FileNotFoundError:
-                        continue
-                    yield from list(self._walk_folder(inner_fd, name + "/")) \
-                        or [(name + "/", "foreign")]
-                elif kind == "file":
-                    yield name, "unfinished" if _is_temp_name(entry_name) else "object"
-                elif kind == "other":
-                    yield name, "foreign"
-        finally:
-            os.close(fd)
+        yield from walk_folder(fd, f"{folder}/" if folder else "", start)
 
     # -- the rest -----------------------------------------------------------------------
     def use_object_lock(self, settings, retained, verify: bool = False) -> None:
@@ -369,29 +262,7 @@ class LocalBackend:
             yield  # closing the folder releases the flock
 
     def close(self) -> None:
-        with self._lock:
-            for cached in self._fds.values():
-                cached.retire()
-            self._fds = LRU(self._fds.capacity, self._fds.on_evict)
-
-
-class _CachedFd:
-    """A cached descriptor and how many reads use it right now."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.users = 0
-        self.retired = False
-
-    def retire(self) -> None:
-        """Out of the cache: close now, or when the last read through it ends."""
-        self.retired = True
-        self.close_if_unused()
-
-    def close_if_unused(self) -> None:
-        if self.retired and self.users == 0 and self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._fds.close()
 
 
 def _storage_now(folder_fd: int) -> float:
@@ -410,13 +281,3 @@ def _storage_now(folder_fd: int) -> float:
     finally:
         os.close(fd)
         os.unlink(probe, dir_fd=folder_fd)
-
-
-def _kind(entry: os.DirEntry) -> str:
-    """"file", "folder", "other" (a link, a device), or "gone" if it vanished meanwhile."""
-    try:
-        mode = entry.stat(follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        return "gone"
-    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
-

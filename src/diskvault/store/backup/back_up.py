@@ -16,7 +16,8 @@ from ..format.codec import Codec
 from ..format.config import ChunkerParams, RepositoryConfig
 from ..format.manifest import ManifestBuilder, Span
 from ..format.packs import PackStore
-from ..format.snapshots import BackupStats, SnapshotRecord, SnapshotStore
+from ..format.snapshot_store import SnapshotStore
+from ..format.snapshots import BackupStats, SnapshotRecord
 from ..index.chunk_index import ChunkIndex
 from ..pipeline import prefetch
 from .chunker import Chunker, ChunkId, Hint, Piece, ZeroRun, hash_sequentially, plain_chunk_id

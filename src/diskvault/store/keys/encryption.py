@@ -19,7 +19,8 @@ from ..backends.protocol import Backend
 from ..format.config import RepositoryConfig, read_config
 from ..format.crypto import (SEAL_OVERHEAD_BYTES, Encrypted, Keys, NoEncryption, RecordCipher,
                              RecordKind, associated_data)
-from ..format.snapshots import SNAPSHOTS_PREFIX, SnapshotStore
+from ..format.snapshot_store import SnapshotStore
+from ..format.snapshots import SNAPSHOTS_PREFIX
 from ..host.user_folders import cached_records_folder
 from ..host.record_cache import RecordCache
 from .encrypted_marks import mark_of, remember_encrypted, was_encrypted

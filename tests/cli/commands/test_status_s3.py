@@ -7,7 +7,7 @@ import socket
 import sys
 import uuid
 
-from ..conftest import run_cli
+from ...conftest import run_cli
 
 
 def closed_port_url() -> str:

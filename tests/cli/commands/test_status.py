@@ -10,7 +10,7 @@ from pathlib import Path
 from diskvault.store.format.config import REPOKEY_MODE
 from diskvault.store.repository import Repository
 
-from ..conftest import SMALL_CHUNKS, TEST_PASSPHRASE, run_cli
+from ...conftest import SMALL_CHUNKS, TEST_PASSPHRASE, run_cli
 
 EXIT_OVERDUE = 3
 

@@ -17,9 +17,9 @@ from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE, read_con
 from diskvault.store.format.packs import PackStore
 from diskvault.store.repository import Repository
 
-from ..conftest import init_args, run_cli, write_image
-from ..store.copy_support import file_sha, image_sha, new_repository
-from ..store.test_crash import cli_command, wait_until
+from ...conftest import init_args, run_cli, write_image
+from ...store.copy_support import file_sha, image_sha, new_repository
+from ...store.test_crash import cli_command, wait_until
 
 MiB = 1024 * 1024
 FROM_PASSWORD = {"DISKVAULT_FROM_PASSWORD": os.environ["DISKVAULT_PASSWORD"]}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import run_cli
+from ...conftest import run_cli
 
 MiB = 1024 * 1024
 

@@ -22,8 +22,8 @@ from diskvault.store.format.packs import ENTRY, PackWriter, read_footer
 from diskvault.store.format.snapshots import SnapshotRecord
 from diskvault.store.repository import Repository
 
-from ..conftest import in_both_modes
-from .support import (assert_all_restore, assert_restore, back_up, chunk_offsets, evolve,
+from ...conftest import in_both_modes
+from ..support import (assert_all_restore, assert_restore, back_up, chunk_offsets, evolve,
                       pack_framing_bytes, referenced, restored, small_pack_repository)
 
 encryption = in_both_modes()

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from ..conftest import run_cli, write_image
+from ...conftest import run_cli, write_image
 
 # Complete the words given as arguments the way bash does on TAB: the function named by
 # `complete -p diskvault`, with COMP_WORDS/COMP_CWORD set; one offer per line.

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ..conftest import run_cli
+from ...conftest import run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",

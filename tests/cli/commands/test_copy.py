@@ -13,10 +13,10 @@ from diskvault.maintenance.check import check
 from diskvault.store.format.config import PLAINTEXT_MODE, REPOKEY_MODE
 from diskvault.store.repository import Repository
 
-from ..conftest import run_cli, write_image
-from ..maintenance.support import rewrite_config
-from ..store.copy_support import file_sha, image_sha, new_repository
-from ..store.test_crash import cli_command, finished_packs, unfinished_packs, wait_until
+from ...conftest import run_cli, write_image
+from ...maintenance.support import rewrite_config
+from ...store.copy_support import file_sha, image_sha, new_repository
+from ...store.test_crash import cli_command, finished_packs, unfinished_packs, wait_until
 
 MiB = 1024 * 1024
 

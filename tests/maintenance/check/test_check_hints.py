@@ -10,8 +10,8 @@ from diskvault.maintenance.check import check
 from diskvault.maintenance.prune import delete_snapshots
 from diskvault.store.index.chunk_index import DigestSet
 
-from ..conftest import run_cli
-from .support import KiB, back_up, small_pack_repository
+from ...conftest import run_cli
+from ..support import KiB, back_up, small_pack_repository
 
 
 def check_output(root, *options: str) -> str:
