@@ -42,14 +42,18 @@ def build(work: Path, size: int, source: Path) -> tuple[Path, Path]:
     return image, repository
 
 
+def running(source: Path) -> dict:
+    """The environment in which ``python -m diskvault`` runs the tree at ``source``."""
+    return {**os.environ, "PYTHONPATH": str(source)}
+
+
 def diskvault(source: Path, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "diskvault", *args], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(source)})
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=running(source))
 
 
 def measured(shell: str, source: Path | None = None) -> RunStats:
-    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
-    return run_measured(["sh", "-c", shell], env=env).check()
+    return run_measured(["sh", "-c", shell], env=running(source) if source else None).check()
 
 
 def warm(*paths: Path) -> None:
