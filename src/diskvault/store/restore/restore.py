@@ -5,6 +5,7 @@ Onto an existing target, only the entries it does not already hold are read and 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +32,7 @@ ZERO_WRITE_BYTES = 1024 * 1024
 FETCH_WINDOW = 64  # chunks in flight for flows that fetch chunk by chunk (copy)
 RUN_BYTES = 16 * 1024 * 1024  # one pwritev writes at most this
 RUN_BUFFERS = 512  # and at most this many buffers (IOV_MAX is 1024)
+PIPE_BYTES = 1024 * 1024  # cat grows its output pipe to this (Linux's default most)
 PATCH_BLOCK_BYTES = 4096  # a delta restore compares and writes whole blocks of this size
 HOLE_BLOCK_BYTES = 4096  # blocks of zeros of this size, aligned in the file, left as holes
 _ZEROS = memoryview(bytes(ZERO_WRITE_BYTES))
@@ -67,13 +69,61 @@ def _zero_pieces(length: int) -> Iterator[memoryview]:
 
 
 def write_stream(pieces: Pieces, out: BinaryIO, progress: Progress | None = None) -> None:
-    """The whole image, zeros included, to a stream (``cat``)."""
+    """The whole image, zeros included, to a stream (``cat``): straight to its file
+    descriptor in gathered runs when it has one (a pipe, a file), else through ``write``."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
+        fd = None
+    out.flush()  # anything the stream holds goes first
+    runs = _StreamRuns(fd, out.write)
     for span, data in pieces:
         for piece in (_zero_pieces(span.length) if data is None else (data,)):
-            out.write(piece)
+            runs.add(piece)
         if progress:
             progress(span.offset + span.length)
+    runs.flush()
     out.flush()
+
+
+class _StreamRuns:
+    """Pieces gathered into one writev of up to RUN_BYTES: a pipe takes a chunk of 64 KiB
+    per write otherwise, a wake-up of its reader and a return to Python each. A pipe is
+    first grown to PIPE_BYTES, so the reader drains a run while the next one gathers."""
+
+    def __init__(self, fd: int | None, write: Callable[[bytes], object]):
+        self.fd = fd
+        self.write = write
+        self.buffers: list = []
+        self.size = 0
+        if fd is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            _grow_pipe(fd)
+
+    def add(self, data) -> None:
+        self.buffers.append(data)
+        self.size += len(data)
+        if self.size >= RUN_BYTES or len(self.buffers) >= RUN_BUFFERS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.fd is None:
+            for buffer in self.buffers:
+                self.write(buffer)
+        elif self.buffers:
+            done = os.writev(self.fd, self.buffers)
+            if done < self.size:  # cut short (a signal): the rest as it comes
+                write_all(self.fd, b"".join(self.buffers)[done:])
+        self.buffers = []
+        self.size = 0
+
+
+def _grow_pipe(fd: int) -> None:
+    """Make the pipe at ``fd`` hold PIPE_BYTES, if it holds less and the system allows."""
+    try:
+        if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < PIPE_BYTES:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:  # over the user's pipe allowance (pipe-user-pages-soft): as it is
+        pass
 
 
 class _RunWriter:
