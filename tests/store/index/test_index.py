@@ -1,5 +1,5 @@
 """The LMDB index on its own: entries of durable packs are added, looked up, moved by
-compaction, removed, and rebuilt in one transaction."""
+compaction, removed, and rebuilt."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import blake3
 import pytest
 
 from diskvault.store.format.packs import PackEntry
+from diskvault.store.index.bulk_load import load_packs, rebuild
 from diskvault.store.index.chunk_index import (REMOVALS_PER_TRANSACTION, ChunkIndex,
                                                ChunkLocation)
 
@@ -79,7 +80,7 @@ def test_removing_many_locations_commits_a_bounded_number_at_a_time(index):
     packs = {f"{pack:032x}": [PackEntry(blake3.blake3(n.to_bytes(8, "little")).digest(),
                                         8 + 100 * n, 100, 250, 0)
                               for n in range(pack, total, 4)] for pack in range(4)}
-    index.add_packs((pack_id, records, 1000) for pack_id, records in packs.items())
+    load_packs(index, ((pack_id, records, 1000) for pack_id, records in packs.items()))
     transactions_before = index.env.info()["last_txnid"]
     assert index.remove_locations(packs) == total
     assert index.env.info()["last_txnid"] - transactions_before == 3
@@ -88,7 +89,7 @@ def test_removing_many_locations_commits_a_bounded_number_at_a_time(index):
 
 def test_a_rebuild_replaces_every_location_and_pack(index):
     index.add_pack(PACK_A, entries(3), 500)
-    index.rebuild([(PACK_B, entries(2, first=10), 400)])
+    rebuild(index, [(PACK_B, entries(2, first=10), 400)], None)
     assert index.known_packs() == {PACK_B}
     assert index.lookup(digest(0)) is None
     assert index.lookup(digest(10)).pack_id == PACK_B

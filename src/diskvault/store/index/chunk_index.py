@@ -7,9 +7,7 @@ Entries are committed only after the pack they point into is durable.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,10 +17,9 @@ import lmdb
 
 from ...errors import CorruptData
 from ..format.packs import PackEntry
-from ..host.durable import PRIVATE_FILE_MODE, make_private_folder
+from ..host.durable import make_private_folder
 from ..pipeline import batches
-from .probe import (DATA_FILE, MAP_SIZE_BYTES, META_TABLE, cut_off, open_environment,
-                    open_tables, reader_crashes)
+from .probe import DATA_FILE, META_TABLE, cut_off, open_environment, open_tables, reader_crashes
 
 LOCATION = struct.Struct("<16sQIIB")
 PACK_STATS = struct.Struct("<QQQI")
@@ -34,6 +31,12 @@ IDENTITY_KEY = b"identity"  # the repository the index was built from (see ident
 # 130,000): compact met it dropping 10^7 locations in one. A removal dirties at most one leaf
 # page (and the branch pages above it, shared by many), so this many stay far below.
 REMOVALS_PER_TRANSACTION = 1 << 15
+# A write transaction keeps every page it dirties in memory until it commits (LMDB copies
+# a page on first write): a put in digest order dirties a page per ~50 entries, a put at a
+# random place one page (4 KiB) each. This many puts per transaction bound that memory to
+# 64 MiB at worst (new digests spread over a big index) and to about 1 MiB in the usual
+# bulk case (appended after the last key); a commit every 16 Ki entries costs little.
+PUTS_PER_TRANSACTION = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def _decode_location(value: bytes) -> ChunkLocation:
     return ChunkLocation(pack.hex(), offset, stored, raw, flags)
 
 
-def _encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
+def encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
     return LOCATION.pack(pack_key, entry.offset, entry.stored_size, entry.raw_size, entry.flags)
 
 
@@ -90,7 +93,7 @@ def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
     pack's fingerprint in ``pack_fingerprints`` when the index points at exactly these
     records (a process's own hash: compare only within one process)."""
     pack_key = bytes.fromhex(pack_id)
-    return sum(hash(entry.digest + _encode_location(pack_key, entry))
+    return sum(hash(entry.digest + encode_location(pack_key, entry))
                for entry in entries) & FINGERPRINT_MASK
 
 
@@ -184,13 +187,6 @@ class ChunkIndex:
         with self.env.begin(write=True) as txn:
             self._put_pack(txn, pack_id, entries, file_size, overwrite=True)
 
-    def add_packs(self, packs: Iterable[tuple[str, list[PackEntry], int]]) -> None:
-        """Commit several durable packs in one transaction (an index catching up with its
-        repository); a digest already indexed keeps its location."""
-        with self._writing(), self.env.begin(write=True) as txn:
-            for pack_id, entries, file_size in packs:
-                self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
-
     def identity(self) -> str | None:
         """The repository this index was built from (its id and place), None if never
         recorded: an index found beside another repository is not to be trusted."""
@@ -202,27 +198,51 @@ class ChunkIndex:
         with self._writing(), self.env.begin(write=True) as txn:
             txn.put(IDENTITY_KEY, identity.encode(), db=self._meta)
 
-    def rebuild(self, packs: Iterable[tuple[str, list[PackEntry], int]],
-                identity: str | None = None) -> None:
-        """Replace everything the index holds -- locations, packs, and every table kept
-        beside them (maintenance's counts) -- with ``packs``, in one transaction: readers
-        see the old index or the new one, never a mix. ``identity``: the repository it
-        now describes (kept as it was if None)."""
+    def clear(self, expected: tuple[str | None, set[str]] | None = None) -> bool:
+        """Empty every table -- locations, packs, and every table kept beside them
+        (maintenance's counts) -- and forget the identity, in one transaction. With
+        ``expected`` (identity, known packs) only if the index still holds exactly those:
+        of two processes that distrusted it at once, the second does not empty the tables
+        the first is filling again (it catches up instead). Returns whether it emptied."""
         with self._writing(), self.env.begin(write=True) as txn:
+            if expected is not None:
+                identity = txn.get(IDENTITY_KEY, db=self._meta)
+                known = {key.hex() for key in txn.cursor(db=self._packs).iternext(values=False)}
+                if (None if identity is None else identity.decode("utf-8", "replace"),
+                        known) != expected:
+                    return False
             for name in list(txn.cursor().iternext(values=False)):
                 if name != META_TABLE:
                     txn.drop(self.env.open_db(name, txn=txn, create=False), delete=False)
-            for pack_id, entries, file_size in packs:
-                self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
-            if identity is not None:
-                txn.put(IDENTITY_KEY, identity.encode(), db=self._meta)
+            txn.delete(IDENTITY_KEY, db=self._meta)
+        return True
+
+    def put_in_order(self, records: Iterable[bytes]) -> None:
+        """Index (digest + encoded location) records, given in digest order and one per
+        digest, PUTS_PER_TRANSACTION to a transaction; a digest already indexed keeps its
+        location. Where a batch comes after the last key, LMDB appends it (pages filled,
+        no search): a rebuild's cost is then linear in the chunks."""
+        size = LOCATION.size
+        for group in batches(records, PUTS_PER_TRANSACTION):
+            with self._writing(), self.env.begin(write=True) as txn:
+                cursor = txn.cursor(db=self._chunks)
+                append = not cursor.last() or cursor.key() < group[0][:-size]
+                cursor.putmulti(((r[:-size], r[-size:]) for r in group), overwrite=False,
+                                append=append)
+
+    def put_pack_rows(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
+        """Record packs as indexed ((16-byte id, PACK_STATS) pairs, in id order): only
+        once every location in them is committed (put_in_order)."""
+        for group in batches(rows, PUTS_PER_TRANSACTION):
+            with self._writing(), self.env.begin(write=True) as txn:
+                txn.cursor(db=self._packs).putmulti(group)
 
     def _put_pack(self, txn: lmdb.Transaction, pack_id: str, entries: Iterable[PackEntry],
                   file_size: int, overwrite: bool) -> None:
         pack_key = bytes.fromhex(pack_id)
         stored = raw = records = 0
         for entry in entries:
-            txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks,
+            txn.put(entry.digest, encode_location(pack_key, entry), db=self._chunks,
                     overwrite=overwrite)
             stored += entry.stored_size
             raw += entry.raw_size
@@ -235,7 +255,7 @@ class ChunkIndex:
         pack_key = bytes.fromhex(pack_id)
         with self.env.begin(write=True) as txn:
             for entry in entries:
-                txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks)
+                txn.put(entry.digest, encode_location(pack_key, entry), db=self._chunks)
 
     def locate_many(self, digests: Iterable[bytes]
                     ) -> Iterator[tuple[bytes, ChunkLocation | None]]:
@@ -336,50 +356,3 @@ class ChunkIndex:
                 for _ in txn.cursor(db=self.env.open_db(name, txn=txn, create=False)):
                     pass
 
-
-class DigestSet:
-    """A set of digests that lives on disk, in a throwaway LMDB environment: a walk over
-    millions of chunks holds at most ``BUFFERED`` of them in memory. Its file is made in a
-    private temporary folder under ``parent`` and unlinked at once, so nothing is left
-    behind even by a killed process. Use it in a ``with`` block."""
-
-    BUFFERED = 1 << 16  # digests held before they are written, sorted, in one transaction
-
-    def __init__(self, parent: Path):
-        folder = tempfile.mkdtemp(prefix="scratch-", dir=parent)  # 0700, made here
-        try:
-            # Nothing here outlives the process: no fsync, no lock file (one user, one
-            # thread); LMDB keeps using the file through its descriptor once unlinked.
-            self._env = lmdb.open(folder, map_size=MAP_SIZE_BYTES, sync=False,
-                                  metasync=False, lock=False, readahead=False,
-                                  mode=PRIVATE_FILE_MODE)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        self._buffer: set[bytes] = set()
-
-    def __enter__(self) -> DigestSet:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._env.close()
-
-    def add(self, digest: bytes) -> None:
-        self._buffer.add(digest)
-        if len(self._buffer) >= self.BUFFERED:
-            self._flush()
-
-    def _flush(self) -> None:
-        with self._env.begin(write=True) as txn:
-            txn.cursor().putmulti(((digest, b"") for digest in sorted(self._buffer)),
-                                  overwrite=False)
-        self._buffer = set()
-
-    def __len__(self) -> int:
-        self._flush()
-        return self._env.stat()["entries"]
-
-    def __iter__(self) -> Iterator[bytes]:
-        """The digests in order, from one read transaction."""
-        self._flush()
-        with self._env.begin() as txn:
-            yield from txn.cursor().iternext(values=False)
