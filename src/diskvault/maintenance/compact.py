@@ -61,6 +61,8 @@ from .verify import verify_pack
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_PACKS = 256  # review outcomes and deletions per LMDB transaction
+# Packs deleted together: their footers are held (a few thousand records each at most).
+DELETE_PACKS_PER_GROUP = 32
 FULL_DISK_OUTCOME = ("compact stopped and lost nothing: delete snapshots, or free space "
                      "elsewhere on that disk, then rerun it")
 
@@ -305,7 +307,7 @@ class _Executor:
                 self.result.packs_waiting = len(doomed)
                 self.result.bytes_waiting = sum(self.packs.size(p) for p in doomed)
                 return
-            for group in batches(doomed, SAVE_EVERY_PACKS):
+            for group in batches(doomed, DELETE_PACKS_PER_GROUP):
                 self._delete(group)
 
     def _delete(self, pack_ids: list[str]) -> None:

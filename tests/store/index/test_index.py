@@ -8,7 +8,7 @@ import pytest
 
 from diskvault.store.format.packs import PackEntry
 from diskvault.store.index.bulk_load import load_packs, rebuild
-from diskvault.store.index.chunk_index import (REMOVALS_PER_TRANSACTION, ChunkIndex,
+from diskvault.store.index.chunk_index import (WRITES_PER_TRANSACTION, ChunkIndex,
                                                ChunkLocation)
 
 PACK_A, PACK_B = "aa" * 16, "bb" * 16
@@ -76,7 +76,7 @@ def test_removing_locations_drops_only_entries_that_point_at_those_records(index
 def test_removing_many_locations_commits_a_bounded_number_at_a_time(index):
     """LMDB refuses a transaction with too many dirty pages (MDB_TXN_FULL): compact met it
     removing 10^7 locations at once, so they go in bounded transactions, each complete."""
-    total = 2 * REMOVALS_PER_TRANSACTION + 1000
+    total = 2 * WRITES_PER_TRANSACTION + 1000
     packs = {f"{pack:032x}": [PackEntry(blake3.blake3(n.to_bytes(8, "little")).digest(),
                                         8 + 100 * n, 100, 250, 0)
                               for n in range(pack, total, 4)] for pack in range(4)}

@@ -27,16 +27,12 @@ LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
                  lmdb.BadValsizeError, struct.error)
 IDENTITY_KEY = b"identity"  # the repository the index was built from (see identity())
-# LMDB refuses a write transaction that dirties too many pages (MDB_TXN_FULL, at about
-# 130,000): compact met it dropping 10^7 locations in one. A removal dirties at most one leaf
-# page (and the branch pages above it, shared by many), so this many stay far below.
-REMOVALS_PER_TRANSACTION = 1 << 15
-# A write transaction keeps every page it dirties in memory until it commits (LMDB copies
-# a page on first write): a put in digest order dirties a page per ~50 entries, a put at a
-# random place one page (4 KiB) each. This many puts per transaction bound that memory to
-# 64 MiB at worst (new digests spread over a big index) and to about 1 MiB in the usual
-# bulk case (appended after the last key); a commit every 16 Ki entries costs little.
-PUTS_PER_TRANSACTION = 1 << 14
+# A write transaction keeps a copy of every page it dirties in memory until it commits (and
+# LMDB keeps the freed copies for the next one), and refuses one that dirties ~130,000
+# (MDB_TXN_FULL). A write in digest order dirties a page per ~50 entries, one at a random
+# place a page (4 KiB) each: this many writes per transaction bound that memory to 64 MiB at
+# worst (digests spread over a big index) and to about 1 MiB when appended in order.
+WRITES_PER_TRANSACTION = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -219,11 +215,11 @@ class ChunkIndex:
 
     def put_in_order(self, records: Iterable[bytes]) -> None:
         """Index (digest + encoded location) records, given in digest order and one per
-        digest, PUTS_PER_TRANSACTION to a transaction; a digest already indexed keeps its
+        digest, WRITES_PER_TRANSACTION to a transaction; a digest already indexed keeps its
         location. Where a batch comes after the last key, LMDB appends it (pages filled,
         no search): a rebuild's cost is then linear in the chunks."""
         size = LOCATION.size
-        for group in batches(records, PUTS_PER_TRANSACTION):
+        for group in batches(records, WRITES_PER_TRANSACTION):
             with self._writing(), self.env.begin(write=True) as txn:
                 cursor = txn.cursor(db=self._chunks)
                 append = not cursor.last() or cursor.key() < group[0][:-size]
@@ -233,7 +229,7 @@ class ChunkIndex:
     def put_pack_rows(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
         """Record packs as indexed ((16-byte id, PACK_STATS) pairs, in id order): only
         once every location in them is committed (put_in_order)."""
-        for group in batches(rows, PUTS_PER_TRANSACTION):
+        for group in batches(rows, WRITES_PER_TRANSACTION):
             with self._writing(), self.env.begin(write=True) as txn:
                 txn.cursor(db=self._packs).putmulti(group)
 
@@ -276,19 +272,18 @@ class ChunkIndex:
 
     def remove_locations(self, packs: dict[str, list[PackEntry]]) -> int:
         """Drop the index entries that point at these records of these packs (entries that
-        point elsewhere stay), REMOVALS_PER_TRANSACTION records to a transaction; returns
-        how many were dropped. A kill between two leaves the index pointing at fewer of
-        these records, never at anything that is not there."""
-        records = ((bytes.fromhex(pack_id), entry)
-                   for pack_id, entries in packs.items() for entry in entries)
+        point elsewhere stay), in digest order, WRITES_PER_TRANSACTION records to a
+        transaction; returns how many were dropped. A kill between two leaves the index
+        pointing at fewer of these records, never at anything that is not there."""
+        records = sorted(((entry.digest, bytes.fromhex(pack_id), entry.offset)
+                          for pack_id, entries in packs.items() for entry in entries))
         removed = 0
-        for group in batches(records, REMOVALS_PER_TRANSACTION):
+        for group in batches(records, WRITES_PER_TRANSACTION):
             with self.env.begin(write=True) as txn:
-                for pack_key, entry in group:
-                    value = txn.get(entry.digest, db=self._chunks)
-                    if value is not None and LOCATION.unpack(value)[:2] == (pack_key,
-                                                                            entry.offset):
-                        txn.delete(entry.digest, db=self._chunks)
+                for digest, pack_key, offset in group:
+                    value = txn.get(digest, db=self._chunks)
+                    if value is not None and LOCATION.unpack(value)[:2] == (pack_key, offset):
+                        txn.delete(digest, db=self._chunks)
                         removed += 1
         return removed
 
