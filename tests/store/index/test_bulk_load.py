@@ -102,9 +102,11 @@ def test_rebuilding_an_index_takes_memory_that_does_not_grow_with_the_chunks(rep
     assert_indexes_every_pack(root)
 
 
-def test_an_index_rebuild_killed_at_any_point_is_completed_by_the_next_open(repo):
-    """Rows of packs go in after their locations: a kill leaves an index that knows fewer
-    packs, and the next open indexes the rest; nothing it knows is wrong."""
+@pytest.mark.parametrize("distrusted", ["removed", "from another copy"])
+def test_an_index_rebuild_killed_at_any_point_is_completed_by_the_next_open(repo, distrusted):
+    """Rows of packs go in after their locations, the identity last: a kill leaves an
+    index that knows fewer packs (or the old one, still distrusted), and the next open
+    completes it; nothing it knows is wrong."""
     root = repo.storage.backend.root
     synthetic_packs(repo.storage, 60_000, seed=3)
     repo.close()
@@ -113,7 +115,12 @@ def test_an_index_rebuild_killed_at_any_point_is_completed_by_the_next_open(repo
     whole_run_s = time.monotonic() - started
     rng = random.Random(4)
     for _ in range(3):
-        shutil.rmtree(root / "index")
+        if distrusted == "removed":
+            shutil.rmtree(root / "index")
+        else:
+            index = ChunkIndex(root / "index")
+            index.record_identity("0123 file:///elsewhere")
+            index.close()
         run_killed_at_random([sys.executable, "-c", REBUILD, str(root)], rng, whole_run_s)
         with Storage.open(root, catch_up=False) as storage:  # as the kill left it
             assert_locates_every_record(storage.index, storage.packs,

@@ -97,6 +97,18 @@ def test_a_rebuild_replaces_every_location_and_pack(index):
     index.read_everything()
 
 
+def test_a_rebuild_begun_by_another_process_is_not_emptied_again(index):
+    """Two processes that found the same index untrustworthy: the second finds it changed
+    since it looked, and leaves the first one's rebuild alone."""
+    index.add_pack(PACK_A, entries(3), 500)
+    index.record_identity("old")
+    seen = ("old", {PACK_A})
+    assert rebuild(index, [(PACK_B, entries(2, first=10), 400)], "new", expected=seen)
+    assert not rebuild(index, [], "new", expected=seen)
+    assert index.known_packs() == {PACK_B} and index.identity() == "new"
+    assert index.lookup(digest(10)).pack_id == PACK_B and index.lookup(digest(0)) is None
+
+
 def test_entries_survive_closing_and_reopening(tmp_path):
     first = ChunkIndex(tmp_path / "index")
     first.add_pack(PACK_A, entries(2), 500)
