@@ -15,7 +15,6 @@ read buffers and one transaction's pages, about 100 MiB at most whatever the cou
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from ..format.packs import PackEntry
 from .chunk_index import LOCATION, PACK_STATS, ChunkIndex, encode_location
