@@ -1,7 +1,10 @@
 """The scale benchmark's report: each command's figures per size, how they grow, and the
 index, rebuild time and memory extrapolated to 1, 10 and 100 TB stored.
 
-    python -m benchmarks.scale_report benchmarks/results/scale/results.json
+    python -m benchmarks.scale_report benchmarks/results/scale/results.json [BASELINE.json]
+
+With a BASELINE (results.json of another code at the same chunk counts), a table of each
+command's CPU time and heap there and here is added.
 
 How growth is judged, from the two largest sizes n2 < n3 of a series (values v2, v3): the
 exponent k = ln(v3 / v2) / ln(n3 / n2). A cost a + b·n has k ≤ 1 whatever its fixed part a,
@@ -138,6 +141,28 @@ def report_text(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison(results: dict, baseline: dict, label: str) -> list[str]:
+    """Each command's CPU time and heap in ``baseline`` and in ``results``, at the chunk
+    counts both measured."""
+    before = {case["chunks"]: case for case in baseline["chunks"]}
+    cases = [case for case in results["chunks"] if case["chunks"] in before]
+    if not cases:
+        return []
+    head = " | ".join(f"{case['chunks']:,} chunks" for case in cases)
+    lines = ["", f"## Against {label}", "",
+             "CPU s and heap MiB (anonymous RSS), before → after.", "",
+             f"| command | {head} |", "|---|" + "---|" * len(cases)]
+    for step in cases[0]["commands"]:
+        cells = []
+        for case in cases:
+            old, new = before[case["chunks"]]["commands"].get(step), case["commands"][step]
+            cells.append("-" if old is None else
+                         f"{old['cpu_s']:.1f} → {new['cpu_s']:.1f} s, "
+                         f"{old['peak_anon_mib']:.0f} → {new['peak_anon_mib']:.0f} MiB")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(results: dict, path: Path) -> str:
     text = report_text(results)
     path.write_text(text)
@@ -145,4 +170,10 @@ def write_report(results: dict, path: Path) -> str:
 
 
 if __name__ == "__main__":
-    print(report_text(json.loads(Path(sys.argv[1]).read_text())))
+    text = report_text(json.loads(Path(sys.argv[1]).read_text()))
+    if len(sys.argv) > 2:
+        baseline = json.loads(Path(sys.argv[2]).read_text())
+        text += "\n".join(comparison(json.loads(Path(sys.argv[1]).read_text()), baseline,
+                                     f"the baseline ({sys.argv[2]}, {baseline['started']})"))
+        text += "\n"
+    print(text, end="")

@@ -93,11 +93,12 @@ def test_a_doomed_pack_whose_copies_are_gone_is_proven_to_hold_the_last_copies(s
     doomed, copies = compact_beside_a_reader(small)
     storage = small.storage
     footers = {p: read_footer(storage.packs, p) for p in doomed}
-    assert last_copies(storage, Liveness(storage.index), footers) == {}
+    liveness = Liveness(storage.index)
+    assert last_copies(storage, liveness, footers, liveness.doomed()) == {}
     copied = {e.digest for p in copies for e in read_footer(storage.packs, p)}
     for pack_id in copies:
         storage.packs.delete(pack_id)
-    found = last_copies(storage, Liveness(storage.index), footers)
+    found = last_copies(storage, liveness, footers, liveness.doomed())
     assert set(found) <= doomed
     assert {e.digest for entries in found.values() for e in entries} == copied
 

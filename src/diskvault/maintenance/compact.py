@@ -61,6 +61,8 @@ from .verify import verify_pack
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_PACKS = 256  # review outcomes and deletions per LMDB transaction
+# Packs deleted together: their footers are held (a few thousand records each at most).
+DELETE_PACKS_PER_GROUP = 32
 FULL_DISK_OUTCOME = ("compact stopped and lost nothing: delete snapshots, or free space "
                      "elsewhere on that disk, then rerun it")
 
@@ -296,8 +298,8 @@ class _Executor:
     # -- delete --------------------------------------------------------------------------
     def _delete_doomed(self) -> None:
         # A doomed pack still to be emptied holds live records (a backup reused them).
-        doomed = sorted(self.liveness.doomed() - set(self.result.packs_damaged)
-                        - self._to_empty)
+        every_doomed = self.liveness.doomed()
+        doomed = sorted(every_doomed - set(self.result.packs_damaged) - self._to_empty)
         if not doomed:
             return
         with self.storage.readers_excluded() as excluded:
@@ -305,10 +307,10 @@ class _Executor:
                 self.result.packs_waiting = len(doomed)
                 self.result.bytes_waiting = sum(self.packs.size(p) for p in doomed)
                 return
-            for group in batches(doomed, SAVE_EVERY_PACKS):
-                self._delete(group)
+            for group in batches(doomed, DELETE_PACKS_PER_GROUP):
+                self._delete(group, every_doomed)
 
-    def _delete(self, pack_ids: list[str]) -> None:
+    def _delete(self, pack_ids: list[str], doomed: set[str]) -> None:
         """Index entries first (no backup may reuse them), then the files, then the packs'
         rows: a kill in between leaves doomed packs that the next run finishes. A pack
         holding the last existing copy of a chunk in use is kept (see _keep_last_copies)."""
@@ -316,7 +318,7 @@ class _Executor:
         self.locked.update(locked)
         footers = {p: read_footer(self.packs, p) for p in pack_ids if pack_name(p) not in locked}
         self.ensure_held()
-        for pack_id in self._keep_last_copies(footers):
+        for pack_id in self._keep_last_copies(footers, doomed):
             del footers[pack_id]
         pack_ids = sorted(footers)
         self.index.remove_locations(footers)
@@ -327,11 +329,12 @@ class _Executor:
         self.index.remove_packs(pack_ids)
         self.liveness.forget_packs(pack_ids)
 
-    def _keep_last_copies(self, footers: dict[str, list[PackEntry]]) -> list[str]:
+    def _keep_last_copies(self, footers: dict[str, list[PackEntry]],
+                          doomed: set[str]) -> list[str]:
         """Packs about to go that hold the only existing copy of a chunk in use (the copy
         the index names is gone): the index points at their records again and they stay,
         doomed, so that the next compaction copies those records out first."""
-        found = last_copies(self.storage, self.liveness, footers)
+        found = last_copies(self.storage, self.liveness, footers, doomed)
         for pack_id, entries in sorted(found.items()):
             log.warning("pack %s holds the last existing copy of %d chunks in use (the index "
                         "named copies that do not exist): it is kept; run 'diskvault check'",

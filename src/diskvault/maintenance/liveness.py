@@ -31,7 +31,10 @@ from ..store.pipeline import batches, ordered_map, worker_count
 
 log = logging.getLogger(__name__)
 
-BATCH_BLOCKS = 256  # blocks per write transaction: one commit (fsync) amortised over many
+# Blocks per write transaction: one commit (fsync) amortised over several, while the pages
+# their references dirty (one per chunk at most, 4 KiB each) stay bounded: a block names at
+# most 1,024 chunks, so 16 blocks dirty 64 MiB at most.
+BATCH_BLOCKS = 16
 
 ReadBlock = Callable[[bytes], list[ManifestEntry]]
 

@@ -27,6 +27,7 @@ from ..errors import CorruptData
 from ..store.backends.location import LocationLike
 from ..store.backup.packing import PackFiller
 from ..store.format.packs import PackEntry, read_footer
+from ..store.index.bulk_load import rebuild
 from ..store.index.chunk_index import ChunkIndex
 from ..store.keys.encryption import Passphrase
 from ..store.storage import Storage
@@ -146,10 +147,10 @@ def repair(storage: Storage, index_set_aside: Path | None, ensure_held: Callable
     report.missing_packs = sorted(old_packs - set(on_disk))
     ensure_held()
     try:
-        storage.index.rebuild(packs, storage.identity)  # maintenance's counts start anew too
+        rebuild(storage.index, packs, storage.identity)  # maintenance's counts start anew too
     except CorruptData:  # damage the full read did not meet (a free page): begin anew
         report.index_set_aside = storage.replace_damaged_index()
-        storage.index.rebuild(packs, storage.identity)
+        rebuild(storage.index, packs, storage.identity)
     report.packs_indexed = len(packs)
     report.chunks_indexed = storage.index.chunk_count()
     _set_aside_damaged_packs(storage, report, ensure_held)

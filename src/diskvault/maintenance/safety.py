@@ -17,7 +17,7 @@ redundant may be the last one. So:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from ..errors import CorruptData
 from ..store.format.packs import PackEntry
@@ -75,16 +75,18 @@ def refuse_if_damaged(storage: Storage, command: str, records: Iterable[Snapshot
                           f"run {command} again")
 
 
-def last_copies(storage: Storage, liveness: Liveness,
-                footers: Mapping[str, list[PackEntry]]) -> dict[str, list[PackEntry]]:
+def last_copies(storage: Storage, liveness: Liveness, footers: Mapping[str, list[PackEntry]],
+                doomed: Collection[str]) -> dict[str, list[PackEntry]]:
     """The records of the packs in ``footers`` (about to be deleted) whose chunk a snapshot
-    uses and whose indexed copy is not in a pack that stays and really exists."""
-    going = set(footers) | liveness.doomed()
+    uses and whose indexed copy is not in a pack that stays and really exists. ``doomed``:
+    the doomed packs (a set), read once by a compaction that deletes them group by group
+    (read per group, they made its cost grow with the square of the packs)."""
     exists: dict[str, bool] = {}
 
     def stays(pack_id: str) -> bool:
         if pack_id not in exists:
-            exists[pack_id] = pack_id not in going and pack_exists(storage, pack_id)
+            exists[pack_id] = (pack_id not in footers and pack_id not in doomed
+                               and pack_exists(storage, pack_id))
         return exists[pack_id]
 
     records = [(pack_id, entry) for pack_id, entries in footers.items() for entry in entries]

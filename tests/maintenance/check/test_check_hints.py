@@ -8,7 +8,7 @@ import random
 
 from diskvault.maintenance.check import check
 from diskvault.maintenance.prune import delete_snapshots
-from diskvault.store.index.chunk_index import DigestSet
+from diskvault.store.index import sorted_runs
 
 from ...conftest import run_cli
 from ..support import KiB, back_up, small_pack_repository
@@ -60,7 +60,8 @@ def test_check_counts_the_same_when_the_chunks_in_use_spill_to_disk_often(tmp_pa
         back_up(repo, tmp_path, "vm", rng.randbytes(192 * KiB))
         delete_snapshots(repo.storage, [first.id])
         whole = check(repo.storage)
-        monkeypatch.setattr(DigestSet, "BUFFERED", 7)  # a write transaction every 7 chunks
+        monkeypatch.setattr(sorted_runs, "RUN_RECORDS", 7)  # a run on disk every 7 chunks
+        monkeypatch.setattr(sorted_runs, "MERGE_FAN_IN", 3)  # and runs merged in levels
         spilled = check(repo.storage)
     assert (spilled.chunks_referenced, spilled.unreferenced_chunks, spilled.damaged) == (
         whole.chunks_referenced, whole.unreferenced_chunks, False)

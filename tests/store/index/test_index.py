@@ -1,5 +1,5 @@
 """The LMDB index on its own: entries of durable packs are added, looked up, moved by
-compaction, removed, and rebuilt in one transaction."""
+compaction, removed, and rebuilt."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import blake3
 import pytest
 
 from diskvault.store.format.packs import PackEntry
-from diskvault.store.index.chunk_index import (REMOVALS_PER_TRANSACTION, ChunkIndex,
+from diskvault.store.index.bulk_load import load_packs, rebuild
+from diskvault.store.index.chunk_index import (WRITES_PER_TRANSACTION, ChunkIndex,
                                                ChunkLocation)
 
 PACK_A, PACK_B = "aa" * 16, "bb" * 16
@@ -75,11 +76,11 @@ def test_removing_locations_drops_only_entries_that_point_at_those_records(index
 def test_removing_many_locations_commits_a_bounded_number_at_a_time(index):
     """LMDB refuses a transaction with too many dirty pages (MDB_TXN_FULL): compact met it
     removing 10^7 locations at once, so they go in bounded transactions, each complete."""
-    total = 2 * REMOVALS_PER_TRANSACTION + 1000
+    total = 2 * WRITES_PER_TRANSACTION + 1000
     packs = {f"{pack:032x}": [PackEntry(blake3.blake3(n.to_bytes(8, "little")).digest(),
                                         8 + 100 * n, 100, 250, 0)
                               for n in range(pack, total, 4)] for pack in range(4)}
-    index.add_packs((pack_id, records, 1000) for pack_id, records in packs.items())
+    load_packs(index, ((pack_id, records, 1000) for pack_id, records in packs.items()))
     transactions_before = index.env.info()["last_txnid"]
     assert index.remove_locations(packs) == total
     assert index.env.info()["last_txnid"] - transactions_before == 3
@@ -88,12 +89,24 @@ def test_removing_many_locations_commits_a_bounded_number_at_a_time(index):
 
 def test_a_rebuild_replaces_every_location_and_pack(index):
     index.add_pack(PACK_A, entries(3), 500)
-    index.rebuild([(PACK_B, entries(2, first=10), 400)])
+    rebuild(index, [(PACK_B, entries(2, first=10), 400)], None)
     assert index.known_packs() == {PACK_B}
     assert index.lookup(digest(0)) is None
     assert index.lookup(digest(10)).pack_id == PACK_B
     assert [d for d, _ in index.iter_chunks()] == sorted([digest(10), digest(11)])
     index.read_everything()
+
+
+def test_a_rebuild_begun_by_another_process_is_not_emptied_again(index):
+    """Two processes that found the same index untrustworthy: the second finds it changed
+    since it looked, and leaves the first one's rebuild alone."""
+    index.add_pack(PACK_A, entries(3), 500)
+    index.record_identity("old")
+    seen = ("old", {PACK_A})
+    assert rebuild(index, [(PACK_B, entries(2, first=10), 400)], "new", expected=seen)
+    assert not rebuild(index, [], "new", expected=seen)
+    assert index.known_packs() == {PACK_B} and index.identity() == "new"
+    assert index.lookup(digest(10)).pack_id == PACK_B and index.lookup(digest(0)) is None
 
 
 def test_entries_survive_closing_and_reopening(tmp_path):

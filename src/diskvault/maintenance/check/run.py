@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ...store.host.durable import make_private_folder
 from ...store.host.user_folders import user_cache_folder
-from ...store.index.chunk_index import DigestSet
+from ...store.index.sorted_runs import DigestSet
 from ...store.storage import Storage
 from .attribution import attribute
 from .data import read_all_records

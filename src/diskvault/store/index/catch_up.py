@@ -25,13 +25,13 @@ from dataclasses import dataclass
 
 from ...errors import CorruptData
 from ..format.packs import PackEntry, PackStore, read_footer
-from ..pipeline import batches, ordered_map
+from ..pipeline import ordered_map
+from .bulk_load import load_packs, rebuild
 from .chunk_index import ChunkIndex
 
 log = logging.getLogger(__name__)
 
 FOOTER_READS_IN_FLIGHT = 16  # requests in flight on an object store; cheap on a local disk
-PACKS_PER_COMMIT = 64        # one LMDB commit (an fsync) for many packs
 
 
 @dataclass
@@ -82,18 +82,17 @@ def catch_up(index: ChunkIndex, packs: PackStore, identity: str,
         # compaction on another host are ordinary; a restored bucket cannot be told apart).
         log.info("the index at %s is rebuilt from the packs of %s: %s", index.path,
                  packs.backend.location, outcome.rebuilt_because)
-        # One transaction: meanwhile readers keep the old index, never a half-built one.
-        index.rebuild(_footers(packs, sorted(state.listed), outcome), identity)
+        # Emptied first, unless another process began the same rebuild meanwhile; then
+        # filled in bounded transactions (bulk_load.py).
+        rebuild(index, _footers(packs, sorted(state.listed), outcome), identity,
+                expected=(state.identity, state.known))
         # A writer beside it that committed a pack after the listing lost it to the
-        # rebuild: a second listing puts it back.
+        # rebuild (or the rebuild was another process's): a second listing puts it back.
         state = index_state(index, packs)
-    elif state.identity is None:
+    if state.identity is None:
         index.record_identity(identity)
-    new = sorted(state.listed - state.known)
-    for batch in batches(_footers(packs, new, outcome), PACKS_PER_COMMIT):
-        index.add_packs(batch)
+    load_packs(index, _footers(packs, sorted(state.listed - state.known), outcome))
     return outcome
-
 
 def _footers(packs: PackStore, pack_ids: list[str],
              outcome: CatchUp) -> Iterator[tuple[str, list[PackEntry], int]]:

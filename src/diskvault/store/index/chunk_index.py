@@ -7,9 +7,7 @@ Entries are committed only after the pack they point into is durable.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,10 +17,9 @@ import lmdb
 
 from ...errors import CorruptData
 from ..format.packs import PackEntry
-from ..host.durable import PRIVATE_FILE_MODE, make_private_folder
+from ..host.durable import make_private_folder
 from ..pipeline import batches
-from .probe import (DATA_FILE, MAP_SIZE_BYTES, META_TABLE, cut_off, open_environment,
-                    open_tables, reader_crashes)
+from .probe import DATA_FILE, META_TABLE, cut_off, open_environment, open_tables, reader_crashes
 
 LOCATION = struct.Struct("<16sQIIB")
 PACK_STATS = struct.Struct("<QQQI")
@@ -30,10 +27,12 @@ LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
                  lmdb.BadValsizeError, struct.error)
 IDENTITY_KEY = b"identity"  # the repository the index was built from (see identity())
-# LMDB refuses a write transaction that dirties too many pages (MDB_TXN_FULL, at about
-# 130,000): compact met it dropping 10^7 locations in one. A removal dirties at most one leaf
-# page (and the branch pages above it, shared by many), so this many stay far below.
-REMOVALS_PER_TRANSACTION = 1 << 15
+# A write transaction keeps a copy of every page it dirties in memory until it commits (and
+# LMDB keeps the freed copies for the next one), and refuses one that dirties ~130,000
+# (MDB_TXN_FULL). A write in digest order dirties a page per ~50 entries, one at a random
+# place a page (4 KiB) each: this many writes per transaction bound that memory to 64 MiB at
+# worst (digests spread over a big index) and to about 1 MiB when appended in order.
+WRITES_PER_TRANSACTION = 1 << 14
 READ_AHEAD_MAX_BYTES = 256 * 1024 * 1024  # read_ahead: a data file up to this size
 
 
@@ -79,7 +78,7 @@ def _decode_location(value: bytes) -> ChunkLocation:
     return ChunkLocation(pack.hex(), offset, stored, raw, flags)
 
 
-def _encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
+def encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
     return LOCATION.pack(pack_key, entry.offset, entry.stored_size, entry.raw_size, entry.flags)
 
 
@@ -91,7 +90,7 @@ def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
     pack's fingerprint in ``pack_fingerprints`` when the index points at exactly these
     records (a process's own hash: compare only within one process)."""
     pack_key = bytes.fromhex(pack_id)
-    return sum(hash(entry.digest + _encode_location(pack_key, entry))
+    return sum(hash(entry.digest + encode_location(pack_key, entry))
                for entry in entries) & FINGERPRINT_MASK
 
 
@@ -201,13 +200,6 @@ class ChunkIndex:
         with self.env.begin(write=True) as txn:
             self._put_pack(txn, pack_id, entries, file_size, overwrite=True)
 
-    def add_packs(self, packs: Iterable[tuple[str, list[PackEntry], int]]) -> None:
-        """Commit several durable packs in one transaction (an index catching up with its
-        repository); a digest already indexed keeps its location."""
-        with self._writing(), self.env.begin(write=True) as txn:
-            for pack_id, entries, file_size in packs:
-                self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
-
     def identity(self) -> str | None:
         """The repository this index was built from (its id and place), None if never
         recorded: an index found beside another repository is not to be trusted."""
@@ -219,27 +211,51 @@ class ChunkIndex:
         with self._writing(), self.env.begin(write=True) as txn:
             txn.put(IDENTITY_KEY, identity.encode(), db=self._meta)
 
-    def rebuild(self, packs: Iterable[tuple[str, list[PackEntry], int]],
-                identity: str | None = None) -> None:
-        """Replace everything the index holds -- locations, packs, and every table kept
-        beside them (maintenance's counts) -- with ``packs``, in one transaction: readers
-        see the old index or the new one, never a mix. ``identity``: the repository it
-        now describes (kept as it was if None)."""
+    def clear(self, expected: tuple[str | None, set[str]] | None = None) -> bool:
+        """Empty every table -- locations, packs, and every table kept beside them
+        (maintenance's counts) -- and forget the identity, in one transaction. With
+        ``expected`` (identity, known packs) only if the index still holds exactly those:
+        of two processes that distrusted it at once, the second does not empty the tables
+        the first is filling again (it catches up instead). Returns whether it emptied."""
         with self._writing(), self.env.begin(write=True) as txn:
+            if expected is not None:
+                identity = txn.get(IDENTITY_KEY, db=self._meta)
+                known = {key.hex() for key in txn.cursor(db=self._packs).iternext(values=False)}
+                if (None if identity is None else identity.decode("utf-8", "replace"),
+                        known) != expected:
+                    return False
             for name in list(txn.cursor().iternext(values=False)):
                 if name != META_TABLE:
                     txn.drop(self.env.open_db(name, txn=txn, create=False), delete=False)
-            for pack_id, entries, file_size in packs:
-                self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
-            if identity is not None:
-                txn.put(IDENTITY_KEY, identity.encode(), db=self._meta)
+            txn.delete(IDENTITY_KEY, db=self._meta)
+        return True
+
+    def put_in_order(self, records: Iterable[bytes]) -> None:
+        """Index (digest + encoded location) records, given in digest order and one per
+        digest, WRITES_PER_TRANSACTION to a transaction; a digest already indexed keeps its
+        location. Where a batch comes after the last key, LMDB appends it (pages filled,
+        no search): a rebuild's cost is then linear in the chunks."""
+        size = LOCATION.size
+        for group in batches(records, WRITES_PER_TRANSACTION):
+            with self._writing(), self.env.begin(write=True) as txn:
+                cursor = txn.cursor(db=self._chunks)
+                append = not cursor.last() or cursor.key() < group[0][:-size]
+                cursor.putmulti(((r[:-size], r[-size:]) for r in group), overwrite=False,
+                                append=append)
+
+    def put_pack_rows(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
+        """Record packs as indexed ((16-byte id, PACK_STATS) pairs, in id order): only
+        once every location in them is committed (put_in_order)."""
+        for group in batches(rows, WRITES_PER_TRANSACTION):
+            with self._writing(), self.env.begin(write=True) as txn:
+                txn.cursor(db=self._packs).putmulti(group)
 
     def _put_pack(self, txn: lmdb.Transaction, pack_id: str, entries: Iterable[PackEntry],
                   file_size: int, overwrite: bool) -> None:
         pack_key = bytes.fromhex(pack_id)
         stored = raw = records = 0
         for entry in entries:
-            txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks,
+            txn.put(entry.digest, encode_location(pack_key, entry), db=self._chunks,
                     overwrite=overwrite)
             stored += entry.stored_size
             raw += entry.raw_size
@@ -252,7 +268,7 @@ class ChunkIndex:
         pack_key = bytes.fromhex(pack_id)
         with self.env.begin(write=True) as txn:
             for entry in entries:
-                txn.put(entry.digest, _encode_location(pack_key, entry), db=self._chunks)
+                txn.put(entry.digest, encode_location(pack_key, entry), db=self._chunks)
 
     def locate_many(self, digests: Iterable[bytes]
                     ) -> Iterator[tuple[bytes, ChunkLocation | None]]:
@@ -273,19 +289,18 @@ class ChunkIndex:
 
     def remove_locations(self, packs: dict[str, list[PackEntry]]) -> int:
         """Drop the index entries that point at these records of these packs (entries that
-        point elsewhere stay), REMOVALS_PER_TRANSACTION records to a transaction; returns
-        how many were dropped. A kill between two leaves the index pointing at fewer of
-        these records, never at anything that is not there."""
-        records = ((bytes.fromhex(pack_id), entry)
-                   for pack_id, entries in packs.items() for entry in entries)
+        point elsewhere stay), in digest order, WRITES_PER_TRANSACTION records to a
+        transaction; returns how many were dropped. A kill between two leaves the index
+        pointing at fewer of these records, never at anything that is not there."""
+        records = sorted(((entry.digest, bytes.fromhex(pack_id), entry.offset)
+                          for pack_id, entries in packs.items() for entry in entries))
         removed = 0
-        for group in batches(records, REMOVALS_PER_TRANSACTION):
+        for group in batches(records, WRITES_PER_TRANSACTION):
             with self.env.begin(write=True) as txn:
-                for pack_key, entry in group:
-                    value = txn.get(entry.digest, db=self._chunks)
-                    if value is not None and LOCATION.unpack(value)[:2] == (pack_key,
-                                                                            entry.offset):
-                        txn.delete(entry.digest, db=self._chunks)
+                for digest, pack_key, offset in group:
+                    value = txn.get(digest, db=self._chunks)
+                    if value is not None and LOCATION.unpack(value)[:2] == (pack_key, offset):
+                        txn.delete(digest, db=self._chunks)
                         removed += 1
         return removed
 
@@ -353,50 +368,3 @@ class ChunkIndex:
                 for _ in txn.cursor(db=self.env.open_db(name, txn=txn, create=False)):
                     pass
 
-
-class DigestSet:
-    """A set of digests that lives on disk, in a throwaway LMDB environment: a walk over
-    millions of chunks holds at most ``BUFFERED`` of them in memory. Its file is made in a
-    private temporary folder under ``parent`` and unlinked at once, so nothing is left
-    behind even by a killed process. Use it in a ``with`` block."""
-
-    BUFFERED = 1 << 16  # digests held before they are written, sorted, in one transaction
-
-    def __init__(self, parent: Path):
-        folder = tempfile.mkdtemp(prefix="scratch-", dir=parent)  # 0700, made here
-        try:
-            # Nothing here outlives the process: no fsync, no lock file (one user, one
-            # thread); LMDB keeps using the file through its descriptor once unlinked.
-            self._env = lmdb.open(folder, map_size=MAP_SIZE_BYTES, sync=False,
-                                  metasync=False, lock=False, readahead=False,
-                                  mode=PRIVATE_FILE_MODE)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        self._buffer: set[bytes] = set()
-
-    def __enter__(self) -> DigestSet:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._env.close()
-
-    def add(self, digest: bytes) -> None:
-        self._buffer.add(digest)
-        if len(self._buffer) >= self.BUFFERED:
-            self._flush()
-
-    def _flush(self) -> None:
-        with self._env.begin(write=True) as txn:
-            txn.cursor().putmulti(((digest, b"") for digest in sorted(self._buffer)),
-                                  overwrite=False)
-        self._buffer = set()
-
-    def __len__(self) -> int:
-        self._flush()
-        return self._env.stat()["entries"]
-
-    def __iter__(self) -> Iterator[bytes]:
-        """The digests in order, from one read transaction."""
-        self._flush()
-        with self._env.begin() as txn:
-            yield from txn.cursor().iternext(values=False)

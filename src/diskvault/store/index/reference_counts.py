@@ -50,7 +50,7 @@ class ReferenceCounts:
         """Add ``deltas`` to the counts and mark ``blocks`` accounted (or no longer), in one
         transaction; the home pack of a chunk whose count drops to zero is reviewed again."""
         with self._env.begin(write=True) as txn:
-            for digest, delta in deltas.items():
+            for digest, delta in sorted(deltas.items()):  # in order: fewer pages dirtied
                 if self._add(txn, digest, delta) == 0:
                     self._unreview_home(txn, digest)
             for block in blocks:

@@ -20,20 +20,24 @@ from .image_map import damage_context
 from .pack_ranges import coalesce, read_range
 
 WINDOW_BYTES = 64 * 1024 * 1024  # image data planned at once; two windows are in memory
+# And at most this many spans: each costs Python objects (its span, location, future,
+# bytes: ~1 KiB), so 64 MiB of 256-byte chunks held 0.5 GiB; 64 KiB chunks never reach it.
+WINDOW_SPANS = 1 << 14
 
 
-def data_windows(spans: Iterable[Span], window_bytes: int = WINDOW_BYTES) -> Iterator[list[Span]]:
+def data_windows(spans: Iterable[Span], window_bytes: int = WINDOW_BYTES,
+                 window_spans: int = WINDOW_SPANS) -> Iterator[list[Span]]:
     """``spans`` in consecutive groups holding about ``window_bytes`` of data each (zero
-    runs cost no memory and do not count)."""
+    runs cost no bytes and do not count), and at most ``window_spans`` spans."""
     window: list[Span] = []
     data = 0
     for span in spans:
         window.append(span)
         if span.digest is not None:
             data += span.length
-            if data >= window_bytes:
-                yield window
-                window, data = [], 0
+        if data >= window_bytes or len(window) >= window_spans:
+            yield window
+            window, data = [], 0
     if window:
         yield window
 

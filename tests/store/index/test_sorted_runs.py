@@ -1,0 +1,83 @@
+"""Sorting on disk: every record back in order through levels of merged runs, and the set
+of digests check keeps in memory that does not grow with the digests."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from diskvault.store.index import sorted_runs
+from diskvault.store.index.sorted_runs import DigestSet, SortedRuns, first_of_each
+
+MiB = 1 << 20
+
+# Adds N random digests to a DigestSet and walks it; prints how far the child's anonymous
+# memory rose (RSS sampled as it goes, LMDB's dirty pages included).
+DIGESTS = """
+import os, sys, threading
+from pathlib import Path
+from diskvault.store.index.sorted_runs import DigestSet
+
+def anonymous_bytes():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+
+base = peak = anonymous_bytes()
+with DigestSet(Path(sys.argv[2])) as digests:
+    for _ in range(int(sys.argv[1])):
+        digests.add(os.urandom(32))
+        peak = max(peak, anonymous_bytes()) if _ % 50_000 == 0 else peak
+    count = sum(1 for _ in digests)
+    peak = max(peak, anonymous_bytes())
+print(peak - base)
+"""
+
+
+def test_records_come_back_in_order_with_their_duplicates_through_levels_of_runs(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(sorted_runs, "RUN_RECORDS", 10)
+    monkeypatch.setattr(sorted_runs, "MERGE_FAN_IN", 3)  # runs merged into runs, twice over
+    rng = random.Random(5)
+    records = [rng.randbytes(2) + bytes([n % 7]) for n in range(500)] * 2
+    with SortedRuns(3, tmp_path) as runs:
+        for record in records:
+            runs.add(record)
+        assert list(runs) == sorted(records)
+        assert list(runs) == sorted(records)  # a second walk reads the same
+    assert os.listdir(tmp_path) == []  # the runs never had names
+
+
+def test_first_of_each_keeps_the_first_record_of_each_key():
+    records = [b"a1", b"a2", b"b1", b"c1", b"c2"]
+    assert list(first_of_each(records, 1)) == [b"a1", b"b1", b"c1"]
+
+
+def test_a_digest_set_counts_and_lists_each_digest_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(sorted_runs, "RUN_RECORDS", 16)
+    digests = [os.urandom(32) for _ in range(100)]
+    with DigestSet(tmp_path) as found:
+        for digest in digests + digests[:40]:
+            found.add(digest)
+        assert list(found) == sorted(digests) and len(found) == 100
+
+
+def _rise_in_child(count: int, folder) -> int:
+    done = subprocess.run([sys.executable, "-c", DIGESTS, str(count), str(folder)],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+@pytest.mark.slow
+def test_a_set_of_many_digests_takes_memory_that_does_not_grow_with_them(tmp_path):
+    """Seven times the digests, about the same memory: one sorted run in memory, the rest
+    on disk. (In a scratch LMDB, a batch of digests put at random dirtied a 4 KiB page
+    each, up to the whole set.)"""
+    small = _rise_in_child(200_000, tmp_path)
+    large = _rise_in_child(1_400_000, tmp_path)
+    assert large - small < 12 * MiB, (small / MiB, large / MiB)
