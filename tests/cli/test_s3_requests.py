@@ -34,6 +34,19 @@ def test_an_unchanged_nightly_makes_as_many_requests_for_a_small_and_a_large_ima
     assert nightly[1] == nightly[8]
     assert "UploadPart" not in nightly[8]  # nothing new: no pack went up
     assert sum(nightly[8].values()) <= 20
+    # asked in the background while the backup runs, once, for the generation's put
+    assert nightly[8]["GetBucketVersioning"] == 1
+
+
+def test_listing_snapshots_asks_nothing_a_writer_needs(s3_environment, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"s3://{s3_environment.bucket}/requests-{uuid.uuid4().hex[:12]}"
+    run_cli("init", "-r", url, "--encryption", "none", check=True)
+    backup_requests(url, write_image(tmp_path / "vm.img", 1 << 20))
+    with Repository.open(url) as repository:
+        repository.list_snapshots()
+        made = repository.storage.requests_made()
+    assert made.keys() <= {"GetObject", "HeadObject", "ListObjectsV2"}, made
 
 
 def test_compact_dry_run_names_the_requests_that_compact_then_makes(

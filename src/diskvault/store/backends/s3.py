@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -101,7 +101,8 @@ class S3Backend:
         self._senders: ThreadPoolExecutor | None = None
         self._senders_lock = threading.Lock()
         self.object_lock: S3ObjectLock | None = None
-        self._versioned: bool | None = None  # asked once, at the first delete or exclusive put
+        self._versioning: Future | None = None  # asked once: see _versioning_asked
+        self._versioning_lock = threading.Lock()
 
     def use_object_lock(self, settings, retained: dict[str, timedelta],
                         verify: bool = False) -> None:
@@ -114,18 +115,25 @@ class S3Backend:
 
     def versioned(self) -> bool:
         """Whether the bucket keeps versions (Object Lock, or versioning turned on, even
-        suspended since): then deletes and exclusive puts go by version (s3_lock.py). One
-        GetBucketVersioning per process; credentials that may not ask count as unversioned."""
-        if self._versioned is None:
-            if self.object_lock is not None:
-                self._versioned = True
-            else:
-                try:
-                    status = self.request(self.client.get_bucket_versioning).get("Status")
-                except (RepositoryReadOnly, ObjectStoreUnusable):
-                    status = None  # access denied: as before versions were looked at
-                self._versioned = status in ("Enabled", "Suspended")
-        return self._versioned
+        suspended since): then deletes and exclusive puts go by version (s3_lock.py)."""
+        return self.object_lock is not None or self._versioning_asked().result()
+
+    def _versioning_asked(self) -> Future:
+        """GetBucketVersioning, once per process, begun in the background by the first put:
+        a command that writes puts a generation exclusively later on, and finds the answer
+        there instead of waiting a round trip for it. Credentials that may not ask count as
+        unversioned."""
+        with self._versioning_lock:
+            if self._versioning is None:
+                self._versioning = self._part_senders().submit(self._ask_versioning)
+            return self._versioning
+
+    def _ask_versioning(self) -> bool:
+        try:
+            status = self.request(self.client.get_bucket_versioning).get("Status")
+        except (RepositoryReadOnly, ObjectStoreUnusable):
+            status = None  # access denied: as before versions were looked at
+        return status in ("Enabled", "Suspended")
 
     def lock_arguments(self, name: str) -> dict:
         """The retention a put of ``name`` carries (none without Object Lock)."""
@@ -191,6 +199,8 @@ class S3Backend:
     def put(self, name: str, data: bytes) -> None:
         """One PUT, or a multipart upload above PART_BYTES: either is atomic on S3, and an
         upload under way is listed by list_unfinished."""
+        if self.object_lock is None:
+            self._versioning_asked()  # in the background, for the exclusive puts to come
         if len(data) <= PART_BYTES:
             self.request(self.client.put_object, name, writing=True, Key=self.key(name),
                          Body=bytes(data), ContentMD5=content_md5(data),
