@@ -34,7 +34,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
 from ...errors import BadInput, ObjectStoreFailed, ObjectStoreUnusable, RepositoryReadOnly
 from ..host.user_folders import cache_mutex, make_cached_index_folder
 from .protocol import ObjectAge, check_object_name
-from .s3_client import (RequestCounter, attempts_setting, content_md5, error_code, http_status,
+from .s3_client import (RequestCounter, attempts_setting, body_check, error_code, http_status,
                         make_client)
 from .s3_lock import S3ObjectLock, delete_versions, put_if_absent_versioned
 from .s3_upload import PART_BYTES, S3Upload, abort_upload
@@ -202,9 +202,9 @@ class S3Backend:
         if self.object_lock is None:
             self._versioning_asked()  # in the background, for the exclusive puts to come
         if len(data) <= PART_BYTES:
+            lock = self.lock_arguments(name)
             self.request(self.client.put_object, name, writing=True, Key=self.key(name),
-                         Body=bytes(data), ContentMD5=content_md5(data),
-                         **self.lock_arguments(name))
+                         Body=bytes(data), **body_check(self.client, data, bool(lock)), **lock)
             return
         upload = self.open_upload(name)
         try:
@@ -240,7 +240,7 @@ class S3Backend:
         for _ in range(CONFLICT_ATTEMPTS):
             try:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data),
-                                       ContentMD5=content_md5(data), IfNoneMatch="*")
+                                       **body_check(self.client, data), IfNoneMatch="*")
                 break
             except ClientError as error:
                 if error_code(error) == "ConditionalRequestConflict":
