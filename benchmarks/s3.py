@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,14 +77,35 @@ class DiskvaultLocal(Diskvault):
 
 @contextmanager
 def counted(cluster, into: dict):
-    """radosgw's request and byte counters around the block, added to ``into``."""
-    before = cluster.perf_dump()["rgw"]
+    """radosgw's request and byte counters, and the CPU seconds of the cluster's daemons
+    (radosgw, OSD, monitor), around the block, added to ``into``."""
+    before, cpu_before = cluster.perf_dump()["rgw"], _daemons_cpu_s(cluster)
     started = time.perf_counter()
     yield
     into["seconds"] = round(time.perf_counter() - started, 3)
+    into["server_cpu_s"] = round(_daemons_cpu_s(cluster) - cpu_before, 2)
     after = cluster.perf_dump()["rgw"]
     for name in COUNTERS:
         into[name] = after[name] - before[name]
+
+
+@contextmanager
+def own_cpu(into: dict):
+    """This process's CPU seconds (all its threads) around the block, as ``client_cpu_s``."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    yield
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    into["client_cpu_s"] = round(after.ru_utime - before.ru_utime
+                                 + after.ru_stime - before.ru_stime, 2)
+
+
+def _daemons_cpu_s(cluster) -> float:
+    """User and system CPU seconds the cluster's daemons have used so far."""
+    ticks = 0
+    for daemon in cluster.daemons.values():
+        fields = Path(f"/proc/{daemon.pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def plain_transfers(cluster, server, size: int) -> dict:
@@ -97,10 +120,10 @@ def plain_transfers(cluster, server, size: int) -> dict:
     steps = {"put": {"bytes": len(keys) * OBJECT_BYTES},
              "get": {"bytes": len(keys) * OBJECT_BYTES}}
     with ThreadPoolExecutor(THREADS) as pool:
-        with counted(cluster, steps["put"]):
+        with counted(cluster, steps["put"]), own_cpu(steps["put"]):
             list(pool.map(lambda key: client.put_object(Bucket=BUCKET, Key=key, Body=body),
                           keys))
-        with counted(cluster, steps["get"]):
+        with counted(cluster, steps["get"]), own_cpu(steps["get"]):
             list(pool.map(lambda key: client.get_object(Bucket=BUCKET, Key=key)["Body"].read(),
                           keys))
     for start in range(0, len(keys), 1000):
@@ -109,42 +132,61 @@ def plain_transfers(cluster, server, size: int) -> dict:
     return steps
 
 
-def tool_steps(peer, cluster, load: workload.Workload, scratch: Path) -> dict:
-    """init, first backup, nightly backup, restore of the last night (checked)."""
-    steps: dict = {}
+def tool_steps(peer, cluster, load: workload.Workload, scratch: Path
+               ) -> Iterator[tuple[str, dict]]:
+    """init, first backup, nightly backup, restore of the last night (checked): each
+    step's figures (the tool's own CPU seconds among them) as it ends."""
     peer.init()
     for night, step in ((0, "first backup"), (1, "nightly backup")):
+        figures = {"bytes": load.image_size}
         with load.live(night) as image:
             drop_caches()
-            with counted(cluster, steps.setdefault(step, {"bytes": load.image_size})):
-                peer.backup(image, night)
+            with counted(cluster, figures):
+                ran = peer.backup(image, night)
+        yield step, dict(figures, client_cpu_s=round(ran.cpu_s, 2))
     target = scratch / f"{peer.name}-restored.img"
     target.unlink(missing_ok=True)
     drop_caches()
-    with counted(cluster, steps.setdefault("restore", {"bytes": load.image_size})):
-        peer.restore(1, target)
+    figures = {"bytes": load.image_size}
+    with counted(cluster, figures):
+        ran = peer.restore(1, target)
     if sha256_file(target) != load.sha256(1):
         raise ToolFailed(f"{peer.name}: the restored image differs from night 1")
     target.unlink()
-    return steps
+    yield "restore", dict(figures, client_cpu_s=round(ran.cpu_s, 2))
 
 
 def run_tools(args, cluster, server, load: workload.Workload) -> dict:
+    """The plain transfers, then one step of every tool in turn (first backups, then
+    nightlies, then restores), so that the figures compared -- S3 and local above all --
+    are measured close together, under the load of the same moment."""
     results: dict = {}
     folder = args.work / "s3"
     peers = {"restic": ResticS3(folder / "restic", server),
              "diskvault-s3": DiskvaultS3(folder / "diskvault-s3", server),
              "diskvault-local": DiskvaultLocal(folder / "diskvault-local")}
+    running = {}
     for tool in args.tools:
-        print(f"== {tool}", flush=True)
-        try:
-            if tool == "plain":
-                results[tool] = plain_transfers(cluster, server, load.image_size)
-            else:
-                results[tool] = tool_steps(peers[tool], cluster, load, folder)
-        except ToolFailed as error:
-            print(f"   {tool} not measured: {error}", flush=True)
-            results[tool] = {"error": str(error)}
+        results[tool] = {}
+        if tool == "plain":
+            print("== plain", flush=True)
+            results[tool] = plain_transfers(cluster, server, load.image_size)
+        else:
+            running[tool] = tool_steps(peers[tool], cluster, load, folder)
+    while running:
+        for tool, steps in list(running.items()):
+            try:
+                step, figures = next(steps)
+            except StopIteration:
+                del running[tool]
+                continue
+            except ToolFailed as error:
+                print(f"   {tool} not measured: {error}", flush=True)
+                results[tool] = {"error": str(error)}
+                del running[tool]
+                continue
+            print(f"== {tool}: {step} {figures['seconds']:.2f} s", flush=True)
+            results[tool][step] = figures
     return results
 
 
@@ -154,17 +196,21 @@ def table(results: dict) -> str:
     plain = results.get("plain", {})
     limit = {kind: _rate(plain[kind]) for kind in ("put", "get") if kind in plain}
     lines = ["| tool | step | seconds | MB/s | of plain PUT/GET | requests | MB sent | "
-             "MB received |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "MB received | CPU s, client | CPU s, Ceph |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for tool, steps in results.items():
         if "error" in steps:
-            lines.append(f"| {tool} | not measured: {steps['error'][:120]} |||||||")
+            lines.append(f"| {tool} | not measured: {steps['error'][:120]} |||||||||")
             continue
         for step, figures in steps.items():
             kind = "get" if step in ("get", "restore") else "put"
             ratio = f"{_rate(figures) / limit[kind]:.2f}" if kind in limit else "-"
+            client_cpu = figures.get("client_cpu_s")
             lines.append(f"| {tool} | {step} | {figures['seconds']:.2f} | "
                          f"{_rate(figures):.0f} | {ratio} | {figures['req']} | "
-                         f"{figures['put_b'] / 1e6:.1f} | {figures['get_b'] / 1e6:.1f} |")
+                         f"{figures['put_b'] / 1e6:.1f} | {figures['get_b'] / 1e6:.1f} | "
+                         f"{'-' if client_cpu is None else f'{client_cpu:.2f}'} | "
+                         f"{figures['server_cpu_s']:.2f} |")
     return "\n".join(lines)
 
 
@@ -187,8 +233,11 @@ def write_results(args, results: dict, load: workload.Workload) -> Path:
     report = (f"# diskvault and restic on a Ceph radosgw (memstore OSD, 127.0.0.1)\n\n"
               f"Workload: vm-image, {load.image_size >> 20} MiB, night 0 then night 1; "
               f"plain: {THREADS} threads of {OBJECT_BYTES >> 20} MiB objects, as many bytes "
-              f"as the image. Requests and bytes: radosgw's perf counters around each step. "
-              f"Page cache dropped before every step. "
+              f"as the image. Requests and bytes: radosgw's perf counters around each step; "
+              f"CPU seconds: the tool's process (user + system, children included) and the "
+              f"Ceph daemons'. The tools take turns step by step (every first backup, then "
+              f"every nightly, then every restore), so compared figures share a moment's "
+              f"load. Page cache dropped before every step. "
               f"{Restic(args.work).version() + '. ' if 'restic' in results else ''}"
               f"Load average (1 min) at the end: {os.getloadavg()[0]:.2f} (2 cores, shared)."
               f"\n\n"

@@ -120,8 +120,9 @@ def test_demo_reports_in_json_and_tells_its_story_on_stderr(tmp_path):
 
 # -- the object store's client ---------------------------------------------------------
 def test_s3_without_boto3_names_the_extra_to_install(tmp_path):
-    """As after `pip install diskvault` without [s3]: boto3 cannot be imported."""
-    without_boto3 = ("import runpy, sys\nsys.modules['boto3'] = None\n"
+    """As after `pip install diskvault` without [s3]: neither boto3 nor its botocore can be
+    imported."""
+    without_boto3 = ("import runpy, sys\nsys.modules['boto3'] = sys.modules['botocore'] = None\n"
                      "sys.argv[0] = 'diskvault'\nrunpy.run_module('diskvault', "
                      "run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", without_boto3, "list", "-r", "s3://b/p"],

@@ -34,6 +34,19 @@ def test_an_unchanged_nightly_makes_as_many_requests_for_a_small_and_a_large_ima
     assert nightly[1] == nightly[8]
     assert "UploadPart" not in nightly[8]  # nothing new: no pack went up
     assert sum(nightly[8].values()) <= 20
+    # asked in the background while the backup runs, once, for the generation's put
+    assert nightly[8]["GetBucketVersioning"] == 1
+
+
+def test_listing_snapshots_asks_nothing_a_writer_needs(s3_environment, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"s3://{s3_environment.bucket}/requests-{uuid.uuid4().hex[:12]}"
+    run_cli("init", "-r", url, "--encryption", "none", check=True)
+    backup_requests(url, write_image(tmp_path / "vm.img", 1 << 20))
+    with Repository.open(url) as repository:
+        repository.list_snapshots()
+        made = repository.storage.requests_made()
+    assert made.keys() <= {"GetObject", "HeadObject", "ListObjectsV2"}, made
 
 
 def test_compact_dry_run_names_the_requests_that_compact_then_makes(
@@ -68,3 +81,21 @@ def test_compact_dry_run_names_the_requests_that_compact_then_makes(
 def pack_ids(url: str) -> list[str]:
     with Repository.open(url) as repository:
         return repository.storage.packs.list()
+
+
+def test_a_backup_looks_for_the_writer_lock_with_a_head_and_reads_it_only_if_there(
+        s3_environment, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"s3://{s3_environment.bucket}/requests-{uuid.uuid4().hex[:12]}"
+    run_cli("init", "-r", url, "--encryption", "none", check=True)
+    image = write_image(tmp_path / "vm.img", 1 << 20)
+    about_the_lock: list[str] = []
+
+    def note(request, event_name: str, **_) -> None:
+        if request.url.split("?")[0].endswith("/lock"):
+            about_the_lock.append(event_name.rsplit(".", 1)[-1])
+
+    with Repository.open(url, writer=True) as repository:
+        repository.storage.backend.client.meta.events.register("before-send.s3", note)
+        repository.backup(image, name="vm")
+    assert "HeadObject" in about_the_lock and "GetObject" not in about_the_lock

@@ -20,7 +20,7 @@ from diskvault.cli.main import COMMANDS, cli
 # layer, the image parsers, the object store's client.
 HEAVY_MODULES = ("diskvault.store", "diskvault.image", "diskvault.maintenance",
                  "diskvault.fuse", "lmdb", "zstandard", "blake3", "fastcdc", "cryptography",
-                 "boto3", "dissect", "fuse")
+                 "boto3", "botocore", "dissect", "fuse")
 
 
 # `python -m diskvault ARGS` that writes, at exit, the names of all modules it imported.
@@ -106,7 +106,8 @@ def test_reading_the_snapshot_list_loads_neither_backup_nor_image_parsers_nor_ma
 # What listing a plaintext repository's snapshots never needs: chunking, compression,
 # encryption and key derivation, the object store's client, and the flows that write or
 # read images.
-NOT_FOR_LISTING = ("fastcdc", "zstandard", "cryptography", "argon2", "boto3", "dissect",
+NOT_FOR_LISTING = ("fastcdc", "zstandard", "cryptography", "argon2", "boto3", "botocore",
+                   "dissect",
                    "diskvault.store.backup.chunker", "diskvault.store.copy",
                    "diskvault.store.read.reader", "diskvault.store.restore.restore",
                    "diskvault.store.read.read_plan", "diskvault.store.backup.write_session",

@@ -11,7 +11,7 @@ CLI and the mount, and maintenance receives it from there.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
@@ -287,9 +287,18 @@ class Storage:
         that a backup stores again only what none of them holds, and remove the unfinished
         packs of writers no longer registered (not those of backups still running); with
         the backup lock held."""
-        self.packs.discard_abandoned(
-            lambda: writers.running_writer_tags(self.backend, self.leases))
-        return self.catch_up_index(writer=True).packs_added
+        # Both only after the registration and the look at the lock (the lock's order), and
+        # independent of each other: the unfinished packs are listed beside the finished
+        # ones (on an object store, two round trips at once instead of one after the other).
+        abandoned = self.pool.submit(self.packs.discard_abandoned,
+                                     lambda: writers.running_writer_tags(self.backend,
+                                                                         self.leases))
+        try:
+            added = self.catch_up_index(writer=True).packs_added
+        finally:
+            wait([abandoned])
+        abandoned.result()
+        return added
 
     def catch_up_index(self, writer: bool = False) -> CatchUp:
         """Index the packs the index does not know, or rebuild an index not to be trusted

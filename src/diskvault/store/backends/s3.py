@@ -1,7 +1,9 @@
 """The repository in an S3 bucket (AWS, Ceph radosgw, MinIO, ...): ``S3Backend`` keeps the
-Backend protocol of backend.py with boto3, the field's standard client. This module and its
-helpers (s3_client.py, s3_upload.py) are the only ones that import boto3, and they are
-imported only when an ``s3://`` repository is opened, so local commands start without it.
+Backend protocol of protocol.py with botocore, the client under boto3. This module and its
+helpers (s3_client.py: the client; s3_upload.py: multipart uploads; s3_listing.py: listings;
+s3_errors.py: errors in our terms; s3_lock.py: Object Lock and versions) are the only ones
+that import it, and only when an ``s3://`` repository is opened, so local commands start
+without it.
 
 Objects are keys ``<prefix>/<name>``. What an object store does differently from a folder:
 a put is atomic by itself (no temp object); large puts and streamed uploads are multipart
@@ -19,34 +21,30 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import ContextManager
 from urllib.parse import urlsplit
 
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
-                                 EndpointConnectionError, NoCredentialsError,
-                                 PartialCredentialsError)
+from botocore.exceptions import (BotoCoreError, ClientError, EndpointConnectionError,
+                                 NoCredentialsError)
 
 from ...errors import BadInput, ObjectStoreFailed, ObjectStoreUnusable, RepositoryReadOnly
 from ..host.user_folders import cache_mutex, make_cached_index_folder
 from .protocol import ObjectAge, check_object_name
-from .s3_client import (RequestCounter, attempts_setting, content_md5, error_code, http_status,
+from .s3_client import (RequestCounter, attempts_setting, body_check, error_code, http_status,
                         make_client)
+from .s3_errors import translate
+from .s3_listing import S3Listings, is_object_name
 from .s3_lock import S3ObjectLock, delete_versions, put_if_absent_versioned
-from .s3_upload import PART_BYTES, S3Upload, abort_upload
+from .s3_upload import PART_BYTES, S3Upload
 
 READ_ATTEMPTS = 3  # a body cut off mid-read is not retried by botocore: we retry the GET
 PARTS_IN_FLIGHT = 16  # parts sent at once, all uploads together (= connections)
-FOREIGN_REUSE_S = 5.0  # a listing's foreign keys answer a list_foreign this soon after
 CONFLICT_ATTEMPTS = 5  # concurrent conditional PUTs may answer 409: try again
-MISSING = {"NoSuchKey", "404", "NotFound"}
-BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
-                   "ExpiredToken", "InvalidSecurity", "AuthorizationHeaderMalformed"}
-DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 log = logging.getLogger(__name__)
@@ -67,7 +65,7 @@ def open_s3_backend(url: str, environ: dict[str, str] | None = None,
     if not BUCKET_NAME.fullmatch(bucket):
         raise BadInput(f"{bucket!r} in {url!r} is not a valid bucket name (3-63 lowercase "
                        f"letters, digits, dots and hyphens)")
-    if prefix and not _is_object_name(prefix):
+    if prefix and not is_object_name(prefix):
         raise BadInput(f"{prefix!r} in {url!r} is not a usable prefix (an empty part, "
                        f"'.' or '..')")
     endpoint = environ.get("DISKVAULT_S3_ENDPOINT") or environ.get("AWS_ENDPOINT_URL") or None
@@ -94,14 +92,15 @@ class S3Backend:
         self.location = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.place = f"{self.endpoint} {self.location}"
         # Once the endpoint has answered, losing it is a failure to retry later (exit 74),
-        # not a wrong endpoint (exit 2).
-        self._answered = False
+        # not a wrong endpoint (exit 2): s3_errors.translate asks.
+        self.answered = False
         self.requests = RequestCounter(client)
-        self._foreign_listed: dict[str, tuple[float, list[str]]] = {}
+        self._listings = S3Listings(self)
         self._senders: ThreadPoolExecutor | None = None
         self._senders_lock = threading.Lock()
         self.object_lock: S3ObjectLock | None = None
-        self._versioned: bool | None = None  # asked once, at the first delete or exclusive put
+        self._versioning: Future | None = None  # asked once: see _versioning_asked
+        self._versioning_lock = threading.Lock()
 
     def use_object_lock(self, settings, retained: dict[str, timedelta],
                         verify: bool = False) -> None:
@@ -114,18 +113,25 @@ class S3Backend:
 
     def versioned(self) -> bool:
         """Whether the bucket keeps versions (Object Lock, or versioning turned on, even
-        suspended since): then deletes and exclusive puts go by version (s3_lock.py). One
-        GetBucketVersioning per process; credentials that may not ask count as unversioned."""
-        if self._versioned is None:
-            if self.object_lock is not None:
-                self._versioned = True
-            else:
-                try:
-                    status = self.request(self.client.get_bucket_versioning).get("Status")
-                except (RepositoryReadOnly, ObjectStoreUnusable):
-                    status = None  # access denied: as before versions were looked at
-                self._versioned = status in ("Enabled", "Suspended")
-        return self._versioned
+        suspended since): then deletes and exclusive puts go by version (s3_lock.py)."""
+        return self.object_lock is not None or self._versioning_asked().result()
+
+    def _versioning_asked(self) -> Future:
+        """GetBucketVersioning, once per process, begun in the background by the first put:
+        a command that writes puts a generation exclusively later on, and finds the answer
+        there instead of waiting a round trip for it. Credentials that may not ask count as
+        unversioned."""
+        with self._versioning_lock:
+            if self._versioning is None:
+                self._versioning = self._part_senders().submit(self._ask_versioning)
+            return self._versioning
+
+    def _ask_versioning(self) -> bool:
+        try:
+            status = self.request(self.client.get_bucket_versioning).get("Status")
+        except (RepositoryReadOnly, ObjectStoreUnusable):
+            status = None  # access denied: as before versions were looked at
+        return status in ("Enabled", "Suspended")
 
     def lock_arguments(self, name: str) -> dict:
         """The retention a put of ``name`` carries (none without Object Lock)."""
@@ -135,9 +141,6 @@ class S3Backend:
         check_object_name(name)
         return self.prefix + name
 
-    def _name(self, key: str) -> str:
-        return key[len(self.prefix):]
-
     # -- errors -----------------------------------------------------------------------------
     def request(self, operation: Callable, name: str = "", writing: bool = False, **kwargs):
         """One request; its failure in diskvault's terms."""
@@ -145,56 +148,23 @@ class S3Backend:
             response = operation(Bucket=self.bucket, **kwargs)
         except (ClientError, BotoCoreError) as error:
             raise self.translate(error, name, writing) from None
-        self._answered = True
+        self.answered = True
         return response
 
     def translate(self, error: Exception, name: str, writing: bool) -> Exception:
-        where = f"{self.location}/{name}" if name else self.location
-        if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
-            return ObjectStoreUnusable(
-                f"no S3 credentials for {self.location}: set AWS_ACCESS_KEY_ID and "
-                f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials")
-        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)) and self._answered:
-            return ObjectStoreFailed(f"{where}: the object store at {self.endpoint} stopped "
-                                     f"answering ({error}) after retries; try again later")
-        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
-            return ObjectStoreUnusable(
-                f"cannot reach the object store at {self.endpoint} ({error}); check "
-                f"DISKVAULT_S3_ENDPOINT and the network")
-        if not isinstance(error, ClientError):
-            return ObjectStoreFailed(f"{where}: the object store stopped answering ({error}) "
-                                     f"after retries; try again later")
-        code, status = error_code(error), http_status(error)
-        message = error.response.get("Error", {}).get("Message") or code
-        if code in MISSING:
-            return FileNotFoundError(errno.ENOENT, "no such object", where)
-        if code == "NoSuchBucket":
-            return ObjectStoreUnusable(f"bucket {self.bucket!r} does not exist at "
-                                       f"{self.endpoint}; create it, or check the URL")
-        if code in BAD_CREDENTIALS:
-            return ObjectStoreUnusable(f"{self.endpoint} refused the S3 credentials for "
-                                       f"{self.location} ({code}); check AWS_ACCESS_KEY_ID "
-                                       f"and AWS_SECRET_ACCESS_KEY")
-        if code in DENIED or status == 403:
-            if writing:
-                return RepositoryReadOnly(f"these S3 credentials may not write {where} "
-                                          f"(access denied); readers still work")
-            return ObjectStoreUnusable(f"these S3 credentials may not read {where} "
-                                       f"(access denied); check the bucket's policy")
-        if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
-            return ObjectStoreFailed(f"{where}: the object store kept failing ({code}: "
-                                     f"{message}) after retries; try again later")
-        return ObjectStoreFailed(f"{where}: the object store refused the request ({code}: "
-                                 f"{message})")
+        """``error`` of a request about ``name`` in diskvault's terms (s3_errors.py)."""
+        return translate(error, self, name, writing)
 
     # -- writing ------------------------------------------------------------------------------
     def put(self, name: str, data: bytes) -> None:
         """One PUT, or a multipart upload above PART_BYTES: either is atomic on S3, and an
         upload under way is listed by list_unfinished."""
+        if self.object_lock is None:
+            self._versioning_asked()  # in the background, for the exclusive puts to come
         if len(data) <= PART_BYTES:
+            lock = self.lock_arguments(name)
             self.request(self.client.put_object, name, writing=True, Key=self.key(name),
-                         Body=bytes(data), ContentMD5=content_md5(data),
-                         **self.lock_arguments(name))
+                         Body=bytes(data), **body_check(self.client, data, bool(lock)), **lock)
             return
         upload = self.open_upload(name)
         try:
@@ -230,7 +200,7 @@ class S3Backend:
         for _ in range(CONFLICT_ATTEMPTS):
             try:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data),
-                                       ContentMD5=content_md5(data), IfNoneMatch="*")
+                                       **body_check(self.client, data), IfNoneMatch="*")
                 break
             except ClientError as error:
                 if error_code(error) == "ConditionalRequestConflict":
@@ -297,7 +267,7 @@ class S3Backend:
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 response = self.client.get_object(Bucket=self.bucket, **kwargs)
-                self._answered = True
+                self.answered = True
                 return response["Body"].read()
             except ClientError as error:
                 if error_code(error) == "InvalidRange" or http_status(error) == 416:
@@ -334,52 +304,17 @@ class S3Backend:
         return ObjectAge(max(0.0, age_s), time.time() - now.timestamp() - 0.5)
 
     # -- listing ------------------------------------------------------------------------------
-    def _keys(self, prefix: str) -> Iterator[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix)
-        try:
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    yield self._name(item["Key"])
-        except (ClientError, BotoCoreError) as error:
-            raise self.translate(error, prefix, writing=False) from None
-
     def list(self, prefix: str) -> list[str]:
-        """One listing; its foreign keys are kept for a ``list_foreign`` of the same prefix
-        that follows at once (packs and snapshots ask for both: one request, not two)."""
-        names, foreign = [], []
-        for name in self._keys(prefix):
-            (names if _is_object_name(name) else foreign).append(name)
-        self._foreign_listed[prefix] = (time.monotonic(), sorted(foreign))
-        return sorted(names)
+        return self._listings.list(prefix)
 
     def list_foreign(self, prefix: str) -> list[str]:
-        """Keys no diskvault name can be (``a//b``, a console's ``folder/`` marker): those
-        of a ``list`` of ``prefix`` made in the last FOREIGN_REUSE_S, else a new listing."""
-        listed_at, foreign = self._foreign_listed.pop(prefix, (None, None))
-        if listed_at is not None and time.monotonic() - listed_at < FOREIGN_REUSE_S:
-            return foreign
-        return sorted(name for name in self._keys(prefix) if not _is_object_name(name))
-
-    def _uploads(self, prefix: str) -> Iterator[tuple[str, str]]:
-        """(name, upload id) of every multipart upload begun and not completed."""
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix)
-        try:
-            for page in pages:
-                for upload in page.get("Uploads", ()):
-                    yield self._name(upload["Key"]), upload["UploadId"]
-        except (ClientError, BotoCoreError) as error:
-            raise self.translate(error, prefix, writing=False) from None
+        return self._listings.list_foreign(prefix)
 
     def list_unfinished(self, prefix: str) -> list[str]:
-        """Multipart uploads never completed (S3 keeps their parts, and bills them, until
-        they are aborted); a name twice if two were begun."""
-        return sorted(name for name, _ in self._uploads(prefix))
+        return self._listings.list_unfinished(prefix)
 
     def discard_unfinished(self, prefix: str) -> None:
-        for name, upload_id in list(self._uploads(prefix)):
-            abort_upload(self, name, upload_id)
+        self._listings.discard_unfinished(prefix)
 
     # -- what this place is -------------------------------------------------------------------
     def index_folder(self, repository_id: str) -> Path:
@@ -416,10 +351,3 @@ class S3Backend:
 class _RangeNotSatisfiable(Exception):
     """416: the range starts at or after the object's end."""
 
-
-def _is_object_name(name: str) -> bool:
-    try:
-        check_object_name(name)
-    except ValueError:
-        return False
-    return True

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ...errors import BadInput, ObjectLocked
 from ..format.config import LEGAL_HOLD_UNTIL, ObjectLockSettings
-from .s3_client import content_md5, error_code
+from .s3_client import body_check, error_code
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def put_if_absent_versioned(backend, name: str, data: bytes, arguments: dict) ->
         return False
     answer = backend.request(backend.client.put_object, name, writing=True,
                              Key=backend.key(name), Body=bytes(data),
-                             ContentMD5=content_md5(data), **arguments)
+                             **body_check(backend.client, data, bool(arguments)), **arguments)
     ours = answer.get("VersionId")
     found, _ = versions(backend, name)
     if not found or found[-1] == ours:

@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .s3_client import content_md5, error_code
+from .s3_client import body_check, error_code
 
 PART_BYTES = 8 * 1024 * 1024  # s3transfer's default part size and multipart threshold
 PARTS_PENDING_PER_UPLOAD = 4  # parts of one upload in flight before its writer waits
@@ -88,7 +88,8 @@ class S3Upload:
     def _upload_part(self, number: int, part: bytearray) -> dict:
         answer = self._backend.request(
             self._backend.client.upload_part, self._name, writing=True, Key=self._key,
-            UploadId=self._upload_id, PartNumber=number, Body=part, ContentMD5=content_md5(part))
+            UploadId=self._upload_id, PartNumber=number, Body=part,
+            **body_check(self._backend.client, part, bool(self._lock)))
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def complete(self) -> None:

@@ -92,6 +92,11 @@ def _retire(backend: Backend) -> None:
 def take_over_if_stale(backend: Backend, leases: LeaseFormat) -> LockHolder | None:
     """Remove the lock if it is stale; return its live holder otherwise (None: no lock)."""
     with backend.host_mutex():
+        # Looked for before it is read: it is absent at nearly every look, and a missing
+        # object's stat answers sooner than its GET (radosgw sends a 404 with a body 40 ms
+        # late, by Nagle's algorithm against the client's delayed ACK; a HEAD's has none).
+        if backend.stat(LOCK_FILE) is None:
+            return None
         lease = read_lease(backend, leases=leases)
         if lease is None:
             return None
