@@ -102,7 +102,7 @@ else
 fi
 [ -x "$home/bin/python" ] || new_venv "$home"
 # A copy, not an editable install: moving or deleting this checkout leaves it working.
-# With boto3 (the s3 extra), so that s3:// repositories work; it is loaded only for them.
+# With botocore (the s3 extra), so that s3:// repositories work; it is loaded only for them.
 "$home/bin/python" -m pip install "${pip_quiet[@]}" --upgrade --force-reinstall --no-deps .
 "$home/bin/python" -m pip install "${pip_quiet[@]}" ".[s3]"
 mkdir -p "$bin"

@@ -119,7 +119,7 @@ def test_demo_reports_in_json_and_tells_its_story_on_stderr(tmp_path):
 
 
 # -- the object store's client ---------------------------------------------------------
-def test_s3_without_boto3_names_the_extra_to_install(tmp_path):
+def test_s3_without_botocore_names_the_extra_to_install(tmp_path):
     """As after `pip install diskvault` without [s3]: neither boto3 nor its botocore can be
     imported."""
     without_boto3 = ("import runpy, sys\nsys.modules['boto3'] = sys.modules['botocore'] = None\n"

@@ -1,6 +1,6 @@
 """Where a repository is: a local folder, ``s3://bucket/prefix`` or
 ``ssh://[user@]host[:port]/path``, parsed once from -r/DISKVAULT_REPO and opened here into a
-Backend. boto3 is imported only when an S3 location is opened, so local commands start as
+Backend. botocore is imported only when an S3 location is opened, so local commands start as
 fast as before.
 
 Where the index lives is the backend's answer (Backend.index_folder): with the repository
@@ -83,11 +83,11 @@ class Location:
     def open_object_store(self) -> Backend:
         """The backend of the bucket and prefix of ``url``."""
         try:
-            from .s3 import open_s3_backend  # boto3 only for an object store
+            from .s3 import open_s3_backend  # botocore only for an object store
         except ModuleNotFoundError as error:
             if (error.name or "").partition(".")[0] not in ("boto3", "botocore"):
                 raise
-            raise ObjectStoreUnusable(f"{self.url}: s3:// repositories need boto3, which is "
+            raise ObjectStoreUnusable(f"{self.url}: s3:// repositories need botocore, which is "
                                       f"not installed: pip install 'diskvault[s3]' (or run "
                                       f"scripts/setup.sh)") from None
         return open_s3_backend(self.url)
