@@ -17,20 +17,16 @@ from diskvault.store.index.chunk_index import ChunkIndex
 from diskvault.store.storage import Storage
 from tests.conftest import run_killed_at_random
 
+from .child_memory import ANONYMOUS_BYTES
+
 RECORDS_PER_PACK = 1000
 MiB = 1 << 20
 
 # The catch-up that fills an empty index, in a child: it prints how far its anonymous
 # memory (heap and LMDB's dirty pages, not the mapped file) rose above what the open took.
-REBUILD = """
+REBUILD = ANONYMOUS_BYTES + """
 import sys, threading
 from diskvault.store.storage import Storage
-
-def anonymous_bytes():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
 
 with Storage.open(sys.argv[1], catch_up=False) as storage:
     base = peak = anonymous_bytes()

@@ -13,20 +13,16 @@ import pytest
 from diskvault.store.index import sorted_runs
 from diskvault.store.index.sorted_runs import DigestSet, SortedRuns, first_of_each
 
+from .child_memory import ANONYMOUS_BYTES
+
 MiB = 1 << 20
 
 # Adds N random digests to a DigestSet and walks it; prints how far the child's anonymous
 # memory rose (RSS sampled as it goes, LMDB's dirty pages included).
-DIGESTS = """
+DIGESTS = ANONYMOUS_BYTES + """
 import os, sys, threading
 from pathlib import Path
 from diskvault.store.index.sorted_runs import DigestSet
-
-def anonymous_bytes():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
 
 base = peak = anonymous_bytes()
 with DigestSet(Path(sys.argv[2])) as digests:
