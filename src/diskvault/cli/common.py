@@ -119,17 +119,19 @@ lock_wait_option = click.option(
 
 @contextmanager
 def opened(repo: str | None, passphrase: CommandPassphrase | None = None,
-           keys=None, writer: bool = False):
+           keys=None, writer: bool = False, reader: bool = False):
     """The repository named by -r/DISKVAULT_REPO, closed afterwards; ``keys`` already
     unlocked (``store.crypto.Keys``: the background mount's) stand in for the passphrase.
-    A ``writer`` (backup) takes the writer lock before it uses the index."""
+    A ``writer`` (backup) takes the writer lock before it uses the index; a ``reader``
+    uses it only under reader_lock() (restore, cat) or not at all (list), so an object
+    store's cache is caught up there, once (Repository.open)."""
     # Imported here, not at the top: the group imports this module, and `diskvault --help`
     # must not pay for loading the store.
     from ..store.backends.location import parse_location
     from ..store.repository import Repository
 
     repository = Repository.open(parse_location(repo), passphrase or CommandPassphrase(),
-                                 keys=keys, writer=writer)
+                                 keys=keys, writer=writer, reader=reader)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta[REPOSITORY_ID_KEY] = repository.config.repository_id

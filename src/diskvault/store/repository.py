@@ -75,10 +75,14 @@ class Repository:
 
     @classmethod
     def open(cls, location: LocationLike, passphrase: Passphrase = None,
-             keys: Keys | None = None, writer: bool = False) -> "Repository":
+             keys: Keys | None = None, writer: bool = False,
+             reader: bool = False) -> "Repository":
         """``passphrase`` is asked for only if the repository is encrypted (see Storage);
-        a ``writer`` catches the index up under its lock only."""
-        return cls(Storage.open(location, passphrase, keys, catch_up=not writer))
+        a ``writer`` catches the index up under its lock only; a ``reader`` (a command that
+        uses the index only under reader_lock(), or not at all) an object store's cache
+        under its registration only."""
+        return cls(Storage.open(location, passphrase, keys, catch_up=not writer,
+                                reader=reader))
 
     def close(self) -> None:
         self.storage.close()

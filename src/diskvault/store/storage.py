@@ -108,12 +108,14 @@ class Storage:
         self._index_begun = not (folder / DATA_FILE).exists()
         return ChunkIndex(folder)
 
-    def _catches_up_at_open(self) -> bool:
-        """An object store's cache always; a local repository's index only if it was just
-        begun (lost, or set aside) or names another copy of the repository. Otherwise what
-        it lacks is left to writers (which index it under their lock) and to check, which
-        reports packs it does not know."""
-        if self.backend.index_is_cache or self._index_begun:
+    def _catches_up_at_open(self, reader: bool) -> bool:
+        """An object store's cache, unless the command is a ``reader`` (see open); a local
+        repository's index only if it was just begun (lost, or set aside) or names another
+        copy of the repository. Otherwise what it lacks is left to writers (which index it
+        under their lock) and to check, which reports packs it does not know."""
+        if self.backend.index_is_cache:
+            return not reader
+        if self._index_begun:
             return True
         recorded = self.index.identity()
         return recorded is not None and recorded != self.identity
@@ -170,13 +172,17 @@ class Storage:
 
     @classmethod
     def open(cls, location: LocationLike, passphrase: Passphrase = None,
-             keys: Keys | None = None, catch_up: bool = True) -> "Storage":
+             keys: Keys | None = None, catch_up: bool = True,
+             reader: bool = False) -> "Storage":
         """The repository at ``location``. ``passphrase`` (text, or a callable giving it;
         None: the environment or a terminal) is asked for only if the repository is
         encrypted; ``keys`` already unlocked (the mount's daemon) stand in for it. The
         index of an object-store repository is caught up with the bucket here, unless
         ``catch_up`` is False: a writer does it under its lock (recover_unindexed_packs),
-        and a listing at open would only repeat that one."""
+        and a listing at open would only repeat that one. Nor for a ``reader``, which uses
+        the index only under reader_lock() (restore, cat) or not at all (list): its
+        registration must come before the listing of the packs it protects, so the one
+        listing is there, after it (DESIGN.md: readers and compaction)."""
         backend = as_location(location).open_backend()
         try:
             config = read_config(backend)
@@ -185,7 +191,7 @@ class Storage:
         except BaseException:
             backend.close()
             raise
-        if catch_up and storage._catches_up_at_open():
+        if catch_up and storage._catches_up_at_open(reader):
             try:
                 storage.catch_up_index()
             except BaseException:

@@ -38,7 +38,7 @@ def ls(repo, snapshot, location, as_json) -> None:
     LOCATION is p2:/etc (partition 2), vg0/root:/srv (an LVM2 logical volume), or /etc
     (an image that is one filesystem, without a partition table).
     """
-    with opened(repo) as repository, repository.reader_lock():
+    with opened(repo, reader=True) as repository, repository.reader_lock():
         record = repository.find_snapshot(snapshot)
         files = repository.browse(record)
         if location is None:
@@ -150,7 +150,7 @@ def pull(repo, snapshot, location, destination: Path, show_progress, keep_set_id
     LOCATION is named as for `ls`: p2:/etc/nginx, vg0/root:/srv, or /etc.
     """
     started = time.monotonic()
-    with opened(repo) as repository, repository.reader_lock():
+    with opened(repo, reader=True) as repository, repository.reader_lock():
         record = repository.find_snapshot(snapshot)
         fs, path = repository.browse(record).open_location(location)
         top = fs.stat(path)

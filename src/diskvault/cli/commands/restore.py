@@ -42,7 +42,7 @@ def restore(repo, snapshot, target: Path, force, full, in_place, image_format, s
                                "only what differs")
     if force and image_format != "raw":
         raise click.UsageError("--format writes a new file; --force is for raw targets")
-    with opened(repo) as repository:
+    with opened(repo, reader=True) as repository:
         record = repository.find_snapshot(snapshot)
         progress = ProgressLine("restore", record.size, show_progress)
         try:
@@ -86,6 +86,6 @@ def cat(repo, snapshot) -> None:
     """Write a snapshot's image to standard output."""
     if sys.stdout.isatty():
         raise click.UsageError("refusing to write a disk image to a terminal; redirect it")
-    with opened(repo) as repository:
+    with opened(repo, reader=True) as repository:
         record = repository.find_snapshot(snapshot)
         repository.cat(record, sys.stdout.buffer)

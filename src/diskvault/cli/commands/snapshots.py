@@ -36,7 +36,7 @@ CONSISTENCY_WORDS = {
 def list_snapshots(repo, name, accept_missing, as_json) -> None:
     """List snapshots, oldest first. Exit 1 if a snapshot this host saw is gone, or the
     repository's generation counter is below the one seen here."""
-    with opened(repo) as repository:
+    with opened(repo, reader=True) as repository:
         if accept_missing:
             for seen in repository.accept_missing_snapshots():
                 warn(f"snapshot {seen.id[:8]} of {seen.series}, seen here on "
