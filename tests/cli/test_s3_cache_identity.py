@@ -171,5 +171,5 @@ def test_a_full_disk_under_the_index_cache_is_one_line_and_exit_74(
             check=True)
     backup(url, write_image(tmp_path / "vm.img", 16 * MiB, seed=3), "vm")  # ~4000 chunks
     cache = mount_tmpfs(tmp_path / "small-cache", "128k")
-    result = run_cli("list", "-r", url, env={"XDG_CACHE_HOME": str(cache)})
+    result = run_cli("info", "-r", url, env={"XDG_CACHE_HOME": str(cache)})
     assert_one_line_error(result, EXIT_IO, "disk is full")
