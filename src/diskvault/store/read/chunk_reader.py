@@ -15,7 +15,8 @@ from ..index.chunk_index import ChunkIndex, ChunkLocation
 class ChunkReader:
     """digest -> verified raw bytes. Thread-safe. A pack found missing (compacted away on
     another host since the index was read) makes it call ``on_missing_pack`` (which
-    catches the index up) and read the chunk once more where the index now puts it."""
+    catches the index up) and read the chunk once more where the index now puts it; a chunk
+    not in the index is looked up again once a catch-up under way has ended."""
 
     def __init__(self, packs: PackStore, index: ChunkIndex, codec: Codec,
                  on_missing_pack: Callable[[], object] | None = None):
@@ -23,7 +24,7 @@ class ChunkReader:
         self.index = index
         self.codec = codec
         self._on_missing_pack = on_missing_pack
-        self._refresh_lock = threading.Lock()
+        self._refresh_lock = threading.RLock()  # locate() may run inside a catch-up
         self._refreshes = 0  # catch-ups so far: threads that met one missing pack share one
 
     def use_index(self, index: ChunkIndex) -> None:
@@ -32,6 +33,11 @@ class ChunkReader:
 
     def locate(self, digest: bytes) -> ChunkLocation:
         location = self.index.lookup(digest)
+        if location is None and self._on_missing_pack is not None:
+            # A catch-up running on another thread may be a rebuild, which empties the index
+            # and fills it again in batches: a chunk missing now may be back when it ends.
+            with self._refresh_lock:
+                location = self.index.lookup(digest)
         if location is None:
             raise MissingChunk(f"chunk {digest.hex()[:16]} is not in the index (run "
                                f"'diskvault check': if a pack holds it, or the index is "
