@@ -311,8 +311,9 @@ class Storage:
         (index_cache.py). One that knows packs the repository lacks is rebuilt by a
         ``writer`` and on an object store (a cache); a local reader keeps what it knows, for
         check and repair to name the missing packs. An index this process may not change
-        that is not current gives way to a private cache."""
-        with self.disk_full_reported(CATCH_UP_OUTCOME):
+        that is not current gives way to a private cache. Reads that miss a chunk meanwhile
+        wait for it to end (ChunkReader.catching_up)."""
+        with self.chunks.catching_up(), self.disk_full_reported(CATCH_UP_OUTCOME):
             try:
                 return self._catch_up(writer)
             except CorruptData:  # only the index raises it here: damage met on the way

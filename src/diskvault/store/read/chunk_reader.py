@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from ...errors import CorruptData, MissingChunk
 from ..format.codec import Codec
@@ -24,8 +25,13 @@ class ChunkReader:
         self.index = index
         self.codec = codec
         self._on_missing_pack = on_missing_pack
-        self._refresh_lock = threading.RLock()  # locate() may run inside a catch-up
+        self._refresh_lock = threading.RLock()  # a catch-up may look chunks up
         self._refreshes = 0  # catch-ups so far: threads that met one missing pack share one
+
+    def catching_up(self) -> AbstractContextManager:
+        """Held while the index is caught up (Storage.catch_up_index): a lookup that misses
+        meanwhile waits for the catch-up to end and looks again."""
+        return self._refresh_lock
 
     def use_index(self, index: ChunkIndex) -> None:
         """Read through ``index`` from now on (the storage replaced its index)."""
@@ -36,7 +42,7 @@ class ChunkReader:
         if location is None and self._on_missing_pack is not None:
             # A catch-up running on another thread may be a rebuild, which empties the index
             # and fills it again in batches: a chunk missing now may be back when it ends.
-            with self._refresh_lock:
+            with self.catching_up():
                 location = self.index.lookup(digest)
         if location is None:
             raise MissingChunk(f"chunk {digest.hex()[:16]} is not in the index (run "
