@@ -7,8 +7,10 @@ in use; protect puts the record under a legal hold and unprotect lifts it."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -111,6 +113,39 @@ def test_packs_and_records_are_put_retained_and_nothing_else_is(url, client, pre
             <= after + timedelta(days=days, seconds=2), key
     for key in set(found) - set(packs) - set(records):  # config, lock spare, ...
         assert all(v["mode"] is None for v in found[key]), key
+
+
+def test_retained_puts_send_content_md5_even_over_plain_http(url, tmp_path):
+    """Over plain HTTP a body's signed SHA-256 is its only check, but a put that carries a
+    retention must also send Content-MD5 (AWS refuses it otherwise; radosgw does not, so
+    only the headers themselves can show it): a whole PUT and every part of an upload."""
+    from diskvault.store.repository import Repository
+
+    init(url, days=1)
+    with Repository.open(url) as repository:
+        backend = repository.storage.backend
+        assert backend.client.meta.endpoint_url.startswith("http://")
+        sent: list[tuple[str, dict, bytes]] = []
+
+        def note(request, event_name, **_) -> None:
+            body = request.body
+            data = body.read() if hasattr(body, "read") else body
+            if hasattr(body, "seek"):
+                body.seek(0)
+            headers = {name.lower(): value.decode() if isinstance(value, bytes) else value
+                       for name, value in request.headers.items()}
+            sent.append((event_name.rsplit(".", 1)[-1], headers, bytes(data)))
+
+        for operation in ("PutObject", "UploadPart"):
+            backend.client.meta.events.register(f"before-send.s3.{operation}", note)
+        backend.put("packs/ab/" + "ab" * 32 + ".pack", os.urandom(64 << 10))
+        backend.put("packs/cd/" + "cd" * 32 + ".pack", os.urandom(9 << 20))
+
+    assert [operation for operation, _, _ in sent] == ["PutObject", "UploadPart", "UploadPart"]
+    for operation, headers, body in sent:
+        assert headers.get("x-amz-object-lock-mode") == "GOVERNANCE" or operation == "UploadPart"
+        expected = base64.b64encode(hashlib.md5(body).digest()).decode()
+        assert headers.get("content-md5") == expected, operation
 
 
 def test_prune_keeps_locked_snapshots_and_delete_needs_bypass_in_governance(
