@@ -227,13 +227,18 @@ class ChunkIndex:
             os.close(fd)
 
     def lookup(self, digest: bytes, txn: lmdb.Transaction | None = None) -> ChunkLocation | None:
-        if txn is None:
-            with self._snapshot() as (own, chunks, _):
-                value = own.get(digest, db=chunks)
-        else:
-            with self._reading():
-                value = txn.get(digest, db=self._live(txn)[0])
+        # Not through _snapshot: one lookup per chunk read is hot, and a generator-based
+        # context manager costs as much as the lookup itself.
         with self._reading():
+            if txn is None:
+                try:
+                    with self.env.begin() as own:
+                        value = own.get(digest, db=self._live(own)[0])
+                except _Unopened as missing:
+                    self._open_generation(missing.generation)
+                    return self.lookup(digest)
+            else:
+                value = txn.get(digest, db=self._live(txn)[0])
             return None if value is None else _decode_location(value)
 
     def are_indexed(self, digests: Sequence[bytes]) -> list[bool]:
