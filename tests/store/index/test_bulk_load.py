@@ -173,11 +173,14 @@ print(rounds, misses, flush=True)
 """
 
 
-def test_another_process_reading_the_index_beside_its_rebuild_never_misses_a_chunk(repo,
-                                                                                  tmp_path):
+@pytest.mark.parametrize("rebuilders", [1, 2], ids=["one rebuild", "two at once"])
+def test_another_process_reading_the_index_beside_its_rebuild_never_misses_a_chunk(
+        repo, tmp_path, rebuilders):
     """A rebuild fills a spare generation and switches to it in one transaction: a process
     reading the index meanwhile finds every chunk, in the old index or in the new one. (It
-    met the emptied, half-filled index: "chunk ... is not in the index".)"""
+    met the emptied, half-filled index: "chunk ... is not in the index".) Of two processes
+    that distrust the index at once, one rebuilds and the other waits for it (the fill
+    lock): the second never empties the spare under the first one's switch."""
     root = repo.storage.backend.root
     synthetic_packs(repo.storage, 60_000, seed=5)
     repo.close()
@@ -194,11 +197,15 @@ def test_another_process_reading_the_index_beside_its_rebuild_never_misses_a_chu
         reader.stdin.write("\n".join(digest.hex() for digest in sample))
         reader.stdin.close()
         assert reader.stdout.readline() == "reading\n"
-        subprocess.run([sys.executable, "-c", REBUILD, str(root)], check=True,
-                       capture_output=True)
+        children = [subprocess.Popen([sys.executable, "-c", CATCH_UP, str(root)],
+                                     stdout=subprocess.DEVNULL) for _ in range(rebuilders)]
+        assert [child.wait() for child in children] == [0] * rebuilders
     finally:
         stop.touch()
         rounds, misses = map(int, reader.stdout.read().split())
         reader.wait()
     assert rounds > 0 and misses == 0, (rounds, misses)
+    with Storage.open(root, catch_up=False) as storage:
+        assert storage.index.identity() == storage.identity
+        assert storage.index.known_packs() == set(storage.packs.list())
     assert_indexes_every_pack(root)
