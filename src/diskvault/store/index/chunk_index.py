@@ -262,7 +262,7 @@ class ChunkIndex:
     def identity(self) -> str | None:
         """The repository this index was built from (its id and place), None if never
         recorded: an index found beside another repository is not to be trusted."""
-        with self._snapshot() as (txn, _, _):
+        with self._reading(), self.env.begin() as txn:
             value = txn.get(IDENTITY_KEY, db=self._meta)
         return None if value is None else value.decode("utf-8", "replace")
 
