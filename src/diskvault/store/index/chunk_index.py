@@ -72,7 +72,9 @@ def index_damaged(path: Path, detail: object) -> CorruptData:
 
 def _writable(path: Path) -> bool:
     """Whether this process may change the environment (access() also answers EROFS)."""
-    return all(os.access(file, os.W_OK) for file in (path, path / DATA_FILE, path / LOCK_FILE)
+    return all(os.access(file, os.W_OK)
+               for file in (path, path / DATA_FILE, path / LOCK_FILE,
+                            path / generations.LOCK_FILE)
                if file.exists())
 
 
