@@ -3,6 +3,7 @@ compaction, removed, and rebuilt."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -179,3 +180,24 @@ def test_entries_survive_closing_and_reopening(tmp_path):
     again = ChunkIndex(tmp_path / "index")
     assert again.are_indexed([digest(0), digest(1)]) == [True, True]
     again.close()
+
+
+def test_an_index_whose_fill_lock_another_user_owns_is_read_only_to_this_one(other_user):
+    """Filling it would fail opening rebuild.lock: it is used as one this user may not
+    write (an object store's then gets a private cache), like one whose LMDB files are
+    another's."""
+    folder = other_user.scratch / "index"
+    ChunkIndex(folder).close()
+    (folder / "rebuild.lock").touch(mode=0o600)  # root's, as a `sudo diskvault` leaves it
+    for path in (folder, folder / "data.mdb", folder / "lock.mdb"):
+        os.chown(path, other_user.uid, other_user.gid)
+    opened = other_user.run(sys.executable, "-c", OPEN_AND_SAY_READ_ONLY, str(folder))
+    assert opened.stdout.decode().strip() == "True", opened.stderr.decode()
+
+
+OPEN_AND_SAY_READ_ONLY = """
+import sys
+from pathlib import Path
+from diskvault.store.index.chunk_index import ChunkIndex
+print(ChunkIndex(Path(sys.argv[1])).readonly)
+"""
