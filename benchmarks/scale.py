@@ -17,7 +17,8 @@ peak anonymous RSS sampled every 20 ms: the heap, without the LMDB pages it maps
   of the bytes) into packs of 256 KiB (about as many chunks per pack as the default 64 MiB
   packs of 64 KiB chunks), then a 1 MiB image into the same series. Measured: both backups, list,
   restore of each, check, an index rebuild from the pack footers (the catch-up that fills an
-  empty object-store cache), prune of the big snapshot and the compaction that frees it.
+  empty object-store cache), the rebuild of a whole index found distrusted (into its spare
+  generation), prune of the big snapshot and the compaction that frees it.
 
 Results go to --results (default benchmarks/results/scale/): results.json and report.md,
 with the load average before and after each case. Caches stay warm (the repositories fit in
@@ -59,6 +60,15 @@ import sys
 from diskvault.store.storage import Storage
 with Storage.open(sys.argv[1], catch_up=False) as storage:
     print(storage.catch_up_index().packs_added)
+"""
+# The rebuild of a whole index that is not to be trusted (it names another copy of the
+# repository): every footer indexed into the spare generation, then the switch.
+REBUILD_DISTRUSTED_INDEX = """
+import sys
+from diskvault.store.storage import Storage
+with Storage.open(sys.argv[1], catch_up=False) as storage:
+    storage.index.record_identity("0123 file:///elsewhere")
+    print(storage.catch_up_index().rebuilt_because)
 """
 
 
@@ -196,6 +206,8 @@ def chunks_case(work: Path, count: int, pack_bytes: int) -> dict:
     index = index_bytes(repo)
     shutil.rmtree(repo / "index")
     measured("index rebuild", [sys.executable, "-c", REBUILD_INDEX, str(repo)], figures)
+    measured("index rebuild (distrusted)",
+             [sys.executable, "-c", REBUILD_DISTRUSTED_INDEX, str(repo)], figures)
     measured("prune (forgets the image)", diskvault("prune", "-r", repo, "--keep-last", 1),
              figures)
     measured("compact", diskvault("compact", "-r", repo), figures)

@@ -323,10 +323,12 @@ class Storage:
                 return self._catch_up(writer)
 
     def _catch_up(self, writer: bool) -> CatchUp:
-        state = index_state(self.index, self.packs)
-        if self.index.readonly and not state.is_current(self.identity):
-            self._use_index(self._private_index())
-            state = None
+        state = None
+        if self.index.readonly:  # another's index, or on read-only media: never filled here
+            state = index_state(self.index, self.packs)
+            if not state.is_current(self.identity):
+                self._use_index(self._private_index())
+                state = None
         return catch_up(self.index, self.packs, self.identity, state,
                         vanished_is_stale=writer or self.backend.index_is_cache)
 

@@ -3,13 +3,18 @@ compaction, removed, and rebuilt."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import blake3
 import pytest
 
 from diskvault.store.format.packs import PackEntry
 from diskvault.store.index.bulk_load import load_packs, rebuild
-from diskvault.store.index.chunk_index import (WRITES_PER_TRANSACTION, ChunkIndex,
-                                               ChunkLocation)
+from diskvault.store.index.chunk_index import (IDENTITY_KEY, WRITES_PER_TRANSACTION,
+                                               ChunkIndex, ChunkLocation, encode_location)
+from diskvault.store.index.probe import open_environment
 
 PACK_A, PACK_B = "aa" * 16, "bb" * 16
 
@@ -109,6 +114,65 @@ def test_a_rebuild_begun_by_another_process_is_not_emptied_again(index):
     assert index.lookup(digest(10)).pack_id == PACK_B and index.lookup(digest(0)) is None
 
 
+def test_a_rebuild_left_unfinished_is_never_read_and_the_next_one_empties_it(index):
+    """A rebuild killed while it filled the spare generation leaves the old index live and
+    whole; the next rebuild starts from an empty spare, so nothing of the half-filled one
+    (here: a pack no longer listed) outlives it."""
+    index.add_pack(PACK_A, entries(3), 500)
+    spare = index.begin_rebuild()
+    load_packs(index, [("cc" * 16, entries(2, first=20), 300)], spare)  # then the kill
+    assert index.known_packs() == {PACK_A} and index.lookup(digest(20)) is None
+    rebuild(index, [(PACK_B, entries(2, first=10), 400)], "new")
+    assert index.known_packs() == {PACK_B} and index.lookup(digest(20)) is None
+    assert index.chunk_count() == 2
+    rebuild(index, [(PACK_A, entries(1), 100)], "newer")  # back to the first generation
+    assert index.known_packs() == {PACK_A} and index.chunk_count() == 1
+
+
+def legacy_index(path, identity: str) -> None:
+    """An index as written before generations: ``chunks``, ``packs`` and ``meta`` only."""
+    path.mkdir(mode=0o700)
+    env = open_environment(path, readonly=False)
+    chunks, packs, meta = (env.open_db(name) for name in (b"chunks", b"packs", b"meta"))
+    with env.begin(write=True) as txn:
+        for entry in entries(3):
+            txn.put(entry.digest, encode_location(bytes.fromhex(PACK_A), entry), db=chunks)
+        txn.put(bytes.fromhex(PACK_A), bytes(28), db=packs)
+        txn.put(IDENTITY_KEY, identity.encode(), db=meta)
+    env.close()
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["writable", "read-only"])
+def test_an_index_written_before_generations_is_read_as_it_is(tmp_path, readonly):
+    legacy_index(tmp_path / "index", "the repository")
+    opened = ChunkIndex(tmp_path / "index", readonly=readonly)
+    assert opened.identity() == "the repository" and opened.known_packs() == {PACK_A}
+    assert opened.lookup(digest(2)) == ChunkLocation(PACK_A, 208, 100, 250, 0)
+    opened.close()
+
+
+REBUILD_IN_CHILD = """
+import sys
+from pathlib import Path
+from diskvault.store.index.bulk_load import rebuild
+from diskvault.store.index.chunk_index import ChunkIndex
+from tests.store.index.test_index import PACK_B, entries
+rebuild(ChunkIndex(Path(sys.argv[1])), [(PACK_B, entries(2, first=10), 400)], "new")
+"""
+
+
+def test_a_read_only_index_follows_a_rebuild_into_a_generation_made_after_its_open(tmp_path):
+    legacy_index(tmp_path / "index", "old")
+    reader = ChunkIndex(tmp_path / "index", readonly=True)
+    # Another process (LMDB opens an environment once per process) makes the second
+    # generation's tables and rebuilds into them.
+    subprocess.run([sys.executable, "-c", REBUILD_IN_CHILD, str(tmp_path / "index")],
+                   check=True)
+    assert reader.lookup(digest(10)).pack_id == PACK_B and reader.identity() == "new"
+    assert reader.known_packs() == {PACK_B}
+    reader.close()
+
+
 def test_entries_survive_closing_and_reopening(tmp_path):
     first = ChunkIndex(tmp_path / "index")
     first.add_pack(PACK_A, entries(2), 500)
@@ -116,3 +180,24 @@ def test_entries_survive_closing_and_reopening(tmp_path):
     again = ChunkIndex(tmp_path / "index")
     assert again.are_indexed([digest(0), digest(1)]) == [True, True]
     again.close()
+
+
+def test_an_index_whose_fill_lock_another_user_owns_is_read_only_to_this_one(other_user):
+    """Filling it would fail opening rebuild.lock: it is used as one this user may not
+    write (an object store's then gets a private cache), like one whose LMDB files are
+    another's."""
+    folder = other_user.scratch / "index"
+    ChunkIndex(folder).close()
+    (folder / "rebuild.lock").touch(mode=0o600)  # root's, as a `sudo diskvault` leaves it
+    for path in (folder, folder / "data.mdb", folder / "lock.mdb"):
+        os.chown(path, other_user.uid, other_user.gid)
+    opened = other_user.run(sys.executable, "-c", OPEN_AND_SAY_READ_ONLY, str(folder))
+    assert opened.stdout.decode().strip() == "True", opened.stderr.decode()
+
+
+OPEN_AND_SAY_READ_ONLY = """
+import sys
+from pathlib import Path
+from diskvault.store.index.chunk_index import ChunkIndex
+print(ChunkIndex(Path(sys.argv[1])).readonly)
+"""

@@ -8,7 +8,8 @@ So the locations are sorted first, on disk (sorted_runs.py), and put in digest o
 bounded transactions: into an empty index they are appended. The packs' rows go in last,
 once every location in them is committed, so a kill at any point leaves an index that
 knows fewer packs than are listed, and the next catch-up indexes them again (a digest
-already indexed keeps its location: the same one). Memory: one sorted run, the merge's
+already indexed keeps its location: the same one). A rebuild fills a spare generation
+that no one reads until it is whole (generations.py). Memory: one sorted run, the merge's
 read buffers and one transaction's pages, about 100 MiB at most whatever the count.
 """
 
@@ -27,9 +28,11 @@ PACK_KEY_BYTES = 16
 PackFooter = tuple[str, list[PackEntry], int]  # pack id, its records, its file size
 
 
-def load_packs(index: ChunkIndex, packs: Iterable[PackFooter]) -> None:
-    """Index these durable packs (see the module docstring); where several records share
-    a digest, the first met is indexed, as if they were added one by one in this order."""
+def load_packs(index: ChunkIndex, packs: Iterable[PackFooter],
+               generation: int | None = None) -> None:
+    """Index these durable packs (see the module docstring) into ``generation`` (None: the
+    live one); where several records share a digest, the first met is indexed, as if they
+    were added one by one in this order."""
     scratch = index.path  # private, on the index's disk; the runs have no names
     with SortedRuns(DIGEST_BYTES + ORDINAL_BYTES + LOCATION.size, scratch) as locations, \
             SortedRuns(PACK_KEY_BYTES + PACK_STATS.size, scratch) as rows:
@@ -43,8 +46,10 @@ def load_packs(index: ChunkIndex, packs: Iterable[PackFooter]) -> None:
             rows.add(pack_key + PACK_STATS.pack(
                 file_size, sum(e.stored_size for e in entries),
                 sum(e.raw_size for e in entries), len(entries)))
-        index.put_in_order(_without_ordinal(first_of_each(locations, DIGEST_BYTES)))
-        index.put_pack_rows((row[:PACK_KEY_BYTES], row[PACK_KEY_BYTES:]) for row in rows)
+        index.put_in_order(_without_ordinal(first_of_each(locations, DIGEST_BYTES)),
+                           generation)
+        index.put_pack_rows(((row[:PACK_KEY_BYTES], row[PACK_KEY_BYTES:]) for row in rows),
+                            generation)
 
 
 def _without_ordinal(records: Iterator[bytes]) -> Iterator[bytes]:
@@ -55,14 +60,17 @@ def _without_ordinal(records: Iterator[bytes]) -> Iterator[bytes]:
 
 def rebuild(index: ChunkIndex, packs: Iterable[PackFooter], identity: str | None,
             expected: tuple[str | None, set[str]] | None = None) -> bool:
-    """Replace everything the index holds with ``packs`` and record ``identity`` (the
-    repository it now describes) last: until then the index is empty or partial and known
-    to no repository, so a kill leaves one that the next open catches up, never a stale one
-    (readers beside a rebuild may meanwhile miss chunks). ``expected``: see
-    ChunkIndex.clear; returns False, with nothing done, if the index no longer holds it."""
-    if not index.clear(expected):
-        return False
-    load_packs(index, packs)
-    if identity is not None:
-        index.record_identity(identity)
+    """Replace everything the index holds with ``packs``, recorded as built from
+    ``identity`` (the repository it now describes), unseen until whole: the spare
+    generation is filled, then made live in one transaction (generations.py). Until then
+    every process reads the old index, and a kill leaves it live, still distrusted, so the
+    next open rebuilds again. Holds the fill lock exclusively: ``expected`` (see
+    ChunkIndex.begin_rebuild) is judged once a rebuild beside it has ended; returns False,
+    with nothing done, if the index no longer holds it."""
+    with index.fill_lock(exclusive=True):
+        generation = index.begin_rebuild(expected)
+        if generation is None:
+            return False
+        load_packs(index, packs, generation)
+        index.switch_generation(generation, identity)
     return True

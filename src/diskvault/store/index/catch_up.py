@@ -13,7 +13,11 @@ with every table kept beside it, never patched: a stale cache is never used.
 Two processes may catch up one index at once: LMDB serialises their write transactions,
 adding a pack twice writes the same entries, and a pack is only taken for vanished if it
 was known *before* the listing began -- a pack committed meanwhile (by a writer on this
-host, whose upload completed before its commit) is never taken for a vanished one.
+host, whose upload completed before its commit) is never taken for a vanished one. A
+rebuild is another matter: it holds the index's fill lock exclusively, and a catch-up
+holds it shared from reading what the index knows until the packs it lacked are in, so a
+catch-up waits for a rebuild beside it and then works on the rebuilt index
+(generations.py); processes that only read the index see the old one until then.
 """
 
 from __future__ import annotations
@@ -74,25 +78,34 @@ def catch_up(index: ChunkIndex, packs: PackStore, identity: str,
              state: IndexState | None = None, vanished_is_stale: bool = True) -> CatchUp:
     """Index every listed pack the index does not know, or rebuild it from every pack if
     it is not to be trusted for ``identity`` (see the module's docstring). ``state``: one
-    just read (index_state), else it is read here."""
-    state = state or index_state(index, packs)
-    outcome = CatchUp(rebuilt_because=state.distrust(identity, vanished_is_stale))
-    if outcome.rebuilt_because:
-        # Not a warning: nothing is lost and there is nothing to do (a copied folder and a
-        # compaction on another host are ordinary; a restored bucket cannot be told apart).
-        log.info("the index at %s is rebuilt from the packs of %s: %s", index.path,
-                 packs.backend.location, outcome.rebuilt_because)
-        # Emptied first, unless another process began the same rebuild meanwhile; then
-        # filled in bounded transactions (bulk_load.py).
-        rebuild(index, _footers(packs, sorted(state.listed), outcome), identity,
-                expected=(state.identity, state.known))
+    just read (index_state) of a read-only index, which no one here fills; else it is read
+    here, under the fill lock."""
+    outcome = CatchUp()
+    with index.fill_lock(exclusive=False):
+        state = state or index_state(index, packs)
+        outcome.rebuilt_because = state.distrust(identity, vanished_is_stale)
+        if not outcome.rebuilt_because:
+            _add_missing(index, packs, identity, state, outcome)
+            return outcome
+    # Not a warning: nothing is lost and there is nothing to do (a copied folder and a
+    # compaction on another host are ordinary; a restored bucket cannot be told apart).
+    log.info("the index at %s is rebuilt from the packs of %s: %s", index.path,
+             packs.backend.location, outcome.rebuilt_because)
+    # Unless another process rebuilt it meanwhile (then this one waited for it to end).
+    rebuild(index, _footers(packs, sorted(state.listed), outcome), identity,
+            expected=(state.identity, state.known))
+    with index.fill_lock(exclusive=False):
         # A writer beside it that committed a pack after the listing lost it to the
         # rebuild (or the rebuild was another process's): a second listing puts it back.
-        state = index_state(index, packs)
+        _add_missing(index, packs, identity, index_state(index, packs), outcome)
+    return outcome
+
+
+def _add_missing(index: ChunkIndex, packs: PackStore, identity: str, state: IndexState,
+                 outcome: CatchUp) -> None:
     if state.identity is None:
         index.record_identity(identity)
     load_packs(index, _footers(packs, sorted(state.listed - state.known), outcome))
-    return outcome
 
 def _footers(packs: PackStore, pack_ids: list[str],
              outcome: CatchUp) -> Iterator[tuple[str, list[PackEntry], int]]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from ...errors import CorruptData
 from ..format.packs import PackEntry
 from ..host.durable import make_private_folder
 from ..pipeline import batches
-from .probe import DATA_FILE, META_TABLE, cut_off, open_environment, open_tables, reader_crashes
+from . import generations
+from .generations import META_TABLE, Tables, live_generation, open_tables, table_names
+from .probe import DATA_FILE, cut_off, open_environment, reader_crashes
 
 LOCATION = struct.Struct("<16sQIIB")
 PACK_STATS = struct.Struct("<QQQI")
@@ -69,7 +72,9 @@ def index_damaged(path: Path, detail: object) -> CorruptData:
 
 def _writable(path: Path) -> bool:
     """Whether this process may change the environment (access() also answers EROFS)."""
-    return all(os.access(file, os.W_OK) for file in (path, path / DATA_FILE, path / LOCK_FILE)
+    return all(os.access(file, os.W_OK)
+               for file in (path, path / DATA_FILE, path / LOCK_FILE,
+                            path / generations.LOCK_FILE)
                if file.exists())
 
 
@@ -94,14 +99,23 @@ def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
                for entry in entries) & FINGERPRINT_MASK
 
 
+class _Unopened(Exception):
+    """A read-only index met a generation it has no handles for yet."""
+
+    def __init__(self, generation: int):
+        super().__init__(generation)
+        self.generation = generation
+
+
 def is_index_error(error: BaseException) -> bool:
     """An error of LMDB itself (a full disk's short write may come as one)."""
     return isinstance(error, lmdb.Error)
 
 
 class ChunkIndex:
-    """One LMDB environment with two tables: ``chunks`` and ``packs``. Every read turns
-    LMDB's errors and undecodable values into CorruptData that sends the user to repair."""
+    """One LMDB environment with two tables, ``chunks`` and ``packs``, in two generations
+    (generations.py): every transaction uses the live one. Every read turns LMDB's errors
+    and undecodable values into CorruptData that sends the user to repair."""
 
     def __init__(self, path: Path, readonly: bool = False, probe: bool = True):
         self.path = path
@@ -122,7 +136,48 @@ class ChunkIndex:
         with self._reading():
             self.env = open_environment(path, self.readonly)
             self._check_file_size()
-            self._chunks, self._packs, self._meta = open_tables(self.env, self.readonly)
+            self._meta, self._tables = open_tables(self.env, self.readonly)
+        self._opening = threading.Lock()  # a read-only index opens a new generation late
+
+    def _live(self, txn: lmdb.Transaction, generation: int | None = None) -> Tables:
+        """The (chunks, packs) handles of ``generation``, or of the live one as ``txn``
+        sees it."""
+        if generation is None:
+            generation = live_generation(txn, self._meta)
+        try:
+            return self._tables[generation]
+        except KeyError:  # read-only, and made by another process since the open
+            raise _Unopened(generation) from None
+
+    @contextmanager
+    def _snapshot(self, buffers: bool = False
+                  ) -> Iterator[tuple[lmdb.Transaction, object, object]]:
+        """A read transaction and the live generation's (chunks, packs) in it."""
+        with self._reading():
+            try:
+                with self.env.begin(buffers=buffers) as txn:
+                    chunks, packs = self._live(txn)
+                    yield txn, chunks, packs
+                    return
+            except _Unopened as missing:
+                self._open_generation(missing.generation)
+            with self.env.begin(buffers=buffers) as txn:
+                yield txn, *self._live(txn)
+
+    def _open_generation(self, generation: int) -> None:
+        """Open the tables of a generation another process made while this read-only
+        index was open (outside any transaction: a handle is seen only by later ones)."""
+        with self._opening:
+            if generation not in self._tables:
+                self._tables[generation] = tuple(self.env.open_db(name, create=False)
+                                                 for name in table_names(generation))
+
+    def fill_lock(self, exclusive: bool) -> AbstractContextManager[None]:
+        """The lock every process filling this index holds (generations.fill_lock); a
+        read-only index, which no one here fills, needs none."""
+        if self.readonly:
+            return nullcontext()
+        return generations.fill_lock(self.path, exclusive)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -151,8 +206,8 @@ class ChunkIndex:
 
     def table_sizes(self) -> tuple[int, int]:
         """Entries in ``chunks`` and ``packs`` (reads both tables' roots)."""
-        with self._reading(), self.env.begin() as txn:
-            return txn.stat(self._chunks)["entries"], txn.stat(self._packs)["entries"]
+        with self._snapshot() as (txn, chunks, packs):
+            return txn.stat(chunks)["entries"], txn.stat(packs)["entries"]
 
     def close(self) -> None:
         self.env.close()
@@ -174,18 +229,24 @@ class ChunkIndex:
             os.close(fd)
 
     def lookup(self, digest: bytes, txn: lmdb.Transaction | None = None) -> ChunkLocation | None:
+        # Not through _snapshot: one lookup per chunk read is hot, and a generator-based
+        # context manager costs as much as the lookup itself.
         with self._reading():
             if txn is None:
-                with self.env.begin() as own:
-                    value = own.get(digest, db=self._chunks)
+                try:
+                    with self.env.begin() as own:
+                        value = own.get(digest, db=self._live(own)[0])
+                except _Unopened as missing:
+                    self._open_generation(missing.generation)
+                    return self.lookup(digest)
             else:
-                value = txn.get(digest, db=self._chunks)
+                value = txn.get(digest, db=self._live(txn)[0])
             return None if value is None else _decode_location(value)
 
     def are_indexed(self, digests: Sequence[bytes]) -> list[bool]:
         """For each digest, whether the index holds it: one read transaction serves them all."""
-        with self._reading(), self.env.begin(buffers=True) as txn:
-            get, chunks = txn.get, self._chunks
+        with self._snapshot(buffers=True) as (txn, chunks, _):
+            get = txn.get
             return [get(digest, db=chunks) is not None for digest in digests]
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry], file_size: int) -> None:
@@ -211,78 +272,101 @@ class ChunkIndex:
         with self._writing(), self.env.begin(write=True) as txn:
             txn.put(IDENTITY_KEY, identity.encode(), db=self._meta)
 
-    def clear(self, expected: tuple[str | None, set[str]] | None = None) -> bool:
-        """Empty every table -- locations, packs, and every table kept beside them
-        (maintenance's counts) -- and forget the identity, in one transaction. With
-        ``expected`` (identity, known packs) only if the index still holds exactly those:
-        of two processes that distrusted it at once, the second does not empty the tables
-        the first is filling again (it catches up instead). Returns whether it emptied."""
+    def begin_rebuild(self, expected: tuple[str | None, set[str]] | None = None
+                      ) -> int | None:
+        """Empty the spare generation (a killed rebuild may have half filled it) and return
+        it, to be filled and then made live (switch_generation); with the fill lock held
+        exclusively. With ``expected`` (identity, known packs) only if the live generation
+        still holds exactly those: of two processes that distrusted the index at once, the
+        second finds it rebuilt and catches up instead (None: nothing done)."""
         with self._writing(), self.env.begin(write=True) as txn:
+            live = live_generation(txn, self._meta)
             if expected is not None:
                 identity = txn.get(IDENTITY_KEY, db=self._meta)
-                known = {key.hex() for key in txn.cursor(db=self._packs).iternext(values=False)}
+                packs = self._live(txn, live)[1]
+                known = {key.hex() for key in txn.cursor(db=packs).iternext(values=False)}
                 if (None if identity is None else identity.decode("utf-8", "replace"),
                         known) != expected:
-                    return False
-            for name in list(txn.cursor().iternext(values=False)):
-                if name != META_TABLE:
-                    txn.drop(self.env.open_db(name, txn=txn, create=False), delete=False)
-            txn.delete(IDENTITY_KEY, db=self._meta)
-        return True
+                    return None
+            spare = generations.spare(live)
+            for table in self._live(txn, spare):
+                txn.drop(table, delete=False)
+        return spare
 
-    def put_in_order(self, records: Iterable[bytes]) -> None:
+    def switch_generation(self, generation: int, identity: str | None) -> None:
+        """Make the filled ``generation`` live, recorded as built from ``identity``, and
+        empty the old one and every table kept beside them (maintenance's counts, which
+        described the old index), in one transaction: every process sees the old index
+        or this one. Freeing the old tables' pages reads only their branch pages."""
+        keep = {META_TABLE, *table_names(generation)}
+        with self._writing(), self.env.begin(write=True) as txn:
+            generations.make_live(txn, self._meta, generation)
+            if identity is None:
+                txn.delete(IDENTITY_KEY, db=self._meta)
+            else:
+                txn.put(IDENTITY_KEY, identity.encode(), db=self._meta)
+            for name in list(txn.cursor().iternext(values=False)):
+                if name not in keep:
+                    txn.drop(self.env.open_db(name, txn=txn, create=False), delete=False)
+
+    def put_in_order(self, records: Iterable[bytes], generation: int | None = None) -> None:
         """Index (digest + encoded location) records, given in digest order and one per
-        digest, WRITES_PER_TRANSACTION to a transaction; a digest already indexed keeps its
-        location. Where a batch comes after the last key, LMDB appends it (pages filled,
-        no search): a rebuild's cost is then linear in the chunks."""
+        digest, WRITES_PER_TRANSACTION to a transaction, into ``generation`` (None: the
+        live one); a digest already indexed keeps its location. Where a batch comes after
+        the last key, LMDB appends it (pages filled, no search): a rebuild's cost is then
+        linear in the chunks."""
         size = LOCATION.size
         for group in batches(records, WRITES_PER_TRANSACTION):
             with self._writing(), self.env.begin(write=True) as txn:
-                cursor = txn.cursor(db=self._chunks)
+                cursor = txn.cursor(db=self._live(txn, generation)[0])
                 append = not cursor.last() or cursor.key() < group[0][:-size]
                 cursor.putmulti(((r[:-size], r[-size:]) for r in group), overwrite=False,
                                 append=append)
 
-    def put_pack_rows(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
-        """Record packs as indexed ((16-byte id, PACK_STATS) pairs, in id order): only
-        once every location in them is committed (put_in_order)."""
+    def put_pack_rows(self, rows: Iterable[tuple[bytes, bytes]],
+                      generation: int | None = None) -> None:
+        """Record packs as indexed ((16-byte id, PACK_STATS) pairs, in id order) in
+        ``generation`` (None: the live one): only once every location in them is committed
+        (put_in_order)."""
         for group in batches(rows, WRITES_PER_TRANSACTION):
             with self._writing(), self.env.begin(write=True) as txn:
-                txn.cursor(db=self._packs).putmulti(group)
+                txn.cursor(db=self._live(txn, generation)[1]).putmulti(group)
 
     def _put_pack(self, txn: lmdb.Transaction, pack_id: str, entries: Iterable[PackEntry],
                   file_size: int, overwrite: bool) -> None:
         pack_key = bytes.fromhex(pack_id)
+        chunks, packs = self._live(txn)
         stored = raw = records = 0
         for entry in entries:
-            txn.put(entry.digest, encode_location(pack_key, entry), db=self._chunks,
+            txn.put(entry.digest, encode_location(pack_key, entry), db=chunks,
                     overwrite=overwrite)
             stored += entry.stored_size
             raw += entry.raw_size
             records += 1
-        txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=self._packs)
+        txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=packs)
 
     def point_at(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
         """Make these records of a pack (still indexed) the location of their digests: the
         copy they pointed at is gone. The pack's statistics stay as they are."""
         pack_key = bytes.fromhex(pack_id)
         with self.env.begin(write=True) as txn:
+            chunks = self._live(txn)[0]
             for entry in entries:
-                txn.put(entry.digest, encode_location(pack_key, entry), db=self._chunks)
+                txn.put(entry.digest, encode_location(pack_key, entry), db=chunks)
 
     def locate_many(self, digests: Iterable[bytes]
                     ) -> Iterator[tuple[bytes, ChunkLocation | None]]:
         """Each digest with its location (None: not indexed), from one read transaction."""
-        with self._reading(), self.env.begin() as txn:
+        with self._snapshot() as (txn, chunks, _):
             for digest in digests:
-                value = txn.get(digest, db=self._chunks)
+                value = txn.get(digest, db=chunks)
                 yield digest, None if value is None else _decode_location(value)
 
     def packs_holding(self, digests: Iterable[bytes]) -> Iterator[bytes | None]:
         """For each digest, the id (16 bytes) of the pack the index puts it in, or None:
         one read transaction, nothing else decoded (a pass over every chunk in use)."""
-        with self._reading(), self.env.begin(buffers=True) as txn:
-            get, chunks = txn.get, self._chunks
+        with self._snapshot(buffers=True) as (txn, chunks, _):
+            get = txn.get
             for digest in digests:
                 value = get(digest, db=chunks)
                 yield None if value is None else bytes(value[:16])
@@ -297,32 +381,34 @@ class ChunkIndex:
         removed = 0
         for group in batches(records, WRITES_PER_TRANSACTION):
             with self.env.begin(write=True) as txn:
+                chunks = self._live(txn)[0]
                 for digest, pack_key, offset in group:
-                    value = txn.get(digest, db=self._chunks)
+                    value = txn.get(digest, db=chunks)
                     if value is not None and LOCATION.unpack(value)[:2] == (pack_key, offset):
-                        txn.delete(digest, db=self._chunks)
+                        txn.delete(digest, db=chunks)
                         removed += 1
         return removed
 
     def remove_packs(self, pack_ids: Iterable[str]) -> None:
         """Forget packs' statistics once their files are gone."""
         with self.env.begin(write=True) as txn:
+            packs = self._live(txn)[1]
             for pack_id in pack_ids:
-                txn.delete(bytes.fromhex(pack_id), db=self._packs)
+                txn.delete(bytes.fromhex(pack_id), db=packs)
 
     def known_packs(self) -> set[str]:
-        with self._reading(), self.env.begin() as txn:
-            return {key.hex() for key in txn.cursor(db=self._packs).iternext(values=False)}
+        with self._snapshot() as (txn, _, packs):
+            return {key.hex() for key in txn.cursor(db=packs).iternext(values=False)}
 
     def pack_stats(self) -> Iterator[tuple[str, PackStats]]:
-        with self._reading(), self.env.begin() as txn:
-            for key, value in txn.cursor(db=self._packs):
+        with self._snapshot() as (txn, _, packs):
+            for key, value in txn.cursor(db=packs):
                 yield key.hex(), PackStats(*PACK_STATS.unpack(value))
 
     def iter_chunks(self) -> Iterator[tuple[bytes, ChunkLocation]]:
         """Every (digest, location), in digest order, from one read transaction."""
-        with self._reading(), self.env.begin() as txn:
-            for digest, value in txn.cursor(db=self._chunks):
+        with self._snapshot() as (txn, chunks, _):
+            for digest, value in txn.cursor(db=chunks):
                 yield digest, _decode_location(value)
 
     def pack_fingerprints(self) -> dict[str, tuple[int, int]]:
@@ -331,8 +417,8 @@ class ChunkIndex:
         pack's footer with the index without a lookup per record."""
         counts: dict[bytes, int] = {}
         sums: dict[bytes, int] = {}
-        with self._reading(), self.env.begin() as txn:
-            for digest, value in txn.cursor(db=self._chunks):
+        with self._snapshot() as (txn, chunks, _):
+            for digest, value in txn.cursor(db=chunks):
                 pack_key = value[:16]
                 counts[pack_key] = counts.get(pack_key, 0) + 1
                 sums[pack_key] = sums.get(pack_key, 0) + hash(digest + value)
@@ -345,16 +431,16 @@ class ChunkIndex:
         for the few packs whose entries must be named one by one."""
         keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
         found: dict[str, list[tuple[bytes, ChunkLocation]]] = {p: [] for p in pack_ids}
-        with self._reading(), self.env.begin() as txn:
-            for digest, value in txn.cursor(db=self._chunks):
+        with self._snapshot() as (txn, chunks, _):
+            for digest, value in txn.cursor(db=chunks):
                 if value[:16] in keys:
                     location = _decode_location(value)
                     found[location.pack_id].append((digest, location))
         return found
 
     def chunk_count(self) -> int:
-        with self._reading(), self.env.begin() as txn:
-            return txn.stat(self._chunks)["entries"]
+        with self._snapshot() as (txn, chunks, _):
+            return txn.stat(chunks)["entries"]
 
     def read_everything(self) -> None:
         """Read every page of every table and decode every location and statistic:

@@ -24,12 +24,11 @@ from pathlib import Path
 import lmdb
 
 from ..host.durable import PRIVATE_FILE_MODE, atomic_replacement, write_all
+from .generations import live_generation, open_tables
 
 MAP_SIZE_BYTES = 1 << 40  # address space only; the file grows with its contents
 DATA_FILE = "data.mdb"
 PROBED_FILE = "probed"  # the data file's identity when a probe last read it without harm
-META_TABLE = b"meta"
-TABLES = (b"chunks", b"packs", META_TABLE)
 
 
 def open_environment(path: Path, readonly: bool) -> lmdb.Environment:
@@ -45,11 +44,6 @@ def cut_off(env: lmdb.Environment, path: Path) -> tuple[int, int] | None:
     needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     actual = (path / DATA_FILE).stat().st_size
     return (actual, needed) if actual < needed else None
-
-
-def open_tables(env: lmdb.Environment, readonly: bool) -> list:
-    """The handles of TABLES (created where missing, unless ``readonly``)."""
-    return [env.open_db(name, create=not readonly) for name in TABLES]
 
 
 def exit_code_in_fresh_interpreter(module: str, *args: str) -> int:
@@ -110,10 +104,10 @@ def _read_opening(path: Path, readonly: bool) -> None:
     env = open_environment(path, readonly)
     if cut_off(env, path) is not None:
         raise SystemExit(1)
-    chunks, packs, _ = open_tables(env, readonly)
+    meta, tables = open_tables(env, readonly)
     with env.begin() as txn:
-        txn.stat(chunks)
-        txn.stat(packs)
+        for table in tables[live_generation(txn, meta)]:
+            txn.stat(table)
     env.close()
 
 

@@ -40,8 +40,8 @@ class ChunkReader:
     def locate(self, digest: bytes) -> ChunkLocation:
         location = self.index.lookup(digest)
         if location is None and self._on_missing_pack is not None:
-            # A catch-up running on another thread may be a rebuild, which empties the index
-            # and fills it again in batches: a chunk missing now may be back when it ends.
+            # A catch-up running on another thread may be indexing the pack that holds it,
+            # or rebuilding the index (seen only once whole): look again when it ends.
             with self.catching_up():
                 location = self.index.lookup(digest)
         if location is None:
