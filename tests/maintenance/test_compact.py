@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from diskvault.errors import BadInput, CorruptData
 from diskvault.maintenance.check import check
 from diskvault.maintenance.compact import compact, plan_only
+from diskvault.maintenance.liveness import Liveness
 from diskvault.maintenance.prune import delete_snapshots, prune
 from diskvault.maintenance.retention import KeepPolicy
 from diskvault.store.backends.local import LocalBackend
@@ -150,6 +151,35 @@ def test_a_chunk_reused_while_its_pack_waits_is_copied_out_before_deletion(small
     result = compact(small.storage, threshold=0.0)
     assert result.packs_deleted > 0 and result.chunks_copied > 0
     assert_all_restore(small, expected)
+    assert not check(small.storage, read_data=True).damaged
+
+
+def test_a_pack_whose_chunk_waits_in_a_doomed_copy_goes_once_that_copy_is_emptied(small,
+                                                                                  tmp_path):
+    """A chunk copied out of pack P into pack N while a reader ran (P waits, doomed), then
+    unused (N waits, doomed), then backed up again (it dedups against N): the next compact
+    deletes P as planned and empties N. It used to call P the last existing copy because N
+    was doomed, though N stays until its live records are copied out; N's copy then found
+    the chunk pointed back at P, so both were kept, and every later compact did the same."""
+    expected = nightly(small, tmp_path, 2)
+    first, second = small.list_snapshots()
+    second_data = expected.pop(second.id)
+    del expected[first.id]
+    for record in (first, second):
+        delete_snapshots(small.storage, [record.id])
+        with small.reader_lock():
+            assert compact(small.storage, threshold=0.0).packs_waiting > 0
+    expected[back_up(small, tmp_path, "vm", second_data).id] = second_data
+    plan = plan_only(small.storage, threshold=0.0)
+    doomed = Liveness.existing(small.storage.index).doomed()
+    assert {fate.pack_id for fate in plan.delete} & doomed  # P
+    assert {fate.pack_id for fate in plan.rewrite} & doomed  # N
+    result = compact(small.storage, threshold=0.0)
+    assert result.packs_kept_as_last_copy == []
+    assert_plan_carried_out(plan, result, pack_framing_bytes(small))
+    assert_all_restore(small, expected)
+    again = compact(small.storage, threshold=0.0)
+    assert again.packs_deleted == 0 and again.packs_kept_as_last_copy == []
     assert not check(small.storage, read_data=True).damaged
 
 
