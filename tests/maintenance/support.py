@@ -167,10 +167,13 @@ def file_digests(root: Path) -> dict[str, str]:
 
 def assert_plan_carried_out(plan, result, framing_bytes: int = PACK_HEAD_AND_TRAILER) -> None:
     """A compact (no reader running) did what the dry run of the moment before said;
-    ``framing_bytes`` is the repository's pack_framing_bytes."""
-    assert result.packs_reviewed == plan.packs_reviewed
-    assert result.packs_deleted == len(plan.delete) + len(plan.rewrite)
-    assert result.packs_rewritten == len(plan.rewrite)
-    assert result.bytes_freed == plan.bytes_to_delete
-    assert result.chunks_copied == plan.records_to_copy
-    assert result.bytes_written == (plan.bytes_to_copy + framing_bytes * result.packs_written)
+    ``framing_bytes`` is the repository's pack_framing_bytes. A failure names both in full
+    (packs kept as last copies, left damaged or waiting are in the result)."""
+    planned = {"packs_reviewed": plan.packs_reviewed,
+               "packs_deleted": len(plan.delete) + len(plan.rewrite),
+               "packs_rewritten": len(plan.rewrite),
+               "bytes_freed": plan.bytes_to_delete,
+               "chunks_copied": plan.records_to_copy,
+               "bytes_written": plan.bytes_to_copy + framing_bytes * result.packs_written}
+    done = {name: getattr(result, name) for name in planned}
+    assert done == planned, f"compact did not carry out its plan\nplan: {plan}\nresult: {result}"

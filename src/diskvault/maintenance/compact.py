@@ -297,9 +297,11 @@ class _Executor:
 
     # -- delete --------------------------------------------------------------------------
     def _delete_doomed(self) -> None:
-        # A doomed pack still to be emptied holds live records (a backup reused them).
-        every_doomed = self.liveness.doomed()
-        doomed = sorted(every_doomed - set(self.result.packs_damaged) - self._to_empty)
+        # A doomed pack still to be emptied holds live records (a backup reused them). It
+        # stays until they are copied out, so to the packs going now it is a copy that
+        # stays (damaged doomed packs are not counted as copies: they count as going).
+        going = self.liveness.doomed() - self._to_empty
+        doomed = sorted(going - set(self.result.packs_damaged))
         if not doomed:
             return
         with self.storage.readers_excluded() as excluded:
@@ -308,7 +310,7 @@ class _Executor:
                 self.result.bytes_waiting = sum(self.packs.size(p) for p in doomed)
                 return
             for group in batches(doomed, DELETE_PACKS_PER_GROUP):
-                self._delete(group, every_doomed)
+                self._delete(group, going)
 
     def _delete(self, pack_ids: list[str], doomed: set[str]) -> None:
         """Index entries first (no backup may reuse them), then the files, then the packs'
