@@ -111,6 +111,11 @@ class MissingChunk(CorruptData):
     pass
 
 
+class IndexRebuildRefused(DiskvaultError):
+    """The index would have had to be rebuilt while maintenance relied on it (a rebuild
+    empties the reference counts kept beside it): the maintenance stopped instead."""
+
+
 class RepositoryFull(DiskvaultError):
     """The repository's filesystem ran out of space; nothing half-written was kept."""
 

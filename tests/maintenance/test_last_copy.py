@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from diskvault.errors import EXIT_FAILURE, CorruptData
+from diskvault.errors import EXIT_FAILURE, CorruptData, IndexRebuildRefused
 from diskvault.maintenance.check import check
 from diskvault.maintenance.compact import compact
 from diskvault.maintenance.liveness import Liveness
@@ -161,3 +161,24 @@ def test_an_older_copy_of_a_bucket_prefix_put_back_loses_nothing_to_compact(
     run_cli("check", "-r", url, "--read-data", env=fresh, check=True)
     for name, data in images.items():
         assert run_cli("cat", "-r", url, name, env=fresh, check=True).stdout == data
+
+
+def test_maintenance_relying_on_the_counts_stops_rather_than_rebuild_the_index(small,
+                                                                               tmp_path):
+    """A rebuild empties the reference counts beside the index: compaction, which relies on
+    them from its first count to its last deletion, makes a catch-up that would rebuild the
+    index (a pack gone mid-run, as an outside deletion leaves it) stop it instead; the index
+    and the counts stay as they were. Outside that, the same catch-up rebuilds."""
+    nightly(small, tmp_path, 3)
+    compact(small.storage)
+    storage = small.storage
+    accounted = Liveness.existing(storage.index).accounted()
+    assert accounted
+    gone = sorted(storage.packs.list())[0]
+    storage.packs.delete(gone)  # a damaged disk, an outside deletion...
+    with storage.keeping_index(), pytest.raises(IndexRebuildRefused, match="rebuilt"):
+        storage.catch_up_index(writer=True)
+    assert gone in storage.index.known_packs()
+    assert Liveness.existing(storage.index).accounted() == accounted
+    assert storage.catch_up_index(writer=True).rebuilt_because
+    assert gone not in storage.index.known_packs()

@@ -106,7 +106,15 @@ def compact_holding(storage: Storage, lock: WriterLock,
     storage.release_reserve_if_full()
     started = time.monotonic()
     lock.ensure_held()
-    storage.recover_unindexed_packs()
+    storage.recover_unindexed_packs()  # may rebuild the index: before any count is read
+    with storage.keeping_index():  # a rebuild from here on would empty the counts
+        result = _compact_counted(storage, lock, threshold)
+    result.duration_s = round(time.monotonic() - started, 3)
+    storage.allocate_reserve()
+    return result
+
+
+def _compact_counted(storage: Storage, lock: WriterLock, threshold: float) -> CompactResult:
     liveness = Liveness(storage.index)
     records = storage.snapshots.all_intact()
     blocks = _live_blocks(storage, records)
@@ -128,8 +136,6 @@ def compact_holding(storage: Storage, lock: WriterLock,
     storage.snapshots.generations.trim()  # exclusive: no one adds, so the highest stays
     result.blocks_added = stats.blocks_added
     result.blocks_released = stats.blocks_released
-    result.duration_s = round(time.monotonic() - started, 3)
-    storage.allocate_reserve()
     return result
 
 

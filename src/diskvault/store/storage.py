@@ -11,8 +11,9 @@ CLI and the mount, and maintenance receives it from there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class Storage:
         self.chunks = ChunkReader(self.packs, self.index, self.codec,
                                   on_missing_pack=self.catch_up_index)
         self._pool: ThreadPoolExecutor | None = None
+        self._index_kept = False  # see keeping_index
 
     def _open_index(self, folder: Path) -> ChunkIndex:
         """The index at ``folder``. One that cannot be opened is set aside and begun anew
@@ -306,6 +308,17 @@ class Storage:
         abandoned.result()
         return added
 
+    @contextmanager
+    def keeping_index(self) -> Iterator[None]:
+        """While maintenance relies on the index and the reference counts beside it (which a
+        rebuild empties), a catch-up that would rebuild or replace the index -- a pack found
+        missing mid-run -- raises IndexRebuildRefused instead: the maintenance stops."""
+        self._index_kept = True
+        try:
+            yield
+        finally:
+            self._index_kept = False
+
     def catch_up_index(self, writer: bool = False) -> CatchUp:
         """Index the packs the index does not know, or rebuild an index not to be trusted
         (index_cache.py). One that knows packs the repository lacks is rebuilt by a
@@ -317,7 +330,7 @@ class Storage:
             try:
                 return self._catch_up(writer)
             except CorruptData:  # only the index raises it here: damage met on the way
-                if self.index.readonly:
+                if self.index.readonly or self._index_kept:
                     raise
                 self.replace_damaged_index()
                 return self._catch_up(writer)
@@ -330,7 +343,8 @@ class Storage:
                 self._use_index(self._private_index())
                 state = None
         return catch_up(self.index, self.packs, self.identity, state,
-                        vanished_is_stale=writer or self.backend.index_is_cache)
+                        vanished_is_stale=writer or self.backend.index_is_cache,
+                        may_rebuild=not self._index_kept)
 
     def replace_damaged_index(self) -> Path:
         """Set the index aside (damage was met in it) and begin a new one in its place;

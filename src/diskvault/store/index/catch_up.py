@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ...errors import CorruptData
+from ...errors import CorruptData, IndexRebuildRefused
 from ..format.packs import PackEntry, PackStore, read_footer
 from ..pipeline import ordered_map
 from .bulk_load import load_packs, rebuild
@@ -75,11 +75,13 @@ def index_state(index: ChunkIndex, packs: PackStore) -> IndexState:
 
 
 def catch_up(index: ChunkIndex, packs: PackStore, identity: str,
-             state: IndexState | None = None, vanished_is_stale: bool = True) -> CatchUp:
+             state: IndexState | None = None, vanished_is_stale: bool = True,
+             may_rebuild: bool = True) -> CatchUp:
     """Index every listed pack the index does not know, or rebuild it from every pack if
-    it is not to be trusted for ``identity`` (see the module's docstring). ``state``: one
-    just read (index_state) of a read-only index, which no one here fills; else it is read
-    here, under the fill lock."""
+    it is not to be trusted for ``identity`` (see the module's docstring); IndexRebuildRefused
+    instead, with nothing changed, unless ``may_rebuild``. ``state``: one just read
+    (index_state) of a read-only index, which no one here fills; else it is read here,
+    under the fill lock."""
     outcome = CatchUp()
     with index.fill_lock(exclusive=False):
         state = state or index_state(index, packs)
@@ -87,6 +89,11 @@ def catch_up(index: ChunkIndex, packs: PackStore, identity: str,
         if not outcome.rebuilt_because:
             _add_missing(index, packs, identity, state, outcome)
             return outcome
+    if not may_rebuild:
+        raise IndexRebuildRefused(f"the index at {index.path} would have to be rebuilt "
+                                  f"({outcome.rebuilt_because}) while maintenance relied on "
+                                  f"it: it stopped here, with nothing more changed; run it "
+                                  f"again")
     # Not a warning: nothing is lost and there is nothing to do (a copied folder and a
     # compaction on another host are ordinary; a restored bucket cannot be told apart).
     log.info("the index at %s is rebuilt from the packs of %s: %s", index.path,
