@@ -24,9 +24,10 @@ from .packing import BatchedCommit, DurablePack, PackFiller
 
 MAX_PACKS_SYNCING = 2
 # Index entries of durable packs committed in one transaction. With random digests a
-# transaction dirties about a page (4 KiB) per entry once the index is large, all held in
-# memory until it commits: this bounds that to 32 MiB, and the index file keeps up to twice
-# that in pages freed for later transactions. Twice as many saved ~15 % of the commits' CPU.
+# transaction dirties about a leaf page (4 KiB) per entry once the index is large, plus the
+# branch pages above them, all held in memory until it commits: 32 MiB of leaves at most
+# (~45 MiB in all at 10^7 entries), and the index file keeps about twice that in pages
+# freed for later transactions. Twice as many saved ~15 % of the commits' CPU at 10^6.
 INDEX_ENTRIES_PER_COMMIT = 1 << 13
 
 
