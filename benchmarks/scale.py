@@ -1,7 +1,8 @@
 """How cost grows: time and peak memory of each command against snapshots and chunks.
 
     python -m benchmarks.scale [--snapshots 10,1000,10000] [--chunks 100000,1000000,10000000]
-                               [--pack-bytes 262144] [--workdir DIR] [--results DIR]
+                               [--pack-bytes 262144] [--backup-only] [--workdir DIR]
+                               [--results DIR]
 
 Two series of repositories, each measured with `diskvault` commands run as children through
 GNU time (benchmarks/measure.py: wall time, CPU time, the child's own peak RSS, and its
@@ -19,6 +20,7 @@ peak anonymous RSS sampled every 20 ms: the heap, without the LMDB pages it maps
   restore of each, check, an index rebuild from the pack footers (the catch-up that fills an
   empty object-store cache), the rebuild of a whole index found distrusted (into its spare
   generation), prune of the big snapshot and the compaction that frees it.
+  With --backup-only, the first backup alone (for before/after runs of the backup path).
 
 Results go to --results (default benchmarks/results/scale/): results.json and report.md,
 with the load average before and after each case. Caches stay warm (the repositories fit in
@@ -178,8 +180,8 @@ def set_pack_target(repo: Path, pack_bytes: int) -> None:
     (repo / "config").write_text(json.dumps({**config, "pack_target_bytes": pack_bytes}))
 
 
-def chunks_case(work: Path, count: int, pack_bytes: int) -> dict:
-    repo, image, target = work / "repo", work / "big.img", work / "restored.img"
+def chunks_case(work: Path, count: int, pack_bytes: int, backup_only: bool) -> dict:
+    repo, image = work / "repo", work / "big.img"
     small = work / "small.img"
     rng = random.Random(SEED)
     started = time.perf_counter()
@@ -194,12 +196,24 @@ def chunks_case(work: Path, count: int, pack_bytes: int) -> dict:
         "backup", "-r", repo, image, "--name", "big", "--json", "--no-progress"), figures,
         must_succeed=True))
     image.unlink()
+    index = (index_bytes(repo) if backup_only
+             else measure_the_rest(repo, small, work / "restored.img", first["id"], figures))
+    shutil.rmtree(repo)
+    return {"chunks": first["stats"]["new_chunks"], "image_bytes": count * SMALL_CHUNK,
+            "pack_target_bytes": pack_bytes,
+            "commands": figures, "index_bytes": index}
+
+
+def measure_the_rest(repo: Path, small: Path, target: Path, first_id: str,
+                     figures: dict) -> int:
+    """The commands after the whole-image backup; returns the index's size before its
+    rebuild."""
     measured("backup (1 MiB into it)", diskvault("backup", "-r", repo, small, "--name", "big",
                                                  "--no-progress"), figures)
     measured("list", diskvault("list", "-r", repo), figures)
     measured("restore (1 MiB)", diskvault("restore", "-r", repo, "latest", target), figures)
     target.unlink()
-    measured("restore (whole image)", diskvault("restore", "-r", repo, first["id"], target),
+    measured("restore (whole image)", diskvault("restore", "-r", repo, first_id, target),
              figures)
     target.unlink()
     measured("check", diskvault("check", "-r", repo), figures)
@@ -211,17 +225,14 @@ def chunks_case(work: Path, count: int, pack_bytes: int) -> dict:
     measured("prune (forgets the image)", diskvault("prune", "-r", repo, "--keep-last", 1),
              figures)
     measured("compact", diskvault("compact", "-r", repo), figures)
-    shutil.rmtree(repo)
-    return {"chunks": first["stats"]["new_chunks"], "image_bytes": count * SMALL_CHUNK,
-            "pack_target_bytes": pack_bytes,
-            "commands": figures, "index_bytes": index}
+    return index
 
 
 def index_bytes(repo: Path) -> int:
     return allocated_size(repo / "index")
 
 
-def run_case(kind: str, size: int, work: Path, pack_bytes: int) -> dict:
+def run_case(kind: str, size: int, work: Path, pack_bytes: int, backup_only: bool) -> dict:
     folder = work / f"{kind}-{size}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -229,7 +240,7 @@ def run_case(kind: str, size: int, work: Path, pack_bytes: int) -> dict:
     log(f"{kind} = {size} (load average {before})")
     started = time.perf_counter()
     result = (snapshots_case(folder, size) if kind == "snapshots"
-              else chunks_case(folder, size, pack_bytes))
+              else chunks_case(folder, size, pack_bytes, backup_only))
     shutil.rmtree(folder, ignore_errors=True)
     return {**result, "case_s": round(time.perf_counter() - started, 1),
             "load_before": before, "load_after": load_average()}
@@ -245,6 +256,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=sizes, default=[10**5, 10**6, 10**7])
     parser.add_argument("--pack-bytes", type=int, default=SMALL_PACK_BYTES,
                         help="pack target of the chunks repositories (default 262144)")
+    parser.add_argument("--backup-only", action="store_true",
+                        help="chunks series: measure the whole-image backup alone")
     parser.add_argument("--workdir", type=Path, default=HERE / "work" / "scale")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "scale")
     args = parser.parse_args()
@@ -253,7 +266,8 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     for kind in ("snapshots", "chunks"):
         for size in getattr(args, kind):
-            results[kind].append(run_case(kind, size, args.workdir, args.pack_bytes))
+            results[kind].append(run_case(kind, size, args.workdir, args.pack_bytes,
+                                          args.backup_only))
             # After every case, so that an interrupted run keeps what it measured.
             (args.results / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(write_report(results, args.results / "report.md"))

@@ -92,9 +92,10 @@ def extrapolation(cases: list[dict]) -> list[str]:
     index_per_chunk = largest["index_bytes"] / largest["chunks"]
     lines = [f"| figure | {head} |", "|---|" + "---|" * len(TERABYTES),
              "| index size | " + " | ".join(f"{index_per_chunk * n / 1e9:,.1f} GB"
-                                           for n in counts) + " |",
-             "| index rebuild from pack footers | "
-             + at(lambda c: c["commands"]["index rebuild"]["wall_s"], 60, "{:,.0f} min") + " |"]
+                                           for n in counts) + " |"]
+    if "index rebuild" in largest["commands"]:  # not measured with --backup-only
+        lines.append("| index rebuild from pack footers | " + at(
+            lambda c: c["commands"]["index rebuild"]["wall_s"], 60, "{:,.0f} min") + " |")
     for step in largest["commands"]:
         if any("failed" in case["commands"][step] for case in cases[-2:]):
             lines.append(f"| heap, {step} | " + " | ".join("failed at the largest size"

@@ -74,6 +74,28 @@ def test_after_flush_every_chunk_is_durable_indexed_and_reads_back(parts):
         assert reader.get(digest) == data
 
 
+def test_durable_packs_share_index_transactions(parts):
+    """A transaction per pack wrote about an index page per chunk in a large index: the
+    packs of a session are committed several to a transaction (LMDB counts them)."""
+    chunks = [chunk(n) for n in range(200)]
+    transactions_before = parts.index.env.info()["last_txnid"]
+    with parts.session(pack_target_bytes=50_000) as session:
+        session.store_missing(chunks)
+        session.flush()
+    assert len(list(parts.packs.list())) >= 20
+    assert parts.index.env.info()["last_txnid"] - transactions_before == 1
+    assert parts.index.are_indexed([d for d, _ in chunks]) == [True] * 200
+
+
+def test_a_session_left_without_flush_indexes_the_packs_it_made_durable(parts):
+    with parts.session(pack_target_bytes=50_000) as session:
+        session.store_missing([chunk(n) for n in range(40)])
+    packs = list(parts.packs.list())
+    assert packs  # the full ones; the open one was dropped
+    for pack in packs:
+        assert all(parts.index.are_indexed([e.digest for e in read_footer(parts.packs, pack)]))
+
+
 def test_leaving_a_session_by_an_error_keeps_only_durable_packs(parts):
     durable, pending = [chunk(n) for n in range(30)], [chunk(n) for n in range(30, 32)]
     with pytest.raises(RuntimeError), parts.session(pack_target_bytes=1 << 30) as session:

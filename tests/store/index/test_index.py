@@ -61,6 +61,17 @@ def test_a_digest_already_indexed_keeps_its_first_location(index):
     assert index.lookup(digest(0)).pack_id == PACK_A
 
 
+def test_packs_added_together_locate_their_records_and_the_first_holder_wins(index):
+    index.add_pack(PACK_A, entries(1), 100)  # digest 0 is indexed before
+    index.add_packs([(PACK_B, entries(3), 500), ("cc" * 16, entries(2, first=2), 400)])
+    assert [index.lookup(digest(n)).pack_id for n in range(4)] \
+        == [PACK_A, PACK_B, PACK_B, "cc" * 16]
+    assert index.chunk_count() == 4
+    stats = dict(index.pack_stats())
+    assert (stats[PACK_B].records, stats[PACK_B].stored_bytes, stats["cc" * 16].file_size) \
+        == (3, 300, 400)
+
+
 def test_a_relocated_pack_becomes_the_location_of_its_chunks(index):
     index.add_pack(PACK_A, entries(2), 500)
     index.add_relocated_pack(PACK_B, entries(1), 300)

@@ -8,11 +8,13 @@ Backups, compaction and repair's salvage all fill their packs here.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 
 from ..format.packs import PackEntry, PackStore, PackWriter
 
 Commit = Callable[[str, list[PackEntry], int], None]  # pack id, its entries, its file size
+DurablePack = tuple[str, list[PackEntry], int]  # what a Commit is given
 Run = Callable[[Callable[[], None]], None]  # runs a pack's sealing, now or on another thread
 
 
@@ -62,3 +64,34 @@ class PackFiller:
         if self._pack is not None:
             pack, self._pack = self._pack, None
             pack.abort()
+
+
+class BatchedCommit:
+    """A Commit that gathers durable packs and hands them to ``commit_many`` together, in
+    the order they became durable, once they hold ``max_entries`` records (and at
+    ``flush``): one index transaction then serves several packs. Packs are sealed on
+    several threads; one batch is committed at a time."""
+
+    def __init__(self, commit_many: Callable[[list[DurablePack]], None], max_entries: int):
+        self._commit_many = commit_many
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self._pending: list[DurablePack] = []
+        self._pending_entries = 0
+
+    def __call__(self, pack_id: str, entries: list[PackEntry], file_size: int) -> None:
+        with self._lock:
+            self._pending.append((pack_id, entries, file_size))
+            self._pending_entries += len(entries)
+            if self._pending_entries >= self._max_entries:
+                self._commit_pending()
+
+    def flush(self) -> None:
+        """Commit the packs gathered so far: after this, every pack given is committed."""
+        with self._lock:
+            self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        if self._pending:
+            packs, self._pending, self._pending_entries = self._pending, [], 0
+            self._commit_many(packs)

@@ -87,6 +87,12 @@ def encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
     return LOCATION.pack(pack_key, entry.offset, entry.stored_size, entry.raw_size, entry.flags)
 
 
+def pack_stats_row(entries: Sequence[PackEntry], file_size: int) -> bytes:
+    """A pack's row in ``packs``: file size, stored and raw bytes, records."""
+    return PACK_STATS.pack(file_size, sum(entry.stored_size for entry in entries),
+                           sum(entry.raw_size for entry in entries), len(entries))
+
+
 FINGERPRINT_MASK = (1 << 64) - 1
 
 
@@ -251,8 +257,22 @@ class ChunkIndex:
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry], file_size: int) -> None:
         """Commit a durable pack's entries; a digest already indexed keeps its location."""
+        self.add_packs([(pack_id, list(entries), file_size)])
+
+    def add_packs(self, packs: Sequence[tuple[str, Sequence[PackEntry], int]]) -> None:
+        """Commit durable packs' (id, entries, file size) in one transaction; a digest
+        already indexed keeps its location, and of two of these packs holding one digest
+        the first gives it. A transaction writes (and syncs) every page it touches, and in
+        a large index each new digest touches a page of its own: packs committed together
+        share more of those pages. (Sorting the entries first saves nothing measurable.)"""
+        rows = ((entry.digest, encode_location(bytes.fromhex(pack_id), entry))
+                for pack_id, entries, _ in packs for entry in entries)
         with self.env.begin(write=True) as txn:
-            self._put_pack(txn, pack_id, entries, file_size, overwrite=False)
+            chunks, pack_table = self._live(txn)
+            txn.cursor(db=chunks).putmulti(rows, overwrite=False)
+            for pack_id, entries, file_size in packs:
+                txn.put(bytes.fromhex(pack_id), pack_stats_row(entries, file_size),
+                        db=pack_table)
 
     def add_relocated_pack(self, pack_id: str, entries: Iterable[PackEntry],
                            file_size: int) -> None:
@@ -336,14 +356,11 @@ class ChunkIndex:
                   file_size: int, overwrite: bool) -> None:
         pack_key = bytes.fromhex(pack_id)
         chunks, packs = self._live(txn)
-        stored = raw = records = 0
+        entries = list(entries)
         for entry in entries:
             txn.put(entry.digest, encode_location(pack_key, entry), db=chunks,
                     overwrite=overwrite)
-            stored += entry.stored_size
-            raw += entry.raw_size
-            records += 1
-        txn.put(pack_key, PACK_STATS.pack(file_size, stored, raw, records), db=packs)
+        txn.put(pack_key, pack_stats_row(entries, file_size), db=packs)
 
     def point_at(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
         """Make these records of a pack (still indexed) the location of their digests: the
