@@ -10,20 +10,19 @@ redundant may be the last one. So:
   exists (one listing), every manifest block of every snapshot is indexed in a pack that
   exists, and every chunk the reference counts say is in use is indexed in a pack that
   exists. No pack is read; a damaged repository is for ``check --repair`` first.
-- ``last_copies``: right before packs are deleted, each of their records whose chunk is
-  in use must have its indexed copy in another pack that is not itself going and that
-  really exists (stat). A record that fails is the last copy: the caller keeps its pack.
+- right before packs are deleted, compaction drops their index entries in one pass over
+  the index (ReferenceCounts.remove_unused_locations) and keeps every pack that is still the
+  indexed copy of a chunk in use: a chunk in use is indexed in a pack that exists (shown
+  above), so a pack that goes holds no chunk in use that has no other copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable
 
 from ..errors import CorruptData
-from ..store.format.packs import PackEntry
 from ..store.format.snapshots import SnapshotRecord
 from ..store.storage import Storage
-from .compact_plan import pack_exists
 from .liveness import Liveness
 
 SHOWN = 3  # names given per finding; the count says how many there are
@@ -74,27 +73,3 @@ def refuse_if_damaged(storage: Storage, command: str, records: Iterable[Snapshot
         raise CorruptData(f"{command} refused: {findings[0]}{more}; {REPAIR_FIRST}, then "
                           f"run {command} again")
 
-
-def last_copies(storage: Storage, liveness: Liveness, footers: Mapping[str, list[PackEntry]],
-                doomed: Collection[str]) -> dict[str, list[PackEntry]]:
-    """The records of the packs in ``footers`` (about to be deleted) whose chunk a snapshot
-    uses and whose indexed copy is not in a pack that stays and really exists. ``doomed``:
-    the doomed packs (a set), read once by a compaction that deletes them group by group
-    (read per group, they made its cost grow with the square of the packs)."""
-    exists: dict[str, bool] = {}
-
-    def stays(pack_id: str) -> bool:
-        if pack_id not in exists:
-            exists[pack_id] = (pack_id not in footers and pack_id not in doomed
-                               and pack_exists(storage, pack_id))
-        return exists[pack_id]
-
-    records = [(pack_id, entry) for pack_id, entries in footers.items() for entry in entries]
-    in_use = liveness.used([entry.digest for _, entry in records])
-    used = [record for record, is_used in zip(records, in_use) if is_used]
-    found: dict[str, list[PackEntry]] = {}
-    locations = storage.index.locate_many(entry.digest for _, entry in used)
-    for (pack_id, entry), (_, location) in zip(used, locations):
-        if location is None or not stays(location.pack_id):
-            found.setdefault(pack_id, []).append(entry)
-    return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from ..pipeline import batches
 from .probe import DATA_FILE, META_TABLE, cut_off, open_environment, open_tables, reader_crashes
 
 LOCATION = struct.Struct("<16sQIIB")
+LOCATION_PLACE = struct.Struct("<16sQ")  # how a location begins: pack and offset
 PACK_STATS = struct.Struct("<QQQI")
 LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
@@ -278,6 +279,18 @@ class ChunkIndex:
                 value = txn.get(digest, db=self._chunks)
                 yield digest, None if value is None else _decode_location(value)
 
+    def indexed_here(self, pack_id: str, entries: Sequence[PackEntry]) -> list[bool]:
+        """For each record of this pack, whether the index points at exactly it (pack and
+        offset): one read transaction, nothing decoded (compaction asks it of every record
+        of every pack it reviews)."""
+        pack_key = bytes.fromhex(pack_id)
+        place = LOCATION_PLACE.pack
+        with self._reading(), self.env.begin(buffers=True) as txn:
+            get, chunks = txn.get, self._chunks
+            return [(value := get(entry.digest, db=chunks)) is not None
+                    and value[:LOCATION_PLACE.size] == place(pack_key, entry.offset)
+                    for entry in entries]
+
     def packs_holding(self, digests: Iterable[bytes]) -> Iterator[bytes | None]:
         """For each digest, the id (16 bytes) of the pack the index puts it in, or None:
         one read transaction, nothing else decoded (a pass over every chunk in use)."""
@@ -303,6 +316,48 @@ class ChunkIndex:
                         txn.delete(digest, db=self._chunks)
                         removed += 1
         return removed
+
+    def sweep_out(self, pack_ids: Collection[str], unless_in=None,
+                  before_each: Callable[[], None] = lambda: None) -> set[str]:
+        """Drop every entry that points into these packs, except (``unless_in``: the handle
+        of a table keyed by digest, in this environment) those of digests that table holds;
+        returns the packs such an entry was kept in. One pass over the index in key order,
+        deciding per entry and deleting through the cursor, WRITES_PER_TRANSACTION deletions
+        to a transaction (``before_each`` is called before each): linear in the index, no
+        lookup from the root per record. A kill between two leaves the index pointing at
+        fewer of these records, never at anything that is not there."""
+        keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
+        kept: set[bytes] = set()
+        resume: bytes | None = b""
+        while resume is not None and keys:
+            before_each()
+            with self._writing(), self.env.begin(write=True) as txn:
+                resume = self._sweep_some(txn, keys, unless_in, resume, kept)
+        return {key.hex() for key in kept}
+
+    def _sweep_some(self, txn: lmdb.Transaction, keys: set[bytes], unless_in,
+                    start: bytes, kept: set[bytes]) -> bytes | None:
+        """One transaction of sweep_out from ``start``: where the next one starts, or None
+        at the end of the index."""
+        cursor = txn.cursor(db=self._chunks)
+        used = None if unless_in is None else txn.cursor(db=unless_in)
+        found = cursor.set_range(start) if start else cursor.first()
+        deleted = 0
+        while found:
+            digest, value = cursor.item()
+            pack_key = value[:16]
+            if pack_key not in keys:
+                found = cursor.next()
+            elif used is not None and used.set_key(digest):  # in key order: near the last
+                kept.add(pack_key)
+                found = cursor.next()
+            elif deleted == WRITES_PER_TRANSACTION:
+                return digest
+            else:
+                cursor.delete()  # and on to the next entry
+                deleted += 1
+                found = cursor.key() != b""  # digests are never empty; b"": past the end
+        return None
 
     def remove_packs(self, pack_ids: Iterable[str]) -> None:
         """Forget packs' statistics once their files are gone."""
