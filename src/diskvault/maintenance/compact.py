@@ -47,6 +47,7 @@ from ..store.coordination.locking import WriterLock
 from ..store.format.manifest import ManifestEntry, decode_block
 from ..store.format.packs import PackEntry, pack_name
 from ..store.format.snapshots import SnapshotRecord
+from ..store.index.sorted_runs import DigestSet
 from ..store.pipeline import batches
 from ..store.storage import Storage
 from .append_only import refuse_if_append_only
@@ -56,6 +57,7 @@ from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, preview
 from .object_lock import extend_retention, locked_until
 from .safety import refuse_if_damaged
+from .scratch import scratch_folder
 from .verify import verify_pack
 
 log = logging.getLogger(__name__)
@@ -108,9 +110,9 @@ def compact_holding(storage: Storage, lock: WriterLock,
     storage.recover_unindexed_packs()
     liveness = Liveness(storage.index)
     records = storage.snapshots.all_intact()
-    blocks = _live_blocks(storage, records)
-    lock.ensure_held()
-    stats = liveness.reconcile(*blocks)
+    with _live_blocks(records) as live:
+        lock.ensure_held()
+        stats = liveness.reconcile(live, _block_reader(storage, records), storage.pool)
     refuse_if_damaged(storage, "compact", records, liveness)
     plan = plan_compaction(storage, liveness, threshold)
     executor = _Executor(storage, liveness, plan, lock.ensure_held)
@@ -145,7 +147,10 @@ def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> Compact
     writes nothing (packs left by a killed writer are indexed by the real run first)."""
     validate_threshold(threshold)
     with storage.reader_lock():
-        pending = preview(storage.index, *_live_blocks(storage, storage.snapshots.all_intact()))
+        records = storage.snapshots.all_intact()
+        with _live_blocks(records) as live:
+            pending = preview(storage.index, live, _block_reader(storage, records),
+                              storage.pool)
         return plan_compaction(storage, pending, threshold)
 
 
@@ -158,19 +163,25 @@ def plan_requests(storage: Storage, plan: CompactionPlan) -> PlannedRequests | N
                             storage.backend.part_bytes)
 
 
-def _live_blocks(storage: Storage, records: list[SnapshotRecord]):
-    """What reconcile needs: the manifest blocks the snapshots list, a reader of blocks
-    that names the snapshot a damaged one belongs to, and the pool."""
-    owners: dict[bytes, SnapshotRecord] = {}
+def _live_blocks(records: list[SnapshotRecord]) -> DigestSet:
+    """The manifest blocks the snapshots list, each once, in digest order, kept on disk."""
+    live = DigestSet(scratch_folder())
     for record in records:
         for block in record.blocks:
-            owners.setdefault(block.digest, record)
+            live.add(block.digest)
+    return live
+
+
+def _block_reader(storage: Storage, records: list[SnapshotRecord]):
+    """What reconcile reads blocks with: a block that cannot be read is named with the
+    snapshot it belongs to (found when it happens: rare)."""
 
     def read_block(digest: bytes) -> list[ManifestEntry]:
         try:
             return decode_block(storage.chunks.get(digest))
         except CorruptData as error:
-            owner = owners.get(digest)
+            owner = next((r for r in records if any(b.digest == digest for b in r.blocks)),
+                         None)
             if owner is None:
                 raise
             raise CorruptData(
@@ -179,7 +190,7 @@ def _live_blocks(storage: Storage, records: list[SnapshotRecord]):
                 f"needs every snapshot's manifest to know what is in use: run "
                 f"'diskvault check', then repair or delete that snapshot") from None
 
-    return owners.keys(), read_block, storage.pool
+    return read_block
 
 
 class _Executor:

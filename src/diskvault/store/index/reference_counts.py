@@ -41,9 +41,10 @@ class ReferenceCounts:
         return cls(index, [index.env.open_db(name, create=False) for name in TABLES])
 
     # -- counts ------------------------------------------------------------------------
-    def accounted(self) -> set[bytes]:
+    def accounted_in_order(self) -> Iterator[bytes]:
+        """The accounted blocks, in digest order, from one read transaction."""
         with self._env.begin() as txn:
-            return set(txn.cursor(db=self._accounted).iternext(values=False))
+            yield from txn.cursor(db=self._accounted).iternext(values=False)
 
     def apply(self, deltas: Mapping[bytes, int], blocks: Iterable[bytes],
               accounted: bool) -> None:
