@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import lmdb
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -233,6 +234,47 @@ def test_compact_recovers_from_a_deleted_index(small, tmp_path):
         assert result.blocks_added > 0 and result.packs_deleted > 0
         assert_all_restore(reopened, expected)
         assert not check(reopened.storage, read_data=True).damaged
+
+
+class IndexSeeks:
+    """Counts the index's lookups from this thread (LMDB gets and cursor positionings),
+    through a profile hook that sees each call into LMDB and replaces nothing."""
+
+    NAMES = {"get", "set_key", "set_range", "set_key_dup", "set_range_dup"}
+
+    def __enter__(self) -> IndexSeeks:
+        self.count = 0
+        sys.setprofile(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.setprofile(None)
+
+    def _hook(self, frame, event, arg) -> None:
+        if event == "c_call" and getattr(arg, "__name__", None) in self.NAMES and isinstance(
+                getattr(arg, "__self__", None), (lmdb.Transaction, lmdb.Cursor)):
+            self.count += 1
+
+
+def test_compact_looks_each_freed_chunk_up_four_times_at_most(tmp_path):
+    """Counting (2: its count, its home pack), planning (1: its count) and dropping its index
+    entry (1: its count, by a cursor that walks the index in key order). It was six: the
+    plan and the deletion each looked every record up in the counts and in the index, and
+    the deletion read each doomed footer again and deleted entry by entry at random pages."""
+    repository = small_pack_repository(tmp_path / "repo", pack_target_bytes=32 * KiB)
+    rng = random.Random(5)
+    first = back_up(repository, tmp_path, "a", rng.randbytes(2048 * KiB))
+    back_up(repository, tmp_path, "b", rng.randbytes(64 * KiB))
+    compact(repository.storage, 0.0)  # the counts exist: this compaction reconciles a delete
+    chunks_before = repository.storage.index.chunk_count()
+    delete_snapshots(repository.storage, [first.id])
+    with IndexSeeks() as seeks:
+        result = compact(repository.storage, 0.0)
+    freed = chunks_before - repository.storage.index.chunk_count()
+    assert freed > 1000 and result.packs_deleted > 30
+    # The rest (a quarter per freed chunk here) is per pack, per block and per chunk kept.
+    assert seeks.count <= 4.25 * freed, seeks.count / freed
+    repository.close()
 
 
 def test_every_footer_stays_readable_after_compact(small, tmp_path):

@@ -16,7 +16,6 @@ from diskvault.maintenance.compact import compact
 from diskvault.maintenance.liveness import Liveness
 from diskvault.maintenance.prune import delete_snapshots, prune
 from diskvault.maintenance.retention import KeepPolicy
-from diskvault.maintenance.safety import last_copies
 from diskvault.store.format.packs import read_footer
 from diskvault.store.repository import Repository
 
@@ -86,21 +85,31 @@ def test_restoring_an_older_copy_of_the_repository_loses_nothing_to_compact(smal
         assert not check(restored.storage, read_data=True).damaged
 
 
-def test_a_doomed_pack_whose_copies_are_gone_is_proven_to_hold_the_last_copies(small,
-                                                                              tmp_path):
-    nightly(small, tmp_path, 4)
+def test_a_doomed_pack_that_is_again_the_indexed_copy_of_chunks_in_use_is_emptied_first(
+        small, tmp_path):
+    """The index points at a doomed source's records again (as a rebuild that met the
+    source before its copies would): compaction copies those records out before the
+    source goes, and every kept snapshot restores."""
+    expected = nightly(small, tmp_path, 4)
     compact(small.storage, threshold=0.0)
-    doomed, copies = compact_beside_a_reader(small)
+    doomed, _ = compact_beside_a_reader(small)
+    expected = kept_snapshots(expected, small)
     storage = small.storage
-    footers = {p: read_footer(storage.packs, p) for p in doomed}
     liveness = Liveness(storage.index)
-    assert last_copies(storage, liveness, footers, liveness.doomed()) == {}
-    copied = {e.digest for p in copies for e in read_footer(storage.packs, p)}
-    for pack_id in copies:
-        storage.packs.delete(pack_id)
-    found = last_copies(storage, liveness, footers, liveness.doomed())
-    assert set(found) <= doomed
-    assert {e.digest for entries in found.values() for e in entries} == copied
+    holding = set()
+    for pack_id in sorted(doomed):
+        entries = read_footer(storage.packs, pack_id)
+        used = [e for e, in_use in zip(entries, liveness.used([e.digest for e in entries]))
+                if in_use]
+        if used:
+            storage.index.point_at(pack_id, used)
+            holding.add(pack_id)
+    assert holding
+    result = compact(storage, threshold=0.0)
+    assert result.chunks_copied > 0 and not result.packs_kept_as_last_copy
+    assert not holding & set(storage.packs.list()) and not Liveness(storage.index).doomed()
+    assert_all_restore(small, expected)
+    assert not check(storage, read_data=True).damaged
 
 
 @pytest.mark.parametrize("command", ["prune", "delete"])

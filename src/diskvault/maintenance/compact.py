@@ -45,8 +45,9 @@ from ..errors import CorruptData
 from ..store.backup.packing import PackFiller
 from ..store.coordination.locking import WriterLock
 from ..store.format.manifest import ManifestEntry, decode_block
-from ..store.format.packs import PackEntry, pack_name, read_footer
+from ..store.format.packs import PackEntry, pack_name
 from ..store.format.snapshots import SnapshotRecord
+from ..store.index.sorted_runs import DigestSet
 from ..store.pipeline import batches
 from ..store.storage import Storage
 from .append_only import refuse_if_append_only
@@ -55,14 +56,14 @@ from .compact_plan import (DEFAULT_THRESHOLD, CompactionPlan, live_records, pack
 from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, preview
 from .object_lock import extend_retention, locked_until
-from .safety import last_copies, refuse_if_damaged
+from .safety import refuse_if_damaged
+from .scratch import scratch_folder
 from .verify import verify_pack
 
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_PACKS = 256  # review outcomes and deletions per LMDB transaction
-# Packs deleted together: their footers are held (a few thousand records each at most).
-DELETE_PACKS_PER_GROUP = 32
+DELETE_PACKS_PER_GROUP = 32  # pack files deleted between two checks of the lock
 FULL_DISK_OUTCOME = ("compact stopped and lost nothing: delete snapshots, or free space "
                      "elsewhere on that disk, then rerun it")
 
@@ -117,9 +118,9 @@ def compact_holding(storage: Storage, lock: WriterLock,
 def _compact_counted(storage: Storage, lock: WriterLock, threshold: float) -> CompactResult:
     liveness = Liveness(storage.index)
     records = storage.snapshots.all_intact()
-    blocks = _live_blocks(storage, records)
-    lock.ensure_held()
-    stats = liveness.reconcile(*blocks)
+    with _live_blocks(records) as live:
+        lock.ensure_held()
+        stats = liveness.reconcile(live, _block_reader(storage, records), storage.pool)
     refuse_if_damaged(storage, "compact", records, liveness)
     plan = plan_compaction(storage, liveness, threshold)
     executor = _Executor(storage, liveness, plan, lock.ensure_held)
@@ -152,7 +153,10 @@ def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> Compact
     writes nothing (packs left by a killed writer are indexed by the real run first)."""
     validate_threshold(threshold)
     with storage.reader_lock():
-        pending = preview(storage.index, *_live_blocks(storage, storage.snapshots.all_intact()))
+        records = storage.snapshots.all_intact()
+        with _live_blocks(records) as live:
+            pending = preview(storage.index, live, _block_reader(storage, records),
+                              storage.pool)
         return plan_compaction(storage, pending, threshold)
 
 
@@ -165,19 +169,25 @@ def plan_requests(storage: Storage, plan: CompactionPlan) -> PlannedRequests | N
                             storage.backend.part_bytes)
 
 
-def _live_blocks(storage: Storage, records: list[SnapshotRecord]):
-    """What reconcile needs: the manifest blocks the snapshots list, a reader of blocks
-    that names the snapshot a damaged one belongs to, and the pool."""
-    owners: dict[bytes, SnapshotRecord] = {}
+def _live_blocks(records: list[SnapshotRecord]) -> DigestSet:
+    """The manifest blocks the snapshots list, each once, in digest order, kept on disk."""
+    live = DigestSet(scratch_folder())
     for record in records:
         for block in record.blocks:
-            owners.setdefault(block.digest, record)
+            live.add(block.digest)
+    return live
+
+
+def _block_reader(storage: Storage, records: list[SnapshotRecord]):
+    """What reconcile reads blocks with: a block that cannot be read is named with the
+    snapshot it belongs to (found when it happens: rare)."""
 
     def read_block(digest: bytes) -> list[ManifestEntry]:
         try:
             return decode_block(storage.chunks.get(digest))
         except CorruptData as error:
-            owner = owners.get(digest)
+            owner = next((r for r in records if any(b.digest == digest for b in r.blocks)),
+                         None)
             if owner is None:
                 raise
             raise CorruptData(
@@ -186,7 +196,7 @@ def _live_blocks(storage: Storage, records: list[SnapshotRecord]):
                 f"needs every snapshot's manifest to know what is in use: run "
                 f"'diskvault check', then repair or delete that snapshot") from None
 
-    return owners.keys(), read_block, storage.pool
+    return read_block
 
 
 class _Executor:
@@ -303,11 +313,9 @@ class _Executor:
 
     # -- delete --------------------------------------------------------------------------
     def _delete_doomed(self) -> None:
-        # A doomed pack still to be emptied holds live records (a backup reused them). It
-        # stays until they are copied out, so to the packs going now it is a copy that
-        # stays (damaged doomed packs are not counted as copies: they count as going).
-        going = self.liveness.doomed() - self._to_empty
-        doomed = sorted(going - set(self.result.packs_damaged))
+        # A doomed pack still to be emptied holds live records (a backup reused them).
+        doomed = sorted(self.liveness.doomed() - set(self.result.packs_damaged)
+                        - self._to_empty)
         if not doomed:
             return
         with self.storage.readers_excluded() as excluded:
@@ -315,52 +323,48 @@ class _Executor:
                 self.result.packs_waiting = len(doomed)
                 self.result.bytes_waiting = sum(self.packs.size(p) for p in doomed)
                 return
-            for group in batches(doomed, DELETE_PACKS_PER_GROUP):
-                self._delete(group, going)
+            self._delete(doomed)
 
-    def _delete(self, pack_ids: list[str], doomed: set[str]) -> None:
+    def _delete(self, pack_ids: list[str]) -> None:
         """Index entries first (no backup may reuse them), then the files, then the packs'
-        rows: a kill in between leaves doomed packs that the next run finishes. A pack
-        holding the last existing copy of a chunk in use is kept (see _keep_last_copies)."""
+        rows: a kill in between leaves doomed packs that the next run finishes. The entries
+        go in one pass over the index (no footer read, no lookup per record); a pack that
+        holds the indexed copy of a chunk in use is kept (see _keep_last_copies)."""
         locked = locked_until(self.storage, [pack_name(p) for p in pack_ids])
         self.locked.update(locked)
-        footers = {p: read_footer(self.packs, p) for p in pack_ids if pack_name(p) not in locked}
+        going = [p for p in pack_ids if pack_name(p) not in locked]
+        if not going:
+            return
         self.ensure_held()
-        for pack_id in self._keep_last_copies(footers, doomed):
-            del footers[pack_id]
-        pack_ids = sorted(footers)
-        self.index.remove_locations(footers)
-        for pack_id in pack_ids:
-            self.result.bytes_freed += self.packs.size(pack_id)
-            self.packs.delete(pack_id)
-            self.result.packs_deleted += 1
-        self.index.remove_packs(pack_ids)
-        self.liveness.forget_packs(pack_ids)
+        kept = self.liveness.remove_unused_locations(going, self.ensure_held)
+        self._keep_last_copies(kept)
+        going = [p for p in going if p not in kept]
+        for group in batches(going, DELETE_PACKS_PER_GROUP):
+            self.ensure_held()
+            for pack_id in group:
+                self.result.bytes_freed += self.packs.size(pack_id)
+                self.packs.delete(pack_id)
+                self.result.packs_deleted += 1
+            self.index.remove_packs(group)
+            self.liveness.forget_packs(group)
 
-    def _keep_last_copies(self, footers: dict[str, list[PackEntry]],
-                          doomed: set[str]) -> list[str]:
-        """Packs about to go that hold the only existing copy of a chunk in use (the copy
-        the index names is gone): the index points at their records again and they stay,
-        doomed, so that the next compaction copies those records out first."""
-        found = last_copies(self.storage, self.liveness, footers, doomed)
-        for pack_id, entries in sorted(found.items()):
-            log.warning("pack %s holds the last existing copy of %d chunks in use (the index "
-                        "named copies that do not exist): it is kept; run 'diskvault check'",
-                        pack_id, len(entries))
-            self.index.point_at(pack_id, entries)
+    def _keep_last_copies(self, kept: set[str]) -> None:
+        """Packs about to go whose records are still the indexed copy of a chunk in use (a
+        backup reused it after the plan, or the copy the index named elsewhere was lost and
+        the index rebuilt): they stay, doomed, so that the next compaction copies those
+        records out first."""
+        for pack_id in sorted(kept):
+            log.warning("pack %s holds the last copy of chunks in use: it is kept for the next "
+                        "compaction to copy them out; run 'diskvault check'", pack_id)
             self.result.packs_kept_as_last_copy.append(pack_id)
-        return sorted(found)
 
     def _forget_vanished(self) -> None:
-        """Finish deletions a kill interrupted after the unlink. Any index entry left
-        pointing into such a pack goes too (found by one scan of the index: this is rare)."""
+        """Finish deletions a kill interrupted after the unlink: any index entry left
+        pointing into such a pack goes too (refuse_if_damaged has shown that no chunk in use
+        is indexed there), in one pass over the index."""
         if not self.plan.vanished:
             return
-        stale: dict[str, list[PackEntry]] = {p: [] for p in self.plan.vanished}
-        for digest, loc in self.index.iter_chunks():
-            if loc.pack_id in stale:
-                stale[loc.pack_id].append(loc.entry(digest))
         self.ensure_held()
-        self.index.remove_locations(stale)
+        self.index.sweep_out(self.plan.vanished, before_each=self.ensure_held)
         self.index.remove_packs(self.plan.vanished)
         self.liveness.forget_packs(self.plan.vanished)

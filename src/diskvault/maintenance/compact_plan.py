@@ -130,10 +130,10 @@ def live_records(storage: Storage, liveness: LivenessView, pack_id: str,
                  entries: list[PackEntry]) -> list[PackEntry]:
     """The records that are the indexed copy of their chunk, a chunk some snapshot uses."""
     used = liveness.used([entry.digest for entry in entries])
-    located = storage.index.locate_many(entry.digest for entry in entries)
-    return [entry for entry, in_use, (_, location) in zip(entries, used, located)
-            if in_use and location is not None and location.pack_id == pack_id
-            and location.offset == entry.offset]
+    in_use = [entry for entry, is_used in zip(entries, used) if is_used]
+    # Only a record in use is looked up in the index: a chunk freed costs one lookup here.
+    here = storage.index.indexed_here(pack_id, in_use)
+    return [entry for entry, indexed in zip(in_use, here) if indexed]
 
 
 def pack_exists(storage: Storage, pack_id: str) -> bool:

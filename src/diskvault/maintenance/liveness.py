@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -27,7 +27,10 @@ from ..errors import CorruptData
 from ..store.format.manifest import ManifestEntry
 from ..store.index.chunk_index import ChunkIndex
 from ..store.index.reference_counts import ReferenceCounts
+from ..store.index.sorted_runs import DigestSet
 from ..store.pipeline import batches, ordered_map, worker_count
+from .scratch import scratch_folder
+from .usage import merged
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +65,20 @@ class Liveness(ReferenceCounts):
     """The maintenance tables (store/index/reference_counts.py), brought in step with the
     snapshot records."""
 
-    def reconcile(self, live_blocks: Collection[bytes], read_block: ReadBlock,
+    def reconcile(self, live_blocks: Iterable[bytes], read_block: ReadBlock,
                   pool: Executor) -> ReconcileStats:
         """Count the references of live blocks not yet accounted, and release those of
         accounted blocks no snapshot lists any more.
 
-        Added blocks are counted before released ones are let go, so a chunk that moved
+        ``live_blocks``: in digest order, each once (a DigestSet). Added blocks are counted
+        before released ones are let go, so a chunk that moved
         from an old block to a new one never looks dead in between. ``read_block`` raising
         CorruptData for a block to add aborts (its chunks would look unused); a released
         block that cannot be read stays accounted, which keeps its chunks (safe, logged).
         """
         stats = ReconcileStats()
-        for sign, loaded in _changes(self.accounted(), live_blocks, read_block, pool):
+        for sign, loaded in _changes(self.accounted_in_order, live_blocks, read_block,
+                                     pool):
             self._count_blocks(loaded, sign)
             stats.note(sign, len(loaded))
         return stats
@@ -94,28 +99,38 @@ class Liveness(ReferenceCounts):
         return [count > 0 for count in self.counts(digests)]
 
 
-def preview(index: ChunkIndex, live_blocks: Collection[bytes], read_block: ReadBlock,
+def preview(index: ChunkIndex, live_blocks: Iterable[bytes], read_block: ReadBlock,
             pool: Executor) -> PendingLiveness:
     """The tables as Liveness.reconcile would leave them, with nothing written (compact
     --dry-run). Holds one count per chunk that the added and released blocks name."""
     pending = PendingLiveness(index, Liveness.existing(index))
-    accounted = pending.committed.accounted() if pending.committed else set()
+    accounted = (pending.committed.accounted_in_order if pending.committed
+                 else lambda: iter(()))
     for sign, loaded in _changes(accounted, live_blocks, read_block, pool):
         pending.count(loaded, sign)
     return pending
 
 
-def _changes(accounted: set[bytes], live_blocks: Collection[bytes], read_block: ReadBlock,
-             pool: Executor) -> Iterator[tuple[int, list[tuple[bytes, list[ManifestEntry]]]]]:
+def _changes(accounted: Callable[[], Iterator[bytes]], live_blocks: Iterable[bytes],
+             read_block: ReadBlock, pool: Executor
+             ) -> Iterator[tuple[int, list[tuple[bytes, list[ManifestEntry]]]]]:
     """Batches of (+1, live blocks not yet accounted), then (-1, readable blocks that are
-    accounted but no longer live)."""
-    live = set(live_blocks)
+    accounted but no longer live). Both streams are in digest order: one merge of them
+    sorts the two kinds of change into sets on disk (the read of ``accounted`` ends
+    before any count changes), so that memory does not follow the manifest blocks."""
     window = 4 * worker_count()
-    for batch in batches(sorted(live - accounted), BATCH_BLOCKS):
-        yield +1, list(ordered_map(pool, read_block, batch, window))
-    for batch in batches(sorted(accounted - live), BATCH_BLOCKS):
-        loaded = list(ordered_map(pool, _tolerant(read_block), batch, window))
-        yield -1, [(block, entries) for block, entries in loaded if entries is not None]
+    with DigestSet(scratch_folder()) as added, DigestSet(scratch_folder()) as released:
+        for digest, live, was_accounted in merged(iter(live_blocks),
+                                                  ((d, True) for d in accounted())):
+            if live and not was_accounted:
+                added.add(digest)
+            elif was_accounted and not live:
+                released.add(digest)
+        for batch in batches(added, BATCH_BLOCKS):
+            yield +1, list(ordered_map(pool, read_block, batch, window))
+        for batch in batches(released, BATCH_BLOCKS):
+            loaded = list(ordered_map(pool, _tolerant(read_block), batch, window))
+            yield -1, [(block, entries) for block, entries in loaded if entries is not None]
 
 
 class PendingLiveness:

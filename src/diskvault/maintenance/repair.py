@@ -1,7 +1,8 @@
 """check --repair: rebuild the index from what is on disk, and keep every intact byte.
 
-The index is rebuilt from pack footers alone, in one LMDB transaction, so deleting the
-index folder is recoverable. With ``read_data`` every record is verified first and the
+The index is rebuilt from pack footers alone (store/index/bulk_load.py), so deleting the
+index folder is recoverable; the footers are read once and kept on disk in between
+(footer_spool.py), so memory does not grow with the chunks. With ``read_data`` every record is verified first and the
 damaged ones are left out: a later backup that meets the same data stores it again, and
 the snapshots that lacked it restore in full once more. A pack whose footer is damaged
 (truncated, overwritten) cannot be listed; its intact records that the old index still
@@ -18,7 +19,6 @@ damaged packs are moved: a repair whose lock another host took over changes noth
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +27,14 @@ from ..errors import CorruptData
 from ..store.backends.location import LocationLike
 from ..store.backup.packing import PackFiller
 from ..store.format.packs import PackEntry, read_footer
-from ..store.index.bulk_load import rebuild
+from ..store.index.bulk_load import PackFooter, rebuild
 from ..store.index.chunk_index import ChunkIndex
 from ..store.keys.encryption import Passphrase
 from ..store.storage import Storage
 from .append_only import is_append_only
 from .check import CheckReport, check
+from .footer_spool import FooterSpool
 from .verify import read_verified, verify_pack
-
-PackList = tuple[str, list[PackEntry], int]  # pack id, its records, its file size
-
 
 @dataclass
 class RepairReport:
@@ -73,7 +71,7 @@ class _Salvage:
     """New packs for the intact records rescued from packs without a usable footer."""
 
     def __init__(self, storage: Storage):
-        self.finished: list[PackList] = []  # durable; the rebuilt index takes them in
+        self.finished: list[PackFooter] = []  # durable; the rebuilt index takes them in
         self.digests: set[bytes] = set()
         self._packs = PackFiller(storage.packs, storage.config.pack_target_bytes, self._keep)
 
@@ -93,65 +91,39 @@ class _Salvage:
         self.finished.append((pack_id, entries, file_size))
 
 
-def _old_locations(index: ChunkIndex) -> tuple[dict[str, list[PackEntry]], set[str], int]:
-    """What the current index says, grouped by pack: the only map into a pack whose footer
-    is lost. An index that cannot be read says nothing."""
-    by_pack: dict[str, list[PackEntry]] = defaultdict(list)
-    count = 0
-    try:
-        for digest, location in index.iter_chunks():
-            by_pack[location.pack_id].append(location.entry(digest))
-            count += 1
-        return by_pack, index.known_packs(), count
-    except CorruptData:
-        return defaultdict(list), set(), 0
-
-
 def repair(storage: Storage, index_set_aside: Path | None, ensure_held: Callable[[], None],
            read_data: bool = False) -> RepairReport:
     """Rebuild the index of ``storage``; call with the writer lock held, whose
-    ``ensure_held`` raises LockLost once it is in other hands."""
+    ``ensure_held`` raises LockLost once it is in other hands. Footers are read once, one
+    pack at a time, and kept on disk (FooterSpool) until the rebuild reads them back:
+    memory follows the packs and the damage found, not the chunks."""
     started = time.monotonic()
     report = RepairReport(index_set_aside=index_set_aside)
-    backend, codec, pool = storage.packs, storage.codec, storage.pool
-    old, old_packs, report.chunks_before = _old_locations(storage.index)
-    backend.discard_unfinished()
-    packs: list[PackList] = []
-    salvage = _Salvage(storage)
-    on_disk = list(backend.list())
-    try:
-        for pack_id in on_disk:
-            try:
-                entries = read_footer(backend, pack_id)
-            except CorruptData as error:
-                report.damaged_packs.append((pack_id, str(error)))
-                for entry, stored, problem in verify_pack(backend, codec, pack_id,
-                                                          old.get(pack_id, []), pool):
-                    if problem is None:
-                        salvage.add(entry, stored)
-                continue
-            if read_data:
-                checked = list(verify_pack(backend, codec, pack_id, entries, pool))
-                entries = [entry for entry, _, problem in checked if problem is None]
-                report.dropped_records.extend((pack_id, entry.digest, problem)
-                                              for entry, _, problem in checked if problem)
-            packs.append((pack_id, entries, backend.size(pack_id)))
-        salvage.finish()  # durable before the index points into it
-    except BaseException:
-        salvage.abort()
-        raise
-    packs.extend(salvage.finished)
-    report.chunks_salvaged = len(salvage.digests)
-    if not read_data:
-        packs = _without_damaged_duplicates(storage, packs, report)
-    report.missing_packs = sorted(old_packs - set(on_disk))
-    ensure_held()
-    try:
-        rebuild(storage.index, packs, storage.identity)  # maintenance's counts start anew too
-    except CorruptData:  # damage the full read did not meet (a free page): begin anew
-        report.index_set_aside = storage.replace_damaged_index()
-        rebuild(storage.index, packs, storage.identity)
-    report.packs_indexed = len(packs)
+    old_packs, report.chunks_before = _old_summary(storage.index)
+    storage.packs.discard_unfinished()
+    on_disk = list(storage.packs.list())
+    with FooterSpool(storage.index.path) as spool:
+        dropped = _read_footers(storage, on_disk, spool, report, read_data)
+        salvage = _Salvage(storage)
+        try:
+            _salvage_damaged_packs(storage, salvage, report)
+            salvage.finish()  # durable before the index points into it
+        except BaseException:
+            salvage.abort()
+            raise
+        for pack_id, entries, file_size in salvage.finished:
+            spool.add(pack_id, entries, file_size)
+        report.chunks_salvaged = len(salvage.digests)
+        if not read_data:
+            dropped |= _damaged_duplicates(storage, spool, report)
+        report.missing_packs = sorted(old_packs - set(on_disk))
+        ensure_held()
+        try:
+            rebuild(storage.index, spool.packs(dropped), storage.identity)
+        except CorruptData:  # damage the full read did not meet (a free page): begin anew
+            report.index_set_aside = storage.replace_damaged_index()
+            rebuild(storage.index, spool.packs(dropped), storage.identity)
+        report.packs_indexed = spool.pack_count
     report.chunks_indexed = storage.index.chunk_count()
     _set_aside_damaged_packs(storage, report, ensure_held)
     report.after = check(storage)
@@ -159,21 +131,63 @@ def repair(storage: Storage, index_set_aside: Path | None, ensure_held: Callable
     return report
 
 
-def _without_damaged_duplicates(storage: Storage, packs: list[PackList],
-                                report: RepairReport) -> list[PackList]:
+def _old_summary(index: ChunkIndex) -> tuple[set[str], int]:
+    """The packs and the number of chunks the current index knows (an index that cannot
+    be read knows none)."""
+    try:
+        return index.known_packs(), index.chunk_count()
+    except CorruptData:
+        return set(), 0
+
+
+def _read_footers(storage: Storage, on_disk: list[str], spool: FooterSpool,
+                  report: RepairReport, read_data: bool) -> set[tuple[str, int]]:
+    """Every readable footer into ``spool``, one pack at a time; packs without a usable
+    footer noted in the report. With ``read_data`` every record is verified: returns the
+    damaged ones (pack, offset), which the index leaves out."""
+    dropped: set[tuple[str, int]] = set()
+    for pack_id in on_disk:
+        try:
+            entries = read_footer(storage.packs, pack_id)
+        except CorruptData as error:
+            report.damaged_packs.append((pack_id, str(error)))
+            continue
+        if read_data:
+            for entry, _, problem in verify_pack(storage.packs, storage.codec, pack_id,
+                                                 entries, storage.pool):
+                if problem:
+                    dropped.add((pack_id, entry.offset))
+                    report.dropped_records.append((pack_id, entry.digest, problem))
+        spool.add(pack_id, entries, storage.packs.size(pack_id))
+    return dropped
+
+
+def _salvage_damaged_packs(storage: Storage, salvage: _Salvage, report: RepairReport) -> None:
+    """The intact records that the current index locates in packs without a usable
+    footer, copied into new packs (one pass over the index names them)."""
+    damaged = [pack_id for pack_id, _ in report.damaged_packs]
+    if not damaged:
+        return
+    try:
+        located = storage.index.locations_in(damaged)
+    except CorruptData:  # an index that cannot be read locates nothing
+        return
+    for pack_id in damaged:
+        entries = [location.entry(digest) for digest, location in located[pack_id]]
+        for entry, stored, problem in verify_pack(storage.packs, storage.codec, pack_id,
+                                                  entries, storage.pool):
+            if problem is None:
+                salvage.add(entry, stored)
+
+
+def _damaged_duplicates(storage: Storage, spool: FooterSpool,
+                        report: RepairReport) -> set[tuple[str, int]]:
     """A chunk with several copies (a compaction's copy beside its doomed source, a
     salvage) is verified copy by copy in pack order, so that the rebuilt index, which keeps
-    the first copy it meets, never points at a damaged one while an intact one exists."""
-    first: dict[bytes, tuple[str, PackEntry]] = {}
-    copies: dict[bytes, list[tuple[str, PackEntry]]] = {}
-    for pack_id, entries, _ in packs:
-        for entry in entries:
-            if entry.digest in first:
-                copies.setdefault(entry.digest, [first[entry.digest]]).append((pack_id, entry))
-            else:
-                first[entry.digest] = (pack_id, entry)
+    the first copy it meets, never points at a damaged one while an intact one exists.
+    Returns the damaged copies (pack, offset) met before an intact one."""
     damaged: set[tuple[str, int]] = set()
-    for digest, candidates in copies.items():
+    for digest, candidates in spool.duplicates():
         for pack_id, entry in candidates:
             try:
                 read_verified(storage.packs, storage.codec, pack_id, entry)
@@ -181,8 +195,7 @@ def _without_damaged_duplicates(storage: Storage, packs: list[PackList],
             except CorruptData as error:
                 damaged.add((pack_id, entry.offset))
                 report.dropped_records.append((pack_id, digest, str(error)))
-    return [(pack_id, [e for e in entries if (pack_id, e.offset) not in damaged], size)
-            for pack_id, entries, size in packs]
+    return damaged
 
 
 def _set_aside_damaged_packs(storage: Storage, report: RepairReport,

@@ -15,8 +15,9 @@ from diskvault.store.index.bulk_load import load_packs, rebuild
 from diskvault.store.index.chunk_index import (IDENTITY_KEY, WRITES_PER_TRANSACTION,
                                                ChunkIndex, ChunkLocation, encode_location)
 from diskvault.store.index.probe import open_environment
+from diskvault.store.index.reference_counts import ReferenceCounts
 
-PACK_A, PACK_B = "aa" * 16, "bb" * 16
+PACK_A, PACK_B, PACK_C = "aa" * 16, "bb" * 16, "cc" * 16
 
 
 def digest(n: int) -> bytes:
@@ -79,6 +80,15 @@ def test_a_relocated_pack_becomes_the_location_of_its_chunks(index):
     assert index.lookup(digest(1)).pack_id == PACK_A
 
 
+def test_indexed_here_says_which_records_of_a_pack_the_index_points_at(index):
+    index.add_pack(PACK_A, entries(3), 500)
+    index.add_relocated_pack(PACK_B, entries(1), 300)  # digest 0 now lives in B
+    moved = PackEntry(digest(2), 9999, 100, 250, 0)  # the same chunk at another offset
+    assert index.indexed_here(PACK_A, entries(4) + [moved]) == [False, True, True, False,
+                                                                False]
+    assert index.indexed_here(PACK_B, entries(2)) == [True, False]
+
+
 def test_removing_locations_drops_only_entries_that_point_at_those_records(index):
     index.add_pack(PACK_A, entries(3), 500)
     index.add_relocated_pack(PACK_B, entries(1), 300)  # digest 0 now lives in B
@@ -101,6 +111,36 @@ def test_removing_many_locations_commits_a_bounded_number_at_a_time(index):
     assert index.remove_locations(packs) == total
     assert index.env.info()["last_txnid"] - transactions_before == 3
     assert index.chunk_count() == 0
+
+
+def test_a_sweep_drops_the_entries_of_unused_chunks_and_keeps_the_packs_of_used_ones(index):
+    index.add_pack(PACK_A, entries(4), 500)
+    index.add_relocated_pack(PACK_B, entries(1), 300)  # digest 0 now lives in B
+    index.add_pack(PACK_C, entries(2, first=10), 300)
+    counts = ReferenceCounts(index)
+    counts.apply({digest(0): 1, digest(2): 1}, [], accounted=True)
+    assert counts.remove_unused_locations([PACK_A], lambda: None) == {PACK_A}
+    assert index.lookup(digest(0)).pack_id == PACK_B
+    assert index.lookup(digest(2)).pack_id == PACK_A  # in use: kept, and so is its pack
+    assert index.lookup(digest(1)) is None and index.lookup(digest(3)) is None
+    assert index.sweep_out([PACK_A, PACK_C]) == set()  # nothing kept without a table
+    assert [d for d, _ in index.iter_chunks()] == [digest(0)]
+
+
+def test_a_sweep_commits_a_bounded_number_of_deletions_at_a_time(index):
+    """One pass over the index, WRITES_PER_TRANSACTION deletions to a transaction (LMDB
+    refuses one with too many dirty pages), the lock checked before each."""
+    total = 2 * WRITES_PER_TRANSACTION + 1000
+    packs = {f"{pack:032x}": [PackEntry(blake3.blake3(n.to_bytes(8, "little")).digest(),
+                                        8 + 100 * n, 100, 250, 0)
+                              for n in range(pack, total, 4)] for pack in range(4)}
+    load_packs(index, ((pack_id, records, 1000) for pack_id, records in packs.items()))
+    index.add_pack(PACK_A, entries(5), 600)  # not swept: stays
+    transactions_before = index.env.info()["last_txnid"]
+    checks = []
+    assert index.sweep_out(list(packs), before_each=lambda: checks.append(1)) == set()
+    assert index.env.info()["last_txnid"] - transactions_before == len(checks) == 3
+    assert index.chunk_count() == 5
 
 
 def test_a_rebuild_replaces_every_location_and_pack(index):

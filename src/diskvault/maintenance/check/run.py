@@ -14,14 +14,11 @@ it ends.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
-from ...store.host.durable import make_private_folder
-from ...store.host.user_folders import user_cache_folder
 from ...store.index.sorted_runs import DigestSet
 from ...store.storage import Storage
+from ..scratch import scratch_folder
 from .attribution import attribute
 from .data import read_all_records
 from .manifests import walk_manifests
@@ -33,7 +30,7 @@ from .state import CheckState, Progress
 def check(storage: Storage, read_data: bool = False,
           progress: Progress | None = None) -> CheckReport:
     """Check the repository as a reader (compaction will not delete packs meanwhile)."""
-    with storage.reader_lock(), DigestSet(_scratch_parent()) as referenced:
+    with storage.reader_lock(), DigestSet(scratch_folder()) as referenced:
         state = CheckState(storage, read_data, progress, referenced)
         started = time.monotonic()
         _note_strays(state)
@@ -57,14 +54,3 @@ def _load_records(state: CheckState) -> None:
         state.problem(f"snapshot record {path.name}", str(error))
     state.report.snapshots = len(state.records)
 
-
-def _scratch_parent() -> Path:
-    """Where check keeps the set of chunks in use: this user's cache folder (on a disk,
-    where /tmp may be memory), or the temporary folder for a user with no usable cache."""
-    cache = user_cache_folder()
-    try:
-        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        make_private_folder(cache)
-        return cache
-    except OSError:
-        return Path(tempfile.gettempdir())

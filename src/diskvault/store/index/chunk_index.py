@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from .generations import META_TABLE, Tables, live_generation, open_tables, table
 from .probe import DATA_FILE, cut_off, open_environment, reader_crashes
 
 LOCATION = struct.Struct("<16sQIIB")
+LOCATION_PLACE = struct.Struct("<16sQ")  # how a location begins: pack and offset
 PACK_STATS = struct.Struct("<QQQI")
 LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
@@ -379,6 +380,18 @@ class ChunkIndex:
                 value = txn.get(digest, db=chunks)
                 yield digest, None if value is None else _decode_location(value)
 
+    def indexed_here(self, pack_id: str, entries: Sequence[PackEntry]) -> list[bool]:
+        """For each record of this pack, whether the index points at exactly it (pack and
+        offset): one read transaction, nothing decoded (compaction asks it of every record
+        of every pack it reviews)."""
+        pack_key = bytes.fromhex(pack_id)
+        place = LOCATION_PLACE.pack
+        with self._snapshot(buffers=True) as (txn, chunks, _):
+            get = txn.get
+            return [(value := get(entry.digest, db=chunks)) is not None
+                    and value[:LOCATION_PLACE.size] == place(pack_key, entry.offset)
+                    for entry in entries]
+
     def packs_holding(self, digests: Iterable[bytes]) -> Iterator[bytes | None]:
         """For each digest, the id (16 bytes) of the pack the index puts it in, or None:
         one read transaction, nothing else decoded (a pass over every chunk in use)."""
@@ -405,6 +418,48 @@ class ChunkIndex:
                         txn.delete(digest, db=chunks)
                         removed += 1
         return removed
+
+    def sweep_out(self, pack_ids: Collection[str], unless_in=None,
+                  before_each: Callable[[], None] = lambda: None) -> set[str]:
+        """Drop every entry that points into these packs, except (``unless_in``: the handle
+        of a table keyed by digest, in this environment) those of digests that table holds;
+        returns the packs such an entry was kept in. One pass over the index in key order,
+        deciding per entry and deleting through the cursor, WRITES_PER_TRANSACTION deletions
+        to a transaction (``before_each`` is called before each): linear in the index, no
+        lookup from the root per record. A kill between two leaves the index pointing at
+        fewer of these records, never at anything that is not there."""
+        keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
+        kept: set[bytes] = set()
+        resume: bytes | None = b""
+        while resume is not None and keys:
+            before_each()
+            with self._writing(), self.env.begin(write=True) as txn:
+                resume = self._sweep_some(txn, keys, unless_in, resume, kept)
+        return {key.hex() for key in kept}
+
+    def _sweep_some(self, txn: lmdb.Transaction, keys: set[bytes], unless_in,
+                    start: bytes, kept: set[bytes]) -> bytes | None:
+        """One transaction of sweep_out from ``start``: where the next one starts, or None
+        at the end of the index."""
+        cursor = txn.cursor(db=self._live(txn)[0])
+        used = None if unless_in is None else txn.cursor(db=unless_in)
+        found = cursor.set_range(start) if start else cursor.first()
+        deleted = 0
+        while found:
+            digest, value = cursor.item()
+            pack_key = value[:16]
+            if pack_key not in keys:
+                found = cursor.next()
+            elif used is not None and used.set_key(digest):  # in key order: near the last
+                kept.add(pack_key)
+                found = cursor.next()
+            elif deleted == WRITES_PER_TRANSACTION:
+                return digest
+            else:
+                cursor.delete()  # and on to the next entry
+                deleted += 1
+                found = cursor.key() != b""  # digests are never empty; b"": past the end
+        return None
 
     def remove_packs(self, pack_ids: Iterable[str]) -> None:
         """Forget packs' statistics once their files are gone."""

@@ -9,7 +9,7 @@ kill at any instant leaves the tables as before or after it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import lmdb
 
@@ -41,9 +41,10 @@ class ReferenceCounts:
         return cls(index, [index.env.open_db(name, create=False) for name in TABLES])
 
     # -- counts ------------------------------------------------------------------------
-    def accounted(self) -> set[bytes]:
+    def accounted_in_order(self) -> Iterator[bytes]:
+        """The accounted blocks, in digest order, from one read transaction."""
         with self._env.begin() as txn:
-            return set(txn.cursor(db=self._accounted).iternext(values=False))
+            yield from txn.cursor(db=self._accounted).iternext(values=False)
 
     def apply(self, deltas: Mapping[bytes, int], blocks: Iterable[bytes],
               accounted: bool) -> None:
@@ -85,6 +86,13 @@ class ReferenceCounts:
         """Every chunk an accounted manifest block references, in digest order."""
         with self._env.begin() as txn:
             yield from txn.cursor(db=self._refs).iternext(values=False)
+
+    def remove_unused_locations(self, pack_ids: Collection[str],
+                                before_each: Callable[[], None]) -> set[str]:
+        """Drop the index entries into these packs whose chunk no accounted block references,
+        in one pass over the index (ChunkIndex.sweep_out); returns the packs that hold the
+        indexed copy of a chunk in use: they must stay."""
+        return self.index.sweep_out(pack_ids, self._refs, before_each)
 
     # -- pack review and deferred deletion ---------------------------------------------
     def packs_to_review(self, known_packs: Collection[str], threshold: float) -> list[str]:
