@@ -101,8 +101,8 @@ def test_a_doomed_pack_that_is_again_the_indexed_copy_of_chunks_in_use_is_emptie
         entries = read_footer(storage.packs, pack_id)
         used = [e for e, in_use in zip(entries, liveness.used([e.digest for e in entries]))
                 if in_use]
-        if used:
-            storage.index.point_at(pack_id, used)
+        if used:  # the footer as it is: the pack's statistics stay as they were
+            storage.index.add_relocated_pack(pack_id, entries, storage.packs.size(pack_id))
             holding.add(pack_id)
     assert holding
     result = compact(storage, threshold=0.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..store.format.packs import PackEntry
 from ..store.index.bulk_load import DIGEST_BYTES, ORDINAL_BYTES, PackFooter
-from ..store.index.chunk_index import LOCATION, encode_location
+from ..store.index.records import LOCATION, encode_location
 from ..store.index.sorted_runs import SortedRuns
 
 RECORD_BYTES = DIGEST_BYTES + LOCATION.size  # a digest and its location in the pack

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..store.format.packs import ENTRY
-from ..store.index.chunk_index import ChunkLocation, PackStats
+from ..store.index.records import ChunkLocation, PackStats
 from .compact_plan import DEFAULT_THRESHOLD, record_cost
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from diskvault.store.format.packs import PackEntry
 from diskvault.store.index.bulk_load import load_packs, rebuild
-from diskvault.store.index.chunk_index import (IDENTITY_KEY, WRITES_PER_TRANSACTION,
-                                               ChunkIndex, ChunkLocation, encode_location)
+from diskvault.store.index.chunk_index import IDENTITY_KEY, WRITES_PER_TRANSACTION, ChunkIndex
 from diskvault.store.index.probe import open_environment
+from diskvault.store.index.records import ChunkLocation, encode_location
 from diskvault.store.index.reference_counts import ReferenceCounts
 
 PACK_A, PACK_B, PACK_C = "aa" * 16, "bb" * 16, "cc" * 16
@@ -87,30 +87,6 @@ def test_indexed_here_says_which_records_of_a_pack_the_index_points_at(index):
     assert index.indexed_here(PACK_A, entries(4) + [moved]) == [False, True, True, False,
                                                                 False]
     assert index.indexed_here(PACK_B, entries(2)) == [True, False]
-
-
-def test_removing_locations_drops_only_entries_that_point_at_those_records(index):
-    index.add_pack(PACK_A, entries(3), 500)
-    index.add_relocated_pack(PACK_B, entries(1), 300)  # digest 0 now lives in B
-    assert index.remove_locations({PACK_A: entries(3)}) == 2
-    assert index.lookup(digest(0)).pack_id == PACK_B
-    assert index.lookup(digest(1)) is None
-    index.remove_packs([PACK_A])
-    assert index.known_packs() == {PACK_B}
-
-
-def test_removing_many_locations_commits_a_bounded_number_at_a_time(index):
-    """LMDB refuses a transaction with too many dirty pages (MDB_TXN_FULL): compact met it
-    removing 10^7 locations at once, so they go in bounded transactions, each complete."""
-    total = 2 * WRITES_PER_TRANSACTION + 1000
-    packs = {f"{pack:032x}": [PackEntry(blake3.blake3(n.to_bytes(8, "little")).digest(),
-                                        8 + 100 * n, 100, 250, 0)
-                              for n in range(pack, total, 4)] for pack in range(4)}
-    load_packs(index, ((pack_id, records, 1000) for pack_id, records in packs.items()))
-    transactions_before = index.env.info()["last_txnid"]
-    assert index.remove_locations(packs) == total
-    assert index.env.info()["last_txnid"] - transactions_before == 3
-    assert index.chunk_count() == 0
 
 
 def test_a_sweep_drops_the_entries_of_unused_chunks_and_keeps_the_packs_of_used_ones(index):

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from diskvault.errors import MissingChunk
+from diskvault.store.format.packs import read_footer
 from diskvault.store.read.chunk_reader import ChunkReader
 
 from .test_pack_windows import data_digests
@@ -33,11 +34,13 @@ def test_a_chunk_missing_during_a_catch_up_is_found_when_it_ends(repo, make_imag
 
     def rebuild_under_way() -> None:
         """As a rebuild: the chunk is gone from the index while another thread reads."""
-        index.remove_locations({location.pack_id: [location.entry(hidden)]})
+        index.sweep_out([location.pack_id])
         looker = threading.Thread(target=look_up_hidden)
         looker.start()
         looker.join(2.0)  # the old code answered at once; now it waits for the catch-up
-        index.point_at(location.pack_id, [location.entry(hidden)])
+        packs = repo.storage.packs
+        index.add_pack(location.pack_id, read_footer(packs, location.pack_id),
+                       packs.size(location.pack_id))
         reader_threads.append(looker)
 
     reader_threads: list[threading.Thread] = []
@@ -53,6 +56,6 @@ def test_a_chunk_not_in_the_index_is_still_missing_when_no_catch_up_finds_it(rep
     record = repo.backup(make_image(1 * MIB))
     digest = data_digests(repo, record)[0]
     location = repo.storage.index.lookup(digest)
-    repo.storage.index.remove_locations({location.pack_id: [location.entry(digest)]})
+    repo.storage.index.sweep_out([location.pack_id])
     with pytest.raises(MissingChunk, match="is not in the index"):
         repo.storage.chunks.locate(digest)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskvault.store.format.manifest import Span
-from diskvault.store.index.chunk_index import ChunkLocation
+from diskvault.store.index.records import ChunkLocation
 from diskvault.store.read.image_map import image_spans
 from diskvault.store.read.pack_ranges import coalesce
 from diskvault.store.read.read_plan import data_windows, planned_pieces

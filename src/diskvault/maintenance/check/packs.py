@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ...errors import CorruptData
 from ...store.format.packs import PackEntry, read_footer
-from ...store.index.chunk_index import ChunkLocation, fingerprint
+from ...store.index.records import ChunkLocation, fingerprint
 from .state import CheckState, short
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ...store.format.packs import PackEntry
 from ...store.format.snapshots import SnapshotRecord
-from ...store.index.chunk_index import ChunkLocation, PackStats
+from ...store.index.records import ChunkLocation, PackStats
 from ...store.index.sorted_runs import DigestSet
 from ...store.storage import Storage
 from .report import CheckReport, Problem

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from ..format.packs import PackEntry
-from .chunk_index import LOCATION, PACK_STATS, ChunkIndex, encode_location
+from .chunk_index import ChunkIndex
+from .records import LOCATION, PACK_STATS, encode_location
 from .sorted_runs import SortedRuns, first_of_each
 
 DIGEST_BYTES = 32

@@ -11,7 +11,6 @@ import struct
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
@@ -23,10 +22,9 @@ from ..pipeline import batches
 from . import generations
 from .generations import META_TABLE, Tables, live_generation, open_tables, table_names
 from .probe import DATA_FILE, cut_off, open_environment, reader_crashes
+from .records import (FINGERPRINT_MASK, LOCATION, LOCATION_PLACE, PACK_STATS, ChunkLocation,
+                      PackStats, decode_location, encode_location, pack_stats_row)
 
-LOCATION = struct.Struct("<16sQIIB")
-LOCATION_PLACE = struct.Struct("<16sQ")  # how a location begins: pack and offset
-PACK_STATS = struct.Struct("<QQQI")
 LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
                  lmdb.BadValsizeError, struct.error)
@@ -38,28 +36,6 @@ IDENTITY_KEY = b"identity"  # the repository the index was built from (see ident
 # worst (digests spread over a big index) and to about 1 MiB when appended in order.
 WRITES_PER_TRANSACTION = 1 << 14
 READ_AHEAD_MAX_BYTES = 256 * 1024 * 1024  # read_ahead: a data file up to this size
-
-
-@dataclass(frozen=True)
-class ChunkLocation:
-    pack_id: str
-    offset: int
-    stored_size: int
-    raw_size: int
-    flags: int
-
-    def entry(self, digest: bytes) -> PackEntry:
-        """The record as its pack's footer lists it: what the index knows of a pack whose
-        footer is lost or not read."""
-        return PackEntry(digest, self.offset, self.stored_size, self.raw_size, self.flags)
-
-
-@dataclass(frozen=True)
-class PackStats:
-    file_size: int
-    stored_bytes: int
-    raw_bytes: int
-    records: int
 
 
 REPAIR_HINT = "run 'diskvault check --repair' to rebuild it from the packs"
@@ -77,33 +53,6 @@ def _writable(path: Path) -> bool:
                for file in (path, path / DATA_FILE, path / LOCK_FILE,
                             path / generations.LOCK_FILE)
                if file.exists())
-
-
-def _decode_location(value: bytes) -> ChunkLocation:
-    pack, offset, stored, raw, flags = LOCATION.unpack(value)
-    return ChunkLocation(pack.hex(), offset, stored, raw, flags)
-
-
-def encode_location(pack_key: bytes, entry: PackEntry) -> bytes:
-    return LOCATION.pack(pack_key, entry.offset, entry.stored_size, entry.raw_size, entry.flags)
-
-
-def pack_stats_row(entries: Sequence[PackEntry], file_size: int) -> bytes:
-    """A pack's row in ``packs``: file size, stored and raw bytes, records."""
-    return PACK_STATS.pack(file_size, sum(entry.stored_size for entry in entries),
-                           sum(entry.raw_size for entry in entries), len(entries))
-
-
-FINGERPRINT_MASK = (1 << 64) - 1
-
-
-def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
-    """An order-free sum over the index entries these records would have: equal to the
-    pack's fingerprint in ``pack_fingerprints`` when the index points at exactly these
-    records (a process's own hash: compare only within one process)."""
-    pack_key = bytes.fromhex(pack_id)
-    return sum(hash(entry.digest + encode_location(pack_key, entry))
-               for entry in entries) & FINGERPRINT_MASK
 
 
 class _Unopened(Exception):
@@ -145,12 +94,20 @@ class ChunkIndex:
             self._check_file_size()
             self._meta, self._tables = open_tables(self.env, self.readonly)
         self._opening = threading.Lock()  # a read-only index opens a new generation late
+        self._last_live: tuple[object, Tables | None] = (None, None)  # see _live
 
     def _live(self, txn: lmdb.Transaction, generation: int | None = None) -> Tables:
         """The (chunks, packs) handles of ``generation``, or of the live one as ``txn``
         sees it."""
-        if generation is None:
-            generation = live_generation(txn, self._meta)
+        if generation is not None:
+            return self._handles(generation)
+        last_txn, tables = self._last_live  # many lookups share one transaction
+        if last_txn is not txn:
+            tables = self._handles(live_generation(txn, self._meta))
+            self._last_live = (txn, tables)
+        return tables
+
+    def _handles(self, generation: int) -> Tables:
         try:
             return self._tables[generation]
         except KeyError:  # read-only, and made by another process since the open
@@ -248,7 +205,7 @@ class ChunkIndex:
                     return self.lookup(digest)
             else:
                 value = txn.get(digest, db=self._live(txn)[0])
-            return None if value is None else _decode_location(value)
+            return None if value is None else decode_location(value)
 
     def are_indexed(self, digests: Sequence[bytes]) -> list[bool]:
         """For each digest, whether the index holds it: one read transaction serves them all."""
@@ -363,22 +320,13 @@ class ChunkIndex:
                     overwrite=overwrite)
         txn.put(pack_key, pack_stats_row(entries, file_size), db=packs)
 
-    def point_at(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
-        """Make these records of a pack (still indexed) the location of their digests: the
-        copy they pointed at is gone. The pack's statistics stay as they are."""
-        pack_key = bytes.fromhex(pack_id)
-        with self.env.begin(write=True) as txn:
-            chunks = self._live(txn)[0]
-            for entry in entries:
-                txn.put(entry.digest, encode_location(pack_key, entry), db=chunks)
-
     def locate_many(self, digests: Iterable[bytes]
                     ) -> Iterator[tuple[bytes, ChunkLocation | None]]:
         """Each digest with its location (None: not indexed), from one read transaction."""
         with self._snapshot() as (txn, chunks, _):
             for digest in digests:
                 value = txn.get(digest, db=chunks)
-                yield digest, None if value is None else _decode_location(value)
+                yield digest, None if value is None else decode_location(value)
 
     def indexed_here(self, pack_id: str, entries: Sequence[PackEntry]) -> list[bool]:
         """For each record of this pack, whether the index points at exactly it (pack and
@@ -400,24 +348,6 @@ class ChunkIndex:
             for digest in digests:
                 value = get(digest, db=chunks)
                 yield None if value is None else bytes(value[:16])
-
-    def remove_locations(self, packs: dict[str, list[PackEntry]]) -> int:
-        """Drop the index entries that point at these records of these packs (entries that
-        point elsewhere stay), in digest order, WRITES_PER_TRANSACTION records to a
-        transaction; returns how many were dropped. A kill between two leaves the index
-        pointing at fewer of these records, never at anything that is not there."""
-        records = sorted(((entry.digest, bytes.fromhex(pack_id), entry.offset)
-                          for pack_id, entries in packs.items() for entry in entries))
-        removed = 0
-        for group in batches(records, WRITES_PER_TRANSACTION):
-            with self.env.begin(write=True) as txn:
-                chunks = self._live(txn)[0]
-                for digest, pack_key, offset in group:
-                    value = txn.get(digest, db=chunks)
-                    if value is not None and LOCATION.unpack(value)[:2] == (pack_key, offset):
-                        txn.delete(digest, db=chunks)
-                        removed += 1
-        return removed
 
     def sweep_out(self, pack_ids: Collection[str], unless_in=None,
                   before_each: Callable[[], None] = lambda: None) -> set[str]:
@@ -481,7 +411,7 @@ class ChunkIndex:
         """Every (digest, location), in digest order, from one read transaction."""
         with self._snapshot() as (txn, chunks, _):
             for digest, value in txn.cursor(db=chunks):
-                yield digest, _decode_location(value)
+                yield digest, decode_location(value)
 
     def pack_fingerprints(self) -> dict[str, tuple[int, int]]:
         """Per pack, how many index entries point into it and their fingerprint (see
@@ -506,7 +436,7 @@ class ChunkIndex:
         with self._snapshot() as (txn, chunks, _):
             for digest, value in txn.cursor(db=chunks):
                 if value[:16] in keys:
-                    location = _decode_location(value)
+                    location = decode_location(value)
                     found[location.pack_id].append((digest, location))
         return found
 

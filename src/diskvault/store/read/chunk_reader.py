@@ -10,7 +10,8 @@ from contextlib import AbstractContextManager
 from ...errors import CorruptData, MissingChunk
 from ..format.codec import Codec
 from ..format.packs import PackStore
-from ..index.chunk_index import ChunkIndex, ChunkLocation
+from ..index.chunk_index import ChunkIndex
+from ..index.records import ChunkLocation
 
 
 class ChunkReader:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ...errors import CorruptData, MissingChunk
 from ..format.manifest import BlockRef
-from ..index.chunk_index import ChunkLocation
+from ..index.records import ChunkLocation
 from .chunk_reader import ChunkReader
 
 RANGE_MAX_BYTES = 8 * 1024 * 1024  # one request, and one pool task, reads at most this

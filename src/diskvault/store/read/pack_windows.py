@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from ...errors import CorruptData, MissingChunk
 from ...lru import LRU
 from ..format.packs import PackStore
-from ..index.chunk_index import ChunkLocation
+from ..index.records import ChunkLocation
 from .chunk_reader import ChunkReader
 
 DEFAULT_WINDOW_CACHE_BYTES = 32 * 1024 * 1024

@@ -14,7 +14,7 @@ from concurrent.futures import Executor, Future
 from ...errors import CorruptData
 from ..format.manifest import Span
 from ..format.snapshots import SnapshotRecord
-from ..index.chunk_index import ChunkLocation
+from ..index.records import ChunkLocation
 from .chunk_reader import ChunkReader
 from .image_map import damage_context
 from .pack_ranges import coalesce, read_range
