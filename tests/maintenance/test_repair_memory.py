@@ -11,10 +11,9 @@ import pytest
 
 from diskvault.maintenance.footer_spool import FooterSpool
 from diskvault.store.format.packs import PackEntry
-from diskvault.store.storage import Storage
 
 from ..store.index.child_memory import ANONYMOUS_BYTES
-from ..store.index.test_bulk_load import assert_indexes_every_pack, synthetic_packs
+from ..store.index.test_bulk_load import assert_indexes_every_pack, memory_rise
 
 MiB = 1 << 20
 
@@ -50,15 +49,9 @@ def repair_in_child(root: Path) -> int:
 def test_repair_takes_memory_that_does_not_grow_with_the_chunks(repo):
     """A repair of 8 times as many chunks takes about the same memory. (It held every
     footer and every old index entry: about 200 MiB more for 700,000 more chunks.)"""
-    root = repo.storage.backend.root
-    synthetic_packs(repo.storage, 100_000, seed=1)
-    repo.close()
-    small = repair_in_child(root)
-    with Storage.open(root, catch_up=False) as storage:
-        synthetic_packs(storage, 700_000, seed=2)
-    large = repair_in_child(root)
+    small, large = memory_rise(repo, repair_in_child)
     assert large - small < 12 * MiB, (small / MiB, large / MiB)
-    assert_indexes_every_pack(root)
+    assert_indexes_every_pack(repo.storage.backend.root)
 
 
 def test_a_footer_spool_gives_back_each_pack_and_names_the_chunks_stored_twice(tmp_path):

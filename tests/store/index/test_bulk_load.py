@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,17 @@ def assert_locates_every_record(index: ChunkIndex, packs, pack_ids) -> int:
     return count
 
 
+def memory_rise(repo, in_child: Callable[[Path], int]) -> tuple[int, int]:
+    """``in_child``'s rise in memory over 100,000 synthetic chunks, then over 800,000."""
+    root = repo.storage.backend.root
+    synthetic_packs(repo.storage, 100_000, seed=1)
+    repo.close()
+    small = in_child(root)
+    with Storage.open(root, catch_up=False) as storage:
+        synthetic_packs(storage, 700_000, seed=2)
+    return small, in_child(root)
+
+
 def assert_indexes_every_pack(root: Path) -> None:
     with Storage.open(root, catch_up=False) as storage:
         storage.catch_up_index()
@@ -113,15 +125,9 @@ def test_rebuilding_an_index_takes_memory_that_does_not_grow_with_the_chunks(rep
     """An index rebuilt from 8 times as many chunks takes about the same memory: footers
     read in bounded windows, locations sorted on disk, bounded write transactions. (It
     grew by a 4 KiB dirty page per chunk put at random, up to the whole index.)"""
-    root = repo.storage.backend.root
-    synthetic_packs(repo.storage, 100_000, seed=1)
-    repo.close()
-    small = rebuild_in_child(root)
-    with Storage.open(root, catch_up=False) as storage:
-        synthetic_packs(storage, 700_000, seed=2)
-    large = rebuild_in_child(root)
+    small, large = memory_rise(repo, rebuild_in_child)
     assert large - small < 12 * MiB, (small / MiB, large / MiB)
-    assert_indexes_every_pack(root)
+    assert_indexes_every_pack(repo.storage.backend.root)
 
 
 @pytest.mark.parametrize("distrusted", ["removed", "from another copy"])
