@@ -21,7 +21,7 @@ from ..errors import BadInput, CorruptData, RepositoryReadOnly
 from .backends.location import LocationLike, as_location
 from .backends.protocol import Backend
 from .coordination import locking, readers, space, writers
-from .coordination.leases import PLAINTEXT_LEASES, LeaseFormat
+from .coordination.leases import LeaseFormat
 from .format.codec import Codec
 from .format.config import (FORMAT_VERSION, PACK_RETENTION_MARGIN, PLAINTEXT_MODE,
                             ChunkerParams, Compression, ObjectLockSettings, RepositoryConfig,
@@ -237,8 +237,10 @@ class Storage:
 
     # -- locks -------------------------------------------------------------------------
     def writer_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.WriterLock:
-        """The exclusive lock (prune, delete, compact, repair): waits for running backups."""
-        return writer_lock(self.backend, command, lock_wait_s, self.leases)
+        """The exclusive lock (prune, delete, compact, repair): waits for running backups.
+        The leases are the repository's, so an encrypted one seals its holder."""
+        ensure_writable(self.backend, command)
+        return locking.WriterLock(self.backend, command, lock_wait_s, leases=self.leases)
 
     def backup_lock(self, command: str, lock_wait_s: float = 0.0) -> locking.BackupLock:
         """A backup's or copy's registration: beside other backups, never beside an
@@ -310,9 +312,8 @@ class Storage:
 
     @contextmanager
     def keeping_index(self) -> Iterator[None]:
-        """While maintenance relies on the index and the reference counts beside it (which a
-        rebuild empties), a catch-up that would rebuild or replace the index -- a pack found
-        missing mid-run -- raises IndexRebuildRefused instead: the maintenance stops."""
+        """For maintenance relying on the reference counts beside the index: a catch-up that
+        would rebuild or replace the index (which empties them) raises IndexRebuildRefused."""
         self._index_kept = True
         try:
             yield
@@ -389,15 +390,6 @@ def read_config_at(location: LocationLike) -> RepositoryConfig:
         return read_config(backend)
     finally:
         backend.close()
-
-
-def writer_lock(backend: Backend, command: str, lock_wait_s: float = 0.0,
-                leases: LeaseFormat = PLAINTEXT_LEASES) -> locking.WriterLock:
-    """The writer lock of the repository behind ``backend``, for ``command``; needs no open
-    index (repair takes it before it looks at the index). ``leases``: the repository's
-    (``LeaseFormat(cipher, repository id)``), so an encrypted one seals its holder."""
-    ensure_writable(backend, command)
-    return locking.WriterLock(backend, command, lock_wait_s, leases=leases)
 
 
 def ensure_writable(backend: Backend, command: str) -> None:
