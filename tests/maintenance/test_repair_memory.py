@@ -12,30 +12,20 @@ import pytest
 from diskvault.maintenance.footer_spool import FooterSpool
 from diskvault.store.format.packs import PackEntry
 
-from ..store.index.child_memory import ANONYMOUS_BYTES
+from ..store.index.child_memory import PEAK_RISE
 from ..store.index.test_bulk_load import assert_indexes_every_pack, memory_rise
 
 MiB = 1 << 20
 
 # A repair in a child: it prints how far its anonymous memory (heap and LMDB's dirty
 # pages, not the mapped file) rose above what it took before the repair began.
-REPAIR = ANONYMOUS_BYTES + """
-import sys, threading
+REPAIR = PEAK_RISE + """
+import sys
 from diskvault.maintenance.repair import repair_repository
 
-base = peak = anonymous_bytes()
-done = threading.Event()
-def sample():
-    global peak
-    while not done.wait(0.005):
-        peak = max(peak, anonymous_bytes())
-sampler = threading.Thread(target=sample)
-sampler.start()
-report = repair_repository(sys.argv[1])
-done.set()
-sampler.join()
+report, rise = peak_rise(lambda: repair_repository(sys.argv[1]))
 assert not report.after.damaged, report.after.problems
-print(max(peak, anonymous_bytes()) - base)
+print(rise)
 """
 
 

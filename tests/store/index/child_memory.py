@@ -8,3 +8,27 @@ def anonymous_bytes():
             if line.startswith("RssAnon:"):
                 return int(line.split()[1]) * 1024
 """
+
+# peak_rise(work): work()'s result and how far anonymous memory rose while it ran (sampled
+# every 5 ms on a thread, and once more at the end).
+PEAK_RISE = ANONYMOUS_BYTES + """
+import threading
+
+def peak_rise(work):
+    base = peak = anonymous_bytes()
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.wait(0.005):
+            peak = max(peak, anonymous_bytes())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return result, max(peak, anonymous_bytes()) - base
+"""

@@ -17,30 +17,19 @@ from diskvault.store.format.packs import PackWriter, read_footer
 from diskvault.store.index.chunk_index import ChunkIndex
 from diskvault.store.storage import Storage
 
-from .child_memory import ANONYMOUS_BYTES
+from .child_memory import PEAK_RISE
 
 RECORDS_PER_PACK = 1000
 MiB = 1 << 20
 
 # The catch-up that fills an empty index, in a child: it prints how far its anonymous
 # memory (heap and LMDB's dirty pages, not the mapped file) rose above what the open took.
-REBUILD = ANONYMOUS_BYTES + """
-import sys, threading
+REBUILD = PEAK_RISE + """
+import sys
 from diskvault.store.storage import Storage
 
 with Storage.open(sys.argv[1], catch_up=False) as storage:
-    base = peak = anonymous_bytes()
-    done = threading.Event()
-    def sample():
-        global peak
-        while not done.wait(0.005):
-            peak = max(peak, anonymous_bytes())
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    storage.catch_up_index()
-    done.set()
-    sampler.join()
-    print(max(peak, anonymous_bytes()) - base)
+    print(peak_rise(storage.catch_up_index)[1])
 """
 
 
