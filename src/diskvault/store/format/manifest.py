@@ -26,13 +26,13 @@ MIN_BLOCK_ENTRIES = 64
 MAX_BLOCK_ENTRIES = 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # held by the thousand: no __dict__ each
 class ManifestEntry:
     length: int
     digest: bytes | None  # None for a zero run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # held by the thousand: no __dict__ each
 class BlockRef:
     digest: bytes
     offset: int
