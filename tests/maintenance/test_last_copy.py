@@ -12,7 +12,8 @@ import pytest
 
 from diskvault.errors import EXIT_FAILURE, CorruptData, IndexRebuildRefused
 from diskvault.maintenance.check import check
-from diskvault.maintenance.compact import compact
+from diskvault.maintenance.compact import _Executor, compact
+from diskvault.maintenance.compact_plan import CompactionPlan, PackFate
 from diskvault.maintenance.liveness import Liveness
 from diskvault.maintenance.prune import delete_snapshots, prune
 from diskvault.maintenance.retention import KeepPolicy
@@ -191,3 +192,28 @@ def test_maintenance_relying_on_the_counts_stops_rather_than_rebuild_the_index(s
     assert list(Liveness.existing(storage.index).accounted_in_order()) == accounted
     assert storage.catch_up_index(writer=True).rebuilt_because
     assert gone not in storage.index.known_packs()
+
+
+def test_a_pack_doomed_while_it_holds_the_indexed_copy_of_chunks_in_use_is_kept_once(
+        small, tmp_path):
+    """The deletion's own proof, apart from the plan: a pack the plan would delete outright
+    though the index still names it as the copy of chunks in use (the plan was made from
+    counts that no longer hold) is kept, named once though both rounds of deletion meet it,
+    and the next compaction copies its records out before it goes."""
+    expected = nightly(small, tmp_path, 2)
+    compact(small.storage, threshold=0.0)  # counts reconciled, nothing left to do
+    storage = small.storage
+    liveness = Liveness(storage.index)
+    holding = next(p for p in sorted(storage.packs.list())
+                   if any(liveness.used([e.digest for e in read_footer(storage.packs, p)])))
+    plan = CompactionPlan(0.0, delete=[PackFate(holding, storage.packs.size(holding))])
+    with storage.writer_lock("compact") as lock, storage.keeping_index():
+        result = _Executor(storage, liveness, plan, lock.ensure_held).run()
+    assert result.packs_kept_as_last_copy == [holding]
+    assert holding in storage.packs.list() and holding in liveness.doomed()
+    assert_all_restore(small, expected)
+    again = compact(storage, threshold=0.0)
+    assert again.chunks_copied > 0 and not again.packs_kept_as_last_copy
+    assert holding not in storage.packs.list() and not Liveness(storage.index).doomed()
+    assert_all_restore(small, expected)
+    assert not check(storage, read_data=True).damaged

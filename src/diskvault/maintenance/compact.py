@@ -352,8 +352,8 @@ class _Executor:
         """Packs about to go whose records are still the indexed copy of a chunk in use (a
         backup reused it after the plan, or the copy the index named elsewhere was lost and
         the index rebuilt): they stay, doomed, so that the next compaction copies those
-        records out first."""
-        for pack_id in sorted(kept):
+        records out first. Each is named once, though both rounds of deletion keep it."""
+        for pack_id in sorted(kept - set(self.result.packs_kept_as_last_copy)):
             log.warning("pack %s holds the last copy of chunks in use: it is kept for the next "
                         "compaction to copy them out; run 'diskvault check'", pack_id)
             self.result.packs_kept_as_last_copy.append(pack_id)
