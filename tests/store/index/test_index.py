@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diskvault.store.format.packs import PackEntry
-from diskvault.store.index import chunk_index
+from diskvault.store.index import sweeps
 from diskvault.store.index.bulk_load import load_packs, rebuild
-from diskvault.store.index.chunk_index import IDENTITY_KEY, WRITES_PER_TRANSACTION, ChunkIndex
+from diskvault.store.index.bulk_writes import IDENTITY_KEY, WRITES_PER_TRANSACTION
+from diskvault.store.index.chunk_index import ChunkIndex
 from diskvault.store.index.probe import open_environment
 from diskvault.store.index.records import ChunkLocation, encode_location
 from diskvault.store.index.reference_counts import ReferenceCounts
@@ -142,7 +143,7 @@ def test_records_in_sums_the_packs_statistics_and_knows_when_one_has_none(index)
 
 
 @st.composite
-def sweeps(draw):
+def sweep_cases(draw):
     """Packs over a small digest space (a digest in several packs: the index keeps one
     location, an earlier pack's or a relocated copy's), the digests in use, the packs going."""
     pack_ids = [f"{n:032x}" for n in range(draw(st.integers(1, 6)))]
@@ -159,14 +160,14 @@ def sweeps(draw):
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=sweeps(), per_transaction=st.integers(1, 4))
+@given(case=sweep_cases(), per_transaction=st.integers(1, 4))
 def test_the_listed_sweep_leaves_the_index_the_pass_leaves(tmp_path_factory, monkeypatch,
                                                            case, per_transaction):
     """Visiting only the footers' digests decides every entry as the pass over the whole
-    index does (one decision, ChunkIndex._drops): the same entries left, the same packs
+    index does (one decision, Sweeps._drops): the same entries left, the same packs
     kept, across transactions of a few deletions each."""
     packs, used, going = case
-    monkeypatch.setattr(chunk_index, "WRITES_PER_TRANSACTION", per_transaction)
+    monkeypatch.setattr(sweeps, "WRITES_PER_TRANSACTION", per_transaction)
     outcomes = []
     for listed in (False, True):
         opened = ChunkIndex(tmp_path_factory.mktemp("index"))
