@@ -8,8 +8,11 @@ import hashlib
 import io
 import random
 import shutil
+import sys
 import uuid
 from pathlib import Path
+
+import lmdb
 
 from diskvault.store.backends.local import LocalBackend
 from diskvault.store.format.config import PLAINTEXT_MODE, write_config
@@ -177,3 +180,37 @@ def assert_plan_carried_out(plan, result, framing_bytes: int = PACK_HEAD_AND_TRA
                "bytes_written": plan.bytes_to_copy + framing_bytes * result.packs_written}
     done = {name: getattr(result, name) for name in planned}
     assert done == planned, f"compact did not carry out its plan\nplan: {plan}\nresult: {result}"
+
+
+class IndexCalls:
+    """Counts this thread's calls into LMDB's ``kinds`` (Transaction, Cursor) named in
+    ``NAMES`` (None: every method), through a profile hook that sees each call and
+    replaces nothing."""
+
+    NAMES: set[str] | None = None
+    KINDS: tuple[type, ...] = (lmdb.Transaction, lmdb.Cursor)
+
+    def __enter__(self) -> IndexCalls:
+        self.count = 0
+        sys.setprofile(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.setprofile(None)
+
+    def _hook(self, frame, event, arg) -> None:
+        if event == "c_call" and isinstance(getattr(arg, "__self__", None), self.KINDS) and (
+                self.NAMES is None or getattr(arg, "__name__", None) in self.NAMES):
+            self.count += 1
+
+
+class IndexSeeks(IndexCalls):
+    """The index's lookups: LMDB gets and cursor positionings."""
+
+    NAMES = {"get", "set_key", "set_range", "set_key_dup", "set_range_dup"}
+
+
+class CursorSteps(IndexCalls):
+    """Every call on a cursor: a step, a positioning, a read of its entry, a deletion."""
+
+    KINDS = (lmdb.Cursor,)

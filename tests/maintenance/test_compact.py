@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import lmdb
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -31,9 +30,10 @@ from diskvault.store.format.snapshots import record_name
 from diskvault.store.repository import Repository
 
 from ..conftest import in_both_modes, run_cli
-from .support import (PACK_HEAD_AND_TRAILER, assert_all_restore, assert_plan_carried_out, back_up,
-                      chunks_by_pack, evolve, file_digests, fresh_pack_bytes, nightly, pack_bytes,
-                      pack_count, pack_framing_bytes, referenced, small_pack_repository)
+from .support import (PACK_HEAD_AND_TRAILER, IndexSeeks, assert_all_restore,
+                      assert_plan_carried_out, back_up, chunks_by_pack, evolve, file_digests,
+                      fresh_pack_bytes, nightly, pack_bytes, pack_count, pack_framing_bytes,
+                      referenced, small_pack_repository)
 
 encryption = in_both_modes()
 
@@ -234,26 +234,6 @@ def test_compact_recovers_from_a_deleted_index(small, tmp_path):
         assert result.blocks_added > 0 and result.packs_deleted > 0
         assert_all_restore(reopened, expected)
         assert not check(reopened.storage, read_data=True).damaged
-
-
-class IndexSeeks:
-    """Counts the index's lookups from this thread (LMDB gets and cursor positionings),
-    through a profile hook that sees each call into LMDB and replaces nothing."""
-
-    NAMES = {"get", "set_key", "set_range", "set_key_dup", "set_range_dup"}
-
-    def __enter__(self) -> IndexSeeks:
-        self.count = 0
-        sys.setprofile(self._hook)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        sys.setprofile(None)
-
-    def _hook(self, frame, event, arg) -> None:
-        if event == "c_call" and getattr(arg, "__name__", None) in self.NAMES and isinstance(
-                getattr(arg, "__self__", None), (lmdb.Transaction, lmdb.Cursor)):
-            self.count += 1
 
 
 def test_compact_looks_each_freed_chunk_up_four_times_at_most(tmp_path):

@@ -58,6 +58,7 @@ from .liveness import Liveness, preview
 from .object_lock import extend_retention, locked_until
 from .safety import refuse_if_damaged
 from .scratch import scratch_folder
+from .sweep_choice import listed_digests
 from .verify import verify_pack
 
 log = logging.getLogger(__name__)
@@ -328,15 +329,17 @@ class _Executor:
     def _delete(self, pack_ids: list[str]) -> None:
         """Index entries first (no backup may reuse them), then the files, then the packs'
         rows: a kill in between leaves doomed packs that the next run finishes. The entries
-        go in one pass over the index (no footer read, no lookup per record); a pack that
-        holds the indexed copy of a chunk in use is kept (see _keep_last_copies)."""
+        go in one pass over the index, or, when these packs hold few records beside it, by
+        a lookup of each digest their footers list (sweep_choice.py); a pack that holds the
+        indexed copy of a chunk in use is kept (see _keep_last_copies)."""
         locked = locked_until(self.storage, [pack_name(p) for p in pack_ids])
         self.locked.update(locked)
         going = [p for p in pack_ids if pack_name(p) not in locked]
         if not going:
             return
         self.ensure_held()
-        kept = self.liveness.remove_unused_locations(going, self.ensure_held)
+        with listed_digests(self.storage, going) as listed:
+            kept = self.liveness.remove_unused_locations(going, self.ensure_held, listed)
         self._keep_last_copies(kept)
         going = [p for p in going if p not in kept]
         for group in batches(going, DELETE_PACKS_PER_GROUP):

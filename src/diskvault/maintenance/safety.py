@@ -10,8 +10,9 @@ redundant may be the last one. So:
   exists (one listing), every manifest block of every snapshot is indexed in a pack that
   exists, and every chunk the reference counts say is in use is indexed in a pack that
   exists. No pack is read; a damaged repository is for ``check --repair`` first.
-- right before packs are deleted, compaction drops their index entries in one pass over
-  the index (ReferenceCounts.remove_unused_locations) and keeps every pack that is still the
+- right before packs are deleted, compaction drops their index entries (one pass over the
+  index, or a lookup of each digest their footers list: ReferenceCounts.
+  remove_unused_locations, maintenance/sweep_choice.py) and keeps every pack that is still the
   indexed copy of a chunk in use: a chunk in use is indexed in a pack that exists (shown
   above), so a pack that goes holds no chunk in use that has no other copy.
 """

@@ -9,10 +9,14 @@ import sys
 
 import blake3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from diskvault.store.format.packs import PackEntry
+from diskvault.store.index import sweeps
 from diskvault.store.index.bulk_load import load_packs, rebuild
-from diskvault.store.index.chunk_index import IDENTITY_KEY, WRITES_PER_TRANSACTION, ChunkIndex
+from diskvault.store.index.bulk_writes import IDENTITY_KEY, WRITES_PER_TRANSACTION
+from diskvault.store.index.chunk_index import ChunkIndex
 from diskvault.store.index.probe import open_environment
 from diskvault.store.index.records import ChunkLocation, encode_location
 from diskvault.store.index.reference_counts import ReferenceCounts
@@ -103,20 +107,81 @@ def test_a_sweep_drops_the_entries_of_unused_chunks_and_keeps_the_packs_of_used_
     assert [d for d, _ in index.iter_chunks()] == [digest(0)]
 
 
-def test_a_sweep_commits_a_bounded_number_of_deletions_at_a_time(index):
-    """One pass over the index, WRITES_PER_TRANSACTION deletions to a transaction (LMDB
-    refuses one with too many dirty pages), the lock checked before each."""
+def bulk_packs(count: int) -> dict[str, list[PackEntry]]:
+    """Four packs sharing ``count`` records with random digests."""
+    return {f"{pack:032x}": [PackEntry(blake3.blake3(n.to_bytes(8, "little")).digest(),
+                                       8 + 100 * n, 100, 250, 0)
+                             for n in range(pack, count, 4)] for pack in range(4)}
+
+
+def footer_digests(packs) -> list[bytes]:
+    """What compaction lists for the listed sweep: every digest of these footers, in order."""
+    return sorted({entry.digest for records in packs for entry in records})
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["pass", "listed"])
+def test_a_sweep_commits_a_bounded_number_of_deletions_at_a_time(index, listed):
+    """WRITES_PER_TRANSACTION deletions to a transaction (LMDB refuses one with too many
+    dirty pages), the lock checked before each, on either path."""
     total = 2 * WRITES_PER_TRANSACTION + 1000
-    packs = {f"{pack:032x}": [PackEntry(blake3.blake3(n.to_bytes(8, "little")).digest(),
-                                        8 + 100 * n, 100, 250, 0)
-                              for n in range(pack, total, 4)] for pack in range(4)}
+    packs = bulk_packs(total)
     load_packs(index, ((pack_id, records, 1000) for pack_id, records in packs.items()))
     index.add_pack(PACK_A, entries(5), 600)  # not swept: stays
     transactions_before = index.env.info()["last_txnid"]
     checks = []
-    assert index.sweep_out(list(packs), before_each=lambda: checks.append(1)) == set()
+    assert index.sweep_out(list(packs), before_each=lambda: checks.append(1),
+                           listed=footer_digests(packs.values()) if listed else None) == set()
     assert index.env.info()["last_txnid"] - transactions_before == len(checks) == 3
     assert index.chunk_count() == 5
+
+
+def test_records_in_sums_the_packs_statistics_and_knows_when_one_has_none(index):
+    index.add_packs([(PACK_A, entries(3), 500), (PACK_B, entries(4, first=3), 500)])
+    assert index.records_in([PACK_A, PACK_B]) == 7
+    assert index.records_in([]) == 0
+    assert index.records_in([PACK_A, PACK_C]) is None
+
+
+@st.composite
+def sweep_cases(draw):
+    """Packs over a small digest space (a digest in several packs: the index keeps one
+    location, an earlier pack's or a relocated copy's), the digests in use, the packs going."""
+    pack_ids = [f"{n:032x}" for n in range(draw(st.integers(1, 6)))]
+    packs = []
+    for pack_id in pack_ids:
+        numbers = draw(st.lists(st.integers(0, 40), max_size=12, unique=True))
+        packs.append((pack_id, [PackEntry(digest(n), 8 + 100 * i, 100, 250, 0)
+                                for i, n in enumerate(numbers)],
+                      draw(st.booleans())))  # relocated: its records win
+    used = draw(st.sets(st.integers(0, 40)))
+    going = draw(st.lists(st.sampled_from(pack_ids), unique=True))
+    return packs, {digest(n) for n in used}, going
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=sweep_cases(), per_transaction=st.integers(1, 4))
+def test_the_listed_sweep_leaves_the_index_the_pass_leaves(tmp_path_factory, monkeypatch,
+                                                           case, per_transaction):
+    """Visiting only the footers' digests decides every entry as the pass over the whole
+    index does (one decision, Sweeps._drops): the same entries left, the same packs
+    kept, across transactions of a few deletions each."""
+    packs, used, going = case
+    monkeypatch.setattr(sweeps, "WRITES_PER_TRANSACTION", per_transaction)
+    outcomes = []
+    for listed in (False, True):
+        opened = ChunkIndex(tmp_path_factory.mktemp("index"))
+        for pack_id, records, relocated in packs:
+            add = opened.add_relocated_pack if relocated else opened.add_pack
+            add(pack_id, records, 1000)
+        counts = ReferenceCounts(opened)
+        counts.apply(dict.fromkeys(used, 1), [], accounted=True)
+        footers = [records for pack_id, records, _ in packs if pack_id in going]
+        kept = counts.remove_unused_locations(
+            going, lambda: None, footer_digests(footers) if listed else None)
+        outcomes.append((kept, list(opened.iter_chunks())))
+        opened.close()
+    assert outcomes[0] == outcomes[1]
 
 
 def test_a_rebuild_replaces_every_location_and_pack(index):

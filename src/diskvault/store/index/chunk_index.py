@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from ..format.packs import PackEntry
 from ..host.durable import make_private_folder
 from . import generations
 from .generations import Tables, live_generation, open_tables, table_names
-from .bulk_writes import IDENTITY_KEY, WRITES_PER_TRANSACTION, BulkWrites
+from .bulk_writes import IDENTITY_KEY, BulkWrites
+from .sweeps import Sweeps
 from .probe import DATA_FILE, cut_off, open_environment, reader_crashes
 from .records import (FINGERPRINT_MASK, LOCATION_PLACE, PACK_STATS, ChunkLocation,
                       PackStats, decode_location, encode_location, pack_stats_row)
@@ -61,7 +62,7 @@ def is_index_error(error: BaseException) -> bool:
     return isinstance(error, lmdb.Error)
 
 
-class ChunkIndex(BulkWrites):
+class ChunkIndex(BulkWrites, Sweeps):
     """One LMDB environment with two tables, ``chunks`` and ``packs``, in two generations
     (generations.py): every transaction uses the live one. Every read turns LMDB's errors
     and undecodable values into CorruptData that sends the user to repair."""
@@ -282,48 +283,6 @@ class ChunkIndex(BulkWrites):
                 value = get(digest, db=chunks)
                 yield None if value is None else bytes(value[:16])
 
-    def sweep_out(self, pack_ids: Collection[str], unless_in=None,
-                  before_each: Callable[[], None] = lambda: None) -> set[str]:
-        """Drop every entry that points into these packs, except (``unless_in``: the handle
-        of a table keyed by digest, in this environment) those of digests that table holds;
-        returns the packs such an entry was kept in. One pass over the index in key order,
-        deciding per entry and deleting through the cursor, WRITES_PER_TRANSACTION deletions
-        to a transaction (``before_each`` is called before each): linear in the index, no
-        lookup from the root per record. A kill between two leaves the index pointing at
-        fewer of these records, never at anything that is not there."""
-        keys = {bytes.fromhex(pack_id) for pack_id in pack_ids}
-        kept: set[bytes] = set()
-        resume: bytes | None = b""
-        while resume is not None and keys:
-            before_each()
-            with self._writing(), self.env.begin(write=True) as txn:
-                resume = self._sweep_some(txn, keys, unless_in, resume, kept)
-        return {key.hex() for key in kept}
-
-    def _sweep_some(self, txn: lmdb.Transaction, keys: set[bytes], unless_in,
-                    start: bytes, kept: set[bytes]) -> bytes | None:
-        """One transaction of sweep_out from ``start``: where the next one starts, or None
-        at the end of the index."""
-        cursor = txn.cursor(db=self._live(txn)[0])
-        used = None if unless_in is None else txn.cursor(db=unless_in)
-        found = cursor.set_range(start) if start else cursor.first()
-        deleted = 0
-        while found:
-            digest, value = cursor.item()
-            pack_key = value[:16]
-            if pack_key not in keys:
-                found = cursor.next()
-            elif used is not None and used.set_key(digest):  # in key order: near the last
-                kept.add(pack_key)
-                found = cursor.next()
-            elif deleted == WRITES_PER_TRANSACTION:
-                return digest
-            else:
-                cursor.delete()  # and on to the next entry
-                deleted += 1
-                found = cursor.key() != b""  # digests are never empty; b"": past the end
-        return None
-
     def remove_packs(self, pack_ids: Iterable[str]) -> None:
         """Forget packs' statistics once their files are gone."""
         with self.env.begin(write=True) as txn:
@@ -334,6 +293,18 @@ class ChunkIndex(BulkWrites):
     def known_packs(self) -> set[str]:
         with self._snapshot() as (txn, _, packs):
             return {key.hex() for key in txn.cursor(db=packs).iternext(values=False)}
+
+    def records_in(self, pack_ids: Iterable[str]) -> int | None:
+        """How many records these packs hold, by their statistics (a lookup each); None if
+        one of them has none."""
+        total = 0
+        with self._snapshot() as (txn, _, packs):
+            for pack_id in pack_ids:
+                value = txn.get(bytes.fromhex(pack_id), db=packs)
+                if value is None:
+                    return None
+                total += PackStats(*PACK_STATS.unpack(value)).records
+        return total
 
     def pack_stats(self) -> Iterator[tuple[str, PackStats]]:
         with self._snapshot() as (txn, _, packs):

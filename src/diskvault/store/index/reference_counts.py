@@ -88,11 +88,13 @@ class ReferenceCounts:
             yield from txn.cursor(db=self._refs).iternext(values=False)
 
     def remove_unused_locations(self, pack_ids: Collection[str],
-                                before_each: Callable[[], None]) -> set[str]:
-        """Drop the index entries into these packs whose chunk no accounted block references,
-        in one pass over the index (ChunkIndex.sweep_out); returns the packs that hold the
-        indexed copy of a chunk in use: they must stay."""
-        return self.index.sweep_out(pack_ids, self._refs, before_each)
+                                before_each: Callable[[], None],
+                                listed: Iterable[bytes] | None = None) -> set[str]:
+        """Drop the index entries into these packs whose chunk no accounted block references
+        (ChunkIndex.sweep_out: one pass over the index, or only the ``listed`` digests of
+        their footers, in order); returns the packs that hold the indexed copy of a chunk in
+        use: they must stay."""
+        return self.index.sweep_out(pack_ids, self._refs, before_each, listed)
 
     # -- pack review and deferred deletion ---------------------------------------------
     def packs_to_review(self, known_packs: Collection[str], threshold: float) -> list[str]:
