@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import install, workload
@@ -80,6 +81,8 @@ def run_workload(name: str, size: int, tools: list[str], work: Path) -> dict:
     target = scratch / "target.img"
     os.environ["XDG_STATE_HOME"] = str(scratch / "state")  # what diskvault remembers of targets
     rows: dict[str, dict] = {}
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_at_start = os.getloadavg()[0]
 
     def checked(label: str, row: dict) -> None:
         row["bit_exact"] = target.exists() and sha256_file(target) == expected
@@ -144,7 +147,9 @@ def run_workload(name: str, size: int, tools: list[str], work: Path) -> dict:
     shutil.rmtree(scratch, ignore_errors=True)
     for row in rows.values():
         row.pop("stdout", None)
-    return {"workload": name, "image_size": size, "machine_cpus": os.cpu_count(), "rows": rows}
+    return {"workload": name, "image_size": size, "machine_cpus": os.cpu_count(),
+            "started": started, "load_average": [load_at_start, os.getloadavg()[0]],
+            "rows": rows}
 
 
 def _casync_seeded(peer: Peer, previous: Path, target: Path) -> dict:
@@ -161,7 +166,10 @@ def table(result: dict) -> str:
     rows = result["rows"]
     read_s = rows["read (cat image > /dev/null)"]["wall_s"] or 1.0
     lines = [f"### {result['workload']}, {result['image_size'] >> 20} MiB, "
-             f"{result['machine_cpus']} cores",
+             f"{result['machine_cpus']} cores"
+             + (f", {result['started']}, load average {result['load_average'][0]:.2f} at the "
+                f"start and {result['load_average'][1]:.2f} at the end (1-minute)"
+                if "started" in result else ""),
              "", "| step | seconds | x cold read | cores | bytes compared | bytes written (copied) "
                  "| bit-exact |",
              "|---|---:|---:|---:|---:|---:|:---:|"]
