@@ -30,10 +30,11 @@ def test_each_chunk_is_delivered_once_at_each_of_its_places_and_zero_runs_never(
     delivered: dict[int, bytes] = {}
     lock = threading.Lock()
 
-    def deliver(span, data):
+    def deliver(pieces):
         with lock:
-            assert span.offset not in delivered
-            delivered[span.offset] = data
+            for span, data in pieces:
+                assert span.offset not in delivered
+                delivered[span.offset] = data
 
     spans = list(image_spans(chunks, record))
     followed = []
@@ -66,7 +67,11 @@ def test_a_failing_write_ends_the_read_with_its_error_and_nothing_is_written_aft
     started, failed, stopped = threading.Event(), threading.Event(), threading.Event()
     after_stop = []
 
-    def deliver(span, data):
+    def deliver(pieces):
+        for span, _ in pieces:
+            deliver_one(span)
+
+    def deliver_one(span):
         if span == failing:
             assert started.wait(60)
             failed.set()

@@ -1,7 +1,7 @@
 """Reading a snapshot's image in windows: the chunks a window of the image needs, each
 fetched once, read in pack order with neighbouring records of one pack merged into one range
 request, decompressed and verified on the pool, then handed back in image order -- or handed
-on the pool, chunk by chunk, to a ``deliver`` function (a restore's writes), while the
+on the pool, a few chunks at a time, to a ``deliver`` function (a restore's writes), while the
 caller follows in image order.
 
 One range request per run of neighbours matters most on an object store (a round trip per
@@ -25,7 +25,8 @@ WINDOW_BYTES = 64 * 1024 * 1024  # image data planned at once; two windows are i
 # And at most this many spans: each costs Python objects (its span, location, future,
 # bytes: ~1 KiB), so 64 MiB of 256-byte chunks held 0.5 GiB; 64 KiB chunks never reach it.
 WINDOW_SPANS = 1 << 14
-Deliver = Callable[[Span, bytes], None]
+DELIVER_BYTES = 512 * 1024  # chunks handed on at once: still in the cache of the core
+Deliver = Callable[[list[tuple[Span, bytes]]], None]
 
 
 def data_windows(spans: Iterable[Span], window_bytes: int = WINDOW_BYTES,
@@ -103,15 +104,24 @@ class _PlannedWindow:
 
 def _read_and_deliver(chunks: ChunkReader, pack_range: PackRange,
                       places: dict[bytes, list[Span]], deliver: Deliver) -> dict:
-    """Each verified record of the range handed to ``deliver`` at every span it fills, as
-    soon as it is verified; the records that failed map to their errors."""
+    """The verified records of the range handed to ``deliver`` at every span they fill,
+    about DELIVER_BYTES at a time, as they are verified; the records that failed map to
+    their errors."""
     failed = {}
+    batch: list[tuple[Span, bytes]] = []
+    size = 0
     for digest, data in verified_records(chunks, pack_range):
         if isinstance(data, CorruptData):
             failed[digest] = data
             continue
         for span in places[digest]:
-            deliver(span, data)
+            batch.append((span, data))
+            size += span.length
+        if size >= DELIVER_BYTES:
+            deliver(batch)
+            batch, size = [], 0
+    if batch:
+        deliver(batch)
     return failed
 
 
@@ -119,10 +129,10 @@ def planned_pieces(chunks: ChunkReader, record: SnapshotRecord, spans: Iterable[
                    pool: Executor, window_bytes: int = WINDOW_BYTES,
                    deliver: Deliver | None = None) -> Iterator[tuple[Span, bytes | None]]:
     """(span, verified bytes) for ``spans`` in order, or (span, None) for a zero run; the
-    next window is read while this one is consumed. With ``deliver``, each data span's
-    bytes go to ``deliver(span, bytes)`` on the pool instead (in no set order, each chunk
-    as soon as it is verified) and come back as None: a span is yielded once its delivery
-    is done, so whatever precedes it is delivered too. A chunk that fails raises, naming
+    next window is read while this one is consumed. With ``deliver``, the data spans'
+    bytes go to ``deliver([(span, bytes), ...])`` on the pool instead (in no set order, a
+    few chunks at a time as they are verified) and come back as None: a span is yielded
+    once its delivery is done, so whatever precedes it is delivered too. A chunk that fails raises, naming
     its offset, when the image reaches it; an error in ``deliver`` is raised there too."""
     planned: deque[_PlannedWindow] = deque()
     try:

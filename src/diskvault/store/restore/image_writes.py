@@ -1,12 +1,13 @@
-"""A full restore's writes. Each chunk is written into the target by the pool thread that
-verified it, at once, while its bytes are still in that core's cache; the caller follows in
-image order, writes the zero runs where they must be written (a block device) and starts
-the disk write of what lies behind it in large ranges. Gathering a window's chunks into long
-runs written by one thread instead made that thread copy them into the page cache from
-memory, on one core, while the pool waited for room."""
+"""A full restore's writes. The chunks are written into the target by the pool thread that
+verified them, a few at a time (read_plan.DELIVER_BYTES), while their bytes are still in
+that core's cache; the caller follows in image order, writes the zero runs where they must
+be written (a block device) and starts the disk write of what lies behind it in large
+ranges. Gathering a window's chunks into long runs written by one thread instead made that
+thread copy them into the page cache from memory, on one core, while the pool waited."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 
@@ -15,6 +16,8 @@ from ..host.durable import write_all
 from .writeback import start_writeback
 
 ZERO_WRITE_BYTES = 1024 * 1024
+RUN_BYTES = 16 * 1024 * 1024  # one pwritev writes at most this
+RUN_BUFFERS = 512  # and at most this many buffers (IOV_MAX is 1024)
 HOLE_BLOCK_BYTES = 4096  # blocks of zeros of this size, aligned in the file, left as holes
 WRITEBACK_BYTES = 32 * 1024 * 1024  # the disk write is started behind every this much image
 _ZEROS = memoryview(bytes(ZERO_WRITE_BYTES))
@@ -52,9 +55,41 @@ def without_zero_blocks(offset: int, data: bytes) -> Iterator[tuple[int, memoryv
         yield offset + run_start, view[run_start:]
 
 
+class RunWriter:
+    """Adjacent pieces gathered into one pwritev: large sequential writes, each sent on to
+    the disk at once if ``writeback`` (see store/restore/writeback.py)."""
+
+    def __init__(self, fd: int, writeback: bool = True):
+        self.fd = fd
+        self.writeback = writeback
+        self.buffers: list = []
+        self.start = self.end = 0
+        self.written = 0
+
+    def add(self, offset: int, data) -> None:
+        if self.buffers and (offset != self.end or len(self.buffers) >= RUN_BUFFERS
+                             or self.end - self.start >= RUN_BYTES):
+            self.flush()
+        if not self.buffers:
+            self.start = self.end = offset
+        self.buffers.append(data)
+        self.end += len(data)
+
+    def flush(self) -> None:
+        if not self.buffers:
+            return
+        done = os.pwritev(self.fd, self.buffers, self.start)
+        if done < self.end - self.start:  # a short write: the rest one by one
+            write_all(self.fd, b"".join(self.buffers)[done:], self.start + done)
+        if self.writeback:
+            start_writeback(self.fd, self.start, self.end - self.start)
+        self.written += self.end - self.start
+        self.buffers = []
+
+
 class ImageWrites:
-    """The writes of a whole image into ``fd``: ``deliver`` (called on the pool for each
-    verified chunk, in any order) writes it; ``follow`` consumes the pieces in image order.
+    """The writes of a whole image into ``fd``: ``deliver`` (called on the pool with a few
+    verified chunks at a time, in any order) writes them; ``follow`` consumes the pieces in image order.
     Zero runs, and zero blocks inside chunks (``without_zero_blocks``), are written only if
     ``write_zeros``. ``written`` counts the bytes written."""
 
@@ -64,17 +99,18 @@ class ImageWrites:
         self.written = 0
         self._count_lock = threading.Lock()
 
-    def deliver(self, span: Span, data: bytes) -> None:
-        if self.write_zeros:
-            write_all(self.fd, data, span.offset)
-            size = len(data)
-        else:
-            size = 0
-            for offset, run in without_zero_blocks(span.offset, data):
-                write_all(self.fd, run, offset)
-                size += len(run)
+    def deliver(self, pieces: list[tuple[Span, bytes]]) -> None:
+        """Write ``pieces``, neighbours in one pwritev (on a pool thread)."""
+        writer = RunWriter(self.fd, writeback=False)  # started behind, in large ranges
+        for span, data in pieces:
+            if self.write_zeros:
+                writer.add(span.offset, data)
+            else:
+                for offset, run in without_zero_blocks(span.offset, data):
+                    writer.add(offset, run)
+        writer.flush()
         with self._count_lock:
-            self.written += size
+            self.written += writer.written
 
     def follow(self, pieces: Pieces, progress: Progress | None = None) -> None:
         """Consume ``pieces`` (read with ``deliver``): when a span comes back, it and every

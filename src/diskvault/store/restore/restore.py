@@ -26,13 +26,11 @@ from ..read.image_map import image_spans
 from ..read.read_plan import Deliver, planned_pieces
 from .delta import DeltaCounts, differing_spans, spans_within
 from .file_clone import clone_file
-from .image_writes import ImageWrites, Pieces, Progress, zero_pieces
+from .image_writes import (RUN_BUFFERS, RUN_BYTES, ImageWrites, Pieces, Progress,
+                           RunWriter, zero_pieces)
 from .restore_marks import interrupted_restore, replacing, restore_in_progress
-from .writeback import start_writeback
 
 FETCH_WINDOW = 64  # chunks in flight for flows that fetch chunk by chunk (copy)
-RUN_BYTES = 16 * 1024 * 1024  # one pwritev writes at most this
-RUN_BUFFERS = 512  # and at most this many buffers (IOV_MAX is 1024)
 PIPE_BYTES = 1024 * 1024  # cat grows its output pipe to this (Linux's default most)
 PATCH_BLOCK_BYTES = 4096  # a delta restore compares and writes whole blocks of this size
 
@@ -127,36 +125,6 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
-class _RunWriter:
-    """Adjacent pieces gathered into one pwritev: large sequential writes, each sent on to
-    the disk at once (see store/restore/writeback.py)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.buffers: list = []
-        self.start = self.end = 0
-        self.written = 0
-
-    def add(self, offset: int, data) -> None:
-        if self.buffers and (offset != self.end or len(self.buffers) >= RUN_BUFFERS
-                             or self.end - self.start >= RUN_BYTES):
-            self.flush()
-        if not self.buffers:
-            self.start = self.end = offset
-        self.buffers.append(data)
-        self.end += len(data)
-
-    def flush(self) -> None:
-        if not self.buffers:
-            return
-        done = os.pwritev(self.fd, self.buffers, self.start)
-        if done < self.end - self.start:  # a short write: the rest one by one
-            write_all(self.fd, b"".join(self.buffers)[done:], self.start + done)
-        start_writeback(self.fd, self.start, self.end - self.start)
-        self.written += self.end - self.start
-        self.buffers = []
-
-
 def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, target: Path,
                     force: bool, full: bool = False, in_place: bool = False,
                     progress: Progress | None = None,
@@ -228,7 +196,7 @@ def _patch(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, read_fd:
         spans = spans_within(spans, changed_ranges(held, record, chunks.get))
         counts.known_snapshot = held.short_id
     spans = differing_spans(read_fd, spans, chunks.codec.chunk_id, pool, counts, progress)
-    writer = _RunWriter(write_fd)
+    writer = RunWriter(write_fd)
     for span, data in image_pieces(chunks, record, pool, spans):
         parts = zero_pieces(span.length) if data is None else (memoryview(data),)
         offset = span.offset
