@@ -67,17 +67,25 @@ class _PlannedWindow:
                 if span.digest is not None:
                     places.setdefault(span.digest, []).append(span)
         self.futures: dict[bytes, Future] = {}
-        for pack_range in coalesce(locations, chunks.packs.backend.read_gap_bytes):
-            try:
-                chunks.packs.advise_will_need(pack_range.pack_id, pack_range.offset,
-                                              pack_range.length)
-            except CorruptData:
-                pass  # a missing pack: its read fails too, naming the image offset
+        ranges = coalesce(locations, chunks.packs.backend.read_gap_bytes)
+        for pack_range in ranges:
             if deliver is None:
                 future = pool.submit(read_range, chunks, pack_range)
             else:
                 future = pool.submit(_read_and_deliver, chunks, pack_range, places, deliver)
             self.futures.update((digest, future) for digest, _ in pack_range.records)
+        # Then the read-ahead, which waits while the disk's queue is full: the pool starts
+        # on the first ranges meanwhile instead of waiting for their submission.
+        try:
+            for pack_range in ranges:
+                try:
+                    chunks.packs.advise_will_need(pack_range.pack_id, pack_range.offset,
+                                                  pack_range.length)
+                except CorruptData:
+                    pass  # a missing pack: its read fails too, naming the image offset
+        except BaseException:
+            self.cancel()  # the window is not handed back: its reads end here
+            raise
 
     def pieces(self) -> Iterator[tuple[Span, bytes | None]]:
         for span in self.spans:
