@@ -21,7 +21,7 @@ from .chunk_reader import ChunkReader
 from .image_map import damage_context
 from .pack_ranges import PackRange, coalesce, read_range, verified_records
 
-WINDOW_BYTES = 64 * 1024 * 1024  # image data planned at once; two windows are in memory
+WINDOW_BYTES = 64 * 1024 * 1024  # image data planned at once; two windows are in flight
 # And at most this many spans: each costs Python objects (its span, location, future,
 # bytes: ~1 KiB), so 64 MiB of 256-byte chunks held 0.5 GiB; 64 KiB chunks never reach it.
 WINDOW_SPANS = 1 << 14
@@ -111,11 +111,12 @@ class _PlannedWindow:
 
 
 def _read_and_deliver(chunks: ChunkReader, pack_range: PackRange,
-                      places: dict[bytes, list[Span]], deliver: Deliver) -> dict:
+                      places: dict[bytes, list[Span]],
+                      deliver: Deliver) -> dict[bytes, CorruptData]:
     """The verified records of the range handed to ``deliver`` at every span they fill,
     about DELIVER_BYTES at a time, as they are verified; the records that failed map to
     their errors."""
-    failed = {}
+    failed: dict[bytes, CorruptData] = {}
     batch: list[tuple[Span, bytes]] = []
     size = 0
     for digest, data in verified_records(chunks, pack_range):
@@ -140,8 +141,9 @@ def planned_pieces(chunks: ChunkReader, record: SnapshotRecord, spans: Iterable[
     next window is read while this one is consumed. With ``deliver``, the data spans'
     bytes go to ``deliver([(span, bytes), ...])`` on the pool instead (in no set order, a
     few chunks at a time as they are verified) and come back as None: a span is yielded
-    once its delivery is done, so whatever precedes it is delivered too. A chunk that fails raises, naming
-    its offset, when the image reaches it; an error in ``deliver`` is raised there too."""
+    once its delivery is done, so whatever precedes it is delivered too. A chunk that fails
+    raises, naming its offset, when the image reaches it; an error in ``deliver`` is raised
+    there too."""
     planned: deque[_PlannedWindow] = deque()
     try:
         for window in data_windows(spans, window_bytes):

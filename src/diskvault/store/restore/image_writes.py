@@ -89,9 +89,9 @@ class RunWriter:
 
 class ImageWrites:
     """The writes of a whole image into ``fd``: ``deliver`` (called on the pool with a few
-    verified chunks at a time, in any order) writes them; ``follow`` consumes the pieces in image order.
-    Zero runs, and zero blocks inside chunks (``without_zero_blocks``), are written only if
-    ``write_zeros``. ``written`` counts the bytes written."""
+    verified chunks at a time, in any order) writes them; ``follow`` consumes the pieces in
+    image order. Zero runs, and zero blocks inside chunks (``without_zero_blocks``), are
+    written only if ``write_zeros``. ``written`` counts the bytes written."""
 
     def __init__(self, fd: int, write_zeros: bool):
         self.fd = fd

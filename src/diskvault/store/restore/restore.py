@@ -1,7 +1,8 @@
 """Restore, cat and whole-image reads: manifest spans -> the read plan (windows of pack
-ranges fetched, decompressed and verified on the pool) -> writes: a full restore's from the
-pool, each chunk as it is verified (image_writes.py); a stream's and a patch's in large
-sequential runs. Zero runs are skipped (a new sparse file) or written (block device, stream, patched file).
+ranges fetched, decompressed and verified on the pool) -> writes: a full restore's on the
+pool, a few chunks at a time as they are verified (image_writes.py); a stream's and a
+patch's in image order, in large sequential runs. Zero runs are skipped (a new sparse file)
+or written (block device, stream, patched file).
 Onto an existing target, only the entries it does not already hold are read and written."""
 
 from __future__ import annotations
