@@ -9,7 +9,6 @@ import hashlib
 import os
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 
