@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diskvault.errors import TargetExists
-from diskvault.store.restore.restore import without_zero_blocks
+from diskvault.store.restore.image_writes import without_zero_blocks
 
 from ...conftest import in_both_modes
 

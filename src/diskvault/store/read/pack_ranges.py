@@ -4,6 +4,7 @@ decompressed and verified. The read plan (images) and the manifest's blocks both
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ...errors import CorruptData, MissingChunk
@@ -50,33 +51,38 @@ RangeResult = dict[bytes, "bytes | CorruptData"]
 
 def read_range(chunks: ChunkReader, pack_range: PackRange) -> RangeResult:
     """Every record of one range read, decompressed and verified; a record that fails maps
-    to its error, raised when the image reaches it (so it names the right offset). A pack
-    found missing (compacted away elsewhere) has its records read one by one where the
-    index, caught up, now puts them (ChunkReader.get)."""
+    to its error, raised when the image reaches it (so it names the right offset)."""
+    return dict(verified_records(chunks, pack_range))
+
+
+def verified_records(chunks: ChunkReader,
+                     pack_range: PackRange) -> Iterator[tuple[bytes, bytes | CorruptData]]:
+    """(digest, verified bytes or the error that stops it) for each record of one range, one
+    at a time: a caller that uses each record as it comes finds its bytes still in the CPU's
+    cache. A pack found missing (compacted away elsewhere) has its records read one by one
+    where the index, caught up, now puts them (ChunkReader.get)."""
     try:
         stored = memoryview(chunks.packs.read(pack_range.pack_id, pack_range.offset,
                                               pack_range.length))
     except MissingChunk:
-        return _read_records_anew(chunks, pack_range)
-    result: RangeResult = {}
+        yield from _read_records_anew(chunks, pack_range)
+        return
     for digest, location in pack_range.records:
         start = location.offset - pack_range.offset
         try:
-            result[digest] = chunks.verified(digest, location,
-                                             stored[start:start + location.stored_size])
+            yield digest, chunks.verified(digest, location,
+                                          stored[start:start + location.stored_size])
         except CorruptData as error:
-            result[digest] = error
-    return result
+            yield digest, error
 
 
-def _read_records_anew(chunks: ChunkReader, pack_range: PackRange) -> RangeResult:
-    result: RangeResult = {}
+def _read_records_anew(chunks: ChunkReader,
+                       pack_range: PackRange) -> Iterator[tuple[bytes, bytes | CorruptData]]:
     for digest, _ in pack_range.records:
         try:
-            result[digest] = chunks.get(digest)
+            yield digest, chunks.get(digest)
         except CorruptData as error:
-            result[digest] = error
-    return result
+            yield digest, error
 
 
 def read_blocks(chunks: ChunkReader, blocks: list[BlockRef]) -> dict[bytes, bytes | CorruptData]:

@@ -1,6 +1,8 @@
 """Restore, cat and whole-image reads: manifest spans -> the read plan (windows of pack
-ranges fetched, decompressed and verified on the pool) -> writes in large sequential runs.
-Zero runs are skipped (a new sparse file) or written (block device, stream, patched file).
+ranges fetched, decompressed and verified on the pool) -> writes: a full restore's on the
+pool, a few chunks at a time as they are verified (image_writes.py); a stream's and a
+patch's in image order, in large sequential runs. Zero runs are skipped (a new sparse file)
+or written (block device, stream, patched file).
 Onto an existing target, only the entries it does not already hold are read and written."""
 
 from __future__ import annotations
@@ -22,23 +24,16 @@ from ..host.durable import atomic_replacement, remove_leftover_temps, write_all
 from ..read.chunk_reader import ChunkReader
 from ..read.diff import changed_ranges
 from ..read.image_map import image_spans
-from ..read.read_plan import planned_pieces
+from ..read.read_plan import Deliver, planned_pieces
 from .delta import DeltaCounts, differing_spans, spans_within
 from .file_clone import clone_file
+from .image_writes import (RUN_BUFFERS, RUN_BYTES, ImageWrites, Pieces, Progress,
+                           RunWriter, zero_pieces)
 from .restore_marks import interrupted_restore, replacing, restore_in_progress
-from .writeback import start_writeback
 
-ZERO_WRITE_BYTES = 1024 * 1024
 FETCH_WINDOW = 64  # chunks in flight for flows that fetch chunk by chunk (copy)
-RUN_BYTES = 16 * 1024 * 1024  # one pwritev writes at most this
-RUN_BUFFERS = 512  # and at most this many buffers (IOV_MAX is 1024)
 PIPE_BYTES = 1024 * 1024  # cat grows its output pipe to this (Linux's default most)
 PATCH_BLOCK_BYTES = 4096  # a delta restore compares and writes whole blocks of this size
-HOLE_BLOCK_BYTES = 4096  # blocks of zeros of this size, aligned in the file, left as holes
-_ZEROS = memoryview(bytes(ZERO_WRITE_BYTES))
-_ZERO_BLOCK = bytes(HOLE_BLOCK_BYTES)
-Progress = Callable[[int], None]
-Pieces = Iterator[tuple[Span, bytes | None]]
 
 
 @dataclass
@@ -54,18 +49,23 @@ class RestoreResult(DeltaCounts):
 
 
 def image_pieces(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
-                 spans: Iterable[Span] | None = None) -> Pieces:
+                 spans: Iterable[Span] | None = None, deliver: Deliver | None = None) -> Pieces:
     """(span, verified bytes) in image order, or (span, None) for a zero run: every span of
-    the snapshot, or only ``spans``."""
+    the snapshot, or only ``spans``. With ``deliver``, the bytes go to it on the pool
+    instead (read_plan.planned_pieces)."""
     if spans is None:
         chunks.index.read_ahead()  # every chunk of the image is located
     return planned_pieces(chunks, record, image_spans(chunks, record) if spans is None
-                          else spans, pool)
+                          else spans, pool, deliver=deliver)
 
 
-def _zero_pieces(length: int) -> Iterator[memoryview]:
-    for start in range(0, length, ZERO_WRITE_BYTES):
-        yield _ZEROS[:min(ZERO_WRITE_BYTES, length - start)]
+def write_image(fd: int, chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
+                write_zeros: bool, progress: Progress | None = None) -> int:
+    """Write the whole snapshot into ``fd``; zero runs, and zero blocks inside chunks, only
+    if ``write_zeros`` (image_writes.ImageWrites). Bytes written."""
+    writes = ImageWrites(fd, write_zeros)
+    writes.follow(image_pieces(chunks, record, pool, deliver=writes.deliver), progress)
+    return writes.written
 
 
 def write_stream(pieces: Pieces, out: BinaryIO, progress: Progress | None = None) -> None:
@@ -78,7 +78,7 @@ def write_stream(pieces: Pieces, out: BinaryIO, progress: Progress | None = None
     out.flush()  # anything the stream holds goes first
     runs = _StreamRuns(fd, out.write)
     for span, data in pieces:
-        for piece in (_zero_pieces(span.length) if data is None else (data,)):
+        for piece in (zero_pieces(span.length) if data is None else (data,)):
             runs.add(piece)
         if progress:
             progress(span.offset + span.length)
@@ -126,81 +126,6 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
-class _RunWriter:
-    """Adjacent pieces gathered into one pwritev: large sequential writes, each sent on to
-    the disk at once (see store/restore/writeback.py)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.buffers: list = []
-        self.start = self.end = 0
-        self.written = 0
-
-    def add(self, offset: int, data) -> None:
-        if self.buffers and (offset != self.end or len(self.buffers) >= RUN_BUFFERS
-                             or self.end - self.start >= RUN_BYTES):
-            self.flush()
-        if not self.buffers:
-            self.start = self.end = offset
-        self.buffers.append(data)
-        self.end += len(data)
-
-    def flush(self) -> None:
-        if not self.buffers:
-            return
-        done = os.pwritev(self.fd, self.buffers, self.start)
-        if done < self.end - self.start:  # a short write: the rest one by one
-            write_all(self.fd, b"".join(self.buffers)[done:], self.start + done)
-        start_writeback(self.fd, self.start, self.end - self.start)
-        self.written += self.end - self.start
-        self.buffers = []
-
-
-def without_zero_blocks(offset: int, data: bytes) -> Iterator[tuple[int, memoryview]]:
-    """(offset, bytes) runs of ``data`` (at ``offset`` in the file) without the blocks of
-    HOLE_BLOCK_BYTES, aligned in the file, that hold only zeros: in a new sparse file they
-    are holes already. A disk's free space is zeros inside data chunks too (a chunk that
-    one written block turned from zeros to data), and a restore is bound by its writes."""
-    view = memoryview(data)
-    start = (-offset) % HOLE_BLOCK_BYTES  # where the first aligned block begins in data
-    # The first byte of every aligned block, in one slice: only a block starting with a
-    # zero is compared in full (most data has none).
-    firsts = data[start::HOLE_BLOCK_BYTES]
-    run_start = 0
-    index = firsts.find(0)
-    while index >= 0:
-        block = start + index * HOLE_BLOCK_BYTES
-        if block + HOLE_BLOCK_BYTES <= len(data) and data.startswith(_ZERO_BLOCK, block):
-            if block > run_start:
-                yield offset + run_start, view[run_start:block]
-            run_start = block + HOLE_BLOCK_BYTES
-        index = firsts.find(0, index + 1)
-    if run_start < len(data):
-        yield offset + run_start, view[run_start:]
-
-
-def write_pieces(fd: int, pieces: Pieces, write_zeros: bool,
-                 progress: Progress | None = None) -> int:
-    """Write ``pieces`` at their offsets; zero runs, and zero blocks inside chunks
-    (``without_zero_blocks``), only if ``write_zeros``. Bytes written."""
-    writer = _RunWriter(fd)
-    for span, data in pieces:
-        if data is not None and write_zeros:
-            writer.add(span.offset, data)
-        elif data is not None:
-            for offset, run in without_zero_blocks(span.offset, data):
-                writer.add(offset, run)
-        elif write_zeros:
-            offset = span.offset
-            for zeros in _zero_pieces(span.length):
-                writer.add(offset, zeros)
-                offset += len(zeros)
-        if progress:
-            progress(span.offset + span.length)
-    writer.flush()
-    return writer.written
-
-
 def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, target: Path,
                     force: bool, full: bool = False, in_place: bool = False,
                     progress: Progress | None = None,
@@ -237,8 +162,8 @@ def restore_to_path(chunks: ChunkReader, record: SnapshotRecord, pool: Executor,
         else:
             with atomic_replacement(real_target) as fd:
                 os.ftruncate(fd, record.size)  # all holes; only data is written
-                result = RestoreResult(written_bytes=write_pieces(
-                    fd, image_pieces(chunks, record, pool), False, progress))
+                result = RestoreResult(written_bytes=write_image(fd, chunks, record, pool,
+                                                                 False, progress))
     result.interrupted_before = interrupted
     return result
 
@@ -272,9 +197,9 @@ def _patch(chunks: ChunkReader, record: SnapshotRecord, pool: Executor, read_fd:
         spans = spans_within(spans, changed_ranges(held, record, chunks.get))
         counts.known_snapshot = held.short_id
     spans = differing_spans(read_fd, spans, chunks.codec.chunk_id, pool, counts, progress)
-    writer = _RunWriter(write_fd)
+    writer = RunWriter(write_fd)
     for span, data in image_pieces(chunks, record, pool, spans):
-        parts = _zero_pieces(span.length) if data is None else (memoryview(data),)
+        parts = zero_pieces(span.length) if data is None else (memoryview(data),)
         offset = span.offset
         for new in parts:
             for start, run in differing_blocks(offset, os.pread(read_fd, len(new), offset),
@@ -350,8 +275,7 @@ def _restore_in_place(chunks: ChunkReader, record: SnapshotRecord, pool: Executo
                            interrupted_before=interrupted_restore(path))
     with restore_in_progress(path, record):
         if full:
-            result.written_bytes = write_pieces(fd, image_pieces(chunks, record, pool), True,
-                                                progress)
+            result.written_bytes = write_image(fd, chunks, record, pool, True, progress)
         else:
             result.written_bytes = _patch(chunks, record, pool, fd, fd, result, progress,
                                           held)
