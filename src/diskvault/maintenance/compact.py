@@ -46,7 +46,7 @@ from ..store.backup.packing import PackFiller
 from ..store.coordination.locking import WriterLock
 from ..store.format.manifest import ManifestEntry, decode_block
 from ..store.format.packs import PackEntry, pack_name
-from ..store.format.snapshots import SnapshotRecord
+from ..store.format.snapshot_store import SnapshotRecords
 from ..store.index.sorted_runs import DigestSet
 from ..store.pipeline import batches
 from ..store.storage import Storage
@@ -169,7 +169,7 @@ def plan_requests(storage: Storage, plan: CompactionPlan) -> PlannedRequests | N
                             storage.backend.part_bytes)
 
 
-def _live_blocks(records: list[SnapshotRecord]) -> DigestSet:
+def _live_blocks(records: SnapshotRecords) -> DigestSet:
     """The manifest blocks the snapshots list, each once, in digest order, kept on disk."""
     live = DigestSet(scratch_folder())
     for record in records:
@@ -178,7 +178,7 @@ def _live_blocks(records: list[SnapshotRecord]) -> DigestSet:
     return live
 
 
-def _block_reader(storage: Storage, records: list[SnapshotRecord]):
+def _block_reader(storage: Storage, records: SnapshotRecords):
     """What reconcile reads blocks with: a block that cannot be read is named with the
     snapshot it belongs to (found when it happens: rare)."""
 

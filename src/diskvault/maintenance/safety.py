@@ -20,7 +20,7 @@ from __future__ import annotations
 
 
 from ..errors import CorruptData
-from ..store.format.snapshots import SnapshotRecord
+from ..store.format.snapshot_store import SnapshotRecords
 from ..store.index.sorted_runs import DigestSet
 from ..store.storage import Storage
 from .liveness import Liveness
@@ -35,7 +35,7 @@ def _short(names: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def damage_found(storage: Storage, records: list[SnapshotRecord],
+def damage_found(storage: Storage, records: SnapshotRecords,
                  liveness: Liveness | None) -> list[str]:
     """What check would call damage and maintenance must not build on, found from one
     listing of the packs and the index alone (see the module docstring)."""
@@ -63,7 +63,7 @@ def damage_found(storage: Storage, records: list[SnapshotRecord],
     return findings
 
 
-def _lost_blocks(storage: Storage, records: list[SnapshotRecord],
+def _lost_blocks(storage: Storage, records: SnapshotRecords,
                  existing: set[bytes]) -> set[bytes]:
     """The manifest blocks of the records that are not indexed in a pack that exists: the
     blocks sorted on disk (millions at 100 TB) and looked up in digest order."""
@@ -75,7 +75,7 @@ def _lost_blocks(storage: Storage, records: list[SnapshotRecord],
                 if location is None or bytes.fromhex(location.pack_id) not in existing}
 
 
-def refuse_if_damaged(storage: Storage, command: str, records: list[SnapshotRecord],
+def refuse_if_damaged(storage: Storage, command: str, records: SnapshotRecords,
                       liveness: Liveness | None) -> None:
     """CorruptData (exit 1) naming the first damage found, before ``command`` changes
     anything."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
@@ -46,7 +46,8 @@ class SnapshotRecord:
     host: str
     tags: list[str]
     stats: BackupStats
-    blocks: BlockList = field(default_factory=BlockList)  # a list of BlockRef is packed
+    # A list of BlockRef is packed; None in a header (``header()``), which has none.
+    blocks: BlockList | None = field(default_factory=BlockList)
     base_id: str | None = None  # a change map's base: unchanged data was taken from it
     # Holes were chunked as the zeros they are, so every chunk but the image's last ends
     # at a real cut; False for records made before (their chunks ended at holes).
@@ -59,8 +60,14 @@ class SnapshotRecord:
     dirty_bitmap: str | None = None
 
     def __post_init__(self):
-        if not isinstance(self.blocks, BlockList):
+        if self.blocks is not None and not isinstance(self.blocks, BlockList):
             self.blocks = BlockList(self.blocks)
+
+    def header(self) -> "SnapshotRecord":
+        """The record without its block list: what a command holds of every record, at a
+        few hundred bytes each, where the list is ~40 B a manifest block (~2 MB a record of
+        a 1 TB image). Its blocks are read again when needed (SnapshotStore.each)."""
+        return replace(self, blocks=None)
 
     @staticmethod
     def new_id() -> str:
