@@ -66,7 +66,7 @@ class SnapshotRecord:
     def header(self) -> "SnapshotRecord":
         """The record without its block list: what a command holds of every record, at a
         few hundred bytes each, where the list is ~40 B a manifest block (~2 MB a record of
-        a 1 TB image). Its blocks are read again when needed (SnapshotStore.each)."""
+        a 1 TB image). Its blocks are read again when needed (SnapshotRecords)."""
         return replace(self, blocks=None)
 
     @staticmethod
