@@ -47,7 +47,6 @@ from ..store.coordination.locking import WriterLock
 from ..store.format.manifest import ManifestEntry, decode_block
 from ..store.format.packs import PackEntry, pack_name
 from ..store.format.snapshot_store import SnapshotRecords
-from ..store.index.sorted_runs import DigestSet
 from ..store.pipeline import batches
 from ..store.storage import Storage
 from .append_only import refuse_if_append_only
@@ -56,8 +55,8 @@ from .compact_plan import (DEFAULT_THRESHOLD, CompactionPlan, live_records, pack
 from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, preview
 from .object_lock import extend_retention, locked_until
+from .record_blocks import records_with_blocks
 from .safety import refuse_if_damaged
-from .scratch import scratch_folder
 from .verify import verify_pack
 
 log = logging.getLogger(__name__)
@@ -117,11 +116,10 @@ def compact_holding(storage: Storage, lock: WriterLock,
 
 def _compact_counted(storage: Storage, lock: WriterLock, threshold: float) -> CompactResult:
     liveness = Liveness(storage.index)
-    records = storage.snapshots.all_intact()
-    with _live_blocks(records) as live:
+    with records_with_blocks(storage, intact=True) as (records, live):
         lock.ensure_held()
         stats = liveness.reconcile(live, _block_reader(storage, records), storage.pool)
-    refuse_if_damaged(storage, "compact", records, liveness)
+        refuse_if_damaged(storage, "compact", records, live, liveness)
     plan = plan_compaction(storage, liveness, threshold)
     executor = _Executor(storage, liveness, plan, lock.ensure_held)
     executor.locked.update(_without_locked_rewrites(storage, plan))
@@ -153,8 +151,7 @@ def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> Compact
     writes nothing (packs left by a killed writer are indexed by the real run first)."""
     validate_threshold(threshold)
     with storage.reader_lock():
-        records = storage.snapshots.all_intact()
-        with _live_blocks(records) as live:
+        with records_with_blocks(storage, intact=True) as (records, live):
             pending = preview(storage.index, live, _block_reader(storage, records),
                               storage.pool)
         return plan_compaction(storage, pending, threshold)
@@ -167,15 +164,6 @@ def plan_requests(storage: Storage, plan: CompactionPlan) -> PlannedRequests | N
         return None
     return planned_requests(plan, storage.config.pack_target_bytes,
                             storage.backend.part_bytes)
-
-
-def _live_blocks(records: SnapshotRecords) -> DigestSet:
-    """The manifest blocks the snapshots list, each once, in digest order, kept on disk."""
-    live = DigestSet(scratch_folder())
-    for record in records:
-        for block in record.blocks:
-            live.add(block.digest)
-    return live
 
 
 def _block_reader(storage: Storage, records: SnapshotRecords):

@@ -130,20 +130,26 @@ class SnapshotStore:
         if self._cache:
             self._cache.forget(record_name(snapshot_id))
 
-    def scan(self) -> tuple[SnapshotRecords, list[tuple[PurePosixPath, CorruptData]]]:
+    def scan(self, each: Callable[[SnapshotRecord], None] | None = None
+             ) -> tuple[SnapshotRecords, list[tuple[PurePosixPath, CorruptData]]]:
         """Every readable snapshot, oldest first, and each damaged record's name with its
         error; SnapshotGone if a snapshot this host saw is not listed. Each record is read
-        and checked whole, then only its header kept."""
+        and checked whole, handed to ``each`` (what a command gathers from every record in
+        this one read), then only its header kept."""
         headers, damaged = [], []
         generation = self._generation()
         names = self._listed()
         for name in names:
             try:
-                headers.append(self._read(name).header())
+                record = self._read(name)
             except FileNotFoundError:
                 continue  # deleted while we listed
             except CorruptData as error:
                 damaged.append((PurePosixPath(name), error))
+                continue
+            if each is not None:
+                each(record)
+            headers.append(record.header())
         if self._memory is not None:
             self._memory.check_and_remember({snapshot_id_of(name) for name in names}, headers,
                                             self.exists, generation, self.generations.highest)
@@ -257,20 +263,22 @@ class SnapshotStore:
                 strays.append(name)
         return names, sorted(strays + self.backend.list_foreign(SNAPSHOTS_PREFIX))
 
-    def all_intact(self) -> SnapshotRecords:
+    def all_intact(self, each: Callable[[SnapshotRecord], None] | None = None
+                   ) -> SnapshotRecords:
         """Every snapshot, or CorruptData if any record is damaged: for compaction, which
-        would otherwise take a damaged snapshot's data for unused and delete it."""
-        records, damaged = self.scan()
+        would otherwise take a damaged snapshot's data for unused and delete it. ``each``
+        as for scan()."""
+        records, damaged = self.scan(each)
         if damaged:
             raise CorruptData(f"{damaged[0][1]}; refusing to run while a snapshot record is "
                               f"damaged (its data would look unused): run 'diskvault check'")
         return records
 
-    def all(self) -> SnapshotRecords:
+    def all(self, each: Callable[[SnapshotRecord], None] | None = None) -> SnapshotRecords:
         """Every readable snapshot, oldest first. A damaged record is skipped with a
         warning, so that it does not make every other snapshot unreachable ('diskvault
-        check' reports it)."""
-        records, damaged = self.scan()
+        check' reports it). ``each`` as for scan()."""
+        records, damaged = self.scan(each)
         for _, error in damaged:
             log.warning("%s", error)
         return records
