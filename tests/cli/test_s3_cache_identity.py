@@ -129,7 +129,7 @@ def test_a_long_reader_that_meets_a_pack_compacted_away_reads_the_index_again(
 
     with Repository.open(url) as repository:  # not registered: as in the window before
         older, latest = repository.list_snapshots("vm")
-        read = reader(repository, latest)
+        read = reader(repository, repository.load_snapshot(latest.id))  # with its blocks
         host("host-b")
         run_cli("delete", "-r", url, older.id, check=True)
         run_cli("compact", "-r", url, check=True)

@@ -33,7 +33,7 @@ def new_url(s3_environment, tmp_path, monkeypatch):
                 check=True)
         run_cli("backup", "-r", url, str(image), "--name", "vm", check=True)
         with Repository.open(url) as repository:
-            first = repository.list_snapshots()[0]
+            first = repository.find_snapshot(repository.list_snapshots()[0].id)
             for _ in range(snapshots - 1):
                 repository.storage.snapshots.save(
                     dataclasses.replace(first, id=SnapshotRecord.new_id()))

@@ -132,7 +132,7 @@ def test_a_cache_that_is_behind_reads_only_the_footers_of_new_packs(
         assert len(repository.list_snapshots()) == 2
         now_known = repository.storage.index.known_packs()
         assert set(read) == now_known - packs_at_first and read
-        digest = repository.list_snapshots("b")[0].blocks[0].digest
+        digest = repository.find_snapshot("b").blocks[0].digest
         assert repository.storage.index.lookup(digest) is not None
 
 

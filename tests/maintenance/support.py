@@ -138,7 +138,7 @@ def chunks_by_pack(repository: Repository) -> dict[str, set[bytes]]:
 def referenced(repository: Repository, record: SnapshotRecord) -> set[bytes]:
     """Every chunk a snapshot needs: its manifest blocks and their data chunks."""
     digests = set()
-    for block in record.blocks:
+    for block in repository.load_snapshot(record.id).blocks:  # a header lists none
         digests.add(block.digest)
         digests.update(e.digest for e in repository.load_manifest_block(block.digest)
                        if e.digest is not None)
@@ -148,7 +148,7 @@ def referenced(repository: Repository, record: SnapshotRecord) -> set[bytes]:
 def chunk_offsets(repository: Repository, record: SnapshotRecord) -> dict[bytes, int]:
     """Where each data chunk of a snapshot first appears in its image."""
     offsets: dict[bytes, int] = {}
-    for block in record.blocks:
+    for block in repository.load_snapshot(record.id).blocks:  # a header lists none
         offset = block.offset
         for entry in repository.load_manifest_block(block.digest):
             if entry.digest is not None:

@@ -186,11 +186,11 @@ def test_a_pack_whose_chunk_waits_in_a_doomed_copy_goes_once_that_copy_is_emptie
 
 def test_compact_refuses_when_a_snapshot_manifest_cannot_be_read(small, tmp_path):
     expected = nightly(small, tmp_path, 2)
-    newest = small.list_snapshots()[-1]
-    block = newest.blocks[0].digest
+    records = [small.load_snapshot(r.id) for r in small.list_snapshots()]  # with blocks
+    block = records[-1].blocks[0].digest
     home = small.storage.chunks.locate(block).pack_id
     # The pack may hold blocks of the older snapshot too (block cuts follow chunk ids).
-    users = [r.short_id for r in small.list_snapshots()
+    users = [r.short_id for r in records
              if any(small.storage.chunks.locate(b.digest).pack_id == home for b in r.blocks)]
     small.storage.packs.delete(home)
     packs = pack_count(small.root)

@@ -118,7 +118,7 @@ def test_prune_and_delete_refuse_while_the_index_points_at_a_missing_pack(small,
                                                                           command):
     nightly(small, tmp_path, 3)
     compact(small.storage, threshold=0.0)
-    newest = small.list_snapshots()[-1]
+    newest = small.load_snapshot(small.list_snapshots()[-1].id)
     lost = small.storage.chunks.locate(newest.blocks[0].digest).pack_id
     small.storage.packs.delete(lost)
     snapshots = {r.id for r in small.list_snapshots()}

@@ -67,7 +67,7 @@ def compact(storage, lock: WriterLock) -> None:
 
 
 def delete(storage, lock: WriterLock) -> None:
-    forget_records(storage, storage.snapshots.all(), lock)
+    forget_records(storage, storage.snapshots.all().headers, lock)
 
 
 MAINTENANCE = {"compact": compact, "delete": delete}

@@ -46,8 +46,7 @@ from ..store.backup.packing import PackFiller
 from ..store.coordination.locking import WriterLock
 from ..store.format.manifest import ManifestEntry, decode_block
 from ..store.format.packs import PackEntry, pack_name
-from ..store.format.snapshots import SnapshotRecord
-from ..store.index.sorted_runs import DigestSet
+from ..store.format.snapshot_store import SnapshotRecords
 from ..store.pipeline import batches
 from ..store.storage import Storage
 from .append_only import refuse_if_append_only
@@ -56,8 +55,8 @@ from .compact_plan import (DEFAULT_THRESHOLD, CompactionPlan, live_records, pack
 from .compact_requests import PlannedRequests, planned_requests
 from .liveness import Liveness, preview
 from .object_lock import extend_retention, locked_until
+from .record_blocks import records_with_blocks
 from .safety import refuse_if_damaged
-from .scratch import scratch_folder
 from .sweep_choice import listed_digests
 from .verify import verify_pack
 
@@ -118,11 +117,10 @@ def compact_holding(storage: Storage, lock: WriterLock,
 
 def _compact_counted(storage: Storage, lock: WriterLock, threshold: float) -> CompactResult:
     liveness = Liveness(storage.index)
-    records = storage.snapshots.all_intact()
-    with _live_blocks(records) as live:
+    with records_with_blocks(storage, intact=True) as (records, live):
         lock.ensure_held()
         stats = liveness.reconcile(live, _block_reader(storage, records), storage.pool)
-    refuse_if_damaged(storage, "compact", records, liveness)
+        refuse_if_damaged(storage, "compact", records, live, liveness)
     plan = plan_compaction(storage, liveness, threshold)
     executor = _Executor(storage, liveness, plan, lock.ensure_held)
     executor.locked.update(_without_locked_rewrites(storage, plan))
@@ -154,8 +152,7 @@ def plan_only(storage: Storage, threshold: float = DEFAULT_THRESHOLD) -> Compact
     writes nothing (packs left by a killed writer are indexed by the real run first)."""
     validate_threshold(threshold)
     with storage.reader_lock():
-        records = storage.snapshots.all_intact()
-        with _live_blocks(records) as live:
+        with records_with_blocks(storage, intact=True) as (records, live):
             pending = preview(storage.index, live, _block_reader(storage, records),
                               storage.pool)
         return plan_compaction(storage, pending, threshold)
@@ -170,16 +167,7 @@ def plan_requests(storage: Storage, plan: CompactionPlan) -> PlannedRequests | N
                             storage.backend.part_bytes)
 
 
-def _live_blocks(records: list[SnapshotRecord]) -> DigestSet:
-    """The manifest blocks the snapshots list, each once, in digest order, kept on disk."""
-    live = DigestSet(scratch_folder())
-    for record in records:
-        for block in record.blocks:
-            live.add(block.digest)
-    return live
-
-
-def _block_reader(storage: Storage, records: list[SnapshotRecord]):
+def _block_reader(storage: Storage, records: SnapshotRecords):
     """What reconcile reads blocks with: a block that cannot be read is named with the
     snapshot it belongs to (found when it happens: rare)."""
 

@@ -23,7 +23,7 @@ def set_protection(storage: Storage, selectors: Sequence[str], protect: bool,
     with storage.writer_lock(f"{verb} {' '.join(selectors)}", lock_wait_s) as lock:
         if not protect:
             refuse_if_append_only(storage, "unprotect")
-        records = storage.snapshots.all()
+        records = storage.snapshots.all().headers
         chosen = {r.id: r for r in (select_snapshot(records, s) for s in selectors)}
         changed = []
         for record in chosen.values():

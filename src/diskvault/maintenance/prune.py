@@ -16,11 +16,14 @@ from datetime import datetime, timezone
 from ..errors import BadInput, SnapshotProtected
 from ..store.coordination.locking import WriterLock
 from ..store.format.snapshot_selection import select_snapshot
+from ..store.format.snapshot_store import SnapshotRecords
 from ..store.format.snapshots import SnapshotRecord
+from ..store.index.sorted_runs import DigestSet
 from ..store.storage import Storage
 from .append_only import refuse_if_append_only
 from .liveness import Liveness
 from .object_lock import date_label, locked_records, refuse_locked
+from .record_blocks import records_with_blocks
 from .retention import KeepPolicy, SnapshotTime, select_kept
 from .safety import refuse_if_damaged
 
@@ -92,17 +95,19 @@ def prune(storage: Storage, policy: KeepPolicy, name: str | None = None,
     """Plan (and unless ``dry_run``, apply) a prune under the writer lock."""
     now = now or datetime.now(timezone.utc)
     if dry_run:
-        plan = _keep_locked(storage, plan_prune(storage.snapshots.all(), policy, now, name,
-                                                allow_delete_all, storage.protection.ids()))
+        plan = _keep_locked(storage, plan_prune(storage.snapshots.all().headers, policy, now,
+                                                name, allow_delete_all,
+                                                storage.protection.ids()))
         plan.dry_run = True
         return plan
     with storage.disk_full_reported(INTACT_OUTCOME.format("prune")), \
             storage.writer_lock("prune", lock_wait_s) as lock:
         refuse_if_append_only(storage, "prune")
-        records = storage.snapshots.all()
-        plan = _keep_locked(storage, plan_prune(records, policy, now, name, allow_delete_all,
-                                                storage.protection.ids()))
-        _refuse_if_damaged(storage, "prune", records)
+        with records_with_blocks(storage) as (records, blocks):
+            plan = _keep_locked(storage, plan_prune(records.headers, policy, now, name,
+                                                    allow_delete_all,
+                                                    storage.protection.ids()))
+            _refuse_if_damaged(storage, "prune", records, blocks)
         forget_records(storage, plan.removed, lock)
     return plan
 
@@ -114,17 +119,18 @@ def delete_snapshots(storage: Storage, selectors: Sequence[str], lock_wait_s: fl
     resolved before any record is removed, so a typo deletes nothing. ``dry_run``: only
     say which."""
     if dry_run:
-        chosen = _refuse_protected(storage, select_deleted(storage.snapshots.all(), selectors,
-                                                           all_of_series))
+        chosen = _refuse_protected(storage, select_deleted(storage.snapshots.all().headers,
+                                                           selectors, all_of_series))
         refuse_locked(storage, chosen)
         return chosen
     with storage.disk_full_reported(INTACT_OUTCOME.format("delete")), \
             storage.writer_lock(f"delete {' '.join(selectors)}", lock_wait_s) as lock:
         refuse_if_append_only(storage, "delete")
-        records = storage.snapshots.all()
-        chosen = _refuse_protected(storage, select_deleted(records, selectors, all_of_series))
-        refuse_locked(storage, chosen)
-        _refuse_if_damaged(storage, "delete", records)
+        with records_with_blocks(storage) as (records, blocks):
+            chosen = _refuse_protected(storage, select_deleted(records.headers, selectors,
+                                                               all_of_series))
+            refuse_locked(storage, chosen)
+            _refuse_if_damaged(storage, "delete", records, blocks)
         forget_records(storage, chosen, lock)
     return chosen
 
@@ -174,12 +180,12 @@ def _refuse_protected(storage: Storage, chosen: list[SnapshotRecord]) -> list[Sn
     return chosen
 
 
-def _refuse_if_damaged(storage: Storage, command: str,
-                       records: Sequence[SnapshotRecord]) -> None:
+def _refuse_if_damaged(storage: Storage, command: str, records: SnapshotRecords,
+                       blocks: DigestSet) -> None:
     """Forget nothing in a damaged repository (safety.py); packs a killed writer left, or a
     lost index, are indexed first: that is not damage."""
     storage.recover_unindexed_packs()
-    refuse_if_damaged(storage, command, records, Liveness.existing(storage.index))
+    refuse_if_damaged(storage, command, records, blocks, Liveness.existing(storage.index))
 
 
 def forget_records(storage: Storage, records: Iterable[SnapshotRecord],

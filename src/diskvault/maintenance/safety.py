@@ -21,11 +21,10 @@ from __future__ import annotations
 
 
 from ..errors import CorruptData
-from ..store.format.snapshots import SnapshotRecord
+from ..store.format.snapshot_store import SnapshotRecords
 from ..store.index.sorted_runs import DigestSet
 from ..store.storage import Storage
 from .liveness import Liveness
-from .scratch import scratch_folder
 
 SHOWN = 3  # names given per finding; the count says how many there are
 REPAIR_FIRST = "run 'diskvault check --repair' first"
@@ -36,10 +35,11 @@ def _short(names: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def damage_found(storage: Storage, records: list[SnapshotRecord],
+def damage_found(storage: Storage, records: SnapshotRecords, blocks: DigestSet,
                  liveness: Liveness | None) -> list[str]:
     """What check would call damage and maintenance must not build on, found from one
-    listing of the packs and the index alone (see the module docstring)."""
+    listing of the packs and the index alone (see the module docstring). ``blocks``: the
+    manifest blocks the records list (record_blocks.py)."""
     existing = {bytes.fromhex(pack_id) for pack_id in storage.packs.list()}  # ~90 B a pack
     doomed = liveness.doomed() if liveness else set()
     findings = []
@@ -49,7 +49,7 @@ def damage_found(storage: Storage, records: list[SnapshotRecord],
     if missing:
         findings.append(f"the index lists {len(missing)} packs that do not exist "
                         f"({_short(missing)})")
-    lost_blocks = _lost_blocks(storage, records, existing)
+    lost_blocks = _lost_blocks(storage, blocks, existing)
     if lost_blocks:
         names = sorted({r.short_id for r in records
                         if any(ref.digest in lost_blocks for ref in r.blocks)})
@@ -64,23 +64,18 @@ def damage_found(storage: Storage, records: list[SnapshotRecord],
     return findings
 
 
-def _lost_blocks(storage: Storage, records: list[SnapshotRecord],
-                 existing: set[bytes]) -> set[bytes]:
-    """The manifest blocks of the records that are not indexed in a pack that exists: the
-    blocks sorted on disk (millions at 100 TB) and looked up in digest order."""
-    with DigestSet(scratch_folder()) as blocks:
-        for record in records:
-            for ref in record.blocks:
-                blocks.add(ref.digest)
-        return {digest for digest, location in storage.index.locate_many(blocks)
-                if location is None or bytes.fromhex(location.pack_id) not in existing}
+def _lost_blocks(storage: Storage, blocks: DigestSet, existing: set[bytes]) -> set[bytes]:
+    """The manifest blocks that are not indexed in a pack that exists: the blocks sorted
+    on disk (millions at 100 TB) and looked up in digest order."""
+    return {digest for digest, location in storage.index.locate_many(blocks)
+            if location is None or bytes.fromhex(location.pack_id) not in existing}
 
 
-def refuse_if_damaged(storage: Storage, command: str, records: list[SnapshotRecord],
-                      liveness: Liveness | None) -> None:
+def refuse_if_damaged(storage: Storage, command: str, records: SnapshotRecords,
+                      blocks: DigestSet, liveness: Liveness | None) -> None:
     """CorruptData (exit 1) naming the first damage found, before ``command`` changes
     anything."""
-    findings = damage_found(storage, records, liveness)
+    findings = damage_found(storage, records, blocks, liveness)
     if findings:
         more = f" (and {len(findings) - 1} more findings)" if len(findings) > 1 else ""
         raise CorruptData(f"{command} refused: {findings[0]}{more}; {REPAIR_FIRST}, then "

@@ -90,7 +90,7 @@ def pending_copies(source: Storage, destination: Storage, selectors: Sequence[st
                    ) -> tuple[list[SnapshotRecord], CopyReport]:
     """(the selected snapshots the destination lacks, a report naming those it has): two
     listings of snapshot records, which an object store's cache answers without a GET."""
-    to_copy, present = select_for_copy(source.snapshots.all(),
+    to_copy, present = select_for_copy(source.snapshots.all().headers,
                                        set(destination.snapshots.ids()), selectors)
     return to_copy, CopyReport(skipped=present,
                                same_chunk_ids=names_chunks_alike(source.codec, destination.codec),
@@ -118,7 +118,8 @@ def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[st
         copy_one = CutAnew(destination)
     done_bytes = 0
     config = destination.config
-    for record in to_copy:
+    for header in to_copy:
+        record = source.snapshots.load(header.id)  # one record's blocks held at a time
         with WriteSession(destination.packs, destination.index, destination.codec,
                           config.pack_target_bytes) as session:
             copied = copy_one(source, destination, session, record, report)
@@ -128,7 +129,7 @@ def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[st
         report.stored_bytes += session.counts.stored_bytes
         before_record()
         destination.snapshots.save(copied)  # last: everything it references is durable
-        report.copied.append(copied)
+        report.copied.append(copied.header())
         done_bytes += record.size
         if progress:
             progress(done_bytes)
@@ -226,14 +227,16 @@ class CutAnew:
     for a backup, so unchanged regions are hashed, not cut."""
 
     def __init__(self, destination: Storage):
-        self._latest = {record.name: record for record in destination.snapshots.all()}
+        # Headers: the one a copy cuts after is loaded then.
+        self._latest = {r.name: r for r in destination.snapshots.all().headers}
 
     def __call__(self, source: Storage, destination: Storage, session: WriteSession,
                  record: SnapshotRecord, report: CopyReport) -> SnapshotRecord:
         stats = BackupStats()
         recorder = ImageRecorder(session, destination.pool, stats)
         previous = self._latest.get(record.name)
-        hints = cutting_hints(destination.chunks, previous) if previous else ()
+        hints = cutting_hints(destination.chunks, destination.snapshots.load(previous.id)) \
+            if previous else ()
         chunker = Chunker(destination.config.chunker, hints,
                           parallel_hasher(destination.pool, destination.codec.chunk_id),
                           destination.cipher.chunk_permutation)
@@ -248,7 +251,7 @@ class CutAnew:
                                                  - stats.new_manifest_blocks)
         copied = dataclasses.replace(record, blocks=blocks, holes_as_zeros=True)
         if previous is None or previous.time <= copied.time:
-            self._latest[record.name] = copied
+            self._latest[record.name] = copied.header()
         return copied
 
 

@@ -257,8 +257,10 @@ class Repository:
 
     # -- snapshots ---------------------------------------------------------------------
     def list_snapshots(self, name: str | None = None) -> list[SnapshotRecord]:
-        records = self.storage.snapshots.all()
-        return [r for r in records if r.name == name] if name else records
+        """The readable snapshots' headers (records without their block lists: load one
+        to read it), oldest first."""
+        headers = self.storage.snapshots.all().headers
+        return [r for r in headers if r.name == name] if name else headers
 
     def latest_of_series(self, name: str) -> SnapshotRecord | None:
         """The series' newest snapshot, None if it has none: one record read where this
@@ -272,8 +274,9 @@ class Repository:
         return self.storage.snapshots.accept_missing()
 
     def scan_snapshots(self):
-        """(readable records oldest first, errors of damaged records)."""
-        return self.storage.snapshots.scan()
+        """(readable snapshots' headers oldest first, errors of damaged records)."""
+        records, damaged = self.storage.snapshots.scan()
+        return records.headers, damaged
 
     def find_snapshot(self, selector: str) -> SnapshotRecord:
         return self.storage.snapshots.find(selector)
@@ -288,7 +291,7 @@ class Repository:
 
     def totals(self) -> RepositoryTotals:
         """Sizes over the readable snapshots (damaged records are reported elsewhere)."""
-        records, _ = self.storage.snapshots.scan()
+        records = self.storage.snapshots.scan()[0].headers
         stats = list(self.storage.index.pack_stats())
         return RepositoryTotals(
             snapshots=len(records), logical_bytes=sum(r.size for r in records),
@@ -305,7 +308,12 @@ class Repository:
         """A ``reader.ImageReader``: random-access reads of the snapshot's image."""
         from .read.reader import ImageReader  # on use (see the imports above)
 
-        return ImageReader(self.storage.chunks, record, self.storage.pool, **cache_sizes)
+        return ImageReader(self.storage.chunks, self._whole(record), self.storage.pool,
+                           **cache_sizes)
+
+    def _whole(self, record: SnapshotRecord) -> SnapshotRecord:
+        """``record`` with its block list: a header (list_snapshots) is read in full."""
+        return record if record.blocks is not None else self.storage.snapshots.load(record.id)
 
     def restore(self, record: SnapshotRecord, target: Path, force: bool = False,
                 full: bool = False, in_place: bool = False,
@@ -318,8 +326,9 @@ class Repository:
         with self.reader_lock():
             held = self._held_snapshot(Path(target)) if force and not full else None
             known_contents.forget(Path(target))
-            result = restore_to_path(self.storage.chunks, record, self.storage.pool,
-                                     Path(target), force, full, in_place, progress, held)
+            result = restore_to_path(self.storage.chunks, self._whole(record),
+                                     self.storage.pool, Path(target), force, full, in_place,
+                                     progress, held)
             known_contents.remember(Path(target), repository_id, record.id)
             return result
 
@@ -338,11 +347,11 @@ class Repository:
         from .restore.restore import image_pieces, write_stream  # on use (see the imports above)
 
         with self.reader_lock():
-            write_stream(image_pieces(self.storage.chunks, record, self.storage.pool), out,
-                         progress)
+            write_stream(image_pieces(self.storage.chunks, self._whole(record),
+                                      self.storage.pool), out, progress)
 
     def diff(self, a: SnapshotRecord, b: SnapshotRecord) -> list[tuple[int, int]]:
-        return changed_ranges(a, b, self.storage.chunks.get)
+        return changed_ranges(self._whole(a), self._whole(b), self.storage.chunks.get)
 
     def browse(self, record: SnapshotRecord, **cache_sizes):
         """The volumes and filesystems inside a snapshot's image (`ls`, `pull`, the mount's

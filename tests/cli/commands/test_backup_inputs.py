@@ -23,8 +23,9 @@ def cli_repo(tmp_path: Path) -> str:
 
 
 def records(repo: str, name: str | None = None):
+    """The series' records, whole (a listing gives headers, without their blocks)."""
     with Repository.open(Path(repo)) as repository:
-        return repository.list_snapshots(name)
+        return [repository.load_snapshot(r.id) for r in repository.list_snapshots(name)]
 
 
 def manifest(record) -> list:

@@ -9,18 +9,17 @@ every block. Each block is stored as a chunk; the snapshot record keeps the list
 
 from __future__ import annotations
 
-import bisect
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ...errors import CorruptData
+from .block_list import DIGEST_BYTES, BlockList, BlockRef  # BlockRef: imported from here too
 
 BLOCK_MAGIC = b"DVM1"
 ENTRY_HEAD = struct.Struct("<BQ")
 KIND_DATA = 0
 KIND_ZEROS = 1
-DIGEST_BYTES = 32
 
 MIN_BLOCK_ENTRIES = 64
 MAX_BLOCK_ENTRIES = 1024
@@ -30,12 +29,6 @@ MAX_BLOCK_ENTRIES = 1024
 class ManifestEntry:
     length: int
     digest: bytes | None  # None for a zero run
-
-
-@dataclass(frozen=True, slots=True)  # held by the thousand: no __dict__ each
-class BlockRef:
-    digest: bytes
-    offset: int
 
 
 def encode_block(entries: list[ManifestEntry]) -> bytes:
@@ -81,7 +74,7 @@ class ManifestBuilder:
         self._entries: list[ManifestEntry] = []
         self._block_offset = 0
         self._offset = 0
-        self.blocks: list[BlockRef] = []
+        self.blocks = BlockList()
 
     @property
     def size(self) -> int:
@@ -110,11 +103,11 @@ class ManifestBuilder:
 
     def _cut(self) -> None:
         digest = self._store_block(encode_block(self._entries))
-        self.blocks.append(BlockRef(digest, self._block_offset))
+        self.blocks.append(digest, self._block_offset)
         self._block_offset = self._offset
         self._entries = []
 
-    def finish(self) -> list[BlockRef]:
+    def finish(self) -> BlockList:
         if self._entries:
             self._cut()
         return self.blocks
@@ -135,25 +128,26 @@ def spans(entries: list[ManifestEntry], offset: int) -> Iterator[Span]:
         offset += entry.length
 
 
-def block_ends(blocks: list[BlockRef], size: int) -> list[int]:
+def block_ends(blocks: BlockList, size: int):
     """Where each block's bytes end: at the next block's offset, the last one at ``size``."""
-    return [block.offset for block in blocks[1:]] + [size]
+    return blocks.ends(size)
 
 
-def layout_problem(blocks: list[BlockRef], size: int) -> str | None:
+def layout_problem(blocks: BlockList, size: int) -> str | None:
     """Why a block list cannot describe an image of ``size`` bytes, or None when it can:
     the first block starts at 0, offsets strictly increase, the last one starts before
-    ``size``, every digest is a digest. Readers rely on each of these."""
-    if not blocks:
+    ``size`` (every digest is a digest: a BlockList holds no other). Readers rely on each
+    of these."""
+    offsets = blocks.offsets
+    if not offsets:
         return None if size == 0 else f"it lists no manifest blocks for {size} bytes"
-    if blocks[0].offset != 0:
-        return f"its first manifest block starts at byte offset {blocks[0].offset}, not 0"
-    for block, end in zip(blocks, block_ends(blocks, size)):
-        if len(block.digest) != DIGEST_BYTES:
-            return f"the manifest block at byte offset {block.offset} has no valid digest"
-        if end <= block.offset:
-            limit = "the image's size" if block is blocks[-1] else "the next block's offset"
-            return (f"the manifest block at byte offset {block.offset} does not start before "
+    if offsets[0] != 0:
+        return f"its first manifest block starts at byte offset {offsets[0]}, not 0"
+    last = len(offsets) - 1
+    for index, (start, end) in enumerate(zip(offsets, blocks.ends(size))):
+        if end <= start:
+            limit = "the image's size" if index == last else "the next block's offset"
+            return (f"the manifest block at byte offset {start} does not start before "
                     f"{limit} {end}")
     return None
 
@@ -186,8 +180,3 @@ def placed_entries(data: bytes, start: int, end: int) -> list[ManifestEntry]:
     if problem:
         raise CorruptData(problem)
     return entries
-
-
-def find_block(blocks: list[BlockRef], offsets: list[int], position: int) -> int:
-    """Index of the block that holds byte ``position`` (``offsets`` are the blocks' starts)."""
-    return bisect.bisect_right(offsets, position) - 1

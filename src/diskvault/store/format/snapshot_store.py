@@ -4,7 +4,7 @@ host, checked against what this host saw), listed, chosen by their summaries, de
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import PurePosixPath
 
 from ...errors import AuthenticationFailed, CorruptData
@@ -19,6 +19,27 @@ from .snapshots import (RECORD_SUFFIX, SNAPSHOTS_PREFIX, SnapshotRecord, Snapsho
                         is_snapshot_id, record_name, snapshot_id_of)
 
 log = logging.getLogger(__name__)
+
+
+class SnapshotRecords:
+    """Every readable snapshot of one listing, oldest first: held as ``headers`` (records
+    without their block lists), and read again on each pass over them, one at a time, each
+    decoded and checked as on the first read. So a command costs a header a snapshot and
+    one record's block list, not every record's (~2 MB each for a 1 TB image)."""
+
+    def __init__(self, store: "SnapshotStore", headers: list[SnapshotRecord]):
+        self._store = store
+        self.headers = headers
+
+    def __len__(self) -> int:
+        return len(self.headers)
+
+    def __iter__(self) -> Iterator[SnapshotRecord]:
+        for header in self.headers:
+            try:
+                yield self._store.load(header.id)
+            except FileNotFoundError:
+                continue  # deleted since the listing (a prune beside this reader)
 
 
 class SnapshotStore:
@@ -109,23 +130,31 @@ class SnapshotStore:
         if self._cache:
             self._cache.forget(record_name(snapshot_id))
 
-    def scan(self) -> tuple[list[SnapshotRecord], list[tuple[PurePosixPath, CorruptData]]]:
+    def scan(self, each: Callable[[SnapshotRecord], None] | None = None
+             ) -> tuple[SnapshotRecords, list[tuple[PurePosixPath, CorruptData]]]:
         """Every readable snapshot, oldest first, and each damaged record's name with its
-        error; SnapshotGone if a snapshot this host saw is not listed."""
-        records, damaged = [], []
+        error; SnapshotGone if a snapshot this host saw is not listed. Each record is read
+        and checked whole, handed to ``each`` (what a command gathers from every record in
+        this one read), then only its header kept."""
+        headers, damaged = [], []
         generation = self._generation()
         names = self._listed()
         for name in names:
             try:
-                records.append(self._read(name))
+                record = self._read(name)
             except FileNotFoundError:
                 continue  # deleted while we listed
             except CorruptData as error:
                 damaged.append((PurePosixPath(name), error))
+                continue
+            if each is not None:
+                each(record)
+            headers.append(record.header())
         if self._memory is not None:
-            self._memory.check_and_remember({snapshot_id_of(name) for name in names}, records,
+            self._memory.check_and_remember({snapshot_id_of(name) for name in names}, headers,
                                             self.exists, generation, self.generations.highest)
-        return sorted(records, key=lambda r: (r.time, r.id)), damaged
+        headers.sort(key=lambda r: (r.time, r.id))
+        return SnapshotRecords(self, headers), damaged
 
     def summaries(self) -> list[SnapshotSummary]:
         """Every readable snapshot's id, series and time, oldest first: from the catalogue
@@ -168,12 +197,13 @@ class SnapshotStore:
         record = self.load(summary.id)
         if (record.name, record.time) == (summary.name, summary.time):
             return record
-        records = self.all()
+        headers = self.all().headers
         if self._catalogue is not None:
             log.warning("the snapshot catalogue %s does not match record %s: it is rebuilt",
                         self._catalogue.path, record.id)
-            self._catalogue.save({r.id: (r.name, r.time) for r in records})
-        return pick(records)
+            self._catalogue.save({r.id: (r.name, r.time) for r in headers})
+        chosen = pick(headers)
+        return None if chosen is None else self.load(chosen.id)
 
     def latest_of_series(self, series: str) -> SnapshotRecord | None:
         """The series' newest snapshot, None if it has none: one record read where this
@@ -233,20 +263,22 @@ class SnapshotStore:
                 strays.append(name)
         return names, sorted(strays + self.backend.list_foreign(SNAPSHOTS_PREFIX))
 
-    def all_intact(self) -> list[SnapshotRecord]:
+    def all_intact(self, each: Callable[[SnapshotRecord], None] | None = None
+                   ) -> SnapshotRecords:
         """Every snapshot, or CorruptData if any record is damaged: for compaction, which
-        would otherwise take a damaged snapshot's data for unused and delete it."""
-        records, damaged = self.scan()
+        would otherwise take a damaged snapshot's data for unused and delete it. ``each``
+        as for scan()."""
+        records, damaged = self.scan(each)
         if damaged:
             raise CorruptData(f"{damaged[0][1]}; refusing to run while a snapshot record is "
                               f"damaged (its data would look unused): run 'diskvault check'")
         return records
 
-    def all(self) -> list[SnapshotRecord]:
+    def all(self, each: Callable[[SnapshotRecord], None] | None = None) -> SnapshotRecords:
         """Every readable snapshot, oldest first. A damaged record is skipped with a
         warning, so that it does not make every other snapshot unreachable ('diskvault
-        check' reports it)."""
-        records, damaged = self.scan()
+        check' reports it). ``each`` as for scan()."""
+        records, damaged = self.scan(each)
         for _, error in damaged:
             log.warning("%s", error)
         return records

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
 import blake3
 
 from ...errors import CorruptData
-from .manifest import BlockRef, layout_problem
+from .manifest import DIGEST_BYTES, BlockList, layout_problem
 
 RECORD_VERSION = 2  # 2 adds the checksum; version 1 records still load
 READABLE_VERSIONS = (1, 2)
 CHECKSUM_KEY = "checksum"
+BLOCKS_KEY = b'"blocks":'
 ID_HEX_DIGITS = 16
 SNAPSHOTS_PREFIX = "snapshots/"
 RECORD_SUFFIX = ".json"
@@ -45,7 +46,8 @@ class SnapshotRecord:
     host: str
     tags: list[str]
     stats: BackupStats
-    blocks: list[BlockRef] = field(default_factory=list)
+    # A list of BlockRef is packed; None in a header (``header()``), which has none.
+    blocks: BlockList | None = field(default_factory=BlockList)
     base_id: str | None = None  # a change map's base: unchanged data was taken from it
     # Holes were chunked as the zeros they are, so every chunk but the image's last ends
     # at a real cut; False for records made before (their chunks ended at holes).
@@ -56,6 +58,16 @@ class SnapshotRecord:
     # The dirty bitmap that counts the source's changes since this snapshot's read began
     # (backup --dirty-bitmap): the next backup with it reads only what it marks.
     dirty_bitmap: str | None = None
+
+    def __post_init__(self):
+        if self.blocks is not None and not isinstance(self.blocks, BlockList):
+            self.blocks = BlockList(self.blocks)
+
+    def header(self) -> "SnapshotRecord":
+        """The record without its block list: what a command holds of every record, at a
+        few hundred bytes each, where the list is ~40 B a manifest block (~2 MB a record of
+        a 1 TB image). Its blocks are read again when needed (SnapshotRecords)."""
+        return replace(self, blocks=None)
 
     @staticmethod
     def new_id() -> str:
@@ -72,8 +84,8 @@ class SnapshotRecord:
 
     def summary(self) -> dict:
         """Everything but the block list: what ``list``/``info --json`` print."""
-        body = asdict(self)
-        body.pop("blocks")
+        body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "blocks"}
+        body["tags"], body["stats"] = list(self.tags), asdict(self.stats)
         if self.base_id is None:
             body.pop("base_id")  # absent unless a change map was used: records as before
         if not self.holes_as_zeros:
@@ -86,17 +98,22 @@ class SnapshotRecord:
         return body
 
     def to_json(self) -> bytes:
-        body = {"version": RECORD_VERSION, **self.summary(),
-                "blocks": [[b.digest.hex(), b.offset] for b in self.blocks]}
-        body[CHECKSUM_KEY] = record_checksum(body)
-        return json.dumps(body, separators=(",", ":")).encode()
+        """The record's JSON: the block list's text written straight from its packed form
+        where a placeholder stands in the body (the checksum covers the text as it is)."""
+        placeholder = _placeholder()
+        body = {"version": RECORD_VERSION, **self.summary(), "blocks": placeholder}
+        blocks = self.blocks.json_text()
+        body[CHECKSUM_KEY] = record_checksum(body, placeholder, blocks)
+        before, after = json.dumps(body, separators=(",", ":")).encode().split(
+            json.dumps(placeholder).encode())
+        return before + blocks + after
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> "SnapshotRecord":
         """A record proven whole (version 2: its checksum) and whose block list can describe
         its image (every version); CorruptData naming ``where`` otherwise."""
         try:
-            body = json.loads(data)
+            body, blocks, checksum = _decoded(data)
             version = body.get("version")
             if version not in READABLE_VERSIONS:
                 raise ValueError(f"record version {version}")
@@ -104,17 +121,17 @@ class SnapshotRecord:
                 id=body["id"], name=body["name"], time=datetime.fromisoformat(body["time"]),
                 source=body["source"], size=int(body["size"]), host=body["host"],
                 tags=list(body["tags"]), stats=BackupStats(**body["stats"]),
-                blocks=[BlockRef(bytes.fromhex(d), int(o)) for d, o in body["blocks"]],
                 base_id=body.get("base_id"),
                 holes_as_zeros=body.get("holes_as_zeros", False) is True,
                 consistency=body.get("consistency"),
                 dirty_bitmap=body.get("dirty_bitmap"))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise CorruptData(f"snapshot record {where} cannot be read ({error})") from None
-        problem = _integrity_problem(body, record)
+        problem = _integrity_problem(body, checksum, record, blocks)
         if problem:
             raise CorruptData(f"snapshot record {where} is damaged: {problem}; run "
                               f"'diskvault check'")
+        record.blocks = blocks
         return record
 
 
@@ -136,24 +153,77 @@ def series_name(source_path, name: str | None) -> str:
     return name or PurePosixPath(str(source_path)).name
 
 
-def record_checksum(body: dict) -> str:
+def record_checksum(body: dict, placeholder: str | None = None,
+                    blocks: bytes | memoryview = b"") -> str:
     """blake3-256 hex of the record's canonical JSON without the checksum field: keys
-    sorted, no whitespace, non-ASCII escaped (docs/format.md, "Snapshot records")."""
+    sorted, no whitespace, non-ASCII escaped (docs/format.md, "Snapshot records"). Where
+    the body holds ``placeholder`` for its block list, ``blocks`` (that list's canonical
+    text) is hashed in its place."""
     unsigned = {key: value for key, value in body.items() if key != CHECKSUM_KEY}
     canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return blake3.blake3(canonical.encode("ascii")).hexdigest()
+    hasher = blake3.blake3()
+    parts = canonical.encode("ascii").split(json.dumps(placeholder).encode()) \
+        if placeholder is not None else [canonical.encode("ascii")]
+    for index, part in enumerate(parts):
+        if index:
+            hasher.update(blocks)
+        hasher.update(part)
+    return hasher.hexdigest()
 
 
-def _integrity_problem(body: dict, record: SnapshotRecord) -> str | None:
+def _placeholder() -> str:
+    """A string no other value of a record holds: it stands for the block list's text."""
+    return f"blocks-{secrets.token_hex(16)}"
+
+
+def _decoded(data: bytes) -> tuple[dict, BlockList | str, str]:
+    """The record's body, its block list (or why its list cannot be one) and the checksum
+    its content hashes to. A list in the canonical form the encoder writes goes from the
+    text straight into a BlockList, without a Python object per block; any other form is
+    read the general way, so every record reads and verifies as it always has."""
+    position = data.rfind(BLOCKS_KEY)
+    found = BlockList.from_json_text(data, position + len(BLOCKS_KEY)) \
+        if position >= 0 else None
+    if found is not None:
+        blocks, end = found
+        placeholder = _placeholder()
+        start = position + len(BLOCKS_KEY)
+        body = json.loads(data[:start] + json.dumps(placeholder).encode() + data[end:])
+        if isinstance(body, dict) and body.get("blocks") == placeholder:
+            return body, blocks, record_checksum(body, placeholder,
+                                                 memoryview(data)[start:end])
+    body = json.loads(data)
+    if not isinstance(body, dict):
+        raise TypeError("a record is a JSON object")
+    return body, _packed(body["blocks"]), record_checksum(body)
+
+
+def _packed(pairs: list) -> BlockList | str:
+    """``[[digest hex, offset], ...]`` as a BlockList, or why it cannot describe an image
+    (ValueError where it is not even that list)."""
+    blocks = BlockList()
+    for digest, offset in pairs:
+        digest, offset = bytes.fromhex(digest), int(offset)
+        if len(digest) != DIGEST_BYTES:
+            return f"the manifest block at byte offset {offset} has no valid digest"
+        if not 0 <= offset < 1 << 64:
+            return f"the manifest block at byte offset {offset} is outside any image"
+        blocks.append(digest, offset)
+    return blocks
+
+
+def _integrity_problem(body: dict, checksum: str, record: SnapshotRecord,
+                       blocks: BlockList | str) -> str | None:
     if body["version"] >= 2:
         stored = body.get(CHECKSUM_KEY)
-        expected = record_checksum(body)
-        if stored != expected:
+        if stored != checksum:
             return (f"checksum mismatch (it says {str(stored)[:16]}…, its content hashes to "
-                    f"{expected[:16]}…)")
+                    f"{checksum[:16]}…)")
     if record.size < 0:
         return f"its size is {record.size}"
-    return layout_problem(record.blocks, record.size)
+    if isinstance(blocks, str):
+        return blocks
+    return layout_problem(blocks, record.size)
 
 
 def record_name(snapshot_id: str) -> str:

@@ -78,7 +78,7 @@ class ImageReader:
         self.record = record
         self.size = record.size
         self.pool = pool
-        self._block_starts = [b.offset for b in record.blocks]
+        self._block_starts = record.blocks.offsets  # an array: bisected without a list
         self._block_ends = block_ends(record.blocks, record.size)
         # Futures, so that concurrent readers of one block or chunk share one fetch.
         self._blocks: LRU[int, Future] = LRU(block_cache_blocks)
