@@ -20,7 +20,7 @@ CHILD = r"""
 import bisect, json, os, random, sys, tempfile, time, tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from diskvault.store.format.manifest import BlockRef
+from diskvault.store.format.block_list import BlockRef
 from diskvault.store.format.snapshots import BackupStats, SnapshotRecord
 from diskvault.store.repository import Repository
 

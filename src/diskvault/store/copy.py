@@ -34,8 +34,9 @@ from ..errors import CorruptData
 from .backup.back_up import ImageRecorder, parallel_hasher
 from .backup.chunker import Chunker
 from .backup.write_session import WriteSession
+from .format.block_list import BlockRef
 from .format.codec import Codec
-from .format.manifest import (BlockRef, ManifestBuilder, ManifestEntry, block_ends, placed_entries,
+from .format.manifest import (ManifestBuilder, ManifestEntry, block_ends, placed_entries,
                               spans)
 from .format.snapshot_selection import select_snapshot
 from .format.snapshots import BackupStats, SnapshotRecord

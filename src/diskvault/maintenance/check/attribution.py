@@ -4,7 +4,8 @@ longer be restored in full, and from which byte offset."""
 from __future__ import annotations
 
 from ...errors import CorruptData
-from ...store.format.manifest import BlockRef, block_ends, fill_problem
+from ...store.format.block_list import BlockRef
+from ...store.format.manifest import block_ends, fill_problem
 from ...store.format.snapshots import SnapshotRecord
 from ...store.read.image_map import damage_context
 from .report import LOST, UNINDEXED, SnapshotDamage

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ...errors import CorruptData
-from .block_list import DIGEST_BYTES, BlockList, BlockRef  # BlockRef: imported from here too
+from .block_list import DIGEST_BYTES, BlockList
 
 BLOCK_MAGIC = b"DVM1"
 ENTRY_HEAD = struct.Struct("<BQ")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ...errors import CorruptData, MissingChunk
-from ..format.manifest import BlockRef
+from ..format.block_list import BlockRef
 from ..index.records import ChunkLocation
 from .chunk_reader import ChunkReader
 
