@@ -22,8 +22,10 @@ from . import generations
 from .generations import Tables, live_generation, open_tables, table_names
 from .bulk_writes import IDENTITY_KEY, WRITES_PER_TRANSACTION, BulkWrites
 from .probe import DATA_FILE, cut_off, open_environment, reader_crashes
-from .records import (FINGERPRINT_MASK, LOCATION_PLACE, PACK_STATS, ChunkLocation,
-                      PackStats, decode_location, encode_location, pack_stats_row)
+from .records import (FINGERPRINT_MASK, FINGERPRINT_SHARE, LOCATION_PLACE, PACK_STATS,
+                      ChunkLocation, PackStats, decode_location, encode_location,
+                      pack_stats_row)
+from .sorted_runs import SortedRuns
 
 LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
@@ -346,19 +348,16 @@ class ChunkIndex(BulkWrites):
             for digest, value in txn.cursor(db=chunks):
                 yield digest, decode_location(value)
 
-    def pack_fingerprints(self) -> dict[str, tuple[int, int]]:
-        """Per pack, how many index entries point into it and their fingerprint (see
-        ``fingerprint``): one sequential pass, nothing decoded, so that check compares a
-        pack's footer with the index without a lookup per record."""
-        counts: dict[bytes, int] = {}
-        sums: dict[bytes, int] = {}
+    def fingerprint_shares(self, rows: SortedRuns) -> None:
+        """Add to ``rows`` one FINGERPRINT_SHARE per index entry (its pack's key and its
+        share of the pack's fingerprint, see ``fingerprint``): one sequential pass, nothing
+        decoded; ``pack_fingerprints`` sums them per pack in key order. So check compares
+        a pack's footer with the index without a lookup per record, and holds no table of
+        every pack."""
+        share = FINGERPRINT_SHARE.pack
         with self._snapshot() as (txn, chunks, _):
             for digest, value in txn.cursor(db=chunks):
-                pack_key = value[:16]
-                counts[pack_key] = counts.get(pack_key, 0) + 1
-                sums[pack_key] = sums.get(pack_key, 0) + hash(digest + value)
-        return {key.hex(): (count, sums[key] & FINGERPRINT_MASK)
-                for key, count in counts.items()}
+                rows.add(share(value[:16], hash(digest + value) & FINGERPRINT_MASK))
 
     def locations_in(self, pack_ids: Collection[str]) -> dict[str, list[tuple[bytes,
                                                                           ChunkLocation]]]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
 from ..format.packs import PackEntry
 
@@ -51,6 +52,7 @@ def pack_stats_row(entries: Sequence[PackEntry], file_size: int) -> bytes:
 
 
 FINGERPRINT_MASK = (1 << 64) - 1
+FINGERPRINT_SHARE = struct.Struct("<16sQ")  # an index entry's pack key and its share
 
 
 def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
@@ -60,3 +62,16 @@ def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
     pack_key = bytes.fromhex(pack_id)
     return sum(hash(entry.digest + encode_location(pack_key, entry))
                for entry in entries) & FINGERPRINT_MASK
+
+
+def pack_fingerprints(shares: Iterable[bytes]) -> Iterator[tuple[str, tuple[int, int]]]:
+    """Per pack, in key order, from FINGERPRINT_SHARE rows sorted by pack (see
+    ``ChunkIndex.fingerprint_shares``): how many index entries point into it and their
+    fingerprint."""
+    unpack = FINGERPRINT_SHARE.unpack
+    for pack_key, rows in groupby(shares, key=lambda row: row[:16]):
+        count = total = 0
+        for row in rows:
+            count += 1
+            total += unpack(row)[1]
+        yield pack_key.hex(), (count, total & FINGERPRINT_MASK)

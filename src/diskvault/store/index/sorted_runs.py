@@ -21,11 +21,14 @@ READ_BYTES = 1 << 16    # per run being merged
 
 class SortedRuns:
     """Records of ``record_size`` bytes, added in any order, read back in byte order
-    (duplicates kept). Files go to ``folder`` (a private one: O_TMPFILE, mode 0600)."""
+    (duplicates kept). Files go to ``folder`` (a private one: O_TMPFILE, mode 0600). A
+    caller that fills several at once says how many (``sharing``): each then sorts that
+    share of RUN_RECORDS in memory, and the runs are that much shorter."""
 
-    def __init__(self, record_size: int, folder: Path):
+    def __init__(self, record_size: int, folder: Path, sharing: int = 1):
         self.record_size = record_size
         self.folder = folder
+        self.sharing = sharing
         self._buffer: list[bytes] = []
         self._levels: list[list[BinaryIO]] = []  # runs by how many merges made them
 
@@ -43,7 +46,7 @@ class SortedRuns:
 
     def add(self, record: bytes) -> None:
         self._buffer.append(record)
-        if len(self._buffer) >= RUN_RECORDS:
+        if len(self._buffer) >= max(1, RUN_RECORDS // self.sharing):
             self._spill()
 
     def _spill(self) -> None:
@@ -100,14 +103,30 @@ def first_of_each(records: Iterable[bytes], key_size: int) -> Iterator[bytes]:
             yield record
 
 
+def joined(*streams: Iterator[tuple]) -> Iterator[tuple[object, list]]:
+    """Key-ordered streams of (key, value) walked together: each key of any of them, with
+    each stream's value for it (None where a stream lacks the key)."""
+    heads = [next(stream, None) for stream in streams]
+    while any(head is not None for head in heads):
+        key = min(head[0] for head in heads if head is not None)
+        values = []
+        for number, head in enumerate(heads):
+            if head is not None and head[0] == key:
+                values.append(head[1])
+                heads[number] = next(streams[number], None)
+            else:
+                values.append(None)
+        yield key, values
+
+
 class DigestSet:
     """A set of digests kept in sorted runs on disk (see the module docstring): a walk over
     millions of chunks holds a fixed amount of them in memory. Use it in a ``with`` block."""
 
     DIGEST_BYTES = 32
 
-    def __init__(self, parent: Path):
-        self._runs = SortedRuns(self.DIGEST_BYTES, parent)
+    def __init__(self, parent: Path, sharing: int = 1):
+        self._runs = SortedRuns(self.DIGEST_BYTES, parent, sharing)
         self._count: int | None = 0
 
     def __enter__(self) -> DigestSet:
