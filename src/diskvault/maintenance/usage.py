@@ -4,23 +4,21 @@ check walks the chunks in use (a digest-ordered DigestSet) and the index (digest
 together, once: ``merged``. ``PackUsage`` sums, per pack, what its records in use take
 and what no snapshot uses, and judges each pack as compaction does (compact_plan.py): a
 pack is rewritten or deleted once more than the threshold of it is unused, so the chunks
-of other packs wait for ``compact --threshold 0``. Its rows are sorted on disk by pack and
-summed in pack order beside the index's pack statistics: no table of every pack.
+of other packs wait for ``compact --threshold 0``. Its sums per pack go to disk where the
+packs are many, and are read in pack order beside the index's pack statistics.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import groupby
 
 from ..store.format.packs import ENTRY
 from ..store.index.records import ChunkLocation, PackStats
-from ..store.index.sorted_runs import SortedRuns, joined
+from ..store.index.sorted_runs import KeyedSums, joined
 from .compact_plan import DEFAULT_THRESHOLD, record_cost
 
-USAGE_ROW = struct.Struct("<16s?Q")  # pack key, in use, its cost (in use) or stored bytes
+USAGE_SUMS = 3  # per pack: the cost of its records in use, its unused chunks, their bytes
 
 
 def merged(in_use: Iterator[bytes], indexed: Iterator[tuple[bytes, ChunkLocation]]
@@ -52,27 +50,29 @@ class Unused:
 
 
 class PackUsage:
-    """Per pack: the cost of its indexed records in use, and its unused indexed chunks; a
-    row per indexed chunk in ``rows`` (sorted runs of USAGE_ROW.size bytes)."""
+    """Per pack: the cost of its indexed records in use, and its unused indexed chunks
+    (``sums``: USAGE_SUMS values per 16-byte pack key)."""
 
-    def __init__(self, rows: SortedRuns):
-        self._rows = rows
+    def __init__(self, sums: KeyedSums):
+        self._sums = sums
 
     def add(self, digest: bytes, location: ChunkLocation, in_use: bool) -> None:
-        amount = record_cost(location.entry(digest)) if in_use else location.stored_size
-        self._rows.add(USAGE_ROW.pack(bytes.fromhex(location.pack_id), in_use, amount))
+        if in_use:
+            self._sums.add(bytes.fromhex(location.pack_id),
+                           record_cost(location.entry(digest)), 0, 0)
+        else:
+            self._sums.add(bytes.fromhex(location.pack_id), 0, 1, location.stored_size)
 
     def summed(self, stats: Iterator[tuple[str, PackStats]]) -> Unused:
         """The totals, judging each pack by compaction's default threshold (``stats``:
         the index's pack statistics in key order, whose records and bytes make a pack's
         whole cost)."""
         found = Unused()
-        for _, (usage, pack) in joined(self._per_pack(), stats):
-            if usage is None:
+        per_pack = ((pack_key.hex(), sums) for pack_key, sums in self._sums)
+        for _, (usage, pack) in joined(per_pack, stats):
+            if usage is None or not usage[1]:
                 continue
             used, chunks, size = usage
-            if not chunks:
-                continue
             found.chunks += chunks
             found.stored_bytes += size
             total = pack.stored_bytes + ENTRY.size * pack.records if pack else 0
@@ -80,17 +80,3 @@ class PackUsage:
                 found.reclaimable_chunks += chunks
                 found.reclaimable_bytes += size
         return found
-
-    def _per_pack(self) -> Iterator[tuple[str, tuple[int, int, int]]]:
-        """Per pack, in key order: the cost in use, the unused chunks and their bytes."""
-        unpack = USAGE_ROW.unpack
-        for pack_key, rows in groupby(self._rows, key=lambda row: row[:16]):
-            used = chunks = size = 0
-            for row in rows:
-                _, in_use, amount = unpack(row)
-                if in_use:
-                    used += amount
-                else:
-                    chunks += 1
-                    size += amount
-            yield pack_key.hex(), (used, chunks, size)

@@ -13,7 +13,7 @@ from ...errors import CorruptData
 from ...store.format.manifest import block_ends, block_length, decode_block
 from ...store.index.sorted_runs import SortedRuns
 from ...store.pipeline import ordered_map, worker_count
-from ..usage import USAGE_ROW, PackUsage, merged
+from ..usage import USAGE_SUMS, PackUsage, merged
 from ..verify import read_verified
 from .report import LOST, UNINDEXED
 from .state import BlockDamage, CheckState, short
@@ -191,7 +191,7 @@ def _cross_index(state: CheckState, is_block: Callable[[bytes], bool]) -> dict[b
     use the index lacks (returned with their kind), and the index entries no snapshot
     uses (counted, with those a compact at its default threshold frees)."""
     missing: dict[bytes, str] = {}
-    usage = PackUsage(state.sorted_runs(USAGE_ROW.size))
+    usage = PackUsage(state.sums_per_pack(USAGE_SUMS))
     indexed = state.index.iter_chunks() if state.index_readable else iter(())
     for digest, in_use, location in merged(iter(state.referenced), indexed):
         if location is not None:

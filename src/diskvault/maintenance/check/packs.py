@@ -4,14 +4,12 @@ the index lacks, and index entries that do not match their footer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ...errors import CorruptData
 from ...store.format.packs import PackEntry, read_footer
-from ...store.index.records import (FINGERPRINT_SHARE, ChunkLocation, PackStats, fingerprint,
-                                    pack_fingerprints)
-from ...store.index.sorted_runs import joined
+from ...store.index.records import ChunkLocation, PackStats, fingerprint, pack_fingerprints
+from ...store.index.sorted_runs import KeyedSums, joined
 from .state import INDEXED_PACK, CheckState, short
 
 
@@ -48,13 +46,14 @@ def scan_packs(state: CheckState) -> None:
     _compare_one_by_one(state, suspects)
 
 
-def _read_index(state: CheckState) -> Iterable[bytes]:
-    """The index's pack statistics (kept in ``state``) and its entries' fingerprint shares,
-    read into sorted runs now: an index that cannot be read is unreadable from the start."""
+def _read_index(state: CheckState) -> KeyedSums | tuple:
+    """The index's pack statistics (kept in ``state``) and its entries' fingerprints per
+    pack, read now (to disk where they are many): an index that cannot be read is
+    unreadable from the start."""
     indexed = state.sorted_runs(INDEXED_PACK.size)
-    shares = state.sorted_runs(FINGERPRINT_SHARE.size)
+    fingerprints = state.sums_per_pack(2)
     try:
-        state.index.fingerprint_shares(shares)
+        state.index.add_fingerprints(fingerprints)
         for pack_id, stats in state.index.pack_stats():
             indexed.add(INDEXED_PACK.pack(bytes.fromhex(pack_id), stats.file_size,
                                           stats.stored_bytes, stats.raw_bytes, stats.records))
@@ -63,7 +62,7 @@ def _read_index(state: CheckState) -> Iterable[bytes]:
         state.index_readable = False
         return ()
     state.indexed_packs = indexed
-    return shares
+    return fingerprints
 
 
 def _compare_footer(state: CheckState, pack_id: str, stats: PackStats | None,

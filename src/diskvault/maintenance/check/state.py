@@ -15,7 +15,7 @@ from pathlib import Path
 from ...store.format.packs import PackEntry
 from ...store.format.snapshots import SnapshotRecord
 from ...store.index.records import PACK_STATS, ChunkLocation, PackStats
-from ...store.index.sorted_runs import DigestSet, SortedRuns
+from ...store.index.sorted_runs import DigestSet, KeyedSums, SortedRuns
 from ...store.storage import Storage
 from .report import CheckReport, Problem
 
@@ -71,6 +71,11 @@ class CheckState:
         """Records kept on disk for this check, read back in order; gone when it ends."""
         return self._closing.enter_context(SortedRuns(record_size, self._scratch,
                                                       SORTED_RUNS_AT_ONCE))
+
+    def sums_per_pack(self, values: int) -> KeyedSums:
+        """``values`` integers summed per pack key for this check; gone when it ends."""
+        return self._closing.enter_context(KeyedSums(PACK_KEY_BYTES, values, self._scratch,
+                                                     SORTED_RUNS_AT_ONCE))
 
     def pack_stats(self) -> Iterator[tuple[str, PackStats]]:
         """The index's statistics of every pack, in key order (as read when check began)."""

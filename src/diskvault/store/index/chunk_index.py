@@ -22,10 +22,9 @@ from . import generations
 from .generations import Tables, live_generation, open_tables, table_names
 from .bulk_writes import IDENTITY_KEY, WRITES_PER_TRANSACTION, BulkWrites
 from .probe import DATA_FILE, cut_off, open_environment, reader_crashes
-from .records import (FINGERPRINT_MASK, FINGERPRINT_SHARE, LOCATION_PLACE, PACK_STATS,
-                      ChunkLocation, PackStats, decode_location, encode_location,
-                      pack_stats_row)
-from .sorted_runs import SortedRuns
+from .records import (LOCATION_PLACE, PACK_STATS, ChunkLocation,
+                      PackStats, decode_location, encode_location, pack_stats_row)
+from .sorted_runs import KeyedSums
 
 LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
@@ -348,16 +347,16 @@ class ChunkIndex(BulkWrites):
             for digest, value in txn.cursor(db=chunks):
                 yield digest, decode_location(value)
 
-    def fingerprint_shares(self, rows: SortedRuns) -> None:
-        """Add to ``rows`` one FINGERPRINT_SHARE per index entry (its pack's key and its
-        share of the pack's fingerprint, see ``fingerprint``): one sequential pass, nothing
-        decoded; ``pack_fingerprints`` sums them per pack in key order. So check compares
-        a pack's footer with the index without a lookup per record, and holds no table of
-        every pack."""
-        share = FINGERPRINT_SHARE.pack
+    def add_fingerprints(self, sums: KeyedSums) -> None:
+        """Add to ``sums`` (two values per 16-byte pack key) each index entry's count and
+        share of its pack's fingerprint (see ``fingerprint``): one sequential pass, nothing
+        decoded; ``pack_fingerprints`` reads them per pack. So check compares a pack's
+        footer with the index without a lookup per record, and without a table of every
+        pack in memory."""
+        add = sums.add
         with self._snapshot() as (txn, chunks, _):
             for digest, value in txn.cursor(db=chunks):
-                rows.add(share(value[:16], hash(digest + value) & FINGERPRINT_MASK))
+                add(value[:16], 1, hash(digest + value))
 
     def locations_in(self, pack_ids: Collection[str]) -> dict[str, list[tuple[bytes,
                                                                           ChunkLocation]]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import groupby
 
 from ..format.packs import PackEntry
 
@@ -52,7 +51,6 @@ def pack_stats_row(entries: Sequence[PackEntry], file_size: int) -> bytes:
 
 
 FINGERPRINT_MASK = (1 << 64) - 1
-FINGERPRINT_SHARE = struct.Struct("<16sQ")  # an index entry's pack key and its share
 
 
 def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
@@ -64,14 +62,9 @@ def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
                for entry in entries) & FINGERPRINT_MASK
 
 
-def pack_fingerprints(shares: Iterable[bytes]) -> Iterator[tuple[str, tuple[int, int]]]:
-    """Per pack, in key order, from FINGERPRINT_SHARE rows sorted by pack (see
-    ``ChunkIndex.fingerprint_shares``): how many index entries point into it and their
-    fingerprint."""
-    unpack = FINGERPRINT_SHARE.unpack
-    for pack_key, rows in groupby(shares, key=lambda row: row[:16]):
-        count = total = 0
-        for row in rows:
-            count += 1
-            total += unpack(row)[1]
+def pack_fingerprints(sums: Iterable[tuple[bytes, tuple[int, int]]]
+                      ) -> Iterator[tuple[str, tuple[int, int]]]:
+    """Per pack, in key order (``sums``: as ``ChunkIndex.add_fingerprints`` added them):
+    how many index entries point into it and their fingerprint."""
+    for pack_key, (count, total) in sums:
         yield pack_key.hex(), (count, total & FINGERPRINT_MASK)

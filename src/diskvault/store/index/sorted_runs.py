@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import heapq
 import os
+import struct
 import tempfile
 from collections.abc import Iterable, Iterator
+from itertools import groupby
 from pathlib import Path
 from typing import BinaryIO
 
@@ -101,6 +103,54 @@ def first_of_each(records: Iterable[bytes], key_size: int) -> Iterator[bytes]:
         if key != last:
             last = key
             yield record
+
+
+class KeyedSums:
+    """A few integers summed per key (per pack: its chunks, their bytes), for more keys
+    than memory should hold: summed in a dict of at most ``held`` keys, written to sorted
+    runs whenever it fills, and read back in key order with each key's parts added up. So
+    few keys cost a dict update per ``add``, and many keys a fixed amount of memory. Sums
+    are kept modulo 2**64 (counts and bytes never come near; fingerprints are such sums).
+    """
+
+    def __init__(self, key_size: int, values: int, folder: Path, sharing: int = 1,
+                 held: int = 1 << 13):
+        self._row = struct.Struct(f"<{key_size}s{values}Q")
+        self._key_size = key_size
+        self._runs = SortedRuns(self._row.size, folder, sharing)
+        self._sums: dict[bytes, list[int]] = {}
+        self._held = held
+
+    def __enter__(self) -> KeyedSums:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._runs.close()
+        self._sums = {}
+
+    def add(self, key: bytes, *values: int) -> None:
+        sums = self._sums.get(key)
+        if sums is None:
+            if len(self._sums) >= self._held:
+                self._spill()
+            self._sums[key] = list(values)
+        else:
+            for number, value in enumerate(values):
+                sums[number] += value
+
+    def _spill(self) -> None:
+        mask, pack = (1 << 64) - 1, self._row.pack
+        for key, sums in self._sums.items():
+            self._runs.add(pack(key, *(value & mask for value in sums)))
+        self._sums = {}
+
+    def __iter__(self) -> Iterator[tuple[bytes, tuple[int, ...]]]:
+        """(key, its sums) in key order; what was added after a read is read next time."""
+        self._spill()
+        unpack, key_size, mask = self._row.unpack, self._key_size, (1 << 64) - 1
+        for key, rows in groupby(self._runs, key=lambda row: row[:key_size]):
+            parts = [unpack(row)[1:] for row in rows]
+            yield key, tuple(sum(column) & mask for column in zip(*parts))
 
 
 def joined(*streams: Iterator[tuple]) -> Iterator[tuple[object, list]]:
