@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 
 from diskvault.maintenance.check import check
+from diskvault.maintenance.prune import delete_snapshots
 from diskvault.store.format.manifest import BlockRef, ManifestEntry, encode_block
 from diskvault.store.format.packs import PACK_MAGIC, PackEntry, pack_name
 from diskvault.store.format.snapshots import BackupStats, SnapshotRecord
+from diskvault.store.index import sorted_runs
 from diskvault.store.storage import Storage
 
 from ...store.index.child_memory import PEAK_RISE
-from ..support import KiB, back_up
+from ..support import KiB, back_up, small_pack_repository
 
 MiB = 1 << 20
 PACKS = 30_000  # each holding one manifest block of its own
@@ -29,6 +31,7 @@ PACKS = 30_000  # each holding one manifest block of its own
 CHECK = PEAK_RISE + """
 import sys
 from diskvault.maintenance.check import check
+from diskvault.maintenance.prune import delete_snapshots
 from diskvault.store.storage import Storage
 
 with Storage.open(sys.argv[1], catch_up=False) as storage:
@@ -103,3 +106,35 @@ def test_a_record_placing_a_block_over_the_wrong_range_is_named(repo, tmp_path):
     assert f"places it at [{second}, " in report.problems[1].message
     [damage] = report.damaged_snapshots
     assert damage.first_offset == 0 and damage.lost_chunks == 2
+
+
+def findings(report) -> tuple:
+    return (report.packs, report.stored_bytes, report.manifest_blocks,
+            report.chunks_referenced, report.unused, report.problems, report.orphan_packs,
+            [(d.record.id, d.lost_chunks, d.lost_bytes, d.unindexed_chunks, d.first_offset)
+             for d in report.damaged_snapshots])
+
+
+def test_check_finds_the_same_when_its_sorted_runs_and_sums_spill_to_disk_often(
+        tmp_path, monkeypatch):
+    """Damage, unused chunks and their packs found alike whether check's runs and sums
+    per pack stay in memory or go to disk every few packs and records."""
+    with small_pack_repository(tmp_path / "repo") as repo:
+        rng = random.Random(11)
+        first = back_up(repo, tmp_path, "vm", rng.randbytes(192 * KiB))
+        back_up(repo, tmp_path, "vm", rng.randbytes(192 * KiB))
+        back_up(repo, tmp_path, "other", rng.randbytes(96 * KiB))
+        delete_snapshots(repo.storage, [first.id])
+        packs = sorted(repo.storage.packs.list())
+        assert len(packs) > 10
+        root = repo.storage.backend.root
+        (root / pack_name(packs[3])).unlink()
+        with open(root / pack_name(packs[7]), "r+b") as pack:
+            pack.truncate(100)
+        whole = check(repo.storage)
+        monkeypatch.setattr(sorted_runs, "RUN_RECORDS", 7)
+        monkeypatch.setattr(sorted_runs, "MERGE_FAN_IN", 3)
+        monkeypatch.setattr(sorted_runs, "HELD_KEYS", 2)
+        spilled = check(repo.storage)
+    assert whole.problems and whole.damaged_snapshots and whole.unused.chunks
+    assert findings(spilled) == findings(whole)

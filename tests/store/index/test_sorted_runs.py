@@ -57,9 +57,10 @@ def test_first_of_each_keeps_the_first_record_of_each_key():
 
 def test_keyed_sums_add_up_each_key_across_the_runs_they_spill_to(tmp_path, monkeypatch):
     monkeypatch.setattr(sorted_runs, "RUN_RECORDS", 5)  # the spilled sums sorted in runs
+    monkeypatch.setattr(sorted_runs, "HELD_KEYS", 3)  # a spill every 3 new keys
     rng = random.Random(2)
     expected: dict[bytes, list[int]] = {}
-    with KeyedSums(2, 2, tmp_path, held=3) as sums:  # a spill every 3 new keys
+    with KeyedSums(2, 2, tmp_path) as sums:
         for _ in range(500):
             key, value = rng.randbytes(2)[:1] * 2, rng.randrange(1 << 64)
             sums.add(key, 1, value)

@@ -19,6 +19,7 @@ from typing import BinaryIO
 RUN_RECORDS = 1 << 17   # records sorted in memory at once (13 MiB of 65-byte records)
 MERGE_FAN_IN = 64       # runs merged at once: that many read buffers and open files
 READ_BYTES = 1 << 16    # per run being merged
+HELD_KEYS = 1 << 13     # keys a KeyedSums sums in memory before it writes them to runs
 
 
 class SortedRuns:
@@ -107,19 +108,17 @@ def first_of_each(records: Iterable[bytes], key_size: int) -> Iterator[bytes]:
 
 class KeyedSums:
     """A few integers summed per key (per pack: its chunks, their bytes), for more keys
-    than memory should hold: summed in a dict of at most ``held`` keys, written to sorted
+    than memory should hold: summed in a dict of at most HELD_KEYS keys, written to sorted
     runs whenever it fills, and read back in key order with each key's parts added up. So
     few keys cost a dict update per ``add``, and many keys a fixed amount of memory. Sums
     are kept modulo 2**64 (counts and bytes never come near; fingerprints are such sums).
     """
 
-    def __init__(self, key_size: int, values: int, folder: Path, sharing: int = 1,
-                 held: int = 1 << 13):
+    def __init__(self, key_size: int, values: int, folder: Path, sharing: int = 1):
         self._row = struct.Struct(f"<{key_size}s{values}Q")
         self._key_size = key_size
         self._runs = SortedRuns(self._row.size, folder, sharing)
         self._sums: dict[bytes, list[int]] = {}
-        self._held = held
 
     def __enter__(self) -> KeyedSums:
         return self
@@ -131,7 +130,7 @@ class KeyedSums:
     def add(self, key: bytes, *values: int) -> None:
         sums = self._sums.get(key)
         if sums is None:
-            if len(self._sums) >= self._held:
+            if len(self._sums) >= HELD_KEYS:
                 self._spill()
             self._sums[key] = list(values)
         else:
