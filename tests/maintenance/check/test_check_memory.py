@@ -8,30 +8,26 @@ import dataclasses
 import random
 import subprocess
 import sys
-from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
+from benchmarks.check_memory import packs_of_blocks, save_in_records
 from diskvault.maintenance.check import check
 from diskvault.maintenance.prune import delete_snapshots
-from diskvault.store.format.manifest import BlockRef, ManifestEntry, encode_block
-from diskvault.store.format.packs import PACK_MAGIC, PackEntry, pack_name
-from diskvault.store.format.snapshots import BackupStats, SnapshotRecord
+from diskvault.store.format.manifest import BlockRef
+from diskvault.store.format.packs import pack_name
 from diskvault.store.index import sorted_runs
-from diskvault.store.storage import Storage
 
 from ...store.index.child_memory import PEAK_RISE
 from ..support import KiB, back_up, small_pack_repository
 
 MiB = 1 << 20
-PACKS = 30_000  # each holding one manifest block of its own
+PACKS = 30_000  # each holding one manifest block of its own (packs_of_blocks)
 
 # A check in a child: it prints how far its anonymous memory rose while check ran.
 CHECK = PEAK_RISE + """
 import sys
 from diskvault.maintenance.check import check
-from diskvault.maintenance.prune import delete_snapshots
 from diskvault.store.storage import Storage
 
 with Storage.open(sys.argv[1], catch_up=False) as storage:
@@ -41,48 +37,13 @@ print(report.packs, report.manifest_blocks, rise)
 """
 
 
-def packs_of_one_block(storage: Storage, count: int) -> list[BlockRef]:
-    """``count`` packs, each holding one distinct manifest block (a zero run of its own
-    length), indexed through the index's own API; the blocks laid end to end. The files
-    are written as a pack writer writes them, less the fsync of each."""
-    blocks, rows, offset = [], [], 0
-    for length in range(1, count + 1):
-        data = encode_block([ManifestEntry(length, None)])
-        pack_id = storage.packs.new_pack_id()
-        entries = [PackEntry(storage.codec.chunk_id(data), len(PACK_MAGIC), len(data),
-                             len(data), 0)]
-        pack = PACK_MAGIC + data + storage.packs.encode_footer(pack_id, entries)
-        path = storage.backend.root / pack_name(pack_id)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        path.write_bytes(pack)
-        rows.append((pack_id, entries, len(pack)))
-        blocks.append(BlockRef(entries[0].digest, offset))
-        offset += length
-        if len(rows) == 1000:
-            storage.index.add_packs(rows)
-            rows = []
-    storage.index.add_packs(rows)
-    return blocks
-
-
-def record_of(blocks: list[BlockRef], size: int) -> SnapshotRecord:
-    return SnapshotRecord(SnapshotRecord.new_id(), "synthetic", datetime.now(timezone.utc),
-                          "/synthetic", size, "host", [], BackupStats(), blocks)
-
-
 @pytest.mark.slow
 def test_check_holds_no_table_of_the_packs_or_the_manifest_blocks(repo):
     """30,000 packs and as many manifest blocks: check's memory rose 36 MiB when it kept
     per pack its fingerprint, statistics and size, and per block its status and length
     in dicts (~1.2 KiB for each pack and its block); walked in order from disk, it rises
     by what the backend's listing and the records' block lists take (~0.5 KiB)."""
-    blocks = packs_of_one_block(repo.storage, PACKS)
-    half = len(blocks) // 2
-    end = blocks[-1].offset + PACKS
-    repo.storage.snapshots.save(record_of(blocks[:half], blocks[half].offset))
-    repo.storage.snapshots.save(record_of(
-        [BlockRef(b.digest, b.offset - blocks[half].offset) for b in blocks[half:]],
-        end - blocks[half].offset))
+    save_in_records(repo.storage, packs_of_blocks(repo.storage, PACKS))
     repo.close()
     done = subprocess.run([sys.executable, "-c", CHECK, str(repo.root)], capture_output=True,
                           text=True, check=True)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator
-from functools import partial
 from itertools import groupby
 
 from ...errors import CorruptData
 from ...store.format.manifest import block_ends, block_length, decode_block
-from ...store.index.sorted_runs import SortedRuns
+from ...store.index.sorted_runs import SortedRuns, first_of_each
 from ...store.pipeline import ordered_map, worker_count
 from ..usage import USAGE_SUMS, PackUsage, merged
 from ..verify import read_verified
@@ -40,16 +39,15 @@ def walk_manifests(state: CheckState) -> None:
     unreadable = {digest for digest, damage in state.blocks.items() if damage.whole}
     bad = {digest: UNINDEXED if digest in state.unindexed else LOST
            for digest in state.lost}
-    spans = _spans(places)
-    for digest, entries in _blocks_read(state, places, unreadable):
-        _note_misfits(state, digest, block_length(entries), spans)
+    for (digest, lengths), entries in _blocks_read(state, places, unreadable):
+        _note_misfits(state, digest, block_length(entries), lengths)
         for entry in entries:
             if entry.digest is not None:
                 state.referenced.add(entry.digest)
         _note_entries(state, digest, entries, bad)
     missing = _cross_index(state, _member_test(_distinct(places)))
     if missing:
-        for digest, entries in _blocks_read(state, places, unreadable, report=False):
+        for (digest, _), entries in _blocks_read(state, places, unreadable, report=False):
             _note_entries(state, digest, entries, missing)
     state.report.chunks_referenced = len(state.referenced)
     if state.nowhere:
@@ -72,23 +70,18 @@ def _block_places(state: CheckState) -> SortedRuns:
     return places
 
 
-def _spans(places: SortedRuns) -> Iterator[tuple[bytes, set[int]]]:
+def _placed(places: SortedRuns) -> Iterator[tuple[bytes, set[int]]]:
     """Each distinct block, in order, with the lengths the records place it over."""
     for digest, rows in groupby(places, key=lambda row: row[:32]):
         yield digest, {BLOCK_PLACE.unpack(row)[1] for row in rows}
 
 
 def _distinct(places: SortedRuns) -> Iterator[bytes]:
-    return (digest for digest, _ in _spans(places))
+    return (row[:32] for row in first_of_each(places, 32))
 
 
-def _note_misfits(state: CheckState, digest: bytes, covered: int,
-                  spans: Iterator[tuple[bytes, set[int]]]) -> None:
-    """Note where a record places a readable block over other than the bytes it covers
-    (``spans``: advanced to this block; blocks come in the same order)."""
-    placed, lengths = next(spans)
-    while placed != digest:
-        placed, lengths = next(spans)
+def _note_misfits(state: CheckState, digest: bytes, covered: int, lengths: set[int]) -> None:
+    """Note where a record places a readable block over other than the bytes it covers."""
     for length in lengths:
         if length != covered:
             state.misfits[digest, length] = covered
@@ -151,12 +144,15 @@ def _load_block(state: CheckState, digest: bytes) -> bytes | str:
 
 
 def _blocks_read(state: CheckState, places: SortedRuns, unreadable: Collection[bytes],
-                 report: bool = True) -> Iterator[tuple[bytes, list]]:
-    """The decoded entries of every block not ``unreadable``, in digest order; a block
-    that cannot be read or decoded is damage (noted when ``report``) and skipped."""
-    readable = (digest for digest in _distinct(places) if digest not in unreadable)
-    for digest, loaded in ordered_map(state.storage.pool, partial(_load_block, state),
+                 report: bool = True) -> Iterator[tuple[tuple[bytes, set[int]], list]]:
+    """The decoded entries of every block not ``unreadable``, in digest order, each with
+    the lengths the records place it over; a block that cannot be read or decoded is
+    damage (noted when ``report``) and skipped."""
+    readable = (placed for placed in _placed(places) if placed[0] not in unreadable)
+    for placed, loaded in ordered_map(state.storage.pool,
+                                      lambda placed: _load_block(state, placed[0]),
                                       readable, window=4 * worker_count()):
+        digest = placed[0]
         try:
             if isinstance(loaded, str):
                 raise CorruptData(loaded)
@@ -167,7 +163,7 @@ def _blocks_read(state: CheckState, places: SortedRuns, unreadable: Collection[b
                 state.lost[digest] = str(error)
                 state.blocks[digest] = BlockDamage(whole=True)
             continue
-        yield digest, entries
+        yield placed, entries
 
 
 def _note_entries(state: CheckState, block: bytes, entries: list,

@@ -156,15 +156,18 @@ def joined(*streams: Iterator[tuple]) -> Iterator[tuple[object, list]]:
     """Key-ordered streams of (key, value) walked together: each key of any of them, with
     each stream's value for it (None where a stream lacks the key)."""
     heads = [next(stream, None) for stream in streams]
-    while any(head is not None for head in heads):
-        key = min(head[0] for head in heads if head is not None)
-        values = []
-        for number, head in enumerate(heads):
+    numbers = range(len(streams))
+    while True:
+        keys = [head[0] for head in heads if head is not None]
+        if not keys:
+            return
+        key = min(keys)
+        values = [None] * len(heads)
+        for number in numbers:
+            head = heads[number]
             if head is not None and head[0] == key:
-                values.append(head[1])
+                values[number] = head[1]
                 heads[number] = next(streams[number], None)
-            else:
-                values.append(None)
         yield key, values
 
 
