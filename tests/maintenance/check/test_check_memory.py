@@ -83,14 +83,16 @@ def test_check_finds_the_same_when_its_sorted_runs_and_sums_spill_to_disk_often(
     with small_pack_repository(tmp_path / "repo") as repo:
         rng = random.Random(11)
         first = back_up(repo, tmp_path, "vm", rng.randbytes(192 * KiB))
-        back_up(repo, tmp_path, "vm", rng.randbytes(192 * KiB))
-        back_up(repo, tmp_path, "other", rng.randbytes(96 * KiB))
+        kept = [back_up(repo, tmp_path, "vm", rng.randbytes(192 * KiB)),
+                back_up(repo, tmp_path, "other", rng.randbytes(96 * KiB))]
         delete_snapshots(repo.storage, [first.id])
-        packs = sorted(repo.storage.packs.list())
-        assert len(packs) > 10
+        assert len(repo.storage.packs.list()) > 10
+        missing, truncated = (repo.storage.index.lookup(record.blocks[0].digest).pack_id
+                              for record in kept)  # each holds a block of a kept snapshot
+        assert missing != truncated
         root = repo.storage.backend.root
-        (root / pack_name(packs[3])).unlink()
-        with open(root / pack_name(packs[7]), "r+b") as pack:
+        (root / pack_name(missing)).unlink()
+        with open(root / pack_name(truncated), "r+b") as pack:
             pack.truncate(100)
         whole = check(repo.storage)
         monkeypatch.setattr(sorted_runs, "RUN_RECORDS", 7)
