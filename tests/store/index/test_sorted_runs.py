@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from diskvault.store.index import sorted_runs
-from diskvault.store.index.sorted_runs import DigestSet, SortedRuns, first_of_each
+from diskvault.store.index.sorted_runs import (DigestSet, KeyedSums, SortedRuns, first_of_each,
+                                              joined)
 
 from .child_memory import ANONYMOUS_BYTES
 
@@ -52,6 +53,32 @@ def test_records_come_back_in_order_with_their_duplicates_through_levels_of_runs
 def test_first_of_each_keeps_the_first_record_of_each_key():
     records = [b"a1", b"a2", b"b1", b"c1", b"c2"]
     assert list(first_of_each(records, 1)) == [b"a1", b"b1", b"c1"]
+
+
+def test_keyed_sums_add_up_each_key_across_the_runs_they_spill_to(tmp_path, monkeypatch):
+    monkeypatch.setattr(sorted_runs, "RUN_RECORDS", 5)  # the spilled sums sorted in runs
+    monkeypatch.setattr(sorted_runs, "HELD_KEYS", 3)  # a spill every 3 new keys
+    rng = random.Random(2)
+    expected: dict[bytes, list[int]] = {}
+    with KeyedSums(2, 2, tmp_path) as sums:
+        for _ in range(500):
+            key, value = rng.randbytes(2)[:1] * 2, rng.randrange(1 << 64)
+            sums.add(key, 1, value)
+            counts = expected.setdefault(key, [0, 0])
+            counts[0] += 1
+            counts[1] = (counts[1] + value) % (1 << 64)
+        assert list(sums) == [(key, tuple(expected[key])) for key in sorted(expected)]
+        sums.add(b"z\0", 7, 8)  # added after a read: read the next time, with the rest
+        assert dict(sums) == {**{key: tuple(found) for key, found in expected.items()},
+                              b"z\0": (7, 8)}
+
+
+def test_joined_streams_give_each_key_once_with_every_value_for_it():
+    first = iter([(1, "a"), (3, "c")])
+    second = iter([(2, "B"), (3, "C"), (4, "D")])
+    assert list(joined(first, second, iter(()))) == [
+        (1, ["a", None, None]), (2, [None, "B", None]), (3, ["c", "C", None]),
+        (4, [None, "D", None])]
 
 
 def test_a_digest_set_counts_and_lists_each_digest_once(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ def attribute(state: CheckState) -> None:
 def _misplaced(state: CheckState, record: SnapshotRecord, ref: BlockRef, end: int) -> bool:
     """A readable block that does not fill the range the record gives it: the record
     (or the block) is damaged, and every offset from there on would be wrong."""
-    covered = state.block_lengths.get(ref.digest)
+    covered = state.misfits.get((ref.digest, end - ref.offset))
     problem = None if covered is None else fill_problem(covered, ref.offset, end)
     if problem:
         state.problem(f"snapshot record {record.id}.json",

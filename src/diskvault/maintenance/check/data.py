@@ -9,7 +9,8 @@ from .state import SHOWN_DIGESTS, CheckState
 
 
 def read_all_records(state: CheckState) -> None:
-    for pack_id in sorted(state.sizes):
+    for pack_key in state.listed_packs:
+        pack_id = pack_key.hex()
         if pack_id in state.damaged_footers:
             named = state.index.locations_in([pack_id]) if state.index_readable else {}
             entries = [loc.entry(d) for d, loc in named.get(pack_id, [])]

@@ -15,8 +15,8 @@ it ends.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
-from ...store.index.sorted_runs import DigestSet
 from ...store.storage import Storage
 from ..scratch import scratch_folder
 from .attribution import attribute
@@ -30,8 +30,8 @@ from .state import CheckState, Progress
 def check(storage: Storage, read_data: bool = False,
           progress: Progress | None = None) -> CheckReport:
     """Check the repository as a reader (compaction will not delete packs meanwhile)."""
-    with storage.reader_lock(), DigestSet(scratch_folder()) as referenced:
-        state = CheckState(storage, read_data, progress, referenced)
+    with storage.reader_lock(), ExitStack() as closing:
+        state = CheckState(storage, read_data, progress, scratch_folder(), closing)
         started = time.monotonic()
         _note_strays(state)
         _load_records(state)

@@ -23,8 +23,9 @@ from .generations import Tables, live_generation, open_tables, table_names
 from .bulk_writes import IDENTITY_KEY, BulkWrites
 from .sweeps import Sweeps
 from .probe import DATA_FILE, cut_off, open_environment, reader_crashes
-from .records import (FINGERPRINT_MASK, LOCATION_PLACE, PACK_STATS, ChunkLocation,
+from .records import (LOCATION_PLACE, PACK_STATS, ChunkLocation,
                       PackStats, decode_location, encode_location, pack_stats_row)
+from .sorted_runs import KeyedSums
 
 LMDB_FILES = ("data.mdb", "lock.mdb")
 DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
@@ -317,19 +318,16 @@ class ChunkIndex(BulkWrites, Sweeps):
             for digest, value in txn.cursor(db=chunks):
                 yield digest, decode_location(value)
 
-    def pack_fingerprints(self) -> dict[str, tuple[int, int]]:
-        """Per pack, how many index entries point into it and their fingerprint (see
-        ``fingerprint``): one sequential pass, nothing decoded, so that check compares a
-        pack's footer with the index without a lookup per record."""
-        counts: dict[bytes, int] = {}
-        sums: dict[bytes, int] = {}
+    def add_fingerprints(self, sums: KeyedSums) -> None:
+        """Add to ``sums`` (two values per 16-byte pack key) each index entry's count and
+        share of its pack's fingerprint (see ``fingerprint``): one sequential pass, nothing
+        decoded; ``pack_fingerprints`` reads them per pack. So check compares a pack's
+        footer with the index without a lookup per record, and without a table of every
+        pack in memory."""
+        add = sums.add
         with self._snapshot() as (txn, chunks, _):
             for digest, value in txn.cursor(db=chunks):
-                pack_key = value[:16]
-                counts[pack_key] = counts.get(pack_key, 0) + 1
-                sums[pack_key] = sums.get(pack_key, 0) + hash(digest + value)
-        return {key.hex(): (count, sums[key] & FINGERPRINT_MASK)
-                for key, count in counts.items()}
+                add(value[:16], 1, hash(digest + value))
 
     def locations_in(self, pack_ids: Collection[str]) -> dict[str, list[tuple[bytes,
                                                                           ChunkLocation]]]:

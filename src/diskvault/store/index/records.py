@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..format.packs import PackEntry
@@ -60,3 +60,11 @@ def fingerprint(pack_id: str, entries: Iterable[PackEntry]) -> int:
     pack_key = bytes.fromhex(pack_id)
     return sum(hash(entry.digest + encode_location(pack_key, entry))
                for entry in entries) & FINGERPRINT_MASK
+
+
+def pack_fingerprints(sums: Iterable[tuple[bytes, tuple[int, int]]]
+                      ) -> Iterator[tuple[str, tuple[int, int]]]:
+    """Per pack, in key order (``sums``: as ``ChunkIndex.add_fingerprints`` added them):
+    how many index entries point into it and their fingerprint."""
+    for pack_key, (count, total) in sums:
+        yield pack_key.hex(), (count, total & FINGERPRINT_MASK)
