@@ -60,14 +60,25 @@ def measure(repo: Path, source: Path) -> dict:
             "rss_bytes_per_chunk": round(stats.peak_rss_bytes / chunks)}
 
 
+def _block_ref():
+    """BlockRef, from where the measured source tree defines it (format/block_list.py;
+    format/manifest.py in trees from before it, which --source may name)."""
+    try:
+        from diskvault.store.format.block_list import BlockRef
+    except ImportError:
+        from diskvault.store.format.manifest import BlockRef
+    return BlockRef
+
+
 def packs_of_blocks(storage, packs: int, blocks_per_pack: int = 1) -> list:
     """``packs`` packs, each holding ``blocks_per_pack`` distinct manifest blocks (zero runs
     of lengths 1, 2, 3, ...), indexed through the index's own API; the blocks' BlockRefs
     laid end to end. The files are written as a pack writer writes them, less the fsync of
     each (a minute saved per 10,000 packs)."""
-    from diskvault.store.format.manifest import BlockRef, ManifestEntry, encode_block
+    from diskvault.store.format.manifest import ManifestEntry, encode_block
     from diskvault.store.format.packs import PACK_MAGIC, PackEntry, pack_name
 
+    BlockRef = _block_ref()
     blocks, rows, offset = [], [], 0
     for _ in range(packs):
         pack_id = storage.packs.new_pack_id()
@@ -95,9 +106,10 @@ def packs_of_blocks(storage, packs: int, blocks_per_pack: int = 1) -> list:
 def save_in_records(storage, blocks: list, per_record: int = 1000) -> None:
     """Snapshot records naming ``blocks`` (as laid by packs_of_blocks), ``per_record`` to a
     record, each from offset 0 (small records: reading them costs little beside check)."""
-    from diskvault.store.format.manifest import BlockRef, decode_block
+    from diskvault.store.format.manifest import decode_block
     from diskvault.store.format.snapshots import BackupStats, SnapshotRecord
 
+    BlockRef = _block_ref()
     end = blocks[-1].offset + decode_block(storage.chunks.get(blocks[-1].digest))[0].length
     for first in range(0, len(blocks), per_record):
         part = blocks[first:first + per_record]

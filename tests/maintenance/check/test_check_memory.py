@@ -14,7 +14,7 @@ import pytest
 from benchmarks.check_memory import packs_of_blocks, save_in_records
 from diskvault.maintenance.check import check
 from diskvault.maintenance.prune import delete_snapshots
-from diskvault.store.format.manifest import BlockRef
+from diskvault.store.format.block_list import BlockRef
 from diskvault.store.format.packs import pack_name
 from diskvault.store.index import sorted_runs
 
