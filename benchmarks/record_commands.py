@@ -24,8 +24,9 @@ from pathlib import Path
 
 COMMANDS = ("list", "prune --dry-run", "compact", "check")
 
-CHILD = r"""
-import json, resource, sys, time
+# The commands measured, by name, in a child's source: shared with the memory test
+# (tests/maintenance/test_record_memory.py), which runs them the same way.
+COMMANDS_SOURCE = r"""
 from diskvault.maintenance.check.run import check
 from diskvault.maintenance.compact import compact
 from diskvault.maintenance.prune import prune
@@ -39,6 +40,10 @@ COMMANDS = {
     "compact": lambda repository: compact(repository.storage),
     "check": lambda repository: check(repository.storage),
 }
+"""
+
+CHILD = COMMANDS_SOURCE + r"""
+import json, resource, sys, time
 
 with Repository.open(sys.argv[1]) as repository:
     opened = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.record_commands import COMMANDS_SOURCE
 from diskvault.store.format.snapshots import SnapshotRecord
 
 from ..store.index.child_memory import PEAK_RISE
@@ -21,21 +22,8 @@ RECORDS = 100
 BLOCKS = 10_000
 
 # One command in a child: it prints how far its anonymous memory rose while it ran.
-COMMAND = PEAK_RISE + """
+COMMAND = PEAK_RISE + COMMANDS_SOURCE + """
 import sys
-from diskvault.maintenance.check.run import check
-from diskvault.maintenance.compact import compact
-from diskvault.maintenance.prune import prune
-from diskvault.maintenance.retention import KeepPolicy
-from diskvault.store.repository import Repository
-
-COMMANDS = {
-    "list": lambda repository: repository.scan_snapshots(),
-    "prune --dry-run": lambda repository: prune(repository.storage, KeepPolicy(last=1),
-                                                dry_run=True),
-    "compact": lambda repository: compact(repository.storage),
-    "check": lambda repository: check(repository.storage),
-}
 
 with Repository.open(sys.argv[1]) as repository:
     result, rise = peak_rise(lambda: COMMANDS[sys.argv[2]](repository))
