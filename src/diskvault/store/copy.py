@@ -36,8 +36,7 @@ from .backup.chunker import Chunker
 from .backup.write_session import WriteSession
 from .format.block_list import BlockRef
 from .format.codec import Codec
-from .format.manifest import (ManifestBuilder, ManifestEntry, block_ends, placed_entries,
-                              spans)
+from .format.manifest import ManifestBuilder, ManifestEntry, placed_entries, spans
 from .format.snapshot_selection import select_snapshot
 from .format.snapshots import BackupStats, SnapshotRecord
 from .pipeline import batches, ordered_map
@@ -144,7 +143,7 @@ def copy_snapshots(source: Storage, destination: Storage, selectors: Sequence[st
 def _copy_same_ids(source: Storage, destination: Storage, session: WriteSession,
                    record: SnapshotRecord, report: CopyReport) -> SnapshotRecord:
     """Send the chunks of each manifest block the destination lacks, then the block."""
-    for block, end in zip(record.blocks, block_ends(record.blocks, record.size)):
+    for block, end in zip(record.blocks, record.blocks.ends(record.size)):
         try:
             data = _read_block(source, destination, block)
             entries = placed_entries(data, block.offset, end)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...errors import CorruptData
 from ...store.format.block_list import BlockRef
-from ...store.format.manifest import block_ends, fill_problem
+from ...store.format.manifest import fill_problem
 from ...store.format.snapshots import SnapshotRecord
 from ...store.read.image_map import damage_context
 from .report import LOST, UNINDEXED, SnapshotDamage
@@ -15,7 +15,7 @@ from .state import CheckState
 def attribute(state: CheckState) -> None:
     for record in state.records:
         damage = SnapshotDamage(record)
-        for ref, end in zip(record.blocks, block_ends(record.blocks, record.size)):
+        for ref, end in zip(record.blocks, record.blocks.ends(record.size)):
             if _misplaced(state, record, ref, end):
                 damage.note(ref.offset, end - ref.offset, LOST)
                 continue

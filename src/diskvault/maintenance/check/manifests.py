@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import groupby
 
 from ...errors import CorruptData
-from ...store.format.manifest import block_ends, block_length, decode_block
+from ...store.format.manifest import block_length, decode_block
 from ...store.index.sorted_runs import SortedRuns, first_of_each
 from ...store.pipeline import ordered_map, worker_count
 from ..usage import USAGE_SUMS, PackUsage, merged
@@ -65,7 +65,7 @@ def _block_places(state: CheckState) -> SortedRuns:
     """Every (block, bytes placed over) of every record, sorted on disk."""
     places = state.sorted_runs(BLOCK_PLACE.size)
     for record in state.records:
-        for ref, end in zip(record.blocks, block_ends(record.blocks, record.size)):
+        for ref, end in zip(record.blocks, record.blocks.ends(record.size)):
             places.add(BLOCK_PLACE.pack(ref.digest, end - ref.offset))
     return places
 

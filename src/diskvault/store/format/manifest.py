@@ -128,11 +128,6 @@ def spans(entries: list[ManifestEntry], offset: int) -> Iterator[Span]:
         offset += entry.length
 
 
-def block_ends(blocks: BlockList, size: int):
-    """Where each block's bytes end: at the next block's offset, the last one at ``size``."""
-    return blocks.ends(size)
-
-
 def layout_problem(blocks: BlockList, size: int) -> str | None:
     """Why a block list cannot describe an image of ``size`` bytes, or None when it can:
     the first block starts at 0, offsets strictly increase, the last one starts before

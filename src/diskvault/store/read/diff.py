@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from ...errors import CorruptData
-from ..format.manifest import block_ends, placed_entries, spans
+from ..format.manifest import placed_entries, spans
 from ..format.snapshots import SnapshotRecord
 from .image_map import damage_context
 
@@ -19,7 +19,7 @@ LoadBlock = Callable[[bytes], bytes]  # a manifest block's bytes, by digest
 def _identity_spans(record: SnapshotRecord, shared: set[tuple[bytes, int]],
                     load_block: LoadBlock) -> Iterator[tuple[int, int, object]]:
     """(offset, end, identity) covering the image; a shared block is one opaque span."""
-    for block, end in zip(record.blocks, block_ends(record.blocks, record.size)):
+    for block, end in zip(record.blocks, record.blocks.ends(record.size)):
         if (block.digest, block.offset) in shared:
             yield block.offset, end, ("block", block.digest)
             continue
@@ -34,7 +34,7 @@ def _identity_spans(record: SnapshotRecord, shared: set[tuple[bytes, int]],
 def _shared_blocks(a: SnapshotRecord, b: SnapshotRecord) -> set[tuple[bytes, int]]:
     def keyed(record: SnapshotRecord) -> set[tuple[bytes, int, int]]:
         return {(x.digest, x.offset, end)
-                for x, end in zip(record.blocks, block_ends(record.blocks, record.size))}
+                for x, end in zip(record.blocks, record.blocks.ends(record.size))}
     return {(digest, offset) for digest, offset, _ in keyed(a) & keyed(b)}
 
 

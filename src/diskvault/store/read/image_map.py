@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 
 from ...errors import CorruptData
-from ..format.manifest import Span, block_ends, placed_entries, spans
+from ..format.manifest import Span, placed_entries, spans
 from ..format.snapshots import SnapshotRecord
 from ..pipeline import batches
 from .chunk_reader import ChunkReader
@@ -28,7 +28,7 @@ def damage_context(record: SnapshotRecord, offset: int, error: CorruptData) -> C
 def image_spans(chunks: ChunkReader, record: SnapshotRecord) -> Iterator[Span]:
     """Every entry of the snapshot's manifest, placed at its offset; each block is proven
     to fill exactly the range the record gives it."""
-    blocks = zip(record.blocks, block_ends(record.blocks, record.size))
+    blocks = zip(record.blocks, record.blocks.ends(record.size))
     for batch in batches(blocks, BLOCKS_PER_READ):
         data = read_blocks(chunks, [block for block, _ in batch])
         for block, end in batch:

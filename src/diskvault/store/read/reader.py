@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ...errors import CorruptData
 from ...image.fileview import PositionedFile
 from ...lru import LRU
-from ..format.manifest import block_ends, placed_entries
+from ..format.manifest import placed_entries
 from ..format.snapshots import SnapshotRecord
 from .chunk_reader import ChunkReader
 from .image_map import damage_context
@@ -79,7 +79,7 @@ class ImageReader:
         self.size = record.size
         self.pool = pool
         self._block_starts = record.blocks.offsets  # an array: bisected without a list
-        self._block_ends = block_ends(record.blocks, record.size)
+        self._block_ends = record.blocks.ends(record.size)
         # Futures, so that concurrent readers of one block or chunk share one fetch.
         self._blocks: LRU[int, Future] = LRU(block_cache_blocks)
         self._chunks: LRU[bytes, Future] = LRU(chunk_cache_bytes)  # weighed in raw bytes
@@ -245,12 +245,12 @@ class ImageReader:
 
     def _entry_start(self, offset: int) -> int:
         """Where the manifest entry holding ``offset`` begins."""
-        block = self._block(bisect.bisect_right(self._block_starts, offset) - 1)
+        block = self._block(self.record.blocks.find(offset))
         return block.starts[bisect.bisect_right(block.starts, offset) - 1]
 
     def _uncached(self, start: int, stop: int) -> Iterator[bytes]:
         """The digests of the data chunks that begin in [start, stop), not cached."""
-        block_index = bisect.bisect_right(self._block_starts, start) - 1
+        block_index = self.record.blocks.find(start)
         while block_index < len(self._block_starts) and self._block_starts[block_index] < stop:
             block = self._block(block_index)
             entry_index = bisect.bisect_left(block.starts, start)  # first chunk from start on
@@ -278,7 +278,7 @@ class ImageReader:
                 self._fetch_range(pack_range, futures)
         parts = []
         position = offset
-        block_index = bisect.bisect_right(self._block_starts, position) - 1
+        block_index = self.record.blocks.find(position)
         while position < end:
             block = self._block(block_index)
             entry_index = bisect.bisect_right(block.starts, position) - 1
@@ -305,7 +305,7 @@ class ImageReader:
     # -- where the data is: from the manifest, reading no chunk --------------------------
     def _entries(self, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
         """(offset, length, holds data) of the manifest entries that overlap [start, end)."""
-        block_index = bisect.bisect_right(self._block_starts, start) - 1
+        block_index = self.record.blocks.find(start)
         while block_index < len(self._block_starts) and self._block_starts[block_index] < end:
             block = self._block(block_index)
             entry_index = max(bisect.bisect_right(block.starts, start) - 1, 0)
